@@ -1,0 +1,74 @@
+// Hot inner loops of the CPU ops, compiled three times (AVX-512, AVX2+FMA, portable) from
+// simd_impl.h and chosen once at run time from what the CPU reports. The ops in kernels/cpu/*.cc
+// call these through simd(); nothing here allocates or touches shared state.
+//
+// Layouts:
+//   bf16 rows: uint16_t, row-major [rows, K], K a multiple of 32 for the vector paths.
+//   MXFP4 rows: `blocks` [rows, K/32, 16] bytes (low nibble = even element), `scales` [rows, K/32]
+//   E8M0 bytes (gpt-oss-spec.md §3). Activations that meet MXFP4 weights are "block-split":
+//   within each 32-wide block, the 16 even elements come first, then the 16 odd ones, so that
+//   low and high nibbles each meet a contiguous run of x (see split_blocks).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace gptoss::cpu {
+
+struct SimdKernels {
+  const char* name;
+  // y[r] = dot(W[r, :K], x) for r < rows (bf16 weights, f32 x).
+  void (*gemv_bf16)(const uint16_t* W, size_t ldw, int rows, const float* x, int K, float* y);
+  // Y[t, r] = dot(W[r], X[t]) for t < T, r < rows, with W already in f32 (a decoded tile).
+  void (*gemm_f32)(const float* W, size_t ldw, int rows, const float* X, size_t ldx, int T,
+                   float* Y, size_t ldy, int K);
+  // y[r] = dot(Wmxfp4[r], x_split) for r < rows; x_split is block-split, K = nblocks * 32.
+  void (*gemv_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
+                     const float* x_split, float* y);
+  // dst[K] (block-split order) = dequantised MXFP4 row.
+  void (*decode_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int nblocks, float* dst);
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, size_t n);
+  float (*dot_f32)(const float* a, const float* b, int n);
+  // y += a * x
+  void (*axpy_f32)(float* y, float a, const float* x, int n);
+  // Sum of all floats (reads every byte once; used to measure memory read bandwidth).
+  double (*sum_f32)(const float* x, size_t n);
+};
+
+// The best variant this CPU supports (AVX-512 > AVX2+FMA > portable), or the one named by
+// the GPTOSS_SIMD environment variable ("avx512", "avx2", "generic") when that is supported.
+const SimdKernels& simd();
+
+extern const SimdKernels kSimdGeneric;
+extern const SimdKernels kSimdAvx2;
+extern const SimdKernels kSimdAvx512;
+
+// E8M0 byte -> 2^(s-127), as a float table (s = 255 is reserved NaN in OCP; the checkpoints
+// never use it, and it decodes to 2^128 = inf here rather than a silent finite value).
+extern const float kE8m0[256];
+
+// Reorders x[K] into block-split order (see the header comment). K must be a multiple of 32.
+inline void split_blocks(const float* x, float* out, int K) {
+  for (int g = 0; g < K; g += 32)
+    for (int j = 0; j < 16; ++j) {
+      out[g + j] = x[g + 2 * j];
+      out[g + 16 + j] = x[g + 2 * j + 1];
+    }
+}
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even, NaN kept quiet.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+}  // namespace gptoss::cpu

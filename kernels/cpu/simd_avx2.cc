@@ -1,0 +1,7 @@
+// The avx2 variant of the hot loops (see simd.h); the build compiles this file with its flags.
+#include "kernels/cpu/simd_impl.h"
+
+namespace gptoss::cpu {
+extern const SimdKernels kSimdAvx2 = {"avx2", gemv_bf16, gemm_f32, gemv_mxfp4, decode_mxfp4,
+                               bf16_to_f32_row, dot_f32, axpy_f32, sum_f32};
+}

@@ -1,0 +1,270 @@
+// Included once per instruction set by simd_avx512.cc, simd_avx2.cc and simd_generic.cc, each
+// compiled with its own target flags. Only <immintrin.h> and C headers here: an inline std::
+// template instantiated under -mavx512f could be picked by the linker for generic code.
+// Every function is static so the three copies never meet.
+#include <cstddef>
+#include <cstdint>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include "kernels/cpu/simd.h"
+
+namespace {
+
+using gptoss::cpu::kE8m0;
+
+// The doubled E2M1 values (exact small integers, so the nibble lookup can be a byte shuffle);
+// the 0.5 is folded into the block scale. gpt-oss-spec.md §3.
+constexpr int8_t kFp4x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+#if defined(__AVX512F__)
+constexpr int W = 16;
+using V = __m512;
+inline V vzero() { return _mm512_setzero_ps(); }
+inline V vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline V vset1(float a) { return _mm512_set1_ps(a); }
+inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+inline float vsum(V v) { return _mm512_reduce_add_ps(v); }
+inline V vload_bf16(const uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+// 16 packed bytes -> (even elements, odd elements) as doubled FP4 values in f32.
+inline void vdecode_fp4(const uint8_t* b, V& lo, V& hi) {
+  const __m128i lut = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4x2));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  __m128i l = _mm_shuffle_epi8(lut, _mm_and_si128(q, m));
+  __m128i h = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m));
+  lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l));
+  hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h));
+}
+#elif defined(__AVX2__)
+constexpr int W = 8;
+using V = __m256;
+inline V vzero() { return _mm256_setzero_ps(); }
+inline V vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
+inline V vset1(float a) { return _mm256_set1_ps(a); }
+inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
+inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+inline float vsum(V v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline V vload_bf16(const uint16_t* p) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+#else
+// Portable: plain loops over 8 lanes that the compiler may vectorise for the baseline ISA.
+constexpr int W = 8;
+struct V { float v[8]; };
+inline V vzero() { return V{}; }
+inline V vload(const float* p) { V r; for (int i = 0; i < 8; ++i) r.v[i] = p[i]; return r; }
+inline void vstore(float* p, V a) { for (int i = 0; i < 8; ++i) p[i] = a.v[i]; }
+inline V vset1(float a) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a; return r; }
+inline V vfma(V a, V b, V c) { for (int i = 0; i < 8; ++i) c.v[i] += a.v[i] * b.v[i]; return c; }
+inline V vmul(V a, V b) { for (int i = 0; i < 8; ++i) a.v[i] *= b.v[i]; return a; }
+inline V vadd(V a, V b) { for (int i = 0; i < 8; ++i) a.v[i] += b.v[i]; return a; }
+inline float vsum(V a) { float s = 0; for (int i = 0; i < 8; ++i) s += a.v[i]; return s; }
+inline V vload_bf16(const uint16_t* p) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = gptoss::cpu::bf16_to_f32(p[i]);
+  return r;
+}
+#endif
+
+#if !defined(__AVX512F__)
+// 16 packed bytes -> even / odd elements, W lanes at a time (two calls' worth for W = 8).
+inline void vdecode_fp4_8(const uint8_t* b, V& lo, V& hi) {  // 8 bytes -> 8 even + 8 odd
+#if defined(__AVX2__)
+  const __m128i lut = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4x2));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b));
+  __m128i l = _mm_shuffle_epi8(lut, _mm_and_si128(q, m));
+  __m128i h = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m));
+  lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(l));
+  hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h));
+#else
+  for (int i = 0; i < 8; ++i) {
+    lo.v[i] = kFp4x2[b[i] & 15];
+    hi.v[i] = kFp4x2[b[i] >> 4];
+  }
+#endif
+}
+#endif
+
+inline float scalar_dot(const float* a, const float* b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* x, int K, float* y) {
+  const int Kv = K - K % W;
+  int r = 0;
+  // Four rows at a time share every load of x.
+  for (; r + 4 <= rows; r += 4) {
+    const uint16_t* w0 = Wt + size_t(r) * ldw;
+    const uint16_t* w1 = w0 + ldw;
+    const uint16_t* w2 = w1 + ldw;
+    const uint16_t* w3 = w2 + ldw;
+    V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+    for (int k = 0; k < Kv; k += W) {
+      V xv = vload(x + k);
+      a0 = vfma(vload_bf16(w0 + k), xv, a0);
+      a1 = vfma(vload_bf16(w1 + k), xv, a1);
+      a2 = vfma(vload_bf16(w2 + k), xv, a2);
+      a3 = vfma(vload_bf16(w3 + k), xv, a3);
+    }
+    float s0 = vsum(a0), s1 = vsum(a1), s2 = vsum(a2), s3 = vsum(a3);
+    for (int k = Kv; k < K; ++k) {
+      s0 += gptoss::cpu::bf16_to_f32(w0[k]) * x[k];
+      s1 += gptoss::cpu::bf16_to_f32(w1[k]) * x[k];
+      s2 += gptoss::cpu::bf16_to_f32(w2[k]) * x[k];
+      s3 += gptoss::cpu::bf16_to_f32(w3[k]) * x[k];
+    }
+    y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+  }
+  for (; r < rows; ++r) {
+    const uint16_t* w0 = Wt + size_t(r) * ldw;
+    V a0 = vzero();
+    for (int k = 0; k < Kv; k += W) a0 = vfma(vload_bf16(w0 + k), vload(x + k), a0);
+    float s0 = vsum(a0);
+    for (int k = Kv; k < K; ++k) s0 += gptoss::cpu::bf16_to_f32(w0[k]) * x[k];
+    y[r] = s0;
+  }
+}
+
+void gemm_f32(const float* Wt, size_t ldw, int rows, const float* X, size_t ldx, int T, float* Y,
+              size_t ldy, int K) {
+  const int Kv = K - K % W;
+  // Micro-tile of 4 rows x 2 tokens: 8 accumulators, each load feeds 2 or 4 FMAs.
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int nr = rows - r0 < 4 ? rows - r0 : 4;
+    const float* w[4];
+    for (int i = 0; i < 4; ++i) w[i] = Wt + size_t(r0 + (i < nr ? i : 0)) * ldw;
+    int t = 0;
+    for (; t + 2 <= T; t += 2) {
+      const float* x0 = X + size_t(t) * ldx;
+      const float* x1 = x0 + ldx;
+      V a00 = vzero(), a01 = vzero(), a10 = vzero(), a11 = vzero();
+      V a20 = vzero(), a21 = vzero(), a30 = vzero(), a31 = vzero();
+      for (int k = 0; k < Kv; k += W) {
+        V xv0 = vload(x0 + k), xv1 = vload(x1 + k);
+        V w0 = vload(w[0] + k), w1 = vload(w[1] + k), w2 = vload(w[2] + k), w3 = vload(w[3] + k);
+        a00 = vfma(w0, xv0, a00); a01 = vfma(w0, xv1, a01);
+        a10 = vfma(w1, xv0, a10); a11 = vfma(w1, xv1, a11);
+        a20 = vfma(w2, xv0, a20); a21 = vfma(w2, xv1, a21);
+        a30 = vfma(w3, xv0, a30); a31 = vfma(w3, xv1, a31);
+      }
+      float s[4][2] = {{vsum(a00), vsum(a01)}, {vsum(a10), vsum(a11)},
+                       {vsum(a20), vsum(a21)}, {vsum(a30), vsum(a31)}};
+      for (int i = 0; i < nr; ++i) {
+        s[i][0] += scalar_dot(w[i] + Kv, x0 + Kv, K - Kv);
+        s[i][1] += scalar_dot(w[i] + Kv, x1 + Kv, K - Kv);
+        Y[size_t(t) * ldy + r0 + i] = s[i][0];
+        Y[size_t(t + 1) * ldy + r0 + i] = s[i][1];
+      }
+    }
+    for (; t < T; ++t) {
+      const float* x0 = X + size_t(t) * ldx;
+      for (int i = 0; i < nr; ++i) {
+        V a = vzero();
+        for (int k = 0; k < Kv; k += W) a = vfma(vload(w[i] + k), vload(x0 + k), a);
+        Y[size_t(t) * ldy + r0 + i] = vsum(a) + scalar_dot(w[i] + Kv, x0 + Kv, K - Kv);
+      }
+    }
+  }
+}
+
+void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
+                const float* xs, float* y) {
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* b = blocks + size_t(r) * nblocks * 16;
+    const uint8_t* s = scales + size_t(r) * nblocks;
+    V acc0 = vzero(), acc1 = vzero();
+    for (int g = 0; g < nblocks; ++g) {
+      const float* x = xs + g * 32;
+      V blk;
+#if defined(__AVX512F__)
+      V lo, hi;
+      vdecode_fp4(b + g * 16, lo, hi);
+      blk = vfma(lo, vload(x), vmul(hi, vload(x + 16)));
+#else
+      V lo0, hi0, lo1, hi1;
+      vdecode_fp4_8(b + g * 16, lo0, hi0);
+      vdecode_fp4_8(b + g * 16 + 8, lo1, hi1);
+      blk = vfma(lo0, vload(x), vfma(lo1, vload(x + 8), vfma(hi0, vload(x + 16), vmul(hi1, vload(x + 24)))));
+#endif
+      // Half the scale: the lookup table holds doubled values.
+      if (g & 1) acc1 = vfma(blk, vset1(0.5f * kE8m0[s[g]]), acc1);
+      else acc0 = vfma(blk, vset1(0.5f * kE8m0[s[g]]), acc0);
+    }
+    y[r] = vsum(vadd(acc0, acc1));
+  }
+}
+
+void decode_mxfp4(const uint8_t* blocks, const uint8_t* scales, int nblocks, float* dst) {
+  for (int g = 0; g < nblocks; ++g) {
+    V sc = vset1(0.5f * kE8m0[scales[g]]);
+    float* d = dst + g * 32;
+#if defined(__AVX512F__)
+    V lo, hi;
+    vdecode_fp4(blocks + g * 16, lo, hi);
+    vstore(d, vmul(lo, sc));
+    vstore(d + 16, vmul(hi, sc));
+#else
+    V lo0, hi0, lo1, hi1;
+    vdecode_fp4_8(blocks + g * 16, lo0, hi0);
+    vdecode_fp4_8(blocks + g * 16 + 8, lo1, hi1);
+    vstore(d, vmul(lo0, sc));
+    vstore(d + 8, vmul(lo1, sc));
+    vstore(d + 16, vmul(hi0, sc));
+    vstore(d + 24, vmul(hi1, sc));
+#endif
+  }
+}
+
+void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + W <= n; i += W) vstore(dst + i, vload_bf16(src + i));
+  for (; i < n; ++i) dst[i] = gptoss::cpu::bf16_to_f32(src[i]);
+}
+
+float dot_f32(const float* a, const float* b, int n) {
+  V acc = vzero();
+  int i = 0;
+  for (; i + W <= n; i += W) acc = vfma(vload(a + i), vload(b + i), acc);
+  return vsum(acc) + scalar_dot(a + i, b + i, n - i);
+}
+
+void axpy_f32(float* y, float a, const float* x, int n) {
+  V av = vset1(a);
+  int i = 0;
+  for (; i + W <= n; i += W) vstore(y + i, vfma(av, vload(x + i), vload(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+double sum_f32(const float* x, size_t n) {
+  V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  size_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 = vadd(a0, vload(x + i));
+    a1 = vadd(a1, vload(x + i + W));
+    a2 = vadd(a2, vload(x + i + 2 * W));
+    a3 = vadd(a3, vload(x + i + 3 * W));
+  }
+  double s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+}  // namespace

@@ -1,0 +1,20 @@
+// The N-API module: Weights (a model's tensors), Program (a recorded step with its buffers and
+// KV cache), and device queries. lib/native.ts types this surface.
+#include <napi.h>
+
+#include "native/device.h"
+#include "native/program.h"
+#include "native/weights.h"
+
+namespace gptoss {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Weights", Weights::Init(env));
+  exports.Set("Program", Program::Init(env));
+  device_exports(env, exports);
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  return exports;
+}
+}  // namespace gptoss
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return gptoss::Init(env, exports); }
+NODE_API_MODULE(gptoss_addon, InitAddon)

@@ -1,0 +1,418 @@
+#include "native/program.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/attention.h"
+#include "kernels/embed.h"
+#include "kernels/kv_append.h"
+#include "kernels/matmul_bf16.h"
+#include "kernels/moe_combine.h"
+#include "kernels/moe_mxfp4.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/router_topk.h"
+#include "native/errors.h"
+
+namespace gptoss {
+namespace {
+
+int geti(Napi::Object o, const char* key, int def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return def;
+  if (!v.IsNumber()) throw invalid_argument(std::string("op field ") + key + " must be a number");
+  return v.As<Napi::Number>().Int32Value();
+}
+float getf(Napi::Object o, const char* key, float def) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().FloatValue() : def;
+}
+
+OpKind parse_kind(const std::string& s) {
+  if (s == "embed") return OpKind::Embed;
+  if (s == "rmsnorm") return OpKind::Rmsnorm;
+  if (s == "matmul_bf16") return OpKind::MatmulBf16;
+  if (s == "rope") return OpKind::Rope;
+  if (s == "kv_append") return OpKind::KvAppend;
+  if (s == "attention") return OpKind::Attention;
+  if (s == "router_topk") return OpKind::RouterTopk;
+  if (s == "moe_mxfp4") return OpKind::MoeMxfp4;
+  if (s == "moe_combine") return OpKind::MoeCombine;
+  throw invalid_argument("unknown op " + s);
+}
+
+DType parse_dtype(const std::string& s) {
+  if (s == "f32") return DType::F32;
+  if (s == "bf16") return DType::BF16;
+  if (s == "i32") return DType::I32;
+  throw invalid_argument("unknown buffer dtype " + s);
+}
+
+struct Checker {
+  const ProgramState& st;
+  int op_index;
+  [[noreturn]] void fail(const std::string& what) const {
+    throw invalid_argument("op " + std::to_string(op_index) + ": " + what);
+  }
+  const Buffer& buf(int id, DType dt, int min_rows, int min_cols, const char* role) const {
+    if (id < 0 || size_t(id) >= st.buffers.size()) fail(std::string(role) + " buffer missing");
+    const Buffer& b = st.buffers[size_t(id)];
+    if (b.dtype != dt) fail(std::string(role) + " buffer has the wrong dtype");
+    if (b.rows < min_rows || b.cols < min_cols)
+      fail(std::string(role) + " buffer is " + std::to_string(b.rows) + "x" + std::to_string(b.cols) + ", needs " +
+           std::to_string(min_rows) + "x" + std::to_string(min_cols));
+    return b;
+  }
+  void weight(int id, size_t bytes, const char* role) const {
+    const TensorRef& t = st.weights->at(id);
+    if (t.bytes != bytes)
+      fail(std::string(role) + " weight " + t.name + " has " + std::to_string(t.bytes) + " bytes, expected " +
+           std::to_string(bytes));
+  }
+};
+
+// Everything a step could read or write is checked here once, so run() needs only the
+// per-step checks (token ids, positions against the cache capacities).
+void validate(ProgramState& st) {
+  const int M = st.max_tokens;
+  for (size_t i = 0; i < st.ops.size(); ++i) {
+    Op& o = st.ops[i];
+    Checker c{st, int(i)};
+    if (o.N < 0 || o.K < 0 || o.H < 0 || o.I < 0 || o.E < 0 || o.k < 0 || o.xcol < 0 || o.ycol < 0 || o.vcol < 0)
+      c.fail("negative size");
+    switch (o.kind) {
+      case OpKind::Embed: {
+        const TensorRef& t = st.weights->at(o.w);
+        if (o.H <= 0 || t.bytes % (size_t(o.H) * 2) != 0) c.fail("embedding table size is not a multiple of H");
+        st.vocab = int(t.bytes / (size_t(o.H) * 2));
+        c.buf(o.y, DType::F32, M, o.H, "output");
+        break;
+      }
+      case OpKind::Rmsnorm:
+        c.buf(o.x, DType::F32, M, o.H, "input");
+        c.buf(o.y, DType::F32, M, o.H, "output");
+        c.weight(o.w, size_t(o.H) * 2, "gain");
+        break;
+      case OpKind::MatmulBf16:
+        c.buf(o.x, DType::F32, M, o.xcol + o.K, "input");
+        if (o.y >= 0) c.buf(o.y, DType::F32, M, o.ycol + o.N, "output");
+        else if (o.N != st.vocab) c.fail("the logits matmul must produce vocab columns");
+        c.weight(o.w, size_t(o.N) * o.K * 2, "matrix");
+        if (o.b >= 0) c.weight(o.b, size_t(o.N) * 2, "bias");
+        break;
+      case OpKind::Rope:
+        if (o.head_dim <= 0 || o.head_dim % 2 || o.head_dim != int(st.rope.omega.size()) * 2) c.fail("bad head_dim");
+        c.buf(o.x, DType::F32, M, (o.q_heads + o.kv_heads) * o.head_dim, "qkv");
+        break;
+      case OpKind::KvAppend: {
+        const int width = o.kv_heads * o.head_dim;
+        c.buf(o.x, DType::F32, M, std::max(o.xcol, o.vcol) + width, "qkv");
+        const Buffer& kc = st.buffers.at(size_t(std::max(o.kc, 0)));
+        if (kc.dtype != DType::F32 && kc.dtype != DType::BF16) c.fail("cache dtype must be f32 or bf16");
+        c.buf(o.kc, kc.dtype, 1, width, "k cache");
+        c.buf(o.vc, kc.dtype, kc.rows, width, "v cache");
+        if (st.buffers[size_t(o.kc)].cols != width || st.buffers[size_t(o.vc)].cols != width) c.fail("cache width");
+        break;
+      }
+      case OpKind::Attention: {
+        if (o.kv_heads <= 0 || o.q_heads % o.kv_heads) c.fail("q heads must be a multiple of kv heads");
+        c.buf(o.x, DType::F32, M, o.q_heads * o.head_dim, "q");
+        c.buf(o.y, DType::F32, M, o.q_heads * o.head_dim, "output");
+        if (o.kc < 0 || size_t(o.kc) >= st.buffers.size()) c.fail("k cache missing");
+        const Buffer& kc = st.buffers[size_t(o.kc)];
+        c.buf(o.vc, kc.dtype, kc.rows, kc.cols, "v cache");
+        if (kc.cols != o.kv_heads * o.head_dim) c.fail("cache width");
+        c.weight(o.w, size_t(o.q_heads) * 2, "sinks");
+        break;
+      }
+      case OpKind::RouterTopk:
+        if (o.E <= 0 || o.E > 256 || o.k <= 0 || o.k > o.E) c.fail("need 0 < k <= E <= 256");
+        c.buf(o.x, DType::F32, M, o.E, "router logits");
+        c.buf(o.idx, DType::I32, M, o.k, "expert index");
+        c.buf(o.wt, DType::F32, M, o.k, "expert weight");
+        break;
+      case OpKind::MoeMxfp4: {
+        if (o.H % 32 || o.I % 32 || o.H <= 0 || o.I <= 0) c.fail("H and I must be multiples of 32");
+        c.buf(o.x, DType::F32, M, o.H, "input");
+        c.buf(o.idx, DType::I32, M, o.k, "expert index");
+        c.buf(o.y, DType::F32, M * o.k, o.H, "slots");
+        const size_t E = size_t(o.E), H = size_t(o.H), I = size_t(o.I);
+        c.weight(o.w1b, E * 2 * I * H / 2, "mlp1 blocks");
+        c.weight(o.w1s, E * 2 * I * H / 32, "mlp1 scales");
+        c.weight(o.b1, E * 2 * I * 2, "mlp1 bias");
+        c.weight(o.w2b, E * H * I / 2, "mlp2 blocks");
+        c.weight(o.w2s, E * H * I / 32, "mlp2 scales");
+        c.weight(o.b2, E * H * 2, "mlp2 bias");
+        break;
+      }
+      case OpKind::MoeCombine:
+        c.buf(o.x, DType::F32, M, o.H, "residual");
+        c.buf(o.y, DType::F32, M * o.k, o.H, "slots");
+        c.buf(o.wt, DType::F32, M, o.k, "expert weight");
+        break;
+    }
+  }
+}
+
+inline float* fbuf(ProgramState& st, int id) { return static_cast<float*>(st.buffers[size_t(id)].data); }
+inline const uint8_t* wptr(ProgramState& st, int id) { return id >= 0 ? st.weights->tensors[size_t(id)].data : nullptr; }
+inline const uint16_t* wbf(ProgramState& st, int id) { return reinterpret_cast<const uint16_t*>(wptr(st, id)); }
+
+Napi::FunctionReference* g_ctor = nullptr;
+}  // namespace
+
+ProgramState::~ProgramState() {
+  for (auto& b : buffers) std::free(b.data);
+}
+
+void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                       int logits_start, float* out) {
+  const int T = int(tokens.size());
+  const int32_t* pos = positions.data();
+  for (const Op& o : ops) {
+    // Rows this op covers: all T, or the logits rows [logits_start, T).
+    const int r0 = o.logits_rows ? logits_start : 0;
+    const int n = T - r0;
+    if (n <= 0) continue;
+    switch (o.kind) {
+      case OpKind::Embed: {
+        const Buffer& y = buffers[size_t(o.y)];
+        embed_cpu({tokens.data(), wbf(*this, o.w), fbuf(*this, o.y), y.cols, T, o.H});
+        break;
+      }
+      case OpKind::Rmsnorm:
+        rmsnorm_cpu({fbuf(*this, o.x) + size_t(r0) * buffers[size_t(o.x)].cols, buffers[size_t(o.x)].cols,
+                     wbf(*this, o.w), fbuf(*this, o.y) + size_t(r0) * buffers[size_t(o.y)].cols,
+                     buffers[size_t(o.y)].cols, n, o.H, o.eps});
+        break;
+      case OpKind::MatmulBf16: {
+        const int64_t ldx = buffers[size_t(o.x)].cols;
+        float* y = o.y >= 0 ? fbuf(*this, o.y) + size_t(r0) * buffers[size_t(o.y)].cols + o.ycol : out;
+        const int64_t ldy = o.y >= 0 ? buffers[size_t(o.y)].cols : o.N;
+        matmul_bf16_cpu({fbuf(*this, o.x) + size_t(r0) * ldx + o.xcol, ldx, wbf(*this, o.w), wbf(*this, o.b), y, ldy,
+                         n, o.N, o.K, o.accumulate});
+        break;
+      }
+      case OpKind::Rope:
+        rope_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols, pos, T, o.q_heads, o.kv_heads, o.head_dim, &rope});
+        break;
+      case OpKind::KvAppend: {
+        const Buffer& x = buffers[size_t(o.x)];
+        const Buffer& kc = buffers[size_t(o.kc)];
+        kv_append_cpu({fbuf(*this, o.x) + o.xcol, fbuf(*this, o.x) + o.vcol, x.cols, pos, kc.data,
+                       buffers[size_t(o.vc)].data, kc.dtype, T, kc.cols, kc.rows});
+        break;
+      }
+      case OpKind::Attention: {
+        const Buffer& kc = buffers[size_t(o.kc)];
+        attention_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols, pos, kc.data, buffers[size_t(o.vc)].data,
+                       kc.dtype, kc.rows, wbf(*this, o.w), fbuf(*this, o.y), buffers[size_t(o.y)].cols, T,
+                       o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale});
+        break;
+      }
+      case OpKind::RouterTopk:
+        router_topk_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols,
+                         static_cast<int32_t*>(buffers[size_t(o.idx)].data), fbuf(*this, o.wt), T, o.E, o.k});
+        break;
+      case OpKind::MoeMxfp4:
+        moe_mxfp4_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols,
+                       static_cast<const int32_t*>(buffers[size_t(o.idx)].data), wptr(*this, o.w1b),
+                       wptr(*this, o.w1s), wbf(*this, o.b1), wptr(*this, o.w2b), wptr(*this, o.w2s),
+                       wbf(*this, o.b2), fbuf(*this, o.y), T, o.k, o.E, o.H, o.I, o.limit, o.alpha});
+        break;
+      case OpKind::MoeCombine:
+        moe_combine_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols, fbuf(*this, o.y), fbuf(*this, o.wt), T, o.k,
+                         o.H});
+        break;
+    }
+  }
+}
+
+Napi::Function Program::Init(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "Program", {
+      InstanceMethod("run", &Program::Run),
+      InstanceMethod("readBuffer", &Program::ReadBuffer),
+      InstanceMethod("writeBuffer", &Program::WriteBuffer),
+      InstanceMethod("dispose", &Program::Dispose),
+      InstanceAccessor("disposed", &Program::Disposed, nullptr),
+      InstanceAccessor("vocab", &Program::Vocab, nullptr),
+  });
+  g_ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  return f;
+}
+
+// new Program(weights, {maxTokens, rope, buffers: [{dtype, rows, cols}], ops: [...]})
+Program::Program(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Program>(info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&]() -> Napi::Value {
+    Weights* w = Weights::Unwrap(info[0]);
+    if (!w->store()) throw Error("ERR_DISPOSED", "the model's weights were disposed");
+    if (!info[1].IsObject()) throw invalid_argument("Program(weights, spec): spec must be an object");
+    Napi::Object spec = info[1].As<Napi::Object>();
+    auto st = std::make_shared<ProgramState>();
+    st->weights = w->store();
+    st->max_tokens = geti(spec, "maxTokens", 0);
+    if (st->max_tokens <= 0) throw invalid_argument("maxTokens must be positive");
+    Napi::Object rope = spec.Get("rope").As<Napi::Object>();
+    RopeParams rp;
+    rp.theta = getf(rope, "theta", 150000);
+    rp.factor = getf(rope, "factor", 32);
+    rp.ntk_alpha = getf(rope, "ntkAlpha", 1);
+    rp.ntk_beta = getf(rope, "ntkBeta", 32);
+    rp.initial_context = geti(rope, "initialContext", 4096);
+    rp.head_dim = geti(rope, "headDim", 64);
+    st->rope = rope_table(rp);
+
+    Napi::Array bufs = spec.Get("buffers").As<Napi::Array>();
+    size_t total = 0;
+    for (uint32_t i = 0; i < bufs.Length(); ++i) {
+      Napi::Object b = bufs.Get(i).As<Napi::Object>();
+      Buffer buf{parse_dtype(b.Get("dtype").As<Napi::String>()), geti(b, "rows", 0), geti(b, "cols", 0)};
+      if (buf.rows <= 0 || buf.cols <= 0) throw invalid_argument("buffer " + std::to_string(i) + " has no size");
+      const size_t bytes = (buf.bytes() + 63) / 64 * 64;
+      if (posix_memalign(&buf.data, 64, bytes) != 0)
+        throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes) + " bytes for buffer " + std::to_string(i));
+      std::memset(buf.data, 0, bytes);
+      total += bytes;
+      st->buffers.push_back(buf);
+    }
+    Napi::Array ops = spec.Get("ops").As<Napi::Array>();
+    for (uint32_t i = 0; i < ops.Length(); ++i) {
+      Napi::Object o = ops.Get(i).As<Napi::Object>();
+      Op op{parse_kind(o.Get("op").As<Napi::String>())};
+      op.x = geti(o, "x", -1); op.y = geti(o, "y", -1); op.xcol = geti(o, "xcol", 0); op.ycol = geti(o, "ycol", 0);
+      op.w = geti(o, "w", -1); op.b = geti(o, "b", -1);
+      op.w1b = geti(o, "w1b", -1); op.w1s = geti(o, "w1s", -1); op.b1 = geti(o, "b1", -1);
+      op.w2b = geti(o, "w2b", -1); op.w2s = geti(o, "w2s", -1); op.b2 = geti(o, "b2", -1);
+      op.kc = geti(o, "kc", -1); op.vc = geti(o, "vc", -1); op.idx = geti(o, "idx", -1); op.wt = geti(o, "wt", -1);
+      op.logits_rows = geti(o, "logitsRows", 0) != 0;
+      op.accumulate = geti(o, "accumulate", 0) != 0;
+      op.N = geti(o, "N", 0); op.K = geti(o, "K", 0); op.H = geti(o, "H", 0); op.I = geti(o, "I", 0);
+      op.E = geti(o, "E", 0); op.k = geti(o, "k", 0);
+      op.q_heads = geti(o, "qHeads", 0); op.kv_heads = geti(o, "kvHeads", 0); op.head_dim = geti(o, "headDim", 0);
+      op.window = geti(o, "window", 0); op.vcol = geti(o, "vcol", 0);
+      op.eps = getf(o, "eps", 1e-5f); op.limit = getf(o, "limit", 7.f); op.alpha = getf(o, "alpha", 1.702f);
+      op.scale = getf(o, "scale", 0.125f);
+      if (op.kind == OpKind::MatmulBf16 && op.w < 0) throw invalid_argument("matmul without a matrix");
+      st->ops.push_back(op);
+    }
+    validate(*st);
+    state_ = st;
+    reported_ = int64_t(total);
+    Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+    return env.Undefined();
+  });
+}
+
+ProgramState& Program::live() {
+  if (!state_) throw Error("ERR_DISPOSED", "this session was disposed");
+  return *state_;
+}
+
+// run(tokens Int32Array, positions Int32Array, logitsStart, out Float32Array|null) -> Promise
+Napi::Value Program::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    ProgramState& st = live();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw invalid_argument("run(tokens, positions, ...): tokens and positions must be Int32Arrays");
+    Napi::Int32Array tok = info[0].As<Napi::Int32Array>(), posa = info[1].As<Napi::Int32Array>();
+    const int T = int(tok.ElementLength());
+    if (T < 1 || T > st.max_tokens)
+      throw invalid_argument("a step takes 1 to " + std::to_string(st.max_tokens) + " tokens, got " + std::to_string(T));
+    if (int(posa.ElementLength()) != T) throw invalid_argument("positions must have one entry per token");
+    std::vector<int32_t> tokens(tok.Data(), tok.Data() + T), positions(posa.Data(), posa.Data() + T);
+    for (int t = 0; t < T; ++t) {
+      if (st.vocab > 0 && (tokens[size_t(t)] < 0 || tokens[size_t(t)] >= st.vocab))
+        throw invalid_argument("token " + std::to_string(tokens[size_t(t)]) + " at index " + std::to_string(t) +
+                               " is outside the vocabulary [0, " + std::to_string(st.vocab) + ")");
+      if (positions[size_t(t)] < 0) throw invalid_argument("negative position");
+    }
+    for (const Op& o : st.ops) {
+      if (o.kind != OpKind::KvAppend && o.kind != OpKind::Attention) continue;
+      const int cap = st.buffers[size_t(o.kc)].rows;
+      for (int t = 0; t < T; ++t)
+        if (o.window == 0 && positions[size_t(t)] >= cap)
+          throw Error("ERR_CONTEXT_OVERFLOW", "position " + std::to_string(positions[size_t(t)]) +
+                                                  " is past the KV cache's " + std::to_string(cap) + " positions");
+      // A ring smaller than window + T - 1 would overwrite keys a query of this step still needs,
+      // unless it holds every position outright.
+      if (o.window > 0 && cap < o.window + T - 1)
+        for (int t = 0; t < T; ++t)
+          if (positions[size_t(t)] >= cap)
+            throw invalid_argument("the sliding-window cache is too small for a step of " + std::to_string(T) + " tokens");
+    }
+    const int logits_start = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : T;
+    if (logits_start < 0 || logits_start > T) throw invalid_argument("logitsStart must lie in [0, tokens]");
+    float* out = nullptr;
+    std::vector<Napi::Value> keep;
+    if (logits_start < T) {
+      if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw invalid_argument("run: out must be a Float32Array when logits are asked for");
+      Napi::Float32Array o = info[3].As<Napi::Float32Array>();
+      if (o.ElementLength() < size_t(T - logits_start) * size_t(st.vocab))
+        throw invalid_argument("run: out is too small for the logits");
+      out = o.Data();
+      keep.push_back(o);
+    }
+    if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
+    auto state = state_;
+    return run_async(
+        env,
+        [state, tokens = std::move(tokens), positions = std::move(positions), logits_start, out]() {
+          struct Clear {
+            ProgramState& s;
+            ~Clear() { s.running.store(false); }
+          } clear{*state};
+          state->run(tokens, positions, logits_start, out);
+        },
+        nullptr, std::move(keep));
+  });
+}
+
+// readBuffer(id) -> Uint8Array copy; writeBuffer(id, Uint8Array). For op tests and debugging.
+Napi::Value Program::ReadBuffer(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProgramState& st = live();
+    if (st.running) throw Error("ERR_BUSY", "a step is running on this session");
+    const int id = info[0].As<Napi::Number>().Int32Value();
+    if (id < 0 || size_t(id) >= st.buffers.size()) throw invalid_argument("no such buffer");
+    const Buffer& b = st.buffers[size_t(id)];
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), b.bytes());
+    std::memcpy(out.Data(), b.data, b.bytes());
+    return out;
+  });
+}
+
+Napi::Value Program::WriteBuffer(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProgramState& st = live();
+    if (st.running) throw Error("ERR_BUSY", "a step is running on this session");
+    const int id = info[0].As<Napi::Number>().Int32Value();
+    if (id < 0 || size_t(id) >= st.buffers.size()) throw invalid_argument("no such buffer");
+    if (!info[1].IsTypedArray()) throw invalid_argument("writeBuffer(id, bytes): bytes must be a typed array");
+    Napi::TypedArray src = info[1].As<Napi::TypedArray>();
+    const Buffer& b = st.buffers[size_t(id)];
+    if (src.ByteLength() != b.bytes()) throw invalid_argument("writeBuffer: size mismatch");
+    std::memcpy(b.data, static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset(), b.bytes());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Program::Dispose(const Napi::CallbackInfo& info) {
+  if (state_) {
+    state_.reset();  // an in-flight step keeps its own reference and frees the buffers when done
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reported_);
+    reported_ = 0;
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Program::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_); }
+
+Napi::Value Program::Vocab(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), state_ ? state_->vocab : 0);
+}
+
+}  // namespace gptoss

@@ -1,0 +1,69 @@
+// A recorded step: the list of ops lib/graph.ts built for a model, the activation buffers they
+// use and the session's KV cache buffers. run() replays the whole list on the worker pool in one
+// N-API call (DESIGN.md, "No per-op crossing in the hot loop").
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "kernels/common.h"
+#include "kernels/rope.h"
+#include "native/weights.h"
+
+namespace gptoss {
+
+enum class OpKind { Embed, Rmsnorm, MatmulBf16, Rope, KvAppend, Attention, RouterTopk, MoeMxfp4, MoeCombine };
+
+struct Op {
+  OpKind kind;
+  int x = -1, y = -1, xcol = 0, ycol = 0;         // buffers; y = -1 on a matmul: the logits output
+  int w = -1, b = -1;                             // weights
+  int w1b = -1, w1s = -1, b1 = -1, w2b = -1, w2s = -1, b2 = -1;
+  int kc = -1, vc = -1, idx = -1, wt = -1;        // buffers
+  bool logits_rows = false;                       // only rows [logitsStart, T)
+  bool accumulate = false;
+  int N = 0, K = 0, H = 0, I = 0, E = 0, k = 0, q_heads = 0, kv_heads = 0, head_dim = 0, window = 0;
+  int vcol = 0;
+  float eps = 1e-5f, limit = 7.f, alpha = 1.702f, scale = 0.125f;
+};
+
+struct Buffer {
+  DType dtype;
+  int rows, cols;
+  void* data = nullptr;
+  size_t bytes() const { return size_t(rows) * cols * dtype_size(dtype); }
+};
+
+struct ProgramState {
+  std::shared_ptr<WeightStore> weights;
+  std::vector<Buffer> buffers;
+  std::vector<Op> ops;
+  RopeTable rope;
+  int max_tokens = 0, vocab = 0;
+  std::atomic<bool> running{false};
+  ~ProgramState();
+  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions, int logits_start,
+           float* out);
+};
+
+class Program : public Napi::ObjectWrap<Program> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit Program(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value ReadBuffer(const Napi::CallbackInfo& info);
+  Napi::Value WriteBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Vocab(const Napi::CallbackInfo& info);
+  ProgramState& live();
+
+  std::shared_ptr<ProgramState> state_;
+  int64_t reported_ = 0;
+};
+
+}  // namespace gptoss

@@ -1,0 +1,235 @@
+#include "native/weights.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd.h"
+#include "native/errors.h"
+
+namespace gptoss {
+
+WeightStore::~WeightStore() {
+  for (auto& m : maps)
+    if (m.addr) munmap(m.addr, m.size);
+  for (void* p : owned) std::free(p);
+}
+
+const TensorRef& WeightStore::at(int id) const {
+  if (id < 0 || size_t(id) >= tensors.size())
+    throw invalid_argument("weight id " + std::to_string(id) + " does not exist");
+  return tensors[size_t(id)];
+}
+
+namespace {
+Napi::FunctionReference* g_ctor = nullptr;
+
+// splitmix64: a seeded stream per 64 KiB chunk, so the bytes do not depend on the thread count.
+inline uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+struct SyntheticSpec {
+  std::string name, kind;  // kind: "bf16-uniform" | "bf16-const" | "u8-uniform" | "u8-around"
+  size_t bytes = 0;
+  uint64_t seed = 0;
+  double a = 0;            // bf16-uniform: half-width; bf16-const: value; u8-around: centre
+  uint8_t* data = nullptr;
+};
+
+void fill(SyntheticSpec& s) {
+  constexpr size_t kChunk = 1 << 16;
+  const size_t chunks = (s.bytes + kChunk - 1) / kChunk;
+  cpu::parallel_for(int64_t(chunks), 4, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      uint64_t state = mix(s.seed * 0x100000001b3ull + uint64_t(c));
+      const size_t begin = size_t(c) * kChunk, end = std::min(s.bytes, begin + kChunk);
+      if (s.kind == "u8-uniform") {
+        for (size_t i = begin; i < end; i += 8) {
+          uint64_t r = mix(state++);
+          std::memcpy(s.data + i, &r, std::min<size_t>(8, end - i));
+        }
+      } else if (s.kind == "u8-around") {
+        // E8M0 scales within one binade of the centre.
+        for (size_t i = begin; i < end; ++i) s.data[i] = uint8_t(int(s.a) + int(mix(state++) % 3) - 1);
+      } else {
+        uint16_t* out = reinterpret_cast<uint16_t*>(s.data);
+        const uint16_t konst = cpu::f32_to_bf16(float(s.a));
+        for (size_t i = begin / 2; i < end / 2; ++i) {
+          if (s.kind == "bf16-const") {
+            out[i] = konst;
+          } else {
+            const double u = double(mix(state++) >> 11) * (1.0 / 9007199254740992.0);
+            out[i] = cpu::f32_to_bf16(float((2 * u - 1) * s.a));
+          }
+        }
+      }
+    }
+  });
+}
+}  // namespace
+
+Napi::Function Weights::Init(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "Weights", {
+      InstanceMethod("mapFile", &Weights::MapFile),
+      InstanceMethod("addMapped", &Weights::AddMapped),
+      InstanceMethod("addSynthetic", &Weights::AddSynthetic),
+      InstanceMethod("dispose", &Weights::Dispose),
+      InstanceAccessor("disposed", &Weights::Disposed, nullptr),
+      InstanceAccessor("ownedBytes", &Weights::OwnedBytes, nullptr),
+  });
+  g_ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  return f;
+}
+
+Weights::Weights(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Weights>(info) {
+  store_ = std::make_shared<WeightStore>();
+}
+
+Weights::~Weights() {
+  // The finalizer is only a safety net (lib/ disposes explicitly); external memory is not
+  // re-adjusted here because the env may be shutting down.
+}
+
+Weights* Weights::Unwrap(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_ctor->Value()))
+    throw invalid_argument("expected a Weights object");
+  return Napi::ObjectWrap<Weights>::Unwrap(v.As<Napi::Object>());
+}
+
+WeightStore& Weights::live(Napi::Env env) {
+  if (!store_) throw Error("ERR_DISPOSED", "the model's weights were disposed");
+  return *store_;
+}
+
+// mapFile(path) -> index. The whole file is mapped read-only; nothing is read until used.
+Napi::Value Weights::MapFile(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    WeightStore& s = live(info.Env());
+    if (!info[0].IsString()) throw invalid_argument("mapFile(path): path must be a string");
+    const std::string path = info[0].As<Napi::String>();
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error("ERR_BAD_CHECKPOINT", path + ": cannot open: " + std::strerror(errno));
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+      ::close(fd);
+      throw Error("ERR_BAD_CHECKPOINT", path + ": cannot stat: " + std::strerror(errno));
+    }
+    WeightStore::Mapping m;
+    m.path = path;
+    m.size = size_t(st.st_size);
+    if (m.size > 0) {
+      m.addr = mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (m.addr == MAP_FAILED) {
+        ::close(fd);
+        throw Error("ERR_BAD_CHECKPOINT", path + ": mmap failed: " + std::strerror(errno));
+      }
+    }
+    ::close(fd);
+    s.maps.push_back(m);
+    return Napi::Number::New(info.Env(), double(s.maps.size() - 1));
+  });
+}
+
+// addMapped(fileIndex, byteOffset, byteLength, name) -> tensor id. Bounds are checked against the
+// mapped size, whatever the JS side validated before.
+Napi::Value Weights::AddMapped(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    WeightStore& s = live(info.Env());
+    const int64_t file = info[0].As<Napi::Number>().Int64Value();
+    const double off = info[1].As<Napi::Number>().DoubleValue();
+    const double len = info[2].As<Napi::Number>().DoubleValue();
+    const std::string name = info[3].IsString() ? std::string(info[3].As<Napi::String>()) : "";
+    if (file < 0 || size_t(file) >= s.maps.size()) throw invalid_argument("addMapped: no such file index");
+    const auto& m = s.maps[size_t(file)];
+    if (!(off >= 0) || !(len >= 0) || off + len > double(m.size) || off != std::floor(off) || len != std::floor(len))
+      throw Error("ERR_BAD_CHECKPOINT", m.path + ": tensor " + name + " lies outside the file");
+    TensorRef t;
+    t.data = static_cast<const uint8_t*>(m.addr) + size_t(off);
+    t.bytes = size_t(len);
+    t.name = name;
+    s.tensors.push_back(t);
+    return Napi::Number::New(info.Env(), double(s.tensors.size() - 1));
+  });
+}
+
+// addSynthetic([{name, kind, bytes, seed, a}]) -> Promise<ids>: random weights, deterministic
+// from the seed, generated in memory on the worker pool.
+Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    live(info.Env());
+    if (!info[0].IsArray()) throw invalid_argument("addSynthetic(specs): specs must be an array");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    auto specs = std::make_shared<std::vector<SyntheticSpec>>();
+    size_t total = 0;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Object o = arr.Get(i).As<Napi::Object>();
+      SyntheticSpec sp;
+      sp.name = o.Get("name").As<Napi::String>();
+      sp.kind = o.Get("kind").As<Napi::String>();
+      sp.bytes = size_t(o.Get("bytes").As<Napi::Number>().Int64Value());
+      sp.seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
+      sp.a = o.Get("a").As<Napi::Number>().DoubleValue();
+      if (sp.kind != "bf16-uniform" && sp.kind != "bf16-const" && sp.kind != "u8-uniform" && sp.kind != "u8-around")
+        throw invalid_argument("addSynthetic: unknown kind " + sp.kind);
+      total += sp.bytes;
+      specs->push_back(sp);
+    }
+    auto store = store_;
+    Napi::Env env = info.Env();
+    // Allocate on the JS thread so a failure is a clean rejection before any work starts.
+    for (auto& sp : *specs) {
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, std::max<size_t>(sp.bytes, 64)) != 0)
+        throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(sp.bytes) + " bytes for " + sp.name);
+      store->owned.push_back(p);
+      sp.data = static_cast<uint8_t*>(p);
+    }
+    store->owned_bytes += total;
+    Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(total));
+    reported_ += int64_t(total);
+    return run_async(
+        env, [specs]() { for (auto& sp : *specs) fill(sp); },
+        [specs, store](Napi::Env e) -> Napi::Value {
+          Napi::Array ids = Napi::Array::New(e, specs->size());
+          for (size_t i = 0; i < specs->size(); ++i) {
+            TensorRef t;
+            t.data = (*specs)[i].data;
+            t.bytes = (*specs)[i].bytes;
+            t.name = (*specs)[i].name;
+            store->tensors.push_back(t);
+            ids.Set(uint32_t(i), Napi::Number::New(e, double(store->tensors.size() - 1)));
+          }
+          return ids;
+        });
+  });
+}
+
+Napi::Value Weights::Dispose(const Napi::CallbackInfo& info) {
+  if (store_) {
+    store_.reset();  // programs still running keep their own reference
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reported_);
+    reported_ = 0;
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Weights::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !store_);
+}
+
+Napi::Value Weights::OwnedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), store_ ? double(store_->owned_bytes) : 0.0);
+}
+
+}  // namespace gptoss
