@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -84,6 +85,7 @@ Napi::Function Weights::Init(Napi::Env env) {
       InstanceMethod("mapFile", &Weights::MapFile),
       InstanceMethod("addMapped", &Weights::AddMapped),
       InstanceMethod("addSynthetic", &Weights::AddSynthetic),
+      InstanceMethod("addBytes", &Weights::AddBytes),
       InstanceMethod("dispose", &Weights::Dispose),
       InstanceAccessor("disposed", &Weights::Disposed, nullptr),
       InstanceAccessor("ownedBytes", &Weights::OwnedBytes, nullptr),
@@ -212,6 +214,29 @@ Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
           }
           return ids;
         });
+  });
+}
+
+// addBytes(typedArray, name) -> tensor id: a copy owned by the store (small tensors, op tests).
+Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    WeightStore& s = live(info.Env());
+    if (!info[0].IsTypedArray()) throw invalid_argument("addBytes(bytes, name): bytes must be a typed array");
+    Napi::TypedArray src = info[0].As<Napi::TypedArray>();
+    const size_t n = src.ByteLength();
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, std::max<size_t>(n, 64)) != 0) throw Error("ERR_OUT_OF_MEMORY", "addBytes: allocation failed");
+    s.owned.push_back(p);
+    std::memcpy(p, static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset(), n);
+    s.owned_bytes += n;
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), int64_t(n));
+    reported_ += int64_t(n);
+    TensorRef t;
+    t.data = static_cast<const uint8_t*>(p);
+    t.bytes = n;
+    t.name = info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "";
+    s.tensors.push_back(t);
+    return Napi::Number::New(info.Env(), double(s.tensors.size() - 1));
   });
 }
 

@@ -1,0 +1,109 @@
+// The closed set of error codes (STYLE.md) and one class per code. Native errors arrive as plain
+// Errors with a `code`; fromNative() turns them into these classes.
+
+export type ErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_BAD_CHECKPOINT'
+  | 'ERR_UNSUPPORTED'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_CONTEXT_OVERFLOW'
+  | 'ERR_DEVICE'
+  | 'ERR_BUSY'
+  | 'ERR_DISPOSED'
+  | 'ERR_ABORTED';
+
+export class GptOssError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+export class InvalidArgumentError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_ARGUMENT', message, options);
+  }
+}
+
+/** A checkpoint that cannot be used: names the file and, where one is at fault, the tensor. */
+export class CheckpointError extends GptOssError {
+  readonly file: string | undefined;
+  readonly tensor: string | undefined;
+  constructor(message: string, where: { file?: string; tensor?: string } = {}, options?: { cause?: unknown }) {
+    const prefix = [where.file, where.tensor && `tensor ${where.tensor}`].filter(Boolean).join(': ');
+    super('ERR_BAD_CHECKPOINT', prefix ? `${prefix}: ${message}` : message, options);
+    this.file = where.file;
+    this.tensor = where.tensor;
+  }
+}
+
+export class UnsupportedError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNSUPPORTED', message, options);
+  }
+}
+
+export class OutOfMemoryError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_OUT_OF_MEMORY', message, options);
+  }
+}
+
+export class ContextOverflowError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CONTEXT_OVERFLOW', message, options);
+  }
+}
+
+export class DeviceError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_DEVICE', message, options);
+  }
+}
+
+export class BusyError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BUSY', message, options);
+  }
+}
+
+export class DisposedError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_DISPOSED', message, options);
+  }
+}
+
+export class AbortedError extends GptOssError {
+  constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super('ERR_ABORTED', message, options);
+  }
+}
+
+const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => GptOssError> = {
+  ERR_INVALID_ARGUMENT: InvalidArgumentError,
+  ERR_BAD_CHECKPOINT: class extends CheckpointError {
+    constructor(message: string, options?: { cause?: unknown }) {
+      super(message, {}, options);
+      this.name = 'CheckpointError';
+    }
+  },
+  ERR_UNSUPPORTED: UnsupportedError,
+  ERR_OUT_OF_MEMORY: OutOfMemoryError,
+  ERR_CONTEXT_OVERFLOW: ContextOverflowError,
+  ERR_DEVICE: DeviceError,
+  ERR_BUSY: BusyError,
+  ERR_DISPOSED: DisposedError,
+  ERR_ABORTED: AbortedError,
+};
+
+/** Maps an error thrown by the addon to its typed class; other values pass through unchanged. */
+export function fromNative(e: unknown): unknown {
+  if (e instanceof GptOssError) return e;
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
+    const Ctor = byCode[(e as unknown as { code: string }).code as ErrorCode];
+    if (Ctor) return new Ctor(e.message, { cause: e });
+  }
+  return e;
+}

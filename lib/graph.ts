@@ -1,0 +1,118 @@
+// The forward pass as a recorded program (DESIGN.md, "The data path of one step"). Built once per
+// session and replayed by the addon for every step; reads like gpt-oss-spec.md §2.
+import type { ModelConfig } from './config.js';
+import type { BufferId, BufferSpec, OpSpec, ProgramSpec, WeightId } from './native.js';
+
+export interface LayerWeightIds {
+  attnNorm: WeightId;
+  qkv: { weight: WeightId; bias: WeightId; row: number; rows: number }[];
+  sinks: WeightId;
+  outWeight: WeightId;
+  outBias: WeightId;
+  mlpNorm: WeightId;
+  routerWeight: WeightId;
+  routerBias: WeightId;
+  mlp1Blocks: WeightId;
+  mlp1Scales: WeightId;
+  mlp1Bias: WeightId;
+  mlp2Blocks: WeightId;
+  mlp2Scales: WeightId;
+  mlp2Bias: WeightId;
+}
+
+export interface ModelWeightIds {
+  embedding: WeightId;
+  norm: WeightId;
+  unembedding: WeightId;
+  layers: LayerWeightIds[];
+}
+
+export type KvDType = 'f32' | 'bf16';
+
+export interface GraphOptions {
+  /** Tokens per step (a longer prompt is fed in chunks of this many). */
+  maxTokens: number;
+  /** Positions the session's KV cache holds. */
+  maxContext: number;
+  kvDType: KvDType;
+}
+
+/** Rows a layer's KV cache needs: full layers the whole context; sliding layers a ring (kv_append.h). */
+export function cacheRows(window: number, opts: Pick<GraphOptions, 'maxTokens' | 'maxContext'>): number {
+  return window > 0 ? Math.min(opts.maxContext, window + opts.maxTokens - 1) : opts.maxContext;
+}
+
+export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOptions): ProgramSpec {
+  const M = opts.maxTokens;
+  const H = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const E = cfg.numExperts, k = cfg.expertsPerToken;
+  const buffers: BufferSpec[] = [];
+  const buffer = (dtype: BufferSpec['dtype'], rows: number, cols: number): BufferId =>
+    (buffers.push({ dtype, rows, cols }) - 1) as BufferId;
+
+  const x = buffer('f32', M, H); // residual stream
+  const h = buffer('f32', M, H); // normed input of the current block
+  const qkv = buffer('f32', M, (Hq + 2 * Hkv) * D);
+  const attn = buffer('f32', M, Hq * D);
+  const router = buffer('f32', M, E);
+  const expertIdx = buffer('i32', M, k);
+  const expertWeight = buffer('f32', M, k);
+  const slots = buffer('f32', M * k, H); // one expert output per (token, slot)
+
+  const ops: OpSpec[] = [{ op: 'embed', w: w.embedding, y: x, H }];
+  cfg.layerWindows.forEach((window, l) => {
+    const L = w.layers[l];
+    const rows = cacheRows(window, opts);
+    const kc = buffer(opts.kvDType, rows, Hkv * D);
+    const vc = buffer(opts.kvDType, rows, Hkv * D);
+    // Attention block (§2.4-§2.6): x += out(attention(rope(qkv(norm(x)))))
+    ops.push({ op: 'rmsnorm', x, y: h, w: L.attnNorm, H, eps: cfg.rmsNormEps });
+    for (const p of L.qkv) ops.push({ op: 'matmul_bf16', x: h, y: qkv, ycol: p.row, w: p.weight, b: p.bias, N: p.rows, K: H });
+    ops.push({ op: 'rope', x: qkv, qHeads: Hq, kvHeads: Hkv, headDim: D });
+    ops.push({ op: 'kv_append', x: qkv, xcol: Hq * D, vcol: (Hq + Hkv) * D, kc, vc, kvHeads: Hkv, headDim: D, window });
+    ops.push({ op: 'attention', x: qkv, y: attn, kc, vc, w: L.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 1 / Math.sqrt(D) });
+    ops.push({ op: 'matmul_bf16', x: attn, y: x, w: L.outWeight, b: L.outBias, N: H, K: Hq * D, accumulate: 1 });
+    // MoE block (§2.7): x += sum_k w_k * expert_k(norm(x))
+    ops.push({ op: 'rmsnorm', x, y: h, w: L.mlpNorm, H, eps: cfg.rmsNormEps });
+    ops.push({ op: 'matmul_bf16', x: h, y: router, w: L.routerWeight, b: L.routerBias, N: E, K: H });
+    ops.push({ op: 'router_topk', x: router, idx: expertIdx, wt: expertWeight, E, k });
+    ops.push({
+      op: 'moe_mxfp4', x: h, idx: expertIdx, y: slots, E, k, H, I: cfg.intermediateSize,
+      w1b: L.mlp1Blocks, w1s: L.mlp1Scales, b1: L.mlp1Bias, w2b: L.mlp2Blocks, w2s: L.mlp2Scales, b2: L.mlp2Bias,
+      limit: cfg.swigluLimit, alpha: cfg.swigluAlpha,
+    });
+    ops.push({ op: 'moe_combine', x, y: slots, wt: expertWeight, k, H });
+  });
+  // Final norm and unembedding (§2.8), only for the rows whose logits are asked for.
+  ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: 1 });
+  ops.push({ op: 'matmul_bf16', x: h, y: -1, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: 1 });
+
+  return {
+    maxTokens: M,
+    rope: {
+      theta: cfg.ropeTheta,
+      factor: cfg.ropeScalingFactor,
+      ntkAlpha: cfg.ropeNtkAlpha,
+      ntkBeta: cfg.ropeNtkBeta,
+      initialContext: cfg.initialContextLength,
+      headDim: D,
+    },
+    buffers,
+    ops,
+  };
+}
+
+/** Bytes of weights and KV cache one decode step reads at context `ctx` (for roofline ratios). */
+export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number): number {
+  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const qkvRows = (Hq + 2 * Hkv) * D;
+  const perExpert = (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
+  let bytes = H * 2 /* embedding row */ + H * 2 + cfg.vocabSize * H * 2; /* final norm, unembedding */
+  cfg.layerWindows.forEach((window) => {
+    bytes += 2 * H * 2 + qkvRows * H * 2 + qkvRows * 2 + Hq * 2 + H * Hq * D * 2 + H * 2;
+    bytes += cfg.numExperts * H * 2 + cfg.numExperts * 2 + cfg.expertsPerToken * perExpert;
+    const keys = window > 0 ? Math.min(window, ctx + 1) : ctx + 1;
+    bytes += 2 * keys * Hkv * D * kvBytes;
+  });
+  return bytes;
+}

@@ -1,0 +1,128 @@
+// The typed view of the addon and its loader (node-gyp-build: prebuilds/ first, then build/).
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+import { fromNative, UnsupportedError } from './errors.js';
+
+export type BufferDType = 'f32' | 'bf16' | 'i32';
+
+export interface SyntheticTensorSpec {
+  name: string;
+  kind: 'bf16-uniform' | 'bf16-const' | 'u8-uniform' | 'u8-around';
+  bytes: number;
+  seed: number;
+  /** bf16-uniform: half-width; bf16-const: the value; u8-around: the centre byte. */
+  a: number;
+}
+
+/** A tensor id in a NativeWeights table. */
+export type WeightId = number & { readonly __brand: 'WeightId' };
+/** A buffer index in a program spec. */
+export type BufferId = number & { readonly __brand: 'BufferId' };
+
+export interface NativeWeights {
+  mapFile(path: string): number;
+  addMapped(file: number, byteOffset: number, byteLength: number, name: string): WeightId;
+  addBytes(bytes: Uint8Array, name: string): WeightId;
+  addSynthetic(specs: SyntheticTensorSpec[]): Promise<WeightId[]>;
+  dispose(): void;
+  readonly disposed: boolean;
+  readonly ownedBytes: number;
+}
+
+export interface BufferSpec {
+  dtype: BufferDType;
+  rows: number;
+  cols: number;
+}
+
+/** One op of a recorded step; field meanings are in native/program.h and kernels/<op>.h. */
+export interface OpSpec {
+  op:
+    | 'embed'
+    | 'rmsnorm'
+    | 'matmul_bf16'
+    | 'rope'
+    | 'kv_append'
+    | 'attention'
+    | 'router_topk'
+    | 'moe_mxfp4'
+    | 'moe_combine';
+  [field: string]: string | number;
+}
+
+export interface ProgramSpec {
+  maxTokens: number;
+  rope: { theta: number; factor: number; ntkAlpha: number; ntkBeta: number; initialContext: number; headDim: number };
+  buffers: BufferSpec[];
+  ops: OpSpec[];
+}
+
+export interface NativeProgram {
+  run(tokens: Int32Array, positions: Int32Array, logitsStart: number, out: Float32Array | null): Promise<void>;
+  readBuffer(id: number): Uint8Array;
+  writeBuffer(id: number, bytes: ArrayBufferView): void;
+  dispose(): void;
+  readonly disposed: boolean;
+  readonly vocab: number;
+}
+
+export interface DeviceInfo {
+  cpu: { simd: 'avx512' | 'avx2' | 'generic'; threads: number };
+  cuda: {
+    built: boolean;
+    available: boolean;
+    deviceCount: number;
+    error?: string;
+    name?: string;
+    totalMemory?: number;
+    computeCapability?: string;
+  };
+}
+
+export interface Addon {
+  Weights: new () => NativeWeights;
+  Program: new (weights: NativeWeights, spec: ProgramSpec) => NativeProgram;
+  deviceInfo(): DeviceInfo;
+  measureHostBandwidth(bytes: number, reps: number): Promise<{ bytesPerSecond: number; best: number; median: number }>;
+  abiVersion: number;
+}
+
+export const packageRoot = fileURLToPath(new URL('..', import.meta.url));
+
+let loaded: Addon | undefined;
+
+/** Loads the addon once. Throws UnsupportedError with the remedies when no build is found. */
+export function addon(): Addon {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  const load = require('node-gyp-build') as (dir: string) => Addon;
+  try {
+    loaded = load(packageRoot);
+  } catch (e) {
+    throw new UnsupportedError(
+      `the native addon could not be loaded (${(e as Error).message}). ` +
+        `Build it with \`npm rebuild node-gpt-oss\` (needs cmake and a C++17 compiler; nvcc adds CUDA), ` +
+        `or \`npx node-gyp rebuild\` in the package for a CPU-only build.`,
+      { cause: e },
+    );
+  }
+  return loaded;
+}
+
+/** Calls into the addon, mapping its errors to the typed classes. */
+export function native<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+export async function nativeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
