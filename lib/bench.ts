@@ -1,0 +1,163 @@
+// `gptoss bench`: prefill and decode speed of one model on one device, with the ratio of the bytes
+// a decode step streams to the memory read bandwidth measured in the same run (STYLE.md,
+// "Benchmarks report ratios"). 1 GB = 1e9 bytes.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+import { decodeBytes } from './graph.js';
+import { type Device, loadModel, type Model } from './model.js';
+import { addon, packageRoot } from './native.js';
+import { createSyntheticModel, type Preset } from './synthetic.js';
+
+export interface BenchOptions {
+  model?: string;
+  synthetic?: Preset;
+  layers?: number;
+  device?: Device;
+  prefillTokens?: number;
+  decodeTokens?: number;
+  seed?: number;
+  log?: (line: string) => void;
+}
+
+export interface BenchResult {
+  bench: 'decode-prefill';
+  model: string;
+  device: Device;
+  fingerprint: Record<string, string | number>;
+  ceiling: { hostReadGBps: number };
+  prefill: { tokens: number; seconds: number; tokensPerSecond: number };
+  decode: {
+    tokens: number;
+    context: number;
+    msPerTokenMedian: number;
+    tokensPerSecond: number;
+    bytesPerToken: number;
+    GBps: number;
+    ratioToHostRead: number;
+  };
+  units: { GB: '1e9 bytes' };
+}
+
+function commit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function fingerprint(): Record<string, string | number> {
+  const info = addon().deviceInfo();
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  const fp: Record<string, string | number> = {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpuThreads: info.cpu.threads,
+    simd: info.cpu.simd,
+    hostMemoryGB: +(totalmem() / 1e9).toFixed(1),
+    node: process.version,
+    package: pkg.version,
+    commit: commit(),
+  };
+  if (info.cuda.available) {
+    fp.gpu = info.cuda.name ?? 'unknown';
+    fp.gpuMemoryGB = +((info.cuda.totalMemory ?? 0) / 1e9).toFixed(1);
+  }
+  return fp;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+export async function runBench(options: BenchOptions): Promise<BenchResult> {
+  const log = options.log ?? (() => {});
+  const device = options.device ?? 'cpu';
+  const P = options.prefillTokens ?? 128;
+  const N = options.decodeTokens ?? 16;
+  log('measuring host memory read bandwidth...');
+  const bw = await addon().measureHostBandwidth(1 << 30, 5);
+  let model: Model;
+  let label: string;
+  if (options.model) {
+    log(`loading ${options.model}...`);
+    model = await loadModel(options.model, { device });
+    label = options.model;
+  } else {
+    const preset = options.synthetic ?? '20b';
+    log(`generating synthetic gpt-oss-${preset} weights (${options.layers ?? 'all'} layers)...`);
+    model = await createSyntheticModel({ preset, layers: options.layers, device, seed: options.seed ?? 1 });
+    label = `synthetic-${preset} (${model.config.numLayers} layers)`;
+  }
+  try {
+    const cfg = model.config;
+    const session = model.createSession({ maxContext: P + N + 4, maxTokens: Math.min(P, 128) });
+    let seed = options.seed ?? 1;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % Math.min(cfg.vocabSize, 199998);
+    // Warm-up: touches every weight page once (a checkpoint's first touch reads the disk).
+    log('warming up...');
+    await session.forward([rand(), rand()], { logits: 'last' });
+    session.reset();
+
+    log(`prefill of ${P} tokens...`);
+    const prompt = Array.from({ length: P }, rand);
+    const t0 = performance.now();
+    let logits = await session.forward(prompt, { logits: 'last' });
+    const prefillS = (performance.now() - t0) / 1e3;
+
+    log(`decoding ${N} tokens...`);
+    const times: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t = performance.now();
+      logits = await session.forward([argmax(logits)], { logits: 'last' });
+      times.push(performance.now() - t);
+    }
+    const ms = median(times);
+    const ctx = P + Math.floor(N / 2);
+    const bytes = decodeBytes(cfg, ctx, 4);
+    const GBps = bytes / (ms / 1e3) / 1e9;
+    session.dispose();
+    return {
+      bench: 'decode-prefill',
+      model: label,
+      device,
+      fingerprint: fingerprint(),
+      ceiling: { hostReadGBps: bw.bytesPerSecond / 1e9 },
+      prefill: { tokens: P, seconds: prefillS, tokensPerSecond: P / prefillS },
+      decode: {
+        tokens: N,
+        context: ctx,
+        msPerTokenMedian: ms,
+        tokensPerSecond: 1e3 / ms,
+        bytesPerToken: bytes,
+        GBps,
+        ratioToHostRead: GBps / (bw.bytesPerSecond / 1e9),
+      },
+      units: { GB: '1e9 bytes' },
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+export function formatBench(r: BenchResult): string {
+  const rows: [string, string][] = [
+    ['model', r.model],
+    ['device', `${r.device} (${r.fingerprint.cpu}, ${r.fingerprint.cpuThreads} threads, ${r.fingerprint.simd})`],
+    ['host read bandwidth', `${r.ceiling.hostReadGBps.toFixed(1)} GB/s`],
+    ['prefill', `${r.prefill.tokens} tokens, ${r.prefill.tokensPerSecond.toFixed(1)} tokens/s`],
+    ['decode', `${r.decode.tokensPerSecond.toFixed(2)} tokens/s (${r.decode.msPerTokenMedian.toFixed(1)} ms/token, median of ${r.decode.tokens})`],
+    ['decode weights+KV streamed', `${(r.decode.bytesPerToken / 1e9).toFixed(3)} GB/token, ${r.decode.GBps.toFixed(1)} GB/s`],
+    ['ratio to host read bandwidth', `${(r.decode.ratioToHostRead * 100).toFixed(1)}%`],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}

@@ -1,0 +1,213 @@
+// Bad checkpoints get a CheckpointError naming the file and tensor (or an UnsupportedError for a
+// config this engine does not implement), never a crash or a silent wrong answer.
+import { mkdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { CheckpointError, loadModel, UnsupportedError } from '../lib/index.js';
+import { copyFixture, fixtures, mutateHeader, tmpDir } from './helpers/checkpoint.js';
+
+async function loadError(dir: string): Promise<unknown> {
+  try {
+    const m = await loadModel(dir);
+    m.dispose();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('loadModel succeeded');
+}
+
+const original = () => copyFixture('tiny-b/original');
+const st = (dir: string) => join(dir, 'model.safetensors');
+
+describe('loading a bad checkpoint', () => {
+  it('a missing tensor raises ERR_BAD_CHECKPOINT naming the tensor', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => delete h['block.1.attn.sinks']);
+    const e = await loadError(dir);
+    expect(e).toBeInstanceOf(CheckpointError);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'block.1.attn.sinks' });
+    expect((e as Error).message).toMatch(/missing/);
+  });
+
+  it('a tensor of the wrong shape raises an error naming the file, tensor and both shapes', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      h['block.0.attn.qkv.weight'].shape = [64, 384]; // same bytes, transposed
+    });
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: st(dir), tensor: 'block.0.attn.qkv.weight' });
+    expect((e as Error).message).toContain('[64,384], expected [384,64]');
+  });
+
+  it('a tensor of the wrong dtype raises an error naming it', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      h['block.2.mlp.mlp2_bias'].dtype = 'F16';
+    });
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'block.2.mlp.mlp2_bias' });
+    expect((e as Error).message).toContain('dtype F16, expected BF16');
+  });
+
+  it('a header length past the end of the file is refused before anything is read', async () => {
+    const dir = original();
+    const buf = readFileSync(st(dir));
+    buf.writeBigUInt64LE(BigInt(buf.length), 0);
+    writeFileSync(st(dir), buf);
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: st(dir) });
+    expect((e as Error).message).toMatch(/header length \d+ runs past the end/);
+  });
+
+  it('a header that is not JSON is refused', async () => {
+    const dir = original();
+    const buf = readFileSync(st(dir));
+    buf.write('}', 8);
+    writeFileSync(st(dir), buf);
+    expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: st(dir) });
+  });
+
+  it('offsets outside the data raise an error naming the tensor', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      const t = h['norm.scale'];
+      const len = t.data_offsets[1] - t.data_offsets[0];
+      t.data_offsets = [10_000_000, 10_000_000 + len];
+    });
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'norm.scale' });
+    expect((e as Error).message).toMatch(/run past the end/);
+  });
+
+  it('offsets that disagree with the shape raise an error', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      h['norm.scale'].data_offsets[1] += 2;
+    });
+    expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'norm.scale' });
+  });
+
+  it('overlapping tensors raise an error naming both', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      // block.1's attention norm now aliases block.0's
+      h['block.1.attn.norm.scale'].data_offsets = [...h['block.0.attn.norm.scale'].data_offsets];
+    });
+    const e = await loadError(dir);
+    expect(e).toBeInstanceOf(CheckpointError);
+    expect((e as Error).message).toMatch(/overlaps tensor block\.[01]\.attn\.norm\.scale/);
+  });
+
+  it('a truncated file raises an error naming the tensor cut off', async () => {
+    const dir = original();
+    const size = readFileSync(st(dir)).length;
+    truncateSync(st(dir), size - 100);
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: st(dir) });
+    expect((e as CheckpointError).tensor).toBeTruthy();
+    expect((e as Error).message).toMatch(/file truncated/);
+  });
+
+  it('a tensor the config does not imply (an extra layer) is refused', async () => {
+    const dir = original();
+    mutateHeader(st(dir), (h) => {
+      h['block.3.attn.sinks'] = { dtype: 'BF16', shape: [0], data_offsets: [0, 0] };
+    });
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'block.3.attn.sinks' });
+    expect((e as Error).message).toContain('3-layer');
+  });
+
+  it('an unknown config key is refused with the likely intended key', async () => {
+    const dir = original();
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    cfg.sliding_windw = 16;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    const e = await loadError(dir);
+    expect(e).toBeInstanceOf(UnsupportedError);
+    expect((e as Error).message).toContain('"sliding_windw" (did you mean "sliding_window"?)');
+    // ...and loads when asked to ignore it
+    const m = await loadModel(dir, { strictConfig: false });
+    m.dispose();
+  });
+
+  it('config values that change the arithmetic and are not implemented are refused', async () => {
+    for (const change of [
+      (c: Record<string, unknown>) => ((c.rope_scaling as Record<string, unknown>).truncate = true),
+      (c: Record<string, unknown>) => ((c.rope_scaling as Record<string, unknown>).rope_type = 'linear'),
+      (c: Record<string, unknown>) => (c.tie_word_embeddings = true),
+      (c: Record<string, unknown>) => ((c.layer_types as string[])[0] = 'full_attention'),
+      (c: Record<string, unknown>) => ((c.quantization_config as Record<string, unknown>).quant_method = 'gptq'),
+    ]) {
+      const dir = copyFixture('tiny-b/hf');
+      const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+      change(cfg);
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+      const e = await loadError(dir);
+      expect(e).toBeInstanceOf(UnsupportedError);
+      expect((e as Error).message).toContain(join(dir, 'config.json'));
+    }
+  });
+
+  it('a config with a missing or malformed required key names it', async () => {
+    const dir = original();
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    cfg.num_experts = 'four';
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: join(dir, 'config.json') });
+    expect((e as Error).message).toContain('"num_experts"');
+  });
+
+  it('a directory that is not a checkpoint says so', async () => {
+    const empty = tmpDir();
+    expect(await loadError(empty)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: empty });
+    expect(((await loadError(empty)) as Error).message).toMatch(/no config\.json/);
+    expect(await loadError(join(empty, 'nope'))).toMatchObject({ code: 'ERR_BAD_CHECKPOINT' });
+    const file = join(empty, 'file');
+    writeFileSync(file, 'x');
+    expect(((await loadError(file)) as Error).message).toMatch(/not a directory/);
+    writeFileSync(join(empty, 'config.json'), readFileSync(join(fixtures, 'tiny-b', 'original', 'config.json')));
+    expect(((await loadError(empty)) as Error).message).toMatch(/no \.safetensors files/);
+  });
+
+  it('a shard named by the index but absent is reported', async () => {
+    const dir = copyFixture('tiny-b/hf');
+    rmSync(join(dir, 'model-00001-of-00001.safetensors'));
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: join(dir, 'model-00001-of-00001.safetensors') });
+  });
+
+  it('an index that places a tensor in the wrong shard is reported', async () => {
+    const dir = copyFixture('tiny-b/hf');
+    const idxFile = join(dir, 'model.safetensors.index.json');
+    const idx = JSON.parse(readFileSync(idxFile, 'utf8'));
+    const [name, shard] = Object.entries(idx.weight_map as Record<string, string>)[0];
+    idx.weight_map[name] = shard.includes('00000') ? 'model-00001-of-00001.safetensors' : 'model-00000-of-00001.safetensors';
+    writeFileSync(idxFile, JSON.stringify(idx));
+    expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: name });
+  });
+
+  it('an index naming a path outside the directory is refused', async () => {
+    const dir = copyFixture('tiny-b/hf');
+    const idxFile = join(dir, 'model.safetensors.index.json');
+    const idx = JSON.parse(readFileSync(idxFile, 'utf8'));
+    idx.weight_map['model.norm.weight'] = '../../etc/passwd';
+    writeFileSync(idxFile, JSON.stringify(idx));
+    expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'model.norm.weight' });
+  });
+});
+
+describe('finding the layout', () => {
+  it('a repo root holding only original/ loads the original layout from there', async () => {
+    const root = tmpDir();
+    mkdirSync(join(root, 'x'));
+    renameSync(copyFixture('tiny-b/original'), join(root, 'original'));
+    const m = await loadModel(root);
+    expect(m.layout).toBe('original');
+    expect(m.dir).toBe(join(root, 'original'));
+    m.dispose();
+  });
+});
