@@ -4,7 +4,7 @@ import { addon, type BufferSpec, type OpSpec, type WeightId } from '../../lib/na
 export interface OpRun {
   weights: Record<string, Uint8Array>;
   buffers: Record<string, BufferSpec & { data?: ArrayBufferView }>;
-  op: (w: Record<string, WeightId>, b: Record<string, number>) => OpSpec;
+  op: (w: Record<string, WeightId>, b: Record<string, number>) => OpSpec | OpSpec[];
   maxTokens: number;
   positions?: number[];
   headDim?: number;
@@ -21,7 +21,7 @@ export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
     maxTokens: spec.maxTokens,
     rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: spec.headDim ?? 64 },
     buffers: names.map((n) => ({ dtype: spec.buffers[n].dtype, rows: spec.buffers[n].rows, cols: spec.buffers[n].cols })),
-    ops: [spec.op(w, b)],
+    ops: [spec.op(w, b)].flat(),
   });
   try {
     for (const n of names) {

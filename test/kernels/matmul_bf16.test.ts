@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+
+import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
+import { f32, runOp } from '../helpers/op.js';
+
+// Y (+)= X W^T + b with bf16 W, through the GEMV path (T <= 4) and the tiled path (T > 4), at
+// widths that leave SIMD tails (K = 72, N = 33).
+describe('matmul_bf16 (CPU)', () => {
+  for (const [T, N, K] of [[1, 33, 72], [3, 33, 64], [5, 33, 72], [33, 70, 2880 / 10]]) {
+    for (const accumulate of [0, 1]) {
+      it(`T=${T} N=${N} K=${K}${accumulate ? ', accumulating into the output' : ''} matches float64`, async () => {
+        const r = rng(T * 100 + N + accumulate);
+        const w = bf16Bytes(Array.from({ length: N * K }, () => 2 * r() - 1));
+        const b = bf16Bytes(Array.from({ length: N }, () => r()));
+        const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+        const y0 = Float32Array.from({ length: T * (N + 3) }, () => r());
+        const out = await runOp({
+          maxTokens: T,
+          weights: { w, b },
+          buffers: { x: { dtype: 'f32', rows: T, cols: K, data: x }, y: { dtype: 'f32', rows: T, cols: N + 3, data: y0 } },
+          op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, ycol: 2, w: wi.w, b: wi.b, N, K, accumulate }),
+        });
+        const W = bf16Values(w), B = bf16Values(b);
+        const ref = Float64Array.from(y0);
+        for (let t = 0; t < T; t++)
+          for (let n = 0; n < N; n++) {
+            let s = B[n];
+            for (let kk = 0; kk < K; kk++) s += W[n * K + kk] * x[t * K + kk];
+            ref[t * (N + 3) + 2 + n] = accumulate ? ref[t * (N + 3) + 2 + n] + s : s;
+          }
+        const y = f32(out.y);
+        expect(relErr(y, ref)).toBeLessThan(1e-6);
+        // columns outside [ycol, ycol + N) are untouched
+        for (let t = 0; t < T; t++) expect([y[t * (N + 3)], y[t * (N + 3) + 1]]).toEqual([y0[t * (N + 3)], y0[t * (N + 3) + 1]]);
+      });
+    }
+  }
+
+  it('refuses a matrix whose size disagrees with N x K (before any step runs)', async () => {
+    await expect(
+      runOp({
+        maxTokens: 1,
+        weights: { w: new Uint8Array(10) },
+        buffers: { x: { dtype: 'f32', rows: 1, cols: 4 }, y: { dtype: 'f32', rows: 1, cols: 4 } },
+        op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, w: wi.w, N: 4, K: 4 }),
+      }),
+    ).rejects.toThrow(/has 10 bytes, expected 32/);
+  });
+});
