@@ -1,0 +1,97 @@
+// The gptoss command as users run it (dist/cli.js, built by `npm test`'s tsc step).
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { describe, expect, it } from 'vitest';
+
+import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
+
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const run = promisify(execFile);
+
+async function gptoss(args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+const cases = JSON.parse(readFileSync(join(fixtures, 'tiny-a', 'cases.json'), 'utf8')) as {
+  cases: { name: string; tokens: number[]; logits_fp32: string }[];
+};
+const seq7 = cases.cases.find((c) => c.name === 'seq7')!;
+const ref = new Float32Array(readFileSync(join(fixtures, 'tiny-a', seq7.logits_fp32)).buffer.slice(0));
+const readF32 = (f: string) => new Float32Array(readFileSync(f).buffer.slice(0));
+
+async function logits(extra: string[], env: Record<string, string> = {}) {
+  const out = join(tmpDir(), 'logits.f32');
+  const r = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', seq7.tokens.join(','), '--out', out, ...extra], env);
+  expect(r.stderr).toContain('wrote 7x1000 float32 logits');
+  expect(r.code).toBe(0);
+  return readF32(out);
+}
+
+describe('gptoss logits', () => {
+  it('writes [tokens, vocab] float32 logits that match the reference', async () => {
+    expect(relErr(await logits(['--mode', 'fp32']), ref)).toBeLessThan(1e-4);
+  });
+
+  it('--decode feeds the tokens one at a time with the same result', async () => {
+    const [a, b] = await Promise.all([logits(['--mode', 'fp32']), logits(['--mode', 'fp32', '--decode'])]);
+    expect(relErr(b, a)).toBeLessThan(1e-5);
+  });
+
+  it('every SIMD variant (portable, AVX2, AVX-512 where the CPU has them) matches the reference', async () => {
+    for (const simd of ['generic', 'avx2', 'avx512']) expect(relErr(await logits(['--mode', 'fp32'], { GPTOSS_SIMD: simd }), ref)).toBeLessThan(1e-4);
+  });
+
+  it('results do not depend on the thread count', async () => {
+    const [one, many] = await Promise.all([logits([], { GPTOSS_THREADS: '1' }), logits([], { GPTOSS_THREADS: '3' })]);
+    expect(Buffer.from(one.buffer).equals(Buffer.from(many.buffer))).toBe(true);
+  });
+
+  it('a bad checkpoint exits 1 with the error code and the path', async () => {
+    const dir = tmpDir();
+    const r = await gptoss(['logits', '--model', dir, '--tokens', '1', '--out', join(dir, 'x')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('ERR_BAD_CHECKPOINT');
+    expect(r.stderr).toContain(dir);
+  });
+
+  it('bad arguments exit 2 and say which', async () => {
+    const r = await gptoss(['logits', '--model', 'x', '--tokens', '1,a', '--out', 'y']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('"a" is not a non-negative integer');
+    const r2 = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '5000', '--out', join(tmpDir(), 'x')]);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toContain('ERR_INVALID_ARGUMENT');
+  });
+
+  it("--device cuda without a usable GPU backend fails with a typed error", async () => {
+    const r = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '1', '--out', join(tmpDir(), 'x'), '--device', 'cuda']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_(UNSUPPORTED|DEVICE)/);
+  });
+});
+
+describe('gptoss bench', () => {
+  it('runs a synthetic gpt-oss-20b layer and prints a table and one JSON line with the bandwidth ratio', async () => {
+    const r = await gptoss(['bench', '--synthetic', '20b', '--layers', '1', '--prefill-tokens', '8', '--decode-tokens', '3']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const json = JSON.parse(lines[lines.length - 1]);
+    expect(json.model).toBe('synthetic-20b (1 layers)');
+    expect(json.ceiling.hostReadGBps).toBeGreaterThan(0);
+    // 1.158 GB of unembedding + one layer's attention (53 MB) and 4 of its experts (53 MB)
+    expect(json.decode.bytesPerToken).toBeGreaterThan(1.158e9 + 1e8);
+    expect(json.decode.bytesPerToken).toBeLessThan(1.158e9 + 1.2e8);
+    expect(json.decode.ratioToHostRead).toBeGreaterThan(0);
+    expect(json.fingerprint).toHaveProperty('commit');
+    expect(r.stdout).toContain('ratio to host read bandwidth');
+  });
+});
