@@ -19,7 +19,7 @@ namespace gptoss {
 #ifndef GPTOSS_WITH_CUDA
 CudaProbe cuda_probe() {
   CudaProbe p;
-  p.error = "this addon was built without CUDA (nvcc was not found at build time)";
+  p.error = "this addon was built without CUDA (a CPU-only build: nvcc was not found, or node-gyp built it)";
   return p;
 }
 #endif
