@@ -13,6 +13,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
 #include "native/errors.h"
+#include "native/host_alloc.h"
 
 namespace gptoss {
 
@@ -61,8 +62,8 @@ Napi::Value MeasureHostBandwidth(const Napi::CallbackInfo& info) {
     return run_async(
         env,
         [n, reps, results]() {
-          float* buf = nullptr;
-          if (posix_memalign(reinterpret_cast<void**>(&buf), 64, n * 4) != 0)
+          float* buf = static_cast<float*>(host_alloc(n * 4));
+          if (!buf)
             throw Error("ERR_OUT_OF_MEMORY", "cannot allocate the bandwidth probe's buffer");
           std::unique_ptr<float, decltype(&std::free)> hold(buf, &std::free);
           cpu::parallel_for(int64_t(n), 1 << 16, [&](int64_t b, int64_t e) {

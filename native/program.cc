@@ -1,5 +1,7 @@
 #include "native/program.h"
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -13,6 +15,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/router_topk.h"
 #include "native/errors.h"
+#include "native/host_alloc.h"
 
 namespace gptoss {
 namespace {
@@ -161,15 +164,33 @@ inline const uint16_t* wbf(ProgramState& st, int id) { return reinterpret_cast<c
 Napi::FunctionReference* g_ctor = nullptr;
 }  // namespace
 
+const char* op_name(OpKind k) {
+  static const char* names[] = {"embed", "rmsnorm", "matmul_bf16", "rope", "kv_append", "attention",
+                                "router_topk", "moe_mxfp4", "moe_combine"};
+  return names[int(k)];
+}
+
 ProgramState::~ProgramState() {
   for (auto& b : buffers) std::free(b.data);
+  if (profile_runs) {
+    double total = 0;
+    for (double t : profile_seconds) total += t;
+    std::fprintf(stderr, "gptoss profile: %d steps, %.1f ms/step\n", profile_runs, 1e3 * total / profile_runs);
+    for (size_t k = 0; k < profile_seconds.size(); ++k)
+      if (profile_seconds[k] > 0)
+        std::fprintf(stderr, "  %-12s %8.2f ms/step %5.1f%%\n", op_name(OpKind(k)), 1e3 * profile_seconds[k] / profile_runs,
+                     100 * profile_seconds[k] / total);
+  }
 }
 
 void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
                        int logits_start, float* out) {
   const int T = int(tokens.size());
   const int32_t* pos = positions.data();
+  const bool profile = profile_enabled;
+  if (profile) ++profile_runs;
   for (const Op& o : ops) {
+    const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     // Rows this op covers: all T, or the logits rows [logits_start, T).
     const int r0 = o.logits_rows ? logits_start : 0;
     const int n = T - r0;
@@ -225,6 +246,7 @@ void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int
                          o.H});
         break;
     }
+    if (profile) profile_seconds[size_t(o.kind)] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 }
 
@@ -270,7 +292,8 @@ Program::Program(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Program>(inf
       Buffer buf{parse_dtype(b.Get("dtype").As<Napi::String>()), geti(b, "rows", 0), geti(b, "cols", 0)};
       if (buf.rows <= 0 || buf.cols <= 0) throw invalid_argument("buffer " + std::to_string(i) + " has no size");
       const size_t bytes = (buf.bytes() + 63) / 64 * 64;
-      if (posix_memalign(&buf.data, 64, bytes) != 0)
+      buf.data = host_alloc(bytes);
+      if (!buf.data)
         throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes) + " bytes for buffer " + std::to_string(i));
       std::memset(buf.data, 0, bytes);
       total += bytes;

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -43,6 +44,10 @@ struct ProgramState {
   RopeTable rope;
   int max_tokens = 0, vocab = 0;
   std::atomic<bool> running{false};
+  // GPTOSS_PROFILE=1: time per op kind, printed to stderr when the session is freed.
+  bool profile_enabled = std::getenv("GPTOSS_PROFILE") != nullptr;
+  int profile_runs = 0;
+  std::vector<double> profile_seconds = std::vector<double>(9, 0.0);
   ~ProgramState();
   void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions, int logits_start,
            float* out);

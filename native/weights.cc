@@ -14,6 +14,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
 #include "native/errors.h"
+#include "native/host_alloc.h"
 
 namespace gptoss {
 
@@ -191,8 +192,8 @@ Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     // Allocate on the JS thread so a failure is a clean rejection before any work starts.
     for (auto& sp : *specs) {
-      void* p = nullptr;
-      if (posix_memalign(&p, 64, std::max<size_t>(sp.bytes, 64)) != 0)
+      void* p = host_alloc(sp.bytes);
+      if (!p)
         throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(sp.bytes) + " bytes for " + sp.name);
       store->owned.push_back(p);
       sp.data = static_cast<uint8_t*>(p);
@@ -224,8 +225,8 @@ Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
     if (!info[0].IsTypedArray()) throw invalid_argument("addBytes(bytes, name): bytes must be a typed array");
     Napi::TypedArray src = info[0].As<Napi::TypedArray>();
     const size_t n = src.ByteLength();
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, std::max<size_t>(n, 64)) != 0) throw Error("ERR_OUT_OF_MEMORY", "addBytes: allocation failed");
+    void* p = host_alloc(n);
+    if (!p) throw Error("ERR_OUT_OF_MEMORY", "addBytes: allocation failed");
     s.owned.push_back(p);
     std::memcpy(p, static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset(), n);
     s.owned_bytes += n;
