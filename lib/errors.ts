@@ -107,3 +107,11 @@ export function fromNative(e: unknown): unknown {
   }
   return e;
 }
+
+/** Harmony text or tokens that do not follow the format (ERR_INVALID_ARGUMENT). */
+export class HarmonyError extends InvalidArgumentError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HarmonyError';
+  }
+}
