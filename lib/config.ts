@@ -55,14 +55,15 @@ function editDistance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-/** The closest of `known` to `key`, when it is close enough to be a likely misspelling. */
+/** The closest of `known` to `key`, when it is close enough to be a likely misspelling (case
+ * differences count for less than other edits, so "topp" suggests "topP" over "topK"). */
 export function suggest(key: string, known: readonly string[]): string | undefined {
   let best: string | undefined, bestD = Infinity;
   for (const k of known) {
-    const d = editDistance(key, k);
+    const d = editDistance(key.toLowerCase(), k.toLowerCase()) + editDistance(key, k) / 100;
     if (d < bestD) [best, bestD] = [k, d];
   }
-  return bestD <= Math.max(2, Math.floor(key.length / 4)) ? best : undefined;
+  return bestD <= Math.max(2, Math.floor(key.length / 4)) + 0.5 ? best : undefined;
 }
 
 export function detectFlavour(json: Record<string, unknown>): ConfigFlavour {

@@ -5,8 +5,9 @@ import { openCheckpoint, type Checkpoint, type Layout } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DeviceError, DisposedError, InvalidArgumentError, UnsupportedError } from './errors.js';
 import { buildProgram, type KvDType, type ModelWeightIds } from './graph.js';
-import { addon, native, nativeAsync, type NativeProgram, type NativeWeights, type WeightId } from './native.js';
+import { addon, native, nativeAsync, type NativeProgram, type NativeWeights, type SampledToken, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
+import type { Sampler } from './sampler.js';
 
 export type Device = 'cpu' | 'cuda';
 /** 'fp32': every activation and the KV cache in float32 (the reference); 'default': the fastest
@@ -146,6 +147,20 @@ export class Session {
   async forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): Promise<Float32Array> {
     checkKeys(options, ['logits', 'signal'], 'forward');
     const which = checkOneOf(options.logits, ['all', 'last', 'none'] as const, 'logits', 'all');
+    return (await this.#run(tokens, which, options.signal)).logits;
+  }
+
+  /**
+   * Runs `tokens` like forward() and draws the next token from the last position's logits on the
+   * worker thread, with `sampler`'s settings and RNG. The logits come back unchanged.
+   */
+  async next(tokens: ArrayLike<number>, sampler: Sampler, options: { signal?: AbortSignal } = {}): Promise<SampledToken & { logits: Float32Array }> {
+    checkKeys(options, ['signal'], 'next');
+    const r = await this.#run(tokens, 'last', options.signal, sampler);
+    return { ...r.sampled!, logits: r.logits };
+  }
+
+  async #run(tokens: ArrayLike<number>, which: 'all' | 'last' | 'none', signal: AbortSignal | undefined, sampler?: Sampler) {
     const program = this.#program;
     if (!program) throw new DisposedError('this session was disposed');
     if (this.#busy) throw new BusyError('a forward pass is already running on this session');
@@ -160,12 +175,13 @@ export class Session {
       throw new ContextOverflowError(
         `forward: ${n} tokens after ${this.#position} would pass this session's maxContext of ${this.maxContext}`,
       );
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     const out = new Float32Array(which === 'all' ? n * V : which === 'last' ? V : 0);
+    let sampled: SampledToken | undefined;
     this.#busy = true;
     try {
       for (let start = 0; start < n; start += this.maxTokens) {
-        if (options.signal?.aborted) throw new AbortedError('forward was aborted', { cause: options.signal.reason });
+        if (signal?.aborted) throw new AbortedError('forward was aborted', { cause: signal.reason });
         const end = Math.min(n, start + this.maxTokens);
         const chunk = ids.subarray(start, end);
         const positions = new Int32Array(end - start);
@@ -179,13 +195,14 @@ export class Session {
           logitsStart = chunk.length - 1;
           dst = out;
         }
-        await nativeAsync(() => program.run(chunk, positions, logitsStart, dst));
+        const sampling = sampler && end === n ? sampler.params() : null;
+        sampled = await nativeAsync(() => program.run(chunk, positions, logitsStart, dst, sampling));
         this.#position += chunk.length;
       }
     } finally {
       this.#busy = false;
     }
-    return out;
+    return { logits: out, sampled };
   }
 
   /** Forgets the cached tokens; the next forward starts at position 0. */

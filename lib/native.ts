@@ -58,8 +58,36 @@ export interface ProgramSpec {
   ops: OpSpec[];
 }
 
+/** Sampling parameters as the addon reads them (lib/sampler.ts builds these). */
+export interface NativeSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  repetitionPenalty: number;
+  biasIds?: Int32Array;
+  biasValues?: Float32Array;
+  historyIds?: Int32Array;
+  historyCounts?: Int32Array;
+  banFrom: number;
+  rng: BigUint64Array;
+}
+
+export interface SampledToken {
+  token: number;
+  logprob: number;
+}
+
 export interface NativeProgram {
-  run(tokens: Int32Array, positions: Int32Array, logitsStart: number, out: Float32Array | null): Promise<void>;
+  run(
+    tokens: Int32Array,
+    positions: Int32Array,
+    logitsStart: number,
+    out: Float32Array | null,
+    sampling?: NativeSampling | null,
+  ): Promise<SampledToken | undefined>;
   readBuffer(id: number): Uint8Array;
   writeBuffer(id: number, bytes: ArrayBufferView): void;
   dispose(): void;
@@ -84,6 +112,7 @@ export interface Addon {
   Weights: new () => NativeWeights;
   Program: new (weights: NativeWeights, spec: ProgramSpec) => NativeProgram;
   deviceInfo(): DeviceInfo;
+  sampleMany(logits: Float32Array, params: Omit<NativeSampling, 'rng'>, rng: BigUint64Array, count: number): Promise<Int32Array>;
   measureHostBandwidth(bytes: number, reps: number): Promise<{ bytesPerSecond: number; best: number; median: number }>;
   abiVersion: number;
 }

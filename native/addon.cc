@@ -4,6 +4,7 @@
 
 #include "native/device.h"
 #include "native/program.h"
+#include "native/sampler.h"
 #include "native/weights.h"
 
 namespace gptoss {
@@ -11,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Weights", Weights::Init(env));
   exports.Set("Program", Program::Init(env));
   device_exports(env, exports);
+  sampler_exports(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

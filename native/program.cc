@@ -15,6 +15,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/router_topk.h"
 #include "native/errors.h"
+#include "native/sampler.h"
 #include "native/host_alloc.h"
 
 namespace gptoss {
@@ -332,7 +333,9 @@ ProgramState& Program::live() {
   return *state_;
 }
 
-// run(tokens Int32Array, positions Int32Array, logitsStart, out Float32Array|null) -> Promise
+// run(tokens Int32Array, positions Int32Array, logitsStart, out Float32Array|null,
+//     sampling {params..., rng: BigUint64Array(1)}|null) -> Promise<{token, logprob}|undefined>
+// With sampling, the last logits row is sampled on the worker thread after the step.
 Napi::Value Program::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -379,18 +382,46 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
       out = o.Data();
       keep.push_back(o);
     }
+    std::shared_ptr<SampleParams> sampling;
+    uint64_t* rng = nullptr;
+    if (info.Length() > 4 && info[4].IsObject()) {
+      if (!out) throw invalid_argument("run: sampling needs the logits of the last token (logitsStart < tokens)");
+      Napi::Object so = info[4].As<Napi::Object>();
+      sampling = std::make_shared<SampleParams>(parse_sample_params(so, st.vocab));
+      Napi::Value r = so.Get("rng");
+      if (!r.IsTypedArray() || r.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+        throw invalid_argument("run: sampling.rng must be a BigUint64Array(1)");
+      rng = r.As<Napi::TypedArrayOf<uint64_t>>().Data();
+      keep.push_back(r);
+    }
     if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
+    auto result = std::make_shared<SampleResult>(SampleResult{-1, 0.f});
+    const int vocab = st.vocab;
     auto state = state_;
     return run_async(
         env,
-        [state, tokens = std::move(tokens), positions = std::move(positions), logits_start, out]() {
+        [state, tokens = std::move(tokens), positions = std::move(positions), logits_start, out, sampling, rng, result,
+         vocab]() {
           struct Clear {
             ProgramState& s;
             ~Clear() { s.running.store(false); }
           } clear{*state};
           state->run(tokens, positions, logits_start, out);
+          if (sampling) {
+            // Sample a copy: the caller gets the model's logits unchanged.
+            const float* last = out + size_t(int(tokens.size()) - 1 - logits_start) * vocab;
+            std::vector<float> work(last, last + vocab);
+            *result = sample_cpu(work.data(), vocab, *sampling, rng);
+          }
         },
-        nullptr, std::move(keep));
+        [result](Napi::Env e) -> Napi::Value {
+          if (result->token < 0) return e.Undefined();
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("token", result->token);
+          o.Set("logprob", result->logprob);
+          return o;
+        },
+        std::move(keep));
   });
 }
 

@@ -30,6 +30,9 @@ struct SimdKernels {
   float (*dot_f32)(const float* a, const float* b, int n);
   // y += a * x
   void (*axpy_f32)(float* y, float a, const float* x, int n);
+  // e[i] = exp((l[i] - m) * scale) for i < n, returning the sum. Accurate to a few ulp for the
+  // arguments <= 0 that softmax gives; arguments below -87 give 0.
+  double (*exp_sum)(const float* l, float m, float scale, float* e, int n);
   // Sum of all floats (reads every byte once; used to measure memory read bandwidth).
   double (*sum_f32)(const float* x, size_t n);
 };

@@ -3,5 +3,5 @@
 
 namespace gptoss::cpu {
 extern const SimdKernels kSimdAvx512 = {"avx512", gemv_bf16, gemm_f32, gemv_mxfp4, decode_mxfp4,
-                               bf16_to_f32_row, dot_f32, axpy_f32, sum_f32};
+                               bf16_to_f32_row, dot_f32, axpy_f32, exp_sum, sum_f32};
 }

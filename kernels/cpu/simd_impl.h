@@ -253,6 +253,85 @@ void axpy_f32(float* y, float a, const float* x, int n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// exp(x) for x <= 0 by range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-6 polynomial
+// for e^r (Cephes' coefficients), then scaling by 2^k through the exponent bits.
+inline float exp_scalar(float x) {
+  if (x < -87.f) return 0.f;
+  const float k = __builtin_floorf(x * 1.44269504f + 0.5f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  int32_t bits;
+  __builtin_memcpy(&bits, &p, 4);
+  bits += int32_t(k) << 23;
+  __builtin_memcpy(&p, &bits, 4);
+  return p;
+}
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__)
+inline V vexp(V x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, vset1(-87.f), _CMP_GE_OQ);
+  x = _mm512_max_ps(x, vset1(-87.f));
+  V k = _mm512_roundscale_ps(_mm512_fmadd_ps(x, vset1(1.44269504f), vset1(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  V r = _mm512_fnmadd_ps(k, vset1(0.693359375f), x);
+  r = _mm512_fnmadd_ps(k, vset1(-2.12194440e-4f), r);
+  V p = vset1(1.9875691500e-4f);
+  p = vfma(p, r, vset1(1.3981999507e-3f));
+  p = vfma(p, r, vset1(8.3334519073e-3f));
+  p = vfma(p, r, vset1(4.1665795894e-2f));
+  p = vfma(p, r, vset1(1.6666665459e-1f));
+  p = vfma(p, r, vset1(5.0000001201e-1f));
+  p = vfma(vmul(p, r), r, vadd(r, vset1(1.f)));
+  __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(k), 23);
+  return _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e)));
+}
+#else
+inline V vexp(V x) {
+  const V live = _mm256_cmp_ps(x, vset1(-87.f), _CMP_GE_OQ);
+  x = _mm256_max_ps(x, vset1(-87.f));
+  V k = _mm256_floor_ps(_mm256_fmadd_ps(x, vset1(1.44269504f), vset1(0.5f)));
+  V r = _mm256_fnmadd_ps(k, vset1(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, vset1(-2.12194440e-4f), r);
+  V p = vset1(1.9875691500e-4f);
+  p = vfma(p, r, vset1(1.3981999507e-3f));
+  p = vfma(p, r, vset1(8.3334519073e-3f));
+  p = vfma(p, r, vset1(4.1665795894e-2f));
+  p = vfma(p, r, vset1(1.6666665459e-1f));
+  p = vfma(p, r, vset1(5.0000001201e-1f));
+  p = vfma(vmul(p, r), r, vadd(r, vset1(1.f)));
+  __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23);
+  return _mm256_and_ps(live, _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e)));
+}
+#endif
+#else
+inline V vexp(V x) {
+  for (int i = 0; i < 8; ++i) x.v[i] = exp_scalar(x.v[i]);
+  return x;
+}
+#endif
+
+double exp_sum(const float* l, float m, float scale, float* e, int n) {
+  V acc = vzero();
+  const V vm = vset1(m), vs = vset1(scale);
+  int i = 0;
+  for (; i + W <= n; i += W) {
+    // (l - m) * scale; arguments below -87 (-inf logits included) give exactly 0.
+    V x = vmul(vadd(vload(l + i), vmul(vm, vset1(-1.f))), vs);
+    V y = vexp(x);
+    vstore(e + i, y);
+    acc = vadd(acc, y);
+  }
+  double s = vsum(acc);
+  for (; i < n; ++i) s += e[i] = exp_scalar((l[i] - m) * scale);
+  return s;
+}
+
 double sum_f32(const float* x, size_t n) {
   V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
   size_t i = 0;

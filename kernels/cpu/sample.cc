@@ -1,0 +1,154 @@
+// Work over the whole vocabulary is a few vectorised or branch-light passes (the max, the
+// exponentials and their sum, a histogram); bias and penalties touch listed ids only. Sorting is
+// limited to one histogram bin: probabilities are binned by their float exponent and top 4
+// mantissa bits (1/16 of an octave), the bin where top-k's count or top-p's mass is reached is
+// found from the histogram, everything in higher bins is kept as is, and only the cut bin is
+// sorted. Without top-k / top-p the draw scans the exponentials in id order.
+#include "kernels/sample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "kernels/cpu/simd.h"
+
+namespace gptoss {
+namespace {
+inline uint64_t next(uint64_t* s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// Uniform in [0, 1) with 53 bits.
+inline double uniform(uint64_t* s) { return double(next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+// Bin of a relative probability e in (0, 1]: 0 holds e = 1, larger bins smaller e, 16 per octave.
+constexpr int kBins = 2048;
+inline int bin_of(float e) {
+  uint32_t bits;
+  std::memcpy(&bits, &e, 4);
+  return 2032 - int(bits >> 19);  // 0x3f800000 >> 19 = 2032
+}
+
+// The ids of the largest e, from bins below the cut bin in id order, then the cut bin sorted by
+// descending e (ties to the lower id) until `enough(count, mass)` says stop.
+template <class Enough>
+std::vector<int32_t> take_top(const std::vector<float>& e, int n, Enough enough) {
+  std::vector<int32_t> count(kBins, 0);
+  std::vector<double> mass(kBins, 0.0);
+  for (int i = 0; i < n; ++i)
+    if (e[i] > 0) {
+      const int b = bin_of(e[i]);
+      count[b]++;
+      mass[b] += e[i];
+    }
+  int cut = 0;
+  int64_t c = 0;
+  double m = 0;
+  for (; cut < kBins - 1; ++cut) {
+    if (enough(c + count[cut], m + mass[cut])) break;
+    c += count[cut];
+    m += mass[cut];
+  }
+  std::vector<int32_t> keep, edge;
+  for (int i = 0; i < n; ++i)
+    if (e[i] > 0) {
+      const int b = bin_of(e[i]);
+      if (b < cut) keep.push_back(i);
+      else if (b == cut) edge.push_back(i);
+    }
+  std::sort(edge.begin(), edge.end(), [&](int32_t a, int32_t b) { return e[a] > e[b] || (e[a] == e[b] && a < b); });
+  for (int32_t id : edge) {
+    keep.push_back(id);
+    m += e[id];
+    if (enough(int64_t(keep.size()), m)) break;
+  }
+  return keep;
+}
+}  // namespace
+
+SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
+  for (size_t i = 0; i < p.bias_ids.size(); ++i) l[p.bias_ids[i]] += p.bias_values[i];
+  for (size_t i = 0; i < p.history_ids.size(); ++i) {
+    const int32_t id = p.history_ids[i], c = p.history_counts[i];
+    if (c <= 0) continue;
+    float& x = l[id];
+    if (p.repetition_penalty != 1.f) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
+    x -= p.frequency_penalty * float(c) + p.presence_penalty;
+  }
+  // Banned ids are simply outside [0, n).
+  const int n = p.ban_from > 0 && p.ban_from < V ? p.ban_from : V;
+
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (l[i] > l[best]) best = i;  // strict: ties keep the lower id
+  const float m = l[best];
+  std::vector<float> e(static_cast<size_t>(n));
+  if (p.temperature <= 0.f) {
+    const double z = cpu::simd().exp_sum(l, m, 1.f, e.data(), n);
+    return {best, float(-std::log(z))};
+  }
+  const double z = cpu::simd().exp_sum(l, m, 1.f / p.temperature, e.data(), n);
+
+  // The kept set: all ids (keep_all) or a list, always in a fixed order so a seed reproduces.
+  bool keep_all = true;
+  std::vector<int32_t> keep;
+  if (p.top_k > 0 && p.top_k < n) {
+    keep = take_top(e, n, [&](int64_t count, double) { return count >= p.top_k; });
+    keep_all = false;
+  }
+  if (p.top_p < 1.f) {
+    if (keep_all) {
+      const double target = double(p.top_p) * z;
+      keep = take_top(e, n, [&](int64_t, double mass) { return mass >= target; });
+      keep_all = false;
+    } else {
+      // After top-k: at most k ids, sorted outright.
+      std::sort(keep.begin(), keep.end(), [&](int32_t a, int32_t b) { return e[a] > e[b] || (e[a] == e[b] && a < b); });
+      double mass = 0;
+      for (int32_t id : keep) mass += e[id];
+      const double target = double(p.top_p) * mass;
+      double acc = 0;
+      size_t count = 0;
+      while (count < keep.size()) {
+        acc += e[keep[count++]];
+        if (acc >= target) break;
+      }
+      keep.resize(count);
+    }
+  }
+  if (p.min_p > 0.f) {
+    // Relative to the most likely token, which every filter above keeps (its e is 1).
+    if (keep_all) {
+      for (int i = 0; i < n; ++i)
+        if (e[i] >= p.min_p) keep.push_back(i);
+      keep_all = false;
+    } else {
+      keep.erase(std::remove_if(keep.begin(), keep.end(), [&](int32_t id) { return e[id] < p.min_p; }), keep.end());
+    }
+  }
+
+  double total = keep_all ? z : 0;
+  if (!keep_all)
+    for (int32_t id : keep) total += e[id];
+  double u = uniform(rng) * total;
+  int32_t last = best;
+  if (keep_all) {
+    for (int i = 0; i < n; ++i) {
+      if (e[i] <= 0) continue;
+      last = i;
+      if ((u -= e[i]) < 0) break;
+    }
+  } else {
+    for (int32_t id : keep) {
+      last = id;
+      if ((u -= e[id]) < 0) break;
+    }
+  }
+  return {last, float(std::log(e[last] / total))};
+}
+
+}  // namespace gptoss

@@ -1,0 +1,99 @@
+// Sampling settings, validated, and the per-sequence state (seeded RNG, counts of generated
+// tokens for the penalties). The arithmetic runs natively on the worker thread right after the
+// step that produced the logits (kernels/sample.h gives the order of operations).
+import { randomBytes } from 'node:crypto';
+
+import { InvalidArgumentError } from './errors.js';
+import { addon, nativeAsync, type NativeSampling } from './native.js';
+import { checkKeys } from './options.js';
+
+export interface SamplingOptions {
+  /** 0 = greedy. Default 1.0, OpenAI's recommendation for gpt-oss. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Nucleus sampling: the smallest set holding this much probability. Default 1.0 (off). */
+  topP?: number;
+  /** Drop tokens less likely than minP times the most likely one (0 = off). */
+  minP?: number;
+  /** OpenAI presence penalty, in [-2, 2]: subtracted once from every token generated so far. */
+  presencePenalty?: number;
+  /** OpenAI frequency penalty, in [-2, 2]: subtracted once per occurrence so far. */
+  frequencyPenalty?: number;
+  /** CTRL-style repetition penalty (> 0; 1 = off): divides positive, multiplies negative logits of seen tokens. */
+  repetitionPenalty?: number;
+  /** Added to the logits of the given token ids, in [-100, 100] (OpenAI `logit_bias`). */
+  logitBias?: Record<number, number>;
+  /** Same seed, same prompt, same settings: same tokens. */
+  seed?: number;
+}
+
+export const samplingKeys = [
+  'temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'seed',
+] as const;
+
+/** OpenAI's recommended settings for gpt-oss (gpt-oss-spec.md §7): temperature 1, top_p 1. */
+export const DEFAULT_SAMPLING = { temperature: 1.0, topP: 1.0 } as const;
+
+function range(v: unknown, name: string, lo: number, hi: number, fallback: number, integer = false): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v)))
+    throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+export class Sampler {
+  readonly #base: Omit<NativeSampling, 'historyIds' | 'historyCounts' | 'rng'>;
+  readonly #counts = new Map<number, number>();
+  readonly rng = new BigUint64Array(1);
+  readonly penalised: boolean;
+
+  constructor(options: SamplingOptions, vocabSize: number) {
+    checkKeys(options, samplingKeys, 'sampling');
+    const o = options;
+    const bias = Object.entries(o.logitBias ?? {});
+    for (const [id, v] of bias) {
+      const n = Number(id);
+      if (!Number.isInteger(n) || n < 0 || n >= vocabSize) throw new InvalidArgumentError(`logitBias: ${id} is not a token id in [0, ${vocabSize})`);
+      range(v, `logitBias[${id}]`, -100, 100, 0);
+    }
+    this.#base = {
+      temperature: range(o.temperature, 'temperature', 0, 100, DEFAULT_SAMPLING.temperature),
+      topK: range(o.topK, 'topK', 0, vocabSize, 0, true),
+      topP: o.topP === undefined ? DEFAULT_SAMPLING.topP : range(o.topP, 'topP', Number.MIN_VALUE, 1, 1),
+      minP: range(o.minP, 'minP', 0, 1, 0),
+      presencePenalty: range(o.presencePenalty, 'presencePenalty', -2, 2, 0),
+      frequencyPenalty: range(o.frequencyPenalty, 'frequencyPenalty', -2, 2, 0),
+      repetitionPenalty: o.repetitionPenalty === undefined ? 1 : range(o.repetitionPenalty, 'repetitionPenalty', Number.MIN_VALUE, 100, 1),
+      biasIds: Int32Array.from(bias.map(([id]) => Number(id))),
+      biasValues: Float32Array.from(bias.map(([, v]) => v)),
+      // Ids past Harmony's last named special token are padding rows; never sample them.
+      banFrom: vocabSize > 200014 ? 200014 : -1,
+    };
+    this.penalised = this.#base.presencePenalty !== 0 || this.#base.frequencyPenalty !== 0 || this.#base.repetitionPenalty !== 1;
+    const seed = o.seed === undefined ? randomBytes(8).readBigUInt64LE() : BigInt(range(o.seed, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 0, true));
+    this.rng[0] = BigInt.asUintN(64, seed);
+  }
+
+  /** Counts a generated token for the penalties. */
+  record(token: number): void {
+    if (this.penalised) this.#counts.set(token, (this.#counts.get(token) ?? 0) + 1);
+  }
+
+  /** The parameters for the next draw (the native side advances `rng`). */
+  params(): NativeSampling {
+    return {
+      ...this.#base,
+      historyIds: Int32Array.from(this.#counts.keys()),
+      historyCounts: Int32Array.from(this.#counts.values()),
+      rng: this.rng,
+    };
+  }
+}
+
+/** `count` draws from one row of logits with these settings (tests, statistics, custom loops). */
+export async function sampleLogits(logits: Float32Array, options: SamplingOptions = {}, count = 1): Promise<Int32Array> {
+  const s = new Sampler(options, logits.length);
+  const { rng, ...params } = s.params();
+  return nativeAsync(() => addon().sampleMany(logits, params, rng, count));
+}

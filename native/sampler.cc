@@ -1,0 +1,100 @@
+#include "native/sampler.h"
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "native/errors.h"
+
+namespace gptoss {
+namespace {
+template <class T, napi_typedarray_type kType>
+std::vector<T> typed(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return {};
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType)
+    throw invalid_argument(std::string("sampling.") + key + " must be a typed array of the right type");
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+float num(Napi::Object o, const char* key, float def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return def;
+  if (!v.IsNumber()) throw invalid_argument(std::string("sampling.") + key + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throw invalid_argument(std::string("sampling.") + key + " must be finite");
+  return float(d);
+}
+}  // namespace
+
+SampleParams parse_sample_params(Napi::Object o, int V) {
+  SampleParams p;
+  p.temperature = num(o, "temperature", 1.f);
+  p.top_k = int(num(o, "topK", 0));
+  p.top_p = num(o, "topP", 1.f);
+  p.min_p = num(o, "minP", 0.f);
+  p.presence_penalty = num(o, "presencePenalty", 0.f);
+  p.frequency_penalty = num(o, "frequencyPenalty", 0.f);
+  p.repetition_penalty = num(o, "repetitionPenalty", 1.f);
+  p.ban_from = int(num(o, "banFrom", -1));
+  if (p.temperature < 0 || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || p.min_p < 0 || p.min_p > 1 ||
+      !(p.repetition_penalty > 0) || p.ban_from == 0)
+    throw invalid_argument("sampling parameters out of range");
+  p.bias_ids = typed<int32_t, napi_int32_array>(o, "biasIds");
+  p.bias_values = typed<float, napi_float32_array>(o, "biasValues");
+  p.history_ids = typed<int32_t, napi_int32_array>(o, "historyIds");
+  p.history_counts = typed<int32_t, napi_int32_array>(o, "historyCounts");
+  if (p.bias_ids.size() != p.bias_values.size() || p.history_ids.size() != p.history_counts.size())
+    throw invalid_argument("sampling: id and value lists differ in length");
+  for (int32_t id : p.bias_ids)
+    if (id < 0 || id >= V) throw invalid_argument("sampling: logit bias for token " + std::to_string(id) + " outside the vocabulary");
+  for (int32_t id : p.history_ids)
+    if (id < 0 || id >= V) throw invalid_argument("sampling: history token " + std::to_string(id) + " outside the vocabulary");
+  return p;
+}
+
+namespace {
+// sampleMany(logits Float32Array, params, rng BigUint64Array(1), count) -> Promise<Int32Array>:
+// `count` draws from the same logits (the RNG advances). For tests and for logits from elsewhere.
+Napi::Value SampleMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw invalid_argument("sampleMany(logits, ...): logits must be a Float32Array");
+    auto logits = info[0].As<Napi::Float32Array>();
+    const int V = int(logits.ElementLength());
+    if (V < 1) throw invalid_argument("sampleMany: empty logits");
+    SampleParams params = parse_sample_params(info[1].As<Napi::Object>(), V);
+    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw invalid_argument("sampleMany: rng must be a BigUint64Array(1)");
+    auto rng = info[2].As<Napi::TypedArrayOf<uint64_t>>();
+    const int count = info[3].As<Napi::Number>().Int32Value();
+    if (count < 1) throw invalid_argument("sampleMany: count must be positive");
+    auto src = std::make_shared<std::vector<float>>(logits.Data(), logits.Data() + V);
+    auto out = std::make_shared<std::vector<int32_t>>(size_t(count));
+    uint64_t* state = rng.Data();
+    return run_async(
+        env,
+        [=]() {
+          std::vector<float> work(static_cast<size_t>(V));
+          for (int i = 0; i < count; ++i) {
+            std::copy(src->begin(), src->end(), work.begin());
+            (*out)[size_t(i)] = sample_cpu(work.data(), V, params, state).token;
+          }
+        },
+        [out](Napi::Env e) -> Napi::Value {
+          auto arr = Napi::Int32Array::New(e, out->size());
+          std::copy(out->begin(), out->end(), arr.Data());
+          return arr;
+        },
+        {rng});
+  });
+}
+}  // namespace
+
+Napi::Object sampler_exports(Napi::Env env, Napi::Object exports) {
+  exports.Set("sampleMany", Napi::Function::New(env, SampleMany));
+  return exports;
+}
+
+}  // namespace gptoss
