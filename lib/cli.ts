@@ -5,6 +5,8 @@ import { writeFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
 import { formatBench, runBench } from './bench.js';
+import { openCheckpoint } from './checkpoint.js';
+import { runChat, runGenerate } from './cli-chat.js';
 import { GptOssError } from './errors.js';
 import { loadModel } from './model.js';
 
@@ -56,6 +58,73 @@ program
     } finally {
       model.dispose();
     }
+  });
+
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new CommanderArgError(`${name} must be a number`);
+  return n;
+};
+
+/** The generation flags chat and generate share. */
+function generationOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--model <dir>', 'checkpoint directory')
+    .addOption(new Option('--effort <level>', 'reasoning effort').choices(['low', 'medium', 'high']).default('medium'))
+    .option('--system <text>', 'developer instructions')
+    .option('--max-tokens <n>', 'most tokens per answer', positiveInt('--max-tokens'))
+    .option('--temperature <t>', 'sampling temperature (default 1.0; 0 = greedy)', num('--temperature'))
+    .option('--top-p <p>', 'nucleus sampling (default 1.0)', num('--top-p'))
+    .option('--top-k <k>', 'keep the k most likely tokens', positiveInt('--top-k'))
+    .option('--min-p <p>', 'drop tokens below p times the most likely', num('--min-p'))
+    .option('--seed <n>', 'seed for reproducible sampling', num('--seed'))
+    .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'));
+}
+
+generationOptions(program.command('chat').description('chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D exits)'))
+  .option('--hide-reasoning', 'do not show the reasoning (shown dimmed by default)')
+  .action(runChat);
+
+generationOptions(program.command('generate').description('answer one prompt and exit').argument('<prompt>', 'the user message'))
+  .option('--show-reasoning', 'write the reasoning to stderr')
+  .option('--json', 'print the whole result as one JSON object')
+  .action(runGenerate);
+
+program
+  .command('inspect')
+  .description("a checkpoint's config, layout, tensors and memory needs, without loading it")
+  .argument('<dir>', 'checkpoint directory')
+  .option('--json', 'print JSON')
+  .action(async (dir: string, o: { json?: boolean }) => {
+    const ck = await openCheckpoint(dir);
+    const c = ck.config;
+    let dense = 0, expert = 0;
+    for (const [, [, e]] of ck.tensors) (e.dtype === 'U8' ? (expert += e.byteLength) : (dense += e.byteLength));
+    const kvPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
+    const info = {
+      dir: ck.dir,
+      layout: ck.layout,
+      files: ck.files.map((f) => ({ path: f.path, bytes: f.size, tensors: f.tensors.size })),
+      tensors: ck.tensors.size,
+      bytes: { total: dense + expert, denseBf16: dense, expertsMxfp4: expert },
+      kvCacheBytesPerToken: kvPerToken,
+      config: c,
+    };
+    if (o.json) return void process.stdout.write(`${JSON.stringify(info)}\n`);
+    const gb = (b: number) => `${(b / 1e9).toFixed(3)} GB`;
+    const lines = [
+      ['checkpoint', `${ck.dir} (${ck.layout} layout, ${ck.files.length} file${ck.files.length > 1 ? 's' : ''})`],
+      ['tensors', `${ck.tensors.size}, all names, dtypes and shapes valid`],
+      ['weights', `${gb(dense + expert)}: ${gb(dense)} bf16 dense, ${gb(expert)} MXFP4 experts`],
+      ['layers', `${c.numLayers} (${c.layerWindows.filter((w) => w > 0).length} sliding window ${c.slidingWindow}, ${c.layerWindows.filter((w) => w === 0).length} full)`],
+      ['experts', `${c.numExperts}, ${c.expertsPerToken} per token, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}`],
+      ['attention', `${c.numHeads} query heads, ${c.numKvHeads} KV heads, head dim ${c.headDim}`],
+      ['vocabulary', `${c.vocabSize}`],
+      ['context', `${c.maxContext} positions (YaRN x${c.ropeScalingFactor} over ${c.initialContextLength})`],
+      ['KV cache (float32)', `${(kvPerToken / 1024).toFixed(1)} KiB per token, ${gb(kvPerToken * 4096)} at 4096 tokens`],
+    ];
+    const w = Math.max(...lines.map(([k]) => k.length));
+    process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
   });
 
 program

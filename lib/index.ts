@@ -6,3 +6,12 @@ export type { ModelConfig } from './config.js';
 export type { Layout } from './checkpoint.js';
 export { deviceInfo } from './device.js';
 export * from './errors.js';
+export { Generation, toHarmony } from './generate.js';
+export type {
+  ChatEvent, ChatMessage, ChatOptions, ChatResult, CompleteOptions, CompletionEvent, CompletionResult, FinishReason,
+  FunctionTool, GenerateOptions, Timings, ToolCall, Usage,
+} from './generate.js';
+export { DEFAULT_SAMPLING, sampleLogits } from './sampler.js';
+export type { SamplingOptions } from './sampler.js';
+export { getTokenizer, Tokenizer, SPECIAL_TOKENS } from './tokenizer.js';
+export * as harmony from './harmony/index.js';

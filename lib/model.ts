@@ -8,6 +8,7 @@ import { buildProgram, type KvDType, type ModelWeightIds } from './graph.js';
 import { addon, native, nativeAsync, type NativeProgram, type NativeWeights, type SampledToken, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
 import type { Sampler } from './sampler.js';
+import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type Generation } from './generate.js';
 
 export type Device = 'cpu' | 'cuda';
 /** 'fp32': every activation and the KV cache in float32 (the reference); 'default': the fastest
@@ -20,6 +21,16 @@ export interface LoadModelOptions {
   mode?: PrecisionMode;
   /** Refuse config keys this engine does not know (default true). */
   strictConfig?: boolean;
+  /** Read the weights into memory now rather than at the first step (default false). */
+  prefetch?: boolean;
+  /** Called as the checkpoint is validated and (with prefetch) read. */
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface LoadProgress {
+  phase: 'validate' | 'read';
+  bytesDone: number;
+  bytesTotal: number;
 }
 
 export interface SessionOptions {
@@ -99,6 +110,19 @@ export class Model {
     const session = new Session(this, program, maxContext, maxTokens, () => this.#sessions.delete(session));
     this.#sessions.add(session);
     return session;
+  }
+
+  /**
+   * Chats in the Harmony format: an async iterator of reasoning / text / tool-call events, ending
+   * with `done`; `.result()` awaits the whole answer. Uses its own session, freed at the end.
+   */
+  chat(messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
+    return chat(this, messages, options);
+  }
+
+  /** Raw completion of a token list or a string (Harmony special tokens in a string are recognised). */
+  complete(prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+    return complete(this, prompt, options);
   }
 
   /** Frees the weights and every session of this model; idempotent. A step in flight finishes first. */
@@ -257,7 +281,7 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
 }
 
 export function checkLoadOptions(options: LoadModelOptions, where: string): { device: Device; mode: PrecisionMode } {
-  checkKeys(options, ['device', 'mode', 'strictConfig'], where);
+  checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress'], where);
   return { device: checkOneOf(options.device, devices, 'device', 'cpu'), mode: checkOneOf(options.mode, modes, 'mode', 'default') };
 }
 
@@ -270,10 +294,24 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const { device, mode } = checkLoadOptions(options, 'loadModel');
   assertDevice(device);
   const ckpt = await openCheckpoint(dir, { strictConfig: options.strictConfig });
+  const total = ckpt.files.reduce((a, f) => a + f.size, 0);
+  options.onProgress?.({ phase: 'validate', bytesDone: total, bytesTotal: total });
   const { Weights } = addon();
   const weights = new Weights();
   try {
     const ids = registerCheckpoint(weights, ckpt);
+    if (options.prefetch) {
+      // In 256 MiB pieces so progress moves and the event loop turns between them.
+      const piece = 256 * 2 ** 20;
+      let done = 0;
+      for (const [fi, f] of ckpt.files.entries())
+        for (let off = 0; off < f.size; off += piece) {
+          const len = Math.min(piece, f.size - off);
+          await nativeAsync(() => weights.prefetch(fi, off, len));
+          done += len;
+          options.onProgress?.({ phase: 'read', bytesDone: done, bytesTotal: total });
+        }
+    }
     return new Model({ config: ckpt.config, device, mode, layout: ckpt.layout, dir: ckpt.dir, weights, ids });
   } catch (e) {
     weights.dispose();

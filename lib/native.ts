@@ -25,6 +25,7 @@ export interface NativeWeights {
   addMapped(file: number, byteOffset: number, byteLength: number, name: string): WeightId;
   addBytes(bytes: Uint8Array, name: string): WeightId;
   addSynthetic(specs: SyntheticTensorSpec[]): Promise<WeightId[]>;
+  prefetch(file: number, byteOffset: number, byteLength: number): Promise<void>;
   dispose(): void;
   readonly disposed: boolean;
   readonly ownedBytes: number;

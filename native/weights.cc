@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -87,6 +88,7 @@ Napi::Function Weights::Init(Napi::Env env) {
       InstanceMethod("addMapped", &Weights::AddMapped),
       InstanceMethod("addSynthetic", &Weights::AddSynthetic),
       InstanceMethod("addBytes", &Weights::AddBytes),
+      InstanceMethod("prefetch", &Weights::Prefetch),
       InstanceMethod("dispose", &Weights::Dispose),
       InstanceAccessor("disposed", &Weights::Disposed, nullptr),
       InstanceAccessor("ownedBytes", &Weights::OwnedBytes, nullptr),
@@ -238,6 +240,34 @@ Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
     t.name = info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "";
     s.tensors.push_back(t);
     return Napi::Number::New(info.Env(), double(s.tensors.size() - 1));
+  });
+}
+
+// prefetch(fileIndex, byteOffset, byteLength) -> Promise: reads a range of a mapped file into
+// memory (one byte per page, on the worker pool), so the first step does not fault it in.
+Napi::Value Weights::Prefetch(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    WeightStore& s = live(info.Env());
+    const int64_t file = info[0].As<Napi::Number>().Int64Value();
+    const double off = info[1].As<Napi::Number>().DoubleValue(), len = info[2].As<Napi::Number>().DoubleValue();
+    if (file < 0 || size_t(file) >= s.maps.size()) throw invalid_argument("prefetch: no such file index");
+    const auto& m = s.maps[size_t(file)];
+    if (!(off >= 0) || !(len >= 0) || off + len > double(m.size)) throw invalid_argument("prefetch: range outside the file");
+    auto store = store_;
+    const uint8_t* base = static_cast<const uint8_t*>(m.addr) + size_t(off);
+    const size_t n = size_t(len);
+    return run_async(info.Env(), [store, base, n]() {
+      if (n == 0) return;
+      constexpr size_t kPage = 4096, kChunk = size_t(1) << 22;
+      madvise(const_cast<uint8_t*>(base) - (reinterpret_cast<uintptr_t>(base) % kPage), n, MADV_WILLNEED);
+      std::atomic<uint64_t> sum{0};
+      cpu::parallel_for(int64_t((n + kChunk - 1) / kChunk), 1, [&](int64_t c0, int64_t c1) {
+        uint64_t local = 0;
+        for (int64_t c = c0; c < c1; ++c)
+          for (size_t i = size_t(c) * kChunk; i < std::min(n, size_t(c + 1) * kChunk); i += kPage) local += base[i];
+        sum += local;
+      });
+    }, nullptr);
   });
 }
 

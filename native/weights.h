@@ -46,6 +46,7 @@ class Weights : public Napi::ObjectWrap<Weights> {
   Napi::Value AddMapped(const Napi::CallbackInfo& info);
   Napi::Value AddSynthetic(const Napi::CallbackInfo& info);
   Napi::Value AddBytes(const Napi::CallbackInfo& info);
+  Napi::Value Prefetch(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value OwnedBytes(const Napi::CallbackInfo& info);

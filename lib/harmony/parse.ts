@@ -8,6 +8,7 @@
 // may be a bare word (`json`, `code`), and with `strict: false` a stop token that arrives while a
 // header is still open turns the header text into the message (120b refusals without a header).
 import { HarmonyError, InvalidArgumentError } from '../errors.js';
+import { checkKeys } from '../options.js';
 import { getTokenizer, TOKENS } from '../tokenizer.js';
 import type { HarmonyMessage, Role } from './types.js';
 import { isRole } from './types.js';
@@ -187,6 +188,8 @@ export class StreamableParser {
 
   constructor(role: Role | null = null, options: ParseOptions = {}) {
     if (role !== null && !isRole(role)) throw new InvalidArgumentError(`role: expected null or one of system, developer, user, assistant, tool; got ${JSON.stringify(role)}`);
+    checkKeys(options, ['strict'], 'StreamableParser options');
+    if (options.strict !== undefined && typeof options.strict !== 'boolean') throw new InvalidArgumentError(`StreamableParser options: strict must be a boolean, got ${JSON.stringify(options.strict)}`);
     this.#strict = options.strict ?? true;
     this.#nextRole = role;
     this.#state = role === null ? 'ExpectStart' : 'Header';
@@ -221,6 +224,8 @@ export class StreamableParser {
       case 'ExpectStart':
         return [];
       case 'Header':
+        // Non-strict: as for a stop token inside a header, the header text is the message.
+        if (!this.#strict) return this.#closeHeaderOnly('eos');
         throw new HarmonyError('Unexpected EOS while waiting for message header to complete');
       case 'Content':
         return this.#closeMessage('eos');

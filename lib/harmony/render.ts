@@ -1,7 +1,8 @@
 // Harmony rendering: messages → o200k_harmony tokens (gpt-oss-spec.md §6.1–6.7; RULES.md §3–8).
 // Every piece of text (role words, header text, bodies) is encoded as ordinary text, so a special
 // token's spelling typed by a user stays text; framing tokens are inserted by id.
-import { InvalidArgumentError, HarmonyError } from '../errors.js';
+import { HarmonyError, InvalidArgumentError } from '../errors.js';
+import { checkKeys } from '../options.js';
 import { getTokenizer, TOKENS } from '../tokenizer.js';
 import { jsonSchemaToTypeScript } from './schema.js';
 import type { ContentPart, DeveloperContent, HarmonyMessage, Role, SystemContent, ToolNamespaces } from './types.js';
@@ -77,9 +78,12 @@ export function renderMessage(message: HarmonyMessage): number[] {
   return sink.tokens;
 }
 
-function renderInto(messages: readonly HarmonyMessage[], config: RenderConversationConfig = {}): TokenSink {
+function renderInto(messages: readonly HarmonyMessage[], config: RenderConversationConfig | undefined): TokenSink {
+  checkKeys(config ?? undefined, ['autoDropAnalysis'], 'render config');
+  const autoDrop = config?.autoDropAnalysis ?? true;
+  if (typeof autoDrop !== 'boolean') throw new InvalidArgumentError(`render config: autoDropAnalysis must be a boolean, got ${JSON.stringify(autoDrop)}`);
   checkMessages(messages);
-  const keep = keptMessages(messages, config.autoDropAnalysis ?? true);
+  const keep = keptMessages(messages, autoDrop);
   const ctx: RenderContext = { conversationHasFunctionTools: messages.some(definesFunctionTools) };
   const sink = new TokenSink();
   for (const m of keep) renderMessageInto(m, sink, ctx);
@@ -101,7 +105,7 @@ function keptMessages(messages: readonly HarmonyMessage[], autoDropAnalysis: boo
 }
 
 function definesFunctionTools(m: HarmonyMessage): boolean {
-  return m.content.some((c) => c.type === 'developer_content' && (c.tools?.functions?.tools.length ?? 0) > 0);
+  return m.content.some((c) => c.type === 'developer_content' && (c.tools?.functions?.tools?.length ?? 0) > 0);
 }
 
 function checkMessages(messages: readonly HarmonyMessage[]): void {

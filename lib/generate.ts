@@ -1,0 +1,457 @@
+// model.chat() and model.complete(): a prompt in, an async iterator of typed events out, one
+// session per call (freed when the iterator ends, however it ends). Chat renders the conversation
+// in the Harmony format, samples until <|return|> or <|call|> (gpt-oss-spec.md §6.6) and turns the
+// parsed stream into reasoning / text / tool-call events.
+import { AbortedError, ContextOverflowError, HarmonyError, InvalidArgumentError } from './errors.js';
+import { renderConversationForCompletion } from './harmony/render.js';
+import { type HarmonyStreamEvent, StreamableParser } from './harmony/parse.js';
+import { type HarmonyMessage, type JsonSchema, newSystemContent, type ReasoningEffort, textMessage } from './harmony/types.js';
+import type { Model, Session } from './model.js';
+import { checkInt, checkKeys, checkOneOf } from './options.js';
+import { Sampler, type SamplingOptions, samplingKeys } from './sampler.js';
+import { getTokenizer, TOKENS } from './tokenizer.js';
+
+export type ChatMessage =
+  | { role: 'system' | 'developer'; content: string }
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content?: string | null; reasoning?: string | null; toolCalls?: ToolCall[] }
+  | { role: 'tool'; name?: string; toolCallId?: string; content: string };
+
+export interface ToolCall {
+  id?: string;
+  name: string;
+  /** A JSON string, or the object it encodes. */
+  arguments: string | Record<string, unknown>;
+}
+
+export interface FunctionTool {
+  name: string;
+  description?: string;
+  /** JSON Schema of the arguments object (key order is kept in the rendered prompt). */
+  parameters?: JsonSchema;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default 1024). */
+  maxTokens?: number;
+  /** Stop when the answer text contains one of these (not included in the output). */
+  stop?: string | string[];
+  /** Positions the session may use (default: prompt + maxTokens, within the model's context). */
+  maxContext?: number;
+  signal?: AbortSignal;
+}
+
+export interface ChatOptions extends GenerateOptions {
+  reasoningEffort?: 'low' | 'medium' | 'high';
+  tools?: FunctionTool[];
+  /** Developer instructions; system and developer messages in `messages` are appended to them. */
+  instructions?: string;
+  modelIdentity?: string;
+  knowledgeCutoff?: string;
+  /** YYYY-MM-DD shown to the model (default today, UTC); null leaves the line out. */
+  currentDate?: string | null;
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool-calls';
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export interface Timings {
+  /** Time to the first generated token (the prompt's prefill and the first draw). */
+  promptMs: number;
+  /** Time for the remaining tokens. */
+  generationMs: number;
+  promptTokensPerSecond: number;
+  tokensPerSecond: number;
+}
+
+export type ChatEvent =
+  | { type: 'reasoning'; delta: string }
+  | { type: 'text'; delta: string }
+  | { type: 'commentary'; delta: string }
+  | { type: 'tool-call'; id: string; name: string; arguments: unknown; rawArguments: string }
+  | { type: 'done'; finishReason: FinishReason; usage: Usage; timings: Timings };
+
+export interface ChatResult {
+  text: string;
+  reasoning: string;
+  commentary: string;
+  toolCalls: { id: string; name: string; arguments: unknown; rawArguments: string }[];
+  finishReason: FinishReason;
+  usage: Usage;
+  timings: Timings;
+  /** The assistant's turn as messages to append to the conversation for the next call. */
+  message: Extract<ChatMessage, { role: 'assistant' }>;
+}
+
+export type CompletionEvent =
+  | { type: 'token'; token: number; text: string; logprob: number }
+  | { type: 'done'; finishReason: 'stop' | 'length'; usage: Usage; timings: Timings };
+
+export interface CompleteOptions extends GenerateOptions {
+  /** Token ids that end the completion (default <|return|> and <|call|>). */
+  stopTokens?: number[];
+}
+
+export interface CompletionResult {
+  tokens: number[];
+  text: string;
+  finishReason: 'stop' | 'length';
+  usage: Usage;
+  timings: Timings;
+}
+
+/** An async iterator of events that can also be awaited whole with result(). Iterate once. */
+export class Generation<E extends { type: string }, R> implements AsyncIterable<E> {
+  readonly #start: () => AsyncGenerator<E, R>;
+  #started = false;
+  #result: R | undefined;
+
+  constructor(start: () => AsyncGenerator<E, R>) {
+    this.#start = start;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<E, void> {
+    if (this.#started) throw new InvalidArgumentError('a generation can be iterated once');
+    this.#started = true;
+    const it = this.#start();
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        this.#result = r.value;
+        return;
+      }
+      yield r.value;
+    }
+  }
+
+  /** Runs the generation to the end (if not iterated yet) and returns the whole result. */
+  async result(): Promise<R> {
+    if (!this.#started) for await (const _ of this);
+    if (this.#result === undefined) throw new InvalidArgumentError('the generation has not finished');
+    return this.#result;
+  }
+}
+
+const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', ...samplingKeys] as const;
+const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate'] as const;
+
+const effortName: Record<string, ReasoningEffort> = { low: 'Low', medium: 'Medium', high: 'High' };
+
+function samplingOf(o: SamplingOptions): SamplingOptions {
+  return Object.fromEntries(samplingKeys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+}
+
+function asString(v: unknown, what: string): string {
+  if (typeof v !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${v === null ? 'null' : typeof v}`);
+  return v;
+}
+
+/** The Harmony conversation for a chat request (exported for tests and the server). */
+export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions = {}): HarmonyMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) throw new InvalidArgumentError('messages must be a non-empty array');
+  const tools = options.tools ?? [];
+  const toolNames = new Set<string>();
+  for (const [i, t] of tools.entries()) {
+    if (typeof t?.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(t.name))
+      throw new InvalidArgumentError(`tools[${i}].name must be letters, digits, '_', '.' or '-'`);
+    if (toolNames.has(t.name)) throw new InvalidArgumentError(`tools[${i}]: a second tool named ${t.name}`);
+    toolNames.add(t.name);
+  }
+  const today = new Date().toISOString().slice(0, 10);
+  const out: HarmonyMessage[] = [
+    {
+      role: 'system',
+      content: [
+        newSystemContent({
+          reasoning_effort: effortName[checkOneOf(options.reasoningEffort, ['low', 'medium', 'high'] as const, 'reasoningEffort', 'medium')],
+          ...(options.modelIdentity !== undefined && { model_identity: asString(options.modelIdentity, 'modelIdentity') }),
+          ...(options.knowledgeCutoff !== undefined && { knowledge_cutoff: asString(options.knowledgeCutoff, 'knowledgeCutoff') }),
+          conversation_start_date: options.currentDate === undefined ? today : options.currentDate,
+        }),
+      ],
+    },
+  ];
+  const instructions = options.instructions !== undefined ? [asString(options.instructions, 'instructions')] : [];
+  const body: HarmonyMessage[] = [];
+  const callNames = new Map<string, string>(); // tool call id -> tool name
+  const known = (name: string, where: string) => {
+    const bare = name.startsWith('functions.') ? name.slice('functions.'.length) : name;
+    if (!toolNames.has(bare))
+      throw new InvalidArgumentError(`${where}: unknown tool ${JSON.stringify(name)}; the request's tools are ${[...toolNames].join(', ') || '(none)'}`);
+    return bare;
+  };
+  messages.forEach((m, i) => {
+    const where = `messages[${i}]`;
+    switch (m?.role) {
+      case 'system':
+      case 'developer':
+        instructions.push(asString(m.content, `${where}.content`));
+        break;
+      case 'user':
+        body.push(textMessage('user', asString(m.content, `${where}.content`)));
+        break;
+      case 'assistant': {
+        if (m.reasoning) body.push(textMessage('assistant', asString(m.reasoning, `${where}.reasoning`), { channel: 'analysis' }));
+        const calls: ToolCall[] = m.toolCalls ?? [];
+        if (m.content) body.push(textMessage('assistant', asString(m.content, `${where}.content`), { channel: calls.length ? 'commentary' : 'final' }));
+        calls.forEach((c, j) => {
+          const name = known(c.name, `${where}.toolCalls[${j}]`);
+          const args = typeof c.arguments === 'string' ? c.arguments : JSON.stringify(c.arguments);
+          if (c.id) callNames.set(c.id, name);
+          body.push(textMessage('assistant', args, { recipient: `functions.${name}`, channel: 'commentary', content_type: '<|constrain|>json' }));
+        });
+        break;
+      }
+      case 'tool': {
+        const name = m.name ?? (m.toolCallId !== undefined ? callNames.get(m.toolCallId) : undefined);
+        if (name === undefined) throw new InvalidArgumentError(`${where}: a tool message needs a name or the toolCallId of an earlier call`);
+        const bare = known(name, where);
+        body.push(textMessage('tool', asString(m.content, `${where}.content`), { name: `functions.${bare}`, recipient: 'assistant', channel: 'commentary' }));
+        break;
+      }
+      default:
+        throw new InvalidArgumentError(`${where}.role must be system, developer, user, assistant or tool`);
+    }
+  });
+  if (instructions.length || tools.length)
+    out.push({
+      role: 'developer',
+      content: [
+        {
+          type: 'developer_content',
+          instructions: instructions.length ? instructions.join('\n\n') : null,
+          tools: tools.length
+            ? { functions: { name: 'functions', tools: tools.map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? null })) } }
+            : null,
+        },
+      ],
+    });
+  return [...out, ...body];
+}
+
+/** Holds back text that could be the start of a stop string, and cuts at the first match. */
+class StopMatcher {
+  readonly #stops: string[];
+  #held = '';
+  constructor(stops: string[]) {
+    this.#stops = stops.filter((s) => s.length > 0);
+  }
+  push(delta: string): { emit: string; stopped: boolean } {
+    if (this.#stops.length === 0) return { emit: delta, stopped: false };
+    this.#held += delta;
+    let cut = -1;
+    for (const s of this.#stops) {
+      const at = this.#held.indexOf(s);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      const emit = this.#held.slice(0, cut);
+      this.#held = '';
+      return { emit, stopped: true };
+    }
+    // Keep the longest suffix that is a prefix of some stop string.
+    let keep = 0;
+    for (const s of this.#stops)
+      for (let k = Math.min(s.length - 1, this.#held.length); k > keep; k--)
+        if (this.#held.endsWith(s.slice(0, k))) {
+          keep = k;
+          break;
+        }
+    const emit = this.#held.slice(0, this.#held.length - keep);
+    this.#held = this.#held.slice(this.#held.length - keep);
+    return { emit, stopped: false };
+  }
+  flush(): string {
+    const h = this.#held;
+    this.#held = '';
+    return h;
+  }
+}
+
+interface Prepared {
+  session: Session;
+  sampler: Sampler;
+  maxTokens: number;
+}
+
+function prepare(model: Model, prompt: number[], options: GenerateOptions): Prepared {
+  const V = model.config.vocabSize;
+  const maxTokens = checkInt(options.maxTokens, 'maxTokens', 1024, 1);
+  for (let i = 0; i < prompt.length; i++)
+    if (!Number.isInteger(prompt[i]) || prompt[i] < 0 || prompt[i] >= V)
+      throw new InvalidArgumentError(`prompt token ${JSON.stringify(prompt[i])} at index ${i} is not an id in [0, ${V})`);
+  if (prompt.length === 0) throw new InvalidArgumentError('the prompt is empty');
+  const limit = checkInt(options.maxContext, 'maxContext', Math.min(model.config.maxContext, prompt.length + maxTokens), 1, model.config.maxContext);
+  if (prompt.length >= limit)
+    throw new ContextOverflowError(`the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`);
+  const sampler = new Sampler(samplingOf(options), V);
+  const session = model.createSession({ maxContext: limit, maxTokens: Math.min(128, limit) });
+  return { session, sampler, maxTokens: Math.min(maxTokens, limit - prompt.length) };
+}
+
+const now = () => performance.now();
+
+function timings(t0: number, tFirst: number, tEnd: number, promptTokens: number, generated: number): Timings {
+  const promptMs = tFirst - t0, generationMs = tEnd - tFirst;
+  return {
+    promptMs,
+    generationMs,
+    promptTokensPerSecond: promptMs > 0 ? (promptTokens / promptMs) * 1e3 : 0,
+    tokensPerSecond: generationMs > 0 ? ((generated - 1) / generationMs) * 1e3 : 0,
+  };
+}
+
+export function chat(model: Model, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
+  checkKeys(options, chatKeys, 'chat');
+  const prompt = renderConversationForCompletion(toHarmony(messages, options), 'assistant');
+  const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
+  stops.forEach((s, i) => asString(s, `stop[${i}]`));
+  const signal = options.signal;
+  return new Generation(async function* () {
+    const { session, sampler, maxTokens } = prepare(model, prompt, options);
+    const parser = new StreamableParser('assistant', { strict: false });
+    const stop = new StopMatcher(stops);
+    const result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
+    let finishReason: FinishReason = 'length';
+    let generated = 0, callIndex = 0;
+    const t0 = now();
+    let tFirst = t0;
+    // Harmony events -> chat events; true when a stop string ended the answer.
+    function* translate(events: HarmonyStreamEvent[]): Generator<ChatEvent, boolean> {
+      for (const ev of events) {
+        if (ev.type === 'content-delta') {
+          if (ev.recipient) continue; // tool arguments: emitted whole at the message's end
+          if (ev.channel === 'analysis') {
+            result.reasoning += ev.delta;
+            yield { type: 'reasoning', delta: ev.delta };
+          } else if (ev.channel === 'commentary') {
+            result.commentary += ev.delta;
+            yield { type: 'commentary', delta: ev.delta };
+          } else {
+            const s = stop.push(ev.delta);
+            if (s.emit) {
+              result.text += s.emit;
+              yield { type: 'text', delta: s.emit };
+            }
+            if (s.stopped) return true;
+          }
+        } else if (ev.type === 'message-end' && ev.message.recipient && ev.message.recipient !== 'all') {
+          const raw = ev.message.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
+          const name = ev.message.recipient.startsWith('functions.') ? ev.message.recipient.slice('functions.'.length) : ev.message.recipient;
+          let args: unknown;
+          try {
+            args = JSON.parse(raw);
+          } catch (e) {
+            throw new HarmonyError(`the model called ${name} with arguments that are not JSON: ${JSON.stringify(raw.slice(0, 200))}`, { cause: e });
+          }
+          const call = { id: `call_${callIndex++}`, name, arguments: args, rawArguments: raw };
+          result.toolCalls.push(call);
+          yield { type: 'tool-call', ...call };
+        }
+      }
+      return false;
+    }
+    try {
+      let step = await session.next(prompt, sampler, { signal });
+      tFirst = now();
+      let ended = false;
+      for (;;) {
+        const token = step.token;
+        generated++;
+        sampler.record(token);
+        if (yield* translate(parser.process(token))) {
+          finishReason = 'stop';
+          ended = true;
+          break;
+        }
+        if (token === TOKENS.return || token === TOKENS.call) {
+          finishReason = token === TOKENS.call ? 'tool-calls' : 'stop';
+          ended = true;
+          break;
+        }
+        if (generated >= maxTokens) break;
+        if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
+        step = await session.next([token], sampler, { signal });
+      }
+      // Out of tokens mid-message: what the model wrote so far, header-less text included
+      // (the parser is non-strict, as a refusal without a channel needs).
+      if (!ended && (yield* translate(parser.processEos()))) finishReason = 'stop';
+      const rest = stop.flush();
+      if (rest && finishReason !== 'stop') {
+        result.text += rest;
+        yield { type: 'text', delta: rest };
+      }
+    } finally {
+      session.dispose();
+    }
+    const usage = { promptTokens: prompt.length, completionTokens: generated, totalTokens: prompt.length + generated };
+    const t = timings(t0, tFirst, now(), prompt.length, generated);
+    yield { type: 'done', finishReason, usage, timings: t };
+    return {
+      ...result,
+      finishReason,
+      usage,
+      timings: t,
+      message: {
+        role: 'assistant',
+        content: result.text || null,
+        reasoning: result.reasoning || null,
+        ...(result.toolCalls.length && { toolCalls: result.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.rawArguments })) }),
+      },
+    };
+  });
+}
+
+export function complete(model: Model, prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+  checkKeys(options, [...generateKeys, 'stopTokens'], 'complete');
+  // A raw prompt is the caller's own formatting: Harmony's special tokens in it are recognised.
+  const tokens = typeof prompt === 'string' ? getTokenizer().encode(prompt, { allowedSpecial: 'all' }) : Array.from(prompt);
+  const stopTokens = new Set(options.stopTokens ?? [TOKENS.return, TOKENS.call]);
+  const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
+  const signal = options.signal;
+  return new Generation(async function* () {
+    const { session, sampler, maxTokens } = prepare(model, tokens, options);
+    const decoder = getTokenizer().streamDecoder();
+    const stop = new StopMatcher(stops);
+    const out: number[] = [];
+    let text = '';
+    let finishReason: 'stop' | 'length' = 'length';
+    const t0 = now();
+    let tFirst = t0;
+    try {
+      let step = await session.next(tokens, sampler, { signal });
+      tFirst = now();
+      for (;;) {
+        const token = step.token;
+        out.push(token);
+        sampler.record(token);
+        if (stopTokens.has(token)) {
+          finishReason = 'stop';
+          break;
+        }
+        const s = stop.push(decoder.push(token));
+        text += s.emit;
+        yield { type: 'token', token, text: s.emit, logprob: step.logprob };
+        if (s.stopped) {
+          finishReason = 'stop';
+          break;
+        }
+        if (out.length >= maxTokens) break;
+        if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
+        step = await session.next([token], sampler, { signal });
+      }
+      if (finishReason !== 'stop') text += stop.push(decoder.flush()).emit + stop.flush();
+    } finally {
+      session.dispose();
+    }
+    const usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length };
+    const t = timings(t0, tFirst, now(), tokens.length, out.length);
+    yield { type: 'done', finishReason, usage, timings: t };
+    return { tokens: out, text, finishReason, usage, timings: t };
+  });
+}
