@@ -306,6 +306,81 @@ function timings(t0: number, tFirst: number, tEnd: number, promptTokens: number,
   };
 }
 
+/**
+ * Turns the tokens of an assistant turn, as they are sampled, into chat events: Harmony's
+ * streaming parser (non-strict, so a refusal with no header still reads as text), channels mapped
+ * to reasoning / text / commentary, tool calls parsed as JSON at their end, stop strings cut.
+ */
+export class ChatStream {
+  readonly #parser = new StreamableParser('assistant', { strict: false });
+  readonly #stop: StopMatcher;
+  #calls = 0;
+  /** Set once the turn is over: a stop token, or a stop string in the answer. */
+  finishReason: FinishReason | null = null;
+  readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
+
+  constructor(stops: string[] = []) {
+    this.#stop = new StopMatcher(stops);
+  }
+
+  /** Events completed by one sampled token. Throws HarmonyError on tool arguments that are not JSON. */
+  push(token: number): ChatEvent[] {
+    const out = this.#translate(this.#parser.process(token));
+    if (this.finishReason === null && (token === TOKENS.return || token === TOKENS.call))
+      this.finishReason = token === TOKENS.call ? 'tool-calls' : 'stop';
+    return out;
+  }
+
+  /** Events for a turn cut short (out of tokens): what the model wrote so far. */
+  end(): ChatEvent[] {
+    const out = this.finishReason === null ? this.#translate(this.#parser.processEos()) : [];
+    const rest = this.#stop.flush();
+    if (rest && this.finishReason === null) {
+      this.result.text += rest;
+      out.push({ type: 'text', delta: rest });
+    }
+    return out;
+  }
+
+  #translate(events: HarmonyStreamEvent[]): ChatEvent[] {
+    const out: ChatEvent[] = [];
+    for (const ev of events) {
+      if (this.finishReason !== null) break;
+      if (ev.type === 'content-delta') {
+        if (ev.recipient) continue; // tool arguments: emitted whole at the message's end
+        if (ev.channel === 'analysis') {
+          this.result.reasoning += ev.delta;
+          out.push({ type: 'reasoning', delta: ev.delta });
+        } else if (ev.channel === 'commentary') {
+          this.result.commentary += ev.delta;
+          out.push({ type: 'commentary', delta: ev.delta });
+        } else {
+          const s = this.#stop.push(ev.delta);
+          if (s.emit) {
+            this.result.text += s.emit;
+            out.push({ type: 'text', delta: s.emit });
+          }
+          if (s.stopped) this.finishReason = 'stop';
+        }
+      } else if (ev.type === 'message-end' && ev.message.recipient && ev.message.recipient !== 'all') {
+        const raw = ev.message.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
+        const r = ev.message.recipient;
+        const name = r.startsWith('functions.') ? r.slice('functions.'.length) : r;
+        let args: unknown;
+        try {
+          args = JSON.parse(raw);
+        } catch (e) {
+          throw new HarmonyError(`the model called ${name} with arguments that are not JSON: ${JSON.stringify(raw.slice(0, 200))}`, { cause: e });
+        }
+        const call = { id: `call_${this.#calls++}`, name, arguments: args, rawArguments: raw };
+        this.result.toolCalls.push(call);
+        out.push({ type: 'tool-call', ...call });
+      }
+    }
+    return out;
+  }
+}
+
 export function chat(model: Model, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
   checkKeys(options, chatKeys, 'chat');
   const prompt = renderConversationForCompletion(toHarmony(messages, options), 'assistant');
@@ -314,94 +389,40 @@ export function chat(model: Model, messages: readonly ChatMessage[], options: Ch
   const signal = options.signal;
   return new Generation(async function* () {
     const { session, sampler, maxTokens } = prepare(model, prompt, options);
-    const parser = new StreamableParser('assistant', { strict: false });
-    const stop = new StopMatcher(stops);
-    const result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
-    let finishReason: FinishReason = 'length';
-    let generated = 0, callIndex = 0;
+    const stream = new ChatStream(stops);
+    let generated = 0;
     const t0 = now();
     let tFirst = t0;
-    // Harmony events -> chat events; true when a stop string ended the answer.
-    function* translate(events: HarmonyStreamEvent[]): Generator<ChatEvent, boolean> {
-      for (const ev of events) {
-        if (ev.type === 'content-delta') {
-          if (ev.recipient) continue; // tool arguments: emitted whole at the message's end
-          if (ev.channel === 'analysis') {
-            result.reasoning += ev.delta;
-            yield { type: 'reasoning', delta: ev.delta };
-          } else if (ev.channel === 'commentary') {
-            result.commentary += ev.delta;
-            yield { type: 'commentary', delta: ev.delta };
-          } else {
-            const s = stop.push(ev.delta);
-            if (s.emit) {
-              result.text += s.emit;
-              yield { type: 'text', delta: s.emit };
-            }
-            if (s.stopped) return true;
-          }
-        } else if (ev.type === 'message-end' && ev.message.recipient && ev.message.recipient !== 'all') {
-          const raw = ev.message.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
-          const name = ev.message.recipient.startsWith('functions.') ? ev.message.recipient.slice('functions.'.length) : ev.message.recipient;
-          let args: unknown;
-          try {
-            args = JSON.parse(raw);
-          } catch (e) {
-            throw new HarmonyError(`the model called ${name} with arguments that are not JSON: ${JSON.stringify(raw.slice(0, 200))}`, { cause: e });
-          }
-          const call = { id: `call_${callIndex++}`, name, arguments: args, rawArguments: raw };
-          result.toolCalls.push(call);
-          yield { type: 'tool-call', ...call };
-        }
-      }
-      return false;
-    }
     try {
       let step = await session.next(prompt, sampler, { signal });
       tFirst = now();
-      let ended = false;
       for (;;) {
-        const token = step.token;
         generated++;
-        sampler.record(token);
-        if (yield* translate(parser.process(token))) {
-          finishReason = 'stop';
-          ended = true;
-          break;
-        }
-        if (token === TOKENS.return || token === TOKENS.call) {
-          finishReason = token === TOKENS.call ? 'tool-calls' : 'stop';
-          ended = true;
-          break;
-        }
-        if (generated >= maxTokens) break;
+        sampler.record(step.token);
+        yield* stream.push(step.token);
+        if (stream.finishReason !== null || generated >= maxTokens) break;
         if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
-        step = await session.next([token], sampler, { signal });
+        step = await session.next([step.token], sampler, { signal });
       }
-      // Out of tokens mid-message: what the model wrote so far, header-less text included
-      // (the parser is non-strict, as a refusal without a channel needs).
-      if (!ended && (yield* translate(parser.processEos()))) finishReason = 'stop';
-      const rest = stop.flush();
-      if (rest && finishReason !== 'stop') {
-        result.text += rest;
-        yield { type: 'text', delta: rest };
-      }
+      yield* stream.end();
     } finally {
       session.dispose();
     }
+    const finishReason = stream.finishReason ?? 'length';
+    const r = stream.result;
     const usage = { promptTokens: prompt.length, completionTokens: generated, totalTokens: prompt.length + generated };
     const t = timings(t0, tFirst, now(), prompt.length, generated);
     yield { type: 'done', finishReason, usage, timings: t };
     return {
-      ...result,
+      ...r,
       finishReason,
       usage,
       timings: t,
       message: {
         role: 'assistant',
-        content: result.text || null,
-        reasoning: result.reasoning || null,
-        ...(result.toolCalls.length && { toolCalls: result.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.rawArguments })) }),
+        content: r.text || null,
+        reasoning: r.reasoning || null,
+        ...(r.toolCalls.length && { toolCalls: r.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.rawArguments })) }),
       },
     };
   });

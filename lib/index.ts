@@ -6,7 +6,7 @@ export type { ModelConfig } from './config.js';
 export type { Layout } from './checkpoint.js';
 export { deviceInfo } from './device.js';
 export * from './errors.js';
-export { Generation, toHarmony } from './generate.js';
+export { ChatStream, Generation, toHarmony } from './generate.js';
 export type {
   ChatEvent, ChatMessage, ChatOptions, ChatResult, CompleteOptions, CompletionEvent, CompletionResult, FinishReason,
   FunctionTool, GenerateOptions, Timings, ToolCall, Usage,

@@ -94,6 +94,11 @@ export class Model {
     return this.#weights === undefined;
   }
 
+  /** Sessions of this model not yet disposed (chat() and complete() free theirs when they end). */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
   get kvDType(): KvDType {
     return 'f32';
   }

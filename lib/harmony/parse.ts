@@ -299,7 +299,9 @@ export class StreamableParser {
     this.#state = 'ExpectStart';
     this.#nextRole = null;
     if (role === null || tokens.length === 0) return [];
-    const { header, rest } = parseHeaderText(this.#decodeHeader(tokens), role, false);
+    // The "header" here is really the message text (a refusal with no header), so bytes that are
+    // not UTF-8 become U+FFFD as content would, rather than failing the whole turn.
+    const { header, rest } = parseHeaderText(this.#tok.decode(tokens), role, false);
     const text = rest ?? '';
     const message = toMessage(header, text);
     this.#messages.push(message);
