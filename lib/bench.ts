@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { decodeBytes } from './graph.js';
 import { type Device, loadModel, type Model } from './model.js';
 import { addon, packageRoot } from './native.js';
+import { Sampler, sampleLogits } from './sampler.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
 
 export interface BenchOptions {
@@ -39,6 +40,8 @@ export interface BenchResult {
     GBps: number;
     ratioToHostRead: number;
   };
+  /** The sampler alone on the last step's logits (each draw copies and processes the full row). */
+  sampler: { settings: string; msPerDraw: number; ratioToDecodeStep: number }[];
   units: { GB: '1e9 bytes' };
 }
 
@@ -86,6 +89,9 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   const N = options.decodeTokens ?? 16;
   // The ceiling is measured before and after the timed work, since shared machines drift.
   log('measuring host memory read bandwidth...');
+  // The first probe in a process reads low (measured: 52 vs 83 GB/s on the build VM), so one is
+  // run and discarded.
+  await addon().measureHostBandwidth(1 << 30, 2);
   const bwBefore = await addon().measureHostBandwidth(1 << 30, 5);
   let model: Model;
   let label: string;
@@ -116,13 +122,34 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
     const prefillS = (performance.now() - t0) / 1e3;
 
     log(`decoding ${N} tokens...`);
+    // Each step samples on the worker thread (OpenAI's defaults for gpt-oss: temperature 1, top_p 1).
+    const sampler = new Sampler({ seed: options.seed ?? 1 }, cfg.vocabSize);
+    let token = argmax(logits);
     const times: number[] = [];
     for (let i = 0; i < N; i++) {
       const t = performance.now();
-      logits = await session.forward([argmax(logits)], { logits: 'last' });
+      const r = await session.next([token], sampler);
       times.push(performance.now() - t);
+      token = r.token;
+      logits = r.logits;
     }
     const ms = median(times);
+    // The sampler alone over this vocabulary, for its share of a step (target: under 5%).
+    log('timing the sampler...');
+    const sampling: BenchResult['sampler'] = [];
+    for (const [name, o] of [
+      ['temperature 1 (default)', {}],
+      ['greedy', { temperature: 0 }],
+      ['top_p 0.9', { topP: 0.9 }],
+      ['top_k 40, top_p 0.95, min_p 0.05', { topK: 40, topP: 0.95, minP: 0.05 }],
+    ] as const) {
+      await sampleLogits(logits, o, 3);
+      const draws = 50;
+      const t = performance.now();
+      await sampleLogits(logits, o, draws);
+      const each = (performance.now() - t) / draws;
+      sampling.push({ settings: name, msPerDraw: each, ratioToDecodeStep: each / ms });
+    }
     log('measuring host memory read bandwidth again...');
     const bwAfter = await addon().measureHostBandwidth(1 << 30, 5);
     const ceiling = (bwBefore.bytesPerSecond + bwAfter.bytesPerSecond) / 2e9;
@@ -146,6 +173,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
         GBps,
         ratioToHostRead: GBps / ceiling,
       },
+      sampler: sampling,
       units: { GB: '1e9 bytes' },
     };
   } finally {
@@ -162,6 +190,7 @@ export function formatBench(r: BenchResult): string {
     ['decode', `${r.decode.tokensPerSecond.toFixed(2)} tokens/s (${r.decode.msPerTokenMedian.toFixed(1)} ms/token, median of ${r.decode.tokens})`],
     ['decode weights+KV streamed', `${(r.decode.bytesPerToken / 1e9).toFixed(3)} GB/token, ${r.decode.GBps.toFixed(1)} GB/s`],
     ['ratio to host read bandwidth', `${(r.decode.ratioToHostRead * 100).toFixed(1)}%`],
+    ...r.sampler.map((s): [string, string] => [`sampler, ${s.settings}`, `${s.msPerDraw.toFixed(3)} ms/draw, ${(s.ratioToDecodeStep * 100).toFixed(2)}% of a decode step`]),
   ];
   const w = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');

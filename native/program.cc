@@ -410,7 +410,8 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
           if (sampling) {
             // Sample a copy: the caller gets the model's logits unchanged.
             const float* last = out + size_t(int(tokens.size()) - 1 - logits_start) * vocab;
-            std::vector<float> work(last, last + vocab);
+            thread_local std::vector<float> work;
+            work.assign(last, last + vocab);
             *result = sample_cpu(work.data(), vocab, *sampling, rng);
           }
         },

@@ -76,7 +76,8 @@ Napi::Value SampleMany(const Napi::CallbackInfo& info) {
     return run_async(
         env,
         [=]() {
-          std::vector<float> work(static_cast<size_t>(V));
+          thread_local std::vector<float> work;
+          work.resize(static_cast<size_t>(V));
           for (int i = 0; i < count; ++i) {
             std::copy(src->begin(), src->end(), work.begin());
             (*out)[size_t(i)] = sample_cpu(work.data(), V, params, state).token;

@@ -26,10 +26,12 @@ void finish(const MatmulBf16Args& a, int t, int r0, int nr, const float* acc) {
 void matmul_bf16_cpu(const MatmulBf16Args& a) {
   const auto& k = cpu::simd();
   if (a.T <= kGemvMaxT) {
+    std::vector<float> xs(size_t(a.T) * a.K);
+    for (int t = 0; t < a.T; ++t) k.split_pairs(a.x + t * a.ldx, xs.data() + size_t(t) * a.K, a.K);
     cpu::parallel_for(a.N, kGemvRows, [&](int64_t r0, int64_t r1) {
       float acc[kGemvRows];
       for (int t = 0; t < a.T; ++t) {
-        k.gemv_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), a.x + t * a.ldx, a.K, acc);
+        k.gemv_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), xs.data() + size_t(t) * a.K, a.K, acc);
         finish(a, t, int(r0), int(r1 - r0), acc);
       }
     });

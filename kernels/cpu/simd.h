@@ -16,8 +16,10 @@ namespace gptoss::cpu {
 
 struct SimdKernels {
   const char* name;
-  // y[r] = dot(W[r, :K], x) for r < rows (bf16 weights, f32 x).
-  void (*gemv_bf16)(const uint16_t* W, size_t ldw, int rows, const float* x, int K, float* y);
+  // y[r] = dot(W[r, :K], x) for r < rows (bf16 weights, f32 x given as split_pairs(x)).
+  void (*gemv_bf16)(const uint16_t* W, size_t ldw, int rows, const float* x_pairs, int K, float* y);
+  // The layout gemv_bf16 reads x in (even/odd elements per vector-sized chunk; this variant's own).
+  void (*split_pairs)(const float* x, float* out, int K);
   // Y[t, r] = dot(W[r], X[t]) for t < T, r < rows, with W already in f32 (a decoded tile).
   void (*gemm_f32)(const float* W, size_t ldw, int rows, const float* X, size_t ldx, int T,
                    float* Y, size_t ldy, int K);

@@ -32,15 +32,15 @@ inline V vload_bf16(const uint16_t* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-// 16 packed bytes -> (even elements, odd elements) as doubled FP4 values in f32.
+// 16 packed bytes -> (even elements, odd elements) as doubled FP4 values in f32: each byte
+// widened to a 32-bit lane, then a 16-entry float table indexed by its low bits (vpermps reads
+// only bits 0-3 of each index, so the high nibble needs no mask): 3 shuffles per 32 values.
+alignas(64) constexpr float kFp4x2f[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 inline void vdecode_fp4(const uint8_t* b, V& lo, V& hi) {
-  const __m128i lut = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kFp4x2));
-  const __m128i m = _mm_set1_epi8(0x0f);
-  __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
-  __m128i l = _mm_shuffle_epi8(lut, _mm_and_si128(q, m));
-  __m128i h = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m));
-  lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l));
-  hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h));
+  const V lut = _mm512_load_ps(kFp4x2f);
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  lo = _mm512_permutexvar_ps(q, lut);
+  hi = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lut);
 }
 #elif defined(__AVX2__)
 constexpr int W = 8;
@@ -107,8 +107,43 @@ inline float scalar_dot(const float* a, const float* b, int n) {
   return s;
 }
 
-void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* x, int K, float* y) {
-  const int Kv = K - K % W;
+// bf16 pairs in one 32-bit lane: the odd element is the high half (so masking the low half off
+// gives it as f32) and the even one the low half (shifting left by 16 gives it). Two cheap integer
+// ops instead of a widening shuffle per vector; x is pre-split to match (split_pairs).
+#if defined(__AVX512F__)
+inline void vload_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  __m512i v = _mm512_loadu_si512(p);
+  even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
+}
+#elif defined(__AVX2__)
+inline void vload_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(int(0xffff0000u))));
+}
+#else
+inline void vload_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  for (int i = 0; i < 8; ++i) {
+    even.v[i] = gptoss::cpu::bf16_to_f32(p[2 * i]);
+    odd.v[i] = gptoss::cpu::bf16_to_f32(p[2 * i + 1]);
+  }
+}
+#endif
+
+// x[K] -> per 2W-chunk: the W even elements, then the W odd ones; the tail stays in order.
+void split_pairs(const float* x, float* out, int K) {
+  const int Kv = K - K % (2 * W);
+  for (int c = 0; c < Kv; c += 2 * W)
+    for (int j = 0; j < W; ++j) {
+      out[c + j] = x[c + 2 * j];
+      out[c + W + j] = x[c + 2 * j + 1];
+    }
+  for (int k = Kv; k < K; ++k) out[k] = x[k];
+}
+
+void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int K, float* y) {
+  const int Kv = K - K % (2 * W);
   int r = 0;
   // Four rows at a time share every load of x.
   for (; r + 4 <= rows; r += 4) {
@@ -117,28 +152,37 @@ void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* x, int K, 
     const uint16_t* w2 = w1 + ldw;
     const uint16_t* w3 = w2 + ldw;
     V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-    for (int k = 0; k < Kv; k += W) {
-      V xv = vload(x + k);
-      a0 = vfma(vload_bf16(w0 + k), xv, a0);
-      a1 = vfma(vload_bf16(w1 + k), xv, a1);
-      a2 = vfma(vload_bf16(w2 + k), xv, a2);
-      a3 = vfma(vload_bf16(w3 + k), xv, a3);
+    for (int k = 0; k < Kv; k += 2 * W) {
+      const V xe = vload(xs + k), xo = vload(xs + k + W);
+      V e, o;
+      vload_bf16_pairs(w0 + k, e, o);
+      a0 = vfma(o, xo, vfma(e, xe, a0));
+      vload_bf16_pairs(w1 + k, e, o);
+      a1 = vfma(o, xo, vfma(e, xe, a1));
+      vload_bf16_pairs(w2 + k, e, o);
+      a2 = vfma(o, xo, vfma(e, xe, a2));
+      vload_bf16_pairs(w3 + k, e, o);
+      a3 = vfma(o, xo, vfma(e, xe, a3));
     }
     float s0 = vsum(a0), s1 = vsum(a1), s2 = vsum(a2), s3 = vsum(a3);
     for (int k = Kv; k < K; ++k) {
-      s0 += gptoss::cpu::bf16_to_f32(w0[k]) * x[k];
-      s1 += gptoss::cpu::bf16_to_f32(w1[k]) * x[k];
-      s2 += gptoss::cpu::bf16_to_f32(w2[k]) * x[k];
-      s3 += gptoss::cpu::bf16_to_f32(w3[k]) * x[k];
+      s0 += gptoss::cpu::bf16_to_f32(w0[k]) * xs[k];
+      s1 += gptoss::cpu::bf16_to_f32(w1[k]) * xs[k];
+      s2 += gptoss::cpu::bf16_to_f32(w2[k]) * xs[k];
+      s3 += gptoss::cpu::bf16_to_f32(w3[k]) * xs[k];
     }
     y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
   }
   for (; r < rows; ++r) {
     const uint16_t* w0 = Wt + size_t(r) * ldw;
     V a0 = vzero();
-    for (int k = 0; k < Kv; k += W) a0 = vfma(vload_bf16(w0 + k), vload(x + k), a0);
+    for (int k = 0; k < Kv; k += 2 * W) {
+      V e, o;
+      vload_bf16_pairs(w0 + k, e, o);
+      a0 = vfma(o, vload(xs + k + W), vfma(e, vload(xs + k), a0));
+    }
     float s0 = vsum(a0);
-    for (int k = Kv; k < K; ++k) s0 += gptoss::cpu::bf16_to_f32(w0[k]) * x[k];
+    for (int k = Kv; k < K; ++k) s0 += gptoss::cpu::bf16_to_f32(w0[k]) * xs[k];
     y[r] = s0;
   }
 }
