@@ -24,5 +24,6 @@ struct MoeMxfp4Args {
   int T, k, E, H, I;
   float limit, alpha;
 };
+// Throws ERR_INVALID_ARGUMENT (before any work) when an index is outside [0, E).
 void moe_mxfp4_cpu(const MoeMxfp4Args& a);
 }  // namespace gptoss

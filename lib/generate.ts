@@ -118,15 +118,8 @@ export class Generation<E extends { type: string }, R> implements AsyncIterable<
   async *[Symbol.asyncIterator](): AsyncGenerator<E, void> {
     if (this.#started) throw new InvalidArgumentError('a generation can be iterated once');
     this.#started = true;
-    const it = this.#start();
-    for (;;) {
-      const r = await it.next();
-      if (r.done) {
-        this.#result = r.value;
-        return;
-      }
-      yield r.value;
-    }
+    // yield* passes a consumer's break (return) through, so the inner finally frees the session.
+    this.#result = yield* this.#start();
   }
 
   /** Runs the generation to the end (if not iterated yet) and returns the whole result. */

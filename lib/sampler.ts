@@ -8,7 +8,7 @@ import { addon, nativeAsync, type NativeSampling } from './native.js';
 import { checkKeys } from './options.js';
 
 export interface SamplingOptions {
-  /** 0 = greedy. Default 1.0, OpenAI's recommendation for gpt-oss. */
+  /** 0 (or anything below 1e-4) = greedy. Default 1.0, OpenAI's recommendation for gpt-oss. */
   temperature?: number;
   /** Keep the k most likely tokens (0 = off). */
   topK?: number;
@@ -60,11 +60,11 @@ export class Sampler {
     this.#base = {
       temperature: range(o.temperature, 'temperature', 0, 100, DEFAULT_SAMPLING.temperature),
       topK: range(o.topK, 'topK', 0, vocabSize, 0, true),
-      topP: o.topP === undefined ? DEFAULT_SAMPLING.topP : range(o.topP, 'topP', Number.MIN_VALUE, 1, 1),
+      topP: o.topP === undefined ? DEFAULT_SAMPLING.topP : range(o.topP, 'topP', 1e-6, 1, 1),
       minP: range(o.minP, 'minP', 0, 1, 0),
       presencePenalty: range(o.presencePenalty, 'presencePenalty', -2, 2, 0),
       frequencyPenalty: range(o.frequencyPenalty, 'frequencyPenalty', -2, 2, 0),
-      repetitionPenalty: o.repetitionPenalty === undefined ? 1 : range(o.repetitionPenalty, 'repetitionPenalty', Number.MIN_VALUE, 100, 1),
+      repetitionPenalty: o.repetitionPenalty === undefined ? 1 : range(o.repetitionPenalty, 'repetitionPenalty', 1e-3, 100, 1),
       biasIds: Int32Array.from(bias.map(([id]) => Number(id))),
       biasValues: Float32Array.from(bias.map(([, v]) => v)),
       // Ids past Harmony's last named special token are padding rows; never sample them.

@@ -9,6 +9,7 @@
 
 namespace gptoss {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
   exports.Set("Weights", Weights::Init(env));
   exports.Set("Program", Program::Init(env));
   device_exports(env, exports);

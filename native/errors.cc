@@ -25,6 +25,8 @@ void PromiseWorker::Execute() {
     SetError("host memory allocation failed");
   } catch (const std::exception& e) {
     SetError(e.what());
+  } catch (...) {
+    SetError("unknown native error");
   }
 }
 
@@ -36,6 +38,10 @@ void PromiseWorker::OnOK() {
     deferred_.Reject(e.Value());
   } catch (const Error& e) {
     deferred_.Reject(make_js_error(env, e.code, e.what()).Value());
+  } catch (const std::bad_alloc&) {
+    deferred_.Reject(make_js_error(env, "ERR_OUT_OF_MEMORY", "host memory allocation failed").Value());
+  } catch (const std::exception& e) {
+    deferred_.Reject(make_js_error(env, "ERR_INVALID_ARGUMENT", e.what()).Value());
   }
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <sys/mman.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -11,6 +12,7 @@ namespace gptoss {
 inline void* host_alloc(size_t bytes) {
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t align = bytes >= kHuge ? kHuge : 64;
+  if (bytes > (size_t(1) << 50)) return nullptr;  // no machine has this; also keeps the rounding below from wrapping
   const size_t size = (bytes + align - 1) / align * align;
   void* p = nullptr;
   if (posix_memalign(&p, align, size == 0 ? align : size) != 0) return nullptr;

@@ -58,7 +58,7 @@ struct Checker {
   [[noreturn]] void fail(const std::string& what) const {
     throw invalid_argument("op " + std::to_string(op_index) + ": " + what);
   }
-  const Buffer& buf(int id, DType dt, int min_rows, int min_cols, const char* role) const {
+  const Buffer& buf(int id, DType dt, int64_t min_rows, int64_t min_cols, const char* role) const {
     if (id < 0 || size_t(id) >= st.buffers.size()) fail(std::string(role) + " buffer missing");
     const Buffer& b = st.buffers[size_t(id)];
     if (b.dtype != dt) fail(std::string(role) + " buffer has the wrong dtype");
@@ -98,9 +98,9 @@ void validate(ProgramState& st) {
         c.weight(o.w, size_t(o.H) * 2, "gain");
         break;
       case OpKind::MatmulBf16:
-        c.buf(o.x, DType::F32, M, o.xcol + o.K, "input");
-        if (o.y >= 0) c.buf(o.y, DType::F32, M, o.ycol + o.N, "output");
-        else if (o.N != st.vocab) c.fail("the logits matmul must produce vocab columns");
+        c.buf(o.x, DType::F32, M, int64_t(o.xcol) + o.K, "input");
+        if (o.y >= 0) c.buf(o.y, DType::F32, M, int64_t(o.ycol) + o.N, "output");
+        else if (o.N != st.vocab || !o.logits_rows) c.fail("the logits matmul must produce vocab columns for the logits rows");
         c.weight(o.w, size_t(o.N) * o.K * 2, "matrix");
         if (o.b >= 0) c.weight(o.b, size_t(o.N) * 2, "bias");
         break;
@@ -110,7 +110,7 @@ void validate(ProgramState& st) {
         break;
       case OpKind::KvAppend: {
         const int width = o.kv_heads * o.head_dim;
-        c.buf(o.x, DType::F32, M, std::max(o.xcol, o.vcol) + width, "qkv");
+        c.buf(o.x, DType::F32, M, int64_t(std::max(o.xcol, o.vcol)) + width, "qkv");
         const Buffer& kc = st.buffers.at(size_t(std::max(o.kc, 0)));
         if (kc.dtype != DType::F32 && kc.dtype != DType::BF16) c.fail("cache dtype must be f32 or bf16");
         c.buf(o.kc, kc.dtype, 1, width, "k cache");
@@ -139,7 +139,7 @@ void validate(ProgramState& st) {
         if (o.H % 32 || o.I % 32 || o.H <= 0 || o.I <= 0) c.fail("H and I must be multiples of 32");
         c.buf(o.x, DType::F32, M, o.H, "input");
         c.buf(o.idx, DType::I32, M, o.k, "expert index");
-        c.buf(o.y, DType::F32, M * o.k, o.H, "slots");
+        c.buf(o.y, DType::F32, int64_t(M) * o.k, o.H, "slots");
         const size_t E = size_t(o.E), H = size_t(o.H), I = size_t(o.I);
         c.weight(o.w1b, E * 2 * I * H / 2, "mlp1 blocks");
         c.weight(o.w1s, E * 2 * I * H / 32, "mlp1 scales");
@@ -151,7 +151,7 @@ void validate(ProgramState& st) {
       }
       case OpKind::MoeCombine:
         c.buf(o.x, DType::F32, M, o.H, "residual");
-        c.buf(o.y, DType::F32, M * o.k, o.H, "slots");
+        c.buf(o.y, DType::F32, int64_t(M) * o.k, o.H, "slots");
         c.buf(o.wt, DType::F32, M, o.k, "expert weight");
         break;
     }
@@ -159,10 +159,11 @@ void validate(ProgramState& st) {
 }
 
 inline float* fbuf(ProgramState& st, int id) { return static_cast<float*>(st.buffers[size_t(id)].data); }
-inline const uint8_t* wptr(ProgramState& st, int id) { return id >= 0 ? st.weights->tensors[size_t(id)].data : nullptr; }
+// From the snapshot taken at construction: the store's tensor table may grow (another model
+// registration on the JS thread) while a step runs; the tensors' bytes never move.
+inline const uint8_t* wptr(ProgramState& st, int id) { return id >= 0 ? st.weight_ptrs[size_t(id)] : nullptr; }
 inline const uint16_t* wbf(ProgramState& st, int id) { return reinterpret_cast<const uint16_t*>(wptr(st, id)); }
 
-Napi::FunctionReference* g_ctor = nullptr;
 }  // namespace
 
 const char* op_name(OpKind k) {
@@ -260,7 +261,7 @@ Napi::Function Program::Init(Napi::Env env) {
       InstanceAccessor("disposed", &Program::Disposed, nullptr),
       InstanceAccessor("vocab", &Program::Vocab, nullptr),
   });
-  g_ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  env.GetInstanceData<AddonData>()->program_ctor = Napi::Persistent(f);
   return f;
 }
 
@@ -321,6 +322,7 @@ Program::Program(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Program>(inf
       st->ops.push_back(op);
     }
     validate(*st);
+    for (const TensorRef& t : st->weights->tensors) st->weight_ptrs.push_back(t.data);
     state_ = st;
     reported_ = int64_t(total);
     Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
@@ -391,14 +393,19 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
       Napi::Value r = so.Get("rng");
       if (!r.IsTypedArray() || r.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
         throw invalid_argument("run: sampling.rng must be a BigUint64Array(1)");
+      if (r.As<Napi::TypedArray>().ElementLength() < 1) throw invalid_argument("run: sampling.rng must hold one 64-bit state");
       rng = r.As<Napi::TypedArrayOf<uint64_t>>().Data();
       keep.push_back(r);
     }
-    if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
     auto result = std::make_shared<SampleResult>(SampleResult{-1, 0.f});
     const int vocab = st.vocab;
+    if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
+    struct Unbusy {  // until the work is queued, a throw must clear the flag again
+      ProgramState* s;
+      ~Unbusy() { if (s) s->running.store(false); }
+    } unbusy{&st};
     auto state = state_;
-    return run_async(
+    Napi::Value promise = run_async(
         env,
         [state, tokens = std::move(tokens), positions = std::move(positions), logits_start, out, sampling, rng, result,
          vocab]() {
@@ -423,6 +430,8 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
           return o;
         },
         std::move(keep));
+    unbusy.s = nullptr;  // queued: the worker clears the flag
+    return promise;
   });
 }
 

@@ -41,6 +41,7 @@ struct ProgramState {
   std::shared_ptr<WeightStore> weights;
   std::vector<Buffer> buffers;
   std::vector<Op> ops;
+  std::vector<const uint8_t*> weight_ptrs;  // tensor id -> bytes, fixed at construction
   RopeTable rope;
   int max_tokens = 0, vocab = 0;
   std::atomic<bool> running{false};

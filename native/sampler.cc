@@ -68,6 +68,7 @@ Napi::Value SampleMany(const Napi::CallbackInfo& info) {
     if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
       throw invalid_argument("sampleMany: rng must be a BigUint64Array(1)");
     auto rng = info[2].As<Napi::TypedArrayOf<uint64_t>>();
+    if (rng.ElementLength() < 1) throw invalid_argument("sampleMany: rng must hold one 64-bit state");
     const int count = info[3].As<Napi::Number>().Int32Value();
     if (count < 1) throw invalid_argument("sampleMany: count must be positive");
     auto src = std::make_shared<std::vector<float>>(logits.Data(), logits.Data() + V);

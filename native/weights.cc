@@ -32,7 +32,6 @@ const TensorRef& WeightStore::at(int id) const {
 }
 
 namespace {
-Napi::FunctionReference* g_ctor = nullptr;
 
 // splitmix64: a seeded stream per 64 KiB chunk, so the bytes do not depend on the thread count.
 inline uint64_t mix(uint64_t z) {
@@ -93,7 +92,7 @@ Napi::Function Weights::Init(Napi::Env env) {
       InstanceAccessor("disposed", &Weights::Disposed, nullptr),
       InstanceAccessor("ownedBytes", &Weights::OwnedBytes, nullptr),
   });
-  g_ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  env.GetInstanceData<AddonData>()->weights_ctor = Napi::Persistent(f);
   return f;
 }
 
@@ -107,7 +106,8 @@ Weights::~Weights() {
 }
 
 Weights* Weights::Unwrap(const Napi::Value& v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_ctor->Value()))
+  AddonData* data = v.Env().GetInstanceData<AddonData>();
+  if (!v.IsObject() || !data || !v.As<Napi::Object>().InstanceOf(data->weights_ctor.Value()))
     throw invalid_argument("expected a Weights object");
   return Napi::ObjectWrap<Weights>::Unwrap(v.As<Napi::Object>());
 }
@@ -182,7 +182,10 @@ Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
       SyntheticSpec sp;
       sp.name = o.Get("name").As<Napi::String>();
       sp.kind = o.Get("kind").As<Napi::String>();
-      sp.bytes = size_t(o.Get("bytes").As<Napi::Number>().Int64Value());
+      const double bytes = o.Get("bytes").As<Napi::Number>().DoubleValue();
+      if (!(bytes >= 0) || bytes != std::floor(bytes) || bytes > 1e15)
+        throw invalid_argument("addSynthetic: bytes of " + sp.name + " must be a non-negative integer");
+      sp.bytes = size_t(bytes);
       sp.seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
       sp.a = o.Get("a").As<Napi::Number>().DoubleValue();
       if (sp.kind != "bf16-uniform" && sp.kind != "bf16-const" && sp.kind != "u8-uniform" && sp.kind != "u8-around")

@@ -18,6 +18,12 @@ struct TensorRef {
   std::string name;
 };
 
+// Per-environment data (main thread and each worker thread that loads the addon).
+struct AddonData {
+  Napi::FunctionReference weights_ctor;
+  Napi::FunctionReference program_ctor;
+};
+
 struct WeightStore {
   struct Mapping {
     void* addr = nullptr;

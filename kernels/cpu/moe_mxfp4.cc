@@ -5,6 +5,7 @@
 #include "kernels/moe_mxfp4.h"
 
 #include <algorithm>
+#include <string>
 #include <cmath>
 #include <vector>
 
@@ -48,6 +49,9 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
   const int S = a.T * a.k, H = a.H, I = a.I;
   // Dispatch: slots grouped by expert, in token order within an expert.
   std::vector<int> count(a.E + 1, 0), order(S);
+  for (int s = 0; s < S; ++s)
+    if (a.idx[s] < 0 || a.idx[s] >= a.E)
+      throw invalid_argument("moe_mxfp4: expert index " + std::to_string(a.idx[s]) + " outside [0, " + std::to_string(a.E) + ")");
   for (int s = 0; s < S; ++s) count[a.idx[s] + 1]++;
   for (int e = 0; e < a.E; ++e) count[e + 1] += count[e];
   {

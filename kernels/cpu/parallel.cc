@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
+#include <utility>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -42,7 +44,7 @@ class Pool {
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     if (grain < 1) grain = 1;
-    if (t_inside || workers_.empty() || n <= grain) {
+    if (t_inside || workers_.empty() || n <= grain) {  // serial: exceptions propagate as usual
       for (int64_t b = 0; b < n; b += grain) fn(b, b + grain < n ? b + grain : n);
       return;
     }
@@ -61,17 +63,28 @@ class Pool {
     // Workers decrement busy_ when the counter runs dry; wait for the stragglers' last chunk.
     while (busy_.load(std::memory_order_acquire) != 0) GPTOSS_PAUSE();
     fn_ = nullptr;
+    // A body that threw (an allocation failure, say) stopped the loop for everyone; rethrow
+    // here, on the caller's thread, once no worker touches fn any more.
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
   void work() {
-    t_inside = true;
+    struct Inside {
+      Inside() { t_inside = true; }
+      ~Inside() { t_inside = false; }
+    } inside;
     for (;;) {
       int64_t b = next_.fetch_add(grain_);
       if (b >= n_) break;
-      (*fn_)(b, b + grain_ < n_ ? b + grain_ : n_);
+      try {
+        (*fn_)(b, b + grain_ < n_ ? b + grain_ : n_);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(error_m_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_);  // the others stop at their next chunk
+      }
     }
-    t_inside = false;
   }
 
   void loop() {
@@ -99,6 +112,8 @@ class Pool {
   std::atomic<int64_t> next_{0};
   std::atomic<int> busy_{0};
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  std::mutex error_m_;
+  std::exception_ptr error_;
   int64_t n_ = 0, grain_ = 1;
   bool stop_ = false;
 };

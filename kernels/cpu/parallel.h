@@ -1,7 +1,8 @@
 // A fixed pool of worker threads for the CPU ops. parallel_for splits [0, n) into chunks that the
 // workers and the calling thread take from one atomic counter; it returns when all are done.
 // One parallel_for runs at a time (calls from two sessions queue on a mutex); a call made from
-// inside a parallel_for body runs serially on that thread.
+// inside a parallel_for body runs serially on that thread. If a body throws, the remaining chunks
+// are skipped and the first exception is rethrown on the calling thread after all workers stop.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -121,11 +121,14 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
 
   int best = 0;
   for (int i = 1; i < n; ++i)
-    if (l[i] > l[best]) best = i;  // strict: ties keep the lower id
+    if (l[i] > l[best] || std::isnan(l[best])) best = i;  // strict: ties keep the lower id; NaN never wins
   const float m = l[best];
+  if (!std::isfinite(m))
+    throw invalid_argument(std::isnan(m) ? "sample: every logit is NaN" : m > 0 ? "sample: a logit is +inf" : "sample: every allowed logit is -inf");
   std::vector<float>& e = t_scratch.e;
   e.resize(size_t(n));
-  if (p.temperature <= 0.f) {
+  // Below 1e-4 the scaled logits overflow float; such a temperature is greedy in all but name.
+  if (p.temperature < 1e-4f) {
     const double z = cpu::simd().exp_sum(l, m, 1.f, e.data(), n);
     return {best, float(-std::log(z))};
   }
@@ -174,20 +177,23 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
   if (!keep_all)
     for (int32_t id : keep) total += e[id];
   double u = uniform(rng) * total;
-  int32_t last = best;
+  // The float sum in exp_sum can exceed the double running sum by a few ulp; a draw that runs
+  // off the end takes the most likely token rather than whichever came last.
+  int32_t pick = best;
   if (keep_all) {
-    for (int i = 0; i < n; ++i) {
-      if (e[i] <= 0) continue;
-      last = i;
-      if ((u -= e[i]) < 0) break;
-    }
+    for (int i = 0; i < n; ++i)
+      if (e[i] > 0 && (u -= e[i]) < 0) {
+        pick = i;
+        break;
+      }
   } else {
-    for (int32_t id : keep) {
-      last = id;
-      if ((u -= e[id]) < 0) break;
-    }
+    for (int32_t id : keep)
+      if ((u -= e[id]) < 0) {
+        pick = id;
+        break;
+      }
   }
-  return {last, float(std::log(e[last] / total))};
+  return {pick, float(std::log(e[pick] / total))};
 }
 
 }  // namespace gptoss

@@ -300,7 +300,7 @@ void axpy_f32(float* y, float a, const float* x, int n) {
 // exp(x) for x <= 0 by range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-6 polynomial
 // for e^r (Cephes' coefficients), then scaling by 2^k through the exponent bits.
 inline float exp_scalar(float x) {
-  if (x < -87.f) return 0.f;
+  if (!(x >= -87.f)) return 0.f;  // NaN too, as the vector lanes do
   const float k = __builtin_floorf(x * 1.44269504f + 0.5f);
   const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
