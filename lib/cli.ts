@@ -2,10 +2,13 @@
 // The gptoss command: `logits` (check any backend against a reference) and `bench`.
 import { writeFile } from 'node:fs/promises';
 
+import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
 import { formatBench, runBench } from './bench.js';
 import { openCheckpoint } from './checkpoint.js';
+import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
+import { estimateMemory } from './memory.js';
 import { runChat, runGenerate } from './cli-chat.js';
 import { GptOssError } from './errors.js';
 import { loadModel } from './model.js';
@@ -31,7 +34,7 @@ function parseTokens(v: string): number[] {
 program
   .command('logits')
   .description('write the logits of every position as float32 little-endian [tokens, vocab]')
-  .requiredOption('--model <dir>', 'checkpoint directory (Hugging Face or original layout)')
+  .requiredOption('--model <model>', 'checkpoint directory (Hugging Face or original layout) or cached Hub id')
   .requiredOption('--tokens <ids>', 'comma-separated token ids', parseTokens)
   .requiredOption('--out <file>', 'output file')
   .addOption(new Option('--mode <mode>', 'precision mode').choices(['default', 'fp32']).default('default'))
@@ -69,7 +72,7 @@ const num = (name: string) => (v: string) => {
 /** The generation flags chat and generate share. */
 function generationOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--model <dir>', 'checkpoint directory')
+    .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
     .addOption(new Option('--effort <level>', 'reasoning effort').choices(['low', 'medium', 'high']).default('medium'))
     .option('--system <text>', 'developer instructions')
     .option('--max-tokens <n>', 'most tokens per answer', positiveInt('--max-tokens'))
@@ -92,22 +95,24 @@ generationOptions(program.command('generate').description('answer one prompt and
 
 program
   .command('inspect')
-  .description("a checkpoint's config, layout, tensors and memory needs, without loading it")
-  .argument('<dir>', 'checkpoint directory')
+  .description("a model's config, layout, tensors and memory needs on a device, without loading it")
+  .argument('[model]', 'checkpoint directory or Hub id (default openai/gpt-oss-20b)')
+  .addOption(new Option('--device <device>', 'device to size it for').choices(['cpu', 'cuda']).default('cpu'))
+  .option('--context <n>', 'context length for the KV cache figure (default 4096)', positiveInt('--context'))
   .option('--json', 'print JSON')
-  .action(async (dir: string, o: { json?: boolean }) => {
-    const ck = await openCheckpoint(dir);
+  .action(async (ref: string | undefined, o: { json?: boolean; device: 'cpu' | 'cuda'; context?: number }) => {
+    const ck = await openCheckpoint(await resolveModelDir(ref ?? DEFAULT_MODEL));
     const c = ck.config;
     let dense = 0, expert = 0;
     for (const [, [, e]] of ck.tensors) (e.dtype === 'U8' ? (expert += e.byteLength) : (dense += e.byteLength));
-    const kvPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
+    const mem = estimateMemory(c, { device: o.device, contextTokens: o.context ?? Math.min(4096, c.maxContext), weightsBytes: dense + expert });
     const info = {
       dir: ck.dir,
       layout: ck.layout,
       files: ck.files.map((f) => ({ path: f.path, bytes: f.size, tensors: f.tensors.size })),
       tensors: ck.tensors.size,
       bytes: { total: dense + expert, denseBf16: dense, expertsMxfp4: expert },
-      kvCacheBytesPerToken: kvPerToken,
+      memory: mem,
       config: c,
     };
     if (o.json) return void process.stdout.write(`${JSON.stringify(info)}\n`);
@@ -121,10 +126,59 @@ program
       ['attention', `${c.numHeads} query heads, ${c.numKvHeads} KV heads, head dim ${c.headDim}`],
       ['vocabulary', `${c.vocabSize}`],
       ['context', `${c.maxContext} positions (YaRN x${c.ropeScalingFactor} over ${c.initialContextLength})`],
-      ['KV cache (float32)', `${(kvPerToken / 1024).toFixed(1)} KiB per token, ${gb(kvPerToken * 4096)} at 4096 tokens`],
+      ['KV cache (float32)', `${(mem.kvBytesPerToken / 1024).toFixed(1)} KiB per token; ${gb(mem.kvBytes)} at ${mem.contextTokens} tokens`],
+      [`memory on ${o.device}`, `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this ${o.device === 'cpu' ? 'host' : 'GPU'}: ${mem.fits ? 'fits' : 'does NOT fit'}`],
     ];
     const w = Math.max(...lines.map(([k]) => k.length));
     process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
+  });
+
+program
+  .command('pull')
+  .description('download a model from the Hugging Face Hub into the shared cache (resumable, checksummed)')
+  .argument('[model]', 'Hub id, optionally @revision (default openai/gpt-oss-20b)')
+  .addOption(new Option('--layout <layout>', 'which copy of the weights').choices(['hf', 'original']).default('hf'))
+  .action(async (ref: string | undefined, o: { layout: 'hf' | 'original' }) => {
+    const id = ref ?? DEFAULT_MODEL;
+    const ac = new AbortController();
+    const onInterrupt = () => ac.abort();
+    process.on('SIGINT', onInterrupt);
+    const tty = process.stderr.isTTY;
+    const bar = tty
+      ? new SingleBar({ format: '{file} |{bar}| {percentage}% {done}/{size} GB {speed} MB/s ETA {eta_formatted}', hideCursor: true, stream: process.stderr, etaBuffer: 50 })
+      : undefined;
+    const t0 = Date.now();
+    let started = false;
+    try {
+      const r = await pull(id, {
+        layout: o.layout,
+        signal: ac.signal,
+        onProgress: (p) => {
+          if (!bar) return;
+          const payload = { file: p.file.padEnd(36).slice(0, 36), done: (p.bytesDone / 1e9).toFixed(2), size: (p.bytesTotal / 1e9).toFixed(2), speed: (p.bytesDone / 1e6 / Math.max(1e-3, (Date.now() - t0) / 1e3)).toFixed(1) };
+          if (!started) bar.start(p.bytesTotal, 0, payload);
+          started = true;
+          bar.update(p.bytesDone, payload);
+        },
+      });
+      bar?.stop();
+      process.stdout.write(`${id}: ${r.files.length} files of the ${r.layout} layout at ${r.commit.slice(0, 12)} in ${r.dir} (${(r.bytesDownloaded / 1e9).toFixed(2)} GB downloaded)\n`);
+    } finally {
+      bar?.stop();
+      process.off('SIGINT', onInterrupt);
+    }
+  });
+
+program
+  .command('list')
+  .description('models in the Hugging Face cache, with sizes and layouts')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const models = await listCached();
+    if (o.json) return void process.stdout.write(`${JSON.stringify(models)}\n`);
+    if (models.length === 0) return void process.stdout.write(`no models in ${hubCacheDir()}; get one with: gptoss pull ${DEFAULT_MODEL}\n`);
+    for (const m of models)
+      process.stdout.write(`${m.repo}${m.refs.length ? `@${m.refs.join(',')}` : ''}  ${m.commit.slice(0, 12)}  ${(m.bytes / 1e9).toFixed(2)} GB  layouts: ${m.layouts.join(', ') || '(incomplete)'}\n`);
   });
 
 program

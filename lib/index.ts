@@ -15,3 +15,7 @@ export { DEFAULT_SAMPLING, sampleLogits } from './sampler.js';
 export type { SamplingOptions } from './sampler.js';
 export { getTokenizer, Tokenizer, SPECIAL_TOKENS } from './tokenizer.js';
 export * as harmony from './harmony/index.js';
+export { DEFAULT_MODEL, hubCacheDir, listCached, ModelNotFoundError, pull, resolveModelDir } from './hub.js';
+export type { CachedModel, PullOptions, PullProgress, PullResult, WeightLayout } from './hub.js';
+export { estimateMemory, InsufficientMemoryError, weightBytes } from './memory.js';
+export type { MemoryEstimate } from './memory.js';

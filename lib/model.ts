@@ -2,6 +2,8 @@
 // synthetic tensors); a Session owns one sequence's KV cache and the recorded program that runs
 // its steps. Both are native memory with an explicit dispose().
 import { openCheckpoint, type Checkpoint, type Layout } from './checkpoint.js';
+import { resolveModelDir } from './hub.js';
+import { estimateMemory, InsufficientMemoryError } from './memory.js';
 import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DeviceError, DisposedError, InvalidArgumentError, UnsupportedError } from './errors.js';
 import { buildProgram, type KvDType, type ModelWeightIds } from './graph.js';
@@ -25,6 +27,8 @@ export interface LoadModelOptions {
   prefetch?: boolean;
   /** Called as the checkpoint is validated and (with prefetch) read. */
   onProgress?: (p: LoadProgress) => void;
+  /** Refuse, before allocating, a model the device cannot hold with a 4096-token session (default true). */
+  checkMemory?: boolean;
 }
 
 export interface LoadProgress {
@@ -286,20 +290,28 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
 }
 
 export function checkLoadOptions(options: LoadModelOptions, where: string): { device: Device; mode: PrecisionMode } {
-  checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress'], where);
+  checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress', 'checkMemory'], where);
   return { device: checkOneOf(options.device, devices, 'device', 'cpu'), mode: checkOneOf(options.mode, modes, 'mode', 'default') };
 }
 
 /**
- * Loads a gpt-oss checkpoint directory (Hugging Face layout, or the original layout, also when it
- * sits in `original/`). Files are memory-mapped; every tensor is validated against the config.
+ * Loads a gpt-oss checkpoint: a directory (Hugging Face layout, or the original layout, also when
+ * it sits in `original/`) or a Hub id (`openai/gpt-oss-20b`, `org/name@revision`) already in the
+ * Hugging Face cache (`gptoss pull` puts it there). Files are memory-mapped; every tensor is
+ * validated against the config.
  */
-export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
-  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('loadModel(dir): dir must be a non-empty path');
+export async function loadModel(ref: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof ref !== 'string' || ref === '') throw new InvalidArgumentError('loadModel(ref): ref must be a directory or a Hub id like openai/gpt-oss-20b');
   const { device, mode } = checkLoadOptions(options, 'loadModel');
   assertDevice(device);
+  // A Hub id resolves through the Hugging Face cache, with no network call.
+  const dir = await resolveModelDir(ref);
   const ckpt = await openCheckpoint(dir, { strictConfig: options.strictConfig });
   const total = ckpt.files.reduce((a, f) => a + f.size, 0);
+  if (options.checkMemory !== false) {
+    const estimate = estimateMemory(ckpt.config, { device, weightsBytes: total });
+    if (!estimate.fits) throw new InsufficientMemoryError(estimate);
+  }
   options.onProgress?.({ phase: 'validate', bytesDone: total, bytesTotal: total });
   const { Weights } = addon();
   const weights = new Weights();

@@ -6,6 +6,7 @@ import type { ModelWeightIds } from './graph.js';
 import { type Device, Model, type PrecisionMode, assertDevice } from './model.js';
 import { addon, nativeAsync, type SyntheticTensorSpec, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
+import { estimateMemory, InsufficientMemoryError } from './memory.js';
 
 export type Preset = '20b' | '120b';
 
@@ -55,6 +56,9 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   if (options.config && options.layers !== undefined) throw new InvalidArgumentError('pass either config or layers, not both');
   const cfg = options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
   assertDevice(device);
+  // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit.
+  const estimate = estimateMemory(cfg, { device });
+  if (!estimate.fits) throw new InsufficientMemoryError(estimate);
 
   const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, D = cfg.headDim;
   const qkvRows = (cfg.numHeads + 2 * cfg.numKvHeads) * D;

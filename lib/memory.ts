@@ -1,0 +1,63 @@
+// What a model needs in memory on a device, worked out from its config before anything is
+// allocated: weights, KV cache per token and at a context length, and whether it fits.
+import { totalmem } from 'node:os';
+
+import type { ModelConfig } from './config.js';
+import { OutOfMemoryError } from './errors.js';
+import { cacheRows } from './graph.js';
+import type { Device } from './model.js';
+import { addon } from './native.js';
+
+export interface MemoryEstimate {
+  device: Device;
+  weightsBytes: number;
+  /** KV cache bytes per token of context, counting every layer (float32 K and V). */
+  kvBytesPerToken: number;
+  contextTokens: number;
+  /** KV cache at contextTokens (sliding-window layers hold only their ring). */
+  kvBytes: number;
+  totalBytes: number;
+  /** What the device has: host RAM for the CPU, the GPU's memory for CUDA (0 if none). */
+  deviceBytes: number;
+  fits: boolean;
+}
+
+/** Bytes of weights the config implies (bf16 dense tensors, MXFP4 experts with their scales). */
+export function weightBytes(c: ModelConfig): number {
+  const H = c.hiddenSize, I = c.intermediateSize, E = c.numExperts, D = c.headDim;
+  const qkv = (c.numHeads + 2 * c.numKvHeads) * D;
+  const perLayer =
+    2 * H * 2 + (qkv * H + qkv) * 2 + c.numHeads * 2 + (H * c.numHeads * D + H) * 2 + (E * H + E) * 2 +
+    E * ((2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2);
+  return c.numLayers * perLayer + 2 * c.vocabSize * H * 2 + H * 2;
+}
+
+export function estimateMemory(config: ModelConfig, options: { device?: Device; contextTokens?: number; maxTokens?: number; weightsBytes?: number } = {}): MemoryEstimate {
+  const device = options.device ?? 'cpu';
+  const context = options.contextTokens ?? Math.min(4096, config.maxContext);
+  const maxTokens = options.maxTokens ?? Math.min(128, context);
+  const width = 2 * config.numKvHeads * config.headDim * 4;
+  const kvBytes = config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
+  const weightsBytes = options.weightsBytes ?? weightBytes(config);
+  let deviceBytes = totalmem();
+  if (device === 'cuda') {
+    const cuda = addon().deviceInfo().cuda;
+    deviceBytes = cuda.available ? (cuda.totalMemory ?? 0) : 0;
+  }
+  const totalBytes = weightsBytes + kvBytes;
+  return { device, weightsBytes, kvBytesPerToken: config.numLayers * width, contextTokens: context, kvBytes, totalBytes, deviceBytes, fits: totalBytes <= deviceBytes };
+}
+
+/** The device cannot hold the model: raised before anything is allocated, with the figures. */
+export class InsufficientMemoryError extends OutOfMemoryError {
+  readonly estimate: MemoryEstimate;
+  constructor(estimate: MemoryEstimate) {
+    const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+    super(
+      `the model needs ${gb(estimate.totalBytes)} (${gb(estimate.weightsBytes)} of weights + ${gb(estimate.kvBytes)} of KV cache at ` +
+        `${estimate.contextTokens} tokens) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}`,
+    );
+    this.name = 'InsufficientMemoryError';
+    this.estimate = estimate;
+  }
+}

@@ -1,0 +1,198 @@
+// Hub model ids, the Hugging Face cache and `pull`, against a loopback stand-in for the Hub
+// serving tiny-b in both layouts. No test touches the real Hub.
+import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+import { AbortedError, CheckpointError, loadModel } from '../lib/index.js';
+import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/hub.js';
+import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
+import { type FakeHub, startFakeHub } from './helpers/hub-server.js';
+
+const REPO = 'tiny-org/tiny-b';
+let hub: FakeHub;
+let cache: string;
+
+beforeAll(async () => {
+  const repoDir = tmpDir();
+  cpSync(join(fixtures, 'tiny-b', 'hf'), repoDir, { recursive: true });
+  mkdirSync(join(repoDir, 'original'));
+  cpSync(join(fixtures, 'tiny-b', 'original'), join(repoDir, 'original'), { recursive: true });
+  hub = await startFakeHub(REPO, repoDir);
+});
+afterAll(() => hub?.close());
+beforeEach(() => {
+  cache = tmpDir('gptoss-cache-');
+  process.env.HF_HUB_CACHE = cache;
+  hub.log.length = 0;
+});
+
+const refLogits = () => new Float32Array(readFileSync(join(fixtures, 'tiny-b', 'seq3.fp32.f32')).buffer.slice(0));
+const seq3 = () => (JSON.parse(readFileSync(join(fixtures, 'tiny-b', 'cases.json'), 'utf8')) as { cases: { name: string; tokens: number[] }[] }).cases.find((c) => c.name === 'seq3')!.tokens;
+
+describe('model references', () => {
+  it('tells Hub ids from paths', () => {
+    expect(parseHubRef('openai/gpt-oss-20b')).toEqual({ repo: 'openai/gpt-oss-20b', revision: 'main' });
+    expect(parseHubRef('openai/gpt-oss-120b@abc123')).toEqual({ repo: 'openai/gpt-oss-120b', revision: 'abc123' });
+    expect(parseHubRef('./models/x')).toBeUndefined();
+    expect(parseHubRef('/abs/path')).toBeUndefined();
+    expect(parseHubRef(join(fixtures, 'tiny-b', 'hf'))).toBeUndefined();
+  });
+
+  it('picks only the engine files of one layout', () => {
+    const paths = ['config.json', 'generation_config.json', 'model-00000-of-00002.safetensors', 'model.safetensors.index.json', 'original/config.json', 'original/model.safetensors', 'metal/model.bin', 'tokenizer.json'];
+    expect(layoutFiles(paths, 'hf')).toEqual(['config.json', 'model-00000-of-00002.safetensors', 'model.safetensors.index.json']);
+    expect(layoutFiles(paths, 'original')).toEqual(['original/config.json', 'original/model.safetensors']);
+  });
+
+  it('an id that is not cached says how to get it, without the network', async () => {
+    await expect(resolveModelDir('openai/gpt-oss-20b')).rejects.toThrow(/gptoss pull openai\/gpt-oss-20b/);
+    await expect(loadModel('openai/gpt-oss-20b')).rejects.toBeInstanceOf(ModelNotFoundError);
+  });
+});
+
+describe('gptoss pull', () => {
+  it('downloads one layout into the cache layout other tools use, and the model loads from its id', async () => {
+    const progress: number[] = [];
+    const r = await pull(REPO, { hubUrl: hub.url, onProgress: (p) => progress.push(p.bytesDone) });
+    expect(r.commit).toBe(hub.commit);
+    expect(r.files.map((f) => f.path).sort()).toEqual(['config.json', 'model-00000-of-00001.safetensors', 'model-00001-of-00001.safetensors', 'model.safetensors.index.json']);
+    expect(hub.log.some((l) => l.path.startsWith('original/'))).toBe(false);
+    const root = join(cache, 'models--tiny-org--tiny-b');
+    expect(readFileSync(join(root, 'refs', 'main'), 'utf8')).toBe(hub.commit);
+    const link = join(root, 'snapshots', hub.commit, 'config.json');
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(link)).toMatch(/^\.\.\/\.\.\/blobs\/[0-9a-f]{40}$/);
+    expect(progress.at(-1)).toBe(r.files.reduce((a, f) => a + f.size, 0));
+    const m = await loadModel(REPO, { mode: 'fp32' });
+    const out = await m.createSession().forward(seq3());
+    expect(relErr(out, refLogits())).toBeLessThan(1e-4);
+    m.dispose();
+  });
+
+  it('a second run is served from the cache with the Hub unreachable', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    const again = await pull(REPO, { hubUrl: hub.url });
+    expect(again.bytesDownloaded).toBe(0);
+    // Loading by id needs no server at all: point the endpoint at a closed port.
+    process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
+    const m = await loadModel(`${REPO}@main`);
+    expect(m.layout).toBe('hf');
+    m.dispose();
+    const byCommit = await loadModel(`${REPO}@${hub.commit}`);
+    byCommit.dispose();
+    delete process.env.HF_ENDPOINT;
+  });
+
+  it('resumes after the server drops the connection midway', async () => {
+    const shard = 'model-00000-of-00001.safetensors';
+    hub.dropAfter.set(shard, 100_000);
+    const first = await pull(REPO, { hubUrl: hub.url }).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(CheckpointError);
+    expect((first as Error).message).toMatch(/broke off|run pull again to resume/);
+    const blobs = join(cache, 'models--tiny-org--tiny-b', 'blobs');
+    const partial = (await import('node:fs')).readdirSync(blobs).find((n) => n.endsWith('.incomplete'))!;
+    expect(statSync(join(blobs, partial)).size).toBeGreaterThanOrEqual(100_000);
+    hub.log.length = 0;
+    const r = await pull(REPO, { hubUrl: hub.url });
+    const resumed = hub.log.find((l) => l.path === shard && l.range && !l.range.startsWith('bytes=0-'));
+    expect(resumed?.range).toMatch(/^bytes=(\d+)-/);
+    expect(Number(/^bytes=(\d+)-/.exec(resumed!.range!)![1])).toBeGreaterThanOrEqual(100_000);
+    expect(r.bytesDownloaded).toBeLessThan(r.files.reduce((a, f) => a + f.size, 0));
+    const m = await loadModel(REPO, { mode: 'fp32' });
+    expect(relErr(await m.createSession().forward(seq3()), refLogits())).toBeLessThan(1e-4);
+    m.dispose();
+  });
+
+  it('corrupted bytes are caught by the checksum and the file is not used', async () => {
+    const shard = 'model-00001-of-00001.safetensors';
+    hub.corrupt.add(shard);
+    try {
+      await expect(pull(REPO, { hubUrl: hub.url })).rejects.toThrow(/checksum mismatch.*discarded/);
+    } finally {
+      hub.corrupt.delete(shard);
+    }
+    const snap = await cachedSnapshot({ repo: REPO, revision: hub.commit }, cache);
+    expect(snap === undefined || !existsSync(join(snap, shard))).toBe(true);
+    await expect(loadModel(REPO)).rejects.toBeInstanceOf(CheckpointError);
+    // A clean retry then succeeds.
+    await pull(REPO, { hubUrl: hub.url });
+    (await loadModel(REPO)).dispose();
+  });
+
+  it('the original layout comes from original/ only', async () => {
+    const r = await pull(REPO, { hubUrl: hub.url, layout: 'original' });
+    expect(r.files.map((f) => f.path).sort()).toEqual(['original/config.json', 'original/model.safetensors']);
+    const m = await loadModel(REPO);
+    expect(m.layout).toBe('original');
+    m.dispose();
+    expect((await listCached(cache)).map((c) => [c.repo, c.layouts])).toEqual([[REPO, ['original']]]);
+  });
+
+  it('a missing repo and a missing revision are typed errors', async () => {
+    await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(ModelNotFoundError);
+    await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(/does not exist on the Hub/);
+    await expect(pull(`${REPO}@v9`, { hubUrl: hub.url })).rejects.toThrow(/revision v9 of tiny-org\/tiny-b does not exist/);
+  });
+
+  it('an aborted pull stops at once and leaves a resumable state', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await expect(pull(REPO, { hubUrl: hub.url, signal: ac.signal })).rejects.toBeInstanceOf(AbortedError);
+    await pull(REPO, { hubUrl: hub.url });
+  });
+
+  it('gptoss list shows cached models with sizes and layouts', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    const list = await listCached(cache);
+    expect(list).toHaveLength(1);
+    expect(list[0]).toMatchObject({ repo: REPO, commit: hub.commit, refs: ['main'], layouts: ['hf'] });
+    expect(list[0].bytes).toBe(hub.files.filter((f) => !f.path.startsWith('original/')).reduce((a, f) => a + f.data.length, 0));
+  });
+});
+
+describe('the pull, list and inspect commands', () => {
+  it('pull fills the cache quietly when not a terminal; list and inspect then see the model', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const run = promisify(execFile);
+    const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+    const env = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url };
+    const p = await run(process.execPath, [cli, 'pull', REPO], { env });
+    expect(p.stdout).toMatch(new RegExp(`${REPO}: 4 files of the hf layout at ${hub.commit.slice(0, 12)}`));
+    expect(p.stderr).toBe(''); // no progress bar without a terminal
+    const l = await run(process.execPath, [cli, 'list'], { env });
+    expect(l.stdout).toMatch(/tiny-org\/tiny-b@main .* layouts: hf/);
+    const i = await run(process.execPath, [cli, 'inspect', REPO, '--json'], { env: { ...env, HF_ENDPOINT: 'http://127.0.0.1:9' } });
+    const info = JSON.parse(i.stdout);
+    expect(info.layout).toBe('hf');
+    expect(info.memory).toMatchObject({ device: 'cpu', fits: true });
+    expect(info.memory.weightsBytes).toBe(info.bytes.total);
+  });
+
+  it('without --model, chat names the default model and how to get it, in one line', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+    const r = await promisify(execFile)(process.execPath, [cli, 'generate', 'hi'], { env: { ...process.env, HF_HUB_CACHE: cache } }).catch((e: { code: number; stderr: string }) => e);
+    expect((r as { code: number }).code).toBe(1);
+    const err = (r as { stderr: string }).stderr.trim();
+    expect(err.split('\n')).toHaveLength(1);
+    expect(err).toContain('gptoss pull openai/gpt-oss-20b');
+  });
+});
+
+describe('memory estimate', () => {
+  it('a model the device cannot hold is refused before anything is allocated, with the figures', async () => {
+    const { createSyntheticModel, InsufficientMemoryError, weightBytes, presetConfig } = await import('../lib/index.js');
+    expect(weightBytes(presetConfig('20b'))).toBe(13_761_264_768); // gpt-oss-spec.md §4.2 total_size
+    expect(weightBytes(presetConfig('120b'))).toBe(65_248_815_744);
+    const { totalmem } = await import('node:os');
+    if (totalmem() < 65e9) {
+      const e = await createSyntheticModel({ preset: '120b' }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(InsufficientMemoryError);
+      expect((e as InstanceType<typeof InsufficientMemoryError>).estimate).toMatchObject({ weightsBytes: 65_248_815_744, fits: false });
+    }
+  });
+});
