@@ -4,16 +4,17 @@
 // S[h] joins the softmax as a raw logit and its mass is dropped. f32 scores and softmax.
 #pragma once
 #include "kernels/common.h"
+#include "kernels/kv_pages.h"
 
 namespace gptoss {
 struct AttentionArgs {
   const float* q;            // [T, ldq] Q heads (q_heads * D), RoPE applied
   int64_t ldq;
   const int32_t* positions;  // [T]
-  const void* k_cache;       // [capacity, kv_heads * D], cache_dtype
+  const void* k_cache;       // [pool rows, kv_heads * D], cache_dtype
   const void* v_cache;
   DType cache_dtype;
-  int capacity;
+  KvPages pages;             // the token's own sequence's keys only
   const uint16_t* sinks;     // [q_heads] bf16
   float* out;                // [T, ldo] (q_heads * D)
   int64_t ldo;

@@ -1,9 +1,8 @@
-// kv_append: writes the K and V heads of T tokens into a layer's cache at row (position % capacity).
-// Full-attention layers get capacity >= the context, so the row is the position; sliding-window
-// layers keep a ring of window + max_tokens - 1 rows, enough for every query of a step to see its
-// whole window after the step's own keys are written.
+// kv_append: writes the K and V heads of T tokens (of one or many sequences) into a layer's KV
+// pool at the rows their sequence's pages give their positions (kv_pages.h).
 #pragma once
 #include "kernels/common.h"
+#include "kernels/kv_pages.h"
 
 namespace gptoss {
 struct KvAppendArgs {
@@ -11,10 +10,11 @@ struct KvAppendArgs {
   const float* v;           // [T, ld] V heads
   int64_t ld;
   const int32_t* positions; // [T]
-  void* k_cache;            // [capacity, kv_heads * D] in cache_dtype
+  void* k_cache;            // [pool rows, kv_heads * D] in cache_dtype
   void* v_cache;
   DType cache_dtype;        // F32 or BF16
-  int T, width, capacity;
+  KvPages pages;
+  int T, width;
 };
 void kv_append_cpu(const KvAppendArgs& a);
 }  // namespace gptoss

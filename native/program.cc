@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <tuple>
+#include <climits>
 
 #include "kernels/attention.h"
 #include "kernels/embed.h"
@@ -185,35 +187,100 @@ ProgramState::~ProgramState() {
   }
 }
 
-void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
-                       int logits_start, float* out) {
-  const int T = int(tokens.size());
-  const int32_t* pos = positions.data();
+void ProgramState::check(const StepInput& in, size_t out_floats) const {
+  const int T = int(in.tokens.size());
+  if (T < 1 || T > max_tokens)
+    throw invalid_argument("a step takes 1 to " + std::to_string(max_tokens) + " tokens, got " + std::to_string(T));
+  if (int(in.positions.size()) != T || int(in.seqs.size()) != T)
+    throw invalid_argument("positions and sequence ids must have one entry per token");
+  for (int t = 0; t < T; ++t) {
+    if (vocab > 0 && (in.tokens[size_t(t)] < 0 || in.tokens[size_t(t)] >= vocab))
+      throw invalid_argument("token " + std::to_string(in.tokens[size_t(t)]) + " at index " + std::to_string(t) +
+                             " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+    if (in.positions[size_t(t)] < 0) throw invalid_argument("negative position at index " + std::to_string(t));
+  }
+  int S = -1;
+  for (const KvTable& k : in.tables) {
+    if (k.ring < 1 || k.page_size < 1 || k.table.size() % size_t(k.ring))
+      throw invalid_argument("a KV page table needs ring >= 1, page size >= 1 and S x ring entries");
+    const int s = int(k.table.size() / size_t(k.ring));
+    if (S >= 0 && s != S) throw invalid_argument("the two KV page tables list different numbers of sequences");
+    S = s;
+  }
+  for (int t = 0; t < T; ++t)
+    if (in.seqs[size_t(t)] < 0 || in.seqs[size_t(t)] >= S)
+      throw invalid_argument("sequence id " + std::to_string(in.seqs[size_t(t)]) + " at index " + std::to_string(t) + " has no page table row");
+  // Per sequence: the span of positions this step touches.
+  std::vector<int64_t> lo(size_t(S), INT64_MAX), hi(size_t(S), -1);
+  for (int t = 0; t < T; ++t) {
+    const size_t s = size_t(in.seqs[size_t(t)]);
+    lo[s] = std::min<int64_t>(lo[s], in.positions[size_t(t)]);
+    hi[s] = std::max<int64_t>(hi[s], in.positions[size_t(t)]);
+  }
+  for (const Op& o : ops) {
+    if (o.kind != OpKind::KvAppend && o.kind != OpKind::Attention) continue;
+    const KvTable& k = in.tables[o.window > 0 ? 1 : 0];
+    const int64_t pool_pages = buffers[size_t(o.kc)].rows / k.page_size;
+    for (int32_t page : k.table)
+      if (page < 0 || page >= pool_pages)
+        throw invalid_argument("KV page " + std::to_string(page) + " is outside the pool's " + std::to_string(pool_pages) + " pages");
+    const int64_t span = int64_t(k.ring) * k.page_size;
+    for (int s = 0; s < S; ++s) {
+      if (hi[size_t(s)] < 0) continue;
+      if (o.window == 0 && hi[size_t(s)] >= span)
+        throw Error("ERR_CONTEXT_OVERFLOW", "position " + std::to_string(hi[size_t(s)]) + " is past the " + std::to_string(span) +
+                                                " positions of the sequence's KV pages");
+      // A sliding window must see window keys before the step's first token and all of the step
+      // (unless the ring has never wrapped).
+      if (o.window > 0 && hi[size_t(s)] >= span && hi[size_t(s)] - lo[size_t(s)] + o.window > span)
+        throw invalid_argument("the sliding-window KV ring (" + std::to_string(span) + " rows) is too small for this step");
+    }
+  }
+  for (int32_t r : in.logit_rows)
+    if (r < 0 || r >= T) throw invalid_argument("logit row " + std::to_string(r) + " is outside the step's tokens");
+  if (!in.logit_rows.empty() && (!in.out || out_floats < in.logit_rows.size() * size_t(vocab)))
+    throw invalid_argument("the logits output is missing or too small");
+  if (!in.sampling.empty() && in.sampling.size() != in.logit_rows.size())
+    throw invalid_argument("sampling must have one entry per logit row");
+}
+
+void ProgramState::run(const StepInput& in) {
+  const int T = int(in.tokens.size());
+  const int L = int(in.logit_rows.size());
+  const int32_t* pos = in.positions.data();
+  auto pages = [&](const Op& o) {
+    const KvTable& k = in.tables[o.window > 0 ? 1 : 0];
+    return KvPages{in.seqs.data(), k.table.data(), k.ring, k.page_size};
+  };
   const bool profile = profile_enabled;
   if (profile) ++profile_runs;
   for (const Op& o : ops) {
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    // Rows this op covers: all T, or the logits rows [logits_start, T).
-    const int r0 = o.logits_rows ? logits_start : 0;
-    const int n = T - r0;
-    if (n <= 0) continue;
+    // The final norm gathers the logit rows into rows [0, L); the unembedding reads those.
+    if (o.logits_rows && L == 0) continue;
     switch (o.kind) {
       case OpKind::Embed: {
         const Buffer& y = buffers[size_t(o.y)];
-        embed_cpu({tokens.data(), wbf(*this, o.w), fbuf(*this, o.y), y.cols, T, o.H});
+        embed_cpu({in.tokens.data(), wbf(*this, o.w), fbuf(*this, o.y), y.cols, T, o.H});
         break;
       }
-      case OpKind::Rmsnorm:
-        rmsnorm_cpu({fbuf(*this, o.x) + size_t(r0) * buffers[size_t(o.x)].cols, buffers[size_t(o.x)].cols,
-                     wbf(*this, o.w), fbuf(*this, o.y) + size_t(r0) * buffers[size_t(o.y)].cols,
-                     buffers[size_t(o.y)].cols, n, o.H, o.eps});
+      case OpKind::Rmsnorm: {
+        const int64_t ldx = buffers[size_t(o.x)].cols, ldy = buffers[size_t(o.y)].cols;
+        if (!o.logits_rows) {
+          rmsnorm_cpu({fbuf(*this, o.x), ldx, wbf(*this, o.w), fbuf(*this, o.y), ldy, T, o.H, o.eps});
+        } else {
+          for (int i = 0; i < L; ++i)
+            rmsnorm_cpu({fbuf(*this, o.x) + size_t(in.logit_rows[size_t(i)]) * ldx, ldx, wbf(*this, o.w),
+                         fbuf(*this, o.y) + size_t(i) * ldy, ldy, 1, o.H, o.eps});
+        }
         break;
+      }
       case OpKind::MatmulBf16: {
         const int64_t ldx = buffers[size_t(o.x)].cols;
-        float* y = o.y >= 0 ? fbuf(*this, o.y) + size_t(r0) * buffers[size_t(o.y)].cols + o.ycol : out;
+        float* y = o.y >= 0 ? fbuf(*this, o.y) + o.ycol : in.out;
         const int64_t ldy = o.y >= 0 ? buffers[size_t(o.y)].cols : o.N;
-        matmul_bf16_cpu({fbuf(*this, o.x) + size_t(r0) * ldx + o.xcol, ldx, wbf(*this, o.w), wbf(*this, o.b), y, ldy,
-                         n, o.N, o.K, o.accumulate});
+        matmul_bf16_cpu({fbuf(*this, o.x) + o.xcol, ldx, wbf(*this, o.w), wbf(*this, o.b), y, ldy,
+                         o.logits_rows ? L : T, o.N, o.K, o.accumulate});
         break;
       }
       case OpKind::Rope:
@@ -223,13 +290,13 @@ void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int
         const Buffer& x = buffers[size_t(o.x)];
         const Buffer& kc = buffers[size_t(o.kc)];
         kv_append_cpu({fbuf(*this, o.x) + o.xcol, fbuf(*this, o.x) + o.vcol, x.cols, pos, kc.data,
-                       buffers[size_t(o.vc)].data, kc.dtype, T, kc.cols, kc.rows});
+                       buffers[size_t(o.vc)].data, kc.dtype, pages(o), T, kc.cols});
         break;
       }
       case OpKind::Attention: {
         const Buffer& kc = buffers[size_t(o.kc)];
         attention_cpu({fbuf(*this, o.x), buffers[size_t(o.x)].cols, pos, kc.data, buffers[size_t(o.vc)].data,
-                       kc.dtype, kc.rows, wbf(*this, o.w), fbuf(*this, o.y), buffers[size_t(o.y)].cols, T,
+                       kc.dtype, pages(o), wbf(*this, o.w), fbuf(*this, o.y), buffers[size_t(o.y)].cols, T,
                        o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale});
         break;
       }
@@ -255,6 +322,7 @@ void ProgramState::run(const std::vector<int32_t>& tokens, const std::vector<int
 Napi::Function Program::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "Program", {
       InstanceMethod("run", &Program::Run),
+      InstanceMethod("step", &Program::Step),
       InstanceMethod("readBuffer", &Program::ReadBuffer),
       InstanceMethod("writeBuffer", &Program::WriteBuffer),
       InstanceMethod("dispose", &Program::Dispose),
@@ -335,103 +403,159 @@ ProgramState& Program::live() {
   return *state_;
 }
 
+namespace {
+std::vector<int32_t> int32s(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw invalid_argument(std::string(what) + " must be an Int32Array");
+  auto a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// {params..., rng: BigUint64Array(1)} -> parsed params and the state to advance.
+std::pair<std::shared_ptr<SampleParams>, uint64_t*> sampling_of(Napi::Object so, int vocab, std::vector<Napi::Value>& keep) {
+  auto params = std::make_shared<SampleParams>(parse_sample_params(so, vocab));
+  Napi::Value r = so.Get("rng");
+  if (!r.IsTypedArray() || r.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+      r.As<Napi::TypedArray>().ElementLength() < 1)
+    throw invalid_argument("sampling.rng must be a BigUint64Array holding one 64-bit state");
+  keep.push_back(r);
+  return {params, r.As<Napi::TypedArrayOf<uint64_t>>().Data()};
+}
+
+float* out_of(const Napi::Value& v, size_t& floats, std::vector<Napi::Value>& keep) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw invalid_argument("out must be a Float32Array");
+  auto o = v.As<Napi::Float32Array>();
+  floats = o.ElementLength();
+  keep.push_back(o);
+  return o.Data();
+}
+}  // namespace
+
+// Runs a checked step on the worker pool. `single`: resolve with the last row's draw (or
+// undefined) rather than an array of draws.
+Napi::Value Program::Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::vector<Napi::Value> keep, bool single) {
+  ProgramState& st = live();
+  if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
+  struct Unbusy {  // until the work is queued, a throw must clear the flag again
+    ProgramState* s;
+    ~Unbusy() {
+      if (s) s->running.store(false);
+    }
+  } unbusy{&st};
+  auto state = state_;
+  auto results = std::make_shared<std::vector<SampleResult>>(in->logit_rows.size(), SampleResult{-1, 0.f});
+  Napi::Value promise = run_async(
+      env,
+      [state, in, results]() {
+        struct Clear {
+          ProgramState& s;
+          ~Clear() { s.running.store(false); }
+        } clear{*state};
+        state->run(*in);
+        for (size_t i = 0; i < in->sampling.size(); ++i) {
+          if (!in->sampling[i]) continue;
+          // Sample a copy: the caller gets the model's logits unchanged.
+          const float* row = in->out + i * size_t(state->vocab);
+          thread_local std::vector<float> work;
+          work.assign(row, row + state->vocab);
+          (*results)[i] = sample_cpu(work.data(), state->vocab, *in->sampling[i], in->rngs[i]);
+        }
+      },
+      [results, single](Napi::Env e) -> Napi::Value {
+        auto one = [&](const SampleResult& r) -> Napi::Value {
+          if (r.token < 0) return e.Null();
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("token", r.token);
+          o.Set("logprob", r.logprob);
+          return o;
+        };
+        if (single) return results->empty() || results->back().token < 0 ? e.Undefined() : one(results->back());
+        Napi::Array arr = Napi::Array::New(e, results->size());
+        for (size_t i = 0; i < results->size(); ++i) arr.Set(uint32_t(i), one((*results)[i]));
+        return arr;
+      },
+      std::move(keep));
+  unbusy.s = nullptr;  // queued: the worker clears the flag
+  return promise;
+}
+
 // run(tokens Int32Array, positions Int32Array, logitsStart, out Float32Array|null,
-//     sampling {params..., rng: BigUint64Array(1)}|null) -> Promise<{token, logprob}|undefined>
-// With sampling, the last logits row is sampled on the worker thread after the step.
+//     sampling {params..., rng}|null) -> Promise<{token, logprob}|undefined>
+// The session form: one sequence, each layer's cache one contiguous page; logits for rows
+// [logitsStart, T); with sampling, the last row is drawn from on the worker thread.
 Napi::Value Program::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     ProgramState& st = live();
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-        !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw invalid_argument("run(tokens, positions, ...): tokens and positions must be Int32Arrays");
-    Napi::Int32Array tok = info[0].As<Napi::Int32Array>(), posa = info[1].As<Napi::Int32Array>();
-    const int T = int(tok.ElementLength());
-    if (T < 1 || T > st.max_tokens)
-      throw invalid_argument("a step takes 1 to " + std::to_string(st.max_tokens) + " tokens, got " + std::to_string(T));
-    if (int(posa.ElementLength()) != T) throw invalid_argument("positions must have one entry per token");
-    std::vector<int32_t> tokens(tok.Data(), tok.Data() + T), positions(posa.Data(), posa.Data() + T);
-    for (int t = 0; t < T; ++t) {
-      if (st.vocab > 0 && (tokens[size_t(t)] < 0 || tokens[size_t(t)] >= st.vocab))
-        throw invalid_argument("token " + std::to_string(tokens[size_t(t)]) + " at index " + std::to_string(t) +
-                               " is outside the vocabulary [0, " + std::to_string(st.vocab) + ")");
-      if (positions[size_t(t)] < 0) throw invalid_argument("negative position");
-    }
-    for (const Op& o : st.ops) {
-      if (o.kind != OpKind::KvAppend && o.kind != OpKind::Attention) continue;
-      const int cap = st.buffers[size_t(o.kc)].rows;
-      for (int t = 0; t < T; ++t)
-        if (o.window == 0 && positions[size_t(t)] >= cap)
-          throw Error("ERR_CONTEXT_OVERFLOW", "position " + std::to_string(positions[size_t(t)]) +
-                                                  " is past the KV cache's " + std::to_string(cap) + " positions");
-      // A ring smaller than window + T - 1 would overwrite keys a query of this step still needs,
-      // unless it holds every position outright.
-      if (o.window > 0 && cap < o.window + T - 1)
-        for (int t = 0; t < T; ++t)
-          if (positions[size_t(t)] >= cap)
-            throw invalid_argument("the sliding-window cache is too small for a step of " + std::to_string(T) + " tokens");
-    }
+    auto in = std::make_shared<StepInput>();
+    std::vector<Napi::Value> keep;
+    in->tokens = int32s(info[0], "run: tokens");
+    in->positions = int32s(info[1], "run: positions");
+    const int T = int(in->tokens.size());
+    in->seqs.assign(size_t(T), 0);
+    for (const Op& o : st.ops)
+      if (o.kind == OpKind::KvAppend || o.kind == OpKind::Attention) {
+        KvTable& k = in->tables[o.window > 0 ? 1 : 0];
+        k.table = {0};
+        k.page_size = st.buffers[size_t(o.kc)].rows;
+      }
+    for (KvTable& k : in->tables)
+      if (k.page_size == 0) k = KvTable{{0}, 1, 1};  // a layer type this model does not have
     const int logits_start = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : T;
     if (logits_start < 0 || logits_start > T) throw invalid_argument("logitsStart must lie in [0, tokens]");
-    float* out = nullptr;
-    std::vector<Napi::Value> keep;
-    if (logits_start < T) {
-      if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw invalid_argument("run: out must be a Float32Array when logits are asked for");
-      Napi::Float32Array o = info[3].As<Napi::Float32Array>();
-      if (o.ElementLength() < size_t(T - logits_start) * size_t(st.vocab))
-        throw invalid_argument("run: out is too small for the logits");
-      out = o.Data();
-      keep.push_back(o);
-    }
-    std::shared_ptr<SampleParams> sampling;
-    uint64_t* rng = nullptr;
+    for (int r = logits_start; r < T; ++r) in->logit_rows.push_back(r);
+    size_t floats = 0;
+    in->out = out_of(info[3], floats, keep);
     if (info.Length() > 4 && info[4].IsObject()) {
-      if (!out) throw invalid_argument("run: sampling needs the logits of the last token (logitsStart < tokens)");
-      Napi::Object so = info[4].As<Napi::Object>();
-      sampling = std::make_shared<SampleParams>(parse_sample_params(so, st.vocab));
-      Napi::Value r = so.Get("rng");
-      if (!r.IsTypedArray() || r.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
-        throw invalid_argument("run: sampling.rng must be a BigUint64Array(1)");
-      if (r.As<Napi::TypedArray>().ElementLength() < 1) throw invalid_argument("run: sampling.rng must hold one 64-bit state");
-      rng = r.As<Napi::TypedArrayOf<uint64_t>>().Data();
-      keep.push_back(r);
+      if (in->logit_rows.empty()) throw invalid_argument("run: sampling needs the logits of the last token (logitsStart < tokens)");
+      in->sampling.assign(in->logit_rows.size(), nullptr);
+      in->rngs.assign(in->logit_rows.size(), nullptr);
+      std::tie(in->sampling.back(), in->rngs.back()) = sampling_of(info[4].As<Napi::Object>(), st.vocab, keep);
     }
-    auto result = std::make_shared<SampleResult>(SampleResult{-1, 0.f});
-    const int vocab = st.vocab;
-    if (st.running.exchange(true)) throw Error("ERR_BUSY", "a step is already running on this session");
-    struct Unbusy {  // until the work is queued, a throw must clear the flag again
-      ProgramState* s;
-      ~Unbusy() { if (s) s->running.store(false); }
-    } unbusy{&st};
-    auto state = state_;
-    Napi::Value promise = run_async(
-        env,
-        [state, tokens = std::move(tokens), positions = std::move(positions), logits_start, out, sampling, rng, result,
-         vocab]() {
-          struct Clear {
-            ProgramState& s;
-            ~Clear() { s.running.store(false); }
-          } clear{*state};
-          state->run(tokens, positions, logits_start, out);
-          if (sampling) {
-            // Sample a copy: the caller gets the model's logits unchanged.
-            const float* last = out + size_t(int(tokens.size()) - 1 - logits_start) * vocab;
-            thread_local std::vector<float> work;
-            work.assign(last, last + vocab);
-            *result = sample_cpu(work.data(), vocab, *sampling, rng);
-          }
-        },
-        [result](Napi::Env e) -> Napi::Value {
-          if (result->token < 0) return e.Undefined();
-          Napi::Object o = Napi::Object::New(e);
-          o.Set("token", result->token);
-          o.Set("logprob", result->logprob);
-          return o;
-        },
-        std::move(keep));
-    unbusy.s = nullptr;  // queued: the worker clears the flag
-    return promise;
+    st.check(*in, floats);
+    return Queue(env, in, std::move(keep), true);
+  });
+}
+
+// step({tokens, positions, seqs, full: {table, ring, pageSize}, sliding: {...}, logitRows, out,
+//       sampling: [({params..., rng}|null) per logit row]}) -> Promise<({token, logprob}|null)[]>
+// The engine form: tokens of many sequences in one forward pass, each sequence's KV in pages.
+Napi::Value Program::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    ProgramState& st = live();
+    if (!info[0].IsObject()) throw invalid_argument("step(args): args must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto in = std::make_shared<StepInput>();
+    std::vector<Napi::Value> keep;
+    in->tokens = int32s(o.Get("tokens"), "step: tokens");
+    in->positions = int32s(o.Get("positions"), "step: positions");
+    in->seqs = int32s(o.Get("seqs"), "step: seqs");
+    const char* names[2] = {"full", "sliding"};
+    for (int i = 0; i < 2; ++i) {
+      Napi::Value t = o.Get(names[i]);
+      if (!t.IsObject()) throw invalid_argument(std::string("step: ") + names[i] + " page table missing");
+      Napi::Object to = t.As<Napi::Object>();
+      in->tables[i].table = int32s(to.Get("table"), "step: page table");
+      in->tables[i].ring = to.Get("ring").As<Napi::Number>().Int32Value();
+      in->tables[i].page_size = to.Get("pageSize").As<Napi::Number>().Int32Value();
+    }
+    if (!o.Get("logitRows").IsUndefined()) in->logit_rows = int32s(o.Get("logitRows"), "step: logitRows");
+    size_t floats = 0;
+    in->out = out_of(o.Get("out"), floats, keep);
+    Napi::Value sv = o.Get("sampling");
+    if (sv.IsArray()) {
+      Napi::Array arr = sv.As<Napi::Array>();
+      if (arr.Length() != in->logit_rows.size()) throw invalid_argument("step: sampling needs one entry per logit row");
+      in->sampling.assign(arr.Length(), nullptr);
+      in->rngs.assign(arr.Length(), nullptr);
+      for (uint32_t i = 0; i < arr.Length(); ++i)
+        if (arr.Get(i).IsObject()) std::tie(in->sampling[i], in->rngs[i]) = sampling_of(arr.Get(i).As<Napi::Object>(), st.vocab, keep);
+    }
+    st.check(*in, floats);
+    return Queue(env, in, std::move(keep), false);
   });
 }
 

@@ -11,6 +11,7 @@
 
 #include "kernels/common.h"
 #include "kernels/rope.h"
+#include "kernels/sample.h"
 #include "native/weights.h"
 
 namespace gptoss {
@@ -37,6 +38,22 @@ struct Buffer {
   size_t bytes() const { return size_t(rows) * cols * dtype_size(dtype); }
 };
 
+// A layer type's page table for one step (kv_pages.h).
+struct KvTable {
+  std::vector<int32_t> table;  // [S, ring]
+  int ring = 1, page_size = 0;
+};
+
+// Everything one step reads besides the program: the tokens of one or many sequences, where each
+// sequence's KV pages are, which rows want logits, and how to sample each of those.
+struct StepInput {
+  std::vector<int32_t> tokens, positions, seqs, logit_rows;
+  KvTable tables[2];  // [0] full-attention layers, [1] sliding-window layers
+  float* out = nullptr;  // [logit_rows, vocab]
+  std::vector<std::shared_ptr<SampleParams>> sampling;  // per logit row; null = no draw
+  std::vector<uint64_t*> rngs;
+};
+
 struct ProgramState {
   std::shared_ptr<WeightStore> weights;
   std::vector<Buffer> buffers;
@@ -50,8 +67,10 @@ struct ProgramState {
   int profile_runs = 0;
   std::vector<double> profile_seconds = std::vector<double>(9, 0.0);
   ~ProgramState();
-  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions, int logits_start,
-           float* out);
+  // Checks a step against the program (token ids, page tables, cache capacities): throws a typed
+  // error and changes nothing when the step would read or write outside its memory.
+  void check(const StepInput& in, size_t out_floats) const;
+  void run(const StepInput& in);
 };
 
 class Program : public Napi::ObjectWrap<Program> {
@@ -61,6 +80,8 @@ class Program : public Napi::ObjectWrap<Program> {
 
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::vector<Napi::Value> keep, bool single);
   Napi::Value ReadBuffer(const Napi::CallbackInfo& info);
   Napi::Value WriteBuffer(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

@@ -22,8 +22,9 @@ void attention_cpu(const AttentionArgs& a) {
       const int64_t lo = a.window > 0 ? std::max<int64_t>(0, p - a.window + 1) : 0;
       const int n = int(p - lo + 1);
       scores.resize(size_t(n) * group);
+      const int32_t seq = a.pages.seq[t];
       auto row = [&](const void* cache, int64_t pos) -> const float* {
-        const int64_t r = pos % a.capacity;
+        const int64_t r = a.pages.row(seq, pos);
         if (a.cache_dtype == DType::F32) return static_cast<const float*>(cache) + r * width + g * D;
         k.bf16_to_f32(static_cast<const uint16_t*>(cache) + r * width + g * D, krow.data(), D);
         return krow.data();

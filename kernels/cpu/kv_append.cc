@@ -7,7 +7,7 @@
 namespace gptoss {
 void kv_append_cpu(const KvAppendArgs& a) {
   for (int t = 0; t < a.T; ++t) {
-    const int64_t row = a.positions[t] % a.capacity;
+    const int64_t row = a.pages.row(a.pages.seq[t], a.positions[t]);
     const float* k = a.k + t * a.ld;
     const float* v = a.v + t * a.ld;
     if (a.cache_dtype == DType::F32) {
