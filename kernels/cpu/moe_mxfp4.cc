@@ -1,7 +1,7 @@
-// Dispatch, then two passes of (expert, row tile) tasks. A tile whose expert has few tokens runs
-// the fused MXFP4 GEMV per token; otherwise it decodes its rows to f32 once and runs gemm_f32
-// over the expert's gathered tokens. Every output element is written by exactly one task, so the
-// result does not depend on the thread count or timing.
+// Dispatch, then two passes of (expert, row tile) tasks, each running the fused MXFP4 GEMV for
+// every token the expert got (the tile's 32 rows stay in L1 between tokens). Every output element
+// is written by exactly one task and computed the same way whatever else is in the step, so the
+// result depends neither on the thread count nor on batching.
 #include "kernels/moe_mxfp4.h"
 
 #include <algorithm>
@@ -15,7 +15,6 @@
 namespace gptoss {
 namespace {
 constexpr int kTile = 32;       // weight rows per task (even: gate/linear pairs stay together)
-constexpr int kGemvMaxTokens = 2;
 
 struct Job {
   int expert, row0;
@@ -29,19 +28,13 @@ inline int split_index(int i) {
 
 // rows [r0, r0 + nr) of one expert's matrix against `n` gathered block-split rows X [n, K].
 // out[s * ldo + r] for s < n, r < nr.
-void expert_tile(const uint8_t* blocks, const uint8_t* scales, int K, int r0, int nr,
-                 const float* X, int n, float* out, int ldo, std::vector<float>& wf) {
+void expert_tile(const uint8_t* blocks, const uint8_t* scales, int K, int r0, int nr, const float* X, int n, float* out,
+                 int ldo) {
   const auto& k = cpu::simd();
   const int nb = K / 32;
   const uint8_t* b = blocks + size_t(r0) * nb * 16;
   const uint8_t* s = scales + size_t(r0) * nb;
-  if (n <= kGemvMaxTokens) {
-    for (int t = 0; t < n; ++t) k.gemv_mxfp4(b, s, nr, nb, X + size_t(t) * K, out + size_t(t) * ldo);
-    return;
-  }
-  wf.resize(size_t(nr) * K);
-  for (int r = 0; r < nr; ++r) k.decode_mxfp4(b + size_t(r) * nb * 16, s + size_t(r) * nb, nb, wf.data() + size_t(r) * K);
-  k.gemm_f32(wf.data(), size_t(K), nr, X, size_t(K), n, out, size_t(ldo), K);
+  for (int t = 0; t < n; ++t) k.gemv_mxfp4(b, s, nr, nb, X + size_t(t) * K, out + size_t(t) * ldo);
 }
 }  // namespace
 
@@ -70,13 +63,13 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     if (count[e + 1] > count[e])
       for (int r = 0; r < 2 * I; r += kTile) jobs.push_back({e, r});
   cpu::parallel_for(int64_t(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
-    std::vector<float> wf, u;
+    std::vector<float> u;
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, 2 * I - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
       u.resize(size_t(n) * kTile);
       expert_tile(a.w1_blocks + size_t(e) * 2 * I * (H / 32) * 16, a.w1_scales + size_t(e) * 2 * I * (H / 32),
-                  H, r0, nr, xg.data() + size_t(p0) * H, n, u.data(), kTile, wf);
+                  H, r0, nr, xg.data() + size_t(p0) * H, n, u.data(), kTile);
       const uint16_t* b1 = a.b1 + size_t(e) * 2 * I;
       for (int p = 0; p < n; ++p)
         for (int r = 0; r < nr; r += 2) {
@@ -96,13 +89,13 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     if (count[e + 1] > count[e])
       for (int r = 0; r < H; r += kTile) jobs.push_back({e, r});
   cpu::parallel_for(int64_t(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
-    std::vector<float> wf, v;
+    std::vector<float> v;
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, H - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
       v.resize(size_t(n) * kTile);
       expert_tile(a.w2_blocks + size_t(e) * H * (I / 32) * 16, a.w2_scales + size_t(e) * H * (I / 32),
-                  I, r0, nr, act.data() + size_t(p0) * I, n, v.data(), kTile, wf);
+                  I, r0, nr, act.data() + size_t(p0) * I, n, v.data(), kTile);
       const uint16_t* b2 = a.b2 + size_t(e) * H;
       for (int p = 0; p < n; ++p) {
         float* y = a.y + size_t(order[p0 + p]) * H;

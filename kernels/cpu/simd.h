@@ -20,14 +20,9 @@ struct SimdKernels {
   void (*gemv_bf16)(const uint16_t* W, size_t ldw, int rows, const float* x_pairs, int K, float* y);
   // The layout gemv_bf16 reads x in (even/odd elements per vector-sized chunk; this variant's own).
   void (*split_pairs)(const float* x, float* out, int K);
-  // Y[t, r] = dot(W[r], X[t]) for t < T, r < rows, with W already in f32 (a decoded tile).
-  void (*gemm_f32)(const float* W, size_t ldw, int rows, const float* X, size_t ldx, int T,
-                   float* Y, size_t ldy, int K);
   // y[r] = dot(Wmxfp4[r], x_split) for r < rows; x_split is block-split, K = nblocks * 32.
   void (*gemv_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
                      const float* x_split, float* y);
-  // dst[K] (block-split order) = dequantised MXFP4 row.
-  void (*decode_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int nblocks, float* dst);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, size_t n);
   float (*dot_f32)(const float* a, const float* b, int n);
   // y += a * x

@@ -187,48 +187,6 @@ void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int K,
   }
 }
 
-void gemm_f32(const float* Wt, size_t ldw, int rows, const float* X, size_t ldx, int T, float* Y,
-              size_t ldy, int K) {
-  const int Kv = K - K % W;
-  // Micro-tile of 4 rows x 2 tokens: 8 accumulators, each load feeds 2 or 4 FMAs.
-  for (int r0 = 0; r0 < rows; r0 += 4) {
-    const int nr = rows - r0 < 4 ? rows - r0 : 4;
-    const float* w[4];
-    for (int i = 0; i < 4; ++i) w[i] = Wt + size_t(r0 + (i < nr ? i : 0)) * ldw;
-    int t = 0;
-    for (; t + 2 <= T; t += 2) {
-      const float* x0 = X + size_t(t) * ldx;
-      const float* x1 = x0 + ldx;
-      V a00 = vzero(), a01 = vzero(), a10 = vzero(), a11 = vzero();
-      V a20 = vzero(), a21 = vzero(), a30 = vzero(), a31 = vzero();
-      for (int k = 0; k < Kv; k += W) {
-        V xv0 = vload(x0 + k), xv1 = vload(x1 + k);
-        V w0 = vload(w[0] + k), w1 = vload(w[1] + k), w2 = vload(w[2] + k), w3 = vload(w[3] + k);
-        a00 = vfma(w0, xv0, a00); a01 = vfma(w0, xv1, a01);
-        a10 = vfma(w1, xv0, a10); a11 = vfma(w1, xv1, a11);
-        a20 = vfma(w2, xv0, a20); a21 = vfma(w2, xv1, a21);
-        a30 = vfma(w3, xv0, a30); a31 = vfma(w3, xv1, a31);
-      }
-      float s[4][2] = {{vsum(a00), vsum(a01)}, {vsum(a10), vsum(a11)},
-                       {vsum(a20), vsum(a21)}, {vsum(a30), vsum(a31)}};
-      for (int i = 0; i < nr; ++i) {
-        s[i][0] += scalar_dot(w[i] + Kv, x0 + Kv, K - Kv);
-        s[i][1] += scalar_dot(w[i] + Kv, x1 + Kv, K - Kv);
-        Y[size_t(t) * ldy + r0 + i] = s[i][0];
-        Y[size_t(t + 1) * ldy + r0 + i] = s[i][1];
-      }
-    }
-    for (; t < T; ++t) {
-      const float* x0 = X + size_t(t) * ldx;
-      for (int i = 0; i < nr; ++i) {
-        V a = vzero();
-        for (int k = 0; k < Kv; k += W) a = vfma(vload(w[i] + k), vload(x0 + k), a);
-        Y[size_t(t) * ldy + r0 + i] = vsum(a) + scalar_dot(w[i] + Kv, x0 + Kv, K - Kv);
-      }
-    }
-  }
-}
-
 void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
                 const float* xs, float* y) {
   for (int r = 0; r < rows; ++r) {
@@ -253,27 +211,6 @@ void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblo
       else acc0 = vfma(blk, vset1(0.5f * kE8m0[s[g]]), acc0);
     }
     y[r] = vsum(vadd(acc0, acc1));
-  }
-}
-
-void decode_mxfp4(const uint8_t* blocks, const uint8_t* scales, int nblocks, float* dst) {
-  for (int g = 0; g < nblocks; ++g) {
-    V sc = vset1(0.5f * kE8m0[scales[g]]);
-    float* d = dst + g * 32;
-#if defined(__AVX512F__)
-    V lo, hi;
-    vdecode_fp4(blocks + g * 16, lo, hi);
-    vstore(d, vmul(lo, sc));
-    vstore(d + 16, vmul(hi, sc));
-#else
-    V lo0, hi0, lo1, hi1;
-    vdecode_fp4_8(blocks + g * 16, lo0, hi0);
-    vdecode_fp4_8(blocks + g * 16 + 8, lo1, hi1);
-    vstore(d, vmul(lo0, sc));
-    vstore(d + 8, vmul(lo1, sc));
-    vstore(d + 16, vmul(hi0, sc));
-    vstore(d + 24, vmul(hi1, sc));
-#endif
   }
 }
 
