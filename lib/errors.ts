@@ -115,3 +115,11 @@ export class HarmonyError extends InvalidArgumentError {
     this.name = 'HarmonyError';
   }
 }
+
+/** The engine's queue is full: try again later (ERR_BUSY; an HTTP server answers 429/503). */
+export class OverloadedError extends BusyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'OverloadedError';
+  }
+}

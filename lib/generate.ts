@@ -6,7 +6,9 @@ import { AbortedError, ContextOverflowError, HarmonyError, InvalidArgumentError 
 import { renderConversationForCompletion } from './harmony/render.js';
 import { type HarmonyStreamEvent, StreamableParser } from './harmony/parse.js';
 import { type HarmonyMessage, type JsonSchema, newSystemContent, type ReasoningEffort, textMessage } from './harmony/types.js';
-import type { Model, Session } from './model.js';
+import type { ModelConfig } from './config.js';
+import type { Model } from './model.js';
+import type { SampledToken } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
 import { Sampler, type SamplingOptions, samplingKeys } from './sampler.js';
 import { getTokenizer, TOKENS } from './tokenizer.js';
@@ -132,6 +134,8 @@ export class Generation<E extends { type: string }, R> implements AsyncIterable<
 
 const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', ...samplingKeys] as const;
 const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate'] as const;
+
+const CHAT_STOP_TOKENS: ReadonlySet<number> = new Set([TOKENS.return, TOKENS.call]);
 
 const effortName: Record<string, ReasoningEffort> = { low: 'Low', medium: 'Medium', high: 'High' };
 
@@ -266,25 +270,75 @@ class StopMatcher {
   }
 }
 
+/** One sequence being generated: the sampled tokens one by one, then close(). The backend records
+ * each token it samples in the sampler (for the penalties) before it samples the next. */
+export interface Decoder {
+  /** The next sampled token (the first call runs the prompt). */
+  next(): Promise<SampledToken>;
+  /** Ends the sequence early or after its last token and frees what it holds; idempotent. */
+  close(): void;
+}
+
+export interface DecodeLimits {
+  maxTokens: number;
+  maxContext: number;
+  /** Tokens after which no further token is asked for (the caller still receives the stop token). */
+  stopTokens: ReadonlySet<number>;
+  signal?: AbortSignal;
+}
+
+/** What generates: a model (one session per call) or an engine (one sequence of a shared batch). */
+export interface GenerationBackend {
+  readonly config: ModelConfig;
+  /** The context a single request may use by default. */
+  readonly defaultContext: number;
+  start(prompt: number[], sampler: Sampler, limits: DecodeLimits): Decoder;
+}
+
 interface Prepared {
-  session: Session;
+  decoder: Decoder;
   sampler: Sampler;
   maxTokens: number;
 }
 
-function prepare(model: Model, prompt: number[], options: GenerateOptions): Prepared {
-  const V = model.config.vocabSize;
+function prepare(backend: GenerationBackend, prompt: number[], options: GenerateOptions, stopTokens: ReadonlySet<number>): Prepared {
+  const cfg = backend.config;
+  const V = cfg.vocabSize;
   const maxTokens = checkInt(options.maxTokens, 'maxTokens', 1024, 1);
   for (let i = 0; i < prompt.length; i++)
     if (!Number.isInteger(prompt[i]) || prompt[i] < 0 || prompt[i] >= V)
       throw new InvalidArgumentError(`prompt token ${JSON.stringify(prompt[i])} at index ${i} is not an id in [0, ${V})`);
   if (prompt.length === 0) throw new InvalidArgumentError('the prompt is empty');
-  const limit = checkInt(options.maxContext, 'maxContext', Math.min(model.config.maxContext, prompt.length + maxTokens), 1, model.config.maxContext);
+  const limit = checkInt(options.maxContext, 'maxContext', Math.min(backend.defaultContext, prompt.length + maxTokens), 1, cfg.maxContext);
   if (prompt.length >= limit)
     throw new ContextOverflowError(`the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`);
   const sampler = new Sampler(samplingOf(options), V);
-  const session = model.createSession({ maxContext: limit, maxTokens: Math.min(128, limit) });
-  return { session, sampler, maxTokens: Math.min(maxTokens, limit - prompt.length) };
+  const budget = Math.min(maxTokens, limit - prompt.length);
+  const decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
+  return { decoder, sampler, maxTokens: budget };
+}
+
+/** A model as a backend: each call gets its own session, sized for its prompt and answer. */
+export function modelBackend(model: Model): GenerationBackend {
+  return {
+    config: model.config,
+    defaultContext: model.config.maxContext,
+    start(prompt, sampler, limits) {
+      const session = model.createSession({ maxContext: limits.maxContext, maxTokens: Math.min(128, limits.maxContext) });
+      let first = true;
+      let last = -1;
+      return {
+        async next() {
+          const r = await session.next(first ? prompt : [last], sampler, { signal: limits.signal });
+          first = false;
+          last = r.token;
+          sampler.record(r.token);
+          return r;
+        },
+        close: () => session.dispose(),
+      };
+    },
+  };
 }
 
 const now = () => performance.now();
@@ -374,32 +428,31 @@ export class ChatStream {
   }
 }
 
-export function chat(model: Model, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
+export function chat(backend: GenerationBackend, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
   checkKeys(options, chatKeys, 'chat');
   const prompt = renderConversationForCompletion(toHarmony(messages, options), 'assistant');
   const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
   stops.forEach((s, i) => asString(s, `stop[${i}]`));
   const signal = options.signal;
   return new Generation(async function* () {
-    const { session, sampler, maxTokens } = prepare(model, prompt, options);
+    const { decoder, sampler, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS);
     const stream = new ChatStream(stops);
     let generated = 0;
     const t0 = now();
     let tFirst = t0;
     try {
-      let step = await session.next(prompt, sampler, { signal });
+      let step = await decoder.next();
       tFirst = now();
       for (;;) {
         generated++;
-        sampler.record(step.token);
         yield* stream.push(step.token);
         if (stream.finishReason !== null || generated >= maxTokens) break;
         if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
-        step = await session.next([step.token], sampler, { signal });
+        step = await decoder.next();
       }
       yield* stream.end();
     } finally {
-      session.dispose();
+      decoder.close();
     }
     const finishReason = stream.finishReason ?? 'length';
     const r = stream.result;
@@ -421,7 +474,7 @@ export function chat(model: Model, messages: readonly ChatMessage[], options: Ch
   });
 }
 
-export function complete(model: Model, prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+export function complete(backend: GenerationBackend, prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
   checkKeys(options, [...generateKeys, 'stopTokens'], 'complete');
   // A raw prompt is the caller's own formatting: Harmony's special tokens in it are recognised.
   const tokens = typeof prompt === 'string' ? getTokenizer().encode(prompt, { allowedSpecial: 'all' }) : Array.from(prompt);
@@ -429,7 +482,7 @@ export function complete(model: Model, prompt: string | ArrayLike<number>, optio
   const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
   const signal = options.signal;
   return new Generation(async function* () {
-    const { session, sampler, maxTokens } = prepare(model, tokens, options);
+    const { decoder: source, sampler, maxTokens } = prepare(backend, tokens, options, stopTokens);
     const decoder = getTokenizer().streamDecoder();
     const stop = new StopMatcher(stops);
     const out: number[] = [];
@@ -438,12 +491,11 @@ export function complete(model: Model, prompt: string | ArrayLike<number>, optio
     const t0 = now();
     let tFirst = t0;
     try {
-      let step = await session.next(tokens, sampler, { signal });
+      let step = await source.next();
       tFirst = now();
       for (;;) {
         const token = step.token;
         out.push(token);
-        sampler.record(token);
         if (stopTokens.has(token)) {
           finishReason = 'stop';
           break;
@@ -457,11 +509,11 @@ export function complete(model: Model, prompt: string | ArrayLike<number>, optio
         }
         if (out.length >= maxTokens) break;
         if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
-        step = await session.next([token], sampler, { signal });
+        step = await source.next();
       }
       if (finishReason !== 'stop') text += stop.push(decoder.flush()).emit + stop.flush();
     } finally {
-      session.dispose();
+      source.close();
     }
     const usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length };
     const t = timings(t0, tFirst, now(), tokens.length, out.length);

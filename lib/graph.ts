@@ -35,6 +35,8 @@ export interface GraphOptions {
   /** Positions the session's KV cache holds. */
   maxContext: number;
   kvDType: KvDType;
+  /** Rows of each layer's KV pool when sequences share pages (the engine); default per-session caches. */
+  pool?: { fullRows: number; slidingRows: number };
 }
 
 /** Rows a layer's KV cache needs: full layers the whole context; sliding layers a ring (kv_append.h). */
@@ -62,7 +64,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
   const ops: OpSpec[] = [{ op: 'embed', w: w.embedding, y: x, H }];
   cfg.layerWindows.forEach((window, l) => {
     const L = w.layers[l];
-    const rows = cacheRows(window, opts);
+    const rows = opts.pool ? (window > 0 ? opts.pool.slidingRows : opts.pool.fullRows) : cacheRows(window, opts);
     const kc = buffer(opts.kvDType, rows, Hkv * D);
     const vc = buffer(opts.kvDType, rows, Hkv * D);
     // Attention block (§2.4-§2.6): x += out(attention(rope(qkv(norm(x)))))

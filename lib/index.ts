@@ -19,3 +19,5 @@ export { DEFAULT_MODEL, hubCacheDir, listCached, ModelNotFoundError, pull, resol
 export type { CachedModel, PullOptions, PullProgress, PullResult, WeightLayout } from './hub.js';
 export { estimateMemory, InsufficientMemoryError, weightBytes } from './memory.js';
 export type { MemoryEstimate } from './memory.js';
+export { createEngine, Engine } from './engine.js';
+export type { EngineOptions, EngineStats } from './engine.js';

@@ -10,7 +10,7 @@ import { buildProgram, type KvDType, type ModelWeightIds } from './graph.js';
 import { addon, native, nativeAsync, type NativeProgram, type NativeWeights, type SampledToken, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
 import type { Sampler } from './sampler.js';
-import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type Generation } from './generate.js';
+import { chat, modelBackend, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type Generation } from './generate.js';
 
 export type Device = 'cpu' | 'cuda';
 /** 'fp32': every activation and the KV cache in float32 (the reference); 'default': the fastest
@@ -126,12 +126,26 @@ export class Model {
    * with `done`; `.result()` awaits the whole answer. Uses its own session, freed at the end.
    */
   chat(messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
-    return chat(this, messages, options);
+    return chat(modelBackend(this), messages, options);
   }
 
   /** Raw completion of a token list or a string (Harmony special tokens in a string are recognised). */
   complete(prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
-    return complete(this, prompt, options);
+    return complete(modelBackend(this), prompt, options);
+  }
+
+  /** @internal The engine's program: one batch of many sequences over shared KV page pools. */
+  createPagedProgram(opts: { maxTokens: number; fullRows: number; slidingRows: number }): NativeProgram {
+    const weights = this.#weights;
+    if (!weights) throw new DisposedError('this model was disposed');
+    const spec = buildProgram(this.config, this.#ids, {
+      maxTokens: opts.maxTokens,
+      maxContext: this.config.maxContext,
+      kvDType: this.kvDType,
+      pool: { fullRows: opts.fullRows, slidingRows: opts.slidingRows },
+    });
+    const { Program } = addon();
+    return native(() => new Program(weights, spec));
   }
 
   /** Frees the weights and every session of this model; idempotent. A step in flight finishes first. */

@@ -89,6 +89,16 @@ export interface NativeProgram {
     out: Float32Array | null,
     sampling?: NativeSampling | null,
   ): Promise<SampledToken | undefined>;
+  step(args: {
+    tokens: Int32Array;
+    positions: Int32Array;
+    seqs: Int32Array;
+    full: { table: Int32Array; ring: number; pageSize: number };
+    sliding: { table: Int32Array; ring: number; pageSize: number };
+    logitRows: Int32Array;
+    out: Float32Array | null;
+    sampling?: (NativeSampling | null)[];
+  }): Promise<(SampledToken | null)[]>;
   readBuffer(id: number): Uint8Array;
   writeBuffer(id: number, bytes: ArrayBufferView): void;
   dispose(): void;

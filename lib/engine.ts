@@ -1,0 +1,379 @@
+// An engine many callers in one process share: every step is formed from all live sequences
+// (decodes first, then prefill chunks up to a token budget), so concurrent requests share one
+// forward pass (continuous batching). KV caches are pages from shared pools: full-attention layers
+// get pages for a sequence's prompt and answer, reserved when it is admitted; sliding-window
+// layers get a small ring that holds only the window. Admission waits for pages (never an
+// out-of-memory crash) behind a bounded queue (OverloadedError past it); cancellation frees a
+// sequence's pages at the next step boundary.
+import type { ModelConfig } from './config.js';
+import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError } from './errors.js';
+import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
+import { type Device, loadModel, type Model, type PrecisionMode } from './model.js';
+import { nativeAsync, type NativeProgram, type SampledToken } from './native.js';
+import { checkInt, checkKeys } from './options.js';
+import type { Sampler } from './sampler.js';
+
+export interface EngineOptions {
+  /** A loaded model, or a directory / Hub id to load (then the engine owns and frees it). */
+  model: Model | string;
+  device?: Device;
+  mode?: PrecisionMode;
+  /** Sequences in flight at once (default 16). */
+  maxSequences?: number;
+  /** Positions one sequence may use (default min(4096, the model's context)). */
+  maxContext?: number;
+  /** Bytes of the full-attention KV pool (default: every sequence at maxContext). */
+  kvCacheBytes?: number;
+  /** Tokens per step: decodes plus prefill chunks (default 256). */
+  maxBatchTokens?: number;
+  /** Positions per KV page (default 16). */
+  pageSize?: number;
+  /** Requests that may wait for admission before new ones get OverloadedError (default 256). */
+  maxQueue?: number;
+}
+
+export interface EngineStats {
+  running: number;
+  queued: number;
+  kvPagesUsed: number;
+  kvPagesTotal: number;
+  steps: number;
+  promptTokens: number;
+  generatedTokens: number;
+  lastStepMs: number;
+  stepMsTotal: number;
+}
+
+class PagePool {
+  readonly total: number;
+  readonly #free: number[];
+  constructor(total: number) {
+    this.total = total;
+    // Handed out lowest first, so a quiet engine touches the start of the pool only.
+    this.#free = Array.from({ length: total }, (_, i) => total - 1 - i);
+  }
+  get free(): number {
+    return this.#free.length;
+  }
+  take(n: number): number[] {
+    if (n > this.#free.length) throw new Error('page pool exhausted');
+    return this.#free.splice(this.#free.length - n, n).reverse();
+  }
+  give(pages: number[]): void {
+    for (let i = pages.length - 1; i >= 0; i--) this.#free.push(pages[i]);
+  }
+}
+
+interface Seq {
+  prompt: number[];
+  fed: number;                 // prompt tokens already in the cache
+  pending: number | undefined; // the sampled token to feed next
+  sampler: Sampler;
+  limits: DecodeLimits;
+  generated: number;
+  fullPages: number[];
+  ringPages: number[];
+  state: 'queued' | 'running' | 'done';
+  // Tokens the consumer has not taken yet, and a consumer waiting for one.
+  ready: SampledToken[];
+  waiting: { resolve: (t: SampledToken) => void; reject: (e: unknown) => void } | undefined;
+  error: unknown;
+  unlisten: () => void;
+}
+
+interface Step {
+  seqs: Seq[];
+  /** The sequence of each logit row, in order. */
+  logitSeqs: Seq[];
+  args: Parameters<NativeProgram['step']>[0];
+}
+
+export class Engine implements GenerationBackend {
+  readonly model: Model;
+  readonly config: ModelConfig;
+  readonly defaultContext: number;
+  readonly maxSequences: number;
+  readonly maxBatchTokens: number;
+  readonly pageSize: number;
+  readonly #ownsModel: boolean;
+  readonly #maxQueue: number;
+  readonly #program: NativeProgram;
+  readonly #full: PagePool;
+  readonly #sliding: PagePool;
+  readonly #fullRing: number;
+  readonly #slidingRing: number;
+  readonly #logits: Float32Array;
+  #queue: Seq[] = [];
+  #running: Seq[] = [];
+  #pumping = false;
+  #closed = false;
+  #idle: (() => void)[] = [];
+  readonly #stats = { steps: 0, promptTokens: 0, generatedTokens: 0, lastStepMs: 0, stepMsTotal: 0 };
+
+  /** @internal use createEngine() */
+  constructor(model: Model, ownsModel: boolean, o: Required<Omit<EngineOptions, 'model' | 'device' | 'mode' | 'kvCacheBytes'>> & { kvCacheBytes?: number }) {
+    this.model = model;
+    this.config = model.config;
+    this.#ownsModel = ownsModel;
+    this.maxSequences = o.maxSequences;
+    this.defaultContext = o.maxContext;
+    this.maxBatchTokens = o.maxBatchTokens;
+    this.pageSize = o.pageSize;
+    this.#maxQueue = o.maxQueue;
+    const c = model.config;
+    const P = o.pageSize;
+    const window = Math.max(0, ...c.layerWindows);
+    const fullLayers = c.layerWindows.filter((w) => w === 0).length;
+    const pageBytes = Math.max(1, fullLayers) * P * 2 * c.numKvHeads * c.headDim * 4;
+    this.#fullRing = Math.ceil(o.maxContext / P);
+    const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * this.#fullRing;
+    if (fullPages < 1) throw new InvalidArgumentError(`kvCacheBytes ${o.kvCacheBytes} holds no ${pageBytes}-byte page`);
+    // A ring holds the window before a step's first token and all of the step (kv_pages.h).
+    this.#slidingRing = Math.max(1, Math.ceil((window + o.maxBatchTokens - 1) / P));
+    this.#full = new PagePool(fullPages);
+    this.#sliding = new PagePool(o.maxSequences * this.#slidingRing);
+    this.#program = model.createPagedProgram({ maxTokens: o.maxBatchTokens, fullRows: fullPages * P, slidingRows: this.#sliding.total * P });
+    this.#logits = new Float32Array(Math.min(o.maxSequences, o.maxBatchTokens) * c.vocabSize);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.#running.length,
+      queued: this.#queue.length,
+      kvPagesUsed: this.#full.total - this.#full.free,
+      kvPagesTotal: this.#full.total,
+      ...this.#stats,
+    };
+  }
+
+  /** Chat in the Harmony format; the request shares the engine's steps with every other one. */
+  chat(messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
+    return chat(this, messages, options);
+  }
+
+  complete(prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+    return complete(this, prompt, options);
+  }
+
+  /** @internal GenerationBackend: a new sequence, queued for admission. */
+  start(prompt: number[], sampler: Sampler, limits: DecodeLimits): Decoder {
+    if (this.#closed) throw new DisposedError('the engine is closed');
+    if (limits.maxContext > this.defaultContext)
+      throw new ContextOverflowError(`a request may use ${this.defaultContext} positions on this engine; ${limits.maxContext} were asked for`);
+    const pages = Math.ceil((prompt.length + limits.maxTokens) / this.pageSize);
+    if (pages > this.#full.total)
+      throw new ContextOverflowError(`the request needs ${pages} KV pages; the engine has ${this.#full.total} in all`);
+    if (this.#queue.length >= this.#maxQueue) throw new OverloadedError(`the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`);
+    limits.signal?.throwIfAborted();
+    const seq: Seq = {
+      prompt, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], ringPages: [], state: 'queued',
+      ready: [], waiting: undefined, error: undefined, unlisten: () => {},
+    };
+    if (limits.signal) {
+      const onAbort = () => this.#stop(seq, new AbortedError('generation was aborted', { cause: limits.signal!.reason }));
+      limits.signal.addEventListener('abort', onAbort, { once: true });
+      seq.unlisten = () => limits.signal!.removeEventListener('abort', onAbort);
+    }
+    this.#queue.push(seq);
+    void this.#pump();
+    return {
+      next: () =>
+        new Promise<SampledToken>((resolve, reject) => {
+          const t = seq.ready.shift();
+          if (t) return resolve(t);
+          if (seq.error) return reject(seq.error);
+          if (seq.state === 'done') return reject(new DisposedError('the sequence has ended'));
+          seq.waiting = { resolve, reject };
+        }),
+      close: () => this.#stop(seq, undefined),
+    };
+  }
+
+  /** Ends a sequence (queued or running); its pages go back at the next step boundary. */
+  #stop(seq: Seq, error: unknown): void {
+    if (seq.state === 'done') return;
+    if (seq.state === 'queued') this.#queue = this.#queue.filter((s) => s !== seq);
+    seq.state = 'done';
+    seq.unlisten();
+    if (error !== undefined) {
+      seq.error = error;
+      seq.waiting?.reject(error);
+      seq.waiting = undefined;
+    }
+    if (!this.#pumping) this.#reap();
+  }
+
+  #reap(): void {
+    for (const seq of this.#running)
+      if (seq.state === 'done') {
+        this.#full.give(seq.fullPages);
+        this.#sliding.give(seq.ringPages);
+        seq.fullPages = [];
+        seq.ringPages = [];
+      }
+    this.#running = this.#running.filter((s) => s.state !== 'done');
+    if (this.#running.length === 0 && this.#queue.length === 0) for (const f of this.#idle.splice(0)) f();
+  }
+
+  #admit(): void {
+    while (this.#queue.length && this.#running.length < this.maxSequences) {
+      const seq = this.#queue[0];
+      const need = Math.ceil((seq.prompt.length + seq.limits.maxTokens) / this.pageSize);
+      if (need > this.#full.free || this.#slidingRing > this.#sliding.free) break; // first come, first served
+      this.#queue.shift();
+      seq.fullPages = this.#full.take(need);
+      seq.ringPages = this.#sliding.take(this.#slidingRing);
+      seq.state = 'running';
+      this.#running.push(seq);
+    }
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        this.#reap();
+        this.#admit();
+        const step = this.#form();
+        if (!step) break;
+        const t0 = performance.now();
+        let results: (SampledToken | null)[];
+        try {
+          results = await nativeAsync(() => this.#program.step(step.args));
+        } catch (e) {
+          // A failed step fails the sequences in it, and only those; the engine carries on.
+          for (const seq of step.seqs) this.#stop(seq, e instanceof GptOssError ? e : new BusyError(`a step failed: ${(e as Error).message}`, { cause: e }));
+          continue;
+        }
+        const ms = performance.now() - t0;
+        this.#stats.steps++;
+        this.#stats.lastStepMs = ms;
+        this.#stats.stepMsTotal += ms;
+        this.#deliver(step, results);
+      }
+    } finally {
+      this.#pumping = false;
+      this.#reap();
+    }
+  }
+
+  /** The next step: every running sequence's pending token, then prompt chunks within the budget. */
+  #form(): Step | undefined {
+    let budget = this.maxBatchTokens;
+    const tokens: number[] = [], positions: number[] = [], seqIdx: number[] = [];
+    const seqs: Seq[] = [];
+    const logitRows: number[] = [], logitSeqs: Seq[] = [];
+    const add = (seq: Seq, toks: number[], start: number, wantLogits: boolean) => {
+      const s = seqs.length;
+      seqs.push(seq);
+      for (let i = 0; i < toks.length; i++) {
+        tokens.push(toks[i]);
+        positions.push(start + i);
+        seqIdx.push(s);
+      }
+      if (wantLogits) {
+        logitRows.push(tokens.length - 1);
+        logitSeqs.push(seq);
+      }
+      budget -= toks.length;
+    };
+    for (const seq of this.#running)
+      if (seq.state === 'running' && seq.pending !== undefined && budget > 0) {
+        add(seq, [seq.pending], seq.prompt.length + seq.generated - 1, true);
+        seq.pending = undefined;
+      }
+    for (const seq of this.#running)
+      if (seq.state === 'running' && seq.fed < seq.prompt.length && budget > 0) {
+        const take = Math.min(budget, seq.prompt.length - seq.fed);
+        add(seq, seq.prompt.slice(seq.fed, seq.fed + take), seq.fed, seq.fed + take === seq.prompt.length);
+        seq.fed += take;
+        this.#stats.promptTokens += take;
+      }
+    if (tokens.length === 0) return undefined;
+    const S = seqs.length;
+    const full = new Int32Array(S * this.#fullRing), sliding = new Int32Array(S * this.#slidingRing);
+    seqs.forEach((seq, i) => {
+      full.set(seq.fullPages, i * this.#fullRing);
+      sliding.set(seq.ringPages, i * this.#slidingRing);
+    });
+    const V = this.config.vocabSize;
+    return {
+      seqs,
+      logitSeqs,
+      args: {
+        tokens: Int32Array.from(tokens),
+        positions: Int32Array.from(positions),
+        seqs: Int32Array.from(seqIdx),
+        full: { table: full, ring: this.#fullRing, pageSize: this.pageSize },
+        sliding: { table: sliding, ring: this.#slidingRing, pageSize: this.pageSize },
+        logitRows: Int32Array.from(logitRows),
+        out: this.#logits.subarray(0, logitRows.length * V),
+        sampling: logitSeqs.map((s) => s.sampler.params()),
+      },
+    };
+  }
+
+  #deliver(step: Step, results: (SampledToken | null)[]): void {
+    step.logitSeqs.forEach((seq, i) => {
+      const r = results[i];
+      if (seq.state !== 'running' || !r) return; // cancelled while the step ran
+      seq.generated++;
+      this.#stats.generatedTokens++;
+      seq.sampler.record(r.token);
+      if (seq.waiting) {
+        seq.waiting.resolve(r);
+        seq.waiting = undefined;
+      } else seq.ready.push(r);
+      const full = seq.generated >= seq.limits.maxTokens || seq.prompt.length + seq.generated >= seq.limits.maxContext;
+      if (seq.limits.stopTokens.has(r.token) || full) {
+        seq.state = 'done'; // the consumer still takes what is ready
+        seq.unlisten();
+      } else seq.pending = r.token;
+    });
+  }
+
+  /**
+   * Stops taking requests. By default lets every admitted and queued request finish; with
+   * `abort: true` ends them at once with AbortedError. Frees the engine's memory (and the model,
+   * when the engine loaded it).
+   */
+  async close(options: { abort?: boolean } = {}): Promise<void> {
+    checkKeys(options, ['abort'], 'close');
+    this.#closed = true;
+    if (options.abort) for (const seq of [...this.#queue, ...this.#running]) this.#stop(seq, new AbortedError('the engine was closed'));
+    if (this.#running.length || this.#queue.length) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    while (this.#pumping) await new Promise((r) => setTimeout(r, 1));
+    this.#program.dispose();
+    if (this.#ownsModel) this.model.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close({ abort: true });
+  }
+}
+
+export async function createEngine(options: EngineOptions): Promise<Engine> {
+  checkKeys(options, ['model', 'device', 'mode', 'maxSequences', 'maxContext', 'kvCacheBytes', 'maxBatchTokens', 'pageSize', 'maxQueue'], 'createEngine');
+  if (options.model === undefined) throw new InvalidArgumentError('createEngine: model is required (a Model, a directory or a Hub id)');
+  const owns = typeof options.model === 'string';
+  const model = typeof options.model === 'string' ? await loadModel(options.model, { device: options.device, mode: options.mode }) : options.model;
+  try {
+    const maxContext = checkInt(options.maxContext, 'maxContext', Math.min(4096, model.config.maxContext), 2, model.config.maxContext);
+    return new Engine(model, owns, {
+      maxSequences: checkInt(options.maxSequences, 'maxSequences', 16, 1, 4096),
+      maxContext,
+      maxBatchTokens: checkInt(options.maxBatchTokens, 'maxBatchTokens', 256, 1, 8192),
+      pageSize: checkInt(options.pageSize, 'pageSize', 16, 1, 4096),
+      maxQueue: checkInt(options.maxQueue, 'maxQueue', 256, 0),
+      kvCacheBytes: options.kvCacheBytes === undefined ? undefined : checkInt(options.kvCacheBytes, 'kvCacheBytes', 0, 1),
+    });
+  } catch (e) {
+    if (owns) model.dispose();
+    throw e;
+  }
+}

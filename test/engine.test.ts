@@ -1,0 +1,92 @@
+// The shared engine: concurrent requests batched into common steps give exactly what each gives
+// alone; admission, overload, cancellation and close behave; pages always come back.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { AbortedError, ContextOverflowError, createEngine, DisposedError, loadModel, type Model, OverloadedError } from '../lib/index.js';
+import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+
+let model: Model;
+beforeAll(async () => {
+  const dir = tmpDir();
+  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 }, 11);
+  model = await loadModel(dir);
+});
+afterAll(() => model?.dispose());
+
+const prompt = (i: number) => Array.from({ length: 3 + ((i * 7) % 23) }, (_, j) => (i * 1009 + j * 31) % 199000);
+
+describe('engine', () => {
+  it('concurrent requests share steps and each gets what it gets alone (greedy and seeded)', async () => {
+    const opts = (i: number) => (i % 2 ? { temperature: 0 } : { seed: i, topP: 0.9 });
+    const alone = [];
+    for (let i = 0; i < 8; i++) alone.push((await model.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()).tokens);
+    const engine = await createEngine({ model, maxSequences: 8, maxBatchTokens: 32, pageSize: 4 });
+    const together = await Promise.all(Array.from({ length: 8 }, (_, i) => engine.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()));
+    together.forEach((r, i) => expect(r.tokens).toEqual(alone[i]));
+    const st = engine.stats();
+    expect(st.generatedTokens).toBe(96);
+    expect(st.steps).toBeLessThan(40); // 96 tokens alone would be 96 steps
+    expect(st.kvPagesUsed).toBe(0);
+    await engine.close();
+  });
+
+  it('admits at most maxSequences at once and queues the rest', async () => {
+    const engine = await createEngine({ model, maxSequences: 2, maxBatchTokens: 16 });
+    const runs = Array.from({ length: 5 }, (_, i) => engine.complete(prompt(i), { maxTokens: 6, temperature: 0, stopTokens: [] }).result());
+    await new Promise((r) => setTimeout(r, 0));
+    expect(engine.stats().running + engine.stats().queued).toBe(5);
+    expect(engine.stats().running).toBeLessThanOrEqual(2);
+    const res = await Promise.all(runs);
+    expect(res.every((r) => r.tokens.length === 6)).toBe(true);
+    await engine.close();
+  });
+
+  it('a full queue answers OverloadedError at once; requests too big for the pool get ContextOverflowError', async () => {
+    const engine = await createEngine({ model, maxSequences: 1, maxQueue: 1, maxBatchTokens: 8, maxContext: 64 });
+    const a = engine.complete(prompt(1), { maxTokens: 30, stopTokens: [] }).result();
+    const b = engine.complete(prompt(2), { maxTokens: 30, stopTokens: [] }).result();
+    await new Promise((r) => setTimeout(r, 0));
+    await expect(engine.complete(prompt(3), { maxTokens: 30, stopTokens: [] }).result()).rejects.toThrow(OverloadedError);
+    await expect(engine.complete(prompt(3), { maxTokens: 100, maxContext: 200, stopTokens: [] }).result()).rejects.toThrow(ContextOverflowError);
+    await Promise.all([a, b]);
+    await engine.close();
+  });
+
+  it('an AbortSignal ends one request, frees its pages, and leaves the others untouched', async () => {
+    const engine = await createEngine({ model, maxSequences: 4, maxBatchTokens: 16 });
+    const alone = (await model.complete(prompt(5), { maxTokens: 40, temperature: 0, stopTokens: [] }).result()).tokens;
+    const ac = new AbortController();
+    const doomed = engine.complete(prompt(4), { maxTokens: 100000, maxContext: 4000, signal: ac.signal, stopTokens: [] }).result();
+    const kept = engine.complete(prompt(5), { maxTokens: 40, temperature: 0, stopTokens: [] }).result();
+    setTimeout(() => ac.abort(), 20);
+    await expect(doomed).rejects.toThrow(AbortedError);
+    expect((await kept).tokens).toEqual(alone);
+    expect(engine.stats().kvPagesUsed).toBe(0);
+    await engine.close();
+  });
+
+  it('close() finishes in-flight work; close({abort}) ends it; a closed engine refuses requests', async () => {
+    const engine = await createEngine({ model, maxSequences: 2 });
+    const r = engine.complete(prompt(6), { maxTokens: 10, temperature: 0, stopTokens: [] }).result();
+    await engine.close();
+    expect((await r).tokens).toHaveLength(10);
+    await expect(engine.complete(prompt(6), {}).result()).rejects.toThrow(DisposedError);
+    const e2 = await createEngine({ model, maxSequences: 2 });
+    const long = e2.complete(prompt(7), { maxTokens: 100000, maxContext: 4000, stopTokens: [] }).result();
+    const ended = expect(long).rejects.toThrow(AbortedError);
+    await new Promise((res) => setTimeout(res, 20));
+    await e2.close({ abort: true });
+    await ended;
+    expect(model.disposed).toBe(false); // the engine did not load it, so it does not free it
+  });
+
+  it('chat through the engine streams the same events as through the model', async () => {
+    const engine = await createEngine({ model });
+    const messages = [{ role: 'user' as const, content: 'Hello' }];
+    const viaEngine = await engine.chat(messages, { maxTokens: 10, seed: 4, currentDate: '2025-01-01' }).result();
+    const viaModel = await model.chat(messages, { maxTokens: 10, seed: 4, currentDate: '2025-01-01' }).result();
+    expect(viaEngine.text).toBe(viaModel.text);
+    expect(viaEngine.usage).toEqual(viaModel.usage);
+    await engine.close();
+  });
+});
