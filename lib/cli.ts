@@ -9,6 +9,8 @@ import { formatBench, runBench } from './bench.js';
 import { openCheckpoint } from './checkpoint.js';
 import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
 import { estimateMemory } from './memory.js';
+import { createEngine } from './engine.js';
+import { createApp, listen } from './server.js';
 import { runChat, runGenerate } from './cli-chat.js';
 import { GptOssError } from './errors.js';
 import { loadModel } from './model.js';
@@ -179,6 +181,32 @@ program
     if (models.length === 0) return void process.stdout.write(`no models in ${hubCacheDir()}; get one with: gptoss pull ${DEFAULT_MODEL}\n`);
     for (const m of models)
       process.stdout.write(`${m.repo}${m.refs.length ? `@${m.refs.join(',')}` : ''}  ${m.commit.slice(0, 12)}  ${(m.bytes / 1e9).toFixed(2)} GB  layouts: ${m.layouts.join(', ') || '(incomplete)'}\n`);
+  });
+
+program
+  .command('serve')
+  .description('an OpenAI-compatible HTTP server (chat completions, completions, models, health, metrics)')
+  .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
+  .option('--host <host>', 'address to bind (loopback unless you mean otherwise)', '127.0.0.1')
+  .option('--port <port>', 'port', positiveInt('--port'), 8000)
+  .option('--api-key <key>', 'require this bearer token on every route but /health')
+  .option('--served-model-name <name>', 'the model id clients use (default: --model)')
+  .option('--max-sequences <n>', 'requests batched together (default 16)', positiveInt('--max-sequences'))
+  .option('--max-context <n>', 'positions per request (default 4096)', positiveInt('--max-context'))
+  .option('--max-batch-tokens <n>', 'tokens per step (default 256)', positiveInt('--max-batch-tokens'))
+  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .action(async (o: { model: string; host: string; port: number; apiKey?: string; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number; device: 'cpu' | 'cuda' }) => {
+    const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
+    const app = createApp(engine, { modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY });
+    const server = await listen(app, { host: o.host, port: o.port });
+    process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    process.stderr.write('stopping: finishing requests in flight...\n');
+    await server.close();
+    await engine.close({ abort: true });
   });
 
 program

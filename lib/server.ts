@@ -1,0 +1,384 @@
+// The OpenAI-compatible HTTP server over an engine: /v1/chat/completions, /v1/completions,
+// /v1/models, /health, /metrics. Requests are validated (zod) into the engine's options; every
+// failure is an OpenAI-shaped error with a 4xx status (5xx only for a fault of ours); a client
+// that disconnects mid-stream aborts its sequence.
+import { serve, type ServerType } from '@hono/node-server';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
+
+import type { Engine } from './engine.js';
+import { AbortedError, ContextOverflowError, GptOssError, OverloadedError } from './errors.js';
+import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool } from './generate.js';
+
+export interface ServerOptions {
+  /** The model id clients name (default: the engine's model reference). */
+  modelId: string;
+  apiKey?: string;
+  /** Largest request body in bytes (default 4 MiB). */
+  maxBodyBytes?: number;
+}
+
+type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly type: ErrorType, message: string, readonly param: string | null = null, readonly code: string | null = null) {
+    super(message);
+  }
+}
+
+function errorBody(e: HttpError) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+/** Maps anything thrown while serving to the status and body a client expects. */
+function toHttp(e: unknown): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof z.ZodError) {
+    const issue = e.issues[0];
+    const path = issue?.path.join('.') || null;
+    return new HttpError(400, 'invalid_request_error', `${path ? `${path}: ` : ''}${issue?.message ?? 'invalid request'}`, path, 'invalid_value');
+  }
+  if (e instanceof OverloadedError) return new HttpError(429, 'rate_limit_error', e.message, null, 'overloaded');
+  if (e instanceof ContextOverflowError) return new HttpError(400, 'invalid_request_error', e.message, 'messages', 'context_length_exceeded');
+  if (e instanceof GptOssError && (e.code === 'ERR_INVALID_ARGUMENT' || e.code === 'ERR_UNSUPPORTED'))
+    return new HttpError(400, 'invalid_request_error', e.message, null, e.code === 'ERR_UNSUPPORTED' ? 'unsupported' : 'invalid_value');
+  return new HttpError(500, 'server_error', e instanceof Error ? e.message : String(e));
+}
+
+const text = z.string();
+const contentParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).passthrough());
+const content = z.union([text, contentParts]).nullable().optional();
+const partsText = (c: z.infer<typeof content>) => (c == null ? '' : typeof c === 'string' ? c : c.map((p) => p.text).join(''));
+
+const sampling = {
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  top_k: z.number().int().min(0).nullable().optional(),
+  min_p: z.number().min(0).max(1).nullable().optional(),
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
+  repetition_penalty: z.number().gt(0).nullable().optional(),
+  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
+  seed: z.number().int().nullable().optional(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
+  n: z.number().int().min(1).max(1, 'only n = 1 is supported').nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
+  user: z.string().optional(),
+};
+
+const chatRequest = z
+  .object({
+    model: z.string(),
+    messages: z
+      .array(
+        z
+          .object({
+            role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+            content,
+            name: z.string().optional(),
+            reasoning_content: z.string().nullable().optional(),
+            reasoning: z.string().nullable().optional(),
+            tool_call_id: z.string().optional(),
+            tool_calls: z
+              .array(z.object({ id: z.string().optional(), type: z.literal('function').optional(), function: z.object({ name: z.string(), arguments: z.string() }) }))
+              .nullable()
+              .optional(),
+          })
+          .passthrough(),
+      )
+      .min(1),
+    tools: z
+      .array(z.object({ type: z.literal('function'), function: z.object({ name: z.string(), description: z.string().optional(), parameters: z.record(z.string(), z.unknown()).optional(), strict: z.boolean().nullable().optional() }) }))
+      .nullable()
+      .optional(),
+    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]).nullable().optional(),
+    reasoning_effort: z.enum(['low', 'medium', 'high']).nullable().optional(),
+    max_tokens: z.number().int().min(1).nullable().optional(),
+    max_completion_tokens: z.number().int().min(1).nullable().optional(),
+    response_format: z.object({ type: z.literal('text') }).passthrough().nullable().optional(),
+    ...sampling,
+  })
+  .passthrough();
+
+const completionRequest = z
+  .object({
+    model: z.string(),
+    prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1), z.array(z.string()).length(1)]),
+    max_tokens: z.number().int().min(1).nullable().optional(),
+    echo: z.literal(false).nullable().optional(),
+    ...sampling,
+  })
+  .passthrough();
+
+function samplingOptions(b: z.infer<typeof chatRequest> | z.infer<typeof completionRequest>) {
+  const o: CompleteOptions = {};
+  if (b.temperature != null) o.temperature = b.temperature;
+  if (b.top_p != null) o.topP = b.top_p;
+  if (b.top_k != null) o.topK = b.top_k;
+  if (b.min_p != null) o.minP = b.min_p;
+  if (b.presence_penalty != null) o.presencePenalty = b.presence_penalty;
+  if (b.frequency_penalty != null) o.frequencyPenalty = b.frequency_penalty;
+  if (b.repetition_penalty != null) o.repetitionPenalty = b.repetition_penalty;
+  if (b.logit_bias != null) o.logitBias = Object.fromEntries(Object.entries(b.logit_bias).map(([k, v]) => [Number(k), v]));
+  if (b.seed != null) o.seed = b.seed;
+  if (b.stop != null) o.stop = b.stop;
+  return o;
+}
+
+/** OpenAI chat messages -> the engine's chat messages. */
+function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; options: ChatOptions } {
+  const useTools = b.tool_choice !== 'none';
+  const tools: FunctionTool[] = useTools
+    ? (b.tools ?? []).map((t) => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'] }))
+    : [];
+  const messages: ChatMessage[] = b.messages.map((m) => {
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+      case 'user':
+        return { role: m.role, content: partsText(m.content) };
+      case 'assistant':
+        return {
+          role: 'assistant',
+          content: partsText(m.content) || null,
+          reasoning: m.reasoning_content ?? m.reasoning ?? null,
+          ...(m.tool_calls?.length && { toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) }),
+        };
+      default:
+        return { role: 'tool', name: m.name, toolCallId: m.tool_call_id, content: partsText(m.content) };
+    }
+  });
+  const options: ChatOptions = { ...samplingOptions(b) };
+  if (tools.length) options.tools = tools;
+  if (b.reasoning_effort) options.reasoningEffort = b.reasoning_effort;
+  const max = b.max_completion_tokens ?? b.max_tokens;
+  if (max != null) options.maxTokens = max;
+  return { messages, options };
+}
+
+export interface Metrics {
+  requests: Map<string, number>;
+}
+
+export function createApp(engine: Engine, options: ServerOptions): Hono {
+  const app = new Hono();
+  const created = Math.floor(Date.now() / 1000);
+  const counters = { requests: new Map<string, number>(), errors: 0 };
+  const count = (route: string, status: number) => {
+    const k = `${route}|${status}`;
+    counters.requests.set(k, (counters.requests.get(k) ?? 0) + 1);
+  };
+  let idSeq = 0;
+  const newId = (prefix: string) => `${prefix}-${Date.now().toString(36)}${(idSeq++).toString(36)}`;
+
+  app.onError((e, c) => {
+    const h = toHttp(e);
+    count(c.req.path, h.status);
+    return c.json(errorBody(h), h.status as 400);
+  });
+  app.notFound((c) => c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404));
+
+  app.use('/v1/*', async (c, next) => {
+    if (options.apiKey && c.req.header('authorization') !== `Bearer ${options.apiKey}`)
+      throw new HttpError(401, 'authentication_error', 'a valid API key is required (Authorization: Bearer <key>)', null, 'invalid_api_key');
+    await next();
+  });
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: options.maxBodyBytes ?? 4 * 2 ** 20,
+      onError: (c) => c.json(errorBody(new HttpError(413, 'invalid_request_error', `the request body is over ${options.maxBodyBytes ?? 4 * 2 ** 20} bytes`, null, 'request_too_large')), 413),
+    }),
+  );
+
+  const body = async (c: { req: { json: () => Promise<unknown> } }) => {
+    try {
+      return await c.req.json();
+    } catch {
+      throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
+    }
+  };
+  const checkModel = (model: string) => {
+    if (model !== options.modelId) throw new HttpError(404, 'not_found_error', `model ${JSON.stringify(model)} is not served here; this server serves ${JSON.stringify(options.modelId)}`, 'model', 'model_not_found');
+  };
+
+  app.get('/health', (c) => c.json({ status: 'ok', ...engine.stats() }));
+
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [{ id: options.modelId, object: 'model', created, owned_by: 'node-gpt-oss' }] }));
+  app.get('/v1/models/:id', (c) => {
+    checkModel(c.req.param('id'));
+    return c.json({ id: options.modelId, object: 'model', created, owned_by: 'node-gpt-oss' });
+  });
+
+  app.post('/v1/chat/completions', async (c) => {
+    const b = chatRequest.parse(await body(c));
+    checkModel(b.model);
+    const { messages, options: chatOpts } = toChat(b);
+    const id = newId('chatcmpl');
+    const now = Math.floor(Date.now() / 1000);
+    const signal = c.req.raw.signal;
+    const gen = engine.chat(messages, { ...chatOpts, signal });
+    const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
+    if (!b.stream) {
+      const r = await gen.result();
+      count('/v1/chat/completions', 200);
+      return c.json({
+        id,
+        object: 'chat.completion',
+        created: now,
+        model: options.modelId,
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: 'assistant',
+              content: r.text || (r.toolCalls.length ? null : ''),
+              reasoning_content: r.reasoning || null,
+              refusal: null,
+              ...(r.toolCalls.length && { tool_calls: r.toolCalls.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.rawArguments } })) }),
+            },
+            finish_reason: finish(r.finishReason),
+            logprobs: null,
+          },
+        ],
+        usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
+      });
+    }
+    // Streaming: start the generator before the response so errors such as an overloaded engine
+    // still get a status code of their own.
+    const it = gen[Symbol.asyncIterator]();
+    const first = await it.next();
+    count('/v1/chat/completions', 200);
+    return streamSSE(c, async (stream) => {
+      const chunk = (delta: object, finishReason: string | null = null, extra: object = {}) =>
+        stream.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }], ...extra }) });
+      await chunk({ role: 'assistant', content: '' });
+      let calls = 0;
+      try {
+        for (let r = first; !r.done; r = await it.next()) {
+          const ev = r.value;
+          if (ev.type === 'text') await chunk({ content: ev.delta });
+          else if (ev.type === 'reasoning') await chunk({ reasoning_content: ev.delta });
+          else if (ev.type === 'tool-call')
+            await chunk({ tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
+          else if (ev.type === 'done') {
+            await chunk({}, finish(ev.finishReason));
+            if (b.stream_options?.include_usage)
+              await stream.writeSSE({
+                data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [], usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }),
+              });
+          }
+        }
+        await stream.writeSSE({ data: '[DONE]' });
+      } catch (e) {
+        if (e instanceof AbortedError || signal.aborted) return; // the client left
+        await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
+      }
+    });
+  });
+
+  app.post('/v1/completions', async (c) => {
+    const b = completionRequest.parse(await body(c));
+    checkModel(b.model);
+    const prompt = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : (b.prompt as number[])) : b.prompt;
+    const opts: CompleteOptions = { ...samplingOptions(b), maxTokens: b.max_tokens ?? 16, stopTokens: [], signal: c.req.raw.signal };
+    const id = newId('cmpl');
+    const now = Math.floor(Date.now() / 1000);
+    const gen = engine.complete(prompt, opts);
+    if (!b.stream) {
+      const r = await gen.result();
+      count('/v1/completions', 200);
+      return c.json({
+        id, object: 'text_completion', created: now, model: options.modelId,
+        choices: [{ index: 0, text: r.text, finish_reason: r.finishReason, logprobs: null }],
+        usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
+      });
+    }
+    const it = gen[Symbol.asyncIterator]();
+    const first = await it.next();
+    count('/v1/completions', 200);
+    return streamSSE(c, async (stream) => {
+      try {
+        for (let r = first; !r.done; r = await it.next()) {
+          const ev = r.value;
+          const data = ev.type === 'token'
+            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: ev.text, finish_reason: null, logprobs: null }] }
+            : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: '', finish_reason: ev.finishReason, logprobs: null }],
+                ...(b.stream_options?.include_usage && { usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }) };
+          await stream.writeSSE({ data: JSON.stringify(data) });
+        }
+        await stream.writeSSE({ data: '[DONE]' });
+      } catch (e) {
+        if (e instanceof AbortedError) return;
+        await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
+      }
+    });
+  });
+
+  app.get('/metrics', (c) => {
+    const s = engine.stats();
+    const lines = [
+      '# HELP gptoss_requests_total HTTP requests by route and status.',
+      '# TYPE gptoss_requests_total counter',
+      ...[...counters.requests].map(([k, v]) => {
+        const [route, status] = k.split('|');
+        return `gptoss_requests_total{route="${route}",status="${status}"} ${v}`;
+      }),
+      '# HELP gptoss_prompt_tokens_total Prompt tokens run through the model.',
+      '# TYPE gptoss_prompt_tokens_total counter',
+      `gptoss_prompt_tokens_total ${s.promptTokens}`,
+      '# HELP gptoss_generated_tokens_total Tokens generated.',
+      '# TYPE gptoss_generated_tokens_total counter',
+      `gptoss_generated_tokens_total ${s.generatedTokens}`,
+      '# HELP gptoss_sequences_running Sequences in the running batch.',
+      '# TYPE gptoss_sequences_running gauge',
+      `gptoss_sequences_running ${s.running}`,
+      '# HELP gptoss_queue_depth Requests waiting for admission.',
+      '# TYPE gptoss_queue_depth gauge',
+      `gptoss_queue_depth ${s.queued}`,
+      '# HELP gptoss_kv_pages_used KV cache pages in use (of gptoss_kv_pages_total).',
+      '# TYPE gptoss_kv_pages_used gauge',
+      `gptoss_kv_pages_used ${s.kvPagesUsed}`,
+      '# TYPE gptoss_kv_pages_total gauge',
+      `gptoss_kv_pages_total ${s.kvPagesTotal}`,
+      '# HELP gptoss_steps_total Forward passes run.',
+      '# TYPE gptoss_steps_total counter',
+      `gptoss_steps_total ${s.steps}`,
+      '# HELP gptoss_step_seconds_total Time spent in forward passes.',
+      '# TYPE gptoss_step_seconds_total counter',
+      `gptoss_step_seconds_total ${(s.stepMsTotal / 1e3).toFixed(6)}`,
+      '# HELP gptoss_last_step_seconds Duration of the latest forward pass.',
+      '# TYPE gptoss_last_step_seconds gauge',
+      `gptoss_last_step_seconds ${(s.lastStepMs / 1e3).toFixed(6)}`,
+    ];
+    return c.text(`${lines.join('\n')}\n`, 200, { 'Content-Type': 'text/plain; version=0.0.4' });
+  });
+
+  return app;
+}
+
+export interface RunningServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves the app on host:port (port 0: any free one); binds to loopback unless told otherwise. */
+export async function listen(app: Hono, options: { host?: string; port?: number } = {}): Promise<RunningServer> {
+  const host = options.host ?? '127.0.0.1';
+  let server: ServerType | undefined;
+  const port = await new Promise<number>((resolve, reject) => {
+    server = serve({ fetch: app.fetch, hostname: host, port: options.port ?? 8000 }, (info) => resolve(info.port));
+    server.on('error', reject);
+  });
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        server!.close(() => resolve());
+      }),
+  };
+}
