@@ -6,6 +6,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
 import { formatBench, runBench } from './bench.js';
+import { formatServeBench, runServeBench } from './bench-serve.js';
 import { openCheckpoint } from './checkpoint.js';
 import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
 import { estimateMemory } from './memory.js';
@@ -209,8 +210,33 @@ program
     await engine.close({ abort: true });
   });
 
-program
-  .command('bench')
+const bench = program.command('bench').description('benchmarks: decode/prefill speed (default) and `bench serve`');
+
+bench
+  .command('serve')
+  .description('throughput and latency of an OpenAI-compatible endpoint at several concurrency levels')
+  .option('--url <url>', 'an OpenAI-compatible server to drive (default: ours, in-process)')
+  .option('--model <model>', 'checkpoint or Hub id for the in-process server')
+  .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']))
+  .option('--layers <n>', 'layers of a synthetic model (default 1)', positiveInt('--layers'))
+  .option('--api-key <key>', 'bearer token for --url')
+  .option('--served-model <id>', 'the model id to send (with --url)')
+  .option('--concurrency <list>', 'comma-separated levels', (v: string) => v.split(',').map((x) => positiveInt('--concurrency')(x)), [1, 2, 4, 8])
+  .option('--requests <n>', 'requests per level', positiveInt('--requests'), 16)
+  .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
+  .option('--json', 'print only the JSON line')
+  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; timeLimit: number; json?: boolean }) => {
+    const r = await runServeBench({
+      url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
+      concurrency: o.concurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
+      log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
+    });
+    if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+  });
+
+bench
+  .command('run', { isDefault: true })
   .description('decode and prefill speed, and the share of memory bandwidth decode reaches')
   .option('--model <dir>', 'checkpoint directory')
   .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes, no download').choices(['20b', '120b']))
@@ -233,6 +259,12 @@ program
     if (!o.json) process.stdout.write(`${formatBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   });
+
+// `gptoss ... | head` closes stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 
 program.parseAsync().catch((e: unknown) => {
   if (e instanceof GptOssError) {
