@@ -2,9 +2,12 @@
 // (decodes first, then prefill chunks up to a token budget), so concurrent requests share one
 // forward pass (continuous batching). KV caches are pages from shared pools: full-attention layers
 // get pages for a sequence's prompt and answer, reserved when it is admitted; sliding-window
-// layers get a small ring that holds only the window. Admission waits for pages (never an
+// layers hold only the pages their window can still see. Admission waits for pages (never an
 // out-of-memory crash) behind a bounded queue (OverloadedError past it); cancellation frees a
-// sequence's pages at the next step boundary.
+// sequence's pages at the next step boundary. Whole pages of prompt prefixes are kept for reuse
+// by later requests that start the same way (PrefixIndex).
+import { createHash } from 'node:crypto';
+
 import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
@@ -37,6 +40,8 @@ export interface EngineStats {
   queued: number;
   kvPagesUsed: number;
   kvPagesTotal: number;
+  /** Full-attention KV pages taken from the prefix cache instead of being computed. */
+  prefixPagesReused: number;
   steps: number;
   promptTokens: number;
   generatedTokens: number;
@@ -44,35 +49,136 @@ export interface EngineStats {
   stepMsTotal: number;
 }
 
+/**
+ * One layer type's KV pages: counted references, and idle pages that still hold a cached prompt
+ * prefix, handed out again (least recently used first) only when the free list runs short.
+ */
 class PagePool {
   readonly total: number;
   readonly #free: number[];
+  readonly #refs = new Map<number, number>();
+  readonly #idle = new Set<number>();
+  /** Called when an idle cached page is taken back for reuse: its prefix entry must go. */
+  onEvict: (page: number) => void = () => {};
+
   constructor(total: number) {
     this.total = total;
     // Handed out lowest first, so a quiet engine touches the start of the pool only.
     this.#free = Array.from({ length: total }, (_, i) => total - 1 - i);
   }
-  get free(): number {
-    return this.#free.length;
+  get available(): number {
+    return this.#free.length + this.#idle.size;
+  }
+  get used(): number {
+    return this.total - this.available;
   }
   take(n: number): number[] {
-    if (n > this.#free.length) throw new Error('page pool exhausted');
-    return this.#free.splice(this.#free.length - n, n).reverse();
+    while (this.#free.length < n && this.#idle.size) {
+      const p = this.#idle.values().next().value as number;
+      this.#idle.delete(p);
+      this.onEvict(p);
+      this.#free.push(p);
+    }
+    if (n > this.#free.length) throw new Error('KV page pool exhausted');
+    const pages = this.#free.splice(this.#free.length - n, n).reverse();
+    for (const p of pages) this.#refs.set(p, 1);
+    return pages;
   }
-  give(pages: number[]): void {
-    for (let i = pages.length - 1; i >= 0; i--) this.#free.push(pages[i]);
+  ref(p: number): void {
+    this.#refs.set(p, (this.#refs.get(p) ?? 0) + 1);
+    this.#idle.delete(p);
+  }
+  /** Drops a reference; an unreferenced page stays cached when `cached` says it holds a prefix. */
+  release(p: number, cached: boolean): void {
+    const n = (this.#refs.get(p) ?? 1) - 1;
+    if (n > 0) return void this.#refs.set(p, n);
+    this.#refs.delete(p);
+    if (cached) this.#idle.add(p);
+    else this.#free.push(p);
+  }
+  /** An idle page whose prefix entry went away is simply free. */
+  uncache(p: number): void {
+    if (this.#idle.delete(p)) this.#free.push(p);
+  }
+}
+
+/**
+ * Prompt prefixes whose KV pages can be reused: entry k of a prompt is keyed by a hash of all its
+ * tokens up to the end of page k, and names that page in both pools (full-attention layers and
+ * sliding-window layers; the latter so a request reusing the prefix finds the window before its
+ * first new token). A hit on page k means pages 0..k all match.
+ */
+class PrefixIndex {
+  readonly #entries = new Map<string, { full: number; sliding: number }>();
+  readonly #byFull = new Map<number, string>();
+  readonly #bySliding = new Map<number, string>();
+  hits = 0;
+
+  constructor(readonly full: PagePool, readonly sliding: PagePool) {
+    full.onEvict = (p) => this.#drop(this.#byFull.get(p));
+    sliding.onEvict = (p) => this.#drop(this.#bySliding.get(p));
+  }
+
+  static keys(tokens: number[], pageSize: number): string[] {
+    const keys: string[] = [];
+    let prev = '';
+    for (let end = pageSize; end <= tokens.length; end += pageSize) {
+      prev = createHash('sha1').update(prev).update(Buffer.from(Int32Array.from(tokens.slice(end - pageSize, end)).buffer)).digest('hex');
+      keys.push(prev);
+    }
+    return keys;
+  }
+
+  /** How many leading keys have entries (pages to reuse), at most `max`. */
+  match(keys: string[], max: number): { full: number; sliding: number }[] {
+    const out = [];
+    for (const k of keys.slice(0, max)) {
+      const e = this.#entries.get(k);
+      if (!e) break;
+      out.push(e);
+    }
+    return out;
+  }
+
+  publish(key: string, full: number, sliding: number): void {
+    if (this.#entries.has(key) || this.#byFull.has(full) || this.#bySliding.has(sliding)) return; // first writer wins
+    this.#entries.set(key, { full, sliding });
+    this.#byFull.set(full, key);
+    this.#bySliding.set(sliding, key);
+  }
+
+  cachedFull(p: number): boolean {
+    return this.#byFull.has(p);
+  }
+  cachedSliding(p: number): boolean {
+    return this.#bySliding.has(p);
+  }
+
+  #drop(key: string | undefined): void {
+    const e = key === undefined ? undefined : this.#entries.get(key);
+    if (!e) return;
+    this.#entries.delete(key!);
+    this.#byFull.delete(e.full);
+    this.#bySliding.delete(e.sliding);
+    this.full.uncache(e.full);
+    this.sliding.uncache(e.sliding);
   }
 }
 
 interface Seq {
   prompt: number[];
+  /** Hash keys of the prompt's whole pages (PrefixCache). */
+  keys: string[];
+  published: number;           // prompt pages offered to the prefix cache so far
   fed: number;                 // prompt tokens already in the cache
   pending: number | undefined; // the sampled token to feed next
   sampler: Sampler;
   limits: DecodeLimits;
   generated: number;
+  /** Page of each page-sized span of positions: full-attention layers hold all of them. */
   fullPages: number[];
-  ringPages: number[];
+  /** Sliding-window layers hold only the pages a future query can see; -1 once released. */
+  slidingPages: number[];
   state: 'queued' | 'running' | 'done';
   // Tokens the consumer has not taken yet, and a consumer waiting for one.
   ready: SampledToken[];
@@ -100,8 +206,10 @@ export class Engine implements GenerationBackend {
   readonly #program: NativeProgram;
   readonly #full: PagePool;
   readonly #sliding: PagePool;
-  readonly #fullRing: number;
-  readonly #slidingRing: number;
+  readonly #prefixes: PrefixIndex;
+  /** Page-table entries per sequence: enough pages for maxContext. */
+  readonly #tableRow: number;
+  readonly #window: number;
   readonly #logits: Float32Array;
   #queue: Seq[] = [];
   #running: Seq[] = [];
@@ -125,13 +233,16 @@ export class Engine implements GenerationBackend {
     const window = Math.max(0, ...c.layerWindows);
     const fullLayers = c.layerWindows.filter((w) => w === 0).length;
     const pageBytes = Math.max(1, fullLayers) * P * 2 * c.numKvHeads * c.headDim * 4;
-    this.#fullRing = Math.ceil(o.maxContext / P);
-    const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * this.#fullRing;
+    this.#tableRow = Math.ceil(o.maxContext / P);
+    const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * this.#tableRow;
     if (fullPages < 1) throw new InvalidArgumentError(`kvCacheBytes ${o.kvCacheBytes} holds no ${pageBytes}-byte page`);
-    // A ring holds the window before a step's first token and all of the step (kv_pages.h).
-    this.#slidingRing = Math.max(1, Math.ceil((window + o.maxBatchTokens - 1) / P));
+    this.#window = window;
+    // A sequence holds at most the window before its next token plus one step of sliding pages
+    // (and a page at each end); on top, room for cached prefixes' window pages.
+    const perSeq = Math.ceil((window + o.maxBatchTokens) / P) + 2;
     this.#full = new PagePool(fullPages);
-    this.#sliding = new PagePool(o.maxSequences * this.#slidingRing);
+    this.#sliding = new PagePool(o.maxSequences * perSeq + Math.ceil(fullPages / 4));
+    this.#prefixes = new PrefixIndex(this.#full, this.#sliding);
     this.#program = model.createPagedProgram({ maxTokens: o.maxBatchTokens, fullRows: fullPages * P, slidingRows: this.#sliding.total * P });
     this.#logits = new Float32Array(Math.min(o.maxSequences, o.maxBatchTokens) * c.vocabSize);
   }
@@ -144,8 +255,9 @@ export class Engine implements GenerationBackend {
     return {
       running: this.#running.length,
       queued: this.#queue.length,
-      kvPagesUsed: this.#full.total - this.#full.free,
+      kvPagesUsed: this.#full.used,
       kvPagesTotal: this.#full.total,
+      prefixPagesReused: this.#prefixes.hits,
       ...this.#stats,
     };
   }
@@ -170,7 +282,7 @@ export class Engine implements GenerationBackend {
     if (this.#queue.length >= this.#maxQueue) throw new OverloadedError(`the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`);
     limits.signal?.throwIfAborted();
     const seq: Seq = {
-      prompt, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], ringPages: [], state: 'queued',
+      prompt, keys: PrefixIndex.keys(prompt, this.pageSize), published: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
       ready: [], waiting: undefined, error: undefined, unlisten: () => {},
     };
     if (limits.signal) {
@@ -210,10 +322,10 @@ export class Engine implements GenerationBackend {
   #reap(): void {
     for (const seq of this.#running)
       if (seq.state === 'done') {
-        this.#full.give(seq.fullPages);
-        this.#sliding.give(seq.ringPages);
+        for (const p of seq.fullPages) this.#full.release(p, this.#prefixes.cachedFull(p));
+        for (const p of seq.slidingPages) if (p >= 0) this.#sliding.release(p, this.#prefixes.cachedSliding(p));
         seq.fullPages = [];
-        seq.ringPages = [];
+        seq.slidingPages = [];
       }
     this.#running = this.#running.filter((s) => s.state !== 'done');
     if (this.#running.length === 0 && this.#queue.length === 0) for (const f of this.#idle.splice(0)) f();
@@ -223,10 +335,24 @@ export class Engine implements GenerationBackend {
     while (this.#queue.length && this.#running.length < this.maxSequences) {
       const seq = this.#queue[0];
       const need = Math.ceil((seq.prompt.length + seq.limits.maxTokens) / this.pageSize);
-      if (need > this.#full.free || this.#slidingRing > this.#sliding.free) break; // first come, first served
+      // Reuse the cached pages of the longest matching prompt prefix. At least the last prompt
+      // token runs again (its logits are needed); it rewrites bytes equal to those cached, as
+      // every op computes a token the same way whatever else is in the step.
+      const hits = this.#prefixes.match(seq.keys, need);
+      if (need - hits.length > this.#full.available) break; // first come, first served
       this.#queue.shift();
-      seq.fullPages = this.#full.take(need);
-      seq.ringPages = this.#sliding.take(this.#slidingRing);
+      for (const h of hits) this.#full.ref(h.full);
+      seq.fullPages = [...hits.map((h) => h.full), ...this.#full.take(need - hits.length)];
+      seq.fed = Math.min(seq.prompt.length - 1, hits.length * this.pageSize);
+      seq.published = hits.length;
+      this.#prefixes.hits += hits.length;
+      // Sliding pages: only those the next queries can see.
+      const firstVisible = Math.floor(Math.max(0, seq.fed - this.#window + 1) / this.pageSize);
+      seq.slidingPages = hits.map((h, k) => {
+        if (k < firstVisible) return -1;
+        this.#sliding.ref(h.sliding);
+        return h.sliding;
+      });
       seq.state = 'running';
       this.#running.push(seq);
     }
@@ -270,6 +396,11 @@ export class Engine implements GenerationBackend {
     const logitRows: number[] = [], logitSeqs: Seq[] = [];
     const add = (seq: Seq, toks: number[], start: number, wantLogits: boolean) => {
       const s = seqs.length;
+      // Sliding pages for the positions this step writes.
+      for (let k = Math.floor(start / this.pageSize); k <= Math.floor((start + toks.length - 1) / this.pageSize); k++) {
+        while (seq.slidingPages.length <= k) seq.slidingPages.push(-1);
+        if (seq.slidingPages[k] < 0) seq.slidingPages[k] = this.#sliding.take(1)[0];
+      }
       seqs.push(seq);
       for (let i = 0; i < toks.length; i++) {
         tokens.push(toks[i]);
@@ -296,10 +427,12 @@ export class Engine implements GenerationBackend {
       }
     if (tokens.length === 0) return undefined;
     const S = seqs.length;
-    const full = new Int32Array(S * this.#fullRing), sliding = new Int32Array(S * this.#slidingRing);
+    const R = this.#tableRow;
+    const full = new Int32Array(S * R), sliding = new Int32Array(S * R);
     seqs.forEach((seq, i) => {
-      full.set(seq.fullPages, i * this.#fullRing);
-      sliding.set(seq.ringPages, i * this.#slidingRing);
+      full.set(seq.fullPages, i * R);
+      // Released entries read as page 0: never read, as no query sees those positions.
+      sliding.set(seq.slidingPages.map((p) => Math.max(0, p)), i * R);
     });
     const V = this.config.vocabSize;
     return {
@@ -309,8 +442,8 @@ export class Engine implements GenerationBackend {
         tokens: Int32Array.from(tokens),
         positions: Int32Array.from(positions),
         seqs: Int32Array.from(seqIdx),
-        full: { table: full, ring: this.#fullRing, pageSize: this.pageSize },
-        sliding: { table: sliding, ring: this.#slidingRing, pageSize: this.pageSize },
+        full: { table: full, ring: R, pageSize: this.pageSize },
+        sliding: { table: sliding, ring: R, pageSize: this.pageSize },
         logitRows: Int32Array.from(logitRows),
         out: this.#logits.subarray(0, logitRows.length * V),
         sampling: logitSeqs.map((s) => s.sampler.params()),
@@ -319,6 +452,20 @@ export class Engine implements GenerationBackend {
   }
 
   #deliver(step: Step, results: (SampledToken | null)[]): void {
+    for (const seq of step.seqs) {
+      // Whole prompt pages now written become reusable by later requests...
+      const whole = Math.min(seq.keys.length, Math.floor(seq.fed / this.pageSize));
+      for (; seq.published < whole; seq.published++)
+        if (seq.slidingPages[seq.published] >= 0) this.#prefixes.publish(seq.keys[seq.published], seq.fullPages[seq.published], seq.slidingPages[seq.published]);
+      // ...and sliding pages no future query can see go back (or stay cached as a prefix's).
+      const next = seq.fed < seq.prompt.length ? seq.fed : seq.prompt.length + seq.generated;
+      const keepFrom = Math.floor(Math.max(0, next - this.#window + 1) / this.pageSize);
+      for (let k = 0; k < Math.min(keepFrom, seq.slidingPages.length); k++)
+        if (seq.slidingPages[k] >= 0) {
+          this.#sliding.release(seq.slidingPages[k], this.#prefixes.cachedSliding(seq.slidingPages[k]));
+          seq.slidingPages[k] = -1;
+        }
+    }
     step.logitSeqs.forEach((seq, i) => {
       const r = results[i];
       if (seq.state !== 'running' || !r) return; // cancelled while the step ran

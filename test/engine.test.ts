@@ -90,3 +90,42 @@ describe('engine', () => {
     await engine.close();
   });
 });
+
+describe('prefix caching', () => {
+  it('a request starting like an earlier one reuses its KV pages and still gets exactly its solo output', async () => {
+    const system = Array.from({ length: 70 }, (_, j) => (j * 577 + 3) % 199000); // longer than the window (4) and 8 pages of 8
+    const asks = [
+      [...system, 11, 12, 13],
+      [...system, 21, 22],
+      [...system], // the whole prompt cached: only its last token runs again
+      [...system.slice(0, 40), 5, 6, 7], // a shorter shared prefix
+    ];
+    const alone = [];
+    for (const p of asks) alone.push((await model.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens);
+    const engine = await createEngine({ model, maxSequences: 4, pageSize: 8, maxBatchTokens: 32 });
+    expect((await engine.complete(asks[0], { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens).toEqual(alone[0]);
+    for (let i = 1; i < asks.length; i++) {
+      const before = engine.stats();
+      const r = await engine.complete(asks[i], { maxTokens: 8, temperature: 0, stopTokens: [] }).result();
+      const after = engine.stats();
+      expect(r.tokens).toEqual(alone[i]);
+      expect(after.prefixPagesReused).toBeGreaterThan(before.prefixPagesReused);
+      expect(after.promptTokens - before.promptTokens).toBeLessThan(asks[i].length - 30); // most of the prompt was not run again
+    }
+    // Concurrent requests sharing the prefix also match their solo outputs.
+    const together = await Promise.all(asks.map((p) => engine.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()));
+    together.forEach((r, i) => expect(r.tokens).toEqual(alone[i]));
+    expect(engine.stats().kvPagesUsed).toBe(0); // cached prefix pages count as available: evictable, never leaked
+    await engine.close();
+  });
+
+  it('cached prefixes give way when the pool needs their pages', async () => {
+    const engine = await createEngine({ model, maxSequences: 1, pageSize: 4, maxContext: 64, kvCacheBytes: 16 * 4 * 2 * 64 * 4 });
+    for (let i = 0; i < 6; i++) {
+      const p = Array.from({ length: 40 }, (_, j) => (i * 1000 + j) % 199000);
+      const r = await engine.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result();
+      expect(r.tokens).toHaveLength(8);
+    }
+    await engine.close();
+  });
+});
