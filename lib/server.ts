@@ -9,8 +9,10 @@ import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
 import type { Engine } from './engine.js';
-import { AbortedError, ContextOverflowError, GptOssError, OverloadedError } from './errors.js';
+import { AbortedError } from './errors.js';
 import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool } from './generate.js';
+import { content, effort, errorBody, HttpError, partsText, readJson, sampling, samplingOptions, toHttp } from './http.js';
+import { registerResponses } from './responses.js';
 
 export interface ServerOptions {
   /** The model id clients name (default: the engine's model reference). */
@@ -19,55 +21,6 @@ export interface ServerOptions {
   /** Largest request body in bytes (default 4 MiB). */
   maxBodyBytes?: number;
 }
-
-type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
-
-class HttpError extends Error {
-  constructor(readonly status: number, readonly type: ErrorType, message: string, readonly param: string | null = null, readonly code: string | null = null) {
-    super(message);
-  }
-}
-
-function errorBody(e: HttpError) {
-  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
-}
-
-/** Maps anything thrown while serving to the status and body a client expects. */
-function toHttp(e: unknown): HttpError {
-  if (e instanceof HttpError) return e;
-  if (e instanceof z.ZodError) {
-    const issue = e.issues[0];
-    const path = issue?.path.join('.') || null;
-    return new HttpError(400, 'invalid_request_error', `${path ? `${path}: ` : ''}${issue?.message ?? 'invalid request'}`, path, 'invalid_value');
-  }
-  if (e instanceof OverloadedError) return new HttpError(429, 'rate_limit_error', e.message, null, 'overloaded');
-  if (e instanceof ContextOverflowError) return new HttpError(400, 'invalid_request_error', e.message, 'messages', 'context_length_exceeded');
-  if (e instanceof GptOssError && (e.code === 'ERR_INVALID_ARGUMENT' || e.code === 'ERR_UNSUPPORTED'))
-    return new HttpError(400, 'invalid_request_error', e.message, null, e.code === 'ERR_UNSUPPORTED' ? 'unsupported' : 'invalid_value');
-  return new HttpError(500, 'server_error', e instanceof Error ? e.message : String(e));
-}
-
-const text = z.string();
-const contentParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).passthrough());
-const content = z.union([text, contentParts]).nullable().optional();
-const partsText = (c: z.infer<typeof content>) => (c == null ? '' : typeof c === 'string' ? c : c.map((p) => p.text).join(''));
-
-const sampling = {
-  temperature: z.number().min(0).max(2).nullable().optional(),
-  top_p: z.number().gt(0).max(1).nullable().optional(),
-  top_k: z.number().int().min(0).nullable().optional(),
-  min_p: z.number().min(0).max(1).nullable().optional(),
-  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
-  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
-  repetition_penalty: z.number().gt(0).nullable().optional(),
-  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
-  seed: z.number().int().nullable().optional(),
-  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
-  n: z.number().int().min(1).max(1, 'only n = 1 is supported').nullable().optional(),
-  stream: z.boolean().nullable().optional(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
-  user: z.string().optional(),
-};
 
 const chatRequest = z
   .object({
@@ -95,7 +48,9 @@ const chatRequest = z
       .nullable()
       .optional(),
     tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]).nullable().optional(),
-    reasoning_effort: z.enum(['low', 'medium', 'high']).nullable().optional(),
+    reasoning_effort: effort.nullable().optional(),
+    // OpenRouter's form: {effort, exclude}
+    reasoning: z.object({ effort: effort.optional(), exclude: z.boolean().optional() }).passthrough().nullable().optional(),
     max_tokens: z.number().int().min(1).nullable().optional(),
     max_completion_tokens: z.number().int().min(1).nullable().optional(),
     response_format: z.object({ type: z.literal('text') }).passthrough().nullable().optional(),
@@ -112,21 +67,6 @@ const completionRequest = z
     ...sampling,
   })
   .passthrough();
-
-function samplingOptions(b: z.infer<typeof chatRequest> | z.infer<typeof completionRequest>) {
-  const o: CompleteOptions = {};
-  if (b.temperature != null) o.temperature = b.temperature;
-  if (b.top_p != null) o.topP = b.top_p;
-  if (b.top_k != null) o.topK = b.top_k;
-  if (b.min_p != null) o.minP = b.min_p;
-  if (b.presence_penalty != null) o.presencePenalty = b.presence_penalty;
-  if (b.frequency_penalty != null) o.frequencyPenalty = b.frequency_penalty;
-  if (b.repetition_penalty != null) o.repetitionPenalty = b.repetition_penalty;
-  if (b.logit_bias != null) o.logitBias = Object.fromEntries(Object.entries(b.logit_bias).map(([k, v]) => [Number(k), v]));
-  if (b.seed != null) o.seed = b.seed;
-  if (b.stop != null) o.stop = b.stop;
-  return o;
-}
 
 /** OpenAI chat messages -> the engine's chat messages. */
 function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; options: ChatOptions } {
@@ -153,14 +93,11 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
   });
   const options: ChatOptions = { ...samplingOptions(b) };
   if (tools.length) options.tools = tools;
-  if (b.reasoning_effort) options.reasoningEffort = b.reasoning_effort;
+  const eff = b.reasoning_effort ?? b.reasoning?.effort;
+  if (eff) options.reasoningEffort = eff;
   const max = b.max_completion_tokens ?? b.max_tokens;
   if (max != null) options.maxTokens = max;
   return { messages, options };
-}
-
-export interface Metrics {
-  requests: Map<string, number>;
 }
 
 export function createApp(engine: Engine, options: ServerOptions): Hono {
@@ -194,13 +131,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     }),
   );
 
-  const body = async (c: { req: { json: () => Promise<unknown> } }) => {
-    try {
-      return await c.req.json();
-    } catch {
-      throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
-    }
-  };
+  const body = readJson;
   const checkModel = (model: string) => {
     if (model !== options.modelId) throw new HttpError(404, 'not_found_error', `model ${JSON.stringify(model)} is not served here; this server serves ${JSON.stringify(options.modelId)}`, 'model', 'model_not_found');
   };
@@ -237,6 +168,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
               role: 'assistant',
               content: r.text || (r.toolCalls.length ? null : ''),
               reasoning_content: r.reasoning || null,
+              reasoning: r.reasoning || null,
               refusal: null,
               ...(r.toolCalls.length && { tool_calls: r.toolCalls.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.rawArguments } })) }),
             },
@@ -261,7 +193,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         for (let r = first; !r.done; r = await it.next()) {
           const ev = r.value;
           if (ev.type === 'text') await chunk({ content: ev.delta });
-          else if (ev.type === 'reasoning') await chunk({ reasoning_content: ev.delta });
+          else if (ev.type === 'reasoning' && !b.reasoning?.exclude) await chunk({ reasoning_content: ev.delta, reasoning: ev.delta });
           else if (ev.type === 'tool-call')
             await chunk({ tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
           else if (ev.type === 'done') {
@@ -317,6 +249,8 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       }
     });
   });
+
+  registerResponses(app, engine, { modelId: options.modelId, newId, count, checkModel });
 
   app.get('/metrics', (c) => {
     const s = engine.stats();

@@ -177,3 +177,36 @@ describe('load', () => {
     expect(engine.stats()).toMatchObject({ running: 0, queued: 0, kvPagesUsed: 0 });
   });
 });
+
+describe('the Responses API with the official client', () => {
+  it('answers a string input without streaming', async () => {
+    const r = await client.responses.create({ model: MODEL, input: 'Hello', max_output_tokens: 6, reasoning: { effort: 'low' } });
+    expect(r.object).toBe('response');
+    expect(r.status).toBe('incomplete'); // stopped by max_output_tokens
+    expect(r.usage?.output_tokens).toBe(6);
+    expect(typeof r.output_text).toBe('string');
+  });
+
+  it('streams the event sequence the SDK checks, ending in the same response', async () => {
+    const input = [
+      { role: 'developer' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'Weather in Oslo?' },
+      { type: 'function_call' as const, call_id: 'c1', name: 'get_weather', arguments: '{"city":"Oslo"}' },
+      { type: 'function_call_output' as const, call_id: 'c1', output: '{"temp":3}' },
+    ];
+    const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather now.', parameters: { type: 'object', properties: { city: { type: 'string' } } }, strict: false }];
+    const stream = client.responses.stream({ model: MODEL, input, tools, max_output_tokens: 8, temperature: 0 });
+    const types: string[] = [];
+    for await (const ev of stream) types.push(ev.type);
+    const final = await stream.finalResponse();
+    expect(types[0]).toBe('response.created');
+    expect(types.at(-1)).toMatch(/^response\.(completed|incomplete)$/);
+    expect(final.usage?.output_tokens).toBe(8);
+    const plain = await client.responses.create({ model: MODEL, input, tools, max_output_tokens: 8, temperature: 0 });
+    expect(final.output_text).toBe(plain.output_text);
+  });
+
+  it('refuses what a stateless server cannot do, with a 400', async () => {
+    await expect(client.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_1' })).rejects.toMatchObject({ status: 400 });
+  });
+});

@@ -1,0 +1,85 @@
+// Pieces every OpenAI-style route shares: the error shape and status mapping, JSON body reading,
+// and the sampling fields of a request.
+import { z } from 'zod';
+
+import { ContextOverflowError, GptOssError, OverloadedError } from './errors.js';
+import type { CompleteOptions } from './generate.js';
+
+export type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+
+export class HttpError extends Error {
+  constructor(readonly status: number, readonly type: ErrorType, message: string, readonly param: string | null = null, readonly code: string | null = null) {
+    super(message);
+  }
+}
+
+export function errorBody(e: HttpError) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+/** Maps anything thrown while serving to the status and body a client expects. */
+export function toHttp(e: unknown): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof z.ZodError) {
+    const issue = e.issues[0];
+    const path = issue?.path.join('.') || null;
+    return new HttpError(400, 'invalid_request_error', `${path ? `${path}: ` : ''}${issue?.message ?? 'invalid request'}`, path, 'invalid_value');
+  }
+  if (e instanceof OverloadedError) return new HttpError(429, 'rate_limit_error', e.message, null, 'overloaded');
+  if (e instanceof ContextOverflowError) return new HttpError(400, 'invalid_request_error', e.message, 'messages', 'context_length_exceeded');
+  if (e instanceof GptOssError && (e.code === 'ERR_INVALID_ARGUMENT' || e.code === 'ERR_UNSUPPORTED'))
+    return new HttpError(400, 'invalid_request_error', e.message, null, e.code === 'ERR_UNSUPPORTED' ? 'unsupported' : 'invalid_value');
+  return new HttpError(500, 'server_error', e instanceof Error ? e.message : String(e));
+}
+
+
+export const contentParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).passthrough());
+export const content = z.union([z.string(), contentParts]).nullable().optional();
+export const partsText = (c: z.infer<typeof content>) => (c == null ? '' : typeof c === 'string' ? c : c.map((p) => p.text).join(''));
+
+export const sampling = {
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  top_k: z.number().int().min(0).nullable().optional(),
+  min_p: z.number().min(0).max(1).nullable().optional(),
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
+  repetition_penalty: z.number().gt(0).nullable().optional(),
+  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
+  seed: z.number().int().nullable().optional(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
+  n: z.number().int().min(1).max(1, 'only n = 1 is supported').nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
+  user: z.string().optional(),
+};
+
+
+export function samplingOptions(b: { [K in keyof typeof sampling]?: z.infer<(typeof sampling)[K]> }): CompleteOptions {
+  const o: CompleteOptions = {};
+  if (b.temperature != null) o.temperature = b.temperature;
+  if (b.top_p != null) o.topP = b.top_p;
+  if (b.top_k != null) o.topK = b.top_k;
+  if (b.min_p != null) o.minP = b.min_p;
+  if (b.presence_penalty != null) o.presencePenalty = b.presence_penalty;
+  if (b.frequency_penalty != null) o.frequencyPenalty = b.frequency_penalty;
+  if (b.repetition_penalty != null) o.repetitionPenalty = b.repetition_penalty;
+  if (b.logit_bias != null) o.logitBias = Object.fromEntries(Object.entries(b.logit_bias).map(([k, v]) => [Number(k), v]));
+  if (b.seed != null) o.seed = b.seed;
+  if (b.stop != null) o.stop = b.stop;
+  return o;
+}
+
+/** The request body as JSON, or a 400 saying it is not. */
+export async function readJson(c: { req: { json: () => Promise<unknown> } }): Promise<unknown> {
+  try {
+    return await c.req.json();
+  } catch {
+    throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
+  }
+}
+
+/** gpt-oss has low / medium / high; the OpenAI SDK also sends none, minimal, xhigh and max. */
+export const effort = z
+  .enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max'])
+  .transform((e): 'low' | 'medium' | 'high' => (e === 'none' || e === 'minimal' ? 'low' : e === 'xhigh' || e === 'max' ? 'high' : e));
