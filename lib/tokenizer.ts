@@ -105,13 +105,13 @@ export class Tokenizer {
 
   /** Tokens to text; invalid UTF-8 becomes U+FFFD. */
   decode(tokens: ArrayLike<number>): string {
-    return new TextDecoder().decode(this.decodeBytes(tokens));
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(this.decodeBytes(tokens));
   }
 
   /** Tokens to text, throwing on bytes that are not valid UTF-8. */
   decodeUtf8(tokens: ArrayLike<number>): string {
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(this.decodeBytes(tokens));
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(this.decodeBytes(tokens));
     } catch (e) {
       if (e instanceof InvalidArgumentError) throw e;
       throw new InvalidArgumentError('Invalid utf-8 in the decoded tokens', { cause: e });
@@ -126,7 +126,8 @@ export class Tokenizer {
 
 export class StreamDecoder {
   readonly #tok: Tokenizer;
-  readonly #utf8 = new TextDecoder('utf-8');
+  // ignoreBOM: a U+FEFF the model writes is text, not a byte-order mark to strip.
+  readonly #utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
   constructor(tok: Tokenizer) {
     this.#tok = tok;
