@@ -138,7 +138,8 @@ export function addon(): Addon {
   const require = createRequire(import.meta.url);
   const load = require('node-gyp-build') as (dir: string) => Addon;
   try {
-    loaded = load(packageRoot);
+    // GPTOSS_ADDON names a specific build (the sanitizer build of `npm run test:asan`).
+    loaded = process.env.GPTOSS_ADDON ? (require(process.env.GPTOSS_ADDON) as Addon) : load(packageRoot);
   } catch (e) {
     throw new UnsupportedError(
       `the native addon could not be loaded (${(e as Error).message}). ` +

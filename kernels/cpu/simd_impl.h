@@ -249,7 +249,7 @@ inline float exp_scalar(float x) {
   p = p * r * r + r + 1.f;
   int32_t bits;
   __builtin_memcpy(&bits, &p, 4);
-  bits += int32_t(k) << 23;
+  bits += int32_t(uint32_t(int32_t(k)) << 23);  // k < 0 is common: shift as unsigned
   __builtin_memcpy(&p, &bits, 4);
   return p;
 }
