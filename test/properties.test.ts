@@ -113,3 +113,42 @@ describe('server request validation properties', () => {
     }
   });
 });
+
+describe('safetensors header properties', () => {
+  it('arbitrary bytes, and valid files with bytes flipped or cut, only ever raise CheckpointError', async () => {
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { readSafetensorsHeader } = await import('../lib/safetensors.js');
+    const { CheckpointError } = await import('../lib/errors.js');
+    const { fixtures } = await import('./helpers/checkpoint.js');
+    const seed = readFileSync(join(fixtures, 'tiny-b', 'original', 'model.safetensors'));
+    const headerEnd = 8 + Number(seed.readBigUInt64LE(0));
+    const dir = tmpDir();
+    let n = 0;
+    const check = async (bytes: Uint8Array) => {
+      const f = join(dir, `f${n++}.safetensors`);
+      writeFileSync(f, bytes);
+      try {
+        await readSafetensorsHeader(f);
+      } catch (e) {
+        expect(e).toBeInstanceOf(CheckpointError);
+      }
+    };
+    await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 64 }), check), { numRuns: 200 });
+    // Mutations of a real file: flips inside the header, a different length, truncation.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }),
+        fc.integer({ min: 1, max: seed.length }),
+        fc.option(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })),
+        async (flips, cut, length) => {
+          const b = Buffer.from(seed.subarray(0, cut));
+          for (const [i, v] of flips) if (i < b.length) b[i] = v;
+          if (length !== null && b.length >= 8) b.writeBigUInt64LE(length, 0);
+          await check(b);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
