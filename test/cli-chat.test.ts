@@ -5,14 +5,13 @@ import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 let dir: string;
 
 beforeAll(() => {
-  dir = tmpDir();
-  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 8 }, 9);
+  dir = tinyRealVocabCheckpoint(9, { window: 8 });
 });
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;

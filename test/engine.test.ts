@@ -3,12 +3,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { AbortedError, ContextOverflowError, createEngine, DisposedError, loadModel, type Model, OverloadedError } from '../lib/index.js';
-import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;
 beforeAll(async () => {
-  const dir = tmpDir();
-  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 }, 11);
+  const dir = tinyRealVocabCheckpoint(11);
   model = await loadModel(dir);
 });
 afterAll(() => model?.dispose());

@@ -6,12 +6,11 @@ import {
   AbortedError, ChatStream, ContextOverflowError, getTokenizer, HarmonyError, InvalidArgumentError, loadModel, type Model, toHarmony,
 } from '../lib/index.js';
 import { renderConversationForCompletion } from '../lib/harmony/index.js';
-import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;
 beforeAll(async () => {
-  const dir = tmpDir();
-  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 8 }, 5);
+  const dir = tinyRealVocabCheckpoint(5, { window: 8 });
   model = await loadModel(dir);
 });
 afterAll(() => model?.dispose());

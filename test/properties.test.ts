@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine, type Engine, getTokenizer, GptOssError, loadModel, type Model } from '../lib/index.js';
 import { parseMessagesFromCompletionTokens, StreamableParser } from '../lib/harmony/index.js';
 import { createApp } from '../lib/server.js';
-import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { tinyRealVocabCheckpoint, tmpDir } from './helpers/checkpoint.js';
 
 const tok = getTokenizer();
 
@@ -66,8 +66,7 @@ describe('server request validation properties', () => {
   let engine: Engine;
   let app: ReturnType<typeof createApp>;
   beforeAll(async () => {
-    const dir = tmpDir();
-    writeRandomHfCheckpoint(dir, { layers: 1, hidden: 32, intermediate: 32, experts: 2, topk: 1, heads: 1, kvHeads: 1, vocab: 201088, window: 4 }, 3);
+    const dir = tinyRealVocabCheckpoint(3, { layers: 1, hidden: 32, experts: 2, topk: 1, heads: 1 });
     model = await loadModel(dir);
     engine = await createEngine({ model, maxContext: 160, maxSequences: 4 });
     app = createApp(engine, { modelId: 'm', maxBodyBytes: 32 * 1024 });

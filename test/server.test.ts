@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
 import { createApp, listen, type RunningServer } from '../lib/server.js';
-import { tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;
 let engine: Engine;
@@ -15,8 +15,7 @@ const MODEL = 'tiny-gpt-oss';
 const KEY = 'sk-test';
 
 beforeAll(async () => {
-  const dir = tmpDir();
-  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 }, 21);
+  const dir = tinyRealVocabCheckpoint(21);
   model = await loadModel(dir);
   engine = await createEngine({ model, maxSequences: 32, maxBatchTokens: 128, maxContext: 512, pageSize: 8 });
   server = await listen(createApp(engine, { modelId: MODEL, apiKey: KEY, maxBodyBytes: 64 * 1024 }), { port: 0 });

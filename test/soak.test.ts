@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
 import { createApp, listen, type RunningServer } from '../lib/server.js';
-import { rng, tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
+import { rng, tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 const REQUESTS = Number(process.env.SOAK_REQUESTS ?? 200);
 const CONCURRENCY = 32;
@@ -18,8 +18,7 @@ let engine: Engine;
 let server: RunningServer;
 
 beforeAll(async () => {
-  const dir = tmpDir();
-  writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 }, 99);
+  const dir = tinyRealVocabCheckpoint(99);
   model = await loadModel(dir);
   engine = await createEngine({ model, maxSequences: CONCURRENCY, maxContext: 256, maxBatchTokens: 128, pageSize: 8 });
   server = await listen(createApp(engine, { modelId: 'soak' }), { port: 0 });

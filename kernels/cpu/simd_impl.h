@@ -255,39 +255,33 @@ inline float exp_scalar(float x) {
 }
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#if defined(__AVX512F__)
-inline V vexp(V x) {
-  const __mmask16 live = _mm512_cmp_ps_mask(x, vset1(-87.f), _CMP_GE_OQ);
-  x = _mm512_max_ps(x, vset1(-87.f));
-  V k = _mm512_roundscale_ps(_mm512_fmadd_ps(x, vset1(1.44269504f), vset1(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  V r = _mm512_fnmadd_ps(k, vset1(0.693359375f), x);
-  r = _mm512_fnmadd_ps(k, vset1(-2.12194440e-4f), r);
+// e^r on the reduced range, the same polynomial as exp_scalar.
+inline V vexp_poly(V r) {
   V p = vset1(1.9875691500e-4f);
   p = vfma(p, r, vset1(1.3981999507e-3f));
   p = vfma(p, r, vset1(8.3334519073e-3f));
   p = vfma(p, r, vset1(4.1665795894e-2f));
   p = vfma(p, r, vset1(1.6666665459e-1f));
   p = vfma(p, r, vset1(5.0000001201e-1f));
-  p = vfma(vmul(p, r), r, vadd(r, vset1(1.f)));
+  return vfma(vmul(p, r), r, vadd(r, vset1(1.f)));
+}
+#if defined(__AVX512F__)
+inline V vexp(V x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, vset1(-87.f), _CMP_GE_OQ);
+  x = _mm512_max_ps(x, vset1(-87.f));
+  V k = _mm512_roundscale_ps(_mm512_fmadd_ps(x, vset1(1.44269504f), vset1(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  V r = _mm512_fnmadd_ps(k, vset1(-2.12194440e-4f), _mm512_fnmadd_ps(k, vset1(0.693359375f), x));
   __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(k), 23);
-  return _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e)));
+  return _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(vexp_poly(r)), e)));
 }
 #else
 inline V vexp(V x) {
   const V live = _mm256_cmp_ps(x, vset1(-87.f), _CMP_GE_OQ);
   x = _mm256_max_ps(x, vset1(-87.f));
   V k = _mm256_floor_ps(_mm256_fmadd_ps(x, vset1(1.44269504f), vset1(0.5f)));
-  V r = _mm256_fnmadd_ps(k, vset1(0.693359375f), x);
-  r = _mm256_fnmadd_ps(k, vset1(-2.12194440e-4f), r);
-  V p = vset1(1.9875691500e-4f);
-  p = vfma(p, r, vset1(1.3981999507e-3f));
-  p = vfma(p, r, vset1(8.3334519073e-3f));
-  p = vfma(p, r, vset1(4.1665795894e-2f));
-  p = vfma(p, r, vset1(1.6666665459e-1f));
-  p = vfma(p, r, vset1(5.0000001201e-1f));
-  p = vfma(vmul(p, r), r, vadd(r, vset1(1.f)));
+  V r = _mm256_fnmadd_ps(k, vset1(-2.12194440e-4f), _mm256_fnmadd_ps(k, vset1(0.693359375f), x));
   __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23);
-  return _mm256_and_ps(live, _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e)));
+  return _mm256_and_ps(live, _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(vexp_poly(r)), e)));
 }
 #endif
 #else

@@ -178,3 +178,13 @@ export function mutateHeader(path: string, fn: (header: Record<string, { dtype: 
   out.writeBigUInt64LE(BigInt(json.length));
   writeFileSync(path, Buffer.concat([out, json, buf.subarray(8 + n)]));
 }
+
+/** The shape most tests use: two tiny layers over the real 201,088-token vocabulary. */
+export const TINY_REAL_VOCAB: TinyShape = { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 };
+
+/** A fresh directory holding a random real-vocabulary checkpoint of TINY_REAL_VOCAB's shape. */
+export function tinyRealVocabCheckpoint(seed: number, overrides: Partial<TinyShape> = {}): string {
+  const dir = tmpDir();
+  writeRandomHfCheckpoint(dir, { ...TINY_REAL_VOCAB, ...overrides }, seed);
+  return dir;
+}
