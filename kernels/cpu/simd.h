@@ -42,9 +42,10 @@ extern const SimdKernels kSimdGeneric;
 extern const SimdKernels kSimdAvx2;
 extern const SimdKernels kSimdAvx512;
 
-// E8M0 byte -> 2^(s-127), as a float table (s = 255 is reserved NaN in OCP; the checkpoints
-// never use it, and it decodes to 2^128 = inf here rather than a silent finite value).
-extern const float kE8m0[256];
+// E8M0 byte s -> half its scale, 2^(s-128): the kernels' FP4 table holds doubled values (small
+// integers), and the half folds in here so a block's scale is one broadcast load. s = 255 is
+// reserved (NaN in OCP); the checkpoints never use it, and it gives inf, not a silent finite value.
+extern const float kE8m0Half[256];
 
 // Reorders x[K] into block-split order (see the header comment). K must be a multiple of 32.
 inline void split_blocks(const float* x, float* out, int K) {

@@ -14,9 +14,9 @@ constexpr E8m0Table make_e8m0() {
   E8m0Table t{};
   for (int s = 0; s < 255; ++s) {
     double p = 1.0;
-    for (int i = s; i < 127; ++i) p *= 0.5;
-    for (int i = 127; i < s; ++i) p *= 2.0;
-    t.v[s] = float(p);  // exact: every 2^k for k in [-127, 127] is a float
+    for (int i = s; i < 128; ++i) p *= 0.5;
+    for (int i = 128; i < s; ++i) p *= 2.0;
+    t.v[s] = float(p);  // 2^(s-128), exact: every 2^k for k in [-128, 126] is a float
   }
   t.v[255] = __builtin_inff();
   return t;
@@ -47,8 +47,8 @@ const SimdKernels* pick() {
 }  // namespace
 
 // Defined from the constexpr table so every SIMD variant sees it filled before any static init.
-extern const float kE8m0[256];
-const float kE8m0[256] = {
+extern const float kE8m0Half[256];
+const float kE8m0Half[256] = {
 #define R(i) kTable.v[i], kTable.v[i + 1], kTable.v[i + 2], kTable.v[i + 3]
 #define R16(i) R(i), R(i + 4), R(i + 8), R(i + 12)
     R16(0), R16(16), R16(32), R16(48), R16(64), R16(80), R16(96), R16(112),

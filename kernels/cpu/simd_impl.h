@@ -11,7 +11,7 @@
 
 namespace {
 
-using gptoss::cpu::kE8m0;
+using gptoss::cpu::kE8m0Half;
 
 // The doubled E2M1 values (exact small integers, so the nibble lookup can be a byte shuffle);
 // the 0.5 is folded into the block scale. gpt-oss-spec.md §3.
@@ -206,9 +206,8 @@ void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblo
       vdecode_fp4_8(b + g * 16 + 8, lo1, hi1);
       blk = vfma(lo0, vload(x), vfma(lo1, vload(x + 8), vfma(hi0, vload(x + 16), vmul(hi1, vload(x + 24)))));
 #endif
-      // Half the scale: the lookup table holds doubled values.
-      if (g & 1) acc1 = vfma(blk, vset1(0.5f * kE8m0[s[g]]), acc1);
-      else acc0 = vfma(blk, vset1(0.5f * kE8m0[s[g]]), acc0);
+      if (g & 1) acc1 = vfma(blk, vset1(kE8m0Half[s[g]]), acc1);
+      else acc0 = vfma(blk, vset1(kE8m0Half[s[g]]), acc0);
     }
     y[r] = vsum(vadd(acc0, acc1));
   }
