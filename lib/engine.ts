@@ -84,6 +84,9 @@ class PagePool {
     for (const p of pages) this.#refs.set(p, 1);
     return pages;
   }
+  isIdle(p: number): boolean {
+    return this.#idle.has(p);
+  }
   ref(p: number): void {
     this.#refs.set(p, (this.#refs.get(p) ?? 0) + 1);
     this.#idle.delete(p);
@@ -215,6 +218,7 @@ export class Engine implements GenerationBackend {
   #running: Seq[] = [];
   #pumping = false;
   #closed = false;
+  #turn = 0;
   #idle: (() => void)[] = [];
   readonly #stats = { steps: 0, promptTokens: 0, generatedTokens: 0, lastStepMs: 0, stepMsTotal: 0 };
 
@@ -279,8 +283,7 @@ export class Engine implements GenerationBackend {
     const pages = Math.ceil((prompt.length + limits.maxTokens) / this.pageSize);
     if (pages > this.#full.total)
       throw new ContextOverflowError(`the request needs ${pages} KV pages; the engine has ${this.#full.total} in all`);
-    if (this.#queue.length >= this.#maxQueue) throw new OverloadedError(`the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`);
-    limits.signal?.throwIfAborted();
+    if (limits.signal?.aborted) throw new AbortedError('generation was aborted', { cause: limits.signal.reason });
     const seq: Seq = {
       prompt, keys: PrefixIndex.keys(prompt, this.pageSize), published: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
       ready: [], waiting: undefined, error: undefined, unlisten: () => {},
@@ -291,7 +294,13 @@ export class Engine implements GenerationBackend {
       seq.unlisten = () => limits.signal!.removeEventListener('abort', onAbort);
     }
     this.#queue.push(seq);
-    void this.#pump();
+    this.#admit();
+    if (seq.state === 'queued' && this.#queue.length > this.#maxQueue) {
+      this.#queue.pop();
+      seq.unlisten();
+      throw new OverloadedError(`the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`);
+    }
+    this.#kick();
     return {
       next: () =>
         new Promise<SampledToken>((resolve, reject) => {
@@ -339,7 +348,9 @@ export class Engine implements GenerationBackend {
       // token runs again (its logits are needed); it rewrites bytes equal to those cached, as
       // every op computes a token the same way whatever else is in the step.
       const hits = this.#prefixes.match(seq.keys, need);
-      if (need - hits.length > this.#full.available) break; // first come, first served
+      // Idle cached hits count as available but are about to be referenced, not taken.
+      const idleHits = hits.filter((h) => this.#full.isIdle(h.full)).length;
+      if (need - hits.length > this.#full.available - idleHits) break; // first come, first served
       this.#queue.shift();
       for (const h of hits) this.#full.ref(h.full);
       seq.fullPages = [...hits.map((h) => h.full), ...this.#full.take(need - hits.length)];
@@ -356,6 +367,15 @@ export class Engine implements GenerationBackend {
       seq.state = 'running';
       this.#running.push(seq);
     }
+  }
+
+  /** Runs the scheduler loop if it is not running; a fault in it fails the requests, not the process. */
+  #kick(): void {
+    this.#pump().catch((e: unknown) => {
+      const err = e instanceof GptOssError ? e : new BusyError(`the engine's scheduler failed: ${(e as Error)?.message ?? e}`, { cause: e });
+      for (const seq of [...this.#queue, ...this.#running]) this.#stop(seq, err);
+      this.#reap();
+    });
   }
 
   async #pump(): Promise<void> {
@@ -413,7 +433,12 @@ export class Engine implements GenerationBackend {
       }
       budget -= toks.length;
     };
-    for (const seq of this.#running)
+    // Decodes first, starting one further along each step, so that with more sequences than the
+    // token budget every sequence gets its turn.
+    const n = this.#running.length;
+    const order = n ? [...this.#running.slice(this.#turn % n), ...this.#running.slice(0, this.#turn % n)] : [];
+    this.#turn++;
+    for (const seq of order)
       if (seq.state === 'running' && seq.pending !== undefined && budget > 0) {
         add(seq, [seq.pending], seq.prompt.length + seq.generated - 1, true);
         seq.pending = undefined;

@@ -92,6 +92,8 @@ export interface ChatResult {
 
 export type CompletionEvent =
   | { type: 'token'; token: number; text: string; logprob: number }
+  /** Text that no token carried: held back until the end (part of a character, a stop prefix). */
+  | { type: 'text'; text: string }
   | { type: 'done'; finishReason: 'stop' | 'length'; usage: Usage; timings: Timings };
 
 export interface CompleteOptions extends GenerateOptions {
@@ -362,6 +364,8 @@ export class ChatStream {
   readonly #parser = new StreamableParser('assistant', { strict: false });
   readonly #stop: StopMatcher;
   #calls = 0;
+  /** A stop string ended the answer (what it held back is not text then). */
+  #cut = false;
   /** Set once the turn is over: a stop token, or a stop string in the answer. */
   finishReason: FinishReason | null = null;
   readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
@@ -378,11 +382,12 @@ export class ChatStream {
     return out;
   }
 
-  /** Events for a turn cut short (out of tokens): what the model wrote so far. */
+  /** Events once the turn is over: for a turn cut short, what the model wrote so far; in any case
+   * text held back as a possible start of a stop string that never came. */
   end(): ChatEvent[] {
     const out = this.finishReason === null ? this.#translate(this.#parser.processEos()) : [];
     const rest = this.#stop.flush();
-    if (rest && this.finishReason === null) {
+    if (rest && !this.#cut) {
       this.result.text += rest;
       out.push({ type: 'text', delta: rest });
     }
@@ -407,7 +412,10 @@ export class ChatStream {
             this.result.text += s.emit;
             out.push({ type: 'text', delta: s.emit });
           }
-          if (s.stopped) this.finishReason = 'stop';
+          if (s.stopped) {
+            this.finishReason = 'stop';
+            this.#cut = true;
+          }
         }
       } else if (ev.type === 'message-end' && ev.message.recipient && ev.message.recipient !== 'all') {
         const raw = ev.message.content.map((p) => (p.type === 'text' ? p.text : '')).join('');
@@ -488,6 +496,7 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
     const out: number[] = [];
     let text = '';
     let finishReason: 'stop' | 'length' = 'length';
+    let cut = false;
     const t0 = now();
     let tFirst = t0;
     try {
@@ -505,13 +514,21 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
         yield { type: 'token', token, text: s.emit, logprob: step.logprob };
         if (s.stopped) {
           finishReason = 'stop';
+          cut = true;
           break;
         }
         if (out.length >= maxTokens) break;
         if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
         step = await source.next();
       }
-      if (finishReason !== 'stop') text += stop.push(decoder.flush()).emit + stop.flush();
+      // Text still held: an unfinished UTF-8 character, or a possible start of a stop string.
+      if (!cut) {
+        const tail = stop.push(decoder.flush()).emit + stop.flush();
+        if (tail) {
+          text += tail;
+          yield { type: 'text', text: tail };
+        }
+      }
     } finally {
       source.close();
     }

@@ -2,7 +2,7 @@
 // and the sampling fields of a request.
 import { z } from 'zod';
 
-import { ContextOverflowError, GptOssError, OverloadedError } from './errors.js';
+import { AbortedError, ContextOverflowError, DisposedError, GptOssError, OverloadedError } from './errors.js';
 import type { CompleteOptions } from './generate.js';
 
 export type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
@@ -26,6 +26,9 @@ export function toHttp(e: unknown): HttpError {
     return new HttpError(400, 'invalid_request_error', `${path ? `${path}: ` : ''}${issue?.message ?? 'invalid request'}`, path, 'invalid_value');
   }
   if (e instanceof OverloadedError) return new HttpError(429, 'rate_limit_error', e.message, null, 'overloaded');
+  if (e instanceof DisposedError) return new HttpError(503, 'server_error', e.message, null, 'unavailable');
+  // The client went away (or aborted): nobody reads this; 499 keeps it out of the 5xx counts.
+  if (e instanceof AbortedError || (e instanceof Error && e.name === 'AbortError')) return new HttpError(499, 'invalid_request_error', 'the request was aborted', null, 'aborted');
   if (e instanceof ContextOverflowError) return new HttpError(400, 'invalid_request_error', e.message, 'messages', 'context_length_exceeded');
   if (e instanceof GptOssError && (e.code === 'ERR_INVALID_ARGUMENT' || e.code === 'ERR_UNSUPPORTED'))
     return new HttpError(400, 'invalid_request_error', e.message, null, e.code === 'ERR_UNSUPPORTED' ? 'unsupported' : 'invalid_value');

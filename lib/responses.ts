@@ -69,7 +69,7 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
   }
   const options: ChatOptions = {};
   if (b.instructions) options.instructions = b.instructions;
-  if (b.tool_choice !== 'none' && b.tools?.length)
+  if (b.tools?.length)
     options.tools = b.tools.map((t): FunctionTool => ({ name: t.name, description: t.description ?? undefined, parameters: (t.parameters ?? undefined) as FunctionTool['parameters'] }));
   if (b.reasoning?.effort) options.reasoningEffort = b.reasoning.effort;
   if (b.max_output_tokens != null) options.maxTokens = b.max_output_tokens;

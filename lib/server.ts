@@ -70,10 +70,8 @@ const completionRequest = z
 
 /** OpenAI chat messages -> the engine's chat messages. */
 function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; options: ChatOptions } {
-  const useTools = b.tool_choice !== 'none';
-  const tools: FunctionTool[] = useTools
-    ? (b.tools ?? []).map((t) => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'] }))
-    : [];
+  // tool_choice 'none' still renders the tools: earlier calls in the conversation refer to them.
+  const tools: FunctionTool[] = (b.tools ?? []).map((t) => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'] }));
   const messages: ChatMessage[] = b.messages.map((m) => {
     switch (m.role) {
       case 'system':
@@ -113,7 +111,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
 
   app.onError((e, c) => {
     const h = toHttp(e);
-    count(c.req.path, h.status);
+    count(c.req.routePath, h.status); // the route pattern: client-chosen paths must not grow the metrics
     return c.json(errorBody(h), h.status as 400);
   });
   app.notFound((c) => c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404));
@@ -236,7 +234,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       try {
         for (let r = first; !r.done; r = await it.next()) {
           const ev = r.value;
-          const data = ev.type === 'token'
+          const data = ev.type === 'token' || ev.type === 'text'
             ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: ev.text, finish_reason: null, logprobs: null }] }
             : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: '', finish_reason: ev.finishReason, logprobs: null }],
                 ...(b.stream_options?.include_usage && { usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }) };

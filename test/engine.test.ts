@@ -128,3 +128,32 @@ describe('prefix caching', () => {
     await engine.close();
   });
 });
+
+describe('engine edge cases (review regressions)', () => {
+  it('admitting a request whose prefix pages sit idle in the cache does not overcommit the pool', async () => {
+    const engine = await createEngine({ model, maxSequences: 4, pageSize: 4, maxContext: 64, maxBatchTokens: 16, kvCacheBytes: 16 * 4 * 2 * 64 * 4 });
+    const a = Array.from({ length: 8 }, (_, j) => 100 + j);
+    await engine.complete(a, { maxTokens: 4, temperature: 0, stopTokens: [] }).result(); // leaves 2 idle cached pages
+    const c = engine.complete(Array.from({ length: 20 }, (_, j) => 500 + j), { maxTokens: 4, temperature: 0, stopTokens: [] }).result();
+    const b = engine.complete(a, { maxTokens: 40, temperature: 0, stopTokens: [] }).result();
+    const [rc, rb] = await Promise.all([c, b]);
+    expect(rc.tokens).toHaveLength(4);
+    expect(rb.tokens).toHaveLength(40);
+    expect(engine.stats().kvPagesUsed).toBe(0);
+    await engine.close();
+  });
+
+  it('maxQueue 0 still serves requests that can be admitted at once', async () => {
+    const engine = await createEngine({ model, maxQueue: 0 });
+    expect((await engine.complete(prompt(1), { maxTokens: 3, stopTokens: [] }).result()).tokens).toHaveLength(3);
+    await engine.close();
+  });
+
+  it('with more sequences than the step budget, every sequence makes progress', async () => {
+    const engine = await createEngine({ model, maxSequences: 6, maxBatchTokens: 4 });
+    const runs = Array.from({ length: 6 }, (_, i) => engine.complete(prompt(i), { maxTokens: 5, temperature: 0, stopTokens: [] }).result());
+    const res = await Promise.all(runs);
+    expect(res.every((r) => r.tokens.length === 5)).toBe(true);
+    await engine.close();
+  });
+});

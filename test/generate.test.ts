@@ -156,3 +156,23 @@ describe('toHarmony', () => {
     expect(text.endsWith('<|start|>assistant')).toBe(true);
   });
 });
+
+describe('text held back for stop strings (review regressions)', () => {
+  it('a turn ending on <|return|> keeps text that only looked like the start of a stop string', () => {
+    const s = new ChatStream(['END']);
+    for (const t of harmonyTokens('<|channel|>final<|message|>Hello EN<|return|>')) s.push(t);
+    s.end();
+    expect(s.result.text).toBe('Hello EN');
+  });
+
+  it('a completion cut by maxTokens streams the held-back tail, so the events add up to the text', async () => {
+    const plain = await model.complete([7, 8, 9], { maxTokens: 6, temperature: 0, stopTokens: [] }).result();
+    const last = getTokenizer().decode([plain.tokens.at(-1)!]);
+    const gen = model.complete([7, 8, 9], { maxTokens: 6, temperature: 0, stopTokens: [], stop: [`${last}QQQ`] });
+    let streamed = '';
+    for await (const ev of gen) if (ev.type === 'token' || ev.type === 'text') streamed += ev.text;
+    const r = await gen.result();
+    expect(r.text).toBe(plain.text);
+    expect(streamed).toBe(plain.text);
+  });
+});

@@ -209,3 +209,28 @@ describe('the Responses API with the official client', () => {
     await expect(client.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_1' })).rejects.toMatchObject({ status: 400 });
   });
 });
+
+describe('review regressions', () => {
+  it("tool_choice 'none' accepts a conversation with earlier tool calls", async () => {
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      tool_choice: 'none',
+      tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }],
+      messages: [
+        { role: 'user', content: 'Weather?' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] },
+        { role: 'tool', tool_call_id: 'c1', content: 'sunny' },
+      ],
+      max_tokens: 2,
+    });
+    expect(r.usage?.completion_tokens).toBe(2);
+  });
+
+  it('metrics count routes, not the paths clients choose', async () => {
+    await fetch(`${server.url}/v1/some-path-nobody-has-${Date.now()}`, { headers: { authorization: `Bearer ${KEY}` } });
+    await fetch(`${server.url}/v1/x"y`);
+    const t = await (await fetch(`${server.url}/metrics`)).text();
+    expect(t).not.toMatch(/some-path-nobody-has/);
+    expect(t).not.toContain('x"y');
+  });
+});
