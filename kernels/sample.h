@@ -33,4 +33,13 @@ struct SampleResult {
 // logits [V] are modified in place. rng: 64-bit state (splitmix64), advanced.
 SampleResult sample_cpu(float* logits, int V, const SampleParams& p, uint64_t* rng);
 
+// The model's own distribution over one row of raw logits (log-softmax, before any sampling
+// setting): the log-probability of `token` and the `top` most likely tokens (top <= 20), in
+// descending order, ties to the lower id.
+struct TokenLogprobs {
+  float logprob = 0.f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+TokenLogprobs logprobs_cpu(const float* logits, int V, int32_t token, int top);
+
 }  // namespace gptoss

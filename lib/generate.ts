@@ -41,6 +41,20 @@ export interface GenerateOptions extends SamplingOptions {
   /** Positions the session may use (default: prompt + maxTokens, within the model's context). */
   maxContext?: number;
   signal?: AbortSignal;
+  /** Report each answer token's log-probability under the model's own distribution (log-softmax
+   * of its logits, before temperature and the other sampling settings) with this many most
+   * likely alternatives (0-20). Off by default. */
+  logprobs?: number;
+}
+
+/** A generated token with its log-probability under the model's distribution. */
+export interface TokenLogprob {
+  token: number;
+  /** The token's text (invalid UTF-8 on its own becomes U+FFFD) and its raw bytes. */
+  text: string;
+  bytes: number[];
+  logprob: number;
+  top: { token: number; text: string; bytes: number[]; logprob: number }[];
 }
 
 export interface ChatOptions extends GenerateOptions {
@@ -76,6 +90,8 @@ export type ChatEvent =
   | { type: 'text'; delta: string }
   | { type: 'commentary'; delta: string }
   | { type: 'tool-call'; id: string; name: string; arguments: unknown; rawArguments: string }
+  /** With the logprobs option: one per token of the answer (final channel), after its text. */
+  | { type: 'logprob'; logprob: TokenLogprob }
   | { type: 'done'; finishReason: FinishReason; usage: Usage; timings: Timings };
 
 export interface ChatResult {
@@ -86,12 +102,16 @@ export interface ChatResult {
   finishReason: FinishReason;
   usage: Usage;
   timings: Timings;
+  /** Every generated token id, in order. */
+  tokens: number[];
+  /** With the logprobs option: the answer's tokens and their log-probabilities. */
+  logprobs?: TokenLogprob[];
   /** The assistant's turn as messages to append to the conversation for the next call. */
   message: Extract<ChatMessage, { role: 'assistant' }>;
 }
 
 export type CompletionEvent =
-  | { type: 'token'; token: number; text: string; logprob: number }
+  | { type: 'token'; token: number; text: string; logprob: number; logprobs?: TokenLogprob }
   /** Text that no token carried: held back until the end (part of a character, a stop prefix). */
   | { type: 'text'; text: string }
   | { type: 'done'; finishReason: 'stop' | 'length'; usage: Usage; timings: Timings };
@@ -104,6 +124,7 @@ export interface CompleteOptions extends GenerateOptions {
 export interface CompletionResult {
   tokens: number[];
   text: string;
+  logprobs?: TokenLogprob[];
   finishReason: 'stop' | 'length';
   usage: Usage;
   timings: Timings;
@@ -134,7 +155,13 @@ export class Generation<E extends { type: string }, R> implements AsyncIterable<
   }
 }
 
-const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', ...samplingKeys] as const;
+const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', 'logprobs', ...samplingKeys] as const;
+
+function toTokenLogprob(s: SampledToken): TokenLogprob {
+  const tok = getTokenizer();
+  const piece = (id: number) => ({ text: tok.decode([id]), bytes: Array.from(tok.decodeBytes([id])) });
+  return { token: s.token, ...piece(s.token), logprob: s.modelLogprob ?? s.logprob, top: (s.top ?? []).map((t) => ({ token: t.token, ...piece(t.token), logprob: t.logprob })) };
+}
 const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate'] as const;
 
 const CHAT_STOP_TOKENS: ReadonlySet<number> = new Set([TOKENS.return, TOKENS.call]);
@@ -315,6 +342,7 @@ function prepare(backend: GenerationBackend, prompt: number[], options: Generate
   if (prompt.length >= limit)
     throw new ContextOverflowError(`the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`);
   const sampler = new Sampler(samplingOf(options), V);
+  if (options.logprobs !== undefined) sampler.topLogprobs = checkInt(options.logprobs, 'logprobs', 0, 0, 20);
   const budget = Math.min(maxTokens, limit - prompt.length);
   const decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
   return { decoder, sampler, maxTokens: budget };
@@ -368,15 +396,21 @@ export class ChatStream {
   #cut = false;
   /** Set once the turn is over: a stop token, or a stop string in the answer. */
   finishReason: FinishReason | null = null;
-  readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
+  readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message' | 'tokens' | 'logprobs'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
 
   constructor(stops: string[] = []) {
     this.#stop = new StopMatcher(stops);
   }
 
+  /** Whether the last token pushed was part of the answer's text (final channel content). */
+  lastWasAnswer = false;
+
   /** Events completed by one sampled token. Throws HarmonyError on tool arguments that are not JSON. */
   push(token: number): ChatEvent[] {
+    const inAnswer = this.#parser.state === 'Content' && this.#parser.currentRecipient === null &&
+      this.#parser.currentChannel !== 'analysis' && this.#parser.currentChannel !== 'commentary';
     const out = this.#translate(this.#parser.process(token));
+    this.lastWasAnswer = inAnswer && this.#parser.state === 'Content';
     if (this.finishReason === null && (token === TOKENS.return || token === TOKENS.call))
       this.finishReason = token === TOKENS.call ? 'tool-calls' : 'stop';
     return out;
@@ -446,6 +480,8 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
     const { decoder, sampler, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS);
     const stream = new ChatStream(stops);
     let generated = 0;
+    const tokens: number[] = [];
+    const logprobs: TokenLogprob[] | undefined = options.logprobs !== undefined ? [] : undefined;
     const t0 = now();
     let tFirst = t0;
     try {
@@ -453,7 +489,13 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
       tFirst = now();
       for (;;) {
         generated++;
+        tokens.push(step.token);
         yield* stream.push(step.token);
+        if (logprobs && stream.lastWasAnswer && stream.finishReason === null) {
+          const lp = toTokenLogprob(step);
+          logprobs.push(lp);
+          yield { type: 'logprob', logprob: lp };
+        }
         if (stream.finishReason !== null || generated >= maxTokens) break;
         if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
         step = await decoder.next();
@@ -472,6 +514,8 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
       finishReason,
       usage,
       timings: t,
+      tokens,
+      ...(logprobs && { logprobs }),
       message: {
         role: 'assistant',
         content: r.text || null,
@@ -494,6 +538,7 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
     const decoder = getTokenizer().streamDecoder();
     const stop = new StopMatcher(stops);
     const out: number[] = [];
+    const logprobs: TokenLogprob[] | undefined = options.logprobs !== undefined ? [] : undefined;
     let text = '';
     let finishReason: 'stop' | 'length' = 'length';
     let cut = false;
@@ -511,7 +556,9 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
         }
         const s = stop.push(decoder.push(token));
         text += s.emit;
-        yield { type: 'token', token, text: s.emit, logprob: step.logprob };
+        const lp = logprobs ? toTokenLogprob(step) : undefined;
+        if (lp) logprobs!.push(lp);
+        yield { type: 'token', token, text: s.emit, logprob: step.logprob, ...(lp && { logprobs: lp }) };
         if (s.stopped) {
           finishReason = 'stop';
           cut = true;
@@ -535,6 +582,6 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
     const usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length };
     const t = timings(t0, tFirst, now(), tokens.length, out.length);
     yield { type: 'done', finishReason, usage, timings: t };
-    return { tokens: out, text, finishReason, usage, timings: t };
+    return { tokens: out, text, finishReason, usage, timings: t, ...(logprobs && { logprobs }) };
   });
 }

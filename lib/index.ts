@@ -9,7 +9,7 @@ export * from './errors.js';
 export { ChatStream, Generation, toHarmony } from './generate.js';
 export type {
   ChatEvent, ChatMessage, ChatOptions, ChatResult, CompleteOptions, CompletionEvent, CompletionResult, FinishReason,
-  FunctionTool, GenerateOptions, Timings, ToolCall, Usage,
+  FunctionTool, GenerateOptions, Timings, TokenLogprob, ToolCall, Usage,
 } from './generate.js';
 export { DEFAULT_SAMPLING, sampleLogits } from './sampler.js';
 export type { SamplingOptions } from './sampler.js';

@@ -74,11 +74,17 @@ export interface NativeSampling {
   historyCounts?: Int32Array;
   banFrom: number;
   rng: BigUint64Array;
+  /** Also report the model's own log-probabilities: the chosen token's and this many alternatives (-1: none). */
+  topLogprobs?: number;
 }
 
 export interface SampledToken {
   token: number;
+  /** Under the distribution sampled from (after temperature, top-k/p, penalties). */
   logprob: number;
+  /** Under the model's own distribution (log-softmax of the raw logits), when asked for. */
+  modelLogprob?: number;
+  top?: { token: number; logprob: number }[];
 }
 
 export interface NativeProgram {

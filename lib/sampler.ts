@@ -47,6 +47,8 @@ export class Sampler {
   readonly #counts = new Map<number, number>();
   readonly rng = new BigUint64Array(1);
   readonly penalised: boolean;
+  /** Report the model's log-probabilities with each draw: -1 none, else the alternatives wanted (0..20). */
+  topLogprobs = -1;
 
   constructor(options: SamplingOptions, vocabSize: number) {
     checkKeys(options, samplingKeys, 'sampling');
@@ -87,6 +89,7 @@ export class Sampler {
       historyIds: Int32Array.from(this.#counts.keys()),
       historyCounts: Int32Array.from(this.#counts.values()),
       rng: this.rng,
+      ...(this.topLogprobs >= 0 && { topLogprobs: this.topLogprobs }),
     };
   }
 }

@@ -10,7 +10,7 @@ import { z } from 'zod';
 
 import type { Engine } from './engine.js';
 import { AbortedError } from './errors.js';
-import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool } from './generate.js';
+import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, TokenLogprob } from './generate.js';
 import { content, effort, errorBody, HttpError, partsText, readJson, sampling, samplingOptions, toHttp } from './http.js';
 import { registerResponses } from './responses.js';
 
@@ -53,6 +53,8 @@ const chatRequest = z
     reasoning: z.object({ effort: effort.optional(), exclude: z.boolean().optional() }).passthrough().nullable().optional(),
     max_tokens: z.number().int().min(1).nullable().optional(),
     max_completion_tokens: z.number().int().min(1).nullable().optional(),
+    logprobs: z.boolean().nullable().optional(),
+    top_logprobs: z.number().int().min(0).max(20).nullable().optional(),
     response_format: z.object({ type: z.literal('text') }).passthrough().nullable().optional(),
     ...sampling,
   })
@@ -64,6 +66,7 @@ const completionRequest = z
     prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1), z.array(z.string()).length(1)]),
     max_tokens: z.number().int().min(1).nullable().optional(),
     echo: z.literal(false).nullable().optional(),
+    logprobs: z.number().int().min(0).max(20).nullable().optional(),
     ...sampling,
   })
   .passthrough();
@@ -95,7 +98,29 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
   if (eff) options.reasoningEffort = eff;
   const max = b.max_completion_tokens ?? b.max_tokens;
   if (max != null) options.maxTokens = max;
+  if (b.logprobs) options.logprobs = b.top_logprobs ?? 0;
   return { messages, options };
+}
+
+/** A token's log-probability as chat completions spell it. */
+function chatLogprob(t: TokenLogprob) {
+  return { token: t.text, logprob: t.logprob, bytes: t.bytes, top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })) };
+}
+
+/** Completions' older shape: parallel arrays, alternatives as {text: logprob}. */
+function completionLogprobs(list: TokenLogprob[], textStart = 0) {
+  let offset = textStart;
+  const text_offset = list.map((t) => {
+    const o = offset;
+    offset += t.text.length;
+    return o;
+  });
+  return {
+    tokens: list.map((t) => t.text),
+    token_logprobs: list.map((t) => t.logprob),
+    top_logprobs: list.map((t) => Object.fromEntries(t.top.map((a) => [a.text, a.logprob]))),
+    text_offset,
+  };
 }
 
 export function createApp(engine: Engine, options: ServerOptions): Hono {
@@ -171,7 +196,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
               ...(r.toolCalls.length && { tool_calls: r.toolCalls.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.rawArguments } })) }),
             },
             finish_reason: finish(r.finishReason),
-            logprobs: null,
+            logprobs: r.logprobs ? { content: r.logprobs.map(chatLogprob), refusal: null } : null,
           },
         ],
         usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
@@ -183,8 +208,8 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const first = await it.next();
     count('/v1/chat/completions', 200);
     return streamSSE(c, async (stream) => {
-      const chunk = (delta: object, finishReason: string | null = null, extra: object = {}) =>
-        stream.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }], ...extra }) });
+      const chunk = (delta: object, finishReason: string | null = null, logprobs: object | null = null) =>
+        stream.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }] }) });
       await chunk({ role: 'assistant', content: '' });
       let calls = 0;
       try {
@@ -192,6 +217,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
           const ev = r.value;
           if (ev.type === 'text') await chunk({ content: ev.delta });
           else if (ev.type === 'reasoning' && !b.reasoning?.exclude) await chunk({ reasoning_content: ev.delta, reasoning: ev.delta });
+          else if (ev.type === 'logprob') await chunk({}, null, { content: [chatLogprob(ev.logprob)], refusal: null });
           else if (ev.type === 'tool-call')
             await chunk({ tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
           else if (ev.type === 'done') {
@@ -215,6 +241,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     checkModel(b.model);
     const prompt = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : (b.prompt as number[])) : b.prompt;
     const opts: CompleteOptions = { ...samplingOptions(b), maxTokens: b.max_tokens ?? 16, stopTokens: [], signal: c.req.raw.signal };
+    if (b.logprobs != null) opts.logprobs = b.logprobs;
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
     const gen = engine.complete(prompt, opts);
@@ -223,7 +250,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       count('/v1/completions', 200);
       return c.json({
         id, object: 'text_completion', created: now, model: options.modelId,
-        choices: [{ index: 0, text: r.text, finish_reason: r.finishReason, logprobs: null }],
+        choices: [{ index: 0, text: r.text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs) : null }],
         usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
       });
     }
@@ -235,7 +262,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         for (let r = first; !r.done; r = await it.next()) {
           const ev = r.value;
           const data = ev.type === 'token' || ev.type === 'text'
-            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: ev.text, finish_reason: null, logprobs: null }] }
+            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: ev.text, finish_reason: null, logprobs: ev.type === 'token' && ev.logprobs ? completionLogprobs([ev.logprobs]) : null }] }
             : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: '', finish_reason: ev.finishReason, logprobs: null }],
                 ...(b.stream_options?.include_usage && { usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }) };
           await stream.writeSSE({ data: JSON.stringify(data) });

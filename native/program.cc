@@ -412,6 +412,15 @@ std::vector<int32_t> int32s(const Napi::Value& v, const char* what) {
 }
 
 // {params..., rng: BigUint64Array(1)} -> parsed params and the state to advance.
+// sampling.topLogprobs: -1 (or absent) for none, else 0..20 alternatives with the model's logprob.
+int top_logprobs_of(Napi::Object so) {
+  Napi::Value v = so.Get("topLogprobs");
+  if (v.IsUndefined()) return -1;
+  const int n = v.As<Napi::Number>().Int32Value();
+  if (n < -1 || n > 20) throw invalid_argument("sampling.topLogprobs must lie in [-1, 20]");
+  return n;
+}
+
 std::pair<std::shared_ptr<SampleParams>, uint64_t*> sampling_of(Napi::Object so, int vocab, std::vector<Napi::Value>& keep) {
   auto params = std::make_shared<SampleParams>(parse_sample_params(so, vocab));
   Napi::Value r = so.Get("rng");
@@ -446,9 +455,10 @@ Napi::Value Program::Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::ve
   } unbusy{&st};
   auto state = state_;
   auto results = std::make_shared<std::vector<SampleResult>>(in->logit_rows.size(), SampleResult{-1, 0.f});
+  auto lps = std::make_shared<std::vector<TokenLogprobs>>(in->logit_rows.size());
   Napi::Value promise = run_async(
       env,
-      [state, in, results]() {
+      [state, in, results, lps]() {
         struct Clear {
           ProgramState& s;
           ~Clear() { s.running.store(false); }
@@ -461,19 +471,34 @@ Napi::Value Program::Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::ve
           thread_local std::vector<float> work;
           work.assign(row, row + state->vocab);
           (*results)[i] = sample_cpu(work.data(), state->vocab, *in->sampling[i], in->rngs[i]);
+          if (i < in->top_logprobs.size() && in->top_logprobs[i] >= 0)
+            (*lps)[i] = logprobs_cpu(row, state->vocab, (*results)[i].token, in->top_logprobs[i]);
         }
       },
-      [results, single](Napi::Env e) -> Napi::Value {
-        auto one = [&](const SampleResult& r) -> Napi::Value {
+      [results, lps, in, single](Napi::Env e) -> Napi::Value {
+        auto one = [&](size_t i) -> Napi::Value {
+          const SampleResult& r = (*results)[i];
           if (r.token < 0) return e.Null();
           Napi::Object o = Napi::Object::New(e);
           o.Set("token", r.token);
           o.Set("logprob", r.logprob);
+          if (i < in->top_logprobs.size() && in->top_logprobs[i] >= 0) {
+            const TokenLogprobs& lp = (*lps)[i];
+            o.Set("modelLogprob", lp.logprob);
+            Napi::Array top = Napi::Array::New(e, lp.top.size());
+            for (size_t j = 0; j < lp.top.size(); ++j) {
+              Napi::Object t = Napi::Object::New(e);
+              t.Set("token", lp.top[j].first);
+              t.Set("logprob", lp.top[j].second);
+              top.Set(uint32_t(j), t);
+            }
+            o.Set("top", top);
+          }
           return o;
         };
-        if (single) return results->empty() || results->back().token < 0 ? e.Undefined() : one(results->back());
+        if (single) return results->empty() || results->back().token < 0 ? e.Undefined() : one(results->size() - 1);
         Napi::Array arr = Napi::Array::New(e, results->size());
-        for (size_t i = 0; i < results->size(); ++i) arr.Set(uint32_t(i), one((*results)[i]));
+        for (size_t i = 0; i < results->size(); ++i) arr.Set(uint32_t(i), one(i));
         return arr;
       },
       std::move(keep));
@@ -513,6 +538,8 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
       in->sampling.assign(in->logit_rows.size(), nullptr);
       in->rngs.assign(in->logit_rows.size(), nullptr);
       std::tie(in->sampling.back(), in->rngs.back()) = sampling_of(info[4].As<Napi::Object>(), st.vocab, keep);
+      in->top_logprobs.assign(in->logit_rows.size(), -1);
+      in->top_logprobs.back() = top_logprobs_of(info[4].As<Napi::Object>());
     }
     st.check(*in, floats);
     return Queue(env, in, std::move(keep), true);
@@ -551,8 +578,12 @@ Napi::Value Program::Step(const Napi::CallbackInfo& info) {
       if (arr.Length() != in->logit_rows.size()) throw invalid_argument("step: sampling needs one entry per logit row");
       in->sampling.assign(arr.Length(), nullptr);
       in->rngs.assign(arr.Length(), nullptr);
+      in->top_logprobs.assign(arr.Length(), -1);
       for (uint32_t i = 0; i < arr.Length(); ++i)
-        if (arr.Get(i).IsObject()) std::tie(in->sampling[i], in->rngs[i]) = sampling_of(arr.Get(i).As<Napi::Object>(), st.vocab, keep);
+        if (arr.Get(i).IsObject()) {
+          std::tie(in->sampling[i], in->rngs[i]) = sampling_of(arr.Get(i).As<Napi::Object>(), st.vocab, keep);
+          in->top_logprobs[i] = top_logprobs_of(arr.Get(i).As<Napi::Object>());
+        }
     }
     st.check(*in, floats);
     return Queue(env, in, std::move(keep), false);

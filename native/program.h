@@ -52,6 +52,7 @@ struct StepInput {
   float* out = nullptr;  // [logit_rows, vocab]
   std::vector<std::shared_ptr<SampleParams>> sampling;  // per logit row; null = no draw
   std::vector<uint64_t*> rngs;
+  std::vector<int> top_logprobs;  // per logit row: -1 = no logprobs, else how many alternatives
 };
 
 struct ProgramState {

@@ -176,3 +176,40 @@ describe('text held back for stop strings (review regressions)', () => {
     expect(streamed).toBe(plain.text);
   });
 });
+
+describe('logprobs', () => {
+  it("are the model's own log-softmax, checked against the logits of the same tokens", async () => {
+    const prompt = [11, 22, 33, 44];
+    const r = await model.complete(prompt, { maxTokens: 6, temperature: 0, stopTokens: [], logprobs: 3 }).result();
+    expect(r.logprobs).toHaveLength(6);
+    // The logits of every position of prompt + answer, by a plain forward pass.
+    const s = model.createSession();
+    const all = [...prompt, ...r.tokens];
+    const logits = await s.forward(all.slice(0, -1));
+    s.dispose();
+    const V = 201088;
+    r.logprobs!.forEach((lp, i) => {
+      const row = logits.subarray((prompt.length - 1 + i) * V, (prompt.length + i) * V);
+      let m = -Infinity;
+      for (const x of row) m = Math.max(m, x);
+      let z = 0;
+      for (const x of row) z += Math.exp(x - m);
+      const want = row[r.tokens[i]] - m - Math.log(z);
+      expect(Math.abs(lp.logprob - want)).toBeLessThan(1e-4);
+      expect(lp.top).toHaveLength(3);
+      expect(lp.top[0].token).toBe(r.tokens[i]); // greedy: the chosen token is the most likely
+      expect(lp.top[0].logprob).toBeCloseTo(lp.logprob, 6);
+      expect(lp.top[1].logprob).toBeLessThanOrEqual(lp.top[0].logprob);
+      expect(lp.bytes.length).toBeGreaterThan(0);
+    });
+  });
+
+  it('in chat, only the answer (final channel) tokens carry logprobs', () => {
+    const s = new ChatStream();
+    const flags = harmonyTokens('<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>Hi there<|return|>').map((t) => {
+      s.push(t);
+      return s.lastWasAnswer;
+    });
+    expect(flags.filter(Boolean)).toHaveLength(harmonyTokens('Hi there').length);
+  });
+});

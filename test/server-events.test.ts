@@ -104,3 +104,14 @@ describe('responses', () => {
     expect(r.output[1]).toMatchObject({ type: 'function_call', call_id: 'call_0', name: 'get_weather' });
   });
 });
+
+describe('logprobs in chat completions', () => {
+  it('answer tokens stream as logprobs.content entries with top_logprobs', async () => {
+    const lp = { token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.1, top: [{ token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.1 }] };
+    script = [{ type: 'text', delta: 'Oslo' }, { type: 'logprob', logprob: lp }, { type: 'done', finishReason: 'stop', usage, timings }];
+    const stream = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'q' }], stream: true, logprobs: true, top_logprobs: 1 });
+    const entries: unknown[] = [];
+    for await (const c of stream) if (c.choices[0]?.logprobs?.content) entries.push(...c.choices[0].logprobs.content);
+    expect(entries).toEqual([{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111], top_logprobs: [{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111] }] }]);
+  });
+});

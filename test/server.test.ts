@@ -234,3 +234,23 @@ describe('review regressions', () => {
     expect(t).not.toContain('x"y');
   });
 });
+
+describe('logprobs over HTTP', () => {
+  it('completions report OpenAI-shaped logprobs with N alternatives, streamed or not', async () => {
+    const r = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 4, temperature: 0, logprobs: 2 });
+    const lp = r.choices[0].logprobs!;
+    expect(lp.tokens).toHaveLength(4);
+    expect(lp.token_logprobs!.every((x) => x <= 0)).toBe(true);
+    expect(lp.top_logprobs!.every((o) => Object.keys(o).length >= 1)).toBe(true);
+    const s = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 4, temperature: 0, logprobs: 2, stream: true });
+    const streamed: number[] = [];
+    for await (const c of s) if (c.choices[0]?.logprobs?.token_logprobs) streamed.push(...c.choices[0].logprobs.token_logprobs);
+    expect(streamed).toEqual(lp.token_logprobs);
+  });
+
+  it('chat completions accept logprobs and top_logprobs', async () => {
+    const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], max_tokens: 3, logprobs: true, top_logprobs: 2 });
+    expect(r.choices[0].logprobs === null || Array.isArray(r.choices[0].logprobs.content)).toBe(true);
+    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], logprobs: true, top_logprobs: 21 })).rejects.toMatchObject({ status: 400 });
+  });
+});

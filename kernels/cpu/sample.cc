@@ -196,4 +196,25 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
   return {pick, float(std::log(e[pick] / total))};
 }
 
+TokenLogprobs logprobs_cpu(const float* l, int V, int32_t token, int top) {
+  int best = 0;
+  for (int i = 1; i < V; ++i)
+    if (l[i] > l[best] || std::isnan(l[best])) best = i;
+  std::vector<float>& e = t_scratch.e;
+  e.resize(size_t(V));
+  const double log_z = double(l[best]) + std::log(cpu::simd().exp_sum(l, l[best], 1.f, e.data(), V));
+  TokenLogprobs out;
+  out.logprob = float(double(l[token]) - log_z);
+  // The k largest by insertion into a short sorted list: k <= 20, one pass over the row.
+  std::vector<int32_t> ids;
+  for (int i = 0; i < V && top > 0; ++i) {
+    if (int(ids.size()) == top && !(l[i] > l[ids.back()])) continue;
+    auto at = std::upper_bound(ids.begin(), ids.end(), i, [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+    ids.insert(at, i);
+    if (int(ids.size()) > top) ids.pop_back();
+  }
+  for (int32_t id : ids) out.top.emplace_back(id, float(double(l[id]) - log_z));
+  return out;
+}
+
 }  // namespace gptoss
