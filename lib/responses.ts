@@ -8,7 +8,7 @@ import { z } from 'zod';
 
 import type { Engine } from './engine.js';
 import { AbortedError } from './errors.js';
-import type { ChatEvent, ChatMessage, ChatOptions, ChatResult, FunctionTool } from './generate.js';
+import type { ChatEvent, ChatMessage, ChatOptions, ChatResult, FunctionTool, TokenLogprob } from './generate.js';
 import { effort, readJson, toHttp } from './http.js';
 
 const textPart = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).passthrough();
@@ -39,6 +39,8 @@ const request = z
       return z.NEVER;
     })),
     text: z.object({ format: z.object({ type: z.literal('text') }).passthrough().optional() }).passthrough().nullable().optional(),
+    include: z.array(z.string()).nullable().optional(),
+    top_logprobs: z.number().int().min(0).max(20).nullable().optional(),
   })
   .passthrough();
 
@@ -75,12 +77,16 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
   if (b.max_output_tokens != null) options.maxTokens = b.max_output_tokens;
   if (b.temperature != null) options.temperature = b.temperature;
   if (b.top_p != null) options.topP = b.top_p;
+  if (b.include?.includes('message.output_text.logprobs')) options.logprobs = b.top_logprobs ?? 0;
   return { messages, options };
 }
 
+type OutputLogprob = { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] };
+const outputLogprob = (t: TokenLogprob): OutputLogprob => ({ token: t.text, logprob: t.logprob, bytes: t.bytes, top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })) });
+
 type OutputItem =
   | { type: 'reasoning'; id: string; summary: []; content: { type: 'reasoning_text'; text: string }[] }
-  | { type: 'message'; id: string; status: 'completed' | 'in_progress'; role: 'assistant'; content: { type: 'output_text'; text: string; annotations: []; logprobs: [] }[] }
+  | { type: 'message'; id: string; status: 'completed' | 'in_progress'; role: 'assistant'; content: { type: 'output_text'; text: string; annotations: []; logprobs: OutputLogprob[] }[] }
   | { type: 'function_call'; id: string; call_id: string; name: string; arguments: string; status: 'completed' };
 
 export interface ResponsesContext {
@@ -119,7 +125,7 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
       if (r.reasoning) output.push({ type: 'reasoning', id: ctx.newId('rs'), summary: [], content: [{ type: 'reasoning_text', text: r.reasoning }] });
       const said = r.commentary + r.text;
       if (said || !r.toolCalls.length)
-        output.push({ type: 'message', id: ctx.newId('msg'), status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: said, annotations: [], logprobs: [] }] });
+        output.push({ type: 'message', id: ctx.newId('msg'), status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: said, annotations: [], logprobs: (r.logprobs ?? []).map(outputLogprob) }] });
       for (const t of r.toolCalls) output.push({ type: 'function_call', id: ctx.newId('fc'), call_id: t.id, name: t.name, arguments: t.rawArguments, status: 'completed' });
       ctx.count('/v1/responses', 200);
       return c.json(shell(status(r), output, r));
@@ -145,7 +151,7 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
         } else if (item.type === 'message') {
           item.content[0].text = text;
           item.status = 'completed';
-          await send('response.output_text.done', { item_id: item.id, output_index: index, content_index: 0, text, logprobs: [] });
+          await send('response.output_text.done', { item_id: item.id, output_index: index, content_index: 0, text, logprobs: item.content[0].logprobs });
           await send('response.content_part.done', { item_id: item.id, output_index: index, content_index: 0, part: item.content[0] });
         }
         await send('response.output_item.done', { output_index: index, item });
@@ -174,6 +180,7 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
           const ev: ChatEvent = r.value;
           if (ev.type === 'reasoning') await delta('reasoning', ev.delta);
           else if (ev.type === 'text' || ev.type === 'commentary') await delta('message', ev.delta);
+          else if (ev.type === 'logprob' && open?.item.type === 'message') open.item.content[0].logprobs.push(outputLogprob(ev.logprob));
           else if (ev.type === 'tool-call') {
             await close();
             const index = output.length;

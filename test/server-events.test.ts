@@ -115,3 +115,15 @@ describe('logprobs in chat completions', () => {
     expect(entries).toEqual([{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111], top_logprobs: [{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111] }] }]);
   });
 });
+
+describe('logprobs in responses', () => {
+  it('include message.output_text.logprobs fills the output text logprobs, streamed or not', async () => {
+    const lp = { token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.25, top: [] };
+    script = [{ type: 'text', delta: 'Oslo' }, { type: 'logprob', logprob: lp }, { type: 'done', finishReason: 'stop', usage, timings }];
+    const s = client.responses.stream({ model: 'm', input: 'q', include: ['message.output_text.logprobs'] });
+    for await (const _ of s);
+    const r = await s.finalResponse();
+    const part = (r.output[0] as { content: { logprobs?: unknown[] }[] }).content[0];
+    expect(part.logprobs).toEqual([{ token: 'Oslo', logprob: -0.25, bytes: [79, 115, 108, 111], top_logprobs: [] }]);
+  });
+});
