@@ -51,7 +51,7 @@ export const sampling = {
   logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
   seed: z.number().int().nullable().optional(),
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
-  n: z.number().int().min(1).max(1, 'only n = 1 is supported').nullable().optional(),
+  n: z.number().int().min(1).max(8).nullable().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
   user: z.string().optional(),

@@ -10,7 +10,7 @@ import { z } from 'zod';
 
 import type { Engine } from './engine.js';
 import { AbortedError } from './errors.js';
-import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, TokenLogprob } from './generate.js';
+import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, Generation, TokenLogprob } from './generate.js';
 import { content, effort, errorBody, HttpError, partsText, readJson, sampling, samplingOptions, toHttp } from './http.js';
 import { registerResponses } from './responses.js';
 
@@ -123,6 +123,20 @@ function completionLogprobs(list: TokenLogprob[], textStart = 0) {
   };
 }
 
+/**
+ * n answers to one request. The first runs alone until it has produced a token, so its prompt's
+ * whole pages are in the engine's prefix cache before the others start: they share those pages.
+ * With a seed, answer i uses seed + i (different, reproducible).
+ */
+async function nResults<R>(n: number, seed: number | undefined, start: (seed: number | undefined) => Generation<{ type: string }, R>): Promise<R[]> {
+  const first = start(seed);
+  const it = first[Symbol.asyncIterator]();
+  const head = await it.next();
+  const rest = Array.from({ length: n - 1 }, (_, i) => start(seed === undefined ? undefined : seed + i + 1).result());
+  if (!head.done) for (let r = await it.next(); !r.done; r = await it.next());
+  return [await first.result(), ...(await Promise.all(rest))];
+}
+
 export function createApp(engine: Engine, options: ServerOptions): Hono {
   const app = new Hono();
   const created = Math.floor(Date.now() / 1000);
@@ -174,19 +188,21 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const id = newId('chatcmpl');
     const now = Math.floor(Date.now() / 1000);
     const signal = c.req.raw.signal;
-    const gen = engine.chat(messages, { ...chatOpts, signal });
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
+    const n = b.n ?? 1;
+    if (n > 1 && b.stream) throw new HttpError(400, 'invalid_request_error', 'n > 1 is not supported with stream yet', 'n', 'unsupported');
     if (!b.stream) {
-      const r = await gen.result();
+      const results = await nResults(n, chatOpts.seed, (seed) => engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal }));
       count('/v1/chat/completions', 200);
+      const sum = (f: (r: (typeof results)[0]) => number) => results.reduce((a, r) => a + f(r), 0);
       return c.json({
         id,
         object: 'chat.completion',
         created: now,
         model: options.modelId,
-        choices: [
+        choices: results.map((r, index) => (
           {
-            index: 0,
+            index,
             message: {
               role: 'assistant',
               content: r.text || (r.toolCalls.length ? null : ''),
@@ -197,11 +213,11 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             },
             finish_reason: finish(r.finishReason),
             logprobs: r.logprobs ? { content: r.logprobs.map(chatLogprob), refusal: null } : null,
-          },
-        ],
-        usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
+          })),
+        usage: { prompt_tokens: results[0].usage.promptTokens, completion_tokens: sum((r) => r.usage.completionTokens), total_tokens: results[0].usage.promptTokens + sum((r) => r.usage.completionTokens) },
       });
     }
+    const gen = engine.chat(messages, { ...chatOpts, signal });
     // Streaming: start the generator before the response so errors such as an overloaded engine
     // still get a status code of their own.
     const it = gen[Symbol.asyncIterator]();
@@ -244,16 +260,19 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     if (b.logprobs != null) opts.logprobs = b.logprobs;
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
-    const gen = engine.complete(prompt, opts);
+    const n = b.n ?? 1;
+    if (n > 1 && b.stream) throw new HttpError(400, 'invalid_request_error', 'n > 1 is not supported with stream yet', 'n', 'unsupported');
     if (!b.stream) {
-      const r = await gen.result();
+      const results = await nResults(n, opts.seed, (seed) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }) }));
       count('/v1/completions', 200);
+      const out = results.reduce((a, r) => a + r.usage.completionTokens, 0);
       return c.json({
         id, object: 'text_completion', created: now, model: options.modelId,
-        choices: [{ index: 0, text: r.text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs) : null }],
-        usage: { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens },
+        choices: results.map((r, index) => ({ index, text: r.text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs) : null })),
+        usage: { prompt_tokens: results[0].usage.promptTokens, completion_tokens: out, total_tokens: results[0].usage.promptTokens + out },
       });
     }
+    const gen = engine.complete(prompt, opts);
     const it = gen[Symbol.asyncIterator]();
     const first = await it.next();
     count('/v1/completions', 200);

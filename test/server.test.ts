@@ -88,7 +88,7 @@ describe('the official openai client', () => {
 
   it('errors arrive as OpenAI errors with the right status', async () => {
     await expect(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ status: 404 });
-    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 2 })).rejects.toMatchObject({ status: 400 });
+    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 9 })).rejects.toMatchObject({ status: 400 });
     const bad = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'wrong', maxRetries: 0 });
     await expect(bad.models.list()).rejects.toMatchObject({ status: 401 });
   });
@@ -252,5 +252,23 @@ describe('logprobs over HTTP', () => {
     const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], max_tokens: 3, logprobs: true, top_logprobs: 2 });
     expect(r.choices[0].logprobs === null || Array.isArray(r.choices[0].logprobs.content)).toBe(true);
     await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], logprobs: true, top_logprobs: 21 })).rejects.toMatchObject({ status: 400 });
+  });
+});
+
+describe('n > 1', () => {
+  it('n answers, answer i the same as a single request with seed + i, sharing the prompt pages', async () => {
+    const prompt = Array.from({ length: 40 }, (_, j) => (j * 7919 + 13) % 199000);
+    const before = engine.stats().prefixPagesReused;
+    const r = await client.completions.create({ model: MODEL, prompt, max_tokens: 5, n: 3, seed: 5 });
+    expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    expect(r.usage?.completion_tokens).toBe(15);
+    expect(engine.stats().prefixPagesReused).toBeGreaterThan(before);
+    for (let i = 0; i < 3; i++) {
+      const one = await client.completions.create({ model: MODEL, prompt, max_tokens: 5, seed: 5 + i });
+      expect(r.choices[i].text).toBe(one.choices[0].text);
+    }
+    const chat = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Pick one' }], max_tokens: 3, n: 2, seed: 1 });
+    expect(chat.choices).toHaveLength(2);
+    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 2, stream: true })).rejects.toMatchObject({ status: 400 });
   });
 });
