@@ -173,6 +173,7 @@ interface Seq {
   /** Hash keys of the prompt's whole pages (PrefixCache). */
   keys: string[];
   published: number;           // prompt pages offered to the prefix cache so far
+  cached: number;              // prompt tokens whose KV came from the prefix cache
   fed: number;                 // prompt tokens already in the cache
   pending: number | undefined; // the sampled token to feed next
   sampler: Sampler;
@@ -285,7 +286,7 @@ export class Engine implements GenerationBackend {
       throw new ContextOverflowError(`the request needs ${pages} KV pages; the engine has ${this.#full.total} in all`);
     if (limits.signal?.aborted) throw new AbortedError('generation was aborted', { cause: limits.signal.reason });
     const seq: Seq = {
-      prompt, keys: PrefixIndex.keys(prompt, this.pageSize), published: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
+      prompt, keys: PrefixIndex.keys(prompt, this.pageSize), published: 0, cached: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
       ready: [], waiting: undefined, error: undefined, unlisten: () => {},
     };
     if (limits.signal) {
@@ -311,6 +312,9 @@ export class Engine implements GenerationBackend {
           seq.waiting = { resolve, reject };
         }),
       close: () => this.#stop(seq, undefined),
+      get cachedTokens() {
+        return seq.cached;
+      },
     };
   }
 
@@ -355,6 +359,7 @@ export class Engine implements GenerationBackend {
       for (const h of hits) this.#full.ref(h.full);
       seq.fullPages = [...hits.map((h) => h.full), ...this.#full.take(need - hits.length)];
       seq.fed = Math.min(seq.prompt.length - 1, hits.length * this.pageSize);
+      seq.cached = seq.fed;
       seq.published = hits.length;
       this.#prefixes.hits += hits.length;
       // Sliding pages: only those the next queries can see.

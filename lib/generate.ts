@@ -74,6 +74,10 @@ export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Prompt tokens whose KV came from the engine's prefix cache instead of being computed. */
+  cachedPromptTokens?: number;
+  /** Completion tokens of the analysis channel (chat). */
+  reasoningTokens?: number;
 }
 
 export interface Timings {
@@ -306,6 +310,8 @@ export interface Decoder {
   next(): Promise<SampledToken>;
   /** Ends the sequence early or after its last token and frees what it holds; idempotent. */
   close(): void;
+  /** Prompt tokens taken from a prefix cache, known once the first token has come. */
+  readonly cachedTokens?: number;
 }
 
 export interface DecodeLimits {
@@ -404,13 +410,18 @@ export class ChatStream {
 
   /** Whether the last token pushed was part of the answer's text (final channel content). */
   lastWasAnswer = false;
+  /** Tokens consumed as analysis-channel content. */
+  reasoningTokens = 0;
 
   /** Events completed by one sampled token. Throws HarmonyError on tool arguments that are not JSON. */
   push(token: number): ChatEvent[] {
-    const inAnswer = this.#parser.state === 'Content' && this.#parser.currentRecipient === null &&
-      this.#parser.currentChannel !== 'analysis' && this.#parser.currentChannel !== 'commentary';
+    // A content token: the parser was in a message body before it and still is after it.
+    const inBody = this.#parser.state === 'Content' && this.#parser.currentRecipient === null;
+    const channel = this.#parser.currentChannel;
     const out = this.#translate(this.#parser.process(token));
-    this.lastWasAnswer = inAnswer && this.#parser.state === 'Content';
+    const stillBody = inBody && this.#parser.state === 'Content';
+    this.lastWasAnswer = stillBody && channel !== 'analysis' && channel !== 'commentary';
+    if (stillBody && channel === 'analysis') this.reasoningTokens++;
     if (this.finishReason === null && (token === TOKENS.return || token === TOKENS.call))
       this.finishReason = token === TOKENS.call ? 'tool-calls' : 'stop';
     return out;
@@ -506,7 +517,10 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
     }
     const finishReason = stream.finishReason ?? 'length';
     const r = stream.result;
-    const usage = { promptTokens: prompt.length, completionTokens: generated, totalTokens: prompt.length + generated };
+    const usage: Usage = {
+      promptTokens: prompt.length, completionTokens: generated, totalTokens: prompt.length + generated,
+      cachedPromptTokens: decoder.cachedTokens ?? 0, reasoningTokens: stream.reasoningTokens,
+    };
     const t = timings(t0, tFirst, now(), prompt.length, generated);
     yield { type: 'done', finishReason, usage, timings: t };
     return {
@@ -579,7 +593,7 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
     } finally {
       source.close();
     }
-    const usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length };
+    const usage: Usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length, cachedPromptTokens: source.cachedTokens ?? 0 };
     const t = timings(t0, tFirst, now(), tokens.length, out.length);
     yield { type: 'done', finishReason, usage, timings: t };
     return { tokens: out, text, finishReason, usage, timings: t, ...(logprobs && { logprobs }) };

@@ -113,8 +113,8 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
       max_output_tokens: b.max_output_tokens ?? null, reasoning: { effort: b.reasoning?.effort ?? 'medium', summary: null },
       text: { format: { type: 'text' } }, metadata: {},
       usage: r
-        ? { input_tokens: r.usage.promptTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: r.usage.completionTokens,
-            output_tokens_details: { reasoning_tokens: 0 }, total_tokens: r.usage.totalTokens }
+        ? { input_tokens: r.usage.promptTokens, input_tokens_details: { cached_tokens: r.usage.cachedPromptTokens ?? 0 }, output_tokens: r.usage.completionTokens,
+            output_tokens_details: { reasoning_tokens: r.usage.reasoningTokens ?? 0 }, total_tokens: r.usage.totalTokens }
         : null,
     });
     const status = (r: ChatResult) => (r.finishReason === 'length' ? 'incomplete' : 'completed');

@@ -214,7 +214,13 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             finish_reason: finish(r.finishReason),
             logprobs: r.logprobs ? { content: r.logprobs.map(chatLogprob), refusal: null } : null,
           })),
-        usage: { prompt_tokens: results[0].usage.promptTokens, completion_tokens: sum((r) => r.usage.completionTokens), total_tokens: results[0].usage.promptTokens + sum((r) => r.usage.completionTokens) },
+        usage: {
+          prompt_tokens: results[0].usage.promptTokens,
+          completion_tokens: sum((r) => r.usage.completionTokens),
+          total_tokens: results[0].usage.promptTokens + sum((r) => r.usage.completionTokens),
+          prompt_tokens_details: { cached_tokens: results[0].usage.cachedPromptTokens ?? 0 },
+          completion_tokens_details: { reasoning_tokens: sum((r) => r.usage.reasoningTokens ?? 0) },
+        },
       });
     }
     const gen = engine.chat(messages, { ...chatOpts, signal });
@@ -240,7 +246,14 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             await chunk({}, finish(ev.finishReason));
             if (b.stream_options?.include_usage)
               await stream.writeSSE({
-                data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [], usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }),
+                data: JSON.stringify({
+                  id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [],
+                  usage: {
+                    prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens,
+                    prompt_tokens_details: { cached_tokens: ev.usage.cachedPromptTokens ?? 0 },
+                    completion_tokens_details: { reasoning_tokens: ev.usage.reasoningTokens ?? 0 },
+                  },
+                }),
               });
           }
         }

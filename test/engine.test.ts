@@ -157,3 +157,15 @@ describe('engine edge cases (review regressions)', () => {
     await engine.close();
   });
 });
+
+describe('usage details', () => {
+  it('reports the prompt tokens served from the prefix cache', async () => {
+    const engine = await createEngine({ model, pageSize: 8 });
+    const p = Array.from({ length: 50 }, (_, j) => (j * 31 + 7) % 199000);
+    const first = await engine.complete(p, { maxTokens: 2, stopTokens: [] }).result();
+    const second = await engine.complete(p, { maxTokens: 2, stopTokens: [] }).result();
+    expect(first.usage.cachedPromptTokens).toBe(0);
+    expect(second.usage.cachedPromptTokens).toBe(48); // six whole pages of eight
+    await engine.close();
+  });
+});

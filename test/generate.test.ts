@@ -213,3 +213,11 @@ describe('logprobs', () => {
     expect(flags.filter(Boolean)).toHaveLength(harmonyTokens('Hi there').length);
   });
 });
+
+describe('reasoning token count', () => {
+  it('counts the analysis channel content tokens', () => {
+    const s = new ChatStream();
+    for (const t of harmonyTokens('<|channel|>analysis<|message|>think hard<|end|><|start|>assistant<|channel|>final<|message|>Hi<|return|>')) s.push(t);
+    expect(s.reasoningTokens).toBe(harmonyTokens('think hard').length);
+  });
+});

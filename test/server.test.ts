@@ -272,3 +272,13 @@ describe('n > 1', () => {
     await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 2, stream: true })).rejects.toMatchObject({ status: 400 });
   });
 });
+
+describe('usage details over HTTP', () => {
+  it('a repeated chat reports cached prompt tokens; reasoning tokens are counted', async () => {
+    const args = { model: MODEL, messages: [{ role: 'user' as const, content: 'Tell me about caches, please, at some length.' }], max_tokens: 2 };
+    await client.chat.completions.create(args);
+    const r = await client.chat.completions.create(args);
+    expect(r.usage?.prompt_tokens_details?.cached_tokens).toBeGreaterThan(0);
+    expect(typeof r.usage?.completion_tokens_details?.reasoning_tokens).toBe('number');
+  });
+});
