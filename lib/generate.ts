@@ -332,7 +332,6 @@ export interface GenerationBackend {
 
 interface Prepared {
   decoder: Decoder;
-  sampler: Sampler;
   maxTokens: number;
 }
 
@@ -351,7 +350,7 @@ function prepare(backend: GenerationBackend, prompt: number[], options: Generate
   if (options.logprobs !== undefined) sampler.topLogprobs = checkInt(options.logprobs, 'logprobs', 0, 0, 20);
   const budget = Math.min(maxTokens, limit - prompt.length);
   const decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
-  return { decoder, sampler, maxTokens: budget };
+  return { decoder, maxTokens: budget };
 }
 
 /** A model as a backend: each call gets its own session, sized for its prompt and answer. */
@@ -488,7 +487,7 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
   stops.forEach((s, i) => asString(s, `stop[${i}]`));
   const signal = options.signal;
   return new Generation(async function* () {
-    const { decoder, sampler, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS);
+    const { decoder, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS);
     const stream = new ChatStream(stops);
     let generated = 0;
     const tokens: number[] = [];
@@ -548,7 +547,7 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
   const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
   const signal = options.signal;
   return new Generation(async function* () {
-    const { decoder: source, sampler, maxTokens } = prepare(backend, tokens, options, stopTokens);
+    const { decoder: source, maxTokens } = prepare(backend, tokens, options, stopTokens);
     const decoder = getTokenizer().streamDecoder();
     const stop = new StopMatcher(stops);
     const out: number[] = [];

@@ -140,7 +140,7 @@ async function nResults<R>(n: number, seed: number | undefined, start: (seed: nu
 export function createApp(engine: Engine, options: ServerOptions): Hono {
   const app = new Hono();
   const created = Math.floor(Date.now() / 1000);
-  const counters = { requests: new Map<string, number>(), errors: 0 };
+  const counters = { requests: new Map<string, number>() };
   const count = (route: string, status: number) => {
     const k = `${route}|${status}`;
     counters.requests.set(k, (counters.requests.get(k) ?? 0) + 1);
@@ -311,6 +311,9 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
 
   app.get('/metrics', (c) => {
     const s = engine.stats();
+    // [name, type, help, value]: one Prometheus family each.
+    const metric = (name: string, type: 'counter' | 'gauge', help: string, value: number | string) =>
+      [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`];
     const lines = [
       '# HELP gptoss_requests_total HTTP requests by route and status.',
       '# TYPE gptoss_requests_total counter',
@@ -318,32 +321,16 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         const [route, status] = k.split('|');
         return `gptoss_requests_total{route="${route}",status="${status}"} ${v}`;
       }),
-      '# HELP gptoss_prompt_tokens_total Prompt tokens run through the model.',
-      '# TYPE gptoss_prompt_tokens_total counter',
-      `gptoss_prompt_tokens_total ${s.promptTokens}`,
-      '# HELP gptoss_generated_tokens_total Tokens generated.',
-      '# TYPE gptoss_generated_tokens_total counter',
-      `gptoss_generated_tokens_total ${s.generatedTokens}`,
-      '# HELP gptoss_sequences_running Sequences in the running batch.',
-      '# TYPE gptoss_sequences_running gauge',
-      `gptoss_sequences_running ${s.running}`,
-      '# HELP gptoss_queue_depth Requests waiting for admission.',
-      '# TYPE gptoss_queue_depth gauge',
-      `gptoss_queue_depth ${s.queued}`,
-      '# HELP gptoss_kv_pages_used KV cache pages in use (of gptoss_kv_pages_total).',
-      '# TYPE gptoss_kv_pages_used gauge',
-      `gptoss_kv_pages_used ${s.kvPagesUsed}`,
-      '# TYPE gptoss_kv_pages_total gauge',
-      `gptoss_kv_pages_total ${s.kvPagesTotal}`,
-      '# HELP gptoss_steps_total Forward passes run.',
-      '# TYPE gptoss_steps_total counter',
-      `gptoss_steps_total ${s.steps}`,
-      '# HELP gptoss_step_seconds_total Time spent in forward passes.',
-      '# TYPE gptoss_step_seconds_total counter',
-      `gptoss_step_seconds_total ${(s.stepMsTotal / 1e3).toFixed(6)}`,
-      '# HELP gptoss_last_step_seconds Duration of the latest forward pass.',
-      '# TYPE gptoss_last_step_seconds gauge',
-      `gptoss_last_step_seconds ${(s.lastStepMs / 1e3).toFixed(6)}`,
+      ...metric('gptoss_prompt_tokens_total', 'counter', 'Prompt tokens run through the model.', s.promptTokens),
+      ...metric('gptoss_generated_tokens_total', 'counter', 'Tokens generated.', s.generatedTokens),
+      ...metric('gptoss_sequences_running', 'gauge', 'Sequences in the running batch.', s.running),
+      ...metric('gptoss_queue_depth', 'gauge', 'Requests waiting for admission.', s.queued),
+      ...metric('gptoss_kv_pages_used', 'gauge', 'KV cache pages in use.', s.kvPagesUsed),
+      ...metric('gptoss_kv_pages_total', 'gauge', 'KV cache pages in all.', s.kvPagesTotal),
+      ...metric('gptoss_prefix_pages_reused_total', 'counter', 'KV pages taken from the prefix cache.', s.prefixPagesReused),
+      ...metric('gptoss_steps_total', 'counter', 'Forward passes run.', s.steps),
+      ...metric('gptoss_step_seconds_total', 'counter', 'Time spent in forward passes.', (s.stepMsTotal / 1e3).toFixed(6)),
+      ...metric('gptoss_last_step_seconds', 'gauge', 'Duration of the latest forward pass.', (s.lastStepMs / 1e3).toFixed(6)),
     ];
     return c.text(`${lines.join('\n')}\n`, 200, { 'Content-Type': 'text/plain; version=0.0.4' });
   });

@@ -217,22 +217,25 @@ void ProgramState::check(const StepInput& in, size_t out_floats) const {
     lo[s] = std::min<int64_t>(lo[s], in.positions[size_t(t)]);
     hi[s] = std::max<int64_t>(hi[s], in.positions[size_t(t)]);
   }
-  for (const Op& o : ops) {
-    if (o.kind != OpKind::KvAppend && o.kind != OpKind::Attention) continue;
-    const KvTable& k = in.tables[o.window > 0 ? 1 : 0];
-    const int64_t pool_pages = buffers[size_t(o.kc)].rows / k.page_size;
+  // Once per layer type (not per layer): the pages exist in every pool of that type, and each
+  // sequence's positions fit its pages.
+  for (int type = 0; type < 2; ++type) {
+    const KvLayers& kl = kv_layers[type];
+    if (!kl.present) continue;
+    const KvTable& k = in.tables[type];
+    const int64_t pool_pages = kl.pool_rows / k.page_size;
     for (int32_t page : k.table)
       if (page < 0 || page >= pool_pages)
         throw invalid_argument("KV page " + std::to_string(page) + " is outside the pool's " + std::to_string(pool_pages) + " pages");
     const int64_t span = int64_t(k.ring) * k.page_size;
     for (int s = 0; s < S; ++s) {
       if (hi[size_t(s)] < 0) continue;
-      if (o.window == 0 && hi[size_t(s)] >= span)
+      if (type == 0 && hi[size_t(s)] >= span)
         throw Error("ERR_CONTEXT_OVERFLOW", "position " + std::to_string(hi[size_t(s)]) + " is past the " + std::to_string(span) +
                                                 " positions of the sequence's KV pages");
       // A sliding window must see window keys before the step's first token and all of the step
       // (unless the ring has never wrapped).
-      if (o.window > 0 && hi[size_t(s)] >= span && hi[size_t(s)] - lo[size_t(s)] + o.window > span)
+      if (type == 1 && hi[size_t(s)] >= span && hi[size_t(s)] - lo[size_t(s)] + kl.window > span)
         throw invalid_argument("the sliding-window KV ring (" + std::to_string(span) + " rows) is too small for this step");
     }
   }
@@ -391,6 +394,18 @@ Program::Program(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Program>(inf
     }
     validate(*st);
     for (const TensorRef& t : st->weights->tensors) st->weight_ptrs.push_back(t.data);
+    for (const Op& o : st->ops)
+      if (o.kind == OpKind::KvAppend || o.kind == OpKind::Attention) {
+        auto& kl = st->kv_layers[o.window > 0 ? 1 : 0];
+        kl.present = true;
+        kl.pool_rows = std::min<int64_t>(kl.pool_rows, st->buffers[size_t(o.kc)].rows);
+        kl.window = std::max(kl.window, o.window);
+      }
+    for (int type = 0; type < 2; ++type) {
+      const auto& kl = st->kv_layers[type];
+      // A session's cache is one page per layer: the whole pool (all layers of a type are sized alike).
+      st->session_tables[type] = kl.present ? KvTable{{0}, 1, int(kl.pool_rows)} : KvTable{{0}, 1, 1};
+    }
     state_ = st;
     reported_ = int64_t(total);
     Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
@@ -520,14 +535,8 @@ Napi::Value Program::Run(const Napi::CallbackInfo& info) {
     in->positions = int32s(info[1], "run: positions");
     const int T = int(in->tokens.size());
     in->seqs.assign(size_t(T), 0);
-    for (const Op& o : st.ops)
-      if (o.kind == OpKind::KvAppend || o.kind == OpKind::Attention) {
-        KvTable& k = in->tables[o.window > 0 ? 1 : 0];
-        k.table = {0};
-        k.page_size = st.buffers[size_t(o.kc)].rows;
-      }
-    for (KvTable& k : in->tables)
-      if (k.page_size == 0) k = KvTable{{0}, 1, 1};  // a layer type this model does not have
+    in->tables[0] = st.session_tables[0];
+    in->tables[1] = st.session_tables[1];
     const int logits_start = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : T;
     if (logits_start < 0 || logits_start > T) throw invalid_argument("logitsStart must lie in [0, tokens]");
     for (int r = logits_start; r < T; ++r) in->logit_rows.push_back(r);

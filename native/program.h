@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <memory>
 #include <vector>
@@ -60,6 +61,15 @@ struct ProgramState {
   std::vector<Buffer> buffers;
   std::vector<Op> ops;
   std::vector<const uint8_t*> weight_ptrs;  // tensor id -> bytes, fixed at construction
+  // Per layer type ([0] full attention, [1] sliding window), fixed at construction: whether the
+  // model has it, the smallest KV pool among its layers, its widest window, and the page tables a
+  // session (one sequence, one contiguous page per layer) steps with.
+  struct KvLayers {
+    bool present = false;
+    int64_t pool_rows = INT64_MAX;
+    int window = 0;
+  } kv_layers[2];
+  KvTable session_tables[2];
   RopeTable rope;
   int max_tokens = 0, vocab = 0;
   std::atomic<bool> running{false};

@@ -176,7 +176,6 @@ Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
     if (!info[0].IsArray()) throw invalid_argument("addSynthetic(specs): specs must be an array");
     Napi::Array arr = info[0].As<Napi::Array>();
     auto specs = std::make_shared<std::vector<SyntheticSpec>>();
-    size_t total = 0;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       Napi::Object o = arr.Get(i).As<Napi::Object>();
       SyntheticSpec sp;
@@ -190,22 +189,12 @@ Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
       sp.a = o.Get("a").As<Napi::Number>().DoubleValue();
       if (sp.kind != "bf16-uniform" && sp.kind != "bf16-const" && sp.kind != "u8-uniform" && sp.kind != "u8-around")
         throw invalid_argument("addSynthetic: unknown kind " + sp.kind);
-      total += sp.bytes;
       specs->push_back(sp);
     }
     auto store = store_;
     Napi::Env env = info.Env();
     // Allocate on the JS thread so a failure is a clean rejection before any work starts.
-    for (auto& sp : *specs) {
-      void* p = host_alloc(sp.bytes);
-      if (!p)
-        throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(sp.bytes) + " bytes for " + sp.name);
-      store->owned.push_back(p);
-      sp.data = static_cast<uint8_t*>(p);
-    }
-    store->owned_bytes += total;
-    Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(total));
-    reported_ += int64_t(total);
+    for (auto& sp : *specs) sp.data = own(env, sp.bytes, sp.name);
     return run_async(
         env, [specs]() { for (auto& sp : *specs) fill(sp); },
         [specs, store](Napi::Env e) -> Napi::Value {
@@ -230,17 +219,13 @@ Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
     if (!info[0].IsTypedArray()) throw invalid_argument("addBytes(bytes, name): bytes must be a typed array");
     Napi::TypedArray src = info[0].As<Napi::TypedArray>();
     const size_t n = src.ByteLength();
-    void* p = host_alloc(n);
-    if (!p) throw Error("ERR_OUT_OF_MEMORY", "addBytes: allocation failed");
-    s.owned.push_back(p);
+    const std::string name = info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "";
+    uint8_t* p = own(info.Env(), n, name);
     std::memcpy(p, static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset(), n);
-    s.owned_bytes += n;
-    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), int64_t(n));
-    reported_ += int64_t(n);
     TensorRef t;
     t.data = static_cast<const uint8_t*>(p);
     t.bytes = n;
-    t.name = info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "";
+    t.name = name;
     s.tensors.push_back(t);
     return Napi::Number::New(info.Env(), double(s.tensors.size() - 1));
   });
@@ -272,6 +257,17 @@ Napi::Value Weights::Prefetch(const Napi::CallbackInfo& info) {
       });
     }, nullptr);
   });
+}
+
+// Memory the store owns (freed with it), counted and reported to V8 as it is taken.
+uint8_t* Weights::own(Napi::Env env, size_t bytes, const std::string& what) {
+  void* p = host_alloc(bytes);
+  if (!p) throw Error("ERR_OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes) + " bytes for " + what);
+  store_->owned.push_back(p);
+  store_->owned_bytes += bytes;
+  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(bytes));
+  reported_ += int64_t(bytes);
+  return static_cast<uint8_t*>(p);
 }
 
 Napi::Value Weights::Dispose(const Napi::CallbackInfo& info) {

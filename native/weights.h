@@ -57,6 +57,7 @@ class Weights : public Napi::ObjectWrap<Weights> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value OwnedBytes(const Napi::CallbackInfo& info);
   WeightStore& live(Napi::Env env);
+  uint8_t* own(Napi::Env env, size_t bytes, const std::string& what);
 
   std::shared_ptr<WeightStore> store_;
   int64_t reported_ = 0;

@@ -15,7 +15,7 @@ void attention_cpu(const AttentionArgs& a) {
   const auto& k = cpu::simd();
   const int D = a.head_dim, group = a.q_heads / a.kv_heads, width = a.kv_heads * D;
   cpu::parallel_for(int64_t(a.T) * a.kv_heads, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores, krow(D), acc(size_t(group) * D);
+    std::vector<float> scores, krow(D), acc(size_t(group) * D), denom(group);
     for (int64_t i = i0; i < i1; ++i) {
       const int t = int(i / a.kv_heads), g = int(i % a.kv_heads);
       const int64_t p = a.positions[t];
@@ -35,7 +35,6 @@ void attention_cpu(const AttentionArgs& a) {
         for (int h = 0; h < group; ++h) scores[size_t(h) * n + j] = k.dot_f32(q0 + h * D, kr, D) * a.scale;
       }
       std::fill(acc.begin(), acc.end(), 0.f);
-      std::vector<float> denom(group);
       for (int h = 0; h < group; ++h) {
         float* s = scores.data() + size_t(h) * n;
         const float sink = cpu::bf16_to_f32(a.sinks[g * group + h]);
