@@ -1,5 +1,6 @@
 // sample: picks the next token from one row of logits, in this order (vLLM's, which clients
-// expect): logit bias -> presence/frequency/repetition penalties -> banned ids -> temperature
+// expect): logit bias -> presence/frequency/repetition penalties -> banned ids and the grammar's
+// allow mask -> temperature
 // (0 = greedy, ties to the lower id) -> top-k -> top-p -> min-p -> a draw from the seeded RNG.
 // Penalties use the counts the caller passes (the tokens generated so far):
 //   presence/frequency (OpenAI): l -= frequency * count + presence * (count > 0)
@@ -23,6 +24,8 @@ struct SampleParams {
   std::vector<int32_t> history_ids;     // distinct ids
   std::vector<int32_t> history_counts;  // occurrences of each
   int32_t ban_from = -1;                // ids >= ban_from are never sampled (-1 = none)
+  // Constrained decoding: bit (id & 31) of word id >> 5 set = id may be drawn; empty = all may.
+  std::vector<uint32_t> allow;
 };
 
 struct SampleResult {

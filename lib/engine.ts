@@ -12,7 +12,7 @@ import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
 import { type Device, loadModel, type Model, type PrecisionMode } from './model.js';
-import { nativeAsync, type NativeProgram, type SampledToken } from './native.js';
+import { nativeAsync, type NativeProgram, type NativeSampling, type SampledToken } from './native.js';
 import { checkInt, checkKeys } from './options.js';
 import type { Sampler } from './sampler.js';
 
@@ -392,6 +392,7 @@ export class Engine implements GenerationBackend {
         this.#admit();
         const step = this.#form();
         if (!step) break;
+        await this.#prepareSampling(step);
         const t0 = performance.now();
         let results: (SampledToken | null)[];
         try {
@@ -476,9 +477,19 @@ export class Engine implements GenerationBackend {
         sliding: { table: sliding, ring: R, pageSize: this.pageSize },
         logitRows: Int32Array.from(logitRows),
         out: this.#logits.subarray(0, logitRows.length * V),
-        sampling: logitSeqs.map((s) => s.sampler.params()),
+        sampling: [] as (NativeSampling | null)[],
       },
     };
+  }
+
+  /** Sampling settings per logit row, after the constraints (grammars) have their masks ready. */
+  async #prepareSampling(step: Step): Promise<void> {
+    const constrained = step.logitSeqs.filter((s) => s.sampler.constraint);
+    if (constrained.length)
+      await Promise.all(constrained.map((s) => s.sampler.prepare().catch((e: unknown) => this.#stop(s, e))));
+    // A sequence failed or cancelled meanwhile still runs in the step (its pages are held until
+    // the step ends) but is not sampled.
+    step.args.sampling = step.logitSeqs.map((s) => (s.state === 'running' ? s.sampler.params() : null));
   }
 
   #deliver(step: Step, results: (SampledToken | null)[]): void {

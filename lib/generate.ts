@@ -10,7 +10,8 @@ import type { ModelConfig } from './config.js';
 import type { Model } from './model.js';
 import type { SampledToken } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
-import { Sampler, type SamplingOptions, samplingKeys } from './sampler.js';
+import { Sampler, type SamplingOptions, samplingKeys, type TokenConstraint } from './sampler.js';
+import { chatConstraint, checkSchema, checkToolChoice, formatSchema, type ResponseFormat, responseFormatSection, type ToolChoice } from './structured.js';
 import { getTokenizer, TOKENS } from './tokenizer.js';
 
 export type ChatMessage =
@@ -31,6 +32,8 @@ export interface FunctionTool {
   description?: string;
   /** JSON Schema of the arguments object (key order is kept in the rendered prompt). */
   parameters?: JsonSchema;
+  /** Constrain the call's arguments to `parameters` while they are generated. */
+  strict?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -66,6 +69,11 @@ export interface ChatOptions extends GenerateOptions {
   knowledgeCutoff?: string;
   /** YYYY-MM-DD shown to the model (default today, UTC); null leaves the line out. */
   currentDate?: string | null;
+  /** The answer's format: with `json_schema` or `json_object` the final message is constrained to
+   * JSON valid under the schema while it is generated (reasoning stays free). */
+  responseFormat?: ResponseFormat;
+  /** 'auto' (default), 'none' (no calls), 'required' (at least one call) or {name} (that tool). */
+  toolChoice?: ToolChoice;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool-calls';
@@ -166,7 +174,7 @@ function toTokenLogprob(s: SampledToken): TokenLogprob {
   const piece = (id: number) => ({ text: tok.decode([id]), bytes: Array.from(tok.decodeBytes([id])) });
   return { token: s.token, ...piece(s.token), logprob: s.modelLogprob ?? s.logprob, top: (s.top ?? []).map((t) => ({ token: t.token, ...piece(t.token), logprob: t.logprob })) };
 }
-const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate'] as const;
+const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate', 'responseFormat', 'toolChoice'] as const;
 
 const CHAT_STOP_TOKENS: ReadonlySet<number> = new Set([TOKENS.return, TOKENS.call]);
 
@@ -248,13 +256,15 @@ export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions
         throw new InvalidArgumentError(`${where}.role must be system, developer, user, assistant or tool`);
     }
   });
-  if (instructions.length || tools.length)
+  const format = responseFormatSection(options.responseFormat);
+  if (instructions.length || tools.length || format)
     out.push({
       role: 'developer',
       content: [
         {
           type: 'developer_content',
           instructions: instructions.length ? instructions.join('\n\n') : null,
+          ...(format && { response_formats: format }),
           tools: tools.length
             ? { functions: { name: 'functions', tools: tools.map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? null })) } }
             : null,
@@ -335,7 +345,7 @@ interface Prepared {
   maxTokens: number;
 }
 
-function prepare(backend: GenerationBackend, prompt: number[], options: GenerateOptions, stopTokens: ReadonlySet<number>): Prepared {
+function prepare(backend: GenerationBackend, prompt: number[], options: GenerateOptions, stopTokens: ReadonlySet<number>, constraint?: TokenConstraint): Prepared {
   const cfg = backend.config;
   const V = cfg.vocabSize;
   const maxTokens = checkInt(options.maxTokens, 'maxTokens', 1024, 1);
@@ -348,8 +358,20 @@ function prepare(backend: GenerationBackend, prompt: number[], options: Generate
     throw new ContextOverflowError(`the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`);
   const sampler = new Sampler(samplingOf(options), V);
   if (options.logprobs !== undefined) sampler.topLogprobs = checkInt(options.logprobs, 'logprobs', 0, 0, 20);
+  sampler.constraint = constraint;
   const budget = Math.min(maxTokens, limit - prompt.length);
-  const decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
+  let decoder: Decoder;
+  try {
+    decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
+  } catch (e) {
+    constraint?.dispose();
+    throw e;
+  }
+  const close = decoder.close.bind(decoder);
+  decoder.close = () => {
+    close();
+    constraint?.dispose();
+  };
   return { decoder, maxTokens: budget };
 }
 
@@ -364,6 +386,7 @@ export function modelBackend(model: Model): GenerationBackend {
       let last = -1;
       return {
         async next() {
+          await sampler.prepare();
           const r = await session.next(first ? prompt : [last], sampler, { signal: limits.signal });
           first = false;
           last = r.token;
@@ -483,11 +506,22 @@ export class ChatStream {
 export function chat(backend: GenerationBackend, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
   checkKeys(options, chatKeys, 'chat');
   const prompt = renderConversationForCompletion(toHarmony(messages, options), 'assistant');
+  const finalSchema = formatSchema(options.responseFormat, 'responseFormat');
+  const strictTools = new Map<string, JsonSchema>();
+  (options.tools ?? []).forEach((t, i) => {
+    if (!t.strict) return;
+    const schema = t.parameters ?? { type: 'object', properties: {} };
+    checkSchema(schema, `tools[${i}].parameters`);
+    strictTools.set(t.name, schema);
+  });
+  const toolNames = (options.tools ?? []).map((t) => t.name);
+  const toolChoice = checkToolChoice(options.toolChoice, toolNames, 'toolChoice');
   const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
   stops.forEach((s, i) => asString(s, `stop[${i}]`));
   const signal = options.signal;
   return new Generation(async function* () {
-    const { decoder, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS);
+    const constraint = chatConstraint(finalSchema, strictTools, toolNames, toolChoice, backend.config.vocabSize);
+    const { decoder, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS, constraint);
     const stream = new ChatStream(stops);
     let generated = 0;
     const tokens: number[] = [];

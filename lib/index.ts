@@ -21,3 +21,5 @@ export { estimateMemory, InsufficientMemoryError, weightBytes } from './memory.j
 export type { MemoryEstimate } from './memory.js';
 export { createEngine, Engine } from './engine.js';
 export type { EngineOptions, EngineStats } from './engine.js';
+export { checkSchema } from './structured.js';
+export type { JsonSchemaFormat, ResponseFormat, ToolChoice } from './structured.js';

@@ -76,6 +76,8 @@ export interface NativeSampling {
   rng: BigUint64Array;
   /** Also report the model's own log-probabilities: the chosen token's and this many alternatives (-1: none). */
   topLogprobs?: number;
+  /** Constrained decoding: ceil(V / 32) words, bit (id & 31) of word id >> 5 set = id allowed. */
+  allowMask?: Int32Array;
 }
 
 export interface SampledToken {

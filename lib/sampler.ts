@@ -42,6 +42,18 @@ function range(v: unknown, name: string, lo: number, hi: number, fallback: numbe
   return v;
 }
 
+/** Limits which tokens may come next (a grammar, Harmony's structure): the backend awaits
+ * prepare() before each draw, and each drawn token is accepted in order. */
+export interface TokenConstraint {
+  /** Works out the mask for the next draw. */
+  prepare(): Promise<void>;
+  /** The mask for the next draw (null: any token). */
+  readonly mask: Int32Array | null;
+  /** Advances past a drawn token. */
+  accept(token: number): void;
+  dispose(): void;
+}
+
 export class Sampler {
   readonly #base: Omit<NativeSampling, 'historyIds' | 'historyCounts' | 'rng'>;
   readonly #counts = new Map<number, number>();
@@ -49,6 +61,8 @@ export class Sampler {
   readonly penalised: boolean;
   /** Report the model's log-probabilities with each draw: -1 none, else the alternatives wanted (0..20). */
   topLogprobs = -1;
+  /** Constrained decoding, if any. */
+  constraint: TokenConstraint | undefined;
 
   constructor(options: SamplingOptions, vocabSize: number) {
     checkKeys(options, samplingKeys, 'sampling');
@@ -77,8 +91,14 @@ export class Sampler {
     this.rng[0] = BigInt.asUintN(64, seed);
   }
 
-  /** Counts a generated token for the penalties. */
+  /** Readies the next draw's parameters (the constraint's mask); call before params(). */
+  async prepare(): Promise<void> {
+    await this.constraint?.prepare();
+  }
+
+  /** Counts a generated token for the penalties and moves the constraint past it. */
   record(token: number): void {
+    this.constraint?.accept(token);
     if (this.penalised) this.#counts.set(token, (this.#counts.get(token) ?? 0) + 1);
   }
 
@@ -90,6 +110,7 @@ export class Sampler {
       historyCounts: Int32Array.from(this.#counts.values()),
       rng: this.rng,
       ...(this.topLogprobs >= 0 && { topLogprobs: this.topLogprobs }),
+      ...(this.constraint?.mask && { allowMask: this.constraint.mask }),
     };
   }
 }

@@ -46,6 +46,13 @@ SampleParams parse_sample_params(Napi::Object o, int V) {
   p.history_counts = typed<int32_t, napi_int32_array>(o, "historyCounts");
   if (p.bias_ids.size() != p.bias_values.size() || p.history_ids.size() != p.history_counts.size())
     throw invalid_argument("sampling: id and value lists differ in length");
+  Napi::Value mask = o.Get("allowMask");
+  if (!mask.IsUndefined() && !mask.IsNull()) {
+    const auto words = typed<int32_t, napi_int32_array>(o, "allowMask");
+    if (words.size() != (size_t(V) + 31) / 32)
+      throw invalid_argument("sampling.allowMask must hold ceil(V / 32) = " + std::to_string((V + 31) / 32) + " words, got " + std::to_string(words.size()));
+    p.allow.assign(words.begin(), words.end());
+  }
   for (int32_t id : p.bias_ids)
     if (id < 0 || id >= V) throw invalid_argument("sampling: logit bias for token " + std::to_string(id) + " outside the vocabulary");
   for (int32_t id : p.history_ids)

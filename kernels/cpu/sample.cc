@@ -116,6 +116,14 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
     if (p.repetition_penalty != 1.f) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
     x -= p.frequency_penalty * float(c) + p.presence_penalty;
   }
+  // A grammar's mask: disallowed ids can never win (words of all ones are skipped).
+  for (size_t w = 0; w < p.allow.size(); ++w) {
+    const uint32_t bits = p.allow[w];
+    if (bits == ~0u) continue;
+    const int base = int(w) * 32, end = std::min(V, base + 32);
+    for (int i = base; i < end; ++i)
+      if (!((bits >> (i - base)) & 1u)) l[i] = -std::numeric_limits<float>::infinity();
+  }
   // Banned ids are simply outside [0, n).
   const int n = p.ban_from > 0 && p.ban_from < V ? p.ban_from : V;
 

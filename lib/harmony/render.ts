@@ -197,6 +197,7 @@ function developerText(dev: DeveloperContent): string {
   const sections: string[] = [];
   if (dev.instructions != null) sections.push('# Instructions', dev.instructions);
   if (dev.tools && Object.keys(dev.tools).length > 0) sections.push(toolsSection(dev.tools));
+  if (dev.response_formats) sections.push(dev.response_formats);
   return sections.join('\n\n');
 }
 

@@ -62,6 +62,8 @@ export interface DeveloperContent {
   type: 'developer_content';
   instructions?: string | null;
   tools?: ToolNamespaces | null;
+  /** A rendered `# Response Formats` section, placed last (the Harmony guide's structured output). */
+  response_formats?: string | null;
 }
 
 export type ContentPart = TextContent | SystemContent | DeveloperContent;
