@@ -33,6 +33,29 @@ const ENFORCED = new Set([
 const FORMATS = new Set(['date', 'time', 'date-time', 'duration', 'email', 'hostname', 'ipv4', 'ipv6', 'uuid', 'uri']);
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
 
+// Regular-expression features the grammar compiler lacks (it would fail, or ignore an anchor).
+const REGEX_UNSUPPORTED: [RegExp, string][] = [
+  [/\(\?[=!]/, 'lookahead'],
+  [/\(\?<[=!]/, 'lookbehind'],
+  [/\\[1-9]|\\k</, 'backreferences'],
+  [/\\[bB]/, 'word boundaries'],
+  [/\\[pP]\{/, 'Unicode property classes'],
+  [/\(\?[a-zA-Z-]+[:)]/, 'group flags'],
+];
+
+function checkPattern(v: unknown, where: string): void {
+  if (typeof v !== 'string') throw new InvalidArgumentError(`${where} must be a string`);
+  try {
+    new RegExp(v, 'u');
+  } catch (e) {
+    throw new InvalidArgumentError(`${where} is not a regular expression: ${(e as Error).message}`);
+  }
+  for (const [re, what] of REGEX_UNSUPPORTED) if (re.test(v)) throw new UnsupportedError(`${where}: ${what} in a pattern are not supported`);
+  // Anchors only at the ends (escaped ones and ones inside a class are text).
+  const bare = v.replace(/\\./g, '__').replace(/\[[^\]]*\]/g, '_');
+  if (bare.slice(1).includes('^') || bare.slice(0, -1).includes('$')) throw new UnsupportedError(`${where}: "^" and "$" are supported only at the pattern's start and end`);
+}
+
 /** Refuses a schema the grammar cannot enforce exactly, naming the keyword and where it is. */
 export function checkSchema(schema: unknown, where: string): asserts schema is JsonSchema {
   const walk = (s: unknown, at: string): void => {
@@ -52,11 +75,9 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
           if (!FORMATS.has(v as string)) throw new UnsupportedError(`${where}: format ${JSON.stringify(v)} (at ${at}) is not supported; supported: ${[...FORMATS].join(', ')}`);
           break;
         case 'pattern':
-          try {
-            new RegExp(v as string, 'u');
-          } catch (e) {
-            throw new InvalidArgumentError(`${where}: ${sub} is not a regular expression: ${(e as Error).message}`);
-          }
+          checkPattern(v, `${where}: ${sub}`);
+          for (const other of ['minLength', 'maxLength', 'format'])
+            if (other in o) throw new UnsupportedError(`${where}: "pattern" together with "${other}" (at ${at}) is not supported; fold the length into the pattern, e.g. {1,8}`);
           break;
         case '$ref':
           if (typeof v !== 'string' || !/^#\/(\$defs|definitions)\/[^/]+$/.test(v))

@@ -1,0 +1,192 @@
+// Structured output on a random model with the real vocabulary: left to itself it writes no
+// Harmony structure and no JSON, so every valid document below is the constraint's work. A bias
+// on <|end|> makes its reasoning (free text) end at once; inside constrained parts the mask wins.
+import Ajv2020 from 'ajv/dist/2020.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { checkSchema, getTokenizer, InvalidArgumentError, loadModel, type Model, UnsupportedError } from '../lib/index.js';
+import { TOKENS } from '../lib/tokenizer.js';
+import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
+
+let model: Model;
+beforeAll(async () => {
+  model = await loadModel(tinyRealVocabCheckpoint(5, { window: 8 }));
+});
+afterAll(() => model?.dispose());
+
+const ajv = new Ajv2020({ strict: true, strictTuples: false, allErrors: true });
+const endReasoning = { logitBias: { [TOKENS.end]: 100 } };
+
+export const SCHEMAS: Record<string, object> = {
+  person: {
+    type: 'object',
+    properties: {
+      name: { type: 'string', pattern: '^[a-z]{1,8}$' },
+      age: { type: 'integer', minimum: 0, maximum: 120 },
+      tags: { type: 'array', items: { enum: ['red', 'green', 'blue'] }, maxItems: 3 },
+    },
+    required: ['name', 'age'],
+    additionalProperties: false,
+  },
+  nested: {
+    type: 'object',
+    properties: {
+      user: { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: 999 }, role: { enum: ['admin', 'user'] } }, required: ['id', 'role'] },
+      active: { type: 'boolean' },
+      scores: { type: 'array', items: { type: 'integer', minimum: -5, maximum: 10 }, minItems: 1, maxItems: 4 },
+    },
+    required: ['user', 'active', 'scores'],
+  },
+  refs: {
+    $defs: { point: { type: 'object', properties: { x: { type: 'integer', minimum: 0, maximum: 9 }, y: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['x', 'y'] } },
+    type: 'object',
+    properties: {
+      kind: { const: 'segment' },
+      from: { $ref: '#/$defs/point' },
+      to: { $ref: '#/$defs/point' },
+      label: { anyOf: [{ type: 'string', pattern: '^[A-Z]{2}$' }, { type: 'null' }] },
+    },
+    required: ['kind', 'from', 'to', 'label'],
+  },
+  strings: {
+    type: 'object',
+    properties: { code: { type: 'string', pattern: '^[a-z0-9]{2,4}$' }, level: { enum: ['low', 'mid', 'high'] }, note: { type: 'string', minLength: 1, maxLength: 6 } },
+    required: ['code', 'level'],
+  },
+  tuple: {
+    type: 'array',
+    prefixItems: [{ type: 'integer', minimum: 1, maximum: 3 }, { enum: ['a', 'b'] }, { type: 'boolean' }],
+    items: false,
+  },
+};
+
+describe('structured output (responseFormat)', () => {
+  for (const [name, schema] of Object.entries(SCHEMAS))
+    it(`every answer validates: ${name}`, async () => {
+      const validate = ajv.compile(schema);
+      for (let seed = 0; seed < 3; seed++) {
+        const r = await model.chat([{ role: 'user', content: 'Answer in JSON.' }], { maxTokens: 200, seed, ...endReasoning, responseFormat: { type: 'json_schema', name, schema } }).result();
+        expect(r.finishReason, JSON.stringify(r.text)).toBe('stop');
+        const doc = JSON.parse(r.text);
+        expect(validate(doc), `${r.text}: ${ajv.errorsText(validate.errors)}`).toBe(true);
+      }
+    });
+
+  it('without the format the same model writes no JSON at all', async () => {
+    for (let seed = 0; seed < 3; seed++) {
+      const r = await model.chat([{ role: 'user', content: 'Answer in JSON.' }], { maxTokens: 40, seed }).result();
+      expect(r.finishReason).toBe('length');
+      expect(() => JSON.parse(getTokenizer().decode(r.tokens))).toThrow();
+      expect(() => JSON.parse(r.text)).toThrow();
+    }
+  });
+
+  it('json_object gives a JSON object', async () => {
+    // Any object: bounded here by a bias towards closing it, which the mask still overrides.
+    const close = getTokenizer().encode('}')[0];
+    const r = await model.chat([{ role: 'user', content: 'JSON please' }], { maxTokens: 200, seed: 1, logitBias: { [TOKENS.end]: 100, [close]: 30 }, responseFormat: { type: 'json_object' } }).result();
+    expect(r.finishReason).toBe('stop');
+    const doc = JSON.parse(r.text);
+    expect(typeof doc === 'object' && doc !== null && !Array.isArray(doc)).toBe(true);
+  });
+
+  it('reasoning stays free and the turn keeps the Harmony structure', async () => {
+    // No bias: the model reasons (random text) until the token budget runs out, inside a proper header.
+    const tok = getTokenizer();
+    let reasoned = 0;
+    for (let seed = 0; seed < 6; seed++) {
+      const r = await model.chat([{ role: 'user', content: 'Think first.' }], { maxTokens: 20, seed, responseFormat: { type: 'json_schema', schema: SCHEMAS.person } }).result();
+      expect(r.tokens[0]).toBe(TOKENS.channel);
+      const header = tok.decode(r.tokens.slice(1, r.tokens.indexOf(TOKENS.message)));
+      expect(['analysis', 'final']).toContain(header);
+      if (header === 'analysis') {
+        reasoned++;
+        expect(r.reasoning.length).toBeGreaterThan(0);
+        expect(() => JSON.parse(r.reasoning)).toThrow();
+      }
+    }
+    expect(reasoned).toBeGreaterThan(0);
+  });
+
+  it('the prompt carries the schema under # Response Formats', async () => {
+    const { toHarmony } = await import('../lib/index.js');
+    const { renderConversation } = await import('../lib/harmony/index.js');
+    const text = getTokenizer().decode(renderConversation(toHarmony([{ role: 'user', content: 'x' }], { instructions: 'Be brief.', responseFormat: { type: 'json_schema', name: 'person', description: 'A person.', schema: SCHEMAS.person } })));
+    expect(text).toContain(`# Instructions\n\nBe brief.\n\n# Response Formats\n\n## person\n\n// A person.\n${JSON.stringify(SCHEMAS.person)}<|end|>`);
+  });
+});
+
+describe('tools', () => {
+  const weather = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false };
+
+  it("tool_choice 'required' with a strict tool: a call whose arguments validate", async () => {
+    const validate = ajv.compile(weather);
+    for (let seed = 0; seed < 3; seed++) {
+      const r = await model.chat([{ role: 'user', content: 'Weather?' }], {
+        maxTokens: 200, seed, ...endReasoning, tools: [{ name: 'get_weather', strict: true, parameters: weather }, { name: 'other', parameters: { type: 'object' } }], toolChoice: { name: 'get_weather' },
+      }).result();
+      expect(r.finishReason).toBe('tool-calls');
+      expect(r.toolCalls).toHaveLength(1);
+      expect(r.toolCalls[0].name).toBe('get_weather');
+      expect(validate(r.toolCalls[0].arguments), r.toolCalls[0].rawArguments).toBe(true);
+    }
+  });
+
+  it("tool_choice 'none' with tools: the turn ends with an answer, never a call", async () => {
+    const r = await model.chat([{ role: 'user', content: 'Weather?' }], {
+      maxTokens: 60, seed: 2, logitBias: { [TOKENS.end]: 100, [TOKENS.return]: 20 }, tools: [{ name: 'get_weather', parameters: weather }], toolChoice: 'none',
+    }).result();
+    expect(r.toolCalls).toHaveLength(0);
+    expect(r.finishReason).toBe('stop');
+  });
+
+  it('tool_choice naming an unknown tool, or required without tools, is refused', () => {
+    expect(() => model.chat([{ role: 'user', content: 'x' }], { toolChoice: 'required' })).toThrow(InvalidArgumentError);
+    expect(() => model.chat([{ role: 'user', content: 'x' }], { tools: [{ name: 'a' }], toolChoice: { name: 'b' } })).toThrow(/unknown tool "b"/);
+  });
+});
+
+describe('checkSchema', () => {
+  it.each([
+    [{ type: 'array', uniqueItems: true }, /"uniqueItems" \(at #\)/],
+    [{ type: 'object', properties: { n: { type: 'integer', multipleOf: 3 } } }, /"multipleOf" \(at #\/properties\/n\)/],
+    [{ oneOf: [{ type: 'string' }, { type: 'integer' }] }, /"oneOf"/],
+    [{ not: { type: 'string' } }, /"not"/],
+    [{ type: 'object', patternProperties: { '^a': {} } }, /"patternProperties"/],
+    [{ type: 'string', format: 'credit-card' }, /format "credit-card"/],
+    [{ $ref: 'https://example.com/s.json' }, /\$ref/],
+    [{ allOf: [{ type: 'object' }, { required: ['a'] }] }, /allOf with more than one/],
+    [{ type: 'string', pattern: '^[a-z]+$', maxLength: 4 }, /"pattern" together with "maxLength"/],
+    [{ type: 'string', pattern: '^(?!x)[a-z]$' }, /lookahead/],
+    [{ type: 'string', pattern: '^(a)\\1$' }, /backreferences/],
+    [{ type: 'string', pattern: '^a$|^b$' }, /only at the pattern's start and end/],
+  ])('refuses what the grammar cannot enforce: %j', (schema, message) => {
+    expect(() => checkSchema(schema, 'response_format')).toThrow(UnsupportedError);
+    expect(() => checkSchema(schema, 'response_format')).toThrow(message);
+  });
+
+  it.each([
+    [{ type: 'strin' }, /JSON types/],
+    [{ type: 'string', pattern: '(' }, /not a regular expression/],
+    [{ type: 'object', required: 'a' }, /not a valid JSON Schema/],
+    [[1, 2], /must be an object/],
+  ])('refuses what is not a schema: %j', (schema, message) => {
+    expect(() => checkSchema(schema, 'response_format')).toThrow(InvalidArgumentError);
+    expect(() => checkSchema(schema, 'response_format')).toThrow(message);
+  });
+
+  it('accepts the schemas tested above', () => {
+    for (const s of Object.values(SCHEMAS)) expect(() => checkSchema(s, 'x')).not.toThrow();
+  });
+
+  it('a model without the o200k vocabulary refuses a format with a typed error', async () => {
+    const small = await loadModel(new URL('./fixtures/tiny-a/hf', import.meta.url).pathname);
+    try {
+      expect(small.config.vocabSize).not.toBe(201088);
+      await expect(small.chat([{ role: 'user', content: 'x' }], { maxTokens: 2, responseFormat: { type: 'json_object' } }).result()).rejects.toThrow(UnsupportedError);
+      expect(small.sessionCount).toBe(0);
+    } finally {
+      small.dispose();
+    }
+  });
+});
