@@ -4,6 +4,8 @@ import { z } from 'zod';
 
 import { AbortedError, ContextOverflowError, DisposedError, GptOssError, OverloadedError } from './errors.js';
 import type { CompleteOptions } from './generate.js';
+import type { JsonSchema } from './harmony/types.js';
+import { checkSchema, type ResponseFormat, type ToolChoice } from './structured.js';
 
 export type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
 
@@ -86,3 +88,23 @@ export async function readJson(c: { req: { json: () => Promise<unknown> } }): Pr
 export const effort = z
   .enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max'])
   .transform((e): 'low' | 'medium' | 'high' => (e === 'none' || e === 'minimal' ? 'low' : e === 'xhigh' || e === 'max' ? 'high' : e));
+
+/** A JSON Schema response format's body: `json_schema` on chat completions, `text.format` on responses. */
+export const jsonSchemaFormat = z
+  .object({ name: z.string(), description: z.string().nullable().optional(), schema: z.record(z.string(), z.unknown()).nullable().optional(), strict: z.boolean().nullable().optional() })
+  .passthrough();
+
+/** The engine's response format for a request's, its schema checked (errors name `where`). */
+export function responseFormatOf(f: { type: string } & Partial<z.infer<typeof jsonSchemaFormat>> | null | undefined, where: string): ResponseFormat | undefined {
+  if (!f || f.type === 'text') return undefined;
+  if (f.type === 'json_object' || !f.schema) return { type: 'json_object' };
+  checkSchema(f.schema, `${where}.schema`);
+  return { type: 'json_schema', name: f.name, ...(f.description && { description: f.description }), schema: f.schema as JsonSchema, strict: f.strict ?? null };
+}
+
+/** OpenAI's tool_choice in either API's spelling. */
+export function toolChoiceOf(c: string | { name?: string; function?: { name: string } } | null | undefined): ToolChoice | undefined {
+  if (c == null) return undefined;
+  if (typeof c === 'string') return c as ToolChoice;
+  return { name: c.function?.name ?? c.name ?? '' };
+}

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { Engine } from './engine.js';
 import { AbortedError } from './errors.js';
 import type { ChatEvent, ChatMessage, ChatOptions, ChatResult, FunctionTool, TokenLogprob } from './generate.js';
-import { effort, readJson, toHttp } from './http.js';
+import { effort, jsonSchemaFormat, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
 
 const textPart = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).passthrough();
 const item = z.union([
@@ -31,14 +31,26 @@ const request = z
     tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), name: z.string() }).passthrough()]).nullable().optional(),
     reasoning: z.object({ effort: effort.nullable().optional() }).passthrough().nullable().optional(),
     max_output_tokens: z.number().int().min(1).nullable().optional(),
-    temperature: z.number().min(0).max(2).nullable().optional(),
-    top_p: z.number().gt(0).max(1).nullable().optional(),
-    stream: z.boolean().nullable().optional(),
+    // Chat completions' sampling fields are accepted here too (an extension, as in vLLM).
+    ...sampling,
     previous_response_id: z.null().optional().or(z.string().transform((_, ctx) => {
       ctx.addIssue({ code: 'custom', message: 'previous_response_id is not supported: this server keeps no state; send the whole input' });
       return z.NEVER;
     })),
-    text: z.object({ format: z.object({ type: z.literal('text') }).passthrough().optional() }).passthrough().nullable().optional(),
+    text: z
+      .object({
+        format: z
+          .discriminatedUnion('type', [
+            z.object({ type: z.literal('text') }).passthrough(),
+            z.object({ type: z.literal('json_object') }).passthrough(),
+            jsonSchemaFormat.extend({ type: z.literal('json_schema') }),
+          ])
+          .nullable()
+          .optional(),
+      })
+      .passthrough()
+      .nullable()
+      .optional(),
     include: z.array(z.string()).nullable().optional(),
     top_logprobs: z.number().int().min(0).max(20).nullable().optional(),
   })
@@ -69,14 +81,16 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
       messages.push({ role: 'tool', toolCallId: out.call_id, content: out.output });
     }
   }
-  const options: ChatOptions = {};
+  const options: ChatOptions = { ...samplingOptions(b) };
   if (b.instructions) options.instructions = b.instructions;
   if (b.tools?.length)
-    options.tools = b.tools.map((t): FunctionTool => ({ name: t.name, description: t.description ?? undefined, parameters: (t.parameters ?? undefined) as FunctionTool['parameters'] }));
+    options.tools = b.tools.map((t): FunctionTool => ({ name: t.name, description: t.description ?? undefined, parameters: (t.parameters ?? undefined) as FunctionTool['parameters'], ...(t.strict && { strict: true }) }));
+  const format = responseFormatOf(b.text?.format, 'text.format');
+  if (format) options.responseFormat = format;
+  const choice = toolChoiceOf(b.tool_choice);
+  if (choice) options.toolChoice = choice;
   if (b.reasoning?.effort) options.reasoningEffort = b.reasoning.effort;
   if (b.max_output_tokens != null) options.maxTokens = b.max_output_tokens;
-  if (b.temperature != null) options.temperature = b.temperature;
-  if (b.top_p != null) options.topP = b.top_p;
   if (b.include?.includes('message.output_text.logprobs')) options.logprobs = b.top_logprobs ?? 0;
   return { messages, options };
 }

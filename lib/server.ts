@@ -11,7 +11,7 @@ import { z } from 'zod';
 import type { Engine } from './engine.js';
 import { AbortedError } from './errors.js';
 import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, Generation, TokenLogprob } from './generate.js';
-import { content, effort, errorBody, HttpError, partsText, readJson, sampling, samplingOptions, toHttp } from './http.js';
+import { content, effort, errorBody, HttpError, jsonSchemaFormat, partsText, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
 import { registerResponses } from './responses.js';
 
 export interface ServerOptions {
@@ -55,7 +55,14 @@ const chatRequest = z
     max_completion_tokens: z.number().int().min(1).nullable().optional(),
     logprobs: z.boolean().nullable().optional(),
     top_logprobs: z.number().int().min(0).max(20).nullable().optional(),
-    response_format: z.object({ type: z.literal('text') }).passthrough().nullable().optional(),
+    response_format: z
+      .discriminatedUnion('type', [
+        z.object({ type: z.literal('text') }).passthrough(),
+        z.object({ type: z.literal('json_object') }).passthrough(),
+        z.object({ type: z.literal('json_schema'), json_schema: jsonSchemaFormat }).passthrough(),
+      ])
+      .nullable()
+      .optional(),
     ...sampling,
   })
   .passthrough();
@@ -74,7 +81,9 @@ const completionRequest = z
 /** OpenAI chat messages -> the engine's chat messages. */
 function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; options: ChatOptions } {
   // tool_choice 'none' still renders the tools: earlier calls in the conversation refer to them.
-  const tools: FunctionTool[] = (b.tools ?? []).map((t) => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'] }));
+  const tools: FunctionTool[] = (b.tools ?? []).map((t) => ({
+    name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'], ...(t.function.strict && { strict: true }),
+  }));
   const messages: ChatMessage[] = b.messages.map((m) => {
     switch (m.role) {
       case 'system':
@@ -99,6 +108,11 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
   const max = b.max_completion_tokens ?? b.max_tokens;
   if (max != null) options.maxTokens = max;
   if (b.logprobs) options.logprobs = b.top_logprobs ?? 0;
+  const rf = b.response_format;
+  const format = responseFormatOf(rf?.type === 'json_schema' ? { ...rf.json_schema, type: rf.type } : rf, 'response_format.json_schema');
+  if (format) options.responseFormat = format;
+  const choice = toolChoiceOf(b.tool_choice);
+  if (choice) options.toolChoice = choice;
   return { messages, options };
 }
 

@@ -106,9 +106,16 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
     }
   };
   walk(schema, '#');
-  // Whatever the walk let through must also be a valid schema.
-  const validate = ajv().validateSchema(schema as object);
-  if (!validate) throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${ajv().errorsText(ajv().errors)}`);
+  // Whatever the walk let through must also be a valid schema (checked as draft 2020-12 whatever
+  // $schema says: the keywords allowed above mean the same in drafts 7 to 2020-12).
+  const { $schema: _, ...rest } = schema as Record<string, unknown>;
+  let valid: unknown;
+  try {
+    valid = ajv().validateSchema(rest);
+  } catch (e) {
+    throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${(e as Error).message}`);
+  }
+  if (!valid) throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${ajv().errorsText(ajv().errors)}`);
 }
 
 type Ajv = { validateSchema(s: object): boolean | Promise<unknown>; errors?: unknown; errorsText(e?: unknown): string };

@@ -136,3 +136,36 @@ describe('sampler', () => {
     expect(() => new Sampler({ topp: 0.5 } as never, 10)).toThrow(/did you mean "topP"/);
   });
 });
+
+describe('allow mask (constrained decoding)', () => {
+  const V = 70; // not a multiple of 32: the last word is partly used
+  const base = { temperature: 1, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, banFrom: -1 };
+  const mask = (ids: number[]) => {
+    const m = new Int32Array(Math.ceil(V / 32));
+    for (const id of ids) m[id >> 5] |= 1 << (id & 31);
+    return m;
+  };
+
+  it('draws only allowed ids, in proportion to their probabilities among themselves', async () => {
+    const logits = new Float32Array(V).map((_, i) => Math.sin(i));
+    const allowed = [3, 31, 32, 69];
+    const draws = await addon().sampleMany(logits, { ...base, allowMask: mask(allowed) }, new BigUint64Array([5n]), N);
+    const z = allowed.reduce((s, id) => s + Math.exp(logits[id]), 0);
+    const probs = new Array<number>(V).fill(0);
+    for (const id of allowed) probs[id] = Math.exp(logits[id]) / z;
+    expectDistribution(draws, probs);
+  });
+
+  it('greedy takes the best allowed id, even against a large bias', async () => {
+    const logits = new Float32Array(V).fill(0);
+    logits[10] = 50;
+    const draws = await addon().sampleMany(logits, { ...base, temperature: 0, biasIds: Int32Array.of(11), biasValues: Float32Array.of(100), allowMask: mask([40, 41]) }, new BigUint64Array(1), 3);
+    expect(Array.from(draws)).toEqual([40, 40, 40]);
+  });
+
+  it('refuses a mask of the wrong size, and a mask that allows nothing', async () => {
+    const logits = new Float32Array(V);
+    expect(() => addon().sampleMany(logits, { ...base, allowMask: new Int32Array(2) }, new BigUint64Array(1), 1)).toThrow(/ceil\(V \/ 32\) = 3 words, got 2/);
+    await expect(addon().sampleMany(logits, { ...base, allowMask: mask([]) }, new BigUint64Array(1), 1)).rejects.toThrow(/every allowed logit is -inf/);
+  });
+});
