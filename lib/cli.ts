@@ -6,6 +6,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
 import { formatBench, runBench } from './bench.js';
+import { formatMaskBench, runMaskBench } from './bench-mask.js';
 import { formatServeBench, runServeBench } from './bench-serve.js';
 import { openCheckpoint } from './checkpoint.js';
 import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
@@ -232,6 +233,20 @@ bench
       log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
     });
     if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+  });
+
+bench
+  .command('mask')
+  .description("constrained decoding's cost per decode step (JSON Schema masks) at several batch sizes")
+  .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']).default('20b'))
+  .option('--layers <n>', 'layers of the synthetic model (default 2)', positiveInt('--layers'), 2)
+  .option('--batch <list>', 'comma-separated batch sizes', (v: string) => v.split(',').map((x) => positiveInt('--batch')(x)), [1, 32])
+  .option('--steps <n>', 'decode steps timed per batch size', positiveInt('--steps'), 16)
+  .option('--json', 'print only the JSON line')
+  .action(async (o: { synthetic: '20b' | '120b'; layers: number; batch: number[]; steps: number; json?: boolean }) => {
+    const r = await runMaskBench({ synthetic: o.synthetic, layers: o.layers, batches: o.batch, steps: o.steps, log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`) });
+    if (!o.json) process.stdout.write(`${formatMaskBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   });
 

@@ -94,4 +94,18 @@ describe('gptoss bench', () => {
     expect(json.fingerprint).toHaveProperty('commit');
     expect(r.stdout).toContain('ratio to host read bandwidth');
   });
+
+  it('bench mask: the constraint masks over a JSON document against decode steps at each batch size', async () => {
+    const r = await gptoss(['bench', 'mask', '--layers', '1', '--batch', '1,3', '--steps', '2', '--json']);
+    expect(r.code).toBe(0);
+    const json = JSON.parse(r.stdout.trim());
+    expect(json.bench).toBe('mask');
+    expect(json.documentTokens).toBeGreaterThan(100);
+    expect(json.rows.map((x: { batch: number }) => x.batch)).toEqual([1, 3]);
+    for (const row of json.rows) {
+      expect(row.stepMs).toBeGreaterThan(0);
+      expect(row.maskMsPerStep).toBeGreaterThan(0);
+      expect(row.ratioToStep).toBeCloseTo(row.maskMsPerStep / row.stepMs, 9);
+    }
+  });
 });
