@@ -204,7 +204,6 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const signal = c.req.raw.signal;
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
     const n = b.n ?? 1;
-    if (n > 1 && b.stream) throw new HttpError(400, 'invalid_request_error', 'n > 1 is not supported with stream yet', 'n', 'unsupported');
     if (!b.stream) {
       const results = await nResults(n, chatOpts.seed, (seed) => engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal }));
       count('/v1/chat/completions', 200);
@@ -237,42 +236,58 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         },
       });
     }
-    const gen = engine.chat(messages, { ...chatOpts, signal });
-    // Streaming: start the generator before the response so errors such as an overloaded engine
-    // still get a status code of their own.
-    const it = gen[Symbol.asyncIterator]();
-    const first = await it.next();
+    // Streaming: the first answer starts before the response, so that errors such as an
+    // overloaded engine still get a status code of their own; with n > 1 the others start once
+    // it has its first token (its prompt pages are then cached for them to share), and the
+    // choices' chunks interleave as they come. One answer failing ends them all.
+    const stop = new AbortController();
+    const both = AbortSignal.any([signal, stop.signal]);
+    const start = (i: number) => engine.chat(messages, { ...chatOpts, ...(chatOpts.seed !== undefined && { seed: chatOpts.seed + i }), signal: both })[Symbol.asyncIterator]();
+    const its = [start(0)];
+    const first = await its[0].next();
+    for (let i = 1; i < n; i++) its.push(start(i));
     count('/v1/chat/completions', 200);
     return streamSSE(c, async (stream) => {
-      const chunk = (delta: object, finishReason: string | null = null, logprobs: object | null = null) =>
-        stream.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index: 0, delta, finish_reason: finishReason, logprobs }] }) });
-      await chunk({ role: 'assistant', content: '' });
-      let calls = 0;
-      try {
-        for (let r = first; !r.done; r = await it.next()) {
+      let chain = Promise.resolve();
+      const send = (data: string) => (chain = chain.then(() => stream.writeSSE({ data })));
+      const chunk = (index: number, delta: object, finishReason: string | null = null, logprobs: object | null = null) =>
+        send(JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index, delta, finish_reason: finishReason, logprobs }] }));
+      const total = { prompt: 0, completion: 0, cached: 0, reasoning: 0 };
+      const choice = async (index: number) => {
+        const it = its[index];
+        await chunk(index, { role: 'assistant', content: '' });
+        let calls = 0;
+        for (let r = index === 0 ? first : await it.next(); !r.done; r = await it.next()) {
           const ev = r.value;
-          if (ev.type === 'text') await chunk({ content: ev.delta });
-          else if (ev.type === 'reasoning' && !b.reasoning?.exclude) await chunk({ reasoning_content: ev.delta, reasoning: ev.delta });
-          else if (ev.type === 'logprob') await chunk({}, null, { content: [chatLogprob(ev.logprob)], refusal: null });
+          if (ev.type === 'text') await chunk(index, { content: ev.delta });
+          else if (ev.type === 'reasoning' && !b.reasoning?.exclude) await chunk(index, { reasoning_content: ev.delta, reasoning: ev.delta });
+          else if (ev.type === 'logprob') await chunk(index, {}, null, { content: [chatLogprob(ev.logprob)], refusal: null });
           else if (ev.type === 'tool-call')
-            await chunk({ tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
+            await chunk(index, { tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
           else if (ev.type === 'done') {
-            await chunk({}, finish(ev.finishReason));
-            if (b.stream_options?.include_usage)
-              await stream.writeSSE({
-                data: JSON.stringify({
-                  id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [],
-                  usage: {
-                    prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens,
-                    prompt_tokens_details: { cached_tokens: ev.usage.cachedPromptTokens ?? 0 },
-                    completion_tokens_details: { reasoning_tokens: ev.usage.reasoningTokens ?? 0 },
-                  },
-                }),
-              });
+            await chunk(index, {}, finish(ev.finishReason));
+            total.prompt = ev.usage.promptTokens;
+            total.completion += ev.usage.completionTokens;
+            total.cached = index === 0 ? (ev.usage.cachedPromptTokens ?? 0) : total.cached;
+            total.reasoning += ev.usage.reasoningTokens ?? 0;
           }
         }
-        await stream.writeSSE({ data: '[DONE]' });
+      };
+      try {
+        await Promise.all(its.map((_, i) => choice(i)));
+        if (b.stream_options?.include_usage)
+          await send(JSON.stringify({
+            id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [],
+            usage: {
+              prompt_tokens: total.prompt, completion_tokens: total.completion, total_tokens: total.prompt + total.completion,
+              prompt_tokens_details: { cached_tokens: total.cached },
+              completion_tokens_details: { reasoning_tokens: total.reasoning },
+            },
+          }));
+        await send('[DONE]');
       } catch (e) {
+        stop.abort();
+        await chain.catch(() => {});
         if (e instanceof AbortedError || signal.aborted) return; // the client left
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
@@ -288,7 +303,6 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
     const n = b.n ?? 1;
-    if (n > 1 && b.stream) throw new HttpError(400, 'invalid_request_error', 'n > 1 is not supported with stream yet', 'n', 'unsupported');
     if (!b.stream) {
       const results = await nResults(n, opts.seed, (seed) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }) }));
       count('/v1/completions', 200);
@@ -299,23 +313,41 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         usage: { prompt_tokens: results[0].usage.promptTokens, completion_tokens: out, total_tokens: results[0].usage.promptTokens + out },
       });
     }
-    const gen = engine.complete(prompt, opts);
-    const it = gen[Symbol.asyncIterator]();
-    const first = await it.next();
+    // Streaming, n > 1 included: as for chat completions.
+    const stop = new AbortController();
+    const both = AbortSignal.any([c.req.raw.signal, stop.signal]);
+    const start = (i: number) => engine.complete(prompt, { ...opts, ...(opts.seed !== undefined && { seed: opts.seed + i }), signal: both })[Symbol.asyncIterator]();
+    const its = [start(0)];
+    const first = await its[0].next();
+    for (let i = 1; i < n; i++) its.push(start(i));
     count('/v1/completions', 200);
     return streamSSE(c, async (stream) => {
-      try {
-        for (let r = first; !r.done; r = await it.next()) {
+      let chain = Promise.resolve();
+      const send = (data: string) => (chain = chain.then(() => stream.writeSSE({ data })));
+      const total = { prompt: 0, completion: 0 };
+      const choice = async (index: number) => {
+        const it = its[index];
+        for (let r = index === 0 ? first : await it.next(); !r.done; r = await it.next()) {
           const ev = r.value;
+          if (ev.type === 'done') {
+            total.prompt = ev.usage.promptTokens;
+            total.completion += ev.usage.completionTokens;
+          }
           const data = ev.type === 'token' || ev.type === 'text'
-            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: ev.text, finish_reason: null, logprobs: ev.type === 'token' && ev.logprobs ? completionLogprobs([ev.logprobs]) : null }] }
-            : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index: 0, text: '', finish_reason: ev.finishReason, logprobs: null }],
-                ...(b.stream_options?.include_usage && { usage: { prompt_tokens: ev.usage.promptTokens, completion_tokens: ev.usage.completionTokens, total_tokens: ev.usage.totalTokens } }) };
-          await stream.writeSSE({ data: JSON.stringify(data) });
+            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index, text: ev.text, finish_reason: null, logprobs: ev.type === 'token' && ev.logprobs ? completionLogprobs([ev.logprobs]) : null }] }
+            : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index, text: '', finish_reason: ev.finishReason, logprobs: null }] };
+          await send(JSON.stringify(data));
         }
-        await stream.writeSSE({ data: '[DONE]' });
+      };
+      try {
+        await Promise.all(its.map((_, i) => choice(i)));
+        if (b.stream_options?.include_usage)
+          await send(JSON.stringify({ id, object: 'text_completion', created: now, model: options.modelId, choices: [], usage: { prompt_tokens: total.prompt, completion_tokens: total.completion, total_tokens: total.prompt + total.completion } }));
+        await send('[DONE]');
       } catch (e) {
-        if (e instanceof AbortedError) return;
+        stop.abort();
+        await chain.catch(() => {});
+        if (e instanceof AbortedError || c.req.raw.signal.aborted) return;
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });

@@ -269,7 +269,36 @@ describe('n > 1', () => {
     }
     const chat = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Pick one' }], max_tokens: 3, n: 2, seed: 1 });
     expect(chat.choices).toHaveLength(2);
-    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 2, stream: true })).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('streamed: each choice, put together from its interleaved chunks, equals the same answer unstreamed; usage sums them', async () => {
+    const args = { model: MODEL, messages: [{ role: 'user' as const, content: 'Stream three answers' }], max_tokens: 6, n: 3, seed: 11 };
+    const whole = await client.chat.completions.create(args);
+    const stream = await client.chat.completions.create({ ...args, stream: true, stream_options: { include_usage: true } });
+    const text = ['', '', ''], finish: (string | null)[] = [null, null, null];
+    let usage;
+    for await (const chunk of stream) {
+      for (const ch of chunk.choices) {
+        text[ch.index] += ch.delta?.content ?? '';
+        if (ch.finish_reason) finish[ch.index] = ch.finish_reason;
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toEqual(whole.choices.map((c) => c.message.content));
+    expect(finish).toEqual(['length', 'length', 'length']);
+    expect(usage).toMatchObject({ completion_tokens: 18 });
+
+    const prompt = 'Once upon a time';
+    const cw = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, n: 2, seed: 3 });
+    const cs = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, n: 2, seed: 3, stream: true, stream_options: { include_usage: true } });
+    const ct = ['', ''];
+    let cu;
+    for await (const chunk of cs) {
+      for (const ch of chunk.choices) ct[ch.index] += ch.text;
+      if (chunk.usage) cu = chunk.usage;
+    }
+    expect(ct).toEqual(cw.choices.map((c) => c.text));
+    expect(cu).toMatchObject({ completion_tokens: 8 });
   });
 });
 
