@@ -5,6 +5,7 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { checkSchema, getTokenizer, InvalidArgumentError, loadModel, type Model, UnsupportedError } from '../lib/index.js';
+import { chatConstraint } from '../lib/structured.js';
 import { TOKENS } from '../lib/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 import { SCHEMAS } from './helpers/schemas.js';
@@ -102,6 +103,59 @@ describe('tools', () => {
   it('tool_choice naming an unknown tool, or required without tools, is refused', () => {
     expect(() => model.chat([{ role: 'user', content: 'x' }], { toolChoice: 'required' })).toThrow(InvalidArgumentError);
     expect(() => model.chat([{ role: 'user', content: 'x' }], { tools: [{ name: 'a' }], toolChoice: { name: 'b' } })).toThrow(/unknown tool "b"/);
+  });
+});
+
+describe('the turn constraint, token by token', () => {
+  const tok = () => getTokenizer();
+  const allowed = (m: Int32Array | null, id: number) => m === null || ((m[id >>> 5] >>> (id & 31)) & 1) === 1;
+  const feed = async (c: NonNullable<ReturnType<typeof chatConstraint>>, ids: number[]) => {
+    for (const id of ids) {
+      await c.prepare();
+      expect(allowed(c.mask, id), `token ${id} (${JSON.stringify(tok().decode([id]))}) should be allowed`).toBe(true);
+      c.accept(id);
+    }
+    await c.prepare();
+  };
+  const weather = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] } }, required: ['city'], additionalProperties: false };
+
+  it('with strict tools only, text is free until a call to a strict tool opens; then its arguments are held to the schema', async () => {
+    const c = chatConstraint(undefined, new Map([['weather', weather]]), ['weather', 'other'], 'auto', 201088)!;
+    // Free reasoning, in the model's own header form.
+    await feed(c, [TOKENS.channel, ...tok().encode('analysis'), TOKENS.message, ...tok().encode('I should call it.'), TOKENS.end]);
+    expect(c.mask).toBeNull();
+    await feed(c, [TOKENS.start, ...tok().encode('assistant'), TOKENS.channel, ...tok().encode('commentary to=functions.weather '), TOKENS.constrain, ...tok().encode('json'), TOKENS.message]);
+    expect(c.mask).not.toBeNull();
+    expect(allowed(c.mask, tok().encode('{"')[0])).toBe(true);
+    expect(allowed(c.mask, tok().encode('hello')[0])).toBe(false);
+    await feed(c, tok().encode('{"city": "Oslo"}'));
+    expect([...Array(201088).keys()].filter((id) => allowed(c.mask, id))).toEqual([TOKENS.call]);
+    c.accept(TOKENS.call);
+    await c.prepare();
+    expect(c.mask).toBeNull(); // the turn is over
+    c.dispose();
+  });
+
+  it('a call to a tool that is not strict stays free', async () => {
+    const c = chatConstraint(undefined, new Map([['weather', weather]]), ['weather', 'other'], 'auto', 201088)!;
+    await feed(c, [TOKENS.channel, ...tok().encode('commentary to=functions.other '), TOKENS.constrain, ...tok().encode('json'), TOKENS.message]);
+    expect(c.mask).toBeNull();
+    c.dispose();
+  });
+
+  it('with a response format the headers are forced: after reasoning only the answer (or a call) may follow', async () => {
+    const c = chatConstraint({ type: 'object' }, new Map(), [], 'auto', 201088)!;
+    await c.prepare();
+    expect([...Array(201088).keys()].filter((id) => allowed(c.mask, id))).toEqual([TOKENS.channel]);
+    await feed(c, [TOKENS.channel, ...tok().encode('analysis'), TOKENS.message, ...tok().encode('hmm'), TOKENS.end]);
+    // The only way on is `<|start|>assistant<|channel|>final<|message|>`.
+    for (const id of [TOKENS.start, ...tok().encode('assistant'), TOKENS.channel, ...tok().encode('final'), TOKENS.message]) {
+      expect([...Array(201088).keys()].filter((x) => allowed(c.mask, x))).toEqual([id]);
+      c.accept(id);
+      await c.prepare();
+    }
+    expect(allowed(c.mask, TOKENS.return)).toBe(false); // an empty answer is not an object
+    c.dispose();
   });
 });
 
