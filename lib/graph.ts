@@ -104,17 +104,27 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
   };
 }
 
-/** Bytes of weights and KV cache one decode step reads at context `ctx` (for roofline ratios). */
-export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number): number {
+/** Distinct experts `tokens` tokens touch under uniform top-k routing, in expectation (k for one). */
+export const expectedExperts = (E: number, k: number, tokens: number): number =>
+  tokens === 1 ? k : E * (1 - Math.pow(1 - k / E, tokens));
+
+/**
+ * Bytes of weights and KV cache one decode step reads at context `ctx` with `batch` sequences (for
+ * roofline ratios): dense weights once, the experts the batch touches (the expectation under
+ * uniform top-k routing; exactly k for one token) and every sequence's keys and values.
+ */
+export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number, batch = 1): number {
   const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const E = cfg.numExperts, k = cfg.expertsPerToken;
   const qkvRows = (Hq + 2 * Hkv) * D;
   const perExpert = (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
-  let bytes = H * 2 /* embedding row */ + H * 2 + cfg.vocabSize * H * 2; /* final norm, unembedding */
+  const experts = expectedExperts(E, k, batch);
+  let bytes = batch * H * 2 /* embedding rows */ + H * 2 + cfg.vocabSize * H * 2; /* final norm, unembedding */
   cfg.layerWindows.forEach((window) => {
     bytes += 2 * H * 2 + qkvRows * H * 2 + qkvRows * 2 + Hq * 2 + H * Hq * D * 2 + H * 2;
-    bytes += cfg.numExperts * H * 2 + cfg.numExperts * 2 + cfg.expertsPerToken * perExpert;
+    bytes += E * H * 2 + E * 2 + experts * perExpert;
     const keys = window > 0 ? Math.min(window, ctx + 1) : ctx + 1;
-    bytes += 2 * keys * Hkv * D * kvBytes;
+    bytes += batch * 2 * keys * Hkv * D * kvBytes;
   });
   return bytes;
 }

@@ -1,0 +1,160 @@
+// `gptoss bench decode | prefill | memory`: decode steps over a grid of batch sizes and context
+// lengths against the weight-and-KV streaming roofline; prefill of long prompts against the dense
+// matmul rate; and what the model takes in memory. Ceilings come from the same run.
+import { freemem } from 'node:os';
+
+import { type Ceilings, type DecodePoint, type DecodeSkip, type MemoryResult, type PrefillPoint, stat, timeRuns } from './bench-run.js';
+import type { ModelConfig } from './config.js';
+import { decodeBytes } from './graph.js';
+import { estimateMemory } from './memory.js';
+import type { Model } from './model.js';
+import { Sampler } from './sampler.js';
+
+export type Progress = (done: number, total: number, label: string) => void;
+
+const PAGE = 16;
+
+/** Bytes of KV pools a decode point needs: each sequence its own pages (none shared). */
+export function decodePoolRows(cfg: ModelConfig, batch: number, context: number, steps: number) {
+  const window = Math.max(0, ...cfg.layerWindows);
+  const fullRing = Math.ceil((context + steps + 1) / PAGE);
+  // A sliding layer holds only its window: ring * page >= window + 1 token per step.
+  const slidingRing = Math.min(fullRing, Math.ceil((window + 1) / PAGE) + 1);
+  const width = 2 * cfg.numKvHeads * cfg.headDim * 4;
+  const fullLayers = cfg.layerWindows.filter((w) => w === 0).length;
+  const slidingLayers = cfg.layerWindows.length - fullLayers;
+  const bytes = batch * PAGE * width * (fullRing * fullLayers + slidingRing * slidingLayers);
+  return { fullRing, slidingRing, bytes };
+}
+
+export interface DecodeSweepOptions {
+  model: Model;
+  batches: number[];
+  contexts: number[];
+  /** Timed steps per point (after one untimed step). */
+  steps: number;
+  ceilings: Ceilings;
+  /** KV pool bytes a point may allocate; larger points are skipped with the reason. */
+  memoryBudget?: number;
+  progress?: Progress;
+}
+
+/**
+ * Each point: `batch` sequences, each with its own KV pages already `context` long, decoding
+ * together for `steps` steps (sampling included). The pages hold whatever the pool held: the
+ * values do not change the work, and skipping the prefill keeps a 32k-context point affordable.
+ */
+export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: number; points: DecodePoint[]; skipped: DecodeSkip[] }> {
+  const cfg = o.model.config;
+  const V = cfg.vocabSize;
+  const budget = o.memoryBudget ?? freemem() * 0.5;
+  const points: DecodePoint[] = [];
+  const skipped: DecodeSkip[] = [];
+  const grid = o.contexts.flatMap((context) => o.batches.map((batch) => ({ batch, context })));
+  for (const [i, { batch, context }] of grid.entries()) {
+    o.progress?.(i, grid.length, `decode batch ${batch}, context ${context}`);
+    const pools = decodePoolRows(cfg, batch, context, o.steps);
+    if (pools.bytes > budget) {
+      skipped.push({ batch, context, reason: `its KV cache needs ${(pools.bytes / 1e9).toFixed(1)} GB; the budget is ${(budget / 1e9).toFixed(1)} GB` });
+      continue;
+    }
+    const program = o.model.createPagedProgram({ maxTokens: batch, fullRows: batch * pools.fullRing * PAGE, slidingRows: batch * pools.slidingRing * PAGE });
+    try {
+      const table = (ring: number) => Int32Array.from({ length: batch * ring }, (_, j) => j);
+      const samplers = Array.from({ length: batch }, (_, s) => new Sampler({ seed: s + 1 }, V));
+      const out = new Float32Array(batch * V);
+      let pos = context;
+      const seqs = Int32Array.from({ length: batch }, (_, s) => s);
+      const step = () => {
+        const args = {
+          tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % 199998),
+          positions: new Int32Array(batch).fill(pos),
+          seqs,
+          full: { table: table(pools.fullRing), ring: pools.fullRing, pageSize: PAGE },
+          sliding: { table: table(pools.slidingRing), ring: pools.slidingRing, pageSize: PAGE },
+          logitRows: seqs,
+          out,
+          sampling: samplers.map((s) => s.params()),
+        };
+        pos++;
+        return program.step(args);
+      };
+      const ms = await timeRuns(step, o.steps, 0, o.steps);
+      const s = stat(ms);
+      const bytes = decodeBytes(cfg, context, 4, batch);
+      const roofline = batch / (bytes / (o.ceilings.readGBps.value * 1e9));
+      const tps = batch / (s.value / 1e3);
+      points.push({ batch, context, stepMs: s, tokensPerSecond: tps, msPerOutputToken: s.value, bytesPerStep: bytes, rooflineTokensPerSecond: roofline, ratio: tps / roofline });
+    } finally {
+      program.dispose();
+    }
+  }
+  o.progress?.(grid.length, grid.length, 'decode done');
+  return { steps: o.steps, points, skipped };
+}
+
+/** Useful operations of a prompt of T tokens: 2 x active parameters per token, attention, logits. */
+export function prefillFlops(cfg: ModelConfig, T: number): number {
+  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const perLayer = (Hq + 2 * Hkv) * D * H + H * Hq * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * I * H;
+  let flops = 2 * T * cfg.numLayers * perLayer + 2 * cfg.vocabSize * H; // logits of the last position
+  for (const window of cfg.layerWindows) {
+    // Keys each query sees, summed over the prompt: QK and PV are 2 x D operations per key per head.
+    const keys = window > 0 ? T * Math.min(window, T) - (Math.min(window, T) * (Math.min(window, T) - 1)) / 2 : (T * (T + 1)) / 2;
+    flops += 4 * Hq * D * keys;
+  }
+  return flops;
+}
+
+export interface PrefillSweepOptions {
+  model: Model;
+  prompts: number[];
+  repeats: number;
+  /** Tokens per step (the prompt is fed in chunks of this many). */
+  chunk?: number;
+  ceilings: Ceilings;
+  progress?: Progress;
+}
+
+export async function runPrefillSweep(o: PrefillSweepOptions): Promise<PrefillPoint[]> {
+  const cfg = o.model.config;
+  const out: PrefillPoint[] = [];
+  for (const [i, T] of o.prompts.entries()) {
+    o.progress?.(i, o.prompts.length, `prefill ${T} tokens`);
+    const session = o.model.createSession({ maxContext: T + 1, maxTokens: Math.min(T, o.chunk ?? 512) });
+    try {
+      const prompt = Array.from({ length: T }, (_, j) => (j * 7919 + 13) % 199998);
+      const samples: number[] = [];
+      for (let r = 0; r < o.repeats; r++) {
+        session.reset();
+        const t = performance.now();
+        await session.forward(prompt, { logits: 'last' });
+        samples.push((performance.now() - t) / 1e3);
+      }
+      const s = stat(samples);
+      const flops = prefillFlops(cfg, T);
+      const GFLOPs = flops / s.value / 1e9;
+      out.push({ tokens: T, seconds: s, tokensPerSecond: T / s.value, flops, GFLOPs, ratioToDense: GFLOPs / o.ceilings.denseGFLOPs.value });
+    } finally {
+      session.dispose();
+    }
+  }
+  o.progress?.(o.prompts.length, o.prompts.length, 'prefill done');
+  return out;
+}
+
+/** Peak resident set of this process so far (the kernel's high-water mark). */
+export const peakRss = (): number => process.resourceUsage().maxRSS * 1024;
+
+export function memoryResult(model: Model, rssAfterLoad: number, contexts = [1024, 8192, 32768, 131072]): MemoryResult {
+  const cfg = model.config;
+  const e = estimateMemory(cfg, { device: model.device });
+  return {
+    weightsBytes: e.weightsBytes,
+    kvBytesPerToken: e.kvBytesPerToken,
+    kvDType: model.kvDType,
+    rssAfterLoadBytes: rssAfterLoad,
+    peakRssBytes: peakRss(),
+    kvBytesAt: contexts.map((context) => ({ context, bytes: estimateMemory(cfg, { device: model.device, contextTokens: context }).kvBytes })),
+  };
+}
