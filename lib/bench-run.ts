@@ -55,6 +55,10 @@ export interface DecodePoint {
   msPerOutputToken: number;
   /** Weights (experts: the expected distinct ones for this batch) and every sequence's KV. */
   bytesPerStep: number;
+  flopsPerStep: number;
+  /** Which ceiling limits the step: streaming its bytes, or its operations at the dense rate. */
+  bound: 'memory' | 'compute';
+  /** batch / max(bytes / read bandwidth, operations / dense rate) */
   rooflineTokensPerSecond: number;
   ratio: number;
 }
@@ -180,8 +184,9 @@ export const RUN_SCHEMA = obj(['schema', 'id', 'date', 'command', 'model', 'devi
     steps: int,
     points: {
       type: 'array',
-      items: obj(['batch', 'context', 'stepMs', 'tokensPerSecond', 'msPerOutputToken', 'bytesPerStep', 'rooflineTokensPerSecond', 'ratio'], {
-        batch: int, context: int, stepMs: statSchema, tokensPerSecond: num, msPerOutputToken: num, bytesPerStep: num, rooflineTokensPerSecond: num, ratio: num,
+      items: obj(['batch', 'context', 'stepMs', 'tokensPerSecond', 'msPerOutputToken', 'bytesPerStep', 'flopsPerStep', 'bound', 'rooflineTokensPerSecond', 'ratio'], {
+        batch: int, context: int, stepMs: statSchema, tokensPerSecond: num, msPerOutputToken: num, bytesPerStep: num, flopsPerStep: num,
+        bound: { enum: ['memory', 'compute'] }, rooflineTokensPerSecond: num, ratio: num,
       }),
     },
     skipped: { type: 'array', items: obj(['batch', 'context', 'reason'], { batch: int, context: int, reason: { type: 'string' } }) },

@@ -82,15 +82,30 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
       const ms = await timeRuns(step, o.steps, 0, o.steps);
       const s = stat(ms);
       const bytes = decodeBytes(cfg, context, 4, batch);
-      const roofline = batch / (bytes / (o.ceilings.readGBps.value * 1e9));
+      const flops = decodeFlops(cfg, context, batch);
+      // A step can go no faster than streaming its bytes, nor than doing its operations at the dense rate.
+      const memoryS = bytes / (o.ceilings.readGBps.value * 1e9), computeS = flops / (o.ceilings.denseGFLOPs.value * 1e9);
+      const roofline = batch / Math.max(memoryS, computeS);
       const tps = batch / (s.value / 1e3);
-      points.push({ batch, context, stepMs: s, tokensPerSecond: tps, msPerOutputToken: s.value, bytesPerStep: bytes, rooflineTokensPerSecond: roofline, ratio: tps / roofline });
+      points.push({
+        batch, context, stepMs: s, tokensPerSecond: tps, msPerOutputToken: s.value, bytesPerStep: bytes, flopsPerStep: flops,
+        bound: memoryS >= computeS ? 'memory' : 'compute', rooflineTokensPerSecond: roofline, ratio: tps / roofline,
+      });
     } finally {
       program.dispose();
     }
   }
   o.progress?.(grid.length, grid.length, 'decode done');
   return { steps: o.steps, points, skipped };
+}
+
+/** Operations of one decode step: per sequence 2 x active parameters, logits, and attention over its context. */
+export function decodeFlops(cfg: ModelConfig, ctx: number, batch: number): number {
+  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const perLayer = (Hq + 2 * Hkv) * D * H + H * Hq * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * I * H;
+  let perToken = 2 * cfg.numLayers * perLayer + 2 * cfg.vocabSize * H;
+  for (const window of cfg.layerWindows) perToken += 4 * Hq * D * (window > 0 ? Math.min(window, ctx + 1) : ctx + 1);
+  return batch * perToken;
 }
 
 /** Useful operations of a prompt of T tokens: 2 x active parameters per token, attention, logits. */

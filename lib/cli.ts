@@ -8,6 +8,9 @@ import { Command, InvalidArgumentError as CommanderArgError, Option } from 'comm
 import { formatBench, runBench } from './bench.js';
 import { formatMaskBench, runMaskBench } from './bench-mask.js';
 import { formatServeBench, runServeBench } from './bench-serve.js';
+import { newRun } from './bench-run.js';
+import { formatRun, PARTS, type Part, runSuite } from './bench-suite.js';
+import { renderReport } from './bench-report.js';
 import { openCheckpoint } from './checkpoint.js';
 import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
 import { estimateMemory } from './memory.js';
@@ -213,6 +216,99 @@ program
 
 const bench = program.command('bench').description('benchmarks: decode/prefill speed (default) and `bench serve`');
 
+const intList = (name: string) => (v: string) => v.split(',').map((x) => {
+  const n = Number(x.trim());
+  if (!Number.isSafeInteger(n) || n < 0) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not a non-negative integer`);
+  return n;
+});
+
+/** Writes a run: to --out when given (the file `gptoss bench report` reads), and as one JSON line. */
+async function emitRun(r: import('./bench-run.js').BenchRun, o: { out?: string; json?: boolean }, text: string) {
+  if (!o.json) process.stdout.write(`${text}\n`);
+  if (o.out) {
+    await writeFile(o.out, `${JSON.stringify(r, null, 1)}\n`);
+    if (!o.json) process.stderr.write(`wrote ${o.out}\n`);
+  }
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+}
+
+/** A progress bar on a terminal; nothing when stderr is a pipe or --json is given. */
+function progressBar(quiet: boolean | undefined) {
+  if (quiet || !process.stderr.isTTY) return { progress: undefined, stop: () => {} };
+  const bar = new SingleBar({ format: '{bar} {value}/{total} {label}', hideCursor: true, stream: process.stderr, clearOnComplete: true });
+  let started = false;
+  return {
+    progress: (done: number, total: number, label: string) => {
+      if (!started) bar.start(total, done, { label });
+      started = true;
+      bar.setTotal(total);
+      bar.update(done, { label });
+      if (done >= total) {
+        bar.stop();
+        started = false;
+      }
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+for (const part of ['suite', ...PARTS] as const) {
+  const what = {
+    suite: 'all of kernels, decode, prefill and memory in one run (one JSON file for `bench report`)',
+    kernels: 'every op at the real shapes: bytes and operations declared, GB/s and GFLOP/s against measured ceilings',
+    decode: 'decode steps over batch sizes and context lengths, against the weight-and-KV streaming roofline',
+    prefill: 'prefill of long prompts: tokens/s and the share of the dense matmul rate',
+    memory: 'weights, KV cache per token and at long contexts, resident and peak memory',
+  }[part];
+  bench
+    .command(part)
+    .description(what)
+    .option('--model <dir>', 'checkpoint directory')
+    .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes (default 20b)').choices(['20b', '120b']))
+    .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
+    .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+    .option('--tokens <list>', 'kernels: tokens per call (1 = the decode shapes)', intList('--tokens'))
+    .option('--kernel-context <n>', 'kernels: the decode position of attention', positiveInt('--kernel-context'))
+    .option('--batch <list>', 'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)', intList('--batch'))
+    .option('--context <list>', 'decode: context lengths (default 0,1024,8192 on the CPU; up to 32768 on CUDA)', intList('--context'))
+    .option('--steps <n>', 'decode: timed steps per point', positiveInt('--steps'))
+    .option('--prompt <list>', 'prefill: prompt lengths (default 1024 on the CPU; 1024,8192,32768 on CUDA)', intList('--prompt'))
+    .option('--repeats <n>', 'prefill: runs per prompt length', positiveInt('--repeats'))
+    .option('--out <file>', 'write the run as JSON here')
+    .option('--json', 'print only the JSON line')
+    .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: 'cpu' | 'cuda'; tokens?: number[]; kernelContext?: number; batch?: number[]; context?: number[]; steps?: number; prompt?: number[]; repeats?: number; out?: string; json?: boolean }) => {
+      if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
+      if (o.batch?.some((b) => b < 1)) throw new CommanderArgError('--batch sizes must be at least 1');
+      if (o.prompt?.some((b) => b < 1)) throw new CommanderArgError('--prompt lengths must be at least 1');
+      if (o.tokens?.some((b) => b < 1)) throw new CommanderArgError('--tokens must be at least 1');
+      const bar = progressBar(o.json);
+      try {
+        const r = await runSuite({
+          model: o.model, synthetic: o.model ? undefined : (o.synthetic ?? '20b'), layers: o.model ? undefined : (o.layers ?? 2), device: o.device,
+          parts: part === 'suite' ? PARTS : [part as Part], kernelTokens: o.tokens, kernelContext: o.kernelContext, batches: o.batch, contexts: o.context,
+          steps: o.steps, prompts: o.prompt, repeats: o.repeats, command: `gptoss ${process.argv.slice(2).join(' ')}`,
+          log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`), progress: bar.progress,
+        });
+        bar.stop();
+        await emitRun(r, o, formatRun(r));
+      } finally {
+        bar.stop();
+      }
+    });
+}
+
+bench
+  .command('report')
+  .description('render results (JSON files from the suite or `bench serve --out`) as an HTML page with charts and a Markdown summary')
+  .argument('<files...>', 'result files; with two or more runs, the newest is compared with the oldest (or --baseline)')
+  .option('--baseline <file>', 'the run to compare against')
+  .option('--out <dir>', 'where report.html and report.md go', 'bench-report')
+  .action(async (files: string[], o: { baseline?: string; out: string }) => {
+    const r = await renderReport({ files, baseline: o.baseline, outDir: o.out });
+    process.stdout.write(`${r.markdown}\n`);
+    process.stderr.write(`wrote ${r.htmlPath} and ${r.markdownPath}\n`);
+  });
+
 bench
   .command('serve')
   .description('throughput and latency of an OpenAI-compatible endpoint at several concurrency levels')
@@ -225,8 +321,9 @@ bench
   .option('--concurrency <list>', 'comma-separated levels', (v: string) => v.split(',').map((x) => positiveInt('--concurrency')(x)), [1, 2, 4, 8])
   .option('--requests <n>', 'requests per level', positiveInt('--requests'), 16)
   .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
+  .option('--out <file>', 'also write the run as a bench result (for `bench report`)')
   .option('--json', 'print only the JSON line')
-  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; timeLimit: number; json?: boolean }) => {
+  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; timeLimit: number; out?: string; json?: boolean }) => {
     const r = await runServeBench({
       url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
       concurrency: o.concurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
@@ -234,6 +331,11 @@ bench
     });
     if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
+    if (o.out) {
+      const run = newRun(`gptoss ${process.argv.slice(2).join(' ')}`, r.target, 'cpu');
+      run.serve = r.levels;
+      await writeFile(o.out, `${JSON.stringify(run, null, 1)}\n`);
+    }
   });
 
 bench
