@@ -29,6 +29,8 @@ interface Case {
   positions: number[];
   /** Upper bound on copies (a 1.2 GB unembedding is timed once per pass). */
   maxCopies?: number;
+  /** Token ids the embedding may be given (ordinary text ids). */
+  vocab: number;
 }
 
 const bf16 = (elements: number, a = 0.02): Tensor => ({ kind: 'bf16-uniform', bytes: elements * 2, a });
@@ -53,13 +55,14 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
   const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, k = cfg.expertsPerToken, D = cfg.headDim;
   const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, V = cfg.vocabSize, window = cfg.slidingWindow;
   const qkvN = (Hq + 2 * Hkv) * D;
+  const vocab = Math.min(V, 199998);
   const positions = Array.from({ length: T }, (_, i) => context + i);
   const f32 = (rows: number, cols: number): BufferSpec => ({ dtype: 'f32', rows, cols });
   const matmul = (name: string, N: number, K: number, maxCopies?: number): Case => ({
     op: 'matmul_bf16', name, tokens: T, shape: `T=${T} N=${N} K=${K}`,
     bytes: N * K * 2 + N * 2 + T * K * 4 + T * N * 4, flops: 2 * T * N * K,
     weights: { w: bf16(N * K, Math.sqrt(3 / K)), b: bf16(N) }, buffers: { x: f32(T, K), y: f32(T, N) },
-    op_: (w, b) => ({ op: 'matmul_bf16', x: b('x'), y: b('y'), w: w.w, b: w.b, N, K }), positions, maxCopies,
+    op_: (w, b) => ({ op: 'matmul_bf16', x: b('x'), y: b('y'), w: w.w, b: w.b, N, K }), positions, vocab, maxCopies,
   });
   const perExpert = (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
   const used = expectedExperts(E, k, T);
@@ -77,29 +80,29 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
       weights: { sinks: bf16(Hq, 1) }, buffers: { x: f32(T, qkvN), y: f32(T, Hq * D), kc: f32(rows, Hkv * D), vc: f32(rows, Hkv * D) },
       perCopy: ['kc', 'vc'],
       op_: (w, b) => ({ op: 'attention', x: b('x'), y: b('y'), kc: b('kc'), vc: b('vc'), w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 1 / Math.sqrt(D) }),
-      positions, maxCopies: 8,
+      positions, vocab, maxCopies: 8,
     };
   };
   return [
     {
       op: 'embed', name: 'embedding', tokens: T, shape: `T=${T} H=${H} V=${V}`, bytes: T * H * 2 + T * H * 4, flops: T * H,
-      weights: { w: bf16(V * H, 1) }, buffers: { y: f32(T, H) }, op_: (w, b) => ({ op: 'embed', w: w.w, y: b('y'), H }), positions, maxCopies: 1,
+      weights: { w: bf16(V * H, 1) }, buffers: { y: f32(T, H) }, op_: (w, b) => ({ op: 'embed', w: w.w, y: b('y'), H }), positions, vocab, maxCopies: 1,
     },
     {
       op: 'rmsnorm', name: 'norm', tokens: T, shape: `T=${T} H=${H}`, bytes: T * H * 8 + H * 2, flops: 4 * T * H,
       weights: { w: bf16(H, 1) }, buffers: { x: f32(T, H), y: f32(T, H) },
-      op_: (w, b) => ({ op: 'rmsnorm', x: b('x'), y: b('y'), w: w.w, H, eps: cfg.rmsNormEps }), positions,
+      op_: (w, b) => ({ op: 'rmsnorm', x: b('x'), y: b('y'), w: w.w, H, eps: cfg.rmsNormEps }), positions, vocab,
     },
     matmul('qkv', qkvN, H),
     {
       op: 'rope', name: 'q and k', tokens: T, shape: `T=${T} heads ${Hq}+${Hkv}x${D}`, bytes: 2 * T * (Hq + Hkv) * D * 4, flops: 3 * T * (Hq + Hkv) * D,
-      weights: {}, buffers: { x: f32(T, qkvN) }, op_: (_w, b) => ({ op: 'rope', x: b('x'), qHeads: Hq, kvHeads: Hkv, headDim: D }), positions,
+      weights: {}, buffers: { x: f32(T, qkvN) }, op_: (_w, b) => ({ op: 'rope', x: b('x'), qHeads: Hq, kvHeads: Hkv, headDim: D }), positions, vocab,
     },
     {
       op: 'kv_append', name: 'full layer', tokens: T, shape: `T=${T} ${Hkv}x${D} K and V`, bytes: 2 * 2 * T * Hkv * D * 4, flops: 2 * T * Hkv * D,
       weights: {}, buffers: { x: f32(T, qkvN), kc: f32(context + T, Hkv * D), vc: f32(context + T, Hkv * D) }, perCopy: ['kc', 'vc'],
       op_: (_w, b) => ({ op: 'kv_append', x: b('x'), xcol: Hq * D, vcol: (Hq + Hkv) * D, kc: b('kc'), vc: b('vc'), kvHeads: Hkv, headDim: D, window: 0 }),
-      positions, maxCopies: 8,
+      positions, vocab, maxCopies: 8,
     },
     attention(0),
     attention(window),
@@ -108,7 +111,7 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
     {
       op: 'router_topk', name: `top-${k} of ${E}`, tokens: T, shape: `T=${T} E=${E} k=${k}`, bytes: T * E * 4 + T * k * 8, flops: 3 * T * E,
       weights: {}, buffers: { x: f32(T, E), idx: { dtype: 'i32', rows: T, cols: k }, wt: f32(T, k) },
-      op_: (_w, b) => ({ op: 'router_topk', x: b('x'), idx: b('idx'), wt: b('wt'), E, k }), positions,
+      op_: (_w, b) => ({ op: 'router_topk', x: b('x'), idx: b('idx'), wt: b('wt'), E, k }), positions, vocab,
     },
     {
       op: 'moe_mxfp4', name: `${k} of ${E} experts`, tokens: T, shape: `T=${T} E=${E} k=${k} H=${H} I=${I} (${used.toFixed(1)} experts read)`,
@@ -124,12 +127,12 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
         op: 'moe_mxfp4', x: b('x'), idx: b('idx'), y: b('y'), E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2,
         limit: cfg.swigluLimit, alpha: cfg.swigluAlpha,
       }),
-      positions, maxCopies: 8,
+      positions, vocab, maxCopies: 8,
     },
     {
       op: 'moe_combine', name: `${k} slots`, tokens: T, shape: `T=${T} k=${k} H=${H}`, bytes: T * k * H * 4 + 2 * T * H * 4 + T * k * 4, flops: 2 * T * k * H,
       weights: {}, buffers: { x: f32(T, H), y: f32(T * k, H), wt: f32(T, k) },
-      op_: (_w, b) => ({ op: 'moe_combine', x: b('x'), y: b('y'), wt: b('wt'), k, H }), positions,
+      op_: (_w, b) => ({ op: 'moe_combine', x: b('x'), y: b('y'), wt: b('wt'), k, H }), positions, vocab,
     },
     matmul('unembedding', V, H, 1),
   ];
@@ -175,7 +178,7 @@ async function timeCase(c: Case, seed: number): Promise<number[]> {
     try {
       for (const [name, make] of Object.entries(c.init ?? {}))
         for (let i = 0; i < copies; i++) program.writeBuffer(bufferOf(i)(name), make(i));
-      const tokens = Int32Array.from(c.positions, (_, i) => (i * 7919) % 199998);
+      const tokens = Int32Array.from(c.positions, (_, i) => (i * 7919) % c.vocab);
       const positions = Int32Array.from(c.positions);
       const runs = await timeRuns(() => program.run(tokens, positions, positions.length, null), 3, 300, 40);
       return runs.map((ms) => ms / copies);

@@ -10,7 +10,7 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import { type BenchRun, validateRun } from './bench-run.js';
 import { InvalidArgumentError } from './errors.js';
 
-/** Runs merged when they come from one commit, model, device and machine (parts run separately). */
+/** Runs merged when they come from one commit, device and machine (parts run separately). */
 export interface RunSet {
   key: string;
   label: string;
@@ -21,15 +21,16 @@ export interface RunSet {
 
 export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
   const sets = new Map<string, RunSet>();
-  for (const { file, run } of runs) {
+  for (const { file, run } of [...runs].sort((a, b) => a.run.date.localeCompare(b.run.date))) {
     const machine = run.fingerprint.gpu ?? run.fingerprint.cpu;
-    const key = `${run.fingerprint.commit}|${run.model}|${run.device}|${machine}`;
+    const key = `${run.fingerprint.commit}|${run.device}|${machine}`;
     const have = sets.get(key);
     if (!have) {
       sets.set(key, { key, label: `${run.fingerprint.commit} ${run.date.slice(0, 16).replace('T', ' ')}`, date: run.date, files: [file], run: structuredClone(run) });
       continue;
     }
     have.files.push(file);
+    if (!have.run.model.split('; ').includes(run.model)) have.run.model += `; ${run.model}`;
     // Later parts fill what the set lacks; a part run twice keeps its newer figures.
     const newer = run.date >= have.date;
     for (const part of ['ceilings', 'kernels', 'decode', 'prefill', 'memory', 'serve'] as const)
@@ -145,7 +146,7 @@ function kernelRatioSpec(run: BenchRun): TopLevelSpec {
     data: { values: run.kernels!.map((k) => ({ kernel: `${k.op} ${k.name} T=${k.tokens}`, ratio: k.ratio, bound: k.bound })) },
     mark: 'bar',
     encoding: {
-      y: { field: 'kernel', type: 'nominal', sort: null, title: null },
+      y: { field: 'kernel', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } },
       x: { field: 'ratio', type: 'quantitative', axis: { format: '%' }, title: 'achieved / attainable (roofline)' },
       color: { field: 'bound', type: 'nominal', title: 'bound by' },
     },
@@ -163,7 +164,9 @@ function decodeSpec(run: BenchRun, by: 'batch' | 'context'): TopLevelSpec {
     data: { values: rows },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: by, type: 'quantitative', scale: by === 'batch' ? { type: 'log', base: 2 } : { type: 'symlog', constant: 256 }, title: by === 'batch' ? 'batch size (sequences)' : 'context (tokens)' },
+      x: {
+        field: by, type: 'quantitative', scale: by === 'batch' ? { type: 'log', base: 2 } : { type: 'symlog', constant: 256 },
+        axis: { values: [...new Set(run.decode!.points.map((p) => p[by]))] }, title: by === 'batch' ? 'batch size (sequences)' : 'context (tokens)' },
       y: { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: 'tokens/s (all sequences)' },
       color: { field: 'series', type: 'nominal', title: null },
       strokeDash: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['measured', 'roofline'], range: [[1, 0], [4, 3]] } },
@@ -191,7 +194,7 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
   return {
     width: WIDTH, height: HEIGHT, data: { values: rows }, mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, title: 'concurrent clients' },
+      x: { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: run.serve!.map((l) => l.concurrency) }, title: 'concurrent clients' },
       y: { field: 'value', type: 'quantitative', title: 'per second' },
       color: { field: 'series', type: 'nominal', title: null },
     },
@@ -200,11 +203,12 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
 
 function latencySpec(run: BenchRun, which: 'ttftMs' | 'itlMs'): TopLevelSpec {
   const rows = run.serve!.map((l) => ({ concurrency: l.concurrency, ...l[which] }));
-  const x = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, title: 'concurrent clients' } as const;
+  const levels = rows.map((r) => r.concurrency);
+  const x = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: levels }, title: 'concurrent clients' } as const;
   return {
     width: WIDTH, height: HEIGHT, data: { values: rows },
     layer: [
-      { mark: { type: 'area', opacity: 0.25 }, encoding: { x, y: { field: 'p50', type: 'quantitative', title: `${which === 'ttftMs' ? 'time to first token' : 'inter-token latency'} (ms): p50 line, p50-p99 band, p90 dashed` }, y2: { field: 'p99' } } },
+      { mark: { type: 'area', opacity: 0.25 }, encoding: { x, y: { field: 'p50', type: 'quantitative', title: which === 'ttftMs' ? 'TTFT (ms)' : 'inter-token latency (ms)' }, y2: { field: 'p99' } } },
       { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'p50', type: 'quantitative' } } },
       { mark: { type: 'line', strokeDash: [4, 3] }, encoding: { x, y: { field: 'p90', type: 'quantitative' } } },
     ],
@@ -221,13 +225,13 @@ function memorySpec(run: BenchRun): TopLevelSpec {
   ];
   return {
     width: WIDTH, height: { step: 18 } as unknown as number, data: { values: rows }, mark: 'bar',
-    encoding: { y: { field: 'item', type: 'nominal', sort: null, title: null }, x: { field: 'GB', type: 'quantitative', title: 'GB (1e9 bytes)' } },
+    encoding: { y: { field: 'item', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } }, x: { field: 'GB', type: 'quantitative', title: 'GB (1e9 bytes)' } },
   } as TopLevelSpec;
 }
 
 function compareSpec(changes: Change[]): TopLevelSpec {
   const rows = changes.map((c) => ({ ...c, lo: -c.noise, hi: c.noise }));
-  const y = { field: 'figure', type: 'nominal', sort: null, title: null } as const;
+  const y = { field: 'figure', type: 'nominal', sort: null, title: null, axis: { labelLimit: 360 } } as const;
   return {
     width: WIDTH, height: { step: 14 } as unknown as number, data: { values: rows },
     layer: [
@@ -258,8 +262,8 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
   if (run.prefill?.length) await add('prefill', 'Prefill tokens/s (labels: share of the dense matmul rate)', prefillSpec(run));
   if (run.serve?.length) {
     await add('serve-throughput', 'Serving: throughput against concurrency', serveThroughputSpec(run));
-    await add('serve-ttft', 'Serving: time to first token percentiles', latencySpec(run, 'ttftMs'));
-    await add('serve-itl', 'Serving: inter-token latency percentiles', latencySpec(run, 'itlMs'));
+    await add('serve-ttft', 'Serving: time to first token (line p50, dashed p90, band p50-p99)', latencySpec(run, 'ttftMs'));
+    await add('serve-itl', 'Serving: inter-token latency (line p50, dashed p90, band p50-p99)', latencySpec(run, 'itlMs'));
   }
   if (run.memory) await add('memory', 'Memory', memorySpec(run));
   if (changes?.length) await add('comparison', 'Change from the baseline run, per figure', compareSpec(changes));
@@ -332,6 +336,9 @@ function htmlOfMarkdown(md: string): string {
 }
 
 export function htmlOf(markdown: string, charts: Chart[]): string {
+  // The title and the run's description, then the charts, then the tables.
+  const split = markdown.indexOf('\n## ');
+  const head = split < 0 ? markdown : markdown.slice(0, split), tables = split < 0 ? '' : markdown.slice(split + 1);
   const figures = charts.map((c) => `<figure id="${c.id}"><figcaption>${escape(c.title)}</figcaption>${c.svg}</figure>`).join('\n');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gptoss bench report</title>
@@ -341,10 +348,11 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 .charts{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;border:1px solid #e4e4e4;padding:8px}figcaption{font-weight:600;margin-bottom:4px}
 </style></head><body>
+${htmlOfMarkdown(head)}
 <section class="charts">
 ${figures}
 </section>
-${htmlOfMarkdown(markdown)}
+${htmlOfMarkdown(tables)}
 </body></html>
 `;
 }

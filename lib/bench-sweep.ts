@@ -67,7 +67,7 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
       const seqs = Int32Array.from({ length: batch }, (_, s) => s);
       const step = () => {
         const args = {
-          tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % 199998),
+          tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % Math.min(V, 199998)),
           positions: new Int32Array(batch).fill(pos),
           seqs,
           full: { table: table(pools.fullRing), ring: pools.fullRing, pageSize: PAGE },
@@ -138,7 +138,7 @@ export async function runPrefillSweep(o: PrefillSweepOptions): Promise<PrefillPo
     o.progress?.(i, o.prompts.length, `prefill ${T} tokens`);
     const session = o.model.createSession({ maxContext: T + 1, maxTokens: Math.min(T, o.chunk ?? 512) });
     try {
-      const prompt = Array.from({ length: T }, (_, j) => (j * 7919 + 13) % 199998);
+      const prompt = Array.from({ length: T }, (_, j) => (j * 7919 + 13) % Math.min(cfg.vocabSize, 199998));
       const samples: number[] = [];
       for (let r = 0; r < o.repeats; r++) {
         session.reset();

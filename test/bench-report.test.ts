@@ -1,0 +1,116 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { describe, expect, it } from 'vitest';
+
+import { compareRuns, loadRuns, mergeRuns, renderReport } from '../lib/bench-report.js';
+import type { BenchRun } from '../lib/bench-run.js';
+import { InvalidArgumentError } from '../lib/errors.js';
+import { fixtures, tmpDir } from './helpers/checkpoint.js';
+
+// Recorded runs of `gptoss bench suite` and `gptoss bench serve --out` on the build VM (CPU
+// backend, synthetic gpt-oss-20b): the report is rendered from them as a user would.
+const suiteFile = join(fixtures, 'bench', 'cpu-suite.json');
+const serveFile = join(fixtures, 'bench', 'cpu-serve.json');
+const recorded = (): BenchRun => JSON.parse(readFileSync(suiteFile, 'utf8')) as BenchRun;
+
+const svgOf = (html: string, id: string) => {
+  const m = html.match(new RegExp(`<figure id="${id}">(.*?)</figure>`, 's'));
+  return m?.[1];
+};
+
+describe('bench report', () => {
+  it('renders every chart from recorded runs into one self-contained page and a Markdown summary', async () => {
+    const out = tmpDir();
+    const r = await renderReport({ files: [suiteFile, serveFile], outDir: out });
+    expect(r.charts.map((c) => c.id)).toEqual(['roofline', 'kernel-ratios', 'decode-batch', 'decode-context', 'prefill', 'serve-throughput', 'serve-ttft', 'serve-itl', 'memory']);
+    const html = readFileSync(r.htmlPath, 'utf8');
+    for (const c of r.charts) {
+      const svg = svgOf(html, c.id);
+      expect(svg, c.id).toMatch(/^<figcaption>.*<\/figcaption><svg[^>]*>.*<\/svg>$/s);
+    }
+    // Self-contained: nothing fetched from elsewhere.
+    expect(html).not.toMatch(/<script|<link|src="http|href="http/);
+    // The roofline places every kernel: each op is in its legend, and one symbol per kernel.
+    const run = recorded();
+    const roofline = svgOf(html, 'roofline')!;
+    for (const op of new Set(run.kernels!.map((k) => k.op))) expect(roofline, op).toContain(`>${op}</text>`);
+    const symbols = roofline.match(/<g class="mark-symbol role-mark[^"]*"[^>]*>(.*?)<\/g>/s)?.[1] ?? '';
+    expect(symbols.match(/<path/g)?.length).toBe(run.kernels!.length);
+    // Decode charts: one line per context (by batch) and per batch (by context), measured and roofline.
+    const contexts = new Set(run.decode!.points.map((p) => p.context));
+    for (const c of contexts) expect(svgOf(html, 'decode-batch'), `context ${c}`).toContain(`>context ${c}</text>`);
+    // The Markdown carries the tables.
+    const md = readFileSync(r.markdownPath, 'utf8');
+    expect(md).toBe(`${r.markdown}\n`);
+    for (const k of run.kernels!) expect(md).toContain(`| ${k.op} | ${k.name} | ${k.tokens} |`);
+    for (const p of run.decode!.points) expect(md).toContain(`| ${p.batch} | ${p.context} | ${p.tokensPerSecond.toFixed(2)} |`);
+    expect(md).toContain('## Serving');
+    expect(md).toContain('## Memory');
+  }, 60_000);
+
+  it('merges parts of one commit run separately, and compares two runs against the noise of their samples', async () => {
+    const base = recorded();
+    // The same machine at another commit: decode 40% slower at batch 1, everything else unchanged.
+    const cur = structuredClone(base);
+    cur.id = 'later';
+    cur.date = new Date(Date.parse(base.date) + 3600e3).toISOString();
+    cur.fingerprint.commit = 'fffffff';
+    for (const p of cur.decode!.points)
+      if (p.batch === 1) p.stepMs = { value: p.stepMs.value * 1.4, samples: p.stepMs.samples.map((s) => s * 1.4) };
+    const changes = compareRuns(base, cur);
+    for (const c of changes) {
+      if (/^decode batch 1 /.test(c.figure)) {
+        expect(c.verdict, c.figure).toBe('worse');
+        expect(c.change).toBeCloseTo(0.4, 6);
+      } else expect(c.verdict, c.figure).toBe('within noise');
+    }
+    expect(changes.filter((c) => c.figure.startsWith('kernel '))).toHaveLength(base.kernels!.length);
+
+    const dir = tmpDir();
+    const a = join(dir, 'a.json'), b = join(dir, 'b.json');
+    writeFileSync(a, JSON.stringify(base));
+    writeFileSync(b, JSON.stringify(cur));
+    const r = await renderReport({ files: [b, a], outDir: join(dir, 'out') });
+    expect(r.charts.map((c) => c.id)).toContain('comparison');
+    expect(r.markdown).toMatch(/## Against \S+ /);
+    expect(r.markdown).toMatch(new RegExp(`${changes.length} figures compared: 0 better, ${changes.filter((c) => c.verdict === 'worse').length} worse`));
+
+    // The serve run of the same commit and machine merges into the suite's run.
+    const sets = mergeRuns(await loadRuns([suiteFile, serveFile]));
+    expect(sets).toHaveLength(1);
+    expect(sets[0].run.kernels).toBeDefined();
+    expect(sets[0].run.serve).toBeDefined();
+  }, 60_000);
+
+  it('refuses input that is not a bench result, naming the file and what is wrong', async () => {
+    const dir = tmpDir();
+    const bad = join(dir, 'bad.json');
+    const run = recorded();
+    delete (run.decode!.points[0] as Partial<(typeof run.decode & {})['points'][0]>).stepMs;
+    writeFileSync(bad, JSON.stringify(run));
+    await expect(loadRuns([bad])).rejects.toThrow(InvalidArgumentError);
+    await expect(loadRuns([bad])).rejects.toThrow(/bad\.json is not a gptoss bench result .*\/decode\/points\/0 must have required property 'stepMs'/);
+    writeFileSync(bad, '{"schema": "something-else"');
+    await expect(loadRuns([bad])).rejects.toThrow(/bad\.json: not JSON/);
+    writeFileSync(bad, JSON.stringify({ ...recorded(), schema: 'other@1' }));
+    await expect(loadRuns([bad])).rejects.toThrow(/\/schema must be equal to constant/);
+    await expect(loadRuns([join(dir, 'missing.json')])).rejects.toThrow(/missing\.json: no such file/);
+  });
+
+  it('gptoss bench report writes report.html and report.md, and exits 1 with the reason on bad input', async () => {
+    const run = promisify(execFile);
+    const dir = tmpDir();
+    const cli = join(fixtures, '..', '..', 'dist', 'cli.js');
+    const ok = await run(process.execPath, [cli, 'bench', 'report', suiteFile, '--out', dir]);
+    expect(ok.stdout).toContain('# gptoss bench report: ');
+    expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<figure id="roofline">');
+    const bad = join(dir, 'x.json');
+    writeFileSync(bad, '[]');
+    const e = await run(process.execPath, [cli, 'bench', 'report', bad, '--out', dir]).catch((x: { code: number; stderr: string }) => x);
+    expect((e as { code: number }).code).toBe(1);
+    expect((e as { stderr: string }).stderr).toMatch(/x\.json is not a gptoss bench result/);
+  }, 60_000);
+});
