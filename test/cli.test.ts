@@ -95,6 +95,23 @@ describe('gptoss bench', () => {
     expect(r.stdout).toContain('ratio to host read bandwidth');
   });
 
+  it('bench decode writes a result file the report accepts, with the ceilings of the same run; bad grids exit 2', async () => {
+    const dir = tmpDir();
+    const out = join(dir, 'run.json');
+    const r = await gptoss(['bench', 'decode', '--synthetic', '20b', '--layers', '1', '--batch', '1,2', '--context', '0,64', '--steps', '2', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/decode batch\s+context\s+tokens\/s/);
+    const { validateRun } = await import('../lib/bench-run.js');
+    const run = validateRun(JSON.parse(readFileSync(out, 'utf8')), out);
+    expect(run.model).toBe('synthetic-20b (1 layers)');
+    expect(run.ceilings!.readGBps.value).toBeGreaterThan(0);
+    expect(run.decode!.points.map((p) => [p.batch, p.context])).toEqual([[1, 0], [2, 0], [1, 64], [2, 64]]);
+    expect(run.kernels).toBeUndefined();
+    const bad = await gptoss(['bench', 'decode', '--batch', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--batch sizes must be at least 1/);
+  });
+
   it('bench mask: the constraint masks over a JSON document against decode steps at each batch size', async () => {
     const r = await gptoss(['bench', 'mask', '--layers', '1', '--batch', '1,3', '--steps', '2', '--json']);
     expect(r.code).toBe(0);
