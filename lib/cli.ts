@@ -216,6 +216,14 @@ program
 
 const bench = program.command('bench').description('benchmarks: decode/prefill speed (default) and `bench serve`');
 
+/** `16-64` (or one number for a fixed length) as [min, max]. */
+const range = (name: string) => (v: string): [number, number] => {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(v.trim());
+  const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2] ?? m[1]) : NaN;
+  if (!m || lo < 1 || hi < lo) throw new CommanderArgError(`${name} must be MIN-MAX with 1 <= MIN <= MAX, not ${JSON.stringify(v)}`);
+  return [lo, hi];
+};
+
 const intList = (name: string) => (v: string) => v.split(',').map((x) => {
   const n = Number(x.trim());
   if (!Number.isSafeInteger(n) || n < 0) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not a non-negative integer`);
@@ -320,13 +328,18 @@ bench
   .option('--served-model <id>', 'the model id to send (with --url)')
   .option('--concurrency <list>', 'comma-separated levels', (v: string) => v.split(',').map((x) => positiveInt('--concurrency')(x)), [1, 2, 4, 8])
   .option('--requests <n>', 'requests per level', positiveInt('--requests'), 16)
+  .option('--prompt-tokens <min-max>', 'prompt lengths, drawn uniformly (default 32-256)', range('--prompt-tokens'))
+  .option('--output-tokens <min-max>', 'output lengths, drawn uniformly (default 16-64)', range('--output-tokens'))
+  .option('--ttft-bound <ms>', 'goodput: time to first token at most this (default 5000)', positiveInt('--ttft-bound'))
+  .option('--itl-bound <ms>', 'goodput: mean inter-token latency at most this (default 500)', positiveInt('--itl-bound'))
   .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
   .option('--out <file>', 'also write the run as a bench result (for `bench report`)')
   .option('--json', 'print only the JSON line')
-  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; timeLimit: number; out?: string; json?: boolean }) => {
+  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; promptTokens?: [number, number]; outputTokens?: [number, number]; ttftBound?: number; itlBound?: number; timeLimit: number; out?: string; json?: boolean }) => {
     const r = await runServeBench({
       url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
       concurrency: o.concurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
+      promptTokens: o.promptTokens, outputTokens: o.outputTokens, ttftBoundMs: o.ttftBound, itlBoundMs: o.itlBound,
       log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
     });
     if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
