@@ -7,6 +7,7 @@
 //   repetition (CTRL / HF):      l = l > 0 ? l / r : l * r, for ids with count > 0
 // The result is deterministic for a given RNG state; the state advances by one draw.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "kernels/common.h"
@@ -27,6 +28,24 @@ struct SampleParams {
   // Constrained decoding: bit (id & 31) of word id >> 5 set = id may be drawn; empty = all may.
   std::vector<uint32_t> allow;
 };
+
+// Why parameters fall outside the contract for a row of V logits ("" when they are within it).
+// Every caller that takes parameters from outside (the addon) checks this first.
+inline std::string sample_params_error(const SampleParams& p, int V) {
+  if (V < 1) return "empty logits";
+  if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p <= 1) ||
+      !(p.repetition_penalty > 0) || p.ban_from == 0)
+    return "sampling parameters out of range";
+  if (p.bias_ids.size() != p.bias_values.size() || p.history_ids.size() != p.history_counts.size())
+    return "sampling: id and value lists differ in length";
+  if (!p.allow.empty() && p.allow.size() != (size_t(V) + 31) / 32)
+    return "sampling.allowMask must hold ceil(V / 32) = " + std::to_string((V + 31) / 32) + " words, got " + std::to_string(p.allow.size());
+  for (int32_t id : p.bias_ids)
+    if (id < 0 || id >= V) return "sampling: logit bias for token " + std::to_string(id) + " outside the vocabulary";
+  for (int32_t id : p.history_ids)
+    if (id < 0 || id >= V) return "sampling: history token " + std::to_string(id) + " outside the vocabulary";
+  return "";
+}
 
 struct SampleResult {
   int32_t token;

@@ -17,46 +17,51 @@ std::vector<T> typed(Napi::Object o, const char* key) {
   auto a = v.As<Napi::TypedArrayOf<T>>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
-float num(Napi::Object o, const char* key, float def) {
+double number(Napi::Object o, const char* key, double def) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return def;
   if (!v.IsNumber()) throw invalid_argument(std::string("sampling.") + key + " must be a number");
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d)) throw invalid_argument(std::string("sampling.") + key + " must be finite");
+  return d;
+}
+// Casting a double beyond a float's or an int's range is undefined behaviour: refuse it first.
+float num(Napi::Object o, const char* key, float def) {
+  const double d = number(o, key, def);
+  if (std::fabs(d) > 3.4e38) throw invalid_argument(std::string("sampling.") + key + " is outside the float32 range");
   return float(d);
+}
+int integer(Napi::Object o, const char* key, int def) {
+  const double d = number(o, key, def);
+  if (d != std::trunc(d) || d < -2147483648.0 || d > 2147483647.0)
+    throw invalid_argument(std::string("sampling.") + key + " must be a 32-bit integer");
+  return int(d);
 }
 }  // namespace
 
 SampleParams parse_sample_params(Napi::Object o, int V) {
   SampleParams p;
   p.temperature = num(o, "temperature", 1.f);
-  p.top_k = int(num(o, "topK", 0));
+  p.top_k = integer(o, "topK", 0);
   p.top_p = num(o, "topP", 1.f);
   p.min_p = num(o, "minP", 0.f);
   p.presence_penalty = num(o, "presencePenalty", 0.f);
   p.frequency_penalty = num(o, "frequencyPenalty", 0.f);
   p.repetition_penalty = num(o, "repetitionPenalty", 1.f);
-  p.ban_from = int(num(o, "banFrom", -1));
-  if (p.temperature < 0 || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || p.min_p < 0 || p.min_p > 1 ||
-      !(p.repetition_penalty > 0) || p.ban_from == 0)
-    throw invalid_argument("sampling parameters out of range");
+  p.ban_from = integer(o, "banFrom", -1);
   p.bias_ids = typed<int32_t, napi_int32_array>(o, "biasIds");
   p.bias_values = typed<float, napi_float32_array>(o, "biasValues");
   p.history_ids = typed<int32_t, napi_int32_array>(o, "historyIds");
   p.history_counts = typed<int32_t, napi_int32_array>(o, "historyCounts");
-  if (p.bias_ids.size() != p.bias_values.size() || p.history_ids.size() != p.history_counts.size())
-    throw invalid_argument("sampling: id and value lists differ in length");
   Napi::Value mask = o.Get("allowMask");
   if (!mask.IsUndefined() && !mask.IsNull()) {
     const auto words = typed<int32_t, napi_int32_array>(o, "allowMask");
-    if (words.size() != (size_t(V) + 31) / 32)
-      throw invalid_argument("sampling.allowMask must hold ceil(V / 32) = " + std::to_string((V + 31) / 32) + " words, got " + std::to_string(words.size()));
+    // An empty mask would read as "no mask": the length check must see it.
+    if (words.empty()) throw invalid_argument("sampling.allowMask must hold ceil(V / 32) = " + std::to_string((V + 31) / 32) + " words, got 0");
     p.allow.assign(words.begin(), words.end());
   }
-  for (int32_t id : p.bias_ids)
-    if (id < 0 || id >= V) throw invalid_argument("sampling: logit bias for token " + std::to_string(id) + " outside the vocabulary");
-  for (int32_t id : p.history_ids)
-    if (id < 0 || id >= V) throw invalid_argument("sampling: history token " + std::to_string(id) + " outside the vocabulary");
+  const std::string why = sample_params_error(p, V);
+  if (!why.empty()) throw invalid_argument(why);
   return p;
 }
 

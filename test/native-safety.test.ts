@@ -17,6 +17,17 @@ describe('addon misuse', () => {
     expect(() => addon().sampleMany(new Float32Array(4), base, new BigUint64Array(0), 1)).toThrow(/rng must hold one 64-bit state/);
   });
 
+  it('sampling numbers a float or an int cannot hold are refused before any cast (undefined behaviour in C++)', () => {
+    const rng = () => new BigUint64Array([1n]);
+    const logits = new Float32Array(4);
+    expect(() => addon().sampleMany(logits, { ...base, topK: 1e30 }, rng(), 1)).toThrow(/topK must be a 32-bit integer/);
+    expect(() => addon().sampleMany(logits, { ...base, topK: 2.5 }, rng(), 1)).toThrow(/topK must be a 32-bit integer/);
+    expect(() => addon().sampleMany(logits, { ...base, banFrom: -3e9 }, rng(), 1)).toThrow(/banFrom must be a 32-bit integer/);
+    expect(() => addon().sampleMany(logits, { ...base, presencePenalty: 1e300 }, rng(), 1)).toThrow(/presencePenalty is outside the float32 range/);
+    // An empty mask is a mask of the wrong length, not "no mask".
+    expect(() => addon().sampleMany(logits, { ...base, allowMask: new Int32Array(0) }, rng(), 1)).toThrow(/allowMask must hold ceil\(V \/ 32\) = 1 words, got 0/);
+  });
+
   it('negative or absurd synthetic tensor sizes are refused', () => {
     const w = new (addon().Weights)();
     expect(() => w.addSynthetic([{ name: 'x', kind: 'u8-uniform', bytes: -1048576, seed: 1, a: 0 }])).toThrow(/non-negative integer/);
