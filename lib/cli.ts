@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // The gptoss command: `logits` (check any backend against a reference) and `bench`.
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
-import { formatBench, runBench } from './bench.js';
+import { fingerprint, formatBench, runBench } from './bench.js';
+import { formatCheck, runCheck } from './check.js';
+import { packageRoot } from './native.js';
 import { formatMaskBench, runMaskBench } from './bench-mask.js';
 import { formatServeBench, runServeBench } from './bench-serve.js';
 import { newRun } from './bench-run.js';
@@ -99,6 +102,22 @@ generationOptions(program.command('generate').description('answer one prompt and
   .option('--show-reasoning', 'write the reasoning to stderr')
   .option('--json', 'print the whole result as one JSON object')
   .action(runGenerate);
+
+program
+  .command('check')
+  .description("parity with the official reference's logits on the golden fixtures: both layouts, both modes, prefill and decode")
+  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .option('--fixtures <dir>', 'the fixtures folder (default: test/fixtures of this package)')
+  .option('--json', 'print only the JSON line')
+  .action(async (o: { device: 'cpu' | 'cuda'; fixtures?: string; json?: boolean }) => {
+    const results = await runCheck({
+      fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'), device: o.device,
+      log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
+    });
+    if (!o.json) process.stdout.write(`${formatCheck(results, o.device)}\n`);
+    process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results })}\n`);
+    if (results.some((r) => !r.pass)) process.exitCode = 1;
+  });
 
 program
   .command('inspect')

@@ -1,12 +1,12 @@
 // The gptoss command as users run it (dist/cli.js, built by `npm test`'s tsc step).
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { describe, expect, it } from 'vitest';
 
-import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
+import { copyFixture, fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -76,6 +76,34 @@ describe('gptoss logits', () => {
     const r = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '1', '--out', join(tmpDir(), 'x'), '--device', 'cuda']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/ERR_(UNSUPPORTED|DEVICE)/);
+  });
+});
+
+describe('gptoss check', () => {
+  it('checks every fixture, layout, mode and path against the reference and passes on the CPU', async () => {
+    const r = await gptoss(['check', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const { results } = JSON.parse(r.stdout.trim()) as { results: { fixture: string; path: string; pass: boolean }[] };
+    // 2 fixtures x 2 cases x 2 layouts x 2 modes x 4 paths
+    expect(results).toHaveLength(64);
+    expect(new Set(results.map((x) => x.path))).toEqual(new Set(['prefill', 'decode', 'decode vs prefill', 'prefix+decode']));
+    expect(results.every((x) => x.pass)).toBe(true);
+  });
+
+  it('fails with exit code 1 and names the cases when the logits do not match', async () => {
+    const dir = copyFixture('tiny-b');
+    const fx = join(dir, '..', `fx-${Date.now()}`);
+    cpSync(dir, join(fx, 'tiny-b'), { recursive: true });
+    // A reference 1% off: beyond the float32 mode's 1e-3, within the default mode's bf16 bound.
+    const f = join(fx, 'tiny-b', 'seq3.fp32.f32');
+    writeFileSync(f, Buffer.from(readF32(f).map((x) => x * 1.01).buffer));
+    const r = await gptoss(['check', '--fixtures', fx]);
+    expect(r.code).toBe(1);
+    // seq3 against the reference in the float32 mode: 3 paths x 2 layouts (decode vs prefill still agree).
+    expect(r.stdout).toMatch(/cpu: 26 of 32 checks within tolerance; 6 FAILED/);
+    const failed = r.stdout.split('\n').filter((l) => l.endsWith('FAIL'));
+    expect(failed).toHaveLength(6);
+    for (const l of failed) expect(l).toMatch(/^tiny-b\s+(original|hf)\s+fp32\s+seq3\s+(prefill|decode|prefix\+decode)\s/);
   });
 });
 

@@ -157,15 +157,7 @@ export function writeRandomHfCheckpoint(dir: string, s: TinyShape, seed = 1): vo
 }
 
 /** Relative error ||a - b|| / ||b|| over whole arrays (fixtures/README.md, "How to compare"). */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+export { relErr } from '../../lib/check.js';
 
 /** Rewrites a safetensors file's JSON header in place, keeping the data bytes. */
 export function mutateHeader(path: string, fn: (header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>) => void): void {
