@@ -67,9 +67,22 @@ export function fingerprint(): Record<string, string | number> {
     package: pkg.version,
     commit: commit(),
   };
+  const mhz = cpus()[0]?.speed;
+  if (mhz) fp.cpuMHz = mhz;
   if (info.cuda.available) {
     fp.gpu = info.cuda.name ?? 'unknown';
     fp.gpuMemoryGB = +((info.cuda.totalMemory ?? 0) / 1e9).toFixed(1);
+    if (info.cuda.computeCapability) fp.gpuComputeCapability = info.cuda.computeCapability;
+    // Driver and clocks where nvidia-smi can tell (it is not needed to run).
+    try {
+      const [driver, sm, mem] = execFileSync('nvidia-smi', ['--query-gpu=driver_version,clocks.max.sm,clocks.max.mem', '--format=csv,noheader,nounits', '-i', '0'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
+        .toString().trim().split(',').map((x) => x.trim());
+      if (driver) fp.gpuDriver = driver;
+      if (Number(sm)) fp.gpuMaxSmMHz = Number(sm);
+      if (Number(mem)) fp.gpuMaxMemMHz = Number(mem);
+    } catch {
+      // no nvidia-smi: the fingerprint keeps what the runtime reported
+    }
   }
   return fp;
 }
