@@ -86,11 +86,12 @@ export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
     if (b) out.push(compareStat(`prefill ${p.tokens} tokens`, 's', b.seconds, p.seconds, true));
   }
   for (const l of cur.serve ?? []) {
-    const b = base.serve?.find((x) => x.concurrency === l.concurrency);
+    const b = base.serve?.find((x) => x.concurrency === l.concurrency && x.requestRate === l.requestRate);
     if (b) {
       const one = (v: number) => ({ value: v, samples: [v] });
-      out.push(compareStat(`serve concurrency ${l.concurrency}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
-      out.push(compareStat(`serve concurrency ${l.concurrency}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
+      const level = l.requestRate !== undefined ? `${l.requestRate} req/s` : `concurrency ${l.concurrency}`;
+      out.push(compareStat(`serve ${level}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
+      out.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
     }
   }
   return out;
@@ -185,16 +186,25 @@ function prefillSpec(run: BenchRun): TopLevelSpec {
   } as TopLevelSpec;
 }
 
+/** Serving levels are concurrencies (closed loop) or offered request rates (open loop). */
+function loadAxis(run: BenchRun) {
+  const byRate = run.serve!.every((l) => l.requestRate !== undefined);
+  const load = (l: NonNullable<BenchRun['serve']>[number]) => (byRate ? l.requestRate! : l.concurrency);
+  const x = { field: 'load', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: run.serve!.map(load) }, title: byRate ? 'offered load (requests/s)' : 'concurrent clients' } as const;
+  return { load, x };
+}
+
 function serveThroughputSpec(run: BenchRun): TopLevelSpec {
+  const { load, x } = loadAxis(run);
   const rows = run.serve!.flatMap((l) => [
-    { concurrency: l.concurrency, series: 'output tokens/s', value: l.outputTokensPerSecond },
-    { concurrency: l.concurrency, series: 'input tokens/s', value: l.inputTokensPerSecond },
-    { concurrency: l.concurrency, series: 'goodput requests/s x 100', value: 100 * l.goodputRequestsPerSecond },
+    { load: load(l), series: 'output tokens/s', value: l.outputTokensPerSecond },
+    { load: load(l), series: 'input tokens/s', value: l.inputTokensPerSecond },
+    { load: load(l), series: 'goodput requests/s x 100', value: 100 * l.goodputRequestsPerSecond },
   ]);
   return {
     width: WIDTH, height: HEIGHT, data: { values: rows }, mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: run.serve!.map((l) => l.concurrency) }, title: 'concurrent clients' },
+      x,
       y: { field: 'value', type: 'quantitative', title: 'per second' },
       color: { field: 'series', type: 'nominal', title: null },
     },
@@ -202,9 +212,8 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
 }
 
 function latencySpec(run: BenchRun, which: 'ttftMs' | 'itlMs'): TopLevelSpec {
-  const rows = run.serve!.map((l) => ({ concurrency: l.concurrency, ...l[which] }));
-  const levels = rows.map((r) => r.concurrency);
-  const x = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: levels }, title: 'concurrent clients' } as const;
+  const { load, x } = loadAxis(run);
+  const rows = run.serve!.map((l) => ({ load: load(l), ...l[which] }));
   return {
     width: WIDTH, height: HEIGHT, data: { values: rows },
     layer: [
@@ -261,7 +270,7 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
   }
   if (run.prefill?.length) await add('prefill', 'Prefill tokens/s (labels: share of the dense matmul rate)', prefillSpec(run));
   if (run.serve?.length) {
-    await add('serve-throughput', 'Serving: throughput against concurrency', serveThroughputSpec(run));
+    await add('serve-throughput', 'Serving: throughput against load', serveThroughputSpec(run));
     await add('serve-ttft', 'Serving: time to first token (line p50, dashed p90, band p50-p99)', latencySpec(run, 'ttftMs'));
     await add('serve-itl', 'Serving: inter-token latency (line p50, dashed p90, band p50-p99)', latencySpec(run, 'itlMs'));
   }
@@ -302,8 +311,8 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
     out.push('', '## Prefill', '', mdTable(['prompt tokens', 'tokens/s', 'seconds', 'GFLOP/s', 'of dense'],
       r.prefill.map((p) => [p.tokens, f(p.tokensPerSecond), f(p.seconds.value, 2), f(p.GFLOPs), pct(p.ratioToDense)])));
   if (r.serve?.length)
-    out.push('', '## Serving', '', mdTable(['concurrency', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'],
-      r.serve.map((l) => [l.concurrency, l.requests, l.errors, f(l.inputTokensPerSecond), f(l.outputTokensPerSecond), `${f(l.ttftMs.p50, 0)}/${f(l.ttftMs.p90, 0)}/${f(l.ttftMs.p99, 0)}`, `${f(l.itlMs.p50)}/${f(l.itlMs.p90)}/${f(l.itlMs.p99)}`, f(l.goodputRequestsPerSecond, 2)])));
+    out.push('', '## Serving', '', mdTable(['concurrency', 'offered req/s', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'],
+      r.serve.map((l) => [l.concurrency, l.requestRate ?? '-', l.requests, l.errors, f(l.inputTokensPerSecond), f(l.outputTokensPerSecond), `${f(l.ttftMs.p50, 0)}/${f(l.ttftMs.p90, 0)}/${f(l.ttftMs.p99, 0)}`, `${f(l.itlMs.p50)}/${f(l.itlMs.p90)}/${f(l.itlMs.p99)}`, f(l.goodputRequestsPerSecond, 2)])));
   if (r.memory) {
     const m = r.memory;
     out.push('', '## Memory', '', `Weights ${f(m.weightsBytes / 1e9, 2)} GB; KV cache ${f(m.kvBytesPerToken / 1e3)} kB per token (${m.kvDType}); resident after load ${f(m.rssAfterLoadBytes / 1e9, 2)} GB, peak ${f(m.peakRssBytes / 1e9, 2)} GB.`,

@@ -204,7 +204,7 @@ export const RUN_SCHEMA = obj(['schema', 'id', 'date', 'command', 'model', 'devi
   serve: {
     type: 'array',
     items: obj(['concurrency', 'requests', 'errors', 'seconds', 'inputTokensPerSecond', 'outputTokensPerSecond', 'ttftMs', 'itlMs', 'goodputRequestsPerSecond'], {
-      concurrency: int, requests: int, errors: int, seconds: num, inputTokensPerSecond: num, outputTokensPerSecond: num,
+      concurrency: int, requestRate: { type: 'number', exclusiveMinimum: 0 }, requests: int, errors: int, seconds: num, inputTokensPerSecond: num, outputTokensPerSecond: num,
       ttftMs: percentiles, itlMs: percentiles, goodputRequestsPerSecond: num,
     }),
   },

@@ -17,6 +17,10 @@ export interface ServeBenchOptions {
   apiKey?: string;
   modelId?: string;
   concurrency?: number[];
+  /** Open-loop load instead: requests per second, Poisson arrivals (one level per rate). */
+  rates?: number[];
+  /** With rates: at most this many requests in flight (later arrivals wait); default unbounded. */
+  maxConcurrency?: number;
   requestsPerLevel?: number;
   promptTokens?: [number, number];
   outputTokens?: [number, number];
@@ -38,7 +42,10 @@ interface RequestResult {
 }
 
 export interface ServeLevelResult {
+  /** Clients in a closed loop; with a request rate, the cap on requests in flight. */
   concurrency: number;
+  /** Open-loop load: the offered request rate (requests/s), when the level was driven by one. */
+  requestRate?: number;
   requests: number;
   errors: number;
   seconds: number;
@@ -97,6 +104,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
   const [pMin, pMax] = o.promptTokens ?? [32, 256];
   const [oMin, oMax] = o.outputTokens ?? [16, 64];
   if (pMin < 1 || pMax < pMin || oMin < 1 || oMax < oMin) throw new InvalidArgumentError('bench serve: token ranges must be 1 <= min <= max');
+  if (o.rates?.some((r) => !(r > 0 && Number.isFinite(r)))) throw new InvalidArgumentError('bench serve: request rates must be positive numbers');
   let url = o.url;
   let modelId = o.modelId ?? 'bench-model';
   let stop = async () => {};
@@ -113,7 +121,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       modelId = o.modelId ?? `synthetic-${o.synthetic ?? '20b'}`;
     }
     vocab = Math.min(vocab, model.config.vocabSize);
-    const maxC = Math.max(...levels);
+    const maxC = o.rates ? (o.maxConcurrency ?? perLevel) : Math.max(...levels);
     const engine = await createEngine({ model, maxSequences: maxC, maxContext: pMax + oMax + 8, maxBatchTokens: 256 });
     const server = await listen(createApp(engine, { modelId }), { port: 0 });
     url = server.url;
@@ -128,24 +136,45 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
   const deadline = Date.now() + (o.timeLimitS ?? 600) * 1000;
   const results: ServeLevelResult[] = [];
   try {
-    for (const c of levels) {
+    const byRate = o.rates !== undefined;
+    for (const level of byRate ? o.rates! : levels) {
       if (Date.now() > deadline) break;
-      log(`concurrency ${c}: ${perLevel} requests...`);
+      const c = byRate ? (o.maxConcurrency ?? perLevel) : level;
+      log(byRate ? `${level} requests/s: ${perLevel} requests...` : `concurrency ${c}: ${perLevel} requests...`);
       const work = Array.from({ length: perLevel }, () => ({
         prompt: Array.from({ length: pMin + Math.floor(rand() * (pMax - pMin + 1)) }, () => Math.floor(rand() * vocab)),
         max: oMin + Math.floor(rand() * (oMax - oMin + 1)),
       }));
       const done: RequestResult[] = [];
+      const send = (w: (typeof work)[number]) =>
+        one(url!, modelId, o.apiKey, w.prompt, w.max).catch(() => ({ ok: false, promptTokens: w.prompt.length, outputTokens: 0, ttftMs: NaN, itlMs: [], totalMs: 0 }));
       const t0 = performance.now();
-      let next = 0;
-      await Promise.all(
-        Array.from({ length: c }, async () => {
-          while (next < work.length && Date.now() < deadline) {
-            const w = work[next++];
-            done.push(await one(url!, modelId, o.apiKey, w.prompt, w.max).catch(() => ({ ok: false, promptTokens: w.prompt.length, outputTokens: 0, ttftMs: NaN, itlMs: [], totalMs: 0 })));
-          }
-        }),
-      );
+      if (byRate) {
+        // Open loop: arrivals at exponential gaps whatever the server does, up to c in flight.
+        const arrivals: number[] = [];
+        let at = 0;
+        for (let i = 0; i < work.length; i++) arrivals.push((at += -Math.log(1 - rand()) / level) * 1e3);
+        let inFlight = 0;
+        const waiting: (() => void)[] = [];
+        await Promise.all(
+          work.map(async (w, i) => {
+            await new Promise((r) => setTimeout(r, Math.max(0, arrivals[i] - (performance.now() - t0))));
+            if (Date.now() > deadline) return;
+            while (inFlight >= c) await new Promise<void>((r) => waiting.push(r));
+            inFlight++;
+            done.push(await send(w));
+            inFlight--;
+            waiting.shift()?.();
+          }),
+        );
+      } else {
+        let next = 0;
+        await Promise.all(
+          Array.from({ length: c }, async () => {
+            while (next < work.length && Date.now() < deadline) done.push(await send(work[next++]));
+          }),
+        );
+      }
       const seconds = (performance.now() - t0) / 1e3;
       const ok = done.filter((d) => d.ok);
       const ttft = ok.map((d) => d.ttftMs).filter((x) => !Number.isNaN(x));
@@ -153,6 +182,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       const good = ok.filter((d) => d.ttftMs <= (o.ttftBoundMs ?? 5000) && (d.itlMs.length === 0 || d.itlMs.reduce((a, b) => a + b, 0) / d.itlMs.length <= (o.itlBoundMs ?? 500)));
       results.push({
         concurrency: c,
+        ...(byRate && { requestRate: level }),
         requests: done.length,
         errors: done.length - ok.length,
         seconds,
@@ -170,9 +200,10 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
 }
 
 export function formatServeBench(r: Awaited<ReturnType<typeof runServeBench>>): string {
-  const head = ['concurrency', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'];
+  const byRate = r.levels.some((l) => l.requestRate !== undefined);
+  const head = [byRate ? 'req/s offered' : 'concurrency', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'];
   const rows = r.levels.map((l) => [
-    String(l.concurrency), String(l.requests), String(l.errors), l.inputTokensPerSecond.toFixed(1), l.outputTokensPerSecond.toFixed(1),
+    String(byRate ? l.requestRate : l.concurrency), String(l.requests), String(l.errors), l.inputTokensPerSecond.toFixed(1), l.outputTokensPerSecond.toFixed(1),
     `${l.ttftMs.p50.toFixed(0)}/${l.ttftMs.p90.toFixed(0)}/${l.ttftMs.p99.toFixed(0)}`,
     `${l.itlMs.p50.toFixed(1)}/${l.itlMs.p90.toFixed(1)}/${l.itlMs.p99.toFixed(1)}`,
     l.goodputRequestsPerSecond.toFixed(2),

@@ -346,6 +346,13 @@ bench
   .option('--api-key <key>', 'bearer token for --url')
   .option('--served-model <id>', 'the model id to send (with --url)')
   .option('--concurrency <list>', 'comma-separated levels', (v: string) => v.split(',').map((x) => positiveInt('--concurrency')(x)), [1, 2, 4, 8])
+  .option('--rate <list>', 'open-loop load instead of --concurrency: requests per second (Poisson arrivals), comma-separated levels', (v: string) =>
+    v.split(',').map((x) => {
+      const n = Number(x);
+      if (!(n > 0 && Number.isFinite(n))) throw new CommanderArgError(`--rate: ${JSON.stringify(x)} is not a positive number`);
+      return n;
+    }))
+  .option('--max-concurrency <n>', 'with --rate: requests in flight at most (default: all of a level)', positiveInt('--max-concurrency'))
   .option('--requests <n>', 'requests per level', positiveInt('--requests'), 16)
   .option('--prompt-tokens <min-max>', 'prompt lengths, drawn uniformly (default 32-256)', range('--prompt-tokens'))
   .option('--output-tokens <min-max>', 'output lengths, drawn uniformly (default 16-64)', range('--output-tokens'))
@@ -354,10 +361,10 @@ bench
   .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
   .option('--out <file>', 'also write the run as a bench result (for `bench report`)')
   .option('--json', 'print only the JSON line')
-  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; requests: number; promptTokens?: [number, number]; outputTokens?: [number, number]; ttftBound?: number; itlBound?: number; timeLimit: number; out?: string; json?: boolean }) => {
+  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; rate?: number[]; maxConcurrency?: number; requests: number; promptTokens?: [number, number]; outputTokens?: [number, number]; ttftBound?: number; itlBound?: number; timeLimit: number; out?: string; json?: boolean }) => {
     const r = await runServeBench({
       url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
-      concurrency: o.concurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
+      concurrency: o.concurrency, rates: o.rate, maxConcurrency: o.maxConcurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
       promptTokens: o.promptTokens, outputTokens: o.outputTokens, ttftBoundMs: o.ttftBound, itlBoundMs: o.itlBound,
       log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
     });
