@@ -11,7 +11,7 @@ import { sampleLogits } from './sampler.js';
 
 type Tensor = Omit<SyntheticTensorSpec, 'seed' | 'name'>;
 
-interface Case {
+export interface Case {
   op: string;
   name: string;
   tokens: number;
@@ -147,7 +147,7 @@ function copiesFor(c: Case): number {
 }
 
 /** Milliseconds per call of one case: the op over `copies` weight sets in one program, per op. */
-async function timeCase(c: Case, seed: number): Promise<number[]> {
+export async function timeCase(c: Case, seed: number): Promise<number[]> {
   const { Weights, Program } = addon();
   const copies = copiesFor(c);
   const weights = new Weights();

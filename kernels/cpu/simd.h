@@ -27,6 +27,10 @@ struct SimdKernels {
   float (*dot_f32)(const float* a, const float* b, int n);
   // y += a * x
   void (*axpy_f32)(float* y, float a, const float* x, int n);
+  // out[h] = dot(q + h * ldq, k, n) for h < nq (one key against a group of query heads)
+  void (*dots_f32)(const float* q, int64_t ldq, int nq, const float* k, int n, float* out);
+  // y[h * ldy + i] += a[h] * x[i] for h < ny, i < n (one value row into a group of accumulators)
+  void (*axpys_f32)(float* y, int64_t ldy, const float* a, int ny, const float* x, int n);
   // e[i] = exp((l[i] - m) * scale) for i < n, returning the sum. Accurate to a few ulp for the
   // arguments <= 0 that softmax gives; arguments below -87 give 0.
   double (*exp_sum)(const float* l, float m, float scale, float* e, int n);

@@ -3,5 +3,5 @@
 
 namespace gptoss::cpu {
 extern const SimdKernels kSimdGeneric = {"generic", gemv_bf16, split_pairs, gemv_mxfp4,
-                               bf16_to_f32_row, dot_f32, axpy_f32, exp_sum, sum_f32};
+                               bf16_to_f32_row, dot_f32, axpy_f32, dots_f32, axpys_f32, exp_sum, sum_f32};
 }

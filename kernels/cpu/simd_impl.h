@@ -233,6 +233,40 @@ void axpy_f32(float* y, float a, const float* x, int n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// Many queries against one key: out[h] = dot(q + h * ldq, k) for h < nq. Four heads at a time
+// share each load of k and run four independent FMA chains (one chain per call is latency-bound).
+void dots_f32(const float* q, int64_t ldq, int nq, const float* k, int n, float* out) {
+  int h = 0;
+  for (; h + 4 <= nq; h += 4) {
+    const float *q0 = q + h * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
+    V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+    int i = 0;
+    for (; i + W <= n; i += W) {
+      const V kv = vload(k + i);
+      a0 = vfma(vload(q0 + i), kv, a0);
+      a1 = vfma(vload(q1 + i), kv, a1);
+      a2 = vfma(vload(q2 + i), kv, a2);
+      a3 = vfma(vload(q3 + i), kv, a3);
+    }
+    out[h] = vsum(a0) + scalar_dot(q0 + i, k + i, n - i);
+    out[h + 1] = vsum(a1) + scalar_dot(q1 + i, k + i, n - i);
+    out[h + 2] = vsum(a2) + scalar_dot(q2 + i, k + i, n - i);
+    out[h + 3] = vsum(a3) + scalar_dot(q3 + i, k + i, n - i);
+  }
+  for (; h < nq; ++h) out[h] = dot_f32(q + h * ldq, k, n);
+}
+
+// One value row into many accumulators: y[h * ldy + i] += a[h] * x[i] for h < ny (x loaded once).
+void axpys_f32(float* y, int64_t ldy, const float* a, int ny, const float* x, int n) {
+  int i = 0;
+  for (; i + W <= n; i += W) {
+    const V xv = vload(x + i);
+    for (int h = 0; h < ny; ++h) vstore(y + h * ldy + i, vfma(vset1(a[h]), xv, vload(y + h * ldy + i)));
+  }
+  for (; i < n; ++i)
+    for (int h = 0; h < ny; ++h) y[h * ldy + i] += a[h] * x[i];
+}
+
 // exp(x) for x <= 0 by range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-6 polynomial
 // for e^r (Cephes' coefficients), then scaling by 2^k through the exponent bits.
 inline float exp_scalar(float x) {

@@ -56,6 +56,38 @@ describe('attention (CPU)', () => {
     });
   }
 
+  // Long contexts are split into blocks of 256 keys merged per token: more than one block, a
+  // window wider than a block, and a token alone or among others (bit-identical either way).
+  for (const window of [0, 300]) {
+    it(`matches float64 over several key blocks (window ${window || 'none'}), the same alone or in a batch`, async () => {
+      const r = rng(window + 11);
+      const capL = 720;
+      const positions = [255, 256, 700, 3, 511];
+      const T = positions.length;
+      const q = Float32Array.from({ length: T * Hq * D }, () => 2 * r() - 1);
+      const kc = Float32Array.from({ length: capL * Hkv * D }, () => 2 * r() - 1);
+      const vc = Float32Array.from({ length: capL * Hkv * D }, () => 2 * r() - 1);
+      const sinks = bf16Bytes([0.5, -1, 3, 0]);
+      const run = (pos: number[], qs: Float32Array) =>
+        runOp({
+          maxTokens: pos.length,
+          positions: pos,
+          weights: { sinks },
+          buffers: {
+            q: { dtype: 'f32', rows: pos.length, cols: Hq * D, data: qs },
+            kc: { dtype: 'f32', rows: capL, cols: Hkv * D, data: kc },
+            vc: { dtype: 'f32', rows: capL, cols: Hkv * D, data: vc },
+            o: { dtype: 'f32', rows: pos.length, cols: Hq * D },
+          },
+          op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 0.125 }),
+        });
+      const all = f32((await run(positions, q)).o);
+      expect(relErr(all, reference(q, kc, vc, bf16Values(sinks), positions, window))).toBeLessThan(1e-6);
+      const alone = f32((await run([700], q.slice(2 * Hq * D, 3 * Hq * D))).o);
+      expect(Array.from(alone)).toEqual(Array.from(all.slice(2 * Hq * D, 3 * Hq * D)));
+    });
+  }
+
   it('a position past a full-attention cache raises ERR_CONTEXT_OVERFLOW', async () => {
     await expect(
       runOp({
