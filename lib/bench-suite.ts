@@ -5,8 +5,9 @@ import { runKernelBench, measureCeilings } from './bench-kernels.js';
 import { type BenchRun, newRun } from './bench-run.js';
 import { memoryResult, type Progress, runDecodeSweep, runPrefillSweep } from './bench-sweep.js';
 import { InvalidArgumentError } from './errors.js';
-import { type Device, loadModel, type Model } from './model.js';
-import { createSyntheticModel, type Preset } from './synthetic.js';
+import { openBenchModel } from './bench.js';
+import type { Device } from './model.js';
+import type { Preset } from './synthetic.js';
 
 export const PARTS = ['kernels', 'decode', 'prefill', 'memory'] as const;
 export type Part = (typeof PARTS)[number];
@@ -50,18 +51,7 @@ export async function runSuite(o: SuiteOptions): Promise<BenchRun> {
   const parts = o.parts ?? PARTS;
   if (o.model && o.synthetic) throw new InvalidArgumentError('pass a model or a synthetic preset, not both');
   const grid = defaultGrid(device);
-  let model: Model;
-  let label: string;
-  if (o.model) {
-    log(`loading ${o.model}...`);
-    model = await loadModel(o.model, { device });
-    label = o.model;
-  } else {
-    const preset = o.synthetic ?? '20b';
-    log(`generating synthetic gpt-oss-${preset} weights (${o.layers ?? 'all'} layers)...`);
-    model = await createSyntheticModel({ preset, layers: o.layers, device, seed: 1 });
-    label = `synthetic-${preset} (${model.config.numLayers} layers)`;
-  }
+  const { model, label } = await openBenchModel({ model: o.model, synthetic: o.synthetic, layers: o.layers, device, log });
   const rssAfterLoad = process.memoryUsage().rss;
   try {
     const run = newRun(o.command ?? `gptoss bench ${parts.join(' ')}`, label, device);

@@ -95,6 +95,18 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
+/** The model a benchmark runs: a checkpoint, or synthetic weights of a preset's shapes. */
+export async function openBenchModel(o: { model?: string; synthetic?: Preset; layers?: number; device: Device; seed?: number; log: (line: string) => void }): Promise<{ model: Model; label: string }> {
+  if (o.model) {
+    o.log(`loading ${o.model}...`);
+    return { model: await loadModel(o.model, { device: o.device }), label: o.model };
+  }
+  const preset = o.synthetic ?? '20b';
+  o.log(`generating synthetic gpt-oss-${preset} weights (${o.layers ?? 'all'} layers)...`);
+  const model = await createSyntheticModel({ preset, layers: o.layers, device: o.device, seed: o.seed ?? 1 });
+  return { model, label: `synthetic-${preset} (${model.config.numLayers} layers)` };
+}
+
 export async function runBench(options: BenchOptions): Promise<BenchResult> {
   const log = options.log ?? (() => {});
   const device = options.device ?? 'cpu';
@@ -106,18 +118,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   // run and discarded.
   await addon().measureHostBandwidth(1 << 30, 2);
   const bwBefore = await addon().measureHostBandwidth(1 << 30, 5);
-  let model: Model;
-  let label: string;
-  if (options.model) {
-    log(`loading ${options.model}...`);
-    model = await loadModel(options.model, { device });
-    label = options.model;
-  } else {
-    const preset = options.synthetic ?? '20b';
-    log(`generating synthetic gpt-oss-${preset} weights (${options.layers ?? 'all'} layers)...`);
-    model = await createSyntheticModel({ preset, layers: options.layers, device, seed: options.seed ?? 1 });
-    label = `synthetic-${preset} (${model.config.numLayers} layers)`;
-  }
+  const { model, label } = await openBenchModel({ ...options, device, log });
   try {
     const cfg = model.config;
     const session = model.createSession({ maxContext: P + N + 4, maxTokens: Math.min(P, 128) });
