@@ -7,16 +7,70 @@ import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
-import { type BenchRun, validateRun } from './bench-run.js';
+import { placeKernel } from './bench-kernels.js';
+import { type BenchRun, type Stat, stat, validateRun } from './bench-run.js';
 import { InvalidArgumentError } from './errors.js';
 
-/** Runs merged when they come from one commit, device and machine (parts run separately). */
+/**
+ * Runs merged when they come from one commit, device and machine: parts run separately combine,
+ * and a figure measured in several runs of the same model pools their samples, so its noise
+ * includes the machine's drift between runs (repeat a run to compare two commits with confidence).
+ */
 export interface RunSet {
   key: string;
   label: string;
   date: string;
   files: string[];
+  /** Runs pooled into the set's figures (runs of another model only add parts). */
+  runs: number;
   run: BenchRun;
+}
+
+const pool = (a: Stat, b: Stat): Stat => stat([...a.samples, ...b.samples]);
+
+function poolPart(into: BenchRun, from: BenchRun, part: 'ceilings' | 'kernels' | 'decode' | 'prefill'): void {
+  if (part === 'ceilings') {
+    const c = into.ceilings!, d = from.ceilings!;
+    into.ceilings = { ...c, readGBps: pool(c.readGBps, d.readGBps), denseGFLOPs: pool(c.denseGFLOPs, d.denseGFLOPs) };
+  } else if (part === 'kernels') {
+    for (const k of from.kernels!) {
+      const have = into.kernels!.find((x) => x.op === k.op && x.name === k.name && x.tokens === k.tokens);
+      if (have) have.ms = pool(have.ms, k.ms);
+      else into.kernels!.push(structuredClone(k));
+    }
+  } else if (part === 'decode') {
+    for (const p of from.decode!.points) {
+      const have = into.decode!.points.find((x) => x.batch === p.batch && x.context === p.context);
+      if (have) have.stepMs = pool(have.stepMs, p.stepMs);
+      else into.decode!.points.push(structuredClone(p));
+    }
+  } else {
+    for (const p of from.prefill!) {
+      const have = into.prefill!.find((x) => x.tokens === p.tokens);
+      if (have) have.seconds = pool(have.seconds, p.seconds);
+      else into.prefill!.push(structuredClone(p));
+    }
+  }
+}
+
+/** Figures derived from pooled medians and ceilings, computed again as the suite does. */
+function rederive(run: BenchRun): void {
+  const c = run.ceilings;
+  if (!c) return;
+  run.kernels = run.kernels?.map((k) => placeKernel(k, k.ms.samples, c));
+  for (const p of run.decode?.points ?? []) {
+    const memoryS = p.bytesPerStep / (c.readGBps.value * 1e9), computeS = p.flopsPerStep / (c.denseGFLOPs.value * 1e9);
+    p.tokensPerSecond = p.batch / (p.stepMs.value / 1e3);
+    p.msPerOutputToken = p.stepMs.value;
+    p.rooflineTokensPerSecond = p.batch / Math.max(memoryS, computeS);
+    p.bound = memoryS >= computeS ? 'memory' : 'compute';
+    p.ratio = p.tokensPerSecond / p.rooflineTokensPerSecond;
+  }
+  for (const p of run.prefill ?? []) {
+    p.tokensPerSecond = p.tokens / p.seconds.value;
+    p.GFLOPs = p.flops / p.seconds.value / 1e9;
+    p.ratioToDense = p.GFLOPs / c.denseGFLOPs.value;
+  }
 }
 
 export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
@@ -26,16 +80,29 @@ export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
     const key = `${run.fingerprint.commit}|${run.device}|${machine}`;
     const have = sets.get(key);
     if (!have) {
-      sets.set(key, { key, label: `${run.fingerprint.commit} ${run.date.slice(0, 16).replace('T', ' ')}`, date: run.date, files: [file], run: structuredClone(run) });
+      sets.set(key, { key, label: `${run.fingerprint.commit} ${run.date.slice(0, 16).replace('T', ' ')}`, date: run.date, files: [file], runs: 1, run: structuredClone(run) });
       continue;
     }
     have.files.push(file);
-    if (!have.run.model.split('; ').includes(run.model)) have.run.model += `; ${run.model}`;
-    // Later parts fill what the set lacks; a part run twice keeps its newer figures.
-    const newer = run.date >= have.date;
-    for (const part of ['ceilings', 'kernels', 'decode', 'prefill', 'memory', 'serve'] as const)
-      if (run[part] !== undefined && (have.run[part] === undefined || newer)) (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
-    if (newer) have.date = run.date;
+    const sameModel = have.run.model.split('; ').includes(run.model);
+    if (!sameModel) have.run.model += `; ${run.model}`;
+    let pooled = false;
+    for (const part of ['ceilings', 'kernels', 'decode', 'prefill', 'memory', 'serve'] as const) {
+      if (run[part] === undefined) continue;
+      if (have.run[part] === undefined) (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
+      else if (sameModel && part !== 'memory' && part !== 'serve') {
+        poolPart(have.run, run, part);
+        pooled = true;
+      } else (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
+    }
+    if (pooled) have.runs++;
+    have.date = run.date;
+  }
+  for (const set of sets.values()) {
+    if (set.runs > 1) {
+      rederive(set.run);
+      set.label += ` (${set.runs} runs pooled)`;
+    }
   }
   return [...sets.values()].sort((a, b) => a.date.localeCompare(b.date));
 }

@@ -81,8 +81,24 @@ describe('bench report', () => {
     // The serve run of the same commit and machine merges into the suite's run.
     const sets = mergeRuns(await loadRuns([suiteFile, serveFile]));
     expect(sets).toHaveLength(1);
+    expect(sets[0].runs).toBe(1);
     expect(sets[0].run.kernels).toBeDefined();
     expect(sets[0].run.serve).toBeDefined();
+
+    // A second run of the same commit and model pools its samples into every figure it shares,
+    // and the figures derived from medians follow the pooled ones.
+    const again = structuredClone(base);
+    again.date = new Date(Date.parse(base.date) + 60e3).toISOString();
+    for (const p of again.decode!.points) p.stepMs = { value: p.stepMs.value * 1.2, samples: p.stepMs.samples.map((x) => x * 1.2) };
+    const [pooled] = mergeRuns([{ file: 'a', run: base }, { file: 'b', run: again }]);
+    expect(pooled.runs).toBe(2);
+    expect(pooled.label).toMatch(/\(2 runs pooled\)$/);
+    const p0 = pooled.run.decode!.points[0], b0 = base.decode!.points[0];
+    expect(p0.stepMs.samples).toHaveLength(2 * b0.stepMs.samples.length);
+    expect(p0.stepMs.value).toBeGreaterThan(b0.stepMs.value);
+    expect(p0.tokensPerSecond).toBeCloseTo(p0.batch / (p0.stepMs.value / 1e3), 9);
+    expect(pooled.run.kernels![0].ms.samples).toHaveLength(2 * base.kernels![0].ms.samples.length);
+    expect(pooled.run.ceilings!.readGBps.samples).toHaveLength(2 * base.ceilings!.readGBps.samples.length);
   }, 60_000);
 
   it('refuses input that is not a bench result, naming the file and what is wrong', async () => {
