@@ -1,5 +1,5 @@
-// Dispatch, then two passes of (expert, row tile) tasks, each running the fused MXFP4 GEMV for
-// every token the expert got (the tile's 32 rows stay in L1 between tokens). Every output element
+// Dispatch, then two passes of (expert, row tile) tasks, each running the fused MXFP4 product for
+// every token the expert got (each block decoded once for four tokens at a time). Every output element
 // is written by exactly one task and computed the same way whatever else is in the step, so the
 // result depends neither on the thread count nor on batching.
 #include "kernels/moe_mxfp4.h"
@@ -34,7 +34,7 @@ void expert_tile(const uint8_t* blocks, const uint8_t* scales, int K, int r0, in
   const int nb = K / 32;
   const uint8_t* b = blocks + size_t(r0) * nb * 16;
   const uint8_t* s = scales + size_t(r0) * nb;
-  for (int t = 0; t < n; ++t) k.gemv_mxfp4(b, s, nr, nb, X + size_t(t) * K, out + size_t(t) * ldo);
+  k.gemm_mxfp4(b, s, nr, nb, X, K, n, out, ldo);
 }
 }  // namespace
 

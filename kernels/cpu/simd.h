@@ -23,6 +23,10 @@ struct SimdKernels {
   // y[r] = dot(Wmxfp4[r], x_split) for r < rows; x_split is block-split, K = nblocks * 32.
   void (*gemv_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
                      const float* x_split, float* y);
+  // The same for n tokens: y[t * ldy + r] = dot(Wmxfp4[r], x_split[t * ldx]); each block decoded
+  // once for all of them, each token's result bit-identical to gemv_mxfp4's.
+  void (*gemm_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const float* x_split,
+                     int64_t ldx, int n, float* y, int64_t ldy);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, size_t n);
   float (*dot_f32)(const float* a, const float* b, int n);
   // y += a * x

@@ -187,30 +187,53 @@ void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int K,
   }
 }
 
-void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks,
-                const float* xs, float* y) {
+// NT tokens against the same MXFP4 rows: each block is decoded once and used for every token,
+// and each token's arithmetic is exactly that of a lone token (same operations, same order), so
+// the result does not depend on how many tokens share the call.
+template <int NT>
+inline void mxfp4_rows(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const float* xs, int64_t ldx,
+                       float* y, int64_t ldy) {
   for (int r = 0; r < rows; ++r) {
     const uint8_t* b = blocks + size_t(r) * nblocks * 16;
     const uint8_t* s = scales + size_t(r) * nblocks;
-    V acc0 = vzero(), acc1 = vzero();
+    V acc0[NT], acc1[NT];
+    for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = vzero();
     for (int g = 0; g < nblocks; ++g) {
-      const float* x = xs + g * 32;
-      V blk;
+      const V sc = vset1(kE8m0Half[s[g]]);
 #if defined(__AVX512F__)
       V lo, hi;
       vdecode_fp4(b + g * 16, lo, hi);
-      blk = vfma(lo, vload(x), vmul(hi, vload(x + 16)));
 #else
       V lo0, hi0, lo1, hi1;
       vdecode_fp4_8(b + g * 16, lo0, hi0);
       vdecode_fp4_8(b + g * 16 + 8, lo1, hi1);
-      blk = vfma(lo0, vload(x), vfma(lo1, vload(x + 8), vfma(hi0, vload(x + 16), vmul(hi1, vload(x + 24)))));
 #endif
-      if (g & 1) acc1 = vfma(blk, vset1(kE8m0Half[s[g]]), acc1);
-      else acc0 = vfma(blk, vset1(kE8m0Half[s[g]]), acc0);
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        const float* x = xs + t * ldx + g * 32;
+#if defined(__AVX512F__)
+        const V blk = vfma(lo, vload(x), vmul(hi, vload(x + 16)));
+#else
+        const V blk = vfma(lo0, vload(x), vfma(lo1, vload(x + 8), vfma(hi0, vload(x + 16), vmul(hi1, vload(x + 24)))));
+#endif
+        if (g & 1) acc1[t] = vfma(blk, sc, acc1[t]);
+        else acc0[t] = vfma(blk, sc, acc0[t]);
+      }
     }
-    y[r] = vsum(vadd(acc0, acc1));
+    for (int t = 0; t < NT; ++t) y[t * ldy + r] = vsum(vadd(acc0[t], acc1[t]));
   }
+}
+
+void gemv_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const float* xs, float* y) {
+  mxfp4_rows<1>(blocks, scales, rows, nblocks, xs, 0, y, 0);
+}
+
+// y[t * ldy + r] = dot(Wmxfp4[r], xs[t]) for n tokens, four at a time.
+void gemm_mxfp4(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const float* xs, int64_t ldx, int n,
+                float* y, int64_t ldy) {
+  int t = 0;
+  for (; t + 4 <= n; t += 4) mxfp4_rows<4>(blocks, scales, rows, nblocks, xs + t * ldx, ldx, y + t * ldy, ldy);
+  for (; t < n; ++t) mxfp4_rows<1>(blocks, scales, rows, nblocks, xs + t * ldx, ldx, y + t * ldy, ldy);
 }
 
 void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n) {

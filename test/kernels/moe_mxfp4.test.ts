@@ -5,7 +5,8 @@ import { f32, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
 // moe_mxfp4 against a float64 loop over the spec's MXFP4 decode, at shapes no real model has:
-// 3 blocks per row, T = 1 (fused GEMV path), 33 (decode-to-f32 + GEMM path), skewed routing.
+// 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each decoded
+// block, then one at a time), skewed routing.
 const E = 5, H = 64, I = 96, k = 2;
 const tol = 1e-5;
 
@@ -73,6 +74,16 @@ describe('moe_mxfp4 (CPU)', () => {
     const ref = reference(d, T);
     expect(ref.clamped).toBeGreaterThan(0); // the clamp is exercised
     expect(relErr(await run(d, T), ref.y)).toBeLessThan(tol);
+  });
+
+  it('a token gets the same bits alone as among 33 tokens sharing its experts (groups of four and the rest)', async () => {
+    const T = 33;
+    const d = setup(T, (_, j) => (j === 0 ? 1 : 3), 9);
+    const all = await run(d, T);
+    for (const t of [0, 3, 4, 31, 32]) {
+      const alone = { ...d, x: d.x.slice(t * H, (t + 1) * H), idx: d.idx.slice(t * k, (t + 1) * k) };
+      expect(Array.from(await run(alone, 1))).toEqual(Array.from(all.slice(t * k * H, (t + 1) * k * H)));
+    }
   });
 
   it('reading nibbles high-first would be caught (the comparison can fail)', async () => {
