@@ -6,6 +6,7 @@
 import type { ModelConfig } from './config.js';
 import { type Ceilings, type KernelResult, measureReadGBps, stat, timeRuns } from './bench-run.js';
 import { expectedExperts } from './graph.js';
+import { seededRandom } from './rng.js';
 import { addon, type BufferSpec, type OpSpec, type SyntheticTensorSpec, type WeightId } from './native.js';
 import { sampleLogits } from './sampler.js';
 
@@ -39,13 +40,10 @@ const u8 = (bytes: number, a = 0): Tensor => ({ kind: a ? 'u8-around' : 'u8-unif
 /** A deterministic pick of `k` distinct experts out of `E` for each of `T` tokens. */
 function experts(T: number, E: number, k: number, seed: number): Int32Array {
   const out = new Int32Array(T * k);
-  let s = seed * 2654435761 + 1;
+  const rand = seededRandom(seed);
   for (let t = 0; t < T; t++) {
     const chosen = new Set<number>();
-    while (chosen.size < k) {
-      s = (s * 1103515245 + 12345) % 2147483648;
-      chosen.add(s % E);
-    }
+    while (chosen.size < Math.min(k, E)) chosen.add(Math.floor(rand() * E));
     out.set([...chosen], t * k);
   }
   return out;

@@ -124,7 +124,9 @@ export interface Change {
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const variance = (xs: number[]) => (xs.length < 2 ? 0 : xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1));
 
-function compareStat(figure: string, unit: string, base: { value: number; samples: number[] }, cur: { value: number; samples: number[] }, lowerIsBetter: boolean): Change {
+function compareStat(figure: string, unit: string, base: { value: number; samples: number[] }, cur: { value: number; samples: number[] }, lowerIsBetter: boolean): Change | undefined {
+  // A figure with nothing measured on either side (0 tokens/s, no TTFT) has no relative change.
+  if (!(base.value > 0 && cur.value > 0 && Number.isFinite(base.value) && Number.isFinite(cur.value))) return undefined;
   // A figure with one sample has no spread of its own: it borrows the other's, or a 2% floor.
   const vb = variance(base.samples), vc = variance(cur.samples);
   const se = Math.sqrt((vb || vc) / base.samples.length + (vc || vb) / cur.samples.length);
@@ -135,7 +137,8 @@ function compareStat(figure: string, unit: string, base: { value: number; sample
 }
 
 export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
-  const out: Change[] = [];
+  const found: (Change | undefined)[] = [];
+  const out = { push: (c: Change | undefined) => found.push(c) };
   if (base.ceilings && cur.ceilings) {
     out.push(compareStat('ceiling: read bandwidth', 'GB/s', base.ceilings.readGBps, cur.ceilings.readGBps, false));
     out.push(compareStat('ceiling: dense matmul', 'GFLOP/s', base.ceilings.denseGFLOPs, cur.ceilings.denseGFLOPs, false));
@@ -158,10 +161,10 @@ export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
       const one = (v: number) => ({ value: v, samples: [v] });
       const level = l.requestRate !== undefined ? `${l.requestRate} req/s` : `concurrency ${l.concurrency}`;
       out.push(compareStat(`serve ${level}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
-      out.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
+      if (b.ttftMs.p50 !== null && l.ttftMs.p50 !== null) out.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
     }
   }
-  return out;
+  return found.filter((c): c is Change => c !== undefined);
 }
 
 // --- Charts -----------------------------------------------------------------------------------
@@ -348,7 +351,7 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
 
 // --- Markdown and HTML ------------------------------------------------------------------------
 
-const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+const f = (x: number | null, d = 1) => (x !== null && Number.isFinite(x) ? x.toFixed(d) : '-');
 const pct = (x: number) => `${f(x * 100)}%`;
 const signed = (x: number) => `${x >= 0 ? '+' : ''}${f(x * 100)}%`;
 

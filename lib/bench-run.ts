@@ -161,7 +161,8 @@ const statSchema = {
   properties: { value: num, samples: { type: 'array', items: num, minItems: 1 } },
 } as const;
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', required, properties });
-const percentiles = obj(['p50', 'p90', 'p99'], { p50: num, p90: num, p99: num });
+const numOrNull = { type: ['number', 'null'] } as const; // null: nothing to measure
+const percentiles = obj(['p50', 'p90', 'p99'], { p50: numOrNull, p90: numOrNull, p99: numOrNull });
 
 export const RUN_SCHEMA = obj(['schema', 'id', 'date', 'command', 'model', 'device', 'fingerprint', 'units'], {
   schema: { const: RUN_SCHEMA_ID },

@@ -5,6 +5,7 @@
 import { createEngine } from './engine.js';
 import { fingerprint } from './bench.js';
 import { InvalidArgumentError } from './errors.js';
+import { seededRandom } from './rng.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
 import { createApp, listen } from './server.js';
 import { loadModel, type Model } from './model.js';
@@ -51,13 +52,14 @@ export interface ServeLevelResult {
   seconds: number;
   inputTokensPerSecond: number;
   outputTokensPerSecond: number;
-  ttftMs: { p50: number; p90: number; p99: number };
-  itlMs: { p50: number; p90: number; p99: number };
+  /** null where there was nothing to measure (no request succeeded; one-token answers have no ITL). */
+  ttftMs: { p50: number | null; p90: number | null; p99: number | null };
+  itlMs: { p50: number | null; p90: number | null; p99: number | null };
   goodputRequestsPerSecond: number;
 }
 
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return NaN;
+const pct = (xs: number[], p: number): number | null => {
+  if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
@@ -131,8 +133,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       model.dispose();
     };
   }
-  let seed = o.seed ?? 1;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const rand = seededRandom(o.seed ?? 1);
   const deadline = Date.now() + (o.timeLimitS ?? 600) * 1000;
   const results: ServeLevelResult[] = [];
   try {
@@ -149,6 +150,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       const send = (w: (typeof work)[number]) =>
         one(url!, modelId, o.apiKey, w.prompt, w.max).catch(() => ({ ok: false, promptTokens: w.prompt.length, outputTokens: 0, ttftMs: NaN, itlMs: [], totalMs: 0 }));
       const t0 = performance.now();
+      let last = t0; // the level lasts until its last answer, not its last timer
       if (byRate) {
         // Open loop: arrivals at exponential gaps whatever the server does, up to c in flight.
         const arrivals: number[] = [];
@@ -156,13 +158,16 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
         for (let i = 0; i < work.length; i++) arrivals.push((at += -Math.log(1 - rand()) / level) * 1e3);
         let inFlight = 0;
         const waiting: (() => void)[] = [];
+        // Arrivals past the time limit are not sent (nor waited for).
+        const left = deadline - Date.now();
         await Promise.all(
           work.map(async (w, i) => {
+            if (arrivals[i] > left) return;
             await new Promise((r) => setTimeout(r, Math.max(0, arrivals[i] - (performance.now() - t0))));
-            if (Date.now() > deadline) return;
             while (inFlight >= c) await new Promise<void>((r) => waiting.push(r));
             inFlight++;
             done.push(await send(w));
+            last = performance.now();
             inFlight--;
             waiting.shift()?.();
           }),
@@ -171,11 +176,14 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
         let next = 0;
         await Promise.all(
           Array.from({ length: c }, async () => {
-            while (next < work.length && Date.now() < deadline) done.push(await send(work[next++]));
+            while (next < work.length && Date.now() < deadline) {
+              done.push(await send(work[next++]));
+              last = performance.now();
+            }
           }),
         );
       }
-      const seconds = (performance.now() - t0) / 1e3;
+      const seconds = Math.max(1e-3, (last - t0) / 1e3);
       const ok = done.filter((d) => d.ok);
       const ttft = ok.map((d) => d.ttftMs).filter((x) => !Number.isNaN(x));
       const itl = ok.flatMap((d) => d.itlMs);
@@ -204,8 +212,8 @@ export function formatServeBench(r: Awaited<ReturnType<typeof runServeBench>>): 
   const head = [byRate ? 'req/s offered' : 'concurrency', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'];
   const rows = r.levels.map((l) => [
     String(byRate ? l.requestRate : l.concurrency), String(l.requests), String(l.errors), l.inputTokensPerSecond.toFixed(1), l.outputTokensPerSecond.toFixed(1),
-    `${l.ttftMs.p50.toFixed(0)}/${l.ttftMs.p90.toFixed(0)}/${l.ttftMs.p99.toFixed(0)}`,
-    `${l.itlMs.p50.toFixed(1)}/${l.itlMs.p90.toFixed(1)}/${l.itlMs.p99.toFixed(1)}`,
+    [l.ttftMs.p50, l.ttftMs.p90, l.ttftMs.p99].map((x) => (x === null ? '-' : x.toFixed(0))).join('/'),
+    [l.itlMs.p50, l.itlMs.p90, l.itlMs.p99].map((x) => (x === null ? '-' : x.toFixed(1))).join('/'),
     l.goodputRequestsPerSecond.toFixed(2),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { decodeBytes } from './graph.js';
 import { type Device, loadModel, type Model } from './model.js';
 import { addon, packageRoot } from './native.js';
+import { seededRandom } from './rng.js';
 import { Sampler, sampleLogits } from './sampler.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
 
@@ -46,10 +47,12 @@ export interface BenchResult {
 }
 
 function commit(): string {
+  const git = (args: string[]) =>
+    execFileSync('git', args, { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString()
-      .trim();
+    const head = git(['rev-parse', '--short', 'HEAD']);
+    // Runs of uncommitted changes must not pool with runs of the commit itself (bench report).
+    return git(['status', '--porcelain', '--untracked-files=no']) ? `${head}-dirty` : head;
   } catch {
     return 'unknown';
   }
@@ -122,8 +125,8 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   try {
     const cfg = model.config;
     const session = model.createSession({ maxContext: P + N + 4, maxTokens: Math.min(P, 128) });
-    let seed = options.seed ?? 1;
-    const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % Math.min(cfg.vocabSize, 199998);
+    const uniform = seededRandom(options.seed ?? 1);
+    const rand = () => Math.floor(uniform() * Math.min(cfg.vocabSize, 199998));
     // Warm-up: touches every weight page once (a checkpoint's first touch reads the disk).
     log('warming up...');
     await session.forward([rand(), rand()], { logits: 'last' });

@@ -245,7 +245,7 @@ const range = (name: string) => (v: string): [number, number] => {
 
 const intList = (name: string) => (v: string) => v.split(',').map((x) => {
   const n = Number(x.trim());
-  if (!Number.isSafeInteger(n) || n < 0) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not a non-negative integer`);
+  if (x.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not a non-negative integer`);
   return n;
 });
 

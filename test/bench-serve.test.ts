@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { chartsFor, compareRuns } from '../lib/bench-report.js';
+import { newRun, validateRun } from '../lib/bench-run.js';
 import { runServeBench } from '../lib/bench-serve.js';
 import { createEngine, type Engine } from '../lib/engine.js';
 import { createSyntheticModel, presetConfig } from '../lib/synthetic.js';
@@ -62,6 +64,29 @@ describe('bench serve', () => {
   it('a server that is not there: every request is an error, the run still ends with figures', async () => {
     const r = await runServeBench({ url: 'http://127.0.0.1:9', concurrency: [2], ...common });
     expect(r.levels[0]).toMatchObject({ requests: 6, errors: 6, outputTokensPerSecond: 0 });
+  }, 60_000);
+
+  it('open loop: arrivals past the time limit are not sent, and the level ends with the limit', async () => {
+    const t0 = performance.now();
+    const r = await runServeBench({ url: server.url, rates: [0.01], timeLimitS: 1, ...common });
+    expect(performance.now() - t0).toBeLessThan(5000);
+    // At 0.01 requests/s the first arrival is ~100 s away: nothing is sent within the second.
+    expect(r.levels[0].requests).toBeLessThan(6);
+  }, 60_000);
+
+  it('levels with nothing to measure report null percentiles, which the report accepts', async () => {
+    // One-token answers have no inter-token latency; a dead server gives no TTFT either.
+    const one = await runServeBench({ url: server.url, concurrency: [2], ...common, outputTokens: [1, 1] });
+    expect(one.levels[0].errors).toBe(0);
+    expect(one.levels[0].itlMs).toEqual({ p50: null, p90: null, p99: null });
+    const dead = await runServeBench({ url: 'http://127.0.0.1:9', concurrency: [1], ...common });
+    expect(dead.levels[0].ttftMs.p50).toBeNull();
+    const run = newRun('test', 'small', 'cpu');
+    run.serve = [...one.levels, ...dead.levels];
+    const checked = validateRun(JSON.parse(JSON.stringify(run)), 'serve.json');
+    const charts = await chartsFor(checked);
+    expect(charts.map((c) => c.id)).toEqual(['serve-throughput', 'serve-ttft', 'serve-itl']);
+    expect(compareRuns(checked, checked).every((c) => Number.isFinite(c.noise))).toBe(true);
   }, 60_000);
 
   it('refuses a non-positive rate', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { runKernelBench } from '../lib/bench-kernels.js';
+import { kernelCases, runKernelBench } from '../lib/bench-kernels.js';
 import { type Ceilings, newRun, validateRun } from '../lib/bench-run.js';
 import { decodeFlops, decodePoolRows, prefillFlops, runDecodeSweep, runPrefillSweep } from '../lib/bench-sweep.js';
 import type { ModelConfig } from '../lib/config.js';
@@ -89,6 +89,18 @@ describe('bench suite parts', () => {
       model.dispose();
     }
   }, 120_000);
+
+  it('the MoE kernel case routes like uniform top-k: k distinct experts per token, nearly all experts at 128 tokens', () => {
+    const cfg = presetConfig('20b', 1);
+    const moe = kernelCases(cfg, 128, 0).find((c) => c.op === 'moe_mxfp4')!;
+    for (const copy of [0, 1]) {
+      const idx = moe.init!.idx(copy) as Int32Array;
+      expect(idx).toHaveLength(128 * 4);
+      for (let t = 0; t < 128; t++) expect(new Set(idx.subarray(t * 4, t * 4 + 4)).size).toBe(4);
+      // Expected distinct experts: 32 x (1 - (28/32)^128) = 32.0; a broken generator gave 5-6.
+      expect(new Set(idx).size).toBeGreaterThanOrEqual(31);
+    }
+  });
 
   it('prefill operations count each query against the keys its window lets it see', () => {
     const cfg = { ...small, layerWindows: [0] };

@@ -12,7 +12,7 @@ if [ -z "$CXX" ] || ! echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned
     "$CXX" -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
   echo "fuzz: clang with libFuzzer not found (Debian: apt-get install clang libclang-rt-14-dev); skipped" >&2
   [ "${FUZZ_OPTIONAL:-0}" = 1 ] && exit 0
-  exit 1
+    exit 1
 fi
 OUT=build-fuzz
 mkdir -p "$OUT/corpus" "$OUT/objs"
@@ -28,15 +28,21 @@ node test/fuzz/seeds.mjs "$OUT/seeds" test/fixtures >/dev/null
 SIMDS=generic
 grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null && SIMDS="$SIMDS avx2"
 grep -q ' avx512bw ' /proc/cpuinfo 2>/dev/null && SIMDS="$SIMDS avx512"
+# Earlier findings stay as inputs: a finding not yet fixed fails the next run at once.
+mkdir -p "$OUT/findings"
+for f in "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-*; do [ -e "$f" ] && mv "$f" "$OUT/findings/"; done
 for simd in $SIMDS; do
-  if true; then
-    echo "fuzz: sample, $simd variant, ${SECONDS_TO_RUN}s / $(echo $SIMDS | wc -w)"
-    GPTOSS_SIMD=$simd "$OUT/sample_fuzz" -max_total_time=$((SECONDS_TO_RUN / $(echo $SIMDS | wc -w) + 1)) -max_len=8192 -timeout=10 \
-      -artifact_prefix="$OUT/" -print_final_stats=1 "$OUT/corpus" "$OUT/seeds" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|sample_fuzz:|#[0-9]+ *DONE)" || true
-    # A failure leaves crash-*/leak-*/timeout-* files; grep's status is not the verdict.
-    if ls "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-* >/dev/null 2>&1; then
-      echo "fuzz: findings in $OUT/ (reproduce: $OUT/sample_fuzz FILE)" >&2
-      exit 1
-    fi
+  echo "fuzz: sample, $simd variant, ${SECONDS_TO_RUN}s / $(echo $SIMDS | wc -w)"
+  rc=0
+  GPTOSS_SIMD=$simd "$OUT/sample_fuzz" -max_total_time=$((SECONDS_TO_RUN / $(echo $SIMDS | wc -w) + 1)) -max_len=8192 -timeout=10 \
+    -artifact_prefix="$OUT/" -print_final_stats=1 "$OUT/corpus" "$OUT/seeds" "$OUT/findings" >"$OUT/$simd.log" 2>&1 || rc=$?
+  grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|sample_fuzz:)" "$OUT/$simd.log" || true
+  # libFuzzer exits non-zero on any finding (crash, leak, timeout, sanitizer report) and leaves
+  # the input as crash-*, leak-*, timeout-* or oom-*; either fails the run.
+  found=0
+  for f in "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-*; do [ -e "$f" ] && found=1; done
+  if [ "$rc" -ne 0 ] || [ "$found" = 1 ]; then
+    echo "fuzz: findings (exit $rc) in $OUT/ (log: $OUT/$simd.log; reproduce: $OUT/sample_fuzz FILE)" >&2
+    exit 1
   fi
 done
