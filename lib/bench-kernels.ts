@@ -4,11 +4,12 @@
 // Weights are synthetic; an op is repeated over distinct weight copies (as over a model's layers)
 // until one pass streams a few hundred MB, so what is timed is not a cache-resident loop.
 import type { ModelConfig } from './config.js';
-import { type Ceilings, type KernelResult, measureReadGBps, stat, timeRuns } from './bench-run.js';
-import { expectedExperts } from './graph.js';
+import { type Ceilings, type KernelResult, measureReadGBps, ordinaryTokens, type Stat, stat, timeRuns } from './bench-run.js';
+import { expectedExperts, expertBytes, ropeSpec } from './graph.js';
 import { seededRandom } from './rng.js';
 import { addon, type BufferSpec, type OpSpec, type SyntheticTensorSpec, type WeightId } from './native.js';
 import { sampleLogits } from './sampler.js';
+import { mxfp4ScaleCentre } from './synthetic.js';
 
 type Tensor = Omit<SyntheticTensorSpec, 'seed' | 'name'>;
 
@@ -30,8 +31,6 @@ export interface Case {
   positions: number[];
   /** Upper bound on copies (a 1.2 GB unembedding is timed once per pass). */
   maxCopies?: number;
-  /** Token ids the embedding may be given (ordinary text ids). */
-  vocab: number;
 }
 
 const bf16 = (elements: number, a = 0.02): Tensor => ({ kind: 'bf16-uniform', bytes: elements * 2, a });
@@ -49,22 +48,26 @@ function experts(T: number, E: number, k: number, seed: number): Int32Array {
   return out;
 }
 
+const f32 = (rows: number, cols: number): BufferSpec => ({ dtype: 'f32', rows, cols });
+
+/** y[T, N] = x[T, K] W^T + b with bf16 weights: one matmul_bf16 call. */
+function matmulCase(name: string, T: number, N: number, K: number, positions: number[], maxCopies?: number): Case {
+  return {
+    op: 'matmul_bf16', name, tokens: T, shape: `T=${T} N=${N} K=${K}`,
+    bytes: N * K * 2 + N * 2 + T * K * 4 + T * N * 4, flops: 2 * T * N * K,
+    weights: { w: bf16(N * K, Math.sqrt(3 / K)), b: bf16(N) }, buffers: { x: f32(T, K), y: f32(T, N) },
+    op_: (w, b) => ({ op: 'matmul_bf16', x: b('x'), y: b('y'), w: w.w, b: w.b, N, K }), positions, maxCopies,
+  };
+}
+
 export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[] {
   const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, k = cfg.expertsPerToken, D = cfg.headDim;
   const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, V = cfg.vocabSize, window = cfg.slidingWindow;
   const qkvN = (Hq + 2 * Hkv) * D;
-  const vocab = Math.min(V, 199998);
   const positions = Array.from({ length: T }, (_, i) => context + i);
-  const f32 = (rows: number, cols: number): BufferSpec => ({ dtype: 'f32', rows, cols });
-  const matmul = (name: string, N: number, K: number, maxCopies?: number): Case => ({
-    op: 'matmul_bf16', name, tokens: T, shape: `T=${T} N=${N} K=${K}`,
-    bytes: N * K * 2 + N * 2 + T * K * 4 + T * N * 4, flops: 2 * T * N * K,
-    weights: { w: bf16(N * K, Math.sqrt(3 / K)), b: bf16(N) }, buffers: { x: f32(T, K), y: f32(T, N) },
-    op_: (w, b) => ({ op: 'matmul_bf16', x: b('x'), y: b('y'), w: w.w, b: w.b, N, K }), positions, vocab, maxCopies,
-  });
-  const perExpert = (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
+  const matmul = (name: string, N: number, K: number, maxCopies?: number) => matmulCase(name, T, N, K, positions, maxCopies);
+  const perExpert = expertBytes(cfg);
   const used = expectedExperts(E, k, T);
-  const scale = (fanIn: number) => Math.round(127 + Math.log2(1 / (Math.sqrt(fanIn) * 2.93)));
   const attention = (window: number): Case => {
     const keys = window > 0 ? Math.min(window, context + 1) : context + 1; // keys the last token sees
     const rows = context + T;
@@ -78,29 +81,29 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
       weights: { sinks: bf16(Hq, 1) }, buffers: { x: f32(T, qkvN), y: f32(T, Hq * D), kc: f32(rows, Hkv * D), vc: f32(rows, Hkv * D) },
       perCopy: ['kc', 'vc'],
       op_: (w, b) => ({ op: 'attention', x: b('x'), y: b('y'), kc: b('kc'), vc: b('vc'), w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 1 / Math.sqrt(D) }),
-      positions, vocab, maxCopies: 8,
+      positions, maxCopies: 8,
     };
   };
   return [
     {
       op: 'embed', name: 'embedding', tokens: T, shape: `T=${T} H=${H} V=${V}`, bytes: T * H * 2 + T * H * 4, flops: T * H,
-      weights: { w: bf16(V * H, 1) }, buffers: { y: f32(T, H) }, op_: (w, b) => ({ op: 'embed', w: w.w, y: b('y'), H }), positions, vocab, maxCopies: 1,
+      weights: { w: bf16(V * H, 1) }, buffers: { y: f32(T, H) }, op_: (w, b) => ({ op: 'embed', w: w.w, y: b('y'), H }), positions, maxCopies: 1,
     },
     {
       op: 'rmsnorm', name: 'norm', tokens: T, shape: `T=${T} H=${H}`, bytes: T * H * 8 + H * 2, flops: 4 * T * H,
       weights: { w: bf16(H, 1) }, buffers: { x: f32(T, H), y: f32(T, H) },
-      op_: (w, b) => ({ op: 'rmsnorm', x: b('x'), y: b('y'), w: w.w, H, eps: cfg.rmsNormEps }), positions, vocab,
+      op_: (w, b) => ({ op: 'rmsnorm', x: b('x'), y: b('y'), w: w.w, H, eps: cfg.rmsNormEps }), positions,
     },
     matmul('qkv', qkvN, H),
     {
       op: 'rope', name: 'q and k', tokens: T, shape: `T=${T} heads ${Hq}+${Hkv}x${D}`, bytes: 2 * T * (Hq + Hkv) * D * 4, flops: 3 * T * (Hq + Hkv) * D,
-      weights: {}, buffers: { x: f32(T, qkvN) }, op_: (_w, b) => ({ op: 'rope', x: b('x'), qHeads: Hq, kvHeads: Hkv, headDim: D }), positions, vocab,
+      weights: {}, buffers: { x: f32(T, qkvN) }, op_: (_w, b) => ({ op: 'rope', x: b('x'), qHeads: Hq, kvHeads: Hkv, headDim: D }), positions,
     },
     {
       op: 'kv_append', name: 'full layer', tokens: T, shape: `T=${T} ${Hkv}x${D} K and V`, bytes: 2 * 2 * T * Hkv * D * 4, flops: 2 * T * Hkv * D,
       weights: {}, buffers: { x: f32(T, qkvN), kc: f32(context + T, Hkv * D), vc: f32(context + T, Hkv * D) }, perCopy: ['kc', 'vc'],
       op_: (_w, b) => ({ op: 'kv_append', x: b('x'), xcol: Hq * D, vcol: (Hq + Hkv) * D, kc: b('kc'), vc: b('vc'), kvHeads: Hkv, headDim: D, window: 0 }),
-      positions, vocab, maxCopies: 8,
+      positions, maxCopies: 8,
     },
     attention(0),
     attention(window),
@@ -109,14 +112,14 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
     {
       op: 'router_topk', name: `top-${k} of ${E}`, tokens: T, shape: `T=${T} E=${E} k=${k}`, bytes: T * E * 4 + T * k * 8, flops: 3 * T * E,
       weights: {}, buffers: { x: f32(T, E), idx: { dtype: 'i32', rows: T, cols: k }, wt: f32(T, k) },
-      op_: (_w, b) => ({ op: 'router_topk', x: b('x'), idx: b('idx'), wt: b('wt'), E, k }), positions, vocab,
+      op_: (_w, b) => ({ op: 'router_topk', x: b('x'), idx: b('idx'), wt: b('wt'), E, k }), positions,
     },
     {
       op: 'moe_mxfp4', name: `${k} of ${E} experts`, tokens: T, shape: `T=${T} E=${E} k=${k} H=${H} I=${I} (${used.toFixed(1)} experts read)`,
       bytes: used * perExpert + T * H * 4 + T * k * H * 4, flops: 2 * T * k * (2 * I * H + H * I),
       weights: {
-        w1b: u8((E * 2 * I * H) / 2), w1s: u8((E * 2 * I * H) / 32, scale(H)), b1: bf16(E * 2 * I),
-        w2b: u8((E * H * I) / 2), w2s: u8((E * H * I) / 32, scale(I)), b2: bf16(E * H),
+        w1b: u8((E * 2 * I * H) / 2), w1s: u8((E * 2 * I * H) / 32, mxfp4ScaleCentre(H)), b1: bf16(E * 2 * I),
+        w2b: u8((E * H * I) / 2), w2s: u8((E * H * I) / 32, mxfp4ScaleCentre(I)), b2: bf16(E * H),
       },
       buffers: { x: f32(T, H), idx: { dtype: 'i32', rows: T, cols: k }, y: f32(T * k, H) },
       // One set of experts (a layer's worth is 0.4-1.6 GB); each copy routes to other experts.
@@ -125,12 +128,12 @@ export function kernelCases(cfg: ModelConfig, T: number, context: number): Case[
         op: 'moe_mxfp4', x: b('x'), idx: b('idx'), y: b('y'), E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2,
         limit: cfg.swigluLimit, alpha: cfg.swigluAlpha,
       }),
-      positions, vocab, maxCopies: 8,
+      positions, maxCopies: 8,
     },
     {
       op: 'moe_combine', name: `${k} slots`, tokens: T, shape: `T=${T} k=${k} H=${H}`, bytes: T * k * H * 4 + 2 * T * H * 4 + T * k * 4, flops: 2 * T * k * H,
       weights: {}, buffers: { x: f32(T, H), y: f32(T * k, H), wt: f32(T, k) },
-      op_: (_w, b) => ({ op: 'moe_combine', x: b('x'), y: b('y'), wt: b('wt'), k, H }), positions, vocab,
+      op_: (_w, b) => ({ op: 'moe_combine', x: b('x'), y: b('y'), wt: b('wt'), k, H }), positions,
     },
     matmul('unembedding', V, H, 1),
   ];
@@ -145,7 +148,7 @@ function copiesFor(c: Case): number {
 }
 
 /** Milliseconds per call of one case: the op over `copies` weight sets in one program, per op. */
-export async function timeCase(c: Case, seed: number): Promise<number[]> {
+export async function timeCase(c: Case, cfg: ModelConfig, seed: number): Promise<number[]> {
   const { Weights, Program } = addon();
   const copies = copiesFor(c);
   const weights = new Weights();
@@ -169,14 +172,14 @@ export async function timeCase(c: Case, seed: number): Promise<number[]> {
     });
     const program = new Program(weights, {
       maxTokens: c.tokens,
-      rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: 64 },
+      rope: ropeSpec(cfg),
       buffers: bufs,
       ops,
     });
     try {
       for (const [name, make] of Object.entries(c.init ?? {}))
         for (let i = 0; i < copies; i++) program.writeBuffer(bufferOf(i)(name), make(i));
-      const tokens = Int32Array.from(c.positions, (_, i) => (i * 7919) % c.vocab);
+      const tokens = Int32Array.from(c.positions, (_, i) => (i * 7919) % ordinaryTokens(cfg.vocabSize));
       const positions = Int32Array.from(c.positions);
       const runs = await timeRuns(() => program.run(tokens, positions, positions.length, null), 3, 300, 40);
       return runs.map((ms) => ms / copies);
@@ -189,12 +192,10 @@ export async function timeCase(c: Case, seed: number): Promise<number[]> {
 }
 
 /** The dense ceiling: our matmul_bf16 at a large, compute-bound shape (256 tokens, 16384 x H). */
-export async function measureDenseGFLOPs(cfg: ModelConfig): Promise<{ stat: ReturnType<typeof stat>; kernel: string }> {
-  const T = 256, N = 16384, K = cfg.hiddenSize;
-  const c = kernelCases(cfg, T, 0).find((x) => x.name === 'attention output')!;
-  const square: Case = { ...c, name: 'dense', shape: `T=${T} N=${N} K=${K}`, flops: 2 * T * N * K, weights: { w: bf16(N * K), b: bf16(N) }, buffers: { x: { dtype: 'f32', rows: T, cols: K }, y: { dtype: 'f32', rows: T, cols: N } }, op_: (w, b) => ({ op: 'matmul_bf16', x: b('x'), y: b('y'), w: w.w, b: w.b, N, K }), maxCopies: 4 };
-  const ms = await timeCase(square, 97);
-  return { stat: stat(ms.map((m) => (2 * T * N * K) / (m / 1e3) / 1e9)), kernel: `matmul_bf16 (ours, CPU) T=${T} N=${N} K=${K}` };
+export async function measureDenseGFLOPs(cfg: ModelConfig): Promise<{ stat: Stat; kernel: string }> {
+  const c = matmulCase('dense', 256, 16384, cfg.hiddenSize, Array.from({ length: 256 }, (_, i) => i), 4);
+  const ms = await timeCase(c, cfg, 97);
+  return { stat: stat(ms.map((m) => c.flops / (m / 1e3) / 1e9)), kernel: `matmul_bf16 (ours, CPU) ${c.shape}` };
 }
 
 export async function measureCeilings(cfg: ModelConfig): Promise<Ceilings> {
@@ -232,7 +233,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelResul
   const out: KernelResult[] = [];
   for (const [i, c] of cases.entries()) {
     o.progress?.(i, total, `${c.op} ${c.name} T=${c.tokens}`);
-    out.push(placeKernel(c, await timeCase(c, 1000 * i + 1), o.ceilings));
+    out.push(placeKernel(c, await timeCase(c, o.config, 1000 * i + 1), o.ceilings));
   }
   // The sampler over the vocabulary (temperature 1: a softmax and a draw; reads the row once).
   o.progress?.(cases.length, total, 'sample');

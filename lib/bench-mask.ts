@@ -4,7 +4,7 @@
 // step at the same batch size, measured in the same run. The masks run on the JS thread before
 // each step, so their time adds to the step's: the ratio is the slowdown.
 import { createEngine } from './engine.js';
-import { fingerprint } from './bench.js';
+import { fingerprint, median } from './bench-run.js';
 import { compileJsonSchema } from './grammar.js';
 import { chatConstraint } from './structured.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
@@ -70,7 +70,6 @@ function dumps(v: unknown): string {
   return JSON.stringify(v);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function runMaskBench(options: MaskBenchOptions = {}): Promise<MaskBenchResult> {
   const log = options.log ?? (() => {});

@@ -8,7 +8,9 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
 import { placeKernel } from './bench-kernels.js';
-import { type BenchRun, type Stat, stat, validateRun } from './bench-run.js';
+import {
+  type BenchRun, type DecodePoint, decodePoint, fmt, type KernelResult, memoryLine, type PrefillPoint, prefillPoint, runTables, type Stat, stat, validateRun,
+} from './bench-run.js';
 import { InvalidArgumentError } from './errors.js';
 
 /**
@@ -28,29 +30,27 @@ export interface RunSet {
 
 const pool = (a: Stat, b: Stat): Stat => stat([...a.samples, ...b.samples]);
 
+// What each repeated figure measures: the key two runs (or two repeats) are matched by.
+const kernelKey = (k: KernelResult) => `kernel ${k.op} ${k.name} T=${k.tokens}`;
+const decodeKey = (p: DecodePoint) => `decode batch ${p.batch} context ${p.context}`;
+const prefillKey = (p: PrefillPoint) => `prefill ${p.tokens} tokens`;
+
+/** Pools `from`'s samples of `field` into the matching items of `into`; new items are added. */
+function poolList<T extends object, F extends keyof T>(into: T[], from: T[], key: (x: T) => string, field: F): void {
+  for (const x of from) {
+    const have = into.find((y) => key(y) === key(x));
+    if (have) have[field] = pool(have[field] as Stat, x[field] as Stat) as T[F];
+    else into.push(structuredClone(x));
+  }
+}
+
 function poolPart(into: BenchRun, from: BenchRun, part: 'ceilings' | 'kernels' | 'decode' | 'prefill'): void {
   if (part === 'ceilings') {
     const c = into.ceilings!, d = from.ceilings!;
     into.ceilings = { ...c, readGBps: pool(c.readGBps, d.readGBps), denseGFLOPs: pool(c.denseGFLOPs, d.denseGFLOPs) };
-  } else if (part === 'kernels') {
-    for (const k of from.kernels!) {
-      const have = into.kernels!.find((x) => x.op === k.op && x.name === k.name && x.tokens === k.tokens);
-      if (have) have.ms = pool(have.ms, k.ms);
-      else into.kernels!.push(structuredClone(k));
-    }
-  } else if (part === 'decode') {
-    for (const p of from.decode!.points) {
-      const have = into.decode!.points.find((x) => x.batch === p.batch && x.context === p.context);
-      if (have) have.stepMs = pool(have.stepMs, p.stepMs);
-      else into.decode!.points.push(structuredClone(p));
-    }
-  } else {
-    for (const p of from.prefill!) {
-      const have = into.prefill!.find((x) => x.tokens === p.tokens);
-      if (have) have.seconds = pool(have.seconds, p.seconds);
-      else into.prefill!.push(structuredClone(p));
-    }
-  }
+  } else if (part === 'kernels') poolList(into.kernels!, from.kernels!, kernelKey, 'ms');
+  else if (part === 'decode') poolList(into.decode!.points, from.decode!.points, decodeKey, 'stepMs');
+  else poolList(into.prefill!, from.prefill!, prefillKey, 'seconds');
 }
 
 /** Figures derived from pooled medians and ceilings, computed again as the suite does. */
@@ -58,19 +58,8 @@ function rederive(run: BenchRun): void {
   const c = run.ceilings;
   if (!c) return;
   run.kernels = run.kernels?.map((k) => placeKernel(k, k.ms.samples, c));
-  for (const p of run.decode?.points ?? []) {
-    const memoryS = p.bytesPerStep / (c.readGBps.value * 1e9), computeS = p.flopsPerStep / (c.denseGFLOPs.value * 1e9);
-    p.tokensPerSecond = p.batch / (p.stepMs.value / 1e3);
-    p.msPerOutputToken = p.stepMs.value;
-    p.rooflineTokensPerSecond = p.batch / Math.max(memoryS, computeS);
-    p.bound = memoryS >= computeS ? 'memory' : 'compute';
-    p.ratio = p.tokensPerSecond / p.rooflineTokensPerSecond;
-  }
-  for (const p of run.prefill ?? []) {
-    p.tokensPerSecond = p.tokens / p.seconds.value;
-    p.GFLOPs = p.flops / p.seconds.value / 1e9;
-    p.ratioToDense = p.GFLOPs / c.denseGFLOPs.value;
-  }
+  if (run.decode) run.decode.points = run.decode.points.map((p) => decodePoint(p.batch, p.context, p.stepMs, p.bytesPerStep, p.flopsPerStep, c));
+  run.prefill = run.prefill?.map((p) => prefillPoint(p.tokens, p.seconds, p.flops, c));
 }
 
 export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
@@ -136,33 +125,31 @@ function compareStat(figure: string, unit: string, base: { value: number; sample
   return { figure, unit, base: base.value, current: cur.value, change, noise, verdict: Math.abs(change) <= noise ? 'within noise' : better ? 'better' : 'worse' };
 }
 
+/** Changes of the figures in `cur` that `base` measured too (times: lower is better). */
+function compareList<T>(base: T[] | undefined, cur: T[] | undefined, key: (x: T) => string, field: (x: T) => Stat, unit: string): (Change | undefined)[] {
+  return (cur ?? []).map((x) => {
+    const b = base?.find((y) => key(y) === key(x));
+    return b && compareStat(key(x), unit, field(b), field(x), true);
+  });
+}
+
 export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
   const found: (Change | undefined)[] = [];
-  const out = { push: (c: Change | undefined) => found.push(c) };
   if (base.ceilings && cur.ceilings) {
-    out.push(compareStat('ceiling: read bandwidth', 'GB/s', base.ceilings.readGBps, cur.ceilings.readGBps, false));
-    out.push(compareStat('ceiling: dense matmul', 'GFLOP/s', base.ceilings.denseGFLOPs, cur.ceilings.denseGFLOPs, false));
+    found.push(compareStat('ceiling: read bandwidth', 'GB/s', base.ceilings.readGBps, cur.ceilings.readGBps, false));
+    found.push(compareStat('ceiling: dense matmul', 'GFLOP/s', base.ceilings.denseGFLOPs, cur.ceilings.denseGFLOPs, false));
   }
-  for (const k of cur.kernels ?? []) {
-    const b = base.kernels?.find((x) => x.op === k.op && x.name === k.name && x.tokens === k.tokens);
-    if (b) out.push(compareStat(`kernel ${k.op} ${k.name} T=${k.tokens}`, 'ms', b.ms, k.ms, true));
-  }
-  for (const p of cur.decode?.points ?? []) {
-    const b = base.decode?.points.find((x) => x.batch === p.batch && x.context === p.context);
-    if (b) out.push(compareStat(`decode batch ${p.batch} context ${p.context}`, 'ms/step', b.stepMs, p.stepMs, true));
-  }
-  for (const p of cur.prefill ?? []) {
-    const b = base.prefill?.find((x) => x.tokens === p.tokens);
-    if (b) out.push(compareStat(`prefill ${p.tokens} tokens`, 's', b.seconds, p.seconds, true));
-  }
+  found.push(...compareList(base.kernels, cur.kernels, kernelKey, (k) => k.ms, 'ms'));
+  found.push(...compareList(base.decode?.points, cur.decode?.points, decodeKey, (p) => p.stepMs, 'ms/step'));
+  found.push(...compareList(base.prefill, cur.prefill, prefillKey, (p) => p.seconds, 's'));
   for (const l of cur.serve ?? []) {
     const b = base.serve?.find((x) => x.concurrency === l.concurrency && x.requestRate === l.requestRate);
-    if (b) {
-      const one = (v: number) => ({ value: v, samples: [v] });
-      const level = l.requestRate !== undefined ? `${l.requestRate} req/s` : `concurrency ${l.concurrency}`;
-      out.push(compareStat(`serve ${level}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
-      if (b.ttftMs.p50 !== null && l.ttftMs.p50 !== null) out.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
-    }
+    if (!b) continue;
+    // One figure per level: no samples, so the noise floor applies.
+    const one = (v: number) => ({ value: v, samples: [v] });
+    const level = l.requestRate !== undefined ? `${l.requestRate} req/s` : `concurrency ${l.concurrency}`;
+    found.push(compareStat(`serve ${level}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
+    if (b.ttftMs.p50 !== null && l.ttftMs.p50 !== null) found.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
   }
   return found.filter((c): c is Change => c !== undefined);
 }
@@ -198,7 +185,7 @@ function rooflineSpec(run: BenchRun): TopLevelSpec {
     layer: [
       { data: { values: roof }, mark: { type: 'line', color: '#444', strokeDash: [6, 3] }, encoding: { x: { field: 'intensity', type: 'quantitative' }, y: { field: 'GFLOPs', type: 'quantitative' } } },
       {
-        data: { values: ks.map((k) => ({ ...k, label: `${k.op} ${k.name}`, T: `T=${k.tokens}` })) },
+        data: { values: ks.map((k) => ({ ...k, T: `T=${k.tokens}` })) },
         mark: { type: 'point', filled: true, size: 70 },
         encoding: {
           x: { field: 'intensity', type: 'quantitative', scale: { type: 'log', domain: [lo, hi] }, title: 'arithmetic intensity (operations / byte)' },
@@ -351,11 +338,9 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
 
 // --- Markdown and HTML ------------------------------------------------------------------------
 
-const f = (x: number | null, d = 1) => (x !== null && Number.isFinite(x) ? x.toFixed(d) : '-');
-const pct = (x: number) => `${f(x * 100)}%`;
-const signed = (x: number) => `${x >= 0 ? '+' : ''}${f(x * 100)}%`;
+const signed = (x: number) => `${x >= 0 ? '+' : ''}${fmt(x * 100)}%`;
 
-function mdTable(head: string[], rows: (string | number)[][]): string {
+function mdTable(head: string[], rows: string[][]): string {
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
@@ -368,30 +353,17 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
     `Run ${set.label}; machine: ${fp.gpu ? `${fp.gpu} (${fp.gpuMemoryGB} GB), ` : ''}${fp.cpu}, ${fp.cpuThreads} threads (${fp.simd}); node ${fp.node}; package ${fp.package}; from ${set.files.join(', ')}. 1 GB = 1e9 bytes.`,
   ];
   if (r.ceilings)
-    out.push('', `Ceilings measured in the same run: host read bandwidth ${f(r.ceilings.readGBps.value)} GB/s; dense bf16 matmul ${f(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel}).`);
-  if (r.kernels?.length)
-    out.push('', '## Kernels', '', mdTable(['op', 'instance', 'T', 'shape', 'ms', 'GB/s', 'GFLOP/s', 'bound', 'of roofline'],
-      r.kernels.map((k) => [k.op, k.name, k.tokens, k.shape, f(k.ms.value, 3), f(k.GBps), f(k.GFLOPs), k.bound, pct(k.ratio)])));
-  if (r.decode?.points.length) {
-    out.push('', '## Decode', '', mdTable(['batch', 'context', 'tokens/s', 'ms per output token', 'GB per step', 'GFLOP per step', 'bound', 'roofline tokens/s', 'ratio'],
-      r.decode.points.map((p) => [p.batch, p.context, f(p.tokensPerSecond, 2), f(p.msPerOutputToken), f(p.bytesPerStep / 1e9, 3), f(p.flopsPerStep / 1e9), p.bound, f(p.rooflineTokensPerSecond, 2), pct(p.ratio)])));
-    for (const s of r.decode.skipped) out.push('', `Skipped batch ${s.batch} at context ${s.context}: ${s.reason}.`);
-  }
-  if (r.prefill?.length)
-    out.push('', '## Prefill', '', mdTable(['prompt tokens', 'tokens/s', 'seconds', 'GFLOP/s', 'of dense'],
-      r.prefill.map((p) => [p.tokens, f(p.tokensPerSecond), f(p.seconds.value, 2), f(p.GFLOPs), pct(p.ratioToDense)])));
-  if (r.serve?.length)
-    out.push('', '## Serving', '', mdTable(['concurrency', 'offered req/s', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'],
-      r.serve.map((l) => [l.concurrency, l.requestRate ?? '-', l.requests, l.errors, f(l.inputTokensPerSecond), f(l.outputTokensPerSecond), `${f(l.ttftMs.p50, 0)}/${f(l.ttftMs.p90, 0)}/${f(l.ttftMs.p99, 0)}`, `${f(l.itlMs.p50)}/${f(l.itlMs.p90)}/${f(l.itlMs.p99)}`, f(l.goodputRequestsPerSecond, 2)])));
-  if (r.memory) {
-    const m = r.memory;
-    out.push('', '## Memory', '', `Weights ${f(m.weightsBytes / 1e9, 2)} GB; KV cache ${f(m.kvBytesPerToken / 1e3)} kB per token (${m.kvDType}); resident after load ${f(m.rssAfterLoadBytes / 1e9, 2)} GB, peak ${f(m.peakRssBytes / 1e9, 2)} GB.`,
-      '', mdTable(['context', 'KV per sequence (GB)'], m.kvBytesAt.map((k) => [k.context, f(k.bytes / 1e9, 3)])));
+    out.push('', `Ceilings measured in the same run: host read bandwidth ${fmt(r.ceilings.readGBps.value)} GB/s; dense bf16 matmul ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel}).`);
+  for (const t of runTables(r)) {
+    out.push('', `## ${t.title}`, '');
+    if (t.title === 'Memory') out.push(`${memoryLine(r.memory!)}.`, '');
+    out.push(mdTable(t.head, t.rows));
+    if (t.title === 'Decode') for (const s of r.decode!.skipped) out.push('', `Skipped batch ${s.batch} at context ${s.context}: ${s.reason}.`);
   }
   if (changes && baseline) {
     const worse = changes.filter((c) => c.verdict === 'worse').length, better = changes.filter((c) => c.verdict === 'better').length;
     out.push('', `## Against ${baseline.label}`, '', `${changes.length} figures compared: ${better} better, ${worse} worse, ${changes.length - better - worse} within noise (two standard errors of the repeated samples, at least 2%).`, '',
-      mdTable(['figure', 'baseline', 'this run', 'change', 'noise', 'verdict'], changes.map((c) => [c.figure, `${f(c.base, 3)} ${c.unit}`, `${f(c.current, 3)} ${c.unit}`, signed(c.change), `±${f(c.noise * 100)}%`, c.verdict])));
+      mdTable(['figure', 'baseline', 'this run', 'change', 'noise', 'verdict'], changes.map((c) => [c.figure, `${fmt(c.base, 3)} ${c.unit}`, `${fmt(c.current, 3)} ${c.unit}`, signed(c.change), `±${fmt(c.noise * 100)}%`, c.verdict])));
   }
   return out.join('\n');
 }

@@ -1,13 +1,17 @@
 // The record every part of the `gptoss bench` suite writes: one JSON object per run with the
 // machine's fingerprint, the ceilings measured in the same run, and whichever parts ran. The
 // report (lib/bench-report.ts) reads these back, validated against RUN_SCHEMA. 1 GB = 1e9 B.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+
 import { Ajv } from 'ajv';
 
-import { fingerprint } from './bench.js';
 import type { ServeLevelResult } from './bench-serve.js';
 import { InvalidArgumentError } from './errors.js';
 import type { Device } from './model.js';
-import { addon } from './native.js';
+import { addon, packageRoot } from './native.js';
 
 export const RUN_SCHEMA_ID = 'node-gpt-oss/bench-run@1';
 
@@ -106,6 +110,53 @@ export interface BenchRun {
   serve?: ServeLevelResult[];
 }
 
+function commit(): string {
+  const git = (args: string[]) =>
+    execFileSync('git', args, { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  try {
+    const head = git(['rev-parse', '--short', 'HEAD']);
+    // Runs of uncommitted changes must not pool with runs of the commit itself (bench report).
+    return git(['status', '--porcelain', '--untracked-files=no']) ? `${head}-dirty` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function fingerprint(): Record<string, string | number> {
+  const info = addon().deviceInfo();
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  const fp: Record<string, string | number> = {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpuThreads: info.cpu.threads,
+    simd: info.cpu.simd,
+    hostMemoryGB: +(totalmem() / 1e9).toFixed(1),
+    node: process.version,
+    package: pkg.version,
+    commit: commit(),
+  };
+  const mhz = cpus()[0]?.speed;
+  if (mhz) fp.cpuMHz = mhz;
+  if (info.cuda.available) {
+    fp.gpu = info.cuda.name ?? 'unknown';
+    fp.gpuMemoryGB = +((info.cuda.totalMemory ?? 0) / 1e9).toFixed(1);
+    if (info.cuda.computeCapability) fp.gpuComputeCapability = info.cuda.computeCapability;
+    // Driver and clocks where nvidia-smi can tell (it is not needed to run).
+    try {
+      const [driver, sm, mem] = execFileSync('nvidia-smi', ['--query-gpu=driver_version,clocks.max.sm,clocks.max.mem', '--format=csv,noheader,nounits', '-i', '0'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
+        .toString().trim().split(',').map((x) => x.trim());
+      if (driver) fp.gpuDriver = driver;
+      if (Number(sm)) fp.gpuMaxSmMHz = Number(sm);
+      if (Number(mem)) fp.gpuMaxMemMHz = Number(mem);
+    } catch {
+      // no nvidia-smi: the fingerprint keeps what the runtime reported
+    }
+  }
+  return fp;
+}
+
+/** Token ids a benchmark may feed as text: those below the first special token (199998). */
+export const ordinaryTokens = (vocabSize: number): number => Math.min(vocabSize, 199998);
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -113,6 +164,25 @@ export const median = (xs: number[]): number => {
 };
 
 export const stat = (samples: number[]): Stat => ({ value: median(samples), samples });
+
+/**
+ * A decode point from its timing and declared work: a step can go no faster than streaming its
+ * bytes, nor than doing its operations at the dense rate.
+ */
+export function decodePoint(batch: number, context: number, stepMs: Stat, bytesPerStep: number, flopsPerStep: number, c: Ceilings): DecodePoint {
+  const memoryS = bytesPerStep / (c.readGBps.value * 1e9), computeS = flopsPerStep / (c.denseGFLOPs.value * 1e9);
+  const rooflineTokensPerSecond = batch / Math.max(memoryS, computeS);
+  const tokensPerSecond = batch / (stepMs.value / 1e3);
+  return {
+    batch, context, stepMs, tokensPerSecond, msPerOutputToken: stepMs.value, bytesPerStep, flopsPerStep,
+    bound: memoryS >= computeS ? 'memory' : 'compute', rooflineTokensPerSecond, ratio: tokensPerSecond / rooflineTokensPerSecond,
+  };
+}
+
+export function prefillPoint(tokens: number, seconds: Stat, flops: number, c: Ceilings): PrefillPoint {
+  const GFLOPs = flops / seconds.value / 1e9;
+  return { tokens, seconds, tokensPerSecond: tokens / seconds.value, flops, GFLOPs, ratioToDense: GFLOPs / c.denseGFLOPs.value };
+}
 
 /** Times `fn` at least `minRuns` times and for at least `minMs`, after one untimed call. */
 export async function timeRuns(fn: () => Promise<unknown>, minRuns = 3, minMs = 200, maxRuns = 50): Promise<number[]> {
@@ -127,8 +197,7 @@ export async function timeRuns(fn: () => Promise<unknown>, minRuns = 3, minMs = 
   return samples;
 }
 
-export function newRun(command: string, model: string, device: Device): BenchRun {
-  const fp = fingerprint();
+export function newRun(command: string, model: string, device: Device, fp = fingerprint()): BenchRun {
   const date = new Date().toISOString();
   return {
     schema: RUN_SCHEMA_ID,
@@ -150,6 +219,71 @@ export async function measureReadGBps(reps = 3): Promise<Stat> {
   for (let i = 0; i < reps; i++) samples.push((await addon().measureHostBandwidth(1 << 30, 3)).bytesPerSecond / 1e9);
   return stat(samples);
 }
+
+// --- The figures as tables: the terminal (formatRun, formatServeBench) and the report's Markdown --
+
+export interface Table {
+  title: string;
+  head: string[];
+  rows: string[][];
+}
+
+/** A number to d decimals; '-' where nothing was measured. */
+export const fmt = (x: number | null, d = 1): string => (x !== null && Number.isFinite(x) ? x.toFixed(d) : '-');
+export const percent = (x: number): string => `${fmt(x * 100)}%`;
+
+export function serveTable(levels: ServeLevelResult[]): Table {
+  const ms = (p: ServeLevelResult['ttftMs'], d: number) => [p.p50, p.p90, p.p99].map((x) => fmt(x, d)).join('/');
+  return {
+    title: 'Serving',
+    head: ['concurrency', 'offered req/s', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'],
+    rows: levels.map((l) => [
+      String(l.concurrency), l.requestRate === undefined ? '-' : String(l.requestRate), String(l.requests), String(l.errors),
+      fmt(l.inputTokensPerSecond), fmt(l.outputTokensPerSecond), ms(l.ttftMs, 0), ms(l.itlMs, 1), fmt(l.goodputRequestsPerSecond, 2),
+    ]),
+  };
+}
+
+/** Every measured part of a run that has rows, in report order. */
+export function runTables(r: BenchRun): Table[] {
+  const out: Table[] = [];
+  if (r.kernels?.length)
+    out.push({
+      title: 'Kernels',
+      head: ['op', 'instance', 'T', 'shape', 'ms', 'GB/s', 'GFLOP/s', 'bound', 'of roofline'],
+      rows: r.kernels.map((k) => [k.op, k.name, String(k.tokens), k.shape, fmt(k.ms.value, 3), fmt(k.GBps), fmt(k.GFLOPs), k.bound, percent(k.ratio)]),
+    });
+  if (r.decode?.points.length)
+    out.push({
+      title: 'Decode',
+      head: ['decode batch', 'context', 'tokens/s', 'ms/token', 'GB/step', 'GFLOP/step', 'bound', 'roofline tok/s', 'ratio'],
+      rows: r.decode.points.map((p) => [
+        String(p.batch), String(p.context), fmt(p.tokensPerSecond, 2), fmt(p.msPerOutputToken), fmt(p.bytesPerStep / 1e9, 3), fmt(p.flopsPerStep / 1e9), p.bound,
+        fmt(p.rooflineTokensPerSecond, 2), percent(p.ratio),
+      ]),
+    });
+  if (r.prefill?.length)
+    out.push({
+      title: 'Prefill',
+      head: ['prefill tokens', 'tokens/s', 'seconds', 'GFLOP/s', 'of dense'],
+      rows: r.prefill.map((p) => [String(p.tokens), fmt(p.tokensPerSecond), fmt(p.seconds.value, 2), fmt(p.GFLOPs), percent(p.ratioToDense)]),
+    });
+  if (r.serve?.length) out.push(serveTable(r.serve));
+  if (r.memory)
+    out.push({ title: 'Memory', head: ['context', 'KV per sequence (GB)'], rows: r.memory.kvBytesAt.map((k) => [String(k.context), fmt(k.bytes / 1e9, 3)]) });
+  return out;
+}
+
+/** Aligned columns for a terminal: the first and every text column left, figures right. */
+export function textTable(t: Table): string {
+  const w = t.head.map((h, i) => Math.max(h.length, ...t.rows.map((r) => r[i].length)));
+  const left = t.head.map((_, i) => i === 0 || t.rows.some((r) => !/^[-+\d.,/%]*$/.test(r[i])));
+  return [t.head, ...t.rows].map((r) => r.map((c, i) => (left[i] ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd()).join('\n');
+}
+
+/** One line on the memory a run measured. */
+export const memoryLine = (m: MemoryResult): string =>
+  `weights ${fmt(m.weightsBytes / 1e9, 2)} GB, KV cache ${fmt(m.kvBytesPerToken / 1e3)} kB per token (${m.kvDType}), resident after load ${fmt(m.rssAfterLoadBytes / 1e9, 2)} GB, peak ${fmt(m.peakRssBytes / 1e9, 2)} GB`;
 
 // --- The schema the report validates its input against ------------------------------------------
 

@@ -3,7 +3,7 @@
 // in and out), time to first token and inter-token latency percentiles, errors and goodput.
 // Token-id prompts with temperature 0, so every engine gets the same work. Bounded by count and time.
 import { createEngine } from './engine.js';
-import { fingerprint } from './bench.js';
+import { fingerprint, ordinaryTokens, serveTable, textTable } from './bench-run.js';
 import { InvalidArgumentError } from './errors.js';
 import { seededRandom } from './rng.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
@@ -110,7 +110,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
   let url = o.url;
   let modelId = o.modelId ?? 'bench-model';
   let stop = async () => {};
-  let vocab = 199998;
+  let vocab = ordinaryTokens(Infinity); // any gpt-oss server
   if (!url) {
     let model: Model;
     if (o.model) {
@@ -122,7 +122,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       model = await createSyntheticModel({ preset: o.synthetic ?? '20b', layers: o.layers ?? 1 });
       modelId = o.modelId ?? `synthetic-${o.synthetic ?? '20b'}`;
     }
-    vocab = Math.min(vocab, model.config.vocabSize);
+    vocab = ordinaryTokens(model.config.vocabSize);
     const maxC = o.rates ? (o.maxConcurrency ?? perLevel) : Math.max(...levels);
     const engine = await createEngine({ model, maxSequences: maxC, maxContext: pMax + oMax + 8, maxBatchTokens: 256 });
     const server = await listen(createApp(engine, { modelId }), { port: 0 });
@@ -208,14 +208,5 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
 }
 
 export function formatServeBench(r: Awaited<ReturnType<typeof runServeBench>>): string {
-  const byRate = r.levels.some((l) => l.requestRate !== undefined);
-  const head = [byRate ? 'req/s offered' : 'concurrency', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'];
-  const rows = r.levels.map((l) => [
-    String(byRate ? l.requestRate : l.concurrency), String(l.requests), String(l.errors), l.inputTokensPerSecond.toFixed(1), l.outputTokensPerSecond.toFixed(1),
-    [l.ttftMs.p50, l.ttftMs.p90, l.ttftMs.p99].map((x) => (x === null ? '-' : x.toFixed(0))).join('/'),
-    [l.itlMs.p50, l.itlMs.p90, l.itlMs.p99].map((x) => (x === null ? '-' : x.toFixed(1))).join('/'),
-    l.goodputRequestsPerSecond.toFixed(2),
-  ]);
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  return [head, ...rows].map((row) => row.map((c, i) => c.padStart(w[i])).join('  ')).join('\n');
+  return textTable(serveTable(r.levels));
 }

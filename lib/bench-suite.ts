@@ -2,7 +2,7 @@
 // shapes), the ceilings measured once, then kernels, decode, prefill and memory as asked; the
 // result is one BenchRun (lib/bench-run.ts) for `gptoss bench report`.
 import { runKernelBench, measureCeilings } from './bench-kernels.js';
-import { type BenchRun, newRun } from './bench-run.js';
+import { type BenchRun, fmt, memoryLine, newRun, runTables, textTable } from './bench-run.js';
 import { memoryResult, type Progress, runDecodeSweep, runPrefillSweep } from './bench-sweep.js';
 import { InvalidArgumentError } from './errors.js';
 import { openBenchModel } from './bench.js';
@@ -80,33 +80,15 @@ export async function runSuite(o: SuiteOptions): Promise<BenchRun> {
   }
 }
 
-const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-const pct = (x: number) => `${f(x * 100)}%`;
-
 /** The run as plain-text tables for a terminal. */
 export function formatRun(r: BenchRun): string {
   const lines: string[] = [`${r.model} on ${r.device} (${r.fingerprint.gpu ?? r.fingerprint.cpu}), commit ${r.fingerprint.commit}`];
   if (r.ceilings)
-    lines.push(`ceilings: read ${f(r.ceilings.readGBps.value)} GB/s, dense ${f(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel})`);
-  const table = (head: string[], rows: string[][]) => {
-    const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-    lines.push('', head.map((h, i) => h.padEnd(w[i])).join('  '), ...rows.map((r) => r.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ')));
-  };
-  if (r.kernels)
-    table(['op', 'instance', 'T', 'ms', 'GB/s', 'GFLOP/s', 'bound', 'of roof'],
-      r.kernels.map((k) => [k.op, k.name, String(k.tokens), f(k.ms.value, 3), f(k.GBps), f(k.GFLOPs), k.bound, pct(k.ratio)]));
-  if (r.decode) {
-    table(['decode batch', 'context', 'tokens/s', 'ms/token', 'GB/step', 'GFLOP/step', 'bound', 'roofline tok/s', 'ratio'],
-      r.decode.points.map((p) => [String(p.batch), String(p.context), f(p.tokensPerSecond, 2), f(p.msPerOutputToken), f(p.bytesPerStep / 1e9, 3), f(p.flopsPerStep / 1e9), p.bound, f(p.rooflineTokensPerSecond, 2), pct(p.ratio)]));
-    for (const s of r.decode.skipped) lines.push(`skipped batch ${s.batch}, context ${s.context}: ${s.reason}`);
-  }
-  if (r.prefill)
-    table(['prefill tokens', '', 'tokens/s', 'seconds', 'GFLOP/s', 'of dense'],
-      r.prefill.map((p) => [String(p.tokens), '', f(p.tokensPerSecond), f(p.seconds.value, 2), f(p.GFLOPs), pct(p.ratioToDense)]));
-  if (r.memory) {
-    const m = r.memory;
-    lines.push('', `memory: weights ${f(m.weightsBytes / 1e9, 2)} GB, KV ${f(m.kvBytesPerToken / 1e3)} kB/token (${m.kvDType}), RSS after load ${f(m.rssAfterLoadBytes / 1e9, 2)} GB, peak ${f(m.peakRssBytes / 1e9, 2)} GB`);
-    lines.push(`KV per sequence: ${m.kvBytesAt.map((k) => `${k.context} tokens ${f(k.bytes / 1e9, 3)} GB`).join(', ')}`);
+    lines.push(`ceilings: read ${fmt(r.ceilings.readGBps.value)} GB/s, dense ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel})`);
+  for (const t of runTables(r)) {
+    if (t.title === 'Memory') lines.push('', `memory: ${memoryLine(r.memory!)}`);
+    lines.push('', textTable(t));
+    if (t.title === 'Decode') for (const s of r.decode!.skipped) lines.push(`skipped batch ${s.batch}, context ${s.context}: ${s.reason}`);
   }
   return lines.join('\n');
 }

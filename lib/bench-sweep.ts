@@ -3,9 +3,11 @@
 // matmul rate; and what the model takes in memory. Ceilings come from the same run.
 import { freemem } from 'node:os';
 
-import { type Ceilings, type DecodePoint, type DecodeSkip, type MemoryResult, type PrefillPoint, stat, timeRuns } from './bench-run.js';
+import {
+  type Ceilings, type DecodePoint, decodePoint, type DecodeSkip, type MemoryResult, ordinaryTokens, type PrefillPoint, prefillPoint, stat, timeRuns,
+} from './bench-run.js';
 import type { ModelConfig } from './config.js';
-import { decodeBytes } from './graph.js';
+import { activeLayerParams, decodeBytes } from './graph.js';
 import { estimateMemory } from './memory.js';
 import type { Model } from './model.js';
 import { Sampler } from './sampler.js';
@@ -15,12 +17,12 @@ export type Progress = (done: number, total: number, label: string) => void;
 const PAGE = 16;
 
 /** Bytes of KV pools a decode point needs: each sequence its own pages (none shared). */
-export function decodePoolRows(cfg: ModelConfig, batch: number, context: number, steps: number) {
+export function decodePoolRows(cfg: ModelConfig, batch: number, context: number, steps: number, kvBytes = 4) {
   const window = Math.max(0, ...cfg.layerWindows);
   const fullRing = Math.ceil((context + steps + 1) / PAGE);
   // A sliding layer holds only its window: ring * page >= window + 1 token per step.
   const slidingRing = Math.min(fullRing, Math.ceil((window + 1) / PAGE) + 1);
-  const width = 2 * cfg.numKvHeads * cfg.headDim * 4;
+  const width = 2 * cfg.numKvHeads * cfg.headDim * kvBytes;
   const fullLayers = cfg.layerWindows.filter((w) => w === 0).length;
   const slidingLayers = cfg.layerWindows.length - fullLayers;
   const bytes = batch * PAGE * width * (fullRing * fullLayers + slidingRing * slidingLayers);
@@ -48,49 +50,38 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
   const cfg = o.model.config;
   const V = cfg.vocabSize;
   const budget = o.memoryBudget ?? freemem() * 0.5;
+  const kvBytes = o.model.kvDType === 'f32' ? 4 : 2;
   const points: DecodePoint[] = [];
   const skipped: DecodeSkip[] = [];
   const grid = o.contexts.flatMap((context) => o.batches.map((batch) => ({ batch, context })));
   for (const [i, { batch, context }] of grid.entries()) {
     o.progress?.(i, grid.length, `decode batch ${batch}, context ${context}`);
-    const pools = decodePoolRows(cfg, batch, context, o.steps);
+    const pools = decodePoolRows(cfg, batch, context, o.steps, kvBytes);
     if (pools.bytes > budget) {
       skipped.push({ batch, context, reason: `its KV cache needs ${(pools.bytes / 1e9).toFixed(1)} GB; the budget is ${(budget / 1e9).toFixed(1)} GB` });
       continue;
     }
     const program = o.model.createPagedProgram({ maxTokens: batch, fullRows: batch * pools.fullRing * PAGE, slidingRows: batch * pools.slidingRing * PAGE });
     try {
-      const table = (ring: number) => Int32Array.from({ length: batch * ring }, (_, j) => j);
+      // Sequence s owns pages [s * ring, (s + 1) * ring) of each pool.
+      const table = (ring: number) => ({ table: Int32Array.from({ length: batch * ring }, (_, j) => j), ring, pageSize: PAGE });
+      const full = table(pools.fullRing), sliding = table(pools.slidingRing);
       const samplers = Array.from({ length: batch }, (_, s) => new Sampler({ seed: s + 1 }, V));
       const out = new Float32Array(batch * V);
-      let pos = context;
       const seqs = Int32Array.from({ length: batch }, (_, s) => s);
+      let pos = context;
       const step = () => {
         const args = {
-          tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % Math.min(V, 199998)),
+          tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % ordinaryTokens(V)),
           positions: new Int32Array(batch).fill(pos),
-          seqs,
-          full: { table: table(pools.fullRing), ring: pools.fullRing, pageSize: PAGE },
-          sliding: { table: table(pools.slidingRing), ring: pools.slidingRing, pageSize: PAGE },
-          logitRows: seqs,
-          out,
+          seqs, full, sliding, logitRows: seqs, out,
           sampling: samplers.map((s) => s.params()),
         };
         pos++;
         return program.step(args);
       };
       const ms = await timeRuns(step, o.steps, 0, o.steps);
-      const s = stat(ms);
-      const bytes = decodeBytes(cfg, context, 4, batch);
-      const flops = decodeFlops(cfg, context, batch);
-      // A step can go no faster than streaming its bytes, nor than doing its operations at the dense rate.
-      const memoryS = bytes / (o.ceilings.readGBps.value * 1e9), computeS = flops / (o.ceilings.denseGFLOPs.value * 1e9);
-      const roofline = batch / Math.max(memoryS, computeS);
-      const tps = batch / (s.value / 1e3);
-      points.push({
-        batch, context, stepMs: s, tokensPerSecond: tps, msPerOutputToken: s.value, bytesPerStep: bytes, flopsPerStep: flops,
-        bound: memoryS >= computeS ? 'memory' : 'compute', rooflineTokensPerSecond: roofline, ratio: tps / roofline,
-      });
+      points.push(decodePoint(batch, context, stat(ms), decodeBytes(cfg, context, kvBytes, batch), decodeFlops(cfg, context, batch), o.ceilings));
     } finally {
       program.dispose();
     }
@@ -101,22 +92,19 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
 
 /** Operations of one decode step: per sequence 2 x active parameters, logits, and attention over its context. */
 export function decodeFlops(cfg: ModelConfig, ctx: number, batch: number): number {
-  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const perLayer = (Hq + 2 * Hkv) * D * H + H * Hq * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * I * H;
-  let perToken = 2 * cfg.numLayers * perLayer + 2 * cfg.vocabSize * H;
-  for (const window of cfg.layerWindows) perToken += 4 * Hq * D * (window > 0 ? Math.min(window, ctx + 1) : ctx + 1);
+  let perToken = 2 * cfg.numLayers * activeLayerParams(cfg) + 2 * cfg.vocabSize * cfg.hiddenSize;
+  for (const window of cfg.layerWindows) perToken += 4 * cfg.numHeads * cfg.headDim * (window > 0 ? Math.min(window, ctx + 1) : ctx + 1);
   return batch * perToken;
 }
 
 /** Useful operations of a prompt of T tokens: 2 x active parameters per token, attention, logits. */
 export function prefillFlops(cfg: ModelConfig, T: number): number {
-  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const perLayer = (Hq + 2 * Hkv) * D * H + H * Hq * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * I * H;
-  let flops = 2 * T * cfg.numLayers * perLayer + 2 * cfg.vocabSize * H; // logits of the last position
+  let flops = 2 * T * cfg.numLayers * activeLayerParams(cfg) + 2 * cfg.vocabSize * cfg.hiddenSize; // logits of the last position
   for (const window of cfg.layerWindows) {
     // Keys each query sees, summed over the prompt: QK and PV are 2 x D operations per key per head.
-    const keys = window > 0 ? T * Math.min(window, T) - (Math.min(window, T) * (Math.min(window, T) - 1)) / 2 : (T * (T + 1)) / 2;
-    flops += 4 * Hq * D * keys;
+    const w = window > 0 ? Math.min(window, T) : T;
+    const keys = T * w - (w * (w - 1)) / 2;
+    flops += 4 * cfg.numHeads * cfg.headDim * keys;
   }
   return flops;
 }
@@ -138,7 +126,7 @@ export async function runPrefillSweep(o: PrefillSweepOptions): Promise<PrefillPo
     o.progress?.(i, o.prompts.length, `prefill ${T} tokens`);
     const session = o.model.createSession({ maxContext: T + 1, maxTokens: Math.min(T, o.chunk ?? 512) });
     try {
-      const prompt = Array.from({ length: T }, (_, j) => (j * 7919 + 13) % Math.min(cfg.vocabSize, 199998));
+      const prompt = Array.from({ length: T }, (_, j) => (j * 7919 + 13) % ordinaryTokens(cfg.vocabSize));
       const samples: number[] = [];
       for (let r = 0; r < o.repeats; r++) {
         session.reset();
@@ -146,10 +134,7 @@ export async function runPrefillSweep(o: PrefillSweepOptions): Promise<PrefillPo
         await session.forward(prompt, { logits: 'last' });
         samples.push((performance.now() - t) / 1e3);
       }
-      const s = stat(samples);
-      const flops = prefillFlops(cfg, T);
-      const GFLOPs = flops / s.value / 1e9;
-      out.push({ tokens: T, seconds: s, tokensPerSecond: T / s.value, flops, GFLOPs, ratioToDense: GFLOPs / o.ceilings.denseGFLOPs.value });
+      out.push(prefillPoint(T, stat(samples), prefillFlops(cfg, T), o.ceilings));
     } finally {
       session.dispose();
     }

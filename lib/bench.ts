@@ -1,14 +1,10 @@
 // `gptoss bench`: prefill and decode speed of one model on one device, with the ratio of the bytes
 // a decode step streams to the memory read bandwidth measured in the same run (STYLE.md,
 // "Benchmarks report ratios"). 1 GB = 1e9 bytes.
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
-
+import { fingerprint, median, ordinaryTokens } from './bench-run.js';
 import { decodeBytes } from './graph.js';
 import { type Device, loadModel, type Model } from './model.js';
-import { addon, packageRoot } from './native.js';
+import { addon } from './native.js';
 import { seededRandom } from './rng.js';
 import { Sampler, sampleLogits } from './sampler.js';
 import { createSyntheticModel, type Preset } from './synthetic.js';
@@ -46,51 +42,6 @@ export interface BenchResult {
   units: { GB: '1e9 bytes' };
 }
 
-function commit(): string {
-  const git = (args: string[]) =>
-    execFileSync('git', args, { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
-  try {
-    const head = git(['rev-parse', '--short', 'HEAD']);
-    // Runs of uncommitted changes must not pool with runs of the commit itself (bench report).
-    return git(['status', '--porcelain', '--untracked-files=no']) ? `${head}-dirty` : head;
-  } catch {
-    return 'unknown';
-  }
-}
-
-export function fingerprint(): Record<string, string | number> {
-  const info = addon().deviceInfo();
-  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
-  const fp: Record<string, string | number> = {
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cpuThreads: info.cpu.threads,
-    simd: info.cpu.simd,
-    hostMemoryGB: +(totalmem() / 1e9).toFixed(1),
-    node: process.version,
-    package: pkg.version,
-    commit: commit(),
-  };
-  const mhz = cpus()[0]?.speed;
-  if (mhz) fp.cpuMHz = mhz;
-  if (info.cuda.available) {
-    fp.gpu = info.cuda.name ?? 'unknown';
-    fp.gpuMemoryGB = +((info.cuda.totalMemory ?? 0) / 1e9).toFixed(1);
-    if (info.cuda.computeCapability) fp.gpuComputeCapability = info.cuda.computeCapability;
-    // Driver and clocks where nvidia-smi can tell (it is not needed to run).
-    try {
-      const [driver, sm, mem] = execFileSync('nvidia-smi', ['--query-gpu=driver_version,clocks.max.sm,clocks.max.mem', '--format=csv,noheader,nounits', '-i', '0'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
-        .toString().trim().split(',').map((x) => x.trim());
-      if (driver) fp.gpuDriver = driver;
-      if (Number(sm)) fp.gpuMaxSmMHz = Number(sm);
-      if (Number(mem)) fp.gpuMaxMemMHz = Number(mem);
-    } catch {
-      // no nvidia-smi: the fingerprint keeps what the runtime reported
-    }
-  }
-  return fp;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function argmax(x: Float32Array): number {
   let best = 0;
@@ -126,7 +77,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
     const cfg = model.config;
     const session = model.createSession({ maxContext: P + N + 4, maxTokens: Math.min(P, 128) });
     const uniform = seededRandom(options.seed ?? 1);
-    const rand = () => Math.floor(uniform() * Math.min(cfg.vocabSize, 199998));
+    const rand = () => Math.floor(uniform() * ordinaryTokens(cfg.vocabSize));
     // Warm-up: touches every weight page once (a checkpoint's first touch reads the disk).
     log('warming up...');
     await session.forward([rand(), rand()], { logits: 'last' });

@@ -1,19 +1,19 @@
 #!/usr/bin/env node
-// The gptoss command: `logits` (check any backend against a reference) and `bench`.
+// The gptoss command: chat, generate, serve, the Hub, `logits` and `check` (any backend against the
+// reference), and the `bench` suite.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
-import { fingerprint, formatBench, runBench } from './bench.js';
+import { formatBench, runBench } from './bench.js';
 import { formatCheck, runCheck } from './check.js';
 import { packageRoot } from './native.js';
 import { formatMaskBench, runMaskBench } from './bench-mask.js';
 import { formatServeBench, runServeBench } from './bench-serve.js';
-import { newRun } from './bench-run.js';
+import { type BenchRun, fingerprint, newRun } from './bench-run.js';
 import { formatRun, PARTS, type Part, runSuite } from './bench-suite.js';
-import { renderReport } from './bench-report.js';
 import { openCheckpoint } from './checkpoint.js';
 import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from './hub.js';
 import { estimateMemory } from './memory.js';
@@ -31,6 +31,9 @@ const positiveInt = (name: string) => (v: string) => {
   if (!Number.isSafeInteger(n) || n < 1) throw new CommanderArgError(`${name} must be a positive integer`);
   return n;
 };
+
+/** Progress lines on stderr when it is a terminal and the output is not --json only. */
+const stderrLog = (json: boolean | undefined) => (json || !process.stderr.isTTY ? undefined : (l: string) => void process.stderr.write(`${l}\n`));
 
 function parseTokens(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -112,7 +115,7 @@ program
   .action(async (o: { device: 'cpu' | 'cuda'; fixtures?: string; json?: boolean }) => {
     const results = await runCheck({
       fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'), device: o.device,
-      log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
+      log: stderrLog(o.json),
     });
     if (!o.json) process.stdout.write(`${formatCheck(results, o.device)}\n`);
     process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results })}\n`);
@@ -233,7 +236,7 @@ program
     await engine.close({ abort: true });
   });
 
-const bench = program.command('bench').description('benchmarks: decode/prefill speed (default) and `bench serve`');
+const bench = program.command('bench').description('benchmarks: decode/prefill speed (default), the suite and its parts, serve, mask, report');
 
 /** `16-64` (or one number for a fixed length) as [min, max]. */
 const range = (name: string) => (v: string): [number, number] => {
@@ -243,20 +246,17 @@ const range = (name: string) => (v: string): [number, number] => {
   return [lo, hi];
 };
 
-const intList = (name: string) => (v: string) => v.split(',').map((x) => {
+/** A comma-separated list of integers of at least `min`. */
+const intList = (name: string, min: number) => (v: string) => v.split(',').map((x) => {
   const n = Number(x.trim());
-  if (x.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not a non-negative integer`);
+  if (x.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not an integer of at least ${min}`);
   return n;
 });
 
-/** Writes a run: to --out when given (the file `gptoss bench report` reads), and as one JSON line. */
-async function emitRun(r: import('./bench-run.js').BenchRun, o: { out?: string; json?: boolean }, text: string) {
-  if (!o.json) process.stdout.write(`${text}\n`);
-  if (o.out) {
-    await writeFile(o.out, `${JSON.stringify(r, null, 1)}\n`);
-    if (!o.json) process.stderr.write(`wrote ${o.out}\n`);
-  }
-  process.stdout.write(`${JSON.stringify(r)}\n`);
+/** Writes a run where `gptoss bench report` reads it. */
+async function writeRun(file: string, r: BenchRun, quiet: boolean | undefined) {
+  await writeFile(file, `${JSON.stringify(r, null, 1)}\n`);
+  if (!quiet) process.stderr.write(`wrote ${file}\n`);
 }
 
 /** A progress bar on a terminal; nothing when stderr is a pipe or --json is given. */
@@ -275,7 +275,10 @@ function progressBar(quiet: boolean | undefined) {
         started = false;
       }
     },
-    stop: () => started && bar.stop(),
+    stop: () => {
+      if (started) bar.stop();
+      started = false;
+    },
   };
 }
 
@@ -294,17 +297,18 @@ for (const part of ['suite', ...PARTS] as const) {
     .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes (default 20b)').choices(['20b', '120b']))
     .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
     .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
-    .option('--tokens <list>', 'kernels: tokens per call (1 = the decode shapes)', intList('--tokens'))
+    .option('--tokens <list>', 'kernels: tokens per call (1 = the decode shapes)', intList('--tokens', 0))
     .option('--kernel-context <n>', 'kernels: the decode position of attention', positiveInt('--kernel-context'))
-    .option('--batch <list>', 'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)', intList('--batch'))
-    .option('--context <list>', 'decode: context lengths (default 0,1024,8192 on the CPU; up to 32768 on CUDA)', intList('--context'))
+    .option('--batch <list>', 'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)', intList('--batch', 0))
+    .option('--context <list>', 'decode: context lengths (default 0,1024,8192 on the CPU; up to 32768 on CUDA)', intList('--context', 0))
     .option('--steps <n>', 'decode: timed steps per point', positiveInt('--steps'))
-    .option('--prompt <list>', 'prefill: prompt lengths (default 1024 on the CPU; 1024,8192,32768 on CUDA)', intList('--prompt'))
+    .option('--prompt <list>', 'prefill: prompt lengths (default 1024 on the CPU; 1024,8192,32768 on CUDA)', intList('--prompt', 0))
     .option('--repeats <n>', 'prefill: runs per prompt length', positiveInt('--repeats'))
     .option('--out <file>', 'write the run as JSON here')
     .option('--json', 'print only the JSON line')
     .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: 'cpu' | 'cuda'; tokens?: number[]; kernelContext?: number; batch?: number[]; context?: number[]; steps?: number; prompt?: number[]; repeats?: number; out?: string; json?: boolean }) => {
       if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
+      // Checked here rather than by the parser so the message names what the number is.
       if (o.batch?.some((b) => b < 1)) throw new CommanderArgError('--batch sizes must be at least 1');
       if (o.prompt?.some((b) => b < 1)) throw new CommanderArgError('--prompt lengths must be at least 1');
       if (o.tokens?.some((b) => b < 1)) throw new CommanderArgError('--tokens must be at least 1');
@@ -314,10 +318,12 @@ for (const part of ['suite', ...PARTS] as const) {
           model: o.model, synthetic: o.model ? undefined : (o.synthetic ?? '20b'), layers: o.model ? undefined : (o.layers ?? 2), device: o.device,
           parts: part === 'suite' ? PARTS : [part as Part], kernelTokens: o.tokens, kernelContext: o.kernelContext, batches: o.batch, contexts: o.context,
           steps: o.steps, prompts: o.prompt, repeats: o.repeats, command: `gptoss ${process.argv.slice(2).join(' ')}`,
-          log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`), progress: bar.progress,
+          log: stderrLog(o.json), progress: bar.progress,
         });
         bar.stop();
-        await emitRun(r, o, formatRun(r));
+        if (!o.json) process.stdout.write(`${formatRun(r)}\n`);
+        if (o.out) await writeRun(o.out, r, o.json);
+        process.stdout.write(`${JSON.stringify(r)}\n`);
       } finally {
         bar.stop();
       }
@@ -331,6 +337,8 @@ bench
   .option('--baseline <file>', 'the run to compare against')
   .option('--out <dir>', 'where report.html and report.md go', 'bench-report')
   .action(async (files: string[], o: { baseline?: string; out: string }) => {
+    // Vega is loaded here only: it adds a third of a second to every other command's start.
+    const { renderReport } = await import('./bench-report.js');
     const r = await renderReport({ files, baseline: o.baseline, outDir: o.out });
     process.stdout.write(`${r.markdown}\n`);
     process.stderr.write(`wrote ${r.htmlPath} and ${r.markdownPath}\n`);
@@ -345,7 +353,7 @@ bench
   .option('--layers <n>', 'layers of a synthetic model (default 1)', positiveInt('--layers'))
   .option('--api-key <key>', 'bearer token for --url')
   .option('--served-model <id>', 'the model id to send (with --url)')
-  .option('--concurrency <list>', 'comma-separated levels', (v: string) => v.split(',').map((x) => positiveInt('--concurrency')(x)), [1, 2, 4, 8])
+  .option('--concurrency <list>', 'comma-separated levels', intList('--concurrency', 1), [1, 2, 4, 8])
   .option('--rate <list>', 'open-loop load instead of --concurrency: requests per second (Poisson arrivals), comma-separated levels', (v: string) =>
     v.split(',').map((x) => {
       const n = Number(x);
@@ -366,15 +374,11 @@ bench
       url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
       concurrency: o.concurrency, rates: o.rate, maxConcurrency: o.maxConcurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
       promptTokens: o.promptTokens, outputTokens: o.outputTokens, ttftBoundMs: o.ttftBound, itlBoundMs: o.itlBound,
-      log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
+      log: stderrLog(o.json),
     });
     if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
-    if (o.out) {
-      const run = newRun(`gptoss ${process.argv.slice(2).join(' ')}`, r.target, 'cpu');
-      run.serve = r.levels;
-      await writeFile(o.out, `${JSON.stringify(run, null, 1)}\n`);
-    }
+    if (o.out) await writeRun(o.out, { ...newRun(`gptoss ${process.argv.slice(2).join(' ')}`, r.target, 'cpu', r.fingerprint), serve: r.levels }, o.json);
   });
 
 bench
@@ -382,11 +386,11 @@ bench
   .description("constrained decoding's cost per decode step (JSON Schema masks) at several batch sizes")
   .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']).default('20b'))
   .option('--layers <n>', 'layers of the synthetic model (default 2)', positiveInt('--layers'), 2)
-  .option('--batch <list>', 'comma-separated batch sizes', (v: string) => v.split(',').map((x) => positiveInt('--batch')(x)), [1, 32])
+  .option('--batch <list>', 'comma-separated batch sizes', intList('--batch', 1), [1, 32])
   .option('--steps <n>', 'decode steps timed per batch size', positiveInt('--steps'), 16)
   .option('--json', 'print only the JSON line')
   .action(async (o: { synthetic: '20b' | '120b'; layers: number; batch: number[]; steps: number; json?: boolean }) => {
-    const r = await runMaskBench({ synthetic: o.synthetic, layers: o.layers, batches: o.batch, steps: o.steps, log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`) });
+    const r = await runMaskBench({ synthetic: o.synthetic, layers: o.layers, batches: o.batch, steps: o.steps, log: stderrLog(o.json) });
     if (!o.json) process.stdout.write(`${formatMaskBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   });
@@ -410,7 +414,7 @@ bench
       device: o.device,
       prefillTokens: o.prefillTokens,
       decodeTokens: o.decodeTokens,
-      log: o.json || !process.stderr.isTTY ? undefined : (l) => process.stderr.write(`${l}\n`),
+      log: stderrLog(o.json),
     });
     if (!o.json) process.stdout.write(`${formatBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);

@@ -89,19 +89,31 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
   ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: 1 });
   ops.push({ op: 'matmul_bf16', x: h, y: -1, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: 1 });
 
+  return { maxTokens: M, rope: ropeSpec(cfg), buffers, ops };
+}
+
+/** The rotary embedding's parameters as a program carries them (YaRN, §2.5). */
+export function ropeSpec(cfg: ModelConfig): ProgramSpec['rope'] {
   return {
-    maxTokens: M,
-    rope: {
-      theta: cfg.ropeTheta,
-      factor: cfg.ropeScalingFactor,
-      ntkAlpha: cfg.ropeNtkAlpha,
-      ntkBeta: cfg.ropeNtkBeta,
-      initialContext: cfg.initialContextLength,
-      headDim: D,
-    },
-    buffers,
-    ops,
+    theta: cfg.ropeTheta,
+    factor: cfg.ropeScalingFactor,
+    ntkAlpha: cfg.ropeNtkAlpha,
+    ntkBeta: cfg.ropeNtkBeta,
+    initialContext: cfg.initialContextLength,
+    headDim: cfg.headDim,
   };
+}
+
+/** Bytes of one expert: MXFP4 blocks and E8M0 scales of both matrices, and their bf16 biases. */
+export function expertBytes(cfg: ModelConfig): number {
+  const H = cfg.hiddenSize, I = cfg.intermediateSize;
+  return (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
+}
+
+/** Matmul parameters one token uses in one layer: QKV, output, router, and k experts. */
+export function activeLayerParams(cfg: ModelConfig): number {
+  const H = cfg.hiddenSize, D = cfg.headDim;
+  return (cfg.numHeads + 2 * cfg.numKvHeads) * D * H + H * cfg.numHeads * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * cfg.intermediateSize * H;
 }
 
 /** Distinct experts `tokens` tokens touch under uniform top-k routing, in expectation (k for one). */
@@ -114,10 +126,10 @@ export const expectedExperts = (E: number, k: number, tokens: number): number =>
  * uniform top-k routing; exactly k for one token) and every sequence's keys and values.
  */
 export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number, batch = 1): number {
-  const H = cfg.hiddenSize, I = cfg.intermediateSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+  const H = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
   const E = cfg.numExperts, k = cfg.expertsPerToken;
   const qkvRows = (Hq + 2 * Hkv) * D;
-  const perExpert = (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
+  const perExpert = expertBytes(cfg);
   const experts = expectedExperts(E, k, batch);
   let bytes = batch * H * 2 /* embedding rows */ + H * 2 + cfg.vocabSize * H * 2; /* final norm, unembedding */
   cfg.layerWindows.forEach((window) => {

@@ -4,7 +4,7 @@ import { totalmem } from 'node:os';
 
 import type { ModelConfig } from './config.js';
 import { OutOfMemoryError } from './errors.js';
-import { cacheRows } from './graph.js';
+import { cacheRows, expertBytes } from './graph.js';
 import type { Device } from './model.js';
 import { addon } from './native.js';
 
@@ -24,11 +24,10 @@ export interface MemoryEstimate {
 
 /** Bytes of weights the config implies (bf16 dense tensors, MXFP4 experts with their scales). */
 export function weightBytes(c: ModelConfig): number {
-  const H = c.hiddenSize, I = c.intermediateSize, E = c.numExperts, D = c.headDim;
+  const H = c.hiddenSize, E = c.numExperts, D = c.headDim;
   const qkv = (c.numHeads + 2 * c.numKvHeads) * D;
   const perLayer =
-    2 * H * 2 + (qkv * H + qkv) * 2 + c.numHeads * 2 + (H * c.numHeads * D + H) * 2 + (E * H + E) * 2 +
-    E * ((2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2);
+    2 * H * 2 + (qkv * H + qkv) * 2 + c.numHeads * 2 + (H * c.numHeads * D + H) * 2 + (E * H + E) * 2 + E * expertBytes(c);
   return c.numLayers * perLayer + 2 * c.vocabSize * H * 2 + H * 2;
 }
 

@@ -37,6 +37,12 @@ export function presetConfig(preset: Preset, layers?: number): ModelConfig {
   };
 }
 
+/**
+ * The E8M0 byte that gives random MXFP4 rows the RMS of 1/sqrt(fan-in): E2M1 codes have RMS 2.93,
+ * and 2^(byte - 127) * 2.93 ~ 1/sqrt(fan-in).
+ */
+export const mxfp4ScaleCentre = (fanIn: number): number => Math.round(127 + Math.log2(1 / (Math.sqrt(fanIn) * 2.93)));
+
 export interface SyntheticModelOptions {
   preset?: Preset;
   /** Use this config instead of a preset (tests: small random models). */
@@ -68,10 +74,8 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
     specs.push({ name, kind, bytes, seed: seed * 1_000_003 + n, a });
     return n++;
   };
-  // Uniform weights with the RMS of 1/sqrt(fan-in); MXFP4 scales centred so experts match (E2M1
-  // codes have RMS 2.93, 2^-7 * 2.93 ~ 1/sqrt(2880)).
+  // Uniform weights with the RMS of 1/sqrt(fan-in); MXFP4 scales centred to match (mxfp4ScaleCentre).
   const dense = (fanIn: number) => Math.sqrt(3 / fanIn);
-  const scaleCentre = Math.round(127 + Math.log2(1 / (Math.sqrt(H) * 2.93)));
   const idx = {
     embedding: t('embedding', 'bf16-uniform', cfg.vocabSize * H * 2, 1),
     norm: t('norm', 'bf16-const', H * 2, 1),
@@ -86,10 +90,10 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
       routerWeight: t(`${l}.gate`, 'bf16-uniform', E * H * 2, dense(H)),
       routerBias: t(`${l}.gate.bias`, 'bf16-uniform', E * 2, 0.02),
       mlp1Blocks: t(`${l}.mlp1.blocks`, 'u8-uniform', (E * 2 * I * H) / 2, 0),
-      mlp1Scales: t(`${l}.mlp1.scales`, 'u8-around', (E * 2 * I * H) / 32, scaleCentre),
+      mlp1Scales: t(`${l}.mlp1.scales`, 'u8-around', (E * 2 * I * H) / 32, mxfp4ScaleCentre(H)),
       mlp1Bias: t(`${l}.mlp1.bias`, 'bf16-uniform', E * 2 * I * 2, 0.02),
       mlp2Blocks: t(`${l}.mlp2.blocks`, 'u8-uniform', (E * H * I) / 2, 0),
-      mlp2Scales: t(`${l}.mlp2.scales`, 'u8-around', (E * H * I) / 32, Math.round(127 + Math.log2(1 / (Math.sqrt(I) * 2.93)))),
+      mlp2Scales: t(`${l}.mlp2.scales`, 'u8-around', (E * H * I) / 32, mxfp4ScaleCentre(I)),
       mlp2Bias: t(`${l}.mlp2.bias`, 'bf16-uniform', E * H * 2, 0.02),
     })),
   };
