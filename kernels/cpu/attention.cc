@@ -37,8 +37,13 @@ void attention_cpu(const AttentionArgs& a) {
   };
 
   // Tokens go in groups whose partials fit kMaxPartialBytes (a long prefill chunk at a long context).
-  std::vector<int64_t> first;  // first task of each token in the group
-  std::vector<float> parts;
+  // Kept between calls (one per calling thread): a decode step would otherwise allocate, and
+  // page-fault, a fresh partials buffer in every attention layer. Bound to references so the
+  // workers below use the caller's copies, not their own thread_local ones.
+  thread_local std::vector<int64_t> t_first;
+  thread_local std::vector<float> t_parts;
+  std::vector<int64_t>& first = t_first;  // first task of each token in the group
+  std::vector<float>& parts = t_parts;
   for (int t0 = 0; t0 < a.T;) {
     first.assign(1, 0);
     int t1 = t0;
