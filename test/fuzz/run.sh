@@ -28,13 +28,14 @@ node test/fuzz/seeds.mjs "$OUT/seeds" test/fixtures >/dev/null
 SIMDS=generic
 grep -q ' avx2 ' /proc/cpuinfo 2>/dev/null && SIMDS="$SIMDS avx2"
 grep -q ' avx512bw ' /proc/cpuinfo 2>/dev/null && SIMDS="$SIMDS avx512"
+SHARE=$((SECONDS_TO_RUN / $(echo $SIMDS | wc -w) + 1))
 # Earlier findings stay as inputs: a finding not yet fixed fails the next run at once.
 mkdir -p "$OUT/findings"
 for f in "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-*; do [ -e "$f" ] && mv "$f" "$OUT/findings/"; done
 for simd in $SIMDS; do
-  echo "fuzz: sample, $simd variant, ${SECONDS_TO_RUN}s / $(echo $SIMDS | wc -w)"
+  echo "fuzz: sample, $simd variant, ${SHARE}s"
   rc=0
-  GPTOSS_SIMD=$simd "$OUT/sample_fuzz" -max_total_time=$((SECONDS_TO_RUN / $(echo $SIMDS | wc -w) + 1)) -max_len=8192 -timeout=10 \
+  GPTOSS_SIMD=$simd "$OUT/sample_fuzz" -max_total_time=$SHARE -max_len=8192 -timeout=10 \
     -artifact_prefix="$OUT/" -print_final_stats=1 "$OUT/corpus" "$OUT/seeds" "$OUT/findings" >"$OUT/$simd.log" 2>&1 || rc=$?
   grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|sample_fuzz:)" "$OUT/$simd.log" || true
   # libFuzzer exits non-zero on any finding (crash, leak, timeout, sanitizer report) and leaves
