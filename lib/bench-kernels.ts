@@ -4,7 +4,7 @@
 // Weights are synthetic; an op is repeated over distinct weight copies (as over a model's layers)
 // until one pass streams a few hundred MB, so what is timed is not a cache-resident loop.
 import type { ModelConfig } from './config.js';
-import { type Ceilings, type KernelResult, measureReadGBps, ordinaryTokens, type Stat, stat, timeRuns } from './bench-run.js';
+import { type Ceilings, type KernelCall, type KernelResult, measureReadGBps, ordinaryTokens, type Stat, stat, timeRuns } from './bench-run.js';
 import { expectedExperts, expertBytes, ropeSpec } from './graph.js';
 import { seededRandom } from './rng.js';
 import { addon, type BufferSpec, type OpSpec, type SyntheticTensorSpec, type WeightId } from './native.js';
@@ -13,13 +13,7 @@ import { mxfp4ScaleCentre } from './synthetic.js';
 
 type Tensor = Omit<SyntheticTensorSpec, 'seed' | 'name'>;
 
-export interface Case {
-  op: string;
-  name: string;
-  tokens: number;
-  shape: string;
-  bytes: number;
-  flops: number;
+export interface Case extends KernelCall {
   /** The weights of one copy of the op. */
   weights: Record<string, Tensor>;
   buffers: Record<string, BufferSpec>;
@@ -204,7 +198,7 @@ export async function measureCeilings(cfg: ModelConfig): Promise<Ceilings> {
   return { readGBps, denseGFLOPs: dense.stat, denseKernel: dense.kernel };
 }
 
-export function placeKernel(c: Pick<Case, 'op' | 'name' | 'tokens' | 'shape' | 'bytes' | 'flops'>, ms: number[], ceilings: Ceilings): KernelResult {
+export function placeKernel(c: KernelCall, ms: number[], ceilings: Ceilings): KernelResult {
   const s = stat(ms);
   const GBps = c.bytes / (s.value / 1e3) / 1e9;
   const GFLOPs = c.flops / (s.value / 1e3) / 1e9;

@@ -29,7 +29,8 @@ export interface Ceilings {
   denseKernel: string;
 }
 
-export interface KernelResult {
+/** One op call as the kernel part declares it. */
+export interface KernelCall {
   op: string;
   /** Which instance of the op: 'qkv', 'unembedding', 'decode ctx 4096', ... */
   name: string;
@@ -38,6 +39,9 @@ export interface KernelResult {
   /** Declared per call: bytes read and written, and arithmetic operations. */
   bytes: number;
   flops: number;
+}
+
+export interface KernelResult extends KernelCall {
   ms: Stat;
   GBps: number;
   GFLOPs: number;
