@@ -226,6 +226,14 @@ program
     const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
     const app = createApp(engine, { modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY });
     const server = await listen(app, { host: o.host, port: o.port });
+    // A rejection nobody handled comes from one request's work: that request has failed; the
+    // server must stay up for everyone else. Said once per kind, so a loop cannot flood the log.
+    const seen = new Set<string>();
+    process.on('unhandledRejection', (e) => {
+      const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      if (seen.size < 100 && !seen.has(what)) process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
+      seen.add(what);
+    });
     process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);

@@ -140,15 +140,30 @@ function completionLogprobs(list: TokenLogprob[], textStart = 0) {
 /**
  * n answers to one request. The first runs alone until it has produced a token, so its prompt's
  * whole pages are in the engine's prefix cache before the others start: they share those pages.
- * With a seed, answer i uses seed + i (different, reproducible).
+ * With a seed, answer i uses seed + i (different, reproducible). Every answer's promise is
+ * observed from the moment it starts, so one failing while another still runs (the client left,
+ * the queue was full) fails the request, never the process; the first failure stops the rest.
  */
-async function nResults<R>(n: number, seed: number | undefined, start: (seed: number | undefined) => Generation<{ type: string }, R>): Promise<R[]> {
-  const first = start(seed);
+async function nResults<R>(n: number, seed: number | undefined, signal: AbortSignal, start: (seed: number | undefined, signal: AbortSignal) => Generation<{ type: string }, R>): Promise<R[]> {
+  const stop = new AbortController();
+  const both = AbortSignal.any([signal, stop.signal]);
+  const first = start(seed, both);
   const it = first[Symbol.asyncIterator]();
   const head = await it.next();
-  const rest = Array.from({ length: n - 1 }, (_, i) => start(seed === undefined ? undefined : seed + i + 1).result());
-  if (!head.done) for (let r = await it.next(); !r.done; r = await it.next());
-  return [await first.result(), ...(await Promise.all(rest))];
+  const all: Promise<R>[] = [
+    (async () => {
+      if (!head.done) for (let r = await it.next(); !r.done; r = await it.next());
+      return first.result();
+    })(),
+  ];
+  for (let i = 1; i < n; i++) all.push(start(seed === undefined ? undefined : seed + i, both).result());
+  try {
+    return await Promise.all(all);
+  } catch (e) {
+    stop.abort();
+    await Promise.allSettled(all); // their pages are back before the error goes out
+    throw e;
+  }
 }
 
 export function createApp(engine: Engine, options: ServerOptions): Hono {
@@ -205,7 +220,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
     const n = b.n ?? 1;
     if (!b.stream) {
-      const results = await nResults(n, chatOpts.seed, (seed) => engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal }));
+      const results = await nResults(n, chatOpts.seed, signal, (seed, sig) => engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal: sig }));
       count('/v1/chat/completions', 200);
       const sum = (f: (r: (typeof results)[0]) => number) => results.reduce((a, r) => a + f(r), 0);
       return c.json({
@@ -304,7 +319,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const now = Math.floor(Date.now() / 1000);
     const n = b.n ?? 1;
     if (!b.stream) {
-      const results = await nResults(n, opts.seed, (seed) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }) }));
+      const results = await nResults(n, opts.seed, c.req.raw.signal, (seed, sig) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }));
       count('/v1/completions', 200);
       const out = results.reduce((a, r) => a + r.usage.completionTokens, 0);
       return c.json({
