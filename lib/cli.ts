@@ -231,8 +231,9 @@ program
     const seen = new Set<string>();
     process.on('unhandledRejection', (e) => {
       const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      if (seen.size < 100 && !seen.has(what)) process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
+      if (seen.has(what) || seen.size >= 100) return;
       seen.add(what);
+      process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
     });
     process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
     await new Promise<void>((resolve) => {
