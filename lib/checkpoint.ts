@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 
 import { type ConfigFlavour, detectFlavour, type ModelConfig, parseConfig } from './config.js';
 import { CheckpointError } from './errors.js';
-import { readSafetensorsHeader, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
+import { MAX_HEADER_BYTES, readSafetensorsHeader, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
 
 export type Layout = ConfigFlavour;
 
@@ -180,7 +180,9 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
 
   // Which files: the index's weight_map when there is one, else every *.safetensors here.
   const indexFile = join(dir, 'model.safetensors.index.json');
-  let weightMap: Record<string, string> | undefined;
+  // A Map, not the parsed object: tensor names such as "__proto__" or "constructor" must not
+  // find Object.prototype's members.
+  let weightMap: Map<string, string> | undefined;
   let fileNames: string[];
   if (await isFile(indexFile)) {
     let index: { weight_map?: unknown };
@@ -190,20 +192,26 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
       throw new CheckpointError(`cannot parse: ${(e as Error).message}`, { file: indexFile }, { cause: e });
     }
     if (typeof index.weight_map !== 'object' || index.weight_map === null) throw new CheckpointError('no weight_map object', { file: indexFile });
-    weightMap = index.weight_map as Record<string, string>;
-    for (const [name, f] of Object.entries(weightMap))
+    weightMap = new Map();
+    for (const [name, f] of Object.entries(index.weight_map as Record<string, unknown>)) {
       if (typeof f !== 'string' || basename(f) !== f || f === '..' || f === '.')
         throw new CheckpointError(`weight_map names ${JSON.stringify(f)}, not a file in this directory`, { file: indexFile, tensor: name });
-    fileNames = [...new Set(Object.values(weightMap))].sort();
+      weightMap.set(name, f);
+    }
+    fileNames = [...new Set(weightMap.values())].sort();
   } else {
     fileNames = (await readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
     if (fileNames.length === 0) throw new CheckpointError('no .safetensors files', { file: dir });
   }
   const files: SafetensorsFile[] = [];
+  // One budget for all headers: an index may name thousands of shards.
+  let headerBudget = MAX_HEADER_BYTES;
   for (const f of fileNames) {
     const path = join(dir, f);
     if (!(await isFile(path))) throw new CheckpointError(`shard listed in model.safetensors.index.json is missing`, { file: path });
-    files.push(await readSafetensorsHeader(path));
+    const file = await readSafetensorsHeader(path, headerBudget);
+    headerBudget -= file.headerBytes;
+    files.push(file);
   }
 
   const tensors = new Map<string, [number, SafetensorsEntry]>();
@@ -211,8 +219,9 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
     for (const [name, entry] of f.tensors) {
       const prev = tensors.get(name);
       if (prev) throw new CheckpointError(`also stored in ${files[prev[0]].path}`, { file: f.path, tensor: name });
-      if (weightMap && weightMap[name] !== undefined && join(dir, weightMap[name]) !== f.path)
-        throw new CheckpointError(`model.safetensors.index.json places it in ${weightMap[name]}`, { file: f.path, tensor: name });
+      const listed = weightMap?.get(name);
+      if (listed !== undefined && join(dir, listed) !== f.path)
+        throw new CheckpointError(`model.safetensors.index.json places it in ${listed}`, { file: f.path, tensor: name });
       tensors.set(name, [i, entry]);
     }
   });
@@ -221,7 +230,8 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
   for (const [name, spec] of expected) {
     const found = tensors.get(name);
     if (!found) {
-      const where = weightMap?.[name] ? join(dir, weightMap[name]) : dir;
+      const listed = weightMap?.get(name);
+      const where = listed ? join(dir, listed) : dir;
       throw new CheckpointError(`missing (the config implies ${spec.dtype}${JSON.stringify(spec.shape)})`, { file: where, tensor: name });
     }
     const [fi, e] = found;

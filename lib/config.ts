@@ -58,6 +58,8 @@ function editDistance(a: string, b: string): number {
 /** The closest of `known` to `key`, when it is close enough to be a likely misspelling (case
  * differences count for less than other edits, so "topp" suggests "topP" over "topK"). */
 export function suggest(key: string, known: readonly string[]): string | undefined {
+  // The distance table is key x known: a hostile megabyte-long key must not cost gigabytes.
+  if (key.length > 64) return undefined;
   let best: string | undefined, bestD = Infinity;
   for (const k of known) {
     const d = editDistance(key.toLowerCase(), k.toLowerCase()) + editDistance(key, k) / 100;
@@ -69,6 +71,30 @@ export function suggest(key: string, known: readonly string[]): string | undefin
 export function detectFlavour(json: Record<string, unknown>): ConfigFlavour {
   const hfOnly = ['model_type', 'num_local_experts', 'rope_scaling', 'rope_parameters', 'rms_norm_eps', 'architectures'];
   return hfOnly.some((k) => k in json) ? 'hf' : 'original';
+}
+
+/**
+ * Upper bounds on what a config may say, far above gpt-oss (36 layers, 201,088 tokens, hidden 2880,
+ * 64 heads of 64, 131,072 positions): everything is sized from these numbers, so a hostile
+ * `num_hidden_layers: 1e9` must be refused here, not found out by the allocator.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 1024,
+  // Past 256 is refused as unsupported below; this bound only keeps the number sane.
+  num_experts: 1 << 16,
+  vocab_size: 1 << 22,
+  hidden_size: 1 << 16,
+  intermediate_size: 1 << 18,
+  head_dim: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  positions: 1 << 22,
+} as const;
+
+/** A value for a message, cut short: a hostile config may hold megabytes in one key. */
+function show(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 export interface ParseConfigOptions {
@@ -97,34 +123,37 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
       );
     }
   }
-  const int = (key: string, def?: number, min = 1): number => {
+  const int = (key: string, max: number, def?: number, min = 1): number => {
     const v = c[key] ?? def;
     if (v === undefined) bad(`missing required key "${key}"`);
-    if (!Number.isSafeInteger(v) || (v as number) < min) bad(`"${key}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max)
+      bad(`"${key}" must be an integer in [${min}, ${max}], got ${show(v)}`);
     return v as number;
   };
+  // Every float here is a scale, a rate or a base: zero or negative is never meant.
   const num = (v: unknown, key: string, def?: number): number => {
     const x = v ?? def;
-    if (typeof x !== 'number' || !Number.isFinite(x)) bad(`"${key}" must be a finite number, got ${JSON.stringify(x)}`);
+    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) bad(`"${key}" must be a finite number > 0, got ${show(x)}`);
     return x as number;
   };
+  const L = CONFIG_LIMITS;
 
   let cfg: ModelConfig;
   if (flavour === 'original') {
     cfg = {
-      numLayers: int('num_hidden_layers'),
-      numExperts: int('num_experts'),
-      expertsPerToken: int('experts_per_token'),
-      vocabSize: int('vocab_size'),
-      hiddenSize: int('hidden_size'),
-      intermediateSize: int('intermediate_size'),
+      numLayers: int('num_hidden_layers', L.num_hidden_layers),
+      numExperts: int('num_experts', L.num_experts),
+      expertsPerToken: int('experts_per_token', L.num_experts),
+      vocabSize: int('vocab_size', L.vocab_size),
+      hiddenSize: int('hidden_size', L.hidden_size),
+      intermediateSize: int('intermediate_size', L.intermediate_size),
       swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0),
       swigluAlpha: 1.702,
-      headDim: int('head_dim', 64),
-      numHeads: int('num_attention_heads'),
-      numKvHeads: int('num_key_value_heads'),
-      slidingWindow: int('sliding_window', 128),
-      initialContextLength: int('initial_context_length', 4096),
+      headDim: int('head_dim', L.head_dim, 64),
+      numHeads: int('num_attention_heads', L.num_attention_heads),
+      numKvHeads: int('num_key_value_heads', L.num_key_value_heads),
+      slidingWindow: int('sliding_window', L.positions, 128),
+      initialContextLength: int('initial_context_length', L.positions, 4096),
       ropeTheta: num(c.rope_theta, 'rope_theta', 150000),
       ropeScalingFactor: num(c.rope_scaling_factor, 'rope_scaling_factor', 32),
       ropeNtkAlpha: num(c.rope_ntk_alpha, 'rope_ntk_alpha', 1),
@@ -150,20 +179,21 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
     const k1 = c.num_experts_per_tok, k2 = c.experts_per_token;
     if (k1 !== undefined && k2 !== undefined && k1 !== k2) bad(`num_experts_per_tok (${k1}) and experts_per_token (${k2}) disagree`);
     cfg = {
-      numLayers: int('num_hidden_layers'),
-      numExperts: int('num_local_experts'),
-      expertsPerToken: int(k1 !== undefined ? 'num_experts_per_tok' : 'experts_per_token'),
-      vocabSize: int('vocab_size'),
-      hiddenSize: int('hidden_size'),
-      intermediateSize: int('intermediate_size'),
+      numLayers: int('num_hidden_layers', L.num_hidden_layers),
+      numExperts: int('num_local_experts', L.num_experts),
+      expertsPerToken: int(k1 !== undefined ? 'num_experts_per_tok' : 'experts_per_token', L.num_experts),
+      vocabSize: int('vocab_size', L.vocab_size),
+      hiddenSize: int('hidden_size', L.hidden_size),
+      intermediateSize: int('intermediate_size', L.intermediate_size),
       swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0),
       swigluAlpha: num(c.swiglu_alpha, 'swiglu_alpha', 1.702),
-      headDim: int('head_dim', 64),
-      numHeads: int('num_attention_heads'),
-      numKvHeads: int('num_key_value_heads'),
-      slidingWindow: int('sliding_window', 128),
+      headDim: int('head_dim', L.head_dim, 64),
+      numHeads: int('num_attention_heads', L.num_attention_heads),
+      numKvHeads: int('num_key_value_heads', L.num_key_value_heads),
+      slidingWindow: int('sliding_window', L.positions, 128),
       initialContextLength: int(
         'initial_context_length',
+        L.positions,
         (rope?.original_max_position_embeddings as number | undefined) ?? 4096,
       ),
       ropeTheta: num(c.rope_theta ?? rope?.rope_theta, 'rope_theta', 150000),
@@ -192,7 +222,11 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
     });
   }
   cfg.maxContext = Math.round(cfg.initialContextLength * Math.max(1, cfg.ropeScalingFactor));
-  if (flavour === 'hf' && Number.isSafeInteger(c.max_position_embeddings)) cfg.maxContext = c.max_position_embeddings as number;
+  if (flavour === 'hf' && c.max_position_embeddings !== undefined) cfg.maxContext = int('max_position_embeddings', L.positions);
+  else if (cfg.maxContext > L.positions)
+    bad(`initial_context_length ${cfg.initialContextLength} x rope scaling factor ${cfg.ropeScalingFactor} gives ${cfg.maxContext} positions, over the ${L.positions} supported`);
+  // Sessions and the engine size their window rings from this; longer than the context is meaningless.
+  if (cfg.slidingWindow > cfg.maxContext) bad(`sliding_window ${cfg.slidingWindow} exceeds the ${cfg.maxContext} positions of the context`);
 
   // Shapes the kernels rely on.
   if (cfg.hiddenSize % 32) bad(`hidden_size ${cfg.hiddenSize} is not a multiple of the MXFP4 block (32)`);

@@ -1,6 +1,6 @@
 // Bad checkpoints get a CheckpointError naming the file and tensor (or an UnsupportedError for a
 // config this engine does not implement), never a crash or a silent wrong answer.
-import { mkdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -197,6 +197,91 @@ describe('loading a bad checkpoint', () => {
     idx.weight_map['model.norm.weight'] = '../../etc/passwd';
     writeFileSync(idxFile, JSON.stringify(idx));
     expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'model.norm.weight' });
+  });
+});
+
+describe('hostile files (issue 20)', () => {
+  const withConfig = (layout: 'original' | 'hf', change: (c: Record<string, unknown>) => void) => {
+    const dir = copyFixture(`tiny-b/${layout}`);
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    change(cfg);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    return dir;
+  };
+
+  it('every numeric config value is checked against sane bounds before anything is sized from it', async () => {
+    const cases: ['original' | 'hf', (c: Record<string, unknown>) => void, RegExp][] = [
+      ['original', (c) => (c.sliding_window = 1e12), /"sliding_window" must be an integer in \[1, \d+\], got 1000000000000/],
+      ['hf', (c) => (c.sliding_window = 200_000), /sliding_window 200000 exceeds the 131072 positions/],
+      ['hf', (c) => (c.max_position_embeddings = -5), /"max_position_embeddings" must be an integer in \[1, \d+\], got -5/],
+      ['hf', (c) => (c.max_position_embeddings = 0), /"max_position_embeddings"/],
+      ['hf', (c) => (c.max_position_embeddings = 2.5), /"max_position_embeddings"/],
+      ['original', (c) => (c.num_hidden_layers = 1e9), /"num_hidden_layers" must be an integer in \[1, 1024\], got 1000000000/],
+      ['hf', (c) => (c.num_hidden_layers = 1e9), /"num_hidden_layers"/],
+      ['hf', (c) => (c.vocab_size = 2 ** 40), /"vocab_size"/],
+      ['original', (c) => (c.head_dim = 1e6), /"head_dim"/],
+      ['original', (c) => (c.rope_scaling_factor = 1e300), /positions, over the \d+ supported/],
+      ['original', (c) => (c.rope_theta = -1), /"rope_theta" must be a finite number > 0/],
+      ['hf', (c) => (c.rms_norm_eps = 0), /"rms_norm_eps"/],
+      ['hf', (c) => (c.swiglu_limit = -7), /"swiglu_limit"/],
+    ];
+    for (const [layout, change, message] of cases) {
+      const dir = withConfig(layout, change);
+      const e = await loadError(dir);
+      expect(e, String(message)).toBeInstanceOf(CheckpointError);
+      expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: join(dir, 'config.json') });
+      expect((e as Error).message).toMatch(message);
+    }
+    // A layer count within bounds but not what the tensors hold names the first tensor missing.
+    const e = await loadError(withConfig('original', (c) => (c.num_hidden_layers = 1000)));
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: 'block.3.attn.norm.scale' });
+  });
+
+  it('tensor names such as __proto__ and constructor are ordinary (unknown) names', async () => {
+    for (const name of ['__proto__', 'constructor', 'toString']) {
+      const dir = copyFixture('tiny-b/hf');
+      const shard = join(dir, 'model-00000-of-00001.safetensors');
+      mutateHeader(shard, (h) => {
+        // Assignment would set the prototype; the header must hold it as an own key, as JSON.parse does.
+        Object.defineProperty(h, name, { value: { dtype: 'BF16', shape: [0], data_offsets: [0, 0] }, enumerable: true, writable: true, configurable: true });
+      });
+      const e = await loadError(dir);
+      expect(e, name).toBeInstanceOf(CheckpointError);
+      expect(e).toMatchObject({ file: shard, tensor: name });
+      expect((e as Error).message).toMatch(/not part of a 3-layer gpt-oss checkpoint/);
+    }
+    const dir = copyFixture('tiny-b/original');
+    mutateHeader(st(dir), (h) => {
+      h['norm.scale'].dtype = 'toString';
+    });
+    expect(((await loadError(dir)) as Error).message).toMatch(/unknown dtype "toString"/);
+  });
+
+  it('a header longer than any gpt-oss header is refused before it is read', async () => {
+    const dir = original();
+    // 99 MB (under the 100 MB the format allows), in a sparse file so the test writes nothing.
+    const fd = openSync(st(dir), 'r+');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(99_000_000n);
+    writeSync(fd, len, 0, 8, 0);
+    closeSync(fd);
+    truncateSync(st(dir), 100_000_000);
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: st(dir) });
+    expect((e as Error).message).toMatch(/header length 99000000 exceeds the \d+ bytes a header may take/);
+  });
+
+  it('all shards together get one header budget', async () => {
+    const { MAX_HEADER_BYTES } = await import('../lib/safetensors.js');
+    const dir = copyFixture('tiny-b/hf');
+    // Each shard's header alone is under the bound; the two together are not.
+    for (const shard of ['model-00000-of-00001.safetensors', 'model-00001-of-00001.safetensors'])
+      mutateHeader(join(dir, shard), (h) => {
+        (h as Record<string, unknown>).__metadata__ = { pad: 'x'.repeat(Math.ceil(MAX_HEADER_BYTES * 0.6)) };
+      });
+    const e = await loadError(dir);
+    expect(e).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', file: join(dir, 'model-00001-of-00001.safetensors') });
+    expect((e as Error).message).toMatch(/exceeds the \d+ bytes a header may take/);
   });
 });
 
