@@ -9,10 +9,10 @@
 import { createHash } from 'node:crypto';
 
 import type { ModelConfig } from './config.js';
-import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError } from './errors.js';
+import { AbortedError, BusyError, ContextOverflowError, DisposedError, fromNative, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
 import { type Device, loadModel, type Model, type PrecisionMode } from './model.js';
-import { nativeAsync, type NativeProgram, type NativeSampling, type SampledToken } from './native.js';
+import { nativeAsync, type NativeProgram, type NativeSampling, type RowError, type SampledToken } from './native.js';
 import { checkInt, checkKeys } from './options.js';
 import type { Sampler } from './sampler.js';
 
@@ -394,7 +394,7 @@ export class Engine implements GenerationBackend {
         if (!step) break;
         await this.#prepareSampling(step);
         const t0 = performance.now();
-        let results: (SampledToken | null)[];
+        let results: (SampledToken | RowError | null)[];
         try {
           results = await nativeAsync(() => this.#program.step(step.args));
         } catch (e) {
@@ -486,13 +486,24 @@ export class Engine implements GenerationBackend {
   async #prepareSampling(step: Step): Promise<void> {
     const constrained = step.logitSeqs.filter((s) => s.sampler.constraint);
     if (constrained.length)
-      await Promise.all(constrained.map((s) => s.sampler.prepare().catch((e: unknown) => this.#stop(s, e))));
+      await Promise.all(
+        constrained.map((s) =>
+          s.sampler.prepare().then(
+            () => {
+              const mask = s.sampler.constraint?.mask;
+              if (mask && mask.every((w) => w === 0))
+                this.#stop(s, new UnsupportedError('the output constraint allows no next token: the response format or a strict tool admits no finite document'));
+            },
+            (e: unknown) => this.#stop(s, e),
+          ),
+        ),
+      );
     // A sequence failed or cancelled meanwhile still runs in the step (its pages are held until
     // the step ends) but is not sampled.
     step.args.sampling = step.logitSeqs.map((s) => (s.state === 'running' ? s.sampler.params() : null));
   }
 
-  #deliver(step: Step, results: (SampledToken | null)[]): void {
+  #deliver(step: Step, results: (SampledToken | RowError | null)[]): void {
     for (const seq of step.seqs) {
       // Whole prompt pages now written become reusable by later requests...
       const whole = Math.min(seq.keys.length, Math.floor(seq.fed / this.pageSize));
@@ -510,9 +521,14 @@ export class Engine implements GenerationBackend {
     step.logitSeqs.forEach((seq, i) => {
       const r = results[i];
       if (seq.state !== 'running' || !r) return; // cancelled while the step ran
+      if ('error' in r) return this.#stop(seq, fromNative(r.error)); // this sequence's draw failed
       seq.generated++;
       this.#stats.generatedTokens++;
-      seq.sampler.record(r.token);
+      try {
+        seq.sampler.record(r.token);
+      } catch (e) {
+        return this.#stop(seq, e); // its constraint refused the token: this sequence alone fails
+      }
       if (seq.waiting) {
         seq.waiting.resolve(r);
         seq.waiting = undefined;

@@ -89,6 +89,11 @@ export interface SampledToken {
   top?: { token: number; logprob: number }[];
 }
 
+/** A logit row whose draw failed (its sequence fails; the step's other rows are unaffected). */
+export interface RowError {
+  error: Error;
+}
+
 export interface NativeProgram {
   run(
     tokens: Int32Array,
@@ -106,7 +111,7 @@ export interface NativeProgram {
     logitRows: Int32Array;
     out: Float32Array | null;
     sampling?: (NativeSampling | null)[];
-  }): Promise<(SampledToken | null)[]>;
+  }): Promise<(SampledToken | RowError | null)[]>;
   readBuffer(id: number): Uint8Array;
   writeBuffer(id: number, bytes: ArrayBufferView): void;
   dispose(): void;

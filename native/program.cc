@@ -471,9 +471,12 @@ Napi::Value Program::Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::ve
   auto state = state_;
   auto results = std::make_shared<std::vector<SampleResult>>(in->logit_rows.size(), SampleResult{-1, 0.f});
   auto lps = std::make_shared<std::vector<TokenLogprobs>>(in->logit_rows.size());
+  // A row's sampling failure (say, a mask that allows no token) fails that row alone: the other
+  // sequences of the step still get their tokens. The session form (single) rejects as before.
+  auto row_errors = std::make_shared<std::vector<std::pair<std::string, std::string>>>(in->logit_rows.size());
   Napi::Value promise = run_async(
       env,
-      [state, in, results, lps]() {
+      [state, in, results, lps, row_errors, single]() {
         struct Clear {
           ProgramState& s;
           ~Clear() { s.running.store(false); }
@@ -485,13 +488,23 @@ Napi::Value Program::Queue(Napi::Env env, std::shared_ptr<StepInput> in, std::ve
           const float* row = in->out + i * size_t(state->vocab);
           thread_local std::vector<float> work;
           work.assign(row, row + state->vocab);
-          (*results)[i] = sample_cpu(work.data(), state->vocab, *in->sampling[i], in->rngs[i]);
-          if (i < in->top_logprobs.size() && in->top_logprobs[i] >= 0)
-            (*lps)[i] = logprobs_cpu(row, state->vocab, (*results)[i].token, in->top_logprobs[i]);
+          try {
+            (*results)[i] = sample_cpu(work.data(), state->vocab, *in->sampling[i], in->rngs[i]);
+            if (i < in->top_logprobs.size() && in->top_logprobs[i] >= 0)
+              (*lps)[i] = logprobs_cpu(row, state->vocab, (*results)[i].token, in->top_logprobs[i]);
+          } catch (const Error& err) {
+            if (single) throw;
+            (*row_errors)[i] = {err.code, err.what()};
+          }
         }
       },
-      [results, lps, in, single](Napi::Env e) -> Napi::Value {
+      [results, lps, row_errors, in, single](Napi::Env e) -> Napi::Value {
         auto one = [&](size_t i) -> Napi::Value {
+          if (!(*row_errors)[i].first.empty()) {
+            Napi::Object o = Napi::Object::New(e);
+            o.Set("error", make_js_error(e, (*row_errors)[i].first, (*row_errors)[i].second).Value());
+            return o;
+          }
           const SampleResult& r = (*results)[i];
           if (r.token < 0) return e.Null();
           Napi::Object o = Napi::Object::New(e);

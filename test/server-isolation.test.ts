@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, type EngineOptions, loadModel, type Model } from '../lib/index.js';
+import { Sampler } from '../lib/sampler.js';
 import { createApp, listen, type RunningServer } from '../lib/server.js';
 import { TOKENS } from '../lib/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
@@ -86,5 +87,26 @@ describe('n > 1 without streaming', () => {
     const ok = await post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Hi', max_tokens: 2 });
     expect(ok.status).toBe(200);
     expect(s.engine.stats().kvPagesUsed).toBe(0);
+  });
+});
+
+describe("a sequence's own failure", () => {
+  it('a logit row whose draw fails (a mask allowing no token) fails that row alone in the step', async () => {
+    const program = model.createPagedProgram({ maxTokens: 4, fullRows: 64, slidingRows: 64 });
+    try {
+      const V = program.vocab;
+      const draw = (mask?: Int32Array) => ({ ...new Sampler({ temperature: 0 }, V).params(), ...(mask && { allowMask: mask }) });
+      const table = Int32Array.of(0, 1, 2, 3);
+      const results = await program.step({
+        tokens: Int32Array.of(1000, 2000), positions: Int32Array.of(0, 0), seqs: Int32Array.of(0, 1),
+        full: { table, ring: 2, pageSize: 16 }, sliding: { table, ring: 2, pageSize: 16 },
+        logitRows: Int32Array.of(0, 1), out: new Float32Array(2 * V),
+        sampling: [draw(new Int32Array((V + 31) >>> 5)), draw()],
+      });
+      expect(results[0]).toMatchObject({ error: expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/every allowed logit is -inf/) }) });
+      expect(results[1]).toMatchObject({ token: expect.any(Number) });
+    } finally {
+      program.dispose();
+    }
   });
 });
