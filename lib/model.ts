@@ -212,16 +212,24 @@ export class Session {
     if (!program) throw new DisposedError('this session was disposed');
     if (this.#busy) throw new BusyError('a forward pass is already running on this session');
     const V = this.model.config.vocabSize;
-    const n = tokens.length;
+    // The length is checked before anything is sized from it: { length: 7e8 } must not allocate.
+    const length: unknown = typeof tokens === 'object' && tokens !== null ? tokens.length : undefined;
+    if (!Number.isSafeInteger(length) || (length as number) < 0)
+      throw new InvalidArgumentError(`forward: tokens must be an array (or typed array) of token ids, got ${typeof tokens === 'object' ? `length ${String(length)}` : typeof tokens}`);
+    const n = length as number;
     if (n === 0) throw new InvalidArgumentError('forward: tokens is empty');
-    const ids = Int32Array.from(tokens as ArrayLike<number>);
-    for (let i = 0; i < n; i++)
-      if (!Number.isInteger(tokens[i]) || tokens[i] < 0 || tokens[i] >= V)
-        throw new InvalidArgumentError(`forward: token ${JSON.stringify(tokens[i])} at index ${i} is not an id in [0, ${V})`);
     if (this.#position + n > this.maxContext)
       throw new ContextOverflowError(
         `forward: ${n} tokens after ${this.#position} would pass this session's maxContext of ${this.maxContext}`,
       );
+    // Each id read once: what was checked is what runs.
+    const ids = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const t = tokens[i];
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new InvalidArgumentError(`forward: token ${JSON.stringify(t)} at index ${i} is not an id in [0, ${V})`);
+      ids[i] = t;
+    }
     signal?.throwIfAborted();
     const out = new Float32Array(which === 'all' ? n * V : which === 'last' ? V : 0);
     let sampled: SampledToken | undefined;

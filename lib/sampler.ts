@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 
 import { InvalidArgumentError } from './errors.js';
 import { addon, nativeAsync, type NativeSampling } from './native.js';
-import { checkKeys } from './options.js';
+import { checkInt, checkKeys } from './options.js';
 
 export interface SamplingOptions {
   /** 0 (or anything below 1e-4) = greedy. Default 1.0, OpenAI's recommendation for gpt-oss. */
@@ -115,8 +115,13 @@ export class Sampler {
   }
 }
 
+/** The most draws one sampleLogits() call makes: the result is allocated before the first draw. */
+export const MAX_SAMPLE_COUNT = 1_000_000;
+
 /** `count` draws from one row of logits with these settings (tests, statistics, custom loops). */
 export async function sampleLogits(logits: Float32Array, options: SamplingOptions = {}, count = 1): Promise<Int32Array> {
+  if (!(logits instanceof Float32Array) || logits.length === 0) throw new InvalidArgumentError('sampleLogits: logits must be a non-empty Float32Array');
+  checkInt(count, 'sampleLogits: count', 1, 1, MAX_SAMPLE_COUNT);
   const s = new Sampler(options, logits.length);
   const { rng, ...params } = s.params();
   return nativeAsync(() => addon().sampleMany(logits, params, rng, count));

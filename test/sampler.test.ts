@@ -135,6 +135,16 @@ describe('sampler', () => {
     expect(() => new Sampler({ logitBias: { 99: 1 } }, 10)).toThrow(/logitBias: 99/);
     expect(() => new Sampler({ topp: 0.5 } as never, 10)).toThrow(/did you mean "topP"/);
   });
+
+  it('sampleLogits checks count and logits before allocating the result (issue 20)', async () => {
+    const l = Float32Array.from([1, 2, 3]);
+    for (const count of [1e9, 0, -1, 2.5, Number.NaN, '3'])
+      await expect(sampleLogits(l, {}, count as number), String(count)).rejects.toThrow(/sampleLogits: count must be an integer in \[1, 1000000\]/);
+    await expect(sampleLogits(l, {}, 1e9)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(sampleLogits(new Float32Array(0))).rejects.toThrow(/logits must be a non-empty Float32Array/);
+    await expect(sampleLogits([1, 2] as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(await sampleLogits(l, { temperature: 0 }, 1_000_000)).toHaveLength(1_000_000);
+  });
 });
 
 describe('allow mask (constrained decoding)', () => {

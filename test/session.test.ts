@@ -43,6 +43,22 @@ describe('Session', () => {
     expect(s.position).toBe(0);
   });
 
+  it('checks what tokens is before allocating anything sized from it (issue 20)', async () => {
+    const s = model.createSession();
+    // Every read of an id is counted: an oversized length must be refused without walking it.
+    let reads = 0;
+    const huge = new Proxy({ length: 7e8 }, { get: (t, k) => (k === 'length' ? t.length : (reads++, 1)) });
+    await expect(s.forward(huge as ArrayLike<number>)).rejects.toThrow(ContextOverflowError);
+    expect(reads).toBe(0);
+    for (const bad of [5, 'abc', null, { length: -1 }, { length: 2.5 }, { length: Number.NaN }, {}])
+      await expect(s.forward(bad as never), JSON.stringify(bad)).rejects.toThrow(/forward: tokens must be an array/);
+    await expect(s.forward(5 as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(s.next({ length: 7e8 } as never, undefined as never)).rejects.toThrow(ContextOverflowError);
+    expect(s.position).toBe(0);
+    expect((await s.forward({ length: 2, 0: 1, 1: 2 }, { logits: 'last' })).length).toBe(1000);
+    s.dispose();
+  });
+
   it('raises ContextOverflowError past maxContext and keeps the session usable', async () => {
     const s = model.createSession({ maxContext: 4 });
     await s.forward([1, 2, 3]);
