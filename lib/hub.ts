@@ -24,13 +24,31 @@ export interface HubRef {
   revision: string;
 }
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/;
+const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@.*)?$/s;
+
+/**
+ * Whether `rev` is a revision the Hub can have: a commit, or a branch or tag name by git's
+ * check-ref-format rules. The name becomes a path under the cache's refs/, so `..`, a leading
+ * `/` and the like must never get that far.
+ */
+export function isValidRevision(rev: string): boolean {
+  if (rev.length === 0 || rev.length > 255 || rev === '@') return false;
+  // Control characters, space and ~ ^ : ? * [ \ are not allowed anywhere; neither are .. and @{.
+  if (/[\x00-\x20\x7f~^:?*[\\]/.test(rev) || rev.includes('..') || rev.includes('@{')) return false;
+  if (rev.endsWith('.')) return false;
+  // No empty component (leading, trailing or doubled /), none starting with . or ending with .lock.
+  return rev.split('/').every((c) => c.length > 0 && !c.startsWith('.') && !c.endsWith('.lock'));
+}
 
 /** A Hub id unless it names something on disk (or looks like a path). */
 export function parseHubRef(ref: string): HubRef | undefined {
   if (ref.startsWith('/') || ref.startsWith('.') || ref.startsWith('~') || existsSync(ref) || !HUB_ID.test(ref)) return undefined;
   const at = ref.indexOf('@');
-  return at < 0 ? { repo: ref, revision: 'main' } : { repo: ref.slice(0, at), revision: ref.slice(at + 1) };
+  if (at < 0) return { repo: ref, revision: 'main' };
+  const revision = ref.slice(at + 1);
+  if (!isValidRevision(revision))
+    throw new InvalidArgumentError(`${JSON.stringify(ref)}: ${JSON.stringify(revision)} is not a revision the Hub allows (a commit, or a branch or tag name)`);
+  return { repo: ref.slice(0, at), revision };
 }
 
 export function hubCacheDir(): string {
@@ -55,11 +73,14 @@ export async function cachedSnapshot(ref: HubRef, cacheDir = hubCacheDir()): Pro
   const dir = repoDir(cacheDir, ref.repo);
   let commit = ref.revision;
   if (!isCommit(commit)) {
+    if (!isValidRevision(ref.revision)) return undefined;
     try {
       commit = (await readFile(join(dir, 'refs', ref.revision), 'utf8')).trim();
     } catch {
       return undefined;
     }
+    // What a ref file holds names a directory: only a commit may.
+    if (!isCommit(commit)) return undefined;
   }
   const snap = join(dir, 'snapshots', commit);
   return existsSync(snap) ? snap : undefined;
@@ -177,7 +198,11 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
   if (!wanted.some((p) => p.endsWith('config.json')) || !wanted.some((p) => p.endsWith('.safetensors')))
     throw new ModelNotFoundError(`${ref.repo}@${ref.revision} has no ${layout}-layout checkpoint (config.json and *.safetensors${layout === 'original' ? ' under original/' : ''})`);
   const files = remote.filter((f) => wanted.includes(f.path));
-  for (const f of files) if (!/^[0-9a-f]{40,64}$/.test(f.oid)) throw new CheckpointError(`the Hub gave no checksum for ${f.path}`);
+  for (const f of files) {
+    if (!/^[0-9a-f]{40,64}$/.test(f.oid)) throw new CheckpointError(`the Hub gave no checksum for ${f.path}`);
+    // The free-space check and the download's bound both rest on this number.
+    if (!Number.isSafeInteger(f.size) || f.size < 0) throw new CheckpointError(`the Hub gave no valid size for ${f.path} (${JSON.stringify(f.size)})`);
+  }
 
   const root = repoDir(cacheDir, ref.repo);
   const blobs = join(root, 'blobs');
@@ -208,7 +233,7 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
       if (have > f.size) await unlink(part);
       const start = have > f.size ? 0 : have;
       const fh = await open(part, start > 0 ? 'a' : 'w');
-      let written = start;
+      let written = start, discard = false;
       try {
         if (start < f.size) {
           const info = await fileDownloadInfo({ repo: { type: 'model', name: ref.repo }, path: f.path, revision: commit, ...common });
@@ -219,6 +244,12 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
           for (;;) {
             const { done, value } = await reader.read();
             if (done) break;
+            // Never past the listed size: an endless body would otherwise fill the disk.
+            if (written + value.length > f.size) {
+              await reader.cancel().catch(() => {});
+              discard = true;
+              throw new CheckpointError(`the Hub sent more than the ${f.size} bytes it lists for ${f.path}; the download was discarded`, { file: part });
+            }
             await fh.write(value);
             written += value.length;
             bytesDownloaded += value.length;
@@ -227,6 +258,7 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
         }
       } catch (e) {
         await fh.close();
+        if (discard) await rm(part, { force: true });
         if (signal?.aborted) throw new AbortedError(`pull was interrupted; ${written} of ${f.size} bytes of ${f.path} are kept, run it again to resume`, { cause: e });
         throw e instanceof GptOssError ? e : new CheckpointError(`download of ${f.path} broke off at ${written} of ${f.size} bytes (run pull again to resume): ${(e as Error).message ?? e}`, { file: part }, { cause: e });
       }
@@ -254,7 +286,12 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
     options.onProgress?.({ file: f.path, fileBytes: f.size, fileSize: f.size, bytesDone, bytesTotal, filesDone, filesTotal: files.length });
   }
   await mkdir(join(root, 'refs'), { recursive: true });
-  if (!isCommit(ref.revision)) await writeFile(join(root, 'refs', ref.revision), commit);
+  if (!isCommit(ref.revision)) {
+    // A branch like refs/pr/1 nests, as the Hugging Face tools store it.
+    const refFile = join(root, 'refs', ref.revision);
+    await mkdir(dirname(refFile), { recursive: true });
+    await writeFile(refFile, commit);
+  }
   return { repo: ref.repo, commit, dir: snap, layout, files: result, bytesDownloaded };
 }
 

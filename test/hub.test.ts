@@ -1,11 +1,11 @@
 // Hub model ids, the Hugging Face cache and `pull`, against a loopback stand-in for the Hub
 // serving tiny-b in both layouts. No test touches the real Hub.
-import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { AbortedError, CheckpointError, loadModel } from '../lib/index.js';
+import { AbortedError, CheckpointError, InvalidArgumentError, loadModel } from '../lib/index.js';
 import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/hub.js';
 import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 import { type FakeHub, startFakeHub } from './helpers/hub-server.js';
@@ -134,6 +134,40 @@ describe('gptoss pull', () => {
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(ModelNotFoundError);
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(/does not exist on the Hub/);
     await expect(pull(`${REPO}@v9`, { hubUrl: hub.url })).rejects.toThrow(/revision v9 of tiny-org\/tiny-b does not exist/);
+  });
+
+  it('a body longer than the listed size is cut off there and discarded, never written out (issue 20)', async () => {
+    const shard = 'model-00000-of-00001.safetensors';
+    const size = hub.files.find((f) => f.path === shard)!.data.length;
+    hub.oversend.set(shard, 64 * 2 ** 20); // as good as endless for a test
+    try {
+      const e = await pull(REPO, { hubUrl: hub.url }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(CheckpointError);
+      expect((e as Error).message).toMatch(new RegExp(`sent more than the ${size} bytes it lists for ${shard}; the download was discarded`));
+    } finally {
+      hub.oversend.delete(shard);
+    }
+    const blobs = join(cache, 'models--tiny-org--tiny-b', 'blobs');
+    const largest = Math.max(...hub.files.map((f) => f.data.length));
+    for (const n of readdirSync(blobs)) expect(statSync(join(blobs, n)).size, n).toBeLessThanOrEqual(largest);
+    (await pull(REPO, { hubUrl: hub.url })).files.forEach((f) => expect(f.size).toBeGreaterThan(0));
+  });
+
+  it('only revision names the Hub allows are used: nothing outside the cache is written or read as a commit (issue 20)', async () => {
+    for (const rev of ['../../x', '..', 'a/../b', '/etc', 'a//b', 'a/', '.hidden', 'a/.b', 'x.lock', 'end.', 'a b', 'a\u0000b', 'a\nb', 'a~1', 'a^', 'a:b', 'a?', 'a*', 'a[', 'a\\b', '@', 'a@{1}', '', 'x'.repeat(256)])
+      expect(() => parseHubRef(`${REPO}@${rev}`), JSON.stringify(rev)).toThrow(InvalidArgumentError);
+    for (const rev of ['main', 'v1.0', 'refs/pr/1', 'feature/x-y', 'a@b', hub.commit])
+      expect(parseHubRef(`${REPO}@${rev}`)).toEqual({ repo: REPO, revision: rev });
+    await expect(pull(`${REPO}@../../x`, { hubUrl: hub.url })).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(existsSync(join(cache, 'x'))).toBe(false);
+    // A file outside the repo's refs/ that holds a commit is not taken for a ref.
+    await pull(REPO, { hubUrl: hub.url });
+    writeFileSync(join(cache, 'elsewhere'), hub.commit);
+    await expect(loadModel(`${REPO}@../../elsewhere`)).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(await cachedSnapshot({ repo: REPO, revision: '../../elsewhere' }, cache)).toBeUndefined();
+    // Nor does a ref file name anything but a commit.
+    writeFileSync(join(cache, 'models--tiny-org--tiny-b', 'refs', 'evil'), `../../../..${cache}`);
+    expect(await cachedSnapshot({ repo: REPO, revision: 'evil' }, cache)).toBeUndefined();
   });
 
   it('an aborted pull stops at once and leaves a resumable state', async () => {

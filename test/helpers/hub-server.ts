@@ -22,6 +22,8 @@ export interface FakeHub {
   dropAfter: Map<string, number>;
   /** Requests for these paths get one byte flipped. */
   corrupt: Set<string>;
+  /** Requests for file bytes of this path send this many bytes past the file's end (chunked, no length). */
+  oversend: Map<string, number>;
   close(): Promise<void>;
 }
 
@@ -33,7 +35,7 @@ function walk(dir: string, prefix = ''): string[] {
 export async function startFakeHub(repo: string, repoDir: string): Promise<FakeHub> {
   const files: HubFile[] = walk(repoDir).map((path) => ({ path, data: readFileSync(join(repoDir, path)), lfs: path.endsWith('.safetensors') }));
   const commit = createHash('sha1').update(files.map((f) => f.path).join()).digest('hex');
-  const hub: Omit<FakeHub, 'url' | 'close'> = { commit, files, log: [], dropAfter: new Map(), corrupt: new Set() };
+  const hub: Omit<FakeHub, 'url' | 'close'> = { commit, files, log: [], dropAfter: new Map(), corrupt: new Set(), oversend: new Map() };
   const notFound = (res: ServerResponse, code: string, error: string) => {
     res.writeHead(404, { 'Content-Type': 'application/json', 'X-Error-Code': code });
     res.end(JSON.stringify({ error }));
@@ -88,6 +90,22 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
         end = r[2] ? Math.min(Number(r[2]), data.length - 1) : data.length - 1;
       }
       const body = data.subarray(start, end + 1);
+      const extra = range === 'bytes=0-0' ? undefined : hub.oversend.get(f.path);
+      if (extra !== undefined) {
+        // As a hostile endpoint would: the body, then more for as long as the client reads.
+        res.writeHead(r ? 206 : 200, { 'Content-Type': 'application/octet-stream', ETag: `"${sha}"`, 'X-Repo-Commit': commit });
+        res.write(body);
+        const chunk = Buffer.alloc(64 * 1024, 0x41);
+        let left = extra;
+        const more = () => {
+          while (left > 0 && !res.destroyed) {
+            left -= chunk.length;
+            if (!res.write(chunk)) return void res.once('drain', more);
+          }
+          if (!res.destroyed) res.end();
+        };
+        return more();
+      }
       res.writeHead(r ? 206 : 200, {
         'Content-Type': 'application/octet-stream',
         'Content-Length': String(body.length),
