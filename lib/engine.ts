@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DisposedError, fromNative, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
+import { estimateMemory, InsufficientMemoryError, kvPoolPlan } from './memory.js';
 import { type Device, loadModel, type Model, type PrecisionMode } from './model.js';
 import { nativeAsync, type NativeProgram, type NativeSampling, type RowError, type SampledToken } from './native.js';
 import { checkInt, checkKeys } from './options.js';
@@ -235,18 +236,12 @@ export class Engine implements GenerationBackend {
     this.#maxQueue = o.maxQueue;
     const c = model.config;
     const P = o.pageSize;
-    const window = Math.max(0, ...c.layerWindows);
-    const fullLayers = c.layerWindows.filter((w) => w === 0).length;
-    const pageBytes = Math.max(1, fullLayers) * P * 2 * c.numKvHeads * c.headDim * 4;
-    this.#tableRow = Math.ceil(o.maxContext / P);
-    const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * this.#tableRow;
+    const { tableRow, window, pageBytes, fullPages, slidingPages } = kvPoolPlan(c, o);
+    this.#tableRow = tableRow;
     if (fullPages < 1) throw new InvalidArgumentError(`kvCacheBytes ${o.kvCacheBytes} holds no ${pageBytes}-byte page`);
     this.#window = window;
-    // A sequence holds at most the window before its next token plus one step of sliding pages
-    // (and a page at each end); on top, room for cached prefixes' window pages.
-    const perSeq = Math.ceil((window + o.maxBatchTokens) / P) + 2;
     this.#full = new PagePool(fullPages);
-    this.#sliding = new PagePool(o.maxSequences * perSeq + Math.ceil(fullPages / 4));
+    this.#sliding = new PagePool(slidingPages);
     this.#prefixes = new PrefixIndex(this.#full, this.#sliding);
     this.#program = model.createPagedProgram({ maxTokens: o.maxBatchTokens, fullRows: fullPages * P, slidingRows: this.#sliding.total * P });
     this.#logits = new Float32Array(Math.min(o.maxSequences, o.maxBatchTokens) * c.vocabSize);
@@ -568,14 +563,24 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const model = typeof options.model === 'string' ? await loadModel(options.model, { device: options.device, mode: options.mode }) : options.model;
   try {
     const maxContext = checkInt(options.maxContext, 'maxContext', Math.min(4096, model.config.maxContext), 2, model.config.maxContext);
-    return new Engine(model, owns, {
+    const o = {
       maxSequences: checkInt(options.maxSequences, 'maxSequences', 16, 1, 4096),
       maxContext,
       maxBatchTokens: checkInt(options.maxBatchTokens, 'maxBatchTokens', 256, 1, 8192),
       pageSize: checkInt(options.pageSize, 'pageSize', 16, 1, 4096),
       maxQueue: checkInt(options.maxQueue, 'maxQueue', 256, 0),
       kvCacheBytes: options.kvCacheBytes === undefined ? undefined : checkInt(options.kvCacheBytes, 'kvCacheBytes', 0, 1),
-    });
+    };
+    // The pools are allocated whole, so a pool the device cannot hold is refused as a model is.
+    const plan = kvPoolPlan(model.config, o);
+    const estimate = estimateMemory(model.config, { device: model.device, kvBytes: plan.bytes, contextTokens: plan.fullPages * o.pageSize });
+    if (!estimate.fits)
+      throw new InsufficientMemoryError(
+        estimate,
+        o.kvCacheBytes !== undefined ? `an engine with kvCacheBytes ${o.kvCacheBytes}` : `an engine of ${o.maxSequences} sequences x ${maxContext} positions`,
+        'lower maxSequences or maxContext, or set a smaller kvCacheBytes',
+      );
+    return new Engine(model, owns, o);
   } catch (e) {
     if (owns) model.dispose();
     throw e;

@@ -31,12 +31,15 @@ export function weightBytes(c: ModelConfig): number {
   return c.numLayers * perLayer + 2 * c.vocabSize * H * 2 + H * 2;
 }
 
-export function estimateMemory(config: ModelConfig, options: { device?: Device; contextTokens?: number; maxTokens?: number; weightsBytes?: number } = {}): MemoryEstimate {
+export function estimateMemory(
+  config: ModelConfig,
+  options: { device?: Device; contextTokens?: number; maxTokens?: number; weightsBytes?: number; kvBytes?: number } = {},
+): MemoryEstimate {
   const device = options.device ?? 'cpu';
   const context = options.contextTokens ?? Math.min(4096, config.maxContext);
   const maxTokens = options.maxTokens ?? Math.min(128, context);
   const width = 2 * config.numKvHeads * config.headDim * 4;
-  const kvBytes = config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
+  const kvBytes = options.kvBytes ?? config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
   let deviceBytes = totalmem();
   if (device === 'cuda') {
@@ -47,14 +50,54 @@ export function estimateMemory(config: ModelConfig, options: { device?: Device; 
   return { device, weightsBytes, kvBytesPerToken: config.numLayers * width, contextTokens: context, kvBytes, totalBytes, deviceBytes, fits: totalBytes <= deviceBytes };
 }
 
+export interface KvPoolOptions {
+  maxSequences: number;
+  maxContext: number;
+  maxBatchTokens: number;
+  pageSize: number;
+  kvCacheBytes?: number;
+}
+
+/** How the engine's shared KV pools are sized (lib/engine.ts), worked out before any is allocated. */
+export interface KvPoolPlan {
+  /** Page-table entries per sequence: enough pages for maxContext. */
+  tableRow: number;
+  /** The widest sliding window of any layer (0: none). */
+  window: number;
+  /** Bytes of one full-attention page over every full-attention layer (at least one layer's worth). */
+  pageBytes: number;
+  fullPages: number;
+  slidingPages: number;
+  /** Bytes of both pools over all layers (float32 K and V). */
+  bytes: number;
+}
+
+export function kvPoolPlan(c: ModelConfig, o: KvPoolOptions): KvPoolPlan {
+  const P = o.pageSize;
+  const width = 2 * c.numKvHeads * c.headDim * 4;
+  const window = Math.max(0, ...c.layerWindows);
+  const fullLayers = c.layerWindows.filter((w) => w === 0).length;
+  const pageBytes = Math.max(1, fullLayers) * P * width;
+  const tableRow = Math.ceil(o.maxContext / P);
+  const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * tableRow;
+  // A sequence holds at most the window before its next token plus one step of sliding pages
+  // (and a page at each end); on top, room for cached prefixes' window pages.
+  const perSeq = Math.ceil((window + o.maxBatchTokens) / P) + 2;
+  const slidingPages = o.maxSequences * perSeq + Math.ceil(fullPages / 4);
+  const bytes = (fullPages * fullLayers + slidingPages * (c.layerWindows.length - fullLayers)) * P * width;
+  return { tableRow, window, pageBytes, fullPages, slidingPages, bytes };
+}
+
 /** The device cannot hold the model: raised before anything is allocated, with the figures. */
 export class InsufficientMemoryError extends OutOfMemoryError {
   readonly estimate: MemoryEstimate;
-  constructor(estimate: MemoryEstimate) {
+  /** `what` needs the memory (default the model); `hint` says what to change. */
+  constructor(estimate: MemoryEstimate, what = 'the model', hint = '') {
     const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
     super(
-      `the model needs ${gb(estimate.totalBytes)} (${gb(estimate.weightsBytes)} of weights + ${gb(estimate.kvBytes)} of KV cache at ` +
-        `${estimate.contextTokens} tokens) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}`,
+      `${what} needs ${gb(estimate.totalBytes)} (${gb(estimate.weightsBytes)} of weights + ${gb(estimate.kvBytes)} of KV cache at ` +
+        `${estimate.contextTokens} tokens) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}` +
+        (hint ? `; ${hint}` : ''),
     );
     this.name = 'InsufficientMemoryError';
     this.estimate = estimate;

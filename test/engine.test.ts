@@ -90,6 +90,27 @@ describe('engine', () => {
   });
 });
 
+describe('memory (issue 20)', () => {
+  it('a KV pool the device cannot hold is refused before anything is allocated, as a model is', async () => {
+    const { totalmem } = await import('node:os');
+    const { InsufficientMemoryError } = await import('../lib/index.js');
+    // 4096 sequences at the model's whole context: about 290 GB of pages for this tiny model.
+    const e = await createEngine({ model, maxSequences: 4096, maxContext: model.config.maxContext }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(InsufficientMemoryError);
+    const est = (e as InstanceType<typeof InsufficientMemoryError>).estimate;
+    expect(est.fits).toBe(false);
+    expect(est.kvBytes).toBeGreaterThan(4096 * model.config.maxContext * 2 * 64 * 4);
+    expect((e as Error).message).toMatch(/^an engine of 4096 sequences x 131072 positions needs .* GB .*; lower maxSequences or maxContext/);
+    // A pool given in bytes is held to the same check.
+    const big = await createEngine({ model, kvCacheBytes: 2 * totalmem() }).catch((x: unknown) => x);
+    expect(big).toBeInstanceOf(InsufficientMemoryError);
+    expect((big as Error).message).toMatch(/^an engine with kvCacheBytes \d+ needs/);
+    // The model stays usable, and an engine that fits still starts.
+    const engine = await createEngine({ model, maxSequences: 2 });
+    await engine.close();
+  });
+});
+
 describe('prefix caching', () => {
   it('a request starting like an earlier one reuses its KV pages and still gets exactly its solo output', async () => {
     const system = Array.from({ length: 70 }, (_, j) => (j * 577 + 3) % 199000); // longer than the window (4) and 8 pages of 8
