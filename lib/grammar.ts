@@ -1,145 +1,197 @@
 // Grammars over o200k_harmony's tokens, by xgrammar (@mlc-ai/web-xgrammar, WASM): a JSON Schema
 // is compiled once against the vocabulary, and a matcher per sequence gives the mask of tokens
-// that keep the output a prefix of some valid document.
-import { readFileSync } from 'node:fs';
-import Module, { createRequire } from 'node:module';
-import path from 'node:path';
+// that keep the output a prefix of some valid document. xgrammar runs on threads of its own
+// (lib/grammar-worker.ts): a new schema is first compiled on a vetting thread within a time
+// budget, where a schema that faults the compiler or takes too long costs only that thread (it is
+// replaced); then on the serving thread, which holds the matchers. The event loop never waits on
+// a compile, and one client's schema never breaks grammars for the others.
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 
-import { InvalidArgumentError, UnsupportedError } from './errors.js';
-import { getTokenizer } from './tokenizer.js';
+import { BusyError, GptOssError, InvalidArgumentError, UnsupportedError } from './errors.js';
+import type { GrammarReply, GrammarRequest } from './grammar-worker.js';
 
 /** The vocabulary xgrammar is built for: o200k_harmony's 201,088 rows. */
 export const GRAMMAR_VOCAB = 201088;
 /** Ids below this are byte-pair tokens; the rest are Harmony's specials and reserved ids. */
-const FIRST_SPECIAL = 199998;
+export const FIRST_SPECIAL = 199998;
 
-interface Xgrammar {
-  TokenizerInfo: { createTokenizerInfo(vocab: string[], type: string, prependSpace: boolean, vocabSize: number, stop: number[]): Promise<unknown> };
-  GrammarCompiler: { createGrammarCompiler(info: unknown, cache?: boolean): Promise<XCompiler> };
-  GrammarMatcher: { createGrammarMatcher(g: XCompiled, stop?: number[]): Promise<XMatcher> };
-}
-interface XCompiler {
-  compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strict?: boolean): Promise<XCompiled>;
-}
-interface XCompiled {
-  dispose(): void;
-}
-interface XMatcher {
-  acceptToken(id: number): boolean;
-  getNextTokenBitmask(): Promise<Int32Array>;
-  isTerminated(): boolean;
-  dispose(): void;
-}
+type Ok = Extract<GrammarReply, { ok: true }>;
+type Request = GrammarRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
-let loaded: Xgrammar | undefined;
+// Under the test runner this module is lib/grammar.ts: the thread runs the compiled JS in dist/.
+const workerFile = () => (import.meta.url.endsWith('.ts') ? new URL('../dist/grammar-worker.js', import.meta.url) : new URL('./grammar-worker.js', import.meta.url));
 
-// The package labels its UMD bundle an ES module, which it is not: compile it as CommonJS.
-function xgrammar(): Xgrammar {
-  if (loaded) return loaded;
-  const file = createRequire(import.meta.url).resolve('@mlc-ai/web-xgrammar');
-  const m = new Module(file) as Module & { _compile(src: string, file: string): void; filename: string; paths: string[] };
-  m.filename = file;
-  m.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(file));
-  m._compile(readFileSync(file, 'utf8'), file);
-  loaded = m.exports as Xgrammar;
-  return loaded;
-}
+/** One xgrammar thread. Once it fails (its WASM faulted, it was terminated) it answers nothing more. */
+class GrammarThread {
+  readonly #worker: Worker;
+  readonly #calls = new Map<number, { resolve: (r: Ok) => void; reject: (e: unknown) => void }>();
+  readonly ready: Promise<void>;
+  #next = 0;
+  failed: unknown;
 
-// GPT-2's byte-to-character map: how Hugging Face writes byte-level tokens, which xgrammar's
-// "byte_level" vocabulary type decodes back to bytes (a token may be part of a UTF-8 character).
-function byteLevelMap(): string[] {
-  const printable: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) printable.push(b);
-  for (let b = 0xae; b <= 0xff; b++) printable.push(b);
-  const map = new Array<string>(256);
-  let extra = 0;
-  for (let b = 0; b < 256; b++) map[b] = String.fromCharCode(printable.includes(b) ? b : 256 + extra++);
-  return map;
-}
-
-let compilerPromise: Promise<XCompiler> | undefined;
-
-// About half a second, once per process: every token's bytes, then xgrammar's preprocessing.
-function compiler(): Promise<XCompiler> {
-  compilerPromise ??= (async () => {
-    const xg = xgrammar();
-    const tok = getTokenizer();
-    const map = byteLevelMap();
-    const vocab = new Array<string>(GRAMMAR_VOCAB);
-    for (let id = 0; id < GRAMMAR_VOCAB; id++) {
-      // Specials are empty strings: xgrammar never lets text match them.
-      if (id >= FIRST_SPECIAL) {
-        vocab[id] = '';
-        continue;
+  constructor() {
+    this.#worker = new Worker(workerFile(), { workerData: { grammar: true } });
+    let settle!: { resolve: () => void; reject: (e: unknown) => void };
+    this.ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    this.ready.catch(() => {});
+    this.#worker.on('message', (m: GrammarReply) => {
+      if ('op' in m) {
+        if (this.#calls.size === 0) this.#worker.unref(); // an idle thread keeps no process alive
+        return settle.resolve();
       }
-      let s = '';
-      for (const b of tok.decodeBytes([id])) s += map[b];
-      vocab[id] = s;
-    }
-    const info = await xg.TokenizerInfo.createTokenizerInfo(vocab, 'byte_level', false, GRAMMAR_VOCAB, []);
-    return xg.GrammarCompiler.createGrammarCompiler(info, true);
-  })();
-  compilerPromise.catch(() => (compilerPromise = undefined));
-  return compilerPromise;
+      const call = this.#calls.get(m.id);
+      if (!call) return;
+      this.#calls.delete(m.id);
+      if (this.#calls.size === 0) this.#worker.unref();
+      if (m.ok) call.resolve(m);
+      else call.reject(new Error(m.message));
+    });
+    const fail = (e: unknown) => {
+      this.failed ??= e;
+      settle.reject(this.failed);
+      for (const c of this.#calls.values()) c.reject(this.failed);
+      this.#calls.clear();
+    };
+    this.#fail = fail;
+    this.#worker.on('error', fail);
+    this.#worker.on('exit', (code) => fail(new BusyError(`the grammar thread exited (code ${code})`)));
+  }
+
+  readonly #fail: (e: unknown) => void;
+
+  async call(req: Request): Promise<Ok> {
+    await this.ready;
+    if (this.failed) throw this.failed;
+    const id = this.#next++;
+    this.#worker.ref();
+    return new Promise<Ok>((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...req, id });
+    });
+  }
+
+  post(req: Extract<GrammarRequest, { op: 'dispose' }>): void {
+    if (!this.failed) this.#worker.postMessage(req);
+  }
+
+  /** Fails every call in flight with `reason` and ends the thread. */
+  terminate(reason: unknown): void {
+    this.#fail(reason);
+    void this.#worker.terminate();
+  }
 }
 
-const compiled = new Map<string, Promise<XCompiled>>();
-const MAX_COMPILED = 64;
+let serving: GrammarThread | undefined;
+let vetting: GrammarThread | undefined;
+const servingThread = () => (serving && !serving.failed ? serving : (serving = new GrammarThread()));
+const vettingThread = () => (vetting && !vetting.failed ? vetting : (vetting = new GrammarThread()));
 
-/** Compiles (or takes from the cache) the grammar of documents valid under `schema`; one line,
- * `{"a": 1, "b": [2, 3]}` spacing, no properties beyond those the schema names. */
-export function compileJsonSchema(schema: object): Promise<XCompiled> {
+/** The longest a new schema may take to compile (its first compile, on the vetting thread). */
+let compileBudgetMs = 5000;
+/** @internal tests: a smaller budget. */
+export function setCompileBudget(ms: number): void {
+  compileBudgetMs = ms;
+}
+
+// One vetting compile at a time, so each one's budget counts its own time only.
+let vetQueue: Promise<unknown> = Promise.resolve();
+
+function vet(key: string): Promise<void> {
+  const run = async () => {
+    const t = vettingThread();
+    await t.ready;
+    const timer = setTimeout(() => t.terminate(new UnsupportedError(`the JSON Schema is too expensive to compile (over ${compileBudgetMs} ms); simplify it (fewer alternatives, smaller length and item bounds)`)), compileBudgetMs);
+    try {
+      await t.call({ op: 'compile', key, keep: false });
+    } catch (e) {
+      if (e instanceof GptOssError) throw e;
+      t.terminate(e); // its WASM instance may be corrupt: a fresh thread vets the next schema
+      throw new UnsupportedError(`the grammar compiler cannot compile this JSON Schema (${(e as Error)?.message ?? e})`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const p = vetQueue.then(run, run);
+  vetQueue = p.catch(() => {});
+  return p;
+}
+
+// Schemas compiled on the serving thread, by digest (the text itself can be large).
+const compiled = new Map<string, Promise<void>>();
+const MAX_COMPILED = 256;
+
+/** Compiles (or finds compiled) the grammar of documents valid under `schema`; resolves to its key. */
+export async function compileJsonSchema(schema: object): Promise<string> {
   const key = JSON.stringify(schema);
-  let g = compiled.get(key);
-  if (g) {
-    compiled.delete(key); // most recently used last
-    compiled.set(key, g);
-    return g;
-  }
-  g = compiler().then((c) =>
-    c.compileJSONSchema(key, false, -1, undefined, true).catch((e: unknown) => {
-      throw new UnsupportedError(`the grammar compiler rejected this JSON Schema (${(e as Error)?.message ?? e})`, { cause: e });
-    }),
-  );
-  g.catch(() => compiled.delete(key));
-  compiled.set(key, g);
-  while (compiled.size > MAX_COMPILED) {
-    const [oldest, p] = compiled.entries().next().value as [string, Promise<XCompiled>];
-    compiled.delete(oldest);
-    void p.then((c) => c.dispose(), () => {});
-  }
-  return g;
+  const digest = createHash('sha256').update(key).digest('hex');
+  let g = compiled.get(digest);
+  if (g) compiled.delete(digest); // most recently used last
+  g ??= vet(key).then(async () => {
+    const t = servingThread();
+    await t.call({ op: 'compile', key, keep: true }).catch((e: unknown) => {
+      const err = threadFailure(e);
+      t.terminate(err); // vetted, yet it failed here: this instance is not to be trusted further
+      throw err;
+    });
+  });
+  compiled.set(digest, g);
+  g.catch(() => compiled.delete(digest));
+  while (compiled.size > MAX_COMPILED) compiled.delete(compiled.keys().next().value as string);
+  await g;
+  return key;
+}
+
+let nextMatcher = 0;
+
+// The serving thread failing fails its matchers' sequences, typed.
+function threadFailure(e: unknown): unknown {
+  return e instanceof GptOssError ? e : new BusyError(`the grammar thread failed: ${(e as Error)?.message ?? e}`, { cause: e });
 }
 
 /** One sequence's position in a grammar. `stop` is the token that may end a complete document. */
 export class JsonMatcher {
-  readonly #m: XMatcher;
+  readonly #thread: GrammarThread;
+  readonly #id: number;
+  #terminated = false;
 
-  private constructor(m: XMatcher) {
-    this.#m = m;
+  private constructor(thread: GrammarThread, id: number) {
+    this.#thread = thread;
+    this.#id = id;
   }
 
   static async create(schema: object, stop: number): Promise<JsonMatcher> {
-    const g = await compileJsonSchema(schema);
-    return new JsonMatcher(await xgrammar().GrammarMatcher.createGrammarMatcher(g, [stop]));
+    const key = await compileJsonSchema(schema);
+    const thread = servingThread();
+    const mid = nextMatcher++;
+    await thread.call({ op: 'matcher', mid, key, stop }).catch((e: unknown) => {
+      throw threadFailure(e);
+    });
+    return new JsonMatcher(thread, mid);
   }
 
   /** ceil(V / 32) words; bit (id & 31) of word id >> 5 set = id may come next. */
-  mask(): Promise<Int32Array> {
-    return this.#m.getNextTokenBitmask();
+  async mask(): Promise<Int32Array> {
+    const r = await this.#thread.call({ op: 'mask', mid: this.#id }).catch((e: unknown) => {
+      throw threadFailure(e);
+    });
+    return r.mask!;
   }
 
-  accept(token: number): void {
-    if (!this.#m.acceptToken(token)) throw new InvalidArgumentError(`token ${token} does not continue the document the grammar allows`);
+  async accept(token: number): Promise<void> {
+    const r = await this.#thread.call({ op: 'accept', mid: this.#id, token }).catch((e: unknown) => {
+      throw threadFailure(e);
+    });
+    if (!r.accepted) throw new InvalidArgumentError(`token ${token} does not continue the document the grammar allows`);
+    this.#terminated = r.terminated!;
   }
 
   get terminated(): boolean {
-    return this.#m.isTerminated();
+    return this.#terminated;
   }
 
   dispose(): void {
-    this.#m.dispose();
+    this.#thread.post({ op: 'dispose', mid: this.#id });
   }
 }
 

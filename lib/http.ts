@@ -77,11 +77,31 @@ export function samplingOptions(b: { [K in keyof typeof sampling]?: z.infer<(typ
 
 /** The request body as JSON, or a 400 saying it is not. */
 export async function readJson(c: { req: { json: () => Promise<unknown> } }): Promise<unknown> {
+  let body: unknown;
   try {
-    return await c.req.json();
+    body = await c.req.json();
   } catch {
     throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
   }
+  // Whatever reads the body later may recurse over it (schemas, tool parameters): a body nested
+  // deeper than any request needs is refused here, before anything can overflow the stack on it.
+  if (nestedBeyond(body, MAX_JSON_DEPTH))
+    throw new HttpError(400, 'invalid_request_error', `the request body nests arrays and objects more than ${MAX_JSON_DEPTH} deep`, null, 'invalid_value');
+  return body;
+}
+
+const MAX_JSON_DEPTH = 128;
+
+/** Whether a parsed JSON value nests deeper than `max` (iteratively: it may be very deep). */
+function nestedBeyond(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (typeof x !== 'object' || x === null) continue;
+    if (d >= max) return true;
+    for (const y of Array.isArray(x) ? x : Object.values(x)) if (typeof y === 'object' && y !== null) stack.push([y, d + 1]);
+  }
+  return false;
 }
 
 /** gpt-oss has low / medium / high; the OpenAI SDK also sends none, minimal, xhigh and max. */

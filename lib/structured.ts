@@ -56,18 +56,52 @@ function checkPattern(v: unknown, where: string): void {
   if (bare.slice(1).includes('^') || bare.slice(0, -1).includes('$')) throw new UnsupportedError(`${where}: "^" and "$" are supported only at the pattern's start and end`);
 }
 
+/**
+ * What the grammar compiler can be asked to build. Past these it faults (nesting), takes seconds
+ * to minutes (each unit of a string length bound is a pass over the whole vocabulary: about 40 ms
+ * here), or its memory grows by gigabytes; a vetting compile within a time budget
+ * (lib/grammar.ts) catches what these bounds let through.
+ */
+export const SCHEMA_LIMITS = {
+  /** Schemas nested inside one another. */
+  depth: 32,
+  /** Schemas in all. */
+  nodes: 5000,
+  /** The schema as JSON text. */
+  chars: 256 * 1024,
+  /** Values of one enum. */
+  enumValues: 1000,
+  /** One string's minLength or maxLength. */
+  stringLength: 64,
+  /** minLength and maxLength summed over the schema. */
+  stringLengthTotal: 256,
+  /** minItems, maxItems. */
+  items: 1000,
+  /** |minimum|, |maximum| (2^53: integers stay exact). */
+  magnitude: 2 ** 53,
+} as const;
+
 /** Refuses a schema the grammar cannot enforce exactly, naming the keyword and where it is. */
 export function checkSchema(schema: unknown, where: string): asserts schema is JsonSchema {
-  const walk = (s: unknown, at: string): void => {
+  const L = SCHEMA_LIMITS;
+  let nodes = 0;
+  let lengths = 0;
+  const walk = (s: unknown, at: string, depth = 0): void => {
     if (s === true) return;
     if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new InvalidArgumentError(`${where}: the schema at ${at} must be an object`);
+    if (depth > L.depth) throw new UnsupportedError(`${where}: schemas nested more than ${L.depth} deep (at ${at}) are not supported`);
+    if (++nodes > L.nodes) throw new UnsupportedError(`${where}: schemas of more than ${L.nodes} subschemas are not supported`);
     const o = s as Record<string, unknown>;
+    lengths += checkBounds(o, `${where}: ${at}`);
+    if (lengths > L.stringLengthTotal)
+      throw new UnsupportedError(`${where}: string length bounds summing to more than ${L.stringLengthTotal} (at ${at}) are not supported: each costs the grammar compiler a pass over the vocabulary`);
     for (const [k, v] of Object.entries(o)) {
       if (ANNOTATIONS.has(k)) continue;
       if (!ENFORCED.has(k)) throw new UnsupportedError(`${where}: JSON Schema keyword "${k}" (at ${at}) is not supported in structured output`);
       const sub = `${at}/${k}`;
       switch (k) {
         case 'type':
+          if (Array.isArray(v) && v.length === 0) throw new InvalidArgumentError(`${where}: ${sub} must name at least one JSON type`);
           for (const t of Array.isArray(v) ? v : [v])
             if (!TYPES.has(t as string)) throw new InvalidArgumentError(`${where}: ${sub} must name JSON types, got ${JSON.stringify(t)}`);
           break;
@@ -87,25 +121,26 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
         case '$defs':
         case 'definitions':
           if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidArgumentError(`${where}: ${sub} must be an object`);
-          for (const [name, p] of Object.entries(v)) walk(p, `${sub}/${name}`);
+          for (const [name, p] of Object.entries(v)) walk(p, `${sub}/${name}`, depth + 1);
           break;
         case 'additionalProperties':
-          if (v !== false) walk(v, sub);
-          break;
         case 'items':
-          if (v !== false) walk(v, sub);
+          if (v !== false) walk(v, sub, depth + 1);
           break;
         case 'prefixItems':
         case 'anyOf':
         case 'allOf':
           if (!Array.isArray(v) || v.length === 0) throw new InvalidArgumentError(`${where}: ${sub} must be a non-empty array of schemas`);
           if (k === 'allOf' && v.length > 1) throw new UnsupportedError(`${where}: allOf with more than one schema (at ${at}) is not supported`);
-          v.forEach((p, i) => walk(p, `${sub}/${i}`));
+          v.forEach((p, i) => walk(p, `${sub}/${i}`, depth + 1));
           break;
       }
     }
   };
-  walk(schema, '#');
+  walk(schema, '#'); // first: it bounds the depth that JSON.stringify recurses into
+  if (JSON.stringify(schema).length > L.chars) throw new UnsupportedError(`${where}: schemas longer than ${L.chars} characters as JSON are not supported`);
+  if (!admitsDocument(schema as JsonSchema, where))
+    throw new UnsupportedError(`${where}: the schema admits no finite document (every way through it comes back to a $ref it is inside)`);
   // Whatever the walk let through must also be a valid schema (checked as draft 2020-12 whatever
   // $schema says: the keywords allowed above mean the same in drafts 7 to 2020-12).
   const { $schema: _, ...rest } = schema as Record<string, unknown>;
@@ -116,6 +151,88 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
     throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${(e as Error).message}`);
   }
   if (!valid) throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${ajv().errorsText(ajv().errors)}`);
+}
+
+/** Numbers, lengths and counts of one schema: in range and not contradicting each other. Returns
+ * the string length bounds it sets (their cost to the compiler). */
+function checkBounds(o: Record<string, unknown>, at: string): number {
+  const L = SCHEMA_LIMITS;
+  const int = (k: string, max: number): number | undefined => {
+    const v = o[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new InvalidArgumentError(`${at}/${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    if (v > max) throw new UnsupportedError(`${at}/${k} ${v} is over the ${max} the grammar compiler supports`);
+    return v;
+  };
+  const num = (k: string): number | undefined => {
+    const v = o[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidArgumentError(`${at}/${k} must be a finite number, got ${JSON.stringify(v)}`);
+    if (Math.abs(v) > L.magnitude) throw new UnsupportedError(`${at}/${k} ${v} is beyond the ±2^53 the grammar compiler supports`);
+    return v;
+  };
+  const minLength = int('minLength', L.stringLength), maxLength = int('maxLength', L.stringLength);
+  if (minLength !== undefined && maxLength !== undefined && minLength > maxLength) throw new InvalidArgumentError(`${at}: minLength ${minLength} is over maxLength ${maxLength}`);
+  const minItems = int('minItems', L.items), maxItems = int('maxItems', L.items);
+  if (minItems !== undefined && maxItems !== undefined && minItems > maxItems) throw new InvalidArgumentError(`${at}: minItems ${minItems} is over maxItems ${maxItems}`);
+  const lo = [num('minimum'), num('exclusiveMinimum')], hi = [num('maximum'), num('exclusiveMaximum')];
+  for (const [i, a] of lo.entries())
+    for (const [j, b] of hi.entries())
+      if (a !== undefined && b !== undefined && (a > b || (a === b && (i === 1 || j === 1))))
+        throw new InvalidArgumentError(`${at}: no number lies between ${i ? 'exclusiveMinimum' : 'minimum'} ${a} and ${j ? 'exclusiveMaximum' : 'maximum'} ${b}`);
+  if ('enum' in o) {
+    if (!Array.isArray(o.enum) || o.enum.length === 0) throw new InvalidArgumentError(`${at}/enum must be a non-empty array`);
+    if (o.enum.length > L.enumValues) throw new UnsupportedError(`${at}/enum has ${o.enum.length} values; at most ${L.enumValues} are supported`);
+  }
+  return (minLength ?? 0) + (maxLength ?? 0);
+}
+
+/**
+ * Whether some finite document is valid under the schema: a $ref is productive once its target
+ * is, found by iterating to a fixed point from "none is". A schema such as
+ * `{"$defs":{"n":{"$ref":"#/$defs/n"}},"$ref":"#/$defs/n"}` is not, and would compile to a grammar
+ * that allows no token at all.
+ */
+function admitsDocument(root: JsonSchema, where: string): boolean {
+  const r = root as Record<string, unknown>;
+  const defs = new Map<string, unknown>();
+  for (const k of ['$defs', 'definitions'])
+    for (const [name, d] of Object.entries((r[k] ?? {}) as Record<string, unknown>)) defs.set(`#/${k}/${name}`, d);
+  const productive = new Set<string>();
+  const ok = (s: unknown): boolean => {
+    if (s === true || typeof s !== 'object' || s === null) return true;
+    const o = s as Record<string, unknown>;
+    if (typeof o.$ref === 'string') {
+      if (!defs.has(o.$ref)) throw new InvalidArgumentError(`${where}: $ref ${JSON.stringify(o.$ref)} names no definition in this schema`);
+      if (!productive.has(o.$ref)) return false;
+    }
+    if (Array.isArray(o.anyOf) && !o.anyOf.some(ok)) return false;
+    if (Array.isArray(o.allOf) && !o.allOf.every(ok)) return false;
+    const types = o.type === undefined ? undefined : Array.isArray(o.type) ? o.type : [o.type];
+    // A scalar type allowed is a finite document already.
+    if (types?.some((t) => t !== 'object' && t !== 'array') || 'enum' in o || 'const' in o) return true;
+    // Without a type, keywords of objects or arrays make it one (as the grammar compiler reads it).
+    if (!types) return 'properties' in o || 'required' in o ? objectOk(o) : 'items' in o || 'prefixItems' in o ? arrayOk(o) : true;
+    return (types.includes('object') && objectOk(o)) || (types.includes('array') && arrayOk(o));
+  };
+  const objectOk = (o: Record<string, unknown>): boolean => {
+    const props = (o.properties ?? {}) as Record<string, unknown>;
+    return !Array.isArray(o.required) || o.required.every((p) => ok(Object.hasOwn(props, p as string) ? props[p as string] : true));
+  };
+  const arrayOk = (o: Record<string, unknown>): boolean => {
+    const min = typeof o.minItems === 'number' ? o.minItems : 0;
+    const prefix = Array.isArray(o.prefixItems) ? o.prefixItems : [];
+    return prefix.slice(0, min).every(ok) && (min <= prefix.length || ok(o.items ?? true));
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const [ref, d] of defs)
+      if (!productive.has(ref) && ok(d)) {
+        productive.add(ref);
+        changed = true;
+      }
+  }
+  return ok(root);
 }
 
 type Ajv = { validateSchema(s: object): boolean | Promise<unknown>; errors?: unknown; errorsText(e?: unknown): string };
@@ -284,7 +401,7 @@ export class HarmonyConstraint implements TokenConstraint {
     }
     const body = this.#body;
     if (body?.kind === 'json') {
-      body.matcher.accept(t);
+      await body.matcher.accept(t);
       if (body.matcher.terminated) this.#finish();
       return;
     }

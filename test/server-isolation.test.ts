@@ -110,3 +110,113 @@ describe("a sequence's own failure", () => {
     }
   });
 });
+
+describe("one client's schema never breaks structured output for the others", () => {
+  const endReasoning = { logit_bias: { [TOKENS.end]: 100 } };
+  const chat = (schema: unknown, extra: object = {}) => ({
+    model: MODEL, messages: [{ role: 'user', content: 'Reply in JSON.' }], max_tokens: 300, seed: 1, ...endReasoning,
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema } }, ...extra,
+  });
+  const good = { type: 'object', properties: { n: { type: 'integer' }, s: { enum: ['a', 'b'] } }, required: ['n', 's'] };
+  const deep = (n: number) => {
+    let s: object = { type: 'string' };
+    for (let i = 0; i < n; i++) s = { type: 'object', properties: { a: s }, required: ['a'] };
+    return s;
+  };
+  /** A request with a schema the grammar can build must still answer with a valid document. */
+  async function stillWorks(url: string) {
+    const r = await post(url, '/v1/chat/completions', chat(good));
+    expect(r.status).toBe(200);
+    const choice = (await r.json()).choices[0];
+    expect(choice.finish_reason).toBe('stop');
+    const doc = JSON.parse(choice.message.content);
+    expect(Number.isInteger(doc.n) && ['a', 'b'].includes(doc.s), JSON.stringify(doc)).toBe(true);
+  }
+
+  it('schemas the grammar compiler would fault on, spin on or refuse get a 400 naming why; the next request still works', async () => {
+    await using s = await serverOver({ maxSequences: 8, maxContext: 512, pageSize: 8 });
+    const hostile: [unknown, RegExp][] = [
+      [deep(40), /nested more than 32 deep/],
+      [deep(70), /the request body nests arrays and objects more than 128 deep/],
+      [{ type: 'string', minLength: 5, maxLength: 2 }, /minLength 5 is over maxLength 2/],
+      [{ enum: [] }, /enum must be a non-empty array/],
+      [{ type: 'number', minimum: -1e300 }, /beyond the ±2\^53/],
+      [{ type: 'integer', minimum: 5, exclusiveMaximum: 5 }, /no number lies between/],
+      [{ type: 'array', minItems: 3, maxItems: 1 }, /minItems 3 is over maxItems 1/],
+      [{ type: 'string', maxLength: 10_000_000 }, /maxLength 10000000 is over the 64/],
+      [{ anyOf: Array.from({ length: 10_000 }, (_, i) => ({ const: i })) }, /more than 5000 subschemas/],
+      [{ type: 'object', properties: Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`p${i}`, { type: 'integer' }])) }, /more than 5000 subschemas|longer than/],
+      [{ $defs: { n: { $ref: '#/$defs/n' } }, $ref: '#/$defs/n' }, /admits no finite document/],
+      [{ $defs: { n: { type: 'object', properties: { c: { $ref: '#/$defs/n' } }, required: ['c'] } }, $ref: '#/$defs/n' }, /admits no finite document/],
+      // Past every static check: the compiler itself gives up (on its own thread, which is replaced).
+      [{ type: 'integer', minimum: 0.5, maximum: 0.7 }, /grammar compiler cannot compile this JSON Schema \(Integer constraint must be a whole number\)/],
+      [{ type: 'string', pattern: '[]' }, /grammar compiler cannot compile/],
+    ];
+    for (const [schema, why] of hostile) {
+      const r = await post(s.server.url, '/v1/chat/completions', chat(schema));
+      const body = await r.json();
+      expect(r.status, JSON.stringify(body).slice(0, 300)).toBe(400);
+      expect(body.error.message).toMatch(why);
+      await stillWorks(s.server.url);
+    }
+    // Too deep for JSON.stringify (or any recursion) to walk: refused as it is read.
+    const n = 100_000;
+    const text = `{"model":"${MODEL}","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":${'{"type":"object","properties":{"a":'.repeat(n)}{"type":"string"}${'}}'.repeat(n)}}}}`;
+    const r = await fetch(`${s.server.url}/v1/chat/completions`, { method: 'POST', body: text, headers: { 'content-type': 'application/json' } });
+    expect(r.status).toBe(400);
+    expect((await r.json()).error.message).toMatch(/more than 128 deep/);
+    await stillWorks(s.server.url);
+    // A recursive schema with a way out is fine.
+    const tree = { $defs: { n: { type: 'object', properties: { v: { type: 'integer' }, c: { type: 'array', items: { $ref: '#/$defs/n' }, maxItems: 2 } }, required: ['v'] } }, $ref: '#/$defs/n' };
+    expect((await post(s.server.url, '/v1/chat/completions', chat(tree))).status).toBe(200);
+  });
+
+  it('a schema with no finite document fails its own request; a stream in the same steps runs to the end', async () => {
+    await using s = await serverOver({ maxSequences: 8, maxContext: 512, pageSize: 8 });
+    // It once compiled to a mask allowing no token, and the sampler's error failed the whole step.
+    const empty = { $defs: { n: { $ref: '#/$defs/n' } }, $ref: '#/$defs/n' };
+    const victim = (async () => {
+      const r = await post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 200, stream: true, seed: 2 });
+      const events = (await r.text()).split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+      return events;
+    })();
+    while (s.engine.stats().running < 1) await new Promise((r) => setTimeout(r, 2));
+    const attack = await post(s.server.url, '/v1/chat/completions', chat(empty, { max_tokens: 200 }));
+    expect(attack.status).toBe(400);
+    expect((await attack.json()).error.message).toMatch(/admits no finite document/);
+    const events = await victim;
+    expect(events.at(-1)).toBe('[DONE]');
+    expect(events.some((e) => e.includes('"error"'))).toBe(false);
+    expect(events.filter((e) => e.includes('"text"')).length).toBeGreaterThanOrEqual(200);
+  });
+
+  it('an expensive compile runs off the event loop and past its budget gets a 400; /health and a stream keep answering', async () => {
+    const { setCompileBudget } = await import('../lib/grammar.js');
+    await using s = await serverOver({ maxSequences: 8, maxContext: 4096, pageSize: 16 });
+    await stillWorks(s.server.url); // the grammar threads are up
+    setCompileBudget(1500);
+    try {
+      // Within the static bounds, yet seconds of compiling (each length unit is a vocabulary pass).
+      const costly = { type: 'object', properties: Object.fromEntries(['a', 'b'].map((k) => [k, { type: 'string', minLength: 60, maxLength: 64 }])) };
+      const stream = post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 2000, stream: true, seed: 3 });
+      const attack = post(s.server.url, '/v1/chat/completions', chat(costly));
+      let worst = 0;
+      let done = false;
+      void attack.finally(() => (done = true));
+      while (!done) {
+        const t0 = performance.now();
+        expect((await fetch(`${s.server.url}/health`)).status).toBe(200);
+        worst = Math.max(worst, performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const r = await attack;
+      expect(r.status).toBe(400);
+      expect((await r.json()).error.message).toMatch(/too expensive to compile \(over 1500 ms\)/);
+      expect(worst, 'the slowest /health answer during the compile, ms').toBeLessThan(1000);
+      expect((await (await stream).text()).trimEnd().endsWith('data: [DONE]')).toBe(true);
+    } finally {
+      setCompileBudget(5000);
+    }
+    await stillWorks(s.server.url);
+  });
+});
