@@ -32,6 +32,9 @@ const positiveInt = (name: string) => (v: string) => {
   return n;
 };
 
+/** `a,b, c` as ['a', 'b', 'c']. */
+const commaList = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+
 /** Progress lines on stderr when it is a terminal and the output is not --json only. */
 const stderrLog = (json: boolean | undefined) => (json || !process.stderr.isTTY ? undefined : (l: string) => void process.stderr.write(`${l}\n`));
 
@@ -216,16 +219,28 @@ program
   .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
   .option('--host <host>', 'address to bind (loopback unless you mean otherwise)', '127.0.0.1')
   .option('--port <port>', 'port', positiveInt('--port'), 8000)
-  .option('--api-key <key>', 'require this bearer token on every route but /health')
+  .option('--api-key <key>', 'require this bearer token on every route but /health (repeat for several keys, one per user)', (v: string, all: string[] | undefined) => [...(all ?? []), v])
   .option('--served-model-name <name>', 'the model id clients use (default: --model)')
   .option('--max-sequences <n>', 'requests batched together (default 16)', positiveInt('--max-sequences'))
   .option('--max-context <n>', 'positions per request (default 4096)', positiveInt('--max-context'))
   .option('--max-batch-tokens <n>', 'tokens per step (default 256)', positiveInt('--max-batch-tokens'))
+  .option('--allowed-hosts <names>', 'Host names accepted besides loopback\'s and --host, comma-separated (* any)', commaList)
+  .option('--allowed-origins <origins>', 'web origins that may call the server, with CORS, comma-separated (default: only its own pages)', commaList)
+  .addOption(new Option('--cache-isolation <who>', 'who shares prefix-cache pages: none (all), key (each API key), user (each key and `user` field); default key with several keys').choices(['none', 'key', 'user']))
+  .option('--request-timeout <seconds>', 'abort a request after this long (default: no deadline)', positiveInt('--request-timeout'))
+  .option('--max-connections <n>', 'open connections at most; more are closed on arrival', positiveInt('--max-connections'))
   .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
-  .action(async (o: { model: string; host: string; port: number; apiKey?: string; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number; device: 'cpu' | 'cuda' }) => {
+  .action(async (o: {
+    model: string; host: string; port: number; apiKey?: string[]; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number;
+    allowedHosts?: string[]; allowedOrigins?: string[]; cacheIsolation?: 'none' | 'key' | 'user'; requestTimeout?: number; maxConnections?: number; device: 'cpu' | 'cuda';
+  }) => {
     const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
-    const app = createApp(engine, { modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY });
-    const server = await listen(app, { host: o.host, port: o.port });
+    const app = createApp(engine, {
+      modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY,
+      allowedHosts: o.allowedHosts, allowedOrigins: o.allowedOrigins, cacheIsolation: o.cacheIsolation,
+      requestTimeoutMs: o.requestTimeout === undefined ? undefined : o.requestTimeout * 1000,
+    });
+    const server = await listen(app, { host: o.host, port: o.port, maxConnections: o.maxConnections });
     // A rejection nobody handled comes from one request's work: that request has failed; the
     // server must stay up for everyone else. Said once per kind, so a loop cannot flood the log.
     const seen = new Set<string>();

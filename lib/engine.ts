@@ -123,9 +123,10 @@ class PrefixIndex {
     sliding.onEvict = (p) => this.#drop(this.#bySliding.get(p));
   }
 
-  static keys(tokens: number[], pageSize: number): string[] {
+  /** A salt goes into the first page's hash, so every key of a salted prompt is its salt's own. */
+  static keys(tokens: number[], pageSize: number, salt?: string): string[] {
     const keys: string[] = [];
-    let prev = '';
+    let prev = salt ? createHash('sha1').update('cache-salt\0').update(salt).digest('hex') : '';
     for (let end = pageSize; end <= tokens.length; end += pageSize) {
       prev = createHash('sha1').update(prev).update(Buffer.from(Int32Array.from(tokens.slice(end - pageSize, end)).buffer)).digest('hex');
       keys.push(prev);
@@ -281,7 +282,7 @@ export class Engine implements GenerationBackend {
       throw new ContextOverflowError(`the request needs ${pages} KV pages; the engine has ${this.#full.total} in all`);
     if (limits.signal?.aborted) throw new AbortedError('generation was aborted', { cause: limits.signal.reason });
     const seq: Seq = {
-      prompt, keys: PrefixIndex.keys(prompt, this.pageSize), published: 0, cached: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
+      prompt, keys: PrefixIndex.keys(prompt, this.pageSize, limits.cacheSalt), published: 0, cached: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
       ready: [], waiting: undefined, error: undefined, unlisten: () => {},
     };
     if (limits.signal) {

@@ -48,6 +48,10 @@ export interface GenerateOptions extends SamplingOptions {
    * of its logits, before temperature and the other sampling settings) with this many most
    * likely alternatives (0-20). Off by default. */
   logprobs?: number;
+  /** On an engine: mixed into the prefix cache's keys, so that only requests with the same salt
+   * share cached prompt pages (and learn, from `cachedPromptTokens`, how another's prompt began).
+   * Unsalted requests share with each other. */
+  cacheSalt?: string;
 }
 
 /** A generated token with its log-probability under the model's distribution. */
@@ -167,7 +171,7 @@ export class Generation<E extends { type: string }, R> implements AsyncIterable<
   }
 }
 
-const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', 'logprobs', ...samplingKeys] as const;
+const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', 'logprobs', 'cacheSalt', ...samplingKeys] as const;
 
 function toTokenLogprob(s: SampledToken): TokenLogprob {
   const tok = getTokenizer();
@@ -330,6 +334,8 @@ export interface DecodeLimits {
   /** Tokens after which no further token is asked for (the caller still receives the stop token). */
   stopTokens: ReadonlySet<number>;
   signal?: AbortSignal;
+  /** Prefix-cache salt (GenerateOptions.cacheSalt). */
+  cacheSalt?: string;
 }
 
 /** What generates: a model (one session per call) or an engine (one sequence of a shared batch). */
@@ -362,7 +368,7 @@ function prepare(backend: GenerationBackend, prompt: number[], options: Generate
   const budget = Math.min(maxTokens, limit - prompt.length);
   let decoder: Decoder;
   try {
-    decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal });
+    decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal, cacheSalt: options.cacheSalt });
   } catch (e) {
     constraint?.dispose();
     throw e;

@@ -7,7 +7,7 @@ import type { CompleteOptions } from './generate.js';
 import type { JsonSchema } from './harmony/types.js';
 import { checkSchema, type ResponseFormat, type ToolChoice } from './structured.js';
 
-export type ErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+export type ErrorType = 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
 
 export class HttpError extends Error {
   constructor(readonly status: number, readonly type: ErrorType, message: string, readonly param: string | null = null, readonly code: string | null = null) {
@@ -29,6 +29,8 @@ export function toHttp(e: unknown): HttpError {
   }
   if (e instanceof OverloadedError) return new HttpError(429, 'rate_limit_error', e.message, null, 'overloaded');
   if (e instanceof DisposedError) return new HttpError(503, 'server_error', e.message, null, 'unavailable');
+  // Aborted by the server for a reason of its own (a deadline): that reason is the answer.
+  if (e instanceof AbortedError && e.cause instanceof HttpError) return e.cause;
   // The client went away (or aborted): nobody reads this; 499 keeps it out of the 5xx counts.
   if (e instanceof AbortedError || (e instanceof Error && e.name === 'AbortError')) return new HttpError(499, 'invalid_request_error', 'the request was aborted', null, 'aborted');
   if (e instanceof ContextOverflowError) return new HttpError(400, 'invalid_request_error', e.message, 'messages', 'context_length_exceeded');
@@ -57,6 +59,8 @@ export const sampling = {
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
   user: z.string().optional(),
+  // vLLM's: only requests with the same salt share prefix-cache pages.
+  cache_salt: z.string().max(1024).nullable().optional(),
 };
 
 

@@ -108,6 +108,10 @@ export interface ResponsesContext {
   newId: (prefix: string) => string;
   count: (route: string, status: number) => void;
   checkModel: (model: string) => void;
+  /** The signal the request's work runs under (the client leaving, the server's deadline). */
+  signalOf: (c: Context) => AbortSignal;
+  /** The prefix-cache salt for this caller and request. */
+  cacheSalt: (c: Context, b: { cache_salt?: string | null; user?: string }) => string | undefined;
 }
 
 export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesContext): void {
@@ -117,8 +121,8 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
     const { messages, options } = toChat(b);
     const id = ctx.newId('resp');
     const createdAt = Math.floor(Date.now() / 1000);
-    const signal = c.req.raw.signal;
-    const gen = engine.chat(messages, { ...options, signal });
+    const signal = ctx.signalOf(c);
+    const gen = engine.chat(messages, { ...options, signal, cacheSalt: ctx.cacheSalt(c, b) });
     const shell = (status: string, output: OutputItem[], r?: ChatResult) => ({
       id, object: 'response', created_at: createdAt, status, model: ctx.modelId, output,
       incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,

@@ -1,10 +1,18 @@
 // The OpenAI-compatible HTTP server over an engine: /v1/chat/completions, /v1/completions,
 // /v1/models, /health, /metrics. Requests are validated (zod) into the engine's options; every
 // failure is an OpenAI-shaped error with a 4xx status (5xx only for a fault of ours); a client
-// that disconnects mid-stream aborts its sequence.
+// that disconnects mid-stream aborts its sequence. Before any route: the Host and Origin checks
+// (a web page must not drive a local server), the API key, JSON-only bodies and the size limit;
+// around each response, a watch on its connection (a client that stops reading is cut off) and an
+// optional deadline.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { Server } from 'node:net';
+
 import { serve, type ServerType } from '@hono/node-server';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
@@ -17,9 +25,70 @@ import { registerResponses } from './responses.js';
 export interface ServerOptions {
   /** The model id clients name (default: the engine's model reference). */
   modelId: string;
-  apiKey?: string;
+  /** Bearer token every route but /health requires; several keys (one per user) are compared alike. */
+  apiKey?: string | readonly string[];
   /** Largest request body in bytes (default 4 MiB). */
   maxBodyBytes?: number;
+  /** Names the Host header may give (port aside) besides localhost, 127.0.0.1, [::1] and the host
+   * listen() bound; '*' accepts any. A request that arrives on a non-loopback address (the server
+   * bound to 0.0.0.0 or a LAN address) may give any name unless this is set. */
+  allowedHosts?: readonly string[];
+  /** Origins (scheme://host[:port]) whose pages may call the server, with CORS headers; '*' any.
+   * The server's own origin (a page it served, same host and port) needs no entry; any other
+   * Origin is refused with 403. */
+  allowedOrigins?: readonly string[];
+  /** Who shares prefix-cache pages: 'none' (every request; the default with one key or none),
+   * 'key' (each API key its own; the default with several), 'user' (each key and OpenAI `user`
+   * field, for a gateway that sets it). A request's `cache_salt` narrows any of them. */
+  cacheIsolation?: 'none' | 'key' | 'user';
+  /** A request's deadline in ms: past it, its work is aborted (504, or the stream ends). Default none. */
+  requestTimeoutMs?: number;
+  /** A response whose client takes none of its waiting output for this long is aborted and its
+   * connection closed (default 30 s)... */
+  writeTimeoutMs?: number;
+  /** ... and so is one with more than this many bytes waiting (default 4 MiB). */
+  maxBufferedBytes?: number;
+}
+
+/** A Host header's (or URL host's) name: lower case, without port, brackets or a final dot. */
+function hostName(host: string): string {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[')) h = h.slice(1, h.includes(']') ? h.indexOf(']') : undefined);
+  else if (h.indexOf(':') === h.lastIndexOf(':')) h = h.split(':')[0]; // host:port (more colons: bare IPv6)
+  return h.endsWith('.') ? h.slice(0, -1) : h;
+}
+
+/** A socket address without the IPv4-in-IPv6 prefix a dual-stack listener gives it. */
+const plainAddress = (a: string) => (a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a).toLowerCase();
+const isLoopback = (a: string) => a.startsWith('127.') || a === '::1';
+
+/** The host each app was bound to by listen(): one of the names its Host check accepts. */
+const boundHosts = new WeakMap<Hono, Set<string>>();
+
+/**
+ * Cuts off a response whose client stopped reading: output that the connection has not taken for
+ * `timeoutMs`, or more than `maxBytes` of it, closes the connection, which aborts the request
+ * (its sequence stops; the SSE writer stops waiting). Progress is what the socket has handed to
+ * the kernel (bytesWritten counts what is still queued too).
+ */
+function watchWrites(out: ServerResponse, timeoutMs: number, maxBytes: number): void {
+  const socket = out.socket;
+  if (!socket) return;
+  let sent = socket.bytesWritten - socket.writableLength;
+  let stalledSince: number | undefined;
+  const tick = setInterval(() => {
+    const waiting = socket.writableLength;
+    const now = socket.bytesWritten - waiting;
+    if (waiting === 0 || now !== sent) stalledSince = undefined;
+    else stalledSince ??= Date.now();
+    sent = now;
+    if (waiting > maxBytes || (stalledSince !== undefined && Date.now() - stalledSince >= timeoutMs)) {
+      clearInterval(tick);
+      socket.destroy();
+    }
+  }, Math.max(10, Math.min(1000, timeoutMs / 4)));
+  tick.unref();
+  out.once('close', () => clearInterval(tick));
 }
 
 const chatRequest = z
@@ -180,15 +249,115 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   app.onError((e, c) => {
     const h = toHttp(e);
     count(c.req.routePath, h.status); // the route pattern: client-chosen paths must not grow the metrics
+    if (h.status === 429) c.header('Retry-After', '1'); // the queue turns over as answers finish
     return c.json(errorBody(h), h.status as 400);
   });
   app.notFound((c) => c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404));
 
-  app.use('/v1/*', async (c, next) => {
-    if (options.apiKey && c.req.header('authorization') !== `Bearer ${options.apiKey}`)
-      throw new HttpError(401, 'authentication_error', 'a valid API key is required (Authorization: Bearer <key>)', null, 'invalid_api_key');
+  // Host and Origin, as Ollama checks them against DNS rebinding: a page on another site may not
+  // drive the server, nor one whose name resolves to it (the Host check on loopback, the Origin
+  // check everywhere). Names are the loopback ones, the bound host, the address the request came
+  // in on, and allowedHosts.
+  const names = new Set(['localhost', '127.0.0.1', '::1', ...(options.allowedHosts ?? []).map(hostName)]);
+  const bound = new Set<string>();
+  boundHosts.set(app, bound);
+  const origins = new Set((options.allowedOrigins ?? []).map((o) => o.trim().toLowerCase().replace(/\/+$/, '')));
+  const listedOrigin = (o: string) => origins.has('*') || origins.has(o.toLowerCase().replace(/\/+$/, ''));
+  const localAddress = (c: Context) => {
+    const a = (c.env as { incoming?: { socket?: { localAddress?: string } } } | undefined)?.incoming?.socket?.localAddress;
+    return a ? plainAddress(a) : undefined;
+  };
+  const named = (name: string, local: string | undefined) => names.has(name) || bound.has(name) || name === local;
+  const refuse = (what: string) => new HttpError(403, 'permission_error', `${what} is not allowed here (see the server's allowed hosts and origins)`, null, 'forbidden');
+  app.use('*', async (c, next) => {
+    const host = c.req.header('host');
+    const local = localAddress(c);
+    if (host !== undefined) {
+      const name = hostName(host);
+      const open = names.has('*') || (local !== undefined && !isLoopback(local) && options.allowedHosts === undefined);
+      if (!open && !named(name, local)) throw refuse(`Host ${JSON.stringify(name)}`);
+    }
+    const origin = c.req.header('origin');
+    if (origin !== undefined && !listedOrigin(origin)) {
+      // The server's own pages: same scheme-less host and port as the request, under a known name.
+      let same = false;
+      try {
+        const u = new URL(origin);
+        same = host !== undefined && (u.protocol === 'http:' || u.protocol === 'https:') && u.host === new URL(`${u.protocol}//${host}`).host && named(hostName(u.host), local);
+      } catch {
+        // not a URL ('null' from a file or a sandbox): not ours
+      }
+      if (!same) throw refuse(`Origin ${JSON.stringify(origin)}`);
+    }
     await next();
   });
+  if (origins.size) {
+    const corsFor = cors({ origin: (o) => (listedOrigin(o) ? o : null), allowMethods: ['GET', 'POST', 'OPTIONS'], exposeHeaders: ['Retry-After'], maxAge: 600 });
+    app.use('*', (c, next) => (c.req.header('origin') && listedOrigin(c.req.header('origin')!) ? corsFor(c, next) : next()));
+  }
+
+  // The API key: compared as SHA-256 digests with timingSafeEqual, against every key, so neither
+  // the time taken nor which key matched tells a guesser anything.
+  const keys = (typeof options.apiKey === 'string' ? [options.apiKey] : options.apiKey ?? []).filter((k) => k !== '');
+  const digests = keys.map((k) => createHash('sha256').update(k).digest());
+  const callerKey = new WeakMap<Context, number>(); // by context: bodyLimit may replace c.req.raw
+  const auth = async (c: Context, next: () => Promise<void>) => {
+    if (digests.length) {
+      const header = c.req.header('authorization') ?? '';
+      const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : `\0${header}`).digest();
+      let match = -1;
+      digests.forEach((d, i) => {
+        if (timingSafeEqual(d, given) && match < 0) match = i;
+      });
+      if (match < 0) throw new HttpError(401, 'authentication_error', 'a valid API key is required (Authorization: Bearer <key>)', null, 'invalid_api_key');
+      callerKey.set(c, match);
+    }
+    await next();
+  };
+  app.use('/v1/*', auth);
+  app.use('/metrics', auth);
+
+  // Only JSON bodies: a browser sends text/plain, form or multipart bodies cross-site without
+  // asking first (a "simple" request); JSON needs a preflight, which the Origin check refuses.
+  app.use('*', async (c, next) => {
+    if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {
+      const type = c.req.header('content-type')?.split(';')[0].trim().toLowerCase();
+      if (type !== 'application/json' && !(type?.startsWith('application/') && type.endsWith('+json')))
+        throw new HttpError(415, 'invalid_request_error', `request bodies must be JSON (Content-Type: application/json)${type ? `, not ${type}` : ''}`, null, 'unsupported_media_type');
+    }
+    await next();
+  });
+
+  // Each response's connection is watched (watchWrites); each request may have a deadline, which
+  // the routes' work runs under (signalOf).
+  const writeTimeout = options.writeTimeoutMs ?? 30_000;
+  const maxBuffered = options.maxBufferedBytes ?? 4 * 2 ** 20;
+  const deadlines = new WeakMap<Context, AbortSignal>();
+  app.use('*', async (c, next) => {
+    const out = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    if (out && typeof out.once === 'function') watchWrites(out, writeTimeout, maxBuffered);
+    const ms = options.requestTimeoutMs;
+    if (ms) {
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(new HttpError(504, 'server_error', `the request ran past the server's deadline of ${ms} ms`, null, 'request_timeout')), ms);
+      timer.unref();
+      out?.once?.('close', () => clearTimeout(timer));
+      deadlines.set(c, AbortSignal.any([c.req.raw.signal, ac.signal]));
+    }
+    await next();
+  });
+  const signalOf = (c: Context) => deadlines.get(c) ?? c.req.raw.signal;
+
+  // Prefix-cache salt: the caller's key or user (cacheIsolation) and the request's cache_salt.
+  const isolation = options.cacheIsolation ?? (keys.length > 1 ? 'key' : 'none');
+  const cacheSalt = (c: Context, b: { cache_salt?: string | null; user?: string }): string | undefined => {
+    const parts: string[] = [];
+    const key = callerKey.get(c);
+    if (isolation !== 'none' && key !== undefined) parts.push(`key:${key}`);
+    if (isolation === 'user' && b.user) parts.push(`user:${b.user}`);
+    if (b.cache_salt) parts.push(`salt:${b.cache_salt}`);
+    return parts.length ? JSON.stringify(parts) : undefined;
+  };
   app.use(
     '/v1/*',
     bodyLimit({
@@ -214,9 +383,10 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const b = chatRequest.parse(await body(c));
     checkModel(b.model);
     const { messages, options: chatOpts } = toChat(b);
+    chatOpts.cacheSalt = cacheSalt(c, b);
     const id = newId('chatcmpl');
     const now = Math.floor(Date.now() / 1000);
-    const signal = c.req.raw.signal;
+    const signal = signalOf(c);
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
     const n = b.n ?? 1;
     if (!b.stream) {
@@ -313,13 +483,14 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const b = completionRequest.parse(await body(c));
     checkModel(b.model);
     const prompt = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : (b.prompt as number[])) : b.prompt;
-    const opts: CompleteOptions = { ...samplingOptions(b), maxTokens: b.max_tokens ?? 16, stopTokens: [], signal: c.req.raw.signal };
+    const signal = signalOf(c);
+    const opts: CompleteOptions = { ...samplingOptions(b), maxTokens: b.max_tokens ?? 16, stopTokens: [], signal, cacheSalt: cacheSalt(c, b) };
     if (b.logprobs != null) opts.logprobs = b.logprobs;
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
     const n = b.n ?? 1;
     if (!b.stream) {
-      const results = await nResults(n, opts.seed, c.req.raw.signal, (seed, sig) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }));
+      const results = await nResults(n, opts.seed, signal, (seed, sig) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }));
       count('/v1/completions', 200);
       const out = results.reduce((a, r) => a + r.usage.completionTokens, 0);
       return c.json({
@@ -330,7 +501,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     }
     // Streaming, n > 1 included: as for chat completions.
     const stop = new AbortController();
-    const both = AbortSignal.any([c.req.raw.signal, stop.signal]);
+    const both = AbortSignal.any([signal, stop.signal]);
     const start = (i: number) => engine.complete(prompt, { ...opts, ...(opts.seed !== undefined && { seed: opts.seed + i }), signal: both })[Symbol.asyncIterator]();
     const its = [start(0)];
     const first = await its[0].next();
@@ -362,13 +533,13 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       } catch (e) {
         stop.abort();
         await chain.catch(() => {});
-        if (e instanceof AbortedError || c.req.raw.signal.aborted) return;
+        if (e instanceof AbortedError || signal.aborted) return;
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });
   });
 
-  registerResponses(app, engine, { modelId: options.modelId, newId, count, checkModel });
+  registerResponses(app, engine, { modelId: options.modelId, newId, count, checkModel, signalOf, cacheSalt });
 
   app.get('/metrics', (c) => {
     const s = engine.stats();
@@ -404,13 +575,24 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  /** Address to bind (default 127.0.0.1); the app's Host check accepts it as a name. */
+  host?: string;
+  /** Port (default 8000; 0: any free one). */
+  port?: number;
+  /** Open connections at most; more are closed on arrival (default: no cap). */
+  maxConnections?: number;
+}
+
 /** Serves the app on host:port (port 0: any free one); binds to loopback unless told otherwise. */
-export async function listen(app: Hono, options: { host?: string; port?: number } = {}): Promise<RunningServer> {
+export async function listen(app: Hono, options: ListenOptions = {}): Promise<RunningServer> {
   const host = options.host ?? '127.0.0.1';
+  boundHosts.get(app)?.add(hostName(host));
   let server: ServerType | undefined;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: host, port: options.port ?? 8000 }, (info) => resolve(info.port));
     server.on('error', reject);
+    if (options.maxConnections !== undefined) (server as Server).maxConnections = options.maxConnections;
   });
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,

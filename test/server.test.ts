@@ -118,10 +118,11 @@ describe('malformed requests', () => {
   it('the API key is needed everywhere but /health', async () => {
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
     expect((await fetch(`${server.url}/v1/models`)).status).toBe(401);
+    expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
   });
 
   it('metrics are Prometheus text', async () => {
-    const t = await (await fetch(`${server.url}/metrics`)).text();
+    const t = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
     expect(t).toMatch(/gptoss_generated_tokens_total \d+/);
     expect(t).toMatch(/gptoss_kv_pages_used \d+/);
     expect(t).toMatch(/gptoss_requests_total\{route="\/v1\/chat\/completions",status="200"\} \d+/);
@@ -229,7 +230,7 @@ describe('review regressions', () => {
   it('metrics count routes, not the paths clients choose', async () => {
     await fetch(`${server.url}/v1/some-path-nobody-has-${Date.now()}`, { headers: { authorization: `Bearer ${KEY}` } });
     await fetch(`${server.url}/v1/x"y`);
-    const t = await (await fetch(`${server.url}/metrics`)).text();
+    const t = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
     expect(t).not.toMatch(/some-path-nobody-has/);
     expect(t).not.toContain('x"y');
   });
