@@ -113,6 +113,131 @@ describe('server request validation properties', () => {
   });
 });
 
+describe('server isolation properties', () => {
+  // One client's hostile request (a generated schema: deep, contradictory, recursive, huge; n > 1
+  // with a hang-up at a random moment) leaves every other request exactly as it would have been:
+  // a greedy control completion running beside it gives the same tokens every time.
+  let model: Model;
+  let engine: Engine;
+  let app: ReturnType<typeof createApp>;
+  let reference: string;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  const control = { model: 'm', prompt: 'The control request', max_tokens: 24, temperature: 0 };
+  const post = (route: string, body: object, signal?: AbortSignal) =>
+    app.request(route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
+  const controlText = async () => {
+    const r = await post('/v1/completions', control);
+    expect(r.status).toBe(200);
+    return ((await r.json()) as { choices: { text: string }[] }).choices[0].text;
+  };
+  // A structured control with a schema new each time: a grammar compiler left broken by a hostile
+  // schema would fail it (it once did, for every client until restart).
+  let fresh = 0;
+  const controlStructured = async () => {
+    const key = `k${fresh++}`;
+    const r = await post('/v1/chat/completions', {
+      model: 'm', messages: [{ role: 'user', content: 'JSON' }], max_tokens: 200, logit_bias: { 200007: 100 },
+      response_format: { type: 'json_schema', json_schema: { name: 'c', schema: { type: 'object', properties: { [key]: { type: 'integer', minimum: 0, maximum: 9 } }, required: [key], additionalProperties: false } } },
+    });
+    const body = await r.text();
+    expect(r.status, body.slice(0, 300)).toBe(200);
+    const choice = (JSON.parse(body) as { choices: { message: { content: string }; finish_reason: string }[] }).choices[0];
+    expect(choice.finish_reason, body.slice(0, 300)).toBe('stop');
+    const doc = JSON.parse(choice.message.content) as Record<string, unknown>;
+    expect(Number.isInteger(doc[key]), JSON.stringify(doc)).toBe(true);
+  };
+
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    model = await loadModel(tinyRealVocabCheckpoint(3, { layers: 1, hidden: 32, experts: 2, topk: 1, heads: 1 }));
+    engine = await createEngine({ model, maxContext: 16384, maxSequences: 8, pageSize: 16 });
+    app = createApp(engine, { modelId: 'm' });
+    reference = await controlText();
+    const { setCompileBudget } = await import('../lib/grammar.js');
+    setCompileBudget(1000); // what runs past it is refused; keeps the run short
+  });
+  afterAll(async () => {
+    process.off('unhandledRejection', onUnhandled);
+    const { setCompileBudget } = await import('../lib/grammar.js');
+    setCompileBudget(5000);
+    await engine?.close({ abort: true });
+    model?.dispose();
+  });
+
+  // Schemas from the keywords the checker and the compiler know, with bounds drawn wide (negative,
+  // contradictory, huge), empty enums, $refs into $defs that may loop, and nesting that may run deep.
+  // Mostly within what the grammar can build, sometimes anywhere (fractional, contradictory, huge).
+  const wide = (lo: number, hi: number, wildLo: number, wildHi: number) =>
+    fc.oneof({ weight: 4, arbitrary: fc.integer({ min: lo, max: hi }) }, { weight: 1, arbitrary: fc.double({ min: wildLo, max: wildHi, noNaN: true }) });
+  const schema = fc.letrec<{ node: unknown }>((tie) => ({
+    node: fc.oneof(
+      { depthSize: 'small', withCrossShrink: true },
+      fc.record({ type: fc.constantFrom('string', 'integer', 'number', 'boolean', 'null') }),
+      fc.record({ type: fc.constant('string'), minLength: wide(0, 8, -1, 200), maxLength: wide(0, 8, 0, 1e7) }, { requiredKeys: ['type'] }),
+      fc.record({ type: fc.constantFrom('integer', 'number'), minimum: wide(-100, 100, -1e300, 1e300), maximum: wide(-100, 100, -1e300, 1e300), exclusiveMaximum: wide(-100, 100, -1e20, 1e20) }, { requiredKeys: ['type'] }),
+      fc.record({ enum: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 }) }),
+      fc.record({ $ref: fc.constantFrom('#/$defs/a', '#/$defs/b', '#/$defs/missing') }),
+      fc.record({ anyOf: fc.array(tie('node'), { minLength: 0, maxLength: 3 }) }),
+      fc.record({ type: fc.constant('array'), items: tie('node'), minItems: fc.integer({ min: 0, max: 3 }), maxItems: wide(0, 8, 0, 2000) }, { requiredKeys: ['type', 'items'] }),
+      fc.record({
+        type: fc.constant('object'),
+        properties: fc.dictionary(fc.constantFrom('a', 'b', 'c', '__proto__', 'constructor'), tie('node'), { maxKeys: 3 }),
+        required: fc.subarray(['a', 'b', 'c']),
+      }, { requiredKeys: ['type', 'properties'] }),
+    ),
+  })).node;
+  const deepOrHuge = fc.oneof(
+    fc.integer({ min: 20, max: 300 }).map((n) => {
+      let s: object = { type: 'string' };
+      for (let i = 0; i < n; i++) s = { type: 'array', items: s };
+      return s;
+    }),
+    fc.integer({ min: 1000, max: 8000 }).map((n) => ({ anyOf: Array.from({ length: n }, (_, i) => ({ const: i })) })),
+  );
+  const hostileSchema = fc.oneof(
+    { weight: 4, arbitrary: fc.record({ root: schema, a: schema, b: schema }).map(({ root, a, b }) => ({ ...(root as object), $defs: { a, b } })) },
+    { weight: 1, arbitrary: deepOrHuge },
+  );
+
+  it('a generated schema gets a 2xx or a 4xx and leaves the control request unchanged', async () => {
+    await fc.assert(
+      fc.asyncProperty(hostileSchema, fc.boolean(), async (sch, streamed) => {
+        const hostile = post('/v1/chat/completions', {
+          model: 'm', messages: [{ role: 'user', content: 'JSON' }], max_tokens: 40, stream: streamed, logit_bias: { 200007: 100 },
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema: sch } },
+        }).then(async (r) => [r.status, await r.text()] as const);
+        const [text, [status, body]] = await Promise.all([controlText(), hostile]);
+        expect(status, body.slice(0, 300)).toBeLessThan(500);
+        expect(text).toBe(reference);
+        await controlStructured();
+      }),
+      { numRuns: 60 },
+    );
+    expect(await controlText()).toBe(reference);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('n > 1 with a hang-up at any moment fails only that request', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 0, max: 60 }), fc.boolean(), fc.constantFrom('/v1/completions', '/v1/chat/completions'), async (n, after, streamed, route) => {
+        const ac = new AbortController();
+        const body = route === '/v1/completions' ? { model: 'm', prompt: 'Once', n, max_tokens: 400, stream: streamed } : { model: 'm', messages: [{ role: 'user', content: 'Hi' }], n, max_tokens: 400, stream: streamed };
+        const hostile = post(route, body, ac.signal).then((r) => r.text()).catch(() => undefined);
+        setTimeout(() => ac.abort(), after);
+        const [text] = await Promise.all([controlText(), hostile]);
+        expect(text).toBe(reference);
+      }),
+      { numRuns: 40 },
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    expect(unhandled).toEqual([]);
+    for (let i = 0; i < 200 && engine.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(engine.stats().running).toBe(0);
+    expect(await controlText()).toBe(reference);
+  });
+});
+
 describe('safetensors header properties', () => {
   it('arbitrary bytes, and valid files with bytes flipped or cut, only ever raise CheckpointError', async () => {
     const { readFileSync, writeFileSync } = await import('node:fs');
