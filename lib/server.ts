@@ -46,7 +46,8 @@ export interface ServerOptions {
   /** A response whose client takes none of its waiting output for this long is aborted and its
    * connection closed (default 30 s)... */
   writeTimeoutMs?: number;
-  /** ... and so is one with more than this many bytes waiting (default 4 MiB). */
+  /** ... and so is one with more than this many bytes waiting for that long (default 4 MiB; a
+   * large unstreamed answer to a slow client counts too). */
   maxBufferedBytes?: number;
 }
 
@@ -66,23 +67,27 @@ const isLoopback = (a: string) => a.startsWith('127.') || a === '::1';
 const boundHosts = new WeakMap<Hono, Set<string>>();
 
 /**
- * Cuts off a response whose client stopped reading: output that the connection has not taken for
- * `timeoutMs`, or more than `maxBytes` of it, closes the connection, which aborts the request
- * (its sequence stops; the SSE writer stops waiting). Progress is what the socket has handed to
- * the kernel (bytesWritten counts what is still queued too).
+ * Cuts off a response whose client stopped reading: output waiting that the connection has taken
+ * none of for `timeoutMs`, or more than `maxBytes` waiting for that long, closes the connection,
+ * which aborts the request (its sequence stops; the SSE writer stops waiting). Progress is what
+ * the socket has handed to the kernel (bytesWritten counts what is still queued too).
  */
 function watchWrites(out: ServerResponse, timeoutMs: number, maxBytes: number): void {
   const socket = out.socket;
   if (!socket) return;
   let sent = socket.bytesWritten - socket.writableLength;
   let stalledSince: number | undefined;
+  let overSince: number | undefined;
   const tick = setInterval(() => {
     const waiting = socket.writableLength;
     const now = socket.bytesWritten - waiting;
     if (waiting === 0 || now !== sent) stalledSince = undefined;
     else stalledSince ??= Date.now();
+    if (waiting <= maxBytes) overSince = undefined;
+    else overSince ??= Date.now();
     sent = now;
-    if (waiting > maxBytes || (stalledSince !== undefined && Date.now() - stalledSince >= timeoutMs)) {
+    const since = Math.min(stalledSince ?? Infinity, overSince ?? Infinity);
+    if (Date.now() - since >= timeoutMs) {
       clearInterval(tick);
       socket.destroy();
     }
