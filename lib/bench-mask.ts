@@ -110,7 +110,7 @@ export async function runMaskBench(options: MaskBenchOptions = {}): Promise<Mask
         const per: number[] = [];
         for (const id of doc) {
           t = performance.now();
-          for (const c of cs) await c.prepare();
+          await Promise.all(cs.map((c) => c.prepare())); // as the engine does: the grammar thread takes them in one go
           per.push(performance.now() - t);
           for (const c of cs) c.accept(id);
         }

@@ -32,13 +32,19 @@ interface XMatcher {
 export type GrammarRequest =
   | { id: number; op: 'compile'; key: string; keep: boolean }
   | { id: number; op: 'matcher'; mid: number; key: string; stop: number }
-  | { id: number; op: 'mask'; mid: number }
-  | { id: number; op: 'accept'; mid: number; token: number }
+  | { id: number; op: 'steps'; steps: MatcherStep[] }
   | { op: 'dispose'; mid: number };
 export type GrammarReply =
   | { op: 'ready' }
-  | { id: number; ok: true; mask?: Int32Array; accepted?: boolean; terminated?: boolean }
+  | { id: number; ok: true; results?: StepResult[] }
   | { id: number; ok: false; message: string };
+/** One matcher's step: accept `token` (if >= 0), then the mask for the next one. */
+export interface MatcherStep {
+  mid: number;
+  token: number;
+}
+/** Refused: the token did not continue the document. A terminated matcher has no mask. */
+export type StepResult = { mask: Int32Array | null; refused: boolean; terminated: boolean } | { error: string };
 
 // The package labels its UMD bundle an ES module, which it is not: compile it as CommonJS.
 function xgrammar(): Xgrammar {
@@ -118,11 +124,6 @@ async function serve(): Promise<void> {
     }
     return g;
   };
-  const matcher = (mid: number): XMatcher => {
-    const m = matchers.get(mid);
-    if (!m) throw new Error(`no matcher ${mid}`);
-    return m;
-  };
 
   // One request at a time, in order: a mask must follow the accept before it.
   let chain = Promise.resolve();
@@ -147,14 +148,26 @@ async function serve(): Promise<void> {
           case 'matcher':
             matchers.set(r.mid, await xg.GrammarMatcher.createGrammarMatcher(await compile(r.key), [r.stop]));
             return port.postMessage({ id: r.id, ok: true } satisfies GrammarReply);
-          case 'mask': {
-            const mask = Int32Array.from(await matcher(r.mid).getNextTokenBitmask());
-            return port.postMessage({ id: r.id, ok: true, mask } satisfies GrammarReply, [mask.buffer]);
-          }
-          case 'accept': {
-            const m = matcher(r.mid);
-            const accepted = m.acceptToken(r.token);
-            return port.postMessage({ id: r.id, ok: true, accepted, terminated: m.isTerminated() } satisfies GrammarReply);
+          case 'steps': {
+            // Every constrained sequence of an engine step in one message each way.
+            const results: StepResult[] = [];
+            const transfer: ArrayBuffer[] = [];
+            for (const { mid, token } of r.steps) {
+              const m = matchers.get(mid);
+              if (!m) {
+                results.push({ error: `no matcher ${mid}` });
+                continue;
+              }
+              if (token >= 0 && !m.acceptToken(token)) {
+                results.push({ mask: null, refused: true, terminated: false });
+                continue;
+              }
+              const terminated = m.isTerminated();
+              const mask = terminated ? null : Int32Array.from(await m.getNextTokenBitmask());
+              if (mask) transfer.push(mask.buffer);
+              results.push({ mask, refused: false, terminated });
+            }
+            return port.postMessage({ id: r.id, ok: true, results } satisfies GrammarReply, transfer);
           }
         }
       } catch (e) {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
 import { BusyError, GptOssError, InvalidArgumentError, UnsupportedError } from './errors.js';
-import type { GrammarReply, GrammarRequest } from './grammar-worker.js';
+import type { GrammarReply, GrammarRequest, MatcherStep, StepResult } from './grammar-worker.js';
 
 /** The vocabulary xgrammar is built for: o200k_harmony's 201,088 rows. */
 export const GRAMMAR_VOCAB = 201088;
@@ -68,6 +68,24 @@ class GrammarThread {
     return new Promise<Ok>((resolve, reject) => {
       this.#calls.set(id, { resolve, reject });
       this.#worker.postMessage({ ...req, id });
+    });
+  }
+
+  // Matcher steps asked for in one turn of the event loop (the engine prepares every constrained
+  // sequence of a step together) go to the thread as one message.
+  #steps: { step: MatcherStep; resolve: (r: StepResult) => void; reject: (e: unknown) => void }[] = [];
+
+  step(step: MatcherStep): Promise<StepResult> {
+    return new Promise<StepResult>((resolve, reject) => {
+      if (this.#steps.push({ step, resolve, reject }) > 1) return;
+      queueMicrotask(() => {
+        const batch = this.#steps;
+        this.#steps = [];
+        this.call({ op: 'steps', steps: batch.map((b) => b.step) }).then(
+          (r) => batch.forEach((b, i) => b.resolve(r.results![i])),
+          (e: unknown) => batch.forEach((b) => b.reject(e)),
+        );
+      });
     });
   }
 
@@ -153,7 +171,7 @@ function threadFailure(e: unknown): unknown {
 export class JsonMatcher {
   readonly #thread: GrammarThread;
   readonly #id: number;
-  #terminated = false;
+  #pending = -1;
 
   private constructor(thread: GrammarThread, id: number) {
     this.#thread = thread;
@@ -170,24 +188,25 @@ export class JsonMatcher {
     return new JsonMatcher(thread, mid);
   }
 
-  /** ceil(V / 32) words; bit (id & 31) of word id >> 5 set = id may come next. */
-  async mask(): Promise<Int32Array> {
-    const r = await this.#thread.call({ op: 'mask', mid: this.#id }).catch((e: unknown) => {
-      throw threadFailure(e);
-    });
-    return r.mask!;
+  /** Takes a drawn token; it is applied by the next step(). */
+  accept(token: number): void {
+    if (this.#pending >= 0) throw new InvalidArgumentError('constraint: a second token was accepted before the mask of the first was taken');
+    this.#pending = token;
   }
 
-  async accept(token: number): Promise<void> {
-    const r = await this.#thread.call({ op: 'accept', mid: this.#id, token }).catch((e: unknown) => {
+  /**
+   * Applies the accepted token and gives the mask for the next one: ceil(V / 32) words, bit
+   * (id & 31) of word id >> 5 set = id may come next; null once the document is complete.
+   */
+  async step(): Promise<Int32Array | null> {
+    const token = this.#pending;
+    this.#pending = -1;
+    const r = await this.#thread.step({ mid: this.#id, token }).catch((e: unknown) => {
       throw threadFailure(e);
     });
-    if (!r.accepted) throw new InvalidArgumentError(`token ${token} does not continue the document the grammar allows`);
-    this.#terminated = r.terminated!;
-  }
-
-  get terminated(): boolean {
-    return this.#terminated;
+    if ('error' in r) throw threadFailure(new Error(r.error));
+    if (r.refused) throw new InvalidArgumentError(`token ${token} does not continue the document the grammar allows`);
+    return r.mask;
   }
 
   dispose(): void {

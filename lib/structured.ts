@@ -370,7 +370,12 @@ export class HarmonyConstraint implements TokenConstraint {
   async #maskNow(): Promise<Int32Array | null> {
     if (this.#done) return null;
     if (this.#node) return maskOf(this.#node.next.keys());
-    if (this.#body?.kind === 'json') return this.#body.matcher.mask();
+    if (this.#body?.kind === 'json') {
+      const mask = await this.#body.matcher.step();
+      if (mask) return mask;
+      this.#finish(); // the document is complete and its stop token taken: the turn is over
+      return null;
+    }
     if (this.#body?.kind === 'free') return this.#body.mask;
     return null;
   }
@@ -401,8 +406,7 @@ export class HarmonyConstraint implements TokenConstraint {
     }
     const body = this.#body;
     if (body?.kind === 'json') {
-      await body.matcher.accept(t);
-      if (body.matcher.terminated) this.#finish();
+      body.matcher.accept(t);
       return;
     }
     if (t === TOKENS.end) {
