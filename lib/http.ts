@@ -79,6 +79,12 @@ export function samplingOptions(b: { [K in keyof typeof sampling]?: z.infer<(typ
   return o;
 }
 
+/** Whether a stream's failure is its client leaving (nobody to tell), not the server's deadline
+ * or any other error (which the stream reports as its last event). */
+export function clientLeft(client: AbortSignal, e: unknown): boolean {
+  return client.aborted || (e instanceof AbortedError && !(e.cause instanceof HttpError));
+}
+
 /** The request body as JSON, or a 400 saying it is not. */
 export async function readJson(c: { req: { json: () => Promise<unknown> } }): Promise<unknown> {
   let body: unknown;

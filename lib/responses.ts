@@ -7,9 +7,8 @@ import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
 import type { Engine } from './engine.js';
-import { AbortedError } from './errors.js';
 import type { ChatEvent, ChatMessage, ChatOptions, ChatResult, FunctionTool, TokenLogprob } from './generate.js';
-import { effort, jsonSchemaFormat, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
+import { clientLeft, effort, jsonSchemaFormat, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
 
 const textPart = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).passthrough();
 const item = z.union([
@@ -215,7 +214,7 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
         const r = await gen.result();
         await send(status(r) === 'completed' ? 'response.completed' : 'response.incomplete', { response: shell(status(r), output, r) });
       } catch (e) {
-        if (e instanceof AbortedError || signal.aborted) return;
+        if (clientLeft(c.req.raw.signal, e)) return;
         const h = toHttp(e);
         await send('error', { code: h.code, message: h.message, param: h.param });
       }

@@ -17,9 +17,8 @@ import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
 import type { Engine } from './engine.js';
-import { AbortedError } from './errors.js';
 import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, Generation, TokenLogprob } from './generate.js';
-import { content, effort, errorBody, HttpError, jsonSchemaFormat, partsText, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
+import { clientLeft, content, effort, errorBody, HttpError, jsonSchemaFormat, partsText, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
 import { registerResponses } from './responses.js';
 
 export interface ServerOptions {
@@ -478,7 +477,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       } catch (e) {
         stop.abort();
         await chain.catch(() => {});
-        if (e instanceof AbortedError || signal.aborted) return; // the client left
+        if (clientLeft(c.req.raw.signal, e)) return;
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });
@@ -538,7 +537,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       } catch (e) {
         stop.abort();
         await chain.catch(() => {});
-        if (e instanceof AbortedError || signal.aborted) return;
+        if (clientLeft(c.req.raw.signal, e)) return;
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });

@@ -210,6 +210,11 @@ describe('no client holds memory, a connection or a slot without bound (item 11)
     expect(errorOf(r).message).toContain('1000 ms');
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(await waitFor(() => s.engine.stats().running === 0, 2000)).toBe(true);
+    // Streamed, the deadline is the stream's last event (not an end that looks like a hang-up).
+    const streamed = await request(s.port, 'POST', '/v1/completions', JSON_TYPE, JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 3000, stream: true }));
+    expect(streamed.status).toBe(200);
+    const last = streamed.body.trim().split('\n\n').at(-1)!;
+    expect(JSON.parse(last.replace(/^data: /, '')).error).toMatchObject({ code: 'request_timeout', message: expect.stringContaining('1000 ms') });
     // A quick request is untouched.
     expect((await request(s.port, 'POST', '/v1/completions', JSON_TYPE, completion)).status).toBe(200);
   }, 30_000);
