@@ -1,0 +1,676 @@
+// The emulator's scheduler: fibers per CUDA thread, rendezvous resolution, the rule checks and the
+// poisoning described in cuda_emu.h. Kept out of line so that every intrinsic is an opaque call:
+// the compiler then reloads shared memory after a barrier as it must on a GPU.
+#include "cuda_emu.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <random>
+#include <vector>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+extern "C" {
+extern char __start_emu_shared[] __attribute__((weak));
+extern char __stop_emu_shared[] __attribute__((weak));
+}
+
+namespace emu {
+ThreadRegs* g_regs = nullptr;
+
+namespace {
+constexpr size_t kStack = 256 * 1024;  // ASan frames are large; fibers only run small kernels
+constexpr size_t kCanary = 64;
+constexpr unsigned char kCanaryByte = 0xA5;
+
+enum class State { Runnable, Waiting, Done };
+
+struct CpCopy {
+  void* dst;
+  std::vector<unsigned char> bytes;
+};
+
+struct Thread {
+  ucontext_t ctx;
+  char* stack = nullptr;
+  ThreadRegs regs;
+  int linear = 0, lane = 0, warp = 0;
+  State state = State::Runnable;
+  // what it waits at
+  Op op = Op::SyncThreads;
+  unsigned mask = 0;
+  uint64_t val = 0, result = 0;
+  int arg = 0, width = 32, pred = 0;
+  void* data = nullptr;
+  Site site{"?", 0};
+  Site last{"?", 0};  // last intrinsic reached, for messages about exited threads
+  std::vector<CpCopy> cp_pending;
+  std::deque<std::vector<CpCopy>> cp_groups;
+#ifdef EMU_ASAN
+  void* fake = nullptr;
+#endif
+};
+
+struct Launch {
+  const char* kernel = "?";
+  dim3 grid, block;
+  uint3 block_idx{0, 0, 0};
+  std::function<void()>* body = nullptr;
+  std::vector<Thread> threads;
+  Thread* cur = nullptr;
+  ucontext_t sched;
+  unsigned char* dyn = nullptr;
+  size_t dyn_bytes = 0;
+  bool failed = false;
+  std::string error;
+#ifdef EMU_ASAN
+  void* sched_fake = nullptr;
+  const void* main_bottom = nullptr;
+  size_t main_size = 0;
+#endif
+};
+
+Launch* L = nullptr;
+Schedule g_schedule = Schedule::Forward;
+uint64_t g_seed = 0;
+std::mt19937_64 g_rng;
+std::vector<char*> g_stacks;
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::ShflIdx: return "__shfl_sync";
+    case Op::ShflUp: return "__shfl_up_sync";
+    case Op::ShflDown: return "__shfl_down_sync";
+    case Op::ShflXor: return "__shfl_xor_sync";
+    case Op::Ballot: return "__ballot_sync";
+    case Op::Any: return "__any_sync";
+    case Op::All: return "__all_sync";
+    case Op::ReduceAddU: case Op::ReduceAddI: return "__reduce_add_sync";
+    case Op::ReduceMinU: case Op::ReduceMinI: return "__reduce_min_sync";
+    case Op::ReduceMaxU: case Op::ReduceMaxI: return "__reduce_max_sync";
+    case Op::ReduceAnd: return "__reduce_and_sync";
+    case Op::ReduceOr: return "__reduce_or_sync";
+    case Op::ReduceXor: return "__reduce_xor_sync";
+    case Op::SyncWarp: return "__syncwarp";
+    case Op::Mma: return "mma.sync.m16n8k16";
+    case Op::Ldmatrix: return "ldmatrix";
+    case Op::SyncThreads: return "__syncthreads";
+    case Op::SyncThreadsCount: return "__syncthreads_count";
+    case Op::SyncThreadsAnd: return "__syncthreads_and";
+    case Op::SyncThreadsOr: return "__syncthreads_or";
+  }
+  return "?";
+}
+bool is_barrier(Op op) { return op >= Op::SyncThreads; }
+
+std::string fmt(const char* f, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+std::string where(const Thread& t, Site s) {
+  return fmt("kernel %s, block (%u,%u,%u), thread (%u,%u,%u) [warp %d lane %d] at %s:%d", L->kernel, L->block_idx.x,
+             L->block_idx.y, L->block_idx.z, t.regs.tid.x, t.regs.tid.y, t.regs.tid.z, t.warp, t.lane,
+             s.file, s.line);
+}
+std::string at(const Thread& t) { return fmt("%s (%s:%d)", op_name(t.op), t.site.file, t.site.line); }
+
+// ---- fibers ----
+void to_scheduler(bool finished) {
+  Thread* t = L->cur;
+#ifdef EMU_ASAN
+  __sanitizer_start_switch_fiber(finished ? nullptr : &t->fake, L->main_bottom, L->main_size);
+#else
+  (void)finished;
+#endif
+  swapcontext(&t->ctx, &L->sched);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(t->fake, &L->main_bottom, &L->main_size);
+#endif
+}
+
+void fiber_entry() {
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &L->main_bottom, &L->main_size);
+#endif
+  (*L->body)();
+  L->cur->state = State::Done;
+  to_scheduler(true);
+  std::abort();  // a finished fiber is never resumed
+}
+
+void run(Thread& t) {
+  L->cur = &t;
+  g_regs = &t.regs;
+#ifdef EMU_ASAN
+  __sanitizer_start_switch_fiber(&L->sched_fake, t.stack, kStack);
+#endif
+  swapcontext(&L->sched, &t.ctx);
+#ifdef EMU_ASAN
+  __sanitizer_finish_switch_fiber(L->sched_fake, nullptr, nullptr);
+#endif
+  g_regs = nullptr;
+  L->cur = nullptr;
+}
+
+// Called on a fiber: record the rule broken and leave the block for good.
+// On the scheduler (resolving a rendezvous) it throws instead.
+[[noreturn]] void fail_here(const std::string& msg) {
+  if (!L) throw Error("cuda-emu: " + msg);
+  L->failed = true;
+  if (!L->cur) {
+    L->error = msg;
+    throw Error("cuda-emu: " + msg);
+  }
+  L->error = msg;
+  L->cur->state = State::Done;
+  to_scheduler(true);
+  std::abort();
+}
+
+Thread& self(const char* what, Site s) {
+  if (!L || !L->cur) throw Error(fmt("cuda-emu: %s called outside a kernel at %s:%d", what, s.file, s.line));
+  return *L->cur;
+}
+
+std::vector<int> order(int n) {
+  std::vector<int> o(n);
+  for (int i = 0; i < n; ++i) o[i] = i;
+  if (g_schedule == Schedule::Reverse) std::reverse(o.begin(), o.end());
+  if (g_schedule == Schedule::Random) std::shuffle(o.begin(), o.end(), g_rng);
+  return o;
+}
+
+// ---- rendezvous resolution ----
+uint32_t warp_lanes(int w) {
+  const int n = int(L->threads.size()) - 32 * w;
+  return n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
+}
+
+float bf(uint32_t reg, int half) { return __uint_as_float(((reg >> (16 * half)) & 0xffffu) << 16); }
+
+// mma.m16n8k16 .row.col f32.bf16.bf16.f32, fragment layouts from the PTX ISA ("Matrix Fragments for
+// mma.m16n8k16 with floating point type"): groupID = lane >> 2, tig = lane % 4.
+//   A (16x16): a_i at row groupID + 8 * ((i >> 1) & 1), col 2 * tig + (i & 1) + 8 * (i >> 2)
+//   B (16x8):  b_i at row 2 * tig + (i & 1) + 8 * (i >> 1), col groupID
+//   C/D (16x8): c_i at row groupID + 8 * (i >> 1), col 2 * tig + (i & 1)
+// Register r of A holds a_{2r} (low half) and a_{2r+1}; of B, b_{2r} and b_{2r+1}.
+void complete_mma(Thread** lanes) {
+  double A[16][16], B[16][8], C[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const MmaLane& d = *static_cast<MmaLane*>(lanes[l]->data);
+    const int g = l >> 2, tig = l & 3;
+    for (int i = 0; i < 8; ++i) A[g + 8 * ((i >> 1) & 1)][2 * tig + (i & 1) + 8 * (i >> 2)] = bf(d.a[i >> 1], i & 1);
+    for (int i = 0; i < 4; ++i) B[2 * tig + (i & 1) + 8 * (i >> 1)][g] = bf(d.b[i >> 1], i & 1);
+    for (int i = 0; i < 4; ++i) C[g + 8 * (i >> 1)][2 * tig + (i & 1)] = d.c[i];
+  }
+  for (int l = 0; l < 32; ++l) {
+    MmaLane& d = *static_cast<MmaLane*>(lanes[l]->data);
+    const int g = l >> 2, tig = l & 3;
+    for (int i = 0; i < 4; ++i) {
+      const int r = g + 8 * (i >> 1), c = 2 * tig + (i & 1);
+      double s = C[r][c];  // exact for bf16 products; one rounding at the end
+      for (int k = 0; k < 16; ++k) s += A[r][k] * B[k][c];
+      d.d[i] = float(s);
+    }
+  }
+}
+
+// ldmatrix.m8n8.x{1,2,4}[.trans].b16 (PTX ISA, "Warp-level matrix load instruction: ldmatrix"):
+// lanes 8i..8i+7 give the row addresses of matrix i; lane l receives, in register i, row l / 4,
+// elements 2 * (l % 4) and 2 * (l % 4) + 1 of matrix i (of its transpose with .trans).
+void complete_ldmatrix(Thread** lanes) {
+  const LdmatrixLane& d0 = *static_cast<LdmatrixLane*>(lanes[0]->data);
+  for (int l = 0; l < 32; ++l) {
+    const LdmatrixLane& d = *static_cast<LdmatrixLane*>(lanes[l]->data);
+    if (d.num != d0.num || d.trans != d0.trans)
+      fail_here(fmt("ldmatrix: lanes disagree on the shape (.x%d%s vs .x%d%s)", d0.num, d0.trans ? ".trans" : "", d.num,
+                    d.trans ? ".trans" : ""));
+  }
+  auto elem = [&](int m, int row, int col) {
+    const auto* p = static_cast<const uint16_t*>(static_cast<LdmatrixLane*>(lanes[8 * m + row]->data)->addr);
+    return uint32_t(p[col]);
+  };
+  for (int l = 0; l < 32; ++l) {
+    LdmatrixLane& d = *static_cast<LdmatrixLane*>(lanes[l]->data);
+    for (int m = 0; m < d0.num; ++m) {
+      const int r = l >> 2, c = 2 * (l & 3);
+      d.r[m] = d0.trans ? (elem(m, c, r) | (elem(m, c + 1, r) << 16)) : (elem(m, r, c) | (elem(m, r, c + 1) << 16));
+    }
+  }
+}
+
+void complete_warp(Thread** lanes, uint32_t mask) {
+  Thread* first = nullptr;
+  for (int l = 0; l < 32; ++l)
+    if (mask >> l & 1) { first = lanes[l]; break; }
+  const Op op = first->op;
+  if (op == Op::Mma) return complete_mma(lanes);
+  if (op == Op::Ldmatrix) return complete_ldmatrix(lanes);
+  uint64_t acc = 0;
+  bool init = false;
+  for (int l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1)) continue;
+    const Thread& t = *lanes[l];
+    const uint32_t v = uint32_t(t.val);
+    switch (op) {
+      case Op::Ballot: case Op::Any: case Op::All: acc |= uint64_t(t.arg != 0) << l; break;
+      case Op::ReduceAddU: case Op::ReduceAddI: acc = uint32_t(acc + v); break;
+      case Op::ReduceMinU: acc = init ? std::min<uint32_t>(uint32_t(acc), v) : v; break;
+      case Op::ReduceMaxU: acc = init ? std::max<uint32_t>(uint32_t(acc), v) : v; break;
+      case Op::ReduceMinI: acc = uint32_t(init ? std::min<int32_t>(int32_t(acc), int32_t(v)) : int32_t(v)); break;
+      case Op::ReduceMaxI: acc = uint32_t(init ? std::max<int32_t>(int32_t(acc), int32_t(v)) : int32_t(v)); break;
+      case Op::ReduceAnd: acc = init ? (acc & v) : v; break;
+      case Op::ReduceOr: acc |= v; break;
+      case Op::ReduceXor: acc ^= v; break;
+      default: break;
+    }
+    init = true;
+  }
+  for (int l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1)) continue;
+    Thread& t = *lanes[l];
+    switch (op) {
+      case Op::ShflIdx: case Op::ShflUp: case Op::ShflDown: case Op::ShflXor: {
+        // PTX ISA shfl.sync: c = ((32 - width) << 8) | clamp, clamp 0 for up and 31 otherwise.
+        const int w = t.width;
+        const int seg = 32 - w;
+        const int cval = op == Op::ShflUp ? 0 : 31;
+        const int maxLane = (l & seg) | (cval & ~seg), minLane = l & seg;
+        const int b = t.arg & 31;
+        int j = 0;
+        bool p = false;
+        switch (op) {
+          case Op::ShflUp: j = l - b; p = j >= maxLane; break;
+          case Op::ShflDown: j = l + b; p = j <= maxLane; break;
+          case Op::ShflXor: j = l ^ b; p = j <= maxLane; break;
+          default: j = minLane | (b & ~seg); p = j <= maxLane; break;
+        }
+        if (!p) j = l;
+        if (!(mask >> j & 1))
+          fail_here(where(t, t.site) + fmt(": %s reads lane %d, which is not in the mask 0x%08x (its value is undefined)",
+                                           op_name(op), j, mask));
+        t.result = lanes[j]->val;
+        break;
+      }
+      case Op::Ballot: t.result = acc; break;
+      case Op::Any: t.result = acc != 0; break;
+      case Op::All: t.result = (uint32_t(acc) & mask) == mask; break;
+      case Op::SyncWarp: t.result = 0; break;
+      default: t.result = acc; break;
+    }
+  }
+}
+
+// One pass over the warps: complete every collective whose lanes have all arrived. Returns
+// whether anything completed; breaks the launch on a rule violation.
+bool resolve_warps() {
+  bool progress = false;
+  const int nwarps = int((L->threads.size() + 31) / 32);
+  for (int w = 0; w < nwarps; ++w) {
+    Thread* lanes[32] = {};
+    const uint32_t exists = warp_lanes(w);
+    for (int l = 0; l < 32; ++l)
+      if (exists >> l & 1) lanes[l] = &L->threads[32 * w + l];
+    uint32_t done_mask = 0;
+    for (int l = 0; l < 32; ++l) {
+      Thread* t = lanes[l];
+      if (!t || t->state != State::Waiting || is_barrier(t->op) || (done_mask >> l & 1)) continue;
+      const uint32_t m = t->mask;
+      bool ready = true;
+      for (int k = 0; k < 32 && ready; ++k) {
+        if (!(m >> k & 1)) continue;
+        Thread* o = lanes[k];
+        if (o->state == State::Done) {
+          fail_here(where(*t, t->site) + fmt(": %s with mask 0x%08x waits for lane %d, which has exited (last at %s:%d)",
+                                             op_name(t->op), m, k, o->last.file, o->last.line));
+        }
+        if (o->state != State::Waiting || is_barrier(o->op)) ready = false;
+      }
+      if (!ready) continue;
+      for (int k = 0; k < 32; ++k) {
+        if (!(m >> k & 1)) continue;
+        Thread* o = lanes[k];
+        if (o->op != t->op || o->mask != t->mask) {
+          fail_here(where(*t, t->site) + fmt(": lanes named in the mask 0x%08x disagree: lane %d is at %s with mask 0x%08x, lane %d at %s with mask 0x%08x",
+                                             m, l, at(*t).c_str(), t->mask, k, at(*o).c_str(), o->mask));
+        }
+      }
+      complete_warp(lanes, m);
+      for (int k = 0; k < 32; ++k)
+        if (m >> k & 1) lanes[k]->state = State::Runnable;
+      done_mask |= m;
+      progress = true;
+    }
+  }
+  return progress;
+}
+
+bool resolve_barrier() {
+  Thread* first = nullptr;
+  for (Thread& t : L->threads) {
+    if (t.state == State::Waiting && is_barrier(t.op)) {
+      if (!first) first = &t;
+    } else if (t.state != State::Done) {
+      return false;
+    }
+  }
+  if (!first) return false;
+  int count = 0;
+  for (Thread& t : L->threads) {
+    if (t.state == State::Done) {
+      fail_here(where(*first, first->site) + fmt(": %s waits for thread (%u,%u,%u), which has exited (last at %s:%d)",
+                                                 op_name(first->op), t.regs.tid.x, t.regs.tid.y,
+                                                 t.regs.tid.z, t.last.file, t.last.line));
+    }
+    if (t.op != first->op || t.site.line != first->site.line || std::strcmp(t.site.file, first->site.file) != 0) {
+      fail_here(where(*first, first->site) + fmt(": barrier reached at different places: this thread at %s, thread (%u,%u,%u) at %s",
+                                                 at(*first).c_str(), t.regs.tid.x, t.regs.tid.y,
+                                                 t.regs.tid.z, at(t).c_str()));
+    }
+    count += t.pred;
+  }
+  const int n = int(L->threads.size());
+  for (Thread& t : L->threads) {
+    switch (t.op) {
+      case Op::SyncThreadsCount: t.result = uint64_t(count); break;
+      case Op::SyncThreadsAnd: t.result = count == n; break;
+      case Op::SyncThreadsOr: t.result = count != 0; break;
+      default: t.result = 0; break;
+    }
+    t.state = State::Runnable;
+  }
+  return true;
+}
+
+[[noreturn]] void deadlock() {
+  std::string msg = fmt("kernel %s, block (%u,%u,%u): deadlock, no rendezvous can complete:", L->kernel, L->block_idx.x,
+                        L->block_idx.y, L->block_idx.z);
+  int shown = 0;
+  for (Thread& t : L->threads) {
+    if (t.state != State::Waiting || shown >= 8) continue;
+    msg += fmt("\n  thread (%u,%u,%u) [warp %d lane %d] waits at %s mask 0x%08x", t.regs.tid.x, t.regs.tid.y,
+               t.regs.tid.z, t.warp, t.lane, at(t).c_str(), t.mask);
+    ++shown;
+  }
+  L->failed = true;
+  L->error = msg;
+  throw Error("cuda-emu: " + msg);
+}
+
+void check_canary() {
+  for (size_t i = 0; i < kCanary; ++i)
+    if (L->dyn[L->dyn_bytes + i] != kCanaryByte)
+      throw Error(fmt("cuda-emu: kernel %s, block (%u,%u,%u): wrote past the end of dynamic shared memory (%zu bytes; byte %zu after it changed)",
+                      L->kernel, L->block_idx.x, L->block_idx.y, L->block_idx.z, L->dyn_bytes, i));
+}
+
+void run_block() {
+  const int n = int(L->threads.size());
+  if (__start_emu_shared && __stop_emu_shared) std::memset(__start_emu_shared, 0xff, size_t(__stop_emu_shared - __start_emu_shared));
+#ifdef EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(L->dyn, L->dyn_bytes + kCanary);
+#endif
+  std::memset(L->dyn, 0xff, L->dyn_bytes);
+  std::memset(L->dyn + L->dyn_bytes, kCanaryByte, kCanary);
+#ifdef EMU_ASAN
+  ASAN_POISON_MEMORY_REGION(L->dyn + L->dyn_bytes, kCanary);
+#endif
+  for (int i = 0; i < n; ++i) {
+    Thread& t = L->threads[i];
+    t.state = State::Runnable;
+    t.regs.bid = L->block_idx;
+    t.last = {"(start)", 0};
+    t.cp_pending.clear();
+    t.cp_groups.clear();
+    getcontext(&t.ctx);
+    t.ctx.uc_stack.ss_sp = t.stack;
+    t.ctx.uc_stack.ss_size = kStack;
+    t.ctx.uc_link = nullptr;
+    makecontext(&t.ctx, fiber_entry, 0);
+  }
+  for (;;) {
+    bool any = false;
+    for (int i : order(n)) {
+      Thread& t = L->threads[i];
+      if (t.state != State::Runnable) continue;
+      run(t);
+      if (L->failed) throw Error("cuda-emu: " + L->error);
+      any = true;
+    }
+    bool alive = false;
+    for (Thread& t : L->threads) alive |= t.state != State::Done;
+    if (!alive) break;
+    bool progress = resolve_warps();
+    if (L->failed) throw Error("cuda-emu: " + L->error);
+    if (!progress) {
+      progress = resolve_barrier();
+      if (L->failed) throw Error("cuda-emu: " + L->error);
+    }
+    (void)any;
+    if (!progress) deadlock();
+  }
+#ifdef EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(L->dyn + L->dyn_bytes, kCanary);
+#endif
+  check_canary();
+}
+
+Thread& arrive(Op op, unsigned mask, Site s) {
+  Thread& t = self(op_name(op), s);
+  t.last = s;
+  t.op = op;
+  t.mask = mask;
+  t.site = s;
+  return t;
+}
+
+void wait_here(Thread& t) {
+  t.state = State::Waiting;
+  to_scheduler(false);
+}
+}  // namespace
+
+void set_schedule(Schedule s, uint64_t seed) {
+  g_schedule = s;
+  g_seed = seed;
+  g_rng.seed(seed);
+}
+Schedule schedule() { return g_schedule; }
+const char* schedule_name(Schedule s) {
+  return s == Schedule::Forward ? "forward" : s == Schedule::Reverse ? "reverse" : "random";
+}
+
+void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
+  if (L) throw Error(fmt("cuda-emu: %s launched from inside a kernel at %s:%d", kernel, site.file, site.line));
+  const size_t n = size_t(block.x) * block.y * block.z;
+  if (n == 0 || n > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    throw Error(fmt("cuda-emu: %s launched at %s:%d with an invalid configuration grid (%u,%u,%u) block (%u,%u,%u)", kernel,
+                    site.file, site.line, grid.x, grid.y, grid.z, block.x, block.y, block.z));
+  if (smem > 227 * 1024)
+    throw Error(fmt("cuda-emu: %s launched at %s:%d with %zu bytes of dynamic shared memory (over 227 KiB)", kernel,
+                    site.file, site.line, smem));
+  Launch l;
+  l.kernel = kernel;
+  l.grid = grid;
+  l.block = block;
+  l.body = &body;
+  l.threads.resize(n);
+  while (g_stacks.size() < n) {
+    void* p = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw Error("cuda-emu: cannot map a fiber stack");
+    g_stacks.push_back(static_cast<char*>(p));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Thread& t = l.threads[i];
+    t.stack = g_stacks[i];
+    t.linear = int(i);
+    t.lane = int(i % 32);
+    t.warp = int(i / 32);
+    t.regs.tid = {unsigned(i % block.x), unsigned(i / block.x % block.y), unsigned(i / (size_t(block.x) * block.y))};
+    t.regs.bdim = {block.x, block.y, block.z};
+    t.regs.gdim = {grid.x, grid.y, grid.z};
+  }
+  std::vector<unsigned char> dyn(smem + kCanary);
+  l.dyn = dyn.data();
+  l.dyn_bytes = smem;
+  std::vector<uint3> blocks;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) blocks.push_back({x, y, z});
+  std::vector<int> bo = order(int(blocks.size()));
+  L = &l;
+  try {
+    for (int b : bo) {
+      l.block_idx = blocks[b];
+      run_block();
+    }
+  } catch (...) {
+#ifdef EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(l.dyn, l.dyn_bytes + kCanary);
+#endif
+    L = nullptr;
+    g_regs = nullptr;
+    throw;
+  }
+  L = nullptr;
+}
+
+uint64_t warp_op(Op op, unsigned mask, uint64_t val, int arg, int width, Site s) {
+  Thread& t = arrive(op, mask, s);
+  if (!(mask >> t.lane & 1))
+    fail_here(where(t, s) + fmt(": %s with mask 0x%08x does not name the calling lane %d", op_name(op), mask, t.lane));
+  const uint32_t exists = warp_lanes(t.warp);
+  if (mask & ~exists)
+    fail_here(where(t, s) + fmt(": %s with mask 0x%08x names lanes that do not exist in this block (warp has 0x%08x)",
+                                op_name(op), mask, exists));
+  if (width < 1 || width > 32 || (width & (width - 1)))
+    fail_here(where(t, s) + fmt(": %s width %d is not a power of two in [1, 32]", op_name(op), width));
+  t.val = val;
+  t.arg = arg;
+  t.width = width;
+  t.data = nullptr;
+  wait_here(t);
+  return t.result;
+}
+
+void warp_collective(Op op, void* data, Site s) {
+  Thread& t = arrive(op, 0xffffffffu, s);
+  if (warp_lanes(t.warp) != 0xffffffffu)
+    fail_here(where(t, s) + fmt(": %s needs all 32 lanes of the warp, and this warp is partial", op_name(op)));
+  if (op == Op::Ldmatrix) {
+    const auto& d = *static_cast<LdmatrixLane*>(data);
+    if (t.lane < 8 * d.num) {
+      if (reinterpret_cast<uintptr_t>(d.addr) % 16)
+        fail_here(where(t, s) + fmt(": ldmatrix row address %p is not 16-byte aligned", d.addr));
+      if (!is_shared(d.addr, 16))
+        fail_here(where(t, s) + fmt(": ldmatrix row address %p is not in shared memory", d.addr));
+    }
+  }
+  t.data = data;
+  wait_here(t);
+}
+
+int barrier(Op op, int pred, Site s) {
+  Thread& t = arrive(op, 0, s);
+  t.pred = pred;
+  wait_here(t);
+  return int(t.result);
+}
+
+void fail(Site s, const std::string& what) {
+  if (!L || !L->cur) throw Error(fmt("cuda-emu: %s at %s:%d", what.c_str(), s.file, s.line));
+  fail_here(where(*L->cur, s) + ": " + what);
+}
+
+void* dynamic_shared() {
+  if (!L) throw Error("cuda-emu: dynamic shared memory used outside a kernel");
+  return L->dyn;
+}
+
+bool is_shared(const void* p, size_t n) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (L && c >= L->dyn && c + n <= L->dyn + L->dyn_bytes) return true;
+  return __start_emu_shared && c >= reinterpret_cast<unsigned char*>(__start_emu_shared) &&
+         c + n <= reinterpret_cast<unsigned char*>(__stop_emu_shared);
+}
+
+void cp_async(void* dst, const void* src, int bytes, Site s) {
+  Thread& t = self("cp.async", s);
+  t.last = s;
+  if (bytes != 4 && bytes != 8 && bytes != 16) fail_here(where(t, s) + fmt(": cp.async of %d bytes (4, 8 or 16)", bytes));
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    fail_here(where(t, s) + fmt(": cp.async of %d bytes from %p to %p is misaligned", bytes, src, dst));
+  if (!is_shared(dst, size_t(bytes))) fail_here(where(t, s) + fmt(": cp.async destination %p is not shared memory", dst));
+  CpCopy c{dst, std::vector<unsigned char>(static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes)};
+  std::memset(dst, 0xff, size_t(bytes));  // reads NaN until waited for
+  t.cp_pending.push_back(std::move(c));
+}
+
+void cp_async_commit() {
+  Thread& t = self("cp.async.commit_group", {"?", 0});
+  t.cp_groups.push_back(std::move(t.cp_pending));
+  t.cp_pending.clear();
+}
+
+void cp_async_wait(int n) {
+  Thread& t = self("cp.async.wait_group", {"?", 0});
+  while (int(t.cp_groups.size()) > n) {
+    for (CpCopy& c : t.cp_groups.front()) std::memcpy(c.dst, c.bytes.data(), c.bytes.size());
+    t.cp_groups.pop_front();
+  }
+}
+}  // namespace emu
+
+// IEEE binary16, round to nearest even (cuda_fp16.h semantics for finite values).
+float __half2float(__half h) {
+  const unsigned s = (h.__x >> 15) & 1, e = (h.__x >> 10) & 0x1f, m = h.__x & 0x3ff;
+  float v;
+  if (e == 0) v = std::ldexp(float(m), -24);
+  else if (e == 31) v = m ? NAN : INFINITY;
+  else v = std::ldexp(float(m | 0x400), int(e) - 25);
+  return s ? -v : v;
+}
+__half __float2half(float f) {
+  const unsigned u = __float_as_uint(f), s = (u >> 16) & 0x8000;
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return {uint16_t(s | 0x7e00)};
+  if (a >= 65520.f) return {uint16_t(s | 0x7c00)};
+  if (a < 6.103515625e-05f) return {uint16_t(s | unsigned(std::nearbyint(a * 16777216.f)))};  // subnormal
+  int e;
+  const float fr = std::frexp(a, &e);  // a = fr * 2^e, fr in [0.5, 1)
+  unsigned m = unsigned(std::nearbyint(fr * 2048.f));  // 11 bits with the implicit one
+  if (m == 2048) { m = 1024; ++e; }
+  return {uint16_t(s | (unsigned(e + 14) << 10) | (m & 0x3ff))};
+}
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  *p = std::malloc(n ? n : 1);
+  if (!*p) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xff, n);
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
