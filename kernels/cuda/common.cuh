@@ -11,7 +11,7 @@
 #include "cuda_emu.h"
 // The emulator runs the launch to completion before returning (a rule broken throws emu::Error).
 #define GPTOSS_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  ::emu::launch(#kernel, ::emu::Site{__FILE__, __LINE__}, grid, block, smem, [=] { kernel(__VA_ARGS__); })
+  ::emu::launch_kernel(#kernel, ::emu::Site{__FILE__, __LINE__}, grid, block, smem, kernel, __VA_ARGS__)
 #else
 #include <cuda_runtime.h>
 #define GPTOSS_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)

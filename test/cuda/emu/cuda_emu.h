@@ -41,14 +41,36 @@ struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-struct alignas(8) float2 { float x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct alignas(16) int4 { int x, y, z, w; };
-inline float2 make_float2(float x, float y) { return {x, y}; }
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+namespace emu {
+// A vector access (ld/st.v2, .v4) at an address its size does not divide faults on a GPU. The
+// vector types below check every copy: UBSan reports the misaligned reference with its source
+// line, and without UBSan this breaks the launch with a rule error.
+void misaligned_vector(const void* p, unsigned bytes);
+inline void check_vector(const void* p, unsigned bytes) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  asm volatile("" : "+r"(a));  // the compiler may assume the type's alignment; the check must not
+  if (a % bytes) misaligned_vector(p, bytes);
+}
+}  // namespace emu
+#define EMU_VECTOR(T, E, N, A, ...)                                                     \
+  struct alignas(A) T {                                                                 \
+    E __VA_ARGS__;                                                                      \
+    T() = default;                                                                      \
+    T(const T& o) { ::emu::check_vector(&o, A), ::emu::check_vector(this, A), std::memcpy(this, &o, N * sizeof(E)); } \
+    T& operator=(const T& o) {                                                          \
+      ::emu::check_vector(&o, A), ::emu::check_vector(this, A), std::memcpy(this, &o, N * sizeof(E)); \
+      return *this;                                                                     \
+    }                                                                                   \
+  };
+EMU_VECTOR(float2, float, 2, 8, x, y)
+EMU_VECTOR(float4, float, 4, 16, x, y, z, w)
+EMU_VECTOR(uint2, unsigned, 2, 8, x, y)
+EMU_VECTOR(uint4, unsigned, 4, 16, x, y, z, w)
+EMU_VECTOR(int4, int, 4, 16, x, y, z, w)
+#undef EMU_VECTOR
+inline float2 make_float2(float x, float y) { float2 v; v.x = x; v.y = y; return v; }
+inline float4 make_float4(float x, float y, float z, float w) { float4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { uint4 v; v.x = x; v.y = y; v.z = z; v.w = w; return v; }
 constexpr int warpSize = 32;
 
 namespace emu {
@@ -83,6 +105,12 @@ const char* schedule_name(Schedule s);
 
 // Runs every block of the grid, one at a time; throws Error when a rule is broken.
 void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t dynamic_smem, std::function<void()> body);
+
+// The launch syntax's emulation: the arguments are evaluated once, on the host, as with <<<>>>.
+template <class K, class... A>
+void launch_kernel(const char* name, Site s, dim3 grid, dim3 block, size_t smem, K kernel, A... args) {
+  launch(name, s, grid, block, smem, [=] { kernel(args...); });
+}
 
 // Warp collectives. `val` carries up to 8 bytes; `arg` is the lane/offset/predicate.
 enum class Op : int {
@@ -258,7 +286,7 @@ inline __nv_bfloat16 __float2bfloat16(float f) {  // round to nearest even, NaN 
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {__float2bfloat16(a), __float2bfloat16(b)}; }
-inline float2 __bfloat1622float2(__nv_bfloat162 v) { return {__bfloat162float(v.x), __bfloat162float(v.y)}; }
+inline float2 __bfloat1622float2(__nv_bfloat162 v) { return make_float2(__bfloat162float(v.x), __bfloat162float(v.y)); }
 float __half2float(__half h);
 __half __float2half(float f);
 

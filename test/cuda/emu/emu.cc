@@ -149,11 +149,18 @@ void to_scheduler(bool finished) {
 #endif
 }
 
+// Thrown on a fiber when a rule is broken: unwinds the CUDA thread's stack (so nothing it holds
+// leaks) to fiber_entry, which hands control back to the scheduler.
+struct Abort {};
+
 void fiber_entry() {
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &L->main_bottom, &L->main_size);
 #endif
-  (*L->body)();
+  try {
+    (*L->body)();
+  } catch (const Abort&) {
+  }
   L->cur->state = State::Done;
   to_scheduler(true);
   std::abort();  // a finished fiber is never resumed
@@ -183,9 +190,7 @@ void run(Thread& t) {
     throw Error("cuda-emu: " + msg);
   }
   L->error = msg;
-  L->cur->state = State::Done;
-  to_scheduler(true);
-  std::abort();
+  throw Abort{};
 }
 
 Thread& self(const char* what, Site s) {
@@ -351,8 +356,9 @@ bool resolve_warps() {
       for (int k = 0; k < 32; ++k) {
         if (!(m >> k & 1)) continue;
         Thread* o = lanes[k];
-        if (o->op != t->op || o->mask != t->mask) {
-          fail_here(where(*t, t->site) + fmt(": lanes named in the mask 0x%08x disagree: lane %d is at %s with mask 0x%08x, lane %d at %s with mask 0x%08x",
+        if (o->op != t->op || o->mask != t->mask || o->site.line != t->site.line ||
+            std::strcmp(o->site.file, t->site.file) != 0) {
+          fail_here(where(*t, t->site) + fmt(": lanes named in the mask 0x%08x disagree (they must reach the same intrinsic with the same mask): lane %d is at %s with mask 0x%08x, lane %d at %s with mask 0x%08x",
                                              m, l, at(*t).c_str(), t->mask, k, at(*o).c_str(), o->mask));
         }
       }
@@ -601,6 +607,12 @@ int barrier(Op op, int pred, Site s) {
 void fail(Site s, const std::string& what) {
   if (!L || !L->cur) throw Error(fmt("cuda-emu: %s at %s:%d", what.c_str(), s.file, s.line));
   fail_here(where(*L->cur, s) + ": " + what);
+}
+
+void misaligned_vector(const void* p, unsigned bytes) {
+  const std::string msg = fmt("a %u-byte vector access at %p, which is not %u-byte aligned", bytes, p, bytes);
+  if (!L || !L->cur) throw Error("cuda-emu: " + msg);
+  fail_here(where(*L->cur, L->cur->last) + " (or after it): " + msg);
 }
 
 void* dynamic_shared() {
