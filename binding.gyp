@@ -26,6 +26,8 @@
       "dependencies": ["gptoss_simd_avx2", "gptoss_simd_avx512"],
       "sources": [
         "<!@(node -p \"require('fs').readdirSync('native').filter(f=>f.endsWith('.cc')).map(f=>'native/'+f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/runtime').filter(f=>f.endsWith('.cc')).map(f=>'native/runtime/'+f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/cpu').filter(f=>f.endsWith('.cc')).map(f=>'native/cpu/'+f).join(' ')\")",
         "<!@(node -p \"require('fs').readdirSync('kernels/cpu').filter(f=>f.endsWith('.cc')&&!/simd_avx/.test(f)).map(f=>'kernels/cpu/'+f).join(' ')\")"
       ],
       "libraries": ["-lpthread"]

@@ -18,13 +18,22 @@ inline size_t dtype_size(DType t) {
   return 0;
 }
 
-// The closed set of error codes that cross into JS (STYLE.md, "Typed errors cross the boundary").
-// Thrown by launchers and the N-API layer; never from inside a parallel_for body.
+// The closed set of error codes that cross into JS (STYLE.md, "Typed errors cross the boundary";
+// lib/errors.ts maps each to its class). Thrown by launchers and the N-API layer; never from
+// inside a parallel_for body. ERR_INTERNAL is a bug of ours, not the caller's: any exception
+// that is not an Error arrives in JS as one. A checkpoint error names its file and tensor.
 struct Error : std::runtime_error {
   std::string code;
+  std::string file, tensor;  // ERR_BAD_CHECKPOINT: where ("" when not known)
   Error(std::string c, const std::string& msg) : std::runtime_error(msg), code(std::move(c)) {}
 };
 
 inline Error invalid_argument(const std::string& msg) { return Error("ERR_INVALID_ARGUMENT", msg); }
+inline Error checkpoint_error(const std::string& file, const std::string& tensor, const std::string& msg) {
+  Error e("ERR_BAD_CHECKPOINT", msg);
+  e.file = file;
+  e.tensor = tensor;
+  return e;
+}
 
 }  // namespace gptoss

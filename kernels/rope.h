@@ -4,7 +4,7 @@
 #pragma once
 #include <vector>
 
-#include "kernels/common.h"
+#include "kernels/op.h"
 
 namespace gptoss {
 
@@ -30,5 +30,28 @@ struct RopeArgs {
   const RopeTable* table;
 };
 void rope_cpu(const RopeArgs& a);
+
+// In a program: in place on the Q and K heads of x, with the program's table (its head_dim must
+// be the program's rope.headDim).
+struct RopeOp {
+  Buf x;  // [T, (qHeads + kvHeads) * headDim] f32, or wider
+  int q_heads = 0, kv_heads = 0, head_dim = 0;
+  template <class V> void fields(V& v) {
+    v("x", x);
+    v("qHeads", q_heads);
+    v("kvHeads", kv_heads);
+    v("headDim", head_dim);
+  }
+};
+struct RopeLimits {};
+inline void check(const RopeOp& o, OpCheck& c, const RopeLimits&) {
+  const int rope_head_dim = c.rope_head_dim;
+  c.positive(o.q_heads, "qHeads");
+  c.non_negative(o.kv_heads, "kvHeads");
+  c.require(o.head_dim > 0 && o.head_dim % 2 == 0 && o.head_dim == rope_head_dim, "headDim",
+            "must be even and equal the program's rope.headDim " + std::to_string(rope_head_dim) + ", got " + std::to_string(o.head_dim));
+  c.buffer(o.x, DType::F32, c.max_tokens, int64_t(o.q_heads + o.kv_heads) * o.head_dim, "x");
+}
+void run_cpu(const RopeOp& o, const StepContext& s);
 
 }  // namespace gptoss

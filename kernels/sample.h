@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common.h"
+#include "kernels/op.h"
 
 namespace gptoss {
 
@@ -52,8 +52,27 @@ struct SampleResult {
   float logprob;  // log-probability of the token under the final (processed) distribution
 };
 
+// Working memory of one draw over V logits, from the caller (a program's arena), so that no
+// draw allocates: the exponentials, two id lists and a histogram.
+struct SampleScratch {
+  float* e;        // [V]
+  int32_t* keep;   // [V]
+  int32_t* edge;   // [V]
+  int32_t* count;  // [bins]
+  double* mass;    // [bins]
+};
+size_t sample_scratch_bytes(int V);
+// Lays a SampleScratch out over sample_scratch_bytes(V) bytes at base (64-byte aligned).
+SampleScratch sample_scratch(uint8_t* base, int V);
+// A scratch of its own, for callers without an arena (sampleMany, tests).
+struct SampleWork {
+  explicit SampleWork(int V);
+  std::vector<uint8_t> bytes;  // std::vector's storage is aligned for max_align_t; take() aligns offsets, not the base
+  SampleScratch scratch;
+};
+
 // logits [V] are modified in place. rng: 64-bit state (splitmix64), advanced.
-SampleResult sample_cpu(float* logits, int V, const SampleParams& p, uint64_t* rng);
+SampleResult sample_cpu(float* logits, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& scratch);
 
 // The model's own distribution over one row of raw logits (log-softmax, before any sampling
 // setting): the log-probability of `token` and the `top` most likely tokens (top <= 20), in
@@ -62,6 +81,6 @@ struct TokenLogprobs {
   float logprob = 0.f;
   std::vector<std::pair<int32_t, float>> top;
 };
-TokenLogprobs logprobs_cpu(const float* logits, int V, int32_t token, int top);
+TokenLogprobs logprobs_cpu(const float* logits, int V, int32_t token, int top, const SampleScratch& scratch);
 
 }  // namespace gptoss

@@ -5,9 +5,11 @@
 // until one pass streams a few hundred MB, so what is timed is not a cache-resident loop.
 import type { ModelConfig } from './config.js';
 import { type Ceilings, type KernelCall, type KernelResult, measureReadGBps, ordinaryTokens, type Stat, stat, timeRuns } from './bench-run.js';
-import { expectedExperts, expertBytes, ropeSpec } from './graph.js';
+import { expectedExperts, expertBytes, ropeSpec, stepSequence } from './graph.js';
 import { seededRandom } from './rng.js';
-import { addon, type BufferSpec, type OpSpec, type SyntheticTensorSpec, type WeightId } from './native.js';
+import type { Device } from './device.js';
+import { addon, type BufferSpec, type SyntheticTensorSpec } from './native.js';
+import type { BufferId, OpSpec, WeightId } from './ops.js';
 import { sampleLogits } from './sampler.js';
 import { mxfp4ScaleCentre } from './synthetic.js';
 
@@ -21,7 +23,7 @@ export interface Case extends KernelCall {
   init?: Record<string, (copy: number) => ArrayBufferView>;
   /** Buffers of which each copy gets its own (a KV cache per layer). */
   perCopy?: string[];
-  op_: (w: Record<string, WeightId>, b: (name: string) => number) => OpSpec;
+  op_: (w: Record<string, WeightId>, b: (name: string) => BufferId) => OpSpec;
   positions: number[];
   /** Upper bound on copies (a 1.2 GB unembedding is timed once per pass). */
   maxCopies?: number;
@@ -142,7 +144,7 @@ function copiesFor(c: Case): number {
 }
 
 /** Milliseconds per call of one case: the op over `copies` weight sets in one program, per op. */
-export async function timeCase(c: Case, cfg: ModelConfig, seed: number): Promise<number[]> {
+export async function timeCase(c: Case, cfg: ModelConfig, seed: number, device: Device = 'cpu'): Promise<number[]> {
   const { Weights, Program } = addon();
   const copies = copiesFor(c);
   const weights = new Weights();
@@ -158,24 +160,28 @@ export async function timeCase(c: Case, cfg: ModelConfig, seed: number): Promise
     const index = new Map<string, number>();
     for (const [name, spec] of Object.entries(c.buffers))
       for (let i = 0; i < (c.perCopy?.includes(name) ? copies : 1); i++) index.set(`${name}.${i}`, bufs.push(spec) - 1);
-    const bufferOf = (copy: number) => (name: string) => index.get(`${name}.${c.perCopy?.includes(name) ? copy : 0}`)!;
+    const bufferOf = (copy: number) => (name: string) => index.get(`${name}.${c.perCopy?.includes(name) ? copy : 0}`)! as BufferId;
     const ops = Array.from({ length: copies }, (_, i) => {
       const s = i % sets;
       const w = Object.fromEntries(names.map((n, j) => [n, ids[s * names.length + j] as WeightId]));
       return c.op_(w, bufferOf(i));
     });
     const program = new Program(weights, {
+      device,
       maxTokens: c.tokens,
+      maxContext: Math.max(...c.positions) + 1,
       rope: ropeSpec(cfg),
       buffers: bufs,
       ops,
     });
+    // One sequence whose KV pool (the case's kc, if any) is one page.
+    const page = { table: Int32Array.of(0), ring: 1, pageSize: c.buffers.kc?.rows ?? 1 };
     try {
       for (const [name, make] of Object.entries(c.init ?? {}))
         for (let i = 0; i < copies; i++) program.writeBuffer(bufferOf(i)(name), make(i));
       const tokens = Int32Array.from(c.positions, (_, i) => (i * 7919) % ordinaryTokens(cfg.vocabSize));
       const positions = Int32Array.from(c.positions);
-      const runs = await timeRuns(() => program.run(tokens, positions, positions.length, null), 3, 300, 40);
+      const runs = await timeRuns(() => stepSequence(program, { full: page, sliding: page }, { tokens, positions, logitsStart: positions.length, out: null }), 3, 300, 40);
       return runs.map((ms) => ms / copies);
     } finally {
       program.dispose();

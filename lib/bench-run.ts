@@ -10,7 +10,7 @@ import { Ajv } from 'ajv';
 
 import type { ServeLevelResult } from './bench-serve.js';
 import { InvalidArgumentError } from './errors.js';
-import type { Device } from './model.js';
+import type { Device } from './device.js';
 import { addon, packageRoot } from './native.js';
 
 export const RUN_SCHEMA_ID = 'node-gpt-oss/bench-run@1';

@@ -6,7 +6,7 @@ import { type BenchRun, fmt, memoryLine, newRun, runTables, textTable } from './
 import { memoryResult, type Progress, runDecodeSweep, runPrefillSweep } from './bench-sweep.js';
 import { InvalidArgumentError } from './errors.js';
 import { openBenchModel } from './bench.js';
-import type { Device } from './model.js';
+import type { Device } from './device.js';
 import type { Preset } from './synthetic.js';
 
 export const PARTS = ['kernels', 'decode', 'prefill', 'memory'] as const;

@@ -3,7 +3,8 @@
 // "Benchmarks report ratios"). 1 GB = 1e9 bytes.
 import { fingerprint, median, ordinaryTokens } from './bench-run.js';
 import { decodeBytes } from './graph.js';
-import { type Device, loadModel, type Model } from './model.js';
+import type { Device } from './device.js';
+import { loadModel, type Model } from './model.js';
 import { addon } from './native.js';
 import { seededRandom } from './rng.js';
 import { Sampler, sampleLogits } from './sampler.js';

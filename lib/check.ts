@@ -8,7 +8,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { InvalidArgumentError } from './errors.js';
-import { type Device, loadModel, type PrecisionMode } from './model.js';
+import type { Device, PrecisionMode } from './device.js';
+import { loadModel } from './model.js';
 
 interface Cases {
   vocab_size: number;

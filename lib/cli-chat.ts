@@ -6,6 +6,7 @@ import { SingleBar } from 'cli-progress';
 import { AbortedError } from './errors.js';
 import type { ChatMessage, ChatOptions } from './generate.js';
 import { type LoadProgress, loadModel, type Model } from './model.js';
+import type { Device } from './device.js';
 
 export interface ChatCliOptions {
   model: string;
@@ -20,13 +21,13 @@ export interface ChatCliOptions {
   minP?: number;
   seed?: number;
   json?: boolean;
-  device?: 'cpu' | 'cuda';
+  device?: Device;
 }
 
 const dim = (s: string) => `\x1b[2m${s}\x1b[22m`;
 
 /** Loads with a byte progress bar on stderr when it is a terminal. */
-export async function loadWithProgress(dir: string, device: 'cpu' | 'cuda' = 'cpu'): Promise<Model> {
+export async function loadWithProgress(dir: string, device: Device = 'cpu'): Promise<Model> {
   const tty = process.stderr.isTTY;
   const bar = tty ? new SingleBar({ format: 'loading weights |{bar}| {percentage}% {value}/{total} MB {duration}s', hideCursor: true, stream: process.stderr }) : undefined;
   let started = false;

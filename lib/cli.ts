@@ -22,6 +22,7 @@ import { createApp, listen } from './server.js';
 import { runChat, runGenerate } from './cli-chat.js';
 import { GptOssError } from './errors.js';
 import { loadModel } from './model.js';
+import { DEVICES, type Device } from './device.js';
 
 const program = new Command();
 program.name('gptoss').description('Run gpt-oss-20b / gpt-oss-120b from Node.js').showHelpAfterError();
@@ -54,10 +55,10 @@ program
   .requiredOption('--tokens <ids>', 'comma-separated token ids', parseTokens)
   .requiredOption('--out <file>', 'output file')
   .addOption(new Option('--mode <mode>', 'precision mode').choices(['default', 'fp32']).default('default'))
-  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--decode', 'feed the tokens one at a time through the KV cache instead of one prefill')
   .option('--max-tokens <n>', 'tokens per step of a prefill', positiveInt('--max-tokens'))
-  .action(async (o: { model: string; tokens: number[]; out: string; mode: 'default' | 'fp32'; device: 'cpu' | 'cuda'; decode?: boolean; maxTokens?: number }) => {
+  .action(async (o: { model: string; tokens: number[]; out: string; mode: 'default' | 'fp32'; device: Device; decode?: boolean; maxTokens?: number }) => {
     const model = await loadModel(o.model, { mode: o.mode, device: o.device });
     try {
       const V = model.config.vocabSize;
@@ -97,7 +98,7 @@ function generationOptions(cmd: Command): Command {
     .option('--top-k <k>', 'keep the k most likely tokens', positiveInt('--top-k'))
     .option('--min-p <p>', 'drop tokens below p times the most likely', num('--min-p'))
     .option('--seed <n>', 'seed for reproducible sampling', num('--seed'))
-    .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'));
+    .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'));
 }
 
 generationOptions(program.command('chat').description('chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D exits)'))
@@ -112,10 +113,10 @@ generationOptions(program.command('generate').description('answer one prompt and
 program
   .command('check')
   .description("parity with the official reference's logits on the golden fixtures: both layouts, both modes, prefill and decode")
-  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--fixtures <dir>', 'the fixtures folder (default: test/fixtures of this package)')
   .option('--json', 'print only the JSON line')
-  .action(async (o: { device: 'cpu' | 'cuda'; fixtures?: string; json?: boolean }) => {
+  .action(async (o: { device: Device; fixtures?: string; json?: boolean }) => {
     const results = await runCheck({
       fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'), device: o.device,
       log: stderrLog(o.json),
@@ -129,10 +130,10 @@ program
   .command('inspect')
   .description("a model's config, layout, tensors and memory needs on a device, without loading it")
   .argument('[model]', 'checkpoint directory or Hub id (default openai/gpt-oss-20b)')
-  .addOption(new Option('--device <device>', 'device to size it for').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--device <device>', 'device to size it for').choices([...DEVICES]).default('cpu'))
   .option('--context <n>', 'context length for the KV cache figure (default 4096)', positiveInt('--context'))
   .option('--json', 'print JSON')
-  .action(async (ref: string | undefined, o: { json?: boolean; device: 'cpu' | 'cuda'; context?: number }) => {
+  .action(async (ref: string | undefined, o: { json?: boolean; device: Device; context?: number }) => {
     const ck = await openCheckpoint(await resolveModelDir(ref ?? DEFAULT_MODEL));
     const c = ck.config;
     let dense = 0, expert = 0;
@@ -158,7 +159,8 @@ program
       ['attention', `${c.numHeads} query heads, ${c.numKvHeads} KV heads, head dim ${c.headDim}`],
       ['vocabulary', `${c.vocabSize}`],
       ['context', `${c.maxContext} positions (YaRN x${c.ropeScalingFactor} over ${c.initialContextLength})`],
-      ['KV cache (float32)', `${(mem.kvBytesPerToken / 1024).toFixed(1)} KiB per token; ${gb(mem.kvBytes)} at ${mem.contextTokens} tokens`],
+      [`KV cache (${mem.kvDType})`, `${(mem.kvBytesPerToken / 1024).toFixed(1)} KiB per token; ${gb(mem.kvBytes)} at ${mem.contextTokens} tokens`],
+      ['activations', `${gb(mem.arenaBytes)}: a session's arena (activations and kernel scratch, 128 tokens per step)`],
       [`memory on ${o.device}`, `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this ${o.device === 'cpu' ? 'host' : 'GPU'}: ${mem.fits ? 'fits' : 'does NOT fit'}`],
     ];
     const w = Math.max(...lines.map(([k]) => k.length));
@@ -229,10 +231,10 @@ program
   .addOption(new Option('--cache-isolation <who>', 'who shares prefix-cache pages: none (all), key (each API key), user (each key and `user` field); default key with several keys').choices(['none', 'key', 'user']))
   .option('--request-timeout <seconds>', 'abort a request after this long (default: no deadline)', positiveInt('--request-timeout'))
   .option('--max-connections <n>', 'open connections at most; more are closed on arrival', positiveInt('--max-connections'))
-  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .action(async (o: {
     model: string; host: string; port: number; apiKey?: string[]; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number;
-    allowedHosts?: string[]; allowedOrigins?: string[]; cacheIsolation?: 'none' | 'key' | 'user'; requestTimeout?: number; maxConnections?: number; device: 'cpu' | 'cuda';
+    allowedHosts?: string[]; allowedOrigins?: string[]; cacheIsolation?: 'none' | 'key' | 'user'; requestTimeout?: number; maxConnections?: number; device: Device;
   }) => {
     const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
     const app = createApp(engine, {
@@ -320,7 +322,7 @@ for (const part of ['suite', ...PARTS] as const) {
     .option('--model <dir>', 'checkpoint directory')
     .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes (default 20b)').choices(['20b', '120b']))
     .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
-    .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+    .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
     .option('--tokens <list>', 'kernels: tokens per call (1 = the decode shapes)', intList('--tokens', 0))
     .option('--kernel-context <n>', 'kernels: the decode position of attention', positiveInt('--kernel-context'))
     .option('--batch <list>', 'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)', intList('--batch', 0))
@@ -330,7 +332,7 @@ for (const part of ['suite', ...PARTS] as const) {
     .option('--repeats <n>', 'prefill: runs per prompt length', positiveInt('--repeats'))
     .option('--out <file>', 'write the run as JSON here')
     .option('--json', 'print only the JSON line')
-    .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: 'cpu' | 'cuda'; tokens?: number[]; kernelContext?: number; batch?: number[]; context?: number[]; steps?: number; prompt?: number[]; repeats?: number; out?: string; json?: boolean }) => {
+    .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; tokens?: number[]; kernelContext?: number; batch?: number[]; context?: number[]; steps?: number; prompt?: number[]; repeats?: number; out?: string; json?: boolean }) => {
       if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
       // Checked here rather than by the parser so the message names what the number is.
       if (o.batch?.some((b) => b < 1)) throw new CommanderArgError('--batch sizes must be at least 1');
@@ -425,11 +427,11 @@ bench
   .option('--model <dir>', 'checkpoint directory')
   .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes, no download').choices(['20b', '120b']))
   .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
-  .addOption(new Option('--device <device>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--prefill-tokens <n>', 'prompt length', positiveInt('--prefill-tokens'), 128)
   .option('--decode-tokens <n>', 'tokens to decode', positiveInt('--decode-tokens'), 16)
   .option('--json', 'print only the JSON line')
-  .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: 'cpu' | 'cuda'; prefillTokens: number; decodeTokens: number; json?: boolean }) => {
+  .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; prefillTokens: number; decodeTokens: number; json?: boolean }) => {
     if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
     const r = await runBench({
       model: o.model,

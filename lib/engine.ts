@@ -12,8 +12,9 @@ import type { ModelConfig } from './config.js';
 import { AbortedError, BusyError, ContextOverflowError, DisposedError, fromNative, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
 import { estimateMemory, InsufficientMemoryError, kvPoolPlan } from './memory.js';
-import { type Device, loadModel, type Model, type PrecisionMode } from './model.js';
-import { nativeAsync, type NativeProgram, type NativeSampling, type RowError, type SampledToken } from './native.js';
+import type { Device, PrecisionMode } from './device.js';
+import { loadModel, type Model } from './model.js';
+import { type NativeProgram, type NativeSampling, type RowError, type SampledToken } from './native.js';
 import { checkInt, checkKeys } from './options.js';
 import type { Sampler } from './sampler.js';
 
@@ -237,7 +238,7 @@ export class Engine implements GenerationBackend {
     this.#maxQueue = o.maxQueue;
     const c = model.config;
     const P = o.pageSize;
-    const { tableRow, window, pageBytes, fullPages, slidingPages } = kvPoolPlan(c, o);
+    const { tableRow, window, pageBytes, fullPages, slidingPages } = kvPoolPlan(c, { ...o, kvDType: model.kvDType });
     this.#tableRow = tableRow;
     if (fullPages < 1) throw new InvalidArgumentError(`kvCacheBytes ${o.kvCacheBytes} holds no ${pageBytes}-byte page`);
     this.#window = window;
@@ -392,7 +393,7 @@ export class Engine implements GenerationBackend {
         const t0 = performance.now();
         let results: (SampledToken | RowError | null)[];
         try {
-          results = await nativeAsync(() => this.#program.step(step.args));
+          results = await this.#program.step(step.args);
         } catch (e) {
           // A failed step fails the sequences in it, and only those; the engine carries on.
           for (const seq of step.seqs) this.#stop(seq, e instanceof GptOssError ? e : new BusyError(`a step failed: ${(e as Error).message}`, { cause: e }));
@@ -573,8 +574,8 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
       kvCacheBytes: options.kvCacheBytes === undefined ? undefined : checkInt(options.kvCacheBytes, 'kvCacheBytes', 0, 1),
     };
     // The pools are allocated whole, so a pool the device cannot hold is refused as a model is.
-    const plan = kvPoolPlan(model.config, o);
-    const estimate = estimateMemory(model.config, { device: model.device, kvBytes: plan.bytes, contextTokens: plan.fullPages * o.pageSize });
+    const plan = kvPoolPlan(model.config, { ...o, kvDType: model.kvDType });
+    const estimate = estimateMemory(model.config, { device: model.device, mode: model.mode, maxTokens: o.maxBatchTokens, kvBytes: plan.bytes, contextTokens: plan.fullPages * o.pageSize });
     if (!estimate.fits)
       throw new InsufficientMemoryError(
         estimate,

@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'ERR_DEVICE'
   | 'ERR_BUSY'
   | 'ERR_DISPOSED'
-  | 'ERR_ABORTED';
+  | 'ERR_ABORTED'
+  | 'ERR_INTERNAL';
 
 export class GptOssError extends Error {
   readonly code: ErrorCode;
@@ -81,14 +82,16 @@ export class AbortedError extends GptOssError {
   }
 }
 
-const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => GptOssError> = {
+/** A bug of ours, not the caller's: native code failed in a way it does not describe (an
+ * exception that is not one of its typed errors). Worth a report. */
+export class InternalError extends GptOssError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INTERNAL', message, options);
+  }
+}
+
+const byCode: Record<Exclude<ErrorCode, 'ERR_BAD_CHECKPOINT'>, new (message: string, options?: { cause?: unknown }) => GptOssError> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
-  ERR_BAD_CHECKPOINT: class extends CheckpointError {
-    constructor(message: string, options?: { cause?: unknown }) {
-      super(message, {}, options);
-      this.name = 'CheckpointError';
-    }
-  },
   ERR_UNSUPPORTED: UnsupportedError,
   ERR_OUT_OF_MEMORY: OutOfMemoryError,
   ERR_CONTEXT_OVERFLOW: ContextOverflowError,
@@ -96,13 +99,23 @@ const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknow
   ERR_BUSY: BusyError,
   ERR_DISPOSED: DisposedError,
   ERR_ABORTED: AbortedError,
+  ERR_INTERNAL: InternalError,
 };
 
-/** Maps an error thrown by the addon to its typed class; other values pass through unchanged. */
+/**
+ * Maps an error thrown by the addon to its typed class (a checkpoint error keeps the file and
+ * tensor native code named); other values pass through unchanged. lib/native.ts applies it to
+ * everything the addon throws.
+ */
 export function fromNative(e: unknown): unknown {
   if (e instanceof GptOssError) return e;
   if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
-    const Ctor = byCode[(e as unknown as { code: string }).code as ErrorCode];
+    const n = e as Error & { code: string; file?: unknown; tensor?: unknown };
+    if (n.code === 'ERR_BAD_CHECKPOINT') {
+      const where = { file: typeof n.file === 'string' ? n.file : undefined, tensor: typeof n.tensor === 'string' ? n.tensor : undefined };
+      return new CheckpointError(e.message, where, { cause: e });
+    }
+    const Ctor = byCode[n.code as keyof typeof byCode];
     if (Ctor) return new Ctor(e.message, { cause: e });
   }
   return e;

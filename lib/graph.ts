@@ -1,7 +1,9 @@
 // The forward pass as a recorded program (DESIGN.md, "The data path of one step"). Built once per
 // session and replayed by the addon for every step; reads like gpt-oss-spec.md §2.
 import type { ModelConfig } from './config.js';
-import type { BufferId, BufferSpec, OpSpec, ProgramSpec, WeightId } from './native.js';
+import type { Device, KvDType } from './device.js';
+import type { BufferSpec, NativeProgram, NativeSampling, PageTable, ProgramSpec, SampledToken } from './native.js';
+import type { BufferId, OpSpec, WeightId } from './ops.js';
 
 export interface LayerWeightIds {
   attnNorm: WeightId;
@@ -27,12 +29,13 @@ export interface ModelWeightIds {
   layers: LayerWeightIds[];
 }
 
-export type KvDType = 'f32' | 'bf16';
 
 export interface GraphOptions {
+  /** The backend the program runs on. */
+  device: Device;
   /** Tokens per step (a longer prompt is fed in chunks of this many). */
   maxTokens: number;
-  /** Positions the session's KV cache holds. */
+  /** Positions the session's KV cache holds (every position of a step is below it). */
   maxContext: number;
   kvDType: KvDType;
   /** Rows of each layer's KV pool when sequences share pages (the engine); default per-session caches. */
@@ -73,7 +76,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     ops.push({ op: 'rope', x: qkv, qHeads: Hq, kvHeads: Hkv, headDim: D });
     ops.push({ op: 'kv_append', x: qkv, xcol: Hq * D, vcol: (Hq + Hkv) * D, kc, vc, kvHeads: Hkv, headDim: D, window });
     ops.push({ op: 'attention', x: qkv, y: attn, kc, vc, w: L.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 1 / Math.sqrt(D) });
-    ops.push({ op: 'matmul_bf16', x: attn, y: x, w: L.outWeight, b: L.outBias, N: H, K: Hq * D, accumulate: 1 });
+    ops.push({ op: 'matmul_bf16', x: attn, y: x, w: L.outWeight, b: L.outBias, N: H, K: Hq * D, accumulate: true });
     // MoE block (§2.7): x += sum_k w_k * expert_k(norm(x))
     ops.push({ op: 'rmsnorm', x, y: h, w: L.mlpNorm, H, eps: cfg.rmsNormEps });
     ops.push({ op: 'matmul_bf16', x: h, y: router, w: L.routerWeight, b: L.routerBias, N: E, K: H });
@@ -86,10 +89,26 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     ops.push({ op: 'moe_combine', x, y: slots, wt: expertWeight, k, H });
   });
   // Final norm and unembedding (§2.8), only for the rows whose logits are asked for.
-  ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: 1 });
-  ops.push({ op: 'matmul_bf16', x: h, y: -1, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: 1 });
+  // Without y, the unembedding writes the step's logits.
+  ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: true });
+  ops.push({ op: 'matmul_bf16', x: h, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: true });
 
-  return { maxTokens: M, rope: ropeSpec(cfg), buffers, ops };
+  return { device: opts.device, maxTokens: M, maxContext: opts.maxContext, rope: ropeSpec(cfg), buffers, ops };
+}
+
+/**
+ * The page tables of a session's program (one sequence; each layer's cache one contiguous page,
+ * the whole pool: kv_pages.h's ring = 1, page_size = capacity case).
+ */
+export function sessionPageTables(cfg: ModelConfig, opts: Pick<GraphOptions, 'maxTokens' | 'maxContext'>): { full: PageTable; sliding: PageTable } {
+  const rows = (sliding: boolean) => {
+    const windows = cfg.layerWindows.filter((w) => (w > 0) === sliding);
+    return windows.length ? Math.min(...windows.map((w) => cacheRows(w, opts))) : 1;
+  };
+  return {
+    full: { table: Int32Array.of(0), ring: 1, pageSize: rows(false) },
+    sliding: { table: Int32Array.of(0), ring: 1, pageSize: rows(true) },
+  };
 }
 
 /** The rotary embedding's parameters as a program carries them (YaRN, §2.5). */
@@ -139,4 +158,31 @@ export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number, batc
     bytes += batch * 2 * keys * Hkv * D * kvBytes;
   });
   return bytes;
+}
+
+/**
+ * One sequence's step over a program's step(): the tokens at `positions`, logits of rows
+ * [logitsStart, tokens) into `out`, and with `sampling`, a draw from the last row (a failed draw
+ * rejects with its typed error). Sessions, op tests and kernel benchmarks step this way.
+ */
+export async function stepSequence(
+  program: NativeProgram,
+  tables: { full: PageTable; sliding: PageTable },
+  o: { tokens: Int32Array; positions: Int32Array; logitsStart: number; out: Float32Array | null; sampling?: NativeSampling | null },
+): Promise<SampledToken | undefined> {
+  const T = o.tokens.length;
+  const logitRows = Int32Array.from({ length: T - o.logitsStart }, (_, i) => o.logitsStart + i);
+  const rows = await program.step({
+    tokens: o.tokens,
+    positions: o.positions,
+    seqs: new Int32Array(T),
+    ...tables,
+    logitRows,
+    out: o.out,
+    sampling: o.sampling ? Array.from(logitRows, (_, i) => (i === logitRows.length - 1 ? o.sampling! : null)) : undefined,
+  });
+  const last = rows.at(-1);
+  if (!last) return undefined;
+  if ('error' in last) throw last.error;
+  return last;
 }

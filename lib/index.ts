@@ -1,5 +1,6 @@
 export { loadModel, Model, Session } from './model.js';
-export type { Device, ForwardOptions, LoadModelOptions, PrecisionMode, SessionOptions } from './model.js';
+export type { Device, PrecisionMode } from './device.js';
+export type { ForwardOptions, LoadModelOptions, SessionOptions } from './model.js';
 export { createSyntheticModel, presetConfig } from './synthetic.js';
 export type { Preset, SyntheticModelOptions } from './synthetic.js';
 export type { ModelConfig } from './config.js';

@@ -3,19 +3,27 @@
 import { totalmem } from 'node:os';
 
 import type { ModelConfig } from './config.js';
+import { type Device, type KvDType, kvDTypeBytes, kvDTypeFor, type PrecisionMode } from './device.js';
 import { OutOfMemoryError } from './errors.js';
-import { cacheRows, expertBytes } from './graph.js';
-import type { Device } from './model.js';
+import { buildProgram, cacheRows, expertBytes, type ModelWeightIds } from './graph.js';
 import { addon } from './native.js';
+import type { WeightId } from './ops.js';
 
 export interface MemoryEstimate {
   device: Device;
   weightsBytes: number;
-  /** KV cache bytes per token of context, counting every layer (float32 K and V). */
+  /** The KV cache's dtype (the device's and the precision mode's, lib/device.ts). */
+  kvDType: KvDType;
+  /** KV cache bytes per token of context, counting every layer (K and V in kvDType). */
   kvBytesPerToken: number;
   contextTokens: number;
   /** KV cache at contextTokens (sliding-window layers hold only their ring). */
   kvBytes: number;
+  /**
+   * A session program's arena at maxTokens per step: activation buffers and the largest kernel
+   * scratch (native/runtime/program.h); 0 for a device this build has no backend for.
+   */
+  arenaBytes: number;
   totalBytes: number;
   /** What the device has: host RAM for the CPU, the GPU's memory for CUDA (0 if none). */
   deviceBytes: number;
@@ -33,24 +41,43 @@ export function weightBytes(c: ModelConfig): number {
 
 export function estimateMemory(
   config: ModelConfig,
-  options: { device?: Device; contextTokens?: number; maxTokens?: number; weightsBytes?: number; kvBytes?: number } = {},
+  options: { device?: Device; mode?: PrecisionMode; contextTokens?: number; maxTokens?: number; weightsBytes?: number; kvBytes?: number } = {},
 ): MemoryEstimate {
   const device = options.device ?? 'cpu';
+  const kvDType = kvDTypeFor(device, options.mode ?? 'default');
   const context = options.contextTokens ?? Math.min(4096, config.maxContext);
   const maxTokens = options.maxTokens ?? Math.min(128, context);
-  const width = 2 * config.numKvHeads * config.headDim * 4;
+  const width = 2 * config.numKvHeads * config.headDim * kvDTypeBytes(kvDType);
   const kvBytes = options.kvBytes ?? config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
+  const arenaBytes = programArenaBytes(config, { device, kvDType, maxTokens, maxContext: context });
   let deviceBytes = totalmem();
   if (device === 'cuda') {
     const cuda = addon().deviceInfo().cuda;
     deviceBytes = cuda.available ? (cuda.totalMemory ?? 0) : 0;
   }
-  const totalBytes = weightsBytes + kvBytes;
-  return { device, weightsBytes, kvBytesPerToken: config.numLayers * width, contextTokens: context, kvBytes, totalBytes, deviceBytes, fits: totalBytes <= deviceBytes };
+  const totalBytes = weightsBytes + kvBytes + arenaBytes;
+  return { device, weightsBytes, kvDType, kvBytesPerToken: config.numLayers * width, contextTokens: context, kvBytes, arenaBytes, totalBytes, deviceBytes, fits: totalBytes <= deviceBytes };
+}
+
+/** The arena the addon will allocate for a session program of this shape (planMemory: no allocation). */
+export function programArenaBytes(config: ModelConfig, o: { device: Device; kvDType: KvDType; maxTokens: number; maxContext: number }): number {
+  if (!addon().devices.includes(o.device)) return 0;
+  // The plan reads the ops' shapes, not the weights: any ids will do.
+  const id = 0 as WeightId;
+  const rows = (config.numHeads + 2 * config.numKvHeads) * config.headDim;
+  const layer = {
+    attnNorm: id, qkv: [{ weight: id, bias: id, row: 0, rows }], sinks: id, outWeight: id, outBias: id, mlpNorm: id,
+    routerWeight: id, routerBias: id, mlp1Blocks: id, mlp1Scales: id, mlp1Bias: id, mlp2Blocks: id, mlp2Scales: id, mlp2Bias: id,
+  };
+  const ids: ModelWeightIds = { embedding: id, norm: id, unembedding: id, layers: config.layerWindows.map(() => layer) };
+  const spec = buildProgram(config, ids, { device: o.device, maxTokens: o.maxTokens, maxContext: o.maxContext, kvDType: o.kvDType });
+  return addon().planMemory(spec, config.vocabSize).arena;
 }
 
 export interface KvPoolOptions {
+  /** The KV cache's dtype (Model.kvDType). */
+  kvDType: KvDType;
   maxSequences: number;
   maxContext: number;
   maxBatchTokens: number;
@@ -68,13 +95,13 @@ export interface KvPoolPlan {
   pageBytes: number;
   fullPages: number;
   slidingPages: number;
-  /** Bytes of both pools over all layers (float32 K and V). */
+  /** Bytes of both pools over all layers (K and V in kvDType). */
   bytes: number;
 }
 
 export function kvPoolPlan(c: ModelConfig, o: KvPoolOptions): KvPoolPlan {
   const P = o.pageSize;
-  const width = 2 * c.numKvHeads * c.headDim * 4;
+  const width = 2 * c.numKvHeads * c.headDim * kvDTypeBytes(o.kvDType);
   const window = Math.max(0, ...c.layerWindows);
   const fullLayers = c.layerWindows.filter((w) => w === 0).length;
   const pageBytes = Math.max(1, fullLayers) * P * width;
@@ -96,7 +123,7 @@ export class InsufficientMemoryError extends OutOfMemoryError {
     const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
     super(
       `${what} needs ${gb(estimate.totalBytes)} (${gb(estimate.weightsBytes)} of weights + ${gb(estimate.kvBytes)} of KV cache at ` +
-        `${estimate.contextTokens} tokens) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}` +
+        `${estimate.contextTokens} tokens + ${gb(estimate.arenaBytes)} of activations and scratch) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}` +
         (hint ? `; ${hint}` : ''),
     );
     this.name = 'InsufficientMemoryError';

@@ -5,18 +5,14 @@ import { openCheckpoint, type Checkpoint, type Layout } from './checkpoint.js';
 import { resolveModelDir } from './hub.js';
 import { estimateMemory, InsufficientMemoryError } from './memory.js';
 import type { ModelConfig } from './config.js';
-import { AbortedError, BusyError, ContextOverflowError, DeviceError, DisposedError, InvalidArgumentError, UnsupportedError } from './errors.js';
-import { buildProgram, type KvDType, type ModelWeightIds } from './graph.js';
-import { addon, native, nativeAsync, type NativeProgram, type NativeWeights, type SampledToken, type WeightId } from './native.js';
+import { assertDevice, DEVICES, type Device, type KvDType, kvDTypeFor, PRECISION_MODES, type PrecisionMode } from './device.js';
+import { AbortedError, BusyError, ContextOverflowError, DisposedError, InvalidArgumentError } from './errors.js';
+import { buildProgram, type ModelWeightIds, sessionPageTables, stepSequence } from './graph.js';
+import { addon, type NativeProgram, type PageTable, type NativeWeights, type SampledToken, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
 import type { Sampler } from './sampler.js';
 import { chat, modelBackend, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type Generation } from './generate.js';
 
-export type Device = 'cpu' | 'cuda';
-/** 'fp32': every activation and the KV cache in float32 (the reference); 'default': the fastest
- * mode that still meets 1e-3 relative error against it. On the CPU the two are the same today:
- * a bf16 KV cache, the one cheaper option measured, gave 2e-3 to 6.5e-3 on the fixtures. */
-export type PrecisionMode = 'default' | 'fp32';
 
 export interface LoadModelOptions {
   device?: Device;
@@ -48,20 +44,6 @@ export interface ForwardOptions {
   /** Which positions' logits to return: every one ([n, vocab]), the last ([vocab]), or none. */
   logits?: 'all' | 'last' | 'none';
   signal?: AbortSignal;
-}
-
-const devices = ['cpu', 'cuda'] as const;
-const modes = ['default', 'fp32'] as const;
-
-/** Throws the typed error that says why the CUDA backend cannot run here. */
-export function assertDevice(device: Device): void {
-  if (device === 'cpu') return;
-  const info = addon().deviceInfo().cuda;
-  if (!info.built) throw new UnsupportedError(`device 'cuda': ${info.error ?? 'this addon was built without CUDA'}`);
-  if (!info.available) throw new DeviceError(`device 'cuda': no usable GPU (${info.error ?? 'no device'})`);
-  throw new UnsupportedError(
-    `device 'cuda': ${info.name} found, but this build has no CUDA forward pass yet; use device 'cpu'`,
-  );
 }
 
 export class Model {
@@ -103,8 +85,9 @@ export class Model {
     return this.#sessions.size;
   }
 
+  /** The KV cache's dtype: follows the device and the precision mode (lib/device.ts). */
   get kvDType(): KvDType {
-    return 'f32';
+    return kvDTypeFor(this.device, this.mode);
   }
 
   createSession(options: SessionOptions = {}): Session {
@@ -113,10 +96,11 @@ export class Model {
     if (!weights) throw new DisposedError('this model was disposed');
     const maxContext = checkInt(options.maxContext, 'maxContext', Math.min(4096, this.config.maxContext), 1, this.config.maxContext);
     const maxTokens = checkInt(options.maxTokens, 'maxTokens', Math.min(128, maxContext), 1, maxContext);
-    const spec = buildProgram(this.config, this.#ids, { maxTokens, maxContext, kvDType: this.kvDType });
+    const spec = buildProgram(this.config, this.#ids, { device: this.device, maxTokens, maxContext, kvDType: this.kvDType });
     const { Program } = addon();
-    const program = native(() => new Program(weights, spec));
-    const session = new Session(this, program, maxContext, maxTokens, () => this.#sessions.delete(session));
+    const program = new Program(weights, spec);
+    const tables = sessionPageTables(this.config, { maxTokens, maxContext });
+    const session = new Session(this, program, tables, maxContext, maxTokens, () => this.#sessions.delete(session));
     this.#sessions.add(session);
     return session;
   }
@@ -139,13 +123,14 @@ export class Model {
     const weights = this.#weights;
     if (!weights) throw new DisposedError('this model was disposed');
     const spec = buildProgram(this.config, this.#ids, {
+      device: this.device,
       maxTokens: opts.maxTokens,
       maxContext: this.config.maxContext,
       kvDType: this.kvDType,
       pool: { fullRows: opts.fullRows, slidingRows: opts.slidingRows },
     });
     const { Program } = addon();
-    return native(() => new Program(weights, spec));
+    return new Program(weights, spec);
   }
 
   /** Frees the weights and every session of this model; idempotent. A step in flight finishes first. */
@@ -165,14 +150,16 @@ export class Session {
   readonly maxContext: number;
   readonly maxTokens: number;
   #program: NativeProgram | undefined;
+  readonly #tables: { full: PageTable; sliding: PageTable };
   #position = 0;
   #busy = false;
   readonly #onDispose: () => void;
 
   /** @internal use Model.createSession() */
-  constructor(model: Model, program: NativeProgram, maxContext: number, maxTokens: number, onDispose: () => void) {
+  constructor(model: Model, program: NativeProgram, tables: { full: PageTable; sliding: PageTable }, maxContext: number, maxTokens: number, onDispose: () => void) {
     this.model = model;
     this.#program = program;
+    this.#tables = tables;
     this.maxContext = maxContext;
     this.maxTokens = maxTokens;
     this.#onDispose = onDispose;
@@ -251,7 +238,7 @@ export class Session {
           dst = out;
         }
         const sampling = sampler && end === n ? sampler.params() : null;
-        sampled = await nativeAsync(() => program.run(chunk, positions, logitsStart, dst, sampling));
+        sampled = await stepSequence(program, this.#tables, { tokens: chunk, positions, logitsStart, out: dst, sampling });
         this.#position += chunk.length;
       }
     } finally {
@@ -282,10 +269,10 @@ export class Session {
 
 /** Registers a checkpoint's tensors (memory-mapped, nothing read yet) and names their ids. */
 function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeightIds {
-  const fileIdx = ckpt.files.map((f) => native(() => weights.mapFile(f.path)));
+  const fileIdx = ckpt.files.map((f) => weights.mapFile(f.path));
   const id = (name: string): WeightId => {
     const [fi, e] = ckpt.tensors.get(name)!;
-    return native(() => weights.addMapped(fileIdx[fi], e.offset, e.byteLength, name));
+    return weights.addMapped(fileIdx[fi], e.offset, e.byteLength, name);
   };
   const n = ckpt.names;
   return {
@@ -313,7 +300,7 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
 
 export function checkLoadOptions(options: LoadModelOptions, where: string): { device: Device; mode: PrecisionMode } {
   checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress', 'checkMemory'], where);
-  return { device: checkOneOf(options.device, devices, 'device', 'cpu'), mode: checkOneOf(options.mode, modes, 'mode', 'default') };
+  return { device: checkOneOf(options.device, DEVICES, 'device', 'cpu'), mode: checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default') };
 }
 
 /**
@@ -331,7 +318,7 @@ export async function loadModel(ref: string, options: LoadModelOptions = {}): Pr
   const ckpt = await openCheckpoint(dir, { strictConfig: options.strictConfig });
   const total = ckpt.files.reduce((a, f) => a + f.size, 0);
   if (options.checkMemory !== false) {
-    const estimate = estimateMemory(ckpt.config, { device, weightsBytes: total });
+    const estimate = estimateMemory(ckpt.config, { device, mode, weightsBytes: total });
     if (!estimate.fits) throw new InsufficientMemoryError(estimate);
   }
   options.onProgress?.({ phase: 'validate', bytesDone: total, bytesTotal: total });
@@ -346,7 +333,7 @@ export async function loadModel(ref: string, options: LoadModelOptions = {}): Pr
       for (const [fi, f] of ckpt.files.entries())
         for (let off = 0; off < f.size; off += piece) {
           const len = Math.min(piece, f.size - off);
-          await nativeAsync(() => weights.prefetch(fi, off, len));
+          await weights.prefetch(fi, off, len);
           done += len;
           options.onProgress?.({ phase: 'read', bytesDone: done, bytesTotal: total });
         }

@@ -1,10 +1,16 @@
-// The typed view of the addon and its loader (node-gyp-build: prebuilds/ first, then build/).
+// The typed view of the addon and its loader (node-gyp-build: prebuilds/ first, then build/). The
+// addon is wrapped once, here: every function, constructor and method of it throws (or rejects
+// with) the typed error classes of lib/errors.ts, so no call site can forget to map them.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
+import type { Device, KvDType } from './device.js';
 import { fromNative, UnsupportedError } from './errors.js';
+import type { NativeField, OpSpec, WeightId } from './ops.js';
 
-export type BufferDType = 'f32' | 'bf16' | 'i32';
+export type { BufferId, OpSpec, WeightId } from './ops.js';
+
+export type BufferDType = KvDType | 'i32';
 
 export interface SyntheticTensorSpec {
   name: string;
@@ -14,11 +20,6 @@ export interface SyntheticTensorSpec {
   /** bf16-uniform: half-width; bf16-const: the value; u8-around: the centre byte. */
   a: number;
 }
-
-/** A tensor id in a NativeWeights table. */
-export type WeightId = number & { readonly __brand: 'WeightId' };
-/** A buffer index in a program spec. */
-export type BufferId = number & { readonly __brand: 'BufferId' };
 
 export interface NativeWeights {
   mapFile(path: string): number;
@@ -37,23 +38,14 @@ export interface BufferSpec {
   cols: number;
 }
 
-/** One op of a recorded step; field meanings are in native/program.h and kernels/<op>.h. */
-export interface OpSpec {
-  op:
-    | 'embed'
-    | 'rmsnorm'
-    | 'matmul_bf16'
-    | 'rope'
-    | 'kv_append'
-    | 'attention'
-    | 'router_topk'
-    | 'moe_mxfp4'
-    | 'moe_combine';
-  [field: string]: string | number;
-}
-
+/** A recorded step (lib/graph.ts builds it; native/runtime/program.h runs it). */
 export interface ProgramSpec {
+  /** The backend the program runs on. */
+  device: Device;
+  /** Tokens per step at most. */
   maxTokens: number;
+  /** Every position of a step is below this (sizes the attention's scratch). */
+  maxContext: number;
   rope: { theta: number; factor: number; ntkAlpha: number; ntkBeta: number; initialContext: number; headDim: number };
   buffers: BufferSpec[];
   ops: OpSpec[];
@@ -94,29 +86,46 @@ export interface RowError {
   error: Error;
 }
 
+export interface PageTable {
+  /** [sequences, ring] page ids. */
+  table: Int32Array;
+  ring: number;
+  pageSize: number;
+}
+
+export interface StepArgs {
+  tokens: Int32Array;
+  positions: Int32Array;
+  /** The page-table row (sequence) of each token. */
+  seqs: Int32Array;
+  full: PageTable;
+  sliding: PageTable;
+  /** Rows whose logits go to `out`, in order ([logitRows.length, vocab]). */
+  logitRows: Int32Array;
+  out: Float32Array | null;
+  /** One entry per logit row: draw from it with these settings, or not (null). */
+  sampling?: (NativeSampling | null)[];
+}
+
+/** Bytes a program holds on its device: its arena (activations, the largest op scratch, logits) and its KV pools. */
+export interface ProgramMemory {
+  device: string;
+  activations: number;
+  scratch: number;
+  logits: number;
+  kv: number;
+  arena: number;
+  total: number;
+}
+
 export interface NativeProgram {
-  run(
-    tokens: Int32Array,
-    positions: Int32Array,
-    logitsStart: number,
-    out: Float32Array | null,
-    sampling?: NativeSampling | null,
-  ): Promise<SampledToken | undefined>;
-  step(args: {
-    tokens: Int32Array;
-    positions: Int32Array;
-    seqs: Int32Array;
-    full: { table: Int32Array; ring: number; pageSize: number };
-    sliding: { table: Int32Array; ring: number; pageSize: number };
-    logitRows: Int32Array;
-    out: Float32Array | null;
-    sampling?: (NativeSampling | null)[];
-  }): Promise<(SampledToken | RowError | null)[]>;
+  step(args: StepArgs): Promise<(SampledToken | RowError | null)[]>;
   readBuffer(id: number): Uint8Array;
   writeBuffer(id: number, bytes: ArrayBufferView): void;
   dispose(): void;
   readonly disposed: boolean;
   readonly vocab: number;
+  readonly memory: ProgramMemory;
 }
 
 export interface DeviceInfo {
@@ -138,6 +147,12 @@ export interface Addon {
   deviceInfo(): DeviceInfo;
   sampleMany(logits: Float32Array, params: Omit<NativeSampling, 'rng'>, rng: BigUint64Array, count: number): Promise<Int32Array>;
   measureHostBandwidth(bytes: number, reps: number): Promise<{ bytesPerSecond: number; best: number; median: number }>;
+  /** The op registry (kernels/ops.h): each op's fields; lib/ops.ts mirrors it. */
+  ops: Record<string, NativeField[]>;
+  /** What a program built from `spec` would hold on its device (logits `vocab` wide), without allocating. */
+  planMemory(spec: ProgramSpec, vocab: number): ProgramMemory;
+  /** Devices this build has a backend for. */
+  devices: Device[];
   abiVersion: number;
 }
 
@@ -150,9 +165,10 @@ export function addon(): Addon {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
   const load = require('node-gyp-build') as (dir: string) => Addon;
+  let raw: Addon;
   try {
     // GPTOSS_ADDON names a specific build (the sanitizer build of `npm run test:asan`).
-    loaded = process.env.GPTOSS_ADDON ? (require(process.env.GPTOSS_ADDON) as Addon) : load(packageRoot);
+    raw = process.env.GPTOSS_ADDON ? (require(process.env.GPTOSS_ADDON) as Addon) : load(packageRoot);
   } catch (e) {
     throw new UnsupportedError(
       `the native addon could not be loaded (${(e as Error).message}). ` +
@@ -161,22 +177,69 @@ export function addon(): Addon {
       { cause: e },
     );
   }
+  loaded = typed(raw);
   return loaded;
 }
 
-/** Calls into the addon, mapping its errors to the typed classes. */
-export function native<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw fromNative(e);
-  }
+// The native object behind each wrapper: native methods must get it, not the proxy, as `this`
+// and as arguments (a Program's constructor unwraps its Weights).
+const targets = new WeakMap<object, object>();
+const unwrap = (v: unknown): unknown => (typeof v === 'object' && v !== null ? (targets.get(v) ?? v) : v);
+
+/** A value the addon produced with native errors in it (a step's failed rows) mapped to typed ones. */
+function mapResult(v: unknown): unknown {
+  if (Array.isArray(v))
+    for (const r of v)
+      if (typeof r === 'object' && r !== null && 'error' in r) (r as { error: unknown }).error = fromNative((r as { error: unknown }).error);
+  return v;
 }
 
-export async function nativeAsync<T>(fn: () => Promise<T>): Promise<T> {
+function call(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
+  let r: unknown;
   try {
-    return await fn();
+    r = Reflect.apply(fn, self, args.map(unwrap));
   } catch (e) {
     throw fromNative(e);
   }
+  if (r instanceof Promise)
+    return r.then(mapResult, (e: unknown) => {
+      throw fromNative(e);
+    });
+  return r;
+}
+
+/** Wraps a native object, function or class so that everything it throws is typed. */
+function typed<T extends object>(target: T): T {
+  if (typeof target === 'function') {
+    const wrapped = new Proxy(target, {
+      apply: (fn, self, args) => call(fn as (...a: unknown[]) => unknown, unwrap(self), args),
+      construct: (C, args) => {
+        let obj: object;
+        try {
+          obj = Reflect.construct(C as new (...a: unknown[]) => object, args.map(unwrap));
+        } catch (e) {
+          throw fromNative(e);
+        }
+        return typed(obj);
+      },
+    });
+    targets.set(wrapped, target);
+    return wrapped;
+  }
+  const methods = new Map<PropertyKey, unknown>();
+  const wrapped = new Proxy(target, {
+    get(t, key) {
+      const v: unknown = Reflect.get(t, key, t);
+      if (typeof v !== 'function') return v;
+      let m = methods.get(key);
+      if (!m) {
+        // Classes (Weights, Program) keep their construct behaviour; functions and methods are called on the native object.
+        m = /^[A-Z]/.test(String(key)) ? typed(v as object) : (...args: unknown[]) => call(v as (...a: unknown[]) => unknown, t, args);
+        methods.set(key, m);
+      }
+      return m;
+    },
+  });
+  targets.set(wrapped, target);
+  return wrapped;
 }

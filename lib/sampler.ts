@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 
 import { InvalidArgumentError } from './errors.js';
-import { addon, nativeAsync, type NativeSampling } from './native.js';
+import { addon, type NativeSampling } from './native.js';
 import { checkInt, checkKeys } from './options.js';
 
 export interface SamplingOptions {
@@ -124,5 +124,5 @@ export async function sampleLogits(logits: Float32Array, options: SamplingOption
   checkInt(count, 'sampleLogits: count', 1, 1, MAX_SAMPLE_COUNT);
   const s = new Sampler(options, logits.length);
   const { rng, ...params } = s.params();
-  return nativeAsync(() => addon().sampleMany(logits, params, rng, count));
+  return addon().sampleMany(logits, params, rng, count);
 }

@@ -3,8 +3,9 @@
 import type { ModelConfig } from './config.js';
 import { InvalidArgumentError } from './errors.js';
 import type { ModelWeightIds } from './graph.js';
-import { type Device, Model, type PrecisionMode, assertDevice } from './model.js';
-import { addon, nativeAsync, type SyntheticTensorSpec, type WeightId } from './native.js';
+import { assertDevice, DEVICES, type Device, PRECISION_MODES, type PrecisionMode } from './device.js';
+import { Model } from './model.js';
+import { addon, type SyntheticTensorSpec, type WeightId } from './native.js';
 import { checkInt, checkKeys, checkOneOf } from './options.js';
 import { estimateMemory, InsufficientMemoryError } from './memory.js';
 
@@ -56,14 +57,14 @@ export interface SyntheticModelOptions {
 export async function createSyntheticModel(options: SyntheticModelOptions = {}): Promise<Model> {
   checkKeys(options, ['preset', 'config', 'layers', 'seed', 'device', 'mode'], 'createSyntheticModel');
   const preset = checkOneOf(options.preset, ['20b', '120b'] as const, 'preset', '20b');
-  const device = checkOneOf(options.device, ['cpu', 'cuda'] as const, 'device', 'cpu');
-  const mode = checkOneOf(options.mode, ['default', 'fp32'] as const, 'mode', 'default');
+  const device = checkOneOf(options.device, DEVICES, 'device', 'cpu');
+  const mode = checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default');
   const seed = checkInt(options.seed, 'seed', 1, 0);
   if (options.config && options.layers !== undefined) throw new InvalidArgumentError('pass either config or layers, not both');
   const cfg = options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
   assertDevice(device);
   // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit.
-  const estimate = estimateMemory(cfg, { device });
+  const estimate = estimateMemory(cfg, { device, mode });
   if (!estimate.fits) throw new InsufficientMemoryError(estimate);
 
   const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, D = cfg.headDim;
@@ -100,7 +101,7 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   const { Weights } = addon();
   const weights = new Weights();
   try {
-    const ids = await nativeAsync(() => weights.addSynthetic(specs));
+    const ids = await weights.addSynthetic(specs);
     const m = (i: number) => ids[i] as WeightId;
     const mapped: ModelWeightIds = {
       embedding: m(idx.embedding),

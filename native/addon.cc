@@ -14,7 +14,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Program", Program::Init(env));
   device_exports(env, exports);
   sampler_exports(env, exports);
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  op_registry_exports(env, exports);
+  exports.Set("abiVersion", Napi::Number::New(env, 2));
   return exports;
 }
 }  // namespace gptoss

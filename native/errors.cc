@@ -8,6 +8,35 @@ Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::str
   return err;
 }
 
+Napi::Error make_js_error(Napi::Env env, const Error& e) {
+  Napi::Error err = make_js_error(env, e.code, e.what());
+  if (!e.file.empty()) err.Set("file", Napi::String::New(env, e.file));
+  if (!e.tensor.empty()) err.Set("tensor", Napi::String::New(env, e.tensor));
+  return err;
+}
+
+Napi::Error CaughtError::js(Napi::Env env) const {
+  Error e(code, message);
+  e.file = file;
+  e.tensor = tensor;
+  return make_js_error(env, e);
+}
+
+CaughtError caught() {
+  try {
+    throw;
+  } catch (const Error& e) {
+    return {e.code, e.what(), e.file, e.tensor};
+  } catch (const std::bad_alloc&) {
+    return {"ERR_OUT_OF_MEMORY", "host memory allocation failed", "", ""};
+  } catch (const std::exception& e) {
+    // Not one of ours: a bug (or a library's failure), never the caller's argument.
+    return {"ERR_INTERNAL", std::string("internal error: ") + e.what(), "", ""};
+  } catch (...) {
+    return {"ERR_INTERNAL", "internal error: an unknown native exception", "", ""};
+  }
+}
+
 PromiseWorker::PromiseWorker(Napi::Env env, Work work, Result result, std::vector<Napi::Value> keep)
     : Napi::AsyncWorker(env, "gptoss"), deferred_(Napi::Promise::Deferred::New(env)),
       work_(std::move(work)), result_(std::move(result)) {
@@ -17,16 +46,9 @@ PromiseWorker::PromiseWorker(Napi::Env env, Work work, Result result, std::vecto
 void PromiseWorker::Execute() {
   try {
     work_();
-  } catch (const Error& e) {
-    code_ = e.code;
-    SetError(e.what());
-  } catch (const std::bad_alloc&) {
-    code_ = "ERR_OUT_OF_MEMORY";
-    SetError("host memory allocation failed");
-  } catch (const std::exception& e) {
-    SetError(e.what());
   } catch (...) {
-    SetError("unknown native error");
+    error_ = caught();
+    SetError(error_.message);
   }
 }
 
@@ -36,17 +58,13 @@ void PromiseWorker::OnOK() {
     deferred_.Resolve(result_ ? result_(env) : env.Undefined());
   } catch (const Napi::Error& e) {
     deferred_.Reject(e.Value());
-  } catch (const Error& e) {
-    deferred_.Reject(make_js_error(env, e.code, e.what()).Value());
-  } catch (const std::bad_alloc&) {
-    deferred_.Reject(make_js_error(env, "ERR_OUT_OF_MEMORY", "host memory allocation failed").Value());
-  } catch (const std::exception& e) {
-    deferred_.Reject(make_js_error(env, "ERR_INVALID_ARGUMENT", e.what()).Value());
+  } catch (...) {
+    deferred_.Reject(caught().js(env).Value());
   }
 }
 
-void PromiseWorker::OnError(const Napi::Error& e) {
-  deferred_.Reject(make_js_error(Env(), code_, e.Message()).Value());
+void PromiseWorker::OnError(const Napi::Error& /*carried in error_*/) {
+  deferred_.Reject(error_.js(Env()).Value());
 }
 
 Napi::Promise run_async(Napi::Env env, PromiseWorker::Work work, PromiseWorker::Result result,

@@ -11,6 +11,16 @@
 namespace gptoss {
 
 Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::string& message);
+// The JS error for a native Error: its code, and its file and tensor when it has them.
+Napi::Error make_js_error(Napi::Env env, const Error& e);
+
+// What a failure on the worker thread carries back to the JS thread.
+struct CaughtError {
+  std::string code, message, file, tensor;
+  Napi::Error js(Napi::Env env) const;
+};
+// Classifies the exception being handled (call only inside a catch block).
+CaughtError caught();
 
 // Runs fn on the JS thread and turns any C++ exception into a thrown JS error with a code.
 template <class Fn>
@@ -19,12 +29,8 @@ Napi::Value guarded(Napi::Env env, Fn&& fn) {
     return fn();
   } catch (const Napi::Error&) {
     throw;
-  } catch (const Error& e) {
-    throw make_js_error(env, e.code, e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_js_error(env, "ERR_OUT_OF_MEMORY", "host memory allocation failed");
-  } catch (const std::exception& e) {
-    throw make_js_error(env, "ERR_INVALID_ARGUMENT", e.what());
+  } catch (...) {
+    throw caught().js(env);
   }
 }
 
@@ -45,7 +51,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   Work work_;
   Result result_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
-  std::string code_ = "ERR_INVALID_ARGUMENT";
+  CaughtError error_;
 };
 
 // Convenience: queue the work and return its promise.

@@ -89,11 +89,12 @@ Napi::Value SampleMany(const Napi::CallbackInfo& info) {
     return run_async(
         env,
         [=]() {
-          thread_local std::vector<float> work;
-          work.resize(static_cast<size_t>(V));
+          // This call's own working memory (no program, so no arena), reused across its draws.
+          std::vector<float> row(static_cast<size_t>(V));
+          SampleWork work(V);
           for (int i = 0; i < count; ++i) {
-            std::copy(src->begin(), src->end(), work.begin());
-            (*out)[size_t(i)] = sample_cpu(work.data(), V, params, state).token;
+            std::copy(src->begin(), src->end(), row.begin());
+            (*out)[size_t(i)] = sample_cpu(row.data(), V, params, state, work.scratch).token;
           }
         },
         [out](Napi::Env e) -> Napi::Value {

@@ -19,18 +19,6 @@
 
 namespace gptoss {
 
-WeightStore::~WeightStore() {
-  for (auto& m : maps)
-    if (m.addr) munmap(m.addr, m.size);
-  for (void* p : owned) std::free(p);
-}
-
-const TensorRef& WeightStore::at(int id) const {
-  if (id < 0 || size_t(id) >= tensors.size())
-    throw invalid_argument("weight id " + std::to_string(id) + " does not exist");
-  return tensors[size_t(id)];
-}
-
 namespace {
 
 // splitmix64: a seeded stream per 64 KiB chunk, so the bytes do not depend on the thread count.
@@ -124,11 +112,11 @@ Napi::Value Weights::MapFile(const Napi::CallbackInfo& info) {
     if (!info[0].IsString()) throw invalid_argument("mapFile(path): path must be a string");
     const std::string path = info[0].As<Napi::String>();
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error("ERR_BAD_CHECKPOINT", path + ": cannot open: " + std::strerror(errno));
+    if (fd < 0) throw checkpoint_error(path, "", std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
     if (fstat(fd, &st) != 0) {
       ::close(fd);
-      throw Error("ERR_BAD_CHECKPOINT", path + ": cannot stat: " + std::strerror(errno));
+      throw checkpoint_error(path, "", std::string("cannot stat: ") + std::strerror(errno));
     }
     WeightStore::Mapping m;
     m.path = path;
@@ -137,7 +125,7 @@ Napi::Value Weights::MapFile(const Napi::CallbackInfo& info) {
       m.addr = mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
       if (m.addr == MAP_FAILED) {
         ::close(fd);
-        throw Error("ERR_BAD_CHECKPOINT", path + ": mmap failed: " + std::strerror(errno));
+        throw checkpoint_error(path, "", std::string("mmap failed: ") + std::strerror(errno));
       }
     }
     ::close(fd);
@@ -158,7 +146,7 @@ Napi::Value Weights::AddMapped(const Napi::CallbackInfo& info) {
     if (file < 0 || size_t(file) >= s.maps.size()) throw invalid_argument("addMapped: no such file index");
     const auto& m = s.maps[size_t(file)];
     if (!(off >= 0) || !(len >= 0) || off + len > double(m.size) || off != std::floor(off) || len != std::floor(len))
-      throw Error("ERR_BAD_CHECKPOINT", m.path + ": tensor " + name + " lies outside the file");
+      throw checkpoint_error(m.path, name, "lies outside the file");
     TensorRef t;
     t.data = static_cast<const uint8_t*>(m.addr) + size_t(off);
     t.bytes = size_t(len);

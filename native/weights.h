@@ -1,6 +1,5 @@
-// The weights of one model in host memory: tensors that point into memory-mapped checkpoint
-// files, or that the store owns (synthetic weights). Programs hold a shared_ptr to the store, so
-// a model disposed while a step is in flight is freed when that step ends.
+// The N-API face of a model's weights (native/runtime/weights.h): map checkpoint files, register
+// their tensors, generate synthetic ones.
 #pragma once
 #include <napi.h>
 
@@ -9,34 +8,14 @@
 #include <vector>
 
 #include "kernels/common.h"
+#include "native/runtime/weights.h"
 
 namespace gptoss {
-
-struct TensorRef {
-  const uint8_t* data = nullptr;
-  size_t bytes = 0;
-  std::string name;
-};
 
 // Per-environment data (main thread and each worker thread that loads the addon).
 struct AddonData {
   Napi::FunctionReference weights_ctor;
   Napi::FunctionReference program_ctor;
-};
-
-struct WeightStore {
-  struct Mapping {
-    void* addr = nullptr;
-    size_t size = 0;
-    std::string path;
-  };
-  std::vector<Mapping> maps;
-  std::vector<TensorRef> tensors;
-  std::vector<void*> owned;  // 64-byte aligned allocations
-  size_t owned_bytes = 0;
-  ~WeightStore();
-
-  const TensorRef& at(int id) const;
 };
 
 class Weights : public Napi::ObjectWrap<Weights> {

@@ -42,7 +42,7 @@ describe('addon misuse', () => {
         buffers: { x: { dtype: 'f32', rows: 1, cols: 4 } },
         op: (w, b) => [
           { op: 'embed', w: w.t, y: b.x, H: 4 },
-          { op: 'matmul_bf16', x: b.x, y: -1, w: w.w, N: 8, K: 4 },
+          { op: 'matmul_bf16', x: b.x, w: w.w, N: 8, K: 4 },
         ],
       }),
     ).rejects.toThrow(/logits rows/);
@@ -69,7 +69,7 @@ describe('addon misuse', () => {
           w2b: new Uint8Array(E * H * I / 2), w2s: new Uint8Array(E * H * I / 32), b2: new Uint8Array(E * H * 2),
         },
         buffers: { x: { dtype: 'f32', rows: 1, cols: H }, idx: { dtype: 'i32', rows: 1, cols: k, data: Int32Array.from([100000000]) }, y: { dtype: 'f32', rows: 1, cols: H } },
-        op: (w, b) => ({ op: 'moe_mxfp4', x: b.x, idx: b.idx, y: b.y, E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2 }),
+        op: (w, b) => ({ op: 'moe_mxfp4', x: b.x, idx: b.idx, y: b.y, E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2, limit: 7, alpha: 1.702 }),
       }),
     ).rejects.toThrow(/expert index 100000000 outside \[0, 2\)/);
   });

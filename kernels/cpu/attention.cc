@@ -4,12 +4,12 @@
 // waited on memory for every key). A block leaves its own max, exp-sum and unnormalised weighted
 // V sum per head; a token's blocks are merged in order, with the sink folded into the max and the
 // denominator. Blocks depend only on the position, so a token is computed the same way whatever
-// else is in the step (batch invariance) and whatever the thread count.
+// else is in the step (batch invariance) and whatever the thread count. All working memory is the
+// caller's scratch (the program's arena): the partials, then one slice per worker thread.
 #include "kernels/attention.h"
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
@@ -19,7 +19,41 @@ namespace {
 constexpr int kBlock = 256;
 // Partials of one (token, block): m[Hq], sum[Hq], acc[Hq * D].
 constexpr size_t kMaxPartialBytes = size_t(64) << 20;
+
+// The scratch, carved the same way when it is sized and when it is used.
+struct Scratch {
+  int64_t* first;  // [T + 1] first task of each token in a group
+  float* parts;    // [tasks, partial]
+  // Per worker thread: scores [Hq, kBlock], one cache row in f32 [width], head weights [group].
+  float* scores;
+  float* row_f32;
+  float* w;
+  size_t per_thread_floats;
+};
+Scratch carve(ScratchCarver& c, int T, int64_t max_context, int Hq, int Hkv, int D, int window, int threads) {
+  const size_t partial = size_t(Hq) * (D + 2);
+  const int64_t keys = window > 0 ? std::min<int64_t>(window, max_context) : max_context;
+  const int64_t max_blocks = (keys + kBlock - 1) / kBlock;
+  // Tokens go in groups whose partials fit kMaxPartialBytes; a token alone may pass it.
+  const int64_t tasks = std::min<int64_t>(int64_t(T) * max_blocks,
+                                          std::max<int64_t>(int64_t(kMaxPartialBytes / (partial * 4)), max_blocks));
+  Scratch s;
+  s.first = c.take<int64_t>(size_t(T) + 1);
+  s.parts = c.take<float>(size_t(tasks) * partial);
+  s.per_thread_floats = align64(size_t(Hq) * kBlock * 4) / 4 + align64(size_t(Hkv) * D * 4) / 4 + align64(size_t(Hq / Hkv) * 4) / 4;
+  float* all = c.take<float>(s.per_thread_floats * size_t(threads));
+  s.scores = all;
+  s.row_f32 = all ? all + align64(size_t(Hq) * kBlock * 4) / 4 : nullptr;
+  s.w = all ? s.row_f32 + align64(size_t(Hkv) * D * 4) / 4 : nullptr;
+  return s;
+}
 }  // namespace
+
+size_t attention_scratch_cpu(int T, int64_t max_context, int q_heads, int kv_heads, int head_dim, int window, int threads) {
+  ScratchCarver c;
+  carve(c, T, max_context, q_heads, kv_heads, head_dim, window, threads);
+  return c.used;
+}
 
 void attention_cpu(const AttentionArgs& a) {
   const auto& k = cpu::simd();
@@ -35,55 +69,56 @@ void attention_cpu(const AttentionArgs& a) {
     const auto [lo, hi] = range(t);
     return int((hi - lo + kBlock - 1) / kBlock);
   };
+  // The largest position of the step bounds the blocks a token has; the scratch was sized for
+  // the program's max_context, which every position is below (checked before the step runs).
+  int64_t max_pos = 0;
+  for (int t = 0; t < a.T; ++t) max_pos = std::max<int64_t>(max_pos, a.positions[t]);
+  ScratchCarver carver{a.scratch, 0, a.scratch_bytes};
+  const Scratch sc = carve(carver, a.T, max_pos + 1, Hq, a.kv_heads, D, a.window, a.threads);
 
-  // Tokens go in groups whose partials fit kMaxPartialBytes (a long prefill chunk at a long context).
-  // Kept between calls (one per calling thread): a decode step would otherwise allocate, and
-  // page-fault, a fresh partials buffer in every attention layer. Bound to references so the
-  // workers below use the caller's copies, not their own thread_local ones.
-  thread_local std::vector<int64_t> t_first;
-  thread_local std::vector<float> t_parts;
-  std::vector<int64_t>& first = t_first;  // first task of each token in the group
-  std::vector<float>& parts = t_parts;
   for (int t0 = 0; t0 < a.T;) {
-    first.assign(1, 0);
+    int64_t* first = sc.first;  // first[i]: first task of token t0 + i
+    first[0] = 0;
     int t1 = t0;
-    while (t1 < a.T && (t1 == t0 || size_t(first.back() + blocks_of(t1)) * partial * 4 <= kMaxPartialBytes))
-      first.push_back(first.back() + blocks_of(t1++));
-    const int64_t tasks = first.back();
-    parts.resize(size_t(tasks) * partial);
+    while (t1 < a.T && (t1 == t0 || size_t(first[t1 - t0] + blocks_of(t1)) * partial * 4 <= kMaxPartialBytes)) {
+      first[t1 - t0 + 1] = first[t1 - t0] + blocks_of(t1);
+      ++t1;
+    }
+    const int64_t tasks = first[t1 - t0];
+    float* parts = sc.parts;
 
     cpu::parallel_for(tasks, 1, [&](int64_t i0, int64_t i1) {
-      thread_local std::vector<float> scores, row_f32, w;
+      float* mine = sc.scores + sc.per_thread_floats * size_t(cpu::worker_index());
+      float* scores = mine;
+      float* row_f32 = sc.row_f32 - sc.scores + mine;
+      float* w = sc.w - sc.scores + mine;
       for (int64_t i = i0; i < i1; ++i) {
-        const int t = t0 + int(std::upper_bound(first.begin(), first.end(), i) - first.begin()) - 1;
-        const int b = int(i - first[size_t(t - t0)]);
+        const int t = t0 + int(std::upper_bound(first, first + (t1 - t0) + 1, i) - first) - 1;
+        const int b = int(i - first[t - t0]);
         const auto [lo, hi] = range(t);
         const int64_t j0 = lo + int64_t(b) * kBlock, j1 = std::min(hi, j0 + kBlock);
         const int n = int(j1 - j0);
         const int32_t seq = a.pages.seq[t];
-        row_f32.resize(size_t(width));
-        w.resize(size_t(group));
-        scores.resize(size_t(Hq) * n);
         auto row = [&](const void* cache, int64_t pos) -> const float* {
           const char* p = static_cast<const char*>(cache) + a.pages.row(seq, pos) * width * esize;
           if (a.cache_dtype == DType::F32) return reinterpret_cast<const float*>(p);
-          k.bf16_to_f32(reinterpret_cast<const uint16_t*>(p), row_f32.data(), size_t(width));
-          return row_f32.data();
+          k.bf16_to_f32(reinterpret_cast<const uint16_t*>(p), row_f32, size_t(width));
+          return row_f32;
         };
         const float* q = a.q + t * a.ldq;
         // Scores [Hq, n]: each key row against every head of its group.
         for (int j = 0; j < n; ++j) {
           const float* kr = row(a.k_cache, j0 + j);
           for (int g = 0; g < a.kv_heads; ++g) {
-            k.dots_f32(q + int64_t(g) * group * D, D, group, kr + g * D, D, w.data());
-            for (int h = 0; h < group; ++h) scores[size_t(g * group + h) * n + j] = w[size_t(h)] * a.scale;
+            k.dots_f32(q + int64_t(g) * group * D, D, group, kr + g * D, D, w);
+            for (int h = 0; h < group; ++h) scores[size_t(g * group + h) * n + j] = w[h] * a.scale;
           }
         }
-        float* m = parts.data() + size_t(i) * partial;
+        float* m = parts + size_t(i) * partial;
         float* sum = m + Hq;
         float* acc = sum + Hq;
         for (int h = 0; h < Hq; ++h) {
-          float* s = scores.data() + size_t(h) * n;
+          float* s = scores + size_t(h) * n;
           m[h] = *std::max_element(s, s + n);
           sum[h] = float(k.exp_sum(s, m[h], 1.f, s, n));
         }
@@ -91,8 +126,8 @@ void attention_cpu(const AttentionArgs& a) {
         for (int j = 0; j < n; ++j) {
           const float* vr = row(a.v_cache, j0 + j);
           for (int g = 0; g < a.kv_heads; ++g) {
-            for (int h = 0; h < group; ++h) w[size_t(h)] = scores[size_t(g * group + h) * n + j];
-            k.axpys_f32(acc + int64_t(g) * group * D, D, w.data(), group, vr + g * D, D);
+            for (int h = 0; h < group; ++h) w[h] = scores[size_t(g * group + h) * n + j];
+            k.axpys_f32(acc + int64_t(g) * group * D, D, w, group, vr + g * D, D);
           }
         }
       }
@@ -102,8 +137,8 @@ void attention_cpu(const AttentionArgs& a) {
     cpu::parallel_for(t1 - t0, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int t = t0 + int(i);
-        const int nb = int(first[size_t(i) + 1] - first[size_t(i)]);
-        const float* base = parts.data() + size_t(first[size_t(i)]) * partial;
+        const int nb = int(first[i + 1] - first[i]);
+        const float* base = parts + size_t(first[i]) * partial;
         float* o = a.out + t * a.ldo;
         for (int h = 0; h < Hq; ++h) {
           const float sink = cpu::bf16_to_f32(a.sinks[h]);
@@ -124,5 +159,16 @@ void attention_cpu(const AttentionArgs& a) {
     });
     t0 = t1;
   }
+}
+
+void run_cpu(const AttentionOp& o, const StepContext& s) {
+  const BufferView& kc = s.pool(o.kc);
+  attention_cpu({s.f32(o.x), s.ld(o.x), s.positions, kc.data, s.pool(o.vc).data, kc.dtype, s.pages_for(o.window), s.bf16(o.w),
+                 s.f32(o.y), s.ld(o.y), s.T, o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale, s.scratch, s.scratch_bytes,
+                 cpu::num_threads()});
+}
+
+size_t scratch_bytes_cpu(const AttentionOp& o, const ScratchPlan& p) {
+  return attention_scratch_cpu(p.max_tokens, p.max_context, o.q_heads, o.kv_heads, o.head_dim, o.window, p.threads);
 }
 }  // namespace gptoss

@@ -23,4 +23,11 @@ void kv_append_cpu(const KvAppendArgs& a) {
     }
   }
 }
+
+void run_cpu(const KvAppendOp& o, const StepContext& s) {
+  const BufferView& kc = s.pool(o.kc);
+  kv_append_cpu({s.f32(o.x) + o.xcol, s.f32(o.x) + o.vcol, s.ld(o.x), s.positions, kc.data, s.pool(o.vc).data, kc.dtype,
+                 s.pages_for(o.window), s.T, kc.cols});
+}
+
 }  // namespace gptoss

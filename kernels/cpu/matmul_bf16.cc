@@ -27,15 +27,25 @@ void finish(const MatmulBf16Args& a, int t, int r0, int nr, const float* acc) {
 
 void matmul_bf16_cpu(const MatmulBf16Args& a) {
   const auto& k = cpu::simd();
-  std::vector<float> xs(size_t(a.T) * a.K);
-  for (int t = 0; t < a.T; ++t) k.split_pairs(a.x + t * a.ldx, xs.data() + size_t(t) * a.K, a.K);
+  float* xs = a.scratch;
+  for (int t = 0; t < a.T; ++t) k.split_pairs(a.x + t * a.ldx, xs + size_t(t) * a.K, a.K);
   const int band = a.T >= kNarrowFromT ? kNarrowRows : kBandRows;
   cpu::parallel_for(a.N, band, [&](int64_t r0, int64_t r1) {
     float acc[kBandRows];
     for (int t = 0; t < a.T; ++t) {
-      k.gemv_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), xs.data() + size_t(t) * a.K, a.K, acc);
+      k.gemv_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), xs + size_t(t) * a.K, a.K, acc);
       finish(a, t, int(r0), int(r1 - r0), acc);
     }
   });
 }
+
+void run_cpu(const MatmulBf16Op& o, const StepContext& s) {
+  float* y = o.y.present() ? s.f32(o.y) + o.ycol : s.logits;
+  const int64_t ldy = o.y.present() ? s.ld(o.y) : o.N;
+  matmul_bf16_cpu({s.f32(o.x) + o.xcol, s.ld(o.x), s.bf16(o.w), s.bf16(o.b), y, ldy, o.logits_rows ? s.L : s.T, o.N, o.K,
+                   o.accumulate, reinterpret_cast<float*>(s.scratch)});
+}
+
+size_t scratch_bytes_cpu(const MatmulBf16Op& o, const ScratchPlan& p) { return matmul_bf16_scratch_cpu(p.max_tokens, o.K); }
+
 }  // namespace gptoss

@@ -1,13 +1,13 @@
 // Dispatch, then two passes of (expert, row tile) tasks, each running the fused MXFP4 product for
 // every token the expert got (each block decoded once for four tokens at a time). Every output element
 // is written by exactly one task and computed the same way whatever else is in the step, so the
-// result depends neither on the thread count nor on batching.
+// result depends neither on the thread count nor on batching. All working memory is the caller's
+// scratch (the program's arena), with one tile buffer per worker thread.
 #include "kernels/moe_mxfp4.h"
 
 #include <algorithm>
 #include <string>
 #include <cmath>
-#include <vector>
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
@@ -38,38 +38,71 @@ void expert_tile(const uint8_t* blocks, const uint8_t* scales, int K, int r0, in
 }
 }  // namespace
 
+namespace {
+// The scratch, carved the same way when it is sized and when it is used.
+struct Scratch {
+  int* count;   // [E + 1] slots per expert, then prefix sums
+  int* order;   // [S] slots in dispatch order
+  int* fill;    // [E]
+  float* xg;    // [S, H] gathered, block-split inputs
+  float* act;   // [S, I] activations
+  Job* jobs;    // [E * ceil(max(2I, H) / kTile)]
+  float* tiles; // per worker thread: [S, kTile]
+};
+Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads) {
+  Scratch s;
+  s.count = c.take<int>(size_t(E) + 1);
+  s.order = c.take<int>(size_t(S));
+  s.fill = c.take<int>(size_t(E));
+  s.xg = c.take<float>(size_t(S) * H);
+  s.act = c.take<float>(size_t(S) * I);
+  s.jobs = c.take<Job>(size_t(E) * size_t((std::max(2 * I, H) + kTile - 1) / kTile));
+  s.tiles = c.take<float>(size_t(S) * kTile * size_t(threads));
+  return s;
+}
+}  // namespace
+
+size_t moe_mxfp4_scratch_cpu(int T, int k, int E, int H, int I, int threads) {
+  ScratchCarver c;
+  carve(c, T * k, E, H, I, threads);
+  return c.used;
+}
+
 void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
   const int S = a.T * a.k, H = a.H, I = a.I;
-  // Dispatch: slots grouped by expert, in token order within an expert.
-  std::vector<int> count(a.E + 1, 0), order(S);
   for (int s = 0; s < S; ++s)
     if (a.idx[s] < 0 || a.idx[s] >= a.E)
       throw invalid_argument("moe_mxfp4: expert index " + std::to_string(a.idx[s]) + " outside [0, " + std::to_string(a.E) + ")");
+  ScratchCarver carver{a.scratch, 0, a.scratch_bytes};
+  const Scratch sc = carve(carver, S, a.E, H, I, a.threads);
+  // Dispatch: slots grouped by expert, in token order within an expert.
+  int* count = sc.count;
+  int* order = sc.order;
+  std::fill(count, count + a.E + 1, 0);
   for (int s = 0; s < S; ++s) count[a.idx[s] + 1]++;
   for (int e = 0; e < a.E; ++e) count[e + 1] += count[e];
-  {
-    std::vector<int> fill(count.begin(), count.end() - 1);
-    for (int s = 0; s < S; ++s) order[fill[a.idx[s]]++] = s;
-  }
+  std::copy(count, count + a.E, sc.fill);
+  for (int s = 0; s < S; ++s) order[sc.fill[a.idx[s]]++] = s;
   // Gathered, block-split inputs [S, H] and activations [S, I], both in dispatch order.
-  std::vector<float> xg(size_t(S) * H), act(size_t(S) * I);
+  float* xg = sc.xg;
+  float* act = sc.act;
   cpu::parallel_for(S, 16, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p)
-      cpu::split_blocks(a.x + (order[p] / a.k) * a.ldx, xg.data() + p * H, H);
+      cpu::split_blocks(a.x + (order[p] / a.k) * a.ldx, xg + p * H, H);
   });
 
-  std::vector<Job> jobs;
+  Job* jobs = sc.jobs;
+  int njobs = 0;
   for (int e = 0; e < a.E; ++e)
     if (count[e + 1] > count[e])
-      for (int r = 0; r < 2 * I; r += kTile) jobs.push_back({e, r});
-  cpu::parallel_for(int64_t(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
-    std::vector<float> u;
+      for (int r = 0; r < 2 * I; r += kTile) jobs[njobs++] = {e, r};
+  cpu::parallel_for(njobs, 1, [&](int64_t j0, int64_t j1) {
+    float* u = sc.tiles + size_t(S) * kTile * size_t(cpu::worker_index());
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, 2 * I - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
-      u.resize(size_t(n) * kTile);
       expert_tile(a.w1_blocks + size_t(e) * 2 * I * (H / 32) * 16, a.w1_scales + size_t(e) * 2 * I * (H / 32),
-                  H, r0, nr, xg.data() + size_t(p0) * H, n, u.data(), kTile);
+                  H, r0, nr, xg + size_t(p0) * H, n, u, kTile);
       const uint16_t* b1 = a.b1 + size_t(e) * 2 * I;
       for (int p = 0; p < n; ++p)
         for (int r = 0; r < nr; r += 2) {
@@ -84,18 +117,17 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     }
   });
 
-  jobs.clear();
+  njobs = 0;
   for (int e = 0; e < a.E; ++e)
     if (count[e + 1] > count[e])
-      for (int r = 0; r < H; r += kTile) jobs.push_back({e, r});
-  cpu::parallel_for(int64_t(jobs.size()), 1, [&](int64_t j0, int64_t j1) {
-    std::vector<float> v;
+      for (int r = 0; r < H; r += kTile) jobs[njobs++] = {e, r};
+  cpu::parallel_for(njobs, 1, [&](int64_t j0, int64_t j1) {
+    float* v = sc.tiles + size_t(S) * kTile * size_t(cpu::worker_index());
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, H - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
-      v.resize(size_t(n) * kTile);
       expert_tile(a.w2_blocks + size_t(e) * H * (I / 32) * 16, a.w2_scales + size_t(e) * H * (I / 32),
-                  I, r0, nr, act.data() + size_t(p0) * I, n, v.data(), kTile);
+                  I, r0, nr, act + size_t(p0) * I, n, v, kTile);
       const uint16_t* b2 = a.b2 + size_t(e) * H;
       for (int p = 0; p < n; ++p) {
         float* y = a.y + size_t(order[p0 + p]) * H;
@@ -103,5 +135,15 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
       }
     }
   });
+}
+
+void run_cpu(const MoeMxfp4Op& o, const StepContext& s) {
+  moe_mxfp4_cpu({s.f32(o.x), s.ld(o.x), s.i32(o.idx), s.bytes(o.w1b), s.bytes(o.w1s), s.bf16(o.b1), s.bytes(o.w2b),
+                 s.bytes(o.w2s), s.bf16(o.b2), s.f32(o.y), s.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, s.scratch,
+                 s.scratch_bytes, cpu::num_threads()});
+}
+
+size_t scratch_bytes_cpu(const MoeMxfp4Op& o, const ScratchPlan& p) {
+  return moe_mxfp4_scratch_cpu(p.max_tokens, o.k, o.E, o.H, o.I, p.threads);
 }
 }  // namespace gptoss

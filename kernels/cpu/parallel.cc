@@ -20,6 +20,7 @@ namespace gptoss::cpu {
 namespace {
 
 thread_local bool t_inside = false;
+thread_local int t_worker = 0;  // worker_index(): set once when a pool thread starts
 
 class Pool {
  public:
@@ -28,7 +29,11 @@ class Pool {
     if (const char* env = std::getenv("GPTOSS_THREADS")) n = std::atoi(env);
     if (n < 1) n = 1;
     threads_ = n;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
+    for (int i = 1; i < n; ++i)
+      workers_.emplace_back([this, i] {
+        t_worker = i;
+        loop();
+      });
   }
   ~Pool() {
     {
@@ -133,5 +138,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 }
 
 int num_threads() { return pool().threads(); }
+
+int worker_index() { return t_worker; }
 
 }  // namespace gptoss::cpu

@@ -15,4 +15,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // Threads that take part, the caller included (GPTOSS_THREADS, else the hardware's count).
 int num_threads();
 
+// Which of those threads runs the calling code: 0 for the thread that called parallel_for (and
+// any thread outside the pool), 1 .. num_threads() - 1 for the pool's workers. A body indexes
+// its per-thread scratch with it (one parallel_for runs at a time, so the caller's slot is free).
+int worker_index();
+
 }  // namespace gptoss::cpu

@@ -58,4 +58,9 @@ void rope_cpu(const RopeArgs& a) {
   });
 }
 
+
+void run_cpu(const RopeOp& o, const StepContext& s) {
+  rope_cpu({s.f32(o.x), s.ld(o.x), s.positions, s.T, o.q_heads, o.kv_heads, o.head_dim, s.rope});
+}
+
 }  // namespace gptoss

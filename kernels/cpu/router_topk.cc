@@ -25,4 +25,9 @@ void router_topk_cpu(const RouterTopkArgs& a) {
     for (int j = 0; j < a.k; ++j) w[j] = float(std::exp(double(l[idx[j]]) - m) / sum);
   }
 }
+
+void run_cpu(const RouterTopkOp& o, const StepContext& s) {
+  router_topk_cpu({s.f32(o.x), s.ld(o.x), s.i32(o.idx), s.f32(o.wt), s.T, o.E, o.k});
+}
+
 }  // namespace gptoss

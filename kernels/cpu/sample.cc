@@ -34,22 +34,15 @@ inline int bin_of(float e) {
 }
 
 // The ids of the largest e, from bins below the cut bin in id order, then the cut bin sorted by
-// descending e (ties to the lower id) until `enough(count, mass)` says stop.
-// Scratch reused across calls on a thread: fresh 800 KB vectors per draw cost more in page faults
-// than the sampling itself.
-struct Scratch {
-  std::vector<float> e;
-  std::vector<int32_t> keep, edge, count;
-  std::vector<double> mass;
-};
-thread_local Scratch t_scratch;
-
+// descending e (ties to the lower id) until `enough(count, mass)` says stop. Appends them to
+// keep[0, *nk). Working memory is the caller's SampleScratch (reused across draws: fresh 800 KB
+// vectors per draw cost more in page faults than the sampling itself).
 template <class Enough>
-std::vector<int32_t>& take_top(const std::vector<float>& e, int n, Enough enough) {
-  std::vector<int32_t>& count = t_scratch.count;
-  std::vector<double>& mass = t_scratch.mass;
-  count.assign(kBins, 0);
-  mass.assign(kBins, 0.0);
+void take_top(const float* e, int n, Enough enough, const SampleScratch& sc, int64_t* nk) {
+  int32_t* count = sc.count;
+  double* mass = sc.mass;
+  std::fill(count, count + kBins, 0);
+  std::fill(mass, mass + kBins, 0.0);
   for (int i = 0; i < n; ++i)
     if (e[i] > 0) {
       const int b = bin_of(e[i]);
@@ -64,26 +57,26 @@ std::vector<int32_t>& take_top(const std::vector<float>& e, int n, Enough enough
     c += count[cut];
     m += mass[cut];
   }
-  std::vector<int32_t>& keep = t_scratch.keep;
-  std::vector<int32_t>& edge = t_scratch.edge;
-  keep.clear();
-  edge.clear();
+  int32_t* keep = sc.keep;
+  int32_t* edge = sc.edge;
+  int64_t k = 0;
+  size_t ne = 0;
   for (int i = 0; i < n; ++i)
     if (e[i] > 0) {
       const int b = bin_of(e[i]);
-      if (b < cut) keep.push_back(i);
-      else if (b == cut) edge.push_back(i);
+      if (b < cut) keep[k++] = i;
+      else if (b == cut) edge[ne++] = i;
     }
   // Within the cut bin, a quickselect by mass narrows the range that has to be sorted: parts
   // wholly above the answer are kept unsorted, parts wholly below dropped.
   auto greater = [&](int32_t a, int32_t b) { return e[a] > e[b] || (e[a] == e[b] && a < b); };
-  size_t lo = 0, hi = edge.size();
+  size_t lo = 0, hi = ne;
   while (hi - lo > 256) {
     const float pivot = std::max(std::min(e[edge[lo]], e[edge[hi - 1]]),
                                  std::min(std::max(e[edge[lo]], e[edge[hi - 1]]), e[edge[(lo + hi) / 2]]));
-    auto mid = std::partition(edge.begin() + long(lo), edge.begin() + long(hi), [&](int32_t id) { return e[id] > pivot; });
-    const size_t a = size_t(mid - edge.begin());
-    const int64_t c2 = int64_t(keep.size() + (a - lo));
+    int32_t* mid = std::partition(edge + lo, edge + hi, [&](int32_t id) { return e[id] > pivot; });
+    const size_t a = size_t(mid - edge);
+    const int64_t c2 = k + int64_t(a - lo);
     double m2 = m;
     for (size_t i = lo; i < a; ++i) m2 += e[edge[i]];
     if (a > lo && enough(c2, m2)) {
@@ -91,23 +84,40 @@ std::vector<int32_t>& take_top(const std::vector<float>& e, int n, Enough enough
     } else if (a == lo && a < hi) {
       break;   // everything left ties at or under the pivot: sort what remains
     } else {
-      for (size_t i = lo; i < a; ++i) keep.push_back(edge[i]);
+      for (size_t i = lo; i < a; ++i) keep[k++] = edge[i];
       m = m2;
       lo = a;
     }
   }
-  std::sort(edge.begin() + long(lo), edge.begin() + long(hi), greater);
+  std::sort(edge + lo, edge + hi, greater);
   for (size_t i = lo; i < hi; ++i) {
     const int32_t id = edge[i];
-    keep.push_back(id);
+    keep[k++] = id;
     m += e[id];
-    if (enough(int64_t(keep.size()), m)) break;
+    if (enough(k, m)) break;
   }
-  return keep;
+  *nk = k;
 }
 }  // namespace
 
-SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
+size_t sample_scratch_bytes(int V) {
+  return 3 * align64(size_t(V) * 4) + align64(size_t(kBins) * 4) + align64(size_t(kBins) * 8);
+}
+
+SampleScratch sample_scratch(uint8_t* base, int V) {
+  ScratchCarver c{base, 0, sample_scratch_bytes(V)};
+  SampleScratch s;
+  s.e = c.take<float>(size_t(V));
+  s.keep = c.take<int32_t>(size_t(V));
+  s.edge = c.take<int32_t>(size_t(V));
+  s.count = c.take<int32_t>(kBins);
+  s.mass = c.take<double>(kBins);
+  return s;
+}
+
+SampleWork::SampleWork(int V) : bytes(sample_scratch_bytes(V)), scratch(sample_scratch(bytes.data(), V)) {}
+
+SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& sc) {
   for (size_t i = 0; i < p.bias_ids.size(); ++i) l[p.bias_ids[i]] += p.bias_values[i];
   for (size_t i = 0; i < p.history_ids.size(); ++i) {
     const int32_t id = p.history_ids[i], c = p.history_counts[i];
@@ -133,57 +143,56 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
   const float m = l[best];
   if (!std::isfinite(m))
     throw invalid_argument(std::isnan(m) ? "sample: every logit is NaN" : m > 0 ? "sample: a logit is +inf" : "sample: every allowed logit is -inf");
-  std::vector<float>& e = t_scratch.e;
-  e.resize(size_t(n));
+  float* e = sc.e;
   // Below 1e-4 the scaled logits overflow float; such a temperature is greedy in all but name.
   if (p.temperature < 1e-4f) {
-    const double z = cpu::simd().exp_sum(l, m, 1.f, e.data(), n);
+    const double z = cpu::simd().exp_sum(l, m, 1.f, e, n);
     return {best, float(-std::log(z))};
   }
-  const double z = cpu::simd().exp_sum(l, m, 1.f / p.temperature, e.data(), n);
+  const double z = cpu::simd().exp_sum(l, m, 1.f / p.temperature, e, n);
 
   // The kept set: all ids (keep_all) or a list, always in a fixed order so a seed reproduces.
   bool keep_all = true;
-  std::vector<int32_t>& keep = t_scratch.keep;
-  keep.clear();
+  int32_t* keep = sc.keep;
+  int64_t nk = 0;
   if (p.top_k > 0 && p.top_k < n) {
-    take_top(e, n, [&](int64_t count, double) { return count >= p.top_k; });
+    take_top(e, n, [&](int64_t count, double) { return count >= p.top_k; }, sc, &nk);
     keep_all = false;
   }
   if (p.top_p < 1.f) {
     if (keep_all) {
       const double target = double(p.top_p) * z;
-      take_top(e, n, [&](int64_t, double mass) { return mass >= target; });
+      take_top(e, n, [&](int64_t, double mass) { return mass >= target; }, sc, &nk);
       keep_all = false;
     } else {
       // After top-k: at most k ids, sorted outright.
-      std::sort(keep.begin(), keep.end(), [&](int32_t a, int32_t b) { return e[a] > e[b] || (e[a] == e[b] && a < b); });
+      std::sort(keep, keep + nk, [&](int32_t a, int32_t b) { return e[a] > e[b] || (e[a] == e[b] && a < b); });
       double mass = 0;
-      for (int32_t id : keep) mass += e[id];
+      for (int64_t i = 0; i < nk; ++i) mass += e[keep[i]];
       const double target = double(p.top_p) * mass;
       double acc = 0;
-      size_t count = 0;
-      while (count < keep.size()) {
+      int64_t count = 0;
+      while (count < nk) {
         acc += e[keep[count++]];
         if (acc >= target) break;
       }
-      keep.resize(count);
+      nk = count;
     }
   }
   if (p.min_p > 0.f) {
     // Relative to the most likely token, which every filter above keeps (its e is 1).
     if (keep_all) {
       for (int i = 0; i < n; ++i)
-        if (e[i] >= p.min_p) keep.push_back(i);
+        if (e[i] >= p.min_p) keep[nk++] = i;
       keep_all = false;
     } else {
-      keep.erase(std::remove_if(keep.begin(), keep.end(), [&](int32_t id) { return e[id] < p.min_p; }), keep.end());
+      nk = std::remove_if(keep, keep + nk, [&](int32_t id) { return e[id] < p.min_p; }) - keep;
     }
   }
 
   double total = keep_all ? z : 0;
   if (!keep_all)
-    for (int32_t id : keep) total += e[id];
+    for (int64_t i = 0; i < nk; ++i) total += e[keep[i]];
   double u = uniform(rng) * total;
   // The float sum in exp_sum can exceed the double running sum by a few ulp; a draw that runs
   // off the end takes the most likely token rather than whichever came last.
@@ -195,22 +204,20 @@ SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng) {
         break;
       }
   } else {
-    for (int32_t id : keep)
-      if ((u -= e[id]) < 0) {
-        pick = id;
+    for (int64_t i = 0; i < nk; ++i)
+      if ((u -= e[keep[i]]) < 0) {
+        pick = keep[i];
         break;
       }
   }
   return {pick, float(std::log(e[pick] / total))};
 }
 
-TokenLogprobs logprobs_cpu(const float* l, int V, int32_t token, int top) {
+TokenLogprobs logprobs_cpu(const float* l, int V, int32_t token, int top, const SampleScratch& sc) {
   int best = 0;
   for (int i = 1; i < V; ++i)
     if (l[i] > l[best] || std::isnan(l[best])) best = i;
-  std::vector<float>& e = t_scratch.e;
-  e.resize(size_t(V));
-  const double log_z = double(l[best]) + std::log(cpu::simd().exp_sum(l, l[best], 1.f, e.data(), V));
+  const double log_z = double(l[best]) + std::log(cpu::simd().exp_sum(l, l[best], 1.f, sc.e, V));
   TokenLogprobs out;
   out.logprob = float(double(l[token]) - log_z);
   // The k largest by insertion into a short sorted list: k <= 20, one pass over the row.

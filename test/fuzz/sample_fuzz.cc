@@ -95,7 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   // The model's distribution: any row, any token in it, up to 20 alternatives.
-  const gptoss::TokenLogprobs lp = gptoss::logprobs_cpu(logits.data(), V, token, top);
+  gptoss::SampleWork work(V);
+  const gptoss::TokenLogprobs lp = gptoss::logprobs_cpu(logits.data(), V, token, top, work.scratch);
   if (int(lp.top.size()) != (top < V ? top : V)) fail("logprobs: wrong number of alternatives", token);
   bool all_finite = true;
   for (float x : logits) all_finite = all_finite && std::isfinite(x);
@@ -110,13 +111,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   gptoss::SampleResult ra{}, rb{};
   bool threw = false;
   try {
-    ra = gptoss::sample_cpu(a.data(), V, p, &rng_a);
+    ra = gptoss::sample_cpu(a.data(), V, p, &rng_a, work.scratch);
   } catch (const gptoss::Error& e) {
     if (e.code != "ERR_INVALID_ARGUMENT") fail("sample: an error other than invalid-argument", -1);
     threw = true;
   }
   try {
-    rb = gptoss::sample_cpu(b.data(), V, p, &rng_b);
+    rb = gptoss::sample_cpu(b.data(), V, p, &rng_b, work.scratch);
     if (threw) fail("sample: threw once, then succeeded on the same input", rb.token);
   } catch (const gptoss::Error&) {
     if (!threw) fail("sample: succeeded once, then threw on the same input", ra.token);

@@ -100,7 +100,7 @@ describe('attention (CPU)', () => {
           vc: { dtype: 'f32', rows: cap, cols: Hkv * D },
           o: { dtype: 'f32', rows: 1, cols: Hq * D },
         },
-        op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window: 0 }),
+        op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window: 0, scale: 0.125 }),
       }),
     ).rejects.toMatchObject({ code: 'ERR_CONTEXT_OVERFLOW' });
   });

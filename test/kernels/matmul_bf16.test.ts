@@ -18,7 +18,7 @@ describe('matmul_bf16 (CPU)', () => {
           maxTokens: T,
           weights: { w, b },
           buffers: { x: { dtype: 'f32', rows: T, cols: K, data: x }, y: { dtype: 'f32', rows: T, cols: N + 3, data: y0 } },
-          op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, ycol: 2, w: wi.w, b: wi.b, N, K, accumulate }),
+          op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, ycol: 2, w: wi.w, b: wi.b, N, K, accumulate: accumulate === 1 }),
         });
         const W = bf16Values(w), B = bf16Values(b);
         const ref = Float64Array.from(y0);

@@ -1,0 +1,82 @@
+// The seam between a program and the hardware it runs on. A program (program.h) owns no device
+// memory of its own and calls no kernel directly: it asks its backend to allocate its arena and
+// KV pools, to make the model's weights available in the backend's memory and layouts, to run
+// each op, to sample, and to synchronise. The CPU backend (native/cpu/backend.cc) is the first
+// implementation and the reference; a CUDA backend is another folder beside it.
+//
+// Threading: one program step at a time per program (the program's busy flag); a backend may
+// serve several programs, each from its own libuv thread.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "kernels/sample.h"
+#include "native/runtime/weights.h"
+
+namespace gptoss {
+
+// The model's tensors as one backend reads them: a pointer per weight id, in the backend's
+// memory, repacked into its layouts where it has its own. Keeps the host store alive (the CPU
+// backend points into it).
+struct DeviceWeights {
+  std::shared_ptr<WeightStore> host;
+  std::vector<const uint8_t*> ptrs;  // weight id -> bytes
+  size_t device_bytes = 0;           // copies this backend made (0 on the CPU: host views)
+};
+
+struct MemoryReport {
+  size_t allocated = 0;  // bytes this backend holds for programs (arenas, KV pools)
+  size_t weights = 0;    // bytes of weight copies it made
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // The limits of this backend's implementation of each op (kernels/<op>.h).
+  virtual const OpLimits& limits() const = 0;
+  // Whether the host reads this backend's memory directly (the CPU): the logits are then
+  // written straight into the caller's output.
+  virtual bool host_memory() const = 0;
+  // Worker threads an op may use, the caller included (sizes per-thread scratch).
+  virtual int threads() const = 0;
+
+  // Device memory, 2 MiB or 64-byte aligned; throws ERR_OUT_OF_MEMORY naming `what`.
+  virtual void* allocate(size_t bytes, const std::string& what) = 0;
+  virtual void release(void* p, size_t bytes) = 0;
+  virtual void zero(void* p, size_t bytes) = 0;
+  // Copies between host memory and this backend's memory (plain copies on the CPU).
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+
+  // The weights of a store in this backend's memory, repacked into its layouts; the tensor
+  // table is snapshotted (the store may grow later; tensors never move).
+  virtual std::shared_ptr<const DeviceWeights> upload_weights(const std::shared_ptr<WeightStore>& store) = 0;
+
+  // Scratch an op needs from the arena when it runs under `plan` on this backend.
+  virtual size_t scratch_bytes(const AnyOp& op, const ScratchPlan& plan) const = 0;
+  // Runs one op of a step (on a GPU: enqueues it on the program's stream).
+  virtual void run(const AnyOp& op, const StepContext& ctx) = 0;
+  // Waits until every op queued so far has finished (a no-op on the CPU, which runs them in line).
+  virtual void synchronize() = 0;
+
+  // Draws from one row of logits in this backend's memory (row is not modified); with top >= 0
+  // also the model's own log-probabilities. Scratch: sample_scratch_bytes(V) + V floats.
+  virtual SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) = 0;
+  virtual TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) = 0;
+  static size_t sample_scratch(int V) { return sample_scratch_bytes(V) + align64(size_t(V) * 4); }
+
+  virtual MemoryReport memory() const = 0;
+};
+
+// The backend for a device name ("cpu", "cuda"); ERR_UNSUPPORTED naming what this build lacks
+// for a device it was built without, ERR_INVALID_ARGUMENT for a name that is no device.
+std::shared_ptr<Backend> backend_for(const std::string& device);
+// Devices this build has a backend for.
+std::vector<std::string> built_devices();
+
+}  // namespace gptoss
