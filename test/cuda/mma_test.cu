@@ -1,0 +1,189 @@
+// The tensor-core wrappers (kernels/cuda/mma.cuh) against an independent statement of their
+// layouts, written here from the documentation, not from the emulator:
+//   mma.m16n8k16 bf16 -> f32: CuTe's MMA_Traits<SM80_16x8x16_F32BF16BF16F32_TN>
+//   (cute/atom/mma_traits_sm80.hpp), thread-value layouts into column-major (M,K), (N,K), (M,N):
+//     ALayout = ((4,8),(2,2,2)) : ((32,1),(16,8,128))   A is 16x16 (M x K)
+//     BLayout = ((4,8),(2,2))   : ((16,1),(8,64))       B is 8x16  (N x K)
+//     CLayout = ((4,8),(2,2))   : ((32,1),(16,8))       C is 16x8  (M x N)
+//   thread t = (t % 4, t / 4) in the (4,8) mode; value v = (v % 2, v / 2 % 2, v / 4); value v of A
+//   is half v % 2 of register v / 2 (values pack two bf16 per 32-bit register in order).
+//   ldmatrix.m8n8.x{1,2,4}[.trans].b16: PTX ISA ("ldmatrix", fragment figure) as restated by TVM's
+//   tile-op docs: lane 8 * matrix + row provides that row's 16-byte-aligned shared address;
+//   register word (matrix, row, word) belongs to lane 4 * row + word, i.e. lane l receives in
+//   register i the two b16 at (row l / 4, columns 2 (l % 4), 2 (l % 4) + 1) of matrix i; .trans
+//   loads the matrix column-major: lane l receives (rows 2 (l % 4), 2 (l % 4) + 1, column l / 4).
+// Emulated mma rounds once from an exact sum and a tensor core rounds internally: a tolerance.
+#include "kernels/cuda/mma.cuh"
+#include "test/cuda/harness.h"
+
+namespace {
+using namespace gptoss::cuda;
+
+// CuTe's layouts, evaluated: (thread, value) -> (row, col) of the operand.
+void cute_a(int t, int v, int& m, int& k) {
+  const int idx = (t % 4) * 32 + (t / 4) * 1 + (v % 2) * 16 + (v / 2 % 2) * 8 + (v / 4) * 128;
+  m = idx % 16, k = idx / 16;
+}
+void cute_b(int t, int v, int& n, int& k) {
+  const int idx = (t % 4) * 16 + (t / 4) * 1 + (v % 2) * 8 + (v / 2) * 64;
+  n = idx % 8, k = idx / 8;
+}
+void cute_c(int t, int v, int& m, int& n) {
+  const int idx = (t % 4) * 32 + (t / 4) * 1 + (v % 2) * 16 + (v / 2) * 8;
+  m = idx % 16, n = idx / 16;
+}
+
+struct Frag {
+  uint32_t a[32][4], b[32][2];
+  float c[32][4], d[32][4];
+};
+
+__global__ void mma_kernel(Frag* f) {
+  const int l = threadIdx.x;
+  mma_m16n8k16_bf16(f->d[l], f->a[l], f->b[l], f->c[l]);
+}
+
+// A [16][16] row-major bf16, B [16][8] (k, n) bf16, both in global; ldmatrix x4 for A, x2.trans for
+// B (stored k-major, as a row-major [K][N] weight tile), then one mma; D [16][8] f32.
+__global__ void ldmatrix_mma_kernel(const uint16_t* A, const uint16_t* B, float* D) {
+  __shared__ __align__(16) uint16_t sa[16 * 24];  // padded rows of 48 bytes (16-byte multiples)
+  __shared__ __align__(16) uint16_t sb[16 * 8];
+  const int l = threadIdx.x;
+  for (int i = l; i < 256; i += 32) sa[(i / 16) * 24 + i % 16] = A[i];
+  for (int i = l; i < 128; i += 32) sb[i] = B[i];
+  __syncwarp();
+  uint32_t a[4], b[2];
+  ldmatrix<4, false>(a, sa + ((l % 8) + 8 * ((l / 8) % 2)) * 24 + 8 * (l / 16));
+  ldmatrix<2, true>(b, sb + (l % 16) * 8);
+  const float c[4] = {0, 0, 0, 0};
+  float d[4];
+  mma_m16n8k16_bf16(d, a, b, c);
+  const int g = l / 4, t = l % 4;
+  D[g * 8 + 2 * t] = d[0];
+  D[g * 8 + 2 * t + 1] = d[1];
+  D[(g + 8) * 8 + 2 * t] = d[2];
+  D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+template <int kNum, bool kTrans>
+__global__ void ldmatrix_kernel(const uint16_t* M, uint32_t* out) {
+  __shared__ __align__(16) uint16_t s[4 * 8 * 16];  // 4 matrices, rows 32 bytes apart (only 16 used)
+  const int l = threadIdx.x;
+  for (int i = l; i < 4 * 8 * 16; i += 32) s[i] = M[i];
+  __syncwarp();
+  uint32_t r[kNum];
+  ldmatrix<kNum, kTrans>(r, s + ((l / 8) % kNum * 8 + l % 8) * 16);
+  for (int i = 0; i < kNum; ++i) out[l * 4 + i] = r[i];
+}
+
+template <int kNum, bool kTrans>
+void check_ldmatrix() {
+  std::vector<uint16_t> M(4 * 8 * 16);
+  for (size_t i = 0; i < M.size(); ++i) M[i] = uint16_t(i);  // value = position, so any mix-up shows
+  lab::DeviceBuf<uint16_t> dm(M);
+  lab::DeviceBuf<uint32_t> dout(32 * 4);
+  lab::for_each_schedule([&] {
+    GPTOSS_LAUNCH((ldmatrix_kernel<kNum, kTrans>), dim3(1), dim3(32), 0, nullptr, dm.p, dout.p);
+    const std::vector<uint32_t> out = dout.download();
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < kNum; ++i)
+        for (int j = 0; j < 2; ++j) {
+          // the statement: matrix i, row l / 4, column 2 (l % 4) + j (rows/columns swapped with .trans)
+          const int row = kTrans ? 2 * (l % 4) + j : l / 4, col = kTrans ? l / 4 : 2 * (l % 4) + j;
+          const uint32_t want = M[(i * 8 + row) * 16 + col];
+          const uint32_t got = (out[l * 4 + i] >> (16 * j)) & 0xffff;
+          LAB_CHECK(got == want, "ldmatrix x%d%s: lane %d register %d half %d holds %u, want %u", kNum,
+                    kTrans ? ".trans" : "", l, i, j, got, want);
+        }
+  });
+}
+}  // namespace
+
+LAB_TEST("mma: m16n8k16 bf16 fragments follow CuTe's SM80_16x8x16_F32BF16BF16F32_TN layouts") {
+  lab::Rng r(11);
+  float A[16][16], B[8][16], C[16][8];  // B as (N, K), as CuTe indexes it
+  for (auto& row : A) for (float& v : row) v = lab::bf16_to_f32(lab::f32_to_bf16(r.uniform(-2, 2)));
+  for (auto& row : B) for (float& v : row) v = lab::bf16_to_f32(lab::f32_to_bf16(r.uniform(-2, 2)));
+  for (auto& row : C) for (float& v : row) v = r.uniform(-1, 1);
+  std::vector<Frag> h(1);
+  Frag& f = h[0];
+  for (int t = 0; t < 32; ++t) {
+    uint16_t av[8], bv[4];
+    for (int v = 0; v < 8; ++v) { int m, k; cute_a(t, v, m, k); av[v] = lab::f32_to_bf16(A[m][k]); }
+    for (int v = 0; v < 4; ++v) { int n, k; cute_b(t, v, n, k); bv[v] = lab::f32_to_bf16(B[n][k]); }
+    for (int i = 0; i < 4; ++i) f.a[t][i] = av[2 * i] | (uint32_t(av[2 * i + 1]) << 16);
+    for (int i = 0; i < 2; ++i) f.b[t][i] = bv[2 * i] | (uint32_t(bv[2 * i + 1]) << 16);
+    for (int v = 0; v < 4; ++v) { int m, n; cute_c(t, v, m, n); f.c[t][v] = C[m][n]; }
+  }
+  lab::DeviceBuf<Frag> df(h);
+  lab::for_each_schedule([&] {
+    df.upload(h);
+    GPTOSS_LAUNCH(mma_kernel, dim3(1), dim3(32), 0, nullptr, df.p);
+    const Frag got = df.download()[0];
+    for (int t = 0; t < 32; ++t)
+      for (int v = 0; v < 4; ++v) {
+        int m, n;
+        cute_c(t, v, m, n);
+        double want = C[m][n];
+        for (int k = 0; k < 16; ++k) want += double(A[m][k]) * B[n][k];
+        LAB_CHECK(std::fabs(got.d[t][v] - want) <= 1e-5 * (1 + std::fabs(want)), "D[%d][%d] (lane %d value %d) = %g, want %g", m,
+                  n, t, v, got.d[t][v], want);
+      }
+  });
+}
+LAB_TEST("ldmatrix: x1, x2, x4 give each lane the PTX ISA's fragment") {
+  check_ldmatrix<1, false>();
+  check_ldmatrix<2, false>();
+  check_ldmatrix<4, false>();
+}
+LAB_TEST("ldmatrix: .trans x1, x2, x4 give each lane the transposed fragment") {
+  check_ldmatrix<1, true>();
+  check_ldmatrix<2, true>();
+  check_ldmatrix<4, true>();
+}
+LAB_TEST("mma: ldmatrix x4 (A) and x2.trans (k-major B) feed mma to give A x B") {
+  lab::Rng r(12);
+  std::vector<uint16_t> A(256), B(128);
+  for (auto& v : A) v = lab::f32_to_bf16(r.uniform(-2, 2));
+  for (auto& v : B) v = lab::f32_to_bf16(r.uniform(-2, 2));
+  lab::DeviceBuf<uint16_t> da(A), db(B);
+  lab::DeviceBuf<float> dd(128);
+  lab::for_each_schedule([&] {
+    GPTOSS_LAUNCH(ldmatrix_mma_kernel, dim3(1), dim3(32), 0, nullptr, da.p, db.p, dd.p);
+    const std::vector<float> D = dd.download();
+    for (int m = 0; m < 16; ++m)
+      for (int n = 0; n < 8; ++n) {
+        double want = 0;
+        for (int k = 0; k < 16; ++k) want += double(lab::bf16_to_f32(A[m * 16 + k])) * lab::bf16_to_f32(B[k * 8 + n]);
+        LAB_CHECK(std::fabs(D[m * 8 + n] - want) <= 1e-5 * (1 + std::fabs(want)), "D[%d][%d] = %g, want %g", m, n, D[m * 8 + n], want);
+      }
+  });
+}
+
+#if defined(GPTOSS_CUDA_EMU)
+namespace {
+__global__ void cp_async_kernel(const float* src, float* out) {
+  __shared__ __align__(16) float s[12];
+  if (threadIdx.x != 0) return;
+  for (int g = 0; g < 3; ++g) {
+    cp_async16(s + 4 * g, src + 4 * g);
+    cp_async_commit();
+  }
+  out[0] = s[0], out[1] = s[4], out[2] = s[8];  // nothing waited for: all NaN
+  cp_async_wait<2>();
+  out[3] = s[0], out[4] = s[4], out[5] = s[8];  // the oldest group only
+  cp_async_wait<0>();
+  out[6] = s[0], out[7] = s[4], out[8] = s[8];
+}
+}  // namespace
+LAB_TEST("cp.async: a destination reads NaN until its group is waited for (emulator semantics)") {
+  std::vector<float> src(12);
+  for (int i = 0; i < 12; ++i) src[i] = float(i + 1);
+  lab::DeviceBuf<float> ds(src), dout(9);
+  GPTOSS_LAUNCH(cp_async_kernel, dim3(1), dim3(32), 0, nullptr, ds.p, dout.p);
+  const std::vector<float> o = dout.download();
+  LAB_CHECK(std::isnan(o[0]) && std::isnan(o[1]) && std::isnan(o[2]), "read before any wait: %g %g %g", o[0], o[1], o[2]);
+  LAB_CHECK(o[3] == 1 && std::isnan(o[4]) && std::isnan(o[5]), "after wait_group 2: %g %g %g", o[3], o[4], o[5]);
+  LAB_CHECK(o[6] == 1 && o[7] == 5 && o[8] == 9, "after wait_group 0: %g %g %g", o[6], o[7], o[8]);
+}
+#endif
