@@ -200,7 +200,7 @@ describe('loading a bad checkpoint', () => {
   });
 });
 
-describe('hostile files (issue 20)', () => {
+describe('hostile checkpoint files are refused before anything is sized from them', () => {
   const withConfig = (layout: 'original' | 'hf', change: (c: Record<string, unknown>) => void) => {
     const dir = copyFixture(`tiny-b/${layout}`);
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));

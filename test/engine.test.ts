@@ -90,7 +90,7 @@ describe('engine', () => {
   });
 });
 
-describe('memory (issue 20)', () => {
+describe('an engine the device cannot hold', () => {
   it('a KV pool the device cannot hold is refused before anything is allocated, as a model is', async () => {
     const { totalmem } = await import('node:os');
     const { InsufficientMemoryError } = await import('../lib/index.js');
@@ -150,7 +150,7 @@ describe('prefix caching', () => {
   });
 });
 
-describe('engine edge cases (review regressions)', () => {
+describe('engine edge cases', () => {
   it('admitting a request whose prefix pages sit idle in the cache does not overcommit the pool', async () => {
     const engine = await createEngine({ model, maxSequences: 4, pageSize: 4, maxContext: 64, maxBatchTokens: 16, kvCacheBytes: 16 * 4 * 2 * 64 * 4 });
     const a = Array.from({ length: 8 }, (_, j) => 100 + j);

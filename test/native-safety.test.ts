@@ -12,7 +12,7 @@ import { runOp } from './helpers/op.js';
 
 const base = { temperature: 1, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, banFrom: -1 };
 
-describe('addon misuse', () => {
+describe('misuse of the addon gets a typed error, never a crash', () => {
   it('an empty RNG state array is refused', async () => {
     expect(() => addon().sampleMany(new Float32Array(4), base, new BigUint64Array(0), 1)).toThrow(/rng must hold one 64-bit state/);
   });

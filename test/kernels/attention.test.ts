@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import { f32, runOp } from '../helpers/op.js';
+import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // Attention with sinks, GQA (4 q heads on 2 kv heads) and the sliding window, over a cache
 // filled directly, against a float64 softmax that includes the sink (gpt-oss-spec.md §2.6).
@@ -30,7 +30,7 @@ function reference(q: Float32Array, kc: Float32Array, vc: Float32Array, sinks: F
   return out;
 }
 
-describe('attention (CPU)', () => {
+describe.each(opDevices())('attention (%s)', (device) => {
   for (const window of [0, 1, 3, 128]) {
     it(`matches float64 with sinks and window ${window || 'none (full causal)'}`, async () => {
       const r = rng(window + 5);
@@ -41,6 +41,7 @@ describe('attention (CPU)', () => {
       const vc = Float32Array.from({ length: cap * Hkv * D }, () => 2 * r() - 1);
       const sinks = bf16Bytes([0.5, -1, 3, 0]);
       const out = await runOp({
+        device,
         maxTokens: T,
         positions,
         weights: { sinks },
@@ -70,6 +71,7 @@ describe('attention (CPU)', () => {
       const sinks = bf16Bytes([0.5, -1, 3, 0]);
       const run = (pos: number[], qs: Float32Array) =>
         runOp({
+          device,
           maxTokens: pos.length,
           positions: pos,
           weights: { sinks },
@@ -91,6 +93,7 @@ describe('attention (CPU)', () => {
   it('a position past a full-attention cache raises ERR_CONTEXT_OVERFLOW', async () => {
     await expect(
       runOp({
+        device,
         maxTokens: 1,
         positions: [cap],
         weights: { sinks: bf16Bytes([0, 0, 0, 0]) },

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import { f32, runOp } from '../helpers/op.js';
+import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // Y (+)= X W^T + b with bf16 W, through the GEMV path (T <= 4) and the tiled path (T > 4), at
 // widths that leave SIMD tails (K = 72, N = 33).
-describe('matmul_bf16 (CPU)', () => {
+describe.each(opDevices())('matmul_bf16 (%s)', (device) => {
   for (const [T, N, K] of [[1, 33, 72], [3, 33, 64], [5, 33, 72], [33, 70, 2880 / 10]]) {
     for (const accumulate of [0, 1]) {
       it(`T=${T} N=${N} K=${K}${accumulate ? ', accumulating into the output' : ''} matches float64`, async () => {
@@ -15,6 +15,7 @@ describe('matmul_bf16 (CPU)', () => {
         const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
         const y0 = Float32Array.from({ length: T * (N + 3) }, () => r());
         const out = await runOp({
+          device,
           maxTokens: T,
           weights: { w, b },
           buffers: { x: { dtype: 'f32', rows: T, cols: K, data: x }, y: { dtype: 'f32', rows: T, cols: N + 3, data: y0 } },
@@ -39,6 +40,7 @@ describe('matmul_bf16 (CPU)', () => {
   it('refuses a matrix whose size disagrees with N x K (before any step runs)', async () => {
     await expect(
       runOp({
+        device,
         maxTokens: 1,
         weights: { w: new Uint8Array(10) },
         buffers: { x: { dtype: 'f32', rows: 1, cols: 4 }, y: { dtype: 'f32', rows: 1, cols: 4 } },

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import { f32, runOp } from '../helpers/op.js';
+import type { Device } from '../../lib/device.js';
+import { f32, opDevices, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
 // moe_mxfp4 against a float64 loop over the spec's MXFP4 decode, at shapes no real model has:
@@ -45,8 +46,9 @@ function reference(d: ReturnType<typeof setup>, T: number): { y: Float64Array; c
   return { y, clamped };
 }
 
-async function run(d: ReturnType<typeof setup>, T: number) {
+async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
   const out = await runOp({
+    device,
     maxTokens: T,
     weights: { w1b: d.w1b, w1s: d.w1s, b1: d.b1, w2b: d.w2b, w2s: d.w2s, b2: d.b2 },
     buffers: {
@@ -59,12 +61,12 @@ async function run(d: ReturnType<typeof setup>, T: number) {
   return f32(out.y);
 }
 
-describe('moe_mxfp4 (CPU)', () => {
+describe.each(opDevices())('moe_mxfp4 (%s)', (device) => {
   for (const T of [1, 2, 3, 33]) {
     it(`matches the float64 reference for T = ${T} tokens spread over the experts`, async () => {
       const d = setup(T, (t, j) => (t * 3 + j * 2) % E, T);
       const ref = reference(d, T);
-      expect(relErr(await run(d, T), ref.y)).toBeLessThan(tol);
+      expect(relErr(await run(device, d, T), ref.y)).toBeLessThan(tol);
     });
   }
 
@@ -73,16 +75,16 @@ describe('moe_mxfp4 (CPU)', () => {
     const d = setup(T, (_, j) => (j === 0 ? 0 : 4), 7);
     const ref = reference(d, T);
     expect(ref.clamped).toBeGreaterThan(0); // the clamp is exercised
-    expect(relErr(await run(d, T), ref.y)).toBeLessThan(tol);
+    expect(relErr(await run(device, d, T), ref.y)).toBeLessThan(tol);
   });
 
   it('a token gets the same bits alone as among 33 tokens sharing its experts (groups of four and the rest)', async () => {
     const T = 33;
     const d = setup(T, (_, j) => (j === 0 ? 1 : 3), 9);
-    const all = await run(d, T);
+    const all = await run(device, d, T);
     for (const t of [0, 3, 4, 31, 32]) {
       const alone = { ...d, x: d.x.slice(t * H, (t + 1) * H), idx: d.idx.slice(t * k, (t + 1) * k) };
-      expect(Array.from(await run(alone, 1))).toEqual(Array.from(all.slice(t * k * H, (t + 1) * k * H)));
+      expect(Array.from(await run(device, alone, 1))).toEqual(Array.from(all.slice(t * k * H, (t + 1) * k * H)));
     }
   });
 
@@ -90,6 +92,6 @@ describe('moe_mxfp4 (CPU)', () => {
     const T = 3;
     const d = setup(T, (t, j) => (t + j) % E, 3);
     const swapped = { ...d, w1b: d.w1b.map((b) => ((b & 15) << 4) | (b >> 4)) };
-    expect(relErr(await run(swapped, T), reference(d, T).y)).toBeGreaterThan(0.1);
+    expect(relErr(await run(device, swapped, T), reference(d, T).y)).toBeGreaterThan(0.1);
   });
 });

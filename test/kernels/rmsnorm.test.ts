@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import { f32, runOp } from '../helpers/op.js';
+import { f32, opDevices, runOp } from '../helpers/op.js';
 
-describe('rmsnorm (CPU)', () => {
+describe.each(opDevices())('rmsnorm (%s)', (device) => {
   it('y = g * x / sqrt(mean(x^2) + eps) per row, gain in bf16', async () => {
     const r = rng(3);
     const T = 3, H = 33;
     const x = Float32Array.from({ length: T * H }, () => 4 * r() - 2);
     const g = bf16Bytes(Array.from({ length: H }, () => r() + 0.5));
     const out = await runOp({
+      device,
       maxTokens: T,
       weights: { g },
       buffers: { x: { dtype: 'f32', rows: T, cols: H, data: x }, y: { dtype: 'f32', rows: T, cols: H } },

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 
-import { f32, runOp } from '../helpers/op.js';
+import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // YaRN frequencies and concentration (gpt-oss-spec.md §2.5, sample values listed there), read
 // back from the rotation of unit vectors at position 1.
-describe('rope (CPU)', () => {
+describe.each(opDevices())('rope (%s)', (device) => {
   it('rotates pair (i, i+32) by omega_i with the YaRN sample frequencies, scaled by the concentration', async () => {
     const D = 64, heads = 2; // one q head, one k head
     const x = new Float32Array(heads * D);
@@ -13,6 +13,7 @@ describe('rope (CPU)', () => {
     const out = f32(
       (
         await runOp({
+          device,
           maxTokens: 1,
           positions: [1],
           weights: {},
