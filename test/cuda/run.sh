@@ -5,7 +5,9 @@
 #      and the planted bugs, each of which must be caught by name.
 #   2. Natively too when a GPU is present and build-cuda-native/cuda_tests exists
 #      (test/cuda/build-native.sh builds it wherever nvcc is).
-#   3. The static checks of the real nvcc build (test/cuda/static.mjs --check): resource budgets
+#   3. The mutants (test/cuda/mutate.mjs): every __syncthreads() deleted and every shuffle offset
+#      changed in kernels/cuda/, one at a time: each must make the emulated tests fail.
+#   4. The static checks of the real nvcc build (test/cuda/static.mjs --check): resource budgets
 #      per kernel and architecture fail this stage; skipped with one line where nvcc is missing.
 set -e
 cd "$(dirname "$0")/../.."
@@ -37,9 +39,10 @@ else
   echo "test:cuda: no GPU here (or no build-cuda-native/cuda_tests): native kernel tests not run"
 fi
 
-if [ ! -f test/cuda/static.mjs ]; then
-  echo "test:cuda: static checks not written yet"
-elif command -v nvcc >/dev/null 2>&1; then
+# Each __syncthreads() deleted and each shuffle offset changed, one at a time, must fail the tests.
+node test/cuda/mutate.mjs
+
+if command -v nvcc >/dev/null 2>&1; then
   node test/cuda/static.mjs --check
 else
   echo "test:cuda: nvcc not found: static checks of the CUDA build skipped"
