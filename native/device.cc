@@ -14,6 +14,7 @@
 #include "kernels/cpu/simd.h"
 #include "native/errors.h"
 #include "native/host_alloc.h"
+#include "native/js.h"
 
 namespace gptoss {
 
@@ -54,8 +55,8 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
 Napi::Value MeasureHostBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    const double bytes_d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 1e9;
-    const int reps = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 5;
+    const double bytes_d = js::number(info[0], "measureHostBandwidth(bytes, reps): bytes");
+    const int reps = js::int32(info[1], "measureHostBandwidth(bytes, reps): reps");
     if (!(bytes_d >= 1 << 20) || reps < 1) throw invalid_argument("measureHostBandwidth(bytes >= 1 MiB, reps >= 1)");
     const size_t n = size_t(bytes_d) / 4;
     auto results = std::make_shared<std::vector<double>>();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "native/errors.h"
+#include "native/js.h"
 
 namespace gptoss {
 namespace {
@@ -76,12 +77,12 @@ Napi::Value SampleMany(const Napi::CallbackInfo& info) {
     auto logits = info[0].As<Napi::Float32Array>();
     const int V = int(logits.ElementLength());
     if (V < 1) throw invalid_argument("sampleMany: empty logits");
-    SampleParams params = parse_sample_params(info[1].As<Napi::Object>(), V);
+    SampleParams params = parse_sample_params(js::object(info[1], "sampleMany: params"), V);
     if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
       throw invalid_argument("sampleMany: rng must be a BigUint64Array(1)");
     auto rng = info[2].As<Napi::TypedArrayOf<uint64_t>>();
     if (rng.ElementLength() < 1) throw invalid_argument("sampleMany: rng must hold one 64-bit state");
-    const int count = info[3].As<Napi::Number>().Int32Value();
+    const int count = js::int32(info[3], "sampleMany: count");
     if (count < 1) throw invalid_argument("sampleMany: count must be positive");
     auto src = std::make_shared<std::vector<float>>(logits.Data(), logits.Data() + V);
     auto out = std::make_shared<std::vector<int32_t>>(size_t(count));

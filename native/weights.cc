@@ -16,6 +16,7 @@
 #include "kernels/cpu/simd.h"
 #include "native/errors.h"
 #include "native/host_alloc.h"
+#include "native/js.h"
 
 namespace gptoss {
 
@@ -109,8 +110,7 @@ WeightStore& Weights::live(Napi::Env env) {
 Napi::Value Weights::MapFile(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     WeightStore& s = live(info.Env());
-    if (!info[0].IsString()) throw invalid_argument("mapFile(path): path must be a string");
-    const std::string path = info[0].As<Napi::String>();
+    const std::string path = js::string(info[0], "mapFile(path): path");
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw checkpoint_error(path, "", std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
@@ -139,10 +139,10 @@ Napi::Value Weights::MapFile(const Napi::CallbackInfo& info) {
 Napi::Value Weights::AddMapped(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     WeightStore& s = live(info.Env());
-    const int64_t file = info[0].As<Napi::Number>().Int64Value();
-    const double off = info[1].As<Napi::Number>().DoubleValue();
-    const double len = info[2].As<Napi::Number>().DoubleValue();
-    const std::string name = info[3].IsString() ? std::string(info[3].As<Napi::String>()) : "";
+    const int64_t file = js::int32(info[0], "addMapped: fileIndex");
+    const double off = js::number(info[1], "addMapped: byteOffset");
+    const double len = js::number(info[2], "addMapped: byteLength");
+    const std::string name = js::string(info[3], "addMapped: name");
     if (file < 0 || size_t(file) >= s.maps.size()) throw invalid_argument("addMapped: no such file index");
     const auto& m = s.maps[size_t(file)];
     if (!(off >= 0) || !(len >= 0) || off + len > double(m.size) || off != std::floor(off) || len != std::floor(len))
@@ -161,20 +161,23 @@ Napi::Value Weights::AddMapped(const Napi::CallbackInfo& info) {
 Napi::Value Weights::AddSynthetic(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     live(info.Env());
-    if (!info[0].IsArray()) throw invalid_argument("addSynthetic(specs): specs must be an array");
-    Napi::Array arr = info[0].As<Napi::Array>();
+    Napi::Array arr = js::array(info[0], "addSynthetic(specs): specs");
     auto specs = std::make_shared<std::vector<SyntheticSpec>>();
     for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Object o = arr.Get(i).As<Napi::Object>();
+      const std::string at = "addSynthetic: specs[" + std::to_string(i) + "]";
+      Napi::Object o = js::object(arr.Get(i), at);
       SyntheticSpec sp;
-      sp.name = o.Get("name").As<Napi::String>();
-      sp.kind = o.Get("kind").As<Napi::String>();
-      const double bytes = o.Get("bytes").As<Napi::Number>().DoubleValue();
+      sp.name = js::string(o.Get("name"), at + ".name");
+      sp.kind = js::string(o.Get("kind"), at + ".kind");
+      const double bytes = js::number(o.Get("bytes"), at + ".bytes");
       if (!(bytes >= 0) || bytes != std::floor(bytes) || bytes > 1e15)
         throw invalid_argument("addSynthetic: bytes of " + sp.name + " must be a non-negative integer");
       sp.bytes = size_t(bytes);
-      sp.seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
-      sp.a = o.Get("a").As<Napi::Number>().DoubleValue();
+      const double seed = js::number(o.Get("seed"), at + ".seed");
+      if (!(seed >= 0) || seed != std::floor(seed) || seed > 9007199254740991.0)
+        throw invalid_argument(at + ".seed must be a non-negative integer");
+      sp.seed = uint64_t(seed);
+      sp.a = js::number(o.Get("a"), at + ".a");
       if (sp.kind != "bf16-uniform" && sp.kind != "bf16-const" && sp.kind != "u8-uniform" && sp.kind != "u8-around")
         throw invalid_argument("addSynthetic: unknown kind " + sp.kind);
       specs->push_back(sp);
@@ -207,7 +210,7 @@ Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
     if (!info[0].IsTypedArray()) throw invalid_argument("addBytes(bytes, name): bytes must be a typed array");
     Napi::TypedArray src = info[0].As<Napi::TypedArray>();
     const size_t n = src.ByteLength();
-    const std::string name = info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "";
+    const std::string name = js::string(info[1], "addBytes(bytes, name): name");
     uint8_t* p = own(info.Env(), n, name);
     std::memcpy(p, static_cast<uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset(), n);
     TensorRef t;
@@ -224,8 +227,8 @@ Napi::Value Weights::AddBytes(const Napi::CallbackInfo& info) {
 Napi::Value Weights::Prefetch(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     WeightStore& s = live(info.Env());
-    const int64_t file = info[0].As<Napi::Number>().Int64Value();
-    const double off = info[1].As<Napi::Number>().DoubleValue(), len = info[2].As<Napi::Number>().DoubleValue();
+    const int64_t file = js::int32(info[0], "prefetch: fileIndex");
+    const double off = js::number(info[1], "prefetch: byteOffset"), len = js::number(info[2], "prefetch: byteLength");
     if (file < 0 || size_t(file) >= s.maps.size()) throw invalid_argument("prefetch: no such file index");
     const auto& m = s.maps[size_t(file)];
     if (!(off >= 0) || !(len >= 0) || off + len > double(m.size)) throw invalid_argument("prefetch: range outside the file");
