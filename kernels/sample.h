@@ -7,6 +7,7 @@
 //   repetition (CTRL / HF):      l = l > 0 ? l / r : l * r, for ids with count > 0
 // The result is deterministic for a given RNG state; the state advances by one draw.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -64,11 +65,13 @@ struct SampleScratch {
 size_t sample_scratch_bytes(int V);
 // Lays a SampleScratch out over sample_scratch_bytes(V) bytes at base (64-byte aligned).
 SampleScratch sample_scratch(uint8_t* base, int V);
-// A scratch of its own, for callers without an arena (sampleMany, tests).
+// A scratch of its own, for callers without an arena (sampleMany, tests), with room for a copy
+// of the row to draw from. Not zero-filled: every draw writes what it reads.
 struct SampleWork {
   explicit SampleWork(int V);
-  std::vector<uint8_t> bytes;  // std::vector's storage is aligned for max_align_t; take() aligns offsets, not the base
+  std::unique_ptr<uint8_t[]> bytes;  // new[] aligns for max_align_t; the pieces are 64-byte offsets from it
   SampleScratch scratch;
+  float* row;  // [V]
 };
 
 // logits [V] are modified in place. rng: 64-bit state (splitmix64), advanced.

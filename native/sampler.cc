@@ -91,11 +91,10 @@ Napi::Value SampleMany(const Napi::CallbackInfo& info) {
         env,
         [=]() {
           // This call's own working memory (no program, so no arena), reused across its draws.
-          std::vector<float> row(static_cast<size_t>(V));
           SampleWork work(V);
           for (int i = 0; i < count; ++i) {
-            std::copy(src->begin(), src->end(), row.begin());
-            (*out)[size_t(i)] = sample_cpu(row.data(), V, params, state, work.scratch).token;
+            std::copy(src->begin(), src->end(), work.row);
+            (*out)[size_t(i)] = sample_cpu(work.row, V, params, state, work.scratch).token;
           }
         },
         [out](Napi::Env e) -> Napi::Value {

@@ -115,7 +115,10 @@ SampleScratch sample_scratch(uint8_t* base, int V) {
   return s;
 }
 
-SampleWork::SampleWork(int V) : bytes(sample_scratch_bytes(V)), scratch(sample_scratch(bytes.data(), V)) {}
+SampleWork::SampleWork(int V)
+    : bytes(new uint8_t[sample_scratch_bytes(V) + align64(size_t(V) * 4)]),
+      scratch(sample_scratch(bytes.get(), V)),
+      row(reinterpret_cast<float*>(bytes.get() + sample_scratch_bytes(V))) {}
 
 SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& sc) {
   for (size_t i = 0; i < p.bias_ids.size(); ++i) l[p.bias_ids[i]] += p.bias_values[i];
