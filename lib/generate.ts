@@ -3,7 +3,7 @@
 // in the Harmony format, samples until <|return|> or <|call|> (gpt-oss-spec.md §6.6) and turns the
 // parsed stream into reasoning / text / tool-call events.
 import { AbortedError, ContextOverflowError, HarmonyError, InvalidArgumentError } from './errors.js';
-import { renderConversationForCompletion } from './harmony/render.js';
+import { encodePartsAsync, renderConversationForCompletionParts } from './harmony/render.js';
 import { type HarmonyStreamEvent, StreamableParser } from './harmony/parse.js';
 import { type HarmonyMessage, type JsonSchema, newSystemContent, type ReasoningEffort, textMessage } from './harmony/types.js';
 import type { ModelConfig } from './config.js';
@@ -511,7 +511,9 @@ export class ChatStream {
 
 export function chat(backend: GenerationBackend, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
   checkKeys(options, chatKeys, 'chat');
-  const prompt = renderConversationForCompletion(toHarmony(messages, options), 'assistant');
+  // Rendering checks the messages now; encoding waits for the generation and runs a large prompt
+  // off the event loop (a long one took the event loop for seconds).
+  const parts = renderConversationForCompletionParts(toHarmony(messages, options), 'assistant');
   const finalSchema = formatSchema(options.responseFormat, 'responseFormat');
   const strictTools = new Map<string, JsonSchema>();
   (options.tools ?? []).forEach((t, i) => {
@@ -526,6 +528,8 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
   stops.forEach((s, i) => asString(s, `stop[${i}]`));
   const signal = options.signal;
   return new Generation(async function* () {
+    const prompt = await encodePartsAsync(parts);
+    if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
     const constraint = chatConstraint(finalSchema, strictTools, toolNames, toolChoice, backend.config.vocabSize);
     const { decoder, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS, constraint);
     const stream = new ChatStream(stops);
@@ -581,12 +585,16 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
 
 export function complete(backend: GenerationBackend, prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
   checkKeys(options, [...generateKeys, 'stopTokens'], 'complete');
-  // A raw prompt is the caller's own formatting: Harmony's special tokens in it are recognised.
-  const tokens = typeof prompt === 'string' ? getTokenizer().encode(prompt, { allowedSpecial: 'all' }) : Array.from(prompt);
+  const promptText = typeof prompt === 'string' ? prompt : undefined;
+  const promptIds = typeof prompt === 'string' ? undefined : Array.from(prompt);
   const stopTokens = new Set(options.stopTokens ?? [TOKENS.return, TOKENS.call]);
   const stops = options.stop === undefined ? [] : Array.isArray(options.stop) ? options.stop : [options.stop];
   const signal = options.signal;
   return new Generation(async function* () {
+    // A raw prompt is the caller's own formatting: Harmony's special tokens in it are recognised.
+    // A large one is encoded off the event loop.
+    const tokens = promptIds ?? (await getTokenizer().encodeAsync(promptText!, { allowedSpecial: 'all' }));
+    if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
     const { decoder: source, maxTokens } = prepare(backend, tokens, options, stopTokens);
     const decoder = getTokenizer().streamDecoder();
     const stop = new StopMatcher(stops);

@@ -7,7 +7,7 @@ import { getTokenizer, SPECIAL_TOKENS, TOKENS } from '../tokenizer.js';
 export * from './types.js';
 export { jsonSchemaToTypeScript } from './schema.js';
 export {
-  renderConversation, renderConversationForCompletion, renderConversationForTraining, renderMessage, toolsSection,
+  renderConversation, renderConversationForCompletion, renderConversationForCompletionAsync, renderConversationForTraining, renderMessage, toolsSection,
   type RenderConversationConfig,
 } from './render.js';
 export {

@@ -25,17 +25,37 @@ interface RenderContext {
 const CONSTRAIN = '<|constrain|>';
 const EFFORT_TEXT = { Low: 'low', Medium: 'medium', High: 'high' } as const;
 
+/**
+ * A rendered conversation before encoding: its texts, each to be encoded on its own (joining two
+ * could change their tokens), and framing tokens by id. Rendering checks the messages; encoding,
+ * the slow part for a large prompt, can then wait for encodePartsAsync().
+ */
+export type PromptParts = readonly (string | number)[];
+
 class TokenSink {
-  readonly tokens: number[] = [];
-  readonly #tok = getTokenizer();
+  readonly parts: (string | number)[] = [];
 
   text(s: string): void {
-    if (s.length > 0) for (const t of this.#tok.encode(s)) this.tokens.push(t);
+    if (s.length > 0) this.parts.push(s);
   }
 
   special(id: number): void {
-    this.tokens.push(id);
+    this.parts.push(id);
   }
+
+  encode(): number[] {
+    return encodeParts(this.parts);
+  }
+}
+
+/** The parts' tokens, on this thread. */
+export function encodeParts(parts: PromptParts): number[] {
+  return getTokenizer().encodeParts(parts);
+}
+
+/** The parts' tokens; a large prompt is encoded on the tokenizer's worker thread (encodePartsAsync). */
+export function encodePartsAsync(parts: PromptParts): Promise<number[]> {
+  return getTokenizer().encodePartsAsync(parts);
 }
 
 /** The conversation's tokens, with `<|start|>{nextTurnRole}` appended: the prompt for sampling. */
@@ -44,16 +64,30 @@ export function renderConversationForCompletion(
   nextTurnRole: Role = 'assistant',
   config?: RenderConversationConfig,
 ): number[] {
+  return encodeParts(renderConversationForCompletionParts(messages, nextTurnRole, config));
+}
+
+/** renderConversationForCompletion, with a large prompt encoded off the event loop. */
+export async function renderConversationForCompletionAsync(
+  messages: readonly HarmonyMessage[],
+  nextTurnRole: Role = 'assistant',
+  config?: RenderConversationConfig,
+): Promise<number[]> {
+  return encodePartsAsync(renderConversationForCompletionParts(messages, nextTurnRole, config));
+}
+
+/** renderConversationForCompletion's parts: the messages checked now, the text not yet encoded. */
+export function renderConversationForCompletionParts(messages: readonly HarmonyMessage[], nextTurnRole: Role = 'assistant', config?: RenderConversationConfig): PromptParts {
   if (!isRole(nextTurnRole)) throw new InvalidArgumentError(`nextTurnRole: expected one of system, developer, user, assistant, tool; got ${JSON.stringify(nextTurnRole)}`);
   const sink = renderInto(messages, config);
   sink.special(TOKENS.start);
   sink.text(nextTurnRole);
-  return sink.tokens;
+  return sink.parts;
 }
 
 /** The conversation's tokens, each message closed by `<|end|>` or `<|call|>`. */
 export function renderConversation(messages: readonly HarmonyMessage[], config?: RenderConversationConfig): number[] {
-  return renderInto(messages, config).tokens;
+  return renderInto(messages, config).encode();
 }
 
 /**
@@ -61,7 +95,7 @@ export function renderConversation(messages: readonly HarmonyMessage[], config?:
  * `<|return|>` instead of its last token: what the model emits when it finishes an answer.
  */
 export function renderConversationForTraining(messages: readonly HarmonyMessage[], config?: RenderConversationConfig): number[] {
-  const tokens = renderInto(messages, config).tokens;
+  const tokens = renderInto(messages, config).encode();
   const last = messages.at(-1);
   if (last && last.role === 'assistant' && last.channel === 'final' && tokens.length > 0) tokens[tokens.length - 1] = TOKENS.return;
   return tokens;
@@ -75,7 +109,7 @@ export function renderMessage(message: HarmonyMessage): number[] {
   checkMessages([message]);
   const sink = new TokenSink();
   renderMessageInto(message, sink, { conversationHasFunctionTools: false });
-  return sink.tokens;
+  return sink.encode();
 }
 
 function renderInto(messages: readonly HarmonyMessage[], config: RenderConversationConfig | undefined): TokenSink {
