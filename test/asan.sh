@@ -16,5 +16,5 @@ LD_PRELOAD="$ASAN:$UBSAN" \
 ASAN_OPTIONS=detect_leaks=1 \
 LSAN_OPTIONS="suppressions=$PWD/test/lsan.supp" \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-npx vitest run --pool=threads --testTimeout 600000 \
+npx vitest run --pool=threads --testTimeout 600000 --hookTimeout 600000 \
   test/kernels test/ops.test.ts test/golden.test.ts test/session.test.ts test/native-safety.test.ts test/sampler.test.ts test/engine.test.ts
