@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The gptoss command: chat, generate, serve, the Hub, `logits` and `check` (any backend against the
 // reference), and the `bench` suite.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { access, constants, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
 
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
@@ -25,13 +27,44 @@ import { loadModel } from './model.js';
 import { DEVICES, type Device } from './device.js';
 
 const program = new Command();
-program.name('gptoss').description('Run gpt-oss-20b / gpt-oss-120b from Node.js').showHelpAfterError();
+program
+  .name('gptoss')
+  .description('Run gpt-oss-20b / gpt-oss-120b from Node.js')
+  .version((JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version)
+  .showHelpAfterError("(run 'gptoss <command> --help' for its options)");
 
 const positiveInt = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 1) throw new CommanderArgError(`${name} must be a positive integer`);
   return n;
 };
+
+const port = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`--port must be an integer in [0, 65535] (0: any free port), got ${JSON.stringify(v)}`);
+  return n;
+};
+
+/** Fails now, before any expensive work, if `file` could not be written later. */
+async function checkWritable(file: string, flag: string): Promise<void> {
+  const dir = dirname(resolve(file));
+  const st = await stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new CommanderArgError(`${flag} ${file}: the folder ${dir} does not exist`);
+  await access(dir, constants.W_OK).catch(() => {
+    throw new CommanderArgError(`${flag} ${file}: the folder ${dir} is not writable`);
+  });
+  if ((await stat(file).catch(() => undefined))?.isDirectory()) throw new CommanderArgError(`${flag} ${file} is a folder`);
+}
+
+/** Binds host:port and lets go again: an address in use or not ours is said before the model loads. */
+async function checkBindable(host: string, p: number): Promise<void> {
+  await new Promise<void>((ok, fail) => {
+    const probe = createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) =>
+      fail(new CommanderArgError(e.code === 'EADDRINUSE' ? `--port ${p}: the port is in use on ${host}` : e.code === 'EADDRNOTAVAIL' ? `--host ${host}: not an address of this machine` : `cannot listen on ${host}:${p}: ${e.message}`)));
+    probe.listen(p, host, () => probe.close(() => ok()));
+  });
+}
 
 /** `a,b, c` as ['a', 'b', 'c']. */
 const commaList = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -59,6 +92,7 @@ program
   .option('--decode', 'feed the tokens one at a time through the KV cache instead of one prefill')
   .option('--max-tokens <n>', 'tokens per step of a prefill', positiveInt('--max-tokens'))
   .action(async (o: { model: string; tokens: number[]; out: string; mode: 'default' | 'fp32'; device: Device; decode?: boolean; maxTokens?: number }) => {
+    await checkWritable(o.out, '--out');
     const model = await loadModel(o.model, { mode: o.mode, device: o.device });
     try {
       const V = model.config.vocabSize;
@@ -220,7 +254,7 @@ program
   .description('an OpenAI-compatible HTTP server (chat completions, completions, models, health, metrics)')
   .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
   .option('--host <host>', 'address to bind (loopback unless you mean otherwise)', '127.0.0.1')
-  .option('--port <port>', 'port', positiveInt('--port'), 8000)
+  .option('--port <port>', 'port', port, 8000)
   .option('--api-key <key>', 'require this bearer token on every route but /health (repeat for several keys, one per user)', (v: string, all: string[] | undefined) => [...(all ?? []), v])
   .option('--served-model-name <name>', 'the model id clients use (default: --model)')
   .option('--max-sequences <n>', 'requests batched together (default 16)', positiveInt('--max-sequences'))
@@ -236,6 +270,7 @@ program
     model: string; host: string; port: number; apiKey?: string[]; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number;
     allowedHosts?: string[]; allowedOrigins?: string[]; cacheIsolation?: 'none' | 'key' | 'user'; requestTimeout?: number; maxConnections?: number; device: Device;
   }) => {
+    await checkBindable(o.host, o.port);
     const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
     const app = createApp(engine, {
       modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY,
@@ -411,7 +446,7 @@ bench
   .command('mask')
   .description("constrained decoding's cost per decode step (JSON Schema masks) at several batch sizes")
   .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']).default('20b'))
-  .option('--layers <n>', 'layers of the synthetic model (default 2)', positiveInt('--layers'), 2)
+  .option('--layers <n>', 'layers of the synthetic model', positiveInt('--layers'), 2)
   .option('--batch <list>', 'comma-separated batch sizes', intList('--batch', 1), [1, 32])
   .option('--steps <n>', 'decode steps timed per batch size', positiveInt('--steps'), 16)
   .option('--json', 'print only the JSON line')
@@ -424,6 +459,8 @@ bench
 bench
   .command('run', { isDefault: true })
   .description('decode and prefill speed, and the share of memory bandwidth decode reaches')
+  // A mistyped subcommand lands here (run is the default): name it rather than "too many arguments".
+  .argument('[command]')
   .option('--model <dir>', 'checkpoint directory')
   .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes, no download').choices(['20b', '120b']))
   .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
@@ -431,7 +468,8 @@ bench
   .option('--prefill-tokens <n>', 'prompt length', positiveInt('--prefill-tokens'), 128)
   .option('--decode-tokens <n>', 'tokens to decode', positiveInt('--decode-tokens'), 16)
   .option('--json', 'print only the JSON line')
-  .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; prefillTokens: number; decodeTokens: number; json?: boolean }) => {
+  .action(async (sub: string | undefined, o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; prefillTokens: number; decodeTokens: number; json?: boolean }) => {
+    if (sub !== undefined) throw new CommanderArgError(`unknown bench command ${JSON.stringify(sub)}; one of: ${bench.commands.map((c) => c.name()).join(', ')}`);
     if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
     const r = await runBench({
       model: o.model,
@@ -460,6 +498,12 @@ program.parseAsync().catch((e: unknown) => {
   if (e instanceof CommanderArgError) {
     process.stderr.write(`gptoss: ${e.message}\n`);
     process.exit(2);
+  }
+  // An error of the operating system's (a file, a socket): one line with its cause, no stack.
+  const sys = e as NodeJS.ErrnoException;
+  if (sys instanceof Error && typeof sys.code === 'string' && (sys.syscall !== undefined || sys.path !== undefined)) {
+    process.stderr.write(`gptoss: ${sys.message}\n`);
+    process.exit(1);
   }
   throw e;
 });

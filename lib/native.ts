@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 import type { Device, KvDType } from './device.js';
-import { fromNative, UnsupportedError } from './errors.js';
+import { fromNative, InvalidArgumentError, UnsupportedError } from './errors.js';
 import type { NativeField, OpSpec, WeightId } from './ops.js';
 
 export type { BufferId, OpSpec, WeightId } from './ops.js';
@@ -160,9 +160,21 @@ export const packageRoot = fileURLToPath(new URL('..', import.meta.url));
 
 let loaded: Addon | undefined;
 
+/** The environment settings the native side reads, checked as flags are, before it reads them. */
+function checkEnvironment(): void {
+  const threads = process.env.GPTOSS_THREADS;
+  if (threads !== undefined && !(/^\d+$/.test(threads) && Number(threads) >= 1 && Number(threads) <= 1024))
+    throw new InvalidArgumentError(`GPTOSS_THREADS must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
+  const simd = process.env.GPTOSS_SIMD;
+  if (simd !== undefined && !SIMD_VARIANTS.includes(simd))
+    throw new InvalidArgumentError(`GPTOSS_SIMD must be one of ${SIMD_VARIANTS.join(', ')}, got ${JSON.stringify(simd)}`);
+}
+const SIMD_VARIANTS = ['avx512', 'avx2', 'generic'];
+
 /** Loads the addon once. Throws UnsupportedError with the remedies when no build is found. */
 export function addon(): Addon {
   if (loaded) return loaded;
+  checkEnvironment();
   const require = createRequire(import.meta.url);
   const load = require('node-gyp-build') as (dir: string) => Addon;
   let raw: Addon;
@@ -178,6 +190,9 @@ export function addon(): Addon {
     );
   }
   loaded = typed(raw);
+  // A variant this CPU lacks falls back to the best it has (tests ask for each one): say so once.
+  const want = process.env.GPTOSS_SIMD, got = loaded.deviceInfo().cpu.simd;
+  if (want !== undefined && want !== got) process.stderr.write(`gptoss: GPTOSS_SIMD=${want} is not supported by this CPU; using ${got}\n`);
   return loaded;
 }
 

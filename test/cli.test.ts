@@ -79,6 +79,71 @@ describe('gptoss logits', () => {
   });
 });
 
+describe('errors of the operating system and of settings', () => {
+  // One `gptoss: ...` line naming the cause, no stack trace, and before any expensive work.
+  const oneLine = (stderr: string) => {
+    expect(stderr).not.toMatch(/^\s+at /m);
+    return stderr.trim();
+  };
+
+  it('an --out that cannot be written is said before the logits are computed', async () => {
+    const r = await gptoss(['logits', '--model', '/no/such/model', '--tokens', '1', '--out', '/nonexistent/dir/x.f32']);
+    expect(r.code).toBe(2);
+    expect(oneLine(r.stderr)).toBe('gptoss: --out /nonexistent/dir/x.f32: the folder /nonexistent/dir does not exist'); // the model was never opened
+  });
+
+  it('serve: a port in use, a port out of range or an address not ours is said before the model loads', async () => {
+    const { createServer } = await import('node:net');
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const inUse = await gptoss(['serve', '--model', '/no/such/model', '--port', String(port)]);
+      expect(inUse.code).toBe(2);
+      expect(oneLine(inUse.stderr)).toBe(`gptoss: --port ${port}: the port is in use on 127.0.0.1`);
+    } finally {
+      busy.close();
+    }
+    const range = await gptoss(['serve', '--model', '/no/such/model', '--port', '99999']);
+    expect(range.code).not.toBe(0);
+    expect(range.stderr).toContain('--port must be an integer in [0, 65535]');
+    const host = await gptoss(['serve', '--model', '/no/such/model', '--host', '192.0.2.1', '--port', '0']);
+    expect(host.code).toBe(2);
+    expect(oneLine(host.stderr)).toBe('gptoss: --host 192.0.2.1: not an address of this machine');
+  });
+
+  it('any other OS error is one line with its cause (bench report --out naming a file)', async () => {
+    const run = join(fixtures, '..', '..', 'benchmarks', 'results', '2026-11-30-cpu-decode-moe.json');
+    const file = join(tmpDir(), 'taken');
+    writeFileSync(file, 'x');
+    const r = await gptoss(['bench', 'report', run, '--out', file]);
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/^gptoss: E[A-Z]+: .*taken/);
+  });
+
+  it('GPTOSS_THREADS and GPTOSS_SIMD are checked like flags', async () => {
+    const args = ['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '1', '--out', join(tmpDir(), 'x')];
+    for (const [env, why] of [
+      [{ GPTOSS_THREADS: 'abc' }, 'GPTOSS_THREADS must be an integer in [1, 1024], got "abc"'],
+      [{ GPTOSS_THREADS: '0' }, 'GPTOSS_THREADS must be an integer in [1, 1024], got "0"'],
+      [{ GPTOSS_THREADS: '1000000' }, 'GPTOSS_THREADS must be an integer in [1, 1024], got "1000000"'],
+      [{ GPTOSS_SIMD: 'bogus' }, 'GPTOSS_SIMD must be one of avx512, avx2, generic, got "bogus"'],
+    ] as const) {
+      const r = await gptoss([...args], env);
+      expect(r.code, JSON.stringify(env)).toBe(1);
+      expect(oneLine(r.stderr)).toBe(`gptoss: ERR_INVALID_ARGUMENT: ${why}`);
+    }
+  });
+
+  it('--version, and a mistyped bench command named as such', async () => {
+    const v = await gptoss(['--version']);
+    expect(v.stdout.trim()).toBe((JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version);
+    const b = await gptoss(['bench', 'foo']);
+    expect(b.code).toBe(2);
+    expect(b.stderr).toContain('unknown bench command "foo"; one of: suite, kernels');
+  });
+});
+
 describe('gptoss check', () => {
   it('checks every fixture, layout, mode and path against the reference and passes on the CPU', async () => {
     const r = await gptoss(['check', '--json']);
