@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'ERR_BUSY'
   | 'ERR_DISPOSED'
   | 'ERR_ABORTED'
+  | 'ERR_NETWORK'
   | 'ERR_INTERNAL';
 
 export class GptOssError extends Error {
@@ -82,6 +83,16 @@ export class AbortedError extends GptOssError {
   }
 }
 
+/** A server could not be reached or broke off (the Hub for `pull`): `reason` is the system's
+ * code (ENOTFOUND, ECONNREFUSED, ...) when there is one. */
+export class NetworkError extends GptOssError {
+  readonly reason: string | undefined;
+  constructor(message: string, options?: { cause?: unknown; reason?: string }) {
+    super('ERR_NETWORK', message, options);
+    this.reason = options?.reason;
+  }
+}
+
 /** A bug of ours, not the caller's: native code failed in a way it does not describe (an
  * exception that is not one of its typed errors). Worth a report. */
 export class InternalError extends GptOssError {
@@ -99,6 +110,7 @@ const byCode: Record<Exclude<ErrorCode, 'ERR_BAD_CHECKPOINT'>, new (message: str
   ERR_BUSY: BusyError,
   ERR_DISPOSED: DisposedError,
   ERR_ABORTED: AbortedError,
+  ERR_NETWORK: NetworkError,
   ERR_INTERNAL: InternalError,
 };
 

@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path';
 
 import { downloadFile, fileDownloadInfo, listFiles, modelInfo } from '@huggingface/hub';
 
-import { AbortedError, CheckpointError, GptOssError, InvalidArgumentError, OutOfMemoryError } from './errors.js';
+import { AbortedError, CheckpointError, GptOssError, InvalidArgumentError, NetworkError, OutOfMemoryError } from './errors.js';
 
 export type WeightLayout = 'hf' | 'original';
 
@@ -148,8 +148,23 @@ export function layoutFiles(paths: string[], layout: WeightLayout): string[] {
   });
 }
 
-function hubError(e: unknown, ref: HubRef): GptOssError {
+/** Why a request failed when the network failed it: the system's code (fetch wraps it: "fetch
+ * failed", cause ENOTFOUND), or fetch's own reason ("bad port"); undefined for anything else. */
+function networkReason(e: unknown): string | undefined {
+  let fetchFailed = false;
+  for (let c = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(E[A-Z]+|UND_ERR_[A-Z_]+)$/.test(code)) return code;
+    if (c instanceof TypeError && c.message === 'fetch failed') fetchFailed = true;
+    else if (fetchFailed && c instanceof Error) return c.message;
+  }
+  return fetchFailed ? 'fetch failed' : undefined;
+}
+
+function hubError(e: unknown, ref: HubRef, hubUrl: string): GptOssError {
   if (e instanceof GptOssError) return e;
+  const reason = networkReason(e);
+  if (reason) return new NetworkError(`cannot reach the Hub at ${hubUrl} (${reason}${reason === 'ENOTFOUND' || reason === 'EAI_AGAIN' ? ': no network or no DNS?' : ''}); a model already in the cache loads without it`, { cause: e, reason });
   const status = (e as { statusCode?: number }).statusCode;
   const msg = (e as Error).message ?? String(e);
   if (status === 404 && /\brev(ision)?\b/i.test(msg)) return new ModelNotFoundError(`revision ${ref.revision} of ${ref.repo} does not exist on the Hub`, {}, { cause: e });
@@ -192,7 +207,7 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
       if (f.type === 'file') remote.push({ path: f.path, size: f.size, oid: f.lfs?.oid ?? f.oid ?? '', sha256: f.lfs?.oid });
   } catch (e) {
     if (signal?.aborted) throw new AbortedError('pull was interrupted', { cause: e });
-    throw hubError(e, ref);
+    throw hubError(e, ref, hubUrl);
   }
   const wanted = layoutFiles(remote.map((f) => f.path), layout);
   if (!wanted.some((p) => p.endsWith('config.json')) || !wanted.some((p) => p.endsWith('.safetensors')))
@@ -260,7 +275,10 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
         await fh.close();
         if (discard) await rm(part, { force: true });
         if (signal?.aborted) throw new AbortedError(`pull was interrupted; ${written} of ${f.size} bytes of ${f.path} are kept, run it again to resume`, { cause: e });
-        throw e instanceof GptOssError ? e : new CheckpointError(`download of ${f.path} broke off at ${written} of ${f.size} bytes (run pull again to resume): ${(e as Error).message ?? e}`, { file: part }, { cause: e });
+        if (e instanceof GptOssError) throw e;
+        const reason = networkReason(e);
+        const why = `download of ${f.path} broke off at ${written} of ${f.size} bytes (run pull again to resume)`;
+        throw reason ? new NetworkError(`${why}: ${reason}`, { cause: e, reason }) : new CheckpointError(`${why}: ${(e as Error).message ?? e}`, { file: part }, { cause: e });
       }
       await fh.close();
       if (written !== f.size) throw new CheckpointError(`download of ${f.path} ended at ${written} of ${f.size} bytes; run pull again to resume`, { file: part });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { AbortedError, CheckpointError, InvalidArgumentError, loadModel } from '../lib/index.js';
+import { AbortedError, CheckpointError, InvalidArgumentError, loadModel, NetworkError } from '../lib/index.js';
 import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/hub.js';
 import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 import { type FakeHub, startFakeHub } from './helpers/hub-server.js';
@@ -89,8 +89,8 @@ describe('gptoss pull', () => {
     const shard = 'model-00000-of-00001.safetensors';
     hub.dropAfter.set(shard, 100_000);
     const first = await pull(REPO, { hubUrl: hub.url }).catch((e: unknown) => e);
-    expect(first).toBeInstanceOf(CheckpointError);
-    expect((first as Error).message).toMatch(/broke off|run pull again to resume/);
+    expect(first).toBeInstanceOf(NetworkError); // the connection broke, not the checkpoint
+    expect((first as Error).message).toMatch(/broke off at \d+ of \d+ bytes \(run pull again to resume\)/);
     const blobs = join(cache, 'models--tiny-org--tiny-b', 'blobs');
     const partial = (await import('node:fs')).readdirSync(blobs).find((n) => n.endsWith('.incomplete'))!;
     expect(statSync(join(blobs, partial)).size).toBeGreaterThanOrEqual(100_000);
@@ -134,6 +134,18 @@ describe('gptoss pull', () => {
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(ModelNotFoundError);
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(/does not exist on the Hub/);
     await expect(pull(`${REPO}@v9`, { hubUrl: hub.url })).rejects.toThrow(/revision v9 of tiny-org\/tiny-b does not exist/);
+  });
+
+  it('a Hub that cannot be reached is a network error with its cause, not a bad checkpoint', async () => {
+    const { createServer } = await import('node:net');
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((r) => closed.close(r)); // nothing listens there now
+    const err = await pull(REPO, { hubUrl: `http://127.0.0.1:${port}` }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NetworkError);
+    expect(err).toMatchObject({ code: 'ERR_NETWORK', reason: 'ECONNREFUSED' });
+    expect((err as Error).message).toBe(`cannot reach the Hub at http://127.0.0.1:${port} (ECONNREFUSED); a model already in the cache loads without it`);
   });
 
   it('a body longer than the listed size is cut off there and discarded, never written out (issue 20)', async () => {
