@@ -39,8 +39,8 @@ describe('bench serve', () => {
       expect(l.requestRate).toBeUndefined();
       expect(l.outputTokensPerSecond).toBeGreaterThan(0);
       expect(l.inputTokensPerSecond).toBeGreaterThan(0);
-      expect(l.ttftMs.p50).toBeLessThanOrEqual(l.ttftMs.p90);
-      expect(l.ttftMs.p90).toBeLessThanOrEqual(l.ttftMs.p99);
+      expect(l.ttftMs.p50).toBeLessThanOrEqual(l.ttftMs.p90!);
+      expect(l.ttftMs.p90).toBeLessThanOrEqual(l.ttftMs.p99!);
       expect(l.goodputRequestsPerSecond).toBeLessThanOrEqual(l.requests / l.seconds + 1e-9);
     }
     expect(engine.stats().running).toBe(0);

@@ -17,7 +17,7 @@ const prompt = (i: number) => Array.from({ length: 3 + ((i * 7) % 23) }, (_, j) 
 describe('engine', () => {
   it('concurrent requests share steps and each gets what it gets alone (greedy and seeded)', async () => {
     const opts = (i: number) => (i % 2 ? { temperature: 0 } : { seed: i, topP: 0.9 });
-    const alone = [];
+    const alone: number[][] = [];
     for (let i = 0; i < 8; i++) alone.push((await model.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()).tokens);
     const engine = await createEngine({ model, maxSequences: 8, maxBatchTokens: 32, pageSize: 4 });
     const together = await Promise.all(Array.from({ length: 8 }, (_, i) => engine.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()));
@@ -120,7 +120,7 @@ describe('prefix caching', () => {
       [...system], // the whole prompt cached: only its last token runs again
       [...system.slice(0, 40), 5, 6, 7], // a shorter shared prefix
     ];
-    const alone = [];
+    const alone: number[][] = [];
     for (const p of asks) alone.push((await model.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens);
     const engine = await createEngine({ model, maxSequences: 4, pageSize: 8, maxBatchTokens: 32 });
     expect((await engine.complete(asks[0], { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens).toEqual(alone[0]);

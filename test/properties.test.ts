@@ -124,7 +124,7 @@ describe('server isolation properties', () => {
   const unhandled: unknown[] = [];
   const onUnhandled = (e: unknown) => unhandled.push(e);
   const control = { model: 'm', prompt: 'The control request', max_tokens: 24, temperature: 0 };
-  const post = (route: string, body: object, signal?: AbortSignal) =>
+  const post = async (route: string, body: object, signal?: AbortSignal) =>
     app.request(route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
   const controlText = async () => {
     const r = await post('/v1/completions', control);

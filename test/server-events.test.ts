@@ -21,7 +21,7 @@ function scripted(): Generation<ChatEvent, ChatResult> {
       yield ev;
     }
     const done = events.at(-1) as Extract<ChatEvent, { type: 'done' }>;
-    return { ...r, finishReason: done.finishReason, usage, timings, message: { role: 'assistant', content: r.text || null } };
+    return { ...r, finishReason: done.finishReason, usage, timings, tokens: [], message: { role: 'assistant', content: r.text || null } };
   });
 }
 

@@ -1,7 +1,7 @@
 // Structured output through the server, as the official openai client sends it: response_format
 // on chat completions (also streamed, and through the client's own parse() helper), text.format
 // on responses, strict tools, and a 400 naming a schema feature the grammar cannot enforce.
-import Ajv2020 from 'ajv/dist/2020.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import OpenAI from 'openai';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,7 +1,7 @@
 // Structured output on a random model with the real vocabulary: left to itself it writes no
 // Harmony structure and no JSON, so every valid document below is the constraint's work. A bias
 // on <|end|> makes its reasoning (free text) end at once; inside constrained parts the mask wins.
-import Ajv2020 from 'ajv/dist/2020.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { checkSchema, getTokenizer, InvalidArgumentError, loadModel, type Model, UnsupportedError } from '../lib/index.js';
