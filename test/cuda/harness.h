@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <sstream>
@@ -84,6 +85,10 @@ struct DeviceBuf {
 // Runs fn once per schedule under the emulator (forward, reverse, random with two seeds), once
 // natively. The schedule's name is added to any failure.
 void for_each_schedule(const std::function<void()>& fn);
+
+// LAB_QUICK set (the mutation script sets it): tests may skip their real-shape cases, whose
+// small-shape siblings run the same code paths under every schedule.
+inline bool quick() { return std::getenv("LAB_QUICK") != nullptr; }
 
 // Largest |got - want| / (|want| + abs_floor) over the elements; NaN counts as infinite.
 double max_rel_err(const float* got, const float* want, size_t n, double abs_floor);

@@ -27,8 +27,10 @@ function build() {
     `KDIR=${kdir}`, `EXTRA_INC=-I${srcRoot}`, 'SAN=', 'OPT=-O1'], { cwd: root, encoding: 'utf8' });
   return r.status === 0 ? null : r.stderr.slice(-1500);
 }
-function runTests() {
-  const r = spawnSync('timeout', ['120', join(base, 'out', 'cuda_tests')], { cwd: root, encoding: 'utf8' });
+// A mutant of kernels/cuda/<op>.cu(h) runs the tests named "<op>: ..." (all of them for files no
+// test is named after, and for the unmutated build), with LAB_QUICK set: real-shape cases skipped.
+function runTests(filter = '') {
+  const r = spawnSync('timeout', ['120', join(base, 'out', 'cuda_tests'), filter], { cwd: root, encoding: 'utf8', env: { ...process.env, LAB_QUICK: '1' } });
   const firstFail = (r.stdout.match(/FAIL .*\n.*\n/) ?? [''])[0].trim().replace(/\s+/g, ' ');
   return { ok: r.status === 0, firstFail };
 }
@@ -49,7 +51,9 @@ function args(text, i) {
 }
 
 const mutants = [];
-for (const file of readdirSync(join(root, 'kernels/cuda')).filter((f) => /\.(cu|cuh)$/.test(f)).sort()) {
+// node test/cuda/mutate.mjs [file...]: only the mutants of those files of kernels/cuda/.
+const only = process.argv.slice(2);
+for (const file of readdirSync(join(root, 'kernels/cuda')).filter((f) => /\.(cu|cuh)$/.test(f) && (!only.length || only.includes(f))).sort()) {
   const text = readFileSync(join(root, 'kernels/cuda', file), 'utf8');
   const lineOf = (i) => text.slice(0, i).split('\n').length;
   const inComment = (i) => /\/\//.test(text.slice(text.lastIndexOf('\n', i) + 1, i));
@@ -69,17 +73,24 @@ for (const file of readdirSync(join(root, 'kernels/cuda')).filter((f) => /\.(cu|
   }
 }
 
+const testSources = readdirSync(join(root, 'test/cuda')).filter((f) => f.endsWith('_test.cu'))
+  .map((f) => readFileSync(join(root, 'test/cuda', f), 'utf8')).join('\n');
 const t0 = Date.now();
 const baseErr = build();
 if (baseErr) { console.error(`cuda:mutate: the unmutated kernels do not build:\n${baseErr}`); process.exit(1); }
-if (!runTests().ok) { console.error('cuda:mutate: the unmutated kernels fail their tests'); process.exit(1); }
+const filterOf = (file) => {
+  const op = file.replace(/\.(cu|cuh)$/, '');
+  return testSources.includes(`LAB_TEST("${op}: `) ? `${op}:` : '';
+};
+const baseFilters = only.length ? [...new Set(only.map(filterOf))] : [''];
+if (!baseFilters.every((f) => runTests(f).ok)) { console.error('cuda:mutate: the unmutated kernels fail their tests'); process.exit(1); }
 let survived = 0;
 for (const m of mutants) {
   const path = join(root, kdir, m.file);
   const original = readFileSync(path, 'utf8');
   writeFileSync(path, m.text);
   const err = build();
-  const r = err ? { ok: false, firstFail: 'did not compile' } : runTests();
+  const r = err ? { ok: false, firstFail: 'did not compile' } : runTests(filterOf(m.file));
   writeFileSync(path, original);
   if (r.ok) survived++;
   console.log(`${r.ok ? 'SURVIVED' : 'killed  '}  kernels/cuda/${m.file}:${m.line}  ${m.what}${r.ok ? '' : `  (${r.firstFail.slice(0, 160)})`}`);

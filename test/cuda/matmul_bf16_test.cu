@@ -1,0 +1,131 @@
+// matmul_bf16_cuda against the CPU op (kernels/cpu/matmul_bf16.cc) at gpt-oss's projections
+// (QKV 5120 x 2880, the attention output 2880 x 4096 with the residual add, the router 32 and
+// 128 x 2880 for 20b and 120b: the two models share these shapes), the unembedding's code path
+// (4 rows per warp, which the launcher takes from 32768 rows, forced on 70 rows: 201,088 x 2880
+// would take minutes under the emulator), odd row
+// counts (1, 33, 511), odd K on the scalar path, padded rows, and more tokens than one launch
+// takes; outputs NaN-poisoned before every call.
+#include <algorithm>
+
+#include "kernels/cuda/matmul_bf16.cuh"
+#include "test/cuda/harness.h"
+
+namespace {
+// Tolerance, per output, relative to S = sum_k |x_k w_k| + |b| (+ |y| when accumulating): both
+// sides are f32 sums of the same exact products (bf16 x f32 fits an f32 FMA). Recursive f32
+// summation of chains of length L errs by at most about L * u * S (u = 2^-24). The GPU's lanes
+// chain K / 32 products each, then 5 shuffle levels and the bias; the CPU's SIMD lanes chain at
+// most K / 8, then a horizontal sum and the bias. So |gpu - cpu| <= (K / 32 + K / 8 + 12) u S, a
+// bound, not an estimate (never flaky), and still below what dropping one product changes
+// (~ S / K).
+double tolerance(int K) { return (K / 32.0 + K / 8.0 + 12.0) * std::ldexp(1.0, -24); }
+
+struct Case {
+  int T, N, K;
+  int64_t ldx, ldy;
+  bool bias, accumulate;
+  int rows_per_warp = 0;
+};
+
+// every_schedule false: once, under the forward schedule (the real shapes, for the emulator's
+// time; their small-shape siblings run the same code under all four schedules).
+void check(const Case& c, uint64_t seed, bool every_schedule = true) {
+  lab::Rng r(seed);
+  std::vector<float> x(size_t(c.T) * c.ldx);
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  std::vector<uint16_t> w(size_t(c.N) * c.K), b(c.bias ? c.N : 0);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  std::vector<float> y0(size_t(c.T) * c.ldy);
+  for (auto& v : y0) v = r.uniform(-4.f, 4.f);
+  std::vector<float> want = y0;
+  std::vector<float> scratch(size_t(c.T) * c.K + 16);
+  gptoss::matmul_bf16_cpu({x.data(), c.ldx, w.data(), c.bias ? b.data() : nullptr, want.data(), c.ldy, c.T, c.N, c.K,
+                           c.accumulate, scratch.data()});
+  lab::DeviceBuf<float> dx(x), dy(y0.size());
+  lab::DeviceBuf<uint16_t> dw(w), db(std::max<size_t>(1, b.size()));
+  if (c.bias) db.upload(b);
+  const double tol = tolerance(c.K);
+  auto run = [&] {
+    if (c.accumulate) dy.upload(y0);
+    else cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+    gptoss::matmul_bf16_cuda({dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr},
+                             nullptr, c.rows_per_warp);
+    const std::vector<float> got = dy.download();
+    for (int t = 0; t < c.T; ++t)
+      for (int n = 0; n < c.N; ++n) {
+        double S = (c.bias ? std::fabs(lab::bf16_to_f32(b[n])) : 0.0) + (c.accumulate ? std::fabs(y0[t * c.ldy + n]) : 0.0);
+        for (int k = 0; k < c.K; ++k) S += std::fabs(double(x[t * c.ldx + k]) * lab::bf16_to_f32(w[size_t(n) * c.K + k]));
+        const size_t i = size_t(t) * c.ldy + n;
+        const double e = std::fabs(double(got[i]) - want[i]) / (S + 1e-30);
+        LAB_CHECK(e <= tol, "T %d N %d K %d: y[%d, %d] = %.9g, CPU %.9g: error %.3g S > %.3g S", c.T, c.N, c.K, t, n, got[i],
+                  want[i], e, tol);
+      }
+    // Columns past N in padded rows are never written.
+    for (int t = 0; t < c.T; ++t)
+      for (int64_t n = c.N; n < c.ldy; ++n)
+        if (!c.accumulate) LAB_CHECK(std::isnan(got[t * c.ldy + n]), "wrote y[%d, %lld] past N", t, (long long)n);
+  };
+  if (every_schedule) lab::for_each_schedule(run);
+  else run();
+}
+}  // namespace
+
+LAB_TEST("matmul_bf16: CUDA matches CPU at the QKV projection (5120 x 2880, bias), 1 token") {
+  if (!lab::quick()) check({1, 5120, 2880, 2880, 5120, true, false}, 11, false);
+  check({2, 40, 2880, 2880, 40, true, false}, 111);
+}
+LAB_TEST("matmul_bf16: CUDA matches CPU at the attention output's K (4096) accumulating into the residual, 3 tokens") {
+  check({3, 24, 4096, 4096, 2880, true, true}, 12);
+}
+LAB_TEST("matmul_bf16: CUDA matches CPU at the router (32 x 2880) and odd row counts (1, 33, 511)") {
+  check({2, 32, 2880, 2880, 32, true, false}, 13);
+  check({1, 1, 2880, 2880, 1, true, false}, 15);
+  check({4, 33, 2880, 2884, 40, false, false}, 16);
+  check({1, 511, 512, 512, 511, true, false}, 17, false);
+}
+LAB_TEST("matmul_bf16: CUDA matches CPU on the unembedding's path (4 rows a warp, taken from 32768 rows; no bias)") {
+  LAB_CHECK(gptoss::matmul_bf16_rows_per_warp_cuda(201088) == 4 && gptoss::matmul_bf16_rows_per_warp_cuda(5120) == 1,
+            "the unembedding no longer takes 4 rows per warp");
+  Case c{2, 70, 2880, 2880, 72, false, false};
+  c.rows_per_warp = 4;  // 3 blocks of 32 rows, the last ragged
+  check(c, 18);
+}
+LAB_TEST("matmul_bf16: CUDA matches CPU on the scalar path (odd K, unaligned rows) and past one launch's tokens") {
+  check({3, 33, 33, 35, 37, true, false}, 19);
+  check({2, 17, 511, 511, 17, true, true}, 20);
+  check({7, 40, 96, 100, 41, true, false}, 21);  // 4 + 3 tokens in two launches
+}
+LAB_TEST("matmul_bf16: a token's output is bit-identical alone and in a batch of 4") {
+  const int N = 96, K = 2880;
+  lab::Rng r(22);
+  std::vector<float> x(size_t(4) * K);
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  std::vector<uint16_t> w(size_t(N) * K), b(N);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  lab::DeviceBuf<float> dx(x), d4(size_t(4) * N), d1(N);
+  lab::DeviceBuf<uint16_t> dw(w), db(b);
+  gptoss::matmul_bf16_cuda({dx.p, K, dw.p, db.p, d4.p, N, 4, N, K, false, nullptr}, nullptr);
+  const std::vector<float> all = d4.download();
+  for (int t = 0; t < 4; ++t) {
+    gptoss::matmul_bf16_cuda({dx.p + t * K, K, dw.p, db.p, d1.p, N, 1, N, K, false, nullptr}, nullptr);
+    const std::vector<float> one = d1.download();
+    LAB_CHECK(std::memcmp(one.data(), all.data() + t * N, N * 4) == 0, "token %d differs alone and batched", t);
+  }
+}
+LAB_TEST("matmul_bf16: bad shapes are ERR_INVALID_ARGUMENT before any launch") {
+  std::vector<float> x(16), y(16);
+  std::vector<uint16_t> w(16);
+  auto code = [&](gptoss::MatmulBf16Args a) {
+    try {
+      gptoss::matmul_bf16_cuda(a, nullptr);
+    } catch (const gptoss::Error& e) {
+      return e.code;
+    }
+    return std::string("none");
+  };
+  LAB_CHECK(code({x.data(), 2, w.data(), nullptr, y.data(), 4, 1, 4, 4, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx < K accepted");
+  LAB_CHECK(code({x.data(), 20000, w.data(), nullptr, y.data(), 4, 1, 1, 20000, false, nullptr}) == "ERR_INVALID_ARGUMENT",
+            "K past the shared-memory limit accepted");
+}
