@@ -25,13 +25,14 @@ export function deviceInfo(): DeviceInfo {
  * GPU is usable. The addon refuses such a program too; this says so before a checkpoint is read.
  */
 export function assertDevice(device: Device): void {
-  if (addon().devices.includes(device)) return;
   if (device === 'cuda') {
     const info = addon().deviceInfo().cuda;
     if (!info.built) throw new UnsupportedError(`device 'cuda': ${info.error ?? 'this addon was built without CUDA'}`);
     if (!info.available) throw new DeviceError(`device 'cuda': no usable GPU (${info.error ?? 'no device'})`);
-    throw new UnsupportedError(`device 'cuda': ${info.name} found, but this build has no CUDA backend yet; use device 'cpu'`);
+    if (addon().devices.includes(device)) return;
+    throw new UnsupportedError(`device 'cuda': ${info.name} found, but this build has no CUDA backend; use device 'cpu'`);
   }
+  if (addon().devices.includes(device)) return;
   throw new UnsupportedError(`device '${device}': this addon has no backend for it (it has ${addon().devices.join(', ')})`);
 }
 

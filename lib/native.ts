@@ -132,6 +132,8 @@ export interface DeviceInfo {
   cpu: { simd: 'avx512' | 'avx2' | 'generic'; threads: number };
   cuda: {
     built: boolean;
+    /** The emulated build (npm run build:cuda-emu): the CPU runs the CUDA kernels; not a GPU. */
+    emulated: boolean;
     available: boolean;
     deviceCount: number;
     error?: string;
@@ -153,6 +155,8 @@ export interface Addon {
   planMemory(spec: ProgramSpec, vocab: number): ProgramMemory;
   /** Devices this build has a backend for. */
   devices: Device[];
+  /** The ops each of those backends implements in this build. */
+  deviceOps: Record<Device, string[]>;
   abiVersion: number;
 }
 
@@ -178,10 +182,18 @@ export function addon(): Addon {
   const require = createRequire(import.meta.url);
   const load = require('node-gyp-build') as (dir: string) => Addon;
   let raw: Addon;
+  // GPTOSS_ADDON names a specific build (the sanitizer build of `npm run test:asan`);
+  // GPTOSS_CUDA=emulate the emulated CUDA build (`npm run build:cuda-emu`).
+  const emulate = process.env.GPTOSS_CUDA === 'emulate';
+  const path = process.env.GPTOSS_ADDON ?? (emulate ? `${packageRoot}build-cuda-emu-addon/Release/gptoss.node` : undefined);
   try {
-    // GPTOSS_ADDON names a specific build (the sanitizer build of `npm run test:asan`).
-    raw = process.env.GPTOSS_ADDON ? (require(process.env.GPTOSS_ADDON) as Addon) : load(packageRoot);
+    raw = path ? (require(path) as Addon) : load(packageRoot);
   } catch (e) {
+    if (emulate && !process.env.GPTOSS_ADDON)
+      throw new UnsupportedError(
+        `GPTOSS_CUDA=emulate: the emulated CUDA build was not found (${(e as Error).message}); build it with \`npm run build:cuda-emu\``,
+        { cause: e },
+      );
     throw new UnsupportedError(
       `the native addon could not be loaded (${(e as Error).message}). ` +
         `Build it with \`npm rebuild node-gpt-oss\` (needs cmake and a C++17 compiler; nvcc adds CUDA), ` +
@@ -190,6 +202,9 @@ export function addon(): Addon {
     );
   }
   loaded = typed(raw);
+  // Said once, on stderr: device 'cuda' here is the CPU running the kernels, never a GPU.
+  if (loaded.deviceInfo().cuda.emulated)
+    process.stderr.write(`gptoss: device 'cuda' is emulated on the CPU (${path ?? 'this build'}): results are real, speed is not a GPU's\n`);
   // A variant this CPU lacks falls back to the best it has (tests ask for each one): say so once.
   const want = process.env.GPTOSS_SIMD, got = loaded.deviceInfo().cpu.simd;
   if (want !== undefined && want !== got) process.stderr.write(`gptoss: GPTOSS_SIMD=${want} is not supported by this CPU; using ${got}\n`);

@@ -18,7 +18,7 @@
 
 namespace gptoss {
 
-#ifndef GPTOSS_WITH_CUDA
+#if !defined(GPTOSS_WITH_CUDA) && !defined(GPTOSS_CUDA_EMU)
 CudaProbe cuda_probe() {
   CudaProbe p;
   p.error = "this addon was built without CUDA (a CPU-only build: nvcc was not found, or node-gyp built it)";
@@ -38,6 +38,7 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
   const CudaProbe p = cuda_probe();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("built", p.built);
+  cuda.Set("emulated", p.emulated);
   cuda.Set("available", p.count > 0);
   cuda.Set("deviceCount", p.count);
   if (!p.error.empty()) cuda.Set("error", p.error);

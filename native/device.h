@@ -8,6 +8,7 @@ Napi::Object device_exports(Napi::Env env, Napi::Object exports);
 // runtime's message when there is no driver or no device, and never aborts.
 struct CudaProbe {
   bool built = false;
+  bool emulated = false;  // the emulated build (npm run build:cuda-emu): the CPU plays the GPU
   int count = 0;
   std::string error;
   std::string name;

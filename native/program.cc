@@ -374,8 +374,15 @@ Napi::Object op_registry_exports(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", ops);
   exports.Set("planMemory", Napi::Function::New(env, PlanMemory));
   Napi::Array devices = Napi::Array::New(env);
-  for (const std::string& d : built_devices()) devices.Set(devices.Length(), d);
+  Napi::Object device_ops = Napi::Object::New(env);
+  for (const std::string& d : built_devices()) {
+    devices.Set(devices.Length(), d);
+    Napi::Array ops = Napi::Array::New(env);
+    for (const std::string& op : gptoss::device_ops(d)) ops.Set(ops.Length(), op);
+    device_ops.Set(d, ops);
+  }
   exports.Set("devices", devices);
+  exports.Set("deviceOps", device_ops);
   return exports;
 }
 

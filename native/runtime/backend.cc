@@ -3,12 +3,16 @@
 namespace gptoss {
 
 std::shared_ptr<Backend> cpu_backend();  // native/cpu/backend.cc
+#ifdef GPTOSS_CUDA_BACKEND
+std::shared_ptr<Backend> cuda_backend();  // native/cuda/backend.cc
+std::vector<std::string> cuda_ops();
+#endif
 
 std::shared_ptr<Backend> backend_for(const std::string& device) {
   if (device == "cpu") return cpu_backend();
   if (device == "cuda") {
-#ifdef GPTOSS_WITH_CUDA
-    throw Error("ERR_UNSUPPORTED", "device 'cuda': this build has the CUDA device probe but no CUDA backend yet (kernels/cuda); use device 'cpu'");
+#ifdef GPTOSS_CUDA_BACKEND
+    return cuda_backend();
 #else
     throw Error("ERR_UNSUPPORTED",
                 "device 'cuda': this addon was built without CUDA (a CPU-only build: nvcc was not found, or node-gyp built it); "
@@ -18,6 +22,21 @@ std::shared_ptr<Backend> backend_for(const std::string& device) {
   throw invalid_argument("unknown device '" + device + "' (devices: cpu, cuda)");
 }
 
-std::vector<std::string> built_devices() { return {"cpu"}; }
+std::vector<std::string> built_devices() {
+#ifdef GPTOSS_CUDA_BACKEND
+  return {"cpu", "cuda"};
+#else
+  return {"cpu"};
+#endif
+}
+
+std::vector<std::string> device_ops(const std::string& device) {
+  std::vector<std::string> ops;
+  if (device == "cpu") for_each_op([&](const char* name, auto) { ops.push_back(name); });
+#ifdef GPTOSS_CUDA_BACKEND
+  if (device == "cuda") ops = cuda_ops();
+#endif
+  return ops;
+}
 
 }  // namespace gptoss

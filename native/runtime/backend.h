@@ -26,6 +26,19 @@ struct DeviceWeights {
   std::shared_ptr<WeightStore> host;
   std::vector<const uint8_t*> ptrs;  // weight id -> bytes
   size_t device_bytes = 0;           // copies this backend made (0 on the CPU: host views)
+  std::shared_ptr<void> device;      // owns those copies (null on the CPU)
+};
+
+// A program's state on a backend whose ops run off the host (a GPU): its stream, the step's
+// inputs in device memory, captured graphs. The CPU has none (ProgramState runs its ops in line).
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+  // Runs one step's ops in order, skipping those marked logits-only when ctx.L == 0. In `ctx`,
+  // tokens, positions, logit_rows and the page tables are host memory (the runner copies them to
+  // the device); buffers, weights, logits and scratch are the backend's memory. The L logit rows
+  // end in `out` (host, [L, vocab]) when it is given.
+  virtual void step(const std::vector<AnyOp>& ops, const std::vector<bool>& logits_only, const StepContext& ctx, int vocab, float* out) = 0;
 };
 
 struct MemoryReport {
@@ -71,6 +84,12 @@ class Backend {
   static size_t sample_scratch(int V) { return sample_scratch_bytes(V) + align64(size_t(V) * 4); }
 
   virtual MemoryReport memory() const = 0;
+
+  // ERR_UNSUPPORTED naming the op when this backend has no implementation of it (checked when a
+  // program is built, never a silent fallback to another device).
+  virtual void check_supported(const AnyOp&) const {}
+  // The program's runner on a backend that has one (null: ops run in line through run()).
+  virtual std::unique_ptr<StepRunner> runner(const ScratchPlan&, size_t /*logits_bytes*/) { return nullptr; }
 };
 
 // The backend for a device name ("cpu", "cuda"); ERR_UNSUPPORTED naming what this build lacks
@@ -78,5 +97,7 @@ class Backend {
 std::shared_ptr<Backend> backend_for(const std::string& device);
 // Devices this build has a backend for.
 std::vector<std::string> built_devices();
+// The ops a device's backend implements in this build (without opening the device).
+std::vector<std::string> device_ops(const std::string& device);
 
 }  // namespace gptoss

@@ -143,6 +143,7 @@ ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore>
       } else {
         c.name = op_name(op_kind(ops_[i]));
         gptoss::check(o, c, limits_of(o, limits));  // the op's rules (kernels/<op>.h)
+        backend_->check_supported(ops_[i]);
         LogitsRowsField lr;
         o.fields(lr);
         logits_only_.push_back(lr.set);
@@ -185,6 +186,13 @@ ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore>
   if (memory_.logits) logits_ = reinterpret_cast<float*>(arena_ + at);
   at += memory_.logits;
   scratch_ = arena_ ? arena_ + at : nullptr;
+  if (!backend_->host_memory()) {
+    runner_ = backend_->runner(ScratchPlan{max_tokens_, max_context_, backend_->threads()}, memory_.logits);
+    if (vocab_ > 0) {
+      host_scratch_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, align64(Backend::sample_scratch(vocab_)))));
+      if (!host_scratch_) throw Error("ERR_OUT_OF_MEMORY", "cannot allocate the sampler's host scratch");
+    }
+  }
   release.p = nullptr;
 }
 
@@ -290,9 +298,10 @@ std::vector<RowResult> ProgramState::step(const StepInput& in) {
                   logits, {}, &rope_, scratch_, memory_.scratch};
   for (int type = 0; type < 2; ++type)
     ctx.pages[type] = KvPages{in.seqs.data(), in.tables[type].table.data(), in.tables[type].ring, in.tables[type].page_size};
-  const bool profile = profile_enabled_;
+  const bool profile = profile_enabled_ && !runner_;
   if (profile) ++profile_runs_;
-  for (const AnyOp& op : ops_) {
+  if (runner_) runner_->step(ops_, logits_only_, ctx, vocab_, in.out);
+  else for (const AnyOp& op : ops_) {
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     // Ops on the logit rows only have nothing to do when no row wants logits.
     if (L == 0 && logits_only_[size_t(&op - ops_.data())]) continue;
@@ -303,7 +312,10 @@ std::vector<RowResult> ProgramState::step(const StepInput& in) {
     }
   }
   backend_->synchronize();
-  if (L > 0 && !backend_->host_memory()) backend_->download(in.out, logits_, size_t(L) * size_t(vocab_) * 4);
+  if (L > 0 && !backend_->host_memory() && !runner_) backend_->download(in.out, logits_, size_t(L) * size_t(vocab_) * 4);
+  // Off the host, the rows are sampled from their copy in `out` with host scratch.
+  if (!backend_->host_memory()) logits = in.out;
+  uint8_t* draw_scratch = backend_->host_memory() ? scratch_ : host_scratch_.get();
 
   std::vector<RowResult> results(static_cast<size_t>(L));
   for (size_t i = 0; i < in.sampling.size(); ++i) {
@@ -312,10 +324,10 @@ std::vector<RowResult> ProgramState::step(const StepInput& in) {
     const float* row = logits + i * size_t(vocab_);
     RowResult& r = results[i];
     try {
-      r.draw = backend_->sample(row, vocab_, *in.sampling[i], in.rngs[i], scratch_);
+      r.draw = backend_->sample(row, vocab_, *in.sampling[i], in.rngs[i], draw_scratch);
       r.sampled = true;
       if (i < in.top_logprobs.size() && in.top_logprobs[i] >= 0) {
-        r.logprobs = backend_->logprobs(row, vocab_, r.draw.token, in.top_logprobs[i], scratch_);
+        r.logprobs = backend_->logprobs(row, vocab_, r.draw.token, in.top_logprobs[i], draw_scratch);
         r.has_logprobs = true;
       }
     } catch (const Error& err) {

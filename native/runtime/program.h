@@ -115,6 +115,9 @@ class ProgramState {
   uint8_t* arena_ = nullptr;
   uint8_t* scratch_ = nullptr;
   float* logits_ = nullptr;  // [max_tokens, vocab] on a backend whose memory the host cannot read
+  // On such a backend: its runner (stream, step inputs, graphs) and the sampler's host scratch.
+  std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<uint8_t, void (*)(void*)> host_scratch_{nullptr, std::free};
   ProgramMemory memory_;
   // Per layer type ([0] full attention, [1] sliding window): whether the model has it and the
   // smallest KV pool among its layers.

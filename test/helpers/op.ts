@@ -19,8 +19,10 @@ export interface OpRun {
   pages?: { seqs: number[]; full: { table: number[]; ring: number; pageSize: number }; sliding?: { table: number[]; ring: number; pageSize: number } };
 }
 
-/** The devices this build can run ops on: every op test runs on each. */
-export const opDevices = (): Device[] => addon().devices;
+/** The devices this build can run `op` on: each op test runs on each. A device whose backend
+ * lacks the op's kernel in this build is left out (the CUDA kernels land one by one; a program
+ * with such an op is refused with ERR_UNSUPPORTED naming it). */
+export const opDevices = (op?: string): Device[] => addon().devices.filter((d) => !op || (addon().deviceOps[d] ?? []).includes(op));
 
 export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
   const { Weights, Program } = addon();

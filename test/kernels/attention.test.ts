@@ -30,7 +30,7 @@ function reference(q: Float32Array, kc: Float32Array, vc: Float32Array, sinks: F
   return out;
 }
 
-describe.each(opDevices())('attention (%s)', (device) => {
+describe.each(opDevices('attention'))('attention (%s)', (device) => {
   for (const window of [0, 1, 3, 128]) {
     it(`matches float64 with sinks and window ${window || 'none (full causal)'}`, async () => {
       const r = rng(window + 5);

@@ -6,7 +6,7 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 // embed: x[t, :] = table[tokens[t], :], bf16 -> f32 (exact), into rows of a wider buffer.
 const V = 37, H = 33;
 
-describe.each(opDevices())('embed (%s)', (device) => {
+describe.each(opDevices('embed'))('embed (%s)', (device) => {
   it('copies each token\'s row of the bf16 table exactly, the same token twice alike, columns past H untouched', async () => {
     const r = rng(7);
     const table = bf16Bytes(Array.from({ length: V * H }, () => 4 * r() - 2));

@@ -37,7 +37,7 @@ async function append(device: 'cpu' | 'cuda', dtype: 'f32' | 'bf16', window: num
   return { x, kc: read(out.kc), vc: read(out.vc) };
 }
 
-describe.each(opDevices())('kv_append (%s)', (device) => {
+describe.each(opDevices('kv_append'))('kv_append (%s)', (device) => {
   for (const [dtype, window] of [['f32', 0], ['bf16', 0], ['f32', 5]] as const) {
     it(`writes K and V of interleaved sequences at their fragmented pages (${dtype} pool, ${window ? 'sliding-window' : 'full'} layer's table)`, async () => {
       const { x, kc, vc } = await append(device, dtype, window);

@@ -5,7 +5,7 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // Y (+)= X W^T + b with bf16 W, through the GEMV path (T <= 4) and the tiled path (T > 4), at
 // widths that leave SIMD tails (K = 72, N = 33).
-describe.each(opDevices())('matmul_bf16 (%s)', (device) => {
+describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
   for (const [T, N, K] of [[1, 33, 72], [3, 33, 64], [5, 33, 72], [33, 70, 2880 / 10]]) {
     for (const accumulate of [0, 1]) {
       it(`T=${T} N=${N} K=${K}${accumulate ? ', accumulating into the output' : ''} matches float64`, async () => {

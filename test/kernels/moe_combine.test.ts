@@ -4,7 +4,7 @@ import { relErr, rng } from '../helpers/checkpoint.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // moe_combine: x[t] += sum_j weight[t, j] * y[t * k + j] (gpt-oss-spec.md §2.7 step 5), against float64.
-describe.each(opDevices())('moe_combine (%s)', (device) => {
+describe.each(opDevices('moe_combine'))('moe_combine (%s)', (device) => {
   for (const [T, k, H] of [[1, 4, 2880], [3, 4, 33], [5, 1, 64]] as const) {
     it(`T=${T} k=${k} H=${H}: adds the routing-weighted expert outputs to the residual`, async () => {
       const r = rng(T * 31 + k + H);

@@ -61,7 +61,7 @@ async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
   return f32(out.y);
 }
 
-describe.each(opDevices())('moe_mxfp4 (%s)', (device) => {
+describe.each(opDevices('moe_mxfp4'))('moe_mxfp4 (%s)', (device) => {
   for (const T of [1, 2, 3, 33]) {
     it(`matches the float64 reference for T = ${T} tokens spread over the experts`, async () => {
       const d = setup(T, (t, j) => (t * 3 + j * 2) % E, T);

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
-describe.each(opDevices())('rmsnorm (%s)', (device) => {
+describe.each(opDevices('rmsnorm'))('rmsnorm (%s)', (device) => {
   it('y = g * x / sqrt(mean(x^2) + eps) per row, gain in bf16', async () => {
     const r = rng(3);
     const T = 3, H = 33;

@@ -4,7 +4,7 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // YaRN frequencies and concentration (gpt-oss-spec.md §2.5, sample values listed there), read
 // back from the rotation of unit vectors at position 1.
-describe.each(opDevices())('rope (%s)', (device) => {
+describe.each(opDevices('rope'))('rope (%s)', (device) => {
   it('rotates pair (i, i+32) by omega_i with the YaRN sample frequencies, scaled by the concentration', async () => {
     const D = 64, heads = 2; // one q head, one k head
     const x = new Float32Array(heads * D);

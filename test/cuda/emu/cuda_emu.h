@@ -106,6 +106,11 @@ const char* schedule_name(Schedule s);
 // Runs every block of the grid, one at a time; throws Error when a rule is broken.
 void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t dynamic_smem, std::function<void()> body);
 
+// Graph capture for the emulated runtime (native/cuda/runtime_emu.cc): while a hook is set, each
+// launch is handed to it as a closure that runs the launch later (on replay), instead of running.
+using CaptureHook = std::function<void(std::function<void()> replay)>;
+void set_capture_hook(CaptureHook hook);
+
 // The launch syntax's emulation: the arguments are evaluated once, on the host, as with <<<>>>.
 template <class K, class... A>
 void launch_kernel(const char* name, Site s, dim3 grid, dim3 block, size_t smem, K kernel, A... args) {

@@ -507,8 +507,17 @@ const char* schedule_name(Schedule s) {
   return s == Schedule::Forward ? "forward" : s == Schedule::Reverse ? "reverse" : "random";
 }
 
+namespace {
+CaptureHook g_capture;
+}
+void set_capture_hook(CaptureHook hook) { g_capture = std::move(hook); }
+
 void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
   if (L) throw Error(fmt("cuda-emu: %s launched from inside a kernel at %s:%d", kernel, site.file, site.line));
+  if (g_capture) {  // a stream being captured: record the launch, run it when the graph is replayed
+    g_capture([=] { launch(kernel, site, grid, block, smem, body); });
+    return;
+  }
   const size_t n = size_t(block.x) * block.y * block.z;
   if (n == 0 || n > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     throw Error(fmt("cuda-emu: %s launched at %s:%d with an invalid configuration grid (%u,%u,%u) block (%u,%u,%u)", kernel,

@@ -1,0 +1,589 @@
+// The CUDA backend: device memory through the runtime layer (gpu.h: the CUDA runtime on a GPU, the
+// kernel lab's emulator in the emulated build), the weights uploaded once per store through pinned
+// staging, each op dispatched to its launcher in kernels/cuda/<op>.cuh on the program's stream,
+// and a step of up to kGraphTokens tokens captured once as a graph per shape and replayed.
+//
+// An op whose kernel is not in this build is refused when the program is built (ERR_UNSUPPORTED
+// naming the op): never a silent fallback to the CPU.
+//
+// Sampling, first version: the step's logit rows are copied back to the host (the caller asked
+// for them in `out` anyway) and drawn by the CPU sampler (kernels/cpu/sample.cc) on host scratch.
+// A device-side reduction that copies back only what the sampler needs is still to come.
+#include <algorithm>
+#include <cstdlib>
+#include <tuple>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "native/device.h"
+#include "native/cuda/gpu.h"
+#include "native/cuda/gather_rows.cuh"
+#include "native/runtime/backend.h"
+
+// The launchers of the kernels this build has (kernels/cuda/<op>.cuh).
+#include "kernels/cuda/rmsnorm.cuh"
+#if __has_include("kernels/cuda/embed.cuh")
+#include "kernels/cuda/embed.cuh"
+#define GPTOSS_CUDA_HAS_embed 1
+#endif
+#if __has_include("kernels/cuda/matmul_bf16.cuh")
+#include "kernels/cuda/matmul_bf16.cuh"
+#define GPTOSS_CUDA_HAS_matmul_bf16 1
+#endif
+#if __has_include("kernels/cuda/rope.cuh")
+#include "kernels/cuda/rope.cuh"
+#define GPTOSS_CUDA_HAS_rope 1
+#endif
+#if __has_include("kernels/cuda/kv_append.cuh")
+#include "kernels/cuda/kv_append.cuh"
+#define GPTOSS_CUDA_HAS_kv_append 1
+#endif
+#if __has_include("kernels/cuda/attention.cuh")
+#include "kernels/cuda/attention.cuh"
+#define GPTOSS_CUDA_HAS_attention 1
+#endif
+#if __has_include("kernels/cuda/router_topk.cuh")
+#include "kernels/cuda/router_topk.cuh"
+#define GPTOSS_CUDA_HAS_router_topk 1
+#endif
+#if __has_include("kernels/cuda/moe_mxfp4.cuh")
+#include "kernels/cuda/moe_mxfp4.cuh"
+#define GPTOSS_CUDA_HAS_moe_mxfp4 1
+#endif
+#include "kernels/cuda/moe_combine.cuh"
+#define GPTOSS_CUDA_HAS_rmsnorm 1
+#define GPTOSS_CUDA_HAS_moe_combine 1
+
+namespace gptoss {
+namespace {
+
+// Whether kernels/cuda has each op, as constants (the #if above, one per op).
+#ifdef GPTOSS_CUDA_HAS_embed
+constexpr bool kHas_embed = true;
+#else
+constexpr bool kHas_embed = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+constexpr bool kHas_matmul_bf16 = true;
+#else
+constexpr bool kHas_matmul_bf16 = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_rope
+constexpr bool kHas_rope = true;
+#else
+constexpr bool kHas_rope = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_kv_append
+constexpr bool kHas_kv_append = true;
+#else
+constexpr bool kHas_kv_append = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_attention
+constexpr bool kHas_attention = true;
+#else
+constexpr bool kHas_attention = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_router_topk
+constexpr bool kHas_router_topk = true;
+#else
+constexpr bool kHas_router_topk = false;
+#endif
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4
+constexpr bool kHas_moe_mxfp4 = true;
+#else
+constexpr bool kHas_moe_mxfp4 = false;
+#endif
+constexpr bool kHas_rmsnorm = true;
+constexpr bool kHas_moe_combine = true;
+
+bool op_has_kernel(OpKind k) {
+  switch (k) {
+#define GPTOSS_X(name, Prefix) \
+  case OpKind::Prefix: return kHas_##name;
+    GPTOSS_OPS(GPTOSS_X)
+#undef GPTOSS_X
+  }
+  return false;
+}
+
+// Steps of at most this many tokens (decode, and small batches of it) run as a captured graph.
+constexpr int kGraphTokens = 64;
+// Graphs kept per program (one per step shape seen); the oldest goes when a new one is needed.
+constexpr size_t kMaxGraphs = 32;
+// Pinned staging for the weight upload: two buffers, so one fills while the other copies.
+constexpr size_t kStagingBytes = size_t(32) << 20;
+
+// What one op's launch needs besides its fields: the step's device-side context and stream.
+struct Launch {
+  const StepContext& c;  // device pointers throughout
+  cudaStream_t s;
+  const ScratchPlan& plan;
+  const float* rope_omega;  // [head_dim / 2] device
+};
+
+[[noreturn]] void no_kernel(const char* op) {
+  throw Error("ERR_UNSUPPORTED", std::string("device 'cuda': op ") + op + " has no CUDA kernel in this build yet (kernels/cuda/" + op +
+                                     ".cu); run it on device 'cpu'");
+}
+
+void launch_op(const EmbedOp& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_embed
+  embed_cuda({l.c.tokens, l.c.bf16(o.w), l.c.f32(o.y), l.c.ld(o.y), l.c.T, o.H}, l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("embed");
+#endif
+}
+
+void launch_op(const RmsnormOp& o, const Launch& l) {
+  const StepContext& c = l.c;
+  if (!o.logits_rows) {
+    rmsnorm_cuda({c.f32(o.x), c.ld(o.x), c.bf16(o.w), c.f32(o.y), c.ld(o.y), c.T, o.H, o.eps}, l.s);
+    return;
+  }
+  // The final norm: the logit rows gathered into rows [0, L) of y, then normalised in place.
+  if (o.x.id == o.y.id) throw invalid_argument("rmsnorm: on device 'cuda' the logits-rows norm needs y apart from x");
+  gather_rows_cuda(c.f32(o.x), c.ld(o.x), c.logit_rows, c.L, o.H, c.f32(o.y), c.ld(o.y), l.s);
+  rmsnorm_cuda({c.f32(o.y), c.ld(o.y), c.bf16(o.w), c.f32(o.y), c.ld(o.y), c.L, o.H, o.eps}, l.s);
+}
+
+void launch_op(const MatmulBf16Op& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+  const StepContext& c = l.c;
+  float* y = o.y.present() ? c.f32(o.y) + o.ycol : c.logits;
+  const int64_t ldy = o.y.present() ? c.ld(o.y) : o.N;
+  matmul_bf16_cuda({c.f32(o.x) + o.xcol, c.ld(o.x), c.bf16(o.w), c.bf16(o.b), y, ldy, o.logits_rows ? c.L : c.T, o.N, o.K, o.accumulate,
+                    nullptr},
+                   l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("matmul_bf16");
+#endif
+}
+
+void launch_op(const RopeOp& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_rope
+  const StepContext& c = l.c;
+  rope_cuda({c.f32(o.x), c.ld(o.x), c.positions, c.T, o.q_heads, o.kv_heads, o.head_dim, c.rope}, l.rope_omega, l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("rope");
+#endif
+}
+
+void launch_op(const KvAppendOp& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_kv_append
+  const StepContext& c = l.c;
+  const BufferView& kc = c.pool(o.kc);
+  kv_append_cuda({c.f32(o.x) + o.xcol, c.f32(o.x) + o.vcol, c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window),
+                  c.T, o.kv_heads * o.head_dim},
+                 l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("kv_append");
+#endif
+}
+
+void launch_op(const AttentionOp& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_attention
+  const StepContext& c = l.c;
+  const BufferView& kc = c.pool(o.kc);
+  attention_cuda({c.f32(o.x), c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window), c.bf16(o.w), c.f32(o.y),
+                  c.ld(o.y), c.T, o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale, c.scratch, c.scratch_bytes, 1},
+                 l.plan.max_context, l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("attention");
+#endif
+}
+
+void launch_op(const RouterTopkOp& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_router_topk
+  const StepContext& c = l.c;
+  router_topk_cuda({c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.f32(o.wt), c.T, o.E, o.k}, l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("router_topk");
+#endif
+}
+
+void launch_op(const MoeMxfp4Op& o, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4
+  const StepContext& c = l.c;
+  moe_mxfp4_cuda({c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b), c.bytes(o.w2s), c.bf16(o.b2),
+                  c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch, c.scratch_bytes, 1},
+                 l.s);
+#else
+  (void)o, (void)l;
+  no_kernel("moe_mxfp4");
+#endif
+}
+
+void launch_op(const MoeCombineOp& o, const Launch& l) {
+  const StepContext& c = l.c;
+  moe_combine_cuda({c.f32(o.x), c.ld(o.x), c.f32(o.y), c.f32(o.wt), c.T, o.k, o.H, nullptr}, l.s);
+}
+
+// Device scratch of each op's CUDA kernel.
+template <class Op>
+size_t cuda_scratch(const Op&, const ScratchPlan&) {
+  return 0;
+}
+#ifdef GPTOSS_CUDA_HAS_attention
+size_t cuda_scratch(const AttentionOp& o, const ScratchPlan& p) {
+  return attention_scratch_cuda(p.max_tokens, p.max_context, o.q_heads, o.head_dim, o.window);
+}
+#endif
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4
+size_t cuda_scratch(const MoeMxfp4Op& o, const ScratchPlan& p) { return moe_mxfp4_scratch_cuda(p.max_tokens, o.k, o.I); }
+#endif
+
+// A device allocation freed with its last owner.
+std::shared_ptr<void> device_block(size_t bytes, const std::string& what) {
+  return std::shared_ptr<void>(gpu::device_alloc(bytes, what), [](void* p) { gpu::device_free(p); });
+}
+
+// The copies of one weight store on the device: one allocation per tensor, shared between
+// snapshots (a store that grew keeps the tensors already uploaded).
+struct DeviceCopies {
+  std::vector<std::shared_ptr<void>> tensors;
+};
+
+class CudaBackend;
+
+// One program's stream, step inputs on the device, and graphs.
+class CudaRunner final : public StepRunner {
+ public:
+  explicit CudaRunner(const ScratchPlan& plan) : plan_(plan) { stream_ = gpu::stream_create(); }
+  ~CudaRunner() override {
+    for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
+    if (pinned_) gpu::pinned_free(pinned_);
+    gpu::stream_destroy(stream_);
+  }
+
+  void step(const std::vector<AnyOp>& ops, const std::vector<bool>& logits_only, const StepContext& host, int vocab, float* out) override {
+    gpu::DeviceLock lock;
+    const int T = host.T;
+    const size_t table0 = table_entries(host.pages[0], T), table1 = table_entries(host.pages[1], T);
+    ensure_inputs(table0, table1);
+    if (!omega_ && host.rope && !host.rope->omega.empty()) {  // the program's rotary frequencies, once
+      omega_ = device_block(host.rope->omega.size() * 4, "the rotary frequencies");
+      gpu::copy_h2d(omega_.get(), host.rope->omega.data(), host.rope->omega.size() * 4, stream_);
+    }
+    // The step's inputs, packed into the pinned mirror and copied in one transfer.
+    int32_t* m = pinned_;
+    std::memcpy(m + tokens_at(), host.tokens, size_t(T) * 4);
+    std::memcpy(m + positions_at(), host.positions, size_t(T) * 4);
+    std::memcpy(m + seqs_at(), host.pages[0].seq, size_t(T) * 4);
+    if (host.L) std::memcpy(m + rows_at(), host.logit_rows, size_t(host.L) * 4);
+    std::memcpy(m + table0_at(), host.pages[0].table, table0 * 4);
+    std::memcpy(m + table1_at(), host.pages[1].table, table1 * 4);
+    gpu::copy_h2d(inputs_.get(), pinned_, input_bytes(), stream_);
+
+    StepContext c = host;
+    int32_t* d = static_cast<int32_t*>(inputs_.get());
+    c.tokens = d + tokens_at();
+    c.positions = d + positions_at();
+    c.logit_rows = d + rows_at();
+    for (int t = 0; t < 2; ++t) c.pages[t] = KvPages{d + seqs_at(), d + (t ? table1_at() : table0_at()), host.pages[t].ring, host.pages[t].page_size};
+    c.rope = host.rope;
+
+    auto run_all = [&] {
+      const Launch l{c, stream_, plan_, static_cast<const float*>(omega_.get())};
+      for (size_t i = 0; i < ops.size(); ++i) {
+        if (c.L == 0 && logits_only[i]) continue;
+        std::visit([&](const auto& o) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(o)>, std::monostate>) launch_op(o, l);
+        }, ops[i]);
+      }
+    };
+    gpu::guarded_launch("device 'cuda'", [&] {
+      if (T <= kGraphTokens && graphs_enabled()) {
+        const Key key{T, host.L, host.pages[0].ring, host.pages[0].page_size, host.pages[1].ring, host.pages[1].page_size};
+        auto it = graphs_.find(key);
+        if (it == graphs_.end()) {
+          if (graphs_.size() >= kMaxGraphs) {
+            gpu::graph_destroy(graphs_.begin()->second);
+            graphs_.erase(graphs_.begin());
+          }
+          gpu::capture_begin(stream_);
+          try {
+            run_all();
+          } catch (...) {
+            gpu::capture_abort(stream_);
+            throw;
+          }
+          it = graphs_.emplace(key, gpu::capture_end(stream_)).first;
+          ++captured_;
+        }
+        gpu::graph_launch(it->second, stream_);
+        ++replayed_;
+      } else {
+        run_all();
+      }
+    });
+    if (out && host.L) gpu::copy_d2h(out, c.logits, size_t(host.L) * size_t(vocab) * 4, stream_);
+    gpu::stream_sync(stream_);
+  }
+
+ private:
+  struct Key {
+    int T, L, ring0, page0, ring1, page1;
+    bool operator<(const Key& o) const {
+      return std::tie(T, L, ring0, page0, ring1, page1) < std::tie(o.T, o.L, o.ring0, o.page0, o.ring1, o.page1);
+    }
+  };
+  static bool graphs_enabled() {
+    const char* e = std::getenv("GPTOSS_CUDA_GRAPHS");
+    return !(e && std::strcmp(e, "0") == 0);
+  }
+  // The page-table entries the step's kernels may read: the rows of the sequences it names.
+  static size_t table_entries(const KvPages& p, int T) {
+    int32_t S = 0;
+    for (int t = 0; t < T; ++t) S = std::max(S, p.seq[t] + 1);
+    return size_t(p.ring) * size_t(S);
+  }
+  // Offsets (in int32s) of each input in the packed region.
+  size_t tokens_at() const { return 0; }
+  size_t positions_at() const { return size_t(plan_.max_tokens); }
+  size_t seqs_at() const { return 2 * size_t(plan_.max_tokens); }
+  size_t rows_at() const { return 3 * size_t(plan_.max_tokens); }
+  size_t table0_at() const { return 4 * size_t(plan_.max_tokens); }
+  size_t table1_at() const { return table0_at() + cap0_; }
+  size_t input_bytes() const { return (table1_at() + cap1_) * 4; }
+
+  // Grows the packed region to hold the page tables (their addresses change: graphs recorded
+  // against the old ones are dropped).
+  void ensure_inputs(size_t t0, size_t t1) {
+    if (inputs_ && t0 <= cap0_ && t1 <= cap1_) return;
+    for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
+    graphs_.clear();
+    cap0_ = std::max(cap0_, std::max<size_t>(t0, 64) * 2);
+    cap1_ = std::max(cap1_, std::max<size_t>(t1, 64) * 2);
+    inputs_.reset();
+    if (pinned_) gpu::pinned_free(pinned_);
+    pinned_ = nullptr;
+    inputs_ = device_block(input_bytes(), "a step's inputs");
+    pinned_ = static_cast<int32_t*>(gpu::pinned_alloc(input_bytes()));
+  }
+
+  ScratchPlan plan_;
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<void> omega_, inputs_;
+  int32_t* pinned_ = nullptr;
+  size_t cap0_ = 0, cap1_ = 0;
+  std::map<Key, gpu::Graph> graphs_;
+
+ public:
+  int captured_ = 0, replayed_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const gpu::DeviceProps& props) : props_(props) {}
+  const char* name() const override { return "cuda"; }
+  const OpLimits& limits() const override {
+    static const OpLimits l{};  // the CUDA kernels' own bounds are checked in check_supported
+    return l;
+  }
+  bool host_memory() const override { return false; }
+  int threads() const override { return 1; }
+
+  void* allocate(size_t bytes, const std::string& what) override {
+    void* p = gpu::device_alloc(bytes, what);
+    allocated_ += int64_t(bytes);
+    return p;
+  }
+  void release(void* p, size_t bytes) override {
+    gpu::device_free(p);
+    allocated_ -= int64_t(bytes);
+  }
+  // Plain synchronous copies (program construction, tests): on the default stream.
+  void zero(void* p, size_t bytes) override {
+    gpu::DeviceLock lock;
+    gpu::fill_zero(p, bytes, nullptr);
+    gpu::stream_sync(nullptr);
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    gpu::DeviceLock lock;
+    gpu::copy_h2d(dst, src, bytes, nullptr);
+    gpu::stream_sync(nullptr);
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    gpu::DeviceLock lock;
+    gpu::copy_d2h(dst, src, bytes, nullptr);
+    gpu::stream_sync(nullptr);
+  }
+
+  std::shared_ptr<const DeviceWeights> upload_weights(const std::shared_ptr<WeightStore>& store) override {
+    std::lock_guard<std::mutex> g(upload_mu_);
+    auto& slot = cache_[store.get()];
+    std::shared_ptr<const DeviceWeights> have = slot.lock();
+    if (have && have->ptrs.size() == store->tensors.size()) return have;
+    auto copies = std::make_shared<DeviceCopies>();
+    if (have) *copies = *static_cast<const DeviceCopies*>(have->device.get());
+    upload_tensors(*store, *copies);
+    auto w = std::make_shared<DeviceWeights>();
+    w->host = store;
+    size_t bytes = 0;
+    for (size_t i = 0; i < copies->tensors.size(); ++i) {
+      w->ptrs.push_back(static_cast<const uint8_t*>(copies->tensors[i].get()));
+      bytes += store->tensors[i].bytes;
+    }
+    w->device_bytes = bytes;
+    w->device = copies;
+    slot = w;
+    return w;
+  }
+
+  size_t scratch_bytes(const AnyOp& op, const ScratchPlan& plan) const override {
+    return std::visit([&](const auto& o) -> size_t {
+      if constexpr (std::is_same_v<std::decay_t<decltype(o)>, std::monostate>) return 0;
+      else return cuda_scratch(o, plan);
+    }, op);
+  }
+  void run(const AnyOp&, const StepContext&) override {
+    throw Error("ERR_INTERNAL", "device 'cuda' runs steps through its StepRunner, not op by op");
+  }
+  void synchronize() override {}
+
+  // The CPU sampler on a host copy of the row (see the file's header).
+  SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) override {
+    float* copy = reinterpret_cast<float*>(scratch + sample_scratch_bytes(V));
+    std::memcpy(copy, row, size_t(V) * 4);
+    return sample_cpu(copy, V, p, rng, gptoss::sample_scratch(scratch, V));
+  }
+  TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) override {
+    return logprobs_cpu(row, V, token, top, gptoss::sample_scratch(scratch, V));
+  }
+
+  MemoryReport memory() const override {
+    std::lock_guard<std::mutex> g(upload_mu_);
+    size_t weights = 0;
+    for (const auto& [store, w] : cache_)
+      if (auto live = w.lock()) weights += live->device_bytes;
+    return {size_t(allocated_.load()), weights};
+  }
+
+  void check_supported(const AnyOp& op) const override {
+    const OpKind k = op_kind(op);
+    if (!op_has_kernel(k)) no_kernel(op_name(k));
+#ifdef GPTOSS_CUDA_HAS_attention
+    if (auto* a = std::get_if<AttentionOp>(&op))
+      if (a->head_dim != 64 || a->q_heads / a->kv_heads > 8)
+        throw Error("ERR_UNSUPPORTED", "device 'cuda': attention's kernel takes headDim 64 and at most 8 query heads per KV head, got headDim " +
+                                           std::to_string(a->head_dim) + " and " + std::to_string(a->q_heads / a->kv_heads));
+#endif
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+    if (auto* m = std::get_if<MatmulBf16Op>(&op))
+      if (m->K > kMatmulBf16MaxKCuda)
+        throw Error("ERR_UNSUPPORTED", "device 'cuda': matmul_bf16's kernel takes K up to " + std::to_string(kMatmulBf16MaxKCuda) + ", got " +
+                                           std::to_string(m->K));
+#endif
+  }
+
+  std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override { return std::make_unique<CudaRunner>(plan); }
+
+ private:
+  // Each tensor not yet on the device: allocated, then streamed through two pinned staging
+  // buffers (one fills from the mapped file while the other copies), with progress on stderr for
+  // checkpoints over 1 GB. Where a kernel wants its own layout, this is where it is repacked
+  // (none does yet: moe_mxfp4 and matmul_bf16 read the checkpoint's layouts).
+  void upload_tensors(const WeightStore& store, DeviceCopies& copies) {
+    size_t total = 0;
+    for (size_t i = copies.tensors.size(); i < store.tensors.size(); ++i) total += store.tensors[i].bytes;
+    gpu::DeviceLock lock;
+    cudaStream_t s = gpu::stream_create();
+    void* stage[2] = {nullptr, nullptr};
+    gpu::Event done[2] = {nullptr, nullptr};
+    struct Cleanup {
+      cudaStream_t s;
+      void** stage;
+      gpu::Event* done;
+      ~Cleanup() {
+        try {
+          gpu::stream_sync(s);
+        } catch (...) {
+        }
+        for (int b = 0; b < 2; ++b) {
+          gpu::pinned_free(stage[b]);
+          gpu::event_destroy(done[b]);
+        }
+        gpu::stream_destroy(s);
+      }
+    } cleanup{s, stage, done};
+    const size_t chunk = std::min(kStagingBytes, std::max<size_t>(total, 1));
+    for (int b = 0; b < 2; ++b) {
+      stage[b] = gpu::pinned_alloc(chunk);
+      done[b] = gpu::event_create();
+    }
+    const bool report = total >= size_t(1) << 30;
+    size_t sent = 0, next_report = total / 10;
+    int b = 0;
+    bool used[2] = {false, false};
+    for (size_t i = copies.tensors.size(); i < store.tensors.size(); ++i) {
+      const TensorRef& t = store.tensors[i];
+      std::shared_ptr<void> dev = device_block(t.bytes, "weight " + t.name);
+      for (size_t off = 0; off < t.bytes; off += chunk) {
+        const size_t n = std::min(chunk, t.bytes - off);
+        if (used[b]) gpu::event_sync(done[b]);
+        std::memcpy(stage[b], t.data + off, n);
+        gpu::copy_h2d(static_cast<uint8_t*>(dev.get()) + off, stage[b], n, s);
+        gpu::event_record(done[b], s);
+        used[b] = true;
+        b ^= 1;
+        sent += n;
+        if (report && sent >= next_report) {
+          std::fprintf(stderr, "gptoss: uploading weights to %s: %.1f / %.1f GB\n", props_.name.c_str(), sent / 1e9, total / 1e9);
+          next_report += total / 10;
+        }
+      }
+      copies.tensors.push_back(std::move(dev));
+    }
+    gpu::stream_sync(s);
+  }
+
+  gpu::DeviceProps props_;
+  std::atomic<int64_t> allocated_{0};
+  mutable std::mutex upload_mu_;
+  std::map<const WeightStore*, std::weak_ptr<const DeviceWeights>> cache_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> cuda_backend() {
+  // Opened on first use; a failure (no driver, no device, busy) is reported and retried next time.
+  static std::mutex mu;
+  static std::shared_ptr<Backend> b;
+  std::lock_guard<std::mutex> g(mu);
+  if (!b) b = std::make_shared<CudaBackend>(gpu::open_device());
+  return b;
+}
+
+std::vector<std::string> cuda_ops() {
+  std::vector<std::string> ops;
+  for_each_op([&](const char* name, const auto& op) {
+    if (op_has_kernel(op_kind(AnyOp(op)))) ops.push_back(name);
+  });
+  return ops;
+}
+
+#ifdef GPTOSS_CUDA_EMU
+// deviceInfo() in the emulated build: CUDA is "available", and says it is emulated.
+CudaProbe cuda_probe() {
+  CudaProbe p;
+  p.built = true;
+  p.emulated = true;
+  const gpu::DeviceProps d = gpu::open_device();
+  p.count = 1;
+  p.name = d.name;
+  p.total_memory = d.total_memory;
+  p.cc_major = d.cc_major;
+  p.cc_minor = d.cc_minor;
+  return p;
+}
+#endif
+
+}  // namespace gptoss
