@@ -3,9 +3,10 @@
 // the GPU and replays captured graphs; skipped in a build without the CUDA backend.
 import { describe, expect, it } from 'vitest';
 
+import { runCheck } from '../lib/check.js';
 import { addon, type NativeProgram, type ProgramSpec } from '../lib/native.js';
 import type { OpSpec } from '../lib/ops.js';
-import { bf16Bytes, rng } from './helpers/checkpoint.js';
+import { bf16Bytes, fixtures, rng } from './helpers/checkpoint.js';
 
 const hasCuda = addon().devices.includes('cuda');
 const Hq = 4, Hkv = 2, D = 64, cap = 40;
@@ -146,4 +147,14 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
       weights.dispose();
     }
   });
+
+  // End to end, once every op of the model has its CUDA kernel in this build.
+  it.skipIf(missing.length > 0)(
+    `gptoss check --device cuda: every fixture, layout, mode and path within the command's tolerances${missing.length ? ` (waits for the kernels of ${missing.join(', ')})` : ''}`,
+    async () => {
+      const results = await runCheck({ fixtures, device: 'cuda' });
+      expect(results.length).toBeGreaterThan(0);
+      expect(results.filter((r) => !r.pass)).toEqual([]);
+    },
+  );
 });
