@@ -1,0 +1,257 @@
+// attention_f32 (decode): grouped-query attention with learned sinks and an optional sliding
+// window over a layer's paged KV cache (gpt-oss-spec.md §2.6); the reference is
+// kernels/cpu/attention.cc. Query t at position p sees keys [max(0, p - window + 1), p]
+// (window 0: [0, p]); logits (q . k) * scale; the sink joins the softmax as a raw logit and its
+// mass is dropped.
+//
+// Split over the keys, flash-decoding style (FlashInfer's split-KV decode, llama.cpp's
+// fattn-vec): pass 1, attention_split_f32_<cache>, takes one block of 128 threads per (split of
+// 128 keys, KV head, token). Thread j scores key j of the split against the group's query heads
+// (the queries in shared memory; the key row read straight from the page holding it: 256 B f32 or
+// 128 B bf16, whole rows per thread, 16-byte loads), each warp turns two heads' scores into their
+// max and exp-sum (xor shuffles), then warp w accumulates p * v over keys w, w + 4, ... with lane
+// l owning dims 2l, 2l + 1 of every head of the group (coalesced 256 B / 128 B value rows), and
+// the four warps' sums meet in shared memory in a fixed order. Each split leaves its max, exp-sum
+// and unnormalised output per head, the CPU op's partial layout. Pass 2, attention_merge_f32,
+// merges a token's splits in split order with the sink folded into the max and the denominator,
+// one thread per output element. Splits start at the token's first key and hold 128 keys
+// whatever the step: the result depends only on the token's position and its keys (a token is
+// computed the same way alone or batched; runs repeat bit for bit). A sliding layer's 128-key
+// window is one split.
+// Limits (checked by the launcher): head_dim 64; q_heads a multiple of kv_heads with at most 8 per
+// KV head; 1 <= T <= 65535, kv_heads <= 65535; f32 or bf16 cache; ldq, ldo >= q_heads * 64 and
+// multiples of 4, q and the caches 16-byte aligned; scratch >= attention_scratch_cuda(...).
+#include "kernels/cuda/attention.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gptoss {
+namespace cuda {
+namespace {
+constexpr int kD = 64;          // head_dim
+constexpr int kSplit = 128;     // keys per split = threads per block (one key per thread)
+constexpr int kThreads = kSplit;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxGroup = 8;    // query heads per KV head
+constexpr int kMergeThreads = 256;
+
+int64_t splits_for(int64_t max_context, int window) {
+  const int64_t keys = window > 0 ? std::min<int64_t>(window, max_context) : max_context;
+  return (keys + kSplit - 1) / kSplit;
+}
+
+// Row of the pool holding position pos of sequence s (kernels/kv_pages.h).
+__device__ __forceinline__ int64_t page_row(const KvPages& pg, int32_t s, int64_t pos) {
+  return int64_t(pg.table[int64_t(s) * pg.ring + (pos / pg.page_size) % pg.ring]) * pg.page_size + pos % pg.page_size;
+}
+
+// Four consecutive elements of a cache row as f32.
+__device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ float4 load4(const uint16_t* p) {
+  const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+  return make_float4(bf16_bits_to_f32(u.x & 0xffffu), bf16_bits_to_f32(u.x >> 16), bf16_bits_to_f32(u.y & 0xffffu),
+                     bf16_bits_to_f32(u.y >> 16));
+}
+// Two consecutive elements.
+__device__ __forceinline__ float2 load2(const float* p) { return __ldg(reinterpret_cast<const float2*>(p)); }
+__device__ __forceinline__ float2 load2(const uint16_t* p) {
+  const unsigned u = __ldg(reinterpret_cast<const unsigned*>(p));
+  return make_float2(bf16_bits_to_f32(u & 0xffffu), bf16_bits_to_f32(u >> 16));
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+// grid (max_splits, kv_heads, T); parts [T, max_splits, q_heads * (kD + 2)]: m[Hq], sum[Hq],
+// acc[Hq, kD] per (token, split), as the CPU op lays its partials out.
+template <class C>
+__global__ void __launch_bounds__(kThreads)
+    attention_split_f32(const float* __restrict__ q, int64_t ldq, const int32_t* __restrict__ positions,
+                        const C* __restrict__ kc, const C* __restrict__ vc, KvPages pages, int group, int window,
+                        float scale, float* __restrict__ parts) {
+  __shared__ __align__(16) float qs[kMaxGroup][kD];          // the group's queries
+  __shared__ __align__(16) float ps[kSplit][kMaxGroup];      // scores, then exp(score - max), [key][head]
+  __shared__ __align__(16) float red[kWarps][kMaxGroup][kD]; // each warp's p . v
+  const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int Hq = int(gridDim.y) * group, width = int(gridDim.y) * kD;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t p = positions[t];
+  const int64_t lo = window > 0 ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
+  const int64_t j0 = lo + int64_t(s) * kSplit;
+  if (j0 > p) return;  // past the token's keys (the whole block leaves; the merge never reads it)
+  const int n = int(p + 1 - j0 < kSplit ? p + 1 - j0 : kSplit);
+  const int32_t seq = pages.seq[t];
+
+  const float* qt = q + t * ldq + int64_t(g) * group * kD;
+  for (int i = tid; i < group * (kD / 4); i += kThreads)
+    reinterpret_cast<float4*>(&qs[0][0])[i] = reinterpret_cast<const float4*>(qt)[i];
+  __syncthreads();
+
+  // Scores: thread j, key j of the split, against every head of the group.
+  if (tid < n) {
+    const C* kr = kc + page_row(pages, seq, j0 + tid) * width + g * kD;
+    float dot[kMaxGroup];
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) dot[h] = 0.f;
+#pragma unroll 4
+    for (int c = 0; c < kD / 4; ++c) {
+      const float4 k4 = load4(kr + 4 * c);
+#pragma unroll
+      for (int h = 0; h < kMaxGroup; ++h) {
+        if (h >= group) break;
+        const float4 q4 = reinterpret_cast<const float4*>(qs[h])[c];
+        dot[h] = fmaf(q4.x, k4.x, dot[h]);
+        dot[h] = fmaf(q4.y, k4.y, dot[h]);
+        dot[h] = fmaf(q4.z, k4.z, dot[h]);
+        dot[h] = fmaf(q4.w, k4.w, dot[h]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h)
+      if (h < group) ps[tid][h] = dot[h] * scale;
+  }
+  __syncthreads();
+
+  // Max and exp-sum per head: warp w takes heads w, w + 4; lane l keys l, l + 32, l + 64, l + 96.
+  float* part = parts + (size_t(t) * gridDim.x + s) * size_t(Hq) * (kD + 2);
+  for (int h = warp; h < group; h += kWarps) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kSplit / 32; ++i)
+      if (lane + 32 * i < n) m = fmaxf(m, ps[lane + 32 * i][h]);
+    m = warp_max(m);
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kSplit / 32; ++i) {
+      const int j = lane + 32 * i;
+      if (j < n) {
+        const float e = expf(ps[j][h] - m);
+        ps[j][h] = e;
+        sum += e;
+      }
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) {
+      part[g * group + h] = m;
+      part[Hq + g * group + h] = sum;
+    }
+  }
+  __syncthreads();
+
+  // p . v: warp w keys w, w + 4, ...; lane l dims 2l, 2l + 1 of every head.
+  float acc[kMaxGroup][2];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) acc[h][0] = acc[h][1] = 0.f;
+  for (int j = warp; j < n; j += kWarps) {
+    const float2 v = load2(vc + page_row(pages, seq, j0 + j) * width + g * kD + 2 * lane);
+    const float4 pa = reinterpret_cast<const float4*>(ps[j])[0];
+    const float4 pb = reinterpret_cast<const float4*>(ps[j])[1];
+    const float pj[kMaxGroup] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) {
+      if (h >= group) break;
+      acc[h][0] = fmaf(pj[h], v.x, acc[h][0]);
+      acc[h][1] = fmaf(pj[h], v.y, acc[h][1]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h)
+    if (h < group) reinterpret_cast<float2*>(red[warp][h])[lane] = make_float2(acc[h][0], acc[h][1]);
+  __syncthreads();
+  float* out = part + 2 * Hq + size_t(g) * group * kD;
+  for (int i = tid; i < group * kD; i += kThreads) {
+    const int h = i / kD, d = i % kD;
+    float o = red[0][h][d];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) o += red[w][h][d];
+    out[i] = o;
+  }
+}
+
+// grid (ceil(q_heads * kD / 256), T): one thread per output element; a token's splits merged in
+// split order (the CPU op's merge: max with the sink first, then the rescaled sums).
+__global__ void __launch_bounds__(kMergeThreads)
+    attention_merge_f32(const float* __restrict__ parts, const int32_t* __restrict__ positions,
+                        const uint16_t* __restrict__ sinks, float* __restrict__ out, int64_t ldo, int Hq, int window,
+                        int max_splits) {
+  const int i = blockIdx.x * kMergeThreads + threadIdx.x, t = blockIdx.y;
+  if (i >= Hq * kD) return;
+  const int h = i / kD, d = i % kD;
+  const int64_t p = positions[t];
+  const int64_t lo = window > 0 ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
+  const int64_t nb = (p + 1 - lo + kSplit - 1) / kSplit;
+  float* o = out + t * ldo + i;
+  if (nb > max_splits) {  // the position is past the planned context: no silent truncation
+    *o = NAN;
+    return;
+  }
+  const size_t stride = size_t(Hq) * (kD + 2);
+  const float* base = parts + size_t(t) * max_splits * stride;
+  const float sink = bf16_bits_to_f32(sinks[h]);
+  float M = sink;
+  for (int b = 0; b < nb; ++b) M = fmaxf(M, base[b * stride + h]);
+  float total = expf(sink - M), acc = 0.f;
+  for (int b = 0; b < nb; ++b) {
+    const float* pb = base + b * stride;
+    const float f = expf(pb[h] - M);
+    total = fmaf(pb[Hq + h], f, total);
+    acc = fmaf(f, pb[2 * Hq + h * kD + d], acc);
+  }
+  *o = acc / total;
+}
+}  // namespace
+}  // namespace cuda
+
+size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_dim, int window) {
+  return size_t(std::max(T, 0)) * size_t(cuda::splits_for(std::max<int64_t>(max_context, 1), window)) * size_t(q_heads) *
+         size_t(head_dim + 2) * 4;
+}
+
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream) {
+  using namespace cuda;
+  if (a.T < 0 || a.T > 65535 || a.kv_heads < 1 || a.kv_heads > 65535 || a.q_heads < 1 || a.q_heads % a.kv_heads != 0 ||
+      a.q_heads / a.kv_heads > kMaxGroup || a.window < 0 || max_context < 1 || !(a.scale > 0.f))
+    throw invalid_argument("attention: need 0 <= T <= 65535, 1 <= kv_heads <= 65535, q_heads a multiple of kv_heads with at "
+                           "most 8 per KV head, window >= 0, max_context >= 1, scale > 0");
+  if (a.head_dim != kD) throw invalid_argument("attention: head_dim must be 64, got " + std::to_string(a.head_dim));
+  if (a.cache_dtype != DType::F32 && a.cache_dtype != DType::BF16)
+    throw invalid_argument("attention: the KV cache must be f32 or bf16");
+  const int64_t width = int64_t(a.q_heads) * kD;
+  if (a.ldq < width || a.ldo < width || a.ldq % 4 != 0 || !aligned(a.q, 16) || !aligned(a.k_cache, 16) ||
+      !aligned(a.v_cache, 16))
+    throw invalid_argument("attention: need ldq, ldo >= q_heads * 64, ldq % 4 == 0, q and the caches 16-byte aligned");
+  if (a.T == 0) return;
+  if (!a.q || !a.positions || !a.k_cache || !a.v_cache || !a.pages.seq || !a.pages.table || !a.sinks || !a.out || !a.scratch ||
+      a.pages.ring < 1 || a.pages.page_size < 1)
+    throw invalid_argument("attention: null pointer or empty page table");
+  const size_t need = attention_scratch_cuda(a.T, max_context, a.q_heads, kD, a.window);
+  if (a.scratch_bytes < need)
+    throw invalid_argument("attention: scratch of " + std::to_string(a.scratch_bytes) + " bytes < the " + std::to_string(need) +
+                           " needed for " + std::to_string(a.T) + " tokens below position " + std::to_string(max_context));
+  const int64_t splits = splits_for(max_context, a.window);
+  if (splits > INT32_MAX) throw invalid_argument("attention: max_context too large");
+  float* parts = reinterpret_cast<float*>(a.scratch);
+  const int group = a.q_heads / a.kv_heads;
+  const dim3 grid(unsigned(splits), unsigned(a.kv_heads), unsigned(a.T));
+  if (a.cache_dtype == DType::F32)
+    GPTOSS_LAUNCH(attention_split_f32<float>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
+                  static_cast<const float*>(a.k_cache), static_cast<const float*>(a.v_cache), a.pages, group, a.window,
+                  a.scale, parts);
+  else
+    GPTOSS_LAUNCH(attention_split_f32<uint16_t>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
+                  static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), a.pages, group,
+                  a.window, a.scale, parts);
+  check_launch("attention");
+  const dim3 mgrid(unsigned((width + kMergeThreads - 1) / kMergeThreads), unsigned(a.T));
+  GPTOSS_LAUNCH(attention_merge_f32, mgrid, dim3(kMergeThreads), 0, stream, parts, a.positions, a.sinks, a.out, a.ldo,
+                a.q_heads, a.window, int(splits));
+  check_launch("attention");
+}
+}  // namespace gptoss

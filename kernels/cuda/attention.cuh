@@ -1,0 +1,18 @@
+// attention on the device: the CUDA entry point of the op in kernels/attention.h (same arguments;
+// q, positions, the caches, the page table (pages.seq, pages.table), sinks, out and scratch are
+// device memory; `threads` is not used). The positions live on the device and the grid must not
+// depend on them (a decode step is replayed as a CUDA graph), so the bound on each token's keys
+// comes from the host: max_context, the context the program's scratch was planned for
+// (attention_scratch_cuda). A token whose position is at or past it gets NaN outputs, never a
+// silently truncated attention. Throws ERR_INVALID_ARGUMENT before launching on bad shapes
+// (head_dim must be 64, at most 8 query heads per KV head, scratch too small) and ERR_DEVICE when
+// a launch fails.
+#pragma once
+#include "kernels/attention.h"
+#include "kernels/cuda/common.cuh"
+
+namespace gptoss {
+// Bytes of device scratch attention_cuda needs for up to T tokens below max_context.
+size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_dim, int window);
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream);
+}  // namespace gptoss
