@@ -1,0 +1,407 @@
+// moe_mxfp4: the expert MLPs of one MoE layer for a few tokens (decode), MXFP4 weights in the
+// checkpoint's layout (gpt-oss-spec.md §2.7, §3; reference kernels/cpu/moe_mxfp4.cc). Two launches:
+//   gate_up: act[s] = swiglu(W1[e] x[t] + b1[e])    grid (I / 32 row pairs per CTA, slot s = t * k + j)
+//   down:    y = W2[e] act[s] + b2[e], then either stored per slot (the op's contract) or, fused
+//            with moe_combine, out[t] (+)= sum_j w[t, j] y_j in the fixed order j = 0..k-1
+//                                                   grid (H / 16 rows per CTA, token t)
+// Layouts: blocks [E, rows, K/32, 16] (byte b of a block: element 2b low nibble, 2b+1 high nibble),
+// scales [E, rows, K/32] (E8M0), rows of W1 interleave gate (even) and linear (odd).
+//
+// Work split. A CTA is 8 warps; a warp owns two weight rows at a time (gate_up: the gate/linear
+// pair of one activation, so the SwiGLU needs no exchange; down: two output rows, for each of the
+// token's k experts), 4 such pairs per warp in gate_up, 1 in down. Lane l reads the 16-byte blocks l, l + 32, ... of both rows (ld.global.nc.v4, coalesced,
+// every weight byte read once per launch), decodes them in registers, and the lanes' partial dot
+// products meet in an xor-shuffle sum. gate_up groups slots by expert: the CTA of the first slot
+// choosing an expert runs all slots choosing it (kTok tokens per pass over the weights), the
+// others exit, so an expert's weights are read once whatever the number of tokens routed to it.
+//
+// Decode (no table, no shared memory per weight). An E2M1 nibble s|e1 e0|m placed at f16 bits
+// 15 and 11..9 is exactly its value times 2^-14 (subnormal e = 0 included): per 32-bit word of
+// 8 nibbles, half2 i (i = 0..3) takes nibbles i and i + 4:
+//   h_i = ((q << (9 - 4i)) & 0x0E000E00) | ((q << (12 - 4i)) & 0x80008000)
+// = shift, shift, and, lop3 (3 for i = 3): 15 instructions per 8 weights. Each half2 meets the
+// matching pair of activations (staged once per CTA in shared memory as f16x2 in that order,
+// transposed so lanes read consecutive 16-byte words, conflict-free) in one HFMA2. The 16 HFMA2 of
+// a 32-weight block accumulate in f16x2; the block sum is then converted to f32 and multiplied
+// once by its E8M0 scale (folded with the 2^14 of the decode and the activation pre-scale) into an
+// f32 accumulator. So per 16-byte weight load per token: 60 decode + 16 HFMA2 + 4 LDS.128 (shared
+// by the two rows) + ~8 for the block scale and f32 accumulate + ~3 loop = ~88 instructions
+// (2.75 per weight), against ~160 that H100 SXM can issue per warp-load at full HBM bandwidth
+// (132 SMs x 4 schedulers x 1.98 GHz / (3.35 TB/s / 512 B)): memory-bound by the static roofline
+// (kernels/cuda/lab.json, benchmarks/RESULTS.md; the PTX count is checked by npm run cuda:static).
+//
+// Precision. Activations are rounded to f16 after a per-vector power-of-two pre-scale that puts
+// their largest magnitude in [2^13, 2^14) (exact; partial sums stay far below f16's 65504, and
+// every element down to 2^-14 of the largest keeps full f16 precision); 16 products are summed in
+// f16, everything after in f32. The tolerance this needs is derived in test/cuda/moe_mxfp4_test.cu.
+// Limits (checked by the launchers): H, I positive multiples of 32; k <= 8; 16-byte-aligned blocks;
+// T * k < 65536 (grid.y); the staged activations fit the 48 KB of shared memory (4 x H x 2 bytes
+// for gate_up, k x I x 2 bytes for down: H, I up to 6144 at k = 4). E8M0 scales above 240
+// (|weight| >= 2^114) saturate to infinity; 255 is NaN in the OCP format and not expected.
+#include "kernels/cuda/moe_mxfp4.cuh"
+
+#include <algorithm>
+#include <string>
+
+namespace gptoss {
+namespace cuda {
+namespace {
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+// Row pairs a warp handles per CTA: gate_up 4 (90 CTAs per slot at I = 2880), down 1 (180 CTAs
+// per token at H = 2880, so that one decode token still fills 132 SMs).
+constexpr int kPairsPerWarpUp = 4, kPairsPerCtaUp = kWarps * kPairsPerWarpUp;
+constexpr int kPairsPerWarpDown = 1, kPairsPerCtaDown = kWarps * kPairsPerWarpDown;
+constexpr int kMaxVec = 8;                        // activation vectors one CTA stages
+constexpr int kMaxK = kMaxVec;                    // experts per token (down pass)
+constexpr size_t kMaxSmem = 48 * 1024;
+
+// ---- f16x2 arithmetic: one PTX instruction each under nvcc; exact emulation on the CPU ----
+#if defined(GPTOSS_CUDA_EMU)
+inline float emu_h2f(uint32_t h) {
+  h &= 0xffffu;
+  const uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e == 0) return s ? -std::ldexp(float(m), -24) : std::ldexp(float(m), -24);
+  if (e == 31) return __uint_as_float(s | 0x7f800000u | (m << 13));
+  return __uint_as_float(s | ((e + 112) << 23) | (m << 13));
+}
+// Round to nearest even, once, from a double (exact for a product of two f16 plus an f16 whose
+// exponents are within 53 bits of each other, which covers every sum the kernel forms).
+inline uint32_t emu_d2h(double v) {
+  uint64_t u;
+  std::memcpy(&u, &v, 8);
+  const uint32_t s = uint32_t(u >> 48) & 0x8000u;
+  const double a = std::fabs(v);
+  if (std::isnan(v)) return s | 0x7e00u;
+  if (a >= 65520.0) return s | 0x7c00u;
+  if (a < 0x1p-14) return s | uint32_t(std::nearbyint(a * 0x1p24));
+  const int e = int((u >> 52) & 0x7ff) - 1023;
+  const uint64_t m = u & ((uint64_t(1) << 52) - 1), rem = m & ((uint64_t(1) << 42) - 1), half = uint64_t(1) << 41;
+  uint32_t r = (uint32_t(e + 15) << 10) | uint32_t(m >> 42);
+  if (rem > half || (rem == half && (r & 1))) ++r;  // a carry into the exponent is right
+  return s | r;
+}
+#endif
+
+// d = a * b + c on two f16 lanes, rounded once (fma.rn.f16x2).
+__device__ __forceinline__ uint32_t hfma2(uint32_t a, uint32_t b, uint32_t c) {
+#if defined(GPTOSS_CUDA_EMU)
+  uint32_t r = 0;
+  for (int i = 0; i < 32; i += 16)
+    r |= emu_d2h(double(emu_h2f(a >> i)) * double(emu_h2f(b >> i)) + double(emu_h2f(c >> i))) << i;
+  return r;
+#else
+  uint32_t d;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#endif
+}
+// lo + hi of an f16x2, in f32 (both conversions exact).
+__device__ __forceinline__ float half2_sum(uint32_t h) {
+#if defined(GPTOSS_CUDA_EMU)
+  return emu_h2f(h) + emu_h2f(h >> 16);
+#else
+  float lo, hi;
+  asm("{.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+      : "=f"(lo), "=f"(hi)
+      : "r"(h));
+  return lo + hi;
+#endif
+}
+// {lo, hi} rounded to f16 (nearest even), packed as f16x2.
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+#if defined(GPTOSS_CUDA_EMU)
+  return emu_d2h(lo) | (emu_d2h(hi) << 16);
+#else
+  uint32_t d;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
+#endif
+}
+// (a & m) | b in one LOP3.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t b) {
+#if defined(GPTOSS_CUDA_EMU)
+  return (a & m) | b;
+#else
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(m), "r"(b));
+  return d;
+#endif
+}
+
+// 8 E2M1 nibbles (element n of the word in bits 4n..4n+3) to 4 f16x2 = value * 2^-14:
+// h[i] = {element i, element i + 4}.
+__device__ __forceinline__ void decode8(uint32_t q, uint32_t h[4]) {
+  constexpr uint32_t kEm = 0x0E000E00u, kSign = 0x80008000u;
+  h[0] = and_or(q << 9, kEm, (q << 12) & kSign);
+  h[1] = and_or(q << 5, kEm, (q << 8) & kSign);
+  h[2] = and_or(q << 1, kEm, (q << 4) & kSign);
+  h[3] = and_or(q >> 3, kEm, q & kSign);
+}
+
+// 2^(s - 127) * 2^14 (the decode's factor) as an f32; s > 240 saturates to infinity.
+__device__ __forceinline__ float block_factor(uint32_t s) { return __uint_as_float(min(s + 14u, 255u) << 23); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+// The staged activations: vector v, 16-byte word m (elements 8m..8m+7 of each 32-block) of block
+// c lives at xs[(v * 4 + m) * nb + c] as {x0|x4, x1|x5, x2|x6, x3|x7} (f16x2, pre-scaled).
+struct Staged {
+  uint4* xs;
+  float* inv;  // [kMaxVec] 2^-pre-scale per vector, to undo after the dot product
+};
+
+// Stages nv vectors of K floats (src(v) gives vector v) into shared memory. Every thread of the
+// CTA calls it; it ends with a barrier.
+template <class Src>
+__device__ void stage_vectors(int nv, const Src& src, int K, const Staged& st) {
+  __shared__ uint32_t red[kWarps][kMaxVec];
+  __shared__ float scale[kMaxVec];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Largest |x| per vector, compared as bits (non-negative floats order as integers; a NaN or
+  // unwritten value is the largest, so it cannot pass unnoticed).
+  for (int v = 0; v < nv; ++v) {
+    const float* x = src(v);
+    uint32_t m = 0;
+    for (int i = tid; i < K; i += kThreads) m = max(m, __float_as_uint(x[i]) & 0x7fffffffu);
+    m = __reduce_max_sync(kFullMask, m);
+    if (lane == 0) red[warp][v] = m;
+  }
+  __syncthreads();
+  if (tid < nv) {
+    uint32_t m = 0;
+    for (int w = 0; w < kWarps; ++w) m = max(m, red[w][tid]);
+    // Pre-scale 2^p puts the largest magnitude in [2^13, 2^14).
+    const int e = m ? int(m >> 23) - 127 : 0;
+    const int p = min(max(m ? 13 - e : 0, -126), 126);
+    scale[tid] = __uint_as_float(uint32_t(127 + p) << 23);
+    st.inv[tid] = __uint_as_float(uint32_t(127 - p) << 23);
+  }
+  __syncthreads();
+  const int nb = K / 32, groups = K / 8;
+  for (int v = 0; v < nv; ++v) {
+    const float* x = src(v);
+    const float sc = scale[v];
+    for (int g = tid; g < groups; g += kThreads) {
+      const float* p = x + 8 * g;
+      uint4 o;
+      o.x = pack_half2(p[0] * sc, p[4] * sc);
+      o.y = pack_half2(p[1] * sc, p[5] * sc);
+      o.z = pack_half2(p[2] * sc, p[6] * sc);
+      o.w = pack_half2(p[3] * sc, p[7] * sc);
+      st.xs[(v * 4 + (g & 3)) * nb + (g >> 2)] = o;
+    }
+  }
+  __syncthreads();
+}
+
+// Two consecutive weight rows (blocks w, scales s; nb blocks each) against kN staged vectors
+// (xs, vector stride 4 * nb words), n <= kN of them used. acc[r][v]: lane partial sums (f32,
+// scaled by 2^pre-scale), to be warp-summed.
+template <int kN>
+__device__ __forceinline__ void dot_rows2(const uint4* __restrict__ w, const uint8_t* __restrict__ s, int nb,
+                                          const uint4* xs, int n, float acc[2][kN]) {
+  for (int c = threadIdx.x & 31; c < nb; c += 32) {
+    uint32_t h[2][16];
+    float f[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint4 q = __ldg(w + size_t(r) * nb + c);
+      f[r] = block_factor(__ldg(s + size_t(r) * nb + c));
+      decode8(q.x, h[r] + 0);
+      decode8(q.y, h[r] + 4);
+      decode8(q.z, h[r] + 8);
+      decode8(q.w, h[r] + 12);
+    }
+#pragma unroll
+    for (int v = 0; v < kN; ++v) {
+      if (v < n) {
+        uint32_t p[2] = {0, 0};
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const uint4 xv = xs[(v * 4 + m) * nb + c];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            p[r] = hfma2(h[r][4 * m + 0], xv.x, p[r]);
+            p[r] = hfma2(h[r][4 * m + 1], xv.y, p[r]);
+            p[r] = hfma2(h[r][4 * m + 2], xv.z, p[r]);
+            p[r] = hfma2(h[r][4 * m + 3], xv.w, p[r]);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) acc[r][v] = fmaf(half2_sum(p[r]), f[r], acc[r][v]);
+      }
+    }
+  }
+}
+
+// The v-th slot (v = 0, 1, ...) at or after `from` that chose expert e; S if none.
+__device__ __forceinline__ int nth_slot(const int32_t* idx, int S, int e, int from, int v) {
+  for (int s = from; s < S; ++s)
+    if (idx[s] == e && v-- == 0) return s;
+  return S;
+}
+
+template <int kTok>
+__global__ void __launch_bounds__(kThreads)
+    moe_mxfp4_gate_up(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ idx,
+                      const uint8_t* __restrict__ w1b, const uint8_t* __restrict__ w1s,
+                      const uint16_t* __restrict__ b1, float* __restrict__ act, int S, int k, int E, int H, int I,
+                      float limit, float alpha) {
+  __shared__ float inv[kMaxVec];
+  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int e = idx[slot];
+  const int pair0 = blockIdx.x * kPairsPerCtaUp;
+  if (e < 0 || e >= E) {  // the CPU op throws; here the slot's activations become NaN
+    for (int i = threadIdx.x; i < kPairsPerCtaUp && pair0 + i < I; i += kThreads) act[size_t(slot) * I + pair0 + i] = NAN;
+    return;
+  }
+  for (int s = 0; s < slot; ++s)
+    if (idx[s] == e) return;  // an earlier slot's CTA runs this expert
+  const int nb = H / 32;
+  const Staged st{dynamic_shared<uint4>(), inv};
+  const uint4* wbase = reinterpret_cast<const uint4*>(w1b + size_t(e) * 2 * I * nb * 16);
+  const uint8_t* sbase = w1s + size_t(e) * 2 * I * nb;
+  const uint16_t* bias = b1 + size_t(e) * 2 * I;
+  for (int first = slot; first < S;) {
+    int n = 0, next = S;
+    for (int s = first; s < S; ++s)
+      if (idx[s] == e) {
+        if (n == kTok) { next = s; break; }
+        ++n;
+      }
+    stage_vectors(n, [&](int v) { return x + int64_t(nth_slot(idx, S, e, first, v) / k) * ldx; }, H, st);
+    for (int pp = 0; pp < kPairsPerWarpUp; ++pp) {
+      const int pair = pair0 + pp * kWarps + warp;
+      if (pair >= I) break;
+      float acc[2][kTok] = {};
+      dot_rows2<kTok>(wbase + size_t(2 * pair) * nb, sbase + size_t(2 * pair) * nb, nb, st.xs, n, acc);
+#pragma unroll
+      for (int v = 0; v < kTok; ++v) {
+        if (v < n) {
+          const float gs = warp_sum(acc[0][v]), ls = warp_sum(acc[1][v]);
+          if (lane == 0) {
+            // Clamp after the bias, in f32 (gpt-oss-spec.md §8), as the CPU op.
+            float g = gs * st.inv[v] + bf16_bits_to_f32(bias[2 * pair]);
+            float l = ls * st.inv[v] + bf16_bits_to_f32(bias[2 * pair + 1]);
+            g = fminf(g, limit);
+            l = fminf(fmaxf(l, -limit), limit);
+            const float glu = g / (1.f + expf(-alpha * g));
+            act[size_t(nth_slot(idx, S, e, first, v)) * I + pair] = glu * (l + 1.f);
+          }
+        }
+      }
+    }
+    first = next;
+  }
+}
+
+template <bool kFused>
+__global__ void __launch_bounds__(kThreads)
+    moe_mxfp4_down(const float* __restrict__ act, const int32_t* __restrict__ idx, const float* __restrict__ route_w,
+                   const uint8_t* __restrict__ w2b, const uint8_t* __restrict__ w2s,
+                   const uint16_t* __restrict__ b2, float* __restrict__ y, int64_t ldy, int k, int E, int H, int I,
+                   bool accumulate) {
+  __shared__ float inv[kMaxVec];
+  const int t = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nb = I / 32;
+  const Staged st{dynamic_shared<uint4>(), inv};
+  stage_vectors(k, [&](int v) { return act + size_t(t * k + v) * I; }, I, st);
+  const int npairs = H / 2;
+  for (int pp = 0; pp < kPairsPerWarpDown; ++pp) {
+    const int pair = blockIdx.x * kPairsPerCtaDown + pp * kWarps + warp;
+    if (pair >= npairs) break;
+    const int r0 = 2 * pair;
+    float out0 = 0.f, out1 = 0.f;
+    for (int j = 0; j < k; ++j) {
+      const int e = idx[t * k + j];
+      float y0 = NAN, y1 = NAN;
+      if (e >= 0 && e < E) {
+        float acc[2][1] = {{0.f}, {0.f}};
+        dot_rows2<1>(reinterpret_cast<const uint4*>(w2b + (size_t(e) * H + r0) * nb * 16), w2s + (size_t(e) * H + r0) * nb,
+                     nb, st.xs + size_t(j) * 4 * nb, 1, acc);
+        const float s0 = warp_sum(acc[0][0]), s1 = warp_sum(acc[1][0]);
+        y0 = s0 * st.inv[j] + bf16_bits_to_f32(b2[size_t(e) * H + r0]);
+        y1 = s1 * st.inv[j] + bf16_bits_to_f32(b2[size_t(e) * H + r0 + 1]);
+      }
+      if (kFused) {
+        const float wj = route_w[t * k + j];
+        out0 = fmaf(wj, y0, out0);
+        out1 = fmaf(wj, y1, out1);
+      } else if (lane == 0) {
+        y[size_t(t * k + j) * ldy + r0] = y0;
+        y[size_t(t * k + j) * ldy + r0 + 1] = y1;
+      }
+    }
+    if (kFused && lane == 0) {
+      float* o = y + size_t(t) * ldy + r0;
+      o[0] = accumulate ? o[0] + out0 : out0;
+      o[1] = accumulate ? o[1] + out1 : out1;
+    }
+  }
+}
+
+void check_args(const MoeMxfp4Args& a, const char* op) {
+  const std::string p = std::string(op) + ": ";
+  if (a.T < 0 || a.k < 1 || a.k > kMaxK || a.E < 1 || a.H < 32 || a.H % 32 || a.I < 32 || a.I % 32)
+    throw invalid_argument(p + "need T >= 0, 1 <= k <= 8, E >= 1, H and I positive multiples of 32");
+  if (int64_t(a.T) * a.k > 65535) throw invalid_argument(p + "T * k must be below 65536 (grid.y)");
+  if (a.ldx < a.H) throw invalid_argument(p + "ldx must be >= H");
+  if (!a.x || !a.idx || !a.w1_blocks || !a.w1_scales || !a.b1 || !a.w2_blocks || !a.w2_scales || !a.b2)
+    throw invalid_argument(p + "null pointer");
+  if (!aligned(a.w1_blocks, 16) || !aligned(a.w2_blocks, 16))
+    throw invalid_argument(p + "the MXFP4 blocks must be 16-byte aligned (read with 16-byte loads)");
+  if (size_t(4) * a.H * 2 > kMaxSmem || size_t(a.k) * a.I * 2 > kMaxSmem)
+    throw invalid_argument(p + "4 * H * 2 and k * I * 2 bytes of staged activations must fit 48 KB of shared memory");
+  if (a.T > 0 && (!a.scratch || a.scratch_bytes < moe_mxfp4_scratch_cuda(a.T, a.k, a.I)))
+    throw invalid_argument(p + "scratch must hold moe_mxfp4_scratch_cuda(T, k, I) bytes");
+}
+
+void launch_gate_up(const MoeMxfp4Args& a, float* act, cudaStream_t stream) {
+  const int S = a.T * a.k;
+  const dim3 grid(unsigned((a.I + kPairsPerCtaUp - 1) / kPairsPerCtaUp), unsigned(S));
+  // Tokens per pass over an expert's weights: one at batch 1 (k distinct experts per token).
+  if (a.T == 1) {
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up<1>, grid, dim3(kThreads), size_t(1) * a.H * 2, stream, a.x, a.ldx, a.idx,
+                  a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
+  } else {
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up<4>, grid, dim3(kThreads), size_t(4) * a.H * 2, stream, a.x, a.ldx, a.idx,
+                  a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
+  }
+  check_launch("moe_mxfp4 (gate_up)");
+}
+}  // namespace
+}  // namespace cuda
+
+size_t moe_mxfp4_scratch_cuda(int T, int k, int I) { return size_t(T) * size_t(k) * size_t(I) * 4; }
+
+void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream) {
+  using namespace cuda;
+  check_args(a, "moe_mxfp4");
+  if (!a.y) throw invalid_argument("moe_mxfp4: null pointer y");
+  if (a.T == 0) return;
+  float* act = reinterpret_cast<float*>(a.scratch);
+  launch_gate_up(a, act, stream);
+  const dim3 grid(unsigned((a.H / 2 + kPairsPerCtaDown - 1) / kPairsPerCtaDown), unsigned(a.T));
+  GPTOSS_LAUNCH(moe_mxfp4_down<false>, grid, dim3(kThreads), size_t(a.k) * a.I * 2, stream, act, a.idx,
+                static_cast<const float*>(nullptr), a.w2_blocks, a.w2_scales, a.b2, a.y, int64_t(a.H), a.k, a.E, a.H,
+                a.I, false);
+  check_launch("moe_mxfp4 (down)");
+}
+
+void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream) {
+  using namespace cuda;
+  check_args(a, "moe_mxfp4");
+  if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4: need route_w, out and ldo >= H");
+  if (a.T == 0) return;
+  float* act = reinterpret_cast<float*>(a.scratch);
+  launch_gate_up(a, act, stream);
+  const dim3 grid(unsigned((a.H / 2 + kPairsPerCtaDown - 1) / kPairsPerCtaDown), unsigned(a.T));
+  GPTOSS_LAUNCH(moe_mxfp4_down<true>, grid, dim3(kThreads), size_t(a.k) * a.I * 2, stream, act, a.idx, f.route_w,
+                a.w2_blocks, a.w2_scales, a.b2, f.out, f.ldo, a.k, a.E, a.H, a.I, f.accumulate);
+  check_launch("moe_mxfp4 (down, combined)");
+}
+}  // namespace gptoss

@@ -1,0 +1,29 @@
+// moe_mxfp4 on the device: the CUDA entry points of the op in kernels/moe_mxfp4.h (same arguments;
+// every pointer is device memory, weights in the checkpoint's layout, uploaded as they are).
+// Both throw ERR_INVALID_ARGUMENT before launching on bad shapes or alignment, ERR_DEVICE when a
+// launch fails. An expert index outside [0, E) (the CPU op throws) makes that slot's outputs NaN.
+#pragma once
+#include "kernels/cuda/common.cuh"
+#include "kernels/moe_mxfp4.h"
+
+namespace gptoss {
+// Device scratch (a.scratch, a.scratch_bytes) both entry points need: the SwiGLU activations,
+// [T * k, I] f32.
+size_t moe_mxfp4_scratch_cuda(int T, int k, int I);
+
+// The op's contract: y[t * k + j] = W2[e] a + b2[e], unweighted (moe_combine applies the weights).
+// a.threads is ignored.
+void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream);
+
+// The decode path, with moe_combine fused into the down pass: for each token t,
+//   out[t] (+)= sum_j route_w[t, j] * (W2[e_j] a_j + b2[e_j]),  j = 0..k-1 in this order,
+// one thread summing one output element in f32, so the result does not depend on timing.
+// a.y is not used. accumulate: add to out (the residual add), else overwrite.
+struct MoeCombineFused {
+  const float* route_w;  // [T, k] routing weights (router_topk)
+  float* out;            // [T, ldo]
+  int64_t ldo;
+  bool accumulate;
+};
+void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream);
+}  // namespace gptoss

@@ -1,0 +1,251 @@
+// moe_mxfp4_cuda and moe_mxfp4_combine_cuda against the CPU ops (kernels/cpu/moe_mxfp4.cc, then
+// kernels/cpu/moe_combine.cc for the fused path) on fresh random MXFP4 experts: gpt-oss-20b's and
+// 120b's decode shapes (one layer: E 32 / 128, H = I = 2880, k 4) and small odd ones (33 tokens,
+// one block per row, an expert chosen by every token, experts no token chose, an outlier
+// activation, a bad index). Outputs and the scratch are NaN-poisoned before every call.
+//
+// Tolerance. The kernel rounds activations to f16 (unit roundoff u = 2^-11, after an exact
+// power-of-two pre-scale) and sums each 32-weight block's 16 products per lane in f16; everything
+// else is f32 like the CPU. For a dot product of n terms with independent rounding errors the
+// error is ~ u * sqrt(n) * rms(w x) (activation rounding) plus ~ u * sqrt(n / 16) * 16 / sqrt(3) *
+// rms(w x) (16-term f16 sums), while |dot| ~ sqrt(n) * rms(w x): a relative error of ~3u ~ 1.5e-3
+// per output, ~4 sigma at the tail of 2880 outputs, and the gate_up error passes into the down
+// pass through the SwiGLU (slope <= ~8). The error of an output is taken relative to its own
+// magnitude plus the RMS of its row (an output that cancels to near 0 has no meaningful relative
+// error of its own); a missing barrier or a wrong shuffle gives NaN or O(1) errors.
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cuda/moe_mxfp4.cuh"
+#include "kernels/moe_combine.h"
+#include "test/cuda/harness.h"
+
+namespace {
+constexpr double kTol = 2e-2;  // max |got - want| / (|want| + rms(want row)); measured up to 8e-3
+constexpr float kLimit = 7.f, kAlpha = 1.702f;
+
+struct Shape {
+  int T, k, E, H, I;
+};
+
+// One layer's experts, only those in `used` filled (the others stay NaN-poisoned on the device:
+// a kernel reading them would show). Host copies are compact: expert used[u] is at u.
+struct Experts {
+  Shape sh;
+  std::vector<int> used;
+  std::vector<uint8_t> w1b, w1s, w2b, w2s;
+  std::vector<uint16_t> b1, b2;
+  size_t n1b() const { return size_t(2) * sh.I * sh.H / 2; }
+  size_t n1s() const { return size_t(2) * sh.I * sh.H / 32; }
+  size_t n2b() const { return size_t(sh.H) * sh.I / 2; }
+  size_t n2s() const { return size_t(sh.H) * sh.I / 32; }
+  Experts(const Shape& s, const std::vector<int>& u, lab::Rng& r) : sh(s), used(u) {
+    const size_t U = used.size();
+    w1b.resize(U * n1b());
+    w1s.resize(U * n1s());
+    w2b.resize(U * n2b());
+    w2s.resize(U * n2s());
+    b1.resize(U * 2 * sh.I);
+    b2.resize(U * sh.H);
+    for (auto& v : w1b) v = uint8_t(r.next());
+    for (auto& v : w2b) v = uint8_t(r.next());
+    // Scales 2^-9 .. 2^-4 (weights up to ~0.4, as in the checkpoints), a few extremes.
+    for (auto& v : w1s) v = uint8_t(118 + r.next() % 6);
+    for (auto& v : w2s) v = uint8_t(118 + r.next() % 6);
+    w1s[0] = 100;
+    w2s[U * n2s() - 1] = 130;
+    for (auto& v : b1) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+    for (auto& v : b2) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  }
+};
+
+template <class T>
+void upload_at(T* dev, const std::vector<T>& host, size_t host_off, size_t dev_off, size_t n) {
+  cudaMemcpy(dev + dev_off, host.data() + host_off, n * sizeof(T), cudaMemcpyHostToDevice);
+}
+
+double row_err(const float* got, const float* want, int n) {
+  double ss = 0, worst = 0;
+  for (int i = 0; i < n; ++i) ss += double(want[i]) * want[i];
+  const double rms = std::sqrt(ss / n) + 1e-6;
+  static double seen = 0;  // LAB_PRINT_ERR set: print each new worst error (to measure kTol)
+  for (int i = 0; i < n; ++i) {
+    const double e = std::fabs(double(got[i]) - want[i]) / (std::fabs(double(want[i])) + rms);
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  if (worst > seen && std::getenv("LAB_PRINT_ERR")) std::printf("      worst error so far %.3g\n", seen = worst);
+  return worst;
+}
+
+// Runs both entry points on x [T, H] with the given routing, against the CPU; `bad_slot` (>= 0)
+// holds an index outside [0, E): its outputs must be NaN, the others right.
+void check(const Shape& s, const std::vector<int32_t>& idx, const std::vector<float>& x, uint64_t seed,
+           bool all_schedules = true, int bad_slot = -1) {
+  lab::Rng r(seed);
+  const int S = s.T * s.k;
+  std::set<int> uset;
+  for (int i = 0; i < S; ++i)
+    if (i != bad_slot) uset.insert(idx[i]);
+  const std::vector<int> used(uset.begin(), uset.end());
+  const Experts ex(s, used, r);
+  std::vector<float> wt(S);
+  for (int t = 0; t < s.T; ++t) {
+    float sum = 0;
+    for (int j = 0; j < s.k; ++j) sum += (wt[t * s.k + j] = r.uniform(0.05f, 1.f));
+    for (int j = 0; j < s.k; ++j) wt[t * s.k + j] /= sum;
+  }
+  std::vector<float> resid(size_t(s.T) * s.H);
+  for (auto& v : resid) v = r.uniform(-1.f, 1.f);
+
+  // CPU reference on the compact copy (expert used[u] renumbered u).
+  std::vector<int32_t> cidx(S, 0);
+  for (int i = 0; i < S; ++i)
+    if (i != bad_slot) cidx[i] = int32_t(std::lower_bound(used.begin(), used.end(), idx[i]) - used.begin());
+  const int U = int(used.size());
+  std::vector<float> want(size_t(S) * s.H);
+  const int threads = gptoss::cpu::num_threads();
+  std::vector<uint8_t> scratch(gptoss::moe_mxfp4_scratch_cpu(s.T, s.k, U, s.H, s.I, threads));
+  gptoss::moe_mxfp4_cpu({x.data(), s.H, cidx.data(), ex.w1b.data(), ex.w1s.data(), ex.b1.data(), ex.w2b.data(),
+                         ex.w2s.data(), ex.b2.data(), want.data(), s.T, s.k, U, s.H, s.I, kLimit, kAlpha,
+                         scratch.data(), scratch.size(), threads});
+  std::vector<float> want_comb = resid, csum(s.H);
+  gptoss::moe_combine_cpu({want_comb.data(), s.H, want.data(), wt.data(), s.T, s.k, s.H, csum.data()});
+
+  // Device: the whole layer, E experts, only the used ones written.
+  const size_t E = size_t(s.E);
+  lab::DeviceBuf<uint8_t> w1b(E * ex.n1b()), w1s(E * ex.n1s()), w2b(E * ex.n2b()), w2s(E * ex.n2s());
+  lab::DeviceBuf<uint16_t> b1(E * 2 * s.I), b2(E * s.H);
+  for (int u = 0; u < U; ++u) {
+    const size_t e = size_t(used[u]);
+    upload_at(w1b.p, ex.w1b, u * ex.n1b(), e * ex.n1b(), ex.n1b());
+    upload_at(w1s.p, ex.w1s, u * ex.n1s(), e * ex.n1s(), ex.n1s());
+    upload_at(w2b.p, ex.w2b, u * ex.n2b(), e * ex.n2b(), ex.n2b());
+    upload_at(w2s.p, ex.w2s, u * ex.n2s(), e * ex.n2s(), ex.n2s());
+    upload_at(b1.p, ex.b1, u * size_t(2) * s.I, e * 2 * s.I, size_t(2) * s.I);
+    upload_at(b2.p, ex.b2, u * size_t(s.H), e * s.H, size_t(s.H));
+  }
+  lab::DeviceBuf<float> dx(x), dwt(wt), dy(size_t(S) * s.H), dout(size_t(s.T) * s.H);
+  lab::DeviceBuf<int32_t> didx(idx);
+  lab::DeviceBuf<uint8_t> dscratch(gptoss::moe_mxfp4_scratch_cuda(s.T, s.k, s.I));
+  const gptoss::MoeMxfp4Args a{dx.p, s.H, didx.p, w1b.p, w1s.p, b1.p, w2b.p, w2s.p, b2.p, dy.p, s.T, s.k, s.E, s.H, s.I,
+                               kLimit, kAlpha, dscratch.p, dscratch.n, 1};
+  auto run = [&] {
+    cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+    cudaMemset(dscratch.p, 0xff, dscratch.n);
+    gptoss::moe_mxfp4_cuda(a, nullptr);
+    const std::vector<float> got = dy.download();
+    for (int i = 0; i < S; ++i) {
+      const float* g = got.data() + size_t(i) * s.H;
+      if (i == bad_slot) {
+        for (int c = 0; c < s.H; ++c) LAB_CHECK(std::isnan(g[c]), "slot %d with a bad index: y[%d] = %g, not NaN", i, c, g[c]);
+        continue;
+      }
+      const double e = row_err(g, want.data() + size_t(i) * s.H, s.H);
+      LAB_CHECK(e <= kTol, "T %d k %d E %d H %d I %d slot %d (expert %d): error %.3g > %.1g (rows' RMS)", s.T, s.k, s.E,
+                s.H, s.I, i, idx[i], e, kTol);
+    }
+    dout.upload(resid);
+    cudaMemset(dscratch.p, 0xff, dscratch.n);
+    gptoss::moe_mxfp4_combine_cuda(a, {dwt.p, dout.p, s.H, true}, nullptr);
+    const std::vector<float> comb = dout.download();
+    for (int t = 0; t < s.T; ++t) {
+      if (bad_slot >= 0 && bad_slot / s.k == t) continue;
+      const double e = row_err(comb.data() + size_t(t) * s.H, want_comb.data() + size_t(t) * s.H, s.H);
+      LAB_CHECK(e <= kTol, "fused combine, T %d k %d E %d H %d I %d token %d: error %.3g > %.1g", s.T, s.k, s.E, s.H,
+                s.I, t, e, kTol);
+    }
+  };
+  if (all_schedules) lab::for_each_schedule(run);
+  else run();
+}
+
+std::vector<float> random_x(int T, int H, lab::Rng& r) {
+  std::vector<float> x(size_t(T) * H);
+  for (auto& v : x) v = r.uniform(-3.f, 3.f);
+  return x;
+}
+// k distinct experts per token, as the router gives.
+std::vector<int32_t> random_idx(int T, int k, int E, lab::Rng& r) {
+  std::vector<int32_t> idx;
+  for (int t = 0; t < T; ++t) {
+    std::set<int> s;
+    while (int(s.size()) < k) {
+      const int e = int(r.next() % unsigned(E));
+      if (s.insert(e).second) idx.push_back(e);
+    }
+  }
+  return idx;
+}
+}  // namespace
+
+LAB_TEST("moe_mxfp4: gpt-oss-20b decode (E 32, H = I = 2880, k 4), 1 token [real shapes]") {
+  if (std::getenv("LAB_QUICK")) return;  // the mutation runs: small shapes only
+  lab::Rng r(11);
+  check({1, 4, 32, 2880, 2880}, {7, 31, 0, 18}, random_x(1, 2880, r), 12, false);
+}
+LAB_TEST("moe_mxfp4: gpt-oss-120b decode (E 128, H = I = 2880, k 4), 1 token [real shapes]") {
+  if (std::getenv("LAB_QUICK")) return;  // the mutation runs: small shapes only
+  lab::Rng r(13);
+  check({1, 4, 128, 2880, 2880}, {127, 64, 3, 90}, random_x(1, 2880, r), 14, false);
+}
+LAB_TEST("moe_mxfp4: small shapes under every schedule: 1 token, 3 tokens, one block per row") {
+  lab::Rng r(15);
+  check({1, 4, 8, 64, 96}, random_idx(1, 4, 8, r), random_x(1, 64, r), 16);
+  check({3, 2, 6, 128, 64}, random_idx(3, 2, 6, r), random_x(3, 128, r), 17);
+  check({2, 3, 5, 32, 32}, random_idx(2, 3, 5, r), random_x(2, 32, r), 18);
+}
+LAB_TEST("moe_mxfp4: 33 tokens, a partial CTA tile (I 96), experts no token chose") {
+  lab::Rng r(19);
+  check({33, 2, 9, 96, 96}, random_idx(33, 2, 7, r), random_x(33, 96, r), 20);
+}
+LAB_TEST("moe_mxfp4: one expert chosen by every token (5 tokens: two passes over its weights)") {
+  lab::Rng r(21);
+  std::vector<int32_t> idx;
+  for (int t = 0; t < 5; ++t) idx.insert(idx.end(), {2, int32_t(t % 2 ? 0 : 3), int32_t(4 + t % 2)});
+  check({5, 3, 6, 64, 64}, idx, random_x(5, 64, r), 22);
+}
+LAB_TEST("moe_mxfp4: an outlier activation 1000x the others keeps the rest accurate") {
+  lab::Rng r(23);
+  std::vector<float> x = random_x(2, 256, r);
+  x[113] = 3000.f;      // lane 17 of warp 3 in the max pass
+  x[256 + 46] = -2500.f;
+  check({2, 2, 4, 256, 64}, random_idx(2, 2, 4, r), x, 24);
+}
+LAB_TEST("moe_mxfp4: an expert index outside [0, E) gives NaN for that slot only") {
+  lab::Rng r(25);
+  check({2, 2, 4, 64, 64}, {1, 9, 0, 3}, random_x(2, 64, r), 26, true, 1);
+}
+LAB_TEST("moe_mxfp4: bad shapes and alignment are ERR_INVALID_ARGUMENT before any launch") {
+  std::vector<uint8_t> buf(64 * 1024);
+  float f[64];
+  int32_t i[4] = {0, 0, 0, 0};
+  auto rejects = [&](gptoss::MoeMxfp4Args a) {
+    try {
+      gptoss::moe_mxfp4_cuda(a, nullptr);
+    } catch (const gptoss::Error& e) {
+      return e.code == "ERR_INVALID_ARGUMENT";
+    }
+    return false;
+  };
+  uint16_t* b = reinterpret_cast<uint16_t*>(buf.data());
+  const gptoss::MoeMxfp4Args ok{f, 32, i, buf.data(), buf.data(), b, buf.data(), buf.data(), b, f, 1, 1, 1, 32, 32,
+                                7.f, 1.702f, buf.data(), buf.size(), 1};
+  auto a = ok;
+  a.H = 48;
+  LAB_CHECK(rejects(a), "H = 48 (not a multiple of 32) was accepted");
+  a = ok;
+  a.k = 9;
+  LAB_CHECK(rejects(a), "k = 9 was accepted");
+  a = ok;
+  a.w2_blocks = buf.data() + 4;
+  LAB_CHECK(rejects(a), "misaligned blocks were accepted");
+  a = ok;
+  a.scratch_bytes = 4;
+  LAB_CHECK(rejects(a), "a short scratch was accepted");
+  a = ok;
+  a.H = 8192;
+  a.ldx = 8192;
+  LAB_CHECK(rejects(a), "H = 8192 (staging past 48 KB) was accepted");
+}
