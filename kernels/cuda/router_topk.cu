@@ -1,8 +1,8 @@
 // router_topk: per token, the k largest router logits, ties to the lower expert index, and a
 // softmax over those k only (gpt-oss-spec.md §2.7 step 3; reference kernels/cpu/router_topk.cc).
 // Two entry points, one kernel template:
-//   router_topk_cuda:      grid (1, T): the CTA of token t loads its E logits into shared memory
-//                          and warp 0 selects.
+//   router_topk_cuda:      grid (1, T): warp 0 of token t's CTA loads its E logits into shared
+//                          memory (each lane the experts it scans) and selects.
 //   router_topk_gemv_cuda: grid (E / 4, T): the router GEMV fused in front. Warp w of CTA c owns
 //                          expert row c * 4 + w: its lanes stream the bf16 row with 16-byte loads
 //                          (ld.global.nc.v4) against x (f32, from L1), an xor-shuffle sum gives
@@ -121,15 +121,14 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (!last) return;
     __threadfence();
-    // The other CTAs' logits, read past L1 (volatile: ld.volatile, not cached in L1).
-    const volatile float* vrow = lrow;
-    for (int e = tid; e < E; e += kThreads) lg[e] = vrow[e];
     if (tid == 0) tickets[t] = 0;
-  } else {
-    for (int e = tid; e < E; e += kThreads) lg[e] = lrow[e];
   }
-  __syncthreads();
-  if (warp == 0) select_topk(lg, E, k, idx + int64_t(t) * k, wt + int64_t(t) * k);
+  if (warp != 0) return;
+  // Warp 0 loads the logits, each lane exactly the experts it will scan (lane, lane + 32, ...),
+  // so no barrier is needed; the other CTAs' logits are read past L1 (volatile: ld.volatile).
+  const volatile float* vrow = lrow;
+  for (int e = lane; e < E; e += 32) lg[e] = kGemv ? vrow[e] : lrow[e];
+  select_topk(lg, E, k, idx + int64_t(t) * k, wt + int64_t(t) * k);
 }
 
 void check_args(const RouterTopkArgs& a) {
