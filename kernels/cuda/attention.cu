@@ -22,6 +22,7 @@
 // KV head; 1 <= T <= 65535, kv_heads <= 65535; f32 or bf16 cache; ldq, ldo >= q_heads * 64 and
 // multiples of 4, q and the caches 16-byte aligned; scratch >= attention_scratch_cuda(...).
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/kv_cache.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -39,11 +40,6 @@ constexpr int kMergeThreads = 256;
 int64_t splits_for(int64_t max_context, int window) {
   const int64_t keys = window > 0 ? std::min<int64_t>(window, max_context) : max_context;
   return (keys + kSplit - 1) / kSplit;
-}
-
-// Row of the pool holding position pos of sequence s (kernels/kv_pages.h).
-__device__ __forceinline__ int64_t page_row(const KvPages& pg, int32_t s, int64_t pos) {
-  return int64_t(pg.table[int64_t(s) * pg.ring + (pos / pg.page_size) % pg.ring]) * pg.page_size + pos % pg.page_size;
 }
 
 // Four consecutive elements of a cache row as f32.
@@ -96,7 +92,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // Scores: thread j, key j of the split, against every head of the group.
   if (tid < n) {
-    const C* kr = kc + page_row(pages, seq, j0 + tid) * width + g * kD;
+    const C* kr = kc + page_row(pages, seq, int32_t(j0 + tid)) * width + g * kD;
     float dot[kMaxGroup];
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) dot[h] = 0.f;
@@ -150,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int h = 0; h < kMaxGroup; ++h) acc[h][0] = acc[h][1] = 0.f;
   for (int j = warp; j < n; j += kWarps) {
-    const float2 v = load2(vc + page_row(pages, seq, j0 + j) * width + g * kD + 2 * lane);
+    const float2 v = load2(vc + page_row(pages, seq, int32_t(j0 + j)) * width + g * kD + 2 * lane);
     const float4 pa = reinterpret_cast<const float4*>(ps[j])[0];
     const float4 pb = reinterpret_cast<const float4*>(ps[j])[1];
     const float pj[kMaxGroup] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};

@@ -271,6 +271,18 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline int __float2int_rn(float x) { return int(std::nearbyint(x)); }
+// Round-to-nearest products and sums that nvcc never contracts into an FMA (a host build without
+// FMA instructions computes them the same way).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+// sin(pi x) and cos(pi x) in double (CUDA Math API): the reduction modulo 2 is exact, so no
+// Payne-Hanek slow path (which would put a table in local memory on the GPU).
+inline void sincospi(double x, double* s, double* c) {
+  const double r = std::remainder(x, 2.0);
+  *s = std::sin(M_PI * r);
+  *c = std::cos(M_PI * r);
+}
 template <class T>
 inline T __ldg(const T* p) { return *p; }
 inline int max(int a, int b) { return a > b ? a : b; }
