@@ -9,7 +9,10 @@ import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 // 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each decoded
 // block, then one at a time), skewed routing.
 const E = 5, H = 64, I = 96, k = 2;
-const tol = 1e-5;
+// The CPU op computes in f32 (1e-5). The CUDA kernel rounds activations to f16 and sums 16
+// products of a block in f16 (kernels/cuda/moe_mxfp4.cu, "Precision"; its lab test derives the
+// element bound): about 1e-3 of the output's norm here, so it is held to 4e-3.
+const tolerance = (device: Device) => (device === 'cuda' ? 4e-3 : 1e-5);
 
 function setup(T: number, route: (t: number, j: number) => number, seed: number) {
   const r = rng(seed);
@@ -62,6 +65,7 @@ async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
 }
 
 describe.each(opDevices('moe_mxfp4'))('moe_mxfp4 (%s)', (device) => {
+  const tol = tolerance(device);
   for (const T of [1, 2, 3, 33]) {
     it(`matches the float64 reference for T = ${T} tokens spread over the experts`, async () => {
       const d = setup(T, (t, j) => (t * 3 + j * 2) % E, T);
