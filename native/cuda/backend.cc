@@ -166,7 +166,7 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
 void launch_op(const RopeOp& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_rope
   const StepContext& c = l.c;
-  rope_cuda({c.f32(o.x), c.ld(o.x), c.positions, c.T, o.q_heads, o.kv_heads, o.head_dim, c.rope}, l.rope_omega, l.s);
+  rope_cuda({c.f32(o.x), c.ld(o.x), c.positions, c.T, o.q_heads, o.kv_heads, o.head_dim, c.rope}, l.s);
 #else
   (void)o, (void)l;
   no_kernel("rope");
