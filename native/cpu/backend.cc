@@ -56,16 +56,6 @@ class CpuBackend final : public Backend {
   }
   void synchronize() override {}
 
-  SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) override {
-    // The draw works on a copy placed after the sampler's own scratch.
-    float* copy = reinterpret_cast<float*>(scratch + sample_scratch_bytes(V));
-    std::memcpy(copy, row, size_t(V) * 4);
-    return sample_cpu(copy, V, p, rng, gptoss::sample_scratch(scratch, V));
-  }
-  TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) override {
-    return logprobs_cpu(row, V, token, top, gptoss::sample_scratch(scratch, V));
-  }
-
   MemoryReport memory() const override { return {size_t(allocated_.load()), 0}; }
 
  private:

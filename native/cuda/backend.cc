@@ -449,16 +449,6 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override {}
 
-  // The CPU sampler on a host copy of the row (see the file's header).
-  SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) override {
-    float* copy = reinterpret_cast<float*>(scratch + sample_scratch_bytes(V));
-    std::memcpy(copy, row, size_t(V) * 4);
-    return sample_cpu(copy, V, p, rng, gptoss::sample_scratch(scratch, V));
-  }
-  TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) override {
-    return logprobs_cpu(row, V, token, top, gptoss::sample_scratch(scratch, V));
-  }
-
   MemoryReport memory() const override {
     std::lock_guard<std::mutex> g(upload_mu_);
     size_t weights = 0;

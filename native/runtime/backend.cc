@@ -1,5 +1,7 @@
 #include "native/runtime/backend.h"
 
+#include <cstring>
+
 namespace gptoss {
 
 std::shared_ptr<Backend> cpu_backend();  // native/cpu/backend.cc
@@ -37,6 +39,17 @@ std::vector<std::string> device_ops(const std::string& device) {
   if (device == "cuda") ops = cuda_ops();
 #endif
   return ops;
+}
+
+SampleResult Backend::sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) {
+  // The draw works on a copy placed after the sampler's own scratch.
+  float* copy = reinterpret_cast<float*>(scratch + sample_scratch_bytes(V));
+  std::memcpy(copy, row, size_t(V) * 4);
+  return sample_cpu(copy, V, p, rng, gptoss::sample_scratch(scratch, V));
+}
+
+TokenLogprobs Backend::logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) {
+  return logprobs_cpu(row, V, token, top, gptoss::sample_scratch(scratch, V));
 }
 
 }  // namespace gptoss

@@ -77,10 +77,11 @@ class Backend {
   // Waits until every op queued so far has finished (a no-op on the CPU, which runs them in line).
   virtual void synchronize() = 0;
 
-  // Draws from one row of logits in this backend's memory (row is not modified); with top >= 0
-  // also the model's own log-probabilities. Scratch: sample_scratch_bytes(V) + V floats.
-  virtual SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch) = 0;
-  virtual TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch) = 0;
+  // Draws from one row of logits (row is not modified); with top >= 0 also the model's own
+  // log-probabilities. Scratch: sample_scratch_bytes(V) + V floats. By default the row is in host
+  // memory and the CPU sampler draws (both backends today: the CUDA one copies its rows back).
+  virtual SampleResult sample(const float* row, int V, const SampleParams& p, uint64_t* rng, uint8_t* scratch);
+  virtual TokenLogprobs logprobs(const float* row, int V, int32_t token, int top, uint8_t* scratch);
   static size_t sample_scratch(int V) { return sample_scratch_bytes(V) + align64(size_t(V) * 4); }
 
   virtual MemoryReport memory() const = 0;
