@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 
 import type { ModelConfig } from './config.js';
-import { AbortedError, BusyError, ContextOverflowError, DisposedError, fromNative, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from './errors.js';
+import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from './errors.js';
 import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from './generate.js';
 import { estimateMemory, InsufficientMemoryError, kvPoolPlan } from './memory.js';
 import type { Device, PrecisionMode } from './device.js';
@@ -518,7 +518,7 @@ export class Engine implements GenerationBackend {
     step.logitSeqs.forEach((seq, i) => {
       const r = results[i];
       if (seq.state !== 'running' || !r) return; // cancelled while the step ran
-      if ('error' in r) return this.#stop(seq, fromNative(r.error)); // this sequence's draw failed
+      if ('error' in r) return this.#stop(seq, r.error); // this sequence's draw failed (typed by lib/native.ts)
       seq.generated++;
       this.#stats.generatedTokens++;
       try {

@@ -120,7 +120,6 @@ struct Launch {
   const StepContext& c;  // device pointers throughout
   cudaStream_t s;
   const ScratchPlan& plan;
-  const float* rope_omega;  // [head_dim / 2] device
 };
 
 [[noreturn]] void no_kernel(const char* op) {
@@ -268,10 +267,6 @@ class CudaRunner final : public StepRunner {
     const int T = host.T;
     const size_t table0 = table_entries(host.pages[0], T), table1 = table_entries(host.pages[1], T);
     ensure_inputs(table0, table1);
-    if (!omega_ && host.rope && !host.rope->omega.empty()) {  // the program's rotary frequencies, once
-      omega_ = device_block(host.rope->omega.size() * 4, "the rotary frequencies");
-      gpu::copy_h2d(omega_.get(), host.rope->omega.data(), host.rope->omega.size() * 4, stream_);
-    }
     // The step's inputs, packed into the pinned mirror and copied in one transfer.
     int32_t* m = pinned_;
     std::memcpy(m + tokens_at(), host.tokens, size_t(T) * 4);
@@ -291,7 +286,7 @@ class CudaRunner final : public StepRunner {
     c.rope = host.rope;
 
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_, static_cast<const float*>(omega_.get())};
+      const Launch l{c, stream_, plan_};
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
         std::visit([&](const auto& o) {
@@ -371,7 +366,7 @@ class CudaRunner final : public StepRunner {
 
   ScratchPlan plan_;
   cudaStream_t stream_ = nullptr;
-  std::shared_ptr<void> omega_, inputs_;
+  std::shared_ptr<void> inputs_;
   int32_t* pinned_ = nullptr;
   size_t cap0_ = 0, cap1_ = 0;
   std::map<Key, gpu::Graph> graphs_;
