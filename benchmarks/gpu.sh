@@ -48,17 +48,17 @@ else
   say "SKIP  kernel-lab tests and compute-sanitizer: $TESTS missing (run npm run build:cuda-native where nvcc is)"
 fi
 
-if [ -f dist/cli.js ]; then
-  if node dist/cli.js check --help 2>/dev/null | grep -q -- '--device'; then
-    step "gptoss check --device cuda" check-cuda.txt node dist/cli.js check --device cuda
+if [ -f dist/cli/main.js ]; then
+  if node dist/cli/main.js check --help 2>/dev/null | grep -q -- '--device'; then
+    step "gptoss check --device cuda" check-cuda.txt node dist/cli/main.js check --device cuda
   else
     say "SKIP  gptoss check --device cuda: this build's CLI has no --device option"
   fi
   for preset in 20b 120b; do
     step "gptoss bench suite --device cuda --synthetic $preset" "bench-suite-$preset.txt" \
-      node dist/cli.js bench suite --device cuda --synthetic "$preset" --out "$OUT/bench-suite-$preset.json"
+      node dist/cli/main.js bench suite --device cuda --synthetic "$preset" --out "$OUT/bench-suite-$preset.json"
   done
 else
-  say "SKIP  gptoss check and bench suite: dist/cli.js missing (run npm install where the tree was built)"
+  say "SKIP  gptoss check and bench suite: dist/cli/main.js missing (run npm install where the tree was built)"
 fi
 say "results in $OUT"

@@ -1,7 +1,7 @@
 // What every op contract (kernels/<op>.h) builds on, besides its kernel arguments:
 //   - the ids an op names in a program: activation buffers (Buf), KV pools (Kv), weights (Weight);
 //   - the op's fields, listed once by its `fields(v)` member: the addon parses a program with it,
-//     exports it (lib/ops.ts is checked against that export), and finds the op's KV pools with it;
+//     exports it (lib/backend/ops.ts is checked against that export), and finds the op's KV pools with it;
 //   - OpCheck, through which an op's shape rules and limits are checked once, when a program is
 //     built (native/runtime/program.cc implements it);
 //   - StepContext, what an op's backend entry point sees when a step runs.
@@ -19,7 +19,7 @@ namespace gptoss {
 struct RopeTable;  // kernels/rope.h
 
 // An activation buffer of the program (in the program's arena). Optional fields hold id -1 when
-// the program leaves them out (lib/ops.ts: an absent key, never a sentinel).
+// the program leaves them out (lib/backend/ops.ts: an absent key, never a sentinel).
 struct Buf {
   int id = -1;
   bool present() const { return id >= 0; }

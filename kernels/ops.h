@@ -1,13 +1,13 @@
 // The op registry: every op of a program, declared once. Each entry names the op as programs
-// and lib/ops.ts spell it and the prefix of its types in kernels/<op>.h (<Prefix>Op: the fields
+// and lib/backend/ops.ts spell it and the prefix of its types in kernels/<op>.h (<Prefix>Op: the fields
 // a program gives it; <Prefix>Limits: the limits a backend's implementation declares; check():
 // its shape rules). Everything else is derived from this list: the OpKind enum and names, the
 // AnyOp variant the addon parses programs into, the per-op profile slots, each backend's
 // dispatch (std::visit over AnyOp), the OpLimits a backend reports, and the op list the addon
-// exports for lib/ops.ts's test.
+// exports for lib/backend/ops.ts's test.
 //
 // Adding an op: its contract header kernels/<op>.h, a line here, one file per backend
-// (kernels/cpu/<op>.cc: <op>_cpu and run_cpu), lib/ops.ts, its test and its benchmark case.
+// (kernels/cpu/<op>.cc: <op>_cpu and run_cpu), lib/backend/ops.ts, its test and its benchmark case.
 #pragma once
 #include <variant>
 

@@ -8,10 +8,10 @@ import type {
   LanguageModelV4StreamPart, LanguageModelV4StreamResult, LanguageModelV4Usage, SharedV4Warning,
 } from '@ai-sdk/provider';
 
-import type { Engine } from './engine.js';
+import type { Engine } from './engine/engine.js';
 import { UnsupportedError } from './errors.js';
-import type { ChatEvent, ChatMessage, ChatOptions, FinishReason, FunctionTool, ToolCall, Usage } from './generate.js';
-import type { JsonSchema } from './harmony/types.js';
+import type { ChatEvent, ChatMessage, ChatOptions, FinishReason, FunctionTool, ToolCall, Usage } from './chat/generate.js';
+import type { JsonSchema } from './chat/harmony/types.js';
 
 export interface GptOssModelSettings {
   /** The id reported in results (default `gpt-oss`). */

@@ -116,7 +116,7 @@ const byCode: Record<Exclude<ErrorCode, 'ERR_BAD_CHECKPOINT'>, new (message: str
 
 /**
  * Maps an error thrown by the addon to its typed class (a checkpoint error keeps the file and
- * tensor native code named); other values pass through unchanged. lib/native.ts applies it to
+ * tensor native code named); other values pass through unchanged. lib/backend/native.ts applies it to
  * everything the addon throws.
  */
 export function fromNative(e: unknown): unknown {

@@ -1,7 +1,7 @@
 // Option checking shared by the public entry points: unknown keys are refused with the likely
 // intended one, and values are checked with messages naming the option, what it must be, and
 // what was received (the habit of sharp's lib/is.js).
-import { suggest } from './config.js';
+import { suggest } from './checkpoint/config.js';
 import { InvalidArgumentError } from './errors.js';
 
 export function checkKeys(options: object | undefined, known: readonly string[], where: string): void {

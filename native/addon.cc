@@ -1,5 +1,5 @@
 // The N-API module: Weights (a model's tensors), Program (a recorded step with its buffers and
-// KV cache), and device queries. lib/native.ts types this surface.
+// KV cache), and device queries. lib/backend/native.ts types this surface.
 #include <napi.h>
 
 #include "native/device.h"

@@ -331,7 +331,7 @@ Napi::Object memory_value(Napi::Env env, const std::string& device, const Progra
 }
 
 // planMemory(spec, vocab) -> what new Program(weights, spec) would hold, without allocating
-// (lib/memory.ts's estimate; `gptoss inspect`).
+// (lib/engine/memory.ts's estimate; `gptoss inspect`).
 Napi::Value PlanMemory(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const ProgramSpec spec = parse_spec(info[0]);

@@ -1,4 +1,4 @@
-// The N-API face of a program (native/runtime/program.h): parses a ProgramSpec from lib/graph.ts's
+// The N-API face of a program (native/runtime/program.h): parses a ProgramSpec from lib/engine/graph.ts's
 // spec and a StepInput from each step's arguments with checked accessors, queues the step on the
 // libuv pool, and turns its results into JS values. No arithmetic here.
 #pragma once
@@ -30,7 +30,7 @@ class Program : public Napi::ObjectWrap<Program> {
   int64_t reported_ = 0;
 };
 
-// The op registry as JS sees it: {name: [{name, kind, optional}]} (lib/ops.ts is tested against it).
+// The op registry as JS sees it: {name: [{name, kind, optional}]} (lib/backend/ops.ts is tested against it).
 Napi::Object op_registry_exports(Napi::Env env, Napi::Object exports);
 
 }  // namespace gptoss

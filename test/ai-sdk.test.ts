@@ -7,7 +7,7 @@ import { z } from 'zod';
 
 import { gptOss } from '../lib/ai-sdk.js';
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
-import { TOKENS } from '../lib/tokenizer.js';
+import { TOKENS } from '../lib/chat/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;

@@ -5,8 +5,8 @@ import { promisify } from 'node:util';
 
 import { describe, expect, it } from 'vitest';
 
-import { compareRuns, loadRuns, mergeRuns, renderReport } from '../lib/bench-report.js';
-import type { BenchRun } from '../lib/bench-run.js';
+import { compareRuns, loadRuns, mergeRuns, renderReport } from '../lib/bench/report.js';
+import type { BenchRun } from '../lib/bench/run.js';
 import { InvalidArgumentError } from '../lib/errors.js';
 import { fixtures, tmpDir } from './helpers/checkpoint.js';
 
@@ -119,7 +119,7 @@ describe('bench report', () => {
   it('gptoss bench report writes report.html and report.md, and exits 1 with the reason on bad input', async () => {
     const run = promisify(execFile);
     const dir = tmpDir();
-    const cli = join(fixtures, '..', '..', 'dist', 'cli.js');
+    const cli = join(fixtures, '..', '..', 'dist', 'cli', 'main.js');
     const ok = await run(process.execPath, [cli, 'bench', 'report', suiteFile, '--out', dir]);
     expect(ok.stdout).toContain('# gptoss bench report: ');
     expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<figure id="roofline">');

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { chartsFor, compareRuns } from '../lib/bench-report.js';
-import { newRun, validateRun } from '../lib/bench-run.js';
-import { runServeBench } from '../lib/bench-serve.js';
-import { createEngine, type Engine } from '../lib/engine.js';
-import { createSyntheticModel, presetConfig } from '../lib/synthetic.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
+import { chartsFor, compareRuns } from '../lib/bench/report.js';
+import { newRun, validateRun } from '../lib/bench/run.js';
+import { runServeBench } from '../lib/bench/serve.js';
+import { createEngine, type Engine } from '../lib/engine/engine.js';
+import { createSyntheticModel, presetConfig } from '../lib/engine/synthetic.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
 
 // `gptoss bench serve --url` against a server of ours on loopback (as against any other engine):
 // a small model of the real vocabulary, so the token-id prompts are valid for gpt-oss.

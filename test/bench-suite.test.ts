@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
-import { kernelCases, runKernelBench } from '../lib/bench-kernels.js';
-import { type Ceilings, newRun, validateRun } from '../lib/bench-run.js';
-import { decodeFlops, decodePoolRows, prefillFlops, runDecodeSweep, runPrefillSweep } from '../lib/bench-sweep.js';
-import type { ModelConfig } from '../lib/config.js';
-import { decodeBytes } from '../lib/graph.js';
-import { createSyntheticModel, presetConfig } from '../lib/synthetic.js';
+import { kernelCases, runKernelBench } from '../lib/bench/kernels.js';
+import { type Ceilings, newRun, validateRun } from '../lib/bench/run.js';
+import { decodeFlops, decodePoolRows, prefillFlops, runDecodeSweep, runPrefillSweep } from '../lib/bench/sweep.js';
+import type { ModelConfig } from '../lib/checkpoint/config.js';
+import { decodeBytes } from '../lib/engine/graph.js';
+import { createSyntheticModel, presetConfig } from '../lib/engine/synthetic.js';
 
 // A small model of the real structure (alternating sliding and full layers, MoE with top-k), so
 // the suite's parts run in seconds; the real shapes run in `gptoss bench suite`.

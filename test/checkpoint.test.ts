@@ -272,7 +272,7 @@ describe('hostile checkpoint files are refused before anything is sized from the
   });
 
   it('all shards together get one header budget', async () => {
-    const { MAX_HEADER_BYTES } = await import('../lib/safetensors.js');
+    const { MAX_HEADER_BYTES } = await import('../lib/checkpoint/safetensors.js');
     const dir = copyFixture('tiny-b/hf');
     // Each shard's header alone is under the bound; the two together are not.
     for (const shard of ['model-00000-of-00001.safetensors', 'model-00001-of-00001.safetensors'])

@@ -1,4 +1,4 @@
-// The gptoss command as users run it (dist/cli.js, built by `npm test`'s tsc step).
+// The gptoss command as users run it (dist/cli/main.js, built by `npm test`'s tsc step).
 import { execFile } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { copyFixture, fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
 const run = promisify(execFile);
 
 async function gptoss(args: string[], env: Record<string, string> = {}) {
@@ -194,7 +194,7 @@ describe('gptoss bench', () => {
     const r = await gptoss(['bench', 'decode', '--synthetic', '20b', '--layers', '1', '--batch', '1,2', '--context', '0,64', '--steps', '2', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/decode batch\s+context\s+tokens\/s/);
-    const { validateRun } = await import('../lib/bench-run.js');
+    const { validateRun } = await import('../lib/bench/run.js');
     const run = validateRun(JSON.parse(readFileSync(out, 'utf8')), out);
     expect(run.model).toBe('synthetic-20b (1 layers)');
     expect(run.ceilings!.readGBps.value).toBeGreaterThan(0);

@@ -3,9 +3,9 @@
 // the GPU and replays captured graphs; skipped in a build without the CUDA backend.
 import { describe, expect, it } from 'vitest';
 
-import { runCheck } from '../lib/check.js';
-import { addon, type NativeProgram, type ProgramSpec } from '../lib/native.js';
-import type { OpSpec } from '../lib/ops.js';
+import { runCheck } from '../lib/cli/check.js';
+import { addon, type NativeProgram, type ProgramSpec } from '../lib/backend/native.js';
+import type { OpSpec } from '../lib/backend/ops.js';
 import { bf16Bytes, fixtures, rng } from './helpers/checkpoint.js';
 
 const hasCuda = addon().devices.includes('cuda');

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AbortedError, ChatStream, ContextOverflowError, getTokenizer, HarmonyError, InvalidArgumentError, loadModel, type Model, toHarmony,
 } from '../lib/index.js';
-import { renderConversationForCompletion } from '../lib/harmony/index.js';
+import { renderConversationForCompletion } from '../lib/chat/harmony/index.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;

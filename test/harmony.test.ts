@@ -10,8 +10,8 @@ import {
   encodeText, parseMessagesFromCompletionTokens, renderConversation, renderConversationForCompletion,
   renderConversationForTraining, renderMessage, StreamableParser, stopTokens, stopTokensForAssistantActions, textMessage,
   type HarmonyMessage, type HarmonyStreamEvent, type RenderConversationConfig, type Role,
-} from '../lib/harmony/index.js';
-import { getTokenizer } from '../lib/tokenizer.js';
+} from '../lib/chat/harmony/index.js';
+import { getTokenizer } from '../lib/chat/tokenizer.js';
 
 // The fixture is JSON; each kind's fields are read through these loose shapes.
 interface Case {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { AbortedError, CheckpointError, InvalidArgumentError, loadModel, NetworkError } from '../lib/index.js';
-import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/hub.js';
+import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/checkpoint/hub.js';
 import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 import { type FakeHub, startFakeHub } from './helpers/hub-server.js';
 
@@ -203,7 +203,7 @@ describe('the pull, list and inspect commands', () => {
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');
     const run = promisify(execFile);
-    const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+    const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
     const env = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url };
     const p = await run(process.execPath, [cli, 'pull', REPO], { env });
     expect(p.stdout).toMatch(new RegExp(`${REPO}: 4 files of the hf layout at ${hub.commit.slice(0, 12)}`));
@@ -220,7 +220,7 @@ describe('the pull, list and inspect commands', () => {
   it('without --model, chat names the default model and how to get it, in one line', async () => {
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');
-    const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+    const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
     const r = await promisify(execFile)(process.execPath, [cli, 'generate', 'hi'], { env: { ...process.env, HF_HUB_CACHE: cache } }).catch((e: { code: number; stderr: string }) => e);
     expect((r as { code: number }).code).toBe(1);
     const err = (r as { stderr: string }).stderr.trim();

@@ -5,8 +5,8 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel } from '../lib/index.js';
-import { addon, packageRoot } from '../lib/native.js';
-import { sampleLogits } from '../lib/sampler.js';
+import { addon, packageRoot } from '../lib/backend/native.js';
+import { sampleLogits } from '../lib/engine/sampler.js';
 import { fixtures } from './helpers/checkpoint.js';
 import { runOp } from './helpers/op.js';
 
@@ -75,7 +75,7 @@ describe('misuse of the addon gets a typed error, never a crash', () => {
   });
 
   it('the addon still works on the main thread after a worker thread loaded and left it', async () => {
-    const code = `import(${JSON.stringify(join(packageRoot, 'dist', 'native.js'))}).then((m) => { m.addon().deviceInfo(); })`;
+    const code = `import(${JSON.stringify(join(packageRoot, 'dist', 'backend', 'native.js'))}).then((m) => { m.addon().deviceInfo(); })`;
     await new Promise<void>((resolve, reject) => {
       const w = new Worker(code, { eval: true });
       w.on('error', reject);

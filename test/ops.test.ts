@@ -6,8 +6,8 @@ import { describe, expect, it } from 'vitest';
 
 import { CheckpointError, InternalError, InvalidArgumentError, UnsupportedError } from '../lib/errors.js';
 import { fromNative } from '../lib/errors.js';
-import { addon } from '../lib/native.js';
-import { describeOps, OP_NAMES } from '../lib/ops.js';
+import { addon } from '../lib/backend/native.js';
+import { describeOps, OP_NAMES } from '../lib/backend/ops.js';
 import { tmpDir } from './helpers/checkpoint.js';
 import { runOp } from './helpers/op.js';
 
@@ -23,7 +23,7 @@ const router = (E: number, extra: Record<string, unknown> = {}) => ({
 });
 
 describe('the op registry', () => {
-  it('lib/ops.ts lists exactly the ops and fields the addon declares (kernels/ops.h), kinds and optionality alike', () => {
+  it('lib/backend/ops.ts lists exactly the ops and fields the addon declares (kernels/ops.h), kinds and optionality alike', () => {
     expect(Object.keys(addon().ops)).toEqual(OP_NAMES);
     expect(addon().ops).toEqual(describeOps());
   });

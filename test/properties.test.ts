@@ -4,8 +4,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, getTokenizer, GptOssError, loadModel, type Model } from '../lib/index.js';
-import { parseMessagesFromCompletionTokens, StreamableParser } from '../lib/harmony/index.js';
-import { createApp } from '../lib/server.js';
+import { parseMessagesFromCompletionTokens, StreamableParser } from '../lib/chat/harmony/index.js';
+import { createApp } from '../lib/server/server.js';
 import { tinyRealVocabCheckpoint, tmpDir } from './helpers/checkpoint.js';
 
 const tok = getTokenizer();
@@ -154,12 +154,12 @@ describe('server isolation properties', () => {
     engine = await createEngine({ model, maxContext: 16384, maxSequences: 8, pageSize: 16 });
     app = createApp(engine, { modelId: 'm' });
     reference = await controlText();
-    const { setCompileBudget } = await import('../lib/grammar.js');
+    const { setCompileBudget } = await import('../lib/chat/grammar.js');
     setCompileBudget(1000); // what runs past it is refused; keeps the run short
   });
   afterAll(async () => {
     process.off('unhandledRejection', onUnhandled);
-    const { setCompileBudget } = await import('../lib/grammar.js');
+    const { setCompileBudget } = await import('../lib/chat/grammar.js');
     setCompileBudget(5000);
     await engine?.close({ abort: true });
     model?.dispose();
@@ -242,7 +242,7 @@ describe('safetensors header properties', () => {
   it('arbitrary bytes, and valid files with bytes flipped or cut, only ever raise CheckpointError', async () => {
     const { readFileSync, writeFileSync } = await import('node:fs');
     const { join } = await import('node:path');
-    const { readSafetensorsHeader } = await import('../lib/safetensors.js');
+    const { readSafetensorsHeader } = await import('../lib/checkpoint/safetensors.js');
     const { CheckpointError } = await import('../lib/errors.js');
     const { fixtures } = await import('./helpers/checkpoint.js');
     const seed = readFileSync(join(fixtures, 'tiny-b', 'original', 'model.safetensors'));

@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
-import { TOKENS } from '../lib/tokenizer.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
+import { TOKENS } from '../lib/chat/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;

@@ -3,8 +3,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { InvalidArgumentError } from '../lib/errors.js';
-import { addon } from '../lib/native.js';
-import { DEFAULT_SAMPLING, sampleLogits, Sampler } from '../lib/sampler.js';
+import { addon } from '../lib/backend/native.js';
+import { DEFAULT_SAMPLING, sampleLogits, Sampler } from '../lib/engine/sampler.js';
 
 const N = 20000;
 // Chi-square critical values at p = 0.001 by degrees of freedom: a correct sampler fails one in

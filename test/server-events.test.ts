@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type ChatEvent, type ChatResult, type Engine, Generation } from '../lib/index.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
 
 const usage = { promptTokens: 10, completionTokens: 7, totalTokens: 17 };
 const timings = { promptMs: 1, generationMs: 1, promptTokensPerSecond: 1, tokensPerSecond: 1 };

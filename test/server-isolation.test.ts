@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, type EngineOptions, loadModel, type Model } from '../lib/index.js';
-import { Sampler } from '../lib/sampler.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
-import { TOKENS } from '../lib/tokenizer.js';
+import { Sampler } from '../lib/engine/sampler.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
+import { TOKENS } from '../lib/chat/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 const MODEL = 'tiny-gpt-oss';
@@ -191,7 +191,7 @@ describe("one client's schema never breaks structured output for the others", ()
   });
 
   it('an expensive compile runs off the event loop and past its budget gets a 400; /health and a stream keep answering', async () => {
-    const { setCompileBudget } = await import('../lib/grammar.js');
+    const { setCompileBudget } = await import('../lib/chat/grammar.js');
     await using s = await serverOver({ maxSequences: 8, maxContext: 4096, pageSize: 16 });
     await stillWorks(s.server.url); // the grammar threads are up
     setCompileBudget(1500);

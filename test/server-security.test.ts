@@ -8,7 +8,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { createEngine, type Engine, type EngineOptions, loadModel, type Model } from '../lib/index.js';
-import { createApp, listen, type RunningServer, type ServerOptions } from '../lib/server.js';
+import { createApp, listen, type RunningServer, type ServerOptions } from '../lib/server/server.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 // The API key check must go through timingSafeEqual: spied on, otherwise the real one.

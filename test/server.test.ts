@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;

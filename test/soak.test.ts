@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
-import { createApp, listen, type RunningServer } from '../lib/server.js';
+import { createApp, listen, type RunningServer } from '../lib/server/server.js';
 import { rng, tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 const REQUESTS = Number(process.env.SOAK_REQUESTS ?? 200);

@@ -5,8 +5,8 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { checkSchema, getTokenizer, InvalidArgumentError, loadModel, type Model, UnsupportedError } from '../lib/index.js';
-import { chatConstraint } from '../lib/structured.js';
-import { TOKENS } from '../lib/tokenizer.js';
+import { chatConstraint } from '../lib/chat/structured.js';
+import { TOKENS } from '../lib/chat/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 import { SCHEMAS } from './helpers/schemas.js';
 
@@ -70,7 +70,7 @@ describe('structured output (responseFormat)', () => {
 
   it('the prompt carries the schema under # Response Formats', async () => {
     const { toHarmony } = await import('../lib/index.js');
-    const { renderConversation } = await import('../lib/harmony/index.js');
+    const { renderConversation } = await import('../lib/chat/harmony/index.js');
     const text = getTokenizer().decode(renderConversation(toHarmony([{ role: 'user', content: 'x' }], { instructions: 'Be brief.', responseFormat: { type: 'json_schema', name: 'person', description: 'A person.', schema: SCHEMAS.person } })));
     expect(text).toContain(`# Instructions\n\nBe brief.\n\n# Response Formats\n\n## person\n\n// A person.\n${JSON.stringify(SCHEMAS.person)}<|end|>`);
   });

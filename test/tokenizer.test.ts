@@ -96,7 +96,7 @@ describe('o200k_harmony tokenizer', () => {
     );
   }, 120_000);
 
-  it('the pre-tokenizer pattern is the one lib/tokenizer.ts ports to JavaScript', () => {
+  it('the pre-tokenizer pattern is the one lib/chat/tokenizer.ts ports to JavaScript', () => {
     // A new tiktoken with another pattern must fail here, not split text differently.
     expect(o200k.pat_str).toBe(
       "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",

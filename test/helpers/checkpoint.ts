@@ -157,7 +157,7 @@ export function writeRandomHfCheckpoint(dir: string, s: TinyShape, seed = 1): vo
 }
 
 /** Relative error ||a - b|| / ||b|| over whole arrays (fixtures/README.md, "How to compare"). */
-export { relErr } from '../../lib/check.js';
+export { relErr } from '../../lib/cli/check.js';
 
 /** Rewrites a safetensors file's JSON header in place, keeping the data bytes. */
 export function mutateHeader(path: string, fn: (header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>) => void): void {

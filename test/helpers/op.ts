@@ -1,9 +1,9 @@
 // Runs native ops on given inputs: a Program of those ops on one device, buffers written from JS,
 // one step of one sequence, every buffer read back.
-import type { Device } from '../../lib/device.js';
-import { stepSequence } from '../../lib/graph.js';
-import { addon, type BufferSpec } from '../../lib/native.js';
-import type { BufferId, OpSpec, WeightId } from '../../lib/ops.js';
+import type { Device } from '../../lib/backend/device.js';
+import { stepSequence } from '../../lib/engine/graph.js';
+import { addon, type BufferSpec } from '../../lib/backend/native.js';
+import type { BufferId, OpSpec, WeightId } from '../../lib/backend/ops.js';
 
 export interface OpRun {
   /** The backend to run on (default 'cpu'). */

@@ -1,6 +1,6 @@
 // JSON Schemas of each kind structured output must handle; every one has a bounded length, so a
 // random model under the constraint finishes its document within a few dozen tokens.
-import type { JsonSchema } from '../../lib/harmony/types.js';
+import type { JsonSchema } from '../../lib/chat/harmony/types.js';
 
 export const SCHEMAS: Record<string, JsonSchema> = {
   person: {
