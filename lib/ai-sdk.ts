@@ -4,24 +4,44 @@
 import { randomUUID } from 'node:crypto';
 
 import type {
-  LanguageModelV4, LanguageModelV4CallOptions, LanguageModelV4Content, LanguageModelV4FinishReason, LanguageModelV4GenerateResult, LanguageModelV4Prompt,
-  LanguageModelV4StreamPart, LanguageModelV4StreamResult, LanguageModelV4Usage, SharedV4Warning,
+  LanguageModelV4,
+  LanguageModelV4CallOptions,
+  LanguageModelV4Content,
+  LanguageModelV4FinishReason,
+  LanguageModelV4GenerateResult,
+  LanguageModelV4Prompt,
+  LanguageModelV4StreamPart,
+  LanguageModelV4StreamResult,
+  LanguageModelV4Usage,
+  SharedV4Warning,
 } from '@ai-sdk/provider';
 
 import type { Engine } from './engine/engine.js';
 import { UnsupportedError } from './errors.js';
-import type { ChatEvent, ChatMessage, ChatOptions, FinishReason, FunctionTool, ToolCall, Usage } from './chat/generate.js';
+import type {
+  ChatEvent,
+  ChatMessage,
+  ChatOptions,
+  FinishReason,
+  FunctionTool,
+  ToolCall,
+  Usage,
+} from './chat/generate.js';
 import type { JsonSchema } from './chat/harmony/types.js';
 
 export interface GptOssModelSettings {
   /** The id reported in results (default `gpt-oss`). */
   modelId?: string;
   /** Options applied to every call (e.g. reasoningEffort, minP); the call's settings win. */
-  defaults?: Partial<Pick<ChatOptions, 'reasoningEffort' | 'minP' | 'repetitionPenalty' | 'logitBias' | 'instructions' | 'maxContext'>>;
+  defaults?: Partial<
+    Pick<ChatOptions, 'reasoningEffort' | 'minP' | 'repetitionPenalty' | 'logitBias' | 'instructions' | 'maxContext'>
+  >;
 }
 
 /** Per-call options under `providerOptions['gpt-oss']`. */
-export type GptOssProviderOptions = Partial<Pick<ChatOptions, 'reasoningEffort' | 'minP' | 'repetitionPenalty' | 'logitBias' | 'logprobs'>>;
+export type GptOssProviderOptions = Partial<
+  Pick<ChatOptions, 'reasoningEffort' | 'minP' | 'repetitionPenalty' | 'logitBias' | 'logprobs'>
+>;
 
 const PROVIDER_KEY = 'gpt-oss';
 
@@ -34,7 +54,12 @@ function text(parts: readonly { type: string; text?: string }[], warnings: Share
   let out = '';
   for (const p of parts) {
     if (p.type === 'text') out += p.text ?? '';
-    else warnings.push({ type: 'unsupported', feature: `${p.type} parts`, details: 'gpt-oss reads text only; the part was left out' });
+    else
+      warnings.push({
+        type: 'unsupported',
+        feature: `${p.type} parts`,
+        details: 'gpt-oss reads text only; the part was left out',
+      });
   }
   return out;
 }
@@ -65,23 +90,36 @@ function toMessages(prompt: LanguageModelV4Prompt, warnings: SharedV4Warning[]):
         out.push({ role: 'user', content: text(m.content, warnings) });
         break;
       case 'assistant': {
-        let content = '', reasoning = '';
+        let content = '',
+          reasoning = '';
         const toolCalls: ToolCall[] = [];
         const results: ChatMessage[] = [];
         for (const p of m.content) {
           if (p.type === 'text') content += p.text;
           else if (p.type === 'reasoning') reasoning += p.text;
-          else if (p.type === 'tool-call') toolCalls.push({ id: p.toolCallId, name: p.toolName, arguments: typeof p.input === 'string' ? p.input : JSON.stringify(p.input) });
-          else if (p.type === 'tool-result') results.push({ role: 'tool', toolCallId: p.toolCallId, name: p.toolName, content: toolOutput(p.output) });
+          else if (p.type === 'tool-call')
+            toolCalls.push({
+              id: p.toolCallId,
+              name: p.toolName,
+              arguments: typeof p.input === 'string' ? p.input : JSON.stringify(p.input),
+            });
+          else if (p.type === 'tool-result')
+            results.push({ role: 'tool', toolCallId: p.toolCallId, name: p.toolName, content: toolOutput(p.output) });
           else warnings.push({ type: 'unsupported', feature: `assistant ${p.type} parts` });
         }
-        out.push({ role: 'assistant', content: content || null, reasoning: reasoning || null, ...(toolCalls.length && { toolCalls }) });
+        out.push({
+          role: 'assistant',
+          content: content || null,
+          reasoning: reasoning || null,
+          ...(toolCalls.length && { toolCalls }),
+        });
         out.push(...results);
         break;
       }
       case 'tool':
         for (const p of m.content)
-          if (p.type === 'tool-result') out.push({ role: 'tool', toolCallId: p.toolCallId, name: p.toolName, content: toolOutput(p.output) });
+          if (p.type === 'tool-result')
+            out.push({ role: 'tool', toolCallId: p.toolCallId, name: p.toolName, content: toolOutput(p.output) });
           else warnings.push({ type: 'unsupported', feature: 'tool approval responses' });
         break;
     }
@@ -90,10 +128,25 @@ function toMessages(prompt: LanguageModelV4Prompt, warnings: SharedV4Warning[]):
 }
 
 // gpt-oss has three efforts; the others map to the nearest.
-const EFFORT = { none: 'low', minimal: 'low', low: 'low', medium: 'medium', high: 'high', xhigh: 'high', max: 'high' } as const;
+const EFFORT = {
+  none: 'low',
+  minimal: 'low',
+  low: 'low',
+  medium: 'medium',
+  high: 'high',
+  xhigh: 'high',
+  max: 'high',
+} as const;
 
-function toOptions(o: LanguageModelV4CallOptions, settings: GptOssModelSettings, warnings: SharedV4Warning[]): ChatOptions {
-  const opts: ChatOptions = { ...settings.defaults, ...(o.providerOptions?.[PROVIDER_KEY] as GptOssProviderOptions | undefined) };
+function toOptions(
+  o: LanguageModelV4CallOptions,
+  settings: GptOssModelSettings,
+  warnings: SharedV4Warning[],
+): ChatOptions {
+  const opts: ChatOptions = {
+    ...settings.defaults,
+    ...(o.providerOptions?.[PROVIDER_KEY] as GptOssProviderOptions | undefined),
+  };
   if (o.maxOutputTokens !== undefined) opts.maxTokens = o.maxOutputTokens;
   if (o.temperature !== undefined) opts.temperature = o.temperature;
   if (o.topP !== undefined) opts.topP = o.topP;
@@ -106,7 +159,12 @@ function toOptions(o: LanguageModelV4CallOptions, settings: GptOssModelSettings,
   if (o.reasoning && o.reasoning !== 'provider-default') opts.reasoningEffort = EFFORT[o.reasoning];
   if (o.responseFormat?.type === 'json')
     opts.responseFormat = o.responseFormat.schema
-      ? { type: 'json_schema', schema: o.responseFormat.schema as JsonSchema, ...(o.responseFormat.name && { name: o.responseFormat.name }), ...(o.responseFormat.description && { description: o.responseFormat.description }) }
+      ? {
+          type: 'json_schema',
+          schema: o.responseFormat.schema as JsonSchema,
+          ...(o.responseFormat.name && { name: o.responseFormat.name }),
+          ...(o.responseFormat.description && { description: o.responseFormat.description }),
+        }
       : { type: 'json_object' };
   const tools: FunctionTool[] = [];
   for (const t of o.tools ?? []) {
@@ -114,7 +172,12 @@ function toOptions(o: LanguageModelV4CallOptions, settings: GptOssModelSettings,
       warnings.push({ type: 'unsupported', feature: `provider tool ${t.id}` });
       continue;
     }
-    tools.push({ name: t.name, description: t.description, parameters: t.inputSchema as JsonSchema, ...(t.strict && { strict: true }) });
+    tools.push({
+      name: t.name,
+      description: t.description,
+      parameters: t.inputSchema as JsonSchema,
+      ...(t.strict && { strict: true }),
+    });
   }
   if (tools.length) opts.tools = tools;
   const choice = o.toolChoice;
@@ -124,7 +187,8 @@ function toOptions(o: LanguageModelV4CallOptions, settings: GptOssModelSettings,
 }
 
 function usageOf(u: Usage): LanguageModelV4Usage {
-  const cached = u.cachedPromptTokens ?? 0, reasoning = u.reasoningTokens ?? 0;
+  const cached = u.cachedPromptTokens ?? 0,
+    reasoning = u.reasoningTokens ?? 0;
   return {
     inputTokens: { total: u.promptTokens, noCache: u.promptTokens - cached, cacheRead: cached, cacheWrite: undefined },
     outputTokens: { total: u.completionTokens, text: u.completionTokens - reasoning, reasoning },
@@ -154,7 +218,12 @@ export class GptOssLanguageModel implements LanguageModelV4 {
     if (messages.length === 0) throw new UnsupportedError('the prompt holds no messages');
     // Tool call ids must be unique across calls; the engine numbers them per answer.
     const prefix = `call_${randomUUID().slice(0, 8)}`;
-    return { gen: this.#engine.chat(messages, options), warnings, prefix, body: { messages, options: { ...options, signal: undefined } } };
+    return {
+      gen: this.#engine.chat(messages, options),
+      warnings,
+      prefix,
+      body: { messages, options: { ...options, signal: undefined } },
+    };
   }
 
   async doGenerate(o: LanguageModelV4CallOptions): Promise<LanguageModelV4GenerateResult> {
@@ -163,7 +232,8 @@ export class GptOssLanguageModel implements LanguageModelV4 {
     const content: LanguageModelV4Content[] = [];
     if (r.reasoning) content.push({ type: 'reasoning', text: r.reasoning });
     if (r.text) content.push({ type: 'text', text: r.text });
-    for (const c of r.toolCalls) content.push({ type: 'tool-call', toolCallId: `${prefix}_${c.id}`, toolName: c.name, input: c.rawArguments });
+    for (const c of r.toolCalls)
+      content.push({ type: 'tool-call', toolCallId: `${prefix}_${c.id}`, toolName: c.name, input: c.rawArguments });
     return {
       content,
       finishReason: finishOf(r.finishReason),
@@ -186,7 +256,12 @@ export class GptOssLanguageModel implements LanguageModelV4 {
         if (!started) {
           started = true;
           controller.enqueue({ type: 'stream-start', warnings });
-          controller.enqueue({ type: 'response-metadata', id: prefix.replace('call_', 'gen_'), timestamp: new Date(), modelId });
+          controller.enqueue({
+            type: 'response-metadata',
+            id: prefix.replace('call_', 'gen_'),
+            timestamp: new Date(),
+            modelId,
+          });
         }
         const close = () => {
           if (open) controller.enqueue({ type: `${open.kind}-end`, id: open.id });

@@ -101,7 +101,10 @@ export class InternalError extends GptOssError {
   }
 }
 
-const byCode: Record<Exclude<ErrorCode, 'ERR_BAD_CHECKPOINT'>, new (message: string, options?: { cause?: unknown }) => GptOssError> = {
+const byCode: Record<
+  Exclude<ErrorCode, 'ERR_BAD_CHECKPOINT'>,
+  new (message: string, options?: { cause?: unknown }) => GptOssError
+> = {
   ERR_INVALID_ARGUMENT: InvalidArgumentError,
   ERR_UNSUPPORTED: UnsupportedError,
   ERR_OUT_OF_MEMORY: OutOfMemoryError,
@@ -124,7 +127,10 @@ export function fromNative(e: unknown): unknown {
   if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
     const n = e as Error & { code: string; file?: unknown; tensor?: unknown };
     if (n.code === 'ERR_BAD_CHECKPOINT') {
-      const where = { file: typeof n.file === 'string' ? n.file : undefined, tensor: typeof n.tensor === 'string' ? n.tensor : undefined };
+      const where = {
+        file: typeof n.file === 'string' ? n.file : undefined,
+        tensor: typeof n.tensor === 'string' ? n.tensor : undefined,
+      };
       return new CheckpointError(e.message, where, { cause: e });
     }
     const Ctor = byCode[n.code as keyof typeof byCode];

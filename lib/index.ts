@@ -9,8 +9,20 @@ export { deviceInfo } from './backend/native.js';
 export * from './errors.js';
 export { ChatStream, Generation, toHarmony } from './chat/generate.js';
 export type {
-  ChatEvent, ChatMessage, ChatOptions, ChatResult, CompleteOptions, CompletionEvent, CompletionResult, FinishReason,
-  FunctionTool, GenerateOptions, Timings, TokenLogprob, ToolCall, Usage,
+  ChatEvent,
+  ChatMessage,
+  ChatOptions,
+  ChatResult,
+  CompleteOptions,
+  CompletionEvent,
+  CompletionResult,
+  FinishReason,
+  FunctionTool,
+  GenerateOptions,
+  Timings,
+  TokenLogprob,
+  ToolCall,
+  Usage,
 } from './chat/generate.js';
 export { DEFAULT_SAMPLING, sampleLogits } from './engine/sampler.js';
 export type { SamplingOptions } from './engine/sampler.js';

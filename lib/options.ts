@@ -6,7 +6,8 @@ import { InvalidArgumentError } from './errors.js';
 
 export function checkKeys(options: object | undefined, known: readonly string[], where: string): void {
   if (options === undefined) return;
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`${where}: options must be an object`);
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError(`${where}: options must be an object`);
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
     const hint = suggest(key, known);
@@ -17,11 +18,19 @@ export function checkKeys(options: object | undefined, known: readonly string[],
 export function checkOneOf<T extends string>(value: unknown, allowed: readonly T[], name: string, fallback: T): T {
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || !allowed.includes(value as T))
-    throw new InvalidArgumentError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+    throw new InvalidArgumentError(
+      `${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`,
+    );
   return value as T;
 }
 
-export function checkInt(value: unknown, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function checkInt(
+  value: unknown,
+  name: string,
+  fallback: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max)
     throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`);

@@ -38,17 +38,35 @@ describe('generateText', () => {
   it('reasoning comes back as reasoning, not as text', async () => {
     // With a call required the turn's structure is enforced: the model opens the analysis channel
     // (random reasoning until the budget ends) or calls at once. Some seeds reason.
-    const noop = tool({ inputSchema: jsonSchema<Record<string, never>>({ type: 'object', properties: {}, additionalProperties: false }) });
+    const noop = tool({
+      inputSchema: jsonSchema<Record<string, never>>({ type: 'object', properties: {}, additionalProperties: false }),
+    });
     let reasoned = 0;
     for (let seed = 0; seed < 6; seed++) {
       // streamText: generateText would (rightly) throw when a required call did not come.
-      const s = streamText({ model: gptOss(engine), prompt: 'Think.', tools: { noop }, toolChoice: 'required', maxOutputTokens: 16, seed, onError: () => {} });
-      let reasoning = '', text = '';
+      const s = streamText({
+        model: gptOss(engine),
+        prompt: 'Think.',
+        tools: { noop },
+        toolChoice: 'required',
+        maxOutputTokens: 16,
+        seed,
+        onError: () => {},
+      });
+      let reasoning = '',
+        text = '';
       for await (const p of s.fullStream) {
         if (p.type === 'reasoning-delta') reasoning += p.text;
         if (p.type === 'text-delta') text += p.text;
       }
-      const full = await engine.chat([{ role: 'user', content: 'Think.' }], { tools: [{ name: 'noop', parameters: { type: 'object', properties: {}, additionalProperties: false } }], toolChoice: 'required', maxTokens: 16, seed }).result();
+      const full = await engine
+        .chat([{ role: 'user', content: 'Think.' }], {
+          tools: [{ name: 'noop', parameters: { type: 'object', properties: {}, additionalProperties: false } }],
+          toolChoice: 'required',
+          maxTokens: 16,
+          seed,
+        })
+        .result();
       expect(reasoning).toBe(full.reasoning);
       expect(text).toBe('');
       if (full.reasoning) reasoned++;
@@ -59,10 +77,23 @@ describe('generateText', () => {
   it('calls a tool whose arguments follow its schema (tool choice forced, strict)', async () => {
     const weather = tool({
       description: 'Weather for a city',
-      inputSchema: jsonSchema<{ city: 'Paris' | 'Oslo'; days: number }>({ type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 5 } }, required: ['city', 'days'], additionalProperties: false }),
+      inputSchema: jsonSchema<{ city: 'Paris' | 'Oslo'; days: number }>({
+        type: 'object',
+        properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 5 } },
+        required: ['city', 'days'],
+        additionalProperties: false,
+      }),
       strict: true,
     });
-    const r = await generateText({ model: gptOss(engine), prompt: 'Weather in Paris?', tools: { weather }, toolChoice: { type: 'tool', toolName: 'weather' }, maxOutputTokens: 100, seed: 1, providerOptions: endReasoning });
+    const r = await generateText({
+      model: gptOss(engine),
+      prompt: 'Weather in Paris?',
+      tools: { weather },
+      toolChoice: { type: 'tool', toolName: 'weather' },
+      maxOutputTokens: 100,
+      seed: 1,
+      providerOptions: endReasoning,
+    });
     expect(r.finishReason).toBe('tool-calls');
     expect(r.toolCalls).toHaveLength(1);
     const call = r.toolCalls[0];
@@ -85,7 +116,14 @@ describe('streamText', () => {
 
   it('an abort signal ends the stream and frees the sequence', async () => {
     const ac = new AbortController();
-    const s = streamText({ model: gptOss(engine), prompt: 'Go on forever.', maxOutputTokens: 5000, abortSignal: ac.signal, seed: 2, onError: () => {} });
+    const s = streamText({
+      model: gptOss(engine),
+      prompt: 'Go on forever.',
+      maxOutputTokens: 5000,
+      abortSignal: ac.signal,
+      seed: 2,
+      onError: () => {},
+    });
     setTimeout(() => ac.abort(), 200);
     let parts = 0;
     await expect(
@@ -103,16 +141,34 @@ describe('streamText', () => {
 describe('structured output', () => {
   globalThis.AI_SDK_LOG_WARNINGS = false; // generateObject's deprecation notice
   it('the object validates against the zod schema (enforced while it is generated)', async () => {
-    const schema = z.object({ drink: z.enum(['tea', 'coffee', 'water']), cups: z.number().int().min(1).max(4), hot: z.boolean() });
+    const schema = z.object({
+      drink: z.enum(['tea', 'coffee', 'water']),
+      cups: z.number().int().min(1).max(4),
+      hot: z.boolean(),
+    });
     for (const seed of [1, 2, 3]) {
-      const r = await generateObject({ model: gptOss(engine), schema, prompt: 'Order a drink.', maxOutputTokens: 120, seed, providerOptions: endReasoning });
+      const r = await generateObject({
+        model: gptOss(engine),
+        schema,
+        prompt: 'Order a drink.',
+        maxOutputTokens: 120,
+        seed,
+        providerOptions: endReasoning,
+      });
       expect(schema.parse(r.object)).toEqual(r.object);
     }
   });
 
   it("generateText's Output.object (the newer form) does the same", async () => {
     const schema = z.object({ size: z.enum(['S', 'M', 'L']), qty: z.number().int().min(1).max(9) });
-    const r = await generateText({ model: gptOss(engine), output: Output.object({ schema }), prompt: 'Pick a size.', maxOutputTokens: 120, seed: 5, providerOptions: endReasoning });
+    const r = await generateText({
+      model: gptOss(engine),
+      output: Output.object({ schema }),
+      prompt: 'Pick a size.',
+      maxOutputTokens: 120,
+      seed: 5,
+      providerOptions: endReasoning,
+    });
     expect(schema.parse(r.output)).toEqual(r.output);
   });
 });

@@ -25,7 +25,17 @@ describe('bench report', () => {
   it('renders every chart from recorded runs into one self-contained page and a Markdown summary', async () => {
     const out = tmpDir();
     const r = await renderReport({ files: [suiteFile, serveFile], outDir: out });
-    expect(r.charts.map((c) => c.id)).toEqual(['roofline', 'kernel-ratios', 'decode-batch', 'decode-context', 'prefill', 'serve-throughput', 'serve-ttft', 'serve-itl', 'memory']);
+    expect(r.charts.map((c) => c.id)).toEqual([
+      'roofline',
+      'kernel-ratios',
+      'decode-batch',
+      'decode-context',
+      'prefill',
+      'serve-throughput',
+      'serve-ttft',
+      'serve-itl',
+      'memory',
+    ]);
     const html = readFileSync(r.htmlPath, 'utf8');
     for (const c of r.charts) {
       const svg = svgOf(html, c.id);
@@ -46,7 +56,8 @@ describe('bench report', () => {
     const md = readFileSync(r.markdownPath, 'utf8');
     expect(md).toBe(`${r.markdown}\n`);
     for (const k of run.kernels!) expect(md).toContain(`| ${k.op} | ${k.name} | ${k.tokens} |`);
-    for (const p of run.decode!.points) expect(md).toContain(`| ${p.batch} | ${p.context} | ${p.tokensPerSecond.toFixed(2)} |`);
+    for (const p of run.decode!.points)
+      expect(md).toContain(`| ${p.batch} | ${p.context} | ${p.tokensPerSecond.toFixed(2)} |`);
     expect(md).toContain('## Serving');
     expect(md).toContain('## Memory');
   }, 60_000);
@@ -70,13 +81,18 @@ describe('bench report', () => {
     expect(changes.filter((c) => c.figure.startsWith('kernel '))).toHaveLength(base.kernels!.length);
 
     const dir = tmpDir();
-    const a = join(dir, 'a.json'), b = join(dir, 'b.json');
+    const a = join(dir, 'a.json'),
+      b = join(dir, 'b.json');
     writeFileSync(a, JSON.stringify(base));
     writeFileSync(b, JSON.stringify(cur));
     const r = await renderReport({ files: [b, a], outDir: join(dir, 'out') });
     expect(r.charts.map((c) => c.id)).toContain('comparison');
     expect(r.markdown).toMatch(/## Against \S+ /);
-    expect(r.markdown).toMatch(new RegExp(`${changes.length} figures compared: 0 better, ${changes.filter((c) => c.verdict === 'worse').length} worse`));
+    expect(r.markdown).toMatch(
+      new RegExp(
+        `${changes.length} figures compared: 0 better, ${changes.filter((c) => c.verdict === 'worse').length} worse`,
+      ),
+    );
 
     // The serve run of the same commit and machine merges into the suite's run.
     const sets = mergeRuns(await loadRuns([suiteFile, serveFile]));
@@ -89,11 +105,16 @@ describe('bench report', () => {
     // and the figures derived from medians follow the pooled ones.
     const again = structuredClone(base);
     again.date = new Date(Date.parse(base.date) + 60e3).toISOString();
-    for (const p of again.decode!.points) p.stepMs = { value: p.stepMs.value * 1.2, samples: p.stepMs.samples.map((x) => x * 1.2) };
-    const [pooled] = mergeRuns([{ file: 'a', run: base }, { file: 'b', run: again }]);
+    for (const p of again.decode!.points)
+      p.stepMs = { value: p.stepMs.value * 1.2, samples: p.stepMs.samples.map((x) => x * 1.2) };
+    const [pooled] = mergeRuns([
+      { file: 'a', run: base },
+      { file: 'b', run: again },
+    ]);
     expect(pooled.runs).toBe(2);
     expect(pooled.label).toMatch(/\(2 runs pooled\)$/);
-    const p0 = pooled.run.decode!.points[0], b0 = base.decode!.points[0];
+    const p0 = pooled.run.decode!.points[0],
+      b0 = base.decode!.points[0];
     expect(p0.stepMs.samples).toHaveLength(2 * b0.stepMs.samples.length);
     expect(p0.stepMs.value).toBeGreaterThan(b0.stepMs.value);
     expect(p0.tokensPerSecond).toBeCloseTo(p0.batch / (p0.stepMs.value / 1e3), 9);
@@ -108,7 +129,9 @@ describe('bench report', () => {
     delete (run.decode!.points[0] as Partial<(typeof run.decode & {})['points'][0]>).stepMs;
     writeFileSync(bad, JSON.stringify(run));
     await expect(loadRuns([bad])).rejects.toThrow(InvalidArgumentError);
-    await expect(loadRuns([bad])).rejects.toThrow(/bad\.json is not a gptoss bench result .*\/decode\/points\/0 must have required property 'stepMs'/);
+    await expect(loadRuns([bad])).rejects.toThrow(
+      /bad\.json is not a gptoss bench result .*\/decode\/points\/0 must have required property 'stepMs'/,
+    );
     writeFileSync(bad, '{"schema": "something-else"');
     await expect(loadRuns([bad])).rejects.toThrow(/bad\.json: not JSON/);
     writeFileSync(bad, JSON.stringify({ ...recorded(), schema: 'other@1' }));
@@ -125,7 +148,9 @@ describe('bench report', () => {
     expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<figure id="roofline">');
     const bad = join(dir, 'x.json');
     writeFileSync(bad, '[]');
-    const e = await run(process.execPath, [cli, 'bench', 'report', bad, '--out', dir]).catch((x: { code: number; stderr: string }) => x);
+    const e = await run(process.execPath, [cli, 'bench', 'report', bad, '--out', dir]).catch(
+      (x: { code: number; stderr: string }) => x,
+    );
     expect((e as { code: number }).code).toBe(1);
     expect((e as { stderr: string }).stderr).toMatch(/x\.json is not a gptoss bench result/);
   }, 60_000);

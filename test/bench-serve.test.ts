@@ -15,7 +15,14 @@ describe('bench serve', () => {
   beforeAll(async () => {
     const config = {
       ...presetConfig('20b', 2),
-      hiddenSize: 64, intermediateSize: 32, numExperts: 4, expertsPerToken: 2, numHeads: 2, numKvHeads: 1, slidingWindow: 8, layerWindows: [8, 0],
+      hiddenSize: 64,
+      intermediateSize: 32,
+      numExperts: 4,
+      expertsPerToken: 2,
+      numHeads: 2,
+      numKvHeads: 1,
+      slidingWindow: 8,
+      layerWindows: [8, 0],
     };
     const model = await createSyntheticModel({ config, seed: 5 });
     engine = await createEngine({ model, maxSequences: 4, maxContext: 64 });
@@ -27,7 +34,12 @@ describe('bench serve', () => {
     engine.model.dispose();
   });
 
-  const common = { modelId: 'small', requestsPerLevel: 6, promptTokens: [4, 12] as [number, number], outputTokens: [2, 5] as [number, number] };
+  const common = {
+    modelId: 'small',
+    requestsPerLevel: 6,
+    promptTokens: [4, 12] as [number, number],
+    outputTokens: [2, 5] as [number, number],
+  };
 
   it('closed loop: each concurrency level sends its requests and reports throughput and latency percentiles', async () => {
     const r = await runServeBench({ url: server.url, concurrency: [1, 3], ...common });
@@ -90,6 +102,8 @@ describe('bench serve', () => {
   }, 60_000);
 
   it('refuses a non-positive rate', async () => {
-    await expect(runServeBench({ url: server.url, rates: [0], ...common })).rejects.toThrow(/request rates must be positive/);
+    await expect(runServeBench({ url: server.url, rates: [0], ...common })).rejects.toThrow(
+      /request rates must be positive/,
+    );
   });
 });

@@ -11,8 +11,16 @@ import { createSyntheticModel, presetConfig } from '../lib/engine/synthetic.js';
 // the suite's parts run in seconds; the real shapes run in `gptoss bench suite`.
 const small: ModelConfig = {
   ...presetConfig('20b', 2),
-  hiddenSize: 128, intermediateSize: 64, numExperts: 8, expertsPerToken: 2, numHeads: 4, numKvHeads: 2, headDim: 64,
-  vocabSize: 2048, slidingWindow: 16, layerWindows: [16, 0],
+  hiddenSize: 128,
+  intermediateSize: 64,
+  numExperts: 8,
+  expertsPerToken: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 64,
+  vocabSize: 2048,
+  slidingWindow: 16,
+  layerWindows: [16, 0],
 };
 // Fixed ceilings make the ratios checkable by hand.
 const ceilings: Ceilings = {
@@ -25,7 +33,18 @@ describe('bench suite parts', () => {
   it('kernels: every op of the forward pass at decode and prefill shapes, placed on the roofline', async () => {
     const ks = await runKernelBench({ config: small, tokens: [1, 8], context: 64, ceilings });
     const ops = new Set(ks.map((k) => k.op));
-    for (const op of ['embed', 'rmsnorm', 'matmul_bf16', 'rope', 'kv_append', 'attention', 'router_topk', 'moe_mxfp4', 'moe_combine', 'sample'])
+    for (const op of [
+      'embed',
+      'rmsnorm',
+      'matmul_bf16',
+      'rope',
+      'kv_append',
+      'attention',
+      'router_topk',
+      'moe_mxfp4',
+      'moe_combine',
+      'sample',
+    ])
       expect(ops, op).toContain(op);
     for (const k of ks) {
       expect(k.bytes, k.name).toBeGreaterThan(0);
@@ -51,23 +70,32 @@ describe('bench suite parts', () => {
   it('decode: one point per batch and context, each against its own roofline; points over the memory budget are skipped with the reason', async () => {
     const model = await createSyntheticModel({ config: small, seed: 2 });
     try {
-      const batches = [1, 3], contexts = [0, 40];
+      const batches = [1, 3],
+        contexts = [0, 40];
       const big = decodePoolRows(small, 3, 40, 2).bytes;
       const r = await runDecodeSweep({ model, batches, contexts, steps: 2, ceilings, memoryBudget: big - 1 });
-      expect(r.points.map((p) => [p.batch, p.context])).toEqual([[1, 0], [3, 0], [1, 40]]);
-      expect(r.skipped).toEqual([{ batch: 3, context: 40, reason: expect.stringMatching(/KV cache needs .* GB; the budget is/) }]);
+      expect(r.points.map((p) => [p.batch, p.context])).toEqual([
+        [1, 0],
+        [3, 0],
+        [1, 40],
+      ]);
+      expect(r.skipped).toEqual([
+        { batch: 3, context: 40, reason: expect.stringMatching(/KV cache needs .* GB; the budget is/) },
+      ]);
       for (const p of r.points) {
         expect(p.stepMs.samples).toHaveLength(2);
         expect(p.bytesPerStep).toBe(decodeBytes(small, p.context, 4, p.batch));
         expect(p.tokensPerSecond).toBeCloseTo(p.batch / (p.stepMs.value / 1e3), 6);
         expect(p.flopsPerStep).toBe(decodeFlops(small, p.context, p.batch));
         // The roof: streaming the step's bytes at 10 GB/s or doing its operations at 50 GFLOP/s, whichever is slower.
-        const memoryS = p.bytesPerStep / 10e9, computeS = p.flopsPerStep / 50e9;
+        const memoryS = p.bytesPerStep / 10e9,
+          computeS = p.flopsPerStep / 50e9;
         expect(p.rooflineTokensPerSecond).toBeCloseTo(p.batch / Math.max(memoryS, computeS), 6);
         expect(p.bound).toBe(memoryS >= computeS ? 'memory' : 'compute');
       }
       // A larger batch reads more KV and more distinct experts per step, but the dense weights once.
-      const one = r.points[0], three = r.points[1];
+      const one = r.points[0],
+        three = r.points[1];
       expect(three.bytesPerStep).toBeGreaterThan(one.bytesPerStep);
       expect(three.bytesPerStep).toBeLessThan(3 * one.bytesPerStep);
     } finally {
@@ -104,7 +132,7 @@ describe('bench suite parts', () => {
 
   it('prefill operations count each query against the keys its window lets it see', () => {
     const cfg = { ...small, layerWindows: [0] };
-    const dense = prefillFlops({ ...cfg, numLayers: 1 }, 4) ;
+    const dense = prefillFlops({ ...cfg, numLayers: 1 }, 4);
     const slid = prefillFlops({ ...cfg, numLayers: 1, layerWindows: [2] }, 4);
     // Full causal: 1+2+3+4 = 10 keys; window 2: 1+2+2+2 = 7 keys; 4 x heads x headDim operations each.
     expect(dense - slid).toBe(4 * small.numHeads * small.headDim * (10 - 7));

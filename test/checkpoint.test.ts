@@ -1,6 +1,16 @@
 // Bad checkpoints get a CheckpointError naming the file and tensor (or an UnsupportedError for a
 // config this engine does not implement), never a crash or a silent wrong answer.
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -185,7 +195,9 @@ describe('loading a bad checkpoint', () => {
     const idxFile = join(dir, 'model.safetensors.index.json');
     const idx = JSON.parse(readFileSync(idxFile, 'utf8'));
     const [name, shard] = Object.entries(idx.weight_map as Record<string, string>)[0];
-    idx.weight_map[name] = shard.includes('00000') ? 'model-00001-of-00001.safetensors' : 'model-00000-of-00001.safetensors';
+    idx.weight_map[name] = shard.includes('00000')
+      ? 'model-00001-of-00001.safetensors'
+      : 'model-00000-of-00001.safetensors';
     writeFileSync(idxFile, JSON.stringify(idx));
     expect(await loadError(dir)).toMatchObject({ code: 'ERR_BAD_CHECKPOINT', tensor: name });
   });
@@ -211,12 +223,24 @@ describe('hostile checkpoint files are refused before anything is sized from the
 
   it('every numeric config value is checked against sane bounds before anything is sized from it', async () => {
     const cases: ['original' | 'hf', (c: Record<string, unknown>) => void, RegExp][] = [
-      ['original', (c) => (c.sliding_window = 1e12), /"sliding_window" must be an integer in \[1, \d+\], got 1000000000000/],
+      [
+        'original',
+        (c) => (c.sliding_window = 1e12),
+        /"sliding_window" must be an integer in \[1, \d+\], got 1000000000000/,
+      ],
       ['hf', (c) => (c.sliding_window = 200_000), /sliding_window 200000 exceeds the 131072 positions/],
-      ['hf', (c) => (c.max_position_embeddings = -5), /"max_position_embeddings" must be an integer in \[1, \d+\], got -5/],
+      [
+        'hf',
+        (c) => (c.max_position_embeddings = -5),
+        /"max_position_embeddings" must be an integer in \[1, \d+\], got -5/,
+      ],
       ['hf', (c) => (c.max_position_embeddings = 0), /"max_position_embeddings"/],
       ['hf', (c) => (c.max_position_embeddings = 2.5), /"max_position_embeddings"/],
-      ['original', (c) => (c.num_hidden_layers = 1e9), /"num_hidden_layers" must be an integer in \[1, 1024\], got 1000000000/],
+      [
+        'original',
+        (c) => (c.num_hidden_layers = 1e9),
+        /"num_hidden_layers" must be an integer in \[1, 1024\], got 1000000000/,
+      ],
       ['hf', (c) => (c.num_hidden_layers = 1e9), /"num_hidden_layers"/],
       ['hf', (c) => (c.vocab_size = 2 ** 40), /"vocab_size"/],
       ['original', (c) => (c.head_dim = 1e6), /"head_dim"/],
@@ -243,7 +267,12 @@ describe('hostile checkpoint files are refused before anything is sized from the
       const shard = join(dir, 'model-00000-of-00001.safetensors');
       mutateHeader(shard, (h) => {
         // Assignment would set the prototype; the header must hold it as an own key, as JSON.parse does.
-        Object.defineProperty(h, name, { value: { dtype: 'BF16', shape: [0], data_offsets: [0, 0] }, enumerable: true, writable: true, configurable: true });
+        Object.defineProperty(h, name, {
+          value: { dtype: 'BF16', shape: [0], data_offsets: [0, 0] },
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
       });
       const e = await loadError(dir);
       expect(e, name).toBeInstanceOf(CheckpointError);

@@ -84,11 +84,32 @@ describe('gptoss chat in a terminal', () => {
 describe('gptoss generate', () => {
   it('answers one prompt; --json gives the whole result', async () => {
     const run = promisify(execFile);
-    const { stdout } = await run(process.execPath, [cli, 'generate', '--model', dir, 'Hi', '--max-tokens', '5', '--seed', '4', '--json']);
+    const { stdout } = await run(process.execPath, [
+      cli,
+      'generate',
+      '--model',
+      dir,
+      'Hi',
+      '--max-tokens',
+      '5',
+      '--seed',
+      '4',
+      '--json',
+    ]);
     const r = JSON.parse(stdout);
     expect(r.usage.completionTokens).toBe(5);
     expect(r.finishReason).toBe('length');
-    const plain = await run(process.execPath, [cli, 'generate', '--model', dir, 'Hi', '--max-tokens', '5', '--seed', '4']);
+    const plain = await run(process.execPath, [
+      cli,
+      'generate',
+      '--model',
+      dir,
+      'Hi',
+      '--max-tokens',
+      '5',
+      '--seed',
+      '4',
+    ]);
     expect(plain.stdout.trim()).toBe(r.text.trim());
   });
 

@@ -13,7 +13,10 @@ const run = promisify(execFile);
 
 async function gptoss(args: string[], env: Record<string, string> = {}) {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
+      env: { ...process.env, ...env },
+      maxBuffer: 1 << 26,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -30,7 +33,10 @@ const readF32 = (f: string) => new Float32Array(readFileSync(f).buffer.slice(0))
 
 async function logits(extra: string[], env: Record<string, string> = {}) {
   const out = join(tmpDir(), 'logits.f32');
-  const r = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', seq7.tokens.join(','), '--out', out, ...extra], env);
+  const r = await gptoss(
+    ['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', seq7.tokens.join(','), '--out', out, ...extra],
+    env,
+  );
   expect(r.stderr).toContain('wrote 7x1000 float32 logits');
   expect(r.code).toBe(0);
   return readF32(out);
@@ -47,7 +53,8 @@ describe('gptoss logits', () => {
   });
 
   it('every SIMD variant (portable, AVX2, AVX-512 where the CPU has them) matches the reference', async () => {
-    for (const simd of ['generic', 'avx2', 'avx512']) expect(relErr(await logits(['--mode', 'fp32'], { GPTOSS_SIMD: simd }), ref)).toBeLessThan(1e-4);
+    for (const simd of ['generic', 'avx2', 'avx512'])
+      expect(relErr(await logits(['--mode', 'fp32'], { GPTOSS_SIMD: simd }), ref)).toBeLessThan(1e-4);
   });
 
   it('results do not depend on the thread count', async () => {
@@ -67,13 +74,31 @@ describe('gptoss logits', () => {
     const r = await gptoss(['logits', '--model', 'x', '--tokens', '1,a', '--out', 'y']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('"a" is not a non-negative integer');
-    const r2 = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '5000', '--out', join(tmpDir(), 'x')]);
+    const r2 = await gptoss([
+      'logits',
+      '--model',
+      join(fixtures, 'tiny-a', 'hf'),
+      '--tokens',
+      '5000',
+      '--out',
+      join(tmpDir(), 'x'),
+    ]);
     expect(r2.code).toBe(1);
     expect(r2.stderr).toContain('ERR_INVALID_ARGUMENT');
   });
 
-  it("--device cuda without a usable GPU backend fails with a typed error", async () => {
-    const r = await gptoss(['logits', '--model', join(fixtures, 'tiny-a', 'hf'), '--tokens', '1', '--out', join(tmpDir(), 'x'), '--device', 'cuda']);
+  it('--device cuda without a usable GPU backend fails with a typed error', async () => {
+    const r = await gptoss([
+      'logits',
+      '--model',
+      join(fixtures, 'tiny-a', 'hf'),
+      '--tokens',
+      '1',
+      '--out',
+      join(tmpDir(), 'x'),
+      '--device',
+      'cuda',
+    ]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/ERR_(UNSUPPORTED|DEVICE)/);
   });
@@ -137,7 +162,9 @@ describe('errors of the operating system and of settings', () => {
 
   it('--version, and a mistyped bench command named as such', async () => {
     const v = await gptoss(['--version']);
-    expect(v.stdout.trim()).toBe((JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version);
+    expect(v.stdout.trim()).toBe(
+      (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version,
+    );
     const b = await gptoss(['bench', 'foo']);
     expect(b.code).toBe(2);
     expect(b.stderr).toContain('unknown bench command "foo"; one of: suite, kernels');
@@ -151,7 +178,9 @@ describe('gptoss check', () => {
     const { results } = JSON.parse(r.stdout.trim()) as { results: { fixture: string; path: string; pass: boolean }[] };
     // 2 fixtures x 2 cases x 2 layouts x 2 modes x 4 paths
     expect(results).toHaveLength(64);
-    expect(new Set(results.map((x) => x.path))).toEqual(new Set(['prefill', 'decode', 'decode vs prefill', 'prefix+decode']));
+    expect(new Set(results.map((x) => x.path))).toEqual(
+      new Set(['prefill', 'decode', 'decode vs prefill', 'prefix+decode']),
+    );
     expect(results.every((x) => x.pass)).toBe(true);
   });
 
@@ -168,13 +197,24 @@ describe('gptoss check', () => {
     expect(r.stdout).toMatch(/cpu: 26 of 32 checks within tolerance; 6 FAILED/);
     const failed = r.stdout.split('\n').filter((l) => l.endsWith('FAIL'));
     expect(failed).toHaveLength(6);
-    for (const l of failed) expect(l).toMatch(/^tiny-b\s+(original|hf)\s+fp32\s+seq3\s+(prefill|decode|prefix\+decode)\s/);
+    for (const l of failed)
+      expect(l).toMatch(/^tiny-b\s+(original|hf)\s+fp32\s+seq3\s+(prefill|decode|prefix\+decode)\s/);
   });
 });
 
 describe('gptoss bench', () => {
   it('runs a synthetic gpt-oss-20b layer and prints a table and one JSON line with the bandwidth ratio', async () => {
-    const r = await gptoss(['bench', '--synthetic', '20b', '--layers', '1', '--prefill-tokens', '8', '--decode-tokens', '3']);
+    const r = await gptoss([
+      'bench',
+      '--synthetic',
+      '20b',
+      '--layers',
+      '1',
+      '--prefill-tokens',
+      '8',
+      '--decode-tokens',
+      '3',
+    ]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     const json = JSON.parse(lines[lines.length - 1]);
@@ -191,14 +231,34 @@ describe('gptoss bench', () => {
   it('bench decode writes a result file the report accepts, with the ceilings of the same run; bad grids exit 2', async () => {
     const dir = tmpDir();
     const out = join(dir, 'run.json');
-    const r = await gptoss(['bench', 'decode', '--synthetic', '20b', '--layers', '1', '--batch', '1,2', '--context', '0,64', '--steps', '2', '--out', out]);
+    const r = await gptoss([
+      'bench',
+      'decode',
+      '--synthetic',
+      '20b',
+      '--layers',
+      '1',
+      '--batch',
+      '1,2',
+      '--context',
+      '0,64',
+      '--steps',
+      '2',
+      '--out',
+      out,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/decode batch\s+context\s+tokens\/s/);
     const { validateRun } = await import('../lib/bench/run.js');
     const run = validateRun(JSON.parse(readFileSync(out, 'utf8')), out);
     expect(run.model).toBe('synthetic-20b (1 layers)');
     expect(run.ceilings!.readGBps.value).toBeGreaterThan(0);
-    expect(run.decode!.points.map((p) => [p.batch, p.context])).toEqual([[1, 0], [2, 0], [1, 64], [2, 64]]);
+    expect(run.decode!.points.map((p) => [p.batch, p.context])).toEqual([
+      [1, 0],
+      [2, 0],
+      [1, 64],
+      [2, 64],
+    ]);
     expect(run.kernels).toBeUndefined();
     const bad = await gptoss(['bench', 'decode', '--batch', '0']);
     expect(bad.code).toBe(2);

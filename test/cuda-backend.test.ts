@@ -9,16 +9,33 @@ import type { OpSpec } from '../lib/backend/ops.js';
 import { bf16Bytes, fixtures, rng } from './helpers/checkpoint.js';
 
 const hasCuda = addon().devices.includes('cuda');
-const Hq = 4, Hkv = 2, D = 64, cap = 40;
+const Hq = 4,
+  Hkv = 2,
+  D = 64,
+  cap = 40;
 
 // One layer's attention over a cache written from JS: each step is one decode token at the next
 // position, so every step has the same shape (one captured graph) and different inputs.
 function attentionSpec(device: 'cpu' | 'cuda', sinks: number, window: number): ProgramSpec {
   const ops: OpSpec[] = [
-    { op: 'attention', x: 0 as never, y: 1 as never, kc: 2 as never, vc: 3 as never, w: sinks as never, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 0.125 },
+    {
+      op: 'attention',
+      x: 0 as never,
+      y: 1 as never,
+      kc: 2 as never,
+      vc: 3 as never,
+      w: sinks as never,
+      qHeads: Hq,
+      kvHeads: Hkv,
+      headDim: D,
+      window,
+      scale: 0.125,
+    },
   ];
   return {
-    device, maxTokens: 1, maxContext: cap,
+    device,
+    maxTokens: 1,
+    maxContext: cap,
     rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: D },
     buffers: [
       { dtype: 'f32', rows: 1, cols: Hq * D },
@@ -30,14 +47,32 @@ function attentionSpec(device: 'cpu' | 'cuda', sinks: number, window: number): P
   };
 }
 
-async function decode(program: NativeProgram, qs: Float32Array[], kc: Float32Array, vc: Float32Array, pageSize: number): Promise<Float32Array[]> {
+async function decode(
+  program: NativeProgram,
+  qs: Float32Array[],
+  kc: Float32Array,
+  vc: Float32Array,
+  pageSize: number,
+): Promise<Float32Array[]> {
   program.writeBuffer(2, kc);
   program.writeBuffer(3, vc);
   const out: Float32Array[] = [];
-  const page = { table: Int32Array.from({ length: cap / pageSize }, (_, i) => cap / pageSize - 1 - i), ring: cap / pageSize, pageSize };
+  const page = {
+    table: Int32Array.from({ length: cap / pageSize }, (_, i) => cap / pageSize - 1 - i),
+    ring: cap / pageSize,
+    pageSize,
+  };
   for (let p = 0; p < qs.length; p++) {
     program.writeBuffer(0, qs[p]);
-    await program.step({ tokens: Int32Array.of(0), positions: Int32Array.of(p + 3), seqs: Int32Array.of(0), full: page, sliding: page, logitRows: new Int32Array(0), out: null });
+    await program.step({
+      tokens: Int32Array.of(0),
+      positions: Int32Array.of(p + 3),
+      seqs: Int32Array.of(0),
+      full: page,
+      sliding: page,
+      logitRows: new Int32Array(0),
+      out: null,
+    });
     const b = program.readBuffer(1);
     out.push(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
   }
@@ -57,7 +92,7 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
   });
 
   it.skipIf(!(addon().deviceOps.cuda ?? []).includes('attention'))(
-    'a decode step replayed from its captured graph reads each step\'s positions and page table, bit for bit as run eagerly, and matches the CPU',
+    "a decode step replayed from its captured graph reads each step's positions and page table, bit for bit as run eagerly, and matches the CPU",
     async () => {
       const r = rng(17);
       const { Weights, Program } = addon();
@@ -105,41 +140,62 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
   const missing = ['embed', 'rope', 'kv_append', 'matmul_bf16', 'attention', 'router_topk', 'moe_mxfp4'].filter(
     (op) => !(addon().deviceOps.cuda ?? []).includes(op),
   );
-  it.skipIf(missing.length === 0)('a program with an op whose CUDA kernel this build lacks is refused with ERR_UNSUPPORTED naming it', () => {
-    const { Weights, Program } = addon();
-    const weights = new Weights();
-    try {
-      const op = missing[0];
-      const ops: Record<string, OpSpec> = {
-        embed: { op: 'embed', w: weights.addBytes(new Uint8Array(8 * 64 * 2), 'table'), y: 0 as never, H: 64 },
-        rope: { op: 'rope', x: 0 as never, qHeads: 1, kvHeads: 0, headDim: 64 },
-      };
-      const spec = attentionSpec('cuda', weights.addBytes(bf16Bytes([0, 0, 0, 0]), 'sinks'), 0);
-      spec.ops = [ops[op] ?? spec.ops[0]];
-      if (!ops[op]) return; // only embed and rope are built here; the others need more setup
-      expect(() => new Program(weights, spec)).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED', message: expect.stringContaining(op) }));
-    } finally {
-      weights.dispose();
-    }
-  });
+  it.skipIf(missing.length === 0)(
+    'a program with an op whose CUDA kernel this build lacks is refused with ERR_UNSUPPORTED naming it',
+    () => {
+      const { Weights, Program } = addon();
+      const weights = new Weights();
+      try {
+        const op = missing[0];
+        const ops: Record<string, OpSpec> = {
+          embed: { op: 'embed', w: weights.addBytes(new Uint8Array(8 * 64 * 2), 'table'), y: 0 as never, H: 64 },
+          rope: { op: 'rope', x: 0 as never, qHeads: 1, kvHeads: 0, headDim: 64 },
+        };
+        const spec = attentionSpec('cuda', weights.addBytes(bf16Bytes([0, 0, 0, 0]), 'sinks'), 0);
+        spec.ops = [ops[op] ?? spec.ops[0]];
+        if (!ops[op]) return; // only embed and rope are built here; the others need more setup
+        expect(() => new Program(weights, spec)).toThrow(
+          expect.objectContaining({ code: 'ERR_UNSUPPORTED', message: expect.stringContaining(op) }),
+        );
+      } finally {
+        weights.dispose();
+      }
+    },
+  );
 
   it('running out of device memory is ERR_OUT_OF_MEMORY, and the device stays usable', async () => {
     const { Weights, Program } = addon();
     const weights = new Weights();
     const g = weights.addBytes(bf16Bytes(Array.from({ length: 64 }, () => 1)), 'g');
     const spec = (rows: number): ProgramSpec => ({
-      device: 'cuda', maxTokens: rows, maxContext: 1,
+      device: 'cuda',
+      maxTokens: rows,
+      maxContext: 1,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: 64 },
-      buffers: [{ dtype: 'f32', rows, cols: 1 << 20 }, { dtype: 'f32', rows, cols: 64 }],
+      buffers: [
+        { dtype: 'f32', rows, cols: 1 << 20 },
+        { dtype: 'f32', rows, cols: 64 },
+      ],
       ops: [{ op: 'rmsnorm', x: 1 as never, y: 1 as never, w: g, H: 64, eps: 1e-5 }],
     });
     try {
       // 2^30 rows of 4 MiB: more than any device (and the emulated one's cap) holds.
       expect(() => new Program(weights, spec(1 << 30))).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_MEMORY' }));
       const p = new Program(weights, spec(1));
-      p.writeBuffer(1, Float32Array.from({ length: 64 }, (_, i) => i + 1));
+      p.writeBuffer(
+        1,
+        Float32Array.from({ length: 64 }, (_, i) => i + 1),
+      );
       const page = { table: Int32Array.of(0), ring: 1, pageSize: 1 };
-      await p.step({ tokens: Int32Array.of(0), positions: Int32Array.of(0), seqs: Int32Array.of(0), full: page, sliding: page, logitRows: new Int32Array(0), out: null });
+      await p.step({
+        tokens: Int32Array.of(0),
+        positions: Int32Array.of(0),
+        seqs: Int32Array.of(0),
+        full: page,
+        sliding: page,
+        logitRows: new Int32Array(0),
+        out: null,
+      });
       const y = new Float32Array(p.readBuffer(1).slice().buffer);
       expect(y[0]).toBeGreaterThan(0);
       p.dispose();
@@ -162,7 +218,9 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
       const { join } = await import('node:path');
       const { relErr } = await import('./helpers/checkpoint.js');
       const dir = join(fixtures, 'tiny-b');
-      const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as { cases: { name: string; tokens: number[]; logits_fp32: string }[] };
+      const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as {
+        cases: { name: string; tokens: number[]; logits_fp32: string }[];
+      };
       const seq3 = cases.cases.find((c) => c.name === 'seq3')!;
       const ref = new Float32Array(readFileSync(join(dir, seq3.logits_fp32)).buffer.slice(0));
       const model = await loadModel(join(dir, 'hf'), { device: 'cuda' });
@@ -172,7 +230,8 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
         const session = model.createSession();
         const V = model.config.vocabSize;
         const decode = new Float32Array(seq3.tokens.length * V);
-        for (let i = 0; i < seq3.tokens.length; i++) decode.set(await session.forward([seq3.tokens[i]], { logits: 'last' }), i * V);
+        for (let i = 0; i < seq3.tokens.length; i++)
+          decode.set(await session.forward([seq3.tokens[i]], { logits: 'last' }), i * V);
         expect(relErr(decode, ref)).toBeLessThan(1e-2);
       } finally {
         model.dispose();
@@ -180,9 +239,12 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
-  it.skipIf(missing.length > 0 || !process.env.GPTOSS_CUDA_FULL_CHECK)('gptoss check --device cuda: every fixture, layout, mode and path (GPTOSS_CUDA_FULL_CHECK=1)', async () => {
-    const results = await runCheck({ fixtures, device: 'cuda' });
-    expect(results.length).toBeGreaterThan(0);
-    expect(results.filter((r) => !r.pass)).toEqual([]);
-  });
+  it.skipIf(missing.length > 0 || !process.env.GPTOSS_CUDA_FULL_CHECK)(
+    'gptoss check --device cuda: every fixture, layout, mode and path (GPTOSS_CUDA_FULL_CHECK=1)',
+    async () => {
+      const results = await runCheck({ fixtures, device: 'cuda' });
+      expect(results.length).toBeGreaterThan(0);
+      expect(results.filter((r) => !r.pass)).toEqual([]);
+    },
+  );
 });

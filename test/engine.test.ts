@@ -2,7 +2,15 @@
 // alone; admission, overload, cancellation and close behave; pages always come back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { AbortedError, ContextOverflowError, createEngine, DisposedError, loadModel, type Model, OverloadedError } from '../lib/index.js';
+import {
+  AbortedError,
+  ContextOverflowError,
+  createEngine,
+  DisposedError,
+  loadModel,
+  type Model,
+  OverloadedError,
+} from '../lib/index.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;
@@ -18,9 +26,14 @@ describe('engine', () => {
   it('concurrent requests share steps and each gets what it gets alone (greedy and seeded)', async () => {
     const opts = (i: number) => (i % 2 ? { temperature: 0 } : { seed: i, topP: 0.9 });
     const alone: number[][] = [];
-    for (let i = 0; i < 8; i++) alone.push((await model.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()).tokens);
+    for (let i = 0; i < 8; i++)
+      alone.push((await model.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()).tokens);
     const engine = await createEngine({ model, maxSequences: 8, maxBatchTokens: 32, pageSize: 4 });
-    const together = await Promise.all(Array.from({ length: 8 }, (_, i) => engine.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result()));
+    const together = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        engine.complete(prompt(i), { maxTokens: 12, stopTokens: [], ...opts(i) }).result(),
+      ),
+    );
     together.forEach((r, i) => expect(r.tokens).toEqual(alone[i]));
     const st = engine.stats();
     expect(st.generatedTokens).toBe(96);
@@ -31,7 +44,9 @@ describe('engine', () => {
 
   it('admits at most maxSequences at once and queues the rest', async () => {
     const engine = await createEngine({ model, maxSequences: 2, maxBatchTokens: 16 });
-    const runs = Array.from({ length: 5 }, (_, i) => engine.complete(prompt(i), { maxTokens: 6, temperature: 0, stopTokens: [] }).result());
+    const runs = Array.from({ length: 5 }, (_, i) =>
+      engine.complete(prompt(i), { maxTokens: 6, temperature: 0, stopTokens: [] }).result(),
+    );
     await new Promise((r) => setTimeout(r, 0));
     expect(engine.stats().running + engine.stats().queued).toBe(5);
     expect(engine.stats().running).toBeLessThanOrEqual(2);
@@ -45,8 +60,12 @@ describe('engine', () => {
     const a = engine.complete(prompt(1), { maxTokens: 30, stopTokens: [] }).result();
     const b = engine.complete(prompt(2), { maxTokens: 30, stopTokens: [] }).result();
     await new Promise((r) => setTimeout(r, 0));
-    await expect(engine.complete(prompt(3), { maxTokens: 30, stopTokens: [] }).result()).rejects.toThrow(OverloadedError);
-    await expect(engine.complete(prompt(3), { maxTokens: 100, maxContext: 200, stopTokens: [] }).result()).rejects.toThrow(ContextOverflowError);
+    await expect(engine.complete(prompt(3), { maxTokens: 30, stopTokens: [] }).result()).rejects.toThrow(
+      OverloadedError,
+    );
+    await expect(
+      engine.complete(prompt(3), { maxTokens: 100, maxContext: 200, stopTokens: [] }).result(),
+    ).rejects.toThrow(ContextOverflowError);
     await Promise.all([a, b]);
     await engine.close();
   });
@@ -55,7 +74,9 @@ describe('engine', () => {
     const engine = await createEngine({ model, maxSequences: 4, maxBatchTokens: 16 });
     const alone = (await model.complete(prompt(5), { maxTokens: 40, temperature: 0, stopTokens: [] }).result()).tokens;
     const ac = new AbortController();
-    const doomed = engine.complete(prompt(4), { maxTokens: 100000, maxContext: 4000, signal: ac.signal, stopTokens: [] }).result();
+    const doomed = engine
+      .complete(prompt(4), { maxTokens: 100000, maxContext: 4000, signal: ac.signal, stopTokens: [] })
+      .result();
     const kept = engine.complete(prompt(5), { maxTokens: 40, temperature: 0, stopTokens: [] }).result();
     setTimeout(() => ac.abort(), 20);
     await expect(doomed).rejects.toThrow(AbortedError);
@@ -95,12 +116,16 @@ describe('an engine the device cannot hold', () => {
     const { totalmem } = await import('node:os');
     const { InsufficientMemoryError } = await import('../lib/index.js');
     // 4096 sequences at the model's whole context: about 290 GB of pages for this tiny model.
-    const e = await createEngine({ model, maxSequences: 4096, maxContext: model.config.maxContext }).catch((x: unknown) => x);
+    const e = await createEngine({ model, maxSequences: 4096, maxContext: model.config.maxContext }).catch(
+      (x: unknown) => x,
+    );
     expect(e).toBeInstanceOf(InsufficientMemoryError);
     const est = (e as InstanceType<typeof InsufficientMemoryError>).estimate;
     expect(est.fits).toBe(false);
     expect(est.kvBytes).toBeGreaterThan(4096 * model.config.maxContext * 2 * 64 * 4);
-    expect((e as Error).message).toMatch(/^an engine of 4096 sequences x 131072 positions needs .* GB .*; lower maxSequences or maxContext/);
+    expect((e as Error).message).toMatch(
+      /^an engine of 4096 sequences x 131072 positions needs .* GB .*; lower maxSequences or maxContext/,
+    );
     // A pool given in bytes is held to the same check.
     const big = await createEngine({ model, kvCacheBytes: 2 * totalmem() }).catch((x: unknown) => x);
     expect(big).toBeInstanceOf(InsufficientMemoryError);
@@ -121,9 +146,12 @@ describe('prefix caching', () => {
       [...system.slice(0, 40), 5, 6, 7], // a shorter shared prefix
     ];
     const alone: number[][] = [];
-    for (const p of asks) alone.push((await model.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens);
+    for (const p of asks)
+      alone.push((await model.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens);
     const engine = await createEngine({ model, maxSequences: 4, pageSize: 8, maxBatchTokens: 32 });
-    expect((await engine.complete(asks[0], { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens).toEqual(alone[0]);
+    expect((await engine.complete(asks[0], { maxTokens: 8, temperature: 0, stopTokens: [] }).result()).tokens).toEqual(
+      alone[0],
+    );
     for (let i = 1; i < asks.length; i++) {
       const before = engine.stats();
       const r = await engine.complete(asks[i], { maxTokens: 8, temperature: 0, stopTokens: [] }).result();
@@ -133,14 +161,22 @@ describe('prefix caching', () => {
       expect(after.promptTokens - before.promptTokens).toBeLessThan(asks[i].length - 30); // most of the prompt was not run again
     }
     // Concurrent requests sharing the prefix also match their solo outputs.
-    const together = await Promise.all(asks.map((p) => engine.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()));
+    const together = await Promise.all(
+      asks.map((p) => engine.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result()),
+    );
     together.forEach((r, i) => expect(r.tokens).toEqual(alone[i]));
     expect(engine.stats().kvPagesUsed).toBe(0); // cached prefix pages count as available: evictable, never leaked
     await engine.close();
   });
 
   it('cached prefixes give way when the pool needs their pages', async () => {
-    const engine = await createEngine({ model, maxSequences: 1, pageSize: 4, maxContext: 64, kvCacheBytes: 16 * 4 * 2 * 64 * 4 });
+    const engine = await createEngine({
+      model,
+      maxSequences: 1,
+      pageSize: 4,
+      maxContext: 64,
+      kvCacheBytes: 16 * 4 * 2 * 64 * 4,
+    });
     for (let i = 0; i < 6; i++) {
       const p = Array.from({ length: 40 }, (_, j) => (i * 1000 + j) % 199000);
       const r = await engine.complete(p, { maxTokens: 8, temperature: 0, stopTokens: [] }).result();
@@ -152,10 +188,22 @@ describe('prefix caching', () => {
 
 describe('engine edge cases', () => {
   it('admitting a request whose prefix pages sit idle in the cache does not overcommit the pool', async () => {
-    const engine = await createEngine({ model, maxSequences: 4, pageSize: 4, maxContext: 64, maxBatchTokens: 16, kvCacheBytes: 16 * 4 * 2 * 64 * 4 });
+    const engine = await createEngine({
+      model,
+      maxSequences: 4,
+      pageSize: 4,
+      maxContext: 64,
+      maxBatchTokens: 16,
+      kvCacheBytes: 16 * 4 * 2 * 64 * 4,
+    });
     const a = Array.from({ length: 8 }, (_, j) => 100 + j);
     await engine.complete(a, { maxTokens: 4, temperature: 0, stopTokens: [] }).result(); // leaves 2 idle cached pages
-    const c = engine.complete(Array.from({ length: 20 }, (_, j) => 500 + j), { maxTokens: 4, temperature: 0, stopTokens: [] }).result();
+    const c = engine
+      .complete(
+        Array.from({ length: 20 }, (_, j) => 500 + j),
+        { maxTokens: 4, temperature: 0, stopTokens: [] },
+      )
+      .result();
     const b = engine.complete(a, { maxTokens: 40, temperature: 0, stopTokens: [] }).result();
     const [rc, rb] = await Promise.all([c, b]);
     expect(rc.tokens).toHaveLength(4);
@@ -172,7 +220,9 @@ describe('engine edge cases', () => {
 
   it('with more sequences than the step budget, every sequence makes progress', async () => {
     const engine = await createEngine({ model, maxSequences: 6, maxBatchTokens: 4 });
-    const runs = Array.from({ length: 6 }, (_, i) => engine.complete(prompt(i), { maxTokens: 5, temperature: 0, stopTokens: [] }).result());
+    const runs = Array.from({ length: 6 }, (_, i) =>
+      engine.complete(prompt(i), { maxTokens: 5, temperature: 0, stopTokens: [] }).result(),
+    );
     const res = await Promise.all(runs);
     expect(res.every((r) => r.tokens.length === 5)).toBe(true);
     await engine.close();

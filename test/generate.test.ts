@@ -3,7 +3,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  AbortedError, ChatStream, ContextOverflowError, getTokenizer, HarmonyError, InvalidArgumentError, loadModel, type Model, toHarmony,
+  AbortedError,
+  ChatStream,
+  ContextOverflowError,
+  getTokenizer,
+  HarmonyError,
+  InvalidArgumentError,
+  loadModel,
+  type Model,
+  toHarmony,
 } from '../lib/index.js';
 import { renderConversationForCompletion } from '../lib/chat/harmony/index.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
@@ -43,7 +51,9 @@ describe('model.chat', () => {
   });
 
   it('stops on <|return|> as the format says', async () => {
-    const r = await model.chat([{ role: 'user', content: 'Hi' }], { maxTokens: 50, logitBias: { 200002: 100 } }).result();
+    const r = await model
+      .chat([{ role: 'user', content: 'Hi' }], { maxTokens: 50, logitBias: { 200002: 100 } })
+      .result();
     expect(r.finishReason).toBe('stop');
     expect(r.usage.completionTokens).toBe(1);
   });
@@ -51,40 +61,63 @@ describe('model.chat', () => {
   it('an AbortSignal stops generation within a step, frees the session, and the model stays usable', async () => {
     const ac = new AbortController();
     // A random model rarely closes a Harmony header, so its text arrives at the end: abort by time.
-    const gen = model.chat([{ role: 'user', content: 'Tell me a story' }], { maxTokens: 100000, maxContext: 100000, signal: ac.signal, seed: 3 });
+    const gen = model.chat([{ role: 'user', content: 'Tell me a story' }], {
+      maxTokens: 100000,
+      maxContext: 100000,
+      signal: ac.signal,
+      seed: 3,
+    });
     const t0 = performance.now();
     setTimeout(() => ac.abort(), 300);
     await expect(gen.result()).rejects.toThrow(AbortedError);
     expect(performance.now() - t0).toBeLessThan(3000);
     expect(model.sessionCount).toBe(0);
-    expect((await model.chat([{ role: 'user', content: 'again' }], { maxTokens: 2 }).result()).usage.completionTokens).toBe(2);
+    expect(
+      (await model.chat([{ role: 'user', content: 'again' }], { maxTokens: 2 }).result()).usage.completionTokens,
+    ).toBe(2);
   });
 
   it('typed errors for bad requests, and the model stays usable', async () => {
     const bad = [
       [() => model.chat([], {}), InvalidArgumentError],
-      [() => model.chat([{ role: 'tool', name: 'nope', content: '{}' }], { tools: [{ name: 'get_weather' }] }), /unknown tool "nope"/],
-      [() => model.chat([{ role: 'assistant', toolCalls: [{ name: 'ghost', arguments: '{}' }] }]), /unknown tool "ghost"/],
+      [
+        () => model.chat([{ role: 'tool', name: 'nope', content: '{}' }], { tools: [{ name: 'get_weather' }] }),
+        /unknown tool "nope"/,
+      ],
+      [
+        () => model.chat([{ role: 'assistant', toolCalls: [{ name: 'ghost', arguments: '{}' }] }]),
+        /unknown tool "ghost"/,
+      ],
       [() => model.chat([{ role: 'user', content: 'x' }], { reasoningEffort: 'max' as never }), /reasoningEffort/],
       [() => model.chat([{ role: 'user', content: 'x' }], { temprature: 1 } as never), /did you mean "temperature"/],
     ] as const;
     for (const [f, err] of bad) expect(f).toThrow(err as never);
-    await expect(model.chat([{ role: 'user', content: 'long '.repeat(300) }], { maxContext: 64 }).result()).rejects.toThrow(ContextOverflowError);
+    await expect(
+      model.chat([{ role: 'user', content: 'long '.repeat(300) }], { maxContext: 64 }).result(),
+    ).rejects.toThrow(ContextOverflowError);
     await expect(model.complete([5, 201088]).result()).rejects.toThrow(/prompt token 201088 at index 1/);
     expect(model.sessionCount).toBe(0);
-    expect((await model.chat([{ role: 'user', content: 'ok' }], { maxTokens: 1 }).result()).usage.completionTokens).toBe(1);
+    expect(
+      (await model.chat([{ role: 'user', content: 'ok' }], { maxTokens: 1 }).result()).usage.completionTokens,
+    ).toBe(1);
   });
 });
 
 describe('model.complete', () => {
   it('completes a raw Harmony prompt, recognising its special tokens, with per-token logprobs', async () => {
     const events = [];
-    for await (const ev of model.complete('<|start|>user<|message|>hi<|end|><|start|>assistant', { maxTokens: 6, seed: 2 })) events.push(ev);
+    for await (const ev of model.complete('<|start|>user<|message|>hi<|end|><|start|>assistant', {
+      maxTokens: 6,
+      seed: 2,
+    }))
+      events.push(ev);
     const tokens = events.filter((e) => e.type === 'token');
     expect(tokens).toHaveLength(6);
     for (const t of tokens) expect(t.type === 'token' && t.logprob <= 0).toBe(true);
     const done = events.at(-1)!;
-    expect(done.type === 'done' && done.usage.promptTokens).toBe(harmonyTokens('<|start|>user<|message|>hi<|end|><|start|>assistant').length);
+    expect(done.type === 'done' && done.usage.promptTokens).toBe(
+      harmonyTokens('<|start|>user<|message|>hi<|end|><|start|>assistant').length,
+    );
   });
 
   it('stops on the given stop tokens', async () => {
@@ -102,7 +135,9 @@ describe('ChatStream (scripted assistant turns)', () => {
   };
 
   it('maps analysis to reasoning and final to text, ending on <|return|>', () => {
-    const { s, events } = feed('<|channel|>analysis<|message|>Think first.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>');
+    const { s, events } = feed(
+      '<|channel|>analysis<|message|>Think first.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>',
+    );
     expect(s.finishReason).toBe('stop');
     expect(s.result.reasoning).toBe('Think first.');
     expect(s.result.text).toBe('Paris.');
@@ -119,8 +154,12 @@ describe('ChatStream (scripted assistant turns)', () => {
   });
 
   it('malformed tool arguments from the model raise HarmonyError naming the tool', () => {
-    expect(() => feed('<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a":<|call|>')).toThrow(HarmonyError);
-    expect(() => feed('<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a":<|call|>')).toThrow(/called f/);
+    expect(() => feed('<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a":<|call|>')).toThrow(
+      HarmonyError,
+    );
+    expect(() => feed('<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a":<|call|>')).toThrow(
+      /called f/,
+    );
   });
 
   it('cuts the answer at a stop string, even one split across tokens', () => {
@@ -141,18 +180,36 @@ describe('toHarmony', () => {
       [
         { role: 'system', content: 'Be brief.' },
         { role: 'user', content: 'Weather?' },
-        { role: 'assistant', reasoning: 'call it', toolCalls: [{ id: 'c1', name: 'get_weather', arguments: { city: 'Oslo' } }] },
+        {
+          role: 'assistant',
+          reasoning: 'call it',
+          toolCalls: [{ id: 'c1', name: 'get_weather', arguments: { city: 'Oslo' } }],
+        },
         { role: 'tool', toolCallId: 'c1', content: '{"temp":3}' },
       ],
-      { reasoningEffort: 'high', currentDate: '2025-08-05', tools: [{ name: 'get_weather', description: 'Weather now.', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }] },
+      {
+        reasoningEffort: 'high',
+        currentDate: '2025-08-05',
+        tools: [
+          {
+            name: 'get_weather',
+            description: 'Weather now.',
+            parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+          },
+        ],
+      },
     );
     const text = tok().decode(renderConversationForCompletion(msgs));
     expect(text).toContain('Current date: 2025-08-05\n\nReasoning: high');
     expect(text).toContain("Calls to these tools must go to the commentary channel: 'functions'.");
     expect(text).toContain('# Instructions\n\nBe brief.');
     expect(text).toContain('type get_weather = (_: {\ncity: string,\n}) => any;');
-    expect(text).toContain('<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city":"Oslo"}<|call|>');
-    expect(text).toContain('<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temp":3}<|end|>');
+    expect(text).toContain(
+      '<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city":"Oslo"}<|call|>',
+    );
+    expect(text).toContain(
+      '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temp":3}<|end|>',
+    );
     expect(text.endsWith('<|start|>assistant')).toBe(true);
   });
 });
@@ -206,7 +263,9 @@ describe('logprobs', () => {
 
   it('in chat, only the answer (final channel) tokens carry logprobs', () => {
     const s = new ChatStream();
-    const flags = harmonyTokens('<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>Hi there<|return|>').map((t) => {
+    const flags = harmonyTokens(
+      '<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>Hi there<|return|>',
+    ).map((t) => {
       s.push(t);
       return s.lastWasAnswer;
     });
@@ -217,7 +276,10 @@ describe('logprobs', () => {
 describe('reasoning token count', () => {
   it('counts the analysis channel content tokens', () => {
     const s = new ChatStream();
-    for (const t of harmonyTokens('<|channel|>analysis<|message|>think hard<|end|><|start|>assistant<|channel|>final<|message|>Hi<|return|>')) s.push(t);
+    for (const t of harmonyTokens(
+      '<|channel|>analysis<|message|>think hard<|end|><|start|>assistant<|channel|>final<|message|>Hi<|return|>',
+    ))
+      s.push(t);
     expect(s.reasoningTokens).toBe(harmonyTokens('think hard').length);
   });
 });

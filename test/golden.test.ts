@@ -46,7 +46,8 @@ for (const fixture of ['tiny-a', 'tiny-b']) {
             const s = model.createSession();
             const V = cases.vocab_size;
             const out = new Float32Array(c.tokens.length * V);
-            for (let i = 0; i < c.tokens.length; i++) out.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
+            for (let i = 0; i < c.tokens.length; i++)
+              out.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
             expect(s.position).toBe(c.tokens.length);
             expect(relErr(out, ref())).toBeLessThan(tol);
             s.dispose();
@@ -59,7 +60,8 @@ for (const fixture of ['tiny-a', 'tiny-b']) {
             const head = await s.forward(c.tokens.slice(0, split));
             const out = new Float32Array(c.tokens.length * V);
             out.set(head);
-            for (let i = split; i < c.tokens.length; i++) out.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
+            for (let i = split; i < c.tokens.length; i++)
+              out.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
             expect(relErr(out, ref())).toBeLessThan(tol);
             s.dispose();
           });

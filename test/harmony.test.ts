@@ -7,9 +7,20 @@ import { describe, expect, it } from 'vitest';
 
 import { HarmonyError, InvalidArgumentError } from '../lib/errors.js';
 import {
-  encodeText, parseMessagesFromCompletionTokens, renderConversation, renderConversationForCompletion,
-  renderConversationForTraining, renderMessage, StreamableParser, stopTokens, stopTokensForAssistantActions, textMessage,
-  type HarmonyMessage, type HarmonyStreamEvent, type RenderConversationConfig, type Role,
+  encodeText,
+  parseMessagesFromCompletionTokens,
+  renderConversation,
+  renderConversationForCompletion,
+  renderConversationForTraining,
+  renderMessage,
+  StreamableParser,
+  stopTokens,
+  stopTokensForAssistantActions,
+  textMessage,
+  type HarmonyMessage,
+  type HarmonyStreamEvent,
+  type RenderConversationConfig,
+  type Role,
 } from '../lib/chat/harmony/index.js';
 import { getTokenizer } from '../lib/chat/tokenizer.js';
 
@@ -26,10 +37,23 @@ interface Case {
   [key: string]: unknown;
 }
 
-const cases = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures', 'harmony', 'cases.json'), 'utf8')) as Case[];
+const cases = JSON.parse(
+  readFileSync(join(import.meta.dirname, 'fixtures', 'harmony', 'cases.json'), 'utf8'),
+) as Case[];
 const tok = getTokenizer();
 
-const KINDS = ['render_for_completion', 'render', 'render_for_training', 'render_message', 'render_roundtrip', 'parse', 'parse_and_render', 'stream_parse', 'tokenizer', 'stop_tokens'];
+const KINDS = [
+  'render_for_completion',
+  'render',
+  'render_for_training',
+  'render_message',
+  'render_roundtrip',
+  'parse',
+  'parse_and_render',
+  'stream_parse',
+  'tokenizer',
+  'stop_tokens',
+];
 
 /** Trailing whitespace stripped, as the official tests compare test-data files (RULES.md §1). */
 function expectedText(text: string, compare: string | undefined): string {
@@ -68,7 +92,11 @@ function tokenExpression(expr: string): number[] {
 
 function runRenderForCompletion(c: Case): void {
   const input = c.input as { messages: HarmonyMessage[]; next_turn_role: Role; render_config: unknown };
-  const tokens = renderConversationForCompletion(input.messages, input.next_turn_role, renderConfig(input.render_config));
+  const tokens = renderConversationForCompletion(
+    input.messages,
+    input.next_turn_role,
+    renderConfig(input.render_config),
+  );
   const text = expectedText(c.expected_text as string, c.expected_text_compare);
   expect(tok.decodeUtf8(tokens)).toBe(text);
   // Where the official test compares only text, RULES.md §2 still pins the tokens: rendering piece
@@ -81,9 +109,17 @@ function runRenderMessage(c: Case): void {
   const tokens = renderMessage(message);
   expect(tokens.at(-1)).toBe(c.expected_last_token);
   const withoutLast = tokens.slice(0, -1);
-  expect(tok.decodeUtf8(withoutLast)).toBe(expectedText(c.expected_text_without_last_token as string, c.expected_text_compare));
-  const parse = c.expected_parse_of_tokens_without_last as { role: unknown; strict: boolean; expected_message_count: number };
-  expect(parseMessagesFromCompletionTokens(withoutLast, role(parse.role), { strict: parse.strict })).toHaveLength(parse.expected_message_count);
+  expect(tok.decodeUtf8(withoutLast)).toBe(
+    expectedText(c.expected_text_without_last_token as string, c.expected_text_compare),
+  );
+  const parse = c.expected_parse_of_tokens_without_last as {
+    role: unknown;
+    strict: boolean;
+    expected_message_count: number;
+  };
+  expect(parseMessagesFromCompletionTokens(withoutLast, role(parse.role), { strict: parse.strict })).toHaveLength(
+    parse.expected_message_count,
+  );
 }
 
 function runRenderRoundtrip(c: Case): void {
@@ -110,7 +146,10 @@ function runRenderForTraining(c: Case): void {
   const regular = renderConversation(input.messages, config);
   expect(c.assertions).toEqual(['training == regular']);
   expect(training).toEqual(regular);
-  const derived = c.derived_expected_tokens as { render_conversation: number[]; render_conversation_for_training: number[] };
+  const derived = c.derived_expected_tokens as {
+    render_conversation: number[];
+    render_conversation_for_training: number[];
+  };
   expect(regular).toEqual(derived.render_conversation);
   expect(training).toEqual(derived.render_conversation_for_training);
 }
@@ -131,7 +170,10 @@ function runParse(c: Case): void {
 
 function runStreamParse(c: Case): void {
   const input = c.input as {
-    tokens: number[]; role: unknown; strict: boolean; process_eos: boolean;
+    tokens: number[];
+    role: unknown;
+    strict: boolean;
+    process_eos: boolean;
     checkpoints?: { after_tokens: number | 'eos'; last_content_delta?: string | null; current_content?: string }[];
   };
   const parser = new StreamableParser(role(input.role), { strict: input.strict });
@@ -139,8 +181,10 @@ function runStreamParse(c: Case): void {
   const checkpoint = (after: number | 'eos') => {
     for (const cp of input.checkpoints ?? []) {
       if (cp.after_tokens !== after) continue;
-      if ('last_content_delta' in cp) expect(parser.lastContentDelta, `last_content_delta after ${after}`).toBe(cp.last_content_delta);
-      if ('current_content' in cp) expect(parser.currentContent, `current_content after ${after}`).toBe(cp.current_content);
+      if ('last_content_delta' in cp)
+        expect(parser.lastContentDelta, `last_content_delta after ${after}`).toBe(cp.last_content_delta);
+      if ('current_content' in cp)
+        expect(parser.currentContent, `current_content after ${after}`).toBe(cp.current_content);
     }
   };
   const feed = () => {
@@ -159,8 +203,16 @@ function runStreamParse(c: Case): void {
     return;
   }
   feed();
-  const asserted = ['expected_messages', 'expected_message_count', 'expected_messages_partial', 'expected_joined_content_deltas'];
-  expect(asserted.some((k) => k in c), 'case asserts something').toBe(true);
+  const asserted = [
+    'expected_messages',
+    'expected_message_count',
+    'expected_messages_partial',
+    'expected_joined_content_deltas',
+  ];
+  expect(
+    asserted.some((k) => k in c),
+    'case asserts something',
+  ).toBe(true);
   if (c.expected_messages) expect(parser.messages).toEqual(c.expected_messages);
   if (c.expected_message_count !== undefined) expect(parser.messages).toHaveLength(c.expected_message_count as number);
   if (c.expected_messages_partial) {
@@ -168,8 +220,16 @@ function runStreamParse(c: Case): void {
     expect(parser.messages[index]).toEqual(message);
   }
   if (c.expected_joined_content_deltas) {
-    const { over_first_tokens: n, value } = c.expected_joined_content_deltas as { over_first_tokens: number; value: string };
-    expect(deltas.slice(0, n).filter((d) => d !== null).join('')).toBe(value);
+    const { over_first_tokens: n, value } = c.expected_joined_content_deltas as {
+      over_first_tokens: number;
+      value: string;
+    };
+    expect(
+      deltas
+        .slice(0, n)
+        .filter((d) => d !== null)
+        .join(''),
+    ).toBe(value);
   }
   // Not asserted by the official tests, but what the official logic gives (RULES.md §1).
   if (c.derived_messages_not_asserted) expect(parser.messages).toEqual(c.derived_messages_not_asserted);
@@ -215,7 +275,10 @@ function runTokenizerCheck(check: TokenizerCheck): void {
       expect(tok.decodeUtf8(tok.encode(check.text as string))).toBe(check.expected_text);
       return;
     case "encode (python wrapper default: disallowed_special='all')":
-      expectHarmonyError(() => encodeText(check.text as string), (check.expected_error as { message_contains: string }).message_contains);
+      expectHarmonyError(
+        () => encodeText(check.text as string),
+        (check.expected_error as { message_contains: string }).message_contains,
+      );
       return;
     case 'encode (python wrapper, disallowed_special=())':
       expect(encodeText(check.text as string, { disallowedSpecial: [] })).toEqual(check.expected_tokens);
@@ -270,7 +333,11 @@ describe('harmony fixtures (cases.json)', () => {
 });
 
 /** Feeds tokens one at a time, returning the events and the parser. */
-function stream(tokens: readonly number[], roleArg: Role | null, eos = true): { events: HarmonyStreamEvent[]; parser: StreamableParser } {
+function stream(
+  tokens: readonly number[],
+  roleArg: Role | null,
+  eos = true,
+): { events: HarmonyStreamEvent[]; parser: StreamableParser } {
   const parser = new StreamableParser(roleArg);
   const events: HarmonyStreamEvent[] = [];
   for (const t of tokens) events.push(...parser.process(t));
@@ -280,10 +347,10 @@ function stream(tokens: readonly number[], roleArg: Role | null, eos = true): { 
 
 describe('harmony streaming', () => {
   const completion = tok.encode(
-    '<|channel|>analysis<|message|>Need the weather; call the tool 🌦️.<|end|>'
-    + '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Tokyo"}<|call|>'
-    + '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"sky":"clear"}<|end|>'
-    + '<|start|>assistant<|channel|>final<|message|>Clear skies in Tokyo 😊.<|return|>',
+    '<|channel|>analysis<|message|>Need the weather; call the tool 🌦️.<|end|>' +
+      '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Tokyo"}<|call|>' +
+      '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"sky":"clear"}<|end|>' +
+      '<|start|>assistant<|channel|>final<|message|>Clear skies in Tokyo 😊.<|return|>',
     { allowedSpecial: 'all' },
   );
 
@@ -293,7 +360,12 @@ describe('harmony streaming', () => {
     expect(whole).toHaveLength(4);
     expect(parser.messages).toEqual(whole);
     expect(parser.tokens).toEqual(completion);
-    expect(whole[1]).toMatchObject({ role: 'assistant', channel: 'commentary', recipient: 'functions.get_weather', content_type: '<|constrain|>json' });
+    expect(whole[1]).toMatchObject({
+      role: 'assistant',
+      channel: 'commentary',
+      recipient: 'functions.get_weather',
+      content_type: '<|constrain|>json',
+    });
     expect(whole[2]).toMatchObject({ role: 'tool', name: 'functions.get_weather', recipient: 'assistant' });
 
     // Per message: one start, deltas that join to the text, one end naming the stop token.
@@ -308,7 +380,14 @@ describe('harmony streaming', () => {
     }
     expect(joined).toEqual(whole.map((m) => (m.content[0] as { text: string }).text));
     const starts = events.filter((e) => e.type === 'message-start');
-    expect(starts[1]).toEqual({ type: 'message-start', role: 'assistant', name: null, channel: 'commentary', recipient: 'functions.get_weather', contentType: '<|constrain|>json' });
+    expect(starts[1]).toEqual({
+      type: 'message-start',
+      role: 'assistant',
+      name: null,
+      channel: 'commentary',
+      recipient: 'functions.get_weather',
+      contentType: '<|constrain|>json',
+    });
   });
 
   it('never puts U+FFFD in a content delta when an emoji is split across tokens', () => {
@@ -327,13 +406,27 @@ describe('harmony streaming', () => {
     for (const d of deltas) expect(d).not.toContain('\uFFFD');
     expect(deltas.join('')).toBe('Party 🎉🫠 time 👨‍👩‍👧‍👦!');
     const end = parser.processEos();
-    expect(end).toEqual([{ type: 'message-end', terminator: 'eos', message: textMessage('assistant', 'Party 🎉🫠 time 👨‍👩‍👧‍👦!', { name: null, recipient: null, channel: 'final', content_type: null }) }]);
+    expect(end).toEqual([
+      {
+        type: 'message-end',
+        terminator: 'eos',
+        message: textMessage('assistant', 'Party 🎉🫠 time 👨‍👩‍👧‍👦!', {
+          name: null,
+          recipient: null,
+          channel: 'final',
+          content_type: null,
+        }),
+      },
+    ]);
   });
 
   it('flushes undecodable bytes as a last delta so the deltas still join to the message text', () => {
     // 9552 is a space plus the first two bytes of a 4-byte character; the message ends before the rest.
     const { events, parser } = stream([200006, 173781, 200008, 9552, 200007], null, false);
-    const text = events.filter((e) => e.type === 'content-delta').map((e) => e.delta).join('');
+    const text = events
+      .filter((e) => e.type === 'content-delta')
+      .map((e) => e.delta)
+      .join('');
     expect(text).toBe(' \uFFFD');
     expect(parser.messages[0].content).toEqual([{ type: 'text', text: ' \uFFFD' }]);
   });
@@ -345,7 +438,11 @@ describe('harmony streaming', () => {
     const header = tok.encode('<|channel|>analysis to=python code<|message|>', { allowedSpecial: 'all' });
     for (const t of header) parser.process(t);
     expect(parser.state).toBe('Content');
-    expect([parser.currentChannel, parser.currentRecipient, parser.currentContentType]).toEqual(['analysis', 'python', 'code']);
+    expect([parser.currentChannel, parser.currentRecipient, parser.currentContentType]).toEqual([
+      'analysis',
+      'python',
+      'code',
+    ]);
     parser.process(tok.special('<|call|>'));
     expect(parser.state).toBe('ExpectStart');
     expect(parser.currentRole).toBeNull();
@@ -363,7 +460,16 @@ describe('harmony rendering', () => {
     expect(body).toEqual(tok.encode(text));
     for (const t of body) expect(tok.isSpecial(t)).toBe(false);
     // …and it parses back to the same text.
-    expect(parseMessagesFromCompletionTokens(tokens)).toEqual([{ role: 'user', name: null, recipient: null, channel: null, content_type: null, content: [{ type: 'text', text }] }]);
+    expect(parseMessagesFromCompletionTokens(tokens)).toEqual([
+      {
+        role: 'user',
+        name: null,
+        recipient: null,
+        channel: null,
+        content_type: null,
+        content: [{ type: 'text', text }],
+      },
+    ]);
   });
 
   it('drops analysis before the first final only once the turn has ended, by default', () => {
@@ -385,12 +491,18 @@ describe('harmony rendering', () => {
 
   it('rejects a tool message without a name and system content outside a system message', () => {
     expect(() => renderMessage({ role: 'tool', content: [{ type: 'text', text: '{}' }] })).toThrow(HarmonyError);
-    expect(() => renderMessage({ role: 'user', content: [{ type: 'system_content' }] })).toThrow(/only appear in a system message/);
+    expect(() => renderMessage({ role: 'user', content: [{ type: 'system_content' }] })).toThrow(
+      /only appear in a system message/,
+    );
   });
 
   it('refuses misspelled options instead of ignoring them', () => {
     const python = { auto_drop_analysis: false } as unknown as RenderConversationConfig;
-    expect(() => renderConversation([textMessage('user', 'Hi')], python)).toThrow(/unknown option "auto_drop_analysis"/);
-    expect(() => new StreamableParser('assistant', { stric: false } as unknown as { strict?: boolean })).toThrow(InvalidArgumentError);
+    expect(() => renderConversation([textMessage('user', 'Hi')], python)).toThrow(
+      /unknown option "auto_drop_analysis"/,
+    );
+    expect(() => new StreamableParser('assistant', { stric: false } as unknown as { strict?: boolean })).toThrow(
+      InvalidArgumentError,
+    );
   });
 });

@@ -1,12 +1,30 @@
 // Hub model ids, the Hugging Face cache and `pull`, against a loopback stand-in for the Hub
 // serving tiny-b in both layouts. No test touches the real Hub.
-import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { AbortedError, CheckpointError, InvalidArgumentError, loadModel, NetworkError } from '../lib/index.js';
-import { cachedSnapshot, layoutFiles, listCached, ModelNotFoundError, parseHubRef, pull, resolveModelDir } from '../lib/checkpoint/hub.js';
+import {
+  cachedSnapshot,
+  layoutFiles,
+  listCached,
+  ModelNotFoundError,
+  parseHubRef,
+  pull,
+  resolveModelDir,
+} from '../lib/checkpoint/hub.js';
 import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
 import { type FakeHub, startFakeHub } from './helpers/hub-server.js';
 
@@ -29,7 +47,12 @@ beforeEach(() => {
 });
 
 const refLogits = () => new Float32Array(readFileSync(join(fixtures, 'tiny-b', 'seq3.fp32.f32')).buffer.slice(0));
-const seq3 = () => (JSON.parse(readFileSync(join(fixtures, 'tiny-b', 'cases.json'), 'utf8')) as { cases: { name: string; tokens: number[] }[] }).cases.find((c) => c.name === 'seq3')!.tokens;
+const seq3 = () =>
+  (
+    JSON.parse(readFileSync(join(fixtures, 'tiny-b', 'cases.json'), 'utf8')) as {
+      cases: { name: string; tokens: number[] }[];
+    }
+  ).cases.find((c) => c.name === 'seq3')!.tokens;
 
 describe('model references', () => {
   it('tells Hub ids from paths', () => {
@@ -41,8 +64,21 @@ describe('model references', () => {
   });
 
   it('picks only the engine files of one layout', () => {
-    const paths = ['config.json', 'generation_config.json', 'model-00000-of-00002.safetensors', 'model.safetensors.index.json', 'original/config.json', 'original/model.safetensors', 'metal/model.bin', 'tokenizer.json'];
-    expect(layoutFiles(paths, 'hf')).toEqual(['config.json', 'model-00000-of-00002.safetensors', 'model.safetensors.index.json']);
+    const paths = [
+      'config.json',
+      'generation_config.json',
+      'model-00000-of-00002.safetensors',
+      'model.safetensors.index.json',
+      'original/config.json',
+      'original/model.safetensors',
+      'metal/model.bin',
+      'tokenizer.json',
+    ];
+    expect(layoutFiles(paths, 'hf')).toEqual([
+      'config.json',
+      'model-00000-of-00002.safetensors',
+      'model.safetensors.index.json',
+    ]);
     expect(layoutFiles(paths, 'original')).toEqual(['original/config.json', 'original/model.safetensors']);
   });
 
@@ -57,7 +93,12 @@ describe('gptoss pull', () => {
     const progress: number[] = [];
     const r = await pull(REPO, { hubUrl: hub.url, onProgress: (p) => progress.push(p.bytesDone) });
     expect(r.commit).toBe(hub.commit);
-    expect(r.files.map((f) => f.path).sort()).toEqual(['config.json', 'model-00000-of-00001.safetensors', 'model-00001-of-00001.safetensors', 'model.safetensors.index.json']);
+    expect(r.files.map((f) => f.path).sort()).toEqual([
+      'config.json',
+      'model-00000-of-00001.safetensors',
+      'model-00001-of-00001.safetensors',
+      'model.safetensors.index.json',
+    ]);
     expect(hub.log.some((l) => l.path.startsWith('original/'))).toBe(false);
     const root = join(cache, 'models--tiny-org--tiny-b');
     expect(readFileSync(join(root, 'refs', 'main'), 'utf8')).toBe(hub.commit);
@@ -133,7 +174,9 @@ describe('gptoss pull', () => {
   it('a missing repo and a missing revision are typed errors', async () => {
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(ModelNotFoundError);
     await expect(pull('nobody/nothing', { hubUrl: hub.url })).rejects.toThrow(/does not exist on the Hub/);
-    await expect(pull(`${REPO}@v9`, { hubUrl: hub.url })).rejects.toThrow(/revision v9 of tiny-org\/tiny-b does not exist/);
+    await expect(pull(`${REPO}@v9`, { hubUrl: hub.url })).rejects.toThrow(
+      /revision v9 of tiny-org\/tiny-b does not exist/,
+    );
   });
 
   it('a Hub that cannot be reached is a network error with its cause, not a bad checkpoint', async () => {
@@ -145,7 +188,9 @@ describe('gptoss pull', () => {
     const err = await pull(REPO, { hubUrl: `http://127.0.0.1:${port}` }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NetworkError);
     expect(err).toMatchObject({ code: 'ERR_NETWORK', reason: 'ECONNREFUSED' });
-    expect((err as Error).message).toBe(`cannot reach the Hub at http://127.0.0.1:${port} (ECONNREFUSED); a model already in the cache loads without it`);
+    expect((err as Error).message).toBe(
+      `cannot reach the Hub at http://127.0.0.1:${port} (ECONNREFUSED); a model already in the cache loads without it`,
+    );
   });
 
   it('a body longer than the listed size is cut off there and discarded, never written out (issue 20)', async () => {
@@ -155,7 +200,9 @@ describe('gptoss pull', () => {
     try {
       const e = await pull(REPO, { hubUrl: hub.url }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(CheckpointError);
-      expect((e as Error).message).toMatch(new RegExp(`sent more than the ${size} bytes it lists for ${shard}; the download was discarded`));
+      expect((e as Error).message).toMatch(
+        new RegExp(`sent more than the ${size} bytes it lists for ${shard}; the download was discarded`),
+      );
     } finally {
       hub.oversend.delete(shard);
     }
@@ -166,7 +213,32 @@ describe('gptoss pull', () => {
   });
 
   it('only revision names the Hub allows are used: nothing outside the cache is written or read as a commit (issue 20)', async () => {
-    for (const rev of ['../../x', '..', 'a/../b', '/etc', 'a//b', 'a/', '.hidden', 'a/.b', 'x.lock', 'end.', 'a b', 'a\u0000b', 'a\nb', 'a~1', 'a^', 'a:b', 'a?', 'a*', 'a[', 'a\\b', '@', 'a@{1}', '', 'x'.repeat(256)])
+    for (const rev of [
+      '../../x',
+      '..',
+      'a/../b',
+      '/etc',
+      'a//b',
+      'a/',
+      '.hidden',
+      'a/.b',
+      'x.lock',
+      'end.',
+      'a b',
+      'a\u0000b',
+      'a\nb',
+      'a~1',
+      'a^',
+      'a:b',
+      'a?',
+      'a*',
+      'a[',
+      'a\\b',
+      '@',
+      'a@{1}',
+      '',
+      'x'.repeat(256),
+    ])
       expect(() => parseHubRef(`${REPO}@${rev}`), JSON.stringify(rev)).toThrow(InvalidArgumentError);
     for (const rev of ['main', 'v1.0', 'refs/pr/1', 'feature/x-y', 'a@b', hub.commit])
       expect(parseHubRef(`${REPO}@${rev}`)).toEqual({ repo: REPO, revision: rev });
@@ -194,7 +266,9 @@ describe('gptoss pull', () => {
     const list = await listCached(cache);
     expect(list).toHaveLength(1);
     expect(list[0]).toMatchObject({ repo: REPO, commit: hub.commit, refs: ['main'], layouts: ['hf'] });
-    expect(list[0].bytes).toBe(hub.files.filter((f) => !f.path.startsWith('original/')).reduce((a, f) => a + f.data.length, 0));
+    expect(list[0].bytes).toBe(
+      hub.files.filter((f) => !f.path.startsWith('original/')).reduce((a, f) => a + f.data.length, 0),
+    );
   });
 });
 
@@ -210,7 +284,9 @@ describe('the pull, list and inspect commands', () => {
     expect(p.stderr).toBe(''); // no progress bar without a terminal
     const l = await run(process.execPath, [cli, 'list'], { env });
     expect(l.stdout).toMatch(/tiny-org\/tiny-b@main .* layouts: hf/);
-    const i = await run(process.execPath, [cli, 'inspect', REPO, '--json'], { env: { ...env, HF_ENDPOINT: 'http://127.0.0.1:9' } });
+    const i = await run(process.execPath, [cli, 'inspect', REPO, '--json'], {
+      env: { ...env, HF_ENDPOINT: 'http://127.0.0.1:9' },
+    });
     const info = JSON.parse(i.stdout);
     expect(info.layout).toBe('hf');
     expect(info.memory).toMatchObject({ device: 'cpu', fits: true });
@@ -221,7 +297,9 @@ describe('the pull, list and inspect commands', () => {
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');
     const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
-    const r = await promisify(execFile)(process.execPath, [cli, 'generate', 'hi'], { env: { ...process.env, HF_HUB_CACHE: cache } }).catch((e: { code: number; stderr: string }) => e);
+    const r = await promisify(execFile)(process.execPath, [cli, 'generate', 'hi'], {
+      env: { ...process.env, HF_HUB_CACHE: cache },
+    }).catch((e: { code: number; stderr: string }) => e);
     expect((r as { code: number }).code).toBe(1);
     const err = (r as { stderr: string }).stderr.trim();
     expect(err.split('\n')).toHaveLength(1);
@@ -231,14 +309,18 @@ describe('the pull, list and inspect commands', () => {
 
 describe('memory estimate', () => {
   it('a model the device cannot hold is refused before anything is allocated, with the figures', async () => {
-    const { createSyntheticModel, InsufficientMemoryError, weightBytes, presetConfig } = await import('../lib/index.js');
+    const { createSyntheticModel, InsufficientMemoryError, weightBytes, presetConfig } =
+      await import('../lib/index.js');
     expect(weightBytes(presetConfig('20b'))).toBe(13_761_264_768); // gpt-oss-spec.md §4.2 total_size
     expect(weightBytes(presetConfig('120b'))).toBe(65_248_815_744);
     const { totalmem } = await import('node:os');
     if (totalmem() < 65e9) {
       const e = await createSyntheticModel({ preset: '120b' }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(InsufficientMemoryError);
-      expect((e as InstanceType<typeof InsufficientMemoryError>).estimate).toMatchObject({ weightsBytes: 65_248_815_744, fits: false });
+      expect((e as InstanceType<typeof InsufficientMemoryError>).estimate).toMatchObject({
+        weightsBytes: 65_248_815_744,
+        fits: false,
+      });
     }
   });
 });

@@ -10,27 +10,48 @@ import { sampleLogits } from '../lib/engine/sampler.js';
 import { fixtures } from './helpers/checkpoint.js';
 import { runOp } from './helpers/op.js';
 
-const base = { temperature: 1, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, banFrom: -1 };
+const base = {
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  repetitionPenalty: 1,
+  banFrom: -1,
+};
 
 describe('misuse of the addon gets a typed error, never a crash', () => {
   it('an empty RNG state array is refused', async () => {
-    expect(() => addon().sampleMany(new Float32Array(4), base, new BigUint64Array(0), 1)).toThrow(/rng must hold one 64-bit state/);
+    expect(() => addon().sampleMany(new Float32Array(4), base, new BigUint64Array(0), 1)).toThrow(
+      /rng must hold one 64-bit state/,
+    );
   });
 
   it('sampling numbers a float or an int cannot hold are refused before any cast (undefined behaviour in C++)', () => {
     const rng = () => new BigUint64Array([1n]);
     const logits = new Float32Array(4);
-    expect(() => addon().sampleMany(logits, { ...base, topK: 1e30 }, rng(), 1)).toThrow(/topK must be a 32-bit integer/);
+    expect(() => addon().sampleMany(logits, { ...base, topK: 1e30 }, rng(), 1)).toThrow(
+      /topK must be a 32-bit integer/,
+    );
     expect(() => addon().sampleMany(logits, { ...base, topK: 2.5 }, rng(), 1)).toThrow(/topK must be a 32-bit integer/);
-    expect(() => addon().sampleMany(logits, { ...base, banFrom: -3e9 }, rng(), 1)).toThrow(/banFrom must be a 32-bit integer/);
-    expect(() => addon().sampleMany(logits, { ...base, presencePenalty: 1e300 }, rng(), 1)).toThrow(/presencePenalty is outside the float32 range/);
+    expect(() => addon().sampleMany(logits, { ...base, banFrom: -3e9 }, rng(), 1)).toThrow(
+      /banFrom must be a 32-bit integer/,
+    );
+    expect(() => addon().sampleMany(logits, { ...base, presencePenalty: 1e300 }, rng(), 1)).toThrow(
+      /presencePenalty is outside the float32 range/,
+    );
     // An empty mask is a mask of the wrong length, not "no mask".
-    expect(() => addon().sampleMany(logits, { ...base, allowMask: new Int32Array(0) }, rng(), 1)).toThrow(/allowMask must hold ceil\(V \/ 32\) = 1 words, got 0/);
+    expect(() => addon().sampleMany(logits, { ...base, allowMask: new Int32Array(0) }, rng(), 1)).toThrow(
+      /allowMask must hold ceil\(V \/ 32\) = 1 words, got 0/,
+    );
   });
 
   it('negative or absurd synthetic tensor sizes are refused', () => {
     const w = new (addon().Weights)();
-    expect(() => w.addSynthetic([{ name: 'x', kind: 'u8-uniform', bytes: -1048576, seed: 1, a: 0 }])).toThrow(/non-negative integer/);
+    expect(() => w.addSynthetic([{ name: 'x', kind: 'u8-uniform', bytes: -1048576, seed: 1, a: 0 }])).toThrow(
+      /non-negative integer/,
+    );
     w.dispose();
   });
 
@@ -60,16 +81,44 @@ describe('misuse of the addon gets a typed error, never a crash', () => {
   });
 
   it('an expert index outside [0, E) is refused when the step runs', async () => {
-    const E = 2, H = 32, I = 32, k = 1;
+    const E = 2,
+      H = 32,
+      I = 32,
+      k = 1;
     await expect(
       runOp({
         maxTokens: 1,
         weights: {
-          w1b: new Uint8Array(E * 2 * I * H / 2), w1s: new Uint8Array(E * 2 * I * H / 32), b1: new Uint8Array(E * 2 * I * 2),
-          w2b: new Uint8Array(E * H * I / 2), w2s: new Uint8Array(E * H * I / 32), b2: new Uint8Array(E * H * 2),
+          w1b: new Uint8Array((E * 2 * I * H) / 2),
+          w1s: new Uint8Array((E * 2 * I * H) / 32),
+          b1: new Uint8Array(E * 2 * I * 2),
+          w2b: new Uint8Array((E * H * I) / 2),
+          w2s: new Uint8Array((E * H * I) / 32),
+          b2: new Uint8Array(E * H * 2),
         },
-        buffers: { x: { dtype: 'f32', rows: 1, cols: H }, idx: { dtype: 'i32', rows: 1, cols: k, data: Int32Array.from([100000000]) }, y: { dtype: 'f32', rows: 1, cols: H } },
-        op: (w, b) => ({ op: 'moe_mxfp4', x: b.x, idx: b.idx, y: b.y, E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2, limit: 7, alpha: 1.702 }),
+        buffers: {
+          x: { dtype: 'f32', rows: 1, cols: H },
+          idx: { dtype: 'i32', rows: 1, cols: k, data: Int32Array.from([100000000]) },
+          y: { dtype: 'f32', rows: 1, cols: H },
+        },
+        op: (w, b) => ({
+          op: 'moe_mxfp4',
+          x: b.x,
+          idx: b.idx,
+          y: b.y,
+          E,
+          k,
+          H,
+          I,
+          w1b: w.w1b,
+          w1s: w.w1s,
+          b1: w.b1,
+          w2b: w.w2b,
+          w2s: w.w2s,
+          b2: w.b2,
+          limit: 7,
+          alpha: 1.702,
+        }),
       }),
     ).rejects.toThrow(/expert index 100000000 outside \[0, 2\)/);
   });

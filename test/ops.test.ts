@@ -19,7 +19,8 @@ const router = (E: number, extra: Record<string, unknown> = {}) => ({
     idx: { dtype: 'i32' as const, rows: 1, cols: 2 },
     wt: { dtype: 'f32' as const, rows: 1, cols: 2 },
   },
-  op: (_: unknown, b: Record<string, number>) => ({ op: 'router_topk', x: b.x, idx: b.idx, wt: b.wt, E, k: 2, ...extra }) as never,
+  op: (_: unknown, b: Record<string, number>) =>
+    ({ op: 'router_topk', x: b.x, idx: b.idx, wt: b.wt, E, k: 2, ...extra }) as never,
 });
 
 describe('the op registry', () => {
@@ -29,7 +30,9 @@ describe('the op registry', () => {
   });
 
   it('a limit is checked where the program is built, naming the op, the argument and the limit', async () => {
-    await expect(runOp(router(300))).rejects.toThrow(/^op 0 \(router_topk\): E must lie in \[1, 256\] \(this backend's limit\), got 300$/);
+    await expect(runOp(router(300))).rejects.toThrow(
+      /^op 0 \(router_topk\): E must lie in \[1, 256\] \(this backend's limit\), got 300$/,
+    );
   });
 
   it('a misspelled field is refused, not defaulted', async () => {
@@ -48,7 +51,9 @@ describe('the op registry', () => {
   });
 
   it('a field of the wrong type is refused with the path to it', async () => {
-    await expect(runOp(router(8, { k: '2' }))).rejects.toThrow(/op 0 \(router_topk\): k must be a number, got a string/);
+    await expect(runOp(router(8, { k: '2' }))).rejects.toThrow(
+      /op 0 \(router_topk\): k must be a number, got a string/,
+    );
     await expect(runOp(router(8, { k: 2.5 }))).rejects.toThrow(/op 0 \(router_topk\): k must be a 32-bit integer/);
   });
 
@@ -86,13 +91,31 @@ describe('memory a program holds', () => {
     const weights = new Weights();
     const sinks = weights.addBytes(new Uint8Array(8), 'sinks');
     const spec = {
-      device: 'cpu' as const, maxTokens: 4, maxContext: 600,
+      device: 'cpu' as const,
+      maxTokens: 4,
+      maxContext: 600,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: 64 },
       buffers: [
-        { dtype: 'f32' as const, rows: 4, cols: 256 }, { dtype: 'f32' as const, rows: 4, cols: 256 },
-        { dtype: 'bf16' as const, rows: 600, cols: 128 }, { dtype: 'bf16' as const, rows: 600, cols: 128 },
+        { dtype: 'f32' as const, rows: 4, cols: 256 },
+        { dtype: 'f32' as const, rows: 4, cols: 256 },
+        { dtype: 'bf16' as const, rows: 600, cols: 128 },
+        { dtype: 'bf16' as const, rows: 600, cols: 128 },
       ],
-      ops: [{ op: 'attention' as const, x: 0 as never, y: 1 as never, kc: 2 as never, vc: 3 as never, w: sinks, qHeads: 4, kvHeads: 2, headDim: 64, window: 0, scale: 0.125 }],
+      ops: [
+        {
+          op: 'attention' as const,
+          x: 0 as never,
+          y: 1 as never,
+          kc: 2 as never,
+          vc: 3 as never,
+          w: sinks,
+          qHeads: 4,
+          kvHeads: 2,
+          headDim: 64,
+          window: 0,
+          scale: 0.125,
+        },
+      ],
     };
     const planned = addon().planMemory(spec, 0);
     const program = new Program(weights, spec);

@@ -13,15 +13,28 @@ const tok = getTokenizer();
 describe('tokenizer properties', () => {
   it('decode(encode(s)) == s for arbitrary Unicode', () => {
     // A leading U+FEFF was once dropped by the decoder (taken for a byte-order mark).
-    fc.assert(fc.property(fc.string({ unit: 'grapheme' }), (s) => tok.decode(tok.encode(s)) === s), { numRuns: 500, examples: [['\uFEFFabc'], ['\uFEFF']] });
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => tok.decode(tok.encode(s)) === s), { numRuns: 500 });
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme' }), (s) => tok.decode(tok.encode(s)) === s),
+      { numRuns: 500, examples: [['\uFEFFabc'], ['\uFEFF']] },
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (s) => tok.decode(tok.encode(s)) === s),
+      { numRuns: 500 },
+    );
   });
 
   it('the stream decoder joins to the same text however tokens arrive', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (s) => {
         const d = tok.streamDecoder();
-        return tok.encode(s).map((t) => d.push(t)).join('') + d.flush() === s;
+        return (
+          tok
+            .encode(s)
+            .map((t) => d.push(t))
+            .join('') +
+            d.flush() ===
+          s
+        );
       }),
       { numRuns: 300, examples: [['\uFEFF🦀']] },
     );
@@ -31,8 +44,26 @@ describe('tokenizer properties', () => {
 describe('Harmony streaming parser properties', () => {
   // Token soup: framing specials, header words, text, and random ids.
   const special = fc.constantFrom(200002, 200003, 200005, 200006, 200007, 200008, 200012);
-  const word = fc.constantFrom(...['assistant', 'analysis', 'final', 'commentary', ' to=functions.f', ' json', 'user', 'Hello', ' world', '{"a":1}', '🦀'].flatMap((w) => tok.encode(w)));
-  const token = fc.oneof({ weight: 3, arbitrary: special }, { weight: 4, arbitrary: word }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 201087 }) });
+  const word = fc.constantFrom(
+    ...[
+      'assistant',
+      'analysis',
+      'final',
+      'commentary',
+      ' to=functions.f',
+      ' json',
+      'user',
+      'Hello',
+      ' world',
+      '{"a":1}',
+      '🦀',
+    ].flatMap((w) => tok.encode(w)),
+  );
+  const token = fc.oneof(
+    { weight: 3, arbitrary: special },
+    { weight: 4, arbitrary: word },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: 201087 }) },
+  );
 
   it('never throws anything but a typed error, and agrees with the whole-completion parser', () => {
     fc.assert(
@@ -95,12 +126,30 @@ describe('server request validation properties', () => {
 
   it('arbitrary JSON gets a 2xx or a 4xx with an OpenAI-shaped error, never a 5xx', async () => {
     for (const route of Object.keys(valid))
-      await fc.assert(fc.asyncProperty(fc.json(), (j) => check(route, j)), { numRuns: 150 });
+      await fc.assert(
+        fc.asyncProperty(fc.json(), (j) => check(route, j)),
+        { numRuns: 150 },
+      );
   });
 
   it('valid requests with one field replaced by anything get a 2xx or a 4xx, never a 5xx', async () => {
     for (const [route, base] of Object.entries(valid)) {
-      const keys = [...Object.keys(base), 'temperature', 'top_p', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'reasoning_effort', 'n', 'logit_bias', 'max_completion_tokens', 'instructions', 'reasoning'];
+      const keys = [
+        ...Object.keys(base),
+        'temperature',
+        'top_p',
+        'stop',
+        'seed',
+        'stream',
+        'tools',
+        'tool_choice',
+        'reasoning_effort',
+        'n',
+        'logit_bias',
+        'max_completion_tokens',
+        'instructions',
+        'reasoning',
+      ];
       await fc.assert(
         fc.asyncProperty(fc.constantFrom(...keys), fc.jsonValue({ maxDepth: 3 }), async (key, value) => {
           const body = { ...base, [key]: value } as Record<string, unknown>;
@@ -125,7 +174,12 @@ describe('server isolation properties', () => {
   const onUnhandled = (e: unknown) => unhandled.push(e);
   const control = { model: 'm', prompt: 'The control request', max_tokens: 24, temperature: 0 };
   const post = async (route: string, body: object, signal?: AbortSignal) =>
-    app.request(route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
+    app.request(route, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json' },
+      signal,
+    });
   const controlText = async () => {
     const r = await post('/v1/completions', control);
     expect(r.status).toBe(200);
@@ -137,12 +191,27 @@ describe('server isolation properties', () => {
   const controlStructured = async () => {
     const key = `k${fresh++}`;
     const r = await post('/v1/chat/completions', {
-      model: 'm', messages: [{ role: 'user', content: 'JSON' }], max_tokens: 200, logit_bias: { 200007: 100 },
-      response_format: { type: 'json_schema', json_schema: { name: 'c', schema: { type: 'object', properties: { [key]: { type: 'integer', minimum: 0, maximum: 9 } }, required: [key], additionalProperties: false } } },
+      model: 'm',
+      messages: [{ role: 'user', content: 'JSON' }],
+      max_tokens: 200,
+      logit_bias: { 200007: 100 },
+      response_format: {
+        type: 'json_schema',
+        json_schema: {
+          name: 'c',
+          schema: {
+            type: 'object',
+            properties: { [key]: { type: 'integer', minimum: 0, maximum: 9 } },
+            required: [key],
+            additionalProperties: false,
+          },
+        },
+      },
     });
     const body = await r.text();
     expect(r.status, body.slice(0, 300)).toBe(200);
-    const choice = (JSON.parse(body) as { choices: { message: { content: string }; finish_reason: string }[] }).choices[0];
+    const choice = (JSON.parse(body) as { choices: { message: { content: string }; finish_reason: string }[] })
+      .choices[0];
     expect(choice.finish_reason, body.slice(0, 300)).toBe('stop');
     const doc = JSON.parse(choice.message.content) as Record<string, unknown>;
     expect(Number.isInteger(doc[key]), JSON.stringify(doc)).toBe(true);
@@ -169,22 +238,49 @@ describe('server isolation properties', () => {
   // contradictory, huge), empty enums, $refs into $defs that may loop, and nesting that may run deep.
   // Mostly within what the grammar can build, sometimes anywhere (fractional, contradictory, huge).
   const wide = (lo: number, hi: number, wildLo: number, wildHi: number) =>
-    fc.oneof({ weight: 4, arbitrary: fc.integer({ min: lo, max: hi }) }, { weight: 1, arbitrary: fc.double({ min: wildLo, max: wildHi, noNaN: true }) });
+    fc.oneof(
+      { weight: 4, arbitrary: fc.integer({ min: lo, max: hi }) },
+      { weight: 1, arbitrary: fc.double({ min: wildLo, max: wildHi, noNaN: true }) },
+    );
   const schema = fc.letrec<{ node: unknown }>((tie) => ({
     node: fc.oneof(
       { depthSize: 'small', withCrossShrink: true },
       fc.record({ type: fc.constantFrom('string', 'integer', 'number', 'boolean', 'null') }),
-      fc.record({ type: fc.constant('string'), minLength: wide(0, 8, -1, 200), maxLength: wide(0, 8, 0, 1e7) }, { requiredKeys: ['type'] }),
-      fc.record({ type: fc.constantFrom('integer', 'number'), minimum: wide(-100, 100, -1e300, 1e300), maximum: wide(-100, 100, -1e300, 1e300), exclusiveMaximum: wide(-100, 100, -1e20, 1e20) }, { requiredKeys: ['type'] }),
+      fc.record(
+        { type: fc.constant('string'), minLength: wide(0, 8, -1, 200), maxLength: wide(0, 8, 0, 1e7) },
+        { requiredKeys: ['type'] },
+      ),
+      fc.record(
+        {
+          type: fc.constantFrom('integer', 'number'),
+          minimum: wide(-100, 100, -1e300, 1e300),
+          maximum: wide(-100, 100, -1e300, 1e300),
+          exclusiveMaximum: wide(-100, 100, -1e20, 1e20),
+        },
+        { requiredKeys: ['type'] },
+      ),
       fc.record({ enum: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 }) }),
       fc.record({ $ref: fc.constantFrom('#/$defs/a', '#/$defs/b', '#/$defs/missing') }),
       fc.record({ anyOf: fc.array(tie('node'), { minLength: 0, maxLength: 3 }) }),
-      fc.record({ type: fc.constant('array'), items: tie('node'), minItems: fc.integer({ min: 0, max: 3 }), maxItems: wide(0, 8, 0, 2000) }, { requiredKeys: ['type', 'items'] }),
-      fc.record({
-        type: fc.constant('object'),
-        properties: fc.dictionary(fc.constantFrom('a', 'b', 'c', '__proto__', 'constructor'), tie('node'), { maxKeys: 3 }),
-        required: fc.subarray(['a', 'b', 'c']),
-      }, { requiredKeys: ['type', 'properties'] }),
+      fc.record(
+        {
+          type: fc.constant('array'),
+          items: tie('node'),
+          minItems: fc.integer({ min: 0, max: 3 }),
+          maxItems: wide(0, 8, 0, 2000),
+        },
+        { requiredKeys: ['type', 'items'] },
+      ),
+      fc.record(
+        {
+          type: fc.constant('object'),
+          properties: fc.dictionary(fc.constantFrom('a', 'b', 'c', '__proto__', 'constructor'), tie('node'), {
+            maxKeys: 3,
+          }),
+          required: fc.subarray(['a', 'b', 'c']),
+        },
+        { requiredKeys: ['type', 'properties'] },
+      ),
     ),
   })).node;
   const deepOrHuge = fc.oneof(
@@ -196,7 +292,12 @@ describe('server isolation properties', () => {
     fc.integer({ min: 1000, max: 8000 }).map((n) => ({ anyOf: Array.from({ length: n }, (_, i) => ({ const: i })) })),
   );
   const hostileSchema = fc.oneof(
-    { weight: 4, arbitrary: fc.record({ root: schema, a: schema, b: schema }).map(({ root, a, b }) => ({ ...(root as object), $defs: { a, b } })) },
+    {
+      weight: 4,
+      arbitrary: fc
+        .record({ root: schema, a: schema, b: schema })
+        .map(({ root, a, b }) => ({ ...(root as object), $defs: { a, b } })),
+    },
     { weight: 1, arbitrary: deepOrHuge },
   );
 
@@ -204,7 +305,11 @@ describe('server isolation properties', () => {
     await fc.assert(
       fc.asyncProperty(hostileSchema, fc.boolean(), async (sch, streamed) => {
         const hostile = post('/v1/chat/completions', {
-          model: 'm', messages: [{ role: 'user', content: 'JSON' }], max_tokens: 40, stream: streamed, logit_bias: { 200007: 100 },
+          model: 'm',
+          messages: [{ role: 'user', content: 'JSON' }],
+          max_tokens: 40,
+          stream: streamed,
+          logit_bias: { 200007: 100 },
           response_format: { type: 'json_schema', json_schema: { name: 'x', schema: sch } },
         }).then(async (r) => [r.status, await r.text()] as const);
         const [text, [status, body]] = await Promise.all([controlText(), hostile]);
@@ -220,14 +325,25 @@ describe('server isolation properties', () => {
 
   it('n > 1 with a hang-up at any moment fails only that request', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 0, max: 60 }), fc.boolean(), fc.constantFrom('/v1/completions', '/v1/chat/completions'), async (n, after, streamed, route) => {
-        const ac = new AbortController();
-        const body = route === '/v1/completions' ? { model: 'm', prompt: 'Once', n, max_tokens: 400, stream: streamed } : { model: 'm', messages: [{ role: 'user', content: 'Hi' }], n, max_tokens: 400, stream: streamed };
-        const hostile = post(route, body, ac.signal).then((r) => r.text()).catch(() => undefined);
-        setTimeout(() => ac.abort(), after);
-        const [text] = await Promise.all([controlText(), hostile]);
-        expect(text).toBe(reference);
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 8 }),
+        fc.integer({ min: 0, max: 60 }),
+        fc.boolean(),
+        fc.constantFrom('/v1/completions', '/v1/chat/completions'),
+        async (n, after, streamed, route) => {
+          const ac = new AbortController();
+          const body =
+            route === '/v1/completions'
+              ? { model: 'm', prompt: 'Once', n, max_tokens: 400, stream: streamed }
+              : { model: 'm', messages: [{ role: 'user', content: 'Hi' }], n, max_tokens: 400, stream: streamed };
+          const hostile = post(route, body, ac.signal)
+            .then((r) => r.text())
+            .catch(() => undefined);
+          setTimeout(() => ac.abort(), after);
+          const [text] = await Promise.all([controlText(), hostile]);
+          expect(text).toBe(reference);
+        },
+      ),
       { numRuns: 40 },
     );
     await new Promise((r) => setTimeout(r, 50));
@@ -262,7 +378,9 @@ describe('safetensors header properties', () => {
     // Mutations of a real file: flips inside the header, a different length, truncation.
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.tuple(fc.integer({ min: 0, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), {
+          maxLength: 8,
+        }),
         fc.integer({ min: 1, max: seed.length }),
         fc.option(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })),
         async (flips, cut, length) => {

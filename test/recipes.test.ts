@@ -34,15 +34,24 @@ const endReasoning = { [TOKENS.end]: 100 };
 describe('the openai client', () => {
   it('chat with reasoning kept apart, then structured output', async () => {
     const client = new OpenAI({ baseURL, apiKey: 'unused' });
-    const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 20, reasoning_effort: 'low' });
-    const msg = r.choices[0].message as typeof r.choices[0]['message'] & { reasoning_content?: string | null };
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 20,
+      reasoning_effort: 'low',
+    });
+    const msg = r.choices[0].message as (typeof r.choices)[0]['message'] & { reasoning_content?: string | null };
     expect(typeof (msg.content ?? '')).toBe('string');
     expect(msg).toHaveProperty('reasoning_content');
 
     const Answer = z.object({ city: z.enum(['Oslo', 'Bergen']), population: z.number().int().min(0).max(2_000_000) });
     const { zodResponseFormat } = await import('openai/helpers/zod');
     const parsed = await client.chat.completions.parse({
-      model: MODEL, messages: [{ role: 'user', content: 'Largest city in Norway?' }], max_tokens: 200, seed: 1, logit_bias: endReasoning,
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Largest city in Norway?' }],
+      max_tokens: 200,
+      seed: 1,
+      logit_bias: endReasoning,
       response_format: zodResponseFormat(Answer, 'answer'),
     });
     expect(Answer.parse(parsed.choices[0].message.parsed)).toEqual(parsed.choices[0].message.parsed);
@@ -50,7 +59,8 @@ describe('the openai client', () => {
 });
 
 describe("LangChain's ChatOpenAI", () => {
-  const llm = (extra: object = {}) => new ChatOpenAI({ model: MODEL, apiKey: 'unused', configuration: { baseURL }, maxTokens: 24, ...extra });
+  const llm = (extra: object = {}) =>
+    new ChatOpenAI({ model: MODEL, apiKey: 'unused', configuration: { baseURL }, maxTokens: 24, ...extra });
 
   it('invoke and stream', async () => {
     const msg = await llm({ temperature: 0 }).invoke('Hello there');
@@ -62,14 +72,24 @@ describe("LangChain's ChatOpenAI", () => {
 
   it('withStructuredOutput: a zod schema through response_format json_schema', async () => {
     const Order = z.object({ item: z.enum(['tea', 'coffee']), qty: z.number().int().min(1).max(3) });
-    const structured = llm({ maxTokens: 200, seed: 2, modelKwargs: { logit_bias: endReasoning } }).withStructuredOutput(Order, { method: 'jsonSchema' });
+    const structured = llm({ maxTokens: 200, seed: 2, modelKwargs: { logit_bias: endReasoning } }).withStructuredOutput(
+      Order,
+      { method: 'jsonSchema' },
+    );
     const out = await structured.invoke('One tea please');
     expect(Order.parse(out)).toEqual(out);
   });
 
   it('bindTools with a forced tool: the call arrives parsed', async () => {
-    const weather = { name: 'weather', description: 'Weather for a city', schema: z.object({ city: z.enum(['Paris', 'Oslo']) }) };
-    const withTools = llm({ maxTokens: 200, seed: 3, modelKwargs: { logit_bias: endReasoning } }).bindTools([weather], { tool_choice: 'weather', strict: true });
+    const weather = {
+      name: 'weather',
+      description: 'Weather for a city',
+      schema: z.object({ city: z.enum(['Paris', 'Oslo']) }),
+    };
+    const withTools = llm({ maxTokens: 200, seed: 3, modelKwargs: { logit_bias: endReasoning } }).bindTools([weather], {
+      tool_choice: 'weather',
+      strict: true,
+    });
     const msg = await withTools.invoke('Weather in Oslo?');
     expect(msg.tool_calls?.[0]?.name).toBe('weather');
     expect(['Paris', 'Oslo']).toContain(msg.tool_calls?.[0]?.args.city);

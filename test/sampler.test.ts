@@ -19,7 +19,8 @@ function counts(draws: Int32Array, V: number): number[] {
 
 function expectDistribution(draws: Int32Array, probs: number[]) {
   const c = counts(draws, probs.length);
-  let chi = 0, df = -1;
+  let chi = 0,
+    df = -1;
   probs.forEach((p, i) => {
     if (p === 0) {
       expect(c[i], `token ${i} must never be drawn`).toBe(0);
@@ -51,15 +52,24 @@ describe('sampler', () => {
   });
 
   it('temperature 0.5 and 2 sharpen and flatten it', async () => {
-    expectDistribution(await sampleLogits(Float32Array.from(logits), { temperature: 0.5, seed: 2 }, N), softmax(logits, 0.5));
-    expectDistribution(await sampleLogits(Float32Array.from(logits), { temperature: 2, seed: 3 }, N), softmax(logits, 2));
+    expectDistribution(
+      await sampleLogits(Float32Array.from(logits), { temperature: 0.5, seed: 2 }, N),
+      softmax(logits, 0.5),
+    );
+    expectDistribution(
+      await sampleLogits(Float32Array.from(logits), { temperature: 2, seed: 3 }, N),
+      softmax(logits, 2),
+    );
   });
 
   it('top-k keeps the k most likely, renormalised', async () => {
     const p = softmax(logits);
     const keep = [0, 2]; // logits 1.0 and 2.0
     const z = keep.reduce((a, i) => a + p[i], 0);
-    expectDistribution(await sampleLogits(Float32Array.from(logits), { topK: 2, seed: 4 }, N), p.map((x, i) => (keep.includes(i) ? x / z : 0)));
+    expectDistribution(
+      await sampleLogits(Float32Array.from(logits), { topK: 2, seed: 4 }, N),
+      p.map((x, i) => (keep.includes(i) ? x / z : 0)),
+    );
   });
 
   it('top-p keeps the smallest most-likely set holding p', async () => {
@@ -85,16 +95,31 @@ describe('sampler', () => {
 
   it('presence, frequency and repetition penalties shift the distribution as OpenAI and CTRL define them', async () => {
     const { sampleMany } = addon();
-    const base = { temperature: 1, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, banFrom: -1 };
+    const base = {
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      minP: 0,
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+      repetitionPenalty: 1,
+      banFrom: -1,
+    };
     const history = { historyIds: Int32Array.from([0]), historyCounts: Int32Array.from([3]) };
     const l = Float32Array.from([2, 2]);
     const rng = () => BigUint64Array.from([11n]);
     // presence 0.5 + frequency 0.5 x 3: logit 0 becomes 0
-    expectDistribution(await sampleMany(l, { ...base, ...history, presencePenalty: 0.5, frequencyPenalty: 0.5 }, rng(), N), softmax([0, 2]));
+    expectDistribution(
+      await sampleMany(l, { ...base, ...history, presencePenalty: 0.5, frequencyPenalty: 0.5 }, rng(), N),
+      softmax([0, 2]),
+    );
     // repetition 2: a positive logit is divided
     expectDistribution(await sampleMany(l, { ...base, ...history, repetitionPenalty: 2 }, rng(), N), softmax([1, 2]));
     // ...and a negative one multiplied
-    expectDistribution(await sampleMany(Float32Array.from([-1, 0]), { ...base, ...history, repetitionPenalty: 2 }, rng(), N), softmax([-2, 0]));
+    expectDistribution(
+      await sampleMany(Float32Array.from([-1, 0]), { ...base, ...history, repetitionPenalty: 2 }, rng(), N),
+      softmax([-2, 0]),
+    );
   });
 
   it('the same seed gives the same tokens; another seed does not', async () => {
@@ -139,7 +164,9 @@ describe('sampler', () => {
   it('sampleLogits checks count and logits before allocating the result (issue 20)', async () => {
     const l = Float32Array.from([1, 2, 3]);
     for (const count of [1e9, 0, -1, 2.5, Number.NaN, '3'])
-      await expect(sampleLogits(l, {}, count as number), String(count)).rejects.toThrow(/sampleLogits: count must be an integer in \[1, 1000000\]/);
+      await expect(sampleLogits(l, {}, count as number), String(count)).rejects.toThrow(
+        /sampleLogits: count must be an integer in \[1, 1000000\]/,
+      );
     await expect(sampleLogits(l, {}, 1e9)).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(sampleLogits(new Float32Array(0))).rejects.toThrow(/logits must be a non-empty Float32Array/);
     await expect(sampleLogits([1, 2] as never)).rejects.toBeInstanceOf(InvalidArgumentError);
@@ -149,7 +176,16 @@ describe('sampler', () => {
 
 describe('allow mask (constrained decoding)', () => {
   const V = 70; // not a multiple of 32: the last word is partly used
-  const base = { temperature: 1, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, banFrom: -1 };
+  const base = {
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    minP: 0,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    repetitionPenalty: 1,
+    banFrom: -1,
+  };
   const mask = (ids: number[]) => {
     const m = new Int32Array(Math.ceil(V / 32));
     for (const id of ids) m[id >> 5] |= 1 << (id & 31);
@@ -169,13 +205,28 @@ describe('allow mask (constrained decoding)', () => {
   it('greedy takes the best allowed id, even against a large bias', async () => {
     const logits = new Float32Array(V).fill(0);
     logits[10] = 50;
-    const draws = await addon().sampleMany(logits, { ...base, temperature: 0, biasIds: Int32Array.of(11), biasValues: Float32Array.of(100), allowMask: mask([40, 41]) }, new BigUint64Array(1), 3);
+    const draws = await addon().sampleMany(
+      logits,
+      {
+        ...base,
+        temperature: 0,
+        biasIds: Int32Array.of(11),
+        biasValues: Float32Array.of(100),
+        allowMask: mask([40, 41]),
+      },
+      new BigUint64Array(1),
+      3,
+    );
     expect(Array.from(draws)).toEqual([40, 40, 40]);
   });
 
   it('refuses a mask of the wrong size, and a mask that allows nothing', async () => {
     const logits = new Float32Array(V);
-    expect(() => addon().sampleMany(logits, { ...base, allowMask: new Int32Array(2) }, new BigUint64Array(1), 1)).toThrow(/ceil\(V \/ 32\) = 3 words, got 2/);
-    await expect(addon().sampleMany(logits, { ...base, allowMask: mask([]) }, new BigUint64Array(1), 1)).rejects.toThrow(/every allowed logit is -inf/);
+    expect(() =>
+      addon().sampleMany(logits, { ...base, allowMask: new Int32Array(2) }, new BigUint64Array(1), 1),
+    ).toThrow(/ceil\(V \/ 32\) = 3 words, got 2/);
+    await expect(
+      addon().sampleMany(logits, { ...base, allowMask: mask([]) }, new BigUint64Array(1), 1),
+    ).rejects.toThrow(/every allowed logit is -inf/);
   });
 });

@@ -17,15 +17,37 @@ function scripted(): Generation<ChatEvent, ChatResult> {
     for (const ev of events) {
       if (ev.type === 'text') r.text += ev.delta;
       if (ev.type === 'reasoning') r.reasoning += ev.delta;
-      if (ev.type === 'tool-call') r.toolCalls.push({ id: ev.id, name: ev.name, arguments: ev.arguments, rawArguments: ev.rawArguments });
+      if (ev.type === 'tool-call')
+        r.toolCalls.push({ id: ev.id, name: ev.name, arguments: ev.arguments, rawArguments: ev.rawArguments });
       yield ev;
     }
     const done = events.at(-1) as Extract<ChatEvent, { type: 'done' }>;
-    return { ...r, finishReason: done.finishReason, usage, timings, tokens: [], message: { role: 'assistant', content: r.text || null } };
+    return {
+      ...r,
+      finishReason: done.finishReason,
+      usage,
+      timings,
+      tokens: [],
+      message: { role: 'assistant', content: r.text || null },
+    };
   });
 }
 
-const fakeEngine = { chat: () => scripted(), stats: () => ({ running: 0, queued: 0, kvPagesUsed: 0, kvPagesTotal: 1, prefixPagesReused: 0, steps: 0, promptTokens: 0, generatedTokens: 0, lastStepMs: 0, stepMsTotal: 0 }) } as unknown as Engine;
+const fakeEngine = {
+  chat: () => scripted(),
+  stats: () => ({
+    running: 0,
+    queued: 0,
+    kvPagesUsed: 0,
+    kvPagesTotal: 1,
+    prefixPagesReused: 0,
+    steps: 0,
+    promptTokens: 0,
+    generatedTokens: 0,
+    lastStepMs: 0,
+    stepMsTotal: 0,
+  }),
+} as unknown as Engine;
 
 let server: RunningServer;
 let client: OpenAI;
@@ -44,7 +66,13 @@ const answer: ChatEvent[] = [
 ];
 const call: ChatEvent[] = [
   { type: 'reasoning', delta: 'Need the weather.' },
-  { type: 'tool-call', id: 'call_0', name: 'get_weather', arguments: { city: 'Oslo' }, rawArguments: '{"city":"Oslo"}' },
+  {
+    type: 'tool-call',
+    id: 'call_0',
+    name: 'get_weather',
+    arguments: { city: 'Oslo' },
+    rawArguments: '{"city":"Oslo"}',
+  },
   { type: 'done', finishReason: 'tool-calls', usage, timings },
 ];
 
@@ -52,7 +80,10 @@ describe('chat completions', () => {
   it('reasoning goes to reasoning_content and reasoning, the answer to content', async () => {
     script = answer;
     const r = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'q' }] });
-    const m = r.choices[0].message as typeof r.choices[0]['message'] & { reasoning_content?: string; reasoning?: string };
+    const m = r.choices[0].message as (typeof r.choices)[0]['message'] & {
+      reasoning_content?: string;
+      reasoning?: string;
+    };
     expect(m.content).toBe('Oslo.');
     expect(m.reasoning_content).toBe('The user asks for the capital.');
     expect(m.reasoning).toBe('The user asks for the capital.');
@@ -61,17 +92,26 @@ describe('chat completions', () => {
 
   it('a tool call streams as a tool_calls delta and finishes with tool_calls', async () => {
     script = call;
-    const stream = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'q' }], stream: true });
+    const stream = await client.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'q' }],
+      stream: true,
+    });
     const calls: unknown[] = [];
     let finish;
     for await (const c of stream) {
       if (c.choices[0]?.delta?.tool_calls) calls.push(...c.choices[0].delta.tool_calls);
       if (c.choices[0]?.finish_reason) finish = c.choices[0].finish_reason;
     }
-    expect(calls).toEqual([{ index: 0, id: 'call_0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }]);
+    expect(calls).toEqual([
+      { index: 0, id: 'call_0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+    ]);
     expect(finish).toBe('tool_calls');
     const whole = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'q' }] });
-    expect(whole.choices[0].message.tool_calls?.[0]).toMatchObject({ id: 'call_0', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } });
+    expect(whole.choices[0].message.tool_calls?.[0]).toMatchObject({
+      id: 'call_0',
+      function: { name: 'get_weather', arguments: '{"city":"Oslo"}' },
+    });
   });
 });
 
@@ -94,7 +134,12 @@ describe('responses', () => {
     for await (const _ of s2);
     const r2 = await s2.finalResponse();
     expect(r2.output.map((o) => o.type)).toEqual(['reasoning', 'function_call']);
-    expect(r2.output[1]).toMatchObject({ type: 'function_call', call_id: 'call_0', name: 'get_weather', arguments: '{"city":"Oslo"}' });
+    expect(r2.output[1]).toMatchObject({
+      type: 'function_call',
+      call_id: 'call_0',
+      name: 'get_weather',
+      arguments: '{"city":"Oslo"}',
+    });
   });
 
   it('without streaming, the same items', async () => {
@@ -107,19 +152,46 @@ describe('responses', () => {
 
 describe('logprobs in chat completions', () => {
   it('answer tokens stream as logprobs.content entries with top_logprobs', async () => {
-    const lp = { token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.1, top: [{ token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.1 }] };
-    script = [{ type: 'text', delta: 'Oslo' }, { type: 'logprob', logprob: lp }, { type: 'done', finishReason: 'stop', usage, timings }];
-    const stream = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'q' }], stream: true, logprobs: true, top_logprobs: 1 });
+    const lp = {
+      token: 5,
+      text: 'Oslo',
+      bytes: [79, 115, 108, 111],
+      logprob: -0.1,
+      top: [{ token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.1 }],
+    };
+    script = [
+      { type: 'text', delta: 'Oslo' },
+      { type: 'logprob', logprob: lp },
+      { type: 'done', finishReason: 'stop', usage, timings },
+    ];
+    const stream = await client.chat.completions.create({
+      model: 'm',
+      messages: [{ role: 'user', content: 'q' }],
+      stream: true,
+      logprobs: true,
+      top_logprobs: 1,
+    });
     const entries: unknown[] = [];
     for await (const c of stream) if (c.choices[0]?.logprobs?.content) entries.push(...c.choices[0].logprobs.content);
-    expect(entries).toEqual([{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111], top_logprobs: [{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111] }] }]);
+    expect(entries).toEqual([
+      {
+        token: 'Oslo',
+        logprob: -0.1,
+        bytes: [79, 115, 108, 111],
+        top_logprobs: [{ token: 'Oslo', logprob: -0.1, bytes: [79, 115, 108, 111] }],
+      },
+    ]);
   });
 });
 
 describe('logprobs in responses', () => {
   it('include message.output_text.logprobs fills the output text logprobs, streamed or not', async () => {
     const lp = { token: 5, text: 'Oslo', bytes: [79, 115, 108, 111], logprob: -0.25, top: [] };
-    script = [{ type: 'text', delta: 'Oslo' }, { type: 'logprob', logprob: lp }, { type: 'done', finishReason: 'stop', usage, timings }];
+    script = [
+      { type: 'text', delta: 'Oslo' },
+      { type: 'logprob', logprob: lp },
+      { type: 'done', finishReason: 'stop', usage, timings },
+    ];
     const s = client.responses.stream({ model: 'm', input: 'q', include: ['message.output_text.logprobs'] });
     for await (const _ of s);
     const r = await s.finalResponse();

@@ -49,7 +49,8 @@ async function slowestHealth(until: Promise<unknown>): Promise<number> {
 /** Reads a stream to its end; the longest wait between two chunks in ms. */
 async function longestGap(res: Response): Promise<number> {
   const reader = res.body!.getReader();
-  let last = performance.now(), worst = 0;
+  let last = performance.now(),
+    worst = 0;
   for (;;) {
     const { done } = await reader.read();
     const t = performance.now();

@@ -26,11 +26,14 @@ afterAll(() => {
   model?.dispose();
 });
 
-async function serverOver(opts: Omit<EngineOptions, 'model'>): Promise<{ engine: Engine; server: RunningServer; [Symbol.asyncDispose](): Promise<void> }> {
+async function serverOver(
+  opts: Omit<EngineOptions, 'model'>,
+): Promise<{ engine: Engine; server: RunningServer; [Symbol.asyncDispose](): Promise<void> }> {
   const engine = await createEngine({ model, ...opts });
   const server = await listen(createApp(engine, { modelId: MODEL }), { port: 0 });
   return {
-    engine, server,
+    engine,
+    server,
     async [Symbol.asyncDispose]() {
       await server.close();
       await engine.close({ abort: true });
@@ -39,7 +42,12 @@ async function serverOver(opts: Omit<EngineOptions, 'model'>): Promise<{ engine:
 }
 
 const post = (url: string, path: string, body: object, signal?: AbortSignal) =>
-  fetch(`${url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
+  fetch(`${url}${path}`, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json' },
+    signal,
+  });
 
 /** Settles after the event loop has had a few turns to surface late rejections. */
 const settle = () => new Promise((r) => setTimeout(r, 50));
@@ -64,7 +72,8 @@ describe('n > 1 without streaming', () => {
     }
     expect(unhandled.length - before).toBe(0);
     // Every sequence's pages went back, and the server still answers.
-    for (let i = 0; i < 100 && s.engine.stats().running + s.engine.stats().queued > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && s.engine.stats().running + s.engine.stats().queued > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
     expect(s.engine.stats().running).toBe(0);
     expect(s.engine.stats().kvPagesUsed).toBe(0);
     const ok = await post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Hi', max_tokens: 2 });
@@ -95,15 +104,27 @@ describe("a sequence's own failure", () => {
     const program = model.createPagedProgram({ maxTokens: 4, fullRows: 64, slidingRows: 64 });
     try {
       const V = program.vocab;
-      const draw = (mask?: Int32Array) => ({ ...new Sampler({ temperature: 0 }, V).params(), ...(mask && { allowMask: mask }) });
+      const draw = (mask?: Int32Array) => ({
+        ...new Sampler({ temperature: 0 }, V).params(),
+        ...(mask && { allowMask: mask }),
+      });
       const table = Int32Array.of(0, 1, 2, 3);
       const results = await program.step({
-        tokens: Int32Array.of(1000, 2000), positions: Int32Array.of(0, 0), seqs: Int32Array.of(0, 1),
-        full: { table, ring: 2, pageSize: 16 }, sliding: { table, ring: 2, pageSize: 16 },
-        logitRows: Int32Array.of(0, 1), out: new Float32Array(2 * V),
+        tokens: Int32Array.of(1000, 2000),
+        positions: Int32Array.of(0, 0),
+        seqs: Int32Array.of(0, 1),
+        full: { table, ring: 2, pageSize: 16 },
+        sliding: { table, ring: 2, pageSize: 16 },
+        logitRows: Int32Array.of(0, 1),
+        out: new Float32Array(2 * V),
         sampling: [draw(new Int32Array((V + 31) >>> 5)), draw()],
       });
-      expect(results[0]).toMatchObject({ error: expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/every allowed logit is -inf/) }) });
+      expect(results[0]).toMatchObject({
+        error: expect.objectContaining({
+          code: 'ERR_INVALID_ARGUMENT',
+          message: expect.stringMatching(/every allowed logit is -inf/),
+        }),
+      });
       expect(results[1]).toMatchObject({ token: expect.any(Number) });
     } finally {
       program.dispose();
@@ -114,10 +135,19 @@ describe("a sequence's own failure", () => {
 describe("one client's schema never breaks structured output for the others", () => {
   const endReasoning = { logit_bias: { [TOKENS.end]: 100 } };
   const chat = (schema: unknown, extra: object = {}) => ({
-    model: MODEL, messages: [{ role: 'user', content: 'Reply in JSON.' }], max_tokens: 300, seed: 1, ...endReasoning,
-    response_format: { type: 'json_schema', json_schema: { name: 'x', schema } }, ...extra,
+    model: MODEL,
+    messages: [{ role: 'user', content: 'Reply in JSON.' }],
+    max_tokens: 300,
+    seed: 1,
+    ...endReasoning,
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+    ...extra,
   });
-  const good = { type: 'object', properties: { n: { type: 'integer' }, s: { enum: ['a', 'b'] } }, required: ['n', 's'] };
+  const good = {
+    type: 'object',
+    properties: { n: { type: 'integer' }, s: { enum: ['a', 'b'] } },
+    required: ['n', 's'],
+  };
   const deep = (n: number) => {
     let s: object = { type: 'string' };
     for (let i = 0; i < n; i++) s = { type: 'object', properties: { a: s }, required: ['a'] };
@@ -145,11 +175,26 @@ describe("one client's schema never breaks structured output for the others", ()
       [{ type: 'array', minItems: 3, maxItems: 1 }, /minItems 3 is over maxItems 1/],
       [{ type: 'string', maxLength: 10_000_000 }, /maxLength 10000000 is over the 64/],
       [{ anyOf: Array.from({ length: 10_000 }, (_, i) => ({ const: i })) }, /more than 5000 subschemas/],
-      [{ type: 'object', properties: Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`p${i}`, { type: 'integer' }])) }, /more than 5000 subschemas|longer than/],
+      [
+        {
+          type: 'object',
+          properties: Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`p${i}`, { type: 'integer' }])),
+        },
+        /more than 5000 subschemas|longer than/,
+      ],
       [{ $defs: { n: { $ref: '#/$defs/n' } }, $ref: '#/$defs/n' }, /admits no finite document/],
-      [{ $defs: { n: { type: 'object', properties: { c: { $ref: '#/$defs/n' } }, required: ['c'] } }, $ref: '#/$defs/n' }, /admits no finite document/],
+      [
+        {
+          $defs: { n: { type: 'object', properties: { c: { $ref: '#/$defs/n' } }, required: ['c'] } },
+          $ref: '#/$defs/n',
+        },
+        /admits no finite document/,
+      ],
       // Past every static check: the compiler itself gives up (on its own thread, which is replaced).
-      [{ type: 'integer', minimum: 0.5, maximum: 0.7 }, /grammar compiler cannot compile this JSON Schema \(Integer constraint must be a whole number\)/],
+      [
+        { type: 'integer', minimum: 0.5, maximum: 0.7 },
+        /grammar compiler cannot compile this JSON Schema \(Integer constraint must be a whole number\)/,
+      ],
       [{ type: 'string', pattern: '[]' }, /grammar compiler cannot compile/],
     ];
     for (const [schema, why] of hostile) {
@@ -162,12 +207,25 @@ describe("one client's schema never breaks structured output for the others", ()
     // Too deep for JSON.stringify (or any recursion) to walk: refused as it is read.
     const n = 100_000;
     const text = `{"model":"${MODEL}","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":${'{"type":"object","properties":{"a":'.repeat(n)}{"type":"string"}${'}}'.repeat(n)}}}}`;
-    const r = await fetch(`${s.server.url}/v1/chat/completions`, { method: 'POST', body: text, headers: { 'content-type': 'application/json' } });
+    const r = await fetch(`${s.server.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: text,
+      headers: { 'content-type': 'application/json' },
+    });
     expect(r.status).toBe(400);
     expect((await r.json()).error.message).toMatch(/more than 128 deep/);
     await stillWorks(s.server.url);
     // A recursive schema with a way out is fine.
-    const tree = { $defs: { n: { type: 'object', properties: { v: { type: 'integer' }, c: { type: 'array', items: { $ref: '#/$defs/n' }, maxItems: 2 } }, required: ['v'] } }, $ref: '#/$defs/n' };
+    const tree = {
+      $defs: {
+        n: {
+          type: 'object',
+          properties: { v: { type: 'integer' }, c: { type: 'array', items: { $ref: '#/$defs/n' }, maxItems: 2 } },
+          required: ['v'],
+        },
+      },
+      $ref: '#/$defs/n',
+    };
     expect((await post(s.server.url, '/v1/chat/completions', chat(tree))).status).toBe(200);
   });
 
@@ -176,8 +234,17 @@ describe("one client's schema never breaks structured output for the others", ()
     // It once compiled to a mask allowing no token, and the sampler's error failed the whole step.
     const empty = { $defs: { n: { $ref: '#/$defs/n' } }, $ref: '#/$defs/n' };
     const victim = (async () => {
-      const r = await post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 200, stream: true, seed: 2 });
-      const events = (await r.text()).split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+      const r = await post(s.server.url, '/v1/completions', {
+        model: MODEL,
+        prompt: 'Once',
+        max_tokens: 200,
+        stream: true,
+        seed: 2,
+      });
+      const events = (await r.text())
+        .split('\n\n')
+        .filter((e) => e.startsWith('data: '))
+        .map((e) => e.slice(6));
       return events;
     })();
     while (s.engine.stats().running < 1) await new Promise((r) => setTimeout(r, 2));
@@ -197,8 +264,17 @@ describe("one client's schema never breaks structured output for the others", ()
     setCompileBudget(1500);
     try {
       // Within the static bounds, yet seconds of compiling (each length unit is a vocabulary pass).
-      const costly = { type: 'object', properties: Object.fromEntries(['a', 'b'].map((k) => [k, { type: 'string', minLength: 60, maxLength: 64 }])) };
-      const stream = post(s.server.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 2000, stream: true, seed: 3 });
+      const costly = {
+        type: 'object',
+        properties: Object.fromEntries(['a', 'b'].map((k) => [k, { type: 'string', minLength: 60, maxLength: 64 }])),
+      };
+      const stream = post(s.server.url, '/v1/completions', {
+        model: MODEL,
+        prompt: 'Once',
+        max_tokens: 2000,
+        stream: true,
+        seed: 3,
+      });
       const attack = post(s.server.url, '/v1/chat/completions', chat(costly));
       let worst = 0;
       let done = false;

@@ -33,11 +33,27 @@ interface Served {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-async function serve(app: Partial<ServerOptions> & Record<string, unknown> = {}, engineOpts: Omit<EngineOptions, 'model'> = {}, listenOpts: Record<string, unknown> = {}): Promise<Served> {
-  const engine = await createEngine({ model, maxSequences: 8, maxContext: 4096, maxBatchTokens: 256, pageSize: 16, ...engineOpts });
-  const server = await listen(createApp(engine, { modelId: MODEL, ...app } as ServerOptions), { port: 0, ...listenOpts });
+async function serve(
+  app: Partial<ServerOptions> & Record<string, unknown> = {},
+  engineOpts: Omit<EngineOptions, 'model'> = {},
+  listenOpts: Record<string, unknown> = {},
+): Promise<Served> {
+  const engine = await createEngine({
+    model,
+    maxSequences: 8,
+    maxContext: 4096,
+    maxBatchTokens: 256,
+    pageSize: 16,
+    ...engineOpts,
+  });
+  const server = await listen(createApp(engine, { modelId: MODEL, ...app } as ServerOptions), {
+    port: 0,
+    ...listenOpts,
+  });
   return {
-    engine, server, port: Number(new URL(server.url).port),
+    engine,
+    server,
+    port: Number(new URL(server.url).port),
     async [Symbol.asyncDispose]() {
       await server.close();
       await engine.close({ abort: true });
@@ -53,7 +69,14 @@ interface Reply {
 
 /** One request over node:http, so that Host and Origin can be anything a browser might send;
  * `chunked` sends the body without a Content-Length. */
-function request(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string, chunked = false): Promise<Reply> {
+function request(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+  chunked = false,
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
       let text = '';
@@ -70,7 +93,8 @@ function request(port: number, method: string, path: string, headers: Record<str
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const completion = JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 2 });
-const errorOf = (r: Reply) => (JSON.parse(r.body) as { error: { message: string; type: string; code: string | null } }).error;
+const errorOf = (r: Reply) =>
+  (JSON.parse(r.body) as { error: { message: string; type: string; code: string | null } }).error;
 const waitFor = async (cond: () => boolean, ms: number) => {
   const until = Date.now() + ms;
   while (!cond() && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -78,7 +102,7 @@ const waitFor = async (cond: () => boolean, ms: number) => {
 };
 
 describe('a web page cannot drive the server (item 9)', () => {
-  it('a Host that is not one of the server\'s names is refused with 403, before anything runs', async () => {
+  it("a Host that is not one of the server's names is refused with 403, before anything runs", async () => {
     await using s = await serve();
     const before = s.engine.stats().promptTokens;
     for (const host of ['attacker.example', `attacker.example:${s.port}`, `127.0.0.1.attacker.example:${s.port}`]) {
@@ -89,8 +113,16 @@ describe('a web page cannot drive the server (item 9)', () => {
       expect((await request(s.port, 'GET', '/v1/models', { host })).status).toBe(403);
     }
     expect(s.engine.stats().promptTokens).toBe(before);
-    for (const host of [`127.0.0.1:${s.port}`, `localhost:${s.port}`, `LocalHost:${s.port}`, `[::1]:${s.port}`, 'localhost'])
-      expect((await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, host }, completion)).status, host).toBe(200);
+    for (const host of [
+      `127.0.0.1:${s.port}`,
+      `localhost:${s.port}`,
+      `LocalHost:${s.port}`,
+      `[::1]:${s.port}`,
+      'localhost',
+    ])
+      expect((await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, host }, completion)).status, host).toBe(
+        200,
+      );
   });
 
   it('allowedHosts adds names; "*" allows any', async () => {
@@ -103,41 +135,85 @@ describe('a web page cannot drive the server (item 9)', () => {
     expect((await request(s.port, 'GET', '/v1/models', { host: 'anything.example' })).status).toBe(200);
   });
 
-  it('an Origin other than the server\'s own is refused with 403', async () => {
+  it("an Origin other than the server's own is refused with 403", async () => {
     await using s = await serve();
-    for (const origin of ['http://attacker.example', `http://attacker.example:${s.port}`, 'http://localhost:3000', 'null']) {
+    for (const origin of [
+      'http://attacker.example',
+      `http://attacker.example:${s.port}`,
+      'http://localhost:3000',
+      'null',
+    ]) {
       const r = await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, origin }, completion);
       expect(r.status, origin).toBe(403);
       expect(errorOf(r).message).toContain(origin);
     }
     // The server's own pages (same host and port) may call it.
-    for (const [host, origin] of [[`127.0.0.1:${s.port}`, `http://127.0.0.1:${s.port}`], [`localhost:${s.port}`, `http://localhost:${s.port}`]])
-      expect((await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, host, origin }, completion)).status, origin).toBe(200);
+    for (const [host, origin] of [
+      [`127.0.0.1:${s.port}`, `http://127.0.0.1:${s.port}`],
+      [`localhost:${s.port}`, `http://localhost:${s.port}`],
+    ])
+      expect(
+        (await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, host, origin }, completion)).status,
+        origin,
+      ).toBe(200);
   });
 
   it('allowedOrigins lets a listed page in, with CORS headers and a preflight answer', async () => {
     await using s = await serve({ allowedOrigins: ['https://app.example'], apiKey: 'sk-1' });
     const origin = 'https://app.example';
-    const pre = await request(s.port, 'OPTIONS', '/v1/completions', { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, authorization' });
+    const pre = await request(s.port, 'OPTIONS', '/v1/completions', {
+      origin,
+      'access-control-request-method': 'POST',
+      'access-control-request-headers': 'content-type, authorization',
+    });
     expect(pre.status).toBe(204);
     expect(pre.headers['access-control-allow-origin']).toBe(origin);
     expect(String(pre.headers['access-control-allow-headers']).toLowerCase()).toContain('authorization');
-    const r = await request(s.port, 'POST', '/v1/completions', { ...JSON_TYPE, origin, authorization: 'Bearer sk-1' }, completion);
+    const r = await request(
+      s.port,
+      'POST',
+      '/v1/completions',
+      { ...JSON_TYPE, origin, authorization: 'Bearer sk-1' },
+      completion,
+    );
     expect(r.status).toBe(200);
     expect(r.headers['access-control-allow-origin']).toBe(origin);
-    expect((await request(s.port, 'OPTIONS', '/v1/completions', { origin: 'https://other.example', 'access-control-request-method': 'POST' })).status).toBe(403);
+    expect(
+      (
+        await request(s.port, 'OPTIONS', '/v1/completions', {
+          origin: 'https://other.example',
+          'access-control-request-method': 'POST',
+        })
+      ).status,
+    ).toBe(403);
   });
 
-  it('a body that is not declared JSON (a browser\'s simple request) is refused with 415', async () => {
+  it("a body that is not declared JSON (a browser's simple request) is refused with 415", async () => {
     await using s = await serve();
     const before = s.engine.stats().promptTokens;
-    for (const type of ['text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', undefined]) {
+    for (const type of [
+      'text/plain',
+      'text/plain;charset=UTF-8',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data; boundary=x',
+      undefined,
+    ]) {
       const r = await request(s.port, 'POST', '/v1/completions', type ? { 'content-type': type } : {}, completion);
       expect(r.status, String(type)).toBe(415);
       expect(errorOf(r).message).toContain('application/json');
     }
     expect(s.engine.stats().promptTokens).toBe(before);
-    expect((await request(s.port, 'POST', '/v1/completions', { 'content-type': 'application/json; charset=utf-8' }, completion)).status).toBe(200);
+    expect(
+      (
+        await request(
+          s.port,
+          'POST',
+          '/v1/completions',
+          { 'content-type': 'application/json; charset=utf-8' },
+          completion,
+        )
+      ).status,
+    ).toBe(200);
   });
 });
 
@@ -145,10 +221,17 @@ describe('the prefix cache is not shared across salts or keys (item 10)', () => 
   // 200 words: many whole 16-token pages, so a shared prefix shows as cached tokens.
   const secret = `The launch code is ${Array.from({ length: 200 }, (_, i) => `w${i}`).join(' ')}`;
   const chat = async (port: number, extra: object, key?: string, chunked = false) => {
-    const r = await request(port, 'POST', '/v1/chat/completions', { ...JSON_TYPE, ...(key && { authorization: `Bearer ${key}` }) },
-      JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: secret }], max_tokens: 1, ...extra }), chunked);
+    const r = await request(
+      port,
+      'POST',
+      '/v1/chat/completions',
+      { ...JSON_TYPE, ...(key && { authorization: `Bearer ${key}` }) },
+      JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: secret }], max_tokens: 1, ...extra }),
+      chunked,
+    );
     expect(r.status, r.body).toBe(200);
-    return (JSON.parse(r.body) as { usage: { prompt_tokens_details: { cached_tokens: number } } }).usage.prompt_tokens_details.cached_tokens;
+    return (JSON.parse(r.body) as { usage: { prompt_tokens_details: { cached_tokens: number } } }).usage
+      .prompt_tokens_details.cached_tokens;
   };
 
   it('cache_salt: only requests with the same salt share cached pages', async () => {
@@ -159,17 +242,29 @@ describe('the prefix cache is not shared across salts or keys (item 10)', () => 
     expect(await chat(s.port, { cache_salt: 'alice' }), 'the same salt reuses its pages').toBeGreaterThan(0);
     expect(await chat(s.port, {}), 'unsalted requests still share with each other').toBeGreaterThan(0);
     // /v1/responses takes it too.
-    const r = await request(s.port, 'POST', '/v1/responses', JSON_TYPE, JSON.stringify({ model: MODEL, input: secret, max_output_tokens: 1, cache_salt: 'carol' }));
+    const r = await request(
+      s.port,
+      'POST',
+      '/v1/responses',
+      JSON_TYPE,
+      JSON.stringify({ model: MODEL, input: secret, max_output_tokens: 1, cache_salt: 'carol' }),
+    );
     expect(r.status, r.body).toBe(200);
-    expect((JSON.parse(r.body) as { usage: { input_tokens_details: { cached_tokens: number } } }).usage.input_tokens_details.cached_tokens).toBe(0);
+    expect(
+      (JSON.parse(r.body) as { usage: { input_tokens_details: { cached_tokens: number } } }).usage.input_tokens_details
+        .cached_tokens,
+    ).toBe(0);
   });
 
-  it('several API keys: each key\'s prompts are cached apart', async () => {
+  it("several API keys: each key's prompts are cached apart", async () => {
     await using s = await serve({ apiKey: ['sk-alice', 'sk-bob'] });
     expect(await chat(s.port, {}, 'sk-alice')).toBe(0);
     expect(await chat(s.port, {}, 'sk-bob'), 'another key sees nothing cached').toBe(0);
     expect(await chat(s.port, { cache_salt: 'x' }, 'sk-alice')).toBe(0);
-    expect(await chat(s.port, {}, 'sk-alice', true), 'the same key reuses its pages (a chunked body too)').toBeGreaterThan(0);
+    expect(
+      await chat(s.port, {}, 'sk-alice', true),
+      'the same key reuses its pages (a chunked body too)',
+    ).toBeGreaterThan(0);
     expect((await request(s.port, 'GET', '/v1/models', { authorization: 'Bearer sk-carol' })).status).toBe(401);
   });
 
@@ -186,11 +281,20 @@ describe('no client holds memory, a connection or a slot without bound (item 11)
     // loopback) fill within a few dozen tokens; left alone the answer would run for 3000.
     const modelId = 'm'.repeat(64 * 1024);
     await using s = await serve({ modelId, writeTimeoutMs: 300 });
-    const body = JSON.stringify({ model: modelId, prompt: 'Once upon a time', max_tokens: 3000, stream: true, temperature: 1, seed: 1 });
+    const body = JSON.stringify({
+      model: modelId,
+      prompt: 'Once upon a time',
+      max_tokens: 3000,
+      stream: true,
+      temperature: 1,
+      seed: 1,
+    });
     const socket = net.connect(s.port, '127.0.0.1');
     socket.on('error', () => {});
     await new Promise((r) => socket.once('connect', r));
-    socket.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    socket.write(
+      `POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${s.port}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
     socket.pause(); // never reads a byte of the answer
     try {
       expect(await waitFor(() => s.engine.stats().running === 1, 10_000), 'the answer started').toBe(true);
@@ -205,30 +309,50 @@ describe('no client holds memory, a connection or a slot without bound (item 11)
   it('a request past the deadline is aborted with 504', async () => {
     await using s = await serve({ requestTimeoutMs: 1000 });
     const t0 = Date.now();
-    const r = await request(s.port, 'POST', '/v1/completions', JSON_TYPE, JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 3000 }));
+    const r = await request(
+      s.port,
+      'POST',
+      '/v1/completions',
+      JSON_TYPE,
+      JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 3000 }),
+    );
     expect(r.status, r.body.slice(0, 300)).toBe(504);
     expect(errorOf(r).message).toContain('1000 ms');
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(await waitFor(() => s.engine.stats().running === 0, 2000)).toBe(true);
     // Streamed, the deadline is the stream's last event (not an end that looks like a hang-up).
-    const streamed = await request(s.port, 'POST', '/v1/completions', JSON_TYPE, JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 3000, stream: true }));
+    const streamed = await request(
+      s.port,
+      'POST',
+      '/v1/completions',
+      JSON_TYPE,
+      JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 3000, stream: true }),
+    );
     expect(streamed.status).toBe(200);
     const last = streamed.body.trim().split('\n\n').at(-1)!;
-    expect(JSON.parse(last.replace(/^data: /, '')).error).toMatchObject({ code: 'request_timeout', message: expect.stringContaining('1000 ms') });
+    expect(JSON.parse(last.replace(/^data: /, '')).error).toMatchObject({
+      code: 'request_timeout',
+      message: expect.stringContaining('1000 ms'),
+    });
     // A quick request is untouched.
     expect((await request(s.port, 'POST', '/v1/completions', JSON_TYPE, completion)).status).toBe(200);
   }, 30_000);
 
   it('maxConnections: connections past the cap are closed unanswered', async () => {
     await using s = await serve({}, {}, { maxConnections: 2 });
-    const open = await Promise.all([0, 1].map(async () => {
-      const c = net.connect(s.port, '127.0.0.1');
-      c.on('error', () => {});
-      await new Promise((r) => c.once('connect', r));
-      return c;
-    }));
+    const open = await Promise.all(
+      [0, 1].map(async () => {
+        const c = net.connect(s.port, '127.0.0.1');
+        c.on('error', () => {});
+        await new Promise((r) => c.once('connect', r));
+        return c;
+      }),
+    );
     await new Promise((r) => setTimeout(r, 50));
-    const third = await request(s.port, 'GET', '/health').then((r) => r.status, (e: Error) => e.message);
+    const third = await request(s.port, 'GET', '/health').then(
+      (r) => r.status,
+      (e: Error) => e.message,
+    );
     expect(third).not.toBe(200);
     for (const c of open) c.destroy();
     await new Promise((r) => setTimeout(r, 50));
@@ -240,12 +364,20 @@ describe('no client holds memory, a connection or a slot without bound (item 11)
     const ac = new AbortController();
     // The stream's body is left unread (not cancelled) until the 429 is seen: cancelling it is a
     // hang-up, which frees the only slot and lets the second request in.
-    const long = fetch(`${s.server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ model: MODEL, prompt: 'Hi', max_tokens: 3000, stream: true }), signal: ac.signal });
+    const long = fetch(`${s.server.url}/v1/completions`, {
+      method: 'POST',
+      headers: JSON_TYPE,
+      body: JSON.stringify({ model: MODEL, prompt: 'Hi', max_tokens: 3000, stream: true }),
+      signal: ac.signal,
+    });
     long.catch(() => {});
     expect(await waitFor(() => s.engine.stats().running === 1, 10_000)).toBe(true);
     const r = await request(s.port, 'POST', '/v1/completions', JSON_TYPE, completion);
     ac.abort();
-    await long.then((res) => res.body?.cancel().catch(() => {}), () => {});
+    await long.then(
+      (res) => res.body?.cancel().catch(() => {}),
+      () => {},
+    );
     expect(r.status).toBe(429);
     expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
   });
@@ -255,7 +387,14 @@ describe('no client holds memory, a connection or a slot without bound (item 11)
     vi.mocked(timingSafeEqual).mockClear();
     expect((await request(s.port, 'GET', '/v1/models', { authorization: 'Bearer sk-secret' })).status).toBe(200);
     expect(vi.mocked(timingSafeEqual)).toHaveBeenCalled();
-    for (const a of ['Bearer sk-secreT', 'Bearer  sk-secret', 'Bearer sk-secre', 'bearer sk-secret', 'sk-secret', `Bearer ${createHash('sha256').update('sk-secret').digest('hex')}`])
+    for (const a of [
+      'Bearer sk-secreT',
+      'Bearer  sk-secret',
+      'Bearer sk-secre',
+      'bearer sk-secret',
+      'sk-secret',
+      `Bearer ${createHash('sha256').update('sk-secret').digest('hex')}`,
+    ])
       expect((await request(s.port, 'GET', '/v1/models', { authorization: a })).status, a).toBe(401);
   });
 

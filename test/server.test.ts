@@ -28,7 +28,11 @@ afterAll(async () => {
 });
 
 const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-  fetch(`${server.url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers } });
+  fetch(`${server.url}${path}`, {
+    method: 'POST',
+    body,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers },
+  });
 
 describe('the official openai client', () => {
   it('lists the model', async () => {
@@ -37,7 +41,12 @@ describe('the official openai client', () => {
   });
 
   it('chat completions without streaming', async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8, seed: 1 });
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 8,
+      seed: 1,
+    });
     expect(r.object).toBe('chat.completion');
     expect(r.choices[0].message.role).toBe('assistant');
     expect(r.choices[0].finish_reason).toBe('length');
@@ -46,10 +55,22 @@ describe('the official openai client', () => {
   });
 
   it('chat completions with streaming give the same text, and usage when asked', async () => {
-    const args = { model: MODEL, messages: [{ role: 'user' as const, content: 'Stream please' }], max_tokens: 10, seed: 7, temperature: 0.8 };
+    const args = {
+      model: MODEL,
+      messages: [{ role: 'user' as const, content: 'Stream please' }],
+      max_tokens: 10,
+      seed: 7,
+      temperature: 0.8,
+    };
     const whole = await client.chat.completions.create(args);
-    const stream = await client.chat.completions.create({ ...args, stream: true, stream_options: { include_usage: true } });
-    let text = '', finish: string | null = null, usage;
+    const stream = await client.chat.completions.create({
+      ...args,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '',
+      finish: string | null = null,
+      usage;
     for await (const chunk of stream) {
       if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
       if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
@@ -64,10 +85,23 @@ describe('the official openai client', () => {
     const r = await client.chat.completions.create({
       model: MODEL,
       reasoning_effort: 'high',
-      tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather now.', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+      tools: [
+        {
+          type: 'function',
+          function: {
+            name: 'get_weather',
+            description: 'Weather now.',
+            parameters: { type: 'object', properties: { city: { type: 'string' } } },
+          },
+        },
+      ],
       messages: [
         { role: 'user', content: 'Weather in Oslo?' },
-        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }] },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }],
+        },
         { role: 'tool', tool_call_id: 'c1', content: '{"temp":3}' },
       ],
       max_tokens: 4,
@@ -76,19 +110,34 @@ describe('the official openai client', () => {
   });
 
   it('completions from text and from token ids, with and without streaming', async () => {
-    const a = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 5, temperature: 0 });
+    const a = await client.completions.create({
+      model: MODEL,
+      prompt: 'Once upon a time',
+      max_tokens: 5,
+      temperature: 0,
+    });
     expect(a.choices[0].text.length).toBeGreaterThan(0);
     expect(a.usage?.completion_tokens).toBe(5);
     const b = await client.completions.create({ model: MODEL, prompt: [1, 2, 3, 4], max_tokens: 5, temperature: 0 });
-    const s = await client.completions.create({ model: MODEL, prompt: [1, 2, 3, 4], max_tokens: 5, temperature: 0, stream: true });
+    const s = await client.completions.create({
+      model: MODEL,
+      prompt: [1, 2, 3, 4],
+      max_tokens: 5,
+      temperature: 0,
+      stream: true,
+    });
     let text = '';
     for await (const c of s) text += c.choices[0]?.text ?? '';
     expect(text).toBe(b.choices[0].text);
   });
 
   it('errors arrive as OpenAI errors with the right status', async () => {
-    await expect(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ status: 404 });
-    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 9 })).rejects.toMatchObject({ status: 400 });
+    await expect(
+      client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }),
+    ).rejects.toMatchObject({ status: 404 });
+    await expect(
+      client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 9 }),
+    ).rejects.toMatchObject({ status: 400 });
     const bad = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'wrong', maxRetries: 0 });
     await expect(bad.models.list()).rejects.toMatchObject({ status: 401 });
   });
@@ -105,14 +154,56 @@ describe('malformed requests', () => {
 
   it('bad JSON, wrong types, out-of-range values, unknown model, too long, too big: 4xx with an error object', async () => {
     await expectError(await post('/v1/chat/completions', '{not json'), 400);
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: 'hi' })), 400, 'messages');
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x' }], temperature: 5 })), 400, 'temperature');
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] })), 400);
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: 'other', messages: [{ role: 'user', content: 'x' }] })), 404, 'model');
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'word '.repeat(600) }] })), 400);
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x'.repeat(70000) }] })), 413);
+    await expectError(
+      await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: 'hi' })),
+      400,
+      'messages',
+    );
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x' }], temperature: 5 }),
+      ),
+      400,
+      'temperature',
+    );
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }),
+      ),
+      400,
+    );
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: 'other', messages: [{ role: 'user', content: 'x' }] }),
+      ),
+      404,
+      'model',
+    );
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'word '.repeat(600) }] }),
+      ),
+      400,
+    );
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x'.repeat(70000) }] }),
+      ),
+      413,
+    );
     await expectError(await post('/v1/completions', JSON.stringify({ model: MODEL, prompt: [5, 999999] })), 400);
-    await expectError(await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'tool', content: 'x', name: 'ghost' }] })), 400);
+    await expectError(
+      await post(
+        '/v1/chat/completions',
+        JSON.stringify({ model: MODEL, messages: [{ role: 'tool', content: 'x', name: 'ghost' }] }),
+      ),
+      400,
+    );
   });
 
   it('the API key is needed everywhere but /health', async () => {
@@ -132,7 +223,11 @@ describe('malformed requests', () => {
 describe('load', () => {
   it('a client that disconnects mid-stream cancels its sequence', async () => {
     const ac = new AbortController();
-    const res = await post('/v1/completions', JSON.stringify({ model: MODEL, prompt: [1, 2, 3], max_tokens: 400, stream: true }), {});
+    const res = await post(
+      '/v1/completions',
+      JSON.stringify({ model: MODEL, prompt: [1, 2, 3], max_tokens: 400, stream: true }),
+      {},
+    );
     const reader = res.body!.getReader();
     await reader.read();
     await reader.cancel();
@@ -144,17 +239,30 @@ describe('load', () => {
 
   it('32 concurrent streaming clients with mixed lengths and random aborts: each completed output equals the same request alone', async () => {
     const N = 40;
-    const req = (i: number) => ({ prompt: Array.from({ length: 2 + ((i * 13) % 50) }, (_, j) => (i * 7919 + j * 104729) % 199000), max_tokens: 4 + ((i * 5) % 20), seed: i, temperature: i % 3 === 0 ? 0 : 1 });
+    const req = (i: number) => ({
+      prompt: Array.from({ length: 2 + ((i * 13) % 50) }, (_, j) => (i * 7919 + j * 104729) % 199000),
+      max_tokens: 4 + ((i * 5) % 20),
+      seed: i,
+      temperature: i % 3 === 0 ? 0 : 1,
+    });
     const alone = new Map<number, string>();
     for (let i = 0; i < N; i++) {
       const r = req(i);
-      alone.set(i, (await model.complete(r.prompt, { maxTokens: r.max_tokens, seed: r.seed, temperature: r.temperature, stopTokens: [] }).result()).text);
+      alone.set(
+        i,
+        (
+          await model
+            .complete(r.prompt, { maxTokens: r.max_tokens, seed: r.seed, temperature: r.temperature, stopTokens: [] })
+            .result()
+        ).text,
+      );
     }
     const run = async (i: number) => {
       const ac = new AbortController();
       const abortMe = i % 5 === 4;
       const stream = await client.completions.create({ model: MODEL, ...req(i), stream: true }, { signal: ac.signal });
-      let text = '', n = 0;
+      let text = '',
+        n = 0;
       try {
         for await (const c of stream) {
           text += c.choices[0]?.text ?? '';
@@ -180,7 +288,12 @@ describe('load', () => {
 
 describe('the Responses API with the official client', () => {
   it('answers a string input without streaming', async () => {
-    const r = await client.responses.create({ model: MODEL, input: 'Hello', max_output_tokens: 6, reasoning: { effort: 'low' } });
+    const r = await client.responses.create({
+      model: MODEL,
+      input: 'Hello',
+      max_output_tokens: 6,
+      reasoning: { effort: 'low' },
+    });
     expect(r.object).toBe('response');
     expect(r.status).toBe('incomplete'); // stopped by max_output_tokens
     expect(r.usage?.output_tokens).toBe(6);
@@ -194,7 +307,15 @@ describe('the Responses API with the official client', () => {
       { type: 'function_call' as const, call_id: 'c1', name: 'get_weather', arguments: '{"city":"Oslo"}' },
       { type: 'function_call_output' as const, call_id: 'c1', output: '{"temp":3}' },
     ];
-    const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather now.', parameters: { type: 'object', properties: { city: { type: 'string' } } }, strict: false }];
+    const tools = [
+      {
+        type: 'function' as const,
+        name: 'get_weather',
+        description: 'Weather now.',
+        parameters: { type: 'object', properties: { city: { type: 'string' } } },
+        strict: false,
+      },
+    ];
     const stream = client.responses.stream({ model: MODEL, input, tools, max_output_tokens: 8, temperature: 0 });
     const types: string[] = [];
     for await (const ev of stream) types.push(ev.type);
@@ -207,7 +328,9 @@ describe('the Responses API with the official client', () => {
   });
 
   it('refuses what a stateless server cannot do, with a 400', async () => {
-    await expect(client.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_1' })).rejects.toMatchObject({ status: 400 });
+    await expect(
+      client.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_1' }),
+    ).rejects.toMatchObject({ status: 400 });
   });
 });
 
@@ -219,7 +342,11 @@ describe('review regressions', () => {
       tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }],
       messages: [
         { role: 'user', content: 'Weather?' },
-        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }],
+        },
         { role: 'tool', tool_call_id: 'c1', content: 'sunny' },
       ],
       max_tokens: 2,
@@ -238,21 +365,48 @@ describe('review regressions', () => {
 
 describe('logprobs over HTTP', () => {
   it('completions report OpenAI-shaped logprobs with N alternatives, streamed or not', async () => {
-    const r = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 4, temperature: 0, logprobs: 2 });
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: [5, 6, 7],
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: 2,
+    });
     const lp = r.choices[0].logprobs!;
     expect(lp.tokens).toHaveLength(4);
     expect(lp.token_logprobs!.every((x) => x <= 0)).toBe(true);
     expect(lp.top_logprobs!.every((o) => Object.keys(o).length >= 1)).toBe(true);
-    const s = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 4, temperature: 0, logprobs: 2, stream: true });
+    const s = await client.completions.create({
+      model: MODEL,
+      prompt: [5, 6, 7],
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: 2,
+      stream: true,
+    });
     const streamed: number[] = [];
-    for await (const c of s) if (c.choices[0]?.logprobs?.token_logprobs) streamed.push(...c.choices[0].logprobs.token_logprobs);
+    for await (const c of s)
+      if (c.choices[0]?.logprobs?.token_logprobs) streamed.push(...c.choices[0].logprobs.token_logprobs);
     expect(streamed).toEqual(lp.token_logprobs);
   });
 
   it('chat completions accept logprobs and top_logprobs', async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], max_tokens: 3, logprobs: true, top_logprobs: 2 });
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'x' }],
+      max_tokens: 3,
+      logprobs: true,
+      top_logprobs: 2,
+    });
     expect(r.choices[0].logprobs === null || Array.isArray(r.choices[0].logprobs.content)).toBe(true);
-    await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], logprobs: true, top_logprobs: 21 })).rejects.toMatchObject({ status: 400 });
+    await expect(
+      client.chat.completions.create({
+        model: MODEL,
+        messages: [{ role: 'user', content: 'x' }],
+        logprobs: true,
+        top_logprobs: 21,
+      }),
+    ).rejects.toMatchObject({ status: 400 });
   });
 });
 
@@ -268,15 +422,32 @@ describe('n > 1', () => {
       const one = await client.completions.create({ model: MODEL, prompt, max_tokens: 5, seed: 5 + i });
       expect(r.choices[i].text).toBe(one.choices[0].text);
     }
-    const chat = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Pick one' }], max_tokens: 3, n: 2, seed: 1 });
+    const chat = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Pick one' }],
+      max_tokens: 3,
+      n: 2,
+      seed: 1,
+    });
     expect(chat.choices).toHaveLength(2);
   });
 
   it('streamed: each choice, put together from its interleaved chunks, equals the same answer unstreamed; usage sums them', async () => {
-    const args = { model: MODEL, messages: [{ role: 'user' as const, content: 'Stream three answers' }], max_tokens: 6, n: 3, seed: 11 };
+    const args = {
+      model: MODEL,
+      messages: [{ role: 'user' as const, content: 'Stream three answers' }],
+      max_tokens: 6,
+      n: 3,
+      seed: 11,
+    };
     const whole = await client.chat.completions.create(args);
-    const stream = await client.chat.completions.create({ ...args, stream: true, stream_options: { include_usage: true } });
-    const text = ['', '', ''], finish: (string | null)[] = [null, null, null];
+    const stream = await client.chat.completions.create({
+      ...args,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const text = ['', '', ''],
+      finish: (string | null)[] = [null, null, null];
     let usage;
     for await (const chunk of stream) {
       for (const ch of chunk.choices) {
@@ -291,7 +462,15 @@ describe('n > 1', () => {
 
     const prompt = 'Once upon a time';
     const cw = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, n: 2, seed: 3 });
-    const cs = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, n: 2, seed: 3, stream: true, stream_options: { include_usage: true } });
+    const cs = await client.completions.create({
+      model: MODEL,
+      prompt,
+      max_tokens: 4,
+      n: 2,
+      seed: 3,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const ct = ['', ''];
     let cu;
     for await (const chunk of cs) {
@@ -305,7 +484,11 @@ describe('n > 1', () => {
 
 describe('usage details over HTTP', () => {
   it('a repeated chat reports cached prompt tokens; reasoning tokens are counted', async () => {
-    const args = { model: MODEL, messages: [{ role: 'user' as const, content: 'Tell me about caches, please, at some length.' }], max_tokens: 2 };
+    const args = {
+      model: MODEL,
+      messages: [{ role: 'user' as const, content: 'Tell me about caches, please, at some length.' }],
+      max_tokens: 2,
+    };
     await client.chat.completions.create(args);
     const r = await client.chat.completions.create(args);
     expect(r.usage?.prompt_tokens_details?.cached_tokens).toBeGreaterThan(0);

@@ -4,8 +4,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  AbortedError, BusyError, ContextOverflowError, createSyntheticModel, deviceInfo, DisposedError, InvalidArgumentError,
-  loadModel, type Model,
+  AbortedError,
+  BusyError,
+  ContextOverflowError,
+  createSyntheticModel,
+  deviceInfo,
+  DisposedError,
+  InvalidArgumentError,
+  loadModel,
+  type Model,
 } from '../lib/index.js';
 import { fixtures, relErr, tmpDir, writeRandomHfCheckpoint } from './helpers/checkpoint.js';
 
@@ -26,7 +33,8 @@ describe('Session', () => {
   });
 
   it("logits: 'last' is the last row of 'all', and 'none' only advances the cache", async () => {
-    const s1 = model.createSession(), s2 = model.createSession();
+    const s1 = model.createSession(),
+      s2 = model.createSession();
     const all = await s1.forward([9, 8, 7]);
     await s2.forward([9, 8], { logits: 'none' });
     const last = await s2.forward([7], { logits: 'last' });
@@ -80,14 +88,19 @@ describe('Session', () => {
     ac.abort();
     await expect(s.forward([1, 2, 3], { signal: ac.signal })).rejects.toThrow();
     const ac2 = new AbortController();
-    const p = s.forward(Array.from({ length: 40 }, (_, i) => i), { signal: ac2.signal });
+    const p = s.forward(
+      Array.from({ length: 40 }, (_, i) => i),
+      { signal: ac2.signal },
+    );
     ac2.abort();
     await expect(p).rejects.toThrow(AbortedError);
     expect(s.position % 4).toBe(0); // stopped between chunks; the cache holds whole chunks
   });
 
   it('misspelled options are refused with the likely intended one', () => {
-    expect(() => model.createSession({ maxToken: 3 } as never)).toThrow(/unknown option "maxToken" \(did you mean "maxTokens"\?\)/);
+    expect(() => model.createSession({ maxToken: 3 } as never)).toThrow(
+      /unknown option "maxToken" \(did you mean "maxTokens"\?\)/,
+    );
     expect(() => model.createSession({ maxContext: 0 })).toThrow(InvalidArgumentError);
   });
 
@@ -123,7 +136,10 @@ describe('work off the JS thread', () => {
       let ticks = 0;
       const timer = setInterval(() => ticks++, 1);
       const t0 = performance.now();
-      await s.forward(Array.from({ length: 32 }, (_, i) => i * 7), { logits: 'last' });
+      await s.forward(
+        Array.from({ length: 32 }, (_, i) => i * 7),
+        { logits: 'last' },
+      );
       const ms = performance.now() - t0;
       clearInterval(timer);
       expect(ms).toBeGreaterThan(20);
@@ -151,7 +167,17 @@ describe('devices', () => {
 describe('the real 201,088-entry vocabulary', () => {
   it('a random real-vocab checkpoint gives finite logits for the highest ids, decode equal to prefill', async () => {
     const dir = tmpDir();
-    writeRandomHfCheckpoint(dir, { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 });
+    writeRandomHfCheckpoint(dir, {
+      layers: 2,
+      hidden: 64,
+      intermediate: 32,
+      experts: 4,
+      topk: 2,
+      heads: 2,
+      kvHeads: 1,
+      vocab: 201088,
+      window: 4,
+    });
     const m = await loadModel(dir, { mode: 'fp32' });
     try {
       const tokens = [200006, 17360, 200008, 201087, 199998, 200012, 0, 200002];

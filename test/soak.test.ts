@@ -33,12 +33,27 @@ async function request(r: () => number, i: number): Promise<'done' | 'aborted' |
   const ac = new AbortController();
   const chat = r() < 0.5;
   const body = chat
-    ? { model: 'soak', messages: [{ role: 'user', content: 'x '.repeat(1 + Math.floor(r() * 60)) }], max_tokens: 1 + Math.floor(r() * 40), stream: r() < 0.7, seed: i }
-    : { model: 'soak', prompt: Array.from({ length: 1 + Math.floor(r() * 150) }, () => Math.floor(r() * 199000)), max_tokens: 1 + Math.floor(r() * 60), stream: r() < 0.7, seed: i };
+    ? {
+        model: 'soak',
+        messages: [{ role: 'user', content: 'x '.repeat(1 + Math.floor(r() * 60)) }],
+        max_tokens: 1 + Math.floor(r() * 40),
+        stream: r() < 0.7,
+        seed: i,
+      }
+    : {
+        model: 'soak',
+        prompt: Array.from({ length: 1 + Math.floor(r() * 150) }, () => Math.floor(r() * 199000)),
+        max_tokens: 1 + Math.floor(r() * 60),
+        stream: r() < 0.7,
+        seed: i,
+      };
   const abortAfter = r() < 0.25 ? Math.floor(r() * 5) : -1;
   try {
     const res = await fetch(`${server.url}/v1/${chat ? 'chat/completions' : 'completions'}`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: ac.signal,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: ac.signal,
     });
     if (res.status !== 200) return 'error';
     let chunks = 0;
@@ -71,7 +86,8 @@ async function run(count: number, seed: number) {
 }
 
 async function settle() {
-  for (let i = 0; i < 200 && (engine.stats().running || engine.stats().queued); i++) await new Promise((res) => setTimeout(res, 25));
+  for (let i = 0; i < 200 && (engine.stats().running || engine.stats().queued); i++)
+    await new Promise((res) => setTimeout(res, 25));
   (globalThis as { gc?: () => void }).gc?.();
 }
 
@@ -86,8 +102,16 @@ describe('soak', () => {
     const after = process.memoryUsage().rss;
     const s = engine.stats();
     const figures = {
-      requests: REQUESTS, ...tally, seconds: (Date.now() - t0) / 1e3, generatedTokens: s.generatedTokens, steps: s.steps,
-      rssBaselineMB: +(baseline / 2 ** 20).toFixed(1), rssAfterMB: +(after / 2 ** 20).toFixed(1), running: s.running, queued: s.queued, kvPagesUsed: s.kvPagesUsed,
+      requests: REQUESTS,
+      ...tally,
+      seconds: (Date.now() - t0) / 1e3,
+      generatedTokens: s.generatedTokens,
+      steps: s.steps,
+      rssBaselineMB: +(baseline / 2 ** 20).toFixed(1),
+      rssAfterMB: +(after / 2 ** 20).toFixed(1),
+      running: s.running,
+      queued: s.queued,
+      kvPagesUsed: s.kvPagesUsed,
     };
     console.log(`soak: ${JSON.stringify(figures)}`);
     expect(tally.error).toBe(0);

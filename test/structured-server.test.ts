@@ -40,8 +40,16 @@ describe('chat completions', () => {
   it('response_format json_schema: every choice validates, n > 1 included', async () => {
     const validate = ajv.compile(SCHEMAS.nested);
     const r = await client.chat.completions.create({
-      model: MODEL, messages, max_tokens: 200, seed: 3, n: 3, ...endReasoning,
-      response_format: { type: 'json_schema', json_schema: { name: 'nested', schema: SCHEMAS.nested as Record<string, unknown>, strict: true } },
+      model: MODEL,
+      messages,
+      max_tokens: 200,
+      seed: 3,
+      n: 3,
+      ...endReasoning,
+      response_format: {
+        type: 'json_schema',
+        json_schema: { name: 'nested', schema: SCHEMAS.nested as Record<string, unknown>, strict: true },
+      },
     });
     expect(r.choices).toHaveLength(3);
     for (const c of r.choices) {
@@ -53,8 +61,16 @@ describe('chat completions', () => {
   it('streamed, the concatenated deltas validate', async () => {
     const validate = ajv.compile(SCHEMAS.refs);
     const stream = await client.chat.completions.create({
-      model: MODEL, messages, max_tokens: 200, seed: 5, stream: true, ...endReasoning,
-      response_format: { type: 'json_schema', json_schema: { name: 'refs', schema: SCHEMAS.refs as Record<string, unknown> } },
+      model: MODEL,
+      messages,
+      max_tokens: 200,
+      seed: 5,
+      stream: true,
+      ...endReasoning,
+      response_format: {
+        type: 'json_schema',
+        json_schema: { name: 'refs', schema: SCHEMAS.refs as Record<string, unknown> },
+      },
     });
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
@@ -62,17 +78,37 @@ describe('chat completions', () => {
   });
 
   it("the client's parse() helper with a zod schema gets a typed object", async () => {
-    const Item = z.object({ name: z.enum(['tea', 'milk']), count: z.number().int().min(1).max(9), urgent: z.boolean() });
-    const r = await client.chat.completions.parse({ model: MODEL, messages, max_tokens: 200, seed: 2, ...endReasoning, response_format: zodResponseFormat(Item, 'item') });
+    const Item = z.object({
+      name: z.enum(['tea', 'milk']),
+      count: z.number().int().min(1).max(9),
+      urgent: z.boolean(),
+    });
+    const r = await client.chat.completions.parse({
+      model: MODEL,
+      messages,
+      max_tokens: 200,
+      seed: 2,
+      ...endReasoning,
+      response_format: zodResponseFormat(Item, 'item'),
+    });
     const parsed = r.choices[0].message.parsed!;
     expect(Item.parse(parsed)).toEqual(parsed);
   });
 
   it('a strict tool named by tool_choice is called with arguments that validate', async () => {
-    const params = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, unit: { enum: ['C', 'F'] } }, required: ['city', 'unit'], additionalProperties: false };
+    const params = {
+      type: 'object',
+      properties: { city: { enum: ['Paris', 'Oslo'] }, unit: { enum: ['C', 'F'] } },
+      required: ['city', 'unit'],
+      additionalProperties: false,
+    };
     const validate = ajv.compile(params);
     const r = await client.chat.completions.create({
-      model: MODEL, messages, max_tokens: 200, seed: 1, ...endReasoning,
+      model: MODEL,
+      messages,
+      max_tokens: 200,
+      seed: 1,
+      ...endReasoning,
       tools: [{ type: 'function', function: { name: 'weather', parameters: params, strict: true } }],
       tool_choice: { type: 'function', function: { name: 'weather' } },
     });
@@ -84,10 +120,19 @@ describe('chat completions', () => {
 
   it('a schema feature the grammar cannot enforce is a 400 that names it', async () => {
     const err = await client.chat.completions
-      .create({ model: MODEL, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'array', items: { type: 'integer' }, uniqueItems: true } } } })
+      .create({
+        model: MODEL,
+        messages,
+        response_format: {
+          type: 'json_schema',
+          json_schema: { name: 'x', schema: { type: 'array', items: { type: 'integer' }, uniqueItems: true } },
+        },
+      })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((err as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(/response_format\.json_schema\.schema: JSON Schema keyword "uniqueItems"/);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(
+      /response_format\.json_schema\.schema: JSON Schema keyword "uniqueItems"/,
+    );
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('unsupported');
   });
 });
@@ -96,8 +141,17 @@ describe('responses', () => {
   it('text.format json_schema: output_text validates', async () => {
     const validate = ajv.compile(SCHEMAS.person);
     const r = await client.responses.create({
-      model: MODEL, input: 'Reply in JSON.', max_output_tokens: 200,
-      text: { format: { type: 'json_schema', name: 'person', schema: SCHEMAS.person as Record<string, unknown>, strict: true } },
+      model: MODEL,
+      input: 'Reply in JSON.',
+      max_output_tokens: 200,
+      text: {
+        format: {
+          type: 'json_schema',
+          name: 'person',
+          schema: SCHEMAS.person as Record<string, unknown>,
+          strict: true,
+        },
+      },
       // logit_bias is not part of the Responses API; the server accepts it as an extension.
       ...({ logit_bias: endReasoning.logit_bias, seed: 4 } as object),
     });

@@ -4,7 +4,14 @@
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { checkSchema, getTokenizer, InvalidArgumentError, loadModel, type Model, UnsupportedError } from '../lib/index.js';
+import {
+  checkSchema,
+  getTokenizer,
+  InvalidArgumentError,
+  loadModel,
+  type Model,
+  UnsupportedError,
+} from '../lib/index.js';
 import { chatConstraint } from '../lib/chat/structured.js';
 import { TOKENS } from '../lib/chat/tokenizer.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
@@ -19,13 +26,19 @@ afterAll(() => model?.dispose());
 const ajv = new Ajv2020({ strict: true, strictTuples: false, allErrors: true });
 const endReasoning = { logitBias: { [TOKENS.end]: 100 } };
 
-
 describe('structured output (responseFormat)', () => {
   for (const [name, schema] of Object.entries(SCHEMAS))
     it(`every answer validates: ${name}`, async () => {
       const validate = ajv.compile(schema);
       for (let seed = 0; seed < 3; seed++) {
-        const r = await model.chat([{ role: 'user', content: 'Answer in JSON.' }], { maxTokens: 200, seed, ...endReasoning, responseFormat: { type: 'json_schema', name, schema } }).result();
+        const r = await model
+          .chat([{ role: 'user', content: 'Answer in JSON.' }], {
+            maxTokens: 200,
+            seed,
+            ...endReasoning,
+            responseFormat: { type: 'json_schema', name, schema },
+          })
+          .result();
         expect(r.finishReason, JSON.stringify(r.text)).toBe('stop');
         const doc = JSON.parse(r.text);
         expect(validate(doc), `${r.text}: ${ajv.errorsText(validate.errors)}`).toBe(true);
@@ -44,7 +57,14 @@ describe('structured output (responseFormat)', () => {
   it('json_object gives a JSON object', async () => {
     // Any object: bounded here by a bias towards closing it, which the mask still overrides.
     const close = getTokenizer().encode('}')[0];
-    const r = await model.chat([{ role: 'user', content: 'JSON please' }], { maxTokens: 200, seed: 1, logitBias: { [TOKENS.end]: 100, [close]: 30 }, responseFormat: { type: 'json_object' } }).result();
+    const r = await model
+      .chat([{ role: 'user', content: 'JSON please' }], {
+        maxTokens: 200,
+        seed: 1,
+        logitBias: { [TOKENS.end]: 100, [close]: 30 },
+        responseFormat: { type: 'json_object' },
+      })
+      .result();
     expect(r.finishReason).toBe('stop');
     const doc = JSON.parse(r.text);
     expect(typeof doc === 'object' && doc !== null && !Array.isArray(doc)).toBe(true);
@@ -55,7 +75,13 @@ describe('structured output (responseFormat)', () => {
     const tok = getTokenizer();
     let reasoned = 0;
     for (let seed = 0; seed < 6; seed++) {
-      const r = await model.chat([{ role: 'user', content: 'Think first.' }], { maxTokens: 20, seed, responseFormat: { type: 'json_schema', schema: SCHEMAS.person } }).result();
+      const r = await model
+        .chat([{ role: 'user', content: 'Think first.' }], {
+          maxTokens: 20,
+          seed,
+          responseFormat: { type: 'json_schema', schema: SCHEMAS.person },
+        })
+        .result();
       expect(r.tokens[0]).toBe(TOKENS.channel);
       const header = tok.decode(r.tokens.slice(1, r.tokens.indexOf(TOKENS.message)));
       expect(['analysis', 'final']).toContain(header);
@@ -71,20 +97,43 @@ describe('structured output (responseFormat)', () => {
   it('the prompt carries the schema under # Response Formats', async () => {
     const { toHarmony } = await import('../lib/index.js');
     const { renderConversation } = await import('../lib/chat/harmony/index.js');
-    const text = getTokenizer().decode(renderConversation(toHarmony([{ role: 'user', content: 'x' }], { instructions: 'Be brief.', responseFormat: { type: 'json_schema', name: 'person', description: 'A person.', schema: SCHEMAS.person } })));
-    expect(text).toContain(`# Instructions\n\nBe brief.\n\n# Response Formats\n\n## person\n\n// A person.\n${JSON.stringify(SCHEMAS.person)}<|end|>`);
+    const text = getTokenizer().decode(
+      renderConversation(
+        toHarmony([{ role: 'user', content: 'x' }], {
+          instructions: 'Be brief.',
+          responseFormat: { type: 'json_schema', name: 'person', description: 'A person.', schema: SCHEMAS.person },
+        }),
+      ),
+    );
+    expect(text).toContain(
+      `# Instructions\n\nBe brief.\n\n# Response Formats\n\n## person\n\n// A person.\n${JSON.stringify(SCHEMAS.person)}<|end|>`,
+    );
   });
 });
 
 describe('tools', () => {
-  const weather = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false };
+  const weather = {
+    type: 'object',
+    properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+    required: ['city', 'days'],
+    additionalProperties: false,
+  };
 
   it("tool_choice 'required' with a strict tool: a call whose arguments validate", async () => {
     const validate = ajv.compile(weather);
     for (let seed = 0; seed < 3; seed++) {
-      const r = await model.chat([{ role: 'user', content: 'Weather?' }], {
-        maxTokens: 200, seed, ...endReasoning, tools: [{ name: 'get_weather', strict: true, parameters: weather }, { name: 'other', parameters: { type: 'object' } }], toolChoice: { name: 'get_weather' },
-      }).result();
+      const r = await model
+        .chat([{ role: 'user', content: 'Weather?' }], {
+          maxTokens: 200,
+          seed,
+          ...endReasoning,
+          tools: [
+            { name: 'get_weather', strict: true, parameters: weather },
+            { name: 'other', parameters: { type: 'object' } },
+          ],
+          toolChoice: { name: 'get_weather' },
+        })
+        .result();
       expect(r.finishReason).toBe('tool-calls');
       expect(r.toolCalls).toHaveLength(1);
       expect(r.toolCalls[0].name).toBe('get_weather');
@@ -93,16 +142,26 @@ describe('tools', () => {
   });
 
   it("tool_choice 'none' with tools: the turn ends with an answer, never a call", async () => {
-    const r = await model.chat([{ role: 'user', content: 'Weather?' }], {
-      maxTokens: 60, seed: 2, logitBias: { [TOKENS.end]: 100, [TOKENS.return]: 20 }, tools: [{ name: 'get_weather', parameters: weather }], toolChoice: 'none',
-    }).result();
+    const r = await model
+      .chat([{ role: 'user', content: 'Weather?' }], {
+        maxTokens: 60,
+        seed: 2,
+        logitBias: { [TOKENS.end]: 100, [TOKENS.return]: 20 },
+        tools: [{ name: 'get_weather', parameters: weather }],
+        toolChoice: 'none',
+      })
+      .result();
     expect(r.toolCalls).toHaveLength(0);
     expect(r.finishReason).toBe('stop');
   });
 
   it('tool_choice naming an unknown tool, or required without tools, is refused', () => {
-    expect(() => model.chat([{ role: 'user', content: 'x' }], { toolChoice: 'required' })).toThrow(InvalidArgumentError);
-    expect(() => model.chat([{ role: 'user', content: 'x' }], { tools: [{ name: 'a' }], toolChoice: { name: 'b' } })).toThrow(/unknown tool "b"/);
+    expect(() => model.chat([{ role: 'user', content: 'x' }], { toolChoice: 'required' })).toThrow(
+      InvalidArgumentError,
+    );
+    expect(() =>
+      model.chat([{ role: 'user', content: 'x' }], { tools: [{ name: 'a' }], toolChoice: { name: 'b' } }),
+    ).toThrow(/unknown tool "b"/);
   });
 });
 
@@ -117,14 +176,33 @@ describe('the turn constraint, token by token', () => {
     }
     await c.prepare();
   };
-  const weather = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] } }, required: ['city'], additionalProperties: false };
+  const weather = {
+    type: 'object',
+    properties: { city: { enum: ['Paris', 'Oslo'] } },
+    required: ['city'],
+    additionalProperties: false,
+  };
 
   it('with strict tools only, text is free until a call to a strict tool opens; then its arguments are held to the schema', async () => {
     const c = chatConstraint(undefined, new Map([['weather', weather]]), ['weather', 'other'], 'auto', 201088)!;
     // Free reasoning, in the model's own header form.
-    await feed(c, [TOKENS.channel, ...tok().encode('analysis'), TOKENS.message, ...tok().encode('I should call it.'), TOKENS.end]);
+    await feed(c, [
+      TOKENS.channel,
+      ...tok().encode('analysis'),
+      TOKENS.message,
+      ...tok().encode('I should call it.'),
+      TOKENS.end,
+    ]);
     expect(c.mask).toBeNull();
-    await feed(c, [TOKENS.start, ...tok().encode('assistant'), TOKENS.channel, ...tok().encode('commentary to=functions.weather '), TOKENS.constrain, ...tok().encode('json'), TOKENS.message]);
+    await feed(c, [
+      TOKENS.start,
+      ...tok().encode('assistant'),
+      TOKENS.channel,
+      ...tok().encode('commentary to=functions.weather '),
+      TOKENS.constrain,
+      ...tok().encode('json'),
+      TOKENS.message,
+    ]);
     expect(c.mask).not.toBeNull();
     expect(allowed(c.mask, tok().encode('{"')[0])).toBe(true);
     expect(allowed(c.mask, tok().encode('hello')[0])).toBe(false);
@@ -138,7 +216,13 @@ describe('the turn constraint, token by token', () => {
 
   it('a call to a tool that is not strict stays free', async () => {
     const c = chatConstraint(undefined, new Map([['weather', weather]]), ['weather', 'other'], 'auto', 201088)!;
-    await feed(c, [TOKENS.channel, ...tok().encode('commentary to=functions.other '), TOKENS.constrain, ...tok().encode('json'), TOKENS.message]);
+    await feed(c, [
+      TOKENS.channel,
+      ...tok().encode('commentary to=functions.other '),
+      TOKENS.constrain,
+      ...tok().encode('json'),
+      TOKENS.message,
+    ]);
     expect(c.mask).toBeNull();
     c.dispose();
   });
@@ -149,7 +233,13 @@ describe('the turn constraint, token by token', () => {
     expect([...Array(201088).keys()].filter((id) => allowed(c.mask, id))).toEqual([TOKENS.channel]);
     await feed(c, [TOKENS.channel, ...tok().encode('analysis'), TOKENS.message, ...tok().encode('hmm'), TOKENS.end]);
     // The only way on is `<|start|>assistant<|channel|>final<|message|>`.
-    for (const id of [TOKENS.start, ...tok().encode('assistant'), TOKENS.channel, ...tok().encode('final'), TOKENS.message]) {
+    for (const id of [
+      TOKENS.start,
+      ...tok().encode('assistant'),
+      TOKENS.channel,
+      ...tok().encode('final'),
+      TOKENS.message,
+    ]) {
       expect([...Array(201088).keys()].filter((x) => allowed(c.mask, x))).toEqual([id]);
       c.accept(id);
       await c.prepare();
@@ -196,7 +286,11 @@ describe('checkSchema', () => {
     const small = await loadModel(new URL('./fixtures/tiny-a/hf', import.meta.url).pathname);
     try {
       expect(small.config.vocabSize).not.toBe(201088);
-      await expect(small.chat([{ role: 'user', content: 'x' }], { maxTokens: 2, responseFormat: { type: 'json_object' } }).result()).rejects.toThrow(UnsupportedError);
+      await expect(
+        small
+          .chat([{ role: 'user', content: 'x' }], { maxTokens: 2, responseFormat: { type: 'json_object' } })
+          .result(),
+      ).rejects.toThrow(UnsupportedError);
       expect(small.sessionCount).toBe(0);
     } finally {
       small.dispose();

@@ -11,7 +11,13 @@ const tok = getTokenizer();
 // tiktoken's own o200k_base as the reference: fine on short pieces, quadratic on long ones.
 const require = createRequire(import.meta.url);
 const o200k = require('tiktoken/encoders/o200k_base.json') as { bpe_ranks: string; pat_str: string };
-const { Tiktoken } = require('tiktoken/lite') as { Tiktoken: new (r: string, s: Record<string, number>, p: string) => { encode(t: string, a: 'all', d: string[]): Uint32Array; encode_ordinary(t: string): Uint32Array } };
+const { Tiktoken } = require('tiktoken/lite') as {
+  Tiktoken: new (
+    r: string,
+    s: Record<string, number>,
+    p: string,
+  ) => { encode(t: string, a: 'all', d: string[]): Uint32Array; encode_ordinary(t: string): Uint32Array };
+};
 const reference = new Tiktoken(o200k.bpe_ranks, Object.fromEntries(Object.entries(SPECIAL_TOKENS)), o200k.pat_str);
 
 const samples = [
@@ -35,7 +41,13 @@ describe('o200k_harmony tokenizer', () => {
     expect(tok.encode('<|start|>')).toEqual([27, 91, 5236, 91, 29]); // text, not a control token
     expect(tok.encode('<|start|>', { allowedSpecial: 'all' })).toEqual([200006]);
     expect(tok.encode('<|start|>', { allowedSpecial: ['<|start|>'] })).toEqual([200006]);
-    expect([tok.encode('assistant'), tok.encode('analysis'), tok.encode('final'), tok.encode('system'), tok.encode('user')]).toEqual([[173781], [35644], [17196], [17360], [1428]]);
+    expect([
+      tok.encode('assistant'),
+      tok.encode('analysis'),
+      tok.encode('final'),
+      tok.encode('system'),
+      tok.encode('user'),
+    ]).toEqual([[173781], [35644], [17196], [17360], [1428]]);
     expect(SPECIAL_TOKENS['<|return|>']).toBe(200002);
     expect(tok.special('<|call|>')).toBe(200012);
     expect(tok.decode([200014, 201088])).toBe('<|reserved_200014|><|reserved_201088|>');
@@ -84,13 +96,46 @@ describe('o200k_harmony tokenizer', () => {
   it('gives the reference ids for text with long pieces, also around special tokens', () => {
     // Alphabets whose runs make long pieces of each kind (letters, marks, whitespace, punctuation,
     // digits, CJK, case-folded contractions) next to ordinary short pieces.
-    const unit = fc.constantFrom('a', 'b', 'A', ' ', '\n', '\r', '\t', '!', '.', '/', '1', '中', 'é', '\u0301', "'", 's', 'ſ', 'll', '\u0085', '\uFEFF', '\u00A0', '🦀', 'ǅ', 'ـ', 'я', '<|end|>');
-    const run = fc.oneof(fc.tuple(unit, fc.integer({ min: 200, max: 800 })).map(([u, n]) => u.repeat(n)), fc.array(unit, { maxLength: 30 }).map((a) => a.join('')));
+    const unit = fc.constantFrom(
+      'a',
+      'b',
+      'A',
+      ' ',
+      '\n',
+      '\r',
+      '\t',
+      '!',
+      '.',
+      '/',
+      '1',
+      '中',
+      'é',
+      '\u0301',
+      "'",
+      's',
+      'ſ',
+      'll',
+      '\u0085',
+      '\uFEFF',
+      '\u00A0',
+      '🦀',
+      'ǅ',
+      'ـ',
+      'я',
+      '<|end|>',
+    );
+    const run = fc.oneof(
+      fc.tuple(unit, fc.integer({ min: 200, max: 800 })).map(([u, n]) => u.repeat(n)),
+      fc.array(unit, { maxLength: 30 }).map((a) => a.join('')),
+    );
     fc.assert(
-      fc.property(fc.array(run, { minLength: 1, maxLength: 6 }).map((a) => a.join('')), (text) => {
-        expect(tok.encode(text)).toEqual(Array.from(reference.encode_ordinary(text)));
-        expect(tok.encode(text, { allowedSpecial: 'all' })).toEqual(Array.from(reference.encode(text, 'all', [])));
-      }),
+      fc.property(
+        fc.array(run, { minLength: 1, maxLength: 6 }).map((a) => a.join('')),
+        (text) => {
+          expect(tok.encode(text)).toEqual(Array.from(reference.encode_ordinary(text)));
+          expect(tok.encode(text, { allowedSpecial: 'all' })).toEqual(Array.from(reference.encode(text, 'all', [])));
+        },
+      ),
       // Found by this property: two tabs before a long run of apostrophes (a cut after a space).
       { numRuns: 300, examples: [['\t'.repeat(200) + "'".repeat(257)], ['x \t\t' + '!'.repeat(300) + '\n\n12']] },
     );

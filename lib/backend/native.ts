@@ -147,7 +147,12 @@ export interface Addon {
   Weights: new () => NativeWeights;
   Program: new (weights: NativeWeights, spec: ProgramSpec) => NativeProgram;
   deviceInfo(): DeviceInfo;
-  sampleMany(logits: Float32Array, params: Omit<NativeSampling, 'rng'>, rng: BigUint64Array, count: number): Promise<Int32Array>;
+  sampleMany(
+    logits: Float32Array,
+    params: Omit<NativeSampling, 'rng'>,
+    rng: BigUint64Array,
+    count: number,
+  ): Promise<Int32Array>;
   measureHostBandwidth(bytes: number, reps: number): Promise<{ bytesPerSecond: number; best: number; median: number }>;
   /** The op registry (kernels/ops.h): each op's fields; lib/backend/ops.ts mirrors it. */
   ops: Record<string, NativeField[]>;
@@ -171,7 +176,9 @@ function checkEnvironment(): void {
     throw new InvalidArgumentError(`GPTOSS_THREADS must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
   const simd = process.env.GPTOSS_SIMD;
   if (simd !== undefined && !SIMD_VARIANTS.includes(simd))
-    throw new InvalidArgumentError(`GPTOSS_SIMD must be one of ${SIMD_VARIANTS.join(', ')}, got ${JSON.stringify(simd)}`);
+    throw new InvalidArgumentError(
+      `GPTOSS_SIMD must be one of ${SIMD_VARIANTS.join(', ')}, got ${JSON.stringify(simd)}`,
+    );
 }
 const SIMD_VARIANTS = ['avx512', 'avx2', 'generic'];
 
@@ -185,7 +192,8 @@ export function addon(): Addon {
   // GPTOSS_ADDON names a specific build (the sanitizer build of `npm run test:asan`);
   // GPTOSS_CUDA=emulate the emulated CUDA build (`npm run build:cuda-emu`).
   const emulate = process.env.GPTOSS_CUDA === 'emulate';
-  const path = process.env.GPTOSS_ADDON ?? (emulate ? `${packageRoot}build-cuda-emu-addon/Release/gptoss.node` : undefined);
+  const path =
+    process.env.GPTOSS_ADDON ?? (emulate ? `${packageRoot}build-cuda-emu-addon/Release/gptoss.node` : undefined);
   try {
     raw = path ? (require(path) as Addon) : load(packageRoot);
   } catch (e) {
@@ -204,10 +212,14 @@ export function addon(): Addon {
   loaded = typed(raw);
   // Said once, on stderr: device 'cuda' here is the CPU running the kernels, never a GPU.
   if (loaded.deviceInfo().cuda.emulated)
-    process.stderr.write(`gptoss: device 'cuda' is emulated on the CPU (${path ?? 'this build'}): results are real, speed is not a GPU's\n`);
+    process.stderr.write(
+      `gptoss: device 'cuda' is emulated on the CPU (${path ?? 'this build'}): results are real, speed is not a GPU's\n`,
+    );
   // A variant this CPU lacks falls back to the best it has (tests ask for each one): say so once.
-  const want = process.env.GPTOSS_SIMD, got = loaded.deviceInfo().cpu.simd;
-  if (want !== undefined && want !== got) process.stderr.write(`gptoss: GPTOSS_SIMD=${want} is not supported by this CPU; using ${got}\n`);
+  const want = process.env.GPTOSS_SIMD,
+    got = loaded.deviceInfo().cpu.simd;
+  if (want !== undefined && want !== got)
+    process.stderr.write(`gptoss: GPTOSS_SIMD=${want} is not supported by this CPU; using ${got}\n`);
   return loaded;
 }
 
@@ -220,7 +232,8 @@ const unwrap = (v: unknown): unknown => (typeof v === 'object' && v !== null ? (
 function mapResult(v: unknown): unknown {
   if (Array.isArray(v))
     for (const r of v)
-      if (typeof r === 'object' && r !== null && 'error' in r) (r as { error: unknown }).error = fromNative((r as { error: unknown }).error);
+      if (typeof r === 'object' && r !== null && 'error' in r)
+        (r as { error: unknown }).error = fromNative((r as { error: unknown }).error);
   return v;
 }
 
@@ -264,7 +277,9 @@ function typed<T extends object>(target: T): T {
       let m = methods.get(key);
       if (!m) {
         // Classes (Weights, Program) keep their construct behaviour; functions and methods are called on the native object.
-        m = /^[A-Z]/.test(String(key)) ? typed(v as object) : (...args: unknown[]) => call(v as (...a: unknown[]) => unknown, t, args);
+        m = /^[A-Z]/.test(String(key))
+          ? typed(v as object)
+          : (...args: unknown[]) => call(v as (...a: unknown[]) => unknown, t, args);
         methods.set(key, m);
       }
       return m;
@@ -290,8 +305,12 @@ export function assertDevice(device: Device): void {
     if (!info.built) throw new UnsupportedError(`device 'cuda': ${info.error ?? 'this addon was built without CUDA'}`);
     if (!info.available) throw new DeviceError(`device 'cuda': no usable GPU (${info.error ?? 'no device'})`);
     if (addon().devices.includes(device)) return;
-    throw new UnsupportedError(`device 'cuda': ${info.name} found, but this build has no CUDA backend; use device 'cpu'`);
+    throw new UnsupportedError(
+      `device 'cuda': ${info.name} found, but this build has no CUDA backend; use device 'cpu'`,
+    );
   }
   if (addon().devices.includes(device)) return;
-  throw new UnsupportedError(`device '${device}': this addon has no backend for it (it has ${addon().devices.join(', ')})`);
+  throw new UnsupportedError(
+    `device '${device}': this addon has no backend for it (it has ${addon().devices.join(', ')})`,
+  );
 }

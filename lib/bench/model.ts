@@ -43,7 +43,6 @@ export interface BenchResult {
   units: { GB: '1e9 bytes' };
 }
 
-
 function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
@@ -51,7 +50,14 @@ function argmax(x: Float32Array): number {
 }
 
 /** The model a benchmark runs: a checkpoint, or synthetic weights of a preset's shapes. */
-export async function openBenchModel(o: { model?: string; synthetic?: Preset; layers?: number; device: Device; seed?: number; log: (line: string) => void }): Promise<{ model: Model; label: string }> {
+export async function openBenchModel(o: {
+  model?: string;
+  synthetic?: Preset;
+  layers?: number;
+  device: Device;
+  seed?: number;
+  log: (line: string) => void;
+}): Promise<{ model: Model; label: string }> {
   if (o.model) {
     o.log(`loading ${o.model}...`);
     return { model: await loadModel(o.model, { device: o.device }), label: o.model };
@@ -154,12 +160,24 @@ export function formatBench(r: BenchResult): string {
   const rows: [string, string][] = [
     ['model', r.model],
     ['device', `${r.device} (${r.fingerprint.cpu}, ${r.fingerprint.cpuThreads} threads, ${r.fingerprint.simd})`],
-    ['host read bandwidth', `${r.ceiling.hostReadGBps.toFixed(1)} GB/s (${r.ceiling.before.toFixed(1)} before, ${r.ceiling.after.toFixed(1)} after)`],
+    [
+      'host read bandwidth',
+      `${r.ceiling.hostReadGBps.toFixed(1)} GB/s (${r.ceiling.before.toFixed(1)} before, ${r.ceiling.after.toFixed(1)} after)`,
+    ],
     ['prefill', `${r.prefill.tokens} tokens, ${r.prefill.tokensPerSecond.toFixed(1)} tokens/s`],
-    ['decode', `${r.decode.tokensPerSecond.toFixed(2)} tokens/s (${r.decode.msPerTokenMedian.toFixed(1)} ms/token, median of ${r.decode.tokens})`],
-    ['decode weights+KV streamed', `${(r.decode.bytesPerToken / 1e9).toFixed(3)} GB/token, ${r.decode.GBps.toFixed(1)} GB/s`],
+    [
+      'decode',
+      `${r.decode.tokensPerSecond.toFixed(2)} tokens/s (${r.decode.msPerTokenMedian.toFixed(1)} ms/token, median of ${r.decode.tokens})`,
+    ],
+    [
+      'decode weights+KV streamed',
+      `${(r.decode.bytesPerToken / 1e9).toFixed(3)} GB/token, ${r.decode.GBps.toFixed(1)} GB/s`,
+    ],
     ['ratio to host read bandwidth', `${(r.decode.ratioToHostRead * 100).toFixed(1)}%`],
-    ...r.sampler.map((s): [string, string] => [`sampler, ${s.settings}`, `${s.msPerDraw.toFixed(3)} ms/draw, ${(s.ratioToDecodeStep * 100).toFixed(2)}% of a decode step`]),
+    ...r.sampler.map((s): [string, string] => [
+      `sampler, ${s.settings}`,
+      `${s.msPerDraw.toFixed(3)} ms/draw, ${(s.ratioToDecodeStep * 100).toFixed(2)}% of a decode step`,
+    ]),
   ];
   const w = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');

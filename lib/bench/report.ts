@@ -9,7 +9,18 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 
 import { placeKernel } from './kernels.js';
 import {
-  type BenchRun, type DecodePoint, decodePoint, fmt, type KernelResult, memoryLine, type PrefillPoint, prefillPoint, runTables, type Stat, stat, validateRun,
+  type BenchRun,
+  type DecodePoint,
+  decodePoint,
+  fmt,
+  type KernelResult,
+  memoryLine,
+  type PrefillPoint,
+  prefillPoint,
+  runTables,
+  type Stat,
+  stat,
+  validateRun,
 } from './run.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -46,7 +57,8 @@ function poolList<T extends object, F extends keyof T>(into: T[], from: T[], key
 
 function poolPart(into: BenchRun, from: BenchRun, part: 'ceilings' | 'kernels' | 'decode' | 'prefill'): void {
   if (part === 'ceilings') {
-    const c = into.ceilings!, d = from.ceilings!;
+    const c = into.ceilings!,
+      d = from.ceilings!;
     into.ceilings = { ...c, readGBps: pool(c.readGBps, d.readGBps), denseGFLOPs: pool(c.denseGFLOPs, d.denseGFLOPs) };
   } else if (part === 'kernels') poolList(into.kernels!, from.kernels!, kernelKey, 'ms');
   else if (part === 'decode') poolList(into.decode!.points, from.decode!.points, decodeKey, 'stepMs');
@@ -58,7 +70,10 @@ function rederive(run: BenchRun): void {
   const c = run.ceilings;
   if (!c) return;
   run.kernels = run.kernels?.map((k) => placeKernel(k, k.ms.samples, c));
-  if (run.decode) run.decode.points = run.decode.points.map((p) => decodePoint(p.batch, p.context, p.stepMs, p.bytesPerStep, p.flopsPerStep, c));
+  if (run.decode)
+    run.decode.points = run.decode.points.map((p) =>
+      decodePoint(p.batch, p.context, p.stepMs, p.bytesPerStep, p.flopsPerStep, c),
+    );
   run.prefill = run.prefill?.map((p) => prefillPoint(p.tokens, p.seconds, p.flops, c));
 }
 
@@ -69,7 +84,14 @@ export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
     const key = `${run.fingerprint.commit}|${run.device}|${machine}`;
     const have = sets.get(key);
     if (!have) {
-      sets.set(key, { key, label: `${run.fingerprint.commit} ${run.date.slice(0, 16).replace('T', ' ')}`, date: run.date, files: [file], runs: 1, run: structuredClone(run) });
+      sets.set(key, {
+        key,
+        label: `${run.fingerprint.commit} ${run.date.slice(0, 16).replace('T', ' ')}`,
+        date: run.date,
+        files: [file],
+        runs: 1,
+        run: structuredClone(run),
+      });
       continue;
     }
     have.files.push(file);
@@ -78,7 +100,8 @@ export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
     let pooled = false;
     for (const part of ['ceilings', 'kernels', 'decode', 'prefill', 'memory', 'serve'] as const) {
       if (run[part] === undefined) continue;
-      if (have.run[part] === undefined) (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
+      if (have.run[part] === undefined)
+        (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
       else if (sameModel && part !== 'memory' && part !== 'serve') {
         poolPart(have.run, run, part);
         pooled = true;
@@ -111,22 +134,44 @@ export interface Change {
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const variance = (xs: number[]) => (xs.length < 2 ? 0 : xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1));
+const variance = (xs: number[]) =>
+  xs.length < 2 ? 0 : xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1);
 
-function compareStat(figure: string, unit: string, base: { value: number; samples: number[] }, cur: { value: number; samples: number[] }, lowerIsBetter: boolean): Change | undefined {
+function compareStat(
+  figure: string,
+  unit: string,
+  base: { value: number; samples: number[] },
+  cur: { value: number; samples: number[] },
+  lowerIsBetter: boolean,
+): Change | undefined {
   // A figure with nothing measured on either side (0 tokens/s, no TTFT) has no relative change.
   if (!(base.value > 0 && cur.value > 0 && Number.isFinite(base.value) && Number.isFinite(cur.value))) return undefined;
   // A figure with one sample has no spread of its own: it borrows the other's, or a 2% floor.
-  const vb = variance(base.samples), vc = variance(cur.samples);
+  const vb = variance(base.samples),
+    vc = variance(cur.samples);
   const se = Math.sqrt((vb || vc) / base.samples.length + (vc || vb) / cur.samples.length);
   const noise = Math.max(0.02, (2 * se) / base.value);
   const change = cur.value / base.value - 1;
   const better = lowerIsBetter ? change < 0 : change > 0;
-  return { figure, unit, base: base.value, current: cur.value, change, noise, verdict: Math.abs(change) <= noise ? 'within noise' : better ? 'better' : 'worse' };
+  return {
+    figure,
+    unit,
+    base: base.value,
+    current: cur.value,
+    change,
+    noise,
+    verdict: Math.abs(change) <= noise ? 'within noise' : better ? 'better' : 'worse',
+  };
 }
 
 /** Changes of the figures in `cur` that `base` measured too (times: lower is better). */
-function compareList<T>(base: T[] | undefined, cur: T[] | undefined, key: (x: T) => string, field: (x: T) => Stat, unit: string): (Change | undefined)[] {
+function compareList<T>(
+  base: T[] | undefined,
+  cur: T[] | undefined,
+  key: (x: T) => string,
+  field: (x: T) => Stat,
+  unit: string,
+): (Change | undefined)[] {
   return (cur ?? []).map((x) => {
     const b = base?.find((y) => key(y) === key(x));
     return b && compareStat(key(x), unit, field(b), field(x), true);
@@ -137,7 +182,9 @@ export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
   const found: (Change | undefined)[] = [];
   if (base.ceilings && cur.ceilings) {
     found.push(compareStat('ceiling: read bandwidth', 'GB/s', base.ceilings.readGBps, cur.ceilings.readGBps, false));
-    found.push(compareStat('ceiling: dense matmul', 'GFLOP/s', base.ceilings.denseGFLOPs, cur.ceilings.denseGFLOPs, false));
+    found.push(
+      compareStat('ceiling: dense matmul', 'GFLOP/s', base.ceilings.denseGFLOPs, cur.ceilings.denseGFLOPs, false),
+    );
   }
   found.push(...compareList(base.kernels, cur.kernels, kernelKey, (k) => k.ms, 'ms'));
   found.push(...compareList(base.decode?.points, cur.decode?.points, decodeKey, (p) => p.stepMs, 'ms/step'));
@@ -148,8 +195,17 @@ export function compareRuns(base: BenchRun, cur: BenchRun): Change[] {
     // One figure per level: no samples, so the noise floor applies.
     const one = (v: number) => ({ value: v, samples: [v] });
     const level = l.requestRate !== undefined ? `${l.requestRate} req/s` : `concurrency ${l.concurrency}`;
-    found.push(compareStat(`serve ${level}: output tokens/s`, 'tokens/s', one(b.outputTokensPerSecond), one(l.outputTokensPerSecond), false));
-    if (b.ttftMs.p50 !== null && l.ttftMs.p50 !== null) found.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
+    found.push(
+      compareStat(
+        `serve ${level}: output tokens/s`,
+        'tokens/s',
+        one(b.outputTokensPerSecond),
+        one(l.outputTokensPerSecond),
+        false,
+      ),
+    );
+    if (b.ttftMs.p50 !== null && l.ttftMs.p50 !== null)
+      found.push(compareStat(`serve ${level}: TTFT p50`, 'ms', one(b.ttftMs.p50), one(l.ttftMs.p50), true));
   }
   return found.filter((c): c is Change => c !== undefined);
 }
@@ -171,24 +227,39 @@ async function svgOf(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-const WIDTH = 520, HEIGHT = 300;
+const WIDTH = 520,
+  HEIGHT = 300;
 
 function rooflineSpec(run: BenchRun): TopLevelSpec {
   const c = run.ceilings!;
   const ks = run.kernels!.filter((k) => k.flops > 0 && k.GFLOPs > 0);
   const xs = ks.map((k) => k.intensity);
-  const lo = Math.min(...xs, 0.05) / 2, hi = Math.max(...xs, 200) * 2;
+  const lo = Math.min(...xs, 0.05) / 2,
+    hi = Math.max(...xs, 200) * 2;
   const ridge = c.denseGFLOPs.value / c.readGBps.value;
-  const roof = [lo, Math.max(lo, Math.min(ridge, hi)), hi].map((x) => ({ intensity: x, GFLOPs: Math.min(c.denseGFLOPs.value, x * c.readGBps.value) }));
+  const roof = [lo, Math.max(lo, Math.min(ridge, hi)), hi].map((x) => ({
+    intensity: x,
+    GFLOPs: Math.min(c.denseGFLOPs.value, x * c.readGBps.value),
+  }));
   return {
-    width: WIDTH, height: HEIGHT,
+    width: WIDTH,
+    height: HEIGHT,
     layer: [
-      { data: { values: roof }, mark: { type: 'line', color: '#444', strokeDash: [6, 3] }, encoding: { x: { field: 'intensity', type: 'quantitative' }, y: { field: 'GFLOPs', type: 'quantitative' } } },
+      {
+        data: { values: roof },
+        mark: { type: 'line', color: '#444', strokeDash: [6, 3] },
+        encoding: { x: { field: 'intensity', type: 'quantitative' }, y: { field: 'GFLOPs', type: 'quantitative' } },
+      },
       {
         data: { values: ks.map((k) => ({ ...k, T: `T=${k.tokens}` })) },
         mark: { type: 'point', filled: true, size: 70 },
         encoding: {
-          x: { field: 'intensity', type: 'quantitative', scale: { type: 'log', domain: [lo, hi] }, title: 'arithmetic intensity (operations / byte)' },
+          x: {
+            field: 'intensity',
+            type: 'quantitative',
+            scale: { type: 'log', domain: [lo, hi] },
+            title: 'arithmetic intensity (operations / byte)',
+          },
           y: { field: 'GFLOPs', type: 'quantitative', scale: { type: 'log' }, title: 'achieved GFLOP/s' },
           color: { field: 'op', type: 'nominal', title: 'op' },
           shape: { field: 'T', type: 'nominal', title: 'tokens' },
@@ -200,8 +271,11 @@ function rooflineSpec(run: BenchRun): TopLevelSpec {
 
 function kernelRatioSpec(run: BenchRun): TopLevelSpec {
   return {
-    width: WIDTH, height: { step: 14 } as unknown as number,
-    data: { values: run.kernels!.map((k) => ({ kernel: `${k.op} ${k.name} T=${k.tokens}`, ratio: k.ratio, bound: k.bound })) },
+    width: WIDTH,
+    height: { step: 14 } as unknown as number,
+    data: {
+      values: run.kernels!.map((k) => ({ kernel: `${k.op} ${k.name} T=${k.tokens}`, ratio: k.ratio, bound: k.bound })),
+    },
     mark: 'bar',
     encoding: {
       y: { field: 'kernel', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } },
@@ -218,27 +292,63 @@ function decodeSpec(run: BenchRun, by: 'batch' | 'context'): TopLevelSpec {
     { ...p, series: `${other} ${p[other]}`, kind: 'roofline', value: p.rooflineTokensPerSecond },
   ]);
   return {
-    width: WIDTH, height: HEIGHT,
+    width: WIDTH,
+    height: HEIGHT,
     data: { values: rows },
     mark: { type: 'line', point: true },
     encoding: {
       x: {
-        field: by, type: 'quantitative', scale: by === 'batch' ? { type: 'log', base: 2 } : { type: 'symlog', constant: 256 },
-        axis: { values: [...new Set(run.decode!.points.map((p) => p[by]))] }, title: by === 'batch' ? 'batch size (sequences)' : 'context (tokens)' },
+        field: by,
+        type: 'quantitative',
+        scale: by === 'batch' ? { type: 'log', base: 2 } : { type: 'symlog', constant: 256 },
+        axis: { values: [...new Set(run.decode!.points.map((p) => p[by]))] },
+        title: by === 'batch' ? 'batch size (sequences)' : 'context (tokens)',
+      },
       y: { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: 'tokens/s (all sequences)' },
       color: { field: 'series', type: 'nominal', title: null },
-      strokeDash: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['measured', 'roofline'], range: [[1, 0], [4, 3]] } },
+      strokeDash: {
+        field: 'kind',
+        type: 'nominal',
+        title: null,
+        scale: {
+          domain: ['measured', 'roofline'],
+          range: [
+            [1, 0],
+            [4, 3],
+          ],
+        },
+      },
     },
   } as TopLevelSpec;
 }
 
 function prefillSpec(run: BenchRun): TopLevelSpec {
   return {
-    width: WIDTH, height: HEIGHT,
-    data: { values: run.prefill!.map((p) => ({ prompt: String(p.tokens), tokensPerSecond: p.tokensPerSecond, ratio: p.ratioToDense })) },
+    width: WIDTH,
+    height: HEIGHT,
+    data: {
+      values: run.prefill!.map((p) => ({
+        prompt: String(p.tokens),
+        tokensPerSecond: p.tokensPerSecond,
+        ratio: p.ratioToDense,
+      })),
+    },
     layer: [
-      { mark: 'bar', encoding: { x: { field: 'prompt', type: 'ordinal', sort: null, title: 'prompt tokens' }, y: { field: 'tokensPerSecond', type: 'quantitative', title: 'prefill tokens/s' } } },
-      { mark: { type: 'text', dy: -8 }, encoding: { x: { field: 'prompt', type: 'ordinal', sort: null }, y: { field: 'tokensPerSecond', type: 'quantitative' }, text: { field: 'ratio', type: 'quantitative', format: '.1%' } } },
+      {
+        mark: 'bar',
+        encoding: {
+          x: { field: 'prompt', type: 'ordinal', sort: null, title: 'prompt tokens' },
+          y: { field: 'tokensPerSecond', type: 'quantitative', title: 'prefill tokens/s' },
+        },
+      },
+      {
+        mark: { type: 'text', dy: -8 },
+        encoding: {
+          x: { field: 'prompt', type: 'ordinal', sort: null },
+          y: { field: 'tokensPerSecond', type: 'quantitative' },
+          text: { field: 'ratio', type: 'quantitative', format: '.1%' },
+        },
+      },
     ],
   } as TopLevelSpec;
 }
@@ -247,7 +357,13 @@ function prefillSpec(run: BenchRun): TopLevelSpec {
 function loadAxis(run: BenchRun) {
   const byRate = run.serve!.every((l) => l.requestRate !== undefined);
   const load = (l: NonNullable<BenchRun['serve']>[number]) => (byRate ? l.requestRate! : l.concurrency);
-  const x = { field: 'load', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: run.serve!.map(load) }, title: byRate ? 'offered load (requests/s)' : 'concurrent clients' } as const;
+  const x = {
+    field: 'load',
+    type: 'quantitative',
+    scale: { type: 'log', base: 2 },
+    axis: { values: run.serve!.map(load) },
+    title: byRate ? 'offered load (requests/s)' : 'concurrent clients',
+  } as const;
   return { load, x };
 }
 
@@ -259,7 +375,10 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
     { load: load(l), series: 'goodput requests/s x 100', value: 100 * l.goodputRequestsPerSecond },
   ]);
   return {
-    width: WIDTH, height: HEIGHT, data: { values: rows }, mark: { type: 'line', point: true },
+    width: WIDTH,
+    height: HEIGHT,
+    data: { values: rows },
+    mark: { type: 'line', point: true },
     encoding: {
       x,
       y: { field: 'value', type: 'quantitative', title: 'per second' },
@@ -272,9 +391,22 @@ function latencySpec(run: BenchRun, which: 'ttftMs' | 'itlMs'): TopLevelSpec {
   const { load, x } = loadAxis(run);
   const rows = run.serve!.map((l) => ({ load: load(l), ...l[which] }));
   return {
-    width: WIDTH, height: HEIGHT, data: { values: rows },
+    width: WIDTH,
+    height: HEIGHT,
+    data: { values: rows },
     layer: [
-      { mark: { type: 'area', opacity: 0.25 }, encoding: { x, y: { field: 'p50', type: 'quantitative', title: which === 'ttftMs' ? 'TTFT (ms)' : 'inter-token latency (ms)' }, y2: { field: 'p99' } } },
+      {
+        mark: { type: 'area', opacity: 0.25 },
+        encoding: {
+          x,
+          y: {
+            field: 'p50',
+            type: 'quantitative',
+            title: which === 'ttftMs' ? 'TTFT (ms)' : 'inter-token latency (ms)',
+          },
+          y2: { field: 'p99' },
+        },
+      },
       { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'p50', type: 'quantitative' } } },
       { mark: { type: 'line', strokeDash: [4, 3] }, encoding: { x, y: { field: 'p90', type: 'quantitative' } } },
     ],
@@ -290,8 +422,14 @@ function memorySpec(run: BenchRun): TopLevelSpec {
     { item: 'peak resident', GB: m.peakRssBytes / 1e9 },
   ];
   return {
-    width: WIDTH, height: { step: 18 } as unknown as number, data: { values: rows }, mark: 'bar',
-    encoding: { y: { field: 'item', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } }, x: { field: 'GB', type: 'quantitative', title: 'GB (1e9 bytes)' } },
+    width: WIDTH,
+    height: { step: 18 } as unknown as number,
+    data: { values: rows },
+    mark: 'bar',
+    encoding: {
+      y: { field: 'item', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } },
+      x: { field: 'GB', type: 'quantitative', title: 'GB (1e9 bytes)' },
+    },
   } as TopLevelSpec;
 }
 
@@ -299,15 +437,29 @@ function compareSpec(changes: Change[]): TopLevelSpec {
   const rows = changes.map((c) => ({ ...c, lo: -c.noise, hi: c.noise }));
   const y = { field: 'figure', type: 'nominal', sort: null, title: null, axis: { labelLimit: 360 } } as const;
   return {
-    width: WIDTH, height: { step: 14 } as unknown as number, data: { values: rows },
+    width: WIDTH,
+    height: { step: 14 } as unknown as number,
+    data: { values: rows },
     layer: [
-      { mark: { type: 'rule', color: '#bbb', strokeWidth: 6 }, encoding: { y, x: { field: 'lo', type: 'quantitative' }, x2: { field: 'hi' } } },
+      {
+        mark: { type: 'rule', color: '#bbb', strokeWidth: 6 },
+        encoding: { y, x: { field: 'lo', type: 'quantitative' }, x2: { field: 'hi' } },
+      },
       {
         mark: { type: 'point', filled: true, size: 60 },
         encoding: {
           y,
-          x: { field: 'change', type: 'quantitative', axis: { format: '+%' }, title: 'change from baseline (grey: noise band)' },
-          color: { field: 'verdict', type: 'nominal', scale: { domain: ['better', 'worse', 'within noise'], range: ['#2a9d4b', '#d1495b', '#888'] } },
+          x: {
+            field: 'change',
+            type: 'quantitative',
+            axis: { format: '+%' },
+            title: 'change from baseline (grey: noise band)',
+          },
+          color: {
+            field: 'verdict',
+            type: 'nominal',
+            scale: { domain: ['better', 'worse', 'within noise'], range: ['#2a9d4b', '#d1495b', '#888'] },
+          },
         },
       },
     ],
@@ -323,13 +475,26 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
   }
   if (run.decode?.points.length) {
     await add('decode-batch', 'Decode tokens/s against batch size (dashed: roofline)', decodeSpec(run, 'batch'));
-    await add('decode-context', 'Decode tokens/s against context length (dashed: roofline)', decodeSpec(run, 'context'));
+    await add(
+      'decode-context',
+      'Decode tokens/s against context length (dashed: roofline)',
+      decodeSpec(run, 'context'),
+    );
   }
-  if (run.prefill?.length) await add('prefill', 'Prefill tokens/s (labels: share of the dense matmul rate)', prefillSpec(run));
+  if (run.prefill?.length)
+    await add('prefill', 'Prefill tokens/s (labels: share of the dense matmul rate)', prefillSpec(run));
   if (run.serve?.length) {
     await add('serve-throughput', 'Serving: throughput against load', serveThroughputSpec(run));
-    await add('serve-ttft', 'Serving: time to first token (line p50, dashed p90, band p50-p99)', latencySpec(run, 'ttftMs'));
-    await add('serve-itl', 'Serving: inter-token latency (line p50, dashed p90, band p50-p99)', latencySpec(run, 'itlMs'));
+    await add(
+      'serve-ttft',
+      'Serving: time to first token (line p50, dashed p90, band p50-p99)',
+      latencySpec(run, 'ttftMs'),
+    );
+    await add(
+      'serve-itl',
+      'Serving: inter-token latency (line p50, dashed p90, band p50-p99)',
+      latencySpec(run, 'itlMs'),
+    );
   }
   if (run.memory) await add('memory', 'Memory', memorySpec(run));
   if (changes?.length) await add('comparison', 'Change from the baseline run, per figure', compareSpec(changes));
@@ -341,7 +506,11 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
 const signed = (x: number) => `${x >= 0 ? '+' : ''}${fmt(x * 100)}%`;
 
 function mdTable(head: string[], rows: string[][]): string {
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${head.join(' | ')} |`,
+    `|${head.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 }
 
 export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline: RunSet | undefined): string {
@@ -353,22 +522,44 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
     `Run ${set.label}; machine: ${fp.gpu ? `${fp.gpu} (${fp.gpuMemoryGB} GB), ` : ''}${fp.cpu}, ${fp.cpuThreads} threads (${fp.simd}); node ${fp.node}; package ${fp.package}; from ${set.files.join(', ')}. 1 GB = 1e9 bytes.`,
   ];
   if (r.ceilings)
-    out.push('', `Ceilings measured in the same run: host read bandwidth ${fmt(r.ceilings.readGBps.value)} GB/s; dense bf16 matmul ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel}).`);
+    out.push(
+      '',
+      `Ceilings measured in the same run: host read bandwidth ${fmt(r.ceilings.readGBps.value)} GB/s; dense bf16 matmul ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel}).`,
+    );
   for (const t of runTables(r)) {
     out.push('', `## ${t.title}`, '');
     if (t.title === 'Memory') out.push(`${memoryLine(r.memory!)}.`, '');
     out.push(mdTable(t.head, t.rows));
-    if (t.title === 'Decode') for (const s of r.decode!.skipped) out.push('', `Skipped batch ${s.batch} at context ${s.context}: ${s.reason}.`);
+    if (t.title === 'Decode')
+      for (const s of r.decode!.skipped) out.push('', `Skipped batch ${s.batch} at context ${s.context}: ${s.reason}.`);
   }
   if (changes && baseline) {
-    const worse = changes.filter((c) => c.verdict === 'worse').length, better = changes.filter((c) => c.verdict === 'better').length;
-    out.push('', `## Against ${baseline.label}`, '', `${changes.length} figures compared: ${better} better, ${worse} worse, ${changes.length - better - worse} within noise (two standard errors of the repeated samples, at least 2%).`, '',
-      mdTable(['figure', 'baseline', 'this run', 'change', 'noise', 'verdict'], changes.map((c) => [c.figure, `${fmt(c.base, 3)} ${c.unit}`, `${fmt(c.current, 3)} ${c.unit}`, signed(c.change), `±${fmt(c.noise * 100)}%`, c.verdict])));
+    const worse = changes.filter((c) => c.verdict === 'worse').length,
+      better = changes.filter((c) => c.verdict === 'better').length;
+    out.push(
+      '',
+      `## Against ${baseline.label}`,
+      '',
+      `${changes.length} figures compared: ${better} better, ${worse} worse, ${changes.length - better - worse} within noise (two standard errors of the repeated samples, at least 2%).`,
+      '',
+      mdTable(
+        ['figure', 'baseline', 'this run', 'change', 'noise', 'verdict'],
+        changes.map((c) => [
+          c.figure,
+          `${fmt(c.base, 3)} ${c.unit}`,
+          `${fmt(c.current, 3)} ${c.unit}`,
+          signed(c.change),
+          `±${fmt(c.noise * 100)}%`,
+          c.verdict,
+        ]),
+      ),
+    );
   }
   return out.join('\n');
 }
 
-const escape = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const escape = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 /** Markdown tables and paragraphs of markdownOf() as HTML (the only Markdown it writes). */
 function htmlOfMarkdown(md: string): string {
@@ -378,8 +569,14 @@ function htmlOfMarkdown(md: string): string {
       if (b.startsWith('# ')) return `<h1>${escape(b.slice(2))}</h1>`;
       if (b.startsWith('## ')) return `<h2>${escape(b.slice(3))}</h2>`;
       if (b.startsWith('|')) {
-        const rows = b.split('\n').filter((_, i) => i !== 1).map((l) => l.slice(2, -2).split(' | '));
-        return `<table><thead><tr>${rows[0].map((c) => `<th>${escape(c)}</th>`).join('')}</tr></thead><tbody>${rows.slice(1).map((r) => `<tr>${r.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+        const rows = b
+          .split('\n')
+          .filter((_, i) => i !== 1)
+          .map((l) => l.slice(2, -2).split(' | '));
+        return `<table><thead><tr>${rows[0].map((c) => `<th>${escape(c)}</th>`).join('')}</tr></thead><tbody>${rows
+          .slice(1)
+          .map((r) => `<tr>${r.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`)
+          .join('')}</tbody></table>`;
       }
       return `<p>${escape(b)}</p>`;
     })
@@ -389,8 +586,11 @@ function htmlOfMarkdown(md: string): string {
 export function htmlOf(markdown: string, charts: Chart[]): string {
   // The title and the run's description, then the charts, then the tables.
   const split = markdown.indexOf('\n## ');
-  const head = split < 0 ? markdown : markdown.slice(0, split), tables = split < 0 ? '' : markdown.slice(split + 1);
-  const figures = charts.map((c) => `<figure id="${c.id}"><figcaption>${escape(c.title)}</figcaption>${c.svg}</figure>`).join('\n');
+  const head = split < 0 ? markdown : markdown.slice(0, split),
+    tables = split < 0 ? '' : markdown.slice(split + 1);
+  const figures = charts
+    .map((c) => `<figure id="${c.id}"><figcaption>${escape(c.title)}</figcaption>${c.svg}</figure>`)
+    .join('\n');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gptoss bench report</title>
 <style>
@@ -422,14 +622,18 @@ export async function loadRuns(files: string[]): Promise<{ file: string; run: Be
       try {
         data = JSON.parse(await readFile(file, 'utf8'));
       } catch (e) {
-        throw new InvalidArgumentError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not JSON (${(e as Error).message})`}`);
+        throw new InvalidArgumentError(
+          `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not JSON (${(e as Error).message})`}`,
+        );
       }
       return { file, run: validateRun(data, file) };
     }),
   );
 }
 
-export async function renderReport(o: ReportOptions): Promise<{ html: string; markdown: string; charts: Chart[]; htmlPath: string; markdownPath: string }> {
+export async function renderReport(
+  o: ReportOptions,
+): Promise<{ html: string; markdown: string; charts: Chart[]; htmlPath: string; markdownPath: string }> {
   const runs = await loadRuns(o.baseline ? [...o.files.filter((f) => f !== o.baseline), o.baseline] : o.files);
   const sets = mergeRuns(runs);
   let baseline: RunSet | undefined;
@@ -441,7 +645,8 @@ export async function renderReport(o: ReportOptions): Promise<{ html: string; ma
   const markdown = markdownOf(current, changes, baseline !== current ? baseline : undefined);
   const html = htmlOf(markdown, charts);
   await mkdir(o.outDir, { recursive: true });
-  const htmlPath = join(o.outDir, 'report.html'), markdownPath = join(o.outDir, 'report.md');
+  const htmlPath = join(o.outDir, 'report.html'),
+    markdownPath = join(o.outDir, 'report.md');
   await writeFile(htmlPath, html);
   await writeFile(markdownPath, `${markdown}\n`);
   return { html, markdown, charts, htmlPath, markdownPath };

@@ -115,7 +115,9 @@ export interface BenchRun {
 
 function commit(): string {
   const git = (args: string[]) =>
-    execFileSync('git', args, { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    execFileSync('git', args, { cwd: packageRoot, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
   try {
     const head = git(['rev-parse', '--short', 'HEAD']);
     // Runs of uncommitted changes must not pool with runs of the commit itself (bench report).
@@ -145,8 +147,15 @@ export function fingerprint(): Record<string, string | number> {
     if (info.cuda.computeCapability) fp.gpuComputeCapability = info.cuda.computeCapability;
     // Driver and clocks where nvidia-smi can tell (it is not needed to run).
     try {
-      const [driver, sm, mem] = execFileSync('nvidia-smi', ['--query-gpu=driver_version,clocks.max.sm,clocks.max.mem', '--format=csv,noheader,nounits', '-i', '0'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
-        .toString().trim().split(',').map((x) => x.trim());
+      const [driver, sm, mem] = execFileSync(
+        'nvidia-smi',
+        ['--query-gpu=driver_version,clocks.max.sm,clocks.max.mem', '--format=csv,noheader,nounits', '-i', '0'],
+        { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 },
+      )
+        .toString()
+        .trim()
+        .split(',')
+        .map((x) => x.trim());
       if (driver) fp.gpuDriver = driver;
       if (Number(sm)) fp.gpuMaxSmMHz = Number(sm);
       if (Number(mem)) fp.gpuMaxMemMHz = Number(mem);
@@ -172,19 +181,42 @@ export const stat = (samples: number[]): Stat => ({ value: median(samples), samp
  * A decode point from its timing and declared work: a step can go no faster than streaming its
  * bytes, nor than doing its operations at the dense rate.
  */
-export function decodePoint(batch: number, context: number, stepMs: Stat, bytesPerStep: number, flopsPerStep: number, c: Ceilings): DecodePoint {
-  const memoryS = bytesPerStep / (c.readGBps.value * 1e9), computeS = flopsPerStep / (c.denseGFLOPs.value * 1e9);
+export function decodePoint(
+  batch: number,
+  context: number,
+  stepMs: Stat,
+  bytesPerStep: number,
+  flopsPerStep: number,
+  c: Ceilings,
+): DecodePoint {
+  const memoryS = bytesPerStep / (c.readGBps.value * 1e9),
+    computeS = flopsPerStep / (c.denseGFLOPs.value * 1e9);
   const rooflineTokensPerSecond = batch / Math.max(memoryS, computeS);
   const tokensPerSecond = batch / (stepMs.value / 1e3);
   return {
-    batch, context, stepMs, tokensPerSecond, msPerOutputToken: stepMs.value, bytesPerStep, flopsPerStep,
-    bound: memoryS >= computeS ? 'memory' : 'compute', rooflineTokensPerSecond, ratio: tokensPerSecond / rooflineTokensPerSecond,
+    batch,
+    context,
+    stepMs,
+    tokensPerSecond,
+    msPerOutputToken: stepMs.value,
+    bytesPerStep,
+    flopsPerStep,
+    bound: memoryS >= computeS ? 'memory' : 'compute',
+    rooflineTokensPerSecond,
+    ratio: tokensPerSecond / rooflineTokensPerSecond,
   };
 }
 
 export function prefillPoint(tokens: number, seconds: Stat, flops: number, c: Ceilings): PrefillPoint {
   const GFLOPs = flops / seconds.value / 1e9;
-  return { tokens, seconds, tokensPerSecond: tokens / seconds.value, flops, GFLOPs, ratioToDense: GFLOPs / c.denseGFLOPs.value };
+  return {
+    tokens,
+    seconds,
+    tokensPerSecond: tokens / seconds.value,
+    flops,
+    GFLOPs,
+    ratioToDense: GFLOPs / c.denseGFLOPs.value,
+  };
 }
 
 /** Times `fn` at least `minRuns` times and for at least `minMs`, after one untimed call. */
@@ -255,10 +287,27 @@ export function serveTable(levels: ServeLevelResult[]): Table {
   const ms = (p: ServeLevelResult['ttftMs'], d: number) => [p.p50, p.p90, p.p99].map((x) => fmt(x, d)).join('/');
   return {
     title: 'Serving',
-    head: ['concurrency', 'offered req/s', 'requests', 'errors', 'in tok/s', 'out tok/s', 'TTFT p50/p90/p99 ms', 'ITL p50/p90/p99 ms', 'goodput req/s'],
+    head: [
+      'concurrency',
+      'offered req/s',
+      'requests',
+      'errors',
+      'in tok/s',
+      'out tok/s',
+      'TTFT p50/p90/p99 ms',
+      'ITL p50/p90/p99 ms',
+      'goodput req/s',
+    ],
     rows: levels.map((l) => [
-      String(l.concurrency), l.requestRate === undefined ? '-' : String(l.requestRate), String(l.requests), String(l.errors),
-      fmt(l.inputTokensPerSecond), fmt(l.outputTokensPerSecond), ms(l.ttftMs, 0), ms(l.itlMs, 1), fmt(l.goodputRequestsPerSecond, 2),
+      String(l.concurrency),
+      l.requestRate === undefined ? '-' : String(l.requestRate),
+      String(l.requests),
+      String(l.errors),
+      fmt(l.inputTokensPerSecond),
+      fmt(l.outputTokensPerSecond),
+      ms(l.ttftMs, 0),
+      ms(l.itlMs, 1),
+      fmt(l.goodputRequestsPerSecond, 2),
     ]),
   };
 }
@@ -270,26 +319,63 @@ export function runTables(r: BenchRun): Table[] {
     out.push({
       title: 'Kernels',
       head: ['op', 'instance', 'T', 'shape', 'ms', 'GB/s', 'GFLOP/s', 'bound', 'of roofline'],
-      rows: r.kernels.map((k) => [k.op, k.name, String(k.tokens), k.shape, fmt(k.ms.value, 3), fmt(k.GBps), fmt(k.GFLOPs), k.bound, percent(k.ratio)]),
+      rows: r.kernels.map((k) => [
+        k.op,
+        k.name,
+        String(k.tokens),
+        k.shape,
+        fmt(k.ms.value, 3),
+        fmt(k.GBps),
+        fmt(k.GFLOPs),
+        k.bound,
+        percent(k.ratio),
+      ]),
     });
   if (r.decode?.points.length)
     out.push({
       title: 'Decode',
-      head: ['decode batch', 'context', 'tokens/s', 'ms/token', 'GB/step', 'GFLOP/step', 'bound', 'roofline tok/s', 'ratio'],
+      head: [
+        'decode batch',
+        'context',
+        'tokens/s',
+        'ms/token',
+        'GB/step',
+        'GFLOP/step',
+        'bound',
+        'roofline tok/s',
+        'ratio',
+      ],
       rows: r.decode.points.map((p) => [
-        String(p.batch), String(p.context), fmt(p.tokensPerSecond, 2), fmt(p.msPerOutputToken), fmt(p.bytesPerStep / 1e9, 3), fmt(p.flopsPerStep / 1e9), p.bound,
-        fmt(p.rooflineTokensPerSecond, 2), percent(p.ratio),
+        String(p.batch),
+        String(p.context),
+        fmt(p.tokensPerSecond, 2),
+        fmt(p.msPerOutputToken),
+        fmt(p.bytesPerStep / 1e9, 3),
+        fmt(p.flopsPerStep / 1e9),
+        p.bound,
+        fmt(p.rooflineTokensPerSecond, 2),
+        percent(p.ratio),
       ]),
     });
   if (r.prefill?.length)
     out.push({
       title: 'Prefill',
       head: ['prefill tokens', 'tokens/s', 'seconds', 'GFLOP/s', 'of dense'],
-      rows: r.prefill.map((p) => [String(p.tokens), fmt(p.tokensPerSecond), fmt(p.seconds.value, 2), fmt(p.GFLOPs), percent(p.ratioToDense)]),
+      rows: r.prefill.map((p) => [
+        String(p.tokens),
+        fmt(p.tokensPerSecond),
+        fmt(p.seconds.value, 2),
+        fmt(p.GFLOPs),
+        percent(p.ratioToDense),
+      ]),
     });
   if (r.serve?.length) out.push(serveTable(r.serve));
   if (r.memory)
-    out.push({ title: 'Memory', head: ['context', 'KV per sequence (GB)'], rows: r.memory.kvBytesAt.map((k) => [String(k.context), fmt(k.bytes / 1e9, 3)]) });
+    out.push({
+      title: 'Memory',
+      head: ['context', 'KV per sequence (GB)'],
+      rows: r.memory.kvBytesAt.map((k) => [String(k.context), fmt(k.bytes / 1e9, 3)]),
+    });
   return out;
 }
 
@@ -297,7 +383,14 @@ export function runTables(r: BenchRun): Table[] {
 export function textTable(t: Table): string {
   const w = t.head.map((h, i) => Math.max(h.length, ...t.rows.map((r) => r[i].length)));
   const left = t.head.map((_, i) => i === 0 || t.rows.some((r) => !/^[-+\d.,/%]*$/.test(r[i])));
-  return [t.head, ...t.rows].map((r) => r.map((c, i) => (left[i] ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd()).join('\n');
+  return [t.head, ...t.rows]
+    .map((r) =>
+      r
+        .map((c, i) => (left[i] ? c.padEnd(w[i]) : c.padStart(w[i])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** One line on the memory a run measured. */
@@ -324,43 +417,134 @@ export const RUN_SCHEMA = obj(['schema', 'id', 'date', 'command', 'model', 'devi
   command: { type: 'string' },
   model: { type: 'string' },
   device: { enum: ['cpu', 'cuda'] },
-  fingerprint: { type: 'object', required: ['commit', 'package'], additionalProperties: { type: ['string', 'number'] } },
+  fingerprint: {
+    type: 'object',
+    required: ['commit', 'package'],
+    additionalProperties: { type: ['string', 'number'] },
+  },
   units: obj(['GB'], { GB: { const: '1e9 bytes' } }),
-  ceilings: obj(['readGBps', 'denseGFLOPs', 'denseKernel'], { readGBps: statSchema, denseGFLOPs: statSchema, denseKernel: { type: 'string' } }),
+  ceilings: obj(['readGBps', 'denseGFLOPs', 'denseKernel'], {
+    readGBps: statSchema,
+    denseGFLOPs: statSchema,
+    denseKernel: { type: 'string' },
+  }),
   kernels: {
     type: 'array',
-    items: obj(['op', 'name', 'tokens', 'shape', 'bytes', 'flops', 'ms', 'GBps', 'GFLOPs', 'intensity', 'attainableGFLOPs', 'bound', 'ratio'], {
-      op: { type: 'string' }, name: { type: 'string' }, tokens: int, shape: { type: 'string' }, bytes: num, flops: num, ms: statSchema,
-      GBps: num, GFLOPs: num, intensity: num, attainableGFLOPs: num, bound: { enum: ['memory', 'compute'] }, ratio: num,
-    }),
+    items: obj(
+      [
+        'op',
+        'name',
+        'tokens',
+        'shape',
+        'bytes',
+        'flops',
+        'ms',
+        'GBps',
+        'GFLOPs',
+        'intensity',
+        'attainableGFLOPs',
+        'bound',
+        'ratio',
+      ],
+      {
+        op: { type: 'string' },
+        name: { type: 'string' },
+        tokens: int,
+        shape: { type: 'string' },
+        bytes: num,
+        flops: num,
+        ms: statSchema,
+        GBps: num,
+        GFLOPs: num,
+        intensity: num,
+        attainableGFLOPs: num,
+        bound: { enum: ['memory', 'compute'] },
+        ratio: num,
+      },
+    ),
   },
   decode: obj(['steps', 'points', 'skipped'], {
     steps: int,
     points: {
       type: 'array',
-      items: obj(['batch', 'context', 'stepMs', 'tokensPerSecond', 'msPerOutputToken', 'bytesPerStep', 'flopsPerStep', 'bound', 'rooflineTokensPerSecond', 'ratio'], {
-        batch: int, context: int, stepMs: statSchema, tokensPerSecond: num, msPerOutputToken: num, bytesPerStep: num, flopsPerStep: num,
-        bound: { enum: ['memory', 'compute'] }, rooflineTokensPerSecond: num, ratio: num,
-      }),
+      items: obj(
+        [
+          'batch',
+          'context',
+          'stepMs',
+          'tokensPerSecond',
+          'msPerOutputToken',
+          'bytesPerStep',
+          'flopsPerStep',
+          'bound',
+          'rooflineTokensPerSecond',
+          'ratio',
+        ],
+        {
+          batch: int,
+          context: int,
+          stepMs: statSchema,
+          tokensPerSecond: num,
+          msPerOutputToken: num,
+          bytesPerStep: num,
+          flopsPerStep: num,
+          bound: { enum: ['memory', 'compute'] },
+          rooflineTokensPerSecond: num,
+          ratio: num,
+        },
+      ),
     },
-    skipped: { type: 'array', items: obj(['batch', 'context', 'reason'], { batch: int, context: int, reason: { type: 'string' } }) },
+    skipped: {
+      type: 'array',
+      items: obj(['batch', 'context', 'reason'], { batch: int, context: int, reason: { type: 'string' } }),
+    },
   }),
   prefill: {
     type: 'array',
     items: obj(['tokens', 'seconds', 'tokensPerSecond', 'flops', 'GFLOPs', 'ratioToDense'], {
-      tokens: int, seconds: statSchema, tokensPerSecond: num, flops: num, GFLOPs: num, ratioToDense: num,
+      tokens: int,
+      seconds: statSchema,
+      tokensPerSecond: num,
+      flops: num,
+      GFLOPs: num,
+      ratioToDense: num,
     }),
   },
   memory: obj(['weightsBytes', 'kvBytesPerToken', 'kvDType', 'rssAfterLoadBytes', 'peakRssBytes', 'kvBytesAt'], {
-    weightsBytes: num, kvBytesPerToken: num, kvDType: { type: 'string' }, rssAfterLoadBytes: num, peakRssBytes: num,
+    weightsBytes: num,
+    kvBytesPerToken: num,
+    kvDType: { type: 'string' },
+    rssAfterLoadBytes: num,
+    peakRssBytes: num,
     kvBytesAt: { type: 'array', items: obj(['context', 'bytes'], { context: int, bytes: num }) },
   }),
   serve: {
     type: 'array',
-    items: obj(['concurrency', 'requests', 'errors', 'seconds', 'inputTokensPerSecond', 'outputTokensPerSecond', 'ttftMs', 'itlMs', 'goodputRequestsPerSecond'], {
-      concurrency: int, requestRate: { type: 'number', exclusiveMinimum: 0 }, requests: int, errors: int, seconds: num, inputTokensPerSecond: num, outputTokensPerSecond: num,
-      ttftMs: percentiles, itlMs: percentiles, goodputRequestsPerSecond: num,
-    }),
+    items: obj(
+      [
+        'concurrency',
+        'requests',
+        'errors',
+        'seconds',
+        'inputTokensPerSecond',
+        'outputTokensPerSecond',
+        'ttftMs',
+        'itlMs',
+        'goodputRequestsPerSecond',
+      ],
+      {
+        concurrency: int,
+        requestRate: { type: 'number', exclusiveMinimum: 0 },
+        requests: int,
+        errors: int,
+        seconds: num,
+        inputTokensPerSecond: num,
+        outputTokensPerSecond: num,
+        ttftMs: percentiles,
+        itlMs: percentiles,
+        goodputRequestsPerSecond: num,
+      },
+    ),
   },
 });
 
@@ -371,7 +555,9 @@ export function validateRun(data: unknown, source: string): BenchRun {
   validator ??= new Ajv({ allErrors: false, strict: false }).compile(RUN_SCHEMA);
   if (!validator(data)) {
     const e = validator.errors?.[0];
-    throw new InvalidArgumentError(`${source} is not a gptoss bench result (${RUN_SCHEMA_ID}): ${e?.instancePath || '/'} ${e?.message ?? 'is invalid'}`);
+    throw new InvalidArgumentError(
+      `${source} is not a gptoss bench result (${RUN_SCHEMA_ID}): ${e?.instancePath || '/'} ${e?.message ?? 'is invalid'}`,
+    );
   }
   return data as BenchRun;
 }

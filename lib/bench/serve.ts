@@ -42,24 +42,46 @@ interface RequestResult {
   totalMs: number;
 }
 
-
 const pct = (xs: number[], p: number): number | null => {
   if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
-async function one(url: string, model: string, apiKey: string | undefined, prompt: number[], maxTokens: number): Promise<RequestResult> {
+async function one(
+  url: string,
+  model: string,
+  apiKey: string | undefined,
+  prompt: number[],
+  maxTokens: number,
+): Promise<RequestResult> {
   const t0 = performance.now();
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(apiKey && { authorization: `Bearer ${apiKey}` }) },
-    body: JSON.stringify({ model, prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({
+      model,
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
   });
-  const fail = { ok: false, promptTokens: prompt.length, outputTokens: 0, ttftMs: NaN, itlMs: [], totalMs: performance.now() - t0 };
+  const fail = {
+    ok: false,
+    promptTokens: prompt.length,
+    outputTokens: 0,
+    ttftMs: NaN,
+    itlMs: [],
+    totalMs: performance.now() - t0,
+  };
   if (!res.ok || !res.body) return fail;
   const decoder = new TextDecoder();
-  let buf = '', first = NaN, last = 0, out = 0;
+  let buf = '',
+    first = NaN,
+    last = 0,
+    out = 0;
   const itl: number[] = [];
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
     buf += decoder.decode(chunk, { stream: true });
@@ -67,9 +89,17 @@ async function one(url: string, model: string, apiKey: string | undefined, promp
     while ((i = buf.indexOf('\n\n')) >= 0) {
       const event = buf.slice(0, i);
       buf = buf.slice(i + 2);
-      const data = event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('');
+      const data = event
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('');
       if (!data || data === '[DONE]') continue;
-      const j = JSON.parse(data) as { choices?: { text?: string; finish_reason?: string | null }[]; usage?: { completion_tokens: number }; error?: unknown };
+      const j = JSON.parse(data) as {
+        choices?: { text?: string; finish_reason?: string | null }[];
+        usage?: { completion_tokens: number };
+        error?: unknown;
+      };
       if (j.error) return fail;
       if (j.usage) out = j.usage.completion_tokens;
       if (j.choices?.[0]?.finish_reason == null && j.choices?.length) {
@@ -81,17 +111,32 @@ async function one(url: string, model: string, apiKey: string | undefined, promp
       }
     }
   }
-  return { ok: true, promptTokens: prompt.length, outputTokens: out, ttftMs: first, itlMs: itl, totalMs: performance.now() - t0 };
+  return {
+    ok: true,
+    promptTokens: prompt.length,
+    outputTokens: out,
+    ttftMs: first,
+    itlMs: itl,
+    totalMs: performance.now() - t0,
+  };
 }
 
-export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'serve'; target: string; fingerprint: Record<string, string | number>; levels: ServeLevelResult[]; units: object }> {
+export async function runServeBench(o: ServeBenchOptions): Promise<{
+  bench: 'serve';
+  target: string;
+  fingerprint: Record<string, string | number>;
+  levels: ServeLevelResult[];
+  units: object;
+}> {
   const log = o.log ?? (() => {});
   const levels = o.concurrency ?? [1, 2, 4, 8];
   const perLevel = o.requestsPerLevel ?? 16;
   const [pMin, pMax] = o.promptTokens ?? [32, 256];
   const [oMin, oMax] = o.outputTokens ?? [16, 64];
-  if (pMin < 1 || pMax < pMin || oMin < 1 || oMax < oMin) throw new InvalidArgumentError('bench serve: token ranges must be 1 <= min <= max');
-  if (o.rates?.some((r) => !(r > 0 && Number.isFinite(r)))) throw new InvalidArgumentError('bench serve: request rates must be positive numbers');
+  if (pMin < 1 || pMax < pMin || oMin < 1 || oMax < oMin)
+    throw new InvalidArgumentError('bench serve: token ranges must be 1 <= min <= max');
+  if (o.rates?.some((r) => !(r > 0 && Number.isFinite(r))))
+    throw new InvalidArgumentError('bench serve: request rates must be positive numbers');
   let url = o.url;
   let modelId = o.modelId ?? 'bench-model';
   let stop = async () => {};
@@ -133,7 +178,14 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       }));
       const done: RequestResult[] = [];
       const send = (w: (typeof work)[number]) =>
-        one(url!, modelId, o.apiKey, w.prompt, w.max).catch(() => ({ ok: false, promptTokens: w.prompt.length, outputTokens: 0, ttftMs: NaN, itlMs: [], totalMs: 0 }));
+        one(url!, modelId, o.apiKey, w.prompt, w.max).catch(() => ({
+          ok: false,
+          promptTokens: w.prompt.length,
+          outputTokens: 0,
+          ttftMs: NaN,
+          itlMs: [],
+          totalMs: 0,
+        }));
       const t0 = performance.now();
       let last = t0; // the level lasts until its last answer, not its last timer
       if (byRate) {
@@ -172,7 +224,11 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
       const ok = done.filter((d) => d.ok);
       const ttft = ok.map((d) => d.ttftMs).filter((x) => !Number.isNaN(x));
       const itl = ok.flatMap((d) => d.itlMs);
-      const good = ok.filter((d) => d.ttftMs <= (o.ttftBoundMs ?? 5000) && (d.itlMs.length === 0 || d.itlMs.reduce((a, b) => a + b, 0) / d.itlMs.length <= (o.itlBoundMs ?? 500)));
+      const good = ok.filter(
+        (d) =>
+          d.ttftMs <= (o.ttftBoundMs ?? 5000) &&
+          (d.itlMs.length === 0 || d.itlMs.reduce((a, b) => a + b, 0) / d.itlMs.length <= (o.itlBoundMs ?? 500)),
+      );
       results.push({
         concurrency: c,
         ...(byRate && { requestRate: level }),
@@ -189,7 +245,13 @@ export async function runServeBench(o: ServeBenchOptions): Promise<{ bench: 'ser
   } finally {
     await stop();
   }
-  return { bench: 'serve', target: o.url ?? `in-process (${modelId})`, fingerprint: fingerprint(), levels: results, units: { time: 'ms', throughput: 'tokens/s' } };
+  return {
+    bench: 'serve',
+    target: o.url ?? `in-process (${modelId})`,
+    fingerprint: fingerprint(),
+    levels: results,
+    units: { time: 'ms', throughput: 'tokens/s' },
+  };
 }
 
 export function formatServeBench(r: Awaited<ReturnType<typeof runServeBench>>): string {

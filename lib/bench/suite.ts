@@ -51,7 +51,13 @@ export async function runSuite(o: SuiteOptions): Promise<BenchRun> {
   const parts = o.parts ?? PARTS;
   if (o.model && o.synthetic) throw new InvalidArgumentError('pass a model or a synthetic preset, not both');
   const grid = defaultGrid(device);
-  const { model, label } = await openBenchModel({ model: o.model, synthetic: o.synthetic, layers: o.layers, device, log });
+  const { model, label } = await openBenchModel({
+    model: o.model,
+    synthetic: o.synthetic,
+    layers: o.layers,
+    device,
+    log,
+  });
   const rssAfterLoad = process.memoryUsage().rss;
   try {
     const run = newRun(o.command ?? `gptoss bench ${parts.join(' ')}`, label, device);
@@ -60,18 +66,35 @@ export async function runSuite(o: SuiteOptions): Promise<BenchRun> {
     run.ceilings = ceilings;
     if (parts.includes('kernels')) {
       log('kernels...');
-      run.kernels = await runKernelBench({ config: model.config, tokens: o.kernelTokens, context: o.kernelContext, ceilings, progress: o.progress });
+      run.kernels = await runKernelBench({
+        config: model.config,
+        tokens: o.kernelTokens,
+        context: o.kernelContext,
+        ceilings,
+        progress: o.progress,
+      });
     }
     if (parts.includes('decode')) {
       log('decode sweep...');
       run.decode = await runDecodeSweep({
-        model, batches: o.batches ?? grid.batches, contexts: o.contexts ?? grid.contexts, steps: o.steps ?? 8, ceilings,
-        memoryBudget: o.memoryBudget, progress: o.progress,
+        model,
+        batches: o.batches ?? grid.batches,
+        contexts: o.contexts ?? grid.contexts,
+        steps: o.steps ?? 8,
+        ceilings,
+        memoryBudget: o.memoryBudget,
+        progress: o.progress,
       });
     }
     if (parts.includes('prefill')) {
       log('prefill sweep...');
-      run.prefill = await runPrefillSweep({ model, prompts: o.prompts ?? grid.prompts, repeats: o.repeats ?? 2, ceilings, progress: o.progress });
+      run.prefill = await runPrefillSweep({
+        model,
+        prompts: o.prompts ?? grid.prompts,
+        repeats: o.repeats ?? 2,
+        ceilings,
+        progress: o.progress,
+      });
     }
     if (parts.includes('memory')) run.memory = memoryResult(model, rssAfterLoad);
     return run;
@@ -82,13 +105,18 @@ export async function runSuite(o: SuiteOptions): Promise<BenchRun> {
 
 /** The run as plain-text tables for a terminal. */
 export function formatRun(r: BenchRun): string {
-  const lines: string[] = [`${r.model} on ${r.device} (${r.fingerprint.gpu ?? r.fingerprint.cpu}), commit ${r.fingerprint.commit}`];
+  const lines: string[] = [
+    `${r.model} on ${r.device} (${r.fingerprint.gpu ?? r.fingerprint.cpu}), commit ${r.fingerprint.commit}`,
+  ];
   if (r.ceilings)
-    lines.push(`ceilings: read ${fmt(r.ceilings.readGBps.value)} GB/s, dense ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel})`);
+    lines.push(
+      `ceilings: read ${fmt(r.ceilings.readGBps.value)} GB/s, dense ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel})`,
+    );
   for (const t of runTables(r)) {
     if (t.title === 'Memory') lines.push('', `memory: ${memoryLine(r.memory!)}`);
     lines.push('', textTable(t));
-    if (t.title === 'Decode') for (const s of r.decode!.skipped) lines.push(`skipped batch ${s.batch}, context ${s.context}: ${s.reason}`);
+    if (t.title === 'Decode')
+      for (const s of r.decode!.skipped) lines.push(`skipped batch ${s.batch}, context ${s.context}: ${s.reason}`);
   }
   return lines.join('\n');
 }

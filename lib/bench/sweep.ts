@@ -4,7 +4,16 @@
 import { freemem } from 'node:os';
 
 import {
-  type Ceilings, type DecodePoint, decodePoint, type DecodeSkip, type MemoryResult, ordinaryTokens, type PrefillPoint, prefillPoint, stat, timeRuns,
+  type Ceilings,
+  type DecodePoint,
+  decodePoint,
+  type DecodeSkip,
+  type MemoryResult,
+  ordinaryTokens,
+  type PrefillPoint,
+  prefillPoint,
+  stat,
+  timeRuns,
 } from './run.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import { activeLayerParams, decodeBytes } from '../engine/graph.js';
@@ -46,7 +55,9 @@ export interface DecodeSweepOptions {
  * together for `steps` steps (sampling included). The pages hold whatever the pool held: the
  * values do not change the work, and skipping the prefill keeps a 32k-context point affordable.
  */
-export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: number; points: DecodePoint[]; skipped: DecodeSkip[] }> {
+export async function runDecodeSweep(
+  o: DecodeSweepOptions,
+): Promise<{ steps: number; points: DecodePoint[]; skipped: DecodeSkip[] }> {
   const cfg = o.model.config;
   const V = cfg.vocabSize;
   const budget = o.memoryBudget ?? freemem() * 0.5;
@@ -58,14 +69,27 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
     o.progress?.(i, grid.length, `decode batch ${batch}, context ${context}`);
     const pools = decodePoolRows(cfg, batch, context, o.steps, kvBytes);
     if (pools.bytes > budget) {
-      skipped.push({ batch, context, reason: `its KV cache needs ${(pools.bytes / 1e9).toFixed(1)} GB; the budget is ${(budget / 1e9).toFixed(1)} GB` });
+      skipped.push({
+        batch,
+        context,
+        reason: `its KV cache needs ${(pools.bytes / 1e9).toFixed(1)} GB; the budget is ${(budget / 1e9).toFixed(1)} GB`,
+      });
       continue;
     }
-    const program = o.model.createPagedProgram({ maxTokens: batch, fullRows: batch * pools.fullRing * PAGE, slidingRows: batch * pools.slidingRing * PAGE });
+    const program = o.model.createPagedProgram({
+      maxTokens: batch,
+      fullRows: batch * pools.fullRing * PAGE,
+      slidingRows: batch * pools.slidingRing * PAGE,
+    });
     try {
       // Sequence s owns pages [s * ring, (s + 1) * ring) of each pool.
-      const table = (ring: number) => ({ table: Int32Array.from({ length: batch * ring }, (_, j) => j), ring, pageSize: PAGE });
-      const full = table(pools.fullRing), sliding = table(pools.slidingRing);
+      const table = (ring: number) => ({
+        table: Int32Array.from({ length: batch * ring }, (_, j) => j),
+        ring,
+        pageSize: PAGE,
+      });
+      const full = table(pools.fullRing),
+        sliding = table(pools.slidingRing);
       const samplers = Array.from({ length: batch }, (_, s) => new Sampler({ seed: s + 1 }, V));
       const out = new Float32Array(batch * V);
       const seqs = Int32Array.from({ length: batch }, (_, s) => s);
@@ -74,14 +98,27 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
         const args = {
           tokens: Int32Array.from(seqs, (s) => (s * 7919 + pos * 31) % ordinaryTokens(V)),
           positions: new Int32Array(batch).fill(pos),
-          seqs, full, sliding, logitRows: seqs, out,
+          seqs,
+          full,
+          sliding,
+          logitRows: seqs,
+          out,
           sampling: samplers.map((s) => s.params()),
         };
         pos++;
         return program.step(args);
       };
       const ms = await timeRuns(step, o.steps, 0, o.steps);
-      points.push(decodePoint(batch, context, stat(ms), decodeBytes(cfg, context, kvBytes, batch), decodeFlops(cfg, context, batch), o.ceilings));
+      points.push(
+        decodePoint(
+          batch,
+          context,
+          stat(ms),
+          decodeBytes(cfg, context, kvBytes, batch),
+          decodeFlops(cfg, context, batch),
+          o.ceilings,
+        ),
+      );
     } finally {
       program.dispose();
     }
@@ -93,7 +130,8 @@ export async function runDecodeSweep(o: DecodeSweepOptions): Promise<{ steps: nu
 /** Operations of one decode step: per sequence 2 x active parameters, logits, and attention over its context. */
 export function decodeFlops(cfg: ModelConfig, ctx: number, batch: number): number {
   let perToken = 2 * cfg.numLayers * activeLayerParams(cfg) + 2 * cfg.vocabSize * cfg.hiddenSize;
-  for (const window of cfg.layerWindows) perToken += 4 * cfg.numHeads * cfg.headDim * (window > 0 ? Math.min(window, ctx + 1) : ctx + 1);
+  for (const window of cfg.layerWindows)
+    perToken += 4 * cfg.numHeads * cfg.headDim * (window > 0 ? Math.min(window, ctx + 1) : ctx + 1);
   return batch * perToken;
 }
 
@@ -155,6 +193,9 @@ export function memoryResult(model: Model, rssAfterLoad: number, contexts = [102
     kvDType: model.kvDType,
     rssAfterLoadBytes: rssAfterLoad,
     peakRssBytes: peakRss(),
-    kvBytesAt: contexts.map((context) => ({ context, bytes: estimateMemory(cfg, { device: model.device, contextTokens: context }).kvBytes })),
+    kvBytesAt: contexts.map((context) => ({
+      context,
+      bytes: estimateMemory(cfg, { device: model.device, contextTokens: context }).kvBytes,
+    })),
   };
 }

@@ -5,12 +5,26 @@
 import { AbortedError, ContextOverflowError, HarmonyError, InvalidArgumentError } from '../errors.js';
 import { encodePartsAsync, renderConversationForCompletionParts } from './harmony/render.js';
 import { type HarmonyStreamEvent, StreamableParser } from './harmony/parse.js';
-import { type HarmonyMessage, type JsonSchema, newSystemContent, type ReasoningEffort, textMessage } from './harmony/types.js';
+import {
+  type HarmonyMessage,
+  type JsonSchema,
+  newSystemContent,
+  type ReasoningEffort,
+  textMessage,
+} from './harmony/types.js';
 import type { ModelConfig } from '../checkpoint/config.js';
 import type { SampledToken } from '../backend/native.js';
 import { checkInt, checkKeys, checkOneOf } from '../options.js';
 import { Sampler, type SamplingOptions, samplingKeys, type TokenConstraint } from '../engine/sampler.js';
-import { chatConstraint, checkSchema, checkToolChoice, formatSchema, type ResponseFormat, responseFormatSection, type ToolChoice } from './structured.js';
+import {
+  chatConstraint,
+  checkSchema,
+  checkToolChoice,
+  formatSchema,
+  type ResponseFormat,
+  responseFormatSection,
+  type ToolChoice,
+} from './structured.js';
 import { getTokenizer, TOKENS } from './tokenizer.js';
 
 export type ChatMessage =
@@ -175,9 +189,24 @@ const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', 'logprobs', '
 function toTokenLogprob(s: SampledToken): TokenLogprob {
   const tok = getTokenizer();
   const piece = (id: number) => ({ text: tok.decode([id]), bytes: Array.from(tok.decodeBytes([id])) });
-  return { token: s.token, ...piece(s.token), logprob: s.modelLogprob ?? s.logprob, top: (s.top ?? []).map((t) => ({ token: t.token, ...piece(t.token), logprob: t.logprob })) };
+  return {
+    token: s.token,
+    ...piece(s.token),
+    logprob: s.modelLogprob ?? s.logprob,
+    top: (s.top ?? []).map((t) => ({ token: t.token, ...piece(t.token), logprob: t.logprob })),
+  };
 }
-const chatKeys = [...generateKeys, 'reasoningEffort', 'tools', 'instructions', 'modelIdentity', 'knowledgeCutoff', 'currentDate', 'responseFormat', 'toolChoice'] as const;
+const chatKeys = [
+  ...generateKeys,
+  'reasoningEffort',
+  'tools',
+  'instructions',
+  'modelIdentity',
+  'knowledgeCutoff',
+  'currentDate',
+  'responseFormat',
+  'toolChoice',
+] as const;
 
 const CHAT_STOP_TOKENS: ReadonlySet<number> = new Set([TOKENS.return, TOKENS.call]);
 
@@ -188,13 +217,15 @@ function samplingOf(o: SamplingOptions): SamplingOptions {
 }
 
 function asString(v: unknown, what: string): string {
-  if (typeof v !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${v === null ? 'null' : typeof v}`);
+  if (typeof v !== 'string')
+    throw new InvalidArgumentError(`${what} must be a string, got ${v === null ? 'null' : typeof v}`);
   return v;
 }
 
 /** The Harmony conversation for a chat request (exported for tests and the server). */
 export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions = {}): HarmonyMessage[] {
-  if (!Array.isArray(messages) || messages.length === 0) throw new InvalidArgumentError('messages must be a non-empty array');
+  if (!Array.isArray(messages) || messages.length === 0)
+    throw new InvalidArgumentError('messages must be a non-empty array');
   const tools = options.tools ?? [];
   const toolNames = new Set<string>();
   for (const [i, t] of tools.entries()) {
@@ -209,9 +240,16 @@ export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions
       role: 'system',
       content: [
         newSystemContent({
-          reasoning_effort: effortName[checkOneOf(options.reasoningEffort, ['low', 'medium', 'high'] as const, 'reasoningEffort', 'medium')],
-          ...(options.modelIdentity !== undefined && { model_identity: asString(options.modelIdentity, 'modelIdentity') }),
-          ...(options.knowledgeCutoff !== undefined && { knowledge_cutoff: asString(options.knowledgeCutoff, 'knowledgeCutoff') }),
+          reasoning_effort:
+            effortName[
+              checkOneOf(options.reasoningEffort, ['low', 'medium', 'high'] as const, 'reasoningEffort', 'medium')
+            ],
+          ...(options.modelIdentity !== undefined && {
+            model_identity: asString(options.modelIdentity, 'modelIdentity'),
+          }),
+          ...(options.knowledgeCutoff !== undefined && {
+            knowledge_cutoff: asString(options.knowledgeCutoff, 'knowledgeCutoff'),
+          }),
           conversation_start_date: options.currentDate === undefined ? today : options.currentDate,
         }),
       ],
@@ -223,7 +261,9 @@ export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions
   const known = (name: string, where: string) => {
     const bare = name.startsWith('functions.') ? name.slice('functions.'.length) : name;
     if (!toolNames.has(bare))
-      throw new InvalidArgumentError(`${where}: unknown tool ${JSON.stringify(name)}; the request's tools are ${[...toolNames].join(', ') || '(none)'}`);
+      throw new InvalidArgumentError(
+        `${where}: unknown tool ${JSON.stringify(name)}; the request's tools are ${[...toolNames].join(', ') || '(none)'}`,
+      );
     return bare;
   };
   messages.forEach((m, i) => {
@@ -237,22 +277,41 @@ export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions
         body.push(textMessage('user', asString(m.content, `${where}.content`)));
         break;
       case 'assistant': {
-        if (m.reasoning) body.push(textMessage('assistant', asString(m.reasoning, `${where}.reasoning`), { channel: 'analysis' }));
+        if (m.reasoning)
+          body.push(textMessage('assistant', asString(m.reasoning, `${where}.reasoning`), { channel: 'analysis' }));
         const calls: ToolCall[] = m.toolCalls ?? [];
-        if (m.content) body.push(textMessage('assistant', asString(m.content, `${where}.content`), { channel: calls.length ? 'commentary' : 'final' }));
+        if (m.content)
+          body.push(
+            textMessage('assistant', asString(m.content, `${where}.content`), {
+              channel: calls.length ? 'commentary' : 'final',
+            }),
+          );
         calls.forEach((c, j) => {
           const name = known(c.name, `${where}.toolCalls[${j}]`);
           const args = typeof c.arguments === 'string' ? c.arguments : JSON.stringify(c.arguments);
           if (c.id) callNames.set(c.id, name);
-          body.push(textMessage('assistant', args, { recipient: `functions.${name}`, channel: 'commentary', content_type: '<|constrain|>json' }));
+          body.push(
+            textMessage('assistant', args, {
+              recipient: `functions.${name}`,
+              channel: 'commentary',
+              content_type: '<|constrain|>json',
+            }),
+          );
         });
         break;
       }
       case 'tool': {
         const name = m.name ?? (m.toolCallId !== undefined ? callNames.get(m.toolCallId) : undefined);
-        if (name === undefined) throw new InvalidArgumentError(`${where}: a tool message needs a name or the toolCallId of an earlier call`);
+        if (name === undefined)
+          throw new InvalidArgumentError(`${where}: a tool message needs a name or the toolCallId of an earlier call`);
         const bare = known(name, where);
-        body.push(textMessage('tool', asString(m.content, `${where}.content`), { name: `functions.${bare}`, recipient: 'assistant', channel: 'commentary' }));
+        body.push(
+          textMessage('tool', asString(m.content, `${where}.content`), {
+            name: `functions.${bare}`,
+            recipient: 'assistant',
+            channel: 'commentary',
+          }),
+        );
         break;
       }
       default:
@@ -269,7 +328,16 @@ export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions
           instructions: instructions.length ? instructions.join('\n\n') : null,
           ...(format && { response_formats: format }),
           tools: tools.length
-            ? { functions: { name: 'functions', tools: tools.map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? null })) } }
+            ? {
+                functions: {
+                  name: 'functions',
+                  tools: tools.map((t) => ({
+                    name: t.name,
+                    description: t.description ?? '',
+                    parameters: t.parameters ?? null,
+                  })),
+                },
+              }
             : null,
         },
       ],
@@ -350,24 +418,46 @@ interface Prepared {
   maxTokens: number;
 }
 
-function prepare(backend: GenerationBackend, prompt: number[], options: GenerateOptions, stopTokens: ReadonlySet<number>, constraint?: TokenConstraint): Prepared {
+function prepare(
+  backend: GenerationBackend,
+  prompt: number[],
+  options: GenerateOptions,
+  stopTokens: ReadonlySet<number>,
+  constraint?: TokenConstraint,
+): Prepared {
   const cfg = backend.config;
   const V = cfg.vocabSize;
   const maxTokens = checkInt(options.maxTokens, 'maxTokens', 1024, 1);
   for (let i = 0; i < prompt.length; i++)
     if (!Number.isInteger(prompt[i]) || prompt[i] < 0 || prompt[i] >= V)
-      throw new InvalidArgumentError(`prompt token ${JSON.stringify(prompt[i])} at index ${i} is not an id in [0, ${V})`);
+      throw new InvalidArgumentError(
+        `prompt token ${JSON.stringify(prompt[i])} at index ${i} is not an id in [0, ${V})`,
+      );
   if (prompt.length === 0) throw new InvalidArgumentError('the prompt is empty');
-  const limit = checkInt(options.maxContext, 'maxContext', Math.min(backend.defaultContext, prompt.length + maxTokens), 1, cfg.maxContext);
+  const limit = checkInt(
+    options.maxContext,
+    'maxContext',
+    Math.min(backend.defaultContext, prompt.length + maxTokens),
+    1,
+    cfg.maxContext,
+  );
   if (prompt.length >= limit)
-    throw new ContextOverflowError(`the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`);
+    throw new ContextOverflowError(
+      `the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`,
+    );
   const sampler = new Sampler(samplingOf(options), V);
   if (options.logprobs !== undefined) sampler.topLogprobs = checkInt(options.logprobs, 'logprobs', 0, 0, 20);
   sampler.constraint = constraint;
   const budget = Math.min(maxTokens, limit - prompt.length);
   let decoder: Decoder;
   try {
-    decoder = backend.start(prompt, sampler, { maxTokens: budget, maxContext: limit, stopTokens, signal: options.signal, cacheSalt: options.cacheSalt });
+    decoder = backend.start(prompt, sampler, {
+      maxTokens: budget,
+      maxContext: limit,
+      stopTokens,
+      signal: options.signal,
+      cacheSalt: options.cacheSalt,
+    });
   } catch (e) {
     constraint?.dispose();
     throw e;
@@ -383,7 +473,8 @@ function prepare(backend: GenerationBackend, prompt: number[], options: Generate
 const now = () => performance.now();
 
 function timings(t0: number, tFirst: number, tEnd: number, promptTokens: number, generated: number): Timings {
-  const promptMs = tFirst - t0, generationMs = tEnd - tFirst;
+  const promptMs = tFirst - t0,
+    generationMs = tEnd - tFirst;
   return {
     promptMs,
     generationMs,
@@ -405,7 +496,12 @@ export class ChatStream {
   #cut = false;
   /** Set once the turn is over: a stop token, or a stop string in the answer. */
   finishReason: FinishReason | null = null;
-  readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message' | 'tokens' | 'logprobs'> = { text: '', reasoning: '', commentary: '', toolCalls: [] };
+  readonly result: Omit<ChatResult, 'finishReason' | 'usage' | 'timings' | 'message' | 'tokens' | 'logprobs'> = {
+    text: '',
+    reasoning: '',
+    commentary: '',
+    toolCalls: [],
+  };
 
   constructor(stops: string[] = []) {
     this.#stop = new StopMatcher(stops);
@@ -473,7 +569,10 @@ export class ChatStream {
         try {
           args = JSON.parse(raw);
         } catch (e) {
-          throw new HarmonyError(`the model called ${name} with arguments that are not JSON: ${JSON.stringify(raw.slice(0, 200))}`, { cause: e });
+          throw new HarmonyError(
+            `the model called ${name} with arguments that are not JSON: ${JSON.stringify(raw.slice(0, 200))}`,
+            { cause: e },
+          );
         }
         const call = { id: `call_${this.#calls++}`, name, arguments: args, rawArguments: raw };
         this.result.toolCalls.push(call);
@@ -484,7 +583,11 @@ export class ChatStream {
   }
 }
 
-export function chat(backend: GenerationBackend, messages: readonly ChatMessage[], options: ChatOptions = {}): Generation<ChatEvent, ChatResult> {
+export function chat(
+  backend: GenerationBackend,
+  messages: readonly ChatMessage[],
+  options: ChatOptions = {},
+): Generation<ChatEvent, ChatResult> {
   checkKeys(options, chatKeys, 'chat');
   // Rendering checks the messages now; encoding waits for the generation and runs a large prompt
   // off the event loop (a long one took the event loop for seconds).
@@ -536,8 +639,11 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
     const finishReason = stream.finishReason ?? 'length';
     const r = stream.result;
     const usage: Usage = {
-      promptTokens: prompt.length, completionTokens: generated, totalTokens: prompt.length + generated,
-      cachedPromptTokens: decoder.cachedTokens ?? 0, reasoningTokens: stream.reasoningTokens,
+      promptTokens: prompt.length,
+      completionTokens: generated,
+      totalTokens: prompt.length + generated,
+      cachedPromptTokens: decoder.cachedTokens ?? 0,
+      reasoningTokens: stream.reasoningTokens,
     };
     const t = timings(t0, tFirst, now(), prompt.length, generated);
     yield { type: 'done', finishReason, usage, timings: t };
@@ -552,13 +658,19 @@ export function chat(backend: GenerationBackend, messages: readonly ChatMessage[
         role: 'assistant',
         content: r.text || null,
         reasoning: r.reasoning || null,
-        ...(r.toolCalls.length && { toolCalls: r.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.rawArguments })) }),
+        ...(r.toolCalls.length && {
+          toolCalls: r.toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.rawArguments })),
+        }),
       },
     };
   });
 }
 
-export function complete(backend: GenerationBackend, prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+export function complete(
+  backend: GenerationBackend,
+  prompt: string | ArrayLike<number>,
+  options: CompleteOptions = {},
+): Generation<CompletionEvent, CompletionResult> {
   checkKeys(options, [...generateKeys, 'stopTokens'], 'complete');
   const promptText = typeof prompt === 'string' ? prompt : undefined;
   const promptIds = typeof prompt === 'string' ? undefined : Array.from(prompt);
@@ -615,7 +727,12 @@ export function complete(backend: GenerationBackend, prompt: string | ArrayLike<
     } finally {
       source.close();
     }
-    const usage: Usage = { promptTokens: tokens.length, completionTokens: out.length, totalTokens: tokens.length + out.length, cachedPromptTokens: source.cachedTokens ?? 0 };
+    const usage: Usage = {
+      promptTokens: tokens.length,
+      completionTokens: out.length,
+      totalTokens: tokens.length + out.length,
+      cachedPromptTokens: source.cachedTokens ?? 0,
+    };
     const t = timings(t0, tFirst, now(), tokens.length, out.length);
     yield { type: 'done', finishReason, usage, timings: t };
     return { tokens: out, text, finishReason, usage, timings: t, ...(logprobs && { logprobs }) };

@@ -13,9 +13,7 @@ export type GrammarRequest =
   | { id: number; op: 'steps'; steps: MatcherStep[] }
   | { op: 'dispose'; mid: number };
 export type GrammarReply =
-  | { op: 'ready' }
-  | { id: number; ok: true; results?: StepResult[] }
-  | { id: number; ok: false; message: string };
+  { op: 'ready' } | { id: number; ok: true; results?: StepResult[] } | { id: number; ok: false; message: string };
 /** One matcher's step: accept `token` (if >= 0), then the mask for the next one. */
 export interface MatcherStep {
   mid: number;

@@ -7,16 +7,36 @@ import Module, { createRequire } from 'node:module';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
-import { FIRST_SPECIAL, GRAMMAR_VOCAB, type GrammarReply, type GrammarRequest, type StepResult } from './grammar-protocol.js';
+import {
+  FIRST_SPECIAL,
+  GRAMMAR_VOCAB,
+  type GrammarReply,
+  type GrammarRequest,
+  type StepResult,
+} from './grammar-protocol.js';
 import { getTokenizer } from './tokenizer.js';
 
 interface Xgrammar {
-  TokenizerInfo: { createTokenizerInfo(vocab: string[], type: string, prependSpace: boolean, vocabSize: number, stop: number[]): Promise<unknown> };
+  TokenizerInfo: {
+    createTokenizerInfo(
+      vocab: string[],
+      type: string,
+      prependSpace: boolean,
+      vocabSize: number,
+      stop: number[],
+    ): Promise<unknown>;
+  };
   GrammarCompiler: { createGrammarCompiler(info: unknown, cache?: boolean): Promise<XCompiler> };
   GrammarMatcher: { createGrammarMatcher(g: XCompiled, stop?: number[]): Promise<XMatcher> };
 }
 interface XCompiler {
-  compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strict?: boolean): Promise<XCompiled>;
+  compileJSONSchema(
+    schema: string,
+    anyWhitespace?: boolean,
+    indent?: number,
+    separators?: [string, string],
+    strict?: boolean,
+  ): Promise<XCompiled>;
 }
 interface XCompiled {
   dispose(): void;
@@ -31,7 +51,11 @@ interface XMatcher {
 // The package labels its UMD bundle an ES module, which it is not: compile it as CommonJS.
 function xgrammar(): Xgrammar {
   const file = createRequire(import.meta.url).resolve('@mlc-ai/web-xgrammar');
-  const m = new Module(file) as Module & { _compile(src: string, file: string): void; filename: string; paths: string[] };
+  const m = new Module(file) as Module & {
+    _compile(src: string, file: string): void;
+    filename: string;
+    paths: string[];
+  };
   m.filename = file;
   m.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(file));
   m._compile(readFileSync(file, 'utf8'), file);
@@ -78,7 +102,8 @@ let lastComplaint: string | undefined;
 function catchComplaints(): void {
   const keep = (...args: unknown[]) => {
     const line = args.map(String).join(' ');
-    lastComplaint = /\[FATAL\][^:]*:\d+: (?:Check failed: \(.*?\) is false: )?(.*)/.exec(line)?.[1]?.trim() ?? lastComplaint;
+    lastComplaint =
+      /\[FATAL\][^:]*:\d+: (?:Check failed: \(.*?\) is false: )?(.*)/.exec(line)?.[1]?.trim() ?? lastComplaint;
   };
   console.error = keep;
   console.warn = keep;
@@ -153,7 +178,11 @@ async function serve(): Promise<void> {
           }
         }
       } catch (e) {
-        port.postMessage({ id: r.id, ok: false, message: lastComplaint ?? (e as Error)?.message ?? String(e) } satisfies GrammarReply);
+        port.postMessage({
+          id: r.id,
+          ok: false,
+          message: lastComplaint ?? (e as Error)?.message ?? String(e),
+        } satisfies GrammarReply);
       }
     });
   });

@@ -9,14 +9,23 @@ import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
 import { BusyError, GptOssError, InvalidArgumentError, UnsupportedError } from '../errors.js';
-import { FIRST_SPECIAL, GRAMMAR_VOCAB, type GrammarReply, type GrammarRequest, type MatcherStep, type StepResult } from './grammar-protocol.js';
-
+import {
+  FIRST_SPECIAL,
+  GRAMMAR_VOCAB,
+  type GrammarReply,
+  type GrammarRequest,
+  type MatcherStep,
+  type StepResult,
+} from './grammar-protocol.js';
 
 type Ok = Extract<GrammarReply, { ok: true }>;
 type Request = GrammarRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 // Under the test runner this module is lib/chat/grammar.ts: the thread runs the compiled JS in dist/chat/.
-const workerFile = () => (import.meta.url.endsWith('.ts') ? new URL('../../dist/chat/grammar-worker.js', import.meta.url) : new URL('./grammar-worker.js', import.meta.url));
+const workerFile = () =>
+  import.meta.url.endsWith('.ts')
+    ? new URL('../../dist/chat/grammar-worker.js', import.meta.url)
+    : new URL('./grammar-worker.js', import.meta.url);
 
 /** One xgrammar thread. Once it fails (its WASM faulted, it was terminated) it answers nothing more. */
 class GrammarThread {
@@ -115,13 +124,24 @@ function vet(key: string): Promise<void> {
   const run = async () => {
     const t = vettingThread();
     await t.ready;
-    const timer = setTimeout(() => t.terminate(new UnsupportedError(`the JSON Schema is too expensive to compile (over ${compileBudgetMs} ms); simplify it (fewer alternatives, smaller length and item bounds)`)), compileBudgetMs);
+    const timer = setTimeout(
+      () =>
+        t.terminate(
+          new UnsupportedError(
+            `the JSON Schema is too expensive to compile (over ${compileBudgetMs} ms); simplify it (fewer alternatives, smaller length and item bounds)`,
+          ),
+        ),
+      compileBudgetMs,
+    );
     try {
       await t.call({ op: 'compile', key, keep: false });
     } catch (e) {
       if (e instanceof GptOssError) throw e;
       t.terminate(e); // its WASM instance may be corrupt: a fresh thread vets the next schema
-      throw new UnsupportedError(`the grammar compiler cannot compile this JSON Schema (${(e as Error)?.message ?? e})`, { cause: e });
+      throw new UnsupportedError(
+        `the grammar compiler cannot compile this JSON Schema (${(e as Error)?.message ?? e})`,
+        { cause: e },
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -160,7 +180,9 @@ let nextMatcher = 0;
 
 // The serving thread failing fails its matchers' sequences, typed.
 function threadFailure(e: unknown): unknown {
-  return e instanceof GptOssError ? e : new BusyError(`the grammar thread failed: ${(e as Error)?.message ?? e}`, { cause: e });
+  return e instanceof GptOssError
+    ? e
+    : new BusyError(`the grammar thread failed: ${(e as Error)?.message ?? e}`, { cause: e });
 }
 
 /** One sequence's position in a grammar. `stop` is the token that may end a complete document. */
@@ -186,7 +208,8 @@ export class JsonMatcher {
 
   /** Takes a drawn token; it is applied by the next step(). */
   accept(token: number): void {
-    if (this.#pending >= 0) throw new InvalidArgumentError('constraint: a second token was accepted before the mask of the first was taken');
+    if (this.#pending >= 0)
+      throw new InvalidArgumentError('constraint: a second token was accepted before the mask of the first was taken');
     this.#pending = token;
   }
 

@@ -26,10 +26,42 @@ export type ResponseFormat = { type: 'text' } | { type: 'json_object' } | JsonSc
 
 // What the grammar enforces (OpenAI's structured-output subset and a little more) and what only
 // annotates. Anything else would be silently ignored by the grammar, so it is refused instead.
-const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$comment', '$schema', '$id', 'deprecated', 'readOnly', 'writeOnly']);
+const ANNOTATIONS = new Set([
+  'title',
+  'description',
+  'default',
+  'examples',
+  '$comment',
+  '$schema',
+  '$id',
+  'deprecated',
+  'readOnly',
+  'writeOnly',
+]);
 const ENFORCED = new Set([
-  'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'minItems', 'maxItems',
-  'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'anyOf', 'allOf', '$ref', '$defs', 'definitions',
+  'type',
+  'enum',
+  'const',
+  'properties',
+  'required',
+  'additionalProperties',
+  'items',
+  'prefixItems',
+  'minItems',
+  'maxItems',
+  'minLength',
+  'maxLength',
+  'pattern',
+  'format',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
+  'anyOf',
+  'allOf',
+  '$ref',
+  '$defs',
+  'definitions',
 ]);
 const FORMATS = new Set(['date', 'time', 'date-time', 'duration', 'email', 'hostname', 'ipv4', 'ipv6', 'uuid', 'uri']);
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
@@ -51,10 +83,12 @@ function checkPattern(v: unknown, where: string): void {
   } catch (e) {
     throw new InvalidArgumentError(`${where} is not a regular expression: ${(e as Error).message}`);
   }
-  for (const [re, what] of REGEX_UNSUPPORTED) if (re.test(v)) throw new UnsupportedError(`${where}: ${what} in a pattern are not supported`);
+  for (const [re, what] of REGEX_UNSUPPORTED)
+    if (re.test(v)) throw new UnsupportedError(`${where}: ${what} in a pattern are not supported`);
   // Anchors only at the ends (escaped ones and ones inside a class are text).
   const bare = v.replace(/\\./g, '__').replace(/\[[^\]]*\]/g, '_');
-  if (bare.slice(1).includes('^') || bare.slice(0, -1).includes('$')) throw new UnsupportedError(`${where}: "^" and "$" are supported only at the pattern's start and end`);
+  if (bare.slice(1).includes('^') || bare.slice(0, -1).includes('$'))
+    throw new UnsupportedError(`${where}: "^" and "$" are supported only at the pattern's start and end`);
 }
 
 /**
@@ -89,39 +123,58 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
   let lengths = 0;
   const walk = (s: unknown, at: string, depth = 0): void => {
     if (s === true) return;
-    if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new InvalidArgumentError(`${where}: the schema at ${at} must be an object`);
-    if (depth > L.depth) throw new UnsupportedError(`${where}: schemas nested more than ${L.depth} deep (at ${at}) are not supported`);
-    if (++nodes > L.nodes) throw new UnsupportedError(`${where}: schemas of more than ${L.nodes} subschemas are not supported`);
+    if (typeof s !== 'object' || s === null || Array.isArray(s))
+      throw new InvalidArgumentError(`${where}: the schema at ${at} must be an object`);
+    if (depth > L.depth)
+      throw new UnsupportedError(`${where}: schemas nested more than ${L.depth} deep (at ${at}) are not supported`);
+    if (++nodes > L.nodes)
+      throw new UnsupportedError(`${where}: schemas of more than ${L.nodes} subschemas are not supported`);
     const o = s as Record<string, unknown>;
     lengths += checkBounds(o, `${where}: ${at}`);
     if (lengths > L.stringLengthTotal)
-      throw new UnsupportedError(`${where}: string length bounds summing to more than ${L.stringLengthTotal} (at ${at}) are not supported: each costs the grammar compiler a pass over the vocabulary`);
+      throw new UnsupportedError(
+        `${where}: string length bounds summing to more than ${L.stringLengthTotal} (at ${at}) are not supported: each costs the grammar compiler a pass over the vocabulary`,
+      );
     for (const [k, v] of Object.entries(o)) {
       if (ANNOTATIONS.has(k)) continue;
-      if (!ENFORCED.has(k)) throw new UnsupportedError(`${where}: JSON Schema keyword "${k}" (at ${at}) is not supported in structured output`);
+      if (!ENFORCED.has(k))
+        throw new UnsupportedError(
+          `${where}: JSON Schema keyword "${k}" (at ${at}) is not supported in structured output`,
+        );
       const sub = `${at}/${k}`;
       switch (k) {
         case 'type':
-          if (Array.isArray(v) && v.length === 0) throw new InvalidArgumentError(`${where}: ${sub} must name at least one JSON type`);
+          if (Array.isArray(v) && v.length === 0)
+            throw new InvalidArgumentError(`${where}: ${sub} must name at least one JSON type`);
           for (const t of Array.isArray(v) ? v : [v])
-            if (!TYPES.has(t as string)) throw new InvalidArgumentError(`${where}: ${sub} must name JSON types, got ${JSON.stringify(t)}`);
+            if (!TYPES.has(t as string))
+              throw new InvalidArgumentError(`${where}: ${sub} must name JSON types, got ${JSON.stringify(t)}`);
           break;
         case 'format':
-          if (!FORMATS.has(v as string)) throw new UnsupportedError(`${where}: format ${JSON.stringify(v)} (at ${at}) is not supported; supported: ${[...FORMATS].join(', ')}`);
+          if (!FORMATS.has(v as string))
+            throw new UnsupportedError(
+              `${where}: format ${JSON.stringify(v)} (at ${at}) is not supported; supported: ${[...FORMATS].join(', ')}`,
+            );
           break;
         case 'pattern':
           checkPattern(v, `${where}: ${sub}`);
           for (const other of ['minLength', 'maxLength', 'format'])
-            if (other in o) throw new UnsupportedError(`${where}: "pattern" together with "${other}" (at ${at}) is not supported; fold the length into the pattern, e.g. {1,8}`);
+            if (other in o)
+              throw new UnsupportedError(
+                `${where}: "pattern" together with "${other}" (at ${at}) is not supported; fold the length into the pattern, e.g. {1,8}`,
+              );
           break;
         case '$ref':
           if (typeof v !== 'string' || !/^#\/(\$defs|definitions)\/[^/]+$/.test(v))
-            throw new UnsupportedError(`${where}: ${sub} must point into this schema's $defs or definitions, got ${JSON.stringify(v)}`);
+            throw new UnsupportedError(
+              `${where}: ${sub} must point into this schema's $defs or definitions, got ${JSON.stringify(v)}`,
+            );
           break;
         case 'properties':
         case '$defs':
         case 'definitions':
-          if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidArgumentError(`${where}: ${sub} must be an object`);
+          if (typeof v !== 'object' || v === null || Array.isArray(v))
+            throw new InvalidArgumentError(`${where}: ${sub} must be an object`);
           for (const [name, p] of Object.entries(v)) walk(p, `${sub}/${name}`, depth + 1);
           break;
         case 'additionalProperties':
@@ -131,17 +184,22 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
         case 'prefixItems':
         case 'anyOf':
         case 'allOf':
-          if (!Array.isArray(v) || v.length === 0) throw new InvalidArgumentError(`${where}: ${sub} must be a non-empty array of schemas`);
-          if (k === 'allOf' && v.length > 1) throw new UnsupportedError(`${where}: allOf with more than one schema (at ${at}) is not supported`);
+          if (!Array.isArray(v) || v.length === 0)
+            throw new InvalidArgumentError(`${where}: ${sub} must be a non-empty array of schemas`);
+          if (k === 'allOf' && v.length > 1)
+            throw new UnsupportedError(`${where}: allOf with more than one schema (at ${at}) is not supported`);
           v.forEach((p, i) => walk(p, `${sub}/${i}`, depth + 1));
           break;
       }
     }
   };
   walk(schema, '#'); // first: it bounds the depth that JSON.stringify recurses into
-  if (JSON.stringify(schema).length > L.chars) throw new UnsupportedError(`${where}: schemas longer than ${L.chars} characters as JSON are not supported`);
+  if (JSON.stringify(schema).length > L.chars)
+    throw new UnsupportedError(`${where}: schemas longer than ${L.chars} characters as JSON are not supported`);
   if (!admitsDocument(schema as JsonSchema, where))
-    throw new UnsupportedError(`${where}: the schema admits no finite document (every way through it comes back to a $ref it is inside)`);
+    throw new UnsupportedError(
+      `${where}: the schema admits no finite document (every way through it comes back to a $ref it is inside)`,
+    );
   // Whatever the walk let through must also be a valid schema (checked as draft 2020-12 whatever
   // $schema says: the keywords allowed above mean the same in drafts 7 to 2020-12).
   const { $schema: _, ...rest } = schema as Record<string, unknown>;
@@ -161,29 +219,41 @@ function checkBounds(o: Record<string, unknown>, at: string): number {
   const int = (k: string, max: number): number | undefined => {
     const v = o[k];
     if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new InvalidArgumentError(`${at}/${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+      throw new InvalidArgumentError(`${at}/${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
     if (v > max) throw new UnsupportedError(`${at}/${k} ${v} is over the ${max} the grammar compiler supports`);
     return v;
   };
   const num = (k: string): number | undefined => {
     const v = o[k];
     if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidArgumentError(`${at}/${k} must be a finite number, got ${JSON.stringify(v)}`);
-    if (Math.abs(v) > L.magnitude) throw new UnsupportedError(`${at}/${k} ${v} is beyond the ±2^53 the grammar compiler supports`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new InvalidArgumentError(`${at}/${k} must be a finite number, got ${JSON.stringify(v)}`);
+    if (Math.abs(v) > L.magnitude)
+      throw new UnsupportedError(`${at}/${k} ${v} is beyond the ±2^53 the grammar compiler supports`);
     return v;
   };
-  const minLength = int('minLength', L.stringLength), maxLength = int('maxLength', L.stringLength);
-  if (minLength !== undefined && maxLength !== undefined && minLength > maxLength) throw new InvalidArgumentError(`${at}: minLength ${minLength} is over maxLength ${maxLength}`);
-  const minItems = int('minItems', L.items), maxItems = int('maxItems', L.items);
-  if (minItems !== undefined && maxItems !== undefined && minItems > maxItems) throw new InvalidArgumentError(`${at}: minItems ${minItems} is over maxItems ${maxItems}`);
-  const lo = [num('minimum'), num('exclusiveMinimum')], hi = [num('maximum'), num('exclusiveMaximum')];
+  const minLength = int('minLength', L.stringLength),
+    maxLength = int('maxLength', L.stringLength);
+  if (minLength !== undefined && maxLength !== undefined && minLength > maxLength)
+    throw new InvalidArgumentError(`${at}: minLength ${minLength} is over maxLength ${maxLength}`);
+  const minItems = int('minItems', L.items),
+    maxItems = int('maxItems', L.items);
+  if (minItems !== undefined && maxItems !== undefined && minItems > maxItems)
+    throw new InvalidArgumentError(`${at}: minItems ${minItems} is over maxItems ${maxItems}`);
+  const lo = [num('minimum'), num('exclusiveMinimum')],
+    hi = [num('maximum'), num('exclusiveMaximum')];
   for (const [i, a] of lo.entries())
     for (const [j, b] of hi.entries())
       if (a !== undefined && b !== undefined && (a > b || (a === b && (i === 1 || j === 1))))
-        throw new InvalidArgumentError(`${at}: no number lies between ${i ? 'exclusiveMinimum' : 'minimum'} ${a} and ${j ? 'exclusiveMaximum' : 'maximum'} ${b}`);
+        throw new InvalidArgumentError(
+          `${at}: no number lies between ${i ? 'exclusiveMinimum' : 'minimum'} ${a} and ${j ? 'exclusiveMaximum' : 'maximum'} ${b}`,
+        );
   if ('enum' in o) {
-    if (!Array.isArray(o.enum) || o.enum.length === 0) throw new InvalidArgumentError(`${at}/enum must be a non-empty array`);
-    if (o.enum.length > L.enumValues) throw new UnsupportedError(`${at}/enum has ${o.enum.length} values; at most ${L.enumValues} are supported`);
+    if (!Array.isArray(o.enum) || o.enum.length === 0)
+      throw new InvalidArgumentError(`${at}/enum must be a non-empty array`);
+    if (o.enum.length > L.enumValues)
+      throw new UnsupportedError(`${at}/enum has ${o.enum.length} values; at most ${L.enumValues} are supported`);
   }
   return (minLength ?? 0) + (maxLength ?? 0);
 }
@@ -204,7 +274,8 @@ function admitsDocument(root: JsonSchema, where: string): boolean {
     if (s === true || typeof s !== 'object' || s === null) return true;
     const o = s as Record<string, unknown>;
     if (typeof o.$ref === 'string') {
-      if (!defs.has(o.$ref)) throw new InvalidArgumentError(`${where}: $ref ${JSON.stringify(o.$ref)} names no definition in this schema`);
+      if (!defs.has(o.$ref))
+        throw new InvalidArgumentError(`${where}: $ref ${JSON.stringify(o.$ref)} names no definition in this schema`);
       if (!productive.has(o.$ref)) return false;
     }
     if (Array.isArray(o.anyOf) && !o.anyOf.some(ok)) return false;
@@ -213,19 +284,27 @@ function admitsDocument(root: JsonSchema, where: string): boolean {
     // A scalar type allowed is a finite document already.
     if (types?.some((t) => t !== 'object' && t !== 'array') || 'enum' in o || 'const' in o) return true;
     // Without a type, keywords of objects or arrays make it one (as the grammar compiler reads it).
-    if (!types) return 'properties' in o || 'required' in o ? objectOk(o) : 'items' in o || 'prefixItems' in o ? arrayOk(o) : true;
+    if (!types)
+      return 'properties' in o || 'required' in o
+        ? objectOk(o)
+        : 'items' in o || 'prefixItems' in o
+          ? arrayOk(o)
+          : true;
     return (types.includes('object') && objectOk(o)) || (types.includes('array') && arrayOk(o));
   };
   const objectOk = (o: Record<string, unknown>): boolean => {
     const props = (o.properties ?? {}) as Record<string, unknown>;
-    return !Array.isArray(o.required) || o.required.every((p) => ok(Object.hasOwn(props, p as string) ? props[p as string] : true));
+    return (
+      !Array.isArray(o.required) ||
+      o.required.every((p) => ok(Object.hasOwn(props, p as string) ? props[p as string] : true))
+    );
   };
   const arrayOk = (o: Record<string, unknown>): boolean => {
     const min = typeof o.minItems === 'number' ? o.minItems : 0;
     const prefix = Array.isArray(o.prefixItems) ? o.prefixItems : [];
     return prefix.slice(0, min).every(ok) && (min <= prefix.length || ok(o.items ?? true));
   };
-  for (let changed = true; changed; ) {
+  for (let changed = true; changed;) {
     changed = false;
     for (const [ref, d] of defs)
       if (!productive.has(ref) && ok(d)) {
@@ -261,7 +340,9 @@ export function formatSchema(format: ResponseFormat | undefined, where: string):
       checkSchema(format.schema, `${where}.schema`);
       return format.schema;
     default:
-      throw new InvalidArgumentError(`${where}.type must be 'text', 'json_object' or 'json_schema', got ${JSON.stringify((format as { type?: unknown }).type)}`);
+      throw new InvalidArgumentError(
+        `${where}.type must be 'text', 'json_object' or 'json_schema', got ${JSON.stringify((format as { type?: unknown }).type)}`,
+      );
   }
 }
 
@@ -332,7 +413,13 @@ export class HarmonyConstraint implements TokenConstraint {
     const enc = (s: string) => tok.encode(s);
     const final = [TOKENS.channel, ...enc('final'), TOKENS.message];
     const tools = spec.callable.map((n) => ({
-      tokens: [TOKENS.channel, ...enc(`commentary to=functions.${n} `), TOKENS.constrain, ...enc('json'), TOKENS.message],
+      tokens: [
+        TOKENS.channel,
+        ...enc(`commentary to=functions.${n} `),
+        TOKENS.constrain,
+        ...enc('json'),
+        TOKENS.message,
+      ],
       name: n,
     }));
     // First message: reasoning, the answer or a call; after reasoning: the answer or a call.
@@ -340,7 +427,10 @@ export class HarmonyConstraint implements TokenConstraint {
     this.#later = { next: new Map() };
     addPath(this.#first, [TOKENS.channel, ...enc('analysis'), TOKENS.message], 'reasoning');
     const prefix = [TOKENS.start, ...enc('assistant')];
-    for (const [t, pre] of [[this.#first, []], [this.#later, prefix]] as const) {
+    for (const [t, pre] of [
+      [this.#first, []],
+      [this.#later, prefix],
+    ] as const) {
       if (spec.answer) addPath(t, [...pre, ...final], 'final');
       for (const c of tools) addPath(t, [...pre, ...c.tokens], { tool: c.name });
     }
@@ -364,7 +454,8 @@ export class HarmonyConstraint implements TokenConstraint {
 
   accept(token: number): void {
     // Applied at the next prepare(): creating a matcher is asynchronous.
-    if (this.#pending !== undefined) this.#error ??= new InvalidArgumentError('constraint: a token was accepted without prepare()');
+    if (this.#pending !== undefined)
+      this.#error ??= new InvalidArgumentError('constraint: a token was accepted without prepare()');
     this.#pending = token;
   }
 
@@ -418,9 +509,13 @@ export class HarmonyConstraint implements TokenConstraint {
   }
 
   async #open(kind: NonNullable<Trie['body']>): Promise<void> {
-    const schema = kind === 'final' ? this.#spec.final : kind === 'reasoning' ? undefined : this.#spec.tools.get(kind.tool);
+    const schema =
+      kind === 'final' ? this.#spec.final : kind === 'reasoning' ? undefined : this.#spec.tools.get(kind.tool);
     if (schema) {
-      this.#body = { kind: 'json', matcher: await JsonMatcher.create(schema, kind === 'final' ? TOKENS.return : TOKENS.call) };
+      this.#body = {
+        kind: 'json',
+        matcher: await JsonMatcher.create(schema, kind === 'final' ? TOKENS.return : TOKENS.call),
+      };
       return;
     }
     // Free text: where the structure is enforced, reasoning may only end its message, an answer
@@ -444,12 +539,20 @@ export class HarmonyConstraint implements TokenConstraint {
 export type ToolChoice = 'auto' | 'none' | 'required' | { name: string };
 
 /** A constraint for a chat turn, or undefined when nothing is constrained. */
-export function chatConstraint(final: JsonSchema | undefined, strictTools: Map<string, JsonSchema>, toolNames: string[], choice: ToolChoice, vocabSize: number): HarmonyConstraint | undefined {
+export function chatConstraint(
+  final: JsonSchema | undefined,
+  strictTools: Map<string, JsonSchema>,
+  toolNames: string[],
+  choice: ToolChoice,
+  vocabSize: number,
+): HarmonyConstraint | undefined {
   const forced = choice === 'required' || typeof choice === 'object';
   const enforced = final !== undefined || forced || (choice === 'none' && toolNames.length > 0);
   if (!enforced && strictTools.size === 0) return undefined;
   if (vocabSize !== GRAMMAR_VOCAB)
-    throw new UnsupportedError(`constrained decoding needs the o200k_harmony vocabulary (${GRAMMAR_VOCAB} rows); this model has ${vocabSize}`);
+    throw new UnsupportedError(
+      `constrained decoding needs the o200k_harmony vocabulary (${GRAMMAR_VOCAB} rows); this model has ${vocabSize}`,
+    );
   const callable = choice === 'none' ? [] : typeof choice === 'object' ? [choice.name] : toolNames;
   return new HarmonyConstraint({ enforced, final, answer: !forced, tools: strictTools, callable });
 }
@@ -458,11 +561,19 @@ export function chatConstraint(final: JsonSchema | undefined, strictTools: Map<s
 export function checkToolChoice(choice: unknown, toolNames: string[], where: string): ToolChoice {
   if (choice === undefined || choice === null) return 'auto';
   if (choice === 'auto' || choice === 'none') return choice;
-  if (choice === 'required' || (typeof choice === 'object' && typeof (choice as { name?: unknown }).name === 'string')) {
-    if (toolNames.length === 0) throw new InvalidArgumentError(`${where}: a tool must be called but the request has no tools`);
+  if (
+    choice === 'required' ||
+    (typeof choice === 'object' && typeof (choice as { name?: unknown }).name === 'string')
+  ) {
+    if (toolNames.length === 0)
+      throw new InvalidArgumentError(`${where}: a tool must be called but the request has no tools`);
     if (typeof choice === 'object' && !toolNames.includes((choice as { name: string }).name))
-      throw new InvalidArgumentError(`${where}: unknown tool ${JSON.stringify((choice as { name: string }).name)}; the request's tools are ${toolNames.join(', ')}`);
+      throw new InvalidArgumentError(
+        `${where}: unknown tool ${JSON.stringify((choice as { name: string }).name)}; the request's tools are ${toolNames.join(', ')}`,
+      );
     return choice as ToolChoice;
   }
-  throw new InvalidArgumentError(`${where} must be 'auto', 'none', 'required' or {name}, got ${JSON.stringify(choice)}`);
+  throw new InvalidArgumentError(
+    `${where} must be 'auto', 'none', 'required' or {name}, got ${JSON.stringify(choice)}`,
+  );
 }

@@ -7,7 +7,11 @@ import { type EncodeReply, type EncodeRequest, getTokenizer } from './tokenizer.
 parentPort!.on('message', (req: EncodeRequest) => {
   let reply: EncodeReply;
   try {
-    reply = { id: req.id, ok: true, ids: Uint32Array.from(getTokenizer().encodeParts(req.parts, { allowedSpecial: req.allowed })) };
+    reply = {
+      id: req.id,
+      ok: true,
+      ids: Uint32Array.from(getTokenizer().encodeParts(req.parts, { allowedSpecial: req.allowed })),
+    };
   } catch (e) {
     reply = { id: req.id, ok: false, message: e instanceof Error ? e.message : String(e) };
   }

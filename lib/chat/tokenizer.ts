@@ -108,7 +108,9 @@ export class Tokenizer {
   /** @internal use getTokenizer() */
   constructor() {
     const require = createRequire(import.meta.url);
-    const { Tiktoken } = require('tiktoken/lite') as { Tiktoken: new (ranks: string, specials: Record<string, number>, pat: string) => TiktokenLike };
+    const { Tiktoken } = require('tiktoken/lite') as {
+      Tiktoken: new (ranks: string, specials: Record<string, number>, pat: string) => TiktokenLike;
+    };
     const base = require('tiktoken/encoders/o200k_base.json') as { bpe_ranks: string; pat_str: string };
     this.#specials = new Map(Object.entries(SPECIAL_TOKENS));
     for (let id = 200014; id <= LAST_RESERVED; id++) this.#specials.set(`<|reserved_${id}|>`, id);
@@ -165,7 +167,8 @@ export class Tokenizer {
     const allowed = this.#allowed(options.allowedSpecial);
     let total = 0;
     for (const p of parts) if (typeof p === 'string') total += p.length;
-    const heavy = total > INLINE_MAX || parts.some((p) => typeof p === 'string' && p.length > LONG_PIECE && hasLongPiece(p));
+    const heavy =
+      total > INLINE_MAX || parts.some((p) => typeof p === 'string' && p.length > LONG_PIECE && hasLongPiece(p));
     if (heavy) return encodeThread.run(parts, allowed === 'all' ? 'all' : allowed ? [...allowed] : undefined);
     return this.encodeParts(parts, options);
   }
@@ -184,7 +187,8 @@ export class Tokenizer {
   #allowed(allowed: EncodeOptions['allowedSpecial']): 'all' | Set<string> | undefined {
     if (!allowed || (Array.isArray(allowed) && allowed.length === 0)) return undefined;
     if (allowed === 'all') return 'all';
-    for (const s of allowed) if (!this.#specials.has(s)) throw new InvalidArgumentError(`encode: ${JSON.stringify(s)} is not a special token`);
+    for (const s of allowed)
+      if (!this.#specials.has(s)) throw new InvalidArgumentError(`encode: ${JSON.stringify(s)} is not a special token`);
     return new Set(allowed);
   }
 
@@ -284,7 +288,12 @@ export class Tokenizer {
   decodeBytes(tokens: ArrayLike<number>): Uint8Array {
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
-      if (!Number.isInteger(t) || t < 0 || t > LAST_RESERVED || (t >= 199998 && t < 200014 && !this.#specialById.has(t)))
+      if (
+        !Number.isInteger(t) ||
+        t < 0 ||
+        t > LAST_RESERVED ||
+        (t >= 199998 && t < 200014 && !this.#specialById.has(t))
+      )
         throw new InvalidArgumentError(`Invalid token for decoding: ${t}`);
     }
     try {
@@ -369,13 +378,15 @@ class PairHeap {
 
   push(key: number, end: number): void {
     if (this.size === this.#keys.length) {
-      const keys = new Float64Array(this.size * 2), ends = new Int32Array(this.size * 2);
+      const keys = new Float64Array(this.size * 2),
+        ends = new Int32Array(this.size * 2);
       keys.set(this.#keys);
       ends.set(this.#ends);
       this.#keys = keys;
       this.#ends = ends;
     }
-    const k = this.#keys, e = this.#ends;
+    const k = this.#keys,
+      e = this.#ends;
     let i = this.size++;
     while (i > 0) {
       const p = (i - 1) >> 1;
@@ -389,9 +400,11 @@ class PairHeap {
   }
 
   pop(): { key: number; end: number } {
-    const k = this.#keys, e = this.#ends;
+    const k = this.#keys,
+      e = this.#ends;
     const top = { key: k[0], end: e[0] };
-    const key = k[--this.size], end = e[this.size];
+    const key = k[--this.size],
+      end = e[this.size];
     let i = 0;
     for (;;) {
       let c = 2 * i + 1;
@@ -416,7 +429,10 @@ export interface EncodeRequest {
 }
 export type EncodeReply = { id: number; ok: true; ids: Uint32Array } | { id: number; ok: false; message: string };
 
-const workerFile = () => (import.meta.url.endsWith('.ts') ? new URL('../../dist/chat/tokenizer-worker.js', import.meta.url) : new URL('./tokenizer-worker.js', import.meta.url));
+const workerFile = () =>
+  import.meta.url.endsWith('.ts')
+    ? new URL('../../dist/chat/tokenizer-worker.js', import.meta.url)
+    : new URL('./tokenizer-worker.js', import.meta.url);
 
 /** The worker thread behind encodeAsync(): started on first use, kept (unreferenced while idle,
  * so it holds no process open), replaced if it dies. */

@@ -50,7 +50,8 @@ export interface ModelNames {
 }
 
 export function tensorNames(cfg: ModelConfig, layout: Layout): ModelNames {
-  const qRows = cfg.numHeads * cfg.headDim, kvRows = cfg.numKvHeads * cfg.headDim;
+  const qRows = cfg.numHeads * cfg.headDim,
+    kvRows = cfg.numKvHeads * cfg.headDim;
   if (layout === 'original') {
     return {
       embedding: 'embedding.weight',
@@ -58,7 +59,9 @@ export function tensorNames(cfg: ModelConfig, layout: Layout): ModelNames {
       unembedding: 'unembedding.weight',
       layers: Array.from({ length: cfg.numLayers }, (_, n) => ({
         attnNorm: `block.${n}.attn.norm.scale`,
-        qkv: [{ weight: `block.${n}.attn.qkv.weight`, bias: `block.${n}.attn.qkv.bias`, row: 0, rows: qRows + 2 * kvRows }],
+        qkv: [
+          { weight: `block.${n}.attn.qkv.weight`, bias: `block.${n}.attn.qkv.bias`, row: 0, rows: qRows + 2 * kvRows },
+        ],
         sinks: `block.${n}.attn.sinks`,
         outWeight: `block.${n}.attn.out.weight`,
         outBias: `block.${n}.attn.out.bias`,
@@ -85,7 +88,12 @@ export function tensorNames(cfg: ModelConfig, layout: Layout): ModelNames {
         qkv: [
           { weight: `${p}.self_attn.q_proj.weight`, bias: `${p}.self_attn.q_proj.bias`, row: 0, rows: qRows },
           { weight: `${p}.self_attn.k_proj.weight`, bias: `${p}.self_attn.k_proj.bias`, row: qRows, rows: kvRows },
-          { weight: `${p}.self_attn.v_proj.weight`, bias: `${p}.self_attn.v_proj.bias`, row: qRows + kvRows, rows: kvRows },
+          {
+            weight: `${p}.self_attn.v_proj.weight`,
+            bias: `${p}.self_attn.v_proj.bias`,
+            row: qRows + kvRows,
+            rows: kvRows,
+          },
         ],
         sinks: `${p}.self_attn.sinks`,
         outWeight: `${p}.self_attn.o_proj.weight`,
@@ -107,7 +115,10 @@ export function tensorNames(cfg: ModelConfig, layout: Layout): ModelNames {
 /** Every tensor the config implies, with its dtype and shape (gpt-oss-spec.md §4.1, §4.2). */
 export function expectedTensors(cfg: ModelConfig, layout: Layout): Map<string, TensorSpec> {
   const names = tensorNames(cfg, layout);
-  const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, V = cfg.vocabSize;
+  const H = cfg.hiddenSize,
+    I = cfg.intermediateSize,
+    E = cfg.numExperts,
+    V = cfg.vocabSize;
   const bf16 = (...shape: number[]): TensorSpec => ({ dtype: 'BF16', shape });
   const u8 = (...shape: number[]): TensorSpec => ({ dtype: 'U8', shape });
   const m = new Map<string, TensorSpec>([
@@ -152,7 +163,10 @@ export interface OpenCheckpointOptions {
 }
 
 async function isFile(p: string): Promise<boolean> {
-  return stat(p).then((s) => s.isFile(), () => false);
+  return stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 }
 
 /**
@@ -161,9 +175,16 @@ async function isFile(p: string): Promise<boolean> {
  */
 export async function openCheckpoint(dir: string, options: OpenCheckpointOptions = {}): Promise<Checkpoint> {
   const st = await stat(dir).catch((e: NodeJS.ErrnoException) => {
-    throw new CheckpointError(e.code === 'ENOENT' ? 'no such directory' : `cannot read: ${e.message}`, { file: dir }, { cause: e });
+    throw new CheckpointError(
+      e.code === 'ENOENT' ? 'no such directory' : `cannot read: ${e.message}`,
+      { file: dir },
+      { cause: e },
+    );
   });
-  if (!st.isDirectory()) throw new CheckpointError('not a directory (a checkpoint is a directory with config.json and *.safetensors)', { file: dir });
+  if (!st.isDirectory())
+    throw new CheckpointError('not a directory (a checkpoint is a directory with config.json and *.safetensors)', {
+      file: dir,
+    });
   if (!(await isFile(join(dir, 'config.json')))) {
     if (await isFile(join(dir, 'original', 'config.json'))) dir = join(dir, 'original');
     else throw new CheckpointError('not a gpt-oss checkpoint: no config.json here or in original/', { file: dir });
@@ -191,11 +212,15 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
     } catch (e) {
       throw new CheckpointError(`cannot parse: ${(e as Error).message}`, { file: indexFile }, { cause: e });
     }
-    if (typeof index.weight_map !== 'object' || index.weight_map === null) throw new CheckpointError('no weight_map object', { file: indexFile });
+    if (typeof index.weight_map !== 'object' || index.weight_map === null)
+      throw new CheckpointError('no weight_map object', { file: indexFile });
     weightMap = new Map();
     for (const [name, f] of Object.entries(index.weight_map as Record<string, unknown>)) {
       if (typeof f !== 'string' || basename(f) !== f || f === '..' || f === '.')
-        throw new CheckpointError(`weight_map names ${JSON.stringify(f)}, not a file in this directory`, { file: indexFile, tensor: name });
+        throw new CheckpointError(`weight_map names ${JSON.stringify(f)}, not a file in this directory`, {
+          file: indexFile,
+          tensor: name,
+        });
       weightMap.set(name, f);
     }
     fileNames = [...new Set(weightMap.values())].sort();
@@ -208,7 +233,8 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
   let headerBudget = MAX_HEADER_BYTES;
   for (const f of fileNames) {
     const path = join(dir, f);
-    if (!(await isFile(path))) throw new CheckpointError(`shard listed in model.safetensors.index.json is missing`, { file: path });
+    if (!(await isFile(path)))
+      throw new CheckpointError(`shard listed in model.safetensors.index.json is missing`, { file: path });
     const file = await readSafetensorsHeader(path, headerBudget);
     headerBudget -= file.headerBytes;
     files.push(file);
@@ -221,7 +247,10 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
       if (prev) throw new CheckpointError(`also stored in ${files[prev[0]].path}`, { file: f.path, tensor: name });
       const listed = weightMap?.get(name);
       if (listed !== undefined && join(dir, listed) !== f.path)
-        throw new CheckpointError(`model.safetensors.index.json places it in ${listed}`, { file: f.path, tensor: name });
+        throw new CheckpointError(`model.safetensors.index.json places it in ${listed}`, {
+          file: f.path,
+          tensor: name,
+        });
       tensors.set(name, [i, entry]);
     }
   });
@@ -232,16 +261,22 @@ export async function openCheckpoint(dir: string, options: OpenCheckpointOptions
     if (!found) {
       const listed = weightMap?.get(name);
       const where = listed ? join(dir, listed) : dir;
-      throw new CheckpointError(`missing (the config implies ${spec.dtype}${JSON.stringify(spec.shape)})`, { file: where, tensor: name });
+      throw new CheckpointError(`missing (the config implies ${spec.dtype}${JSON.stringify(spec.shape)})`, {
+        file: where,
+        tensor: name,
+      });
     }
     const [fi, e] = found;
     if (e.dtype !== spec.dtype)
       throw new CheckpointError(`dtype ${e.dtype}, expected ${spec.dtype}`, { file: files[fi].path, tensor: name });
     if (e.shape.length !== spec.shape.length || e.shape.some((d, i) => d !== spec.shape[i]))
-      throw new CheckpointError(`shape ${JSON.stringify(e.shape)}, expected ${JSON.stringify(spec.shape)} from the config`, {
-        file: files[fi].path,
-        tensor: name,
-      });
+      throw new CheckpointError(
+        `shape ${JSON.stringify(e.shape)}, expected ${JSON.stringify(spec.shape)} from the config`,
+        {
+          file: files[fi].path,
+          tensor: name,
+        },
+      );
   }
   for (const [name, [fi]] of tensors)
     if (!expected.has(name))

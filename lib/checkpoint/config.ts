@@ -32,18 +32,62 @@ export interface ModelConfig {
 export type ConfigFlavour = 'original' | 'hf';
 
 const originalKeys = [
-  'num_hidden_layers', 'num_experts', 'experts_per_token', 'vocab_size', 'hidden_size', 'intermediate_size',
-  'swiglu_limit', 'head_dim', 'num_attention_heads', 'num_key_value_heads', 'sliding_window',
-  'initial_context_length', 'rope_theta', 'rope_scaling_factor', 'rope_ntk_alpha', 'rope_ntk_beta',
+  'num_hidden_layers',
+  'num_experts',
+  'experts_per_token',
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'swiglu_limit',
+  'head_dim',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'sliding_window',
+  'initial_context_length',
+  'rope_theta',
+  'rope_scaling_factor',
+  'rope_ntk_alpha',
+  'rope_ntk_beta',
 ];
 const hfKeys = [
-  'architectures', 'model_type', 'attention_bias', 'attention_dropout', 'bos_token_id', 'eos_token_id', 'pad_token_id',
-  'experts_per_token', 'num_experts_per_tok', 'head_dim', 'hidden_act', 'hidden_size', 'initial_context_length',
-  'initializer_range', 'intermediate_size', 'layer_types', 'max_position_embeddings', 'num_attention_heads',
-  'num_hidden_layers', 'num_key_value_heads', 'num_local_experts', 'output_router_logits', 'quantization_config',
-  'rms_norm_eps', 'rope_scaling', 'rope_parameters', 'rope_theta', 'router_aux_loss_coef', 'sliding_window',
-  'swiglu_limit', 'swiglu_alpha', 'tie_word_embeddings', 'transformers_version', 'use_cache', 'vocab_size',
-  'torch_dtype', 'dtype', '_name_or_path',
+  'architectures',
+  'model_type',
+  'attention_bias',
+  'attention_dropout',
+  'bos_token_id',
+  'eos_token_id',
+  'pad_token_id',
+  'experts_per_token',
+  'num_experts_per_tok',
+  'head_dim',
+  'hidden_act',
+  'hidden_size',
+  'initial_context_length',
+  'initializer_range',
+  'intermediate_size',
+  'layer_types',
+  'max_position_embeddings',
+  'num_attention_heads',
+  'num_hidden_layers',
+  'num_key_value_heads',
+  'num_local_experts',
+  'output_router_logits',
+  'quantization_config',
+  'rms_norm_eps',
+  'rope_scaling',
+  'rope_parameters',
+  'rope_theta',
+  'router_aux_loss_coef',
+  'sliding_window',
+  'swiglu_limit',
+  'swiglu_alpha',
+  'tie_word_embeddings',
+  'transformers_version',
+  'use_cache',
+  'vocab_size',
+  'torch_dtype',
+  'dtype',
+  '_name_or_path',
 ];
 
 function editDistance(a: string, b: string): number {
@@ -60,7 +104,8 @@ function editDistance(a: string, b: string): number {
 export function suggest(key: string, known: readonly string[]): string | undefined {
   // The distance table is key x known: a hostile megabyte-long key must not cost gigabytes.
   if (key.length > 64) return undefined;
-  let best: string | undefined, bestD = Infinity;
+  let best: string | undefined,
+    bestD = Infinity;
   for (const k of known) {
     const d = editDistance(key.toLowerCase(), k.toLowerCase()) + editDistance(key, k) / 100;
     if (d < bestD) [best, bestD] = [k, d];
@@ -69,7 +114,14 @@ export function suggest(key: string, known: readonly string[]): string | undefin
 }
 
 export function detectFlavour(json: Record<string, unknown>): ConfigFlavour {
-  const hfOnly = ['model_type', 'num_local_experts', 'rope_scaling', 'rope_parameters', 'rms_norm_eps', 'architectures'];
+  const hfOnly = [
+    'model_type',
+    'num_local_experts',
+    'rope_scaling',
+    'rope_parameters',
+    'rms_norm_eps',
+    'architectures',
+  ];
   return hfOnly.some((k) => k in json) ? 'hf' : 'original';
 }
 
@@ -133,7 +185,8 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
   // Every float here is a scale, a rate or a base: zero or negative is never meant.
   const num = (v: unknown, key: string, def?: number): number => {
     const x = v ?? def;
-    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) bad(`"${key}" must be a finite number > 0, got ${show(x)}`);
+    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0)
+      bad(`"${key}" must be a finite number > 0, got ${show(x)}`);
     return x as number;
   };
   const L = CONFIG_LIMITS;
@@ -163,21 +216,29 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
       layerWindows: [],
     };
   } else {
-    if (c.model_type !== undefined && c.model_type !== 'gpt_oss') unsupported(`model_type "${String(c.model_type)}" is not gpt_oss`);
+    if (c.model_type !== undefined && c.model_type !== 'gpt_oss')
+      unsupported(`model_type "${String(c.model_type)}" is not gpt_oss`);
     if (c.tie_word_embeddings === true) unsupported('tie_word_embeddings: true (gpt-oss has a separate unembedding)');
     if (c.attention_bias === false) unsupported('attention_bias: false (gpt-oss has QKV and output biases)');
     if (c.hidden_act !== undefined && c.hidden_act !== 'silu') unsupported(`hidden_act "${String(c.hidden_act)}"`);
     const q = c.quantization_config as { quant_method?: unknown } | undefined;
     if (q !== undefined && (typeof q !== 'object' || q === null || q.quant_method !== 'mxfp4'))
-      unsupported(`quantization_config.quant_method ${JSON.stringify(q?.quant_method)} (only mxfp4 experts are supported)`);
+      unsupported(
+        `quantization_config.quant_method ${JSON.stringify(q?.quant_method)} (only mxfp4 experts are supported)`,
+      );
     const rope = (c.rope_parameters ?? c.rope_scaling) as Record<string, unknown> | undefined;
     const ropeKey = c.rope_parameters !== undefined ? 'rope_parameters' : 'rope_scaling';
     if (rope !== undefined && (typeof rope !== 'object' || rope === null)) bad(`"${ropeKey}" must be an object`);
-    if (rope && rope.rope_type !== undefined && rope.rope_type !== 'yarn') unsupported(`${ropeKey}.rope_type "${String(rope.rope_type)}" (gpt-oss uses yarn)`);
+    if (rope && rope.rope_type !== undefined && rope.rope_type !== 'yarn')
+      unsupported(`${ropeKey}.rope_type "${String(rope.rope_type)}" (gpt-oss uses yarn)`);
     if (rope && rope.truncate === true)
-      unsupported(`${ropeKey}.truncate: true (gpt-oss's YaRN ramp uses fractional bounds; truncation changes the model)`);
-    const k1 = c.num_experts_per_tok, k2 = c.experts_per_token;
-    if (k1 !== undefined && k2 !== undefined && k1 !== k2) bad(`num_experts_per_tok (${k1}) and experts_per_token (${k2}) disagree`);
+      unsupported(
+        `${ropeKey}.truncate: true (gpt-oss's YaRN ramp uses fractional bounds; truncation changes the model)`,
+      );
+    const k1 = c.num_experts_per_tok,
+      k2 = c.experts_per_token;
+    if (k1 !== undefined && k2 !== undefined && k1 !== k2)
+      bad(`num_experts_per_tok (${k1}) and experts_per_token (${k2}) disagree`);
     cfg = {
       numLayers: int('num_hidden_layers', L.num_hidden_layers),
       numExperts: int('num_local_experts', L.num_experts),
@@ -218,28 +279,39 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
     if (!Array.isArray(lt) || lt.length !== cfg.numLayers) bad(`layer_types must list ${cfg.numLayers} layers`);
     (lt as unknown[]).forEach((t, l) => {
       const want = l % 2 === 0 ? 'sliding_attention' : 'full_attention';
-      if (t !== want) unsupported(`layer_types[${l}] is ${JSON.stringify(t)}; gpt-oss has ${want} there (even layers slide)`);
+      if (t !== want)
+        unsupported(`layer_types[${l}] is ${JSON.stringify(t)}; gpt-oss has ${want} there (even layers slide)`);
     });
   }
   cfg.maxContext = Math.round(cfg.initialContextLength * Math.max(1, cfg.ropeScalingFactor));
-  if (flavour === 'hf' && c.max_position_embeddings !== undefined) cfg.maxContext = int('max_position_embeddings', L.positions);
+  if (flavour === 'hf' && c.max_position_embeddings !== undefined)
+    cfg.maxContext = int('max_position_embeddings', L.positions);
   else if (cfg.maxContext > L.positions)
-    bad(`initial_context_length ${cfg.initialContextLength} x rope scaling factor ${cfg.ropeScalingFactor} gives ${cfg.maxContext} positions, over the ${L.positions} supported`);
+    bad(
+      `initial_context_length ${cfg.initialContextLength} x rope scaling factor ${cfg.ropeScalingFactor} gives ${cfg.maxContext} positions, over the ${L.positions} supported`,
+    );
   // Sessions and the engine size their window rings from this; longer than the context is meaningless.
-  if (cfg.slidingWindow > cfg.maxContext) bad(`sliding_window ${cfg.slidingWindow} exceeds the ${cfg.maxContext} positions of the context`);
+  if (cfg.slidingWindow > cfg.maxContext)
+    bad(`sliding_window ${cfg.slidingWindow} exceeds the ${cfg.maxContext} positions of the context`);
 
   // Shapes the kernels rely on.
   if (cfg.hiddenSize % 32) bad(`hidden_size ${cfg.hiddenSize} is not a multiple of the MXFP4 block (32)`);
-  if (cfg.intermediateSize % 32) bad(`intermediate_size ${cfg.intermediateSize} is not a multiple of the MXFP4 block (32)`);
+  if (cfg.intermediateSize % 32)
+    bad(`intermediate_size ${cfg.intermediateSize} is not a multiple of the MXFP4 block (32)`);
   if (cfg.headDim % 2) bad(`head_dim ${cfg.headDim} must be even for the rotary embedding`);
-  if (cfg.numHeads % cfg.numKvHeads) bad(`num_attention_heads ${cfg.numHeads} is not a multiple of num_key_value_heads ${cfg.numKvHeads}`);
+  if (cfg.numHeads % cfg.numKvHeads)
+    bad(`num_attention_heads ${cfg.numHeads} is not a multiple of num_key_value_heads ${cfg.numKvHeads}`);
   if (cfg.numExperts > 256) unsupported(`${cfg.numExperts} experts (at most 256 are supported)`);
-  if (cfg.expertsPerToken > cfg.numExperts) bad(`experts_per_token ${cfg.expertsPerToken} exceeds the ${cfg.numExperts} experts`);
+  if (cfg.expertsPerToken > cfg.numExperts)
+    bad(`experts_per_token ${cfg.expertsPerToken} exceeds the ${cfg.numExperts} experts`);
   if (cfg.ropeScalingFactor > 1) {
     const dHalf = cfg.headDim / 2;
-    const low = (dHalf * Math.log(cfg.initialContextLength / (cfg.ropeNtkBeta * 2 * Math.PI))) / Math.log(cfg.ropeTheta);
-    const high = (dHalf * Math.log(cfg.initialContextLength / (cfg.ropeNtkAlpha * 2 * Math.PI))) / Math.log(cfg.ropeTheta);
-    if (!(low > 0 && low < high && high < dHalf - 1)) bad(`rope settings give YaRN bounds low=${low}, high=${high} outside (0, ${dHalf - 1})`);
+    const low =
+      (dHalf * Math.log(cfg.initialContextLength / (cfg.ropeNtkBeta * 2 * Math.PI))) / Math.log(cfg.ropeTheta);
+    const high =
+      (dHalf * Math.log(cfg.initialContextLength / (cfg.ropeNtkAlpha * 2 * Math.PI))) / Math.log(cfg.ropeTheta);
+    if (!(low > 0 && low < high && high < dHalf - 1))
+      bad(`rope settings give YaRN bounds low=${low}, high=${high} outside (0, ${dHalf - 1})`);
   }
   return cfg;
 }

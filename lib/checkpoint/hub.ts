@@ -6,13 +6,33 @@
 // through the maintained @huggingface/hub client.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, unlink, writeFile } from 'node:fs/promises';
+import {
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  statfs,
+  symlink,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 
 import { downloadFile, fileDownloadInfo, listFiles, modelInfo } from '@huggingface/hub';
 
-import { AbortedError, CheckpointError, GptOssError, InvalidArgumentError, NetworkError, OutOfMemoryError } from '../errors.js';
+import {
+  AbortedError,
+  CheckpointError,
+  GptOssError,
+  InvalidArgumentError,
+  NetworkError,
+  OutOfMemoryError,
+} from '../errors.js';
 
 export type WeightLayout = 'hf' | 'original';
 
@@ -42,12 +62,15 @@ export function isValidRevision(rev: string): boolean {
 
 /** A Hub id unless it names something on disk (or looks like a path). */
 export function parseHubRef(ref: string): HubRef | undefined {
-  if (ref.startsWith('/') || ref.startsWith('.') || ref.startsWith('~') || existsSync(ref) || !HUB_ID.test(ref)) return undefined;
+  if (ref.startsWith('/') || ref.startsWith('.') || ref.startsWith('~') || existsSync(ref) || !HUB_ID.test(ref))
+    return undefined;
   const at = ref.indexOf('@');
   if (at < 0) return { repo: ref, revision: 'main' };
   const revision = ref.slice(at + 1);
   if (!isValidRevision(revision))
-    throw new InvalidArgumentError(`${JSON.stringify(ref)}: ${JSON.stringify(revision)} is not a revision the Hub allows (a commit, or a branch or tag name)`);
+    throw new InvalidArgumentError(
+      `${JSON.stringify(ref)}: ${JSON.stringify(revision)} is not a revision the Hub allows (a commit, or a branch or tag name)`,
+    );
   return { repo: ref.slice(0, at), revision };
 }
 
@@ -95,7 +118,9 @@ export async function resolveModelDir(ref: string, cacheDir = hubCacheDir()): Pr
   if (!hub) return ref;
   const snap = await cachedSnapshot(hub, cacheDir);
   if (!snap)
-    throw new ModelNotFoundError(`${ref} is not in the Hugging Face cache (${cacheDir}); download it with: gptoss pull ${ref}`);
+    throw new ModelNotFoundError(
+      `${ref} is not in the Hugging Face cache (${cacheDir}); download it with: gptoss pull ${ref}`,
+    );
   return snap;
 }
 
@@ -144,7 +169,11 @@ export function layoutFiles(paths: string[], layout: WeightLayout): string[] {
     if (!p.startsWith(prefix)) return false;
     const rest = p.slice(prefix.length);
     if (rest.includes('/')) return false;
-    return rest === 'config.json' || rest === 'model.safetensors.index.json' || /^model(-\d+-of-\d+)?\.safetensors$/.test(rest);
+    return (
+      rest === 'config.json' ||
+      rest === 'model.safetensors.index.json' ||
+      /^model(-\d+-of-\d+)?\.safetensors$/.test(rest)
+    );
   });
 }
 
@@ -164,12 +193,31 @@ function networkReason(e: unknown): string | undefined {
 function hubError(e: unknown, ref: HubRef, hubUrl: string): GptOssError {
   if (e instanceof GptOssError) return e;
   const reason = networkReason(e);
-  if (reason) return new NetworkError(`cannot reach the Hub at ${hubUrl} (${reason}${reason === 'ENOTFOUND' || reason === 'EAI_AGAIN' ? ': no network or no DNS?' : ''}); a model already in the cache loads without it`, { cause: e, reason });
+  if (reason)
+    return new NetworkError(
+      `cannot reach the Hub at ${hubUrl} (${reason}${reason === 'ENOTFOUND' || reason === 'EAI_AGAIN' ? ': no network or no DNS?' : ''}); a model already in the cache loads without it`,
+      { cause: e, reason },
+    );
   const status = (e as { statusCode?: number }).statusCode;
   const msg = (e as Error).message ?? String(e);
-  if (status === 404 && /\brev(ision)?\b/i.test(msg)) return new ModelNotFoundError(`revision ${ref.revision} of ${ref.repo} does not exist on the Hub`, {}, { cause: e });
-  if (status === 404) return new ModelNotFoundError(`${ref.repo} does not exist on the Hub (or is private: set HF_TOKEN)`, {}, { cause: e });
-  if (status === 401 || status === 403) return new ModelNotFoundError(`${ref.repo}: access denied (gated or private: set HF_TOKEN to a token with access)`, {}, { cause: e });
+  if (status === 404 && /\brev(ision)?\b/i.test(msg))
+    return new ModelNotFoundError(
+      `revision ${ref.revision} of ${ref.repo} does not exist on the Hub`,
+      {},
+      { cause: e },
+    );
+  if (status === 404)
+    return new ModelNotFoundError(
+      `${ref.repo} does not exist on the Hub (or is private: set HF_TOKEN)`,
+      {},
+      { cause: e },
+    );
+  if (status === 401 || status === 403)
+    return new ModelNotFoundError(
+      `${ref.repo}: access denied (gated or private: set HF_TOKEN to a token with access)`,
+      {},
+      { cause: e },
+    );
   return new CheckpointError(`Hub request for ${ref.repo}@${ref.revision} failed: ${msg}`, {}, { cause: e });
 }
 
@@ -187,7 +235,8 @@ async function fileDigest(path: string, f: RemoteFile): Promise<string> {
  */
 export async function pull(id: string, options: PullOptions = {}): Promise<PullResult> {
   const ref = parseHubRef(id);
-  if (!ref) throw new InvalidArgumentError(`pull: ${JSON.stringify(id)} is not a Hub model id (org/name or org/name@revision)`);
+  if (!ref)
+    throw new InvalidArgumentError(`pull: ${JSON.stringify(id)} is not a Hub model id (org/name or org/name@revision)`);
   const layout = options.layout ?? 'hf';
   const cacheDir = options.cacheDir ?? hubCacheDir();
   const hubUrl = options.hubUrl ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co';
@@ -203,20 +252,32 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
     const info = await modelInfo({ name: ref.repo, revision: ref.revision, additionalFields: ['sha'], ...common });
     commit = (info as { sha?: string }).sha ?? '';
     if (!isCommit(commit)) throw new CheckpointError(`the Hub gave no commit for ${ref.repo}@${ref.revision}`);
-    for await (const f of listFiles({ repo: { type: 'model', name: ref.repo }, revision: commit, recursive: true, ...common }))
-      if (f.type === 'file') remote.push({ path: f.path, size: f.size, oid: f.lfs?.oid ?? f.oid ?? '', sha256: f.lfs?.oid });
+    for await (const f of listFiles({
+      repo: { type: 'model', name: ref.repo },
+      revision: commit,
+      recursive: true,
+      ...common,
+    }))
+      if (f.type === 'file')
+        remote.push({ path: f.path, size: f.size, oid: f.lfs?.oid ?? f.oid ?? '', sha256: f.lfs?.oid });
   } catch (e) {
     if (signal?.aborted) throw new AbortedError('pull was interrupted', { cause: e });
     throw hubError(e, ref, hubUrl);
   }
-  const wanted = layoutFiles(remote.map((f) => f.path), layout);
+  const wanted = layoutFiles(
+    remote.map((f) => f.path),
+    layout,
+  );
   if (!wanted.some((p) => p.endsWith('config.json')) || !wanted.some((p) => p.endsWith('.safetensors')))
-    throw new ModelNotFoundError(`${ref.repo}@${ref.revision} has no ${layout}-layout checkpoint (config.json and *.safetensors${layout === 'original' ? ' under original/' : ''})`);
+    throw new ModelNotFoundError(
+      `${ref.repo}@${ref.revision} has no ${layout}-layout checkpoint (config.json and *.safetensors${layout === 'original' ? ' under original/' : ''})`,
+    );
   const files = remote.filter((f) => wanted.includes(f.path));
   for (const f of files) {
     if (!/^[0-9a-f]{40,64}$/.test(f.oid)) throw new CheckpointError(`the Hub gave no checksum for ${f.path}`);
     // The free-space check and the download's bound both rest on this number.
-    if (!Number.isSafeInteger(f.size) || f.size < 0) throw new CheckpointError(`the Hub gave no valid size for ${f.path} (${JSON.stringify(f.size)})`);
+    if (!Number.isSafeInteger(f.size) || f.size < 0)
+      throw new CheckpointError(`the Hub gave no valid size for ${f.path} (${JSON.stringify(f.size)})`);
   }
 
   const root = repoDir(cacheDir, ref.repo);
@@ -228,32 +289,55 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
   let need = 0;
   for (const f of files) {
     if (existsSync(join(blobs, f.oid))) continue;
-    const partial = await stat(join(blobs, `${f.oid}.incomplete`)).then((s) => s.size, () => 0);
+    const partial = await stat(join(blobs, `${f.oid}.incomplete`)).then(
+      (s) => s.size,
+      () => 0,
+    );
     need += f.size - partial;
   }
   const fsInfo = await statfs(blobs);
   const free = Number(fsInfo.bavail) * Number(fsInfo.bsize);
   if (need > free)
-    throw new OutOfMemoryError(`pull: ${(need / 1e9).toFixed(2)} GB still to download, but only ${(free / 1e9).toFixed(2)} GB free under ${cacheDir}`);
+    throw new OutOfMemoryError(
+      `pull: ${(need / 1e9).toFixed(2)} GB still to download, but only ${(free / 1e9).toFixed(2)} GB free under ${cacheDir}`,
+    );
 
   const bytesTotal = files.reduce((a, f) => a + f.size, 0);
-  let bytesDone = 0, filesDone = 0, bytesDownloaded = 0;
+  let bytesDone = 0,
+    filesDone = 0,
+    bytesDownloaded = 0;
   const result: PullResult['files'] = [];
   for (const f of files) {
     const blob = join(blobs, f.oid);
     let downloaded = false;
     if (!existsSync(blob)) {
       const part = `${blob}.incomplete`;
-      const have = await stat(part).then((s) => s.size, () => 0);
+      const have = await stat(part).then(
+        (s) => s.size,
+        () => 0,
+      );
       if (have > f.size) await unlink(part);
       const start = have > f.size ? 0 : have;
       const fh = await open(part, start > 0 ? 'a' : 'w');
-      let written = start, discard = false;
+      let written = start,
+        discard = false;
       try {
         if (start < f.size) {
-          const info = await fileDownloadInfo({ repo: { type: 'model', name: ref.repo }, path: f.path, revision: commit, ...common });
+          const info = await fileDownloadInfo({
+            repo: { type: 'model', name: ref.repo },
+            path: f.path,
+            revision: commit,
+            ...common,
+          });
           if (!info) throw new ModelNotFoundError(`${f.path} is listed but cannot be downloaded`);
-          const remoteBlob = await downloadFile({ repo: { type: 'model', name: ref.repo }, path: f.path, revision: commit, downloadInfo: info, xet: false, ...common });
+          const remoteBlob = await downloadFile({
+            repo: { type: 'model', name: ref.repo },
+            path: f.path,
+            revision: commit,
+            downloadInfo: info,
+            xet: false,
+            ...common,
+          });
           if (!remoteBlob) throw new ModelNotFoundError(`${f.path} is listed but cannot be downloaded`);
           const reader = remoteBlob.slice(start).stream().getReader();
           for (;;) {
@@ -263,29 +347,53 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
             if (written + value.length > f.size) {
               await reader.cancel().catch(() => {});
               discard = true;
-              throw new CheckpointError(`the Hub sent more than the ${f.size} bytes it lists for ${f.path}; the download was discarded`, { file: part });
+              throw new CheckpointError(
+                `the Hub sent more than the ${f.size} bytes it lists for ${f.path}; the download was discarded`,
+                { file: part },
+              );
             }
             await fh.write(value);
             written += value.length;
             bytesDownloaded += value.length;
-            options.onProgress?.({ file: f.path, fileBytes: written, fileSize: f.size, bytesDone: bytesDone + written, bytesTotal, filesDone, filesTotal: files.length });
+            options.onProgress?.({
+              file: f.path,
+              fileBytes: written,
+              fileSize: f.size,
+              bytesDone: bytesDone + written,
+              bytesTotal,
+              filesDone,
+              filesTotal: files.length,
+            });
           }
         }
       } catch (e) {
         await fh.close();
         if (discard) await rm(part, { force: true });
-        if (signal?.aborted) throw new AbortedError(`pull was interrupted; ${written} of ${f.size} bytes of ${f.path} are kept, run it again to resume`, { cause: e });
+        if (signal?.aborted)
+          throw new AbortedError(
+            `pull was interrupted; ${written} of ${f.size} bytes of ${f.path} are kept, run it again to resume`,
+            { cause: e },
+          );
         if (e instanceof GptOssError) throw e;
         const reason = networkReason(e);
         const why = `download of ${f.path} broke off at ${written} of ${f.size} bytes (run pull again to resume)`;
-        throw reason ? new NetworkError(`${why}: ${reason}`, { cause: e, reason }) : new CheckpointError(`${why}: ${(e as Error).message ?? e}`, { file: part }, { cause: e });
+        throw reason
+          ? new NetworkError(`${why}: ${reason}`, { cause: e, reason })
+          : new CheckpointError(`${why}: ${(e as Error).message ?? e}`, { file: part }, { cause: e });
       }
       await fh.close();
-      if (written !== f.size) throw new CheckpointError(`download of ${f.path} ended at ${written} of ${f.size} bytes; run pull again to resume`, { file: part });
+      if (written !== f.size)
+        throw new CheckpointError(
+          `download of ${f.path} ended at ${written} of ${f.size} bytes; run pull again to resume`,
+          { file: part },
+        );
       const digest = await fileDigest(part, f);
       if (digest !== f.oid) {
         await rm(part, { force: true });
-        throw new CheckpointError(`${f.path}: checksum mismatch (${f.sha256 ? 'sha256' : 'git sha1'} ${digest}, the Hub says ${f.oid}); the download was discarded`, { file: blob });
+        throw new CheckpointError(
+          `${f.path}: checksum mismatch (${f.sha256 ? 'sha256' : 'git sha1'} ${digest}, the Hub says ${f.oid}); the download was discarded`,
+          { file: blob },
+        );
       }
       await rename(part, blob);
       downloaded = true;
@@ -301,7 +409,15 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
     bytesDone += f.size;
     filesDone++;
     result.push({ path: f.path, size: f.size, downloaded });
-    options.onProgress?.({ file: f.path, fileBytes: f.size, fileSize: f.size, bytesDone, bytesTotal, filesDone, filesTotal: files.length });
+    options.onProgress?.({
+      file: f.path,
+      fileBytes: f.size,
+      fileSize: f.size,
+      bytesDone,
+      bytesTotal,
+      filesDone,
+      filesTotal: files.length,
+    });
   }
   await mkdir(join(root, 'refs'), { recursive: true });
   if (!isCommit(ref.revision)) {
@@ -343,7 +459,10 @@ export async function listCached(cacheDir = hubCacheDir()): Promise<CachedModel[
       if (orig.includes('config.json') && orig.some((n) => n.endsWith('.safetensors'))) layouts.push('original');
       let bytes = 0;
       for (const p of [...names.map((n) => join(dir, n)), ...orig.map((n) => join(dir, 'original', n))])
-        bytes += await stat(p).then((s) => (s.isFile() ? s.size : 0), () => 0);
+        bytes += await stat(p).then(
+          (s) => (s.isFile() ? s.size : 0),
+          () => 0,
+        );
       out.push({ repo, commit, refs: refs.get(commit) ?? [], layouts, bytes, dir });
     }
   }

@@ -29,7 +29,13 @@ const dim = (s: string) => `\x1b[2m${s}\x1b[22m`;
 /** Loads with a byte progress bar on stderr when it is a terminal. */
 export async function loadWithProgress(dir: string, device: Device = 'cpu'): Promise<Model> {
   const tty = process.stderr.isTTY;
-  const bar = tty ? new SingleBar({ format: 'loading weights |{bar}| {percentage}% {value}/{total} MB {duration}s', hideCursor: true, stream: process.stderr }) : undefined;
+  const bar = tty
+    ? new SingleBar({
+        format: 'loading weights |{bar}| {percentage}% {value}/{total} MB {duration}s',
+        hideCursor: true,
+        stream: process.stderr,
+      })
+    : undefined;
   let started = false;
   const model = await loadModel(dir, {
     device,
@@ -53,7 +59,13 @@ function chatOptions(o: ChatCliOptions): ChatOptions {
 }
 
 /** One turn: streams reasoning (dimmed, unless hidden) and the answer; returns the assistant message. */
-async function turn(model: Model, history: ChatMessage[], o: ChatCliOptions, signal: AbortSignal, showReasoning: boolean) {
+async function turn(
+  model: Model,
+  history: ChatMessage[],
+  o: ChatCliOptions,
+  signal: AbortSignal,
+  showReasoning: boolean,
+) {
   const out = process.stdout;
   let inReasoning = false;
   const gen = model.chat(history, { ...chatOptions(o), signal });
@@ -68,7 +80,9 @@ async function turn(model: Model, history: ChatMessage[], o: ChatCliOptions, sig
     } else if (ev.type === 'tool-call') {
       out.write(dim(`\n[tool call ${ev.name}(${ev.rawArguments})]`));
     } else if (ev.type === 'done') {
-      out.write(`\n${dim(`[${ev.finishReason}, ${ev.usage.completionTokens} tokens, ${ev.timings.tokensPerSecond.toFixed(1)} tokens/s]`)}\n`);
+      out.write(
+        `\n${dim(`[${ev.finishReason}, ${ev.usage.completionTokens} tokens, ${ev.timings.tokensPerSecond.toFixed(1)} tokens/s]`)}\n`,
+      );
     }
   }
   return (await gen.result()).message;
@@ -97,7 +111,11 @@ export async function runChat(o: ChatCliOptions): Promise<void> {
   };
   rl.on('SIGINT', onInterrupt);
   process.on('SIGINT', onInterrupt);
-  process.stdout.write(dim(`gpt-oss chat: ${model.config.numLayers} layers, ${model.layout} layout. End a line with \\ to continue it; /reset clears the conversation; Ctrl-D exits.\n`));
+  process.stdout.write(
+    dim(
+      `gpt-oss chat: ${model.config.numLayers} layers, ${model.layout} layout. End a line with \\ to continue it; /reset clears the conversation; Ctrl-D exits.\n`,
+    ),
+  );
   rl.setPrompt('> ');
   rl.prompt();
   let pending: string[] = [];
@@ -156,7 +174,8 @@ export async function runGenerate(prompt: string, o: ChatCliOptions): Promise<vo
       process.stdout.write(`${JSON.stringify(await gen.result())}\n`);
     } else {
       for await (const ev of gen) {
-        if (ev.type === 'reasoning' && o.showReasoning) process.stderr.write(process.stderr.isTTY ? dim(ev.delta) : ev.delta);
+        if (ev.type === 'reasoning' && o.showReasoning)
+          process.stderr.write(process.stderr.isTTY ? dim(ev.delta) : ev.delta);
         else if (ev.type === 'text') process.stdout.write(ev.delta);
         else if (ev.type === 'tool-call') process.stdout.write(`\n[tool call ${ev.name}(${ev.rawArguments})]`);
       }

@@ -29,8 +29,10 @@ export interface CheckResult {
 
 /** ||a - b|| / ||b|| over the whole array, in float64 (arrays of different lengths: an error). */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new InvalidArgumentError(`logits of ${a.length} values against a reference of ${b.length}`);
-  let num = 0, den = 0;
+  if (a.length !== b.length)
+    throw new InvalidArgumentError(`logits of ${a.length} values against a reference of ${b.length}`);
+  let num = 0,
+    den = 0;
   for (let i = 0; i < a.length; i++) {
     num += (a[i] - b[i]) ** 2;
     den += b[i] ** 2;
@@ -38,11 +40,23 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(num / den);
 }
 
-export async function runCheck(o: { fixtures: string; device: Device; log?: (line: string) => void }): Promise<CheckResult[]> {
-  if (!existsSync(o.fixtures)) throw new InvalidArgumentError(`no fixtures at ${o.fixtures} (pass --fixtures DIR: the test/fixtures folder of the repository)`);
+export async function runCheck(o: {
+  fixtures: string;
+  device: Device;
+  log?: (line: string) => void;
+}): Promise<CheckResult[]> {
+  if (!existsSync(o.fixtures))
+    throw new InvalidArgumentError(
+      `no fixtures at ${o.fixtures} (pass --fixtures DIR: the test/fixtures folder of the repository)`,
+    );
   // A model fixture: cases with logits, and the checkpoint in both layouts.
-  const names = readdirSync(o.fixtures).filter((d) => ['cases.json', 'original', 'hf'].every((f) => existsSync(join(o.fixtures, d, f)))).sort();
-  if (names.length === 0) throw new InvalidArgumentError(`${o.fixtures} holds no model fixture (a folder with cases.json, original/ and hf/)`);
+  const names = readdirSync(o.fixtures)
+    .filter((d) => ['cases.json', 'original', 'hf'].every((f) => existsSync(join(o.fixtures, d, f))))
+    .sort();
+  if (names.length === 0)
+    throw new InvalidArgumentError(
+      `${o.fixtures} holds no model fixture (a folder with cases.json, original/ and hf/)`,
+    );
   const out: CheckResult[] = [];
   for (const fixture of names) {
     const cases = JSON.parse(readFileSync(join(o.fixtures, fixture, 'cases.json'), 'utf8')) as Cases;
@@ -63,14 +77,16 @@ export async function runCheck(o: { fixtures: string; device: Device; log?: (lin
               add('prefill', relErr(prefill, ref));
               s.reset();
               const decode = new Float32Array(c.tokens.length * V);
-              for (let i = 0; i < c.tokens.length; i++) decode.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
+              for (let i = 0; i < c.tokens.length; i++)
+                decode.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
               add('decode', relErr(decode, ref));
               add('decode vs prefill', relErr(decode, prefill));
               s.reset();
               const split = Math.ceil(c.tokens.length / 2);
               const mixed = new Float32Array(c.tokens.length * V);
               mixed.set(await s.forward(c.tokens.slice(0, split)));
-              for (let i = split; i < c.tokens.length; i++) mixed.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
+              for (let i = split; i < c.tokens.length; i++)
+                mixed.set(await s.forward([c.tokens[i]], { logits: 'last' }), i * V);
               add('prefix+decode', relErr(mixed, ref));
             } finally {
               s.dispose();
@@ -86,11 +102,25 @@ export async function runCheck(o: { fixtures: string; device: Device; log?: (lin
 
 export function formatCheck(rs: CheckResult[], device: Device): string {
   const head = ['fixture', 'layout', 'mode', 'case', 'path', 'rel. error', 'tolerance', ''];
-  const rows = rs.map((r) => [r.fixture, r.layout, r.mode, r.case, r.path, r.relErr.toExponential(2), r.tolerance.toExponential(2), r.pass ? 'ok' : 'FAIL']);
+  const rows = rs.map((r) => [
+    r.fixture,
+    r.layout,
+    r.mode,
+    r.case,
+    r.path,
+    r.relErr.toExponential(2),
+    r.tolerance.toExponential(2),
+    r.pass ? 'ok' : 'FAIL',
+  ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const failed = rs.filter((r) => !r.pass).length;
   return [
-    ...[head, ...rows].map((row) => row.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()),
+    ...[head, ...rows].map((row) =>
+      row
+        .map((c, i) => c.padEnd(w[i]))
+        .join('  ')
+        .trimEnd(),
+    ),
     '',
     `${device}: ${rs.length - failed} of ${rs.length} checks within tolerance${failed ? `; ${failed} FAILED` : ''}`,
   ].join('\n');

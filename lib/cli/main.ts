@@ -41,7 +41,8 @@ const positiveInt = (name: string) => (v: string) => {
 
 const port = (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CommanderArgError(`--port must be an integer in [0, 65535] (0: any free port), got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new CommanderArgError(`--port must be an integer in [0, 65535] (0: any free port), got ${JSON.stringify(v)}`);
   return n;
 };
 
@@ -53,7 +54,8 @@ async function checkWritable(file: string, flag: string): Promise<void> {
   await access(dir, constants.W_OK).catch(() => {
     throw new CommanderArgError(`${flag} ${file}: the folder ${dir} is not writable`);
   });
-  if ((await stat(file).catch(() => undefined))?.isDirectory()) throw new CommanderArgError(`${flag} ${file} is a folder`);
+  if ((await stat(file).catch(() => undefined))?.isDirectory())
+    throw new CommanderArgError(`${flag} ${file} is a folder`);
 }
 
 /** Binds host:port and lets go again: an address in use or not ours is said before the model loads. */
@@ -61,19 +63,36 @@ async function checkBindable(host: string, p: number): Promise<void> {
   await new Promise<void>((ok, fail) => {
     const probe = createServer();
     probe.once('error', (e: NodeJS.ErrnoException) =>
-      fail(new CommanderArgError(e.code === 'EADDRINUSE' ? `--port ${p}: the port is in use on ${host}` : e.code === 'EADDRNOTAVAIL' ? `--host ${host}: not an address of this machine` : `cannot listen on ${host}:${p}: ${e.message}`)));
+      fail(
+        new CommanderArgError(
+          e.code === 'EADDRINUSE'
+            ? `--port ${p}: the port is in use on ${host}`
+            : e.code === 'EADDRNOTAVAIL'
+              ? `--host ${host}: not an address of this machine`
+              : `cannot listen on ${host}:${p}: ${e.message}`,
+        ),
+      ),
+    );
     probe.listen(p, host, () => probe.close(() => ok()));
   });
 }
 
 /** `a,b, c` as ['a', 'b', 'c']. */
-const commaList = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+const commaList = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 /** Progress lines on stderr when it is a terminal and the output is not --json only. */
-const stderrLog = (json: boolean | undefined) => (json || !process.stderr.isTTY ? undefined : (l: string) => void process.stderr.write(`${l}\n`));
+const stderrLog = (json: boolean | undefined) =>
+  json || !process.stderr.isTTY ? undefined : (l: string) => void process.stderr.write(`${l}\n`);
 
 function parseTokens(v: string): number[] {
-  const parts = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const parts = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   const ids = parts.map(Number);
   const bad = parts.findIndex((s, i) => !/^\d+$/.test(s) || !Number.isSafeInteger(ids[i]));
   if (bad >= 0) throw new CommanderArgError(`token ${JSON.stringify(parts[bad])} is not a non-negative integer`);
@@ -91,28 +110,39 @@ program
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--decode', 'feed the tokens one at a time through the KV cache instead of one prefill')
   .option('--max-tokens <n>', 'tokens per step of a prefill', positiveInt('--max-tokens'))
-  .action(async (o: { model: string; tokens: number[]; out: string; mode: 'default' | 'fp32'; device: Device; decode?: boolean; maxTokens?: number }) => {
-    await checkWritable(o.out, '--out');
-    const model = await loadModel(o.model, { mode: o.mode, device: o.device });
-    try {
-      const V = model.config.vocabSize;
-      const session = model.createSession({
-        maxContext: Math.max(o.tokens.length, 1),
-        maxTokens: Math.min(o.maxTokens ?? 128, o.tokens.length),
-      });
-      let logits: Float32Array;
-      if (o.decode) {
-        logits = new Float32Array(o.tokens.length * V);
-        for (let i = 0; i < o.tokens.length; i++) logits.set(await session.forward([o.tokens[i]], { logits: 'last' }), i * V);
-      } else {
-        logits = await session.forward(o.tokens);
+  .action(
+    async (o: {
+      model: string;
+      tokens: number[];
+      out: string;
+      mode: 'default' | 'fp32';
+      device: Device;
+      decode?: boolean;
+      maxTokens?: number;
+    }) => {
+      await checkWritable(o.out, '--out');
+      const model = await loadModel(o.model, { mode: o.mode, device: o.device });
+      try {
+        const V = model.config.vocabSize;
+        const session = model.createSession({
+          maxContext: Math.max(o.tokens.length, 1),
+          maxTokens: Math.min(o.maxTokens ?? 128, o.tokens.length),
+        });
+        let logits: Float32Array;
+        if (o.decode) {
+          logits = new Float32Array(o.tokens.length * V);
+          for (let i = 0; i < o.tokens.length; i++)
+            logits.set(await session.forward([o.tokens[i]], { logits: 'last' }), i * V);
+        } else {
+          logits = await session.forward(o.tokens);
+        }
+        await writeFile(o.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
+        process.stderr.write(`wrote ${o.tokens.length}x${V} float32 logits to ${o.out}\n`);
+      } finally {
+        model.dispose();
       }
-      await writeFile(o.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
-      process.stderr.write(`wrote ${o.tokens.length}x${V} float32 logits to ${o.out}\n`);
-    } finally {
-      model.dispose();
-    }
-  });
+    },
+  );
 
 const num = (name: string) => (v: string) => {
   const n = Number(v);
@@ -135,24 +165,31 @@ function generationOptions(cmd: Command): Command {
     .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'));
 }
 
-generationOptions(program.command('chat').description('chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D exits)'))
+generationOptions(
+  program.command('chat').description('chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D exits)'),
+)
   .option('--hide-reasoning', 'do not show the reasoning (shown dimmed by default)')
   .action(runChat);
 
-generationOptions(program.command('generate').description('answer one prompt and exit').argument('<prompt>', 'the user message'))
+generationOptions(
+  program.command('generate').description('answer one prompt and exit').argument('<prompt>', 'the user message'),
+)
   .option('--show-reasoning', 'write the reasoning to stderr')
   .option('--json', 'print the whole result as one JSON object')
   .action(runGenerate);
 
 program
   .command('check')
-  .description("parity with the official reference's logits on the golden fixtures: both layouts, both modes, prefill and decode")
+  .description(
+    "parity with the official reference's logits on the golden fixtures: both layouts, both modes, prefill and decode",
+  )
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--fixtures <dir>', 'the fixtures folder (default: test/fixtures of this package)')
   .option('--json', 'print only the JSON line')
   .action(async (o: { device: Device; fixtures?: string; json?: boolean }) => {
     const results = await runCheck({
-      fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'), device: o.device,
+      fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'),
+      device: o.device,
       log: stderrLog(o.json),
     });
     if (!o.json) process.stdout.write(`${formatCheck(results, o.device)}\n`);
@@ -170,9 +207,14 @@ program
   .action(async (ref: string | undefined, o: { json?: boolean; device: Device; context?: number }) => {
     const ck = await openCheckpoint(await resolveModelDir(ref ?? DEFAULT_MODEL));
     const c = ck.config;
-    let dense = 0, expert = 0;
-    for (const [, [, e]] of ck.tensors) (e.dtype === 'U8' ? (expert += e.byteLength) : (dense += e.byteLength));
-    const mem = estimateMemory(c, { device: o.device, contextTokens: o.context ?? Math.min(4096, c.maxContext), weightsBytes: dense + expert });
+    let dense = 0,
+      expert = 0;
+    for (const [, [, e]] of ck.tensors) e.dtype === 'U8' ? (expert += e.byteLength) : (dense += e.byteLength);
+    const mem = estimateMemory(c, {
+      device: o.device,
+      contextTokens: o.context ?? Math.min(4096, c.maxContext),
+      weightsBytes: dense + expert,
+    });
     const info = {
       dir: ck.dir,
       layout: ck.layout,
@@ -188,14 +230,26 @@ program
       ['checkpoint', `${ck.dir} (${ck.layout} layout, ${ck.files.length} file${ck.files.length > 1 ? 's' : ''})`],
       ['tensors', `${ck.tensors.size}, all names, dtypes and shapes valid`],
       ['weights', `${gb(dense + expert)}: ${gb(dense)} bf16 dense, ${gb(expert)} MXFP4 experts`],
-      ['layers', `${c.numLayers} (${c.layerWindows.filter((w) => w > 0).length} sliding window ${c.slidingWindow}, ${c.layerWindows.filter((w) => w === 0).length} full)`],
-      ['experts', `${c.numExperts}, ${c.expertsPerToken} per token, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}`],
+      [
+        'layers',
+        `${c.numLayers} (${c.layerWindows.filter((w) => w > 0).length} sliding window ${c.slidingWindow}, ${c.layerWindows.filter((w) => w === 0).length} full)`,
+      ],
+      [
+        'experts',
+        `${c.numExperts}, ${c.expertsPerToken} per token, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}`,
+      ],
       ['attention', `${c.numHeads} query heads, ${c.numKvHeads} KV heads, head dim ${c.headDim}`],
       ['vocabulary', `${c.vocabSize}`],
       ['context', `${c.maxContext} positions (YaRN x${c.ropeScalingFactor} over ${c.initialContextLength})`],
-      [`KV cache (${mem.kvDType})`, `${(mem.kvBytesPerToken / 1024).toFixed(1)} KiB per token; ${gb(mem.kvBytes)} at ${mem.contextTokens} tokens`],
+      [
+        `KV cache (${mem.kvDType})`,
+        `${(mem.kvBytesPerToken / 1024).toFixed(1)} KiB per token; ${gb(mem.kvBytes)} at ${mem.contextTokens} tokens`,
+      ],
       ['activations', `${gb(mem.arenaBytes)}: a session's arena (activations and kernel scratch, 128 tokens per step)`],
-      [`memory on ${o.device}`, `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this ${o.device === 'cpu' ? 'host' : 'GPU'}: ${mem.fits ? 'fits' : 'does NOT fit'}`],
+      [
+        `memory on ${o.device}`,
+        `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this ${o.device === 'cpu' ? 'host' : 'GPU'}: ${mem.fits ? 'fits' : 'does NOT fit'}`,
+      ],
     ];
     const w = Math.max(...lines.map(([k]) => k.length));
     process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
@@ -213,7 +267,12 @@ program
     process.on('SIGINT', onInterrupt);
     const tty = process.stderr.isTTY;
     const bar = tty
-      ? new SingleBar({ format: '{file} |{bar}| {percentage}% {done}/{size} GB {speed} MB/s ETA {eta_formatted}', hideCursor: true, stream: process.stderr, etaBuffer: 50 })
+      ? new SingleBar({
+          format: '{file} |{bar}| {percentage}% {done}/{size} GB {speed} MB/s ETA {eta_formatted}',
+          hideCursor: true,
+          stream: process.stderr,
+          etaBuffer: 50,
+        })
       : undefined;
     const t0 = Date.now();
     let started = false;
@@ -223,14 +282,21 @@ program
         signal: ac.signal,
         onProgress: (p) => {
           if (!bar) return;
-          const payload = { file: p.file.padEnd(36).slice(0, 36), done: (p.bytesDone / 1e9).toFixed(2), size: (p.bytesTotal / 1e9).toFixed(2), speed: (p.bytesDone / 1e6 / Math.max(1e-3, (Date.now() - t0) / 1e3)).toFixed(1) };
+          const payload = {
+            file: p.file.padEnd(36).slice(0, 36),
+            done: (p.bytesDone / 1e9).toFixed(2),
+            size: (p.bytesTotal / 1e9).toFixed(2),
+            speed: (p.bytesDone / 1e6 / Math.max(1e-3, (Date.now() - t0) / 1e3)).toFixed(1),
+          };
           if (!started) bar.start(p.bytesTotal, 0, payload);
           started = true;
           bar.update(p.bytesDone, payload);
         },
       });
       bar?.stop();
-      process.stdout.write(`${id}: ${r.files.length} files of the ${r.layout} layout at ${r.commit.slice(0, 12)} in ${r.dir} (${(r.bytesDownloaded / 1e9).toFixed(2)} GB downloaded)\n`);
+      process.stdout.write(
+        `${id}: ${r.files.length} files of the ${r.layout} layout at ${r.commit.slice(0, 12)} in ${r.dir} (${(r.bytesDownloaded / 1e9).toFixed(2)} GB downloaded)\n`,
+      );
     } finally {
       bar?.stop();
       process.off('SIGINT', onInterrupt);
@@ -244,9 +310,12 @@ program
   .action(async (o: { json?: boolean }) => {
     const models = await listCached();
     if (o.json) return void process.stdout.write(`${JSON.stringify(models)}\n`);
-    if (models.length === 0) return void process.stdout.write(`no models in ${hubCacheDir()}; get one with: gptoss pull ${DEFAULT_MODEL}\n`);
+    if (models.length === 0)
+      return void process.stdout.write(`no models in ${hubCacheDir()}; get one with: gptoss pull ${DEFAULT_MODEL}\n`);
     for (const m of models)
-      process.stdout.write(`${m.repo}${m.refs.length ? `@${m.refs.join(',')}` : ''}  ${m.commit.slice(0, 12)}  ${(m.bytes / 1e9).toFixed(2)} GB  layouts: ${m.layouts.join(', ') || '(incomplete)'}\n`);
+      process.stdout.write(
+        `${m.repo}${m.refs.length ? `@${m.refs.join(',')}` : ''}  ${m.commit.slice(0, 12)}  ${(m.bytes / 1e9).toFixed(2)} GB  layouts: ${m.layouts.join(', ') || '(incomplete)'}\n`,
+      );
   });
 
 program
@@ -255,64 +324,120 @@ program
   .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
   .option('--host <host>', 'address to bind (loopback unless you mean otherwise)', '127.0.0.1')
   .option('--port <port>', 'port', port, 8000)
-  .option('--api-key <key>', 'require this bearer token on every route but /health (repeat for several keys, one per user)', (v: string, all: string[] | undefined) => [...(all ?? []), v])
+  .option(
+    '--api-key <key>',
+    'require this bearer token on every route but /health (repeat for several keys, one per user)',
+    (v: string, all: string[] | undefined) => [...(all ?? []), v],
+  )
   .option('--served-model-name <name>', 'the model id clients use (default: --model)')
   .option('--max-sequences <n>', 'requests batched together (default 16)', positiveInt('--max-sequences'))
   .option('--max-context <n>', 'positions per request (default 4096)', positiveInt('--max-context'))
   .option('--max-batch-tokens <n>', 'tokens per step (default 256)', positiveInt('--max-batch-tokens'))
-  .option('--allowed-hosts <names>', 'Host names accepted besides loopback\'s and --host, comma-separated (* any)', commaList)
-  .option('--allowed-origins <origins>', 'web origins that may call the server, with CORS, comma-separated (default: only its own pages)', commaList)
-  .addOption(new Option('--cache-isolation <who>', 'who shares prefix-cache pages: none (all), key (each API key), user (each key and `user` field); default key with several keys').choices(['none', 'key', 'user']))
-  .option('--request-timeout <seconds>', 'abort a request after this long (default: no deadline)', positiveInt('--request-timeout'))
-  .option('--max-connections <n>', 'open connections at most; more are closed on arrival', positiveInt('--max-connections'))
+  .option(
+    '--allowed-hosts <names>',
+    "Host names accepted besides loopback's and --host, comma-separated (* any)",
+    commaList,
+  )
+  .option(
+    '--allowed-origins <origins>',
+    'web origins that may call the server, with CORS, comma-separated (default: only its own pages)',
+    commaList,
+  )
+  .addOption(
+    new Option(
+      '--cache-isolation <who>',
+      'who shares prefix-cache pages: none (all), key (each API key), user (each key and `user` field); default key with several keys',
+    ).choices(['none', 'key', 'user']),
+  )
+  .option(
+    '--request-timeout <seconds>',
+    'abort a request after this long (default: no deadline)',
+    positiveInt('--request-timeout'),
+  )
+  .option(
+    '--max-connections <n>',
+    'open connections at most; more are closed on arrival',
+    positiveInt('--max-connections'),
+  )
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
-  .action(async (o: {
-    model: string; host: string; port: number; apiKey?: string[]; servedModelName?: string; maxSequences?: number; maxContext?: number; maxBatchTokens?: number;
-    allowedHosts?: string[]; allowedOrigins?: string[]; cacheIsolation?: 'none' | 'key' | 'user'; requestTimeout?: number; maxConnections?: number; device: Device;
-  }) => {
-    await checkBindable(o.host, o.port);
-    const engine = await createEngine({ model: o.model, device: o.device, maxSequences: o.maxSequences, maxContext: o.maxContext, maxBatchTokens: o.maxBatchTokens });
-    const app = createApp(engine, {
-      modelId: o.servedModelName ?? o.model, apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY,
-      allowedHosts: o.allowedHosts, allowedOrigins: o.allowedOrigins, cacheIsolation: o.cacheIsolation,
-      requestTimeoutMs: o.requestTimeout === undefined ? undefined : o.requestTimeout * 1000,
-    });
-    const server = await listen(app, { host: o.host, port: o.port, maxConnections: o.maxConnections });
-    // A rejection nobody handled comes from one request's work: that request has failed; the
-    // server must stay up for everyone else. Said once per kind, so a loop cannot flood the log.
-    const seen = new Set<string>();
-    process.on('unhandledRejection', (e) => {
-      const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      if (seen.has(what) || seen.size >= 100) return;
-      seen.add(what);
-      process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
-    });
-    process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
-    process.stderr.write('stopping: finishing requests in flight...\n');
-    await server.close();
-    await engine.close({ abort: true });
-  });
+  .action(
+    async (o: {
+      model: string;
+      host: string;
+      port: number;
+      apiKey?: string[];
+      servedModelName?: string;
+      maxSequences?: number;
+      maxContext?: number;
+      maxBatchTokens?: number;
+      allowedHosts?: string[];
+      allowedOrigins?: string[];
+      cacheIsolation?: 'none' | 'key' | 'user';
+      requestTimeout?: number;
+      maxConnections?: number;
+      device: Device;
+    }) => {
+      await checkBindable(o.host, o.port);
+      const engine = await createEngine({
+        model: o.model,
+        device: o.device,
+        maxSequences: o.maxSequences,
+        maxContext: o.maxContext,
+        maxBatchTokens: o.maxBatchTokens,
+      });
+      const app = createApp(engine, {
+        modelId: o.servedModelName ?? o.model,
+        apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY,
+        allowedHosts: o.allowedHosts,
+        allowedOrigins: o.allowedOrigins,
+        cacheIsolation: o.cacheIsolation,
+        requestTimeoutMs: o.requestTimeout === undefined ? undefined : o.requestTimeout * 1000,
+      });
+      const server = await listen(app, { host: o.host, port: o.port, maxConnections: o.maxConnections });
+      // A rejection nobody handled comes from one request's work: that request has failed; the
+      // server must stay up for everyone else. Said once per kind, so a loop cannot flood the log.
+      const seen = new Set<string>();
+      process.on('unhandledRejection', (e) => {
+        const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        if (seen.has(what) || seen.size >= 100) return;
+        seen.add(what);
+        process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
+      });
+      process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      process.stderr.write('stopping: finishing requests in flight...\n');
+      await server.close();
+      await engine.close({ abort: true });
+    },
+  );
 
-const bench = program.command('bench').description('benchmarks: decode/prefill speed (default), the suite and its parts, serve, mask, report');
+const bench = program
+  .command('bench')
+  .description('benchmarks: decode/prefill speed (default), the suite and its parts, serve, mask, report');
 
 /** `16-64` (or one number for a fixed length) as [min, max]. */
-const range = (name: string) => (v: string): [number, number] => {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(v.trim());
-  const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2] ?? m[1]) : NaN;
-  if (!m || lo < 1 || hi < lo) throw new CommanderArgError(`${name} must be MIN-MAX with 1 <= MIN <= MAX, not ${JSON.stringify(v)}`);
-  return [lo, hi];
-};
+const range =
+  (name: string) =>
+  (v: string): [number, number] => {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(v.trim());
+    const lo = m ? Number(m[1]) : NaN,
+      hi = m ? Number(m[2] ?? m[1]) : NaN;
+    if (!m || lo < 1 || hi < lo)
+      throw new CommanderArgError(`${name} must be MIN-MAX with 1 <= MIN <= MAX, not ${JSON.stringify(v)}`);
+    return [lo, hi];
+  };
 
 /** A comma-separated list of integers of at least `min`. */
-const intList = (name: string, min: number) => (v: string) => v.split(',').map((x) => {
-  const n = Number(x.trim());
-  if (x.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not an integer of at least ${min}`);
-  return n;
-});
+const intList = (name: string, min: number) => (v: string) =>
+  v.split(',').map((x) => {
+    const n = Number(x.trim());
+    if (x.trim() === '' || !Number.isSafeInteger(n) || n < min)
+      throw new CommanderArgError(`${name}: ${JSON.stringify(x)} is not an integer of at least ${min}`);
+    return n;
+  });
 
 /** Writes a run where `gptoss bench report` reads it. */
 async function writeRun(file: string, r: BenchRun, quiet: boolean | undefined) {
@@ -323,7 +448,12 @@ async function writeRun(file: string, r: BenchRun, quiet: boolean | undefined) {
 /** A progress bar on a terminal; nothing when stderr is a pipe or --json is given. */
 function progressBar(quiet: boolean | undefined) {
   if (quiet || !process.stderr.isTTY) return { progress: undefined, stop: () => {} };
-  const bar = new SingleBar({ format: '{bar} {value}/{total} {label}', hideCursor: true, stream: process.stderr, clearOnComplete: true });
+  const bar = new SingleBar({
+    format: '{bar} {value}/{total} {label}',
+    hideCursor: true,
+    stream: process.stderr,
+    clearOnComplete: true,
+  });
   let started = false;
   return {
     progress: (done: number, total: number, label: string) => {
@@ -355,45 +485,88 @@ for (const part of ['suite', ...PARTS] as const) {
     .command(part)
     .description(what)
     .option('--model <dir>', 'checkpoint directory')
-    .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes (default 20b)').choices(['20b', '120b']))
+    .addOption(
+      new Option('--synthetic <preset>', 'random weights of the real shapes (default 20b)').choices(['20b', '120b']),
+    )
     .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
     .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
     .option('--tokens <list>', 'kernels: tokens per call (1 = the decode shapes)', intList('--tokens', 0))
     .option('--kernel-context <n>', 'kernels: the decode position of attention', positiveInt('--kernel-context'))
-    .option('--batch <list>', 'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)', intList('--batch', 0))
-    .option('--context <list>', 'decode: context lengths (default 0,1024,8192 on the CPU; up to 32768 on CUDA)', intList('--context', 0))
+    .option(
+      '--batch <list>',
+      'decode: batch sizes (default 1,4,16,64 on the CPU; 1-256 on CUDA)',
+      intList('--batch', 0),
+    )
+    .option(
+      '--context <list>',
+      'decode: context lengths (default 0,1024,8192 on the CPU; up to 32768 on CUDA)',
+      intList('--context', 0),
+    )
     .option('--steps <n>', 'decode: timed steps per point', positiveInt('--steps'))
-    .option('--prompt <list>', 'prefill: prompt lengths (default 1024 on the CPU; 1024,8192,32768 on CUDA)', intList('--prompt', 0))
+    .option(
+      '--prompt <list>',
+      'prefill: prompt lengths (default 1024 on the CPU; 1024,8192,32768 on CUDA)',
+      intList('--prompt', 0),
+    )
     .option('--repeats <n>', 'prefill: runs per prompt length', positiveInt('--repeats'))
     .option('--out <file>', 'write the run as JSON here')
     .option('--json', 'print only the JSON line')
-    .action(async (o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; tokens?: number[]; kernelContext?: number; batch?: number[]; context?: number[]; steps?: number; prompt?: number[]; repeats?: number; out?: string; json?: boolean }) => {
-      if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
-      // Checked here rather than by the parser so the message names what the number is.
-      if (o.batch?.some((b) => b < 1)) throw new CommanderArgError('--batch sizes must be at least 1');
-      if (o.prompt?.some((b) => b < 1)) throw new CommanderArgError('--prompt lengths must be at least 1');
-      if (o.tokens?.some((b) => b < 1)) throw new CommanderArgError('--tokens must be at least 1');
-      const bar = progressBar(o.json);
-      try {
-        const r = await runSuite({
-          model: o.model, synthetic: o.model ? undefined : (o.synthetic ?? '20b'), layers: o.model ? undefined : (o.layers ?? 2), device: o.device,
-          parts: part === 'suite' ? PARTS : [part as Part], kernelTokens: o.tokens, kernelContext: o.kernelContext, batches: o.batch, contexts: o.context,
-          steps: o.steps, prompts: o.prompt, repeats: o.repeats, command: `gptoss ${process.argv.slice(2).join(' ')}`,
-          log: stderrLog(o.json), progress: bar.progress,
-        });
-        bar.stop();
-        if (!o.json) process.stdout.write(`${formatRun(r)}\n`);
-        if (o.out) await writeRun(o.out, r, o.json);
-        process.stdout.write(`${JSON.stringify(r)}\n`);
-      } finally {
-        bar.stop();
-      }
-    });
+    .action(
+      async (o: {
+        model?: string;
+        synthetic?: '20b' | '120b';
+        layers?: number;
+        device: Device;
+        tokens?: number[];
+        kernelContext?: number;
+        batch?: number[];
+        context?: number[];
+        steps?: number;
+        prompt?: number[];
+        repeats?: number;
+        out?: string;
+        json?: boolean;
+      }) => {
+        if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
+        // Checked here rather than by the parser so the message names what the number is.
+        if (o.batch?.some((b) => b < 1)) throw new CommanderArgError('--batch sizes must be at least 1');
+        if (o.prompt?.some((b) => b < 1)) throw new CommanderArgError('--prompt lengths must be at least 1');
+        if (o.tokens?.some((b) => b < 1)) throw new CommanderArgError('--tokens must be at least 1');
+        const bar = progressBar(o.json);
+        try {
+          const r = await runSuite({
+            model: o.model,
+            synthetic: o.model ? undefined : (o.synthetic ?? '20b'),
+            layers: o.model ? undefined : (o.layers ?? 2),
+            device: o.device,
+            parts: part === 'suite' ? PARTS : [part as Part],
+            kernelTokens: o.tokens,
+            kernelContext: o.kernelContext,
+            batches: o.batch,
+            contexts: o.context,
+            steps: o.steps,
+            prompts: o.prompt,
+            repeats: o.repeats,
+            command: `gptoss ${process.argv.slice(2).join(' ')}`,
+            log: stderrLog(o.json),
+            progress: bar.progress,
+          });
+          bar.stop();
+          if (!o.json) process.stdout.write(`${formatRun(r)}\n`);
+          if (o.out) await writeRun(o.out, r, o.json);
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+        } finally {
+          bar.stop();
+        }
+      },
+    );
 }
 
 bench
   .command('report')
-  .description('render results (JSON files from the suite or `bench serve --out`) as an HTML page with charts and a Markdown summary')
+  .description(
+    'render results (JSON files from the suite or `bench serve --out`) as an HTML page with charts and a Markdown summary',
+  )
   .argument('<files...>', 'result files; with two or more runs, the newest is compared with the oldest (or --baseline)')
   .option('--baseline <file>', 'the run to compare against')
   .option('--out <dir>', 'where report.html and report.md go', 'bench-report')
@@ -415,43 +588,101 @@ bench
   .option('--api-key <key>', 'bearer token for --url')
   .option('--served-model <id>', 'the model id to send (with --url)')
   .option('--concurrency <list>', 'comma-separated levels', intList('--concurrency', 1), [1, 2, 4, 8])
-  .option('--rate <list>', 'open-loop load instead of --concurrency: requests per second (Poisson arrivals), comma-separated levels', (v: string) =>
-    v.split(',').map((x) => {
-      const n = Number(x);
-      if (!(n > 0 && Number.isFinite(n))) throw new CommanderArgError(`--rate: ${JSON.stringify(x)} is not a positive number`);
-      return n;
-    }))
-  .option('--max-concurrency <n>', 'with --rate: requests in flight at most (default: all of a level)', positiveInt('--max-concurrency'))
+  .option(
+    '--rate <list>',
+    'open-loop load instead of --concurrency: requests per second (Poisson arrivals), comma-separated levels',
+    (v: string) =>
+      v.split(',').map((x) => {
+        const n = Number(x);
+        if (!(n > 0 && Number.isFinite(n)))
+          throw new CommanderArgError(`--rate: ${JSON.stringify(x)} is not a positive number`);
+        return n;
+      }),
+  )
+  .option(
+    '--max-concurrency <n>',
+    'with --rate: requests in flight at most (default: all of a level)',
+    positiveInt('--max-concurrency'),
+  )
   .option('--requests <n>', 'requests per level', positiveInt('--requests'), 16)
   .option('--prompt-tokens <min-max>', 'prompt lengths, drawn uniformly (default 32-256)', range('--prompt-tokens'))
   .option('--output-tokens <min-max>', 'output lengths, drawn uniformly (default 16-64)', range('--output-tokens'))
   .option('--ttft-bound <ms>', 'goodput: time to first token at most this (default 5000)', positiveInt('--ttft-bound'))
-  .option('--itl-bound <ms>', 'goodput: mean inter-token latency at most this (default 500)', positiveInt('--itl-bound'))
+  .option(
+    '--itl-bound <ms>',
+    'goodput: mean inter-token latency at most this (default 500)',
+    positiveInt('--itl-bound'),
+  )
   .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
   .option('--out <file>', 'also write the run as a bench result (for `bench report`)')
   .option('--json', 'print only the JSON line')
-  .action(async (o: { url?: string; model?: string; synthetic?: '20b' | '120b'; layers?: number; apiKey?: string; servedModel?: string; concurrency: number[]; rate?: number[]; maxConcurrency?: number; requests: number; promptTokens?: [number, number]; outputTokens?: [number, number]; ttftBound?: number; itlBound?: number; timeLimit: number; out?: string; json?: boolean }) => {
-    const r = await runServeBench({
-      url: o.url, model: o.model, synthetic: o.synthetic, layers: o.layers, apiKey: o.apiKey, modelId: o.servedModel,
-      concurrency: o.concurrency, rates: o.rate, maxConcurrency: o.maxConcurrency, requestsPerLevel: o.requests, timeLimitS: o.timeLimit,
-      promptTokens: o.promptTokens, outputTokens: o.outputTokens, ttftBoundMs: o.ttftBound, itlBoundMs: o.itlBound,
-      log: stderrLog(o.json),
-    });
-    if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-    if (o.out) await writeRun(o.out, { ...newRun(`gptoss ${process.argv.slice(2).join(' ')}`, r.target, 'cpu', r.fingerprint), serve: r.levels }, o.json);
-  });
+  .action(
+    async (o: {
+      url?: string;
+      model?: string;
+      synthetic?: '20b' | '120b';
+      layers?: number;
+      apiKey?: string;
+      servedModel?: string;
+      concurrency: number[];
+      rate?: number[];
+      maxConcurrency?: number;
+      requests: number;
+      promptTokens?: [number, number];
+      outputTokens?: [number, number];
+      ttftBound?: number;
+      itlBound?: number;
+      timeLimit: number;
+      out?: string;
+      json?: boolean;
+    }) => {
+      const r = await runServeBench({
+        url: o.url,
+        model: o.model,
+        synthetic: o.synthetic,
+        layers: o.layers,
+        apiKey: o.apiKey,
+        modelId: o.servedModel,
+        concurrency: o.concurrency,
+        rates: o.rate,
+        maxConcurrency: o.maxConcurrency,
+        requestsPerLevel: o.requests,
+        timeLimitS: o.timeLimit,
+        promptTokens: o.promptTokens,
+        outputTokens: o.outputTokens,
+        ttftBoundMs: o.ttftBound,
+        itlBoundMs: o.itlBound,
+        log: stderrLog(o.json),
+      });
+      if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (o.out)
+        await writeRun(
+          o.out,
+          { ...newRun(`gptoss ${process.argv.slice(2).join(' ')}`, r.target, 'cpu', r.fingerprint), serve: r.levels },
+          o.json,
+        );
+    },
+  );
 
 bench
   .command('mask')
   .description("constrained decoding's cost per decode step (JSON Schema masks) at several batch sizes")
-  .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']).default('20b'))
+  .addOption(
+    new Option('--synthetic <preset>', 'random weights of the real shapes').choices(['20b', '120b']).default('20b'),
+  )
   .option('--layers <n>', 'layers of the synthetic model', positiveInt('--layers'), 2)
   .option('--batch <list>', 'comma-separated batch sizes', intList('--batch', 1), [1, 32])
   .option('--steps <n>', 'decode steps timed per batch size', positiveInt('--steps'), 16)
   .option('--json', 'print only the JSON line')
   .action(async (o: { synthetic: '20b' | '120b'; layers: number; batch: number[]; steps: number; json?: boolean }) => {
-    const r = await runMaskBench({ synthetic: o.synthetic, layers: o.layers, batches: o.batch, steps: o.steps, log: stderrLog(o.json) });
+    const r = await runMaskBench({
+      synthetic: o.synthetic,
+      layers: o.layers,
+      batches: o.batch,
+      steps: o.steps,
+      log: stderrLog(o.json),
+    });
     if (!o.json) process.stdout.write(`${formatMaskBench(r)}\n`);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   });
@@ -462,27 +693,45 @@ bench
   // A mistyped subcommand lands here (run is the default): name it rather than "too many arguments".
   .argument('[command]')
   .option('--model <dir>', 'checkpoint directory')
-  .addOption(new Option('--synthetic <preset>', 'random weights of the real shapes, no download').choices(['20b', '120b']))
+  .addOption(
+    new Option('--synthetic <preset>', 'random weights of the real shapes, no download').choices(['20b', '120b']),
+  )
   .option('--layers <n>', 'layers of a synthetic model (default 2)', positiveInt('--layers'))
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--prefill-tokens <n>', 'prompt length', positiveInt('--prefill-tokens'), 128)
   .option('--decode-tokens <n>', 'tokens to decode', positiveInt('--decode-tokens'), 16)
   .option('--json', 'print only the JSON line')
-  .action(async (sub: string | undefined, o: { model?: string; synthetic?: '20b' | '120b'; layers?: number; device: Device; prefillTokens: number; decodeTokens: number; json?: boolean }) => {
-    if (sub !== undefined) throw new CommanderArgError(`unknown bench command ${JSON.stringify(sub)}; one of: ${bench.commands.map((c) => c.name()).join(', ')}`);
-    if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
-    const r = await runBench({
-      model: o.model,
-      synthetic: o.model ? undefined : (o.synthetic ?? '20b'),
-      layers: o.model ? undefined : (o.layers ?? 2),
-      device: o.device,
-      prefillTokens: o.prefillTokens,
-      decodeTokens: o.decodeTokens,
-      log: stderrLog(o.json),
-    });
-    if (!o.json) process.stdout.write(`${formatBench(r)}\n`);
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-  });
+  .action(
+    async (
+      sub: string | undefined,
+      o: {
+        model?: string;
+        synthetic?: '20b' | '120b';
+        layers?: number;
+        device: Device;
+        prefillTokens: number;
+        decodeTokens: number;
+        json?: boolean;
+      },
+    ) => {
+      if (sub !== undefined)
+        throw new CommanderArgError(
+          `unknown bench command ${JSON.stringify(sub)}; one of: ${bench.commands.map((c) => c.name()).join(', ')}`,
+        );
+      if (o.model && o.synthetic) throw new CommanderArgError('pass --model or --synthetic, not both');
+      const r = await runBench({
+        model: o.model,
+        synthetic: o.model ? undefined : (o.synthetic ?? '20b'),
+        layers: o.model ? undefined : (o.layers ?? 2),
+        device: o.device,
+        prefillTokens: o.prefillTokens,
+        decodeTokens: o.decodeTokens,
+        log: stderrLog(o.json),
+      });
+      if (!o.json) process.stdout.write(`${formatBench(r)}\n`);
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+    },
+  );
 
 // `gptoss ... | head` closes stdout early: that is the reader's choice, not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {

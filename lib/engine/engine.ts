@@ -9,8 +9,31 @@
 import { createHash } from 'node:crypto';
 
 import type { ModelConfig } from '../checkpoint/config.js';
-import { AbortedError, BusyError, ContextOverflowError, DisposedError, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from '../errors.js';
-import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type DecodeLimits, type Decoder, type Generation, type GenerationBackend } from '../chat/generate.js';
+import {
+  AbortedError,
+  BusyError,
+  ContextOverflowError,
+  DisposedError,
+  GptOssError,
+  InvalidArgumentError,
+  OverloadedError,
+  UnsupportedError,
+} from '../errors.js';
+import {
+  chat,
+  type ChatEvent,
+  type ChatMessage,
+  type ChatOptions,
+  type ChatResult,
+  complete,
+  type CompleteOptions,
+  type CompletionEvent,
+  type CompletionResult,
+  type DecodeLimits,
+  type Decoder,
+  type Generation,
+  type GenerationBackend,
+} from '../chat/generate.js';
 import { estimateMemory, InsufficientMemoryError, kvPoolPlan } from './memory.js';
 import type { Device, PrecisionMode } from '../backend/device.js';
 import { loadModel, type Model } from './model.js';
@@ -119,7 +142,10 @@ class PrefixIndex {
   readonly #bySliding = new Map<number, string>();
   hits = 0;
 
-  constructor(readonly full: PagePool, readonly sliding: PagePool) {
+  constructor(
+    readonly full: PagePool,
+    readonly sliding: PagePool,
+  ) {
     full.onEvict = (p) => this.#drop(this.#byFull.get(p));
     sliding.onEvict = (p) => this.#drop(this.#bySliding.get(p));
   }
@@ -129,7 +155,10 @@ class PrefixIndex {
     const keys: string[] = [];
     let prev = salt ? createHash('sha1').update('cache-salt\0').update(salt).digest('hex') : '';
     for (let end = pageSize; end <= tokens.length; end += pageSize) {
-      prev = createHash('sha1').update(prev).update(Buffer.from(Int32Array.from(tokens.slice(end - pageSize, end)).buffer)).digest('hex');
+      prev = createHash('sha1')
+        .update(prev)
+        .update(Buffer.from(Int32Array.from(tokens.slice(end - pageSize, end)).buffer))
+        .digest('hex');
       keys.push(prev);
     }
     return keys;
@@ -175,9 +204,9 @@ interface Seq {
   prompt: number[];
   /** Hash keys of the prompt's whole pages (PrefixCache). */
   keys: string[];
-  published: number;           // prompt pages offered to the prefix cache so far
-  cached: number;              // prompt tokens whose KV came from the prefix cache
-  fed: number;                 // prompt tokens already in the cache
+  published: number; // prompt pages offered to the prefix cache so far
+  cached: number; // prompt tokens whose KV came from the prefix cache
+  fed: number; // prompt tokens already in the cache
   pending: number | undefined; // the sampled token to feed next
   sampler: Sampler;
   limits: DecodeLimits;
@@ -227,7 +256,11 @@ export class Engine implements GenerationBackend {
   readonly #stats = { steps: 0, promptTokens: 0, generatedTokens: 0, lastStepMs: 0, stepMsTotal: 0 };
 
   /** @internal use createEngine() */
-  constructor(model: Model, ownsModel: boolean, o: Required<Omit<EngineOptions, 'model' | 'device' | 'mode' | 'kvCacheBytes'>> & { kvCacheBytes?: number }) {
+  constructor(
+    model: Model,
+    ownsModel: boolean,
+    o: Required<Omit<EngineOptions, 'model' | 'device' | 'mode' | 'kvCacheBytes'>> & { kvCacheBytes?: number },
+  ) {
     this.model = model;
     this.config = model.config;
     this.#ownsModel = ownsModel;
@@ -245,7 +278,11 @@ export class Engine implements GenerationBackend {
     this.#full = new PagePool(fullPages);
     this.#sliding = new PagePool(slidingPages);
     this.#prefixes = new PrefixIndex(this.#full, this.#sliding);
-    this.#program = model.createPagedProgram({ maxTokens: o.maxBatchTokens, fullRows: fullPages * P, slidingRows: this.#sliding.total * P });
+    this.#program = model.createPagedProgram({
+      maxTokens: o.maxBatchTokens,
+      fullRows: fullPages * P,
+      slidingRows: this.#sliding.total * P,
+    });
     this.#logits = new Float32Array(Math.min(o.maxSequences, o.maxBatchTokens) * c.vocabSize);
   }
 
@@ -269,7 +306,10 @@ export class Engine implements GenerationBackend {
     return chat(this, messages, options);
   }
 
-  complete(prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+  complete(
+    prompt: string | ArrayLike<number>,
+    options: CompleteOptions = {},
+  ): Generation<CompletionEvent, CompletionResult> {
     return complete(this, prompt, options);
   }
 
@@ -277,17 +317,34 @@ export class Engine implements GenerationBackend {
   start(prompt: number[], sampler: Sampler, limits: DecodeLimits): Decoder {
     if (this.#closed) throw new DisposedError('the engine is closed');
     if (limits.maxContext > this.defaultContext)
-      throw new ContextOverflowError(`a request may use ${this.defaultContext} positions on this engine; ${limits.maxContext} were asked for`);
+      throw new ContextOverflowError(
+        `a request may use ${this.defaultContext} positions on this engine; ${limits.maxContext} were asked for`,
+      );
     const pages = Math.ceil((prompt.length + limits.maxTokens) / this.pageSize);
     if (pages > this.#full.total)
       throw new ContextOverflowError(`the request needs ${pages} KV pages; the engine has ${this.#full.total} in all`);
     if (limits.signal?.aborted) throw new AbortedError('generation was aborted', { cause: limits.signal.reason });
     const seq: Seq = {
-      prompt, keys: PrefixIndex.keys(prompt, this.pageSize, limits.cacheSalt), published: 0, cached: 0, fed: 0, pending: undefined, sampler, limits, generated: 0, fullPages: [], slidingPages: [], state: 'queued',
-      ready: [], waiting: undefined, error: undefined, unlisten: () => {},
+      prompt,
+      keys: PrefixIndex.keys(prompt, this.pageSize, limits.cacheSalt),
+      published: 0,
+      cached: 0,
+      fed: 0,
+      pending: undefined,
+      sampler,
+      limits,
+      generated: 0,
+      fullPages: [],
+      slidingPages: [],
+      state: 'queued',
+      ready: [],
+      waiting: undefined,
+      error: undefined,
+      unlisten: () => {},
     };
     if (limits.signal) {
-      const onAbort = () => this.#stop(seq, new AbortedError('generation was aborted', { cause: limits.signal!.reason }));
+      const onAbort = () =>
+        this.#stop(seq, new AbortedError('generation was aborted', { cause: limits.signal!.reason }));
       limits.signal.addEventListener('abort', onAbort, { once: true });
       seq.unlisten = () => limits.signal!.removeEventListener('abort', onAbort);
     }
@@ -296,7 +353,9 @@ export class Engine implements GenerationBackend {
     if (seq.state === 'queued' && this.#queue.length > this.#maxQueue) {
       this.#queue.pop();
       seq.unlisten();
-      throw new OverloadedError(`the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`);
+      throw new OverloadedError(
+        `the engine is at capacity (${this.#running.length} running, ${this.#queue.length} queued); try again later`,
+      );
     }
     this.#kick();
     return {
@@ -374,7 +433,10 @@ export class Engine implements GenerationBackend {
   /** Runs the scheduler loop if it is not running; a fault in it fails the requests, not the process. */
   #kick(): void {
     this.#pump().catch((e: unknown) => {
-      const err = e instanceof GptOssError ? e : new BusyError(`the engine's scheduler failed: ${(e as Error)?.message ?? e}`, { cause: e });
+      const err =
+        e instanceof GptOssError
+          ? e
+          : new BusyError(`the engine's scheduler failed: ${(e as Error)?.message ?? e}`, { cause: e });
       for (const seq of [...this.#queue, ...this.#running]) this.#stop(seq, err);
       this.#reap();
     });
@@ -396,7 +458,11 @@ export class Engine implements GenerationBackend {
           results = await this.#program.step(step.args);
         } catch (e) {
           // A failed step fails the sequences in it, and only those; the engine carries on.
-          for (const seq of step.seqs) this.#stop(seq, e instanceof GptOssError ? e : new BusyError(`a step failed: ${(e as Error).message}`, { cause: e }));
+          for (const seq of step.seqs)
+            this.#stop(
+              seq,
+              e instanceof GptOssError ? e : new BusyError(`a step failed: ${(e as Error).message}`, { cause: e }),
+            );
           continue;
         }
         const ms = performance.now() - t0;
@@ -414,9 +480,12 @@ export class Engine implements GenerationBackend {
   /** The next step: every running sequence's pending token, then prompt chunks within the budget. */
   #form(): Step | undefined {
     let budget = this.maxBatchTokens;
-    const tokens: number[] = [], positions: number[] = [], seqIdx: number[] = [];
+    const tokens: number[] = [],
+      positions: number[] = [],
+      seqIdx: number[] = [];
     const seqs: Seq[] = [];
-    const logitRows: number[] = [], logitSeqs: Seq[] = [];
+    const logitRows: number[] = [],
+      logitSeqs: Seq[] = [];
     const add = (seq: Seq, toks: number[], start: number, wantLogits: boolean) => {
       const s = seqs.length;
       // Sliding pages for the positions this step writes.
@@ -456,11 +525,15 @@ export class Engine implements GenerationBackend {
     if (tokens.length === 0) return undefined;
     const S = seqs.length;
     const R = this.#tableRow;
-    const full = new Int32Array(S * R), sliding = new Int32Array(S * R);
+    const full = new Int32Array(S * R),
+      sliding = new Int32Array(S * R);
     seqs.forEach((seq, i) => {
       full.set(seq.fullPages, i * R);
       // Released entries read as page 0: never read, as no query sees those positions.
-      sliding.set(seq.slidingPages.map((p) => Math.max(0, p)), i * R);
+      sliding.set(
+        seq.slidingPages.map((p) => Math.max(0, p)),
+        i * R,
+      );
     });
     const V = this.config.vocabSize;
     return {
@@ -489,7 +562,12 @@ export class Engine implements GenerationBackend {
             () => {
               const mask = s.sampler.constraint?.mask;
               if (mask && mask.every((w) => w === 0))
-                this.#stop(s, new UnsupportedError('the output constraint allows no next token: the response format or a strict tool admits no finite document'));
+                this.#stop(
+                  s,
+                  new UnsupportedError(
+                    'the output constraint allows no next token: the response format or a strict tool admits no finite document',
+                  ),
+                );
             },
             (e: unknown) => this.#stop(s, e),
           ),
@@ -505,7 +583,12 @@ export class Engine implements GenerationBackend {
       // Whole prompt pages now written become reusable by later requests...
       const whole = Math.min(seq.keys.length, Math.floor(seq.fed / this.pageSize));
       for (; seq.published < whole; seq.published++)
-        if (seq.slidingPages[seq.published] >= 0) this.#prefixes.publish(seq.keys[seq.published], seq.fullPages[seq.published], seq.slidingPages[seq.published]);
+        if (seq.slidingPages[seq.published] >= 0)
+          this.#prefixes.publish(
+            seq.keys[seq.published],
+            seq.fullPages[seq.published],
+            seq.slidingPages[seq.published],
+          );
       // ...and sliding pages no future query can see go back (or stay cached as a prefix's).
       const next = seq.fed < seq.prompt.length ? seq.fed : seq.prompt.length + seq.generated;
       const keepFrom = Math.floor(Math.max(0, next - this.#window + 1) / this.pageSize);
@@ -546,7 +629,8 @@ export class Engine implements GenerationBackend {
   async close(options: { abort?: boolean } = {}): Promise<void> {
     checkKeys(options, ['abort'], 'close');
     this.#closed = true;
-    if (options.abort) for (const seq of [...this.#queue, ...this.#running]) this.#stop(seq, new AbortedError('the engine was closed'));
+    if (options.abort)
+      for (const seq of [...this.#queue, ...this.#running]) this.#stop(seq, new AbortedError('the engine was closed'));
     if (this.#running.length || this.#queue.length) await new Promise<void>((resolve) => this.#idle.push(resolve));
     while (this.#pumping) await new Promise((r) => setTimeout(r, 1));
     this.#program.dispose();
@@ -559,27 +643,50 @@ export class Engine implements GenerationBackend {
 }
 
 export async function createEngine(options: EngineOptions): Promise<Engine> {
-  checkKeys(options, ['model', 'device', 'mode', 'maxSequences', 'maxContext', 'kvCacheBytes', 'maxBatchTokens', 'pageSize', 'maxQueue'], 'createEngine');
-  if (options.model === undefined) throw new InvalidArgumentError('createEngine: model is required (a Model, a directory or a Hub id)');
+  checkKeys(
+    options,
+    ['model', 'device', 'mode', 'maxSequences', 'maxContext', 'kvCacheBytes', 'maxBatchTokens', 'pageSize', 'maxQueue'],
+    'createEngine',
+  );
+  if (options.model === undefined)
+    throw new InvalidArgumentError('createEngine: model is required (a Model, a directory or a Hub id)');
   const owns = typeof options.model === 'string';
-  const model = typeof options.model === 'string' ? await loadModel(options.model, { device: options.device, mode: options.mode }) : options.model;
+  const model =
+    typeof options.model === 'string'
+      ? await loadModel(options.model, { device: options.device, mode: options.mode })
+      : options.model;
   try {
-    const maxContext = checkInt(options.maxContext, 'maxContext', Math.min(4096, model.config.maxContext), 2, model.config.maxContext);
+    const maxContext = checkInt(
+      options.maxContext,
+      'maxContext',
+      Math.min(4096, model.config.maxContext),
+      2,
+      model.config.maxContext,
+    );
     const o = {
       maxSequences: checkInt(options.maxSequences, 'maxSequences', 16, 1, 4096),
       maxContext,
       maxBatchTokens: checkInt(options.maxBatchTokens, 'maxBatchTokens', 256, 1, 8192),
       pageSize: checkInt(options.pageSize, 'pageSize', 16, 1, 4096),
       maxQueue: checkInt(options.maxQueue, 'maxQueue', 256, 0),
-      kvCacheBytes: options.kvCacheBytes === undefined ? undefined : checkInt(options.kvCacheBytes, 'kvCacheBytes', 0, 1),
+      kvCacheBytes:
+        options.kvCacheBytes === undefined ? undefined : checkInt(options.kvCacheBytes, 'kvCacheBytes', 0, 1),
     };
     // The pools are allocated whole, so a pool the device cannot hold is refused as a model is.
     const plan = kvPoolPlan(model.config, { ...o, kvDType: model.kvDType });
-    const estimate = estimateMemory(model.config, { device: model.device, mode: model.mode, maxTokens: o.maxBatchTokens, kvBytes: plan.bytes, contextTokens: plan.fullPages * o.pageSize });
+    const estimate = estimateMemory(model.config, {
+      device: model.device,
+      mode: model.mode,
+      maxTokens: o.maxBatchTokens,
+      kvBytes: plan.bytes,
+      contextTokens: plan.fullPages * o.pageSize,
+    });
     if (!estimate.fits)
       throw new InsufficientMemoryError(
         estimate,
-        o.kvCacheBytes !== undefined ? `an engine with kvCacheBytes ${o.kvCacheBytes}` : `an engine of ${o.maxSequences} sequences x ${maxContext} positions`,
+        o.kvCacheBytes !== undefined
+          ? `an engine with kvCacheBytes ${o.kvCacheBytes}`
+          : `an engine of ${o.maxSequences} sequences x ${maxContext} positions`,
         'lower maxSequences or maxContext, or set a smaller kvCacheBytes',
       );
     return new Engine(model, owns, o);

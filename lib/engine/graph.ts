@@ -2,7 +2,14 @@
 // session and replayed by the addon for every step; reads like gpt-oss-spec.md §2.
 import type { ModelConfig } from '../checkpoint/config.js';
 import type { Device, KvDType } from '../backend/device.js';
-import type { BufferSpec, NativeProgram, NativeSampling, PageTable, ProgramSpec, SampledToken } from '../backend/native.js';
+import type {
+  BufferSpec,
+  NativeProgram,
+  NativeSampling,
+  PageTable,
+  ProgramSpec,
+  SampledToken,
+} from '../backend/native.js';
 import type { BufferId, OpSpec, WeightId } from '../backend/ops.js';
 
 export interface LayerWeightIds {
@@ -29,7 +36,6 @@ export interface ModelWeightIds {
   layers: LayerWeightIds[];
 }
 
-
 export interface GraphOptions {
   /** The backend the program runs on. */
   device: Device;
@@ -49,8 +55,12 @@ export function cacheRows(window: number, opts: Pick<GraphOptions, 'maxTokens' |
 
 export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOptions): ProgramSpec {
   const M = opts.maxTokens;
-  const H = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const E = cfg.numExperts, k = cfg.expertsPerToken;
+  const H = cfg.hiddenSize,
+    D = cfg.headDim,
+    Hq = cfg.numHeads,
+    Hkv = cfg.numKvHeads;
+  const E = cfg.numExperts,
+    k = cfg.expertsPerToken;
   const buffers: BufferSpec[] = [];
   const buffer = (dtype: BufferSpec['dtype'], rows: number, cols: number): BufferId =>
     (buffers.push({ dtype, rows, cols }) - 1) as BufferId;
@@ -72,19 +82,45 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     const vc = buffer(opts.kvDType, rows, Hkv * D);
     // Attention block (§2.4-§2.6): x += out(attention(rope(qkv(norm(x)))))
     ops.push({ op: 'rmsnorm', x, y: h, w: L.attnNorm, H, eps: cfg.rmsNormEps });
-    for (const p of L.qkv) ops.push({ op: 'matmul_bf16', x: h, y: qkv, ycol: p.row, w: p.weight, b: p.bias, N: p.rows, K: H });
+    for (const p of L.qkv)
+      ops.push({ op: 'matmul_bf16', x: h, y: qkv, ycol: p.row, w: p.weight, b: p.bias, N: p.rows, K: H });
     ops.push({ op: 'rope', x: qkv, qHeads: Hq, kvHeads: Hkv, headDim: D });
     ops.push({ op: 'kv_append', x: qkv, xcol: Hq * D, vcol: (Hq + Hkv) * D, kc, vc, kvHeads: Hkv, headDim: D, window });
-    ops.push({ op: 'attention', x: qkv, y: attn, kc, vc, w: L.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 1 / Math.sqrt(D) });
+    ops.push({
+      op: 'attention',
+      x: qkv,
+      y: attn,
+      kc,
+      vc,
+      w: L.sinks,
+      qHeads: Hq,
+      kvHeads: Hkv,
+      headDim: D,
+      window,
+      scale: 1 / Math.sqrt(D),
+    });
     ops.push({ op: 'matmul_bf16', x: attn, y: x, w: L.outWeight, b: L.outBias, N: H, K: Hq * D, accumulate: true });
     // MoE block (§2.7): x += sum_k w_k * expert_k(norm(x))
     ops.push({ op: 'rmsnorm', x, y: h, w: L.mlpNorm, H, eps: cfg.rmsNormEps });
     ops.push({ op: 'matmul_bf16', x: h, y: router, w: L.routerWeight, b: L.routerBias, N: E, K: H });
     ops.push({ op: 'router_topk', x: router, idx: expertIdx, wt: expertWeight, E, k });
     ops.push({
-      op: 'moe_mxfp4', x: h, idx: expertIdx, y: slots, E, k, H, I: cfg.intermediateSize,
-      w1b: L.mlp1Blocks, w1s: L.mlp1Scales, b1: L.mlp1Bias, w2b: L.mlp2Blocks, w2s: L.mlp2Scales, b2: L.mlp2Bias,
-      limit: cfg.swigluLimit, alpha: cfg.swigluAlpha,
+      op: 'moe_mxfp4',
+      x: h,
+      idx: expertIdx,
+      y: slots,
+      E,
+      k,
+      H,
+      I: cfg.intermediateSize,
+      w1b: L.mlp1Blocks,
+      w1s: L.mlp1Scales,
+      b1: L.mlp1Bias,
+      w2b: L.mlp2Blocks,
+      w2s: L.mlp2Scales,
+      b2: L.mlp2Bias,
+      limit: cfg.swigluLimit,
+      alpha: cfg.swigluAlpha,
     });
     ops.push({ op: 'moe_combine', x, y: slots, wt: expertWeight, k, H });
   });
@@ -100,9 +136,12 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
  * The page tables of a session's program (one sequence; each layer's cache one contiguous page,
  * the whole pool: kv_pages.h's ring = 1, page_size = capacity case).
  */
-export function sessionPageTables(cfg: ModelConfig, opts: Pick<GraphOptions, 'maxTokens' | 'maxContext'>): { full: PageTable; sliding: PageTable } {
+export function sessionPageTables(
+  cfg: ModelConfig,
+  opts: Pick<GraphOptions, 'maxTokens' | 'maxContext'>,
+): { full: PageTable; sliding: PageTable } {
   const rows = (sliding: boolean) => {
-    const windows = cfg.layerWindows.filter((w) => (w > 0) === sliding);
+    const windows = cfg.layerWindows.filter((w) => w > 0 === sliding);
     return windows.length ? Math.min(...windows.map((w) => cacheRows(w, opts))) : 1;
   };
   return {
@@ -125,14 +164,21 @@ export function ropeSpec(cfg: ModelConfig): ProgramSpec['rope'] {
 
 /** Bytes of one expert: MXFP4 blocks and E8M0 scales of both matrices, and their bf16 biases. */
 export function expertBytes(cfg: ModelConfig): number {
-  const H = cfg.hiddenSize, I = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    I = cfg.intermediateSize;
   return (2 * I * H) / 2 + (2 * I * H) / 32 + 2 * I * 2 + (H * I) / 2 + (H * I) / 32 + H * 2;
 }
 
 /** Matmul parameters one token uses in one layer: QKV, output, router, and k experts. */
 export function activeLayerParams(cfg: ModelConfig): number {
-  const H = cfg.hiddenSize, D = cfg.headDim;
-  return (cfg.numHeads + 2 * cfg.numKvHeads) * D * H + H * cfg.numHeads * D + cfg.numExperts * H + cfg.expertsPerToken * 3 * cfg.intermediateSize * H;
+  const H = cfg.hiddenSize,
+    D = cfg.headDim;
+  return (
+    (cfg.numHeads + 2 * cfg.numKvHeads) * D * H +
+    H * cfg.numHeads * D +
+    cfg.numExperts * H +
+    cfg.expertsPerToken * 3 * cfg.intermediateSize * H
+  );
 }
 
 /** Distinct experts `tokens` tokens touch under uniform top-k routing, in expectation (k for one). */
@@ -145,8 +191,12 @@ export const expectedExperts = (E: number, k: number, tokens: number): number =>
  * uniform top-k routing; exactly k for one token) and every sequence's keys and values.
  */
 export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number, batch = 1): number {
-  const H = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const E = cfg.numExperts, k = cfg.expertsPerToken;
+  const H = cfg.hiddenSize,
+    D = cfg.headDim,
+    Hq = cfg.numHeads,
+    Hkv = cfg.numKvHeads;
+  const E = cfg.numExperts,
+    k = cfg.expertsPerToken;
   const qkvRows = (Hq + 2 * Hkv) * D;
   const perExpert = expertBytes(cfg);
   const experts = expectedExperts(E, k, batch);
@@ -168,7 +218,13 @@ export function decodeBytes(cfg: ModelConfig, ctx: number, kvBytes: number, batc
 export async function stepSequence(
   program: NativeProgram,
   tables: { full: PageTable; sliding: PageTable },
-  o: { tokens: Int32Array; positions: Int32Array; logitsStart: number; out: Float32Array | null; sampling?: NativeSampling | null },
+  o: {
+    tokens: Int32Array;
+    positions: Int32Array;
+    logitsStart: number;
+    out: Float32Array | null;
+    sampling?: NativeSampling | null;
+  },
 ): Promise<SampledToken | undefined> {
   const T = o.tokens.length;
   const logitRows = Int32Array.from({ length: T - o.logitsStart }, (_, i) => o.logitsStart + i);
@@ -179,7 +235,9 @@ export async function stepSequence(
     ...tables,
     logitRows,
     out: o.out,
-    sampling: o.sampling ? Array.from(logitRows, (_, i) => (i === logitRows.length - 1 ? o.sampling! : null)) : undefined,
+    sampling: o.sampling
+      ? Array.from(logitRows, (_, i) => (i === logitRows.length - 1 ? o.sampling! : null))
+      : undefined,
   });
   const last = rows.at(-1);
   if (!last) return undefined;

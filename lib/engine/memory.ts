@@ -32,23 +32,39 @@ export interface MemoryEstimate {
 
 /** Bytes of weights the config implies (bf16 dense tensors, MXFP4 experts with their scales). */
 export function weightBytes(c: ModelConfig): number {
-  const H = c.hiddenSize, E = c.numExperts, D = c.headDim;
+  const H = c.hiddenSize,
+    E = c.numExperts,
+    D = c.headDim;
   const qkv = (c.numHeads + 2 * c.numKvHeads) * D;
   const perLayer =
-    2 * H * 2 + (qkv * H + qkv) * 2 + c.numHeads * 2 + (H * c.numHeads * D + H) * 2 + (E * H + E) * 2 + E * expertBytes(c);
+    2 * H * 2 +
+    (qkv * H + qkv) * 2 +
+    c.numHeads * 2 +
+    (H * c.numHeads * D + H) * 2 +
+    (E * H + E) * 2 +
+    E * expertBytes(c);
   return c.numLayers * perLayer + 2 * c.vocabSize * H * 2 + H * 2;
 }
 
 export function estimateMemory(
   config: ModelConfig,
-  options: { device?: Device; mode?: PrecisionMode; contextTokens?: number; maxTokens?: number; weightsBytes?: number; kvBytes?: number } = {},
+  options: {
+    device?: Device;
+    mode?: PrecisionMode;
+    contextTokens?: number;
+    maxTokens?: number;
+    weightsBytes?: number;
+    kvBytes?: number;
+  } = {},
 ): MemoryEstimate {
   const device = options.device ?? 'cpu';
   const kvDType = kvDTypeFor(device, options.mode ?? 'default');
   const context = options.contextTokens ?? Math.min(4096, config.maxContext);
   const maxTokens = options.maxTokens ?? Math.min(128, context);
   const width = 2 * config.numKvHeads * config.headDim * kvDTypeBytes(kvDType);
-  const kvBytes = options.kvBytes ?? config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
+  const kvBytes =
+    options.kvBytes ??
+    config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
   const arenaBytes = programArenaBytes(config, { device, kvDType, maxTokens, maxContext: context });
   let deviceBytes = totalmem();
@@ -57,21 +73,57 @@ export function estimateMemory(
     deviceBytes = cuda.available ? (cuda.totalMemory ?? 0) : 0;
   }
   const totalBytes = weightsBytes + kvBytes + arenaBytes;
-  return { device, weightsBytes, kvDType, kvBytesPerToken: config.numLayers * width, contextTokens: context, kvBytes, arenaBytes, totalBytes, deviceBytes, fits: totalBytes <= deviceBytes };
+  return {
+    device,
+    weightsBytes,
+    kvDType,
+    kvBytesPerToken: config.numLayers * width,
+    contextTokens: context,
+    kvBytes,
+    arenaBytes,
+    totalBytes,
+    deviceBytes,
+    fits: totalBytes <= deviceBytes,
+  };
 }
 
 /** The arena the addon will allocate for a session program of this shape (planMemory: no allocation). */
-export function programArenaBytes(config: ModelConfig, o: { device: Device; kvDType: KvDType; maxTokens: number; maxContext: number }): number {
+export function programArenaBytes(
+  config: ModelConfig,
+  o: { device: Device; kvDType: KvDType; maxTokens: number; maxContext: number },
+): number {
   if (!addon().devices.includes(o.device)) return 0;
   // The plan reads the ops' shapes, not the weights: any ids will do.
   const id = 0 as WeightId;
   const rows = (config.numHeads + 2 * config.numKvHeads) * config.headDim;
   const layer = {
-    attnNorm: id, qkv: [{ weight: id, bias: id, row: 0, rows }], sinks: id, outWeight: id, outBias: id, mlpNorm: id,
-    routerWeight: id, routerBias: id, mlp1Blocks: id, mlp1Scales: id, mlp1Bias: id, mlp2Blocks: id, mlp2Scales: id, mlp2Bias: id,
+    attnNorm: id,
+    qkv: [{ weight: id, bias: id, row: 0, rows }],
+    sinks: id,
+    outWeight: id,
+    outBias: id,
+    mlpNorm: id,
+    routerWeight: id,
+    routerBias: id,
+    mlp1Blocks: id,
+    mlp1Scales: id,
+    mlp1Bias: id,
+    mlp2Blocks: id,
+    mlp2Scales: id,
+    mlp2Bias: id,
   };
-  const ids: ModelWeightIds = { embedding: id, norm: id, unembedding: id, layers: config.layerWindows.map(() => layer) };
-  const spec = buildProgram(config, ids, { device: o.device, maxTokens: o.maxTokens, maxContext: o.maxContext, kvDType: o.kvDType });
+  const ids: ModelWeightIds = {
+    embedding: id,
+    norm: id,
+    unembedding: id,
+    layers: config.layerWindows.map(() => layer),
+  };
+  const spec = buildProgram(config, ids, {
+    device: o.device,
+    maxTokens: o.maxTokens,
+    maxContext: o.maxContext,
+    kvDType: o.kvDType,
+  });
   return addon().planMemory(spec, config.vocabSize).arena;
 }
 

@@ -5,14 +5,40 @@ import { openCheckpoint, type Checkpoint, type Layout } from '../checkpoint/chec
 import { resolveModelDir } from '../checkpoint/hub.js';
 import { estimateMemory, InsufficientMemoryError } from './memory.js';
 import type { ModelConfig } from '../checkpoint/config.js';
-import { DEVICES, type Device, type KvDType, kvDTypeFor, PRECISION_MODES, type PrecisionMode } from '../backend/device.js';
+import {
+  DEVICES,
+  type Device,
+  type KvDType,
+  kvDTypeFor,
+  PRECISION_MODES,
+  type PrecisionMode,
+} from '../backend/device.js';
 import { AbortedError, BusyError, ContextOverflowError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { buildProgram, type ModelWeightIds, sessionPageTables, stepSequence } from './graph.js';
-import { addon, assertDevice, type NativeProgram, type PageTable, type NativeWeights, type SampledToken, type WeightId } from '../backend/native.js';
+import {
+  addon,
+  assertDevice,
+  type NativeProgram,
+  type PageTable,
+  type NativeWeights,
+  type SampledToken,
+  type WeightId,
+} from '../backend/native.js';
 import { checkInt, checkKeys, checkOneOf } from '../options.js';
 import type { Sampler } from './sampler.js';
-import { chat, type ChatEvent, type ChatMessage, type ChatOptions, type ChatResult, complete, type CompleteOptions, type CompletionEvent, type CompletionResult, type Generation, type GenerationBackend } from '../chat/generate.js';
-
+import {
+  chat,
+  type ChatEvent,
+  type ChatMessage,
+  type ChatOptions,
+  type ChatResult,
+  complete,
+  type CompleteOptions,
+  type CompletionEvent,
+  type CompletionResult,
+  type Generation,
+  type GenerationBackend,
+} from '../chat/generate.js';
 
 export interface LoadModelOptions {
   device?: Device;
@@ -94,9 +120,20 @@ export class Model {
     checkKeys(options, ['maxContext', 'maxTokens'], 'createSession');
     const weights = this.#weights;
     if (!weights) throw new DisposedError('this model was disposed');
-    const maxContext = checkInt(options.maxContext, 'maxContext', Math.min(4096, this.config.maxContext), 1, this.config.maxContext);
+    const maxContext = checkInt(
+      options.maxContext,
+      'maxContext',
+      Math.min(4096, this.config.maxContext),
+      1,
+      this.config.maxContext,
+    );
     const maxTokens = checkInt(options.maxTokens, 'maxTokens', Math.min(128, maxContext), 1, maxContext);
-    const spec = buildProgram(this.config, this.#ids, { device: this.device, maxTokens, maxContext, kvDType: this.kvDType });
+    const spec = buildProgram(this.config, this.#ids, {
+      device: this.device,
+      maxTokens,
+      maxContext,
+      kvDType: this.kvDType,
+    });
     const { Program } = addon();
     const program = new Program(weights, spec);
     const tables = sessionPageTables(this.config, { maxTokens, maxContext });
@@ -114,7 +151,10 @@ export class Model {
   }
 
   /** Raw completion of a token list or a string (Harmony special tokens in a string are recognised). */
-  complete(prompt: string | ArrayLike<number>, options: CompleteOptions = {}): Generation<CompletionEvent, CompletionResult> {
+  complete(
+    prompt: string | ArrayLike<number>,
+    options: CompleteOptions = {},
+  ): Generation<CompletionEvent, CompletionResult> {
     return complete(modelBackend(this), prompt, options);
   }
 
@@ -156,7 +196,14 @@ export class Session {
   readonly #onDispose: () => void;
 
   /** @internal use Model.createSession() */
-  constructor(model: Model, program: NativeProgram, tables: { full: PageTable; sliding: PageTable }, maxContext: number, maxTokens: number, onDispose: () => void) {
+  constructor(
+    model: Model,
+    program: NativeProgram,
+    tables: { full: PageTable; sliding: PageTable },
+    maxContext: number,
+    maxTokens: number,
+    onDispose: () => void,
+  ) {
     this.model = model;
     this.#program = program;
     this.#tables = tables;
@@ -188,13 +235,22 @@ export class Session {
    * Runs `tokens` like forward() and draws the next token from the last position's logits on the
    * worker thread, with `sampler`'s settings and RNG. The logits come back unchanged.
    */
-  async next(tokens: ArrayLike<number>, sampler: Sampler, options: { signal?: AbortSignal } = {}): Promise<SampledToken & { logits: Float32Array }> {
+  async next(
+    tokens: ArrayLike<number>,
+    sampler: Sampler,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<SampledToken & { logits: Float32Array }> {
     checkKeys(options, ['signal'], 'next');
     const r = await this.#run(tokens, 'last', options.signal, sampler);
     return { ...r.sampled!, logits: r.logits };
   }
 
-  async #run(tokens: ArrayLike<number>, which: 'all' | 'last' | 'none', signal: AbortSignal | undefined, sampler?: Sampler) {
+  async #run(
+    tokens: ArrayLike<number>,
+    which: 'all' | 'last' | 'none',
+    signal: AbortSignal | undefined,
+    sampler?: Sampler,
+  ) {
     const program = this.#program;
     if (!program) throw new DisposedError('this session was disposed');
     if (this.#busy) throw new BusyError('a forward pass is already running on this session');
@@ -202,7 +258,9 @@ export class Session {
     // The length is checked before anything is sized from it: { length: 7e8 } must not allocate.
     const length: unknown = typeof tokens === 'object' && tokens !== null ? tokens.length : undefined;
     if (!Number.isSafeInteger(length) || (length as number) < 0)
-      throw new InvalidArgumentError(`forward: tokens must be an array (or typed array) of token ids, got ${typeof tokens === 'object' ? `length ${String(length)}` : typeof tokens}`);
+      throw new InvalidArgumentError(
+        `forward: tokens must be an array (or typed array) of token ids, got ${typeof tokens === 'object' ? `length ${String(length)}` : typeof tokens}`,
+      );
     const n = length as number;
     if (n === 0) throw new InvalidArgumentError('forward: tokens is empty');
     if (this.#position + n > this.maxContext)
@@ -238,7 +296,13 @@ export class Session {
           dst = out;
         }
         const sampling = sampler && end === n ? sampler.params() : null;
-        sampled = await stepSequence(program, this.#tables, { tokens: chunk, positions, logitsStart, out: dst, sampling });
+        sampled = await stepSequence(program, this.#tables, {
+          tokens: chunk,
+          positions,
+          logitsStart,
+          out: dst,
+          sampling,
+        });
         this.#position += chunk.length;
       }
     } finally {
@@ -300,7 +364,10 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
 
 export function checkLoadOptions(options: LoadModelOptions, where: string): { device: Device; mode: PrecisionMode } {
   checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress', 'checkMemory'], where);
-  return { device: checkOneOf(options.device, DEVICES, 'device', 'cpu'), mode: checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default') };
+  return {
+    device: checkOneOf(options.device, DEVICES, 'device', 'cpu'),
+    mode: checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default'),
+  };
 }
 
 /**
@@ -310,7 +377,8 @@ export function checkLoadOptions(options: LoadModelOptions, where: string): { de
  * validated against the config.
  */
 export async function loadModel(ref: string, options: LoadModelOptions = {}): Promise<Model> {
-  if (typeof ref !== 'string' || ref === '') throw new InvalidArgumentError('loadModel(ref): ref must be a directory or a Hub id like openai/gpt-oss-20b');
+  if (typeof ref !== 'string' || ref === '')
+    throw new InvalidArgumentError('loadModel(ref): ref must be a directory or a Hub id like openai/gpt-oss-20b');
   const { device, mode } = checkLoadOptions(options, 'loadModel');
   assertDevice(device);
   // A Hub id resolves through the Hugging Face cache, with no network call.
@@ -351,7 +419,10 @@ function modelBackend(model: Model): GenerationBackend {
     config: model.config,
     defaultContext: model.config.maxContext,
     start(prompt, sampler, limits) {
-      const session = model.createSession({ maxContext: limits.maxContext, maxTokens: Math.min(128, limits.maxContext) });
+      const session = model.createSession({
+        maxContext: limits.maxContext,
+        maxTokens: Math.min(128, limits.maxContext),
+      });
       let first = true;
       let last = -1;
       return {

@@ -29,7 +29,15 @@ export interface SamplingOptions {
 }
 
 export const samplingKeys = [
-  'temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'frequencyPenalty', 'repetitionPenalty', 'logitBias', 'seed',
+  'temperature',
+  'topK',
+  'topP',
+  'minP',
+  'presencePenalty',
+  'frequencyPenalty',
+  'repetitionPenalty',
+  'logitBias',
+  'seed',
 ] as const;
 
 /** OpenAI's recommended settings for gpt-oss (gpt-oss-spec.md §7): temperature 1, top_p 1. */
@@ -38,7 +46,9 @@ export const DEFAULT_SAMPLING = { temperature: 1.0, topP: 1.0 } as const;
 function range(v: unknown, name: string, lo: number, hi: number, fallback: number, integer = false): number {
   if (v === undefined) return fallback;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v)))
-    throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+    throw new InvalidArgumentError(
+      `${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${JSON.stringify(v)}`,
+    );
   return v;
 }
 
@@ -70,7 +80,8 @@ export class Sampler {
     const bias = Object.entries(o.logitBias ?? {});
     for (const [id, v] of bias) {
       const n = Number(id);
-      if (!Number.isInteger(n) || n < 0 || n >= vocabSize) throw new InvalidArgumentError(`logitBias: ${id} is not a token id in [0, ${vocabSize})`);
+      if (!Number.isInteger(n) || n < 0 || n >= vocabSize)
+        throw new InvalidArgumentError(`logitBias: ${id} is not a token id in [0, ${vocabSize})`);
       range(v, `logitBias[${id}]`, -100, 100, 0);
     }
     this.#base = {
@@ -80,14 +91,19 @@ export class Sampler {
       minP: range(o.minP, 'minP', 0, 1, 0),
       presencePenalty: range(o.presencePenalty, 'presencePenalty', -2, 2, 0),
       frequencyPenalty: range(o.frequencyPenalty, 'frequencyPenalty', -2, 2, 0),
-      repetitionPenalty: o.repetitionPenalty === undefined ? 1 : range(o.repetitionPenalty, 'repetitionPenalty', 1e-3, 100, 1),
+      repetitionPenalty:
+        o.repetitionPenalty === undefined ? 1 : range(o.repetitionPenalty, 'repetitionPenalty', 1e-3, 100, 1),
       biasIds: Int32Array.from(bias.map(([id]) => Number(id))),
       biasValues: Float32Array.from(bias.map(([, v]) => v)),
       // Ids past Harmony's last named special token are padding rows; never sample them.
       banFrom: vocabSize > 200014 ? 200014 : -1,
     };
-    this.penalised = this.#base.presencePenalty !== 0 || this.#base.frequencyPenalty !== 0 || this.#base.repetitionPenalty !== 1;
-    const seed = o.seed === undefined ? randomBytes(8).readBigUInt64LE() : BigInt(range(o.seed, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 0, true));
+    this.penalised =
+      this.#base.presencePenalty !== 0 || this.#base.frequencyPenalty !== 0 || this.#base.repetitionPenalty !== 1;
+    const seed =
+      o.seed === undefined
+        ? randomBytes(8).readBigUInt64LE()
+        : BigInt(range(o.seed, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 0, true));
     this.rng[0] = BigInt.asUintN(64, seed);
   }
 
@@ -119,8 +135,13 @@ export class Sampler {
 export const MAX_SAMPLE_COUNT = 1_000_000;
 
 /** `count` draws from one row of logits with these settings (tests, statistics, custom loops). */
-export async function sampleLogits(logits: Float32Array, options: SamplingOptions = {}, count = 1): Promise<Int32Array> {
-  if (!(logits instanceof Float32Array) || logits.length === 0) throw new InvalidArgumentError('sampleLogits: logits must be a non-empty Float32Array');
+export async function sampleLogits(
+  logits: Float32Array,
+  options: SamplingOptions = {},
+  count = 1,
+): Promise<Int32Array> {
+  if (!(logits instanceof Float32Array) || logits.length === 0)
+    throw new InvalidArgumentError('sampleLogits: logits must be a non-empty Float32Array');
   checkInt(count, 'sampleLogits: count', 1, 1, MAX_SAMPLE_COUNT);
   const s = new Sampler(options, logits.length);
   const { rng, ...params } = s.params();

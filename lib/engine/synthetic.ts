@@ -60,14 +60,19 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   const device = checkOneOf(options.device, DEVICES, 'device', 'cpu');
   const mode = checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default');
   const seed = checkInt(options.seed, 'seed', 1, 0);
-  if (options.config && options.layers !== undefined) throw new InvalidArgumentError('pass either config or layers, not both');
-  const cfg = options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
+  if (options.config && options.layers !== undefined)
+    throw new InvalidArgumentError('pass either config or layers, not both');
+  const cfg =
+    options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
   assertDevice(device);
   // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit.
   const estimate = estimateMemory(cfg, { device, mode });
   if (!estimate.fits) throw new InsufficientMemoryError(estimate);
 
-  const H = cfg.hiddenSize, I = cfg.intermediateSize, E = cfg.numExperts, D = cfg.headDim;
+  const H = cfg.hiddenSize,
+    I = cfg.intermediateSize,
+    E = cfg.numExperts,
+    D = cfg.headDim;
   const qkvRows = (cfg.numHeads + 2 * cfg.numKvHeads) * D;
   const specs: SyntheticTensorSpec[] = [];
   let n = 0;
@@ -83,7 +88,14 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
     unembedding: t('unembedding', 'bf16-uniform', cfg.vocabSize * H * 2, dense(H)),
     layers: cfg.layerWindows.map((_, l) => ({
       attnNorm: t(`${l}.attn.norm`, 'bf16-const', H * 2, 1),
-      qkv: [{ weight: t(`${l}.qkv`, 'bf16-uniform', qkvRows * H * 2, dense(H)), bias: t(`${l}.qkv.bias`, 'bf16-uniform', qkvRows * 2, 0.02), row: 0, rows: qkvRows }],
+      qkv: [
+        {
+          weight: t(`${l}.qkv`, 'bf16-uniform', qkvRows * H * 2, dense(H)),
+          bias: t(`${l}.qkv.bias`, 'bf16-uniform', qkvRows * 2, 0.02),
+          row: 0,
+          rows: qkvRows,
+        },
+      ],
       sinks: t(`${l}.sinks`, 'bf16-uniform', cfg.numHeads * 2, 1),
       outWeight: t(`${l}.out`, 'bf16-uniform', H * cfg.numHeads * D * 2, dense(cfg.numHeads * D)),
       outBias: t(`${l}.out.bias`, 'bf16-uniform', H * 2, 0.02),

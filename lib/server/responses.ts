@@ -8,14 +8,37 @@ import { z } from 'zod';
 
 import type { Engine } from '../engine/engine.js';
 import type { ChatEvent, ChatMessage, ChatOptions, ChatResult, FunctionTool, TokenLogprob } from '../chat/generate.js';
-import { clientLeft, effort, jsonSchemaFormat, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
+import {
+  clientLeft,
+  effort,
+  jsonSchemaFormat,
+  readJson,
+  responseFormatOf,
+  sampling,
+  samplingOptions,
+  toHttp,
+  toolChoiceOf,
+} from './http.js';
 
 const textPart = z.object({ type: z.enum(['input_text', 'output_text', 'text']), text: z.string() }).passthrough();
 const item = z.union([
-  z.object({ type: z.literal('message').optional(), role: z.enum(['user', 'system', 'developer', 'assistant']), content: z.union([z.string(), z.array(textPart)]) }).passthrough(),
-  z.object({ type: z.literal('function_call'), call_id: z.string(), name: z.string(), arguments: z.string() }).passthrough(),
+  z
+    .object({
+      type: z.literal('message').optional(),
+      role: z.enum(['user', 'system', 'developer', 'assistant']),
+      content: z.union([z.string(), z.array(textPart)]),
+    })
+    .passthrough(),
+  z
+    .object({ type: z.literal('function_call'), call_id: z.string(), name: z.string(), arguments: z.string() })
+    .passthrough(),
   z.object({ type: z.literal('function_call_output'), call_id: z.string(), output: z.string() }).passthrough(),
-  z.object({ type: z.literal('reasoning'), content: z.array(z.object({ type: z.literal('reasoning_text'), text: z.string() }).passthrough()).optional() }).passthrough(),
+  z
+    .object({
+      type: z.literal('reasoning'),
+      content: z.array(z.object({ type: z.literal('reasoning_text'), text: z.string() }).passthrough()).optional(),
+    })
+    .passthrough(),
 ]);
 
 const request = z
@@ -24,18 +47,42 @@ const request = z
     input: z.union([z.string(), z.array(item).min(1)]),
     instructions: z.string().nullable().optional(),
     tools: z
-      .array(z.object({ type: z.literal('function'), name: z.string(), description: z.string().nullable().optional(), parameters: z.record(z.string(), z.unknown()).nullable().optional(), strict: z.boolean().nullable().optional() }).passthrough())
+      .array(
+        z
+          .object({
+            type: z.literal('function'),
+            name: z.string(),
+            description: z.string().nullable().optional(),
+            parameters: z.record(z.string(), z.unknown()).nullable().optional(),
+            strict: z.boolean().nullable().optional(),
+          })
+          .passthrough(),
+      )
       .nullable()
       .optional(),
-    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), name: z.string() }).passthrough()]).nullable().optional(),
+    tool_choice: z
+      .union([
+        z.enum(['auto', 'none', 'required']),
+        z.object({ type: z.literal('function'), name: z.string() }).passthrough(),
+      ])
+      .nullable()
+      .optional(),
     reasoning: z.object({ effort: effort.nullable().optional() }).passthrough().nullable().optional(),
     max_output_tokens: z.number().int().min(1).nullable().optional(),
     // Chat completions' sampling fields are accepted here too (an extension, as in vLLM).
     ...sampling,
-    previous_response_id: z.null().optional().or(z.string().transform((_, ctx) => {
-      ctx.addIssue({ code: 'custom', message: 'previous_response_id is not supported: this server keeps no state; send the whole input' });
-      return z.NEVER;
-    })),
+    previous_response_id: z
+      .null()
+      .optional()
+      .or(
+        z.string().transform((_, ctx) => {
+          ctx.addIssue({
+            code: 'custom',
+            message: 'previous_response_id is not supported: this server keeps no state; send the whole input',
+          });
+          return z.NEVER;
+        }),
+      ),
     text: z
       .object({
         format: z
@@ -64,7 +111,10 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
   const items = typeof b.input === 'string' ? [{ role: 'user' as const, content: b.input }] : b.input;
   for (const it of items) {
     if (!('type' in it) || it.type === 'message' || it.type === undefined) {
-      const m = it as { role: 'user' | 'system' | 'developer' | 'assistant'; content: string | z.infer<typeof textPart>[] };
+      const m = it as {
+        role: 'user' | 'system' | 'developer' | 'assistant';
+        content: string | z.infer<typeof textPart>[];
+      };
       if (m.role === 'assistant') {
         messages.push({ role: 'assistant', content: text(m.content), reasoning });
         reasoning = null;
@@ -73,7 +123,11 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
       reasoning = ((it as { content?: { text: string }[] }).content ?? []).map((p) => p.text).join('');
     } else if (it.type === 'function_call') {
       const call = it as { call_id: string; name: string; arguments: string };
-      messages.push({ role: 'assistant', reasoning, toolCalls: [{ id: call.call_id, name: call.name, arguments: call.arguments }] });
+      messages.push({
+        role: 'assistant',
+        reasoning,
+        toolCalls: [{ id: call.call_id, name: call.name, arguments: call.arguments }],
+      });
       reasoning = null;
     } else {
       const out = it as { call_id: string; output: string };
@@ -83,7 +137,12 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
   const options: ChatOptions = { ...samplingOptions(b) };
   if (b.instructions) options.instructions = b.instructions;
   if (b.tools?.length)
-    options.tools = b.tools.map((t): FunctionTool => ({ name: t.name, description: t.description ?? undefined, parameters: (t.parameters ?? undefined) as FunctionTool['parameters'], ...(t.strict && { strict: true }) }));
+    options.tools = b.tools.map((t): FunctionTool => ({
+      name: t.name,
+      description: t.description ?? undefined,
+      parameters: (t.parameters ?? undefined) as FunctionTool['parameters'],
+      ...(t.strict && { strict: true }),
+    }));
   const format = responseFormatOf(b.text?.format, 'text.format');
   if (format) options.responseFormat = format;
   const choice = toolChoiceOf(b.tool_choice);
@@ -94,12 +153,28 @@ function toChat(b: Request): { messages: ChatMessage[]; options: ChatOptions } {
   return { messages, options };
 }
 
-type OutputLogprob = { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] };
-const outputLogprob = (t: TokenLogprob): OutputLogprob => ({ token: t.text, logprob: t.logprob, bytes: t.bytes, top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })) });
+type OutputLogprob = {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+};
+const outputLogprob = (t: TokenLogprob): OutputLogprob => ({
+  token: t.text,
+  logprob: t.logprob,
+  bytes: t.bytes,
+  top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })),
+});
 
 type OutputItem =
   | { type: 'reasoning'; id: string; summary: []; content: { type: 'reasoning_text'; text: string }[] }
-  | { type: 'message'; id: string; status: 'completed' | 'in_progress'; role: 'assistant'; content: { type: 'output_text'; text: string; annotations: []; logprobs: OutputLogprob[] }[] }
+  | {
+      type: 'message';
+      id: string;
+      status: 'completed' | 'in_progress';
+      role: 'assistant';
+      content: { type: 'output_text'; text: string; annotations: []; logprobs: OutputLogprob[] }[];
+    }
   | { type: 'function_call'; id: string; call_id: string; name: string; arguments: string; status: 'completed' };
 
 export interface ResponsesContext {
@@ -123,15 +198,32 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
     const signal = ctx.signalOf(c);
     const gen = engine.chat(messages, { ...options, signal, cacheSalt: ctx.cacheSalt(c, b) });
     const shell = (status: string, output: OutputItem[], r?: ChatResult) => ({
-      id, object: 'response', created_at: createdAt, status, model: ctx.modelId, output,
+      id,
+      object: 'response',
+      created_at: createdAt,
+      status,
+      model: ctx.modelId,
+      output,
       incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
-      error: null, instructions: b.instructions ?? null, tools: b.tools ?? [], tool_choice: b.tool_choice ?? 'auto',
-      parallel_tool_calls: false, temperature: b.temperature ?? 1, top_p: b.top_p ?? 1,
-      max_output_tokens: b.max_output_tokens ?? null, reasoning: { effort: b.reasoning?.effort ?? 'medium', summary: null },
-      text: { format: { type: 'text' } }, metadata: {},
+      error: null,
+      instructions: b.instructions ?? null,
+      tools: b.tools ?? [],
+      tool_choice: b.tool_choice ?? 'auto',
+      parallel_tool_calls: false,
+      temperature: b.temperature ?? 1,
+      top_p: b.top_p ?? 1,
+      max_output_tokens: b.max_output_tokens ?? null,
+      reasoning: { effort: b.reasoning?.effort ?? 'medium', summary: null },
+      text: { format: { type: 'text' } },
+      metadata: {},
       usage: r
-        ? { input_tokens: r.usage.promptTokens, input_tokens_details: { cached_tokens: r.usage.cachedPromptTokens ?? 0 }, output_tokens: r.usage.completionTokens,
-            output_tokens_details: { reasoning_tokens: r.usage.reasoningTokens ?? 0 }, total_tokens: r.usage.totalTokens }
+        ? {
+            input_tokens: r.usage.promptTokens,
+            input_tokens_details: { cached_tokens: r.usage.cachedPromptTokens ?? 0 },
+            output_tokens: r.usage.completionTokens,
+            output_tokens_details: { reasoning_tokens: r.usage.reasoningTokens ?? 0 },
+            total_tokens: r.usage.totalTokens,
+          }
         : null,
     });
     const status = (r: ChatResult) => (r.finishReason === 'length' ? 'incomplete' : 'completed');
@@ -139,11 +231,33 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
     if (!b.stream) {
       const r = await gen.result();
       const output: OutputItem[] = [];
-      if (r.reasoning) output.push({ type: 'reasoning', id: ctx.newId('rs'), summary: [], content: [{ type: 'reasoning_text', text: r.reasoning }] });
+      if (r.reasoning)
+        output.push({
+          type: 'reasoning',
+          id: ctx.newId('rs'),
+          summary: [],
+          content: [{ type: 'reasoning_text', text: r.reasoning }],
+        });
       const said = r.commentary + r.text;
       if (said || !r.toolCalls.length)
-        output.push({ type: 'message', id: ctx.newId('msg'), status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: said, annotations: [], logprobs: (r.logprobs ?? []).map(outputLogprob) }] });
-      for (const t of r.toolCalls) output.push({ type: 'function_call', id: ctx.newId('fc'), call_id: t.id, name: t.name, arguments: t.rawArguments, status: 'completed' });
+        output.push({
+          type: 'message',
+          id: ctx.newId('msg'),
+          status: 'completed',
+          role: 'assistant',
+          content: [
+            { type: 'output_text', text: said, annotations: [], logprobs: (r.logprobs ?? []).map(outputLogprob) },
+          ],
+        });
+      for (const t of r.toolCalls)
+        output.push({
+          type: 'function_call',
+          id: ctx.newId('fc'),
+          call_id: t.id,
+          name: t.name,
+          arguments: t.rawArguments,
+          status: 'completed',
+        });
       ctx.count('/v1/responses', 200);
       return c.json(shell(status(r), output, r));
     }
@@ -153,7 +267,8 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
     ctx.count('/v1/responses', 200);
     return streamSSE(c, async (stream) => {
       let seq = 0;
-      const send = (type: string, data: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: seq++, ...data }) });
+      const send = (type: string, data: object) =>
+        stream.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: seq++, ...data }) });
       const output: OutputItem[] = [];
       // The item being written: reasoning or message text grows by deltas until the kind changes.
       let open: { kind: 'reasoning' | 'message'; index: number; item: OutputItem; text: string } | undefined;
@@ -164,12 +279,28 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
         if (item.type === 'reasoning') {
           item.content[0].text = text;
           await send('response.reasoning_text.done', { item_id: item.id, output_index: index, content_index: 0, text });
-          await send('response.content_part.done', { item_id: item.id, output_index: index, content_index: 0, part: item.content[0] });
+          await send('response.content_part.done', {
+            item_id: item.id,
+            output_index: index,
+            content_index: 0,
+            part: item.content[0],
+          });
         } else if (item.type === 'message') {
           item.content[0].text = text;
           item.status = 'completed';
-          await send('response.output_text.done', { item_id: item.id, output_index: index, content_index: 0, text, logprobs: item.content[0].logprobs });
-          await send('response.content_part.done', { item_id: item.id, output_index: index, content_index: 0, part: item.content[0] });
+          await send('response.output_text.done', {
+            item_id: item.id,
+            output_index: index,
+            content_index: 0,
+            text,
+            logprobs: item.content[0].logprobs,
+          });
+          await send('response.content_part.done', {
+            item_id: item.id,
+            output_index: index,
+            content_index: 0,
+            part: item.content[0],
+          });
         }
         await send('response.output_item.done', { output_index: index, item });
       };
@@ -177,18 +308,36 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
         if (open?.kind !== kind) {
           await close();
           const index = output.length;
-          const item: OutputItem = kind === 'reasoning'
-            ? { type: 'reasoning', id: ctx.newId('rs'), summary: [], content: [{ type: 'reasoning_text', text: '' }] }
-            : { type: 'message', id: ctx.newId('msg'), status: 'in_progress', role: 'assistant', content: [{ type: 'output_text', text: '', annotations: [], logprobs: [] }] };
+          const item: OutputItem =
+            kind === 'reasoning'
+              ? { type: 'reasoning', id: ctx.newId('rs'), summary: [], content: [{ type: 'reasoning_text', text: '' }] }
+              : {
+                  type: 'message',
+                  id: ctx.newId('msg'),
+                  status: 'in_progress',
+                  role: 'assistant',
+                  content: [{ type: 'output_text', text: '', annotations: [], logprobs: [] }],
+                };
           output.push(item);
           open = { kind, index, item, text: '' };
           // Announced empty; content_part.added then appends part 0 (the SDK checks that order).
           await send('response.output_item.added', { output_index: index, item: { ...item, content: [] } });
-          await send('response.content_part.added', { item_id: item.id, output_index: index, content_index: 0, part: kind === 'reasoning' ? { type: 'reasoning_text', text: '' } : { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+          await send('response.content_part.added', {
+            item_id: item.id,
+            output_index: index,
+            content_index: 0,
+            part:
+              kind === 'reasoning'
+                ? { type: 'reasoning_text', text: '' }
+                : { type: 'output_text', text: '', annotations: [], logprobs: [] },
+          });
         }
         open!.text += d;
         const common = { item_id: open!.item.id, output_index: open!.index, content_index: 0, delta: d };
-        await send(kind === 'reasoning' ? 'response.reasoning_text.delta' : 'response.output_text.delta', kind === 'reasoning' ? common : { ...common, logprobs: [] });
+        await send(
+          kind === 'reasoning' ? 'response.reasoning_text.delta' : 'response.output_text.delta',
+          kind === 'reasoning' ? common : { ...common, logprobs: [] },
+        );
       };
       await send('response.created', { response: shell('in_progress', []) });
       await send('response.in_progress', { response: shell('in_progress', []) });
@@ -197,22 +346,40 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
           const ev: ChatEvent = r.value;
           if (ev.type === 'reasoning') await delta('reasoning', ev.delta);
           else if (ev.type === 'text' || ev.type === 'commentary') await delta('message', ev.delta);
-          else if (ev.type === 'logprob' && open?.item.type === 'message') open.item.content[0].logprobs.push(outputLogprob(ev.logprob));
+          else if (ev.type === 'logprob' && open?.item.type === 'message')
+            open.item.content[0].logprobs.push(outputLogprob(ev.logprob));
           else if (ev.type === 'tool-call') {
             await close();
             const index = output.length;
-            const item: OutputItem = { type: 'function_call', id: ctx.newId('fc'), call_id: ev.id, name: ev.name, arguments: '', status: 'completed' };
+            const item: OutputItem = {
+              type: 'function_call',
+              id: ctx.newId('fc'),
+              call_id: ev.id,
+              name: ev.name,
+              arguments: '',
+              status: 'completed',
+            };
             output.push(item);
             await send('response.output_item.added', { output_index: index, item: { ...item, status: 'in_progress' } });
-            await send('response.function_call_arguments.delta', { item_id: item.id, output_index: index, delta: ev.rawArguments });
+            await send('response.function_call_arguments.delta', {
+              item_id: item.id,
+              output_index: index,
+              delta: ev.rawArguments,
+            });
             item.arguments = ev.rawArguments;
-            await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: ev.rawArguments });
+            await send('response.function_call_arguments.done', {
+              item_id: item.id,
+              output_index: index,
+              arguments: ev.rawArguments,
+            });
             await send('response.output_item.done', { output_index: index, item });
           }
         }
         await close();
         const r = await gen.result();
-        await send(status(r) === 'completed' ? 'response.completed' : 'response.incomplete', { response: shell(status(r), output, r) });
+        await send(status(r) === 'completed' ? 'response.completed' : 'response.incomplete', {
+          response: shell(status(r), output, r),
+        });
       } catch (e) {
         if (clientLeft(c.req.raw.signal, e)) return;
         const h = toHttp(e);

@@ -17,8 +17,29 @@ import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
 import type { Engine } from '../engine/engine.js';
-import type { ChatMessage, ChatOptions, CompleteOptions, FunctionTool, Generation, TokenLogprob } from '../chat/generate.js';
-import { clientLeft, content, effort, errorBody, HttpError, jsonSchemaFormat, partsText, readJson, responseFormatOf, sampling, samplingOptions, toHttp, toolChoiceOf } from './http.js';
+import type {
+  ChatMessage,
+  ChatOptions,
+  CompleteOptions,
+  FunctionTool,
+  Generation,
+  TokenLogprob,
+} from '../chat/generate.js';
+import {
+  clientLeft,
+  content,
+  effort,
+  errorBody,
+  HttpError,
+  jsonSchemaFormat,
+  partsText,
+  readJson,
+  responseFormatOf,
+  sampling,
+  samplingOptions,
+  toHttp,
+  toolChoiceOf,
+} from './http.js';
 import { registerResponses } from './responses.js';
 
 export interface ServerOptions {
@@ -77,20 +98,23 @@ function watchWrites(out: ServerResponse, timeoutMs: number, maxBytes: number): 
   let sent = socket.bytesWritten - socket.writableLength;
   let stalledSince: number | undefined;
   let overSince: number | undefined;
-  const tick = setInterval(() => {
-    const waiting = socket.writableLength;
-    const now = socket.bytesWritten - waiting;
-    if (waiting === 0 || now !== sent) stalledSince = undefined;
-    else stalledSince ??= Date.now();
-    if (waiting <= maxBytes) overSince = undefined;
-    else overSince ??= Date.now();
-    sent = now;
-    const since = Math.min(stalledSince ?? Infinity, overSince ?? Infinity);
-    if (Date.now() - since >= timeoutMs) {
-      clearInterval(tick);
-      socket.destroy();
-    }
-  }, Math.max(10, Math.min(1000, timeoutMs / 4)));
+  const tick = setInterval(
+    () => {
+      const waiting = socket.writableLength;
+      const now = socket.bytesWritten - waiting;
+      if (waiting === 0 || now !== sent) stalledSince = undefined;
+      else stalledSince ??= Date.now();
+      if (waiting <= maxBytes) overSince = undefined;
+      else overSince ??= Date.now();
+      sent = now;
+      const since = Math.min(stalledSince ?? Infinity, overSince ?? Infinity);
+      if (Date.now() - since >= timeoutMs) {
+        clearInterval(tick);
+        socket.destroy();
+      }
+    },
+    Math.max(10, Math.min(1000, timeoutMs / 4)),
+  );
   tick.unref();
   out.once('close', () => clearInterval(tick));
 }
@@ -109,7 +133,13 @@ const chatRequest = z
             reasoning: z.string().nullable().optional(),
             tool_call_id: z.string().optional(),
             tool_calls: z
-              .array(z.object({ id: z.string().optional(), type: z.literal('function').optional(), function: z.object({ name: z.string(), arguments: z.string() }) }))
+              .array(
+                z.object({
+                  id: z.string().optional(),
+                  type: z.literal('function').optional(),
+                  function: z.object({ name: z.string(), arguments: z.string() }),
+                }),
+              )
               .nullable()
               .optional(),
           })
@@ -117,13 +147,33 @@ const chatRequest = z
       )
       .min(1),
     tools: z
-      .array(z.object({ type: z.literal('function'), function: z.object({ name: z.string(), description: z.string().optional(), parameters: z.record(z.string(), z.unknown()).optional(), strict: z.boolean().nullable().optional() }) }))
+      .array(
+        z.object({
+          type: z.literal('function'),
+          function: z.object({
+            name: z.string(),
+            description: z.string().optional(),
+            parameters: z.record(z.string(), z.unknown()).optional(),
+            strict: z.boolean().nullable().optional(),
+          }),
+        }),
+      )
       .nullable()
       .optional(),
-    tool_choice: z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]).nullable().optional(),
+    tool_choice: z
+      .union([
+        z.enum(['auto', 'none', 'required']),
+        z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) }),
+      ])
+      .nullable()
+      .optional(),
     reasoning_effort: effort.nullable().optional(),
     // OpenRouter's form: {effort, exclude}
-    reasoning: z.object({ effort: effort.optional(), exclude: z.boolean().optional() }).passthrough().nullable().optional(),
+    reasoning: z
+      .object({ effort: effort.optional(), exclude: z.boolean().optional() })
+      .passthrough()
+      .nullable()
+      .optional(),
     max_tokens: z.number().int().min(1).nullable().optional(),
     max_completion_tokens: z.number().int().min(1).nullable().optional(),
     logprobs: z.boolean().nullable().optional(),
@@ -155,7 +205,10 @@ const completionRequest = z
 function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; options: ChatOptions } {
   // tool_choice 'none' still renders the tools: earlier calls in the conversation refer to them.
   const tools: FunctionTool[] = (b.tools ?? []).map((t) => ({
-    name: t.function.name, description: t.function.description, parameters: t.function.parameters as FunctionTool['parameters'], ...(t.function.strict && { strict: true }),
+    name: t.function.name,
+    description: t.function.description,
+    parameters: t.function.parameters as FunctionTool['parameters'],
+    ...(t.function.strict && { strict: true }),
   }));
   const messages: ChatMessage[] = b.messages.map((m) => {
     switch (m.role) {
@@ -168,7 +221,9 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
           role: 'assistant',
           content: partsText(m.content) || null,
           reasoning: m.reasoning_content ?? m.reasoning ?? null,
-          ...(m.tool_calls?.length && { toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) }),
+          ...(m.tool_calls?.length && {
+            toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })),
+          }),
         };
       default:
         return { role: 'tool', name: m.name, toolCallId: m.tool_call_id, content: partsText(m.content) };
@@ -182,7 +237,10 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
   if (max != null) options.maxTokens = max;
   if (b.logprobs) options.logprobs = b.top_logprobs ?? 0;
   const rf = b.response_format;
-  const format = responseFormatOf(rf?.type === 'json_schema' ? { ...rf.json_schema, type: rf.type } : rf, 'response_format.json_schema');
+  const format = responseFormatOf(
+    rf?.type === 'json_schema' ? { ...rf.json_schema, type: rf.type } : rf,
+    'response_format.json_schema',
+  );
   if (format) options.responseFormat = format;
   const choice = toolChoiceOf(b.tool_choice);
   if (choice) options.toolChoice = choice;
@@ -191,7 +249,12 @@ function toChat(b: z.infer<typeof chatRequest>): { messages: ChatMessage[]; opti
 
 /** A token's log-probability as chat completions spell it. */
 function chatLogprob(t: TokenLogprob) {
-  return { token: t.text, logprob: t.logprob, bytes: t.bytes, top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })) };
+  return {
+    token: t.text,
+    logprob: t.logprob,
+    bytes: t.bytes,
+    top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })),
+  };
 }
 
 /** Completions' older shape: parallel arrays, alternatives as {text: logprob}. */
@@ -217,7 +280,12 @@ function completionLogprobs(list: TokenLogprob[], textStart = 0) {
  * observed from the moment it starts, so one failing while another still runs (the client left,
  * the queue was full) fails the request, never the process; the first failure stops the rest.
  */
-async function nResults<R>(n: number, seed: number | undefined, signal: AbortSignal, start: (seed: number | undefined, signal: AbortSignal) => Generation<{ type: string }, R>): Promise<R[]> {
+async function nResults<R>(
+  n: number,
+  seed: number | undefined,
+  signal: AbortSignal,
+  start: (seed: number | undefined, signal: AbortSignal) => Generation<{ type: string }, R>,
+): Promise<R[]> {
   const stop = new AbortController();
   const both = AbortSignal.any([signal, stop.signal]);
   const first = start(seed, both);
@@ -256,7 +324,9 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     if (h.status === 429) c.header('Retry-After', '1'); // the queue turns over as answers finish
     return c.json(errorBody(h), h.status as 400);
   });
-  app.notFound((c) => c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404));
+  app.notFound((c) =>
+    c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404),
+  );
 
   // Host and Origin, as Ollama checks them against DNS rebinding: a page on another site may not
   // drive the server, nor one whose name resolves to it (the Host check on loopback, the Origin
@@ -268,11 +338,19 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   const origins = new Set((options.allowedOrigins ?? []).map((o) => o.trim().toLowerCase().replace(/\/+$/, '')));
   const listedOrigin = (o: string) => origins.has('*') || origins.has(o.toLowerCase().replace(/\/+$/, ''));
   const localAddress = (c: Context) => {
-    const a = (c.env as { incoming?: { socket?: { localAddress?: string } } } | undefined)?.incoming?.socket?.localAddress;
+    const a = (c.env as { incoming?: { socket?: { localAddress?: string } } } | undefined)?.incoming?.socket
+      ?.localAddress;
     return a ? plainAddress(a) : undefined;
   };
   const named = (name: string, local: string | undefined) => names.has(name) || bound.has(name) || name === local;
-  const refuse = (what: string) => new HttpError(403, 'permission_error', `${what} is not allowed here (see the server's allowed hosts and origins)`, null, 'forbidden');
+  const refuse = (what: string) =>
+    new HttpError(
+      403,
+      'permission_error',
+      `${what} is not allowed here (see the server's allowed hosts and origins)`,
+      null,
+      'forbidden',
+    );
   app.use('*', async (c, next) => {
     const host = c.req.header('host');
     const local = localAddress(c);
@@ -287,7 +365,11 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       let same = false;
       try {
         const u = new URL(origin);
-        same = host !== undefined && (u.protocol === 'http:' || u.protocol === 'https:') && u.host === new URL(`${u.protocol}//${host}`).host && named(hostName(u.host), local);
+        same =
+          host !== undefined &&
+          (u.protocol === 'http:' || u.protocol === 'https:') &&
+          u.host === new URL(`${u.protocol}//${host}`).host &&
+          named(hostName(u.host), local);
       } catch {
         // not a URL ('null' from a file or a sandbox): not ours
       }
@@ -296,24 +378,40 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     await next();
   });
   if (origins.size) {
-    const corsFor = cors({ origin: (o) => (listedOrigin(o) ? o : null), allowMethods: ['GET', 'POST', 'OPTIONS'], exposeHeaders: ['Retry-After'], maxAge: 600 });
-    app.use('*', (c, next) => (c.req.header('origin') && listedOrigin(c.req.header('origin')!) ? corsFor(c, next) : next()));
+    const corsFor = cors({
+      origin: (o) => (listedOrigin(o) ? o : null),
+      allowMethods: ['GET', 'POST', 'OPTIONS'],
+      exposeHeaders: ['Retry-After'],
+      maxAge: 600,
+    });
+    app.use('*', (c, next) =>
+      c.req.header('origin') && listedOrigin(c.req.header('origin')!) ? corsFor(c, next) : next(),
+    );
   }
 
   // The API key: compared as SHA-256 digests with timingSafeEqual, against every key, so neither
   // the time taken nor which key matched tells a guesser anything.
-  const keys = (typeof options.apiKey === 'string' ? [options.apiKey] : options.apiKey ?? []).filter((k) => k !== '');
+  const keys = (typeof options.apiKey === 'string' ? [options.apiKey] : (options.apiKey ?? [])).filter((k) => k !== '');
   const digests = keys.map((k) => createHash('sha256').update(k).digest());
   const callerKey = new WeakMap<Context, number>(); // by context: bodyLimit may replace c.req.raw
   const auth = async (c: Context, next: () => Promise<void>) => {
     if (digests.length) {
       const header = c.req.header('authorization') ?? '';
-      const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : `\0${header}`).digest();
+      const given = createHash('sha256')
+        .update(header.startsWith('Bearer ') ? header.slice(7) : `\0${header}`)
+        .digest();
       let match = -1;
       digests.forEach((d, i) => {
         if (timingSafeEqual(d, given) && match < 0) match = i;
       });
-      if (match < 0) throw new HttpError(401, 'authentication_error', 'a valid API key is required (Authorization: Bearer <key>)', null, 'invalid_api_key');
+      if (match < 0)
+        throw new HttpError(
+          401,
+          'authentication_error',
+          'a valid API key is required (Authorization: Bearer <key>)',
+          null,
+          'invalid_api_key',
+        );
       callerKey.set(c, match);
     }
     await next();
@@ -327,7 +425,13 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {
       const type = c.req.header('content-type')?.split(';')[0].trim().toLowerCase();
       if (type !== 'application/json' && !(type?.startsWith('application/') && type.endsWith('+json')))
-        throw new HttpError(415, 'invalid_request_error', `request bodies must be JSON (Content-Type: application/json)${type ? `, not ${type}` : ''}`, null, 'unsupported_media_type');
+        throw new HttpError(
+          415,
+          'invalid_request_error',
+          `request bodies must be JSON (Content-Type: application/json)${type ? `, not ${type}` : ''}`,
+          null,
+          'unsupported_media_type',
+        );
     }
     await next();
   });
@@ -343,7 +447,19 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const ms = options.requestTimeoutMs;
     if (ms) {
       const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(new HttpError(504, 'server_error', `the request ran past the server's deadline of ${ms} ms`, null, 'request_timeout')), ms);
+      const timer = setTimeout(
+        () =>
+          ac.abort(
+            new HttpError(
+              504,
+              'server_error',
+              `the request ran past the server's deadline of ${ms} ms`,
+              null,
+              'request_timeout',
+            ),
+          ),
+        ms,
+      );
       timer.unref();
       out?.once?.('close', () => clearTimeout(timer));
       deadlines.set(c, AbortSignal.any([c.req.raw.signal, ac.signal]));
@@ -366,18 +482,39 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     '/v1/*',
     bodyLimit({
       maxSize: options.maxBodyBytes ?? 4 * 2 ** 20,
-      onError: (c) => c.json(errorBody(new HttpError(413, 'invalid_request_error', `the request body is over ${options.maxBodyBytes ?? 4 * 2 ** 20} bytes`, null, 'request_too_large')), 413),
+      onError: (c) =>
+        c.json(
+          errorBody(
+            new HttpError(
+              413,
+              'invalid_request_error',
+              `the request body is over ${options.maxBodyBytes ?? 4 * 2 ** 20} bytes`,
+              null,
+              'request_too_large',
+            ),
+          ),
+          413,
+        ),
     }),
   );
 
   const body = readJson;
   const checkModel = (model: string) => {
-    if (model !== options.modelId) throw new HttpError(404, 'not_found_error', `model ${JSON.stringify(model)} is not served here; this server serves ${JSON.stringify(options.modelId)}`, 'model', 'model_not_found');
+    if (model !== options.modelId)
+      throw new HttpError(
+        404,
+        'not_found_error',
+        `model ${JSON.stringify(model)} is not served here; this server serves ${JSON.stringify(options.modelId)}`,
+        'model',
+        'model_not_found',
+      );
   };
 
   app.get('/health', (c) => c.json({ status: 'ok', ...engine.stats() }));
 
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: [{ id: options.modelId, object: 'model', created, owned_by: 'node-gpt-oss' }] }));
+  app.get('/v1/models', (c) =>
+    c.json({ object: 'list', data: [{ id: options.modelId, object: 'model', created, owned_by: 'node-gpt-oss' }] }),
+  );
   app.get('/v1/models/:id', (c) => {
     checkModel(c.req.param('id'));
     return c.json({ id: options.modelId, object: 'model', created, owned_by: 'node-gpt-oss' });
@@ -394,7 +531,9 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
     const n = b.n ?? 1;
     if (!b.stream) {
-      const results = await nResults(n, chatOpts.seed, signal, (seed, sig) => engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal: sig }));
+      const results = await nResults(n, chatOpts.seed, signal, (seed, sig) =>
+        engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal: sig }),
+      );
       count('/v1/chat/completions', 200);
       const sum = (f: (r: (typeof results)[0]) => number) => results.reduce((a, r) => a + f(r), 0);
       return c.json({
@@ -402,20 +541,25 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         object: 'chat.completion',
         created: now,
         model: options.modelId,
-        choices: results.map((r, index) => (
-          {
-            index,
-            message: {
-              role: 'assistant',
-              content: r.text || (r.toolCalls.length ? null : ''),
-              reasoning_content: r.reasoning || null,
-              reasoning: r.reasoning || null,
-              refusal: null,
-              ...(r.toolCalls.length && { tool_calls: r.toolCalls.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.rawArguments } })) }),
-            },
-            finish_reason: finish(r.finishReason),
-            logprobs: r.logprobs ? { content: r.logprobs.map(chatLogprob), refusal: null } : null,
-          })),
+        choices: results.map((r, index) => ({
+          index,
+          message: {
+            role: 'assistant',
+            content: r.text || (r.toolCalls.length ? null : ''),
+            reasoning_content: r.reasoning || null,
+            reasoning: r.reasoning || null,
+            refusal: null,
+            ...(r.toolCalls.length && {
+              tool_calls: r.toolCalls.map((t) => ({
+                id: t.id,
+                type: 'function',
+                function: { name: t.name, arguments: t.rawArguments },
+              })),
+            }),
+          },
+          finish_reason: finish(r.finishReason),
+          logprobs: r.logprobs ? { content: r.logprobs.map(chatLogprob), refusal: null } : null,
+        })),
         usage: {
           prompt_tokens: results[0].usage.promptTokens,
           completion_tokens: sum((r) => r.usage.completionTokens),
@@ -431,7 +575,10 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     // choices' chunks interleave as they come. One answer failing ends them all.
     const stop = new AbortController();
     const both = AbortSignal.any([signal, stop.signal]);
-    const start = (i: number) => engine.chat(messages, { ...chatOpts, ...(chatOpts.seed !== undefined && { seed: chatOpts.seed + i }), signal: both })[Symbol.asyncIterator]();
+    const start = (i: number) =>
+      engine
+        .chat(messages, { ...chatOpts, ...(chatOpts.seed !== undefined && { seed: chatOpts.seed + i }), signal: both })
+        [Symbol.asyncIterator]();
     const its = [start(0)];
     const first = await its[0].next();
     for (let i = 1; i < n; i++) its.push(start(i));
@@ -439,8 +586,21 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     return streamSSE(c, async (stream) => {
       let chain = Promise.resolve();
       const send = (data: string) => (chain = chain.then(() => stream.writeSSE({ data })));
-      const chunk = (index: number, delta: object, finishReason: string | null = null, logprobs: object | null = null) =>
-        send(JSON.stringify({ id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [{ index, delta, finish_reason: finishReason, logprobs }] }));
+      const chunk = (
+        index: number,
+        delta: object,
+        finishReason: string | null = null,
+        logprobs: object | null = null,
+      ) =>
+        send(
+          JSON.stringify({
+            id,
+            object: 'chat.completion.chunk',
+            created: now,
+            model: options.modelId,
+            choices: [{ index, delta, finish_reason: finishReason, logprobs }],
+          }),
+        );
       const total = { prompt: 0, completion: 0, cached: 0, reasoning: 0 };
       const choice = async (index: number) => {
         const it = its[index];
@@ -449,10 +609,21 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         for (let r = index === 0 ? first : await it.next(); !r.done; r = await it.next()) {
           const ev = r.value;
           if (ev.type === 'text') await chunk(index, { content: ev.delta });
-          else if (ev.type === 'reasoning' && !b.reasoning?.exclude) await chunk(index, { reasoning_content: ev.delta, reasoning: ev.delta });
-          else if (ev.type === 'logprob') await chunk(index, {}, null, { content: [chatLogprob(ev.logprob)], refusal: null });
+          else if (ev.type === 'reasoning' && !b.reasoning?.exclude)
+            await chunk(index, { reasoning_content: ev.delta, reasoning: ev.delta });
+          else if (ev.type === 'logprob')
+            await chunk(index, {}, null, { content: [chatLogprob(ev.logprob)], refusal: null });
           else if (ev.type === 'tool-call')
-            await chunk(index, { tool_calls: [{ index: calls++, id: ev.id, type: 'function', function: { name: ev.name, arguments: ev.rawArguments } }] });
+            await chunk(index, {
+              tool_calls: [
+                {
+                  index: calls++,
+                  id: ev.id,
+                  type: 'function',
+                  function: { name: ev.name, arguments: ev.rawArguments },
+                },
+              ],
+            });
           else if (ev.type === 'done') {
             await chunk(index, {}, finish(ev.finishReason));
             total.prompt = ev.usage.promptTokens;
@@ -465,14 +636,22 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       try {
         await Promise.all(its.map((_, i) => choice(i)));
         if (b.stream_options?.include_usage)
-          await send(JSON.stringify({
-            id, object: 'chat.completion.chunk', created: now, model: options.modelId, choices: [],
-            usage: {
-              prompt_tokens: total.prompt, completion_tokens: total.completion, total_tokens: total.prompt + total.completion,
-              prompt_tokens_details: { cached_tokens: total.cached },
-              completion_tokens_details: { reasoning_tokens: total.reasoning },
-            },
-          }));
+          await send(
+            JSON.stringify({
+              id,
+              object: 'chat.completion.chunk',
+              created: now,
+              model: options.modelId,
+              choices: [],
+              usage: {
+                prompt_tokens: total.prompt,
+                completion_tokens: total.completion,
+                total_tokens: total.prompt + total.completion,
+                prompt_tokens_details: { cached_tokens: total.cached },
+                completion_tokens_details: { reasoning_tokens: total.reasoning },
+              },
+            }),
+          );
         await send('[DONE]');
       } catch (e) {
         stop.abort();
@@ -486,27 +665,54 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   app.post('/v1/completions', async (c) => {
     const b = completionRequest.parse(await body(c));
     checkModel(b.model);
-    const prompt = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : (b.prompt as number[])) : b.prompt;
+    const prompt = Array.isArray(b.prompt)
+      ? typeof b.prompt[0] === 'string'
+        ? (b.prompt[0] as string)
+        : (b.prompt as number[])
+      : b.prompt;
     const signal = signalOf(c);
-    const opts: CompleteOptions = { ...samplingOptions(b), maxTokens: b.max_tokens ?? 16, stopTokens: [], signal, cacheSalt: cacheSalt(c, b) };
+    const opts: CompleteOptions = {
+      ...samplingOptions(b),
+      maxTokens: b.max_tokens ?? 16,
+      stopTokens: [],
+      signal,
+      cacheSalt: cacheSalt(c, b),
+    };
     if (b.logprobs != null) opts.logprobs = b.logprobs;
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
     const n = b.n ?? 1;
     if (!b.stream) {
-      const results = await nResults(n, opts.seed, signal, (seed, sig) => engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }));
+      const results = await nResults(n, opts.seed, signal, (seed, sig) =>
+        engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }),
+      );
       count('/v1/completions', 200);
       const out = results.reduce((a, r) => a + r.usage.completionTokens, 0);
       return c.json({
-        id, object: 'text_completion', created: now, model: options.modelId,
-        choices: results.map((r, index) => ({ index, text: r.text, finish_reason: r.finishReason, logprobs: r.logprobs ? completionLogprobs(r.logprobs) : null })),
-        usage: { prompt_tokens: results[0].usage.promptTokens, completion_tokens: out, total_tokens: results[0].usage.promptTokens + out },
+        id,
+        object: 'text_completion',
+        created: now,
+        model: options.modelId,
+        choices: results.map((r, index) => ({
+          index,
+          text: r.text,
+          finish_reason: r.finishReason,
+          logprobs: r.logprobs ? completionLogprobs(r.logprobs) : null,
+        })),
+        usage: {
+          prompt_tokens: results[0].usage.promptTokens,
+          completion_tokens: out,
+          total_tokens: results[0].usage.promptTokens + out,
+        },
       });
     }
     // Streaming, n > 1 included: as for chat completions.
     const stop = new AbortController();
     const both = AbortSignal.any([signal, stop.signal]);
-    const start = (i: number) => engine.complete(prompt, { ...opts, ...(opts.seed !== undefined && { seed: opts.seed + i }), signal: both })[Symbol.asyncIterator]();
+    const start = (i: number) =>
+      engine
+        .complete(prompt, { ...opts, ...(opts.seed !== undefined && { seed: opts.seed + i }), signal: both })
+        [Symbol.asyncIterator]();
     const its = [start(0)];
     const first = await its[0].next();
     for (let i = 1; i < n; i++) its.push(start(i));
@@ -523,16 +729,49 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             total.prompt = ev.usage.promptTokens;
             total.completion += ev.usage.completionTokens;
           }
-          const data = ev.type === 'token' || ev.type === 'text'
-            ? { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index, text: ev.text, finish_reason: null, logprobs: ev.type === 'token' && ev.logprobs ? completionLogprobs([ev.logprobs]) : null }] }
-            : { id, object: 'text_completion', created: now, model: options.modelId, choices: [{ index, text: '', finish_reason: ev.finishReason, logprobs: null }] };
+          const data =
+            ev.type === 'token' || ev.type === 'text'
+              ? {
+                  id,
+                  object: 'text_completion',
+                  created: now,
+                  model: options.modelId,
+                  choices: [
+                    {
+                      index,
+                      text: ev.text,
+                      finish_reason: null,
+                      logprobs: ev.type === 'token' && ev.logprobs ? completionLogprobs([ev.logprobs]) : null,
+                    },
+                  ],
+                }
+              : {
+                  id,
+                  object: 'text_completion',
+                  created: now,
+                  model: options.modelId,
+                  choices: [{ index, text: '', finish_reason: ev.finishReason, logprobs: null }],
+                };
           await send(JSON.stringify(data));
         }
       };
       try {
         await Promise.all(its.map((_, i) => choice(i)));
         if (b.stream_options?.include_usage)
-          await send(JSON.stringify({ id, object: 'text_completion', created: now, model: options.modelId, choices: [], usage: { prompt_tokens: total.prompt, completion_tokens: total.completion, total_tokens: total.prompt + total.completion } }));
+          await send(
+            JSON.stringify({
+              id,
+              object: 'text_completion',
+              created: now,
+              model: options.modelId,
+              choices: [],
+              usage: {
+                prompt_tokens: total.prompt,
+                completion_tokens: total.completion,
+                total_tokens: total.prompt + total.completion,
+              },
+            }),
+          );
         await send('[DONE]');
       } catch (e) {
         stop.abort();
@@ -548,8 +787,11 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   app.get('/metrics', (c) => {
     const s = engine.stats();
     // [name, type, help, value]: one Prometheus family each.
-    const metric = (name: string, type: 'counter' | 'gauge', help: string, value: number | string) =>
-      [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`];
+    const metric = (name: string, type: 'counter' | 'gauge', help: string, value: number | string) => [
+      `# HELP ${name} ${help}`,
+      `# TYPE ${name} ${type}`,
+      `${name} ${value}`,
+    ];
     const lines = [
       '# HELP gptoss_requests_total HTTP requests by route and status.',
       '# TYPE gptoss_requests_total counter',
@@ -563,10 +805,25 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       ...metric('gptoss_queue_depth', 'gauge', 'Requests waiting for admission.', s.queued),
       ...metric('gptoss_kv_pages_used', 'gauge', 'KV cache pages in use.', s.kvPagesUsed),
       ...metric('gptoss_kv_pages_total', 'gauge', 'KV cache pages in all.', s.kvPagesTotal),
-      ...metric('gptoss_prefix_pages_reused_total', 'counter', 'KV pages taken from the prefix cache.', s.prefixPagesReused),
+      ...metric(
+        'gptoss_prefix_pages_reused_total',
+        'counter',
+        'KV pages taken from the prefix cache.',
+        s.prefixPagesReused,
+      ),
       ...metric('gptoss_steps_total', 'counter', 'Forward passes run.', s.steps),
-      ...metric('gptoss_step_seconds_total', 'counter', 'Time spent in forward passes.', (s.stepMsTotal / 1e3).toFixed(6)),
-      ...metric('gptoss_last_step_seconds', 'gauge', 'Duration of the latest forward pass.', (s.lastStepMs / 1e3).toFixed(6)),
+      ...metric(
+        'gptoss_step_seconds_total',
+        'counter',
+        'Time spent in forward passes.',
+        (s.stepMsTotal / 1e3).toFixed(6),
+      ),
+      ...metric(
+        'gptoss_last_step_seconds',
+        'gauge',
+        'Duration of the latest forward pass.',
+        (s.lastStepMs / 1e3).toFixed(6),
+      ),
     ];
     return c.text(`${lines.join('\n')}\n`, 200, { 'Content-Type': 'text/plain; version=0.0.4' });
   });

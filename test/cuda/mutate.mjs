@@ -23,14 +23,32 @@ const cxx = spawnSync('sh', ['-c', 'command -v clang++']).status === 0 ? 'clang+
 const jobs = String(Math.max(1, Number(spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()) || 2));
 
 function build() {
-  const r = spawnSync('make', ['-s', `-j${jobs}`, '-f', 'test/cuda/Makefile', `LAB_CXX=${cxx}`, `OUT=${join(base, 'out')}`,
-    `KDIR=${kdir}`, `EXTRA_INC=-I${srcRoot}`, 'SAN=', 'OPT=-O1'], { cwd: root, encoding: 'utf8' });
+  const r = spawnSync(
+    'make',
+    [
+      '-s',
+      `-j${jobs}`,
+      '-f',
+      'test/cuda/Makefile',
+      `LAB_CXX=${cxx}`,
+      `OUT=${join(base, 'out')}`,
+      `KDIR=${kdir}`,
+      `EXTRA_INC=-I${srcRoot}`,
+      'SAN=',
+      'OPT=-O1',
+    ],
+    { cwd: root, encoding: 'utf8' },
+  );
   return r.status === 0 ? null : r.stderr.slice(-1500);
 }
 // A mutant of kernels/cuda/<op>.cu(h) runs the tests named "<op>: ..." (all of them for files no
 // test is named after, and for the unmutated build), with LAB_QUICK set: real-shape cases skipped.
 function runTests(filter = '') {
-  const r = spawnSync('timeout', ['120', join(base, 'out', 'cuda_tests'), filter], { cwd: root, encoding: 'utf8', env: { ...process.env, LAB_QUICK: '1' } });
+  const r = spawnSync('timeout', ['120', join(base, 'out', 'cuda_tests'), filter], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, LAB_QUICK: '1' },
+  });
   const firstFail = (r.stdout.match(/FAIL .*\n.*\n/) ?? [''])[0].trim().replace(/\s+/g, ' ');
   return { ok: r.status === 0, firstFail };
 }
@@ -38,14 +56,21 @@ function runTests(filter = '') {
 // Finds the end of a call's argument list starting after '(' at i; returns the argument spans.
 function args(text, i) {
   const spans = [];
-  let depth = 0, start = i;
+  let depth = 0,
+    start = i;
   for (let j = i; j < text.length; j++) {
     const c = text[j];
     if (c === '(' || c === '[' || c === '{') depth++;
     else if (c === ')' || c === ']' || c === '}') {
-      if (depth === 0) { spans.push([start, j]); return spans; }
+      if (depth === 0) {
+        spans.push([start, j]);
+        return spans;
+      }
       depth--;
-    } else if (c === ',' && depth === 0) { spans.push([start, j]); start = j + 1; }
+    } else if (c === ',' && depth === 0) {
+      spans.push([start, j]);
+      start = j + 1;
+    }
   }
   return spans;
 }
@@ -53,13 +78,20 @@ function args(text, i) {
 const mutants = [];
 // node test/cuda/mutate.mjs [file...]: only the mutants of those files of kernels/cuda/.
 const only = process.argv.slice(2);
-for (const file of readdirSync(join(root, 'kernels/cuda')).filter((f) => /\.(cu|cuh)$/.test(f) && (!only.length || only.includes(f))).sort()) {
+for (const file of readdirSync(join(root, 'kernels/cuda'))
+  .filter((f) => /\.(cu|cuh)$/.test(f) && (!only.length || only.includes(f)))
+  .sort()) {
   const text = readFileSync(join(root, 'kernels/cuda', file), 'utf8');
   const lineOf = (i) => text.slice(0, i).split('\n').length;
   const inComment = (i) => /\/\//.test(text.slice(text.lastIndexOf('\n', i) + 1, i));
   for (const m of text.matchAll(/__syncthreads\(\);/g)) {
     if (inComment(m.index)) continue;
-    mutants.push({ file, line: lineOf(m.index), what: 'delete __syncthreads()', text: text.slice(0, m.index) + text.slice(m.index + m[0].length) });
+    mutants.push({
+      file,
+      line: lineOf(m.index),
+      what: 'delete __syncthreads()',
+      text: text.slice(0, m.index) + text.slice(m.index + m[0].length),
+    });
   }
   for (const m of text.matchAll(/__shfl(_xor|_up|_down)?_sync\(/g)) {
     if (inComment(m.index)) continue;
@@ -69,21 +101,34 @@ for (const file of readdirSync(join(root, 'kernels/cuda')).filter((f) => /\.(cu|
     const arg = text.slice(s, e).trim();
     const repls = m[1] ? [`(${arg}) >> 1`, `(${arg}) << 1`] : [`(${arg}) + 1`, `(${arg}) ^ 1`];
     for (const repl of repls)
-      mutants.push({ file, line: lineOf(m.index), what: `${m[0].slice(0, -1)} offset ${arg} -> ${repl}`, text: text.slice(0, s) + ' ' + repl + text.slice(e) });
+      mutants.push({
+        file,
+        line: lineOf(m.index),
+        what: `${m[0].slice(0, -1)} offset ${arg} -> ${repl}`,
+        text: text.slice(0, s) + ' ' + repl + text.slice(e),
+      });
   }
 }
 
-const testSources = readdirSync(join(root, 'test/cuda')).filter((f) => f.endsWith('_test.cu'))
-  .map((f) => readFileSync(join(root, 'test/cuda', f), 'utf8')).join('\n');
+const testSources = readdirSync(join(root, 'test/cuda'))
+  .filter((f) => f.endsWith('_test.cu'))
+  .map((f) => readFileSync(join(root, 'test/cuda', f), 'utf8'))
+  .join('\n');
 const t0 = Date.now();
 const baseErr = build();
-if (baseErr) { console.error(`cuda:mutate: the unmutated kernels do not build:\n${baseErr}`); process.exit(1); }
+if (baseErr) {
+  console.error(`cuda:mutate: the unmutated kernels do not build:\n${baseErr}`);
+  process.exit(1);
+}
 const filterOf = (file) => {
   const op = file.replace(/\.(cu|cuh)$/, '');
   return testSources.includes(`LAB_TEST("${op}: `) ? `${op}:` : '';
 };
 const baseFilters = only.length ? [...new Set(only.map(filterOf))] : [''];
-if (!baseFilters.every((f) => runTests(f).ok)) { console.error('cuda:mutate: the unmutated kernels fail their tests'); process.exit(1); }
+if (!baseFilters.every((f) => runTests(f).ok)) {
+  console.error('cuda:mutate: the unmutated kernels fail their tests');
+  process.exit(1);
+}
 let survived = 0;
 for (const m of mutants) {
   const path = join(root, kdir, m.file);
@@ -93,8 +138,12 @@ for (const m of mutants) {
   const r = err ? { ok: false, firstFail: 'did not compile' } : runTests(filterOf(m.file));
   writeFileSync(path, original);
   if (r.ok) survived++;
-  console.log(`${r.ok ? 'SURVIVED' : 'killed  '}  kernels/cuda/${m.file}:${m.line}  ${m.what}${r.ok ? '' : `  (${r.firstFail.slice(0, 160)})`}`);
+  console.log(
+    `${r.ok ? 'SURVIVED' : 'killed  '}  kernels/cuda/${m.file}:${m.line}  ${m.what}${r.ok ? '' : `  (${r.firstFail.slice(0, 160)})`}`,
+  );
 }
 build();
-console.log(`cuda:mutate: ${mutants.length - survived} of ${mutants.length} mutants killed in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+console.log(
+  `cuda:mutate: ${mutants.length - survived} of ${mutants.length} mutants killed in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+);
 process.exit(survived ? 1 : 0);

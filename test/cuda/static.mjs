@@ -33,15 +33,23 @@ function require_spawn(cmd, args) {
 }
 
 const demangle = (names) =>
-  names.length ? spawnSync('c++filt', [], { input: names.join('\n'), encoding: 'utf8' }).stdout.trim().split('\n') : [];
+  names.length
+    ? spawnSync('c++filt', [], { input: names.join('\n'), encoding: 'utf8' })
+        .stdout.trim()
+        .split('\n')
+    : [];
 // "void gptoss::cuda::(anonymous namespace)::rmsnorm_f32_bf16w<true>(float const*, ...)" -> "rmsnorm_f32_bf16w<true>"
 function shortName(d) {
   let s = d.replace(/^void /, '');
-  let depth = 0, end = s.length;
+  let depth = 0,
+    end = s.length;
   for (let i = 0; i < s.length; i++) {
     if (s[i] === '<') depth++;
     else if (s[i] === '>') depth--;
-    else if (s[i] === '(' && depth === 0 && !s.startsWith('(anonymous', i)) { end = i; break; }
+    else if (s[i] === '(' && depth === 0 && !s.startsWith('(anonymous', i)) {
+      end = i;
+      break;
+    }
   }
   s = s.slice(0, end);
   const parts = s.split(/::(?![^<]*>)/);
@@ -53,7 +61,10 @@ function parsePtxas(text) {
   let cur = null;
   for (const line of text.split('\n')) {
     let m = line.match(/Compiling entry function '([^']+)' for '(sm_\d+)'/);
-    if (m) { cur = fns[m[1]] = { registers: 0, barriers: 0, smem: 0, stack: 0, spillStores: 0, spillLoads: 0, cmem: 0 }; continue; }
+    if (m) {
+      cur = fns[m[1]] = { registers: 0, barriers: 0, smem: 0, stack: 0, spillStores: 0, spillLoads: 0, cmem: 0 };
+      continue;
+    }
     if (!cur) continue;
     m = line.match(/(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/);
     if (m) Object.assign(cur, { stack: +m[1], spillStores: +m[2], spillLoads: +m[3] });
@@ -67,7 +78,24 @@ function parsePtxas(text) {
   return fns;
 }
 
-const typeBytes = { b8: 1, u8: 1, s8: 1, b16: 2, u16: 2, s16: 2, f16: 2, bf16: 2, b32: 4, u32: 4, s32: 4, f32: 4, b64: 8, u64: 8, s64: 8, f64: 8 };
+const typeBytes = {
+  b8: 1,
+  u8: 1,
+  s8: 1,
+  b16: 2,
+  u16: 2,
+  s16: 2,
+  f16: 2,
+  bf16: 2,
+  b32: 4,
+  u32: 4,
+  s32: 4,
+  f32: 4,
+  b64: 8,
+  u64: 8,
+  s64: 8,
+  f64: 8,
+};
 function globalBytes(ins) {
   const m = ins.match(/^(?:@!?%p\d+\s+)?(ld|st)\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.([a-z]+\d+)\s/);
   if (!m) return 0;
@@ -82,8 +110,12 @@ function parsePtx(text) {
     if (!m) continue;
     const lines = chunk.split('\n').map((l) => l.trim());
     const labels = new Map();
-    const isIns = (l) => l && l.endsWith(';') && !l.startsWith('.') && !l.startsWith('//') && !l.startsWith('{') && !l.startsWith('}');
-    lines.forEach((l, i) => { const lm = l.match(/^(\$L__\w+):/); if (lm) labels.set(lm[1], i); });
+    const isIns = (l) =>
+      l && l.endsWith(';') && !l.startsWith('.') && !l.startsWith('//') && !l.startsWith('{') && !l.startsWith('}');
+    lines.forEach((l, i) => {
+      const lm = l.match(/^(\$L__\w+):/);
+      if (lm) labels.set(lm[1], i);
+    });
     const loops = [];
     lines.forEach((l, i) => {
       const bm = l.match(/bra(?:\.uni)?\s+(\$L__\w+);/);
@@ -104,7 +136,7 @@ function parsePtx(text) {
         'ld.global.v4': count(/ld\.global(\.\w+)*\.v4/),
         'st.global.v4': count(/st\.global(\.\w+)*\.v4/),
         'mma.sync': count(/mma\.sync/),
-        'ldmatrix': count(/ldmatrix/),
+        ldmatrix: count(/ldmatrix/),
         'cp.async': count(/cp\.async\.(c[ag])/),
         'shfl.sync': count(/shfl\.sync/),
         'bar.sync': count(/bar\.sync|barrier\.sync/),
@@ -126,21 +158,37 @@ function occupancyTool() {
   const incs = [`${inc}/include`, '/usr/local/cuda/include'].filter((d) => existsSync(join(d, 'cuda_occupancy.h')));
   require_spawn('g++', ['-std=c++17', '-O1', `-I${incs[0]}`, src, '-o', exe]);
   return (arch, regs, smem, threads, dyn) => {
-    const r = spawnSync(exe, [arch.slice(3), String(regs), String(smem), String(threads), String(dyn)], { encoding: 'utf8' });
+    const r = spawnSync(exe, [arch.slice(3), String(regs), String(smem), String(threads), String(dyn)], {
+      encoding: 'utf8',
+    });
     const [blocks, warps, maxWarps] = r.stdout.trim().split(' ').map(Number);
     return { blocksPerSM: blocks, warpsPerSM: warps, maxWarpsPerSM: maxWarps };
   };
 }
 
 const occupancy = occupancyTool();
-const files = readdirSync(join(root, 'kernels/cuda')).filter((f) => f.endsWith('.cu')).sort();
+const files = readdirSync(join(root, 'kernels/cuda'))
+  .filter((f) => f.endsWith('.cu'))
+  .sort();
 const results = [];
 const failures = [];
 for (const file of files) {
   for (const arch of archs) {
     const rel = `kernels/cuda/${file}`;
-    const info = parsePtxas(require_spawn('nvcc', ['-std=c++17', '-I.', `-arch=${arch}`, '-lineinfo', '-c', rel, '-o', '/dev/null',
-      '-Xptxas', '-v,--warn-on-spills,--warn-on-local-memory-usage']));
+    const info = parsePtxas(
+      require_spawn('nvcc', [
+        '-std=c++17',
+        '-I.',
+        `-arch=${arch}`,
+        '-lineinfo',
+        '-c',
+        rel,
+        '-o',
+        '/dev/null',
+        '-Xptxas',
+        '-v,--warn-on-spills,--warn-on-local-memory-usage',
+      ]),
+    );
     const ptxFile = join(out, `${file}.${arch}.ptx`);
     require_spawn('nvcc', ['-std=c++17', '-I.', `-arch=${arch}`, '-lineinfo', '--ptx', rel, '-o', ptxFile]);
     const ptx = parsePtx(readFileSync(ptxFile, 'utf8'));
@@ -151,16 +199,26 @@ for (const file of files) {
       const spec = lab.kernels[name];
       const r = info[mg];
       const p = ptx[mg] ?? { features: {}, loops: [], instructions: 0, text: '' };
-      const rec = { kernel: name, file: rel, arch, ...r, ptx: { instructions: p.instructions, features: p.features, loops: p.loops } };
+      const rec = {
+        kernel: name,
+        file: rel,
+        arch,
+        ...r,
+        ptx: { instructions: p.instructions, features: p.features, loops: p.loops },
+      };
       if (!spec) {
-        failures.push(`${name} (${rel}, ${arch}): no entry in kernels/cuda/lab.json (launch shape, budgets, roofline launches)`);
+        failures.push(
+          `${name} (${rel}, ${arch}): no entry in kernels/cuda/lab.json (launch shape, budgets, roofline launches)`,
+        );
         results.push(rec);
         return;
       }
       rec.blockThreads = spec.blockThreads;
       rec.occupancy = occupancy(arch, r.registers, r.smem, spec.blockThreads, spec.dynamicSmem ?? 0);
       const b = spec.budget ?? {};
-      const over = (what, got, max) => { if (max !== undefined && got > max) failures.push(`${name} ${arch}: ${what} ${got} > budget ${max}`); };
+      const over = (what, got, max) => {
+        if (max !== undefined && got > max) failures.push(`${name} ${arch}: ${what} ${got} > budget ${max}`);
+      };
       over('registers', r.registers, b.maxRegisters);
       over('stack frame bytes', r.stack, b.maxStack);
       over('spill bytes', r.spillStores + r.spillLoads, b.maxSpillBytes);
@@ -170,7 +228,9 @@ for (const file of files) {
       for (const must of spec.ptxMust ?? [])
         if (!p.text.includes(must)) failures.push(`${name} ${arch}: the PTX has no ${must}`);
       // The roofline of each declared launch on the GPU of this architecture (a prediction).
-      const hot = p.loops.filter((l) => l.instructionsPerByte !== null).sort((x, y) => y.instructionsPerByte - x.instructionsPerByte)[0];
+      const hot = p.loops
+        .filter((l) => l.instructionsPerByte !== null)
+        .sort((x, y) => y.instructionsPerByte - x.instructionsPerByte)[0];
       rec.hotLoop = hot ?? null;
       rec.roofline = [];
       for (const [gpuName, g] of Object.entries(lab.gpus)) {
@@ -182,9 +242,18 @@ for (const file of files) {
           const tIssue = warpInstr / (smsUsed * g.schedulersPerSM * g.clockGHz * 1e9);
           const t = Math.max(tMem, tIssue);
           rec.roofline.push({
-            prediction: true, gpu: gpuName, launch: l.name, bytes: l.bytes, flops: l.flops, smsUsed,
-            memoryUs: tMem * 1e6, issueUs: tIssue * 1e6, predictedUs: t * 1e6, bound: tIssue > tMem ? 'issue' : 'memory',
-            predictedGBs: l.bytes / t / 1e9, shareOfBandwidth: (l.bytes / t) / (g.bandwidthGBs * 1e9),
+            prediction: true,
+            gpu: gpuName,
+            launch: l.name,
+            bytes: l.bytes,
+            flops: l.flops,
+            smsUsed,
+            memoryUs: tMem * 1e6,
+            issueUs: tIssue * 1e6,
+            predictedUs: t * 1e6,
+            bound: tIssue > tMem ? 'issue' : 'memory',
+            predictedGBs: l.bytes / t / 1e9,
+            shareOfBandwidth: l.bytes / t / (g.bandwidthGBs * 1e9),
           });
         }
       }
@@ -194,25 +263,44 @@ for (const file of files) {
   }
 }
 
-const sass = existsSync('/usr/bin/nvdisasm') || spawnSync('sh', ['-c', 'command -v nvdisasm']).status === 0
-  ? 'nvdisasm is present but SASS checks are not wired in yet'
-  : 'SASS: not available (nvcc 13 here ships neither cuobjdump nor nvdisasm; Debian non-free nvdisasm 11.8 would need CUDA 13 cubins\' ELF headers rewritten, not done in CI)';
-writeFileSync(join(out, 'static.json'), JSON.stringify({ generated: new Date().toISOString(), sass, kernels: results, failures }, null, 2) + '\n');
+const sass =
+  existsSync('/usr/bin/nvdisasm') || spawnSync('sh', ['-c', 'command -v nvdisasm']).status === 0
+    ? 'nvdisasm is present but SASS checks are not wired in yet'
+    : "SASS: not available (nvcc 13 here ships neither cuobjdump nor nvdisasm; Debian non-free nvdisasm 11.8 would need CUDA 13 cubins' ELF headers rewritten, not done in CI)";
+writeFileSync(
+  join(out, 'static.json'),
+  JSON.stringify({ generated: new Date().toISOString(), sass, kernels: results, failures }, null, 2) + '\n',
+);
 
 const fmt = (x, d = 1) => (x === undefined || x === null ? '-' : Number(x).toFixed(d));
-const resTable = ['| kernel | arch | regs | spill B | stack B | smem B | barriers | block | blocks/SM | warps/SM | PTX features | hot loop: PTX instr / warp-byte |', '|---|---|---|---|---|---|---|---|---|---|---|---|'];
+const resTable = [
+  '| kernel | arch | regs | spill B | stack B | smem B | barriers | block | blocks/SM | warps/SM | PTX features | hot loop: PTX instr / warp-byte |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+];
 for (const r of results) {
-  const feats = Object.entries(r.ptx.features).filter(([, n]) => n > 0).map(([k, n]) => `${k}×${n}`).join(', ');
-  resTable.push(`| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}` : '-'} |`);
+  const feats = Object.entries(r.ptx.features)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k}×${n}`)
+    .join(', ');
+  resTable.push(
+    `| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}` : '-'} |`,
+  );
 }
-const roofTable = ['| kernel | GPU (prediction) | launch | bytes | SMs used | memory µs | issue µs | predicted µs | bound | predicted GB/s |', '|---|---|---|---|---|---|---|---|---|---|'];
+const roofTable = [
+  '| kernel | GPU (prediction) | launch | bytes | SMs used | memory µs | issue µs | predicted µs | bound | predicted GB/s |',
+  '|---|---|---|---|---|---|---|---|---|---|',
+];
 for (const r of results)
   for (const p of r.roofline ?? [])
-    roofTable.push(`| ${r.kernel} | ${p.gpu} | ${p.launch} | ${p.bytes} | ${p.smsUsed} | ${fmt(p.memoryUs, 2)} | ${fmt(p.issueUs, 2)} | ${fmt(p.predictedUs, 2)} | ${p.bound} | ${fmt(p.predictedGBs, 0)} |`);
+    roofTable.push(
+      `| ${r.kernel} | ${p.gpu} | ${p.launch} | ${p.bytes} | ${p.smsUsed} | ${fmt(p.memoryUs, 2)} | ${fmt(p.issueUs, 2)} | ${fmt(p.predictedUs, 2)} | ${p.bound} | ${fmt(p.predictedGBs, 0)} |`,
+    );
 const md = `Static checks of the nvcc build (nvcc ${nvcc(['--version']).match(/release ([\d.]+)/)?.[1]}; ptxas -v, cuda_occupancy.h, PTX):\n\n${resTable.join('\n')}\n\n${sass}.\n\nStatic roofline — PREDICTIONS, not measurements (time = max(bytes / (bandwidth × SMs used / SMs), bytes × hot-loop PTX instructions per warp-byte / (SMs used × 4 schedulers × boost clock)); launch latency not included):\n\n${roofTable.join('\n')}\n`;
 writeFileSync(join(out, 'static.md'), md);
 console.log(md);
-console.log(`cuda:static: results in ${join('build-cuda-emu', 'static')}/ (static.json, static.md, one JSON per kernel and architecture)`);
+console.log(
+  `cuda:static: results in ${join('build-cuda-emu', 'static')}/ (static.json, static.md, one JSON per kernel and architecture)`,
+);
 if (failures.length) {
   console.log(`cuda:static: ${failures.length} budget failure(s):\n  ${failures.join('\n  ')}`);
   if (check) process.exit(1);

@@ -12,7 +12,10 @@ export interface RawTensor {
 }
 
 /** A safetensors file: header JSON padded to 8 bytes, then the tensors back to back. */
-export function safetensorsBytes(tensors: Record<string, RawTensor>, opts: { headerOverride?: object } = {}): Uint8Array {
+export function safetensorsBytes(
+  tensors: Record<string, RawTensor>,
+  opts: { headerOverride?: object } = {},
+): Uint8Array {
   const header: Record<string, unknown> = {};
   let off = 0;
   for (const [name, t] of Object.entries(tensors)) {
@@ -97,7 +100,9 @@ export function writeRandomHfCheckpoint(dir: string, s: TinyShape, seed = 1): vo
     const n = shape.reduce((a, b) => a * b, 1);
     return { dtype: 'U8', shape, data: Uint8Array.from({ length: n }, f) };
   };
-  const H = s.hidden, I = s.intermediate, E = s.experts;
+  const H = s.hidden,
+    I = s.intermediate,
+    E = s.experts;
   const t: Record<string, RawTensor> = {
     'model.embed_tokens.weight': bf([s.vocab, H], 1),
     'model.norm.weight': bf([H], 1),
@@ -146,7 +151,14 @@ export function writeRandomHfCheckpoint(dir: string, s: TinyShape, seed = 1): vo
       num_attention_heads: s.heads,
       num_key_value_heads: s.kvHeads,
       sliding_window: s.window,
-      rope_scaling: { rope_type: 'yarn', factor: 32, beta_fast: 32, beta_slow: 1, original_max_position_embeddings: 4096, truncate: false },
+      rope_scaling: {
+        rope_type: 'yarn',
+        factor: 32,
+        beta_fast: 32,
+        beta_slow: 1,
+        original_max_position_embeddings: 4096,
+        truncate: false,
+      },
       rope_theta: 150000,
       rms_norm_eps: 1e-5,
       swiglu_limit: 7,
@@ -160,7 +172,10 @@ export function writeRandomHfCheckpoint(dir: string, s: TinyShape, seed = 1): vo
 export { relErr } from '../../lib/cli/check.js';
 
 /** Rewrites a safetensors file's JSON header in place, keeping the data bytes. */
-export function mutateHeader(path: string, fn: (header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>) => void): void {
+export function mutateHeader(
+  path: string,
+  fn: (header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>) => void,
+): void {
   const buf = readFileSync(path);
   const n = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
@@ -172,7 +187,17 @@ export function mutateHeader(path: string, fn: (header: Record<string, { dtype: 
 }
 
 /** The shape most tests use: two tiny layers over the real 201,088-token vocabulary. */
-export const TINY_REAL_VOCAB: TinyShape = { layers: 2, hidden: 64, intermediate: 32, experts: 4, topk: 2, heads: 2, kvHeads: 1, vocab: 201088, window: 4 };
+export const TINY_REAL_VOCAB: TinyShape = {
+  layers: 2,
+  hidden: 64,
+  intermediate: 32,
+  experts: 4,
+  topk: 2,
+  heads: 2,
+  kvHeads: 1,
+  vocab: 201088,
+  window: 4,
+};
 
 /** A fresh directory holding a random real-vocabulary checkpoint of TINY_REAL_VOCAB's shape. */
 export function tinyRealVocabCheckpoint(seed: number, overrides: Partial<TinyShape> = {}): string {

@@ -28,14 +28,29 @@ export interface FakeHub {
 }
 
 function walk(dir: string, prefix = ''): string[] {
-  return readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? walk(join(dir, n), `${prefix}${n}/`) : [`${prefix}${n}`]));
+  return readdirSync(dir).flatMap((n) =>
+    statSync(join(dir, n)).isDirectory() ? walk(join(dir, n), `${prefix}${n}/`) : [`${prefix}${n}`],
+  );
 }
 
 /** Serves `repoDir` (files laid out as in a Hub repo) as repo `repo` at revision main. */
 export async function startFakeHub(repo: string, repoDir: string): Promise<FakeHub> {
-  const files: HubFile[] = walk(repoDir).map((path) => ({ path, data: readFileSync(join(repoDir, path)), lfs: path.endsWith('.safetensors') }));
-  const commit = createHash('sha1').update(files.map((f) => f.path).join()).digest('hex');
-  const hub: Omit<FakeHub, 'url' | 'close'> = { commit, files, log: [], dropAfter: new Map(), corrupt: new Set(), oversend: new Map() };
+  const files: HubFile[] = walk(repoDir).map((path) => ({
+    path,
+    data: readFileSync(join(repoDir, path)),
+    lfs: path.endsWith('.safetensors'),
+  }));
+  const commit = createHash('sha1')
+    .update(files.map((f) => f.path).join())
+    .digest('hex');
+  const hub: Omit<FakeHub, 'url' | 'close'> = {
+    commit,
+    files,
+    log: [],
+    dropAfter: new Map(),
+    corrupt: new Set(),
+    oversend: new Map(),
+  };
   const notFound = (res: ServerResponse, code: string, error: string) => {
     res.writeHead(404, { 'Content-Type': 'application/json', 'X-Error-Code': code });
     res.end(JSON.stringify({ error }));
@@ -49,7 +64,18 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
       if (m[1] !== repo) return notFound(res, 'RepoNotFound', 'Repository not found');
       if (!revOk(m[2])) return notFound(res, 'RevisionNotFound', `Invalid rev id: ${m[2]}`);
       res.writeHead(200, { 'Content-Type': 'application/json' });
-      return res.end(JSON.stringify({ _id: 'x', id: repo, sha: commit, private: false, downloads: 0, gated: false, likes: 0, lastModified: '2025-08-05T00:00:00Z' }));
+      return res.end(
+        JSON.stringify({
+          _id: 'x',
+          id: repo,
+          sha: commit,
+          private: false,
+          downloads: 0,
+          gated: false,
+          likes: 0,
+          lastModified: '2025-08-05T00:00:00Z',
+        }),
+      );
     }
     m = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/.exec(p);
     if (m) {
@@ -63,7 +89,9 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
           path: f.path,
           size: f.data.length,
           oid: createHash('sha1').update(`blob ${f.data.length}\0`).update(f.data).digest('hex'),
-          ...(f.lfs && { lfs: { oid: createHash('sha256').update(f.data).digest('hex'), size: f.data.length, pointerSize: 134 } }),
+          ...(f.lfs && {
+            lfs: { oid: createHash('sha256').update(f.data).digest('hex'), size: f.data.length, pointerSize: 134 },
+          }),
         })),
       ];
       res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -82,8 +110,11 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
         data = Buffer.from(data);
         data[data.length >> 1] ^= 0xff;
       }
-      const sha = f.lfs ? createHash('sha256').update(f.data).digest('hex') : createHash('sha1').update(`blob ${f.data.length}\0`).update(f.data).digest('hex');
-      let start = 0, end = data.length - 1;
+      const sha = f.lfs
+        ? createHash('sha256').update(f.data).digest('hex')
+        : createHash('sha1').update(`blob ${f.data.length}\0`).update(f.data).digest('hex');
+      let start = 0,
+        end = data.length - 1;
       const r = range ? /^bytes=(\d+)-(\d*)$/.exec(range) : null;
       if (r) {
         start = Number(r[1]);
@@ -93,7 +124,11 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
       const extra = range === 'bytes=0-0' ? undefined : hub.oversend.get(f.path);
       if (extra !== undefined) {
         // As a hostile endpoint would: the body, then more for as long as the client reads.
-        res.writeHead(r ? 206 : 200, { 'Content-Type': 'application/octet-stream', ETag: `"${sha}"`, 'X-Repo-Commit': commit });
+        res.writeHead(r ? 206 : 200, {
+          'Content-Type': 'application/octet-stream',
+          ETag: `"${sha}"`,
+          'X-Repo-Commit': commit,
+        });
         res.write(body);
         const chunk = Buffer.alloc(64 * 1024, 0x41);
         let left = extra;
@@ -131,9 +166,10 @@ export async function startFakeHub(repo: string, repoDir: string): Promise<FakeH
   return {
     ...hub,
     url: `http://127.0.0.1:${port}`,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   } as FakeHub;
 }

@@ -16,13 +16,18 @@ export interface OpRun {
   tokens?: number[];
   headDim?: number;
   /** KV page tables (default: one sequence whose pool, the buffer named kc, is one page). */
-  pages?: { seqs: number[]; full: { table: number[]; ring: number; pageSize: number }; sliding?: { table: number[]; ring: number; pageSize: number } };
+  pages?: {
+    seqs: number[];
+    full: { table: number[]; ring: number; pageSize: number };
+    sliding?: { table: number[]; ring: number; pageSize: number };
+  };
 }
 
 /** The devices this build can run `op` on: each op test runs on each. A device whose backend
  * lacks the op's kernel in this build is left out (the CUDA kernels land one by one; a program
  * with such an op is refused with ERR_UNSUPPORTED naming it). */
-export const opDevices = (op?: string): Device[] => addon().devices.filter((d) => !op || (addon().deviceOps[d] ?? []).includes(op));
+export const opDevices = (op?: string): Device[] =>
+  addon().devices.filter((d) => !op || (addon().deviceOps[d] ?? []).includes(op));
 
 export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
   const { Weights, Program } = addon();
@@ -39,7 +44,11 @@ export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
       maxTokens: spec.maxTokens,
       maxContext: Math.max(...positions, spec.buffers.kc?.rows ?? 0) + 1,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: spec.headDim ?? 64 },
-      buffers: names.map((n) => ({ dtype: spec.buffers[n].dtype, rows: spec.buffers[n].rows, cols: spec.buffers[n].cols })),
+      buffers: names.map((n) => ({
+        dtype: spec.buffers[n].dtype,
+        rows: spec.buffers[n].rows,
+        cols: spec.buffers[n].cols,
+      })),
       ops: [spec.op(w, b)].flat(),
     });
     try {
@@ -49,15 +58,26 @@ export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
       }
       const tokens = Int32Array.from(spec.tokens ?? new Array<number>(positions.length).fill(0));
       if (spec.pages) {
-        const table = (t: { table: number[]; ring: number; pageSize: number }) => ({ ...t, table: Int32Array.from(t.table) });
+        const table = (t: { table: number[]; ring: number; pageSize: number }) => ({
+          ...t,
+          table: Int32Array.from(t.table),
+        });
         await program.step({
-          tokens, positions, seqs: Int32Array.from(spec.pages.seqs),
-          full: table(spec.pages.full), sliding: table(spec.pages.sliding ?? spec.pages.full),
-          logitRows: new Int32Array(0), out: null,
+          tokens,
+          positions,
+          seqs: Int32Array.from(spec.pages.seqs),
+          full: table(spec.pages.full),
+          sliding: table(spec.pages.sliding ?? spec.pages.full),
+          logitRows: new Int32Array(0),
+          out: null,
         });
       } else {
         const page = { table: Int32Array.of(0), ring: 1, pageSize: spec.buffers.kc?.rows ?? 1 };
-        await stepSequence(program, { full: page, sliding: page }, { tokens, positions, logitsStart: positions.length, out: null });
+        await stepSequence(
+          program,
+          { full: page, sliding: page },
+          { tokens, positions, logitsStart: positions.length, out: null },
+        );
       }
       return Object.fromEntries(names.map((n) => [n, program.readBuffer(b[n])]));
     } finally {

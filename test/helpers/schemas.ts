@@ -16,14 +16,24 @@ export const SCHEMAS: Record<string, JsonSchema> = {
   nested: {
     type: 'object',
     properties: {
-      user: { type: 'object', properties: { id: { type: 'integer', minimum: 1, maximum: 999 }, role: { enum: ['admin', 'user'] } }, required: ['id', 'role'] },
+      user: {
+        type: 'object',
+        properties: { id: { type: 'integer', minimum: 1, maximum: 999 }, role: { enum: ['admin', 'user'] } },
+        required: ['id', 'role'],
+      },
       active: { type: 'boolean' },
       scores: { type: 'array', items: { type: 'integer', minimum: -5, maximum: 10 }, minItems: 1, maxItems: 4 },
     },
     required: ['user', 'active', 'scores'],
   },
   refs: {
-    $defs: { point: { type: 'object', properties: { x: { type: 'integer', minimum: 0, maximum: 9 }, y: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['x', 'y'] } },
+    $defs: {
+      point: {
+        type: 'object',
+        properties: { x: { type: 'integer', minimum: 0, maximum: 9 }, y: { type: 'integer', minimum: 0, maximum: 9 } },
+        required: ['x', 'y'],
+      },
+    },
     type: 'object',
     properties: {
       kind: { const: 'segment' },
@@ -35,7 +45,11 @@ export const SCHEMAS: Record<string, JsonSchema> = {
   },
   strings: {
     type: 'object',
-    properties: { code: { type: 'string', pattern: '^[a-z0-9]{2,4}$' }, level: { enum: ['low', 'mid', 'high'] }, note: { type: 'string', minLength: 1, maxLength: 6 } },
+    properties: {
+      code: { type: 'string', pattern: '^[a-z0-9]{2,4}$' },
+      level: { enum: ['low', 'mid', 'high'] },
+      note: { type: 'string', minLength: 1, maxLength: 6 },
+    },
     required: ['code', 'level'],
   },
   tuple: {

@@ -5,10 +5,21 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // Attention with sinks, GQA (4 q heads on 2 kv heads) and the sliding window, over a cache
 // filled directly, against a float64 softmax that includes the sink (gpt-oss-spec.md §2.6).
-const Hq = 4, Hkv = 2, D = 64, cap = 24;
+const Hq = 4,
+  Hkv = 2,
+  D = 64,
+  cap = 24;
 
-function reference(q: Float32Array, kc: Float32Array, vc: Float32Array, sinks: Float32Array, positions: number[], window: number) {
-  const T = positions.length, group = Hq / Hkv;
+function reference(
+  q: Float32Array,
+  kc: Float32Array,
+  vc: Float32Array,
+  sinks: Float32Array,
+  positions: number[],
+  window: number,
+) {
+  const T = positions.length,
+    group = Hq / Hkv;
   const out = new Float64Array(T * Hq * D);
   positions.forEach((p, t) => {
     for (let h = 0; h < Hq; h++) {
@@ -51,7 +62,19 @@ describe.each(opDevices('attention'))('attention (%s)', (device) => {
           vc: { dtype: 'f32', rows: cap, cols: Hkv * D, data: vc },
           o: { dtype: 'f32', rows: T, cols: Hq * D },
         },
-        op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 0.125 }),
+        op: (w, b) => ({
+          op: 'attention',
+          x: b.q,
+          y: b.o,
+          kc: b.kc,
+          vc: b.vc,
+          w: w.sinks,
+          qHeads: Hq,
+          kvHeads: Hkv,
+          headDim: D,
+          window,
+          scale: 0.125,
+        }),
       });
       expect(relErr(f32(out.o), reference(q, kc, vc, bf16Values(sinks), positions, window))).toBeLessThan(1e-6);
     });
@@ -81,7 +104,19 @@ describe.each(opDevices('attention'))('attention (%s)', (device) => {
             vc: { dtype: 'f32', rows: capL, cols: Hkv * D, data: vc },
             o: { dtype: 'f32', rows: pos.length, cols: Hq * D },
           },
-          op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window, scale: 0.125 }),
+          op: (w, b) => ({
+            op: 'attention',
+            x: b.q,
+            y: b.o,
+            kc: b.kc,
+            vc: b.vc,
+            w: w.sinks,
+            qHeads: Hq,
+            kvHeads: Hkv,
+            headDim: D,
+            window,
+            scale: 0.125,
+          }),
         });
       const all = f32((await run(positions, q)).o);
       expect(relErr(all, reference(q, kc, vc, bf16Values(sinks), positions, window))).toBeLessThan(1e-6);
@@ -103,7 +138,19 @@ describe.each(opDevices('attention'))('attention (%s)', (device) => {
           vc: { dtype: 'f32', rows: cap, cols: Hkv * D },
           o: { dtype: 'f32', rows: 1, cols: Hq * D },
         },
-        op: (w, b) => ({ op: 'attention', x: b.q, y: b.o, kc: b.kc, vc: b.vc, w: w.sinks, qHeads: Hq, kvHeads: Hkv, headDim: D, window: 0, scale: 0.125 }),
+        op: (w, b) => ({
+          op: 'attention',
+          x: b.q,
+          y: b.o,
+          kc: b.kc,
+          vc: b.vc,
+          w: w.sinks,
+          qHeads: Hq,
+          kvHeads: Hkv,
+          headDim: D,
+          window: 0,
+          scale: 0.125,
+        }),
       }),
     ).rejects.toMatchObject({ code: 'ERR_CONTEXT_OVERFLOW' });
   });

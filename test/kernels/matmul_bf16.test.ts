@@ -6,7 +6,12 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 // Y (+)= X W^T + b with bf16 W, through the GEMV path (T <= 4) and the tiled path (T > 4), at
 // widths that leave SIMD tails (K = 72, N = 33).
 describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
-  for (const [T, N, K] of [[1, 33, 72], [3, 33, 64], [5, 33, 72], [33, 70, 2880 / 10]]) {
+  for (const [T, N, K] of [
+    [1, 33, 72],
+    [3, 33, 64],
+    [5, 33, 72],
+    [33, 70, 2880 / 10],
+  ]) {
     for (const accumulate of [0, 1]) {
       it(`T=${T} N=${N} K=${K}${accumulate ? ', accumulating into the output' : ''} matches float64`, async () => {
         const r = rng(T * 100 + N + accumulate);
@@ -18,10 +23,24 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
           device,
           maxTokens: T,
           weights: { w, b },
-          buffers: { x: { dtype: 'f32', rows: T, cols: K, data: x }, y: { dtype: 'f32', rows: T, cols: N + 3, data: y0 } },
-          op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, ycol: 2, w: wi.w, b: wi.b, N, K, accumulate: accumulate === 1 }),
+          buffers: {
+            x: { dtype: 'f32', rows: T, cols: K, data: x },
+            y: { dtype: 'f32', rows: T, cols: N + 3, data: y0 },
+          },
+          op: (wi, bi) => ({
+            op: 'matmul_bf16',
+            x: bi.x,
+            y: bi.y,
+            ycol: 2,
+            w: wi.w,
+            b: wi.b,
+            N,
+            K,
+            accumulate: accumulate === 1,
+          }),
         });
-        const W = bf16Values(w), B = bf16Values(b);
+        const W = bf16Values(w),
+          B = bf16Values(b);
         const ref = Float64Array.from(y0);
         for (let t = 0; t < T; t++)
           for (let n = 0; n < N; n++) {
@@ -32,7 +51,8 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
         const y = f32(out.y);
         expect(relErr(y, ref)).toBeLessThan(1e-6);
         // columns outside [ycol, ycol + N) are untouched
-        for (let t = 0; t < T; t++) expect([y[t * (N + 3)], y[t * (N + 3) + 1]]).toEqual([y0[t * (N + 3)], y0[t * (N + 3) + 1]]);
+        for (let t = 0; t < T; t++)
+          expect([y[t * (N + 3)], y[t * (N + 3) + 1]]).toEqual([y0[t * (N + 3)], y0[t * (N + 3) + 1]]);
       });
     }
   }

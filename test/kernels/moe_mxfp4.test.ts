@@ -1,14 +1,17 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import type { Device } from '../../lib/device.js';
+import type { Device } from '../../lib/backend/device.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
 // moe_mxfp4 against a float64 loop over the spec's MXFP4 decode, at shapes no real model has:
 // 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each decoded
 // block, then one at a time), skewed routing.
-const E = 5, H = 64, I = 96, k = 2;
+const E = 5,
+  H = 64,
+  I = 96,
+  k = 2;
 // The CPU op computes in f32 (1e-5). The CUDA kernel rounds activations to f16 and sums 16
 // products of a block in f16 (kernels/cuda/moe_mxfp4.cu, "Precision"; its lab test derives the
 // element bound): about 1e-3 of the output's norm here, so it is held to 4e-3.
@@ -18,7 +21,10 @@ function setup(T: number, route: (t: number, j: number) => number, seed: number)
   const r = rng(seed);
   const w1b = Uint8Array.from({ length: E * 2 * I * (H / 32) * 16 }, () => Math.floor(r() * 256));
   // Large scales on expert 0 push gate/linear values past the +-7 clamp.
-  const w1s = Uint8Array.from({ length: E * 2 * I * (H / 32) }, (_, i) => (i < 2 * I * (H / 32) ? 126 : 122) + Math.floor(r() * 2));
+  const w1s = Uint8Array.from(
+    { length: E * 2 * I * (H / 32) },
+    (_, i) => (i < 2 * I * (H / 32) ? 126 : 122) + Math.floor(r() * 2),
+  );
   const w2b = Uint8Array.from({ length: E * H * (I / 32) * 16 }, () => Math.floor(r() * 256));
   const w2s = Uint8Array.from({ length: E * H * (I / 32) }, () => 121 + Math.floor(r() * 3));
   const b1 = bf16Bytes(Array.from({ length: E * 2 * I }, () => r() - 0.5));
@@ -30,7 +36,8 @@ function setup(T: number, route: (t: number, j: number) => number, seed: number)
 
 function reference(d: ReturnType<typeof setup>, T: number): { y: Float64Array; clamped: number } {
   const y = new Float64Array(T * k * H);
-  const b1 = bf16Values(d.b1), b2 = bf16Values(d.b2);
+  const b1 = bf16Values(d.b1),
+    b2 = bf16Values(d.b2);
   let clamped = 0;
   for (let t = 0; t < T; t++)
     for (let j = 0; j < k; j++) {
@@ -38,13 +45,21 @@ function reference(d: ReturnType<typeof setup>, T: number): { y: Float64Array; c
       const x = d.x.subarray(t * H, (t + 1) * H);
       const act = new Float64Array(I);
       for (let u = 0; u < I; u++) {
-        const g = dot(mxfp4Row(d.w1b.subarray(e * 2 * I * (H / 32) * 16), d.w1s.subarray(e * 2 * I * (H / 32)), 2 * u, H), x) + b1[e * 2 * I + 2 * u];
-        const l = dot(mxfp4Row(d.w1b.subarray(e * 2 * I * (H / 32) * 16), d.w1s.subarray(e * 2 * I * (H / 32)), 2 * u + 1, H), x) + b1[e * 2 * I + 2 * u + 1];
+        const g =
+          dot(mxfp4Row(d.w1b.subarray(e * 2 * I * (H / 32) * 16), d.w1s.subarray(e * 2 * I * (H / 32)), 2 * u, H), x) +
+          b1[e * 2 * I + 2 * u];
+        const l =
+          dot(
+            mxfp4Row(d.w1b.subarray(e * 2 * I * (H / 32) * 16), d.w1s.subarray(e * 2 * I * (H / 32)), 2 * u + 1, H),
+            x,
+          ) + b1[e * 2 * I + 2 * u + 1];
         if (g > 7 || Math.abs(l) > 7) clamped++;
         act[u] = swiglu(g, l);
       }
       for (let r = 0; r < H; r++)
-        y[(t * k + j) * H + r] = dot(mxfp4Row(d.w2b.subarray(e * H * (I / 32) * 16), d.w2s.subarray(e * H * (I / 32)), r, I), act) + b2[e * H + r];
+        y[(t * k + j) * H + r] =
+          dot(mxfp4Row(d.w2b.subarray(e * H * (I / 32) * 16), d.w2s.subarray(e * H * (I / 32)), r, I), act) +
+          b2[e * H + r];
     }
   return { y, clamped };
 }
@@ -59,7 +74,24 @@ async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
       idx: { dtype: 'i32', rows: T, cols: k, data: d.idx },
       y: { dtype: 'f32', rows: T * k, cols: H },
     },
-    op: (w, b) => ({ op: 'moe_mxfp4', x: b.x, idx: b.idx, y: b.y, E, k, H, I, w1b: w.w1b, w1s: w.w1s, b1: w.b1, w2b: w.w2b, w2s: w.w2s, b2: w.b2, limit: 7, alpha: 1.702 }),
+    op: (w, b) => ({
+      op: 'moe_mxfp4',
+      x: b.x,
+      idx: b.idx,
+      y: b.y,
+      E,
+      k,
+      H,
+      I,
+      w1b: w.w1b,
+      w1s: w.w1s,
+      b1: w.b1,
+      w2b: w.w2b,
+      w2s: w.w2s,
+      b2: w.b2,
+      limit: 7,
+      alpha: 1.702,
+    }),
   });
   return f32(out.y);
 }

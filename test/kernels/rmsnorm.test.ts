@@ -6,7 +6,8 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 describe.each(opDevices('rmsnorm'))('rmsnorm (%s)', (device) => {
   it('y = g * x / sqrt(mean(x^2) + eps) per row, gain in bf16', async () => {
     const r = rng(3);
-    const T = 3, H = 33;
+    const T = 3,
+      H = 33;
     const x = Float32Array.from({ length: T * H }, () => 4 * r() - 2);
     const g = bf16Bytes(Array.from({ length: H }, () => r() + 0.5));
     const out = await runOp({

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
-import type { Device } from '../../lib/device.js';
+import type { Device } from '../../lib/backend/device.js';
 import { f32, i32, opDevices, runOp } from '../helpers/op.js';
 
 async function topk(device: Device, logits: number[][], k: number) {
-  const T = logits.length, E = logits[0].length;
+  const T = logits.length,
+    E = logits[0].length;
   const out = await runOp({
     device,
     maxTokens: T,

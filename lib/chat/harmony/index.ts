@@ -7,12 +7,21 @@ import { getTokenizer, SPECIAL_TOKENS, TOKENS } from '../tokenizer.js';
 export * from './types.js';
 export { jsonSchemaToTypeScript } from './schema.js';
 export {
-  renderConversation, renderConversationForCompletion, renderConversationForCompletionAsync, renderConversationForTraining, renderMessage, toolsSection,
+  renderConversation,
+  renderConversationForCompletion,
+  renderConversationForCompletionAsync,
+  renderConversationForTraining,
+  renderMessage,
+  toolsSection,
   type RenderConversationConfig,
 } from './render.js';
 export {
-  parseMessagesFromCompletionTokens, StreamableParser,
-  type HarmonyStreamEvent, type MessageTerminator, type ParseOptions, type ParserState,
+  parseMessagesFromCompletionTokens,
+  StreamableParser,
+  type HarmonyStreamEvent,
+  type MessageTerminator,
+  type ParseOptions,
+  type ParserState,
 } from './parse.js';
 
 /** Tokens that end a message: `<|return|>`, `<|end|>`, `<|call|>` (HAR registry.rs). */
@@ -52,13 +61,15 @@ export function encodeText(text: string, options: EncodeTextOptions = {}): numbe
   if (allowed !== 'all') {
     const names = disallowed === 'all' ? Object.keys(SPECIAL_TOKENS) : disallowed;
     for (const name of names) {
-      if (!allowed.includes(name) && text.includes(name)) throw new HarmonyError(`Encountered text corresponding to disallowed special token ${JSON.stringify(name)}`);
+      if (!allowed.includes(name) && text.includes(name))
+        throw new HarmonyError(`Encountered text corresponding to disallowed special token ${JSON.stringify(name)}`);
     }
     // <|reserved_200014|>…<|reserved_201088|> are specials too: match the pattern, not 1075 names.
     if (disallowed === 'all') {
       for (const m of text.matchAll(/<\|reserved_(\d+)\|>/g)) {
         const id = Number(m[1]);
-        if (id >= 200014 && id <= 201088 && !allowed.includes(m[0])) throw new HarmonyError(`Encountered text corresponding to disallowed special token ${JSON.stringify(m[0])}`);
+        if (id >= 200014 && id <= 201088 && !allowed.includes(m[0]))
+          throw new HarmonyError(`Encountered text corresponding to disallowed special token ${JSON.stringify(m[0])}`);
       }
     }
   }

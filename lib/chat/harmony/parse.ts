@@ -20,13 +20,13 @@ export type MessageTerminator = 'end' | 'return' | 'call' | 'eos';
 
 export type HarmonyStreamEvent =
   | {
-    type: 'message-start';
-    role: Role;
-    name: string | null;
-    channel: string | null;
-    recipient: string | null;
-    contentType: string | null;
-  }
+      type: 'message-start';
+      role: Role;
+      name: string | null;
+      channel: string | null;
+      recipient: string | null;
+      contentType: string | null;
+    }
   /** Text as it arrives; never half a UTF-8 character. The deltas of a message join to its text. */
   | { type: 'content-delta'; delta: string; channel: string | null; recipient: string | null }
   | { type: 'message-end'; message: HarmonyMessage; terminator: MessageTerminator };
@@ -72,7 +72,8 @@ function scanUtf8(bytes: Uint8Array): { validUpTo: number; errorLen: number | nu
     }
     let need: number;
     // Allowed range of the second byte; excludes overlongs (E0, F0), surrogates (ED), > U+10FFFF (F4).
-    let lo = 0x80, hi = 0xbf;
+    let lo = 0x80,
+      hi = 0xbf;
     if (b >= 0xc2 && b <= 0xdf) need = 1;
     else if (b >= 0xe0 && b <= 0xef) {
       need = 2;
@@ -110,7 +111,11 @@ function splitAsciiWhitespace(s: string): string[] {
  * Reads a decoded header. Returns the header and, when `parseRecipientAndType` is false or words
  * are left over, the words not accounted for (joined by single spaces).
  */
-function parseHeaderText(text: string, role: Role | null, parseRecipientAndType: boolean): { header: ParsedHeader; rest: string | null } {
+function parseHeaderText(
+  text: string,
+  role: Role | null,
+  parseRecipientAndType: boolean,
+): { header: ParsedHeader; rest: string | null } {
   // The channel can sit anywhere in the header (before or after ` to=…`), so cut it out first.
   let channel: string | null = null;
   const at = text.indexOf(CHANNEL);
@@ -160,7 +165,14 @@ function parseHeaderText(text: string, role: Role | null, parseRecipientAndType:
 }
 
 function toMessage(h: ParsedHeader, text: string): HarmonyMessage {
-  return { role: h.role, name: h.name, recipient: h.recipient, channel: h.channel, content_type: h.contentType, content: [{ type: 'text', text }] };
+  return {
+    role: h.role,
+    name: h.name,
+    recipient: h.recipient,
+    channel: h.channel,
+    content_type: h.contentType,
+    content: [{ type: 'text', text }],
+  };
 }
 
 /**
@@ -187,9 +199,15 @@ export class StreamableParser {
   readonly #messages: HarmonyMessage[] = [];
 
   constructor(role: Role | null = null, options: ParseOptions = {}) {
-    if (role !== null && !isRole(role)) throw new InvalidArgumentError(`role: expected null or one of system, developer, user, assistant, tool; got ${JSON.stringify(role)}`);
+    if (role !== null && !isRole(role))
+      throw new InvalidArgumentError(
+        `role: expected null or one of system, developer, user, assistant, tool; got ${JSON.stringify(role)}`,
+      );
     checkKeys(options, ['strict'], 'StreamableParser options');
-    if (options.strict !== undefined && typeof options.strict !== 'boolean') throw new InvalidArgumentError(`StreamableParser options: strict must be a boolean, got ${JSON.stringify(options.strict)}`);
+    if (options.strict !== undefined && typeof options.strict !== 'boolean')
+      throw new InvalidArgumentError(
+        `StreamableParser options: strict must be a boolean, got ${JSON.stringify(options.strict)}`,
+      );
     this.#strict = options.strict ?? true;
     this.#nextRole = role;
     this.#state = role === null ? 'ExpectStart' : 'Header';
@@ -197,17 +215,20 @@ export class StreamableParser {
 
   /** Feeds one token; returns what it completed. */
   process(token: number): HarmonyStreamEvent[] {
-    if (!Number.isInteger(token) || token < 0 || token > 0xffffffff) throw new InvalidArgumentError(`process(token): expected a token id (an integer from 0 to 2^32-1); got ${token}`);
+    if (!Number.isInteger(token) || token < 0 || token > 0xffffffff)
+      throw new InvalidArgumentError(`process(token): expected a token id (an integer from 0 to 2^32-1); got ${token}`);
     this.#tokens.push(token);
     switch (this.#state) {
       case 'ExpectStart':
-        if (token !== TOKENS.start) throw new HarmonyError(`Unexpected token ${token} while expecting start token ${TOKENS.start}`);
+        if (token !== TOKENS.start)
+          throw new HarmonyError(`Unexpected token ${token} while expecting start token ${TOKENS.start}`);
         this.#state = 'Header';
         this.#headerTokens = [];
         return [];
       case 'Header':
         if (token === TOKENS.message) return this.#openContent();
-        if (!this.#strict && STOP_TOKENS.has(token)) return this.#closeHeaderOnly(STOP_TOKENS.get(token) as MessageTerminator);
+        if (!this.#strict && STOP_TOKENS.has(token))
+          return this.#closeHeaderOnly(STOP_TOKENS.get(token) as MessageTerminator);
         // Strict: a stop token here is header text, and the header fails at `<|message|>` or EOS.
         this.#headerTokens.push(token);
         return [];
@@ -284,7 +305,16 @@ export class StreamableParser {
     this.#nextRole = null;
     this.#header = header;
     this.#state = 'Content';
-    return [{ type: 'message-start', role: header.role, name: header.name, channel: header.channel, recipient: header.recipient, contentType: header.contentType }];
+    return [
+      {
+        type: 'message-start',
+        role: header.role,
+        name: header.name,
+        channel: header.channel,
+        recipient: header.recipient,
+        contentType: header.contentType,
+      },
+    ];
   }
 
   /**
@@ -305,7 +335,16 @@ export class StreamableParser {
     const text = rest ?? '';
     const message = toMessage(header, text);
     this.#messages.push(message);
-    const events: HarmonyStreamEvent[] = [{ type: 'message-start', role: header.role, name: header.name, channel: header.channel, recipient: null, contentType: null }];
+    const events: HarmonyStreamEvent[] = [
+      {
+        type: 'message-start',
+        role: header.role,
+        name: header.name,
+        channel: header.channel,
+        recipient: null,
+        contentType: null,
+      },
+    ];
     if (text.length > 0) events.push({ type: 'content-delta', delta: text, channel: header.channel, recipient: null });
     events.push({ type: 'message-end', message, terminator });
     return events;
@@ -371,7 +410,8 @@ export class StreamableParser {
     this.#pendingBytes = new Uint8Array(0);
     this.#lastContentDelta = null;
     const events: HarmonyStreamEvent[] = [];
-    if (rest.length > 0) events.push({ type: 'content-delta', delta: rest, channel: h.channel, recipient: h.recipient });
+    if (rest.length > 0)
+      events.push({ type: 'content-delta', delta: rest, channel: h.channel, recipient: h.recipient });
     events.push({ type: 'message-end', message, terminator });
     return events;
   }
@@ -381,8 +421,13 @@ export class StreamableParser {
  * Parses a whole completion (spec §6.6). `role` is the role the prompt already opened
  * ('assistant' after `<|start|>assistant`); null when the tokens start with `<|start|>`.
  */
-export function parseMessagesFromCompletionTokens(tokens: ArrayLike<number>, role: Role | null = null, options: ParseOptions = {}): HarmonyMessage[] {
-  if (tokens == null || typeof tokens.length !== 'number') throw new InvalidArgumentError('tokens: expected an array of token ids');
+export function parseMessagesFromCompletionTokens(
+  tokens: ArrayLike<number>,
+  role: Role | null = null,
+  options: ParseOptions = {},
+): HarmonyMessage[] {
+  if (tokens == null || typeof tokens.length !== 'number')
+    throw new InvalidArgumentError('tokens: expected an array of token ids');
   const parser = new StreamableParser(role, options);
   for (let i = 0; i < tokens.length; i++) parser.process(tokens[i]);
   parser.processEos();

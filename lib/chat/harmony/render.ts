@@ -77,8 +77,15 @@ export async function renderConversationForCompletionAsync(
 }
 
 /** renderConversationForCompletion's parts: the messages checked now, the text not yet encoded. */
-export function renderConversationForCompletionParts(messages: readonly HarmonyMessage[], nextTurnRole: Role = 'assistant', config?: RenderConversationConfig): PromptParts {
-  if (!isRole(nextTurnRole)) throw new InvalidArgumentError(`nextTurnRole: expected one of system, developer, user, assistant, tool; got ${JSON.stringify(nextTurnRole)}`);
+export function renderConversationForCompletionParts(
+  messages: readonly HarmonyMessage[],
+  nextTurnRole: Role = 'assistant',
+  config?: RenderConversationConfig,
+): PromptParts {
+  if (!isRole(nextTurnRole))
+    throw new InvalidArgumentError(
+      `nextTurnRole: expected one of system, developer, user, assistant, tool; got ${JSON.stringify(nextTurnRole)}`,
+    );
   const sink = renderInto(messages, config);
   sink.special(TOKENS.start);
   sink.text(nextTurnRole);
@@ -94,10 +101,14 @@ export function renderConversation(messages: readonly HarmonyMessage[], config?:
  * As renderConversation, but a conversation ending in an assistant `final` message ends with
  * `<|return|>` instead of its last token: what the model emits when it finishes an answer.
  */
-export function renderConversationForTraining(messages: readonly HarmonyMessage[], config?: RenderConversationConfig): number[] {
+export function renderConversationForTraining(
+  messages: readonly HarmonyMessage[],
+  config?: RenderConversationConfig,
+): number[] {
   const tokens = renderInto(messages, config).encode();
   const last = messages.at(-1);
-  if (last && last.role === 'assistant' && last.channel === 'final' && tokens.length > 0) tokens[tokens.length - 1] = TOKENS.return;
+  if (last && last.role === 'assistant' && last.channel === 'final' && tokens.length > 0)
+    tokens[tokens.length - 1] = TOKENS.return;
   return tokens;
 }
 
@@ -115,7 +126,10 @@ export function renderMessage(message: HarmonyMessage): number[] {
 function renderInto(messages: readonly HarmonyMessage[], config: RenderConversationConfig | undefined): TokenSink {
   checkKeys(config ?? undefined, ['autoDropAnalysis'], 'render config');
   const autoDrop = config?.autoDropAnalysis ?? true;
-  if (typeof autoDrop !== 'boolean') throw new InvalidArgumentError(`render config: autoDropAnalysis must be a boolean, got ${JSON.stringify(autoDrop)}`);
+  if (typeof autoDrop !== 'boolean')
+    throw new InvalidArgumentError(
+      `render config: autoDropAnalysis must be a boolean, got ${JSON.stringify(autoDrop)}`,
+    );
   checkMessages(messages);
   const keep = keptMessages(messages, autoDrop);
   const ctx: RenderContext = { conversationHasFunctionTools: messages.some(definesFunctionTools) };
@@ -145,9 +159,14 @@ function definesFunctionTools(m: HarmonyMessage): boolean {
 function checkMessages(messages: readonly HarmonyMessage[]): void {
   if (!Array.isArray(messages)) throw new InvalidArgumentError('messages: expected an array of messages');
   messages.forEach((m, i) => {
-    if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`messages[${i}]: expected a message object`);
-    if (!isRole(m.role)) throw new InvalidArgumentError(`messages[${i}].role: expected one of system, developer, user, assistant, tool; got ${JSON.stringify(m.role)}`);
-    if (!Array.isArray(m.content)) throw new InvalidArgumentError(`messages[${i}].content: expected an array of content parts`);
+    if (typeof m !== 'object' || m === null)
+      throw new InvalidArgumentError(`messages[${i}]: expected a message object`);
+    if (!isRole(m.role))
+      throw new InvalidArgumentError(
+        `messages[${i}].role: expected one of system, developer, user, assistant, tool; got ${JSON.stringify(m.role)}`,
+      );
+    if (!Array.isArray(m.content))
+      throw new InvalidArgumentError(`messages[${i}].content: expected an array of content parts`);
   });
 }
 
@@ -156,7 +175,8 @@ function renderMessageInto(m: HarmonyMessage, sink: TokenSink, ctx: RenderContex
   sink.special(TOKENS.start);
   if (m.role === 'tool') {
     // A tool's reply is authored by the tool itself (`functions.get_weather`), not by "tool".
-    if (m.name == null) throw new HarmonyError('a tool message needs a name: the tool that produced it, e.g. functions.get_weather');
+    if (m.name == null)
+      throw new HarmonyError('a tool message needs a name: the tool that produced it, e.g. functions.get_weather');
     sink.text(m.name);
   } else {
     sink.text(m.role);
@@ -189,15 +209,19 @@ function renderContent(part: ContentPart, role: Role, sink: TokenSink, ctx: Rend
       sink.text(part.text);
       return;
     case 'system_content':
-      if (role !== 'system') throw new HarmonyError(`system_content may only appear in a system message, found in a ${role} message`);
+      if (role !== 'system')
+        throw new HarmonyError(`system_content may only appear in a system message, found in a ${role} message`);
       sink.text(systemText(part, ctx));
       return;
     case 'developer_content':
-      if (role !== 'developer') throw new HarmonyError(`developer_content may only appear in a developer message, found in a ${role} message`);
+      if (role !== 'developer')
+        throw new HarmonyError(`developer_content may only appear in a developer message, found in a ${role} message`);
       sink.text(developerText(part));
       return;
     default:
-      throw new InvalidArgumentError(`content part: expected type 'text', 'system_content' or 'developer_content'; got ${JSON.stringify((part as { type?: unknown } | null)?.type)}`);
+      throw new InvalidArgumentError(
+        `content part: expected type 'text', 'system_content' or 'developer_content'; got ${JSON.stringify((part as { type?: unknown } | null)?.type)}`,
+      );
   }
 }
 
@@ -211,7 +235,10 @@ function systemText(sys: SystemContent, ctx: RenderContext): string {
   if (identity.length > 0) sections.push(identity.join('\n'));
   if (sys.reasoning_effort != null) {
     const effort = EFFORT_TEXT[sys.reasoning_effort];
-    if (effort === undefined) throw new InvalidArgumentError(`reasoning_effort: expected 'Low', 'Medium' or 'High'; got ${JSON.stringify(sys.reasoning_effort)}`);
+    if (effort === undefined)
+      throw new InvalidArgumentError(
+        `reasoning_effort: expected 'Low', 'Medium' or 'High'; got ${JSON.stringify(sys.reasoning_effort)}`,
+      );
     sections.push(`Reasoning: ${effort}`);
   }
   if (sys.tools && Object.keys(sys.tools).length > 0) sections.push(toolsSection(sys.tools));
@@ -220,7 +247,8 @@ function systemText(sys: SystemContent, ctx: RenderContext): string {
     let block = `# Valid channels: ${channels.join(', ')}.`;
     if (sys.channel_config?.channel_required) block += ' Channel must be included for every message.';
     // This sentence only exists inside the channel block: no channels, no sentence (HAR).
-    if (ctx.conversationHasFunctionTools) block += "\nCalls to these tools must go to the commentary channel: 'functions'.";
+    if (ctx.conversationHasFunctionTools)
+      block += "\nCalls to these tools must go to the commentary channel: 'functions'.";
     sections.push(block);
   }
   return sections.join('\n\n');
@@ -257,9 +285,11 @@ export function toolsSection(namespaces: ToolNamespaces): string {
       out.push(`namespace ${ns.name} {\n`);
       for (const tool of tools) {
         for (const line of lines(tool.description ?? '')) out.push(`// ${line}`);
-        out.push(tool.parameters != null
-          ? `type ${tool.name} = (_: ${jsonSchemaToTypeScript(tool.parameters)}) => any;\n`
-          : `type ${tool.name} = () => any;\n`);
+        out.push(
+          tool.parameters != null
+            ? `type ${tool.name} = (_: ${jsonSchemaToTypeScript(tool.parameters)}) => any;\n`
+            : `type ${tool.name} = () => any;\n`,
+        );
       }
       out.push(`} // namespace ${ns.name}`);
     }
