@@ -34,7 +34,10 @@ for (let row = 0; row * V < rows.length; row++)
     o = buf.writeUInt8(5, o); // top logprobs
     o = buf.writeUInt16LE(row * 11, o); // token
     o = buf.writeUInt32LE(0, o);
-    for (const [id, v] of [[3, 2.5], [999, -100]]) {
+    for (const [id, v] of [
+      [3, 2.5],
+      [999, -100],
+    ]) {
       o = buf.writeUInt16LE(id, o);
       o = buf.writeFloatLE(v, o);
     }
