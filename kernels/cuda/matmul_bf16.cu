@@ -15,9 +15,19 @@
 // it is argued in test/cuda/matmul_bf16_test.cu.
 // Limits (checked by the launcher): T >= 0, N >= 1, 1 <= K <= 12288, ldx >= K, ldy >= N; the
 // vector path needs K % 8 == 0, W and x 16-byte aligned and ldx % 4 == 0 (else a scalar path).
+//
+// The GEMM (matmul_bf16_gemm_f32, below the GEMV) is described where it begins.
 #include "kernels/cuda/matmul_bf16.cuh"
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "kernels/cuda/matmul_bf16_gemm.cuh"
+#include "kernels/cuda/mma.cuh"
+#if !defined(GPTOSS_CUDA_EMU)
+#include <cuda_bf16.h>
+#endif
 
 namespace gptoss {
 namespace cuda {
@@ -115,6 +125,198 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
                 rows_per_warp, a.accumulate);
 }
 }  // namespace
+
+// ---- matmul_bf16_gemm_f32: the tensor-core GEMM for many tokens ----
+// y[t, n] (+)= sum_k x[t, k] * W[n, k] + b[n] as mma.sync m16n8k16 (A = x rows, row-major; B = W
+// rows as stored, the "col" operand), f32 accumulators in registers. A block owns BM tokens x 128
+// weight rows (grid: x over N tiles, fastest, so neighbouring blocks share an x tile in L2; y over
+// token tiles); its 8 warps are 2 x 4, each owning (BM / 2) x 32 outputs: MT x 4 m16n8 tiles.
+// Per k tile of 32:
+//   - W: 128 x 32 bf16 by cp.async (two 16-byte copies per thread) into a ring of kStages = 4
+//     tiles, issued 3 tiles ahead;
+//   - x: BM x 32 f32 by 16-byte read-only loads into registers one tile ahead, issued before the
+//     tile's mma and converted + stored after them (so the load's latency hides behind them), as
+//     bf16 (kSplit: hi = bf16(x) and lo = bf16(x - hi), two tiles) into one of two buffers;
+//   - both tiles use the swizzle of matmul_bf16_gemm.cuh: ldmatrix and the stores conflict-free;
+//   - per warp and k16 step: MT ldmatrix.x4 of A (2 MT with kSplit), 2 ldmatrix.x4 of B,
+//     4 MT mma (8 MT with kSplit).
+// One __syncthreads per k tile: after it, tile kt's W (waited for by each thread) and x (stored in
+// iteration kt - 1) are visible to all, and every warp has finished iteration kt - 1, whose
+// buffers (W stage (kt - 1) % 4, x buffer (kt + 1) % 2) are refilled in this iteration.
+// Tails: rows of W past N are a copy of row N - 1 (never stored), tokens past T and k past K
+// (K % 8 == 0: a 16-byte chunk is all in or all out) are zeros in shared memory, so nothing past
+// an array is read and the zeros add nothing. Epilogue: v = acc + b[n], y = v or y + v (the CPU
+// op's order), tokens < T and columns < N only.
+// Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo); it
+// depends only on K, so a token's result is the same whatever T, the other tokens or BM.
+namespace {
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // one cvt.rn.bf16x2.f32
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+// The f32 values of a packed pair (exact).
+__device__ __forceinline__ float bf16_lo(uint32_t p) { return __uint_as_float(p << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t p) { return __uint_as_float(p & 0xffff0000u); }
+
+template <int MT, bool kSplit>
+__global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
+    matmul_bf16_gemm_f32(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ x_rows,
+                         const uint16_t* __restrict__ w, const uint16_t* __restrict__ bias, float* __restrict__ y,
+                         int64_t ldy, int T, int N, int K, bool accumulate) {
+  using namespace gemm;
+  constexpr int BM = block_m(MT);
+  constexpr int kParts = kSplit ? 2 : 1;
+  constexpr int kATileBytes = BM * kRowBytes;
+  constexpr int kAChunks = BM * 4;  // 16-byte bf16 chunks of an x tile
+  constexpr int kAPer = (kAChunks + gemm::kThreads - 1) / gemm::kThreads;
+  unsigned char* smem = dynamic_shared<unsigned char>();
+  unsigned char* ws = smem;                          // [kStages][kBN rows][32] bf16, swizzled
+  unsigned char* as = smem + kStages * kWTileBytes;  // [2][kParts][BM rows][32] bf16, swizzled
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / kWarpsN, wn = warp % kWarpsN;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
+  const int KT = (K + kBK - 1) / kBK;
+
+  // This thread's x chunks: row pointers resolved once (null past T).
+  const float* arow[kAPer];
+#pragma unroll
+  for (int i = 0; i < kAPer; ++i) {
+    const int id = tid + i * gemm::kThreads, t = m0 + (id >> 2);
+    arow[i] = (id < kAChunks && t < T) ? x + int64_t(x_rows ? x_rows[t] : t) * ldx + (id & 3) * 8 : nullptr;
+  }
+  // (The weight row addresses are recomputed per tile: two IMADs, where keeping them would cost
+  // the registers that made sm_90 spill.)
+  auto load_w = [&](int kt) {
+    unsigned char* tile = ws + (kt % kStages) * kWTileBytes;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int id = tid + i * gemm::kThreads, k = kt * kBK + (id & 3) * 8;
+      unsigned char* dst = tile + swizzle(id >> 2, id & 3);
+      if (k < K) cp_async16(dst, w + int64_t(min(n0 + (id >> 2), N - 1)) * K + k);
+      else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+    }
+  };
+  float4 ra[kAPer][2];
+  auto fetch_x = [&](int kt) {
+#pragma unroll
+    for (int i = 0; i < kAPer; ++i) {
+      const int k = kt * kBK + ((tid + i * gemm::kThreads) & 3) * 8;
+      if (arow[i] && k < K) {
+        ra[i][0] = __ldg(reinterpret_cast<const float4*>(arow[i] + kt * kBK));
+        ra[i][1] = __ldg(reinterpret_cast<const float4*>(arow[i] + kt * kBK + 4));
+      } else {
+        ra[i][0] = ra[i][1] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    }
+  };
+  auto store_x = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < kAPer; ++i) {
+      const int id = tid + i * gemm::kThreads;
+      if (kAChunks % gemm::kThreads != 0 && id >= kAChunks) continue;
+      unsigned char* dst = as + buf * kParts * kATileBytes + swizzle(id >> 2, id & 3);
+      const float v[8] = {ra[i][0].x, ra[i][0].y, ra[i][0].z, ra[i][0].w, ra[i][1].x, ra[i][1].y, ra[i][1].z, ra[i][1].w};
+      uint4 hi;
+      hi.x = pack_bf16x2(v[0], v[1]), hi.y = pack_bf16x2(v[2], v[3]);
+      hi.z = pack_bf16x2(v[4], v[5]), hi.w = pack_bf16x2(v[6], v[7]);
+      *reinterpret_cast<uint4*>(dst) = hi;
+      if (kSplit) {  // x - hi is exact in f32; lo rounds it to bf16: |x - hi - lo| <= 2^-16 |x|
+        uint4 lo;
+        lo.x = pack_bf16x2(v[0] - bf16_lo(hi.x), v[1] - bf16_hi(hi.x));
+        lo.y = pack_bf16x2(v[2] - bf16_lo(hi.y), v[3] - bf16_hi(hi.y));
+        lo.z = pack_bf16x2(v[4] - bf16_lo(hi.z), v[5] - bf16_hi(hi.z));
+        lo.w = pack_bf16x2(v[6] - bf16_lo(hi.w), v[7] - bf16_hi(hi.w));
+        *reinterpret_cast<uint4*>(dst + kATileBytes) = lo;
+      }
+    }
+  };
+
+  float acc[MT][kNT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+  // Prologue: W tiles 0..kStages-2 in flight (one commit group each, empty past KT, so that the
+  // wait below always counts kStages - 2 younger groups), x tile 0 stored.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < KT) load_w(s);
+    cp_async_commit();
+  }
+  fetch_x(0);
+  store_x(0);
+
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of W tile kt have landed
+    __syncthreads();
+    if (kt + kStages - 1 < KT) load_w(kt + kStages - 1);
+    cp_async_commit();
+    if (kt + 1 < KT) fetch_x(kt + 1);
+    const unsigned char* wt = ws + (kt % kStages) * kWTileBytes;
+    const unsigned char* at = as + (kt & 1) * kParts * kATileBytes;
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      uint32_t b[kNT][2];
+#pragma unroll
+      for (int j = 0; j < kNT / 2; ++j) {
+        uint32_t r[4];
+        ldmatrix<4, false>(r, wt + b_fragment(wn * kWarpN + 16 * j, kk, lane));
+        b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int p = 0; p < kParts; ++p) {
+          uint32_t a[4];
+          ldmatrix<4, false>(a, at + p * kATileBytes + a_fragment(wm * 16 * MT + 16 * i, kk, lane));
+#pragma unroll
+          for (int j = 0; j < kNT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
+        }
+    }
+    if (kt + 1 < KT) store_x((kt + 1) & 1);
+  }
+
+  const int g = lane >> 2, q = lane & 3;
+#pragma unroll
+  for (int j = 0; j < kNT; ++j) {
+    const int n = n0 + wn * kWarpN + 8 * j + 2 * q;
+    const float b0 = bias && n < N ? bf16_bits_to_f32(bias[n]) : 0.f;
+    const float b1 = bias && n + 1 < N ? bf16_bits_to_f32(bias[n + 1]) : 0.f;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int t = m0 + wm * 16 * MT + 16 * i + g + 8 * h;
+        if (t >= T) continue;
+        float* yr = y + int64_t(t) * ldy;
+        const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
+        if (n < N) yr[n] = accumulate ? yr[n] + v0 : v0;
+        if (n + 1 < N) yr[n + 1] = accumulate ? yr[n + 1] + v1 : v1;
+      }
+  }
+}
+
+template <int MT, bool kSplit>
+void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, cudaStream_t stream) {
+  using namespace gemm;
+  const size_t smem = size_t(kStages) * kWTileBytes + size_t(2) * (kSplit ? 2 : 1) * block_m(MT) * kRowBytes;
+  if (smem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
+    static std::once_flag once;
+    std::call_once(once, [&] {
+      cudaFuncSetAttribute(matmul_bf16_gemm_f32<MT, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    });
+  }
+  const dim3 grid(unsigned((a.N + kBN - 1) / kBN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)));
+  GPTOSS_LAUNCH((matmul_bf16_gemm_f32<MT, kSplit>), grid, dim3(gemm::kThreads), smem, stream, a.x, a.ldx, x_rows, a.w, a.b, a.y,
+                a.ldy, a.T, a.N, a.K, a.accumulate);
+}
+}  // namespace
 }  // namespace cuda
 
 int matmul_bf16_rows_per_warp_cuda(int N) {
@@ -148,5 +350,42 @@ void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per
     else launch<4, true>(a, x, y, rows_per_warp, stream);
     check_launch("matmul_bf16");
   }
+}
+int matmul_bf16_gemm_tile_m_cuda(int T) {
+  // Up to 32 tokens, blocks of 32 (one m16 fragment per warp): the weights are read once and
+  // no mma works on padding rows past T beyond 31; past that, 128 (4 per warp), which halves the
+  // shared-memory bytes per mma of the B side (see matmul_bf16_gemm_f32).
+  return T <= 32 ? 32 : 128;
+}
+
+void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions& o, cudaStream_t stream) {
+  using namespace cuda;
+  if (a.T < 0 || a.N < 1 || a.K < 1 || a.ldx < a.K || a.ldy < a.N || !a.x || !a.w || !a.y)
+    throw invalid_argument("matmul_bf16 (GEMM): need T >= 0, N >= 1, K >= 1, ldx >= K, ldy >= N and non-null x, w, y");
+  if (a.K % 8 != 0 || a.ldx % 4 != 0 || !aligned(a.x, 16) || !aligned(a.w, 16))
+    throw invalid_argument("matmul_bf16 (GEMM): needs K % 8 == 0 (got " + std::to_string(a.K) + "), ldx % 4 == 0 (got " +
+                           std::to_string(a.ldx) + ") and x, w 16-byte aligned");
+  if (o.tile_m != 0 && o.tile_m != 32 && o.tile_m != 128)
+    throw invalid_argument("matmul_bf16 (GEMM): tile_m must be 0, 32 or 128, got " + std::to_string(o.tile_m));
+  if (a.T == 0) return;
+  const int tm = o.tile_m ? o.tile_m : matmul_bf16_gemm_tile_m_cuda(a.T);
+  if ((int64_t(a.T) + tm - 1) / tm > 65535) throw invalid_argument("matmul_bf16 (GEMM): T " + std::to_string(a.T) + " past the grid's 65535 token tiles");
+  if (tm == 32) o.split_x ? launch_gemm<1, true>(a, o.x_rows, stream) : launch_gemm<1, false>(a, o.x_rows, stream);
+  else o.split_x ? launch_gemm<4, true>(a, o.x_rows, stream) : launch_gemm<4, false>(a, o.x_rows, stream);
+  check_launch("matmul_bf16 (GEMM)");
+}
+
+MatmulBf16Kernel matmul_bf16_kernel_cuda(const MatmulBf16Args& a, bool fp32_mode) {
+  const bool gemm_shape = a.K % 8 == 0 && a.ldx % 4 == 0 && cuda::aligned(a.x, 16) && cuda::aligned(a.w, 16);
+  if (a.T < kMatmulBf16GemmFromT || !gemm_shape) return MatmulBf16Kernel::kGemv;
+  return fp32_mode ? MatmulBf16Kernel::kGemmSplitBf16 : MatmulBf16Kernel::kGemmBf16;
+}
+
+void matmul_bf16_select_cuda(const MatmulBf16Args& a, bool fp32_mode, cudaStream_t stream) {
+  const MatmulBf16Kernel k = matmul_bf16_kernel_cuda(a, fp32_mode);
+  if (k == MatmulBf16Kernel::kGemv) return matmul_bf16_cuda(a, stream);
+  MatmulBf16GemmOptions o;
+  o.split_x = k == MatmulBf16Kernel::kGemmSplitBf16;
+  matmul_bf16_gemm_cuda(a, o, stream);
 }
 }  // namespace gptoss

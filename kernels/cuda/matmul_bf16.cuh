@@ -13,4 +13,31 @@ constexpr int kMatmulBf16MaxKCuda = 12288;
 // large-N choice on small N). The result does not depend on it.
 void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per_warp = 0);
 int matmul_bf16_rows_per_warp_cuda(int N);
+
+// The tensor-core GEMM for many tokens (prefill, large batches): mma.sync m16n8k16 bf16 with f32
+// accumulation, blocks of up to 128 tokens x 128 weight rows. x is f32 and is rounded to bf16 as
+// it is staged (split_x false: 2^-8 relative per product, the default mode's budget) or split
+// into two bf16 terms x = hi + lo, two mma each (split_x true: within 2^-16 per product, for the
+// fp32 mode), so the op's contract (f32 activations) is unchanged. a.scratch is not used; no
+// scratch. x_rows: optional device [T] int32 of x's rows (output row t reads x row x_rows[t]; the
+// logit rows of a step), else row t. tile_m: 0 picks matmul_bf16_gemm_tile_m_cuda(T); tests force
+// 32 or 128; the result does not depend on it. Needs K % 8 == 0, ldx % 4 == 0, x and w 16-byte
+// aligned, x_rows in [0, rows of x); throws ERR_INVALID_ARGUMENT otherwise, ERR_DEVICE when a
+// launch fails. x and y must not overlap. A token's output does not depend on T, on the other
+// tokens or on tile_m (the k order is fixed), but differs in rounding from the GEMV's.
+struct MatmulBf16GemmOptions {
+  bool split_x = false;
+  const int32_t* x_rows = nullptr;
+  int tile_m = 0;
+};
+void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions& o, cudaStream_t stream);
+int matmul_bf16_gemm_tile_m_cuda(int T);
+
+// The rule between the two: the GEMV (reads the weights once per 4 tokens) below
+// kMatmulBf16GemmFromT tokens, the GEMM (reads them once per 128) from there; fp32_mode takes the
+// split GEMM. Shapes the GEMM does not take (K % 8 != 0, unaligned x or w) stay on the GEMV.
+constexpr int kMatmulBf16GemmFromT = 8;
+enum class MatmulBf16Kernel { kGemv, kGemmBf16, kGemmSplitBf16 };
+MatmulBf16Kernel matmul_bf16_kernel_cuda(const MatmulBf16Args& a, bool fp32_mode);
+void matmul_bf16_select_cuda(const MatmulBf16Args& a, bool fp32_mode, cudaStream_t stream);
 }  // namespace gptoss

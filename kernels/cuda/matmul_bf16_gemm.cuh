@@ -1,0 +1,49 @@
+// The tile geometry of matmul_bf16's tensor-core GEMM (kernels/cuda/matmul_bf16.cu): sizes, the
+// swizzled shared-memory layout of a bf16 tile and the row address each lane hands ldmatrix for
+// an mma.m16n8k16 fragment. Pure functions, shared by the kernel and by the test that checks every
+// fragment position through the swizzle (test/cuda/matmul_bf16_gemm_test.cu).
+//
+// A tile is [rows][kBK = 32] bf16: rows of 64 bytes, four 16-byte chunks (8 k each). Chunk c of
+// row r is stored at chunk c ^ ((r >> 1) & 3) of that row. ldmatrix serves one 8x8 matrix (8 row
+// addresses of 16 bytes, 128 bytes) per shared-memory wavefront when the 8 rows fall in distinct
+// 16-byte bank groups of a 128-byte line; the 8 rows of a fragment are 8 consecutive rows at one
+// logical chunk: (r & 1) picks the half of the line and (r >> 1) & 3 permutes the chunk within it,
+// so the 8 rows land on 8 distinct bank groups (no conflict). Unswizzled, rows r and r + 2 would
+// share banks (4-way conflicts). The stores that fill a tile (16 bytes per thread, 4 consecutive
+// threads per row) put two whole rows in each 8-thread phase: conflict-free too. (The XOR swizzle
+// is the usual technique of CUTLASS's sm80 tile iterators; this one is written for a 64-byte row.)
+#pragma once
+#include <cstdint>
+
+#include "kernels/cuda/common.cuh"
+
+namespace gptoss::cuda::gemm {
+constexpr int kThreads = 256;  // 8 warps: 2 along M (tokens) x 4 along N (weight rows)
+constexpr int kWarpsM = 2, kWarpsN = 4;
+constexpr int kBN = 128;             // weight rows (output columns) per block
+constexpr int kBK = 32;              // k per tile: two m16n8k16 steps
+constexpr int kStages = 4;           // the weight tiles' cp.async ring
+constexpr int kWarpN = kBN / kWarpsN;  // 32 columns per warp: 4 n8 fragments
+constexpr int kNT = kWarpN / 8;
+constexpr int kRowBytes = kBK * 2;     // 64
+constexpr int kWTileBytes = kBN * kRowBytes;  // 8 KB
+// Block rows (tokens) for MT m16 fragments per warp.
+__host__ __device__ constexpr int block_m(int mt) { return kWarpsM * 16 * mt; }
+
+// Byte offset of 16-byte chunk c (0..3) of row r in a swizzled tile.
+__host__ __device__ constexpr uint32_t swizzle(int r, int c) { return uint32_t(r) * kRowBytes + (uint32_t(c ^ ((r >> 1) & 3)) << 4); }
+
+// ldmatrix.x4 row address of `lane` for the A fragment (16 rows from r0, k16 step kk of the tile):
+// matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15),
+// which are registers a[0..3] of mma.m16n8k16's A operand (kernels/cuda/mma.cuh).
+__host__ __device__ constexpr uint32_t a_fragment(int r0, int kk, int lane) {
+  return swizzle(r0 + (lane & 7) + ((lane >> 3) & 1) * 8, kk * 2 + (lane >> 4));
+}
+// ldmatrix.x4 (not .trans) row address of `lane` for two B fragments: weight rows n0..n0+15 of a
+// [N, K] tile (B's columns, k-contiguous: the "col" operand as stored), k16 step kk. Matrices 0..3
+// = (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15): registers b[0], b[1] of
+// the n8 fragment at n0, then of the one at n0 + 8.
+__host__ __device__ constexpr uint32_t b_fragment(int n0, int kk, int lane) {
+  return swizzle(n0 + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1));
+}
+}  // namespace gptoss::cuda::gemm

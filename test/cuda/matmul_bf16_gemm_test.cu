@@ -1,0 +1,366 @@
+// matmul_bf16's tensor-core GEMM (matmul_bf16_gemm_cuda, kernels/cuda/matmul_bf16.cu) against the
+// CPU op (kernels/cpu/matmul_bf16.cc) on fresh random inputs, outputs NaN-poisoned before every
+// call: K 2880 (gpt-oss's hidden size, 90 k tiles) and 4096 (the attention output's), tokens 1,
+// 33, 127 (not multiples of the 32- and 128-token tiles), odd row counts (127, 511), the QKV
+// projection's 5120 rows, the unembedding's logit rows picked by a row list, a K tail
+// (K % 32 == 8), padded rows, the residual add, both activation modes (bf16; split hi + lo for the
+// fp32 mode); the tile layout (every fragment position through the swizzle, no bank conflicts);
+// the rule between the GEMV and the GEMM; a token's output independent of the others. Real-K
+// cases run once under the forward schedule and are skipped with LAB_QUICK; the full real shapes
+// (QKV 16 x 5120 x 2880, out-proj 40 x 2880 x 4096, 127 x 511 x 2880) only natively or with
+// LAB_FULL (minutes emulated); small siblings run the same code under all four schedules.
+#include <algorithm>
+#include <set>
+
+#include "kernels/cuda/matmul_bf16.cuh"
+#include "kernels/cuda/matmul_bf16_gemm.cuh"
+#include "kernels/cuda/mma.cuh"
+#include "test/cuda/harness.h"
+
+namespace {
+const double kU = std::ldexp(1.0, -24);
+
+// Tolerances, per output, relative to S = sum_k |x_k w_k| + |b| (+ |y| when accumulating).
+// Accumulation: the GEMM chains K / 16 mma (K / 8 split), each rounding its f32 sum once in the
+// emulator; a tensor core rounds internally, so 2 u per mma is allowed; the CPU chains at most
+// K / 8 products per SIMD lane, then a horizontal sum and the bias (as matmul_bf16_test.cu).
+double accumulation(int K, bool split) { return (2.0 * (split ? K / 8.0 : K / 16.0) + K / 8.0 + 16.0) * kU; }
+// Against the CPU on the same x: rounding x to bf16 moves each product by at most 2^-8 of it
+// (round to nearest, 8 significant bits); the split's hi + lo leaves at most 2^-16.
+double contract(int K, bool split) { return std::ldexp(1.0, split ? -16 : -8) + accumulation(K, split); }
+
+// x as the GEMM's tensor cores see it: bf16(x), or hi + lo (exact in f32).
+float as_staged(float v, bool split) {
+  const float hi = lab::bf16_to_f32(lab::f32_to_bf16(v));
+  return split ? hi + lab::bf16_to_f32(lab::f32_to_bf16(v - hi)) : hi;
+}
+
+struct Case {
+  int T, N, K;
+  int64_t ldx, ldy;
+  bool bias, accumulate;
+  bool split = false;
+  int tile_m = 0;
+  std::vector<int32_t> rows;  // x's rows for the output rows (the logit rows), else row t
+  int x_rows = 0;             // rows of x when `rows` is set
+};
+
+// The real shapes whose emulation takes minutes (40 blocks x 90 k tiles for QKV): natively, or
+// under the emulator with LAB_FULL set. Their code paths run in the smaller cases.
+bool full() {
+#if defined(GPTOSS_CUDA_EMU)
+  return std::getenv("LAB_FULL") != nullptr;
+#else
+  return true;
+#endif
+}
+
+// every_schedule false: once, under the forward schedule.
+void check(const Case& c, uint64_t seed, bool every_schedule = true) {
+  lab::Rng r(seed);
+  const int XR = c.rows.empty() ? c.T : c.x_rows;
+  std::vector<float> x(size_t(XR) * c.ldx);
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  std::vector<uint16_t> w(size_t(c.N) * c.K), b(c.bias ? c.N : 0);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  std::vector<float> y0(size_t(c.T) * c.ldy);
+  for (auto& v : y0) v = r.uniform(-4.f, 4.f);
+
+  // The CPU op on x's gathered rows (contract), and on those rows as staged (exact check).
+  std::vector<float> xg(size_t(c.T) * c.ldx), xs(xg.size());
+  for (int t = 0; t < c.T; ++t) {
+    const int src = c.rows.empty() ? t : c.rows[t];
+    for (int64_t k = 0; k < c.ldx; ++k) {
+      xg[t * c.ldx + k] = x[src * c.ldx + k];
+      xs[t * c.ldx + k] = as_staged(xg[t * c.ldx + k], c.split);
+    }
+  }
+  std::vector<float> want = y0, want_staged = y0, scratch(size_t(c.T) * c.K + 16);
+  gptoss::matmul_bf16_cpu({xg.data(), c.ldx, w.data(), c.bias ? b.data() : nullptr, want.data(), c.ldy, c.T, c.N, c.K,
+                           c.accumulate, scratch.data()});
+  gptoss::matmul_bf16_cpu({xs.data(), c.ldx, w.data(), c.bias ? b.data() : nullptr, want_staged.data(), c.ldy, c.T, c.N,
+                           c.K, c.accumulate, scratch.data()});
+  std::vector<double> S(size_t(c.T) * c.N);
+  for (int t = 0; t < c.T; ++t)
+    for (int n = 0; n < c.N; ++n) {
+      double s = (c.bias ? std::fabs(lab::bf16_to_f32(b[n])) : 0.0) + (c.accumulate ? std::fabs(y0[t * c.ldy + n]) : 0.0);
+      const float* xr = xg.data() + t * c.ldx;
+      const uint16_t* wr = w.data() + size_t(n) * c.K;
+      for (int k = 0; k < c.K; ++k) s += std::fabs(double(xr[k]) * lab::bf16_to_f32(wr[k]));
+      S[size_t(t) * c.N + n] = s;
+    }
+
+  lab::DeviceBuf<float> dx(x), dy(y0.size());
+  lab::DeviceBuf<uint16_t> dw(w), db(std::max<size_t>(1, b.size()));
+  lab::DeviceBuf<int32_t> drows(std::max<size_t>(1, c.rows.size()));
+  if (c.bias) db.upload(b);
+  if (!c.rows.empty()) drows.upload(c.rows);
+  const double tol_exact = accumulation(c.K, c.split), tol = contract(c.K, c.split);
+  auto run = [&] {
+    if (c.accumulate) dy.upload(y0);
+    else cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+    gptoss::MatmulBf16GemmOptions o;
+    o.split_x = c.split;
+    o.tile_m = c.tile_m;
+    o.x_rows = c.rows.empty() ? nullptr : drows.p;
+    gptoss::matmul_bf16_gemm_cuda(
+        {dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr}, o, nullptr);
+    const std::vector<float> got = dy.download();
+    for (int t = 0; t < c.T; ++t)
+      for (int n = 0; n < c.N; ++n) {
+        const size_t i = size_t(t) * c.ldy + n;
+        const double s = S[size_t(t) * c.N + n] + 1e-30;
+        const double e = std::fabs(double(got[i]) - want_staged[i]) / s, e2 = std::fabs(double(got[i]) - want[i]) / s;
+        LAB_CHECK(e <= tol_exact, "T %d N %d K %d%s: y[%d, %d] = %.9g, CPU on the staged x %.9g: error %.3g S > %.3g S", c.T,
+                  c.N, c.K, c.split ? " split" : "", t, n, got[i], want_staged[i], e, tol_exact);
+        LAB_CHECK(e2 <= tol, "T %d N %d K %d%s: y[%d, %d] = %.9g, CPU %.9g: error %.3g S > %.3g S", c.T, c.N, c.K,
+                  c.split ? " split" : "", t, n, got[i], want[i], e2, tol);
+      }
+    for (int t = 0; t < c.T; ++t)
+      for (int64_t n = c.N; n < c.ldy; ++n)
+        if (!c.accumulate) LAB_CHECK(std::isnan(got[t * c.ldy + n]), "wrote y[%d, %lld] past N", t, (long long)n);
+  };
+  if (every_schedule) lab::for_each_schedule(run);
+  else run();
+}
+
+// ---- the tile layout ----
+// mma.m16n8k16's fragments (PTX ISA; the same statement as kernels/cuda/mma.cuh's header):
+// A value i of lane (g, q): row g + 8 ((i >> 1) & 1), col 2q + (i & 1) + 8 (i >> 2); B value i:
+// k 2q + (i & 1) + 8 (i >> 1), n g.
+void a_pos(int lane, int i, int& row, int& k) { row = (lane >> 2) + 8 * ((i >> 1) & 1), k = 2 * (lane & 3) + (i & 1) + 8 * (i >> 2); }
+void b_pos(int lane, int i, int& n, int& k) { n = lane >> 2, k = 2 * (lane & 3) + (i & 1) + 8 * (i >> 1); }
+
+// One warp: a 32-row tile [32][32] of codes (row << 5 | k) stored through the swizzle, then every
+// A fragment (2 m16 x 2 k16) and every B fragment pair (2 n16 x 2 k16) loaded as the GEMM does.
+__global__ void fragment_probe(uint32_t* out) {  // [8 loads][32 lanes][4 registers]
+  __shared__ __align__(16) uint16_t tile[32 * 32];
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 32 * 4; i += 32) {  // 16-byte chunks, as the GEMM's stores
+    const int r = i >> 2, c = i & 3;
+    uint16_t* dst = reinterpret_cast<uint16_t*>(reinterpret_cast<unsigned char*>(tile) + gptoss::cuda::gemm::swizzle(r, c));
+    for (int e = 0; e < 8; ++e) dst[e] = uint16_t(r << 5 | (8 * c + e));
+  }
+  __syncwarp();
+  const unsigned char* base = reinterpret_cast<const unsigned char*>(tile);
+  for (int f = 0; f < 4; ++f) {
+    uint32_t r[4];
+    gptoss::cuda::ldmatrix<4, false>(r, base + gptoss::cuda::gemm::a_fragment(16 * (f >> 1), f & 1, lane));
+    for (int i = 0; i < 4; ++i) out[(f * 32 + lane) * 4 + i] = r[i];
+    gptoss::cuda::ldmatrix<4, false>(r, base + gptoss::cuda::gemm::b_fragment(16 * (f >> 1), f & 1, lane));
+    for (int i = 0; i < 4; ++i) out[((4 + f) * 32 + lane) * 4 + i] = r[i];
+  }
+}
+
+// The 16-byte bank group (of 8 per 128-byte line) of each address a wavefront serves must differ.
+void check_conflict_free(const char* what, const std::vector<uint32_t>& addrs) {
+  std::set<uint32_t> groups;
+  for (uint32_t a : addrs) groups.insert((a / 16) % 8);
+  LAB_CHECK(groups.size() == addrs.size(), "%s: %zu addresses in %zu bank groups (a bank conflict)", what, addrs.size(),
+            groups.size());
+}
+}  // namespace
+
+LAB_TEST("matmul_bf16: the GEMM's swizzled tile gives every mma fragment position (ldmatrix x4 for A and for [N, K] B)") {
+  lab::DeviceBuf<uint32_t> dout(8 * 32 * 4);
+  lab::for_each_schedule([&] {
+    cudaMemset(dout.p, 0xff, dout.n * 4);
+    GPTOSS_LAUNCH(fragment_probe, dim3(1), dim3(32), 0, nullptr, dout.p);
+    const std::vector<uint32_t> out = dout.download();
+    for (int f = 0; f < 4; ++f) {
+      const int r0 = 16 * (f >> 1), k0 = 16 * (f & 1);
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < 8; ++i) {
+          int row, k, n;
+          a_pos(lane, i, row, k);
+          const uint32_t a = (out[(f * 32 + lane) * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
+          LAB_CHECK(a == uint32_t((r0 + row) << 5 | (k0 + k)), "A fragment (rows %d, k %d) lane %d value %d: row %u k %u, want %d %d",
+                    r0, k0, lane, i, a >> 5, a & 31, r0 + row, k0 + k);
+          // B: values 0..3 of the n8 fragment at r0, then of the one at r0 + 8
+          b_pos(lane, i & 3, n, k);
+          n += r0 + 8 * (i >> 2);
+          const uint32_t b = (out[((4 + f) * 32 + lane) * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
+          LAB_CHECK(b == uint32_t(n << 5 | (k0 + k)), "B fragment (n %d, k %d) lane %d value %d: n %u k %u, want %d %d", r0, k0, lane,
+                    i, b >> 5, b & 31, n, k0 + k);
+        }
+    }
+  });
+}
+
+LAB_TEST("matmul_bf16: the GEMM's ldmatrix rows and tile stores are free of bank conflicts") {
+  using namespace gptoss::cuda::gemm;
+  // ldmatrix.x4: one wavefront per 8x8 matrix, i.e. per 8 lanes' row addresses.
+  for (int r0 = 0; r0 < kBN; r0 += 16)
+    for (int kk = 0; kk < 2; ++kk)
+      for (int m = 0; m < 4; ++m) {
+        std::vector<uint32_t> a, b;
+        for (int l = 8 * m; l < 8 * m + 8; ++l) a.push_back(a_fragment(r0, kk, l)), b.push_back(b_fragment(r0, kk, l));
+        check_conflict_free(lab::format("A fragment rows %d k16 %d matrix %d", r0, kk, m).c_str(), a);
+        check_conflict_free(lab::format("B fragment rows %d k16 %d matrix %d", r0, kk, m).c_str(), b);
+      }
+  // The stores: thread id writes chunk id & 3 of row id >> 2 (16 bytes); 8 threads per wavefront.
+  for (int id0 = 0; id0 < kBN * 4; id0 += 8) {
+    std::vector<uint32_t> s;
+    for (int id = id0; id < id0 + 8; ++id) s.push_back(swizzle(id >> 2, id & 3));
+    check_conflict_free(lab::format("tile store threads %d..%d", id0, id0 + 7).c_str(), s);
+  }
+  // Unswizzled, the same A fragment would conflict: the check can fail.
+  std::vector<uint32_t> plain;
+  for (int l = 0; l < 8; ++l) plain.push_back(uint32_t(l * kRowBytes));
+  std::set<uint32_t> g;
+  for (uint32_t p : plain) g.insert((p / 16) % 8);
+  LAB_CHECK(g.size() == 2, "the unswizzled layout was expected to put 8 rows in 2 bank groups, got %zu", g.size());
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU at K 2880 for 33 tokens and 127 rows, and 127 tokens x 136 rows (128-token tiles)") {
+  if (!lab::quick()) check({33, 127, 2880, 2880, 127, true, false}, 31, false);
+  if (full()) check({127, 511, 2880, 2880, 511, true, false}, 32, false);
+  check({127, 136, 96, 96, 136, true, false}, 33);
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU for 1 token (32-token tiles) at K 2880 and 511 rows, and 33 tokens in 32-token tiles") {
+  if (!lab::quick()) check({1, 40, 2880, 2880, 40, true, false}, 34, false);
+  check({1, 511, 64, 64, 511, true, false}, 35);
+  Case c{33, 72, 64, 64, 72, true, false};
+  c.tile_m = 32;  // two token tiles, the second holding one token
+  check(c, 36);
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU at the QKV projection's 5120 rows (K 2880 natively or with LAB_FULL), 16 tokens") {
+  if (full()) check({16, 5120, 2880, 2880, 5120, true, false}, 37, false);
+  check({16, 5120, 64, 64, 5120, true, false}, 38, false);
+  check({16, 256, 64, 64, 256, true, false}, 38);
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU at the attention output's K (4096) adding into a padded residual") {
+  if (!lab::quick()) check({9, 40, 4096, 4096, 2880, true, true}, 39, false);
+  if (full()) check({40, 2880, 4096, 4096, 2880, true, true}, 40, false);
+  check({130, 40, 128, 132, 44, true, true}, 41);  // 2 token tiles (the second 2 rows), padded x rows
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU on the unembedding's logit rows picked by a row list (no bias)") {
+  Case c{9, 200, 2880, 2880, 200, false, false};
+  c.rows = {39, 0, 17, 3, 38, 21, 22, 9, 30};
+  c.x_rows = 40;
+  if (!lab::quick()) check(c, 42, false);
+  Case s{5, 200, 64, 68, 201, false, false};
+  s.rows = {7, 1, 6, 6, 0};
+  s.x_rows = 8;
+  check(s, 43);
+}
+
+LAB_TEST("matmul_bf16: GEMM matches CPU with a K tail (K % 32 == 8) and K below one tile") {
+  check({20, 130, 264, 264, 130, true, false}, 44);
+  check({3, 17, 8, 8, 17, true, true}, 45);
+}
+
+LAB_TEST("matmul_bf16: split GEMM (x = hi + lo, the fp32 mode) is within 2^-16 of the CPU") {
+  Case c{20, 72, 2880, 2880, 72, true, false};
+  c.split = true;
+  if (!lab::quick()) check(c, 46, false);
+  Case s{20, 72, 96, 96, 72, true, true};
+  s.split = true;
+  check(s, 47);
+  s.tile_m = 128;
+  check(s, 48);
+}
+
+LAB_TEST("matmul_bf16: a token's GEMM output is bit-identical alone (32-token tile) and among 100 (128-token tiles)") {
+  const int T = 100, N = 136, K = 128;
+  lab::Rng r(48);
+  std::vector<float> x(size_t(T) * K);
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  std::vector<uint16_t> w(size_t(N) * K), b(N);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  lab::DeviceBuf<float> dx(x), dall(size_t(T) * N), d1(N);
+  lab::DeviceBuf<uint16_t> dw(w), db(b);
+  for (bool split : {false, true}) {
+    gptoss::MatmulBf16GemmOptions o;
+    o.split_x = split;
+    gptoss::matmul_bf16_gemm_cuda({dx.p, K, dw.p, db.p, dall.p, N, T, N, K, false, nullptr}, o, nullptr);
+    const std::vector<float> all = dall.download();
+    for (int t : {0, 63, 99}) {
+      gptoss::matmul_bf16_gemm_cuda({dx.p + t * K, K, dw.p, db.p, d1.p, N, 1, N, K, false, nullptr}, o, nullptr);
+      const std::vector<float> one = d1.download();
+      LAB_CHECK(std::memcmp(one.data(), all.data() + size_t(t) * N, N * 4) == 0, "token %d differs alone and among %d%s", t, T,
+                split ? " (split)" : "");
+    }
+  }
+}
+
+LAB_TEST("matmul_bf16: the GEMV below 8 tokens, the GEMM from 8 (split in fp32 mode), the GEMV for shapes the GEMM refuses") {
+  using gptoss::MatmulBf16Kernel;
+  std::vector<float> x(size_t(8) * 64 + 4);
+  std::vector<uint16_t> w(64 * 64 + 8);
+  std::vector<float> y(8 * 64);
+  float* xa = x.data();
+  while (!gptoss::cuda::aligned(xa, 16)) ++xa;
+  uint16_t* wa = w.data();
+  while (!gptoss::cuda::aligned(wa, 16)) ++wa;
+  auto kernel = [&](int T, int K, int64_t ldx, bool fp32, float* xp) {
+    return gptoss::matmul_bf16_kernel_cuda({xp, ldx, wa, nullptr, y.data(), 64, T, 64, K, false, nullptr}, fp32);
+  };
+  LAB_CHECK(gptoss::kMatmulBf16GemmFromT == 8, "the rule's threshold moved: update this test and the lab.json launches");
+  for (int T = 1; T < 8; ++T) LAB_CHECK(kernel(T, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "T %d: not the GEMV", T);
+  LAB_CHECK(kernel(8, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "T 8: not the bf16 GEMM");
+  LAB_CHECK(kernel(8, 64, 64, true, xa) == MatmulBf16Kernel::kGemmSplitBf16, "T 8, fp32 mode: not the split GEMM");
+  LAB_CHECK(kernel(8, 60, 64, false, xa) == MatmulBf16Kernel::kGemv, "K 60: not the GEMV");
+  LAB_CHECK(kernel(8, 64, 66, false, xa) == MatmulBf16Kernel::kGemv, "ldx 66: not the GEMV");
+  LAB_CHECK(kernel(8, 64, 64, false, xa + 1) == MatmulBf16Kernel::kGemv, "unaligned x: not the GEMV");
+  LAB_CHECK(gptoss::matmul_bf16_gemm_tile_m_cuda(32) == 32 && gptoss::matmul_bf16_gemm_tile_m_cuda(33) == 128,
+            "the token-tile rule moved");
+
+  // Through matmul_bf16_select_cuda: both sides of the threshold against the CPU op.
+  const int N = 40, K = 96;
+  for (int T : {7, 8}) {
+    lab::Rng r(49 + T);
+    std::vector<float> hx(size_t(T) * K);
+    for (auto& v : hx) v = r.uniform(-2.f, 2.f);
+    std::vector<uint16_t> hw(size_t(N) * K);
+    for (auto& v : hw) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+    std::vector<float> want(size_t(T) * N), scratch(size_t(T) * K + 16);
+    gptoss::matmul_bf16_cpu({hx.data(), K, hw.data(), nullptr, want.data(), N, T, N, K, false, scratch.data()});
+    lab::DeviceBuf<float> dx(hx), dy(want.size());
+    lab::DeviceBuf<uint16_t> dw(hw);
+    for (bool fp32 : {false, true}) {
+      cudaMemset(dy.p, 0xff, dy.n * 4);
+      gptoss::matmul_bf16_select_cuda({dx.p, K, dw.p, nullptr, dy.p, N, T, N, K, false, nullptr}, fp32, nullptr);
+      const std::vector<float> got = dy.download();
+      const double tol = T < 8 ? 1e-5 : contract(K, fp32);
+      for (int t = 0; t < T; ++t)
+        for (int n = 0; n < N; ++n) {
+          double S = 0;
+          for (int k = 0; k < K; ++k) S += std::fabs(double(hx[t * K + k]) * lab::bf16_to_f32(hw[n * K + k]));
+          const double e = std::fabs(double(got[t * N + n]) - want[t * N + n]) / (S + 1e-30);
+          LAB_CHECK(e <= tol, "T %d%s: y[%d, %d] = %.9g, CPU %.9g: error %.3g S", T, fp32 ? " fp32" : "", t, n, got[t * N + n],
+                    want[t * N + n], e);
+        }
+    }
+  }
+}
+
+LAB_TEST("matmul_bf16: GEMM refuses shapes it does not take with ERR_INVALID_ARGUMENT before any launch") {
+  std::vector<float> x(64 + 4), y(64);
+  std::vector<uint16_t> w(64 + 8);
+  float* xa = x.data();
+  while (!gptoss::cuda::aligned(xa, 16)) ++xa;
+  uint16_t* wa = w.data();
+  while (!gptoss::cuda::aligned(wa, 16)) ++wa;
+  auto code = [&](gptoss::MatmulBf16Args a, int tile_m = 0) {
+    gptoss::MatmulBf16GemmOptions o;
+    o.tile_m = tile_m;
+    try {
+      gptoss::matmul_bf16_gemm_cuda(a, o, nullptr);
+    } catch (const gptoss::Error& e) {
+      return e.code;
+    }
+    return std::string("none");
+  };
+  LAB_CHECK(code({xa, 12, wa, nullptr, y.data(), 4, 1, 4, 12, false, nullptr}) == "ERR_INVALID_ARGUMENT", "K 12 accepted");
+  LAB_CHECK(code({xa, 18, wa, nullptr, y.data(), 4, 1, 2, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx 18 accepted");
+  LAB_CHECK(code({xa + 1, 16, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "unaligned x accepted");
+  LAB_CHECK(code({xa, 8, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx < K accepted");
+  LAB_CHECK(code({xa, 16, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}, 64) == "ERR_INVALID_ARGUMENT", "tile_m 64 accepted");
+}
