@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   a.numRegs = std::atoi(argv[2]);
   a.sharedSizeBytes = size_t(std::atol(argv[3]));
   a.maxDynamicSharedSizeBytes = p.sharedMemPerBlockOptin;
+  // Launchers that need more than 48 KB of dynamic shared memory opt in (cudaFuncSetAttribute);
+  // with the default limit cuda_occupancy.h reports 0 blocks for any such kernel.
+  a.shmemLimitConfig = FUNC_SHMEM_LIMIT_OPTIN;
   a.numBlockBarriers = 1;
   cudaOccDeviceState s{};
   cudaOccResult r{};
