@@ -136,21 +136,29 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // Thread tid copies 16-byte chunk tid % 8 of keys tid / 8 + 16c (c < 4), K and V; keys past
-    // khi are zeros (a V row of NaN would give 0 * NaN in P V).
+    // khi are zeros (a V row of NaN would give 0 * NaN in P V). The pool row of key j is
+    // page_row's (kv_pages.h), with its divisions done once per tile: the next key's row steps
+    // through the page and the ring.
+    const int32_t* tab = pages.table + int64_t(s) * pages.ring;
     auto load = [&](int buf, int32_t kb) {
+      const int ch = tid & 7;
+      const int32_t j0 = kb + (tid >> 3);
+      int32_t slot = j0 / pages.page_size;         // page of the sequence ...
+      int32_t in = j0 - slot * pages.page_size;    // ... and row in it
+      slot %= pages.ring;                          // its slot in the ring
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const int r = (tid >> 3) + 16 * c, ch = tid & 7;
+        const int r = (tid >> 3) + 16 * c;
         const int off = r * kD + ((ch ^ (r & 7)) << 3);
-        const int32_t j = kb + r;
-        if (j <= khi) {
-          const int64_t src = page_row(pages, s, j) * width + g * kD + ch * 8;
+        if (kb + r <= khi) {
+          const int64_t src = (int64_t(tab[slot]) * pages.page_size + in) * width + g * kD + ch * 8;
           cp_async16(&ks[buf][off], kc + src);
           cp_async16(&vs[buf][off], vc + src);
         } else {
           *reinterpret_cast<uint4*>(&ks[buf][off]) = make_uint4(0u, 0u, 0u, 0u);
           *reinterpret_cast<uint4*>(&vs[buf][off]) = make_uint4(0u, 0u, 0u, 0u);
         }
+        for (in += 16; in >= pages.page_size; in -= pages.page_size) slot = slot + 1 == pages.ring ? 0 : slot + 1;
       }
       cp_async_commit();
     };
@@ -158,22 +166,21 @@ __global__ void __launch_bounds__(kThreads)
     load(0, klo);
     for (int it = 0; it < tiles; ++it) {
       const int32_t kb = klo + it * kKeys;
-      if (it + 1 < tiles) {
-        load((it + 1) & 1, kb + kKeys);
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();  // tile it is in shared memory for every warp
-
+      if (it + 1 < tiles) load((it + 1) & 1, kb + kKeys);
+      // Whether the warp's rows see any key of the tile, and all of them (no mask needed).
       bool act = false, full = true;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         act |= kb <= sp[r] && kb + kKeys - 1 >= slo[r];
         full &= slo[r] <= kb && kb + kKeys - 1 <= sp[r];
       }
-      if (__any_sync(kFullMask, act)) {
-        const bool unmasked = __all_sync(kFullMask, full);
+      const bool busy = __any_sync(kFullMask, act);
+      const bool unmasked = __all_sync(kFullMask, full);
+      if (it + 1 < tiles) cp_async_wait<1>();
+      else cp_async_wait<0>();
+      __syncthreads();  // tile it is in shared memory for every warp (each thread waited for its own copies only)
+
+      if (busy) {
         const uint16_t* kt = ks[it & 1];
         const uint16_t* vt = vs[it & 1];
 

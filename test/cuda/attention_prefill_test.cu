@@ -158,12 +158,12 @@ LAB_TEST("attention_prefill: a chunked prefill equals one piece (bit for bit on 
   }
 }
 LAB_TEST("attention_prefill: two sequences in one step (a block straddling them), GQA groups 3 and 1, sliding window on a wrapping ring") {
-  // Sequence 0: positions 0..19; sequence 1: positions 200..230. Sliding: a ring of 10 pages of
-  // 16 rows (>= window + 31 - 1 rows: positions 73..230 held, earlier ones overwritten, kv_pages.h).
+  // Sequence 0: positions 0..19; sequence 1: positions 200..230. Sliding: a ring of 7 pages of
+  // 24 rows (>= window + 31 - 1 rows: positions 63..230 held, earlier ones overwritten, kv_pages.h).
   std::vector<int32_t> pos = iota_from(0, 20), seq(20, 0);
   for (int p = 200; p <= 230; ++p) pos.push_back(p), seq.push_back(1);
-  check({9, 3, 128, pos, seq, 16, 10}, 81);  // group 3: 21 tokens a block, a padding row in warp 3
-  check({2, 2, 0, pos, seq, 16, 15}, 82);    // group 1: 64 tokens a block (both sequences in one)
+  check({9, 3, 128, pos, seq, 24, 7}, 81);  // group 3: 21 tokens a block, a padding row in warp 3; pages of 24 rows
+  check({2, 2, 0, pos, seq, 5, 47}, 82);    // group 1: 64 tokens a block (both sequences in one); pages of 5 rows
 }
 LAB_TEST("attention_prefill: bad shapes and an f32 cache are ERR_INVALID_ARGUMENT") {
   const int D = 64, Hq = 8;

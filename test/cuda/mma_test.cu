@@ -187,3 +187,37 @@ LAB_TEST("cp.async: a destination reads NaN until its group is waited for (emula
   LAB_CHECK(o[6] == 1 && o[7] == 5 && o[8] == 9, "after wait_group 0: %g %g %g", o[6], o[7], o[8]);
 }
 #endif
+
+#if defined(GPTOSS_CUDA_EMU)
+namespace {
+// Thread i copies row i of a 64-row tile; warp 0 then reads rows 32..63 (warp 1's) by ldmatrix.
+__global__ void ldmatrix_after_cp_async_kernel(const uint16_t* src, uint32_t* out, bool barrier) {
+  __shared__ __align__(16) uint16_t s[64 * 8];
+  const int t = threadIdx.x, l = t & 31;
+  cp_async16(s + 8 * t, src + 8 * t);
+  cp_async_commit();
+  cp_async_wait<0>();  // this thread's row only
+  if (barrier) __syncthreads();
+  if (t >= 32) return;
+  uint32_t r[4];
+  ldmatrix<4, false>(r, s + 8 * (32 + l));
+  for (int i = 0; i < 4; ++i) out[l * 4 + i] = r[i];
+}
+}  // namespace
+LAB_TEST("ldmatrix: a row whose cp.async another warp has not waited for reads NaN (emulator semantics: read at arrival)") {
+  std::vector<uint16_t> src(64 * 8);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = uint16_t(i);
+  lab::DeviceBuf<uint16_t> ds(src);
+  lab::DeviceBuf<uint32_t> dout(32 * 4);
+  for (bool barrier : {false, true}) {
+    GPTOSS_LAUNCH(ldmatrix_after_cp_async_kernel, dim3(1), dim3(64), 0, nullptr, ds.p, dout.p, barrier);  // forward schedule
+    const std::vector<uint32_t> o = dout.download();
+    for (int l = 0; l < 32; ++l) {
+      const int row = 32 + l / 4, col = 2 * (l % 4);  // matrix 0: rows 32..39
+      const uint32_t want = barrier ? src[row * 8 + col] | uint32_t(src[row * 8 + col + 1]) << 16 : 0xffffffffu;
+      LAB_CHECK(o[l * 4] == want, "%s barrier: lane %d register 0 holds 0x%08x, want 0x%08x", barrier ? "with" : "without", l, o[l * 4],
+                want);
+    }
+  }
+}
+#endif

@@ -147,6 +147,7 @@ struct LdmatrixLane {
   int num;  // 1, 2, 4
   bool trans;
   uint32_t r[4];
+  uint16_t row[8];  // the row at addr, read when this lane reaches the ldmatrix (emu.cc)
 };
 
 template <class T>

@@ -252,10 +252,7 @@ void complete_ldmatrix(Thread** lanes) {
       fail_here(fmt("ldmatrix: lanes disagree on the shape (.x%d%s vs .x%d%s)", d0.num, d0.trans ? ".trans" : "", d.num,
                     d.trans ? ".trans" : ""));
   }
-  auto elem = [&](int m, int row, int col) {
-    const auto* p = static_cast<const uint16_t*>(static_cast<LdmatrixLane*>(lanes[8 * m + row]->data)->addr);
-    return uint32_t(p[col]);
-  };
+  auto elem = [&](int m, int row, int col) { return uint32_t(static_cast<LdmatrixLane*>(lanes[8 * m + row]->data)->row[col]); };
   for (int l = 0; l < 32; ++l) {
     LdmatrixLane& d = *static_cast<LdmatrixLane*>(lanes[l]->data);
     for (int m = 0; m < d0.num; ++m) {
@@ -600,6 +597,10 @@ void warp_collective(Op op, void* data, Site s) {
         fail_here(where(t, s) + fmt(": ldmatrix row address %p is not 16-byte aligned", d.addr));
       if (!is_shared(d.addr, 16))
         fail_here(where(t, s) + fmt(": ldmatrix row address %p is not in shared memory", d.addr));
+      // The row is read in this lane's program order, when it arrives, not when the warp's last
+      // lane does: by then every other warp has run on to its own next rendezvous, which would
+      // hide a missing barrier between another thread's cp.async wait (or store) and this read.
+      std::memcpy(static_cast<LdmatrixLane*>(data)->row, d.addr, 16);
     }
   }
   t.data = data;
