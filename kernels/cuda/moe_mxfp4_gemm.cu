@@ -1,0 +1,405 @@
+// moe_mxfp4 as a grouped GEMM (contract in kernels/cuda/moe_mxfp4_gemm.cuh; reference
+// kernels/cpu/moe_mxfp4.cc, gpt-oss-spec.md §2.7 and §3). One step is five launches, none waiting
+// for the host:
+//   moe_dispatch        slots grouped by expert, the list of (expert, 64-row m-tile) pairs
+//   x to bf16           x [T, H] f32 -> bf16, each 32-block's elements in the kernel's k order
+//   gate_up             act[p] = swiglu(W1[e] x[token(p)] + b1[e])      N = 2I, K = H
+//   down                y[slot(p)] = w(p) * (W2[e] act[p] + b2[e])      N = H,  K = I
+//   combine (fused)     out[t] (+)= sum_j y[t * k + j]                  (kernels/cuda/moe_dispatch.cu)
+// where p runs over the sorted rows (dispatch order), act is bf16 [S, I] in that order (the down
+// pass reads whole m-tiles of it without a gather) and w(p) is the slot's routing weight (1 for the
+// op's unweighted contract).
+//
+// The GEMM kernel, persistent: grid = min(work items, ctas), CTA b takes items b, b + grid, ...;
+// an item is (m-tile, n-tile), m-tile-major, so CTAs running at the same time share an expert's
+// activations and weights in L2. Every output element is computed by exactly one CTA in a fixed
+// order: bit-identical runs whatever the schedule. Empty experts have no tiles, so skew costs
+// nothing but the work there is.
+// Tile: 256 weight rows (the mma's M side: the weights are the A operand) x 64 sorted rows (tokens,
+// the N side) x K in steps of 32 (one MXFP4 block). 8 warps, each 32 weight rows (two m16 tiles) x
+// 64 tokens (eight n8 tiles): 16 mma.sync.m16n8k16 per 16 k, 64 f32 accumulators per thread.
+// A 4-stage cp.async pipeline moves per step the 256 rows' 16-byte blocks (4 KB, one cp.async per
+// thread) and the 64 token rows' 32 bf16 (4 KB, one cp.async per thread, 16-byte pieces XOR-swizzled
+// by row so that ldmatrix reads are conflict-free); the 256 scale bytes (rows 90 bytes apart, not
+// 16-byte aligned: cp.async cannot) are read into a register one step ahead and stored after the
+// step's math. For gate_up, the smem rows of each m16 tile are ordered so that row g is the gate
+// row and row g + 8 the linear row of one activation: a thread's accumulators c0, c1 (gate) and
+// c2, c3 (linear) then belong to the same activation and the clamped SwiGLU needs no exchange.
+//
+// Dequantisation in registers, no table. mma's A fragment gives thread (g = lane / 4, t = lane % 4)
+// rows g and g + 8 and, in each 16-k chunk, k positions 2t, 2t+1, 2t+8, 2t+9. The k order inside a
+// 32-block is free (the activations are stored in the same order by the x conversion and by the
+// gate_up epilogue), so thread t takes 32-bit word t of the row's block (elements 8t..8t+7): chunk
+// c, register half h, low/high bf16 lo hold element 8t + 2c + h + 4 lo. An E2M1 nibble s|e1 e0|m
+// placed at bf16 bits 15 and 8..6 is exactly its value times 2^-126 (a bf16 subnormal when e = 0),
+// and nibbles i and i + 4 of a word land in the two halves with one shift each:
+//   raw_i = ((q << (6 - 4i)) & 0x01C001C0) | ((q << (12 - 4i)) & 0x80008000)   (4 instructions)
+// then one fma.rn.bf16x2 by 2^(s - 1) (the E8M0 scale and the 2^126) gives the weight exactly;
+// scales above 128 (|weight| > 12, not expected) take a second exact multiply by 2^(s - 128).
+// So per A fragment (8 weights a thread, one m16n8k16's worth) ~19 instructions, reused by the 8
+// n8 tiles: ~2.4 per mma, plus 0.25 ldmatrix.x4, 0.25 LDS.32 and the step's ~20 of copies,
+// addresses and barrier per 32 mma (static figures: lab.json, benchmarks/RESULTS.md).
+// Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-9), products
+// and sums are f32 (the tensor core's internal rounding aside). The tolerance is derived in
+// test/cuda/moe_mxfp4_gemm_test.cu.
+// Limits (checked by the launchers): H, I positive multiples of 32; 1 <= E <= 256; k >= 1;
+// T <= 65535; the blocks 16-byte aligned; x rows ldx >= H.
+#include "kernels/cuda/moe_mxfp4_gemm.cuh"
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/moe_dispatch.cuh"
+#include "kernels/op.h"
+
+namespace gptoss {
+namespace cuda {
+namespace {
+constexpr int kThreads = 256;
+constexpr int kTileN = 256;  // weight rows per work item
+constexpr int kTileM = 64;   // sorted rows (tokens) per m-tile
+constexpr int kStages = 4;
+constexpr int kStageW = kTileN * 16;  // the rows' 16-byte blocks
+constexpr int kStageS = kTileN;       // their scales
+constexpr int kStageX = kTileM * 64;  // 64 rows x 32 bf16
+constexpr int kStageBytes = kStageW + kStageS + kStageX;
+constexpr size_t kSmem = size_t(kStages) * kStageBytes;  // 33792: under 48 KB, 2 CTAs per SM
+constexpr int kDefaultCtas = 2 * 132;
+
+// f32 -> bf16 bits, round to nearest even (NaN stays NaN).
+__device__ __forceinline__ uint32_t f32_to_bf16_bits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// (a & m) | b in one LOP3.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t b) {
+#if defined(GPTOSS_CUDA_EMU)
+  return (a & m) | b;
+#else
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(m), "r"(b));
+  return d;
+#endif
+}
+
+#if defined(GPTOSS_CUDA_EMU)
+inline uint32_t emu_bf16_mul(uint32_t a, uint32_t b) {  // one lane; the product is exact in f32
+  const float p = __uint_as_float(a << 16) * __uint_as_float(b << 16);
+  return f32_to_bf16_bits(p);
+}
+#endif
+// a * b on two bf16 lanes, rounded once: fma.rn.bf16x2 with -0 added (exact for the products here,
+// which have at most 2 significant bits; bf16 subnormal inputs are honoured, no flush).
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+#if defined(GPTOSS_CUDA_EMU)
+  return emu_bf16_mul(a & 0xffffu, b & 0xffffu) | (emu_bf16_mul(a >> 16, b >> 16) << 16);
+#else
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
+  return d;
+#endif
+}
+
+// Nibbles i and i + 4 of q as bf16x2 = value * 2^-126 (low half nibble i).
+template <int i>
+__device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t q) {
+  constexpr uint32_t kEm = 0x01C001C0u, kSign = 0x80008000u;
+  if constexpr (i == 0) return and_or(q << 6, kEm, (q << 12) & kSign);
+  if constexpr (i == 1) return and_or(q << 2, kEm, (q << 8) & kSign);
+  if constexpr (i == 2) return and_or(q >> 2, kEm, (q << 4) & kSign);
+  return and_or(q >> 6, kEm, q & kSign);
+}
+
+// The factor of one scale byte s: 2^(min(s, 128) - 1) as bf16x2 (the scale times the decode's
+// 2^126); above 128 a second factor 2^(s - 128) follows (hi_factor), exact as well.
+__device__ __forceinline__ uint32_t lo_factor(uint32_t s) {
+  const uint32_t f = min(s, 128u) + 126u;
+  return (f << 7) | (f << 23);
+}
+__device__ __forceinline__ uint32_t hi_factor(uint32_t s) {
+  const uint32_t f = max(s, 128u) - 1u;
+  return (f << 7) | (f << 23);
+}
+// Weights i and i + 4 of word q (row scale s, factor lo_factor(s)); big: some scale of this
+// thread's step exceeds 128 (never in the checkpoints seen; a uniform, untaken branch there).
+template <int i>
+__device__ __forceinline__ uint32_t dequant(uint32_t q, uint32_t lo, bool big, uint32_t s) {
+  uint32_t v = bf16x2_mul(e2m1x2_raw<i>(q), lo);
+  if (big && s > 128u) v = bf16x2_mul(v, hi_factor(s));
+  return v;
+}
+
+// Element e (0..31) of a 32-block sits at position perm_pos(e) in the kernel's k order, and
+// position kappa holds element perm_elem(kappa) (kappa = 16 c + 8 h + 2 t + lo <-> 8 t + 2 c + h + 4 lo).
+__device__ __forceinline__ int perm_elem(int kappa) {
+  return 8 * ((kappa >> 1) & 3) + 2 * (kappa >> 4) + ((kappa >> 3) & 1) + 4 * (kappa & 1);
+}
+__device__ __forceinline__ int perm_pos(int e) {
+  return 16 * ((e >> 1) & 1) + 8 * (e & 1) + 2 * (e >> 3) + ((e >> 2) & 1);
+}
+
+struct GemmArgs {
+  const uint16_t* xin;  // gate_up: x in bf16 [T, K] (row = token); down: act [S, K] (row = sorted row)
+  const int32_t* order;
+  const int32_t* offsets;
+  const int32_t* tile_expert;
+  const int32_t* tile_row0;
+  const int32_t* ntiles;
+  const uint8_t* wb;     // [E, N, K / 32, 16]
+  const uint8_t* ws;     // [E, N, K / 32]
+  const uint16_t* bias;  // [E, N] bf16
+  int N, K, k, E;
+  uint16_t* act;  // gate_up out: [S, N / 2] bf16, sorted rows, k order of the down pass
+  float limit, alpha;
+  float* y;              // down out: [S, N] f32, row = slot
+  const float* route_w;  // down: [S] routing weights, or null (unweighted)
+};
+
+template <bool kGateUp>
+__global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a) {
+  uint8_t* smem = dynamic_shared<uint8_t>();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+  const int nb = a.K / 32;
+  const int ntn = (a.N + kTileN - 1) / kTileN;
+  const int items = *a.ntiles * ntn;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int mt = item / ntn, n0 = (item - mt * ntn) * kTileN;
+    const int e = a.tile_expert[mt], row0 = a.tile_row0[mt];
+    const int rows = min(kTileM, a.offsets[e + 1] - row0);
+    // This thread's copies: weight row `tid` of the tile (smem row order; rows past N load row
+    // N - 1, their results are not stored) and 16-byte piece xc of token row xr.
+    int grow = n0 + tid;
+    if (kGateUp) grow = n0 + 2 * ((tid >> 4) * 8 + (tid & 7)) + ((tid >> 3) & 1);
+    grow = min(grow, a.N - 1);
+    const uint8_t* wsrc = a.wb + (size_t(e) * a.N + grow) * size_t(nb) * 16;
+    const uint8_t* ssrc = a.ws + (size_t(e) * a.N + grow) * size_t(nb);
+    const int xr = tid >> 2, xc = tid & 3;
+    const int xrow = row0 + min(xr, rows - 1);  // rows past the tile repeat its last row (not stored)
+    const uint16_t* xsrc = a.xin + (kGateUp ? int64_t(a.order[xrow] / a.k) : int64_t(xrow)) * a.K + xc * 8;
+    const int xdst = kStageW + kStageS + xr * 64 + 16 * (xc ^ ((xr >> 1) & 3));
+
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < nb) {
+        uint8_t* st = smem + s * kStageBytes;
+        cp_async16(st + tid * 16, wsrc + size_t(s) * 16);
+        cp_async16(st + xdst, xsrc + s * 32);
+        st[kStageW + tid] = __ldg(ssrc + s);
+      }
+      cp_async_commit();
+    }
+    float acc[2][8][4];
+#pragma unroll
+    for (int at = 0; at < 2; ++at)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[at][j][r] = 0.f;
+    const bool active = n0 + 32 * warp < a.N;  // N is a multiple of 32: a warp's rows all or none
+    const int jn = (rows + 7) >> 3;            // n8 tiles holding tokens
+
+    for (int kb = 0; kb < nb; ++kb) {
+      cp_async_wait<kStages - 2>();
+      __syncthreads();  // stage kb landed for every thread; stage kb - 1 is free
+      const int kn = kb + kStages - 1;
+      uint32_t snext = 0;
+      if (kn < nb) {
+        uint8_t* st = smem + (kn % kStages) * kStageBytes;
+        cp_async16(st + tid * 16, wsrc + size_t(kn) * 16);
+        cp_async16(st + xdst, xsrc + kn * 32);
+        snext = __ldg(ssrc + kn);
+      }
+      cp_async_commit();
+      if (active) {
+        const uint8_t* st = smem + (kb % kStages) * kStageBytes;
+        const uint32_t* w = reinterpret_cast<const uint32_t*>(st);
+        const uint8_t* xs = st + kStageW + kStageS;
+        uint32_t q[2][2], lo[2][2], sb = 0;  // words, factors, the 4 scale bytes
+        bool big = false;
+#pragma unroll
+        for (int at = 0; at < 2; ++at)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const int r = 32 * warp + 16 * at + 8 * hh + g;
+            q[at][hh] = w[r * 4 + t4];
+            const uint32_t sv = st[kStageW + r];
+            lo[at][hh] = lo_factor(sv);
+            sb |= sv << (16 * at + 8 * hh);
+            big |= sv > 128u;
+          }
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          uint32_t af[2][4];
+#pragma unroll
+          for (int at = 0; at < 2; ++at) {
+            const uint32_t s0 = (sb >> (16 * at)) & 0xffu, s1 = (sb >> (16 * at + 8)) & 0xffu;
+            if (c == 0) {
+              af[at][0] = dequant<0>(q[at][0], lo[at][0], big, s0);
+              af[at][1] = dequant<0>(q[at][1], lo[at][1], big, s1);
+              af[at][2] = dequant<1>(q[at][0], lo[at][0], big, s0);
+              af[at][3] = dequant<1>(q[at][1], lo[at][1], big, s1);
+            } else {
+              af[at][0] = dequant<2>(q[at][0], lo[at][0], big, s0);
+              af[at][1] = dequant<2>(q[at][1], lo[at][1], big, s1);
+              af[at][2] = dequant<3>(q[at][0], lo[at][0], big, s0);
+              af[at][3] = dequant<3>(q[at][1], lo[at][1], big, s1);
+            }
+          }
+          // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
+#pragma unroll
+          for (int j = 0; j < 8; j += 2) {
+            if (j < jn) {
+              const int tok = 8 * (j + (lane >> 4)) + (lane & 7);
+              const int piece = 2 * c + ((lane >> 3) & 1);
+              uint32_t r[4];
+              ldmatrix<4, false>(r, xs + tok * 64 + 16 * (piece ^ ((tok >> 1) & 3)));
+#pragma unroll
+              for (int at = 0; at < 2; ++at) {
+                mma_m16n8k16_bf16(acc[at][j], af[at], r, acc[at][j]);
+                if (j + 1 < jn) mma_m16n8k16_bf16(acc[at][j + 1], af[at], r + 2, acc[at][j + 1]);
+              }
+            }
+          }
+        }
+      }
+      if (kn < nb) smem[(kn % kStages) * kStageBytes + kStageW + tid] = uint8_t(snext);
+    }
+
+    if (active) {
+#pragma unroll
+      for (int at = 0; at < 2; ++at) {
+        const int r = n0 + 32 * warp + 16 * at + g;  // down: output rows r, r + 8
+        const int pair = (n0 >> 1) + (2 * warp + at) * 8 + g;  // gate_up: activation index
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int l = 0; l < 2; ++l) {
+            const int tok = 8 * j + 2 * t4 + l;
+            if (tok >= rows) continue;
+            const int p = row0 + tok;
+            if (kGateUp) {
+              // Clamp after the bias, in f32 (gpt-oss-spec.md §8), as the CPU op.
+              float gt = acc[at][j][l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair]);
+              float ln = acc[at][j][2 + l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair + 1]);
+              gt = fminf(gt, a.limit);
+              ln = fminf(fmaxf(ln, -a.limit), a.limit);
+              const float glu = gt / (1.f + expf(-a.alpha * gt));
+              const int I = a.N >> 1;
+              a.act[size_t(p) * I + (pair & ~31) + perm_pos(pair & 31)] = uint16_t(f32_to_bf16_bits(glu * (ln + 1.f)));
+            } else {
+              const int slot = a.order[p];
+              const float wt = a.route_w ? a.route_w[slot] : 1.f;
+              float* y = a.y + size_t(slot) * a.N;
+              y[r] = (acc[at][j][l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r])) * wt;
+              y[r + 8] = (acc[at][j][2 + l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r + 8])) * wt;
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next item's prologue refills the stages this one read last
+  }
+}
+
+// x [T, ldx] f32 -> xb [T, H] bf16 in the kernel's k order; with y_nan, the rows of slots whose
+// expert index lies outside [0, E) become NaN (the op's contract; no GEMM tile writes them).
+constexpr int kConvThreads = 256;
+__global__ void __launch_bounds__(kConvThreads)
+    moe_mxfp4_gemm_x_bf16(const float* __restrict__ x, int64_t ldx, int H, uint16_t* __restrict__ xb,
+                          const int32_t* __restrict__ idx, int k, int E, float* __restrict__ y_nan) {
+  const int i = blockIdx.x * kConvThreads + threadIdx.x;
+  if (i >= H) return;
+  const int t = blockIdx.y;
+  xb[int64_t(t) * H + i] = uint16_t(f32_to_bf16_bits(x[int64_t(t) * ldx + (i & ~31) + perm_elem(i & 31)]));
+  if (y_nan)
+    for (int j = 0; j < k; ++j) {
+      const int e = idx[t * k + j];
+      if (e < 0 || e >= E) y_nan[(int64_t(t) * k + j) * H + i] = NAN;
+    }
+}
+
+struct Scratch {
+  uint8_t* dispatch;
+  size_t dispatch_bytes;
+  uint16_t* xb;   // [T, H]
+  uint16_t* act;  // [S, I]
+  float* yw;      // [S, H]
+  size_t bytes;
+};
+Scratch carve(uint8_t* base, int T, int k, int E, int H, int I) {
+  const size_t S = size_t(T) * size_t(k);
+  ScratchCarver c{base, 0, SIZE_MAX};
+  Scratch s;
+  s.dispatch_bytes = moe_dispatch_scratch_cuda(T, k, E, kTileM);
+  s.dispatch = c.take<uint8_t>(s.dispatch_bytes);
+  s.xb = c.take<uint16_t>(size_t(T) * H);
+  s.act = c.take<uint16_t>(S * I);
+  s.yw = c.take<float>(S * H);
+  s.bytes = c.used;
+  return s;
+}
+
+void check_args(const MoeMxfp4Args& a, const char* op) {
+  const std::string p = std::string(op) + ": ";
+  if (a.T < 0 || a.T > 65535 || a.k < 1 || a.E < 1 || a.E > 256 || a.H < 32 || a.H % 32 || a.I < 32 || a.I % 32)
+    throw invalid_argument(p + "need 0 <= T <= 65535, k >= 1, 1 <= E <= 256, H and I positive multiples of 32");
+  if (a.ldx < a.H) throw invalid_argument(p + "ldx must be >= H");
+  if (!a.x || !a.idx || !a.w1_blocks || !a.w1_scales || !a.b1 || !a.w2_blocks || !a.w2_scales || !a.b2)
+    throw invalid_argument(p + "null pointer");
+  if (!aligned(a.w1_blocks, 16) || !aligned(a.w2_blocks, 16) || !aligned(a.scratch, 16))
+    throw invalid_argument(p + "the MXFP4 blocks and the scratch must be 16-byte aligned (cp.async copies 16 bytes)");
+  if (a.T > 0 && a.scratch_bytes < moe_mxfp4_gemm_scratch_cuda(a.T, a.k, a.E, a.H, a.I))
+    throw invalid_argument(p + "scratch must hold moe_mxfp4_gemm_scratch_cuda(T, k, E, H, I) bytes");
+}
+
+// Dispatch, conversion, gate_up and down; y: the per-slot output rows, route_w: null or weights.
+void run(const MoeMxfp4Args& a, float* y, const float* route_w, int ctas, cudaStream_t stream) {
+  const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
+  moe_dispatch_cuda(a.idx, a.T, a.k, a.E, kTileM, s.dispatch, s.dispatch_bytes, stream);
+  const MoeDispatchPlan d = moe_dispatch_carve(s.dispatch, a.T, a.k, a.E, kTileM);
+  GPTOSS_LAUNCH(moe_mxfp4_gemm_x_bf16, dim3(unsigned((a.H + kConvThreads - 1) / kConvThreads), unsigned(a.T)),
+                dim3(kConvThreads), 0, stream, a.x, a.ldx, a.H, s.xb, a.idx, a.k, a.E, route_w ? nullptr : y);
+  check_launch("moe_mxfp4_gemm (x to bf16)");
+  const int max_tiles = moe_dispatch_max_tiles(a.T * a.k, a.E, kTileM);
+  if (ctas <= 0) ctas = kDefaultCtas;
+  GemmArgs g{s.xb, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w1_blocks, a.w1_scales, a.b1,
+             2 * a.I, a.H, a.k, a.E, s.act, a.limit, a.alpha, nullptr, nullptr};
+  int items = max_tiles * ((g.N + kTileN - 1) / kTileN);
+  GPTOSS_LAUNCH(moe_mxfp4_gemm_kernel<true>, dim3(unsigned(std::min(items, ctas))), dim3(kThreads), kSmem, stream, g);
+  check_launch("moe_mxfp4_gemm (gate_up)");
+  g = GemmArgs{s.act, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w2_blocks, a.w2_scales, a.b2,
+               a.H, a.I, a.k, a.E, nullptr, 0.f, 0.f, y, route_w};
+  items = max_tiles * ((g.N + kTileN - 1) / kTileN);
+  GPTOSS_LAUNCH(moe_mxfp4_gemm_kernel<false>, dim3(unsigned(std::min(items, ctas))), dim3(kThreads), kSmem, stream, g);
+  check_launch("moe_mxfp4_gemm (down)");
+}
+}  // namespace
+}  // namespace cuda
+
+bool moe_mxfp4_use_gemm(int T, int k, int E) {
+  const int64_t S = int64_t(T) * k;
+  return S >= int64_t(3) * E || S >= 65536;
+}
+
+size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I) { return cuda::carve(nullptr, T, k, E, H, I).bytes; }
+
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int ctas, cudaStream_t stream) {
+  using namespace cuda;
+  check_args(a, "moe_mxfp4_gemm");
+  if (!a.y) throw invalid_argument("moe_mxfp4_gemm: null pointer y");
+  if (a.T == 0) return;
+  run(a, a.y, nullptr, ctas, stream);
+}
+
+void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int ctas, cudaStream_t stream) {
+  using namespace cuda;
+  check_args(a, "moe_mxfp4_gemm");
+  if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4_gemm: need route_w, out and ldo >= H");
+  if (a.T == 0) return;
+  const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
+  run(a, s.yw, f.route_w, ctas, stream);
+  moe_dispatch_combine_cuda(s.yw, a.idx, a.T, a.k, a.E, a.H, f.out, f.ldo, f.accumulate, stream);
+}
+}  // namespace gptoss

@@ -1,0 +1,36 @@
+// moe_mxfp4 on the device for many tokens (prefill, large batches): the op of kernels/moe_mxfp4.h as
+// a grouped GEMM on the tensor cores over the expert groups built on the device by moe_dispatch
+// (kernels/cuda/moe_dispatch.cuh): no host round trip, so a step can be captured in a CUDA graph.
+// The decode GEMV (kernels/cuda/moe_mxfp4.cuh) stays the path for a few tokens;
+// moe_mxfp4_use_gemm says which one a step takes.
+// Launchers throw ERR_INVALID_ARGUMENT before launching on bad shapes or alignment, ERR_DEVICE when
+// a launch fails; every pointer is device memory, weights in the checkpoint's layout.
+#pragma once
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/moe_mxfp4.cuh"
+
+namespace gptoss {
+// The rule between the two CUDA paths of moe_mxfp4 (host side, from the step's shape alone):
+// true when the grouped GEMM should run, i.e. when T * k >= 3 * E (3 or more expected tokens per
+// expert: from T 24 at gpt-oss-20b's 32 experts, from T 96 at 120b's 128), or when the GEMV's
+// grid limit (T * k < 65536) is exceeded. Below that the decode GEMV, which streams each used
+// expert's weights at close to full bandwidth, wins: the GEMM's 64-token tiles then run mostly
+// empty, and its fixed cost (dispatch, conversion, 4-5 launches) is not repaid.
+bool moe_mxfp4_use_gemm(int T, int k, int E);
+
+// Device scratch of both GEMM entry points: the dispatch (moe_dispatch_scratch_cuda(T, k, E, 64)),
+// x in bf16 [T, H], the SwiGLU activations in bf16 [T * k, I] and the weighted expert outputs
+// [T * k, H] f32 (used by the combined path only). About 12 T k H + 2 T H + 2 T k I bytes: 94 MB
+// + 12 MB + 47 MB at T 2048, k 4, H = I = 2880.
+size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
+
+// The op's contract: y[t * k + j] = W2[e] swiglu(W1[e] x[t] + b1[e]) + b2[e], unweighted; a slot
+// with an expert index outside [0, E) gets a NaN row (the CPU op throws). a.threads is ignored.
+// ctas: the most CTAs the persistent GEMM grid may have, 2 per SM of the device (its occupancy);
+// 0 takes 264 (an H100 SXM's 132 SMs). The result does not depend on it.
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int ctas, cudaStream_t stream);
+
+// With the routing weights applied in the down pass's epilogue and moe_combine after it:
+//   out[t] (+)= sum_j route_w[t, j] * y[t * k + j], j = 0..k-1 in this order (a.y is not used).
+void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int ctas, cudaStream_t stream);
+}  // namespace gptoss
