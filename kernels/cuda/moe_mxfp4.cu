@@ -34,6 +34,10 @@
 // their largest magnitude in [2^13, 2^14) (exact; partial sums stay far below f16's 65504, and
 // every element down to 2^-14 of the largest keeps full f16 precision); 16 products are summed in
 // f16, everything after in f32. The tolerance this needs is derived in test/cuda/moe_mxfp4_test.cu.
+// fp32 mode (MoeMxfp4Products::F32, the *_f32 kernels, same bodies): activations staged as f32, the
+// decoded f16x2 widened exactly to f32 (cvt), 32 FFMA per block and vector, then the block factor:
+// per 16-byte load per token ~60 decode + 32 cvt + 32 FFMA + 4 LDS.128 + ~8 = ~136 instructions,
+// still under the ~160 of the memory-bound limit at one token (static roofline: a prediction).
 // Limits (checked by the launchers): H, I positive multiples of 32; k <= 8; 16-byte-aligned blocks;
 // T * k < 65536 (grid.y); the staged activations fit the 48 KB of shared memory (4 x H x 2 bytes
 // for gate_up, k x I x 2 bytes for down: H, I up to 6144 at k = 4). E8M0 scales above 240
@@ -106,6 +110,17 @@ __device__ __forceinline__ float half2_sum(uint32_t h) {
       : "=f"(lo), "=f"(hi)
       : "r"(h));
   return lo + hi;
+#endif
+}
+// An f16x2 as two exact f32 (the f32-products path).
+__device__ __forceinline__ void half2_to_f32(uint32_t h, float& lo, float& hi) {
+#if defined(GPTOSS_CUDA_EMU)
+  lo = emu_h2f(h);
+  hi = emu_h2f(h >> 16);
+#else
+  asm("{.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+      : "=f"(lo), "=f"(hi)
+      : "r"(h));
 #endif
 }
 // {lo, hi} rounded to f16 (nearest even), packed as f16x2.
@@ -238,6 +253,92 @@ __device__ __forceinline__ void dot_rows2(const uint4* __restrict__ w, const uin
   }
 }
 
+// The f32-products path (fp32 mode). Staged activations stay f32, unscaled: vector v, word m of
+// block c is two float4 at xs[((v * 4 + m) * 2 + q) * nb + c], q = 0: {x0, x4, x1, x5},
+// q = 1: {x2, x6, x3, x7} (the order of decode8's halves). Every thread calls it; ends with a barrier.
+template <class Src>
+__device__ void stage_vectors_f32(int nv, const Src& src, int K, const Staged& st) {
+  const int tid = threadIdx.x, nb = K / 32, groups = K / 8;
+  float4* xs = reinterpret_cast<float4*>(st.xs);
+  if (tid < nv) st.inv[tid] = 1.f;
+  for (int v = 0; v < nv; ++v) {
+    const float* x = src(v);
+    for (int g = tid; g < groups; g += kThreads) {
+      const float* p = x + 8 * g;
+      float4* o = xs + size_t((v * 4 + (g & 3)) * 2) * nb + (g >> 2);
+      o[0] = make_float4(p[0], p[4], p[1], p[5]);
+      o[nb] = make_float4(p[2], p[6], p[3], p[7]);
+    }
+  }
+  __syncthreads();
+}
+
+// dot_rows2 with f32 products: the exact f16 decode (value * 2^-14) widened to f32, 32 FFMA per
+// block and vector into two partial sums, then one FFMA by the block factor. Against the CPU op
+// (kernels/cpu/moe_mxfp4.cc, f32 throughout) only the summation order differs.
+template <int kN>
+__device__ __forceinline__ void dot_rows2_f32(const uint4* __restrict__ w, const uint8_t* __restrict__ s, int nb,
+                                              const float4* xs, int n, float acc[2][kN]) {
+  for (int c = threadIdx.x & 31; c < nb; c += 32) {
+    uint32_t h[2][16];
+    float f[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint4 q = __ldg(w + size_t(r) * nb + c);
+      f[r] = block_factor(__ldg(s + size_t(r) * nb + c));
+      decode8(q.x, h[r] + 0);
+      decode8(q.y, h[r] + 4);
+      decode8(q.z, h[r] + 8);
+      decode8(q.w, h[r] + 12);
+    }
+#pragma unroll
+    for (int v = 0; v < kN; ++v) {
+      if (v < n) {
+        float p[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const float4 xa = xs[size_t((v * 4 + m) * 2) * nb + c], xb = xs[size_t((v * 4 + m) * 2 + 1) * nb + c];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            float lo, hi;
+            float& acc_m = p[r][m & 1];
+            half2_to_f32(h[r][4 * m + 0], lo, hi);
+            acc_m = fmaf(lo, xa.x, acc_m);
+            acc_m = fmaf(hi, xa.y, acc_m);
+            half2_to_f32(h[r][4 * m + 1], lo, hi);
+            acc_m = fmaf(lo, xa.z, acc_m);
+            acc_m = fmaf(hi, xa.w, acc_m);
+            half2_to_f32(h[r][4 * m + 2], lo, hi);
+            acc_m = fmaf(lo, xb.x, acc_m);
+            acc_m = fmaf(hi, xb.y, acc_m);
+            half2_to_f32(h[r][4 * m + 3], lo, hi);
+            acc_m = fmaf(lo, xb.z, acc_m);
+            acc_m = fmaf(hi, xb.w, acc_m);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) acc[r][v] = fmaf(p[r][0] + p[r][1], f[r], acc[r][v]);
+      }
+    }
+  }
+}
+
+// One of the two paths by kF32 (the kernels below are written once for both).
+template <bool kF32, class Src>
+__device__ __forceinline__ void stage(int nv, const Src& src, int K, const Staged& st) {
+  if (kF32) stage_vectors_f32(nv, src, K, st);
+  else stage_vectors(nv, src, K, st);
+}
+template <bool kF32, int kN>
+__device__ __forceinline__ void dot2(const uint4* __restrict__ w, const uint8_t* __restrict__ s, int nb,
+                                     const uint4* xs, int n, float acc[2][kN]) {
+  if (kF32) dot_rows2_f32<kN>(w, s, nb, reinterpret_cast<const float4*>(xs), n, acc);
+  else dot_rows2<kN>(w, s, nb, xs, n, acc);
+}
+// Words of staged vector v (uint4 units) from the first: f16 4 * nb, f32 8 * nb.
+template <bool kF32>
+__device__ __forceinline__ size_t staged_stride(int nb) { return size_t(kF32 ? 8 : 4) * nb; }
+
 // The v-th slot (v = 0, 1, ...) at or after `from` that chose expert e; S if none.
 __device__ __forceinline__ int nth_slot(const int32_t* idx, int S, int e, int from, int v) {
   for (int s = from; s < S; ++s)
@@ -245,9 +346,8 @@ __device__ __forceinline__ int nth_slot(const int32_t* idx, int S, int e, int fr
   return S;
 }
 
-template <int kTok>
-__global__ void __launch_bounds__(kThreads)
-    moe_mxfp4_gate_up(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ idx,
+template <int kTok, bool kF32>
+__device__ __forceinline__ void gate_up_body(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ idx,
                       const uint8_t* __restrict__ w1b, const uint8_t* __restrict__ w1s,
                       const uint16_t* __restrict__ b1, float* __restrict__ act, int S, int k, int E, int H, int I,
                       float limit, float alpha) {
@@ -273,12 +373,12 @@ __global__ void __launch_bounds__(kThreads)
         if (n == kTok) { next = s; break; }
         ++n;
       }
-    stage_vectors(n, [&](int v) { return x + int64_t(nth_slot(idx, S, e, first, v) / k) * ldx; }, H, st);
+    stage<kF32>(n, [&](int v) { return x + int64_t(nth_slot(idx, S, e, first, v) / k) * ldx; }, H, st);
     for (int pp = 0; pp < kPairsPerWarpUp; ++pp) {
       const int pair = pair0 + pp * kWarps + warp;
       if (pair >= I) break;
       float acc[2][kTok] = {};
-      dot_rows2<kTok>(wbase + size_t(2 * pair) * nb, sbase + size_t(2 * pair) * nb, nb, st.xs, n, acc);
+      dot2<kF32, kTok>(wbase + size_t(2 * pair) * nb, sbase + size_t(2 * pair) * nb, nb, st.xs, n, acc);
 #pragma unroll
       for (int v = 0; v < kTok; ++v) {
         if (v < n) {
@@ -299,9 +399,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <bool kFused>
-__global__ void __launch_bounds__(kThreads)
-    moe_mxfp4_down(const float* __restrict__ act, const int32_t* __restrict__ idx, const float* __restrict__ route_w,
+template <bool kFused, bool kF32>
+__device__ __forceinline__ void down_body(const float* __restrict__ act, const int32_t* __restrict__ idx, const float* __restrict__ route_w,
                    const uint8_t* __restrict__ w2b, const uint8_t* __restrict__ w2s,
                    const uint16_t* __restrict__ b2, float* __restrict__ y, int64_t ldy, int k, int E, int H, int I,
                    bool accumulate) {
@@ -309,7 +408,7 @@ __global__ void __launch_bounds__(kThreads)
   const int t = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int nb = I / 32;
   const Staged st{dynamic_shared<uint4>(), inv};
-  stage_vectors(k, [&](int v) { return act + size_t(t * k + v) * I; }, I, st);
+  stage<kF32>(k, [&](int v) { return act + size_t(t * k + v) * I; }, I, st);
   const int npairs = H / 2;
   for (int pp = 0; pp < kPairsPerWarpDown; ++pp) {
     const int pair = blockIdx.x * kPairsPerCtaDown + pp * kWarps + warp;
@@ -321,8 +420,8 @@ __global__ void __launch_bounds__(kThreads)
       float y0 = NAN, y1 = NAN;
       if (e >= 0 && e < E) {
         float acc[2][1] = {{0.f}, {0.f}};
-        dot_rows2<1>(reinterpret_cast<const uint4*>(w2b + (size_t(e) * H + r0) * nb * 16), w2s + (size_t(e) * H + r0) * nb,
-                     nb, st.xs + size_t(j) * 4 * nb, 1, acc);
+        dot2<kF32, 1>(reinterpret_cast<const uint4*>(w2b + (size_t(e) * H + r0) * nb * 16),
+                      w2s + (size_t(e) * H + r0) * nb, nb, st.xs + size_t(j) * staged_stride<kF32>(nb), 1, acc);
         const float s0 = warp_sum(acc[0][0]), s1 = warp_sum(acc[1][0]);
         y0 = s0 * st.inv[j] + bf16_bits_to_f32(b2[size_t(e) * H + r0]);
         y1 = s1 * st.inv[j] + bf16_bits_to_f32(b2[size_t(e) * H + r0 + 1]);
@@ -344,7 +443,38 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void check_args(const MoeMxfp4Args& a, const char* op) {
+// The kernels: f16 products (the default) and f32 products (fp32 mode), one body each.
+#define GPTOSS_MOE_GATE_UP_PARAMS                                                                              \
+  const float *__restrict__ x, int64_t ldx, const int32_t *__restrict__ idx, const uint8_t *__restrict__ w1b,  \
+      const uint8_t *__restrict__ w1s, const uint16_t *__restrict__ b1, float *__restrict__ act, int S, int k, \
+      int E, int H, int I, float limit, float alpha
+#define GPTOSS_MOE_DOWN_PARAMS                                                                                 \
+  const float *__restrict__ act, const int32_t *__restrict__ idx, const float *__restrict__ route_w,          \
+      const uint8_t *__restrict__ w2b, const uint8_t *__restrict__ w2s, const uint16_t *__restrict__ b2,      \
+      float *__restrict__ y, int64_t ldy, int k, int E, int H, int I, bool accumulate
+template <int kTok>
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_gate_up(GPTOSS_MOE_GATE_UP_PARAMS) {
+  gate_up_body<kTok, false>(x, ldx, idx, w1b, w1s, b1, act, S, k, E, H, I, limit, alpha);
+}
+template <int kTok>
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_gate_up_f32(GPTOSS_MOE_GATE_UP_PARAMS) {
+  gate_up_body<kTok, true>(x, ldx, idx, w1b, w1s, b1, act, S, k, E, H, I, limit, alpha);
+}
+template <bool kFused>
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_down(GPTOSS_MOE_DOWN_PARAMS) {
+  down_body<kFused, false>(act, idx, route_w, w2b, w2s, b2, y, ldy, k, E, H, I, accumulate);
+}
+template <bool kFused>
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_down_f32(GPTOSS_MOE_DOWN_PARAMS) {
+  down_body<kFused, true>(act, idx, route_w, w2b, w2s, b2, y, ldy, k, E, H, I, accumulate);
+}
+#undef GPTOSS_MOE_GATE_UP_PARAMS
+#undef GPTOSS_MOE_DOWN_PARAMS
+
+// Staged bytes per activation element: f16 2, f32 4.
+inline size_t staged_bytes(MoeMxfp4Products p) { return p == MoeMxfp4Products::F32 ? 4 : 2; }
+
+void check_args(const MoeMxfp4Args& a, const char* op, MoeMxfp4Products products) {
   const std::string p = std::string(op) + ": ";
   if (a.T < 0 || a.k < 1 || a.k > kMaxK || a.E < 1 || a.H < 32 || a.H % 32 || a.I < 32 || a.I % 32)
     throw invalid_argument(p + "need T >= 0, 1 <= k <= 8, E >= 1, H and I positive multiples of 32");
@@ -354,54 +484,73 @@ void check_args(const MoeMxfp4Args& a, const char* op) {
     throw invalid_argument(p + "null pointer");
   if (!aligned(a.w1_blocks, 16) || !aligned(a.w2_blocks, 16))
     throw invalid_argument(p + "the MXFP4 blocks must be 16-byte aligned (read with 16-byte loads)");
-  if (size_t(4) * a.H * 2 > kMaxSmem || size_t(a.k) * a.I * 2 > kMaxSmem)
-    throw invalid_argument(p + "4 * H * 2 and k * I * 2 bytes of staged activations must fit 48 KB of shared memory");
+  const size_t eb = staged_bytes(products);
+  if (size_t(4) * a.H * eb > kMaxSmem || size_t(a.k) * a.I * eb > kMaxSmem)
+    throw invalid_argument(p + (eb == 2 ? "4 * H * 2 and k * I * 2" : "4 * H * 4 and k * I * 4 (f32 products)") +
+                           " bytes of staged activations must fit 48 KB of shared memory");
   if (a.T > 0 && (!a.scratch || a.scratch_bytes < moe_mxfp4_scratch_cuda(a.T, a.k, a.I)))
     throw invalid_argument(p + "scratch must hold moe_mxfp4_scratch_cuda(T, k, I) bytes");
 }
 
-void launch_gate_up(const MoeMxfp4Args& a, float* act, cudaStream_t stream) {
+void launch_gate_up(const MoeMxfp4Args& a, float* act, MoeMxfp4Products products, cudaStream_t stream) {
   const int S = a.T * a.k;
   const dim3 grid(unsigned((a.I + kPairsPerCtaUp - 1) / kPairsPerCtaUp), unsigned(S));
+  const size_t eb = staged_bytes(products);
   // Tokens per pass over an expert's weights: one at batch 1 (k distinct experts per token).
-  if (a.T == 1) {
-    GPTOSS_LAUNCH(moe_mxfp4_gate_up<1>, grid, dim3(kThreads), size_t(1) * a.H * 2, stream, a.x, a.ldx, a.idx,
+  if (products == MoeMxfp4Products::F32) {
+    if (a.T == 1)
+      GPTOSS_LAUNCH(moe_mxfp4_gate_up_f32<1>, grid, dim3(kThreads), size_t(1) * a.H * eb, stream, a.x, a.ldx, a.idx,
+                    a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
+    else
+      GPTOSS_LAUNCH(moe_mxfp4_gate_up_f32<4>, grid, dim3(kThreads), size_t(4) * a.H * eb, stream, a.x, a.ldx, a.idx,
+                    a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
+  } else if (a.T == 1) {
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up<1>, grid, dim3(kThreads), size_t(1) * a.H * eb, stream, a.x, a.ldx, a.idx,
                   a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
   } else {
-    GPTOSS_LAUNCH(moe_mxfp4_gate_up<4>, grid, dim3(kThreads), size_t(4) * a.H * 2, stream, a.x, a.ldx, a.idx,
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up<4>, grid, dim3(kThreads), size_t(4) * a.H * eb, stream, a.x, a.ldx, a.idx,
                   a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
   }
   check_launch("moe_mxfp4 (gate_up)");
+}
+
+// The down pass, per slot (kFused false: out = y, ldo = H) or combined.
+template <bool kFused>
+void launch_down(const MoeMxfp4Args& a, const float* act, const float* route_w, float* out, int64_t ldo, bool accumulate,
+                 MoeMxfp4Products products, cudaStream_t stream) {
+  const dim3 grid(unsigned((a.H / 2 + kPairsPerCtaDown - 1) / kPairsPerCtaDown), unsigned(a.T));
+  const size_t smem = size_t(a.k) * a.I * staged_bytes(products);
+  if (products == MoeMxfp4Products::F32)
+    GPTOSS_LAUNCH(moe_mxfp4_down_f32<kFused>, grid, dim3(kThreads), smem, stream, act, a.idx, route_w, a.w2_blocks,
+                  a.w2_scales, a.b2, out, ldo, a.k, a.E, a.H, a.I, accumulate);
+  else
+    GPTOSS_LAUNCH(moe_mxfp4_down<kFused>, grid, dim3(kThreads), smem, stream, act, a.idx, route_w, a.w2_blocks,
+                  a.w2_scales, a.b2, out, ldo, a.k, a.E, a.H, a.I, accumulate);
+  check_launch(kFused ? "moe_mxfp4 (down, combined)" : "moe_mxfp4 (down)");
 }
 }  // namespace
 }  // namespace cuda
 
 size_t moe_mxfp4_scratch_cuda(int T, int k, int I) { return size_t(T) * size_t(k) * size_t(I) * 4; }
 
-void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream) {
+void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream, MoeMxfp4Products products) {
   using namespace cuda;
-  check_args(a, "moe_mxfp4");
+  check_args(a, "moe_mxfp4", products);
   if (!a.y) throw invalid_argument("moe_mxfp4: null pointer y");
   if (a.T == 0) return;
   float* act = reinterpret_cast<float*>(a.scratch);
-  launch_gate_up(a, act, stream);
-  const dim3 grid(unsigned((a.H / 2 + kPairsPerCtaDown - 1) / kPairsPerCtaDown), unsigned(a.T));
-  GPTOSS_LAUNCH(moe_mxfp4_down<false>, grid, dim3(kThreads), size_t(a.k) * a.I * 2, stream, act, a.idx,
-                static_cast<const float*>(nullptr), a.w2_blocks, a.w2_scales, a.b2, a.y, int64_t(a.H), a.k, a.E, a.H,
-                a.I, false);
-  check_launch("moe_mxfp4 (down)");
+  launch_gate_up(a, act, products, stream);
+  launch_down<false>(a, act, nullptr, a.y, int64_t(a.H), false, products, stream);
 }
 
-void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream) {
+void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream,
+                            MoeMxfp4Products products) {
   using namespace cuda;
-  check_args(a, "moe_mxfp4");
+  check_args(a, "moe_mxfp4", products);
   if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4: need route_w, out and ldo >= H");
   if (a.T == 0) return;
   float* act = reinterpret_cast<float*>(a.scratch);
-  launch_gate_up(a, act, stream);
-  const dim3 grid(unsigned((a.H / 2 + kPairsPerCtaDown - 1) / kPairsPerCtaDown), unsigned(a.T));
-  GPTOSS_LAUNCH(moe_mxfp4_down<true>, grid, dim3(kThreads), size_t(a.k) * a.I * 2, stream, act, a.idx, f.route_w,
-                a.w2_blocks, a.w2_scales, a.b2, f.out, f.ldo, a.k, a.E, a.H, a.I, f.accumulate);
-  check_launch("moe_mxfp4 (down, combined)");
+  launch_gate_up(a, act, products, stream);
+  launch_down<true>(a, act, f.route_w, f.out, f.ldo, f.accumulate, products, stream);
 }
 }  // namespace gptoss

@@ -7,13 +7,20 @@
 #include "kernels/moe_mxfp4.h"
 
 namespace gptoss {
+// How the dequantised weights meet the activations. F16 (the default): activations rounded to f16
+// after an exact power-of-two pre-scale, 16 products summed in f16 (HFMA2), everything after in f32:
+// ~1e-3 relative, fine for the default mode. F32 (fp32 mode): the same decode widened exactly to
+// f32 and FFMA in f32, within ~1e-6 relative of the CPU op; about 1.5x the instructions per weight,
+// and 4 * H * 4 and k * I * 4 bytes of staged activations (H, I up to 3072 at k = 4).
+enum class MoeMxfp4Products { F16, F32 };
+
 // Device scratch (a.scratch, a.scratch_bytes) both entry points need: the SwiGLU activations,
 // [T * k, I] f32.
 size_t moe_mxfp4_scratch_cuda(int T, int k, int I);
 
 // The op's contract: y[t * k + j] = W2[e] a + b2[e], unweighted (moe_combine applies the weights).
 // a.threads is ignored.
-void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream);
+void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream, MoeMxfp4Products products = MoeMxfp4Products::F16);
 
 // The decode path, with moe_combine fused into the down pass: for each token t,
 //   out[t] (+)= sum_j route_w[t, j] * (W2[e_j] a_j + b2[e_j]),  j = 0..k-1 in this order,
@@ -25,5 +32,6 @@ struct MoeCombineFused {
   int64_t ldo;
   bool accumulate;
 };
-void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream);
+void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream,
+                            MoeMxfp4Products products = MoeMxfp4Products::F16);
 }  // namespace gptoss

@@ -24,6 +24,9 @@
 
 namespace {
 constexpr double kTol = 2e-2;  // max |got - want| / (|want| + rms(want row)); measured up to 8e-3
+// The f32-products path (fp32 mode) differs from the CPU op only in the order of f32 sums (a few
+// ulp per block sum, accumulated over H / 32 blocks, then the SwiGLU's slope).
+constexpr double kTolF32 = 3e-5;  // measured up to 7e-7 at 20b's shape, 1.3e-5 at H = I = 96
 constexpr float kLimit = 7.f, kAlpha = 1.702f;
 
 struct Shape {
@@ -84,7 +87,9 @@ double row_err(const float* got, const float* want, int n) {
 // paths: 1 the op's contract, 2 the fused decode path, 3 both (the real shapes run one each: the
 // emulated cost of a 2880 x 2880 layer is ~10 s per path under the sanitizers).
 void check(const Shape& s, const std::vector<int32_t>& idx, const std::vector<float>& x, uint64_t seed,
-           bool all_schedules = true, int bad_slot = -1, int paths = 3) {
+           bool all_schedules = true, int bad_slot = -1, int paths = 3,
+           gptoss::MoeMxfp4Products products = gptoss::MoeMxfp4Products::F16) {
+  const double tol = products == gptoss::MoeMxfp4Products::F32 ? kTolF32 : kTol;
   lab::Rng r(seed);
   const int S = s.T * s.k;
   std::set<int> uset;
@@ -137,7 +142,7 @@ void check(const Shape& s, const std::vector<int32_t>& idx, const std::vector<fl
    if (paths & 1) {
     cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
     cudaMemset(dscratch.p, 0xff, dscratch.n);
-    gptoss::moe_mxfp4_cuda(a, nullptr);
+    gptoss::moe_mxfp4_cuda(a, nullptr, products);
     const std::vector<float> got = dy.download();
     for (int i = 0; i < S; ++i) {
       const float* g = got.data() + size_t(i) * s.H;
@@ -146,20 +151,20 @@ void check(const Shape& s, const std::vector<int32_t>& idx, const std::vector<fl
         continue;
       }
       const double e = row_err(g, want.data() + size_t(i) * s.H, s.H);
-      LAB_CHECK(e <= kTol, "T %d k %d E %d H %d I %d slot %d (expert %d): error %.3g > %.1g (rows' RMS)", s.T, s.k, s.E,
-                s.H, s.I, i, idx[i], e, kTol);
+      LAB_CHECK(e <= tol, "T %d k %d E %d H %d I %d slot %d (expert %d): error %.3g > %.1g (rows' RMS)", s.T, s.k, s.E,
+                s.H, s.I, i, idx[i], e, tol);
     }
    }
    if (paths & 2) {
     dout.upload(resid);
     cudaMemset(dscratch.p, 0xff, dscratch.n);
-    gptoss::moe_mxfp4_combine_cuda(a, {dwt.p, dout.p, s.H, true}, nullptr);
+    gptoss::moe_mxfp4_combine_cuda(a, {dwt.p, dout.p, s.H, true}, nullptr, products);
     const std::vector<float> comb = dout.download();
     for (int t = 0; t < s.T; ++t) {
       if (bad_slot >= 0 && bad_slot / s.k == t) continue;
       const double e = row_err(comb.data() + size_t(t) * s.H, want_comb.data() + size_t(t) * s.H, s.H);
-      LAB_CHECK(e <= kTol, "fused combine, T %d k %d E %d H %d I %d token %d: error %.3g > %.1g", s.T, s.k, s.E, s.H,
-                s.I, t, e, kTol);
+      LAB_CHECK(e <= tol, "fused combine, T %d k %d E %d H %d I %d token %d: error %.3g > %.1g", s.T, s.k, s.E, s.H,
+                s.I, t, e, tol);
     }
    }
   };
@@ -223,6 +228,31 @@ LAB_TEST("moe_mxfp4: an expert index outside [0, E) gives NaN for that slot only
   lab::Rng r(25);
   check({2, 2, 4, 64, 64}, {1, 9, 0, 3}, random_x(2, 64, r), 26, true, 1);
 }
+LAB_TEST("moe_mxfp4: f32 products (fp32 mode), gpt-oss-20b decode (E 32, H = I = 2880, k 4), 1 token, fused decode path [real shapes]") {
+  if (std::getenv("LAB_QUICK")) return;  // the mutation runs: small shapes only
+  lab::Rng r(41);
+  check({1, 4, 32, 2880, 2880}, {5, 30, 1, 17}, random_x(1, 2880, r), 42, false, -1, 2, gptoss::MoeMxfp4Products::F32);
+}
+LAB_TEST("moe_mxfp4: f32 products (fp32 mode) within 3e-5 of the CPU op: 1 token (every schedule), 3 tokens, one block per row, 9 tokens with a partial CTA tile") {
+  const auto f32 = gptoss::MoeMxfp4Products::F32;
+  lab::Rng r(43);
+  check({1, 4, 8, 64, 96}, random_idx(1, 4, 8, r), random_x(1, 64, r), 44, true, -1, 3, f32);
+  check({3, 2, 6, 128, 64}, random_idx(3, 2, 6, r), random_x(3, 128, r), 45, false, -1, 3, f32);
+  check({2, 3, 5, 32, 32}, random_idx(2, 3, 5, r), random_x(2, 32, r), 46, false, -1, 3, f32);
+  check({9, 2, 9, 96, 96}, random_idx(9, 2, 7, r), random_x(9, 96, r), 47, false, -1, 3, f32);
+}
+LAB_TEST("moe_mxfp4: f32 products (fp32 mode): one expert for 5 tokens (two passes), an outlier, a bad index gives NaN") {
+  const auto f32 = gptoss::MoeMxfp4Products::F32;
+  lab::Rng r(48);
+  std::vector<int32_t> idx;
+  for (int t = 0; t < 5; ++t) idx.insert(idx.end(), {2, int32_t(t % 2 ? 0 : 3), int32_t(4 + t % 2)});
+  check({5, 3, 6, 64, 64}, idx, random_x(5, 64, r), 49, true, -1, 3, f32);  // every schedule: the 4-token path
+  std::vector<float> x = random_x(2, 256, r);
+  x[113] = 3000.f;
+  x[256 + 46] = -2500.f;
+  check({2, 2, 4, 256, 64}, random_idx(2, 2, 4, r), x, 50, false, -1, 3, f32);
+  check({2, 2, 4, 64, 64}, {1, 9, 0, 3}, random_x(2, 64, r), 51, false, 1, 3, f32);
+}
 LAB_TEST("moe_mxfp4: bad shapes and alignment are ERR_INVALID_ARGUMENT before any launch") {
   std::vector<uint8_t> buf(64 * 1024);
   float f[64];
@@ -254,4 +284,14 @@ LAB_TEST("moe_mxfp4: bad shapes and alignment are ERR_INVALID_ARGUMENT before an
   a.H = 8192;
   a.ldx = 8192;
   LAB_CHECK(rejects(a), "H = 8192 (staging past 48 KB) was accepted");
+  a = ok;
+  a.H = 4096;  // f16 staging 32 KB fits, f32 64 KB does not
+  a.ldx = 4096;
+  bool f32_rejected = false;
+  try {
+    gptoss::moe_mxfp4_cuda(a, nullptr, gptoss::MoeMxfp4Products::F32);
+  } catch (const gptoss::Error& e) {
+    f32_rejected = e.code == "ERR_INVALID_ARGUMENT";
+  }
+  LAB_CHECK(f32_rejected, "f32 products with 4 * H * 4 bytes past 48 KB (H 4096) were accepted");
 }
