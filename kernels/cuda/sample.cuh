@@ -1,0 +1,92 @@
+// sample on the device: the logit processing of kernels/sample.h and a per-row reduction that copies
+// back only what the host needs to finish the draw with the CPU sampler itself
+// (kernels/cpu/sample.cc), so the result is the CPU's, bit for bit (token, logprob, RNG advance):
+//   greedy (temperature < 1e-4): the argmax (ties to the lower id) and the exp sum the logprob needs,
+//     summed on the device in the CPU's own order (its SIMD width's lanes, each a sequential f32
+//     sum, the exps by the same formula); the host folds the lanes and the < 16 tail ids with the
+//     CPU's own compiled code;
+//   top-k (0 < top_k <= kSampleMaxTopK, top_k < n): the K' best processed logits (K' from
+//     sample_cuda_candidates, ties to the lower id) with their ids, in id order; the host runs
+//     sample_cpu on them (a compact row laid out so every exp is computed as in the full row) when
+//     it can prove the full row's top-k cut lies inside them, else it asks for the full row;
+//   anything else (top_k = 0 with temperature >= 1e-4, top_k > kSampleMaxTopK): the full row.
+// The raw logits are not modified: a row that needs the full row is copied back as it is and
+// sampled by sample_cpu. Deterministic: one block per row, integer histograms, ordered scans.
+#pragma once
+#include <vector>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/sample.h"
+
+namespace gptoss {
+constexpr int kSampleMaxTopK = 1024;
+constexpr int kSampleMaxCandidates = 2048;
+
+enum class SamplePath : int32_t { Greedy = 0, TopK = 1, FullRow = 2 };
+// Which path a row takes (host, from its parameters alone).
+SamplePath sample_cuda_path(const SampleParams& p, int V);
+// K' for top_k: min(2 * top_k + 64, kSampleMaxCandidates) (the margin lets the host prove the cut).
+int sample_cuda_candidates(int top_k);
+
+// Per row, device-side (packed by SampleCudaBatch).
+struct SampleCudaRow {
+  int32_t n;          // ids [0, n) may be drawn (ban_from applied)
+  int32_t path;       // SamplePath
+  int32_t ncand;      // K' (TopK)
+  int32_t lanes;      // the CPU's SIMD width, 8 or 16 (Greedy)
+  int32_t fused_exp;  // 1: the exp's steps are fused multiply-adds (AVX2/AVX-512 lanes), 0: separate
+  int32_t bias_off, bias_len, hist_off, hist_len;  // into entries; each list stably sorted by id
+  int32_t allow_off;  // into allow, -1 = no mask
+  float repetition, frequency, presence;
+};
+struct SampleCudaEntry {
+  int32_t id;
+  float value;    // bias
+  int32_t count;  // history
+};
+// Per row, copied back: 160 bytes.
+struct SampleCudaOut {
+  int32_t best;      // argmax of the processed logits over [0, n), ties to the lower id
+  float max;         // its value (NaN when every one is NaN)
+  int32_t count;     // candidates written (TopK)
+  int32_t eligible;  // ids in [0, n) with a finite or +inf processed logit (TopK)
+  float lanes[16];   // Greedy: lane sums of exp(l - max) over the lanes-wide body, f32 in id order
+  float tail[16];    // Greedy: the processed logits of the last n % lanes ids
+  int32_t tail_n, pad[3];
+};
+struct SampleCudaCand {
+  int32_t id;
+  float logit;  // processed
+};
+
+// Host: the rows' parameters packed for one launch (upload rows, entries, allow as they are).
+struct SampleCudaBatch {
+  std::vector<SampleCudaRow> rows;
+  std::vector<SampleCudaEntry> entries;
+  std::vector<uint32_t> allow;
+  // Adds a row (p already checked with sample_params_error). Returns its path.
+  SamplePath add(const SampleParams& p, int V);
+};
+
+struct SampleCudaArgs {
+  const float* logits;  // [rows, ld] raw, not modified
+  int64_t ld;
+  int V, rows;
+  const SampleCudaRow* row;         // [rows]
+  const SampleCudaEntry* entries;
+  const uint32_t* allow;
+  float* scratch;                   // [rows, V] f32: sample_cuda_scratch(rows, V) bytes
+  size_t scratch_bytes;
+  SampleCudaOut* out;               // [rows]
+  SampleCudaCand* cand;             // [rows, kSampleMaxCandidates]
+};
+size_t sample_cuda_scratch(int rows, int V);
+// Three launches (process, listed ids, reduce). Throws ERR_INVALID_ARGUMENT before launching.
+void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream);
+
+// Host: finishes row r's draw from its out (and, for TopK, its out.count candidates). Returns true
+// with *res set and *rng advanced exactly as sample_cpu on the full processed row would; false
+// (rng untouched) when the full row is needed. Throws sample_cpu's errors (every logit NaN, ...).
+bool sample_cuda_finish(const SampleParams& p, int V, const SampleCudaOut& out, const SampleCudaCand* cand,
+                        uint64_t* rng, SampleResult* res);
+}  // namespace gptoss

@@ -1,0 +1,178 @@
+// sample_cuda + sample_cuda_finish against sample_cpu (kernels/cpu/sample.cc) on the full row: random
+// logits with planted ties (at the max, around the k-th), logit bias (a repeated id too), presence /
+// frequency / repetition penalties, a ban and a grammar mask, greedy and top-k 1/40/1024 at several
+// temperatures, with top-p / min-p after top-k, random RNG states. Each row must give the same token,
+// the same logprob bits and the same RNG state as the CPU; rows the host cannot finish exactly must
+// say so (FullRow) and leave the RNG alone. The processed logits of top-k rows are compared bit for
+// bit with the CPU's. Outputs, candidates and the scratch start NaN-poisoned.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cuda/sample.cuh"
+#include "test/cuda/harness.h"
+
+namespace {
+struct Case {
+  gptoss::SampleParams p;
+  uint64_t rng;
+};
+
+// head > 0: like a model's row, `head` ids spread over [0, 16] above the rest in [-8, 0] (a flat row
+// of 201088 ids puts hundreds in each of take_top's bins, where the host declines).
+std::vector<float> random_row(int V, lab::Rng& r, int head = 0) {
+  std::vector<float> l(static_cast<size_t>(V));
+  for (auto& v : l) v = head ? r.uniform(-8.f, 0.f) : r.uniform(-8.f, 8.f);
+  for (int i = 0; i < head; ++i) l[size_t(r.next() % unsigned(V))] = r.uniform(0.f, 16.f);
+  // Ties: the max at a low and a high id; a cluster around the top; a few equal values.
+  const int a = int(r.next() % unsigned(V)), b = int(r.next() % unsigned(V));
+  l[size_t(std::min(a, b))] = l[size_t(std::max(a, b))] = 9.5f;
+  for (int i = 0; i < 60 && i < V; ++i) l[size_t(r.next() % unsigned(V))] = 7.f + 0.25f * float(i % 5);
+  return l;
+}
+
+gptoss::SampleParams params(int V, lab::Rng& r, float temperature, int top_k, bool extras) {
+  gptoss::SampleParams p;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  if (!extras) return p;
+  p.presence_penalty = 0.3f;
+  p.frequency_penalty = 0.17f;
+  p.repetition_penalty = 1.3f;
+  for (int i = 0; i < 5; ++i) {
+    p.bias_ids.push_back(int32_t(r.next() % unsigned(V)));
+    p.bias_values.push_back(r.uniform(-3.f, 3.f));
+  }
+  p.bias_ids.push_back(p.bias_ids[1]);  // a repeated id: both apply, in order
+  p.bias_values.push_back(0.37f);
+  std::vector<int32_t> h;
+  for (int i = 0; i < 40; ++i) h.push_back(int32_t(r.next() % unsigned(V)));
+  h.push_back(p.bias_ids[0]);
+  std::sort(h.begin(), h.end());
+  h.erase(std::unique(h.begin(), h.end()), h.end());
+  std::reverse(h.begin(), h.end());
+  for (int32_t id : h) p.history_ids.push_back(id), p.history_counts.push_back(int32_t(r.next() % 4));
+  if (V > 64) p.ban_from = V - 7;
+  p.allow.assign((size_t(V) + 31) / 32, ~0u);
+  for (size_t w = 0; w < p.allow.size(); w += 3) p.allow[w] = uint32_t(r.next());
+  p.allow[0] |= 1u;
+  return p;
+}
+
+// Runs the batch on the device and checks each row against sample_cpu. Returns how many rows the
+// host finished (the rest needed the full row).
+int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<float>>& rows) {
+  const int R = int(cases.size());
+  gptoss::SampleCudaBatch batch;
+  std::vector<gptoss::SamplePath> paths;
+  for (const Case& c : cases) {
+    LAB_CHECK(gptoss::sample_params_error(c.p, V).empty(), "bad test params");
+    paths.push_back(batch.add(c.p, V));
+  }
+  std::vector<float> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  lab::DeviceBuf<float> dl(flat), dscratch(size_t(R) * V);
+  lab::DeviceBuf<gptoss::SampleCudaRow> drow(batch.rows);
+  std::vector<gptoss::SampleCudaEntry> ent = batch.entries;
+  if (ent.empty()) ent.push_back({});
+  std::vector<uint32_t> allow = batch.allow;
+  if (allow.empty()) allow.push_back(0);
+  lab::DeviceBuf<gptoss::SampleCudaEntry> dent(ent);
+  lab::DeviceBuf<uint32_t> dallow(allow);
+  lab::DeviceBuf<gptoss::SampleCudaOut> dout(static_cast<size_t>(R));
+  lab::DeviceBuf<gptoss::SampleCudaCand> dcand(size_t(R) * gptoss::kSampleMaxCandidates);
+  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, dscratch.n * 4, dout.p, dcand.p}, nullptr);
+  const auto out = dout.download();
+  const auto cand = dcand.download();
+  const auto proc = dscratch.download();
+  int finished = 0;
+  gptoss::SampleWork work(V);
+  for (int i = 0; i < R; ++i) {
+    const Case& c = cases[size_t(i)];
+    std::vector<float> l = rows[size_t(i)];
+    uint64_t want_rng = c.rng, got_rng = c.rng;
+    const gptoss::SampleResult want = gptoss::sample_cpu(l.data(), V, c.p, &want_rng, work.scratch);
+    if (paths[size_t(i)] == gptoss::SamplePath::TopK) {
+      const int n = c.p.ban_from > 0 ? c.p.ban_from : V;
+      LAB_CHECK(std::memcmp(l.data(), proc.data() + size_t(i) * V, size_t(n) * 4) == 0,
+                "row %d: the device's processed logits differ from sample_cpu's", i);
+    }
+    gptoss::SampleResult got{};
+    const bool done = gptoss::sample_cuda_finish(c.p, V, out[size_t(i)], cand.data() + size_t(i) * gptoss::kSampleMaxCandidates,
+                                                 &got_rng, &got);
+    if (!done) {
+      LAB_CHECK(got_rng == c.rng, "row %d: declined but advanced the RNG", i);
+      continue;
+    }
+    ++finished;
+    LAB_CHECK(got.token == want.token && std::memcmp(&got.logprob, &want.logprob, 4) == 0 && got_rng == want_rng,
+              "V %d row %d (T %g, top_k %d, top_p %g, min_p %g): device %d / %.9g, cpu %d / %.9g, rng %s", V, i,
+              c.p.temperature, c.p.top_k, c.p.top_p, c.p.min_p, got.token, got.logprob, want.token, want.logprob,
+              got_rng == want_rng ? "same" : "differs");
+  }
+  return finished;
+}
+
+std::vector<Case> cases_for(int V, lab::Rng& r) {
+  std::vector<Case> cs;
+  const float temps[] = {0.f, 0.5f, 1.f, 1.7f};
+  const int ks[] = {1, 40, 1024};
+  for (float t : temps)
+    for (int k : ks)
+      for (int extras = 0; extras < 2; ++extras) {
+        if (t == 0.f && k != 40) continue;
+        Case c{params(V, r, t, k, extras != 0), r.next()};
+        if (extras && k == 40) c.p.top_p = 0.9f, c.p.min_p = 0.01f;
+        cs.push_back(c);
+      }
+  return cs;
+}
+}  // namespace
+
+LAB_TEST("sample: small vocabularies (V 33, 1000) under every schedule: greedy, top-k 1/40/1024, penalties, mask, ban") {
+  for (int V : {33, 1000}) {
+    lab::Rng r(uint64_t(V) * 7 + 1);
+    const std::vector<Case> cs = cases_for(V, r);
+    std::vector<std::vector<float>> rows;
+    for (size_t i = 0; i < cs.size(); ++i) rows.push_back(random_row(V, r));
+    lab::for_each_schedule([&] {
+      const int done = check(V, cs, rows);
+      int expect = 0;
+      for (const Case& c : cs) expect += gptoss::sample_cuda_path(c.p, V) != gptoss::SamplePath::FullRow;
+      LAB_CHECK(done == expect, "V %d: the host finished %d of the %d greedy / top-k rows", V, done, expect);
+    });
+  }
+}
+
+LAB_TEST("sample: gpt-oss vocabulary (V 201088), 4 rows: greedy with penalties, top-k 40 at T 0.8, top-k 1024 at T 1.3, a flat row declined [real shapes]") {
+  if (lab::quick()) return;
+  const int V = 201088;
+  lab::Rng r(99);
+  std::vector<Case> cs = {{params(V, r, 0.f, 0, true), r.next()},
+                          {params(V, r, 0.8f, 40, true), r.next()},
+                          {params(V, r, 1.3f, 1024, false), r.next()},
+                          {params(V, r, 1.f, 40, false), r.next()}};
+  std::vector<std::vector<float>> rows;
+  for (size_t i = 0; i < 3; ++i) rows.push_back(random_row(V, r, 4000));
+  rows.push_back(random_row(V, r));  // flat: the host must decline (and leave the RNG alone)
+  const int done = check(V, cs, rows);
+  LAB_CHECK(done == 3, "the host finished %d of 4 rows (3 expected: greedy, two top-k with a head)", done);
+}
+
+LAB_TEST("sample: top_k 0 with a temperature needs the full row; every logit masked is the CPU's error") {
+  const int V = 100;
+  gptoss::SampleParams p;
+  p.temperature = 0.7f;
+  LAB_CHECK(gptoss::sample_cuda_path(p, V) == gptoss::SamplePath::FullRow, "top_k 0 at T 0.7 is not FullRow");
+  p.top_k = 2000;
+  LAB_CHECK(gptoss::sample_cuda_path(p, 5000) == gptoss::SamplePath::FullRow, "top_k past the device limit is not FullRow");
+  p.top_k = 5;
+  p.allow.assign(4, 0u);
+  lab::Rng r(5);
+  std::string err;
+  try {
+    check(V, {{p, 1}}, {random_row(V, r)});
+  } catch (const gptoss::Error& e) {
+    err = e.what();
+  }
+  LAB_CHECK(err.find("every allowed logit is -inf") != std::string::npos, "got '%s'", err.c_str());
+}
