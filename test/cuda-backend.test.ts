@@ -239,6 +239,47 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
+  // A 40-token prompt is prefill-shaped (16 or more tokens of one sequence): its attention runs on
+  // the tensor-core kernel (kernels/cuda/attention_prefill.cu), in one piece and in two chunks;
+  // token by token it runs on the decode kernel. All three against the reference, and each other.
+  it.skipIf(missing.length > 0)(
+    "tiny-b's 40-token case on the cuda backend: one-piece and chunked prefill (tensor-core attention) and decode agree with the reference",
+    async () => {
+      const { loadModel } = await import('../lib/index.js');
+      const { readFileSync } = await import('node:fs');
+      const { join } = await import('node:path');
+      const { relErr } = await import('./helpers/checkpoint.js');
+      const dir = join(fixtures, 'tiny-b');
+      const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as {
+        cases: { name: string; tokens: number[]; logits_fp32: string }[];
+      };
+      const seq40 = cases.cases.find((c) => c.name === 'seq40')!;
+      expect(seq40.tokens.length).toBe(40);
+      const ref = new Float32Array(readFileSync(join(dir, seq40.logits_fp32)).buffer.slice(0));
+      const model = await loadModel(join(dir, 'hf'), { device: 'cuda' });
+      try {
+        const V = model.config.vocabSize;
+        const whole = await model.createSession().forward(seq40.tokens);
+        expect(relErr(whole, ref)).toBeLessThan(1e-2);
+        const chunked = model.createSession();
+        const first = await chunked.forward(seq40.tokens.slice(0, 24));
+        const second = await chunked.forward(seq40.tokens.slice(24));
+        const both = new Float32Array(40 * V);
+        both.set(first, 0);
+        both.set(second, 24 * V);
+        expect(relErr(both, ref)).toBeLessThan(1e-2);
+        expect(relErr(both, whole)).toBeLessThan(1e-3);
+        const session = model.createSession();
+        const decode = new Float32Array(40 * V);
+        for (let i = 0; i < 40; i++) decode.set(await session.forward([seq40.tokens[i]], { logits: 'last' }), i * V);
+        expect(relErr(decode, ref)).toBeLessThan(1e-2);
+        expect(relErr(decode, whole)).toBeLessThan(1e-3);
+      } finally {
+        model.dispose();
+      }
+    },
+  );
+
   it.skipIf(missing.length > 0 || !process.env.GPTOSS_CUDA_FULL_CHECK)(
     'gptoss check --device cuda: every fixture, layout, mode and path (GPTOSS_CUDA_FULL_CHECK=1)',
     async () => {

@@ -44,6 +44,10 @@
 #include "kernels/cuda/attention.cuh"
 #define GPTOSS_CUDA_HAS_attention 1
 #endif
+#if __has_include("kernels/cuda/attention_prefill.cuh")
+#include "kernels/cuda/attention_prefill.cuh"
+#define GPTOSS_CUDA_HAS_attention_prefill 1
+#endif
 #if __has_include("kernels/cuda/router_topk.cuh")
 #include "kernels/cuda/router_topk.cuh"
 #define GPTOSS_CUDA_HAS_router_topk 1
@@ -120,7 +124,19 @@ struct Launch {
   const StepContext& c;  // device pointers throughout
   cudaStream_t s;
   const ScratchPlan& plan;
+  bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
 };
+
+// Whether a step is prefill-shaped: at least 16 tokens, in runs of one sequence 8 or more long on
+// average (a prompt chunk, or a few beside some decode tokens). Decided on the host from the
+// step's inputs, and part of a graph's key, so a replay never switches kernels.
+bool prefill_step(const StepContext& host) {
+  if (host.T < 16) return false;
+  int32_t seqs = 0, last = -1;
+  for (int t = 0; t < host.T; ++t)
+    if (host.pages[0].seq[t] != last) ++seqs, last = host.pages[0].seq[t];
+  return host.T >= 8 * seqs;
+}
 
 [[noreturn]] void no_kernel(const char* op) {
   throw Error("ERR_UNSUPPORTED", std::string("device 'cuda': op ") + op + " has no CUDA kernel in this build yet (kernels/cuda/" + op +
@@ -189,9 +205,13 @@ void launch_op(const AttentionOp& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_attention
   const StepContext& c = l.c;
   const BufferView& kc = c.pool(o.kc);
-  attention_cuda({c.f32(o.x), c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window), c.bf16(o.w), c.f32(o.y),
-                  c.ld(o.y), c.T, o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale, c.scratch, c.scratch_bytes, 1},
-                 l.plan.max_context, l.s);
+  const AttentionArgs a{c.f32(o.x), c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window), c.bf16(o.w),
+                        c.f32(o.y), c.ld(o.y), c.T, o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale, c.scratch, c.scratch_bytes, 1};
+#ifdef GPTOSS_CUDA_HAS_attention_prefill
+  // Prompt chunks on the tensor cores (a bf16 cache; the f32 cache of fp32 mode stays exact in f32).
+  if (l.prompt && kc.dtype == DType::BF16) return attention_prefill_cuda(a, l.s);
+#endif
+  attention_cuda(a, l.plan.max_context, l.s);
 #else
   (void)o, (void)l;
   no_kernel("attention");
@@ -285,8 +305,9 @@ class CudaRunner final : public StepRunner {
     for (int t = 0; t < 2; ++t) c.pages[t] = KvPages{d + seqs_at(), d + (t ? table1_at() : table0_at()), host.pages[t].ring, host.pages[t].page_size};
     c.rope = host.rope;
 
+    const bool prompt = prefill_step(host);
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_};
+      const Launch l{c, stream_, plan_, prompt};
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
         std::visit([&](const auto& o) {
@@ -296,7 +317,7 @@ class CudaRunner final : public StepRunner {
     };
     gpu::guarded_launch("device 'cuda'", [&] {
       if (T <= kGraphTokens && graphs_enabled()) {
-        const Key key{T, host.L, host.pages[0].ring, host.pages[0].page_size, host.pages[1].ring, host.pages[1].page_size};
+        const Key key{T, host.L, host.pages[0].ring, host.pages[0].page_size, host.pages[1].ring, host.pages[1].page_size, prompt};
         auto it = graphs_.find(key);
         if (it == graphs_.end()) {
           if (graphs_.size() >= kMaxGraphs) {
@@ -326,8 +347,9 @@ class CudaRunner final : public StepRunner {
  private:
   struct Key {
     int T, L, ring0, page0, ring1, page1;
+    bool prompt;
     bool operator<(const Key& o) const {
-      return std::tie(T, L, ring0, page0, ring1, page1) < std::tie(o.T, o.L, o.ring0, o.page0, o.ring1, o.page1);
+      return std::tie(T, L, ring0, page0, ring1, page1, prompt) < std::tie(o.T, o.L, o.ring0, o.page0, o.ring1, o.page1, o.prompt);
     }
   };
   static bool graphs_enabled() {
