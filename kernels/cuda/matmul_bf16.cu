@@ -252,6 +252,15 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
   fetch_x(0);
   store_x(0);
 
+  // This lane's fragment addresses within a tile, loop-invariant: the swizzle repeats every 8
+  // rows, so the fragment 16 rows further is 16 rows of bytes further (an immediate offset).
+  uint32_t a_off[2], b_off[2];
+#pragma unroll
+  for (int kk = 0; kk < 2; ++kk) {
+    a_off[kk] = a_fragment(wm * 16 * MT, kk, lane);
+    b_off[kk] = b_fragment(wn * kWarpN, kk, lane);
+  }
+
   for (int kt = 0; kt < KT; ++kt) {
     cp_async_wait<kStages - 2>();  // this thread's copies of W tile kt have landed
     __syncthreads();
@@ -266,7 +275,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
 #pragma unroll
       for (int j = 0; j < kNT / 2; ++j) {
         uint32_t r[4];
-        ldmatrix<4, false>(r, wt + b_fragment(wn * kWarpN + 16 * j, kk, lane));
+        ldmatrix<4, false>(r, wt + b_off[kk] + 16 * j * kRowBytes);
         b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
       }
 #pragma unroll
@@ -274,7 +283,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
 #pragma unroll
         for (int p = 0; p < kParts; ++p) {
           uint32_t a[4];
-          ldmatrix<4, false>(a, at + p * kATileBytes + a_fragment(wm * 16 * MT + 16 * i, kk, lane));
+          ldmatrix<4, false>(a, at + p * kATileBytes + a_off[kk] + 16 * i * kRowBytes);
 #pragma unroll
           for (int j = 0; j < kNT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
         }
@@ -377,7 +386,8 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
 
 MatmulBf16Kernel matmul_bf16_kernel_cuda(const MatmulBf16Args& a, bool fp32_mode) {
   const bool gemm_shape = a.K % 8 == 0 && a.ldx % 4 == 0 && cuda::aligned(a.x, 16) && cuda::aligned(a.w, 16);
-  if (a.T < kMatmulBf16GemmFromT || !gemm_shape) return MatmulBf16Kernel::kGemv;
+  const int from = a.N >= kMatmulBf16WideN ? kMatmulBf16GemmFromTWide : kMatmulBf16GemmFromT;
+  if (a.T < from || !gemm_shape) return MatmulBf16Kernel::kGemv;
   return fp32_mode ? MatmulBf16Kernel::kGemmSplitBf16 : MatmulBf16Kernel::kGemmBf16;
 }
 

@@ -33,10 +33,16 @@ struct MatmulBf16GemmOptions {
 void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions& o, cudaStream_t stream);
 int matmul_bf16_gemm_tile_m_cuda(int T);
 
-// The rule between the two: the GEMV (reads the weights once per 4 tokens) below
-// kMatmulBf16GemmFromT tokens, the GEMM (reads them once per 128) from there; fp32_mode takes the
-// split GEMM. Shapes the GEMM does not take (K % 8 != 0, unaligned x or w) stay on the GEMV.
-constexpr int kMatmulBf16GemmFromT = 8;
+// The rule between the two, by tokens T (static roofline, a prediction: the GEMM's grid has
+// ceil(N / 128) blocks per 32-token tile, each streaming its weights through a 3-tile-deep
+// cp.async ring, about a 1/132 share of HBM; the GEMV reads all weights once per 4 tokens at full
+// bandwidth): for the projections (N < 32768: 23 to 40 blocks) the GEMM is ahead from about 16
+// tokens (QKV, H100: ~30 us against 4 GEMV passes of ~9 us); for the unembedding (1571 blocks)
+// from 8 (one 1.16 GB pass against two). fp32_mode takes the split GEMM. Shapes the GEMM does
+// not take (K % 8 != 0, ldx % 4 != 0, unaligned x or w) stay on the GEMV.
+constexpr int kMatmulBf16GemmFromT = 16;
+constexpr int kMatmulBf16GemmFromTWide = 8;  // N >= kMatmulBf16WideN
+constexpr int kMatmulBf16WideN = 32768;
 enum class MatmulBf16Kernel { kGemv, kGemmBf16, kGemmSplitBf16 };
 MatmulBf16Kernel matmul_bf16_kernel_cuda(const MatmulBf16Args& a, bool fp32_mode);
 void matmul_bf16_select_cuda(const MatmulBf16Args& a, bool fp32_mode, cudaStream_t stream);

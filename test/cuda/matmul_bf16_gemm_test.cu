@@ -8,7 +8,8 @@
 // the rule between the GEMV and the GEMM; a token's output independent of the others. Real-K
 // cases run once under the forward schedule and are skipped with LAB_QUICK; the full real shapes
 // (QKV 16 x 5120 x 2880, out-proj 40 x 2880 x 4096, 127 x 511 x 2880) only natively or with
-// LAB_FULL (minutes emulated); small siblings run the same code under all four schedules.
+// LAB_FULL (minutes under ASan; 2-22 s each in an -O2 build without sanitizers); small siblings
+// run the same code under all four schedules.
 #include <algorithm>
 #include <set>
 
@@ -45,8 +46,8 @@ struct Case {
   int x_rows = 0;             // rows of x when `rows` is set
 };
 
-// The real shapes whose emulation takes minutes (40 blocks x 90 k tiles for QKV): natively, or
-// under the emulator with LAB_FULL set. Their code paths run in the smaller cases.
+// The real shapes whose emulation under ASan takes minutes (40 blocks x 90 k tiles for QKV):
+// natively, or under the emulator with LAB_FULL set. Their code paths run in the smaller cases.
 bool full() {
 #if defined(GPTOSS_CUDA_EMU)
   return std::getenv("LAB_FULL") != nullptr;
@@ -199,6 +200,13 @@ LAB_TEST("matmul_bf16: the GEMM's ldmatrix rows and tile stores are free of bank
         check_conflict_free(lab::format("A fragment rows %d k16 %d matrix %d", r0, kk, m).c_str(), a);
         check_conflict_free(lab::format("B fragment rows %d k16 %d matrix %d", r0, kk, m).c_str(), b);
       }
+  // The kernel adds 16 rows of bytes to reach the next fragment: the swizzle must repeat so.
+  for (int r0 = 0; r0 + 16 < kBN; r0 += 16)
+    for (int kk = 0; kk < 2; ++kk)
+      for (int l = 0; l < 32; ++l)
+        LAB_CHECK(a_fragment(r0 + 16, kk, l) == a_fragment(r0, kk, l) + 16 * kRowBytes &&
+                      b_fragment(r0 + 16, kk, l) == b_fragment(r0, kk, l) + 16 * kRowBytes,
+                  "the swizzle does not repeat every 16 rows (rows %d, k16 %d, lane %d)", r0, kk, l);
   // The stores: thread id writes chunk id & 3 of row id >> 2 (16 bytes); 8 threads per wavefront.
   for (int id0 = 0; id0 < kBN * 4; id0 += 8) {
     std::vector<uint32_t> s;
@@ -290,31 +298,34 @@ LAB_TEST("matmul_bf16: a token's GEMM output is bit-identical alone (32-token ti
   }
 }
 
-LAB_TEST("matmul_bf16: the GEMV below 8 tokens, the GEMM from 8 (split in fp32 mode), the GEMV for shapes the GEMM refuses") {
+LAB_TEST("matmul_bf16: the GEMV below 16 tokens (8 for the unembedding), the GEMM from there (split in fp32 mode), the GEMV for shapes the GEMM refuses") {
   using gptoss::MatmulBf16Kernel;
-  std::vector<float> x(size_t(8) * 64 + 4);
-  std::vector<uint16_t> w(64 * 64 + 8);
-  std::vector<float> y(8 * 64);
+  std::vector<float> x(8 * 64 + 4), y(64);
+  std::vector<uint16_t> w(64 + 8);
   float* xa = x.data();
   while (!gptoss::cuda::aligned(xa, 16)) ++xa;
   uint16_t* wa = w.data();
   while (!gptoss::cuda::aligned(wa, 16)) ++wa;
-  auto kernel = [&](int T, int K, int64_t ldx, bool fp32, float* xp) {
-    return gptoss::matmul_bf16_kernel_cuda({xp, ldx, wa, nullptr, y.data(), 64, T, 64, K, false, nullptr}, fp32);
+  // The rule only looks at the arguments: nothing is launched here.
+  auto kernel = [&](int T, int N, int K, int64_t ldx, bool fp32, float* xp) {
+    return gptoss::matmul_bf16_kernel_cuda({xp, ldx, wa, nullptr, y.data(), N, T, N, K, false, nullptr}, fp32);
   };
-  LAB_CHECK(gptoss::kMatmulBf16GemmFromT == 8, "the rule's threshold moved: update this test and the lab.json launches");
-  for (int T = 1; T < 8; ++T) LAB_CHECK(kernel(T, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "T %d: not the GEMV", T);
-  LAB_CHECK(kernel(8, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "T 8: not the bf16 GEMM");
-  LAB_CHECK(kernel(8, 64, 64, true, xa) == MatmulBf16Kernel::kGemmSplitBf16, "T 8, fp32 mode: not the split GEMM");
-  LAB_CHECK(kernel(8, 60, 64, false, xa) == MatmulBf16Kernel::kGemv, "K 60: not the GEMV");
-  LAB_CHECK(kernel(8, 64, 66, false, xa) == MatmulBf16Kernel::kGemv, "ldx 66: not the GEMV");
-  LAB_CHECK(kernel(8, 64, 64, false, xa + 1) == MatmulBf16Kernel::kGemv, "unaligned x: not the GEMV");
+  LAB_CHECK(gptoss::kMatmulBf16GemmFromT == 16 && gptoss::kMatmulBf16GemmFromTWide == 8 && gptoss::kMatmulBf16WideN == 32768,
+            "the rule's thresholds moved: update this test and the lab.json launches");
+  for (int T = 1; T < 16; ++T) LAB_CHECK(kernel(T, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "QKV, T %d: not the GEMV", T);
+  LAB_CHECK(kernel(16, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "QKV, T 16: not the bf16 GEMM");
+  LAB_CHECK(kernel(16, 5120, 64, 64, true, xa) == MatmulBf16Kernel::kGemmSplitBf16, "QKV, T 16, fp32 mode: not the split GEMM");
+  LAB_CHECK(kernel(7, 201088, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "unembedding, T 7: not the GEMV");
+  LAB_CHECK(kernel(8, 201088, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "unembedding, T 8: not the GEMM");
+  LAB_CHECK(kernel(16, 64, 60, 64, false, xa) == MatmulBf16Kernel::kGemv, "K 60: not the GEMV");
+  LAB_CHECK(kernel(16, 64, 64, 66, false, xa) == MatmulBf16Kernel::kGemv, "ldx 66: not the GEMV");
+  LAB_CHECK(kernel(16, 64, 64, 64, false, xa + 1) == MatmulBf16Kernel::kGemv, "unaligned x: not the GEMV");
   LAB_CHECK(gptoss::matmul_bf16_gemm_tile_m_cuda(32) == 32 && gptoss::matmul_bf16_gemm_tile_m_cuda(33) == 128,
             "the token-tile rule moved");
 
   // Through matmul_bf16_select_cuda: both sides of the threshold against the CPU op.
   const int N = 40, K = 96;
-  for (int T : {7, 8}) {
+  for (int T : {15, 16}) {
     lab::Rng r(49 + T);
     std::vector<float> hx(size_t(T) * K);
     for (auto& v : hx) v = r.uniform(-2.f, 2.f);
@@ -328,7 +339,7 @@ LAB_TEST("matmul_bf16: the GEMV below 8 tokens, the GEMM from 8 (split in fp32 m
       cudaMemset(dy.p, 0xff, dy.n * 4);
       gptoss::matmul_bf16_select_cuda({dx.p, K, dw.p, nullptr, dy.p, N, T, N, K, false, nullptr}, fp32, nullptr);
       const std::vector<float> got = dy.download();
-      const double tol = T < 8 ? 1e-5 : contract(K, fp32);
+      const double tol = T < 16 ? 1e-5 : contract(K, fp32);
       for (int t = 0; t < T; ++t)
         for (int n = 0; n < N; ++n) {
           double S = 0;
