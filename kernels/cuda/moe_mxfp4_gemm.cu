@@ -34,16 +34,18 @@
 // placed at bf16 bits 15 and 8..6 is exactly its value times 2^-126 (a bf16 subnormal when e = 0),
 // and nibbles i and i + 4 of a word land in the two halves with one shift each:
 //   raw_i = ((q << (6 - 4i)) & 0x01C001C0) | ((q << (12 - 4i)) & 0x80008000)   (4 instructions)
-// then one fma.rn.bf16x2 by 2^(s - 1) (the E8M0 scale and the 2^126) gives the weight exactly;
-// scales above 128 (|weight| > 12, not expected) take a second exact multiply by 2^(s - 128).
-// So per A fragment (8 weights a thread, one m16n8k16's worth) ~19 instructions, reused by the 8
-// n8 tiles: ~2.4 per mma, plus 0.25 ldmatrix.x4, 0.25 LDS.32 and the step's ~20 of copies,
-// addresses and barrier per 32 mma (static figures: lab.json, benchmarks/RESULTS.md).
+// then one fma.rn.bf16x2 by 2^(s - 65) (the E8M0 scale, the 2^126, and a 2^-64 that keeps the
+// factor a normal bf16 for every scale up to 192; the f32 accumulators are multiplied by 2^64 in
+// the epilogue) gives the weight times 2^-64 exactly. Per A fragment (8 weights a thread, one
+// m16n8k16's worth) that is ~5 instructions per register pair (~20), reused by the 8 n8 tiles:
+// ~3 per mma, plus 0.25 ldmatrix.x4, 0.25 LDS.32, 0.25 scale (LDS.U8, add, shift, or) and the
+// step's ~25 of copies, addresses, branches and barrier per 32 mma (static figures: lab.json and
+// the PTX of static.mjs).
 // Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-9), products
 // and sums are f32 (the tensor core's internal rounding aside). The tolerance is derived in
 // test/cuda/moe_mxfp4_gemm_test.cu.
 // Limits (checked by the launchers): H, I positive multiples of 32; 1 <= E <= 256; k >= 1;
-// T <= 65535; the blocks 16-byte aligned; x rows ldx >= H.
+// T <= 65535; the blocks 16-byte aligned; x rows ldx >= H; E8M0 scales exact in [66, 192] (above).
 #include "kernels/cuda/moe_mxfp4_gemm.cuh"
 
 #include <algorithm>
@@ -103,6 +105,18 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 #endif
 }
 
+// v, kept in a register: without it the down kernel recomputed the ldmatrix addresses from the lane
+// index inside the k loop (14 instructions per ldmatrix in its PTX).
+__device__ __forceinline__ int opaque(int v) {
+#if defined(GPTOSS_CUDA_EMU)
+  return v;
+#else
+  int r;
+  asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
+  return r;
+#endif
+}
+
 // Nibbles i and i + 4 of q as bf16x2 = value * 2^-126 (low half nibble i).
 template <int i>
 __device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t q) {
@@ -113,23 +127,20 @@ __device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t q) {
   return and_or(q >> 6, kEm, q & kSign);
 }
 
-// The factor of one scale byte s: 2^(min(s, 128) - 1) as bf16x2 (the scale times the decode's
-// 2^126); above 128 a second factor 2^(s - 128) follows (hi_factor), exact as well.
-__device__ __forceinline__ uint32_t lo_factor(uint32_t s) {
-  const uint32_t f = min(s, 128u) + 126u;
+// The factor of one scale byte s as bf16x2: 2^(s - 65) = 2^(s - 127) (E8M0) * 2^126 (the decode)
+// * 2^-64, the last undone on the f32 accumulators (kUnbias). With the 2^-64 every factor from s = 1
+// to 192 is a normal bf16 (2^(s - 1) itself would overflow past s = 128, i.e. |w| > 12), and the
+// dequantised weights w * 2^-64 are normal bf16, exact, for s >= 66 (|w| >= 2^-61); f32 products
+// and sums keep their full precision down to |w x| ~ 2^-62. Limits: s in [66, 192] exact; below,
+// weights under 2^-61 lose bits (to 0 under 2^-68); above, |w| >= 2^65 becomes infinite.
+__device__ __forceinline__ uint32_t scale_factor(uint32_t s) {
+  const uint32_t f = s + 62u;  // bf16 exponent field of 2^(s - 65)
   return (f << 7) | (f << 23);
 }
-__device__ __forceinline__ uint32_t hi_factor(uint32_t s) {
-  const uint32_t f = max(s, 128u) - 1u;
-  return (f << 7) | (f << 23);
-}
-// Weights i and i + 4 of word q (row scale s, factor lo_factor(s)); big: some scale of this
-// thread's step exceeds 128 (never in the checkpoints seen; a uniform, untaken branch there).
+constexpr float kUnbias = 18446744073709551616.f;  // 2^64
 template <int i>
-__device__ __forceinline__ uint32_t dequant(uint32_t q, uint32_t lo, bool big, uint32_t s) {
-  uint32_t v = bf16x2_mul(e2m1x2_raw<i>(q), lo);
-  if (big && s > 128u) v = bf16x2_mul(v, hi_factor(s));
-  return v;
+__device__ __forceinline__ uint32_t dequant(uint32_t q, uint32_t f) {
+  return bf16x2_mul(e2m1x2_raw<i>(q), f);
 }
 
 // Element e (0..31) of a 32-block sits at position perm_pos(e) in the kernel's k order, and
@@ -199,6 +210,15 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
         for (int r = 0; r < 4; ++r) acc[at][j][r] = 0.f;
     const bool active = n0 + 32 * warp < a.N;  // N is a multiple of 32: a warp's rows all or none
     const int jn = (rows + 7) >> 3;            // n8 tiles holding tokens
+    // ldmatrix row addresses (lanes 8i..8i+7: matrix i = n8 tile j + i / 2, k half i % 2) for
+    // k16 chunk c, relative to the stage's token rows and n8 tile pair j: + 512 j. The swizzle term
+    // (row / 2) % 4 depends on the lane only, as 8 j is a multiple of 8.
+    int xoff[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int tok = 8 * (lane >> 4) + (lane & 7);
+      xoff[c] = opaque(tok * 64 + 16 * ((2 * c + ((lane >> 3) & 1)) ^ ((tok >> 1) & 3)));
+    }
 
     for (int kb = 0; kb < nb; ++kb) {
       cp_async_wait<kStages - 2>();
@@ -216,49 +236,43 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
         const uint8_t* st = smem + (kb % kStages) * kStageBytes;
         const uint32_t* w = reinterpret_cast<const uint32_t*>(st);
         const uint8_t* xs = st + kStageW + kStageS;
-        uint32_t q[2][2], lo[2][2], sb = 0;  // words, factors, the 4 scale bytes
-        bool big = false;
+        uint32_t q[2][2], f[2][2];  // the rows' words and scale factors
 #pragma unroll
         for (int at = 0; at < 2; ++at)
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
             const int r = 32 * warp + 16 * at + 8 * hh + g;
             q[at][hh] = w[r * 4 + t4];
-            const uint32_t sv = st[kStageW + r];
-            lo[at][hh] = lo_factor(sv);
-            sb |= sv << (16 * at + 8 * hh);
-            big |= sv > 128u;
+            f[at][hh] = scale_factor(st[kStageW + r]);
           }
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           uint32_t af[2][4];
 #pragma unroll
           for (int at = 0; at < 2; ++at) {
-            const uint32_t s0 = (sb >> (16 * at)) & 0xffu, s1 = (sb >> (16 * at + 8)) & 0xffu;
             if (c == 0) {
-              af[at][0] = dequant<0>(q[at][0], lo[at][0], big, s0);
-              af[at][1] = dequant<0>(q[at][1], lo[at][1], big, s1);
-              af[at][2] = dequant<1>(q[at][0], lo[at][0], big, s0);
-              af[at][3] = dequant<1>(q[at][1], lo[at][1], big, s1);
+              af[at][0] = dequant<0>(q[at][0], f[at][0]);
+              af[at][1] = dequant<0>(q[at][1], f[at][1]);
+              af[at][2] = dequant<1>(q[at][0], f[at][0]);
+              af[at][3] = dequant<1>(q[at][1], f[at][1]);
             } else {
-              af[at][0] = dequant<2>(q[at][0], lo[at][0], big, s0);
-              af[at][1] = dequant<2>(q[at][1], lo[at][1], big, s1);
-              af[at][2] = dequant<3>(q[at][0], lo[at][0], big, s0);
-              af[at][3] = dequant<3>(q[at][1], lo[at][1], big, s1);
+              af[at][0] = dequant<2>(q[at][0], f[at][0]);
+              af[at][1] = dequant<2>(q[at][1], f[at][1]);
+              af[at][2] = dequant<3>(q[at][0], f[at][0]);
+              af[at][3] = dequant<3>(q[at][1], f[at][1]);
             }
           }
-          // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
+          // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments (a pair
+          // past the tile's tokens is skipped; the odd tile of a half-used pair costs its mma).
 #pragma unroll
           for (int j = 0; j < 8; j += 2) {
             if (j < jn) {
-              const int tok = 8 * (j + (lane >> 4)) + (lane & 7);
-              const int piece = 2 * c + ((lane >> 3) & 1);
               uint32_t r[4];
-              ldmatrix<4, false>(r, xs + tok * 64 + 16 * (piece ^ ((tok >> 1) & 3)));
+              ldmatrix<4, false>(r, xs + xoff[c] + 512 * j);
 #pragma unroll
               for (int at = 0; at < 2; ++at) {
                 mma_m16n8k16_bf16(acc[at][j], af[at], r, acc[at][j]);
-                if (j + 1 < jn) mma_m16n8k16_bf16(acc[at][j + 1], af[at], r + 2, acc[at][j + 1]);
+                mma_m16n8k16_bf16(acc[at][j + 1], af[at], r + 2, acc[at][j + 1]);
               }
             }
           }
@@ -281,8 +295,8 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
             const int p = row0 + tok;
             if (kGateUp) {
               // Clamp after the bias, in f32 (gpt-oss-spec.md §8), as the CPU op.
-              float gt = acc[at][j][l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair]);
-              float ln = acc[at][j][2 + l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair + 1]);
+              float gt = acc[at][j][l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair]);
+              float ln = acc[at][j][2 + l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair + 1]);
               gt = fminf(gt, a.limit);
               ln = fminf(fmaxf(ln, -a.limit), a.limit);
               const float glu = gt / (1.f + expf(-a.alpha * gt));
@@ -292,8 +306,8 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
               const int slot = a.order[p];
               const float wt = a.route_w ? a.route_w[slot] : 1.f;
               float* y = a.y + size_t(slot) * a.N;
-              y[r] = (acc[at][j][l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r])) * wt;
-              y[r + 8] = (acc[at][j][2 + l] + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r + 8])) * wt;
+              y[r] = (acc[at][j][l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r])) * wt;
+              y[r + 8] = (acc[at][j][2 + l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + r + 8])) * wt;
             }
           }
         }

@@ -215,7 +215,7 @@ LAB_TEST("moe_mxfp4_gemm: every token on one expert (3 m-tiles of it), the other
   for (int t = 0; t < 150; ++t) c.idx.insert(c.idx.end(), {7, int32_t(t % 3 ? 2 : 11)});
   check(c, 48, 3, true, {0, 2});
 }
-LAB_TEST("moe_mxfp4_gemm: scales above 128 (|w| up to 12 * 2^7: the second exact multiply)") {
+LAB_TEST("moe_mxfp4_gemm: scales 2^-2 .. 2^7 (|w| up to 1536: past 2^1 the factor needs the 2^-64 bias)") {
   lab::Rng r(49);
   Case c = random_case({5, 2, 4, 64, 64}, r);
   c.scale_lo = 125;
