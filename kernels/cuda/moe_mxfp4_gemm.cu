@@ -67,6 +67,7 @@ constexpr int kStageS = kTileN;       // their scales
 constexpr int kStageX = kTileM * 64;  // 64 rows x 32 bf16
 constexpr int kStageBytes = kStageW + kStageS + kStageX;
 constexpr size_t kSmem = size_t(kStages) * kStageBytes;  // 33792: under 48 KB, 2 CTAs per SM
+static_assert((kStages & (kStages - 1)) == 0, "stage indices wrap with a mask");
 constexpr int kDefaultCtas = 2 * 132;
 
 // f32 -> bf16 bits, round to nearest even (NaN stays NaN).
@@ -134,8 +135,7 @@ __device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t q) {
 // and sums keep their full precision down to |w x| ~ 2^-62. Limits: s in [66, 192] exact; below,
 // weights under 2^-61 lose bits (to 0 under 2^-68); above, |w| >= 2^65 becomes infinite.
 __device__ __forceinline__ uint32_t scale_factor(uint32_t s) {
-  const uint32_t f = s + 62u;  // bf16 exponent field of 2^(s - 65)
-  return (f << 7) | (f << 23);
+  return (s + 62u) * 0x00800080u;  // bf16 exponent field s + 62 in both halves (< 256: no carry)
 }
 constexpr float kUnbias = 18446744073709551616.f;  // 2^64
 template <int i>
@@ -220,20 +220,27 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
       xoff[c] = opaque(tok * 64 + 16 * ((2 * c + ((lane >> 3) & 1)) ^ ((tok >> 1) & 3)));
     }
 
+    // The next step's sources, advanced by one block per step (cheaper than recomputing them).
+    const uint8_t* wnext = wsrc + size_t(kStages - 1) * 16;
+    const uint16_t* xnext = xsrc + (kStages - 1) * 32;
+    const uint8_t* snext_src = ssrc + (kStages - 1);
     for (int kb = 0; kb < nb; ++kb) {
       cp_async_wait<kStages - 2>();
       __syncthreads();  // stage kb landed for every thread; stage kb - 1 is free
       const int kn = kb + kStages - 1;
+      uint8_t* const nst = smem + (kn & (kStages - 1)) * kStageBytes;
       uint32_t snext = 0;
       if (kn < nb) {
-        uint8_t* st = smem + (kn % kStages) * kStageBytes;
-        cp_async16(st + tid * 16, wsrc + size_t(kn) * 16);
-        cp_async16(st + xdst, xsrc + kn * 32);
-        snext = __ldg(ssrc + kn);
+        cp_async16(nst + tid * 16, wnext);
+        cp_async16(nst + xdst, xnext);
+        snext = __ldg(snext_src);
       }
       cp_async_commit();
+      wnext += 16;
+      xnext += 32;
+      ++snext_src;
       if (active) {
-        const uint8_t* st = smem + (kb % kStages) * kStageBytes;
+        const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
         const uint32_t* w = reinterpret_cast<const uint32_t*>(st);
         const uint8_t* xs = st + kStageW + kStageS;
         uint32_t q[2][2], f[2][2];  // the rows' words and scale factors
@@ -278,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
           }
         }
       }
-      if (kn < nb) smem[(kn % kStages) * kStageBytes + kStageW + tid] = uint8_t(snext);
+      if (kn < nb) nst[kStageW + tid] = uint8_t(snext);
     }
 
     if (active) {
