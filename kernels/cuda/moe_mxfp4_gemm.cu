@@ -36,12 +36,12 @@
 //   raw_i = ((q << (6 - 4i)) & 0x01C001C0) | ((q << (12 - 4i)) & 0x80008000)   (4 instructions)
 // then one fma.rn.bf16x2 by 2^(s - 65) (the E8M0 scale, the 2^126, and a 2^-64 that keeps the
 // factor a normal bf16 for every scale up to 192; the f32 accumulators are multiplied by 2^64 in
-// the epilogue) gives the weight times 2^-64 exactly. Per A fragment (8 weights a thread, one
-// m16n8k16's worth) that is ~5 instructions per register pair (~20), reused by the 8 n8 tiles:
-// ~3 per mma, plus 0.25 ldmatrix.x4, 0.25 LDS.32, 0.25 scale (LDS.U8, add, shift, or) and the
-// step's ~25 of copies, addresses, branches and barrier per 32 mma (static figures: lab.json and
-// the PTX of static.mjs).
-// Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-9), products
+// the epilogue) gives the weight times 2^-64 exactly: shl, shl, and, lop3, fma per register pair,
+// 80 instructions per warp and 32-k step for its 32 x 32 weights, shared by the 8 n8 tiles (2.5 per
+// mma). The k loop's PTX per 32 mma (nvcc 13, sm_90): gate_up 208 instructions, down 242 (32 mma,
+// 8 ldmatrix.x4, 16 fma.rn.bf16x2, 16 lop3, 8 LDS, 2 cp.async, 1 LDG.U8 + 1 STS for the scales, the
+// rest shifts, masks, addresses, 12 branch checks and the barrier).
+// Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-8), products
 // and sums are f32 (the tensor core's internal rounding aside). The tolerance is derived in
 // test/cuda/moe_mxfp4_gemm_test.cu.
 // Limits (checked by the launchers): H, I positive multiples of 32; 1 <= E <= 256; k >= 1;

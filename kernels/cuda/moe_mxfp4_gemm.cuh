@@ -27,7 +27,8 @@ size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
 // The op's contract: y[t * k + j] = W2[e] swiglu(W1[e] x[t] + b1[e]) + b2[e], unweighted; a slot
 // with an expert index outside [0, E) gets a NaN row (the CPU op throws). a.threads is ignored.
 // ctas: the most CTAs the persistent GEMM grid may have, 2 per SM of the device (its occupancy);
-// 0 takes 264 (an H100 SXM's 132 SMs). The result does not depend on it.
+// 0 takes 264 (an H100 SXM's 132 SMs; an A100 wants 216: more CTAs than fit would run a second
+// wave). The result does not depend on it.
 void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int ctas, cudaStream_t stream);
 
 // With the routing weights applied in the down pass's epilogue and moe_combine after it:
