@@ -95,6 +95,10 @@ struct ScratchPlan {
   int max_tokens;
   int64_t max_context;  // positions a step may use are below this
   int threads;          // worker threads of the backend, the caller included
+  // The precision mode's contract (lib/backend/device.ts): true in 'fp32' mode, where every product
+  // is f32 (the reference); false in 'default', where a backend may take f16/bf16 products that
+  // stay within 1e-3 of it (the CUDA MXFP4 GEMV's f16 HFMA2, the tensor-core kernels).
+  bool exact = true;
 };
 
 inline size_t align64(size_t n) { return (n + 63) / 64 * 64; }

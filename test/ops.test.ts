@@ -92,6 +92,7 @@ describe('memory a program holds', () => {
     const sinks = weights.addBytes(new Uint8Array(8), 'sinks');
     const spec = {
       device: 'cpu' as const,
+      precision: 'fp32' as const,
       maxTokens: 4,
       maxContext: 600,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: 64 },

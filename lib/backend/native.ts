@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-import type { Device, KvDType } from './device.js';
+import type { Device, KvDType, PrecisionMode } from './device.js';
 import { DeviceError, fromNative, InvalidArgumentError, UnsupportedError } from '../errors.js';
 import type { NativeField, OpSpec, WeightId } from './ops.js';
 
@@ -42,6 +42,8 @@ export interface BufferSpec {
 export interface ProgramSpec {
   /** The backend the program runs on. */
   device: Device;
+  /** 'fp32': every product in f32 (the reference); 'default': a backend may use f16/bf16 products within 1e-3 of it. */
+  precision: PrecisionMode;
   /** Tokens per step at most. */
   maxTokens: number;
   /** Every position of a step is below this (sizes the attention's scratch). */

@@ -291,6 +291,7 @@ export async function timeCase(c: Case, cfg: ModelConfig, seed: number, device: 
     });
     const program = new Program(weights, {
       device,
+      precision: 'default',
       maxTokens: c.tokens,
       maxContext: Math.max(...c.positions) + 1,
       rope: ropeSpec(cfg),

@@ -1,7 +1,7 @@
 // The forward pass as a recorded program (DESIGN.md, "The data path of one step"). Built once per
 // session and replayed by the addon for every step; reads like gpt-oss-spec.md §2.
 import type { ModelConfig } from '../checkpoint/config.js';
-import type { Device, KvDType } from '../backend/device.js';
+import type { Device, KvDType, PrecisionMode } from '../backend/device.js';
 import type {
   BufferSpec,
   NativeProgram,
@@ -44,6 +44,8 @@ export interface GraphOptions {
   /** Positions the session's KV cache holds (every position of a step is below it). */
   maxContext: number;
   kvDType: KvDType;
+  /** The precision mode (ProgramSpec.precision). */
+  precision: PrecisionMode;
   /** Rows of each layer's KV pool when sequences share pages (the engine); default per-session caches. */
   pool?: { fullRows: number; slidingRows: number };
 }
@@ -129,7 +131,15 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
   ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: true });
   ops.push({ op: 'matmul_bf16', x: h, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: true });
 
-  return { device: opts.device, maxTokens: M, maxContext: opts.maxContext, rope: ropeSpec(cfg), buffers, ops };
+  return {
+    device: opts.device,
+    precision: opts.precision,
+    maxTokens: M,
+    maxContext: opts.maxContext,
+    rope: ropeSpec(cfg),
+    buffers,
+    ops,
+  };
 }
 
 /**

@@ -58,7 +58,8 @@ export function estimateMemory(
   } = {},
 ): MemoryEstimate {
   const device = options.device ?? 'cpu';
-  const kvDType = kvDTypeFor(device, options.mode ?? 'default');
+  const precision = options.mode ?? 'default';
+  const kvDType = kvDTypeFor(device, precision);
   const context = options.contextTokens ?? Math.min(4096, config.maxContext);
   const maxTokens = options.maxTokens ?? Math.min(128, context);
   const width = 2 * config.numKvHeads * config.headDim * kvDTypeBytes(kvDType);
@@ -66,7 +67,7 @@ export function estimateMemory(
     options.kvBytes ??
     config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
-  const arenaBytes = programArenaBytes(config, { device, kvDType, maxTokens, maxContext: context });
+  const arenaBytes = programArenaBytes(config, { device, precision, kvDType, maxTokens, maxContext: context });
   let deviceBytes = totalmem();
   if (device === 'cuda') {
     const cuda = addon().deviceInfo().cuda;
@@ -90,7 +91,7 @@ export function estimateMemory(
 /** The arena the addon will allocate for a session program of this shape (planMemory: no allocation). */
 export function programArenaBytes(
   config: ModelConfig,
-  o: { device: Device; kvDType: KvDType; maxTokens: number; maxContext: number },
+  o: { device: Device; precision: PrecisionMode; kvDType: KvDType; maxTokens: number; maxContext: number },
 ): number {
   if (!addon().devices.includes(o.device)) return 0;
   // The plan reads the ops' shapes, not the weights: any ids will do.
@@ -123,6 +124,7 @@ export function programArenaBytes(
     maxTokens: o.maxTokens,
     maxContext: o.maxContext,
     kvDType: o.kvDType,
+    precision: o.precision,
   });
   return addon().planMemory(spec, config.vocabSize).arena;
 }

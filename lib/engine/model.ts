@@ -133,6 +133,7 @@ export class Model {
       maxTokens,
       maxContext,
       kvDType: this.kvDType,
+      precision: this.mode,
     });
     const { Program } = addon();
     const program = new Program(weights, spec);
@@ -167,6 +168,7 @@ export class Model {
       maxTokens: opts.maxTokens,
       maxContext: this.config.maxContext,
       kvDType: this.kvDType,
+      precision: this.mode,
       pool: { fullRows: opts.fullRows, slidingRows: opts.slidingRows },
     });
     const { Program } = addon();

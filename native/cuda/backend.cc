@@ -169,9 +169,11 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
   const StepContext& c = l.c;
   float* y = o.y.present() ? c.f32(o.y) + o.ycol : c.logits;
   const int64_t ldy = o.y.present() ? c.ld(o.y) : o.N;
-  matmul_bf16_cuda({c.f32(o.x) + o.xcol, c.ld(o.x), c.bf16(o.w), c.bf16(o.b), y, ldy, o.logits_rows ? c.L : c.T, o.N, o.K, o.accumulate,
-                    nullptr},
-                   l.s);
+  // The GEMV, or the tensor-core GEMM for 16+ rows (8+ for the unembedding), split into hi + lo
+  // bf16 halves in fp32 mode (kernels/cuda/matmul_bf16.cuh has the rule).
+  matmul_bf16_select_cuda({c.f32(o.x) + o.xcol, c.ld(o.x), c.bf16(o.w), c.bf16(o.b), y, ldy, o.logits_rows ? c.L : c.T, o.N, o.K,
+                           o.accumulate, nullptr},
+                          l.plan.exact, l.s);
 #else
   (void)o, (void)l;
   no_kernel("matmul_bf16");
@@ -233,7 +235,7 @@ void launch_op(const MoeMxfp4Op& o, const Launch& l) {
   const StepContext& c = l.c;
   moe_mxfp4_cuda({c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b), c.bytes(o.w2s), c.bf16(o.b2),
                   c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch, c.scratch_bytes, 1},
-                 l.s);
+                 l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
 #else
   (void)o, (void)l;
   no_kernel("moe_mxfp4");

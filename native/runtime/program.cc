@@ -110,7 +110,7 @@ ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int v
     const size_t bytes = align64(size_t(std::max(b.rows, 0)) * size_t(std::max(b.cols, 0)) * dtype_size(b.dtype));
     (pool[i] ? m.kv : m.activations) += bytes;
   }
-  const ScratchPlan plan{spec.max_tokens, spec.max_context, backend.threads()};
+  const ScratchPlan plan{spec.max_tokens, spec.max_context, backend.threads(), spec.exact};
   size_t scratch = vocab > 0 ? Backend::sample_scratch(vocab) : 0;
   for (const AnyOp& op : spec.ops) scratch = std::max(scratch, backend.scratch_bytes(op, plan));
   m.scratch = align64(scratch);
@@ -119,7 +119,7 @@ ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int v
 }
 
 ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore> weights, std::shared_ptr<Backend> backend)
-    : backend_(std::move(backend)), ops_(spec.ops), max_tokens_(spec.max_tokens), max_context_(spec.max_context) {
+    : backend_(std::move(backend)), ops_(spec.ops), max_tokens_(spec.max_tokens), max_context_(spec.max_context), exact_(spec.exact) {
   if (max_tokens_ <= 0) throw invalid_argument("maxTokens must be positive");
   if (max_context_ <= 0) throw invalid_argument("maxContext must be positive");
   rope_ = rope_table(spec.rope);
@@ -187,7 +187,7 @@ ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore>
   at += memory_.logits;
   scratch_ = arena_ ? arena_ + at : nullptr;
   if (!backend_->host_memory()) {
-    runner_ = backend_->runner(ScratchPlan{max_tokens_, max_context_, backend_->threads()}, memory_.logits);
+    runner_ = backend_->runner(ScratchPlan{max_tokens_, max_context_, backend_->threads(), exact_}, memory_.logits);
     if (vocab_ > 0) {
       host_scratch_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, align64(Backend::sample_scratch(vocab_)))));
       if (!host_scratch_) throw Error("ERR_OUT_OF_MEMORY", "cannot allocate the sampler's host scratch");

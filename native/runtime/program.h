@@ -31,6 +31,7 @@ struct ProgramSpec {
   std::string device;
   int max_tokens = 0;
   int64_t max_context = 0;  // every position of a step is below this
+  bool exact = true;        // precision 'fp32' (ScratchPlan::exact)
   RopeParams rope;
   std::vector<BufferSpec> buffers;
   std::vector<AnyOp> ops;
@@ -129,6 +130,7 @@ class ProgramState {
   RopeTable rope_;
   int max_tokens_ = 0, vocab_ = 0;
   int64_t max_context_ = 0;
+  bool exact_ = true;
   // GPTOSS_PROFILE=1: time per op kind, printed to stderr when the program is freed.
   bool profile_enabled_ = std::getenv("GPTOSS_PROFILE") != nullptr;
   int profile_runs_ = 0;

@@ -1,6 +1,6 @@
 // Runs native ops on given inputs: a Program of those ops on one device, buffers written from JS,
 // one step of one sequence, every buffer read back.
-import type { Device } from '../../lib/backend/device.js';
+import type { Device, PrecisionMode } from '../../lib/backend/device.js';
 import { stepSequence } from '../../lib/engine/graph.js';
 import { addon, type BufferSpec } from '../../lib/backend/native.js';
 import type { BufferId, OpSpec, WeightId } from '../../lib/backend/ops.js';
@@ -8,6 +8,8 @@ import type { BufferId, OpSpec, WeightId } from '../../lib/backend/ops.js';
 export interface OpRun {
   /** The backend to run on (default 'cpu'). */
   device?: Device;
+  /** ProgramSpec.precision (default 'default'). */
+  precision?: PrecisionMode;
   weights: Record<string, Uint8Array>;
   buffers: Record<string, BufferSpec & { data?: ArrayBufferView }>;
   op: (w: Record<string, WeightId>, b: Record<string, BufferId>) => OpSpec | OpSpec[];
@@ -41,6 +43,7 @@ export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
   try {
     const program = new Program(weights, {
       device: spec.device ?? 'cpu',
+      precision: spec.precision ?? 'default',
       maxTokens: spec.maxTokens,
       maxContext: Math.max(...positions, spec.buffers.kc?.rows ?? 0) + 1,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: spec.headDim ?? 64 },
