@@ -56,7 +56,12 @@
 #include "kernels/cuda/moe_mxfp4.cuh"
 #define GPTOSS_CUDA_HAS_moe_mxfp4 1
 #endif
+#if __has_include("kernels/cuda/moe_mxfp4_gemm.cuh")
+#include "kernels/cuda/moe_mxfp4_gemm.cuh"
+#define GPTOSS_CUDA_HAS_moe_mxfp4_gemm 1
+#endif
 #include "kernels/cuda/moe_combine.cuh"
+#include "kernels/cuda/sample.cuh"
 #define GPTOSS_CUDA_HAS_rmsnorm 1
 #define GPTOSS_CUDA_HAS_moe_combine 1
 
@@ -124,6 +129,7 @@ struct Launch {
   const StepContext& c;  // device pointers throughout
   cudaStream_t s;
   const ScratchPlan& plan;
+  int sm_count;
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
 };
 
@@ -233,9 +239,15 @@ void launch_op(const RouterTopkOp& o, const Launch& l) {
 void launch_op(const MoeMxfp4Op& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4
   const StepContext& c = l.c;
-  moe_mxfp4_cuda({c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b), c.bytes(o.w2s), c.bf16(o.b2),
-                  c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch, c.scratch_bytes, 1},
-                 l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
+  const MoeMxfp4Args a{c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b),
+                       c.bytes(o.w2s), c.bf16(o.b2), c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch,
+                       c.scratch_bytes, 1};
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
+  // Many tokens per expert: the grouped GEMM on the tensor cores (bf16 activations, so default mode
+  // only); the rule reads the step's shape alone, which is part of a graph's key.
+  if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, o.k, o.E)) return moe_mxfp4_gemm_cuda(a, 2 * l.sm_count, l.s);
+#endif
+  moe_mxfp4_cuda(a, l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
 #else
   (void)o, (void)l;
   no_kernel("moe_mxfp4");
@@ -258,7 +270,14 @@ size_t cuda_scratch(const AttentionOp& o, const ScratchPlan& p) {
 }
 #endif
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4
-size_t cuda_scratch(const MoeMxfp4Op& o, const ScratchPlan& p) { return moe_mxfp4_scratch_cuda(p.max_tokens, o.k, o.I); }
+size_t cuda_scratch(const MoeMxfp4Op& o, const ScratchPlan& p) {
+  size_t bytes = moe_mxfp4_scratch_cuda(p.max_tokens, o.k, o.I);
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
+  if (!p.exact && moe_mxfp4_use_gemm(p.max_tokens, o.k, o.E))
+    bytes = std::max(bytes, moe_mxfp4_gemm_scratch_cuda(p.max_tokens, o.k, o.E, o.H, o.I));
+#endif
+  return bytes;
+}
 #endif
 
 // A device allocation freed with its last owner.
@@ -277,10 +296,11 @@ class CudaBackend;
 // One program's stream, step inputs on the device, and graphs.
 class CudaRunner final : public StepRunner {
  public:
-  explicit CudaRunner(const ScratchPlan& plan) : plan_(plan) { stream_ = gpu::stream_create(); }
+  CudaRunner(const ScratchPlan& plan, int sm_count) : plan_(plan), sm_count_(sm_count) { stream_ = gpu::stream_create(); }
   ~CudaRunner() override {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     if (pinned_) gpu::pinned_free(pinned_);
+    if (params_pinned_) gpu::pinned_free(params_pinned_);
     gpu::stream_destroy(stream_);
   }
 
@@ -309,7 +329,7 @@ class CudaRunner final : public StepRunner {
 
     const bool prompt = prefill_step(host);
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_, prompt};
+      const Launch l{c, stream_, plan_, sm_count_, prompt};
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
         std::visit([&](const auto& o) {
@@ -342,9 +362,120 @@ class CudaRunner final : public StepRunner {
         run_all();
       }
     });
-    if (out && host.L) gpu::copy_d2h(out, c.logits, size_t(host.L) * size_t(vocab) * 4, stream_);
+    if (out && host.L) {
+      gpu::copy_d2h(out, c.logits, size_t(host.L) * size_t(vocab) * 4, stream_);
+      transfers_.logit_bytes += uint64_t(host.L) * uint64_t(vocab) * 4;
+    }
+    gpu::stream_sync(stream_);
+    logits_ = c.logits;
+    L_ = host.L;
+  }
+
+  // Sampling on the device (issue #17), for a step whose logits the caller did not ask for. The
+  // rows whose parameters take the Greedy or TopK path of kernels/cuda/sample.cuh are reduced by
+  // sample_cuda, launched eagerly on this stream after the step (never captured: a graph's key does
+  // not hold sampling parameters), over chunks of kSampleChunk rows so that its scratch stays
+  // small; only each row's SampleCudaOut (160 bytes) and, for top-k, its K' candidates come back.
+  // finish_row() completes the draw on the host with sample_cuda_finish, which is the CPU
+  // sampler's result bit for bit; a row it declines (and a FullRow row, or one the program did not
+  // hand over) is copied back alone and sampled on the host as before. Buffers are allocated on
+  // first use and grow only (the parameters' block with the bias, history and mask lists);
+  // GPTOSS_CUDA_DEVICE_SAMPLING=0 (read when the runner is made) copies every row instead.
+  void reduce_rows(const std::vector<const SampleParams*>& params, int vocab) override {
+    const int L = int(params.size());
+    reduced_.assign(size_t(L), 0);
+    if (!device_sampling_ || L == 0 || L > L_) return;
+    SampleCudaBatch batch;
+    bool any = false;
+    for (int i = 0; i < L; ++i) {
+      const SampleParams* p = params[size_t(i)];
+      if (p && sample_cuda_path(*p, vocab) != SamplePath::FullRow) {
+        batch.add(*p, vocab);
+        reduced_[size_t(i)] = 1;
+        any = true;
+      } else {
+        SampleCudaRow r{};  // the kernels skip it
+        r.n = vocab;
+        r.path = int32_t(SamplePath::FullRow);
+        r.allow_off = -1;
+        batch.rows.push_back(r);
+      }
+    }
+    if (!any) return;
+    gpu::DeviceLock lock;
+    const int chunk = std::min(kSampleChunk, std::max(1, plan_.max_tokens));
+    if (!sample_scratch_) {
+      sample_scratch_ = device_block(sample_cuda_scratch(chunk, vocab), "the sampler's scratch");
+      sample_out_ = device_block(sizeof(SampleCudaOut) * size_t(chunk), "the sampler's results");
+      sample_cand_ = device_block(sizeof(SampleCudaCand) * size_t(chunk) * kSampleMaxCandidates, "the sampler's candidates");
+    }
+    // The rows, entries and mask words packed into one block, uploaded in one copy.
+    auto round = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t rows_b = round(batch.rows.size() * sizeof(SampleCudaRow));
+    const size_t ent_b = round(std::max<size_t>(1, batch.entries.size()) * sizeof(SampleCudaEntry));
+    const size_t allow_b = round(std::max<size_t>(1, batch.allow.size()) * 4);
+    const size_t bytes = rows_b + ent_b + allow_b;
+    if (bytes > params_cap_) {
+      params_dev_.reset();
+      if (params_pinned_) gpu::pinned_free(params_pinned_);
+      params_pinned_ = nullptr;
+      params_cap_ = std::max(bytes, 2 * params_cap_);
+      params_dev_ = device_block(params_cap_, "the sampler's parameters");
+      params_pinned_ = static_cast<uint8_t*>(gpu::pinned_alloc(params_cap_));
+    }
+    std::memcpy(params_pinned_, batch.rows.data(), batch.rows.size() * sizeof(SampleCudaRow));
+    std::memcpy(params_pinned_ + rows_b, batch.entries.data(), batch.entries.size() * sizeof(SampleCudaEntry));
+    std::memcpy(params_pinned_ + rows_b + ent_b, batch.allow.data(), batch.allow.size() * 4);
+    uint8_t* dp = static_cast<uint8_t*>(params_dev_.get());
+    const auto* drows = reinterpret_cast<const SampleCudaRow*>(dp);
+    const auto* dent = reinterpret_cast<const SampleCudaEntry*>(dp + rows_b);
+    const auto* dallow = reinterpret_cast<const uint32_t*>(dp + rows_b + ent_b);
+    if (outs_.size() < size_t(L)) outs_.resize(size_t(L));
+    if (cands_.size() < size_t(L) * kSampleMaxCandidates) cands_.resize(size_t(L) * kSampleMaxCandidates);
+    auto* dout = static_cast<SampleCudaOut*>(sample_out_.get());
+    auto* dcand = static_cast<SampleCudaCand*>(sample_cand_.get());
+    gpu::guarded_launch("device 'cuda' (sampling)", [&] {
+      gpu::copy_h2d(dp, params_pinned_, bytes, stream_);
+      for (int at = 0; at < L; at += chunk) {
+        const int n = std::min(chunk, L - at);
+        bool some = false;
+        for (int i = at; i < at + n; ++i) some = some || reduced_[size_t(i)];
+        if (!some) continue;
+        sample_cuda({logits_ + size_t(at) * size_t(vocab), vocab, vocab, n, drows + at, dent, dallow,
+                     static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand},
+                    stream_);
+        // The next chunk reuses the device buffers: these copies are queued before its launches.
+        gpu::copy_d2h(outs_.data() + at, dout, sizeof(SampleCudaOut) * size_t(n), stream_);
+        transfers_.result_bytes += sizeof(SampleCudaOut) * size_t(n);
+        for (int i = at; i < at + n; ++i) {
+          const SampleCudaRow& r = batch.rows[size_t(i)];
+          if (!reduced_[size_t(i)] || r.path != int32_t(SamplePath::TopK)) continue;
+          gpu::copy_d2h(cands_.data() + size_t(i) * kSampleMaxCandidates, dcand + size_t(i - at) * kSampleMaxCandidates,
+                        sizeof(SampleCudaCand) * size_t(r.ncand), stream_);
+          transfers_.result_bytes += sizeof(SampleCudaCand) * size_t(r.ncand);
+        }
+      }
+    });
     gpu::stream_sync(stream_);
   }
+
+  bool finish_row(int i, const SampleParams* p, uint64_t* rng, SampleResult* res, float* row, int vocab) override {
+    if (i < 0 || i >= L_) throw Error("ERR_INTERNAL", "device 'cuda': no logit row " + std::to_string(i));
+    if (p && size_t(i) < reduced_.size() && reduced_[size_t(i)]) {
+      reduced_[size_t(i)] = 0;  // once
+      if (sample_cuda_finish(*p, vocab, outs_[size_t(i)], cands_.data() + size_t(i) * kSampleMaxCandidates, rng, res)) {
+        ++transfers_.device_rows;
+        return true;
+      }
+    }
+    gpu::DeviceLock lock;
+    gpu::copy_d2h(row, logits_ + size_t(i) * size_t(vocab), size_t(vocab) * 4, stream_);
+    gpu::stream_sync(stream_);
+    transfers_.logit_bytes += uint64_t(vocab) * 4;
+    return false;
+  }
+
+  Transfers transfers() const override { return transfers_; }
 
  private:
   struct Key {
@@ -388,7 +519,26 @@ class CudaRunner final : public StepRunner {
     pinned_ = static_cast<int32_t*>(gpu::pinned_alloc(input_bytes()));
   }
 
+  static bool device_sampling_enabled() {
+    const char* e = std::getenv("GPTOSS_CUDA_DEVICE_SAMPLING");
+    return !(e && std::strcmp(e, "0") == 0);
+  }
+  static constexpr int kSampleChunk = 32;  // rows per sample_cuda launch (its scratch: 32 x vocab f32)
+
   ScratchPlan plan_;
+  int sm_count_;
+  // The last step's logits on the device (valid until the next step) and its logit rows.
+  float* logits_ = nullptr;
+  int L_ = 0;
+  // Device sampling: per logit row, whether its reduction ran; what came back; the buffers.
+  bool device_sampling_ = device_sampling_enabled();
+  std::vector<uint8_t> reduced_;
+  std::vector<SampleCudaOut> outs_;
+  std::vector<SampleCudaCand> cands_;
+  std::shared_ptr<void> sample_scratch_, sample_out_, sample_cand_, params_dev_;
+  uint8_t* params_pinned_ = nullptr;
+  size_t params_cap_ = 0;
+  Transfers transfers_;
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<void> inputs_;
   int32_t* pinned_ = nullptr;
@@ -493,7 +643,7 @@ class CudaBackend final : public Backend {
 #endif
   }
 
-  std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override { return std::make_unique<CudaRunner>(plan); }
+  std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override { return std::make_unique<CudaRunner>(plan, props_.sm_count); }
 
  private:
   // Each tensor not yet on the device: allocated, then streamed through two pinned staging

@@ -25,6 +25,7 @@ struct DeviceProps {
   std::string name;
   size_t total_memory = 0;
   int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;  // streaming multiprocessors: persistent grids size themselves by it
   bool emulated = false;
 };
 // Selects device 0 and reports it; throws ERR_DEVICE (no driver, no device) or ERR_BUSY.
