@@ -171,6 +171,7 @@ Napi::Function Program::Init(Napi::Env env) {
       InstanceAccessor("disposed", &Program::Disposed, nullptr),
       InstanceAccessor("vocab", &Program::Vocab, nullptr),
       InstanceAccessor("memory", &Program::Memory, nullptr),
+      InstanceAccessor("transfers", &Program::Transfers, nullptr),
   });
   env.GetInstanceData<AddonData>()->program_ctor = Napi::Persistent(f);
   return f;
@@ -205,7 +206,8 @@ ProgramState& Program::idle() {
 // step({tokens, positions, seqs, full: {table, ring, pageSize}, sliding: {...}, logitRows, out,
 //       sampling: [({params..., rng}|null) per logit row]}) -> Promise<(draw|{error}|null)[]>
 // The tokens of one or many sequences in one forward pass, each sequence's KV in pages; the
-// logits of logitRows into out; a draw per sampled row on the worker thread. A row's sampling
+// logits of logitRows into out (null: not returned, and a device backend samples without copying
+// whole rows back); a draw per sampled row on the worker thread. A row's sampling
 // failure fails that row alone (its {error}); the other rows keep their draws.
 Napi::Value Program::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -349,6 +351,17 @@ Napi::Value PlanMemory(const Napi::CallbackInfo& info) {
 // memory -> {device, activations, scratch, logits, kv, arena, total} in bytes (0s once disposed).
 Napi::Value Program::Memory(const Napi::CallbackInfo& info) {
   return memory_value(info.Env(), state_ ? state_->backend().name() : "", state_ ? state_->memory() : ProgramMemory{});
+}
+
+// transfers -> {logitBytes, resultBytes, deviceRows}: what crossed from the device to the host for
+// sampling over the program's steps (zeros on the CPU and once disposed).
+Napi::Value Program::Transfers(const Napi::CallbackInfo& info) {
+  const StepRunner::Transfers t = state_ ? state_->transfers() : StepRunner::Transfers{};
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("logitBytes", double(t.logit_bytes));
+  o.Set("resultBytes", double(t.result_bytes));
+  o.Set("deviceRows", double(t.device_rows));
+  return o;
 }
 
 namespace {

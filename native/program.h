@@ -23,6 +23,7 @@ class Program : public Napi::ObjectWrap<Program> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value Vocab(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
+  Napi::Value Transfers(const Napi::CallbackInfo& info);
   ProgramState& live();
   ProgramState& idle();
 

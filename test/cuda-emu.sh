@@ -9,5 +9,5 @@ set -e
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 npx cmake-js compile --CDGPTOSS_CUDA_EMULATE=ON --CDGPTOSS_CUDA=OFF --out build-cuda-emu-addon >/dev/null
-GPTOSS_CUDA=emulate npx vitest run --testTimeout 600000 --hookTimeout 600000 -t '\(cuda\)' test/cuda-backend.test.ts test/kernels
+GPTOSS_CUDA=emulate npx vitest run --testTimeout 600000 --hookTimeout 600000 -t '\(cuda\)' test/cuda-backend.test.ts test/cuda-sampling.test.ts test/kernels
 echo "test:cuda-emu: done in $(( $(date +%s) - start )) s"

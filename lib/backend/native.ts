@@ -128,6 +128,11 @@ export interface NativeProgram {
   readonly disposed: boolean;
   readonly vocab: number;
   readonly memory: ProgramMemory;
+  /**
+   * What crossed from the device to the host for sampling over the program's steps: raw logit
+   * rows, the device reductions' results, and the rows drawn from them (zeros on the CPU).
+   */
+  readonly transfers: { logitBytes: number; resultBytes: number; deviceRows: number };
 }
 
 export interface DeviceInfo {

@@ -39,6 +39,24 @@ class StepRunner {
   // the device); buffers, weights, logits and scratch are the backend's memory. The L logit rows
   // end in `out` (host, [L, vocab]) when it is given.
   virtual void step(const std::vector<AnyOp>& ops, const std::vector<bool>& logits_only, const StepContext& ctx, int vocab, float* out) = 0;
+
+  // Sampling without the whole logits (issue #17). After a step() given no `out` (the caller did
+  // not ask for the logits), the program draws its rows through these two calls instead of copying
+  // all L rows back: reduce_rows() once, with per logit row the parameters of a draw the runner may
+  // do on the device (null: not drawn there, e.g. no draw or top logprobs wanted, which read the
+  // full row); then finish_row() for each row to draw, which either completes the draw from what
+  // the device reduction copied back (true: *res and *rng exactly as the host sampler on the full
+  // row) or copies that row alone into `row` (host, vocab floats; false: the caller samples it on
+  // the host, rng untouched). The default reduces nothing; a runner must still copy rows.
+  virtual void reduce_rows(const std::vector<const SampleParams*>& /*params*/, int /*vocab*/) {}
+  virtual bool finish_row(int i, const SampleParams* p, uint64_t* rng, SampleResult* res, float* row, int vocab) = 0;
+  // What crossed back to the host for sampling, in total over the runner's steps.
+  struct Transfers {
+    uint64_t logit_bytes = 0;   // raw logit rows (the whole step's with `out`, single rows otherwise)
+    uint64_t result_bytes = 0;  // the device reductions' results (per row outputs, candidates)
+    uint64_t device_rows = 0;   // rows drawn from a device reduction
+  };
+  virtual Transfers transfers() const { return {}; }
 };
 
 struct MemoryReport {

@@ -191,6 +191,7 @@ ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore>
     if (vocab_ > 0) {
       host_scratch_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, align64(Backend::sample_scratch(vocab_)))));
       if (!host_scratch_) throw Error("ERR_OUT_OF_MEMORY", "cannot allocate the sampler's host scratch");
+      host_row_.resize(size_t(vocab_));
     }
   }
   release.p = nullptr;
@@ -284,8 +285,8 @@ void ProgramState::check(const StepInput& in) const {
   }
   for (int32_t r : in.logit_rows)
     if (r < 0 || r >= T) throw invalid_argument("logit row " + std::to_string(r) + " is outside the step's tokens");
-  if (!in.logit_rows.empty() && (!in.out || in.out_floats < in.logit_rows.size() * size_t(vocab_)))
-    throw invalid_argument("the logits output is missing or too small");
+  if (!in.logit_rows.empty() && in.out && in.out_floats < in.logit_rows.size() * size_t(vocab_))
+    throw invalid_argument("the logits output is too small");
   if (!in.sampling.empty() && (in.sampling.size() != in.logit_rows.size() || in.rngs.size() != in.sampling.size()))
     throw invalid_argument("sampling must have one entry per logit row");
 }
@@ -293,14 +294,20 @@ void ProgramState::check(const StepInput& in) const {
 std::vector<RowResult> ProgramState::step(const StepInput& in) {
   const int T = int(in.tokens.size());
   const int L = int(in.logit_rows.size());
-  float* logits = backend_->host_memory() ? in.out : logits_;
+  // Without `out`, a host backend writes the logits into the program's own buffer.
+  float* out = in.out;
+  if (!out && L > 0 && (backend_->host_memory() || !runner_)) {
+    if (host_logits_.size() < size_t(L) * size_t(vocab_)) host_logits_.resize(size_t(L) * size_t(vocab_));
+    out = host_logits_.data();
+  }
+  float* logits = backend_->host_memory() ? out : logits_;
   StepContext ctx{buffers_.data(), weights_->ptrs.data(), T, in.tokens.data(), in.positions.data(), L, in.logit_rows.data(),
                   logits, {}, &rope_, scratch_, memory_.scratch};
   for (int type = 0; type < 2; ++type)
     ctx.pages[type] = KvPages{in.seqs.data(), in.tables[type].table.data(), in.tables[type].ring, in.tables[type].page_size};
   const bool profile = profile_enabled_ && !runner_;
   if (profile) ++profile_runs_;
-  if (runner_) runner_->step(ops_, logits_only_, ctx, vocab_, in.out);
+  if (runner_) runner_->step(ops_, logits_only_, ctx, vocab_, out);
   else for (const AnyOp& op : ops_) {
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     // Ops on the logit rows only have nothing to do when no row wants logits.
@@ -312,19 +319,28 @@ std::vector<RowResult> ProgramState::step(const StepInput& in) {
     }
   }
   backend_->synchronize();
-  if (L > 0 && !backend_->host_memory() && !runner_) backend_->download(in.out, logits_, size_t(L) * size_t(vocab_) * 4);
-  // Off the host, the rows are sampled from their copy in `out` with host scratch.
-  if (!backend_->host_memory()) logits = in.out;
+  if (L > 0 && !backend_->host_memory() && !runner_) backend_->download(out, logits_, size_t(L) * size_t(vocab_) * 4);
+  // Off the host, the rows are sampled from their copy in `out` with host scratch; with no `out`,
+  // the runner draws them (device reductions, or each row copied back alone).
+  const bool by_row = runner_ && !out;
+  if (!backend_->host_memory()) logits = out;
   uint8_t* draw_scratch = backend_->host_memory() ? scratch_ : host_scratch_.get();
+  if (by_row && !in.sampling.empty()) {
+    std::vector<const SampleParams*> device(in.sampling.size(), nullptr);
+    for (size_t i = 0; i < in.sampling.size(); ++i)
+      if (in.sampling[i] && !(i < in.top_logprobs.size() && in.top_logprobs[i] >= 0)) device[i] = in.sampling[i].get();
+    runner_->reduce_rows(device, vocab_);
+  }
 
   std::vector<RowResult> results(static_cast<size_t>(L));
   for (size_t i = 0; i < in.sampling.size(); ++i) {
     if (!in.sampling[i]) continue;
     // The caller gets the model's logits unchanged: the backend samples a copy.
-    const float* row = logits + i * size_t(vocab_);
+    const float* row = by_row ? host_row_.data() : logits + i * size_t(vocab_);
     RowResult& r = results[i];
     try {
-      r.draw = backend_->sample(row, vocab_, *in.sampling[i], in.rngs[i], draw_scratch);
+      if (!by_row || !runner_->finish_row(int(i), in.sampling[i].get(), in.rngs[i], &r.draw, host_row_.data(), vocab_))
+        r.draw = backend_->sample(row, vocab_, *in.sampling[i], in.rngs[i], draw_scratch);
       r.sampled = true;
       if (i < in.top_logprobs.size() && in.top_logprobs[i] >= 0) {
         r.logprobs = backend_->logprobs(row, vocab_, r.draw.token, in.top_logprobs[i], draw_scratch);

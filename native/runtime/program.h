@@ -48,7 +48,9 @@ struct KvTable {
 struct StepInput {
   std::vector<int32_t> tokens, positions, seqs, logit_rows;
   KvTable tables[2];     // [0] full-attention layers, [1] sliding-window layers
-  float* out = nullptr;  // [logit_rows, vocab], host memory; null: logits not returned
+  // [logit_rows, vocab], host memory; null: logits not returned (a backend with device sampling
+  // then draws without copying whole rows back; StepRunner::reduce_rows)
+  float* out = nullptr;
   size_t out_floats = 0;
   std::vector<std::shared_ptr<SampleParams>> sampling;  // per logit row; null = no draw
   std::vector<uint64_t*> rngs;
@@ -96,6 +98,8 @@ class ProgramState {
 
   int vocab() const { return vocab_; }
   const ProgramMemory& memory() const { return memory_; }
+  // What crossed from the device to the host for sampling (zeros on the CPU).
+  StepRunner::Transfers transfers() const { return runner_ ? runner_->transfers() : StepRunner::Transfers{}; }
   const Backend& backend() const { return *backend_; }
   size_t buffer_count() const { return buffers_.size(); }
   const BufferView& buffer(int id) const;
@@ -119,6 +123,8 @@ class ProgramState {
   // On such a backend: its runner (stream, step inputs, graphs) and the sampler's host scratch.
   std::unique_ptr<StepRunner> runner_;
   std::unique_ptr<uint8_t, void (*)(void*)> host_scratch_{nullptr, std::free};
+  std::vector<float> host_row_;     // a row copied back alone (steps without `out`, off the host)
+  std::vector<float> host_logits_;  // the logits of a step without `out` on the host (grows)
   ProgramMemory memory_;
   // Per layer type ([0] full attention, [1] sliding window): whether the model has it and the
   // smallest KV pool among its layers.
