@@ -246,7 +246,6 @@ export class Engine implements GenerationBackend {
   /** Page-table entries per sequence: enough pages for maxContext. */
   readonly #tableRow: number;
   readonly #window: number;
-  readonly #logits: Float32Array;
   #queue: Seq[] = [];
   #running: Seq[] = [];
   #pumping = false;
@@ -283,7 +282,6 @@ export class Engine implements GenerationBackend {
       fullRows: fullPages * P,
       slidingRows: this.#sliding.total * P,
     });
-    this.#logits = new Float32Array(Math.min(o.maxSequences, o.maxBatchTokens) * c.vocabSize);
   }
 
   get closed(): boolean {
@@ -535,7 +533,6 @@ export class Engine implements GenerationBackend {
         i * R,
       );
     });
-    const V = this.config.vocabSize;
     return {
       seqs,
       logitSeqs,
@@ -546,7 +543,8 @@ export class Engine implements GenerationBackend {
         full: { table: full, ring: R, pageSize: this.pageSize },
         sliding: { table: sliding, ring: R, pageSize: this.pageSize },
         logitRows: Int32Array.from(logitRows),
-        out: this.#logits.subarray(0, logitRows.length * V),
+        // No logits asked back: a backend may draw on the device and copy only the draws.
+        out: null,
         sampling: [] as (NativeSampling | null)[],
       },
     };
