@@ -7,8 +7,9 @@ import { runCheck } from '../lib/cli/check.js';
 import { addon, type NativeProgram, type ProgramSpec } from '../lib/backend/native.js';
 import type { OpSpec } from '../lib/backend/ops.js';
 import { bf16Bytes, fixtures, rng } from './helpers/checkpoint.js';
+import { usableDevice } from './helpers/op.js';
 
-const hasCuda = addon().devices.includes('cuda');
+const hasCuda = usableDevice('cuda');
 const Hq = 4,
   Hkv = 2,
   D = 64,

@@ -7,10 +7,11 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { addon, type NativeProgram, type NativeSampling } from '../lib/backend/native.js';
+import { type NativeProgram, type NativeSampling } from '../lib/backend/native.js';
 import { fixtures, tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
+import { usableDevice } from './helpers/op.js';
 
-const hasCuda = addon().devices.includes('cuda');
+const hasCuda = usableDevice('cuda');
 const P = 16,
   R = 2; // pages per sequence: 32 positions
 

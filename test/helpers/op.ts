@@ -29,7 +29,12 @@ export interface OpRun {
  * lacks the op's kernel in this build is left out (the CUDA kernels land one by one; a program
  * with such an op is refused with ERR_UNSUPPORTED naming it). */
 export const opDevices = (op?: string): Device[] =>
-  addon().devices.filter((d) => !op || (addon().deviceOps[d] ?? []).includes(op));
+  addon().devices.filter((d) => usableDevice(d) && (!op || (addon().deviceOps[d] ?? []).includes(op)));
+
+/** Whether this build has `device` and this machine can run it: a CUDA build (npm install where
+ * nvcc is) on a machine with no GPU has the backend but no device; the emulated build has both. */
+export const usableDevice = (device: Device): boolean =>
+  addon().devices.includes(device) && (device === 'cpu' || addon().deviceInfo().cuda.available);
 
 export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
   const { Weights, Program } = addon();
