@@ -44,6 +44,8 @@ node test/cuda/mutate.mjs
 
 if command -v nvcc >/dev/null 2>&1; then
   node test/cuda/static.mjs --check
+  # The predicted batch-1 decode speed from those figures (a prediction; printed, never a gate).
+  node test/cuda/decode-roofline.mjs
 else
   echo "test:cuda: nvcc not found: static checks of the CUDA build skipped"
 fi
