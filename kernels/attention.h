@@ -1,5 +1,5 @@
 // attention: grouped-query attention with learned sinks and an optional sliding window over a
-// layer's KV cache (gpt-oss-spec.md §2.6). Query t at position p sees keys at positions
+// layer's KV cache (kernels/MODEL.md, "Attention"). Query t at position p sees keys at positions
 // [max(0, p - window + 1), p] (window 0 = all of [0, p]); logits are (q . k) * scale; the sink
 // S[h] joins the softmax as a raw logit and its mass is dropped. f32 scores and softmax.
 #pragma once

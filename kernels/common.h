@@ -18,9 +18,9 @@ inline size_t dtype_size(DType t) {
   return 0;
 }
 
-// The closed set of error codes that cross into JS (STYLE.md, "Typed errors cross the boundary";
-// lib/errors.ts maps each to its class). Thrown by launchers and the N-API layer; never from
-// inside a parallel_for body. ERR_INTERNAL is a bug of ours, not the caller's: any exception
+// The closed set of error codes that cross into JS (native/DESIGN.md, "Typed errors cross the
+// boundary"; lib/errors.ts maps each to its class). Thrown by launchers and the N-API layer; never
+// from inside a parallel_for body. ERR_INTERNAL is a bug of ours, not the caller's: any exception
 // that is not an Error arrives in JS as one. A checkpoint error names its file and tensor.
 struct Error : std::runtime_error {
   std::string code;

@@ -1,6 +1,6 @@
 // matmul_bf16: Y[t, n] (+)= sum_k X[t, k] * W[n, k] + b[n] — every dense projection of the model
 // (QKV, attention output, router, unembedding). bf16 weights [N, K] as stored in the checkpoint,
-// f32 activations, f32 accumulation (gpt-oss-spec.md §8).
+// f32 activations, f32 accumulation (kernels/MODEL.md, "Numerics").
 #pragma once
 #include "kernels/op.h"
 

@@ -1,5 +1,5 @@
 // moe_combine: x[t] += sum_j weight[t, j] * y[t * k + j], j in routing order (the weighted sum of
-// the experts' outputs and the MoE residual add, gpt-oss-spec.md §2.7 step 5).
+// the experts' outputs and the MoE residual add, kernels/MODEL.md, "Combine").
 #pragma once
 #include "kernels/op.h"
 

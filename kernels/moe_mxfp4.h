@@ -1,5 +1,5 @@
 // moe_mxfp4: the expert MLPs of one MoE layer for T tokens, each routed to k experts
-// (gpt-oss-spec.md §2.7 step 4). Weights stay MXFP4 as in the checkpoint.
+// (kernels/MODEL.md, "Experts"). Weights stay MXFP4 as in the checkpoint.
 //   u = W1[e] x + b1[e]           W1 [E, 2I, H/32, 16] + scales [E, 2I, H/32]; rows interleave
 //                                 gate (even) and linear (odd)
 //   a = min(g, L) * sigmoid(alpha * min(g, L)) * (clamp(l, -L, L) + 1)

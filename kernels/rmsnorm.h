@@ -1,4 +1,4 @@
-// rmsnorm: y = g * x / sqrt(mean(x^2) + eps) per row (gpt-oss-spec.md §2.3), f32 in and out,
+// rmsnorm: y = g * x / sqrt(mean(x^2) + eps) per row (kernels/MODEL.md, "RMSNorm"), f32 in and out,
 // bf16 gain. The sum of squares is kept in double so the result does not depend on the order.
 #pragma once
 #include "kernels/op.h"

@@ -1,6 +1,6 @@
 // rope: YaRN rotary embedding on the Q and K heads of a fused qkv row, in place
-// (gpt-oss-spec.md §2.5): half-split pairs (i, i + D/2), NTK-by-parts frequencies with fractional
-// ramp bounds, and the concentration multiplied into both cos and sin.
+// (kernels/MODEL.md, "YaRN rotary"): half-split pairs (i, i + D/2), NTK-by-parts frequencies with
+// fractional ramp bounds, and the concentration multiplied into both cos and sin.
 #pragma once
 #include <vector>
 

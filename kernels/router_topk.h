@@ -1,5 +1,5 @@
 // router_topk: per token, the k largest router logits (bias already added), ties to the lower
-// expert index, and a softmax over those k only (gpt-oss-spec.md §2.7 step 3). Indices come out
+// expert index, and a softmax over those k only (kernels/MODEL.md, "Router"). Indices come out
 // in descending logit order, as torch.topk(sorted=True) gives them.
 #pragma once
 #include "kernels/op.h"

@@ -1,5 +1,6 @@
-// The closed set of error codes (STYLE.md) and one class per code. Native errors arrive as plain
-// Errors with a `code`; fromNative() turns them into these classes.
+// The closed set of error codes (native/DESIGN.md, "Typed errors cross the boundary") and one
+// class per code. Native errors arrive as plain Errors with a `code`; fromNative() turns them into
+// these classes.
 
 export type ErrorCode =
   | 'ERR_INVALID_ARGUMENT'

@@ -311,7 +311,8 @@ describe('memory estimate', () => {
   it('a model the device cannot hold is refused before anything is allocated, with the figures', async () => {
     const { createSyntheticModel, InsufficientMemoryError, weightBytes, presetConfig } =
       await import('../lib/index.js');
-    expect(weightBytes(presetConfig('20b'))).toBe(13_761_264_768); // gpt-oss-spec.md §4.2 total_size
+    // The 20b total_size in kernels/MODEL.md, "Hugging Face layout".
+    expect(weightBytes(presetConfig('20b'))).toBe(13_761_264_768);
     expect(weightBytes(presetConfig('120b'))).toBe(65_248_815_744);
     const { totalmem } = await import('node:os');
     if (totalmem() < 65e9) {

@@ -106,7 +106,7 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
       const uint16_t* b1 = a.b1 + size_t(e) * 2 * I;
       for (int p = 0; p < n; ++p)
         for (int r = 0; r < nr; r += 2) {
-          // Clamp after the bias, in f32 (gpt-oss-spec.md §8).
+          // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts").
           float g = u[size_t(p) * kTile + r] + cpu::bf16_to_f32(b1[r0 + r]);
           float l = u[size_t(p) * kTile + r + 1] + cpu::bf16_to_f32(b1[r0 + r + 1]);
           g = std::min(g, a.limit);

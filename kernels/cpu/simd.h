@@ -5,7 +5,7 @@
 // Layouts:
 //   bf16 rows: uint16_t, row-major [rows, K], K a multiple of 32 for the vector paths.
 //   MXFP4 rows: `blocks` [rows, K/32, 16] bytes (low nibble = even element), `scales` [rows, K/32]
-//   E8M0 bytes (gpt-oss-spec.md §3). Activations that meet MXFP4 weights are "block-split":
+//   E8M0 bytes (kernels/MODEL.md, "MXFP4"). Activations that meet MXFP4 weights are "block-split":
 //   within each 32-wide block, the 16 even elements come first, then the 16 odd ones, so that
 //   low and high nibbles each meet a contiguous run of x (see split_blocks).
 #pragma once

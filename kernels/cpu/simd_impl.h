@@ -14,7 +14,7 @@ namespace {
 using gptoss::cpu::kE8m0Half;
 
 // The doubled E2M1 values (exact small integers, so the nibble lookup can be a byte shuffle);
-// the 0.5 is folded into the block scale. gpt-oss-spec.md §3.
+// the 0.5 is folded into the block scale. kernels/MODEL.md, "MXFP4".
 constexpr int8_t kFp4x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 #if defined(__AVX512F__)

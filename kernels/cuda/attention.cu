@@ -1,5 +1,5 @@
 // attention_f32 (decode): grouped-query attention with learned sinks and an optional sliding
-// window over a layer's paged KV cache (gpt-oss-spec.md §2.6); the reference is
+// window over a layer's paged KV cache (kernels/MODEL.md, "Attention"); the reference is
 // kernels/cpu/attention.cc. Query t at position p sees keys [max(0, p - window + 1), p]
 // (window 0: [0, p]); logits (q . k) * scale; the sink joins the softmax as a raw logit and its
 // mass is dropped.

@@ -1,8 +1,8 @@
 // attention_prefill_bf16: flash attention on the tensor cores for prompt chunks, with gpt-oss's
 // learned sinks, GQA and the alternating 128-token sliding window, over a layer's paged bf16 KV
-// cache (gpt-oss-spec.md §2.6; the reference is kernels/cpu/attention.cc, the decode kernel
-// kernels/cuda/attention.cu). Query t at position p sees keys [max(0, p - window + 1), p] of its
-// own sequence (window 0: [0, p]); logits (q . k) * scale; the sink joins the softmax as a raw
+// cache (kernels/MODEL.md, "Attention"; the reference is kernels/cpu/attention.cc, the decode
+// kernel kernels/cuda/attention.cu). Query t at position p sees keys [max(0, p - window + 1), p] of
+// its own sequence (window 0: [0, p]); logits (q . k) * scale; the sink joins the softmax as a raw
 // logit and its mass is dropped.
 //
 // One block of 4 warps per (tile of 64 query rows, KV head): a row is (token, query head of the

@@ -38,7 +38,8 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint32_t b) { return __uint_as
 
 __host__ inline bool aligned(const void* p, unsigned bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-// After a launch: a launch failure becomes ERR_DEVICE naming the op and CUDA's text (STYLE.md).
+// After a launch: a launch failure becomes ERR_DEVICE naming the op and CUDA's text
+// (native/DESIGN.md, "Typed errors cross the boundary").
 __host__ inline void check_launch(const char* op) {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw Error("ERR_DEVICE", std::string(op) + ": kernel launch failed: " + cudaGetErrorString(e));

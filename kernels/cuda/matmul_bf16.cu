@@ -11,8 +11,8 @@
 // weight byte is read once per launch, the x reread comes from shared memory (LDS.128, broadcast-
 // free: lanes read consecutive 32-byte spans). The sum order depends only on K, never on T, on the
 // other tokens or on the grid, so a token's output is bit-identical alone or batched, and runs
-// repeat bit for bit. f32 accumulation as the CPU op (gpt-oss-spec.md §8); the tolerance against
-// it is argued in test/cuda/matmul_bf16_test.cu.
+// repeat bit for bit. f32 accumulation as the CPU op (kernels/MODEL.md, "Numerics"); the tolerance
+// against it is argued in test/cuda/matmul_bf16_test.cu.
 // Limits (checked by the launcher): T >= 0, N >= 1, 1 <= K <= 12288, ldx >= K, ldy >= N; the
 // vector path needs K % 8 == 0, W and x 16-byte aligned and ldx % 4 == 0 (else a scalar path).
 //

@@ -1,5 +1,5 @@
-// moe_combine_f32: x[t] += sum_j weight[t, j] * y[t * k + j], j in routing order (gpt-oss-spec.md
-// §2.7 step 5); the reference is kernels/cpu/moe_combine.cc.
+// moe_combine_f32: x[t] += sum_j weight[t, j] * y[t * k + j], j in routing order (kernels/MODEL.md,
+// "Combine"); the reference is kernels/cpu/moe_combine.cc.
 //
 // Grid (ceil(H / 256), T), 256 threads: each thread owns one element of one token's row and sums
 // its k expert outputs in f32 in routing order, as the CPU op does (so the order, not timing,

@@ -1,7 +1,7 @@
 // moe_dispatch on the device: groups the T * k (token, expert) slots of one MoE layer by expert for
 // the grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu), and sums the experts' weighted outputs
-// back per token. Part of the moe_mxfp4 / moe_combine ops of the forward pass (gpt-oss-spec.md
-// §2.7 steps 4-5); the CPU op groups slots the same way (kernels/cpu/moe_mxfp4.cc).
+// back per token. Part of the moe_mxfp4 / moe_combine ops of the forward pass (kernels/MODEL.md,
+// "Experts" and "Combine"); the CPU op groups slots the same way (kernels/cpu/moe_mxfp4.cc).
 // Every result is fixed by the inputs alone: no atomics, no order that depends on timing, so runs
 // repeat bit for bit (checked under every emulator schedule by test/cuda/moe_dispatch_test.cu).
 // Launchers throw ERR_INVALID_ARGUMENT before launching on bad shapes, ERR_DEVICE when a launch

@@ -1,5 +1,6 @@
 // moe_mxfp4: the expert MLPs of one MoE layer for a few tokens (decode), MXFP4 weights in the
-// checkpoint's layout (gpt-oss-spec.md §2.7, §3; reference kernels/cpu/moe_mxfp4.cc). Two launches:
+// checkpoint's layout (kernels/MODEL.md, "Experts", "MXFP4"; reference kernels/cpu/moe_mxfp4.cc).
+// Two launches:
 //   gate_up: act[s] = swiglu(W1[e] x[t] + b1[e])    grid (I / 32 row pairs per CTA, slot s = t * k + j)
 //   down:    y = W2[e] act[s] + b2[e], then either stored per slot (the op's contract) or, fused
 //            with moe_combine, out[t] (+)= sum_j w[t, j] y_j in the fixed order j = 0..k-1
@@ -384,7 +385,7 @@ __device__ __forceinline__ void gate_up_body(const float* __restrict__ x, int64_
         if (v < n) {
           const float gs = warp_sum(acc[0][v]), ls = warp_sum(acc[1][v]);
           if (lane == 0) {
-            // Clamp after the bias, in f32 (gpt-oss-spec.md §8), as the CPU op.
+            // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts"), as the CPU op.
             float g = gs * st.inv[v] + bf16_bits_to_f32(bias[2 * pair]);
             float l = ls * st.inv[v] + bf16_bits_to_f32(bias[2 * pair + 1]);
             g = fminf(g, limit);

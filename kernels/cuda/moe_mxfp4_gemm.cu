@@ -1,6 +1,6 @@
 // moe_mxfp4 as a grouped GEMM (contract in kernels/cuda/moe_mxfp4_gemm.cuh; reference
-// kernels/cpu/moe_mxfp4.cc, gpt-oss-spec.md §2.7 and §3). One step is five launches, none waiting
-// for the host:
+// kernels/cpu/moe_mxfp4.cc, kernels/MODEL.md, "Experts" and "MXFP4"). One step is five launches,
+// none waiting for the host:
 //   moe_dispatch        slots grouped by expert, the list of (expert, 64-row m-tile) pairs
 //   x to bf16           x [T, H] f32 -> bf16, each 32-block's elements in the kernel's k order
 //   gate_up             act[p] = swiglu(W1[e] x[token(p)] + b1[e])      N = 2I, K = H
@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
             if (tok >= rows) continue;
             const int p = row0 + tok;
             if (kGateUp) {
-              // Clamp after the bias, in f32 (gpt-oss-spec.md §8), as the CPU op.
+              // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts"), as the CPU op.
               float gt = acc[at][j][l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair]);
               float ln = acc[at][j][2 + l] * kUnbias + bf16_bits_to_f32(a.bias[size_t(e) * a.N + 2 * pair + 1]);
               gt = fminf(gt, a.limit);

@@ -1,5 +1,5 @@
-// rmsnorm_f32_bf16w: y = g * x / sqrt(mean(x^2) + eps) per row (gpt-oss-spec.md §2.3), f32 in and
-// out, bf16 gain; the reference is kernels/cpu/rmsnorm.cc.
+// rmsnorm_f32_bf16w: y = g * x / sqrt(mean(x^2) + eps) per row (kernels/MODEL.md, "RMSNorm"), f32
+// in and out, bf16 gain; the reference is kernels/cpu/rmsnorm.cc.
 //
 // One block of 256 threads per row. Each thread sums the squares of its elements in f32 (float4
 // loads when the rows and the gain allow them), each warp adds its lanes' sums with xor shuffles,

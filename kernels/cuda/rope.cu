@@ -1,7 +1,7 @@
 // rope_f32: YaRN rotary embedding on the Q and K heads of a fused qkv row, in place
-// (gpt-oss-spec.md §2.5): half-split pairs (i, i + D/2), the table's NTK-by-parts frequencies and
-// the concentration in both cos and sin; the reference is kernels/cpu/rope.cc, matched bit for
-// bit but for the rare last-bit rounding of cos/sin (test/cuda/rope_test.cu).
+// (kernels/MODEL.md, "YaRN rotary"): half-split pairs (i, i + D/2), the table's NTK-by-parts
+// frequencies and the concentration in both cos and sin; the reference is kernels/cpu/rope.cc,
+// matched bit for bit but for the rare last-bit rounding of cos/sin (test/cuda/rope_test.cu).
 //
 // One block of 256 threads per token. The first D/2 threads compute the angle as the CPU does (the
 // f32 product of position and frequency) and its cos and sin in double through sincospi: the

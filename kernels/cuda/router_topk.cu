@@ -1,5 +1,5 @@
 // router_topk: per token, the k largest router logits, ties to the lower expert index, and a
-// softmax over those k only (gpt-oss-spec.md §2.7 step 3; reference kernels/cpu/router_topk.cc).
+// softmax over those k only (kernels/MODEL.md, "Router"; reference kernels/cpu/router_topk.cc).
 // Two entry points, one kernel template:
 //   router_topk_cuda:      grid (1, T): warp 0 of token t's CTA loads its E logits into shared
 //                          memory (each lane the experts it scans) and selects.

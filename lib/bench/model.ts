@@ -1,5 +1,5 @@
 // `gptoss bench`: prefill and decode speed of one model on one device, with the ratio of the bytes
-// a decode step streams to the memory read bandwidth measured in the same run (STYLE.md,
+// a decode step streams to the memory read bandwidth measured in the same run (native/DESIGN.md,
 // "Benchmarks report ratios"). 1 GB = 1e9 bytes.
 import { fingerprint, median, ordinaryTokens } from './run.js';
 import { decodeBytes } from '../engine/graph.js';

@@ -1,7 +1,7 @@
 // model.chat() and model.complete(): a prompt in, an async iterator of typed events out, one
 // session per call (freed when the iterator ends, however it ends). Chat renders the conversation
-// in the Harmony format, samples until <|return|> or <|call|> (gpt-oss-spec.md §6.6) and turns the
-// parsed stream into reasoning / text / tool-call events.
+// in the Harmony format, samples until <|return|> or <|call|> (kernels/MODEL.md, "Harmony
+// completion") and turns the parsed stream into reasoning / text / tool-call events.
 import { AbortedError, ContextOverflowError, HarmonyError, InvalidArgumentError } from '../errors.js';
 import { encodePartsAsync, renderConversationForCompletionParts } from './harmony/render.js';
 import { type HarmonyStreamEvent, StreamableParser } from './harmony/parse.js';

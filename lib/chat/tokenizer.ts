@@ -1,5 +1,6 @@
-// o200k_harmony (gpt-oss-spec.md §5): o200k_base's ranks and pre-tokenizer regex, both shipped in
-// the `tiktoken` package (WASM, nothing downloaded), plus Harmony's special tokens at fixed ids.
+// o200k_harmony (kernels/MODEL.md, "Tokenizer"): o200k_base's ranks and pre-tokenizer regex, both
+// shipped in the `tiktoken` package (WASM, nothing downloaded), plus Harmony's special tokens at
+// fixed ids.
 //
 // tiktoken's merge step rescans a whole piece for every merge: quadratic, so one long piece (100 KB
 // of one letter is a single piece) took 12 s, and 1 MB trapped the WASM. Text longer than

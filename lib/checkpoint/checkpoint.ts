@@ -1,7 +1,7 @@
-// Finds and validates a checkpoint directory in either layout (gpt-oss-spec.md §4): the original
-// (`block.N.*`, fused qkv) or Hugging Face (`model.layers.N.*`, split q/k/v, sharded with an
-// index). Every tensor's name, dtype and shape is checked against the config before any byte
-// of it is used.
+// Finds and validates a checkpoint directory in either layout (kernels/MODEL.md, "Checkpoint
+// layouts"): the original (`block.N.*`, fused qkv) or Hugging Face (`model.layers.N.*`, split
+// q/k/v, sharded with an index). Every tensor's name, dtype and shape is checked against the config
+// before any byte of it is used.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
@@ -112,7 +112,10 @@ export function tensorNames(cfg: ModelConfig, layout: Layout): ModelNames {
   };
 }
 
-/** Every tensor the config implies, with its dtype and shape (gpt-oss-spec.md §4.1, §4.2). */
+/**
+ * Every tensor the config implies, with its dtype and shape (kernels/MODEL.md, "Original layout",
+ * "Hugging Face layout").
+ */
 export function expectedTensors(cfg: ModelConfig, layout: Layout): Map<string, TensorSpec> {
   const names = tensorNames(cfg, layout);
   const H = cfg.hiddenSize,

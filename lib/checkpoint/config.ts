@@ -1,6 +1,6 @@
-// config.json in either flavour (gpt-oss-spec.md §1): the original layout's keys, or the Hugging
-// Face keys (with `rope_scaling` or the newer `rope_parameters`). Keys that would change the
-// model's arithmetic are checked for values this engine implements; unknown keys are refused,
+// config.json in either flavour (kernels/MODEL.md, "Config"): the original layout's keys, or the
+// Hugging Face keys (with `rope_scaling` or the newer `rope_parameters`). Keys that would change
+// the model's arithmetic are checked for values this engine implements; unknown keys are refused,
 // since they might.
 import { CheckpointError, UnsupportedError } from '../errors.js';
 

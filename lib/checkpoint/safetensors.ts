@@ -1,5 +1,5 @@
-// Reads and validates a safetensors header (gpt-oss-spec.md §4: 8-byte little-endian header
-// length, a JSON header, then raw little-endian data). Only the header passes through the JS
+// Reads and validates a safetensors header (kernels/MODEL.md, "safetensors": 8-byte little-endian
+// header length, a JSON header, then raw little-endian data). Only the header passes through the JS
 // heap; tensor bytes are memory-mapped by the addon.
 import { open } from 'node:fs/promises';
 

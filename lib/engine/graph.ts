@@ -1,5 +1,6 @@
-// The forward pass as a recorded program (DESIGN.md, "The data path of one step"). Built once per
-// session and replayed by the addon for every step; reads like gpt-oss-spec.md §2.
+// The forward pass as a recorded program (native/DESIGN.md, "The data path of one step"). Built
+// once per session and replayed by the addon for every step; reads like kernels/MODEL.md, "Forward
+// pass".
 import type { ModelConfig } from '../checkpoint/config.js';
 import type { Device, KvDType, PrecisionMode } from '../backend/device.js';
 import type {

@@ -40,7 +40,10 @@ export const samplingKeys = [
   'seed',
 ] as const;
 
-/** OpenAI's recommended settings for gpt-oss (gpt-oss-spec.md §7): temperature 1, top_p 1. */
+/**
+ * OpenAI's recommended settings for gpt-oss (kernels/MODEL.md, "Sampling defaults"): temperature
+ * 1, top_p 1.
+ */
 export const DEFAULT_SAMPLING = { temperature: 1.0, topP: 1.0 } as const;
 
 function range(v: unknown, name: string, lo: number, hi: number, fallback: number, integer = false): number {

@@ -1,5 +1,5 @@
 // Models with the real gpt-oss shapes and random weights, deterministic from a seed, generated in
-// memory (DESIGN.md, "Weights"): for benchmarks and tests when no checkpoint is at hand.
+// memory (native/DESIGN.md, "Weights"): for benchmarks and tests when no checkpoint is at hand.
 import type { ModelConfig } from '../checkpoint/config.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { ModelWeightIds } from './graph.js';
@@ -11,7 +11,7 @@ import { estimateMemory, InsufficientMemoryError } from './memory.js';
 
 export type Preset = '20b' | '120b';
 
-/** The published configs (gpt-oss-spec.md §1.1), with `layers` in place of 24 / 36. */
+/** The published configs (kernels/MODEL.md, "Config"), with `layers` in place of 24 / 36. */
 export function presetConfig(preset: Preset, layers?: number): ModelConfig {
   const numLayers = layers ?? (preset === '20b' ? 24 : 36);
   return {

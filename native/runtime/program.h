@@ -1,7 +1,7 @@
 // A recorded step: the list of ops lib/engine/graph.ts built for a model, the activation buffers they
 // use and the KV pools they keep. step() replays the whole list on the program's backend in one
-// call from the worker thread (DESIGN.md, "No per-op crossing in the hot loop"). Plain C++: the
-// N-API boundary (native/program.cc) parses into a ProgramSpec and a StepInput and calls here.
+// call from the worker thread (native/DESIGN.md, "No per-op crossing in the hot loop"). Plain C++:
+// the N-API boundary (native/program.cc) parses into a ProgramSpec and a StepInput and calls here.
 //
 // Memory: one arena per program, allocated when it is built, holds every activation buffer and
 // the largest scratch any op (or the sampler) needs; each KV pool is an allocation of its own.

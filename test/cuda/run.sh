@@ -15,8 +15,9 @@ start=$(date +%s)
 if command -v clang++ >/dev/null 2>&1; then
   CXX=clang++
 else
-  # GCC 12 ignores the section attribute on statics inside template functions (CUDA-LAB.md), so
-  # static __shared__ in template kernels would not be NaN-poisoned; the rest still holds.
+  # GCC 12 ignores the section attribute on statics inside template functions (native/DESIGN.md,
+  # "CUDA emulator facts"), so static __shared__ in template kernels would not be NaN-poisoned; the
+  # rest still holds.
   CXX=g++
   echo "test:cuda: clang++ not found, building the emulator with g++: static __shared__ in template kernels is not NaN-poisoned" >&2
 fi

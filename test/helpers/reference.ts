@@ -1,7 +1,10 @@
-// Plain float64 reference implementations of the ops, written from gpt-oss-spec.md.
+// Plain float64 reference implementations of the ops, written from kernels/MODEL.md.
 export const FP4 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6];
 
-/** Dequantises row r of an MXFP4 matrix [rows, K/32, 16] + scales [rows, K/32] (spec §3). */
+/**
+ * Dequantises row r of an MXFP4 matrix [rows, K/32, 16] + scales [rows, K/32]
+ * (kernels/MODEL.md, "MXFP4").
+ */
 export function mxfp4Row(blocks: Uint8Array, scales: Uint8Array, r: number, K: number): Float64Array {
   const nb = K / 32;
   const out = new Float64Array(K);

@@ -4,7 +4,8 @@ import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
 // Attention with sinks, GQA (4 q heads on 2 kv heads) and the sliding window, over a cache
-// filled directly, against a float64 softmax that includes the sink (gpt-oss-spec.md §2.6).
+// filled directly, against a float64 softmax that includes the sink (kernels/MODEL.md,
+// "Attention").
 const Hq = 4,
   Hkv = 2,
   D = 64,

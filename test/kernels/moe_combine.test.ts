@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { relErr, rng } from '../helpers/checkpoint.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
-// moe_combine: x[t] += sum_j weight[t, j] * y[t * k + j] (gpt-oss-spec.md §2.7 step 5), against float64.
+// moe_combine: x[t] += sum_j weight[t, j] * y[t * k + j] (kernels/MODEL.md, "Combine"), against
+// float64.
 describe.each(opDevices('moe_combine'))('moe_combine (%s)', (device) => {
   for (const [T, k, H] of [
     [1, 4, 2880],

@@ -5,9 +5,9 @@ import type { Device } from '../../lib/backend/device.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
-// moe_mxfp4 against a float64 loop over the spec's MXFP4 decode, at shapes no real model has:
-// 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each decoded
-// block, then one at a time), skewed routing.
+// moe_mxfp4 against a float64 loop over the MXFP4 decode of kernels/MODEL.md, at shapes no real
+// model has: 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each
+// decoded block, then one at a time), skewed routing.
 const E = 5,
   H = 64,
   I = 96,

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
-// YaRN frequencies and concentration (gpt-oss-spec.md §2.5, sample values listed there), read
-// back from the rotation of unit vectors at position 1.
+// YaRN frequencies and concentration (kernels/MODEL.md, "YaRN rotary", sample values listed there),
+// read back from the rotation of unit vectors at position 1.
 describe.each(opDevices('rope'))('rope (%s)', (device) => {
   it('rotates pair (i, i+32) by omega_i with the YaRN sample frequencies, scaled by the concentration', async () => {
     const D = 64,

@@ -1,5 +1,5 @@
-// The Harmony chat format for gpt-oss (gpt-oss-spec.md §6): message types, rendering to tokens,
-// parsing completions (whole or streamed), and the stop-token sets.
+// The Harmony chat format for gpt-oss (kernels/MODEL.md, "Harmony"): message types, rendering to
+// tokens, parsing completions (whole or streamed), and the stop-token sets.
 import { HarmonyError } from '../../errors.js';
 import { checkKeys } from '../../options.js';
 import { getTokenizer, SPECIAL_TOKENS, TOKENS } from '../tokenizer.js';
@@ -31,7 +31,8 @@ export function stopTokens(): number[] {
 
 /**
  * Tokens on which to stop sampling an assistant turn: `<|return|>` and `<|call|>`. Not `<|end|>`:
- * a turn holds several messages (analysis, then final), each closed by `<|end|>` (spec §6.6).
+ * a turn holds several messages (analysis, then final), each closed by `<|end|>` (kernels/MODEL.md,
+ * "Harmony completion").
  */
 export function stopTokensForAssistantActions(): number[] {
   return [TOKENS.return, TOKENS.call];

@@ -1,7 +1,7 @@
-// Harmony parsing: completion tokens → messages, whole or token by token (gpt-oss-spec.md §6.6,
-// §10.1; RULES.md §10). One state machine serves both, so streaming and non-streaming callers see
-// the same messages. It follows HAR's StreamableParser (encoding.rs) in what it accepts and in its
-// error texts, and adds events for streaming consumers.
+// Harmony parsing: completion tokens → messages, whole or token by token (kernels/MODEL.md,
+// "Harmony completion"; RULES.md §10). One state machine serves both, so streaming and
+// non-streaming callers see the same messages. It follows HAR's StreamableParser (encoding.rs) in
+// what it accepts and in its error texts, and adds events for streaming consumers.
 //
 // Tolerance (what the model really emits, not only what the renderer writes): the recipient may
 // come before or after the channel, `<|constrain|>` may follow a word with no space, a content type
@@ -418,8 +418,9 @@ export class StreamableParser {
 }
 
 /**
- * Parses a whole completion (spec §6.6). `role` is the role the prompt already opened
- * ('assistant' after `<|start|>assistant`); null when the tokens start with `<|start|>`.
+ * Parses a whole completion (kernels/MODEL.md, "Harmony completion"). `role` is the role the prompt
+ * already opened ('assistant' after `<|start|>assistant`); null when the tokens start with
+ * `<|start|>`.
  */
 export function parseMessagesFromCompletionTokens(
   tokens: ArrayLike<number>,

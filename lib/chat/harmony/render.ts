@@ -1,4 +1,4 @@
-// Harmony rendering: messages → o200k_harmony tokens (gpt-oss-spec.md §6.1–6.7; RULES.md §3–8).
+// Harmony rendering: messages → o200k_harmony tokens (kernels/MODEL.md, "Harmony"; RULES.md §3–8).
 // Every piece of text (role words, header text, bodies) is encoded as ordinary text, so a special
 // token's spelling typed by a user stays text; framing tokens are inserted by id.
 import { HarmonyError, InvalidArgumentError } from '../../errors.js';
@@ -11,8 +11,8 @@ import { isRole } from './types.js';
 export interface RenderConversationConfig {
   /**
    * Drop `analysis` messages that come before the first `final` message, when the last assistant
-   * message is `final` (spec §6.7). Default true, as in the official Python API; the Rust API
-   * without a config drops nothing, which `false` reproduces.
+   * message is `final` (kernels/MODEL.md, "Harmony history"). Default true, as in the official
+   * Python API; the Rust API without a config drops nothing, which `false` reproduces.
    */
   autoDropAnalysis?: boolean;
 }
@@ -254,7 +254,10 @@ function systemText(sys: SystemContent, ctx: RenderContext): string {
   return sections.join('\n\n');
 }
 
-/** `# Instructions` + text, then function tools. No trailing blank line (spec §11 item 6). */
+/**
+ * `# Instructions` + text, then function tools. No trailing blank line (kernels/MODEL.md,
+ * "Harmony messages").
+ */
 function developerText(dev: DeveloperContent): string {
   const sections: string[] = [];
   if (dev.instructions != null) sections.push('# Instructions', dev.instructions);

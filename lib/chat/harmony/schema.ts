@@ -1,7 +1,8 @@
 // JSON Schema → the TypeScript-like text Harmony shows the model for tool parameters
-// (gpt-oss-spec.md §6.4; fixtures/harmony/RULES.md §7). The layout is what the model was trained on,
-// so it follows HAR's `json_schema_to_typescript` quirks exactly, including the ones that look odd
-// (an object description printed before `{`, a lone `,` line closing a oneOf property).
+// (kernels/MODEL.md, "Harmony tools"; fixtures/harmony/RULES.md §7). The layout is what the model
+// was trained on, so it follows HAR's `json_schema_to_typescript` quirks exactly, including the
+// ones that look odd (an object description printed before `{`, a lone `,` line closing a oneOf
+// property).
 //
 // Property order is the schema object's own key order. JS keeps insertion order for string keys,
 // but moves integer-like keys ("1", "42") first; schemas with such property names cannot keep

@@ -1,8 +1,9 @@
-// Harmony message types (gpt-oss-spec.md §6), in the JSON shape the official library serialises
-// (HAR chat.rs with serde): the author is flattened into `role` + `name`, content parts are tagged
-// by `type`, and field names stay snake_case so fixtures and API payloads need no mapping.
+// Harmony message types (kernels/MODEL.md, "Harmony"), in the JSON shape the official library
+// serialises (HAR chat.rs with serde): the author is flattened into `role` + `name`, content parts
+// are tagged by `type`, and field names stay snake_case so fixtures and API payloads need no
+// mapping.
 
-/** Message authors, in decreasing authority (spec §6.1). */
+/** Message authors, in decreasing authority (kernels/MODEL.md, "Harmony messages"). */
 export type Role = 'system' | 'developer' | 'user' | 'assistant' | 'tool';
 
 export const ROLES: readonly Role[] = ['system', 'developer', 'user', 'assistant', 'tool'];

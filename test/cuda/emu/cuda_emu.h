@@ -30,8 +30,9 @@
 #define __align__(n) __attribute__((aligned(n)))
 // Static shared memory lives in one linker section so that every block can find it and fill it
 // with NaN before it starts (the linker defines __start_emu_shared/__stop_emu_shared). GCC 12
-// ignores this attribute on statics inside template functions (CUDA-LAB.md): the lab builds with
-// clang where it can, and test/cuda/run.sh says which compiler it used.
+// ignores this attribute on statics inside template functions (native/DESIGN.md, "CUDA emulator
+// facts"): the lab builds with clang where it can, and test/cuda/run.sh says which compiler it
+// used.
 #define __shared__ static __attribute__((section("emu_shared"), aligned(16)))
 
 struct uint3 {
