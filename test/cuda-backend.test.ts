@@ -287,6 +287,41 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
+  // The backend launches rope + KV append and the experts + their combine as one fused kernel each
+  // (launch_fused in native/cuda/backend.cc); GPTOSS_CUDA_FUSE=0, read when a program is made,
+  // launches every op alone. Decode gives the same bits either way; a prefill through the grouped
+  // GEMM's fused combine stays within rounding of the unfused one.
+  it.skipIf(missing.length > 0)('fused launches give what the ops give one by one (decode bit for bit)', async () => {
+    const { loadModel } = await import('../lib/index.js');
+    const { readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { relErr } = await import('./helpers/checkpoint.js');
+    const dir = join(fixtures, 'tiny-b');
+    const cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as {
+      cases: { name: string; tokens: number[] }[];
+    };
+    const tokens = cases.cases.find((c) => c.name === 'seq40')!.tokens;
+    const run = async (fuse: boolean) => {
+      if (fuse) delete process.env.GPTOSS_CUDA_FUSE;
+      else process.env.GPTOSS_CUDA_FUSE = '0';
+      const model = await loadModel(join(dir, 'hf'), { device: 'cuda' });
+      try {
+        const prefill = await model.createSession().forward(tokens);
+        const s = model.createSession();
+        const decode: number[] = [];
+        for (const t of tokens.slice(0, 6)) decode.push(...(await s.forward([t], { logits: 'last' })));
+        return { prefill, decode: Float32Array.from(decode) };
+      } finally {
+        model.dispose();
+        delete process.env.GPTOSS_CUDA_FUSE;
+      }
+    };
+    const fused = await run(true);
+    const alone = await run(false);
+    expect(Buffer.from(fused.decode.buffer).equals(Buffer.from(alone.decode.buffer))).toBe(true);
+    expect(relErr(fused.prefill, alone.prefill)).toBeLessThan(1e-5);
+  });
+
   // End to end, once every op of the model has its CUDA kernel in this build: `gptoss check
   // --device cuda` on the emulated build, every fixture, layout, mode and path (prefill, decode,
   // prefix + decode, decode vs prefill) against the official reference's logits.

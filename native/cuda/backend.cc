@@ -259,6 +259,48 @@ void launch_op(const MoeCombineOp& o, const Launch& l) {
   moe_combine_cuda({c.f32(o.x), c.ld(o.x), c.f32(o.y), c.f32(o.wt), c.T, o.k, o.H, nullptr}, l.s);
 }
 
+// Two ops in a row that one launch does (the fused launchers of kernels/cuda): rope then the KV
+// append of the K heads it rotated and the V heads beside them; the experts then their combine
+// into the residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert
+// outputs are not written and read back. False when the pair does not match exactly.
+bool launch_fused(const AnyOp& first, const AnyOp& second, const Launch& l) {
+  const StepContext& c = l.c;
+#if defined(GPTOSS_CUDA_HAS_rope) && defined(GPTOSS_CUDA_HAS_kv_append)
+  if (const auto* r = std::get_if<RopeOp>(&first)) {
+    const auto* kv = std::get_if<KvAppendOp>(&second);
+    if (!kv || kv->x.id != r->x.id || kv->head_dim != r->head_dim || kv->kv_heads != r->kv_heads ||
+        kv->xcol != r->q_heads * r->head_dim || kv->vcol != kv->xcol + kv->kv_heads * kv->head_dim)
+      return false;
+    const BufferView& kc = c.pool(kv->kc);
+    rope_kv_append_cuda({c.f32(r->x), c.ld(r->x), c.positions, c.T, r->q_heads, r->kv_heads, r->head_dim, c.rope},
+                        {c.f32(kv->x) + kv->xcol, c.f32(kv->x) + kv->vcol, c.ld(kv->x), c.positions, kc.data, c.pool(kv->vc).data,
+                         kc.dtype, c.pages_for(kv->window), c.T, kv->kv_heads * kv->head_dim},
+                        l.s);
+    return true;
+  }
+#endif
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4
+  if (const auto* m = std::get_if<MoeMxfp4Op>(&first)) {
+    const auto* cb = std::get_if<MoeCombineOp>(&second);
+    if (!cb || cb->y.id != m->y.id || cb->k != m->k || cb->H != m->H) return false;
+    const MoeMxfp4Args a{c.f32(m->x), c.ld(m->x), c.i32(m->idx), c.bytes(m->w1b), c.bytes(m->w1s), c.bf16(m->b1), c.bytes(m->w2b),
+                         c.bytes(m->w2s), c.bf16(m->b2), c.f32(m->y), c.T, m->k, m->E, m->H, m->I, m->limit, m->alpha, c.scratch,
+                         c.scratch_bytes, 1};
+    const MoeCombineFused f{c.f32(cb->wt), c.f32(cb->x), c.ld(cb->x), true};
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
+    if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, m->k, m->E)) {
+      moe_mxfp4_gemm_combine_cuda(a, f, 2 * l.sm_count, l.s);
+      return true;
+    }
+#endif
+    moe_mxfp4_combine_cuda(a, f, l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
+    return true;
+  }
+#endif
+  (void)first, (void)second, (void)c;
+  return false;
+}
+
 // Device scratch of each op's CUDA kernel.
 template <class Op>
 size_t cuda_scratch(const Op&, const ScratchPlan&) {
@@ -332,6 +374,10 @@ class CudaRunner final : public StepRunner {
       const Launch l{c, stream_, plan_, sm_count_, prompt};
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
+        if (fuse_ && i + 1 < ops.size() && !(c.L == 0 && logits_only[i + 1]) && launch_fused(ops[i], ops[i + 1], l)) {
+          ++i;
+          continue;
+        }
         std::visit([&](const auto& o) {
           if constexpr (!std::is_same_v<std::decay_t<decltype(o)>, std::monostate>) launch_op(o, l);
         }, ops[i]);
@@ -527,6 +573,11 @@ class CudaRunner final : public StepRunner {
 
   ScratchPlan plan_;
   int sm_count_;
+  // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused pairs).
+  bool fuse_ = [] {
+    const char* e = std::getenv("GPTOSS_CUDA_FUSE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
   // The last step's logits on the device (valid until the next step) and its logit rows.
   float* logits_ = nullptr;
   int L_ = 0;

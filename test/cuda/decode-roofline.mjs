@@ -2,7 +2,8 @@
 // npm run cuda:predict: the predicted batch-1 decode speed of the CUDA backend (a PREDICTION, never
 // a measurement), from the static roofline test/cuda/static.mjs wrote (run it first). One decode
 // step is the kernels the backend launches for one token in default mode (native/cuda/backend.cc:
-// the GEMV, decode attention, the MXFP4 GEMV with f16 products, the op's unfused contract), each at
+// the GEMV, decode attention, rope fused with the KV append, the MXFP4 GEMV with f16 products and
+// the combine fused into its down pass; the router's GEMV and top-k still apart), each at
 // the launch of kernels/cuda/lab.json with that shape; its time is the sum of their predicted times,
 // plus an assumed gap per kernel for a CUDA graph's launches (stated in the table). The memory
 // roofline is the bytes a step must read (the dense weights, the 4 chosen experts per layer, the
@@ -52,8 +53,7 @@ function step(m, ctx) {
     ['embed_bf16_f32<true>', 'decode: 1 token x 2880', 1],
     ['rmsnorm_f32_bf16w<true>', 'decode: 1 row x 2880', 2 * L + 1],
     ['matmul_bf16_f32<1, true>', '20b/120b decode QKV: 1 x 5120 x 2880', L],
-    ['rope_f32<false, float>', 'decode: 1 token, 64 Q + 8 K heads', L],
-    ['kv_append_f32<unsigned short>', 'decode: 1 token, 8 KV heads, bf16 KV', L],
+    ['rope_f32<true, unsigned short>', 'decode, fused append: 1 token, bf16 KV', L],
     ['attention_split_f32<unsigned short>', SLIDING, half],
     ['attention_split_f32<unsigned short>', ctx.full, half],
     ...(ctx.merge ? [['attention_merge_f32', MERGE, half]] : []),
@@ -65,8 +65,11 @@ function step(m, ctx) {
       '20b/120b decode, 1 token: 4 experts x W1 [5760 x 2880] MXFP4 (+ scales, bias, x, act)',
       L,
     ],
-    ['moe_mxfp4_down<false>', "20b/120b decode, 1 token, per-slot outputs (the op's contract)", L],
-    ['moe_combine_f32', 'decode: 1 token, k 4, H 2880', L],
+    [
+      'moe_mxfp4_down<true>',
+      '20b/120b decode, 1 token: 4 experts x W2 [2880 x 2880] MXFP4, routing weights and residual fused',
+      L,
+    ],
     ['matmul_bf16_f32<1, true>', '20b/120b decode unembedding: 1 x 201088 x 2880', 1],
   ];
 }

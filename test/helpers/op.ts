@@ -8,7 +8,7 @@ import type { BufferId, OpSpec, WeightId } from '../../lib/backend/ops.js';
 export interface OpRun {
   /** The backend to run on (default 'cpu'). */
   device?: Device;
-  /** ProgramSpec.precision (default 'default'). */
+  /** ProgramSpec.precision (default 'fp32': the op's exact contract). */
   precision?: PrecisionMode;
   weights: Record<string, Uint8Array>;
   buffers: Record<string, BufferSpec & { data?: ArrayBufferView }>;
@@ -48,7 +48,7 @@ export async function runOp(spec: OpRun): Promise<Record<string, Uint8Array>> {
   try {
     const program = new Program(weights, {
       device: spec.device ?? 'cpu',
-      precision: spec.precision ?? 'default',
+      precision: spec.precision ?? 'fp32',
       maxTokens: spec.maxTokens,
       maxContext: Math.max(...positions, spec.buffers.kc?.rows ?? 0) + 1,
       rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: spec.headDim ?? 64 },

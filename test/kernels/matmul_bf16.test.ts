@@ -49,7 +49,9 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
             ref[t * (N + 3) + 2 + n] = accumulate ? ref[t * (N + 3) + 2 + n] + s : s;
           }
         const y = f32(out.y);
-        expect(relErr(y, ref)).toBeLessThan(1e-6);
+        // The CPU op and the CUDA GEMV sum in f32 (1e-6); from 16 rows CUDA takes the tensor-core GEMM,
+        // which in fp32 mode multiplies hi + lo bf16 halves of x (each product within 2^-16).
+        expect(relErr(y, ref)).toBeLessThan(device === 'cuda' && T >= 16 ? 1e-5 : 1e-6);
         // columns outside [ycol, ycol + N) are untouched
         for (let t = 0; t < T; t++)
           expect([y[t * (N + 3)], y[t * (N + 3) + 1]]).toEqual([y0[t * (N + 3)], y0[t * (N + 3) + 1]]);
