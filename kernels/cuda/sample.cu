@@ -153,6 +153,8 @@ __device__ __forceinline__ void better(uint32_t& k, int& i, uint32_t k2, int i2)
 }
 
 // Exclusive prefix of flag over the block (thread order = id order within a tile) and the total.
+// No barrier after the reads: callers alternate two warp_tot arrays, so a scan's writes come after
+// the barrier of the scan between, which every thread reaches only after this scan's reads.
 __device__ __forceinline__ int block_scan(bool flag, int* warp_tot, int* total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const unsigned b = __ballot_sync(kFullMask, flag);
@@ -164,7 +166,6 @@ __device__ __forceinline__ int block_scan(bool flag, int* warp_tot, int* total) 
     sum += warp_tot[w];
   }
   *total = sum;
-  __syncthreads();  // warp_tot is reused by the next scan
   return before;
 }
 
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t red_key[kWarps];
   __shared__ int red_id[kWarps];
   __shared__ int hist[256];
-  __shared__ int warp_tot[kWarps];
+  __shared__ int warp_tot[2][kWarps];  // the two scans of a tile alternate (block_scan)
   __shared__ uint32_t sel[2];  // the K'-th key's prefix, and how many ids with that key still to take
   const SampleCudaRow& row = rows[blockIdx.x];
   if (row.path == int32_t(SamplePath::FullRow)) return;
@@ -268,9 +269,9 @@ __global__ void __launch_bounds__(kThreads)
     const bool gt = i < n && (all ? k >= T : k > T);
     const bool eq = i < n && !all && k == T;
     int eq_tot, take_tot;
-    const int eq_before = block_scan(eq, warp_tot, &eq_tot);
+    const int eq_before = block_scan(eq, warp_tot[0], &eq_tot);
     const bool take = gt || (eq && eq_seen + eq_before < need);
-    const int at = block_scan(take, warp_tot, &take_tot);
+    const int at = block_scan(take, warp_tot[1], &take_tot);
     if (take) {
       c[written + at].id = i;
       c[written + at].logit = v;

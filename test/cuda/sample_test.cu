@@ -95,6 +95,10 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
       const int n = c.p.ban_from > 0 ? c.p.ban_from : V;
       LAB_CHECK(std::memcmp(l.data(), proc.data() + size_t(i) * V, size_t(n) * 4) == 0,
                 "row %d: the device's processed logits differ from sample_cpu's", i);
+      // Exactly the K' best (or every eligible id): a superset would still let the host finish.
+      const gptoss::SampleCudaOut& o = out[size_t(i)];
+      const int k = std::min(gptoss::sample_cuda_candidates(c.p.top_k), o.eligible);
+      LAB_CHECK(o.count == k, "row %d: %d candidates, want %d (of %d eligible)", i, o.count, k, o.eligible);
     }
     gptoss::SampleResult got{};
     const bool done = gptoss::sample_cuda_finish(c.p, V, out[size_t(i)], cand.data() + size_t(i) * gptoss::kSampleMaxCandidates,
@@ -156,6 +160,22 @@ LAB_TEST("sample: gpt-oss vocabulary (V 201088), 4 rows: greedy with penalties, 
   rows.push_back(random_row(V, r));  // flat: the host must decline (and leave the RNG alone)
   const int done = check(V, cs, rows);
   LAB_CHECK(done == 3, "the host finished %d of 4 rows (3 expected: greedy, two top-k with a head)", done);
+}
+
+// More ids than candidate slots (2,048), so the device's radix selection must be right: with every
+// eligible id fitting, a wrong cut would still hand the host a superset it can finish from.
+LAB_TEST("sample: V 6000 (more ids than candidate slots) under every schedule: top-k 40 and 1024 rows with a head, finished exactly") {
+  const int V = 6000;
+  lab::Rng r(6000);
+  const std::vector<Case> cs = {{params(V, r, 0.8f, 40, true), r.next()},
+                                {params(V, r, 1.3f, 1024, false), r.next()},
+                                {params(V, r, 1.f, 40, false), r.next()}};
+  std::vector<std::vector<float>> rows;
+  for (size_t i = 0; i < cs.size(); ++i) rows.push_back(random_row(V, r, 2500));
+  lab::for_each_schedule([&] {
+    const int done = check(V, cs, rows);
+    LAB_CHECK(done == 3, "V %d: the host finished %d of the 3 top-k rows", V, done);
+  });
 }
 
 LAB_TEST("sample: top_k 0 with a temperature needs the full row; every logit masked is the CPU's error") {
