@@ -214,7 +214,7 @@ describe('toHarmony', () => {
   });
 });
 
-describe('text held back for stop strings (review regressions)', () => {
+describe('text held back for stop strings', () => {
   it('a turn ending on <|return|> keeps text that only looked like the start of a stop string', () => {
     const s = new ChatStream(['END']);
     for (const t of harmonyTokens('<|channel|>final<|message|>Hello EN<|return|>')) s.push(t);

@@ -101,7 +101,7 @@ const waitFor = async (cond: () => boolean, ms: number) => {
   return cond();
 };
 
-describe('a web page cannot drive the server (item 9)', () => {
+describe('a web page cannot drive the server', () => {
   it("a Host that is not one of the server's names is refused with 403, before anything runs", async () => {
     await using s = await serve();
     const before = s.engine.stats().promptTokens;
@@ -217,7 +217,7 @@ describe('a web page cannot drive the server (item 9)', () => {
   });
 });
 
-describe('the prefix cache is not shared across salts or keys (item 10)', () => {
+describe('the prefix cache is not shared across salts or keys', () => {
   // 200 words: many whole 16-token pages, so a shared prefix shows as cached tokens.
   const secret = `The launch code is ${Array.from({ length: 200 }, (_, i) => `w${i}`).join(' ')}`;
   const chat = async (port: number, extra: object, key?: string, chunked = false) => {
@@ -275,7 +275,7 @@ describe('the prefix cache is not shared across salts or keys (item 10)', () => 
   });
 });
 
-describe('no client holds memory, a connection or a slot without bound (item 11)', () => {
+describe('no client holds memory, a connection or a slot without bound', () => {
   it('a client that stops reading a stream has its request aborted within the write timeout', async () => {
     // A long model id makes every chunk about 64 KB, so the kernel's socket buffers (a few MB on
     // loopback) fill within a few dozen tokens; left alone the answer would run for 3000.

@@ -334,7 +334,7 @@ describe('the Responses API with the official client', () => {
   });
 });
 
-describe('review regressions', () => {
+describe('tool history, metrics routes, logprobs and n answers', () => {
   it("tool_choice 'none' accepts a conversation with earlier tool calls", async () => {
     const r = await client.chat.completions.create({
       model: MODEL,
