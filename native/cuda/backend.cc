@@ -186,10 +186,24 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
 #endif
 }
 
+// Each op's launcher arguments from its fields and the step, written once: the op's own launch and
+// launch_fused both read them.
+RopeArgs rope_args(const RopeOp& o, const StepContext& c) {
+  return {c.f32(o.x), c.ld(o.x), c.positions, c.T, o.q_heads, o.kv_heads, o.head_dim, c.rope};
+}
+KvAppendArgs kv_append_args(const KvAppendOp& o, const StepContext& c) {
+  const BufferView& kc = c.pool(o.kc);
+  return {c.f32(o.x) + o.xcol, c.f32(o.x) + o.vcol, c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype,
+          c.pages_for(o.window), c.T, o.kv_heads * o.head_dim};
+}
+MoeMxfp4Args moe_mxfp4_args(const MoeMxfp4Op& o, const StepContext& c) {
+  return {c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b), c.bytes(o.w2s),
+          c.bf16(o.b2), c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch, c.scratch_bytes, 1};
+}
+
 void launch_op(const RopeOp& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_rope
-  const StepContext& c = l.c;
-  rope_cuda({c.f32(o.x), c.ld(o.x), c.positions, c.T, o.q_heads, o.kv_heads, o.head_dim, c.rope}, l.s);
+  rope_cuda(rope_args(o, l.c), l.s);
 #else
   (void)o, (void)l;
   no_kernel("rope");
@@ -198,11 +212,7 @@ void launch_op(const RopeOp& o, const Launch& l) {
 
 void launch_op(const KvAppendOp& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_kv_append
-  const StepContext& c = l.c;
-  const BufferView& kc = c.pool(o.kc);
-  kv_append_cuda({c.f32(o.x) + o.xcol, c.f32(o.x) + o.vcol, c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window),
-                  c.T, o.kv_heads * o.head_dim},
-                 l.s);
+  kv_append_cuda(kv_append_args(o, l.c), l.s);
 #else
   (void)o, (void)l;
   no_kernel("kv_append");
@@ -239,9 +249,7 @@ void launch_op(const RouterTopkOp& o, const Launch& l) {
 void launch_op(const MoeMxfp4Op& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4
   const StepContext& c = l.c;
-  const MoeMxfp4Args a{c.f32(o.x), c.ld(o.x), c.i32(o.idx), c.bytes(o.w1b), c.bytes(o.w1s), c.bf16(o.b1), c.bytes(o.w2b),
-                       c.bytes(o.w2s), c.bf16(o.b2), c.f32(o.y), c.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, c.scratch,
-                       c.scratch_bytes, 1};
+  const MoeMxfp4Args a = moe_mxfp4_args(o, c);
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
   // Many tokens per expert: the grouped GEMM on the tensor cores (bf16 activations, so default mode
   // only); the rule reads the step's shape alone, which is part of a graph's key.
@@ -271,11 +279,7 @@ bool launch_fused(const AnyOp& first, const AnyOp& second, const Launch& l) {
     if (!kv || kv->x.id != r->x.id || kv->head_dim != r->head_dim || kv->kv_heads != r->kv_heads ||
         kv->xcol != r->q_heads * r->head_dim || kv->vcol != kv->xcol + kv->kv_heads * kv->head_dim)
       return false;
-    const BufferView& kc = c.pool(kv->kc);
-    rope_kv_append_cuda({c.f32(r->x), c.ld(r->x), c.positions, c.T, r->q_heads, r->kv_heads, r->head_dim, c.rope},
-                        {c.f32(kv->x) + kv->xcol, c.f32(kv->x) + kv->vcol, c.ld(kv->x), c.positions, kc.data, c.pool(kv->vc).data,
-                         kc.dtype, c.pages_for(kv->window), c.T, kv->kv_heads * kv->head_dim},
-                        l.s);
+    rope_kv_append_cuda(rope_args(*r, c), kv_append_args(*kv, c), l.s);
     return true;
   }
 #endif
@@ -283,9 +287,7 @@ bool launch_fused(const AnyOp& first, const AnyOp& second, const Launch& l) {
   if (const auto* m = std::get_if<MoeMxfp4Op>(&first)) {
     const auto* cb = std::get_if<MoeCombineOp>(&second);
     if (!cb || cb->y.id != m->y.id || cb->k != m->k || cb->H != m->H) return false;
-    const MoeMxfp4Args a{c.f32(m->x), c.ld(m->x), c.i32(m->idx), c.bytes(m->w1b), c.bytes(m->w1s), c.bf16(m->b1), c.bytes(m->w2b),
-                         c.bytes(m->w2s), c.bf16(m->b2), c.f32(m->y), c.T, m->k, m->E, m->H, m->I, m->limit, m->alpha, c.scratch,
-                         c.scratch_bytes, 1};
+    const MoeMxfp4Args a = moe_mxfp4_args(*m, c);
     const MoeCombineFused f{c.f32(cb->wt), c.f32(cb->x), c.ld(cb->x), true};
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
     if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, m->k, m->E)) {
