@@ -214,6 +214,21 @@ __device__ void stage_vectors(int nv, const Src& src, int K, const Staged& st) {
   __syncthreads();
 }
 
+// Block c of two consecutive weight rows (blocks w, scales s; nb blocks each): its 32 E2M1 values
+// per row as 16 half2 (decode8) and its E8M0 scale as a factor. Both dot_rows2 variants read it.
+__device__ __forceinline__ void decode_rows2(const uint4* __restrict__ w, const uint8_t* __restrict__ s, int nb, int c,
+                                             uint32_t h[2][16], float f[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const uint4 q = __ldg(w + size_t(r) * nb + c);
+    f[r] = block_factor(__ldg(s + size_t(r) * nb + c));
+    decode8(q.x, h[r] + 0);
+    decode8(q.y, h[r] + 4);
+    decode8(q.z, h[r] + 8);
+    decode8(q.w, h[r] + 12);
+  }
+}
+
 // Two consecutive weight rows (blocks w, scales s; nb blocks each) against kN staged vectors
 // (xs, vector stride 4 * nb words), n <= kN of them used. acc[r][v]: lane partial sums (f32,
 // scaled by 2^pre-scale), to be warp-summed.
@@ -223,15 +238,7 @@ __device__ __forceinline__ void dot_rows2(const uint4* __restrict__ w, const uin
   for (int c = threadIdx.x & 31; c < nb; c += 32) {
     uint32_t h[2][16];
     float f[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const uint4 q = __ldg(w + size_t(r) * nb + c);
-      f[r] = block_factor(__ldg(s + size_t(r) * nb + c));
-      decode8(q.x, h[r] + 0);
-      decode8(q.y, h[r] + 4);
-      decode8(q.z, h[r] + 8);
-      decode8(q.w, h[r] + 12);
-    }
+    decode_rows2(w, s, nb, c, h, f);
 #pragma unroll
     for (int v = 0; v < kN; ++v) {
       if (v < n) {
@@ -283,15 +290,7 @@ __device__ __forceinline__ void dot_rows2_f32(const uint4* __restrict__ w, const
   for (int c = threadIdx.x & 31; c < nb; c += 32) {
     uint32_t h[2][16];
     float f[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const uint4 q = __ldg(w + size_t(r) * nb + c);
-      f[r] = block_factor(__ldg(s + size_t(r) * nb + c));
-      decode8(q.x, h[r] + 0);
-      decode8(q.y, h[r] + 4);
-      decode8(q.z, h[r] + 8);
-      decode8(q.w, h[r] + 12);
-    }
+    decode_rows2(w, s, nb, c, h, f);
 #pragma unroll
     for (int v = 0; v < kN; ++v) {
       if (v < n) {
