@@ -5,7 +5,7 @@
 //
 // One block of 256 threads per token. The first D/2 threads compute the angle as the CPU does (the
 // f32 product of position and frequency) and its cos and sin in double through sincospi: the
-// reduction modulo 2 is exact, so angles up to 131072 rad stay accurate (spec: no fast-math sin)
+// reduction modulo 2 is exact, so angles up to 131072 rad stay accurate (kernels/MODEL.md, "Numerics": no fast-math sin)
 // with no Payne-Hanek table in local memory; then every thread rotates pairs of every head with
 // products and a difference nvcc may not contract into an FMA (__fmul_rn, as the CPU computes
 // them). Fused variant (kAppend): the thread that rotates a K pair also writes it to the token's

@@ -25,7 +25,7 @@ export interface ModelConfig {
   rmsNormEps: number;
   /** Positions the model was trained for (initial context x YaRN factor). */
   maxContext: number;
-  /** Per layer: the sliding window, or 0 for full attention (even layers slide, §1.2). */
+  /** Per layer: the sliding window, or 0 for full attention (even layers slide; kernels/MODEL.md, "Config"). */
   layerWindows: number[];
 }
 

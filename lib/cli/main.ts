@@ -10,7 +10,7 @@ import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 
 import { formatBench, runBench } from '../bench/model.js';
-import { formatCheck, runCheck } from './check.js';
+import { type CheckSkip, formatCheck, runCheck } from './check.js';
 import { packageRoot } from '../backend/native.js';
 import { formatMaskBench, runMaskBench } from '../bench/mask.js';
 import { formatServeBench, runServeBench } from '../bench/serve.js';
@@ -187,13 +187,15 @@ program
   .option('--fixtures <dir>', 'the fixtures folder (default: test/fixtures of this package)')
   .option('--json', 'print only the JSON line')
   .action(async (o: { device: Device; fixtures?: string; json?: boolean }) => {
+    const skipped: CheckSkip[] = [];
     const results = await runCheck({
       fixtures: o.fixtures ?? join(packageRoot, 'test', 'fixtures'),
       device: o.device,
       log: stderrLog(o.json),
+      onSkip: (s) => skipped.push(s),
     });
-    if (!o.json) process.stdout.write(`${formatCheck(results, o.device)}\n`);
-    process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results })}\n`);
+    if (!o.json) process.stdout.write(`${formatCheck(results, o.device, skipped)}\n`);
+    process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results, skipped })}\n`);
     if (results.some((r) => !r.pass)) process.exitCode = 1;
   });
 

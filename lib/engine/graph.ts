@@ -83,7 +83,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     const rows = opts.pool ? (window > 0 ? opts.pool.slidingRows : opts.pool.fullRows) : cacheRows(window, opts);
     const kc = buffer(opts.kvDType, rows, Hkv * D);
     const vc = buffer(opts.kvDType, rows, Hkv * D);
-    // Attention block (§2.4-§2.6): x += out(attention(rope(qkv(norm(x)))))
+    // Attention block (kernels/MODEL.md, "Forward pass", "Attention"): x += out(attention(rope(qkv(norm(x)))))
     ops.push({ op: 'rmsnorm', x, y: h, w: L.attnNorm, H, eps: cfg.rmsNormEps });
     for (const p of L.qkv)
       ops.push({ op: 'matmul_bf16', x: h, y: qkv, ycol: p.row, w: p.weight, b: p.bias, N: p.rows, K: H });
@@ -103,7 +103,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
       scale: 1 / Math.sqrt(D),
     });
     ops.push({ op: 'matmul_bf16', x: attn, y: x, w: L.outWeight, b: L.outBias, N: H, K: Hq * D, accumulate: true });
-    // MoE block (§2.7): x += sum_k w_k * expert_k(norm(x))
+    // MoE block (kernels/MODEL.md, "Router", "Experts", "Combine"): x += sum_k w_k * expert_k(norm(x))
     ops.push({ op: 'rmsnorm', x, y: h, w: L.mlpNorm, H, eps: cfg.rmsNormEps });
     ops.push({ op: 'matmul_bf16', x: h, y: router, w: L.routerWeight, b: L.routerBias, N: E, K: H });
     ops.push({ op: 'router_topk', x: router, idx: expertIdx, wt: expertWeight, E, k });
@@ -127,7 +127,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     });
     ops.push({ op: 'moe_combine', x, y: slots, wt: expertWeight, k, H });
   });
-  // Final norm and unembedding (§2.8), only for the rows whose logits are asked for.
+  // Final norm and unembedding (kernels/MODEL.md, "Forward pass"), only for the rows whose logits are asked for.
   // Without y, the unembedding writes the step's logits.
   ops.push({ op: 'rmsnorm', x, y: h, w: w.norm, H, eps: cfg.rmsNormEps, logitsRows: true });
   ops.push({ op: 'matmul_bf16', x: h, w: w.unembedding, N: cfg.vocabSize, K: H, logitsRows: true });
@@ -161,7 +161,7 @@ export function sessionPageTables(
   };
 }
 
-/** The rotary embedding's parameters as a program carries them (YaRN, §2.5). */
+/** The rotary embedding's parameters as a program carries them (kernels/MODEL.md, "YaRN rotary"). */
 export function ropeSpec(cfg: ModelConfig): ProgramSpec['rope'] {
   return {
     theta: cfg.ropeTheta,

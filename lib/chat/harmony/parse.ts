@@ -1,6 +1,6 @@
 // Harmony parsing: completion tokens → messages, whole or token by token (kernels/MODEL.md,
-// "Harmony completion"; RULES.md §10). One state machine serves both, so streaming and
-// non-streaming callers see the same messages. It follows HAR's StreamableParser (encoding.rs) in
+// "Harmony completion"; test/fixtures/harmony/RULES.md §10). One state machine serves both, so
+// streaming and non-streaming callers see the same messages. It follows HAR's StreamableParser (encoding.rs) in
 // what it accepts and in its error texts, and adds events for streaming consumers.
 //
 // Tolerance (what the model really emits, not only what the renderer writes): the recipient may

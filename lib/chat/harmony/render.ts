@@ -1,4 +1,5 @@
-// Harmony rendering: messages → o200k_harmony tokens (kernels/MODEL.md, "Harmony"; RULES.md §3–8).
+// Harmony rendering: messages → o200k_harmony tokens (kernels/MODEL.md, "Harmony";
+// test/fixtures/harmony/RULES.md §3–8).
 // Every piece of text (role words, header text, bodies) is encoded as ordinary text, so a special
 // token's spelling typed by a user stays text; framing tokens are inserted by id.
 import { HarmonyError, InvalidArgumentError } from '../../errors.js';
@@ -225,7 +226,7 @@ function renderContent(part: ContentPart, role: Role, sink: TokenSink, ctx: Rend
   }
 }
 
-/** Spec §6.3: identity, reasoning, built-in tools, channels; blocks joined by a blank line. */
+/** RULES.md §4: identity, reasoning, built-in tools, channels; blocks joined by a blank line. */
 function systemText(sys: SystemContent, ctx: RenderContext): string {
   const sections: string[] = [];
   const identity: string[] = [];
@@ -274,7 +275,7 @@ function lines(text: string): string[] {
   return out;
 }
 
-/** Spec §6.4. Namespaces sorted by key; tools keep their order. */
+/** RULES.md §6. Namespaces sorted by key; tools keep their order. */
 export function toolsSection(namespaces: ToolNamespaces): string {
   const blocks = ['# Tools'];
   const keys = Object.keys(namespaces).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));

@@ -1,5 +1,5 @@
 // JSON Schema → the TypeScript-like text Harmony shows the model for tool parameters
-// (kernels/MODEL.md, "Harmony tools"; fixtures/harmony/RULES.md §7). The layout is what the model
+// (kernels/MODEL.md, "Harmony tools"; test/fixtures/harmony/RULES.md §7). The layout is what the model
 // was trained on, so it follows HAR's `json_schema_to_typescript` quirks exactly, including the
 // ones that look odd (an object description printed before `{`, a lone `,` line closing a oneOf
 // property).
