@@ -122,3 +122,46 @@ describe('gptoss generate', () => {
     expect(info.config.vocabSize).toBe(201088);
   });
 });
+
+describe('gptoss inspect: whether it fits, and why not', () => {
+  const run = async (args: string[]) => {
+    try {
+      return { code: 0, ...(await promisify(execFile)(process.execPath, [cli, ...args])) };
+    } catch (e) {
+      return e as { code: number; stdout: string; stderr: string };
+    }
+  };
+
+  it('sizes against the RAM available now and says both figures', async () => {
+    const j = JSON.parse((await run(['inspect', dir, '--json'])).stdout).memory;
+    expect(j.availableBytes).toBeGreaterThan(0);
+    expect(j.availableBytes).toBeLessThanOrEqual(j.deviceBytes);
+    expect(j.fitsAvailable).toBe(true);
+    const r = await run(['inspect', dir]);
+    expect(r.stdout).toMatch(
+      /memory on cpu\s+[\d.]+ GB needed, [\d.]+ GB available now of [\d.]+ GB on this host: fits\n/,
+    );
+  });
+
+  it('--device cuda without a GPU says why instead of "0 GB: does NOT fit"', async () => {
+    const { deviceInfo } = await import('../lib/backend/native.js');
+    const cuda = deviceInfo().cuda;
+    const r = await run(['inspect', dir, '--device', 'cuda']);
+    expect(r.code).toBe(0);
+    if (cuda.available) expect(r.stdout).toMatch(/GB on this GPU: fits/);
+    else {
+      expect(r.stdout).toContain(`no GPU to size it for: ${cuda.error}`);
+      expect(r.stdout).not.toContain('does NOT fit');
+      expect(JSON.parse((await run(['inspect', dir, '--device', 'cuda', '--json'])).stdout).memory.unavailable).toBe(
+        cuda.error,
+      );
+    }
+  });
+
+  it("--context beyond the model's context is refused, naming both", async () => {
+    const r = await run(['inspect', dir, '--context', '1000000']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe("gptoss: --context 1000000 is beyond the model's context of 131072 positions");
+    expect((await run(['inspect', dir, '--context', '131072'])).code).toBe(0);
+  });
+});

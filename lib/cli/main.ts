@@ -204,11 +204,17 @@ program
   .description("a model's config, layout, tensors and memory needs on a device, without loading it")
   .argument('[model]', 'checkpoint directory or Hub id (default openai/gpt-oss-20b)')
   .addOption(new Option('--device <device>', 'device to size it for').choices([...DEVICES]).default('cpu'))
-  .option('--context <n>', 'context length for the KV cache figure (default 4096)', positiveInt('--context'))
+  .option(
+    '--context <n>',
+    "context length for the KV cache figure (default 4096; at most the model's context)",
+    positiveInt('--context'),
+  )
   .option('--json', 'print JSON')
   .action(async (ref: string | undefined, o: { json?: boolean; device: Device; context?: number }) => {
     const ck = await openCheckpoint(await resolveModelDir(ref ?? DEFAULT_MODEL));
     const c = ck.config;
+    if (o.context !== undefined && o.context > c.maxContext)
+      throw new CommanderArgError(`--context ${o.context} is beyond the model's context of ${c.maxContext} positions`);
     let dense = 0,
       expert = 0;
     for (const [, [, e]] of ck.tensors) e.dtype === 'U8' ? (expert += e.byteLength) : (dense += e.byteLength);
@@ -250,7 +256,11 @@ program
       ['activations', `${gb(mem.arenaBytes)}: a session's arena (activations and kernel scratch, 128 tokens per step)`],
       [
         `memory on ${o.device}`,
-        `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this ${o.device === 'cpu' ? 'host' : 'GPU'}: ${mem.fits ? 'fits' : 'does NOT fit'}`,
+        mem.unavailable !== undefined
+          ? `${gb(mem.totalBytes)} needed; no GPU to size it for: ${mem.unavailable}`
+          : o.device === 'cpu'
+            ? `${gb(mem.totalBytes)} needed, ${gb(mem.availableBytes)} available now of ${gb(mem.deviceBytes)} on this host: ${mem.fitsAvailable ? 'fits' : mem.fits ? 'does NOT fit in what is available now' : 'does NOT fit'}`
+            : `${gb(mem.totalBytes)} needed, ${gb(mem.deviceBytes)} on this GPU: ${mem.fits ? 'fits' : 'does NOT fit'}`,
       ],
     ];
     const w = Math.max(...lines.map(([k]) => k.length));

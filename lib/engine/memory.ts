@@ -1,6 +1,6 @@
 // What a model needs in memory on a device, worked out from its config before anything is
 // allocated: weights, KV cache per token and at a context length, and whether it fits.
-import { totalmem } from 'node:os';
+import { freemem, totalmem } from 'node:os';
 
 import type { ModelConfig } from '../checkpoint/config.js';
 import { type Device, type KvDType, kvDTypeBytes, kvDTypeFor, type PrecisionMode } from '../backend/device.js';
@@ -27,7 +27,15 @@ export interface MemoryEstimate {
   totalBytes: number;
   /** What the device has: host RAM for the CPU, the GPU's memory for CUDA (0 if none). */
   deviceBytes: number;
+  /** What is free now: the host's available RAM (MemAvailable: free plus reclaimable cache); on
+   * CUDA the GPU's memory (the addon reports no free figure). */
+  availableBytes: number;
+  /** Why the device has no memory to offer: no usable CUDA device, or an addon built without CUDA. */
+  unavailable?: string;
+  /** Whether totalBytes fits what the device has at all (deviceBytes). */
   fits: boolean;
+  /** Whether totalBytes fits what is free now (availableBytes). */
+  fitsAvailable: boolean;
 }
 
 /** Bytes of weights the config implies (bf16 dense tensors, MXFP4 experts with their scales). */
@@ -69,9 +77,12 @@ export function estimateMemory(
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
   const arenaBytes = programArenaBytes(config, { device, precision, kvDType, maxTokens, maxContext: context });
   let deviceBytes = totalmem();
+  let availableBytes = Math.min(deviceBytes, freemem()); // libuv reads MemAvailable on Linux
+  let unavailable: string | undefined;
   if (device === 'cuda') {
     const cuda = addon().deviceInfo().cuda;
-    deviceBytes = cuda.available ? (cuda.totalMemory ?? 0) : 0;
+    deviceBytes = availableBytes = cuda.available ? (cuda.totalMemory ?? 0) : 0;
+    if (!cuda.available) unavailable = cuda.error ?? 'no usable CUDA device';
   }
   const totalBytes = weightsBytes + kvBytes + arenaBytes;
   return {
@@ -84,7 +95,10 @@ export function estimateMemory(
     arenaBytes,
     totalBytes,
     deviceBytes,
+    availableBytes,
+    ...(unavailable !== undefined && { unavailable }),
     fits: totalBytes <= deviceBytes,
+    fitsAvailable: totalBytes <= availableBytes,
   };
 }
 
@@ -175,9 +189,16 @@ export class InsufficientMemoryError extends OutOfMemoryError {
   /** `what` needs the memory (default the model); `hint` says what to change. */
   constructor(estimate: MemoryEstimate, what = 'the model', hint = '') {
     const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+    const e = estimate;
+    const has =
+      e.unavailable !== undefined
+        ? `there is no GPU to hold it (${e.unavailable})`
+        : e.totalBytes <= e.deviceBytes
+          ? `the ${e.device === 'cpu' ? 'host' : 'GPU'} has ${gb(e.availableBytes)} available now (of ${gb(e.deviceBytes)})`
+          : `the ${e.device === 'cpu' ? 'host' : 'GPU'} has ${gb(e.deviceBytes)}`;
     super(
-      `${what} needs ${gb(estimate.totalBytes)} (${gb(estimate.weightsBytes)} of weights + ${gb(estimate.kvBytes)} of KV cache at ` +
-        `${estimate.contextTokens} tokens + ${gb(estimate.arenaBytes)} of activations and scratch) but the ${estimate.device === 'cpu' ? 'host has' : 'GPU has'} ${gb(estimate.deviceBytes)}` +
+      `${what} needs ${gb(e.totalBytes)} (${gb(e.weightsBytes)} of weights + ${gb(e.kvBytes)} of KV cache at ` +
+        `${e.contextTokens} tokens + ${gb(e.arenaBytes)} of activations and scratch) but ${has}` +
         (hint ? `; ${hint}` : ''),
     );
     this.name = 'InsufficientMemoryError';
