@@ -1,5 +1,5 @@
-// gptoss chat and generate as a person uses them: chat runs in a pseudo-terminal (util-linux
-// `script` allocates it), keystrokes go in, the screen comes out.
+// gptoss chat, generate, bench and inspect as a person uses them: chat runs in a pseudo-terminal
+// (util-linux `script` allocates it), keystrokes go in, the screen comes out.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -41,6 +41,7 @@ function terminal(args: string[]) {
       }
     },
     exited,
+    screen: () => screen,
     kill: () => child.kill('SIGKILL'),
   };
 }
@@ -120,6 +121,25 @@ describe('gptoss generate', () => {
     expect(info.layout).toBe('hf');
     expect(info.tensors).toBe(3 + 2 * 19);
     expect(info.config.vocabSize).toBe(201088);
+  });
+});
+
+describe('gptoss bench on a terminal', () => {
+  it('prints the table without the JSON line (that is for --json and pipes)', async () => {
+    const t = terminal([
+      'bench',
+      '--synthetic',
+      '20b',
+      '--layers',
+      '1',
+      '--prefill-tokens',
+      '8',
+      '--decode-tokens',
+      '2',
+    ]);
+    expect(await t.exited).toBe(0);
+    expect(t.screen()).toContain('ratio to host read bandwidth');
+    expect(t.screen()).not.toContain('{"bench"');
   });
 });
 

@@ -228,6 +228,24 @@ describe('gptoss bench', () => {
     expect(r.stdout).toContain('ratio to host read bandwidth');
   });
 
+  it('a synthetic model the available RAM cannot hold is refused before it is built, with the figures', async () => {
+    // os.freemem() (MemAvailable) made to say 2 GB.
+    const preload = join(tmpDir(), 'low-memory.mjs');
+    writeFileSync(
+      preload,
+      "import os from 'node:os'; import { syncBuiltinESMExports } from 'node:module'; os.freemem = () => 2e9; syncBuiltinESMExports();\n",
+    );
+    const r = await run(process.execPath, ['--import', preload, cli, 'bench', '--synthetic', '20b']).then(
+      (x) => ({ code: 0, ...x }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim()).toMatch(
+      /^gptoss: ERR_OUT_OF_MEMORY: the synthetic gpt-oss-20b with 2 layers needs about 4\.\d\d GB of RAM \(weights, KV cache and activations, and 1\.07 GB for the bandwidth probe\); this host has 2\.00 GB available \(of [\d.]+ GB\); --layers 1 needs 3\.\d\d GB$/,
+    );
+  });
+
   it('bench decode writes a result file the report accepts, with the ceilings of the same run; bad grids exit 2', async () => {
     const dir = tmpDir();
     const out = join(dir, 'run.json');

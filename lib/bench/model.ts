@@ -8,7 +8,10 @@ import { loadModel, type Model } from '../engine/model.js';
 import { addon } from '../backend/native.js';
 import { seededRandom } from './rng.js';
 import { Sampler, sampleLogits } from '../engine/sampler.js';
-import { createSyntheticModel, type Preset } from '../engine/synthetic.js';
+import { createSyntheticModel, presetConfig, type Preset } from '../engine/synthetic.js';
+import { estimateMemory } from '../engine/memory.js';
+import { OutOfMemoryError } from '../errors.js';
+import { freemem, totalmem } from 'node:os';
 
 export interface BenchOptions {
   model?: string;
@@ -49,6 +52,30 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
+/** The buffer of the memory bandwidth probe (measureHostBandwidth), held beside the model. */
+const PROBE_BYTES = 2 ** 30;
+
+/**
+ * Synthetic weights are allocated, not mapped: before anything is built (or the bandwidth probe
+ * run), checks that the host has the RAM available for them and the probe, and if not says the
+ * figures and what would fit.
+ */
+export function checkSyntheticMemory(preset: Preset, layers: number | undefined, device: Device): void {
+  if (device !== 'cpu') return;
+  const need = (l?: number) => estimateMemory(presetConfig(preset, l), { device }).totalBytes + PROBE_BYTES;
+  const bytes = need(layers);
+  const free = freemem(); // MemAvailable on Linux
+  if (bytes <= free) return;
+  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+  const n = presetConfig(preset, layers).numLayers;
+  throw new OutOfMemoryError(
+    `the synthetic gpt-oss-${preset} with ${n} layer${n > 1 ? 's' : ''} needs about ${gb(bytes)} of RAM ` +
+      `(weights, KV cache and activations, and ${gb(PROBE_BYTES)} for the bandwidth probe); this host has ` +
+      `${gb(free)} available (of ${gb(totalmem())})` +
+      (n > 1 ? `; --layers 1 needs ${gb(need(1))}` : '; free some memory and run it again'),
+  );
+}
+
 /** The model a benchmark runs: a checkpoint, or synthetic weights of a preset's shapes. */
 export async function openBenchModel(o: {
   model?: string;
@@ -63,6 +90,7 @@ export async function openBenchModel(o: {
     return { model: await loadModel(o.model, { device: o.device }), label: o.model };
   }
   const preset = o.synthetic ?? '20b';
+  checkSyntheticMemory(preset, o.layers, o.device);
   o.log(`generating synthetic gpt-oss-${preset} weights (${o.layers ?? 'all'} layers)...`);
   const model = await createSyntheticModel({ preset, layers: o.layers, device: o.device, seed: o.seed ?? 1 });
   return { model, label: `synthetic-${preset} (${model.config.numLayers} layers)` };
@@ -73,6 +101,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   const device = options.device ?? 'cpu';
   const P = options.prefillTokens ?? 128;
   const N = options.decodeTokens ?? 16;
+  if (!options.model) checkSyntheticMemory(options.synthetic ?? '20b', options.layers, device);
   // The ceiling is measured before and after the timed work, since shared machines drift.
   log('measuring host memory read bandwidth...');
   // The first probe in a process reads low (measured: 52 vs 83 GB/s on the build VM), so one is

@@ -84,6 +84,9 @@ const commaList = (v: string) =>
     .map((s) => s.trim())
     .filter(Boolean);
 
+/** The JSON line is for programs: printed with --json or when stdout is not a terminal. */
+const jsonOut = (json: boolean | undefined) => json === true || !process.stdout.isTTY;
+
 /** Progress lines on stderr when it is a terminal and the output is not --json only. */
 const stderrLog = (json: boolean | undefined) =>
   json || !process.stderr.isTTY ? undefined : (l: string) => void process.stderr.write(`${l}\n`);
@@ -522,7 +525,7 @@ for (const part of ['suite', ...PARTS] as const) {
     )
     .option('--repeats <n>', 'prefill: runs per prompt length', positiveInt('--repeats'))
     .option('--out <file>', 'write the run as JSON here')
-    .option('--json', 'print only the JSON line')
+    .option('--json', 'print only the JSON line (printed after the table when stdout is not a terminal)')
     .action(
       async (o: {
         model?: string;
@@ -566,7 +569,7 @@ for (const part of ['suite', ...PARTS] as const) {
           bar.stop();
           if (!o.json) process.stdout.write(`${formatRun(r)}\n`);
           if (o.out) await writeRun(o.out, r, o.json);
-          process.stdout.write(`${JSON.stringify(r)}\n`);
+          if (jsonOut(o.json)) process.stdout.write(`${JSON.stringify(r)}\n`);
         } finally {
           bar.stop();
         }
@@ -627,7 +630,7 @@ bench
   )
   .option('--time-limit <s>', 'stop starting requests after this many seconds', positiveInt('--time-limit'), 600)
   .option('--out <file>', 'also write the run as a bench result (for `bench report`)')
-  .option('--json', 'print only the JSON line')
+  .option('--json', 'print only the JSON line (printed after the table when stdout is not a terminal)')
   .action(
     async (o: {
       url?: string;
@@ -667,7 +670,7 @@ bench
         log: stderrLog(o.json),
       });
       if (!o.json) process.stdout.write(`${formatServeBench(r)}\n`);
-      process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (jsonOut(o.json)) process.stdout.write(`${JSON.stringify(r)}\n`);
       if (o.out)
         await writeRun(
           o.out,
@@ -686,7 +689,7 @@ bench
   .option('--layers <n>', 'layers of the synthetic model', positiveInt('--layers'), 2)
   .option('--batch <list>', 'comma-separated batch sizes', intList('--batch', 1), [1, 32])
   .option('--steps <n>', 'decode steps timed per batch size', positiveInt('--steps'), 16)
-  .option('--json', 'print only the JSON line')
+  .option('--json', 'print only the JSON line (printed after the table when stdout is not a terminal)')
   .action(async (o: { synthetic: '20b' | '120b'; layers: number; batch: number[]; steps: number; json?: boolean }) => {
     const r = await runMaskBench({
       synthetic: o.synthetic,
@@ -696,7 +699,7 @@ bench
       log: stderrLog(o.json),
     });
     if (!o.json) process.stdout.write(`${formatMaskBench(r)}\n`);
-    process.stdout.write(`${JSON.stringify(r)}\n`);
+    if (jsonOut(o.json)) process.stdout.write(`${JSON.stringify(r)}\n`);
   });
 
 bench
@@ -712,7 +715,7 @@ bench
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--prefill-tokens <n>', 'prompt length', positiveInt('--prefill-tokens'), 128)
   .option('--decode-tokens <n>', 'tokens to decode', positiveInt('--decode-tokens'), 16)
-  .option('--json', 'print only the JSON line')
+  .option('--json', 'print only the JSON line (printed after the table when stdout is not a terminal)')
   .action(
     async (
       sub: string | undefined,
@@ -741,7 +744,7 @@ bench
         log: stderrLog(o.json),
       });
       if (!o.json) process.stdout.write(`${formatBench(r)}\n`);
-      process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (jsonOut(o.json)) process.stdout.write(`${JSON.stringify(r)}\n`);
     },
   );
 

@@ -65,9 +65,10 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   const cfg =
     options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
   assertDevice(device);
-  // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit.
+  // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit (on the
+  // host, in the RAM available now).
   const estimate = estimateMemory(cfg, { device, mode });
-  if (!estimate.fits) throw new InsufficientMemoryError(estimate);
+  if (!(device === 'cpu' ? estimate.fitsAvailable : estimate.fits)) throw new InsufficientMemoryError(estimate);
 
   const H = cfg.hiddenSize,
     I = cfg.intermediateSize,
