@@ -143,6 +143,21 @@ export const CONFIG_LIMITS = {
   positions: 1 << 22,
 } as const;
 
+/**
+ * Upper bounds on the float keys (gpt-oss: swiglu_limit 7, swiglu_alpha 1.702, rope_theta 150,000,
+ * YaRN factor 32, beta_slow 1, beta_fast 32, rms_norm_eps 1e-5), far past what any model uses: a
+ * hostile 1e300 would otherwise reach the arithmetic as inf or NaN.
+ */
+export const FLOAT_LIMITS = {
+  swiglu_limit: 1e4,
+  swiglu_alpha: 1e3,
+  rope_theta: 1e12,
+  rope_scaling_factor: 1e4,
+  rope_ntk_alpha: 1e4,
+  rope_ntk_beta: 1e4,
+  rms_norm_eps: 1,
+} as const;
+
 /** A value for a message, cut short: a hostile config may hold megabytes in one key. */
 function show(v: unknown): string {
   const s = JSON.stringify(v) ?? String(v);
@@ -183,12 +198,14 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
     return v as number;
   };
   // Every float here is a scale, a rate or a base: zero or negative is never meant.
-  const num = (v: unknown, key: string, def?: number): number => {
+  const num = (v: unknown, key: string, def: number, max: number): number => {
     const x = v ?? def;
     if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0)
       bad(`"${key}" must be a finite number > 0, got ${show(x)}`);
+    if ((x as number) > max) bad(`"${key}" must be at most ${max}, got ${show(x)}`);
     return x as number;
   };
+  const F = FLOAT_LIMITS;
   const L = CONFIG_LIMITS;
 
   let cfg: ModelConfig;
@@ -200,17 +217,17 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
       vocabSize: int('vocab_size', L.vocab_size),
       hiddenSize: int('hidden_size', L.hidden_size),
       intermediateSize: int('intermediate_size', L.intermediate_size),
-      swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0),
+      swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0, F.swiglu_limit),
       swigluAlpha: 1.702,
       headDim: int('head_dim', L.head_dim, 64),
       numHeads: int('num_attention_heads', L.num_attention_heads),
       numKvHeads: int('num_key_value_heads', L.num_key_value_heads),
       slidingWindow: int('sliding_window', L.positions, 128),
       initialContextLength: int('initial_context_length', L.positions, 4096),
-      ropeTheta: num(c.rope_theta, 'rope_theta', 150000),
-      ropeScalingFactor: num(c.rope_scaling_factor, 'rope_scaling_factor', 32),
-      ropeNtkAlpha: num(c.rope_ntk_alpha, 'rope_ntk_alpha', 1),
-      ropeNtkBeta: num(c.rope_ntk_beta, 'rope_ntk_beta', 32),
+      ropeTheta: num(c.rope_theta, 'rope_theta', 150000, F.rope_theta),
+      ropeScalingFactor: num(c.rope_scaling_factor, 'rope_scaling_factor', 32, F.rope_scaling_factor),
+      ropeNtkAlpha: num(c.rope_ntk_alpha, 'rope_ntk_alpha', 1, F.rope_ntk_alpha),
+      ropeNtkBeta: num(c.rope_ntk_beta, 'rope_ntk_beta', 32, F.rope_ntk_beta),
       rmsNormEps: 1e-5,
       maxContext: 0,
       layerWindows: [],
@@ -246,8 +263,8 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
       vocabSize: int('vocab_size', L.vocab_size),
       hiddenSize: int('hidden_size', L.hidden_size),
       intermediateSize: int('intermediate_size', L.intermediate_size),
-      swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0),
-      swigluAlpha: num(c.swiglu_alpha, 'swiglu_alpha', 1.702),
+      swigluLimit: num(c.swiglu_limit, 'swiglu_limit', 7.0, F.swiglu_limit),
+      swigluAlpha: num(c.swiglu_alpha, 'swiglu_alpha', 1.702, F.swiglu_alpha),
       headDim: int('head_dim', L.head_dim, 64),
       numHeads: int('num_attention_heads', L.num_attention_heads),
       numKvHeads: int('num_key_value_heads', L.num_key_value_heads),
@@ -257,11 +274,11 @@ export function parseConfig(json: unknown, file: string, options: ParseConfigOpt
         L.positions,
         (rope?.original_max_position_embeddings as number | undefined) ?? 4096,
       ),
-      ropeTheta: num(c.rope_theta ?? rope?.rope_theta, 'rope_theta', 150000),
-      ropeScalingFactor: num(rope?.factor, `${ropeKey}.factor`, 32),
-      ropeNtkAlpha: num(rope?.beta_slow, `${ropeKey}.beta_slow`, 1),
-      ropeNtkBeta: num(rope?.beta_fast, `${ropeKey}.beta_fast`, 32),
-      rmsNormEps: num(c.rms_norm_eps, 'rms_norm_eps', 1e-5),
+      ropeTheta: num(c.rope_theta ?? rope?.rope_theta, 'rope_theta', 150000, F.rope_theta),
+      ropeScalingFactor: num(rope?.factor, `${ropeKey}.factor`, 32, F.rope_scaling_factor),
+      ropeNtkAlpha: num(rope?.beta_slow, `${ropeKey}.beta_slow`, 1, F.rope_ntk_alpha),
+      ropeNtkBeta: num(rope?.beta_fast, `${ropeKey}.beta_fast`, 32, F.rope_ntk_beta),
+      rmsNormEps: num(c.rms_norm_eps, 'rms_norm_eps', 1e-5, F.rms_norm_eps),
       maxContext: 0,
       layerWindows: [],
     };
