@@ -353,14 +353,16 @@ Napi::Value Program::Memory(const Napi::CallbackInfo& info) {
   return memory_value(info.Env(), state_ ? state_->backend().name() : "", state_ ? state_->memory() : ProgramMemory{});
 }
 
-// transfers -> {logitBytes, resultBytes, deviceRows}: what crossed from the device to the host for
-// sampling over the program's steps (zeros on the CPU and once disposed).
+// transfers -> {logitBytes, resultBytes, deviceRows, stepLaunches}: what crossed from the device to
+// the host for sampling over the program's steps, and the kernel launches (graph nodes) of the last
+// step (zeros on the CPU and once disposed).
 Napi::Value Program::Transfers(const Napi::CallbackInfo& info) {
   const StepRunner::Transfers t = state_ ? state_->transfers() : StepRunner::Transfers{};
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("logitBytes", double(t.logit_bytes));
   o.Set("resultBytes", double(t.result_bytes));
   o.Set("deviceRows", double(t.device_rows));
+  o.Set("stepLaunches", double(t.step_launches));
   return o;
 }
 

@@ -287,10 +287,11 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
-  // The backend launches rope + KV append and the experts + their combine as one fused kernel each
-  // (launch_fused in native/cuda/backend.cc); GPTOSS_CUDA_FUSE=0, read when a program is made,
-  // launches every op alone. Decode gives the same bits either way; a prefill through the grouped
-  // GEMM's fused combine stays within rounding of the unfused one.
+  // The backend folds each norm into the GEMV after it (and the MLP's router top-k too), and launches
+  // rope + KV append and the experts + their combine as one fused kernel each (launch_fused in
+  // native/cuda/backend.cc); GPTOSS_CUDA_FUSE=0, read when a program is made, launches every op
+  // alone. Decode gives the same bits either way; a prefill through the grouped GEMM's fused
+  // combine stays within rounding of the unfused one.
   it.skipIf(missing.length > 0)('fused launches give what the ops give one by one (decode bit for bit)', async () => {
     const { loadModel } = await import('../lib/index.js');
     const { readFileSync } = await import('node:fs');
@@ -310,7 +311,23 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
         const s = model.createSession();
         const decode: number[] = [];
         for (const t of tokens.slice(0, 6)) decode.push(...(await s.forward([t], { logits: 'last' })));
-        return { prefill, decode: Float32Array.from(decode) };
+        // One decode step on a program of its own: the kernel launches (graph nodes) it makes.
+        const program = model.createPagedProgram({ maxTokens: 4, fullRows: 16, slidingRows: 16 });
+        try {
+          const table = { table: Int32Array.of(0), ring: 1, pageSize: 16 };
+          await program.step({
+            tokens: Int32Array.of(tokens[0]),
+            positions: Int32Array.of(0),
+            seqs: Int32Array.of(0),
+            full: table,
+            sliding: table,
+            logitRows: Int32Array.of(0),
+            out: new Float32Array(model.config.vocabSize),
+          });
+          return { prefill, decode: Float32Array.from(decode), launches: program.transfers.stepLaunches };
+        } finally {
+          program.dispose();
+        }
       } finally {
         model.dispose();
         delete process.env.GPTOSS_CUDA_FUSE;
@@ -320,6 +337,10 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     const alone = await run(false);
     expect(Buffer.from(fused.decode.buffer).equals(Buffer.from(alone.decode.buffer))).toBe(true);
     expect(relErr(fused.prefill, alone.prefill)).toBeLessThan(1e-5);
+    // Per layer, five launches fewer: the attention's norm folded into the QKV GEMV, the MLP's norm
+    // and router top-k into the router GEMV, rope + KV append, the experts + their combine.
+    const layers = JSON.parse(readFileSync(join(dir, 'hf', 'config.json'), 'utf8')).num_hidden_layers as number;
+    expect(alone.launches - fused.launches).toBe(5 * layers);
   });
 
   // End to end, once every op of the model has its CUDA kernel in this build: `gptoss check

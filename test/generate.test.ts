@@ -127,6 +127,57 @@ describe('model.complete', () => {
   });
 });
 
+describe('prefill progress', () => {
+  it('onPrefillProgress reports each step of a long prompt up to its length; the session holds only prompt + answer', async () => {
+    const calls: [number, number][] = [];
+    const sizes: (number | undefined)[] = [];
+    const create = model.createSession.bind(model);
+    model.createSession = (o) => (sizes.push(o?.maxContext), create(o));
+    try {
+      const r = await model
+        .chat([{ role: 'user', content: 'word '.repeat(400) }], {
+          maxTokens: 3,
+          maxContext: 100_000,
+          onPrefillProgress: (done, total) => void calls.push([done, total]),
+        })
+        .result();
+      const P = r.usage.promptTokens;
+      expect(P).toBeGreaterThan(400);
+      expect(calls).toEqual(Array.from({ length: Math.ceil(P / 128) }, (_, k) => [Math.min(P, (k + 1) * 128), P]));
+      expect(sizes).toEqual([P + 3]); // not the 100,000 positions the call may use
+    } finally {
+      delete (model as { createSession?: unknown }).createSession;
+    }
+    await expect(
+      model.chat([{ role: 'user', content: 'x' }], { onPrefillProgress: 1 as never }).result(),
+    ).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('an engine reports it too, from its batch steps', async () => {
+    const { createEngine } = await import('../lib/index.js');
+    const engine = await createEngine({ model, maxSequences: 2, maxBatchTokens: 64 });
+    try {
+      const calls: number[] = [];
+      const r = await engine
+        .complete(
+          Array.from({ length: 200 }, (_, i) => 1000 + i),
+          {
+            maxTokens: 2,
+            onPrefillProgress: (done, total) => {
+              expect(total).toBe(200);
+              calls.push(done);
+            },
+          },
+        )
+        .result();
+      expect(r.usage.promptTokens).toBe(200);
+      expect(calls).toEqual([64, 128, 192, 200]);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
 describe('ChatStream (scripted assistant turns)', () => {
   const feed = (text: string, stops: string[] = []) => {
     const s = new ChatStream(stops);

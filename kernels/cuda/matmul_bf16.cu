@@ -25,6 +25,7 @@
 
 #include "kernels/cuda/matmul_bf16_gemm.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/rmsnorm_row.cuh"
 #if !defined(GPTOSS_CUDA_EMU)
 #include <cuda_bf16.h>
 #endif
@@ -42,11 +43,15 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// gain (not null): x is the RMSNorm's input; the block normalises its copy of each token in shared
+// memory (kernels/cuda/rmsnorm_row.cuh: rmsnorm_cuda's sums and roundings) and block 0 also stores
+// the normalised rows to xn, so the launch is bit for bit rmsnorm_cuda into xn, then the GEMV of xn.
 template <int T, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     matmul_bf16_f32(const float* __restrict__ x, int64_t ldx, const uint16_t* __restrict__ w,
                     const uint16_t* __restrict__ bias, float* __restrict__ y, int64_t ldy, int N, int K,
-                    int rows_per_warp, bool accumulate) {
+                    int rows_per_warp, bool accumulate, const uint16_t* __restrict__ gain, float eps,
+                    float* __restrict__ xn, int64_t ldxn) {
   float* xs = dynamic_shared<float>();  // [T, K]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (kVec) {
@@ -62,6 +67,34 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   __syncthreads();
+  if (gain) {
+    __shared__ float red[norm::kRedFloats];
+    for (int t = 0; t < T; ++t) {
+      float* xt = xs + t * K;
+      const float inv = norm::inv_rms<kThreads, kVec>(xt, K, eps, red);
+      // After inv_rms's last barrier every sum has been read: any thread may scale any element.
+      if (kVec) {
+        for (int i = tid; i < K / 4; i += kThreads) {
+          const float4 v = reinterpret_cast<const float4*>(xt)[i];
+          const uint2 g = reinterpret_cast<const uint2*>(gain)[i];
+          float4 o;
+          o.x = norm::scale(v.x, inv, g.x & 0xffffu);
+          o.y = norm::scale(v.y, inv, g.x >> 16);
+          o.z = norm::scale(v.z, inv, g.y & 0xffffu);
+          o.w = norm::scale(v.w, inv, g.y >> 16);
+          reinterpret_cast<float4*>(xt)[i] = o;
+          if (blockIdx.x == 0) reinterpret_cast<float4*>(xn + t * ldxn)[i] = o;
+        }
+      } else {
+        for (int i = tid; i < K; i += kThreads) {
+          const float o = norm::scale(xt[i], inv, gain[i]);
+          xt[i] = o;
+          if (blockIdx.x == 0) xn[t * ldxn + i] = o;
+        }
+      }
+    }
+    __syncthreads();
+  }
 
   for (int r = 0; r < rows_per_warp; ++r) {
     const int n = (blockIdx.x * rows_per_warp + r) * kWarps + warp;
@@ -117,12 +150,13 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int T, bool kVec>
-void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp, cudaStream_t stream) {
+void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp, const MatmulBf16Norm* n,
+            float* xn, cudaStream_t stream) {
   const int rows_per_block = kWarps * rows_per_warp;
   const dim3 grid(unsigned((a.N + rows_per_block - 1) / rows_per_block));
   const size_t smem = size_t(T) * a.K * 4;
   GPTOSS_LAUNCH((matmul_bf16_f32<T, kVec>), grid, dim3(kThreads), smem, stream, x, a.ldx, a.w, a.b, y, a.ldy, a.N, a.K,
-                rows_per_warp, a.accumulate);
+                rows_per_warp, a.accumulate, n ? n->gain : nullptr, n ? n->eps : 0.f, xn, n ? n->ldxn : int64_t(0));
 }
 }  // namespace
 
@@ -335,31 +369,48 @@ int matmul_bf16_rows_per_warp_cuda(int N) {
   return N >= 32768 ? 4 : 1;
 }
 
-void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per_warp) {
+namespace {
+void gemv(const MatmulBf16Args& a, const MatmulBf16Norm* n, cudaStream_t stream, int rows_per_warp) {
   using namespace cuda;
   if (a.T < 0 || a.N < 1 || a.K < 1 || a.ldx < a.K || a.ldy < a.N || !a.x || !a.w || !a.y)
     throw invalid_argument("matmul_bf16: need T >= 0, N >= 1, K >= 1, ldx >= K, ldy >= N and non-null x, w, y");
-  if (a.K > kMatmulBf16MaxKCuda)
-    throw invalid_argument("matmul_bf16: K " + std::to_string(a.K) + " > " + std::to_string(kMatmulBf16MaxKCuda) +
+  // The norm's static shared memory (its sums) comes out of the same 48 KB as x.
+  const size_t smem_bytes = n ? kSmemBytes - 64 : kSmemBytes;
+  if (size_t(a.K) * 4 > smem_bytes)
+    throw invalid_argument("matmul_bf16: K " + std::to_string(a.K) + " > " + std::to_string(smem_bytes / 4) +
                            " (x for one token must fit 48 KB of shared memory)");
+  if (n && (!n->gain || !n->xn || n->ldxn < a.K || !(n->eps >= 0.f)))
+    throw invalid_argument("matmul_bf16 (norm in front): need a gain, xn with ldxn >= K, and eps >= 0");
   if (a.T == 0) return;
-  const bool vec = a.K % 8 == 0 && a.ldx % 4 == 0 && aligned(a.x, 16) && aligned(a.w, 16);
+  const bool vec = a.K % 8 == 0 && a.ldx % 4 == 0 && aligned(a.x, 16) && aligned(a.w, 16) &&
+                   (!n || (n->ldxn % 4 == 0 && aligned(n->xn, 16) && aligned(n->gain, 8)));
   if (rows_per_warp < 0 || rows_per_warp > 64) throw invalid_argument("matmul_bf16: rows_per_warp must be in [0, 64]");
   if (rows_per_warp == 0) rows_per_warp = matmul_bf16_rows_per_warp_cuda(a.N);
   // The scalar path (odd K or unaligned rows, never gpt-oss's shapes) takes one token a launch.
-  const int per_launch = vec ? int(std::min<size_t>(kMaxTokens, kSmemBytes / (size_t(a.K) * 4))) : 1;
+  const int per_launch = vec ? int(std::min<size_t>(kMaxTokens, smem_bytes / (size_t(a.K) * 4))) : 1;
   for (int t0 = 0; t0 < a.T; t0 += per_launch) {
-    const int n = std::min(per_launch, a.T - t0);
+    const int m = std::min(per_launch, a.T - t0);
     const float* x = a.x + int64_t(t0) * a.ldx;
     float* y = a.y + int64_t(t0) * a.ldy;
-    if (!vec) launch<1, false>(a, x, y, rows_per_warp, stream);
-    else if (n == 1) launch<1, true>(a, x, y, rows_per_warp, stream);
-    else if (n == 2) launch<2, true>(a, x, y, rows_per_warp, stream);
-    else if (n == 3) launch<3, true>(a, x, y, rows_per_warp, stream);
-    else launch<4, true>(a, x, y, rows_per_warp, stream);
+    float* xn = n ? n->xn + int64_t(t0) * n->ldxn : nullptr;
+    if (!vec) launch<1, false>(a, x, y, rows_per_warp, n, xn, stream);
+    else if (m == 1) launch<1, true>(a, x, y, rows_per_warp, n, xn, stream);
+    else if (m == 2) launch<2, true>(a, x, y, rows_per_warp, n, xn, stream);
+    else if (m == 3) launch<3, true>(a, x, y, rows_per_warp, n, xn, stream);
+    else launch<4, true>(a, x, y, rows_per_warp, n, xn, stream);
     check_launch("matmul_bf16");
   }
 }
+}  // namespace
+
+void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per_warp) {
+  gemv(a, nullptr, stream, rows_per_warp);
+}
+
+void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const MatmulBf16Norm& n, cudaStream_t stream, int rows_per_warp) {
+  gemv(a, &n, stream, rows_per_warp);
+}
+
 int matmul_bf16_gemm_tile_m_cuda(int T) {
   // Up to 32 tokens, blocks of 32 (one m16 fragment per warp): the weights are read once and
   // no mma works on padding rows past T beyond 31; past that, 128 (4 per warp), which halves the

@@ -14,6 +14,19 @@ constexpr int kMatmulBf16MaxKCuda = 12288;
 void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per_warp = 0);
 int matmul_bf16_rows_per_warp_cuda(int N);
 
+// The GEMV with the RMSNorm folded in front (decode: one launch, one graph node, instead of two):
+// a.x is the norm's input; the launch normalises each token as rmsnorm_cuda does (same sums and
+// roundings), stores the normalised rows to xn [T, ldxn] (for the norm's other readers) and
+// multiplies them by W: bit for bit rmsnorm_cuda({a.x, .., gain, xn, ..}) then matmul_bf16_cuda
+// on xn. GEMV shapes only (the caller asks matmul_bf16_kernel_cuda); K may be at most 12272 here.
+struct MatmulBf16Norm {
+  const uint16_t* gain;  // [K] bf16
+  float eps;
+  float* xn;  // [T, ldxn]; must not overlap x or y
+  int64_t ldxn;
+};
+void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const MatmulBf16Norm& n, cudaStream_t stream, int rows_per_warp = 0);
+
 // The tensor-core GEMM for many tokens (prefill, large batches): mma.sync m16n8k16 bf16 with f32
 // accumulation, blocks of up to 128 tokens x 128 weight rows. x is f32 and is rounded to bf16 as
 // it is staged (split_x false: 2^-8 relative per product, the default mode's budget) or split

@@ -3,68 +3,44 @@
 //
 // One block of 256 threads per row. Each thread sums the squares of its elements in f32 (float4
 // loads when the rows and the gain allow them), each warp adds its lanes' sums with xor shuffles,
-// the 8 warp sums meet in shared memory, warp 0 adds them and publishes 1/rms, and every thread
-// then scales exactly the elements it read: y may alias x, since no thread writes an element
-// another thread reads. f32 partial sums of at most ceil(H / 256) squares, then a 256-way tree,
+// the 8 warp sums meet in shared memory, warp 0 adds them and publishes 1/rms (the reduction is
+// kernels/cuda/rmsnorm_row.cuh, shared with the kernels that fold the norm in front), and every
+// thread then scales exactly the elements it read: y may alias x, since no thread writes an
+// element another thread reads. f32 partial sums of at most ceil(H / 256) squares, then a 256-way tree,
 // differ from the CPU's double sum by a few ulp (tolerance in test/cuda/rmsnorm_test.cu).
 // Limits (checked by the launcher): 1 <= rows < 2^31 (grid.x), H >= 1.
 #include "kernels/cuda/rmsnorm.cuh"
+
+#include "kernels/cuda/rmsnorm_row.cuh"
 
 namespace gptoss {
 namespace cuda {
 namespace {
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
 
 // kVec: H % 4 == 0, x and y rows 16-byte aligned, gain 8-byte aligned.
 template <bool kVec>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_f32_bf16w(const float* __restrict__ x, int64_t ldx, const uint16_t* __restrict__ gain, float* y,
                       int64_t ldy, int H, float eps) {
-  __shared__ float warp_ss[kWarps];
-  __shared__ float inv_rms;
+  __shared__ float red[norm::kRedFloats];
   const float* xr = x + int64_t(blockIdx.x) * ldx;
   float* yr = y + int64_t(blockIdx.x) * ldy;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-
-  float ss = 0.f;
-  if (kVec) {
-    for (int i = tid; i < H / 4; i += kThreads) {
-      const float4 v = reinterpret_cast<const float4*>(xr)[i];
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-  } else {
-    for (int i = tid; i < H; i += kThreads) ss += xr[i] * xr[i];
-  }
-  ss = warp_sum(ss);
-  if (lane == 0) warp_ss[warp] = ss;
-  __syncthreads();
-  if (warp == 0) {
-    float s = lane < kWarps ? warp_ss[lane] : 0.f;
-    s = warp_sum(s);
-    // IEEE sqrt and division (nvcc's defaults), as the CPU op computes 1 / sqrt in one rounding.
-    if (lane == 0) inv_rms = 1.f / sqrtf(s / float(H) + eps);
-  }
-  __syncthreads();
-  const float inv = inv_rms;
+  const int tid = threadIdx.x;
+  const float inv = norm::inv_rms<kThreads, kVec>(xr, H, eps, red);
   if (kVec) {
     for (int i = tid; i < H / 4; i += kThreads) {
       const float4 v = reinterpret_cast<const float4*>(xr)[i];
       const uint2 g = reinterpret_cast<const uint2*>(gain)[i];
       float4 o;
-      o.x = v.x * inv * bf16_bits_to_f32(g.x & 0xffffu);
-      o.y = v.y * inv * bf16_bits_to_f32(g.x >> 16);
-      o.z = v.z * inv * bf16_bits_to_f32(g.y & 0xffffu);
-      o.w = v.w * inv * bf16_bits_to_f32(g.y >> 16);
+      o.x = norm::scale(v.x, inv, g.x & 0xffffu);
+      o.y = norm::scale(v.y, inv, g.x >> 16);
+      o.z = norm::scale(v.z, inv, g.y & 0xffffu);
+      o.w = norm::scale(v.w, inv, g.y >> 16);
       reinterpret_cast<float4*>(yr)[i] = o;
     }
   } else {
-    for (int i = tid; i < H; i += kThreads) yr[i] = xr[i] * inv * bf16_bits_to_f32(gain[i]);
+    for (int i = tid; i < H; i += kThreads) yr[i] = norm::scale(xr[i], inv, gain[i]);
   }
 }
 }  // namespace

@@ -11,7 +11,7 @@
 //                          ticket selects, from the logits all CTAs stored, and resets the ticket
 //                          to 0 for the next launch (and for CUDA graph replay). The atomic only
 //                          decides which CTA selects, never what it computes: results do not
-//                          depend on timing.
+//                          depend on timing. Optionally with the RMSNorm folded in front (below).
 // Selection (warp 0): each lane keeps the experts lane, lane + 32, ... and a bit per expert already
 // taken; per round its best candidate (largest logit, lower index on a tie, as the CPU op's
 // strict > over ascending indices) meets the others in an xor-shuffle argmax with the same order,
@@ -23,6 +23,8 @@
 #include "kernels/cuda/router_topk.cuh"
 
 #include <string>
+
+#include "kernels/cuda/rmsnorm_row.cuh"
 
 namespace gptoss {
 namespace cuda {
@@ -73,11 +75,21 @@ __device__ void select_topk(const float* lg, int E, int k, int32_t* idx, float* 
   for (int j = lane; j < k; j += 32) wt[j] = expf(selv[j] - m) / s;
 }
 
+// The RMSNorm folded in front of the fused GEMV (gain not null): every CTA computes token t's 1/rms
+// itself (kernels/cuda/rmsnorm_row.cuh: rmsnorm_cuda's sums) and scales x as it streams it, and
+// CTA 0 stores the normalised row to xn for the experts, so the launch is bit for bit rmsnorm_cuda
+// into xn, then router_topk_gemv_cuda on xn.
+__device__ __forceinline__ float4 norm4(float4 v, float inv, uint32_t g01, uint32_t g23) {
+  return make_float4(norm::scale(v.x, inv, g01 & 0xffffu), norm::scale(v.y, inv, g01 >> 16),
+                     norm::scale(v.z, inv, g23 & 0xffffu), norm::scale(v.w, inv, g23 >> 16));
+}
+
 template <bool kGemv>
 __global__ void __launch_bounds__(kThreads)
     router_topk_kernel(float* logits, int64_t ldl, const float* __restrict__ x, int64_t ldx,
                        const uint16_t* __restrict__ w, const uint16_t* __restrict__ b, unsigned* tickets,
-                       int32_t* __restrict__ idx, float* __restrict__ wt, int E, int H, int k, bool vec) {
+                       int32_t* __restrict__ idx, float* __restrict__ wt, int E, int H, int k, bool vec,
+                       const uint16_t* __restrict__ gain, float eps, float* __restrict__ xn, int64_t ldxn) {
   __shared__ float lg[kMaxE];
   __shared__ float part[kWarps];
   __shared__ int last;
@@ -85,15 +97,36 @@ __global__ void __launch_bounds__(kThreads)
   float* lrow = logits + int64_t(t) * ldl;
   if (kGemv) {
     const int e = blockIdx.x * kWarps + warp;
+    const float* xr = x + int64_t(t) * ldx;
+    float inv = 1.f;
+    if (gain) {
+      __shared__ float red[norm::kRedFloats];
+      inv = vec ? norm::inv_rms<kThreads, true>(xr, H, eps, red) : norm::inv_rms<kThreads, false>(xr, H, eps, red);
+      if (blockIdx.x == 0) {
+        float* xo = xn + int64_t(t) * ldxn;
+        if (vec) {
+          for (int i = tid; i < H / 4; i += kThreads)
+            reinterpret_cast<float4*>(xo)[i] = norm4(reinterpret_cast<const float4*>(xr)[i], inv,
+                                                     reinterpret_cast<const uint2*>(gain)[i].x,
+                                                     reinterpret_cast<const uint2*>(gain)[i].y);
+        } else {
+          for (int i = tid; i < H; i += kThreads) xo[i] = norm::scale(xr[i], inv, gain[i]);
+        }
+      }
+    }
     float acc = 0.f;
     if (e < E) {
       const uint16_t* wr = w + int64_t(e) * H;
-      const float* xr = x + int64_t(t) * ldx;
       if (vec) {
         for (int c = lane; c < H / 8; c += 32) {
           const uint4 q = __ldg(reinterpret_cast<const uint4*>(wr) + c);
-          const float4 xa = __ldg(reinterpret_cast<const float4*>(xr) + 2 * c);
-          const float4 xb = __ldg(reinterpret_cast<const float4*>(xr) + 2 * c + 1);
+          float4 xa = __ldg(reinterpret_cast<const float4*>(xr) + 2 * c);
+          float4 xb = __ldg(reinterpret_cast<const float4*>(xr) + 2 * c + 1);
+          if (gain) {
+            const uint4 g = __ldg(reinterpret_cast<const uint4*>(gain) + c);
+            xa = norm4(xa, inv, g.x, g.y);
+            xb = norm4(xb, inv, g.z, g.w);
+          }
           acc = fmaf(__uint_as_float(q.x << 16), xa.x, acc);
           acc = fmaf(__uint_as_float(q.x & 0xffff0000u), xa.y, acc);
           acc = fmaf(__uint_as_float(q.y << 16), xa.z, acc);
@@ -104,7 +137,8 @@ __global__ void __launch_bounds__(kThreads)
           acc = fmaf(__uint_as_float(q.w & 0xffff0000u), xb.w, acc);
         }
       } else {
-        for (int i = lane; i < H; i += 32) acc = fmaf(bf16_bits_to_f32(wr[i]), xr[i], acc);
+        for (int i = lane; i < H; i += 32)
+          acc = fmaf(bf16_bits_to_f32(wr[i]), gain ? norm::scale(xr[i], inv, gain[i]) : xr[i], acc);
       }
     }
     acc = warp_sum(acc);
@@ -146,20 +180,25 @@ void router_topk_cuda(const RouterTopkArgs& a, cudaStream_t stream) {
   if (a.T == 0) return;
   GPTOSS_LAUNCH(router_topk_kernel<false>, dim3(1, unsigned(a.T)), dim3(kThreads), 0, stream, const_cast<float*>(a.logits),
                 a.ldl, static_cast<const float*>(nullptr), int64_t(0), static_cast<const uint16_t*>(nullptr),
-                static_cast<const uint16_t*>(nullptr), static_cast<unsigned*>(nullptr), a.idx, a.weight, a.E, 0, a.k, false);
+                static_cast<const uint16_t*>(nullptr), static_cast<unsigned*>(nullptr), a.idx, a.weight, a.E, 0, a.k, false,
+                static_cast<const uint16_t*>(nullptr), 0.f, static_cast<float*>(nullptr), int64_t(0));
   check_launch("router_topk");
 }
 
-void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream) {
+void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream,
+                           const RouterNorm* n) {
   using namespace cuda;
   check_args(a);
   if (!a.logits || !g.x || !g.w || !tickets || g.H < 1 || g.ldx < g.H)
     throw invalid_argument("router_topk: the fused GEMV needs logits, x, w, tickets, H >= 1 and ldx >= H");
+  if (n && (!n->gain || !n->xn || n->ldxn < g.H || !(n->eps >= 0.f)))
+    throw invalid_argument("router_topk: the norm in front needs a gain, xn with ldxn >= H, and eps >= 0");
   if (a.T == 0) return;
-  const bool vec = g.H % 8 == 0 && g.ldx % 4 == 0 && aligned(g.x, 16) && aligned(g.w, 16);
+  const bool vec = g.H % 8 == 0 && g.ldx % 4 == 0 && aligned(g.x, 16) && aligned(g.w, 16) &&
+                   (!n || (n->ldxn % 4 == 0 && aligned(n->xn, 16) && aligned(n->gain, 16)));
   GPTOSS_LAUNCH(router_topk_kernel<true>, dim3(unsigned((a.E + kWarps - 1) / kWarps), unsigned(a.T)), dim3(kThreads), 0,
                 stream, const_cast<float*>(a.logits), a.ldl, g.x, g.ldx, g.w, g.b, tickets, a.idx, a.weight, a.E, g.H, a.k,
-                vec);
+                vec, n ? n->gain : nullptr, n ? n->eps : 0.f, n ? n->xn : nullptr, n ? n->ldxn : int64_t(0));
   check_launch("router_topk (gemv)");
 }
 }  // namespace gptoss

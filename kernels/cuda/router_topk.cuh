@@ -21,5 +21,16 @@ struct RouterGemv {
   const uint16_t* b;  // [E] bf16 or null
   int H;
 };
-void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream);
+// n (optional): the RMSNorm folded in front as well (decode: norm, router and top-k in one launch,
+// one graph node). g.x is then the norm's input; each CTA normalises token t as rmsnorm_cuda does
+// (same sums and roundings) and CTA 0 stores the normalised row to xn [T, ldxn] for the experts:
+// bit for bit rmsnorm_cuda into xn, then this launch on xn. xn must not overlap x.
+struct RouterNorm {
+  const uint16_t* gain;  // [H] bf16
+  float eps;
+  float* xn;
+  int64_t ldxn;
+};
+void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream,
+                           const RouterNorm* n = nullptr);
 }  // namespace gptoss

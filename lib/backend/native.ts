@@ -132,7 +132,7 @@ export interface NativeProgram {
    * What crossed from the device to the host for sampling over the program's steps: raw logit
    * rows, the device reductions' results, and the rows drawn from them (zeros on the CPU).
    */
-  readonly transfers: { logitBytes: number; resultBytes: number; deviceRows: number };
+  readonly transfers: { logitBytes: number; resultBytes: number; deviceRows: number; stepLaunches: number };
 }
 
 export interface DeviceInfo {

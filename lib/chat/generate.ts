@@ -23,6 +23,7 @@ import {
   formatSchema,
   type ResponseFormat,
   responseFormatSection,
+  SchemaBudget,
   type ToolChoice,
 } from './structured.js';
 import { getTokenizer, TOKENS } from './tokenizer.js';
@@ -61,6 +62,10 @@ export interface GenerateOptions extends SamplingOptions {
    * of its logits, before temperature and the other sampling settings) with this many most
    * likely alternatives (0-20). Off by default. */
   logprobs?: number;
+  /** Called as the prompt runs through the model (a model: after each step of up to 128 tokens;
+   * an engine: after each batch step that carried some of it) with the prompt tokens processed so
+   * far (those from a prefix cache included) and the prompt's length: progress for long prompts. */
+  onPrefillProgress?: (done: number, total: number) => void;
   /** On an engine: mixed into the prefix cache's keys, so that only requests with the same salt
    * share cached prompt pages (and learn, from `cachedPromptTokens`, how another's prompt began).
    * Unsalted requests share with each other. */
@@ -184,7 +189,16 @@ export class Generation<E extends { type: string }, R> implements AsyncIterable<
   }
 }
 
-const generateKeys = ['maxTokens', 'stop', 'maxContext', 'signal', 'logprobs', 'cacheSalt', ...samplingKeys] as const;
+const generateKeys = [
+  'maxTokens',
+  'stop',
+  'maxContext',
+  'signal',
+  'logprobs',
+  'cacheSalt',
+  'onPrefillProgress',
+  ...samplingKeys,
+] as const;
 
 function toTokenLogprob(s: SampledToken): TokenLogprob {
   const tok = getTokenizer();
@@ -222,11 +236,16 @@ function asString(v: unknown, what: string): string {
   return v;
 }
 
+/** Tools one request may declare (OpenAI's limit). */
+export const MAX_TOOLS = 128;
+
 /** The Harmony conversation for a chat request (exported for tests and the server). */
 export function toHarmony(messages: readonly ChatMessage[], options: ChatOptions = {}): HarmonyMessage[] {
   if (!Array.isArray(messages) || messages.length === 0)
     throw new InvalidArgumentError('messages must be a non-empty array');
   const tools = options.tools ?? [];
+  if (tools.length > MAX_TOOLS)
+    throw new InvalidArgumentError(`tools: at most ${MAX_TOOLS} tools are supported, got ${tools.length}`);
   const toolNames = new Set<string>();
   for (const [i, t] of tools.entries()) {
     if (typeof t?.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(t.name))
@@ -403,6 +422,8 @@ export interface DecodeLimits {
   signal?: AbortSignal;
   /** Prefix-cache salt (GenerateOptions.cacheSalt). */
   cacheSalt?: string;
+  /** GenerateOptions.onPrefillProgress. */
+  onPrefillProgress?: (done: number, total: number) => void;
 }
 
 /** What generates: a model (one session per call) or an engine (one sequence of a shared batch). */
@@ -445,6 +466,8 @@ function prepare(
     throw new ContextOverflowError(
       `the prompt is ${prompt.length} tokens; the context allows ${limit} (room is needed for at least one generated token)`,
     );
+  if (options.onPrefillProgress !== undefined && typeof options.onPrefillProgress !== 'function')
+    throw new InvalidArgumentError('onPrefillProgress must be a function');
   const sampler = new Sampler(samplingOf(options), V);
   if (options.logprobs !== undefined) sampler.topLogprobs = checkInt(options.logprobs, 'logprobs', 0, 0, 20);
   sampler.constraint = constraint;
@@ -457,6 +480,7 @@ function prepare(
       stopTokens,
       signal: options.signal,
       cacheSalt: options.cacheSalt,
+      onPrefillProgress: options.onPrefillProgress,
     });
   } catch (e) {
     constraint?.dispose();
@@ -592,12 +616,14 @@ export function chat(
   // Rendering checks the messages now; encoding waits for the generation and runs a large prompt
   // off the event loop (a long one took the event loop for seconds).
   const parts = renderConversationForCompletionParts(toHarmony(messages, options), 'assistant');
-  const finalSchema = formatSchema(options.responseFormat, 'responseFormat');
+  // One budget for the request's schemas together: each alone is bounded, but not 128 of them.
+  const budget = new SchemaBudget();
+  const finalSchema = formatSchema(options.responseFormat, 'responseFormat', budget);
   const strictTools = new Map<string, JsonSchema>();
   (options.tools ?? []).forEach((t, i) => {
     if (!t.strict) return;
     const schema = t.parameters ?? { type: 'object', properties: {} };
-    checkSchema(schema, `tools[${i}].parameters`);
+    checkSchema(schema, `tools[${i}].parameters`, budget);
     strictTools.set(t.name, schema);
   });
   const toolNames = (options.tools ?? []).map((t) => t.name);
@@ -609,6 +635,10 @@ export function chat(
     const prompt = await encodePartsAsync(parts);
     if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
     const constraint = chatConstraint(finalSchema, strictTools, toolNames, toolChoice, backend.config.vocabSize);
+    // The grammars are compiled before the sequence joins the backend: on an engine, a step that
+    // waited on one request's compile (seconds, for a costly schema) stalled every stream.
+    await constraint?.compile();
+    if (signal?.aborted) throw new AbortedError('generation was aborted', { cause: signal.reason });
     const { decoder, maxTokens } = prepare(backend, prompt, options, CHAT_STOP_TOKENS, constraint);
     const stream = new ChatStream(stops);
     let generated = 0;

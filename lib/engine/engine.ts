@@ -578,6 +578,12 @@ export class Engine implements GenerationBackend {
 
   #deliver(step: Step, results: (SampledToken | RowError | null)[]): void {
     for (const seq of step.seqs) {
+      if (seq.generated === 0 && seq.limits.onPrefillProgress && seq.state === 'running')
+        try {
+          seq.limits.onPrefillProgress(seq.fed, seq.prompt.length);
+        } catch (e) {
+          this.#stop(seq, e); // the caller's callback failed: its request alone ends
+        }
       // Whole prompt pages now written become reusable by later requests...
       const whole = Math.min(seq.keys.length, Math.floor(seq.fed / this.pageSize));
       for (; seq.published < whole; seq.published++)

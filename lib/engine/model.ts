@@ -70,6 +70,8 @@ export interface ForwardOptions {
   /** Which positions' logits to return: every one ([n, vocab]), the last ([vocab]), or none. */
   logits?: 'all' | 'last' | 'none';
   signal?: AbortSignal;
+  /** Called after each step (of up to the session's maxTokens) with the tokens run so far and all of them. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export class Model {
@@ -228,9 +230,9 @@ export class Session {
    * and returns the logits asked for as float32 ([n, vocab] for 'all').
    */
   async forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): Promise<Float32Array> {
-    checkKeys(options, ['logits', 'signal'], 'forward');
+    checkKeys(options, ['logits', 'signal', 'onProgress'], 'forward');
     const which = checkOneOf(options.logits, ['all', 'last', 'none'] as const, 'logits', 'all');
-    return (await this.#run(tokens, which, options.signal)).logits;
+    return (await this.#run(tokens, which, options.signal, undefined, options.onProgress)).logits;
   }
 
   /**
@@ -240,10 +242,10 @@ export class Session {
   async next(
     tokens: ArrayLike<number>,
     sampler: Sampler,
-    options: { signal?: AbortSignal } = {},
+    options: Pick<ForwardOptions, 'signal' | 'onProgress'> = {},
   ): Promise<SampledToken & { logits: Float32Array }> {
-    checkKeys(options, ['signal'], 'next');
-    const r = await this.#run(tokens, 'last', options.signal, sampler);
+    checkKeys(options, ['signal', 'onProgress'], 'next');
+    const r = await this.#run(tokens, 'last', options.signal, sampler, options.onProgress);
     return { ...r.sampled!, logits: r.logits };
   }
 
@@ -252,6 +254,7 @@ export class Session {
     which: 'all' | 'last' | 'none',
     signal: AbortSignal | undefined,
     sampler?: Sampler,
+    onProgress?: (done: number, total: number) => void,
   ) {
     const program = this.#program;
     if (!program) throw new DisposedError('this session was disposed');
@@ -306,6 +309,7 @@ export class Session {
           sampling,
         });
         this.#position += chunk.length;
+        onProgress?.(end, n);
       }
     } finally {
       this.#busy = false;
@@ -421,16 +425,18 @@ function modelBackend(model: Model): GenerationBackend {
     config: model.config,
     defaultContext: model.config.maxContext,
     start(prompt, sampler, limits) {
-      const session = model.createSession({
-        maxContext: limits.maxContext,
-        maxTokens: Math.min(128, limits.maxContext),
-      });
+      // Sized for what this call can use (its prompt and answer budget), not the whole limit.
+      const positions = Math.min(limits.maxContext, prompt.length + limits.maxTokens);
+      const session = model.createSession({ maxContext: positions, maxTokens: Math.min(128, positions) });
       let first = true;
       let last = -1;
       return {
         async next() {
           await sampler.prepare();
-          const r = await session.next(first ? prompt : [last], sampler, { signal: limits.signal });
+          const r = await session.next(first ? prompt : [last], sampler, {
+            signal: limits.signal,
+            onProgress: first ? limits.onPrefillProgress : undefined,
+          });
           first = false;
           last = r.token;
           sampler.record(r.token);

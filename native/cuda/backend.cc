@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <mutex>
 
 #include "native/device.h"
@@ -131,6 +132,7 @@ struct Launch {
   const ScratchPlan& plan;
   int sm_count;
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
+  unsigned* tickets;  // [max_tokens] zeros, for router_topk_gemv_cuda (left zero by each launch)
 };
 
 // Whether a step is prefill-shaped: at least 16 tokens, in runs of one sequence 8 or more long on
@@ -267,40 +269,77 @@ void launch_op(const MoeCombineOp& o, const Launch& l) {
   moe_combine_cuda({c.f32(o.x), c.ld(o.x), c.f32(o.y), c.f32(o.wt), c.T, o.k, o.H, nullptr}, l.s);
 }
 
-// Two ops in a row that one launch does (the fused launchers of kernels/cuda): rope then the KV
-// append of the K heads it rotated and the V heads beside them; the experts then their combine
-// into the residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert
-// outputs are not written and read back. False when the pair does not match exactly.
-bool launch_fused(const AnyOp& first, const AnyOp& second, const Launch& l) {
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+// The matmul's arguments when it reads exactly what the norm before it wrote and runs as the GEMV
+// (decode-sized steps): the norm can then be folded into it. Null otherwise.
+std::optional<MatmulBf16Args> gemv_after_norm(const RmsnormOp& n, const MatmulBf16Op& m, const Launch& l) {
   const StepContext& c = l.c;
+  if (n.logits_rows || m.logits_rows || n.x.id == n.y.id || m.x.id != n.y.id || m.xcol != 0 || m.K != n.H || !m.y.present())
+    return std::nullopt;
+  const MatmulBf16Args a{c.f32(m.x), c.ld(m.x), c.bf16(m.w), c.bf16(m.b), c.f32(m.y) + m.ycol, c.ld(m.y), c.T, m.N, m.K,
+                         m.accumulate, nullptr};
+  if (matmul_bf16_kernel_cuda(a, l.plan.exact) != MatmulBf16Kernel::kGemv) return std::nullopt;
+  return a;
+}
+#endif
+
+// Ops in a row that one launch does (the fused launchers of kernels/cuda), given the next n ops
+// that will run: how many it took (0: none). The MLP's norm, router GEMV and top-k (decode-sized
+// steps); a norm and the GEMV that reads it (the attention's QKV); rope then the KV append of the
+// K heads it rotated and the V heads beside them; the experts then their combine into the
+// residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert outputs
+// are not written and read back. Each gives what its ops give one by one, bit for bit (the
+// grouped GEMM's combine: within rounding).
+size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
+  if (n < 2) return 0;
+  const AnyOp &first = ops[0], &second = ops[1];
+  const StepContext& c = l.c;
+#if defined(GPTOSS_CUDA_HAS_matmul_bf16) && defined(GPTOSS_CUDA_HAS_router_topk)
+  if (const auto* nm = std::get_if<RmsnormOp>(&first)) {
+    const auto* mm = std::get_if<MatmulBf16Op>(&second);
+    const auto a = mm ? gemv_after_norm(*nm, *mm, l) : std::nullopt;
+    if (!a) return 0;
+    const MatmulBf16Norm fold{c.bf16(nm->w), nm->eps, c.f32(nm->y), c.ld(nm->y)};
+    const auto* rt = n >= 3 ? std::get_if<RouterTopkOp>(&ops[2]) : nullptr;
+    if (rt && rt->x.id == mm->y.id && mm->ycol == 0 && !mm->accumulate && rt->E == mm->N && rt->E <= 256) {
+      const RouterNorm rn{fold.gain, fold.eps, fold.xn, fold.ldxn};
+      router_topk_gemv_cuda({a->y, a->ldy, c.i32(rt->idx), c.f32(rt->wt), c.T, rt->E, rt->k},
+                            {c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->K}, l.tickets, l.s, &rn);
+      return 3;
+    }
+    matmul_bf16_norm_cuda({c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->y, a->ldy, a->T, a->N, a->K, a->accumulate, nullptr},
+                          fold, l.s);
+    return 2;
+  }
+#endif
 #if defined(GPTOSS_CUDA_HAS_rope) && defined(GPTOSS_CUDA_HAS_kv_append)
   if (const auto* r = std::get_if<RopeOp>(&first)) {
     const auto* kv = std::get_if<KvAppendOp>(&second);
     if (!kv || kv->x.id != r->x.id || kv->head_dim != r->head_dim || kv->kv_heads != r->kv_heads ||
         kv->xcol != r->q_heads * r->head_dim || kv->vcol != kv->xcol + kv->kv_heads * kv->head_dim)
-      return false;
+      return 0;
     rope_kv_append_cuda(rope_args(*r, c), kv_append_args(*kv, c), l.s);
-    return true;
+    return 2;
   }
 #endif
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4
   if (const auto* m = std::get_if<MoeMxfp4Op>(&first)) {
     const auto* cb = std::get_if<MoeCombineOp>(&second);
-    if (!cb || cb->y.id != m->y.id || cb->k != m->k || cb->H != m->H) return false;
+    if (!cb || cb->y.id != m->y.id || cb->k != m->k || cb->H != m->H) return 0;
     const MoeMxfp4Args a = moe_mxfp4_args(*m, c);
     const MoeCombineFused f{c.f32(cb->wt), c.f32(cb->x), c.ld(cb->x), true};
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
     if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, m->k, m->E)) {
       moe_mxfp4_gemm_combine_cuda(a, f, 2 * l.sm_count, l.s);
-      return true;
+      return 2;
     }
 #endif
     moe_mxfp4_combine_cuda(a, f, l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
-    return true;
+    return 2;
   }
 #endif
   (void)first, (void)second, (void)c;
-  return false;
+  return 0;
 }
 
 // Device scratch of each op's CUDA kernel.
@@ -353,6 +392,11 @@ class CudaRunner final : public StepRunner {
     const int T = host.T;
     const size_t table0 = table_entries(host.pages[0], T), table1 = table_entries(host.pages[1], T);
     ensure_inputs(table0, table1);
+    if (!tickets_) {  // zeroed once, before any capture; every launch leaves them zero
+      const size_t bytes = size_t(std::max(1, plan_.max_tokens)) * sizeof(unsigned);
+      tickets_ = device_block(bytes, "the router's tickets");
+      gpu::fill_zero(tickets_.get(), bytes, stream_);
+    }
     // The step's inputs, packed into the pinned mirror and copied in one transfer.
     int32_t* m = pinned_;
     std::memcpy(m + tokens_at(), host.tokens, size_t(T) * 4);
@@ -373,11 +417,15 @@ class CudaRunner final : public StepRunner {
 
     const bool prompt = prefill_step(host);
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_, sm_count_, prompt};
+      const Launch l{c, stream_, plan_, sm_count_, prompt, static_cast<unsigned*>(tickets_.get())};
+      launches_ = 0;
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
-        if (fuse_ && i + 1 < ops.size() && !(c.L == 0 && logits_only[i + 1]) && launch_fused(ops[i], ops[i + 1], l)) {
-          ++i;
+        ++launches_;
+        size_t next = 1;  // the ops from i on that will run, up to 3 (the longest fusion)
+        while (next < 3 && i + next < ops.size() && !(c.L == 0 && logits_only[i + next])) ++next;
+        if (const size_t used = fuse_ ? launch_fused(&ops[i], next, l) : 0) {
+          i += used - 1;
           continue;
         }
         std::visit([&](const auto& o) {
@@ -392,6 +440,7 @@ class CudaRunner final : public StepRunner {
         if (it == graphs_.end()) {
           if (graphs_.size() >= kMaxGraphs) {
             gpu::graph_destroy(graphs_.begin()->second);
+            graph_launches_.erase(graphs_.begin()->first);
             graphs_.erase(graphs_.begin());
           }
           gpu::capture_begin(stream_);
@@ -402,8 +451,10 @@ class CudaRunner final : public StepRunner {
             throw;
           }
           it = graphs_.emplace(key, gpu::capture_end(stream_)).first;
+          graph_launches_[key] = launches_;
           ++captured_;
         }
+        launches_ = graph_launches_[key];
         gpu::graph_launch(it->second, stream_);
         ++replayed_;
       } else {
@@ -523,7 +574,11 @@ class CudaRunner final : public StepRunner {
     return false;
   }
 
-  Transfers transfers() const override { return transfers_; }
+  Transfers transfers() const override {
+    Transfers t = transfers_;
+    t.step_launches = uint64_t(launches_);
+    return t;
+  }
 
  private:
   struct Key {
@@ -575,7 +630,7 @@ class CudaRunner final : public StepRunner {
 
   ScratchPlan plan_;
   int sm_count_;
-  // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused pairs).
+  // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused launches).
   bool fuse_ = [] {
     const char* e = std::getenv("GPTOSS_CUDA_FUSE");
     return !(e && std::strcmp(e, "0") == 0);
@@ -593,10 +648,12 @@ class CudaRunner final : public StepRunner {
   size_t params_cap_ = 0;
   Transfers transfers_;
   cudaStream_t stream_ = nullptr;
-  std::shared_ptr<void> inputs_;
+  std::shared_ptr<void> inputs_, tickets_;
   int32_t* pinned_ = nullptr;
   size_t cap0_ = 0, cap1_ = 0;
   std::map<Key, gpu::Graph> graphs_;
+  std::map<Key, int> graph_launches_;  // per graph, the launches it recorded
+  int launches_ = 0;                   // the last step's
 
  public:
   int captured_ = 0, replayed_ = 0;

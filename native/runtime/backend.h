@@ -55,6 +55,7 @@ class StepRunner {
     uint64_t logit_bytes = 0;   // raw logit rows (the whole step's with `out`, single rows otherwise)
     uint64_t result_bytes = 0;  // the device reductions' results (per row outputs, candidates)
     uint64_t device_rows = 0;   // rows drawn from a device reduction
+    uint64_t step_launches = 0;  // kernel launches of the last step (a fused launch counts once)
   };
   virtual Transfers transfers() const { return {}; }
 };

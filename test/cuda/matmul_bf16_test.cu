@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/matmul_bf16.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
 #include "test/cuda/harness.h"
 
 namespace {
@@ -114,6 +115,40 @@ LAB_TEST("matmul_bf16: a token's output is bit-identical alone and in a batch of
     LAB_CHECK(std::memcmp(one.data(), all.data() + t * N, N * 4) == 0, "token %d differs alone and batched", t);
   }
 }
+namespace {
+// The norm folded in front against its two launches: rmsnorm_cuda into xn, then the GEMV of xn.
+// Bit for bit, both the GEMV's output and the xn block 0 stores.
+void check_norm(int T, int N, int K, int64_t ldx, uint64_t seed) {
+  lab::Rng r(seed);
+  std::vector<float> x(size_t(T) * ldx);
+  for (auto& v : x) v = r.uniform(-3.f, 3.f);
+  std::vector<uint16_t> w(size_t(N) * K), b(N), g(K);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  for (auto& v : g) v = lab::f32_to_bf16(r.uniform(0.25f, 2.f));
+  lab::DeviceBuf<float> dx(x), xn_want(size_t(T) * K), y_want(size_t(T) * N), xn(size_t(T) * K), y(size_t(T) * N);
+  lab::DeviceBuf<uint16_t> dw(w), db(b), dg(g);
+  gptoss::rmsnorm_cuda({dx.p, ldx, dg.p, xn_want.p, K, T, K, 1e-5f}, nullptr);
+  gptoss::matmul_bf16_cuda({xn_want.p, K, dw.p, db.p, y_want.p, N, T, N, K, false, nullptr}, nullptr);
+  const std::vector<float> want_xn = xn_want.download(), want_y = y_want.download();
+  lab::for_each_schedule([&] {
+    cudaMemset(xn.p, 0xff, xn.n * 4);
+    cudaMemset(y.p, 0xff, y.n * 4);
+    gptoss::matmul_bf16_norm_cuda({dx.p, ldx, dw.p, db.p, y.p, N, T, N, K, false, nullptr}, {dg.p, 1e-5f, xn.p, K},
+                                  nullptr);
+    LAB_CHECK(std::memcmp(xn.download().data(), want_xn.data(), want_xn.size() * 4) == 0,
+              "T %d N %d K %d: the normalised rows differ from rmsnorm_cuda's", T, N, K);
+    LAB_CHECK(std::memcmp(y.download().data(), want_y.data(), want_y.size() * 4) == 0,
+              "T %d N %d K %d: the output differs from rmsnorm_cuda then the GEMV", T, N, K);
+  });
+}
+}  // namespace
+
+LAB_TEST("matmul_bf16: the norm folded in front is bit for bit rmsnorm_cuda then the GEMV (1 to 5 tokens, both paths)") {
+  check_norm(1, 40, 2880, 2880, 23);  // 5 blocks: only block 0 stores xn
+  check_norm(5, 17, 256, 260, 24);    // 4 + 1 tokens in two launches, padded rows
+  check_norm(2, 9, 33, 35, 25);       // the scalar path
+}
 LAB_TEST("matmul_bf16: bad shapes are ERR_INVALID_ARGUMENT before any launch") {
   std::vector<float> x(16), y(16);
   std::vector<uint16_t> w(16);
@@ -128,4 +163,12 @@ LAB_TEST("matmul_bf16: bad shapes are ERR_INVALID_ARGUMENT before any launch") {
   LAB_CHECK(code({x.data(), 2, w.data(), nullptr, y.data(), 4, 1, 4, 4, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx < K accepted");
   LAB_CHECK(code({x.data(), 20000, w.data(), nullptr, y.data(), 4, 1, 1, 20000, false, nullptr}) == "ERR_INVALID_ARGUMENT",
             "K past the shared-memory limit accepted");
+  bool threw = false;
+  try {
+    gptoss::matmul_bf16_norm_cuda({x.data(), 4, w.data(), nullptr, y.data(), 4, 1, 4, 4, false, nullptr},
+                                  {w.data(), 1e-5f, y.data(), 2}, nullptr);
+  } catch (const gptoss::Error& e) {
+    threw = e.code == "ERR_INVALID_ARGUMENT";
+  }
+  LAB_CHECK(threw, "the norm's ldxn < K accepted");
 }

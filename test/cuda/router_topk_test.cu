@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/router_topk.cuh"
 #include "test/cuda/harness.h"
 
@@ -114,6 +115,49 @@ LAB_TEST("router_topk: fused GEMV under every schedule: vector and scalar path, 
   check_gemv(2, 32, 256, 4, false, true, 9);
   check_gemv(33, 7, 33, 3, true, true, 10);
   check_gemv(1, 200, 64, 8, false, true, 11);
+}
+namespace {
+// The norm folded in front against its two launches: rmsnorm_cuda into xn, then the fused GEMV of
+// xn. Bit for bit: logits, selection, weights, and the xn that CTA 0 stores.
+void check_norm(int T, int E, int H, int k, bool misaligned, bool all_schedules, uint64_t seed) {
+  lab::Rng r(seed);
+  const int off = misaligned ? 1 : 0;
+  std::vector<float> x(size_t(T) * H + off);
+  for (auto& v : x) v = r.uniform(-3.f, 3.f);
+  std::vector<uint16_t> w(size_t(E) * H), b(E), g(H);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  for (auto& v : g) v = lab::f32_to_bf16(r.uniform(0.25f, 2.f));
+  lab::DeviceBuf<float> dx(x), xn(size_t(T) * H), l(size_t(T) * E), wt(size_t(T) * k);
+  lab::DeviceBuf<uint16_t> dw(w), db(b), dg(g);
+  lab::DeviceBuf<int32_t> idx(size_t(T) * k);
+  lab::DeviceBuf<unsigned> tickets(std::vector<unsigned>(size_t(T), 0u));
+  gptoss::rmsnorm_cuda({dx.p + off, H, dg.p, xn.p, H, T, H, 1e-5f}, nullptr);
+  gptoss::router_topk_gemv_cuda({l.p, E, idx.p, wt.p, T, E, k}, {xn.p, H, dw.p, db.p, H}, tickets.p, nullptr);
+  const std::vector<float> want_xn = xn.download(), want_l = l.download(), want_wt = wt.download();
+  const std::vector<int32_t> want_idx = idx.download();
+  auto run = [&] {
+    for (auto* p : {&xn, &l, &wt}) cudaMemset(p->p, 0xff, p->n * 4);
+    cudaMemset(idx.p, 0xff, idx.n * 4);
+    const gptoss::RouterNorm n{dg.p, 1e-5f, xn.p, H};
+    gptoss::router_topk_gemv_cuda({l.p, E, idx.p, wt.p, T, E, k}, {dx.p + off, H, dw.p, db.p, H}, tickets.p, nullptr, &n);
+    LAB_CHECK(std::memcmp(xn.download().data(), want_xn.data(), want_xn.size() * 4) == 0,
+              "T %d E %d H %d: the normalised rows differ from rmsnorm_cuda's", T, E, H);
+    LAB_CHECK(std::memcmp(l.download().data(), want_l.data(), want_l.size() * 4) == 0,
+              "T %d E %d H %d: the logits differ from rmsnorm_cuda then the fused GEMV", T, E, H);
+    LAB_CHECK(idx.download() == want_idx && std::memcmp(wt.download().data(), want_wt.data(), want_wt.size() * 4) == 0,
+              "T %d E %d H %d: the selection differs", T, E, H);
+    for (unsigned v : tickets.download()) LAB_CHECK(v == 0, "a ticket was left at %u", v);
+  };
+  if (all_schedules) lab::for_each_schedule(run);
+  else run();
+}
+}  // namespace
+
+LAB_TEST("router_topk: the norm folded in front is bit for bit rmsnorm_cuda then the fused GEMV (xn too)") {
+  if (!lab::quick()) check_norm(1, 32, 2880, 4, false, false, 12);  // gpt-oss-20b's router
+  check_norm(2, 32, 256, 4, false, true, 13);                       // 8 CTAs: only CTA 0 stores xn
+  check_norm(3, 7, 33, 3, true, true, 14);                          // the scalar path
 }
 LAB_TEST("router_topk: bad shapes are ERR_INVALID_ARGUMENT before any launch") {
   float l[8];
