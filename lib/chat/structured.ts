@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
-import { JsonMatcher, maskOf, textMaskPlus } from './grammar.js';
+import { compileJsonSchema, JsonMatcher, maskOf, textMaskPlus } from './grammar.js';
 import { GRAMMAR_VOCAB } from './grammar-protocol.js';
 import type { JsonSchema } from './harmony/types.js';
 import type { TokenConstraint } from '../engine/sampler.js';
@@ -114,11 +114,48 @@ export const SCHEMA_LIMITS = {
   items: 1000,
   /** |minimum|, |maximum| (2^53: integers stay exact). */
   magnitude: 2 ** 53,
+  /** Subschemas of one request's schemas together: its response format and every strict tool. */
+  requestNodes: 10_000,
 } as const;
 
-/** Refuses a schema the grammar cannot enforce exactly, naming the keyword and where it is. */
-export function checkSchema(schema: unknown, where: string): asserts schema is JsonSchema {
+/** What one request's schemas may cost together (SCHEMA_LIMITS.requestNodes): pass the same
+ * budget to checkSchema for each of them. */
+export class SchemaBudget {
+  used = 0;
+  constructor(readonly max: number = SCHEMA_LIMITS.requestNodes) {}
+
+  /** Counts `nodes` more subschemas, or refuses them naming the budget. */
+  charge(nodes: number, where: string): void {
+    if (this.used + nodes > this.max)
+      throw new UnsupportedError(
+        `${where}: the request's schemas (response format and strict tools together) hold more than ${this.max} subschemas; at most ${this.max} are supported`,
+      );
+    this.used += nodes;
+  }
+}
+
+// Schemas checked already, with their text then and their size: a request's schema is checked by
+// the server and again by chat(), and by each of n answers, and a check costs milliseconds per
+// thousand subschemas. The text (compared each time) notices a schema changed since.
+const checked = new WeakMap<object, { text: string; nodes: number }>();
+
+function textOf(schema: unknown): string | undefined {
+  try {
+    return JSON.stringify(schema);
+  } catch {
+    return undefined; // too deep to stringify (changed since it was checked): checked afresh
+  }
+}
+
+/** Refuses a schema the grammar cannot enforce exactly, naming the keyword and where it is. Its
+ * subschemas are counted against `budget` (one request's schemas together), if given. */
+export function checkSchema(schema: unknown, where: string, budget?: SchemaBudget): asserts schema is JsonSchema {
   const L = SCHEMA_LIMITS;
+  const seen = typeof schema === 'object' && schema !== null ? checked.get(schema) : undefined;
+  if (seen && textOf(schema) === seen.text) {
+    budget?.charge(seen.nodes, where);
+    return;
+  }
   let nodes = 0;
   let lengths = 0;
   const walk = (s: unknown, at: string, depth = 0): void => {
@@ -129,6 +166,7 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
       throw new UnsupportedError(`${where}: schemas nested more than ${L.depth} deep (at ${at}) are not supported`);
     if (++nodes > L.nodes)
       throw new UnsupportedError(`${where}: schemas of more than ${L.nodes} subschemas are not supported`);
+    if (budget && budget.used + nodes > budget.max) budget.charge(nodes, where);
     const o = s as Record<string, unknown>;
     lengths += checkBounds(o, `${where}: ${at}`);
     if (lengths > L.stringLengthTotal)
@@ -194,7 +232,8 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
     }
   };
   walk(schema, '#'); // first: it bounds the depth that JSON.stringify recurses into
-  if (JSON.stringify(schema).length > L.chars)
+  const text = JSON.stringify(schema);
+  if (text.length > L.chars)
     throw new UnsupportedError(`${where}: schemas longer than ${L.chars} characters as JSON are not supported`);
   if (!admitsDocument(schema as JsonSchema, where))
     throw new UnsupportedError(
@@ -210,6 +249,8 @@ export function checkSchema(schema: unknown, where: string): asserts schema is J
     throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${(e as Error).message}`);
   }
   if (!valid) throw new InvalidArgumentError(`${where}: not a valid JSON Schema: ${ajv().errorsText(ajv().errors)}`);
+  budget?.charge(nodes, where);
+  if (typeof schema === 'object' && schema !== null) checked.set(schema, { text, nodes });
 }
 
 /** Numbers, lengths and counts of one schema: in range and not contradicting each other. Returns
@@ -259,60 +300,86 @@ function checkBounds(o: Record<string, unknown>, at: string): number {
 }
 
 /**
- * Whether some finite document is valid under the schema: a $ref is productive once its target
- * is, found by iterating to a fixed point from "none is". A schema such as
+ * Whether some finite document is valid under the schema. A schema such as
  * `{"$defs":{"n":{"$ref":"#/$defs/n"}},"$ref":"#/$defs/n"}` is not, and would compile to a grammar
- * that allows no token at all.
+ * that allows no token at all. The schema becomes a graph of AND and OR conditions (a $ref is an
+ * edge to its definition's node), solved by propagating truth from the leaves: each edge is
+ * followed once, so the time is linear in the schema (a fixed-point loop over the definitions was
+ * quadratic in their number: 1.9 s for a chain of 5,000).
  */
 function admitsDocument(root: JsonSchema, where: string): boolean {
+  // need[n]: children still to become true before node n is (AND: all of them; OR: one).
+  const need: number[] = [];
+  const parents: number[][] = [];
+  const becameTrue: number[] = [];
+  const node = (kind: 'and' | 'or', children: number[]): number => {
+    const n = need.length;
+    need.push(kind === 'and' ? children.length : 1);
+    parents.push([]);
+    for (const c of children) parents[c].push(n);
+    if (need[n] === 0) becameTrue.push(n);
+    return n;
+  };
+  const TRUE = node('and', []);
   const r = root as Record<string, unknown>;
-  const defs = new Map<string, unknown>();
+  const defs = new Map<string, { schema: unknown; node: number }>();
   for (const k of ['$defs', 'definitions'])
-    for (const [name, d] of Object.entries((r[k] ?? {}) as Record<string, unknown>)) defs.set(`#/${k}/${name}`, d);
-  const productive = new Set<string>();
-  const ok = (s: unknown): boolean => {
-    if (s === true || typeof s !== 'object' || s === null) return true;
-    const o = s as Record<string, unknown>;
-    if (typeof o.$ref === 'string') {
-      if (!defs.has(o.$ref))
-        throw new InvalidArgumentError(`${where}: $ref ${JSON.stringify(o.$ref)} names no definition in this schema`);
-      if (!productive.has(o.$ref)) return false;
+    for (const [name, d] of Object.entries((r[k] ?? {}) as Record<string, unknown>)) {
+      // Its node's one child, the definition's own condition, is linked below.
+      const n = need.length;
+      need.push(1);
+      parents.push([]);
+      defs.set(`#/${k}/${name}`, { schema: d, node: n });
     }
-    if (Array.isArray(o.anyOf) && !o.anyOf.some(ok)) return false;
-    if (Array.isArray(o.allOf) && !o.allOf.every(ok)) return false;
+  // Mirrors how the grammar compiler reads a schema: what a document under it must hold.
+  const build = (s: unknown): number => {
+    if (s === true || typeof s !== 'object' || s === null) return TRUE;
+    const o = s as Record<string, unknown>;
+    const all: number[] = [];
+    if (typeof o.$ref === 'string') {
+      const d = defs.get(o.$ref);
+      if (!d)
+        throw new InvalidArgumentError(`${where}: $ref ${JSON.stringify(o.$ref)} names no definition in this schema`);
+      all.push(d.node);
+    }
+    if (Array.isArray(o.anyOf)) all.push(node('or', o.anyOf.map(build)));
+    if (Array.isArray(o.allOf)) all.push(node('and', o.allOf.map(build)));
     const types = o.type === undefined ? undefined : Array.isArray(o.type) ? o.type : [o.type];
     // A scalar type allowed is a finite document already.
-    if (types?.some((t) => t !== 'object' && t !== 'array') || 'enum' in o || 'const' in o) return true;
-    // Without a type, keywords of objects or arrays make it one (as the grammar compiler reads it).
-    if (!types)
-      return 'properties' in o || 'required' in o
-        ? objectOk(o)
-        : 'items' in o || 'prefixItems' in o
-          ? arrayOk(o)
-          : true;
-    return (types.includes('object') && objectOk(o)) || (types.includes('array') && arrayOk(o));
+    if (!(types?.some((t) => t !== 'object' && t !== 'array') || 'enum' in o || 'const' in o)) {
+      // Without a type, keywords of objects or arrays make it one.
+      if (!types) {
+        if ('properties' in o || 'required' in o) all.push(objectNode(o));
+        else if ('items' in o || 'prefixItems' in o) all.push(arrayNode(o));
+      } else {
+        const ways: number[] = [];
+        if (types.includes('object')) ways.push(objectNode(o));
+        if (types.includes('array')) ways.push(arrayNode(o));
+        all.push(node('or', ways));
+      }
+    }
+    return node('and', all);
   };
-  const objectOk = (o: Record<string, unknown>): boolean => {
+  const objectNode = (o: Record<string, unknown>): number => {
     const props = (o.properties ?? {}) as Record<string, unknown>;
-    return (
-      !Array.isArray(o.required) ||
-      o.required.every((p) => ok(Object.hasOwn(props, p as string) ? props[p as string] : true))
+    const required = Array.isArray(o.required) ? o.required : [];
+    return node(
+      'and',
+      required.map((p) => build(Object.hasOwn(props, p as string) ? props[p as string] : true)),
     );
   };
-  const arrayOk = (o: Record<string, unknown>): boolean => {
+  const arrayNode = (o: Record<string, unknown>): number => {
     const min = typeof o.minItems === 'number' ? o.minItems : 0;
     const prefix = Array.isArray(o.prefixItems) ? o.prefixItems : [];
-    return prefix.slice(0, min).every(ok) && (min <= prefix.length || ok(o.items ?? true));
+    const parts = prefix.slice(0, min).map(build);
+    if (min > prefix.length) parts.push(build(o.items ?? true));
+    return node('and', parts);
   };
-  for (let changed = true; changed;) {
-    changed = false;
-    for (const [ref, d] of defs)
-      if (!productive.has(ref) && ok(d)) {
-        productive.add(ref);
-        changed = true;
-      }
-  }
-  return ok(root);
+  for (const d of defs.values()) parents[build(d.schema)].push(d.node);
+  const top = build(root);
+  for (let i = 0; i < becameTrue.length; i++)
+    for (const p of parents[becameTrue[i]]) if (--need[p] === 0) becameTrue.push(p);
+  return need[top] === 0;
 }
 
 type Ajv = { validateSchema(s: object): boolean | Promise<unknown>; errors?: unknown; errorsText(e?: unknown): string };
@@ -326,7 +393,11 @@ function ajv(): Ajv {
 }
 
 /** The schema a response format enforces (undefined for text). */
-export function formatSchema(format: ResponseFormat | undefined, where: string): JsonSchema | undefined {
+export function formatSchema(
+  format: ResponseFormat | undefined,
+  where: string,
+  budget?: SchemaBudget,
+): JsonSchema | undefined {
   if (format === undefined || format === null) return undefined;
   if (typeof format !== 'object') throw new InvalidArgumentError(`${where} must be an object`);
   switch (format.type) {
@@ -337,7 +408,7 @@ export function formatSchema(format: ResponseFormat | undefined, where: string):
     case 'json_schema':
       if (format.name !== undefined && (typeof format.name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(format.name)))
         throw new InvalidArgumentError(`${where}.name must be 1-64 letters, digits, '_' or '-'`);
-      checkSchema(format.schema, `${where}.schema`);
+      checkSchema(format.schema, `${where}.schema`, budget);
       return format.schema;
     default:
       throw new InvalidArgumentError(
@@ -440,6 +511,16 @@ export class HarmonyConstraint implements TokenConstraint {
 
   get enforced(): boolean {
     return this.#spec.enforced;
+  }
+
+  /** Compiles every grammar the turn may open (the answer's, the callable strict tools'), so that
+   * opening one finds it compiled: a caller does this before the sequence joins a batch, whose
+   * steps would otherwise wait on the compile. */
+  async compile(): Promise<void> {
+    const s = this.#spec;
+    const tools = [...s.tools].filter(([n]) => !s.enforced || s.callable.includes(n)).map(([, x]) => x);
+    const schemas = s.final && s.answer ? [s.final, ...tools] : tools;
+    await Promise.all(schemas.map((x) => compileJsonSchema(x)));
   }
 
   async prepare(): Promise<void> {
