@@ -7,10 +7,15 @@ import {
   ContextOverflowError,
   createEngine,
   DisposedError,
+  type Engine,
+  InvalidArgumentError,
   loadModel,
   type Model,
   OverloadedError,
+  UnsupportedError,
 } from '../lib/index.js';
+import type { Decoder } from '../lib/chat/generate.js';
+import { Sampler, type TokenConstraint } from '../lib/engine/sampler.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
 
 let model: Model;
@@ -237,6 +242,101 @@ describe('usage details', () => {
     const second = await engine.complete(p, { maxTokens: 2, stopTokens: [] }).result();
     expect(first.usage.cachedPromptTokens).toBe(0);
     expect(second.usage.cachedPromptTokens).toBe(48); // six whole pages of eight
+    await engine.close();
+  });
+});
+
+describe("a constrained sequence's failure or slow mask is its own", () => {
+  /** Any token for the first `free` draws, then the mask `then` gives (possibly late, or failing). */
+  class Scripted implements TokenConstraint {
+    mask: Int32Array | null = null;
+    #draws = 0;
+    constructor(
+      readonly free: number,
+      readonly then: () => Int32Array | null | Promise<Int32Array | null>,
+    ) {}
+    async prepare(): Promise<void> {
+      this.mask = this.#draws++ < this.free ? null : await this.then();
+    }
+    accept(): void {}
+    dispose(): void {}
+  }
+  const V = () => model.config.vocabSize;
+  const start = (engine: Engine, i: number, maxTokens: number, constraint?: TokenConstraint) => {
+    const sampler = new Sampler({ temperature: 0 }, V());
+    sampler.constraint = constraint;
+    const p = prompt(i);
+    return engine.start(p, sampler, { maxTokens, maxContext: p.length + maxTokens, stopTokens: new Set() });
+  };
+  /** The decoder's tokens; the error it ended with, if any; the longest wait for one token (ms). */
+  async function read(d: Decoder, n: number) {
+    const tokens: number[] = [];
+    let error: unknown;
+    let gap = 0;
+    try {
+      for (let last = performance.now(); tokens.length < n;) {
+        tokens.push((await d.next()).token);
+        gap = Math.max(gap, performance.now() - last);
+        last = performance.now();
+      }
+    } catch (e) {
+      error = e;
+    } finally {
+      d.close();
+    }
+    return { tokens, error, gap };
+  }
+
+  it('a mask allowing nothing, a draw that fails and a mask that throws end their own sequences; one in the same steps gets its solo tokens', async () => {
+    const alone = (await model.complete(prompt(5), { maxTokens: 12, temperature: 0, stopTokens: [] }).result()).tokens;
+    const engine = await createEngine({ model, maxSequences: 4, maxBatchTokens: 128, pageSize: 8 });
+    const words = (V() + 31) >>> 5;
+    // Ids from 200014 are padding rows the sampler bans: allowing only one leaves no finite logit.
+    const onlyPadding = new Int32Array(words);
+    onlyPadding[200050 >>> 5] = 1 << (200050 & 31);
+    const [empty, drawFails, throws, plain] = await Promise.all([
+      read(start(engine, 1, 12, new Scripted(3, () => new Int32Array(words))), 12),
+      read(start(engine, 2, 12, new Scripted(3, () => onlyPadding)), 12),
+      read(
+        start(engine, 3, 12, new Scripted(3, () => Promise.reject(new InvalidArgumentError('scripted failure')))),
+        12,
+      ),
+      read(start(engine, 5, 12), 12),
+    ]);
+    expect(empty.tokens).toHaveLength(3);
+    expect(empty.error).toBeInstanceOf(UnsupportedError);
+    expect((empty.error as Error).message).toMatch(/allows no next token/);
+    expect(drawFails.tokens).toHaveLength(3);
+    expect(drawFails.error).toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/every allowed logit is -inf/),
+    });
+    expect(throws.tokens).toHaveLength(3);
+    expect((throws.error as Error).message).toBe('scripted failure');
+    expect(plain.error).toBeUndefined();
+    expect(plain.tokens).toEqual(alone);
+    // All four shared their steps: the plain one's 12 draws took about 12 steps, not 24.
+    expect(engine.stats().steps).toBeLessThanOrEqual(14);
+    expect(engine.stats().kvPagesUsed).toBe(0);
+    await engine.close();
+  });
+
+  it("a sequence whose mask is slow sits out the steps until it is ready; the others' do not wait for it", async () => {
+    const alone = (await model.complete(prompt(5), { maxTokens: 40, temperature: 0, stopTokens: [] }).result()).tokens;
+    const engine = await createEngine({ model, maxSequences: 4, maxBatchTokens: 128, pageSize: 8 });
+    // Its grammar's thread busy for 2.5 s (compiling another request's schema, say) at its 3rd draw.
+    const late = new Scripted(2, () => new Promise((r) => setTimeout(() => r(null), 2500)));
+    const slow = read(start(engine, 1, 6, late), 6);
+    const plain = await read(start(engine, 5, 40), 40);
+    expect(plain.error).toBeUndefined();
+    expect(plain.tokens).toEqual(alone);
+    // It waited 2.5 s per step before; a step of this model takes milliseconds.
+    expect(plain.gap, 'the longest wait for one of its tokens, ms').toBeLessThan(1000);
+    const s = await slow;
+    expect(s.error).toBeUndefined();
+    expect(s.tokens).toHaveLength(6);
+    expect(s.gap).toBeGreaterThanOrEqual(2000);
+    expect(engine.stats().kvPagesUsed).toBe(0);
     await engine.close();
   });
 });

@@ -221,6 +221,10 @@ interface Seq {
   waiting: { resolve: (t: SampledToken) => void; reject: (e: unknown) => void } | undefined;
   error: unknown;
   unlisten: () => void;
+  /** A constrained sequence's mask for its next draw: being worked out (since `prepSince`), ready,
+   * or not asked for yet. Only a ready sequence is sampled in a step. */
+  prep: Promise<void> | 'ready' | undefined;
+  prepSince: number;
 }
 
 interface Step {
@@ -229,6 +233,9 @@ interface Step {
   logitSeqs: Seq[];
   args: Parameters<NativeProgram['step']>[0];
 }
+
+/** How long a step waits for a constrained sequence's mask before running without that sequence. */
+const PREPARE_WAIT_MS = 20;
 
 export class Engine implements GenerationBackend {
   readonly model: Model;
@@ -252,6 +259,8 @@ export class Engine implements GenerationBackend {
   #closed = false;
   #turn = 0;
   #idle: (() => void)[] = [];
+  /** Set while the scheduler waits with nothing to run: called when that may have changed. */
+  #wake: (() => void) | undefined;
   readonly #stats = { steps: 0, promptTokens: 0, generatedTokens: 0, lastStepMs: 0, stepMsTotal: 0 };
 
   /** @internal use createEngine() */
@@ -339,6 +348,8 @@ export class Engine implements GenerationBackend {
       waiting: undefined,
       error: undefined,
       unlisten: () => {},
+      prep: undefined,
+      prepSince: 0,
     };
     if (limits.signal) {
       const onAbort = () =>
@@ -384,6 +395,7 @@ export class Engine implements GenerationBackend {
       seq.waiting = undefined;
     }
     if (!this.#pumping) this.#reap();
+    else this.#wake?.();
   }
 
   #reap(): void {
@@ -430,6 +442,7 @@ export class Engine implements GenerationBackend {
 
   /** Runs the scheduler loop if it is not running; a fault in it fails the requests, not the process. */
   #kick(): void {
+    this.#wake?.();
     this.#pump().catch((e: unknown) => {
       const err =
         e instanceof GptOssError
@@ -447,9 +460,25 @@ export class Engine implements GenerationBackend {
       for (;;) {
         this.#reap();
         this.#admit();
+        this.#startPreparing();
+        await this.#awaitPrepared();
         const step = this.#form();
-        if (!step) break;
-        await this.#prepareSampling(step);
+        if (!step) {
+          // Nothing to run until a constraint has its mask, a request arrives or one ends.
+          const preparing = this.#running.flatMap((s) =>
+            s.state === 'running' && s.prep instanceof Promise ? [s.prep] : [],
+          );
+          if (!preparing.length) break;
+          await new Promise<void>((wake) => {
+            this.#wake = wake;
+            for (const p of preparing) void p.then(wake);
+          });
+          this.#wake = undefined;
+          continue;
+        }
+        // A sequence failed or cancelled meanwhile still runs in the step (its pages are held until
+        // the step ends) but is not sampled.
+        step.args.sampling = step.logitSeqs.map((s) => (s.state === 'running' ? s.sampler.params() : null));
         const t0 = performance.now();
         let results: (SampledToken | RowError | null)[];
         try {
@@ -509,17 +538,20 @@ export class Engine implements GenerationBackend {
     const order = n ? [...this.#running.slice(this.#turn % n), ...this.#running.slice(0, this.#turn % n)] : [];
     this.#turn++;
     for (const seq of order)
-      if (seq.state === 'running' && seq.pending !== undefined && budget > 0) {
+      if (seq.state === 'running' && seq.pending !== undefined && budget > 0 && this.#ready(seq)) {
         add(seq, [seq.pending], seq.prompt.length + seq.generated - 1, true);
         seq.pending = undefined;
       }
-    for (const seq of this.#running)
-      if (seq.state === 'running' && seq.fed < seq.prompt.length && budget > 0) {
-        const take = Math.min(budget, seq.prompt.length - seq.fed);
+    for (const seq of this.#running) {
+      // The prompt's last token gives the first draw: it waits for a constraint's first mask.
+      const room = seq.prompt.length - seq.fed - (this.#ready(seq) ? 0 : 1);
+      if (seq.state === 'running' && room > 0 && budget > 0) {
+        const take = Math.min(budget, room);
         add(seq, seq.prompt.slice(seq.fed, seq.fed + take), seq.fed, seq.fed + take === seq.prompt.length);
         seq.fed += take;
         this.#stats.promptTokens += take;
       }
+    }
     if (tokens.length === 0) return undefined;
     const S = seqs.length;
     const R = this.#tableRow;
@@ -550,30 +582,49 @@ export class Engine implements GenerationBackend {
     };
   }
 
-  /** Sampling settings per logit row, after the constraints (grammars) have their masks ready. */
-  async #prepareSampling(step: Step): Promise<void> {
-    const constrained = step.logitSeqs.filter((s) => s.sampler.constraint);
-    if (constrained.length)
-      await Promise.all(
-        constrained.map((s) =>
-          s.sampler.prepare().then(
-            () => {
-              const mask = s.sampler.constraint?.mask;
-              if (mask && mask.every((w) => w === 0))
-                this.#stop(
-                  s,
-                  new UnsupportedError(
-                    'the output constraint allows no next token: the response format or a strict tool admits no finite document',
-                  ),
-                );
-            },
-            (e: unknown) => this.#stop(s, e),
-          ),
-        ),
-      );
-    // A sequence failed or cancelled meanwhile still runs in the step (its pages are held until
-    // the step ends) but is not sampled.
-    step.args.sampling = step.logitSeqs.map((s) => (s.state === 'running' ? s.sampler.params() : null));
+  /** Whether a sequence can be sampled now: unconstrained, or its constraint's mask is ready. */
+  #ready(seq: Seq): boolean {
+    return !seq.sampler.constraint || seq.prep === 'ready';
+  }
+
+  /** Starts working out the next mask of every constrained sequence that lacks one. */
+  #startPreparing(): void {
+    for (const seq of this.#running) {
+      if (seq.state !== 'running' || !seq.sampler.constraint || seq.prep !== undefined) continue;
+      const p: Promise<void> = seq.sampler
+        .prepare()
+        .then(() => {
+          const mask = seq.sampler.constraint?.mask;
+          if (mask && mask.every((w) => w === 0))
+            this.#stop(
+              seq,
+              new UnsupportedError(
+                'the output constraint allows no next token: the response format or a strict tool admits no finite document',
+              ),
+            );
+          else if (seq.prep === p) seq.prep = 'ready';
+        })
+        .catch((e: unknown) => this.#stop(seq, e)); // this sequence alone fails
+      seq.prep = p;
+      seq.prepSince = performance.now();
+    }
+  }
+
+  /**
+   * Waits for the masks being worked out, but for each at most PREPARE_WAIT_MS from its start: a
+   * sequence whose grammar is slow (its thread busy compiling another request's schema) sits out
+   * the steps until it is ready, and the others run without it.
+   */
+  async #awaitPrepared(): Promise<void> {
+    const now = performance.now();
+    const fresh = this.#running.filter(
+      (s) => s.state === 'running' && s.prep instanceof Promise && now - s.prepSince < PREPARE_WAIT_MS,
+    );
+    if (!fresh.length) return;
+    const until = Math.max(...fresh.map((s) => s.prepSince)) + PREPARE_WAIT_MS - now;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(fresh.map((s) => s.prep)), new Promise((r) => (timer = setTimeout(r, until)))]);
+    clearTimeout(timer);
   }
 
   #deliver(step: Step, results: (SampledToken | RowError | null)[]): void {
@@ -608,6 +659,7 @@ export class Engine implements GenerationBackend {
       if ('error' in r) return this.#stop(seq, r.error); // this sequence's draw failed (typed by lib/backend/native.ts)
       seq.generated++;
       this.#stats.generatedTokens++;
+      seq.prep = undefined; // the next draw needs its own mask
       try {
         seq.sampler.record(r.token);
       } catch (e) {
