@@ -22,6 +22,7 @@ import { estimateMemory } from '../engine/memory.js';
 import { createEngine } from '../engine/engine.js';
 import { createApp, listen } from '../server/server.js';
 import { runChat, runGenerate } from './chat.js';
+import { DEFAULT_CHAT_CONTEXT } from './chat.js';
 import { GptOssError } from '../errors.js';
 import { loadModel } from '../engine/model.js';
 import { DEVICES, type Device } from '../backend/device.js';
@@ -159,7 +160,11 @@ function generationOptions(cmd: Command): Command {
     .option('--model <model>', 'checkpoint directory or Hub id in the cache', DEFAULT_MODEL)
     .addOption(new Option('--effort <level>', 'reasoning effort').choices(['low', 'medium', 'high']).default('medium'))
     .option('--system <text>', 'developer instructions')
-    .option('--max-tokens <n>', 'most tokens per answer', positiveInt('--max-tokens'))
+    .option(
+      '--max-tokens <n>',
+      'most tokens per answer (default 2048, within the context)',
+      positiveInt('--max-tokens'),
+    )
     .option('--temperature <t>', 'sampling temperature (default 1.0; 0 = greedy)', num('--temperature'))
     .option('--top-p <p>', 'nucleus sampling (default 1.0)', num('--top-p'))
     .option('--top-k <k>', 'keep the k most likely tokens', positiveInt('--top-k'))
@@ -169,14 +174,31 @@ function generationOptions(cmd: Command): Command {
 }
 
 generationOptions(
-  program.command('chat').description('chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D exits)'),
+  program
+    .command('chat')
+    .description(
+      'chat with the model in the terminal, or answer the lines piped in, one by one (Ctrl-C stops an answer; exit, quit, /exit or Ctrl-D exits; /help)',
+    ),
 )
+  .option(
+    '--context <n>',
+    `positions the conversation may use, questions and answers (default ${DEFAULT_CHAT_CONTEXT}; at most the model's context)`,
+    positiveInt('--context'),
+  )
   .option('--hide-reasoning', 'do not show the reasoning (shown dimmed by default)')
   .action(runChat);
 
 generationOptions(
-  program.command('generate').description('answer one prompt and exit').argument('<prompt>', 'the user message'),
+  program
+    .command('generate')
+    .description('answer one prompt and exit')
+    .argument('[prompt]', 'the user message; - (or none, with stdin not a terminal) reads it from stdin'),
 )
+  .option(
+    '--context <n>',
+    "positions the prompt and answer may use (default: what they need, up to the model's context)",
+    positiveInt('--context'),
+  )
   .option('--show-reasoning', 'write the reasoning to stderr')
   .option('--json', 'print the whole result as one JSON object')
   .action(runGenerate);
