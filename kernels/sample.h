@@ -77,6 +77,13 @@ struct SampleWork {
 // logits [V] are modified in place. rng: 64-bit state (splitmix64), advanced.
 SampleResult sample_cpu(float* logits, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& scratch);
 
+// Pieces of sample_cpu, for a caller that finishes a draw from part of a row (the CUDA sampler):
+// the processing (bias, penalties, mask) of ids [first, first + count), l holding those ids' raw
+// logits (l[0] is id first), exactly as sample_cpu applies it to the whole row; and the uniform
+// draw in [0, 1) sample_cpu makes from rng (53 bits; rng advanced).
+void sample_process_range(float* l, int first, int count, const SampleParams& p);
+double sample_uniform(uint64_t* rng);
+
 // The model's own distribution over one row of raw logits (log-softmax, before any sampling
 // setting): the log-probability of `token` and the `top` most likely tokens (top <= 20), in
 // descending order, ties to the lower id.

@@ -51,17 +51,19 @@ function params(V: number, row: number, seed: number): NativeSampling {
       };
     case 3: // greedy with the model's own logprobs: the full row comes back
       return { ...base, temperature: 0, topLogprobs: 3 };
-    default: // no top-k at temperature 1: the FullRow path
+    case 4: // no top-k at temperature 1, a ban: a draw from the whole distribution (one chunk of the row comes back)
       return { ...base, banFrom: V - 5 };
+    default: // top-p without top-k: the full row
+      return { ...base, temperature: 0.9, topP: 0.95 };
   }
 }
 
 // S sequences (row s samples with params(s)) prefilled with 3 tokens each in one step, then `steps`
 // batched decode steps. Returns every draw and the final RNG states.
-async function generate(program: NativeProgram, V: number, S: number, steps: number, mode: Mode) {
+async function generate(program: NativeProgram, V: number, S: number, steps: number, mode: Mode, kinds: number[]) {
   const table = Int32Array.from({ length: S * R }, (_, i) => i);
   const tables = { full: { table, ring: R, pageSize: P }, sliding: { table, ring: R, pageSize: P } };
-  const samplers = Array.from({ length: S }, (_, s) => params(V, s, 7 + s));
+  const samplers = Array.from({ length: S }, (_, s) => params(V, kinds[s], 7 + s));
   const history = samplers.map(() => new Map<number, number>());
   const draws: { token: number; logprob: number; modelLogprob?: number }[][] = samplers.map(() => []);
   let tokens: number[] = [],
@@ -104,7 +106,9 @@ async function generate(program: NativeProgram, V: number, S: number, steps: num
   return { draws, rngs: samplers.map((p) => p.rng[0]), transfers: program.transfers };
 }
 
-async function compare(dir: string, S: number, steps: number, withOut = true) {
+// kinds[s]: which of params()'s rows sequence s samples with.
+async function compare(dir: string, kinds: number[], steps: number, withOut = true) {
+  const S = kinds.length;
   const { loadModel } = await import('../lib/index.js');
   const model = await loadModel(dir, { device: 'cuda', mode: 'fp32' });
   try {
@@ -117,7 +121,7 @@ async function compare(dir: string, S: number, steps: number, withOut = true) {
       if (saved === undefined) delete process.env.GPTOSS_CUDA_DEVICE_SAMPLING;
       else process.env.GPTOSS_CUDA_DEVICE_SAMPLING = saved;
       try {
-        return await generate(program, V, S, steps, mode);
+        return await generate(program, V, S, steps, mode, kinds);
       } finally {
         program.dispose();
       }
@@ -136,31 +140,36 @@ async function compare(dir: string, S: number, steps: number, withOut = true) {
 }
 
 describe.skipIf(!hasCuda)('device sampling (cuda)', () => {
-  it('draws on the device exactly as the host sampler on the full row: greedy, top-k 40, bias, penalties, a mask, logprobs, full-row rows (tiny-b, cuda)', async () => {
-    const S = 5,
+  it('draws on the device exactly as the host sampler on the full row: greedy, top-k 40, bias, penalties, a mask, logprobs, a whole-distribution draw, full-row rows (tiny-b, cuda)', async () => {
+    const S = 6,
       steps = 6;
-    const { V, device, host, out } = await compare(join(fixtures, 'tiny-b', 'hf'), S, steps);
+    const { V, device, host, out } = await compare(join(fixtures, 'tiny-b', 'hf'), [0, 1, 2, 3, 4, 5], steps);
     const draws = S * (steps + 1);
     // With `out`, every step copies all its rows; with device sampling off, each sampled row alone.
     expect(out.logitBytes).toBe(draws * V * 4);
     expect(host.logitBytes).toBe(draws * V * 4);
     expect(host.deviceRows).toBe(0);
-    // Device sampling: the greedy row always, top-k rows when the host proves the cut; the logprobs
-    // and full-row rows copy their own rows.
-    expect(device.deviceRows).toBeGreaterThanOrEqual(steps + 1);
-    expect(device.logitBytes).toBe((draws - device.deviceRows) * V * 4);
+    // Device sampling: the greedy and the whole-distribution rows always, top-k rows when the host
+    // proves the cut; the logprobs and top-p rows copy their own rows, a draw one chunk of its row.
+    expect(device.deviceRows).toBeGreaterThanOrEqual(2 * (steps + 1));
+    const chunk = Math.min(1024, V - (V % 8)) * 4;
+    expect(device.logitBytes).toBeGreaterThanOrEqual((draws - device.deviceRows) * V * 4);
+    expect(device.logitBytes).toBeLessThanOrEqual((draws - device.deviceRows) * V * 4 + (steps + 1) * chunk);
     expect(device.resultBytes).toBeGreaterThan(0);
   });
 
-  it('greedy steps at the real 201,088-token vocabulary copy back a few hundred bytes per row, not 800 KB (cuda)', async () => {
-    // Two rows (greedy, top-k 40) over two steps, device against host only: ~30 s emulated.
-    const { V, device, host } = await compare(tinyRealVocabCheckpoint(3), 2, 1, false);
+  it('greedy steps and whole-distribution draws at the real 201,088-token vocabulary copy back a few KB per row, not 800 KB (cuda)', async () => {
+    // Three rows (greedy, top-k 40, a draw at temperature 1) over two steps, device against host only: ~45 s emulated.
+    const { V, device, host } = await compare(tinyRealVocabCheckpoint(3), [0, 1, 4], 1, false);
     expect(V).toBe(201088);
-    const draws = 2 * 2;
+    const draws = 3 * 2;
     expect(host.logitBytes).toBe(draws * V * 4);
-    expect(device.deviceRows).toBeGreaterThanOrEqual(2); // the greedy row's draws at least
-    // The greedy row brings back its 160-byte result; only the top-k row, if the host declined, copies its row.
-    expect(device.logitBytes).toBe((draws - device.deviceRows) * V * 4);
-    expect(device.resultBytes).toBeLessThan(draws * (160 + 2048 * 8));
+    expect(device.deviceRows).toBeGreaterThanOrEqual(4); // the greedy and the draw rows at least
+    // The greedy row brings back its 160-byte result, the draw its result, 197 chunk sums and one
+    // 1024-id chunk of its row; only the top-k row, if the host declined, copies its whole row.
+    const fullRows = draws - device.deviceRows;
+    expect(device.logitBytes).toBeGreaterThan(fullRows * V * 4);
+    expect(device.logitBytes).toBeLessThanOrEqual(fullRows * V * 4 + 2 * 1024 * 4);
+    expect(device.resultBytes).toBeLessThan(draws * (160 + 2048 * 8 + 197 * 8));
   });
 });

@@ -120,23 +120,33 @@ SampleWork::SampleWork(int V)
       scratch(sample_scratch(bytes.get(), V)),
       row(reinterpret_cast<float*>(bytes.get() + sample_scratch_bytes(V))) {}
 
-SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& sc) {
-  for (size_t i = 0; i < p.bias_ids.size(); ++i) l[p.bias_ids[i]] += p.bias_values[i];
+double sample_uniform(uint64_t* rng) { return uniform(rng); }
+
+void sample_process_range(float* l, int first, int count, const SampleParams& p) {
+  const int last = first + count;
+  for (size_t i = 0; i < p.bias_ids.size(); ++i) {
+    const int32_t id = p.bias_ids[i];
+    if (id >= first && id < last) l[id - first] += p.bias_values[i];
+  }
   for (size_t i = 0; i < p.history_ids.size(); ++i) {
     const int32_t id = p.history_ids[i], c = p.history_counts[i];
-    if (c <= 0) continue;
-    float& x = l[id];
+    if (c <= 0 || id < first || id >= last) continue;
+    float& x = l[id - first];
     if (p.repetition_penalty != 1.f) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
     x -= p.frequency_penalty * float(c) + p.presence_penalty;
   }
   // A grammar's mask: disallowed ids can never win (words of all ones are skipped).
-  for (size_t w = 0; w < p.allow.size(); ++w) {
+  for (size_t w = size_t(first / 32); w < p.allow.size() && int(w) * 32 < last; ++w) {
     const uint32_t bits = p.allow[w];
     if (bits == ~0u) continue;
-    const int base = int(w) * 32, end = std::min(V, base + 32);
-    for (int i = base; i < end; ++i)
-      if (!((bits >> (i - base)) & 1u)) l[i] = -std::numeric_limits<float>::infinity();
+    const int base = int(w) * 32, lo = std::max(first, base), hi = std::min(last, base + 32);
+    for (int i = lo; i < hi; ++i)
+      if (!((bits >> (i - base)) & 1u)) l[i - first] = -std::numeric_limits<float>::infinity();
   }
+}
+
+SampleResult sample_cpu(float* l, int V, const SampleParams& p, uint64_t* rng, const SampleScratch& sc) {
+  sample_process_range(l, 0, V, p);
   // Banned ids are simply outside [0, n).
   const int n = p.ban_from > 0 && p.ban_from < V ? p.ban_from : V;
 

@@ -3,9 +3,10 @@
 //   listed:  the biased / penalised ids, one thread per id (each list stably sorted by id on the
 //            host, so a thread applies its id's entries in the caller's order: bias, then history)
 //                                                                      grid (rows), 256 threads
-//   reduce:  argmax; then Greedy: the exps of the body into proc and `lanes` threads summing them
-//            sequentially; or TopK: a 4-pass 8-bit radix select of the K'-th key and an ordered
-//            compaction (ballot scans) in id order                     grid (rows), 512 threads
+//   reduce:  argmax; then Greedy / Draw: the exps of the body into proc and `lanes` threads summing
+//            them sequentially (Draw: and each warp the double sums of its chunks); or TopK: a 4-pass
+//            8-bit radix select of the K'-th key and an ordered compaction (ballot scans) in id
+//            order                                                     grid (rows), 512 threads
 // Every f32 step is the CPU's, rounded the same way (no contraction: __fadd_rn, __fmul_rn, division
 // by __fdiv_rn), so processed logits are bit-identical to sample_cpu's.
 // Limits (checked): V >= 1, rows < 65536; SampleCudaRow fields as SampleCudaBatch packs them.
@@ -171,7 +172,7 @@ __device__ __forceinline__ int block_scan(bool flag, int* warp_tot, int* total) 
 
 __global__ void __launch_bounds__(kThreads)
     sample_reduce(int V, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
-                  SampleCudaOut* __restrict__ outs, SampleCudaCand* __restrict__ cands) {
+                  SampleCudaOut* __restrict__ outs, SampleCudaCand* __restrict__ cands, double* __restrict__ chunks) {
   __shared__ uint32_t red_key[kWarps];
   __shared__ int red_id[kWarps];
   __shared__ int hist[256];
@@ -197,11 +198,13 @@ __global__ void __launch_bounds__(kThreads)
   const float m = l[bi];
   if (tid == 0) out.best = bi, out.max = m;
 
-  if (row.path == int32_t(SamplePath::Greedy)) {
+  const bool draw = row.path == int32_t(SamplePath::Draw);
+  if (row.path == int32_t(SamplePath::Greedy) || draw) {
     const int W = row.lanes, nbody = n - n % W;
     const bool fused = row.fused_exp != 0;
+    const float s = draw ? row.scale : 1.f;
     __syncthreads();  // every thread has read l[bi] before the exps overwrite it
-    for (int i = tid; i < nbody; i += kThreads) l[i] = cpu_exp(l[i], m, 1.f, fused);
+    for (int i = tid; i < nbody; i += kThreads) l[i] = cpu_exp(l[i], m, s, fused);
     if (tid < n - nbody) out.tail[tid] = l[nbody + tid];
     if (tid == 0) out.tail_n = n - nbody;
     __syncthreads();
@@ -210,6 +213,23 @@ __global__ void __launch_bounds__(kThreads)
       float acc = 0.f;
       for (int i = tid; i < nbody; i += W) acc = __fadd_rn(acc, l[i]);
       out.lanes[tid] = acc;
+    }
+    if (!draw) return;
+    // Each chunk's exps summed in double by one warp, in any order: the host bounds the rounding.
+    __shared__ double part[kWarps][32];
+    double* csum = chunks + size_t(blockIdx.x) * size_t(sample_cuda_chunks(V));
+    for (int c = warp; c * kSampleChunk < nbody; c += kWarps) {
+      const int end = min(nbody, (c + 1) * kSampleChunk);
+      double acc = 0.0;
+      for (int i = c * kSampleChunk + lane; i < end; i += 32) acc += double(l[i]);
+      part[warp][lane] = acc;
+      __syncwarp();
+      if (lane == 0) {
+        double t = 0.0;
+        for (int j = 0; j < 32; ++j) t += part[warp][j];
+        csum[c] = t;
+      }
+      __syncwarp();  // lane 0 has read the partials before the next chunk's overwrite them
     }
     return;
   }
@@ -285,7 +305,7 @@ __global__ void __launch_bounds__(kThreads)
 void check_args(const SampleCudaArgs& a) {
   if (a.V < 1 || a.rows < 0 || a.rows > 65535 || a.ld < a.V)
     throw invalid_argument("sample: need V >= 1, 0 <= rows < 65536, ld >= V");
-  if (a.rows > 0 && (!a.logits || !a.row || !a.out || !a.cand || !a.scratch))
+  if (a.rows > 0 && (!a.logits || !a.row || !a.out || !a.cand || !a.scratch || !a.chunks))
     throw invalid_argument("sample: null pointer");
   if (a.scratch_bytes < sample_cuda_scratch(a.rows, a.V))
     throw invalid_argument("sample: scratch must hold sample_cuda_scratch(rows, V) bytes");
@@ -297,6 +317,7 @@ SamplePath sample_cuda_path(const SampleParams& p, int V) {
   const int n = p.ban_from > 0 && p.ban_from < V ? p.ban_from : V;
   if (p.temperature < 1e-4f) return SamplePath::Greedy;
   if (p.top_k > 0 && p.top_k < n && p.top_k <= kSampleMaxTopK) return SamplePath::TopK;
+  if ((p.top_k == 0 || p.top_k >= n) && p.top_p >= 1.f && p.min_p <= 0.f) return SamplePath::Draw;
   return SamplePath::FullRow;
 }
 
@@ -390,6 +411,7 @@ SamplePath SampleCudaBatch::add(const SampleParams& p, int V) {
   r.path = int32_t(path);
   r.ncand = path == SamplePath::TopK ? std::min(sample_cuda_candidates(p.top_k), r.n) : 0;
   r.lanes = host_order().lanes;
+  r.scale = path == SamplePath::Draw ? 1.f / p.temperature : 1.f;  // sample_cpu's own rounding
   r.fused_exp = host_order().fused == 1;
   r.repetition = p.repetition_penalty;
   r.frequency = p.frequency_penalty;
@@ -429,30 +451,77 @@ void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream) {
   GPTOSS_LAUNCH(sample_listed, dim3(unsigned(a.rows)), dim3(kListThreads), 0, stream, a.logits, a.ld, a.V, a.row,
                 a.entries, a.allow, a.scratch);
   check_launch("sample (listed ids)");
-  GPTOSS_LAUNCH(sample_reduce, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, a.row, a.scratch, a.out, a.cand);
+  GPTOSS_LAUNCH(sample_reduce, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, a.row, a.scratch, a.out, a.cand,
+                a.chunks);
   check_launch("sample (reduce)");
 }
 
+namespace {
+// Draw: sample_cpu's keep-all draw, u = uniform * z, then u -= e[i] over ids in order until it
+// falls below zero. The chunk sums locate the crossing; only that chunk's exps are computed here,
+// by the CPU's own code. Every value this walk sees differs from the CPU's by at most delta: both
+// add the same exps to the same start in double, in different orders (the CPU one at a time; here
+// the device's tree per chunk, then one at a time), each add rounding by at most 2^-53 of a value
+// below 2z, over fewer than n + chunks + 64 adds. A crossing nearer zero than delta is declined.
+bool finish_draw(const SampleParams& p, const SampleCudaOut& o, int n, float s, double z, const float* etail,
+                 const double* chunks, const SampleRawLogits& raw, uint64_t* rng, SampleResult* res) {
+  if (!chunks || !raw || !(z > 0)) return false;
+  const int nbody = n - o.tail_n, nch = (nbody + kSampleChunk - 1) / kSampleChunk;
+  const double delta = 4.0 * (double(n) + double(nch) + 64.0) * 0x1p-53 * z;
+  uint64_t r = *rng;
+  double u = sample_uniform(&r) * z;
+  int c = 0;
+  for (; c < nch && u - chunks[c] >= 0; ++c) u -= chunks[c];
+  // The crossing lies in chunk c (c == nch: the tail) only if u is clear of zero at both its ends.
+  if (!(u > delta) || (c < nch && !(u - chunks[c] < -delta))) return false;
+  const int first = c < nch ? c * kSampleChunk : nbody, count = c < nch ? std::min(kSampleChunk, nbody - first) : o.tail_n;
+  std::vector<float> l(static_cast<size_t>(count)), e(static_cast<size_t>(count));
+  if (c < nch) {
+    raw(first, count, l.data());
+    sample_process_range(l.data(), first, count, p);
+    cpu::simd().exp_sum(l.data(), o.max, s, e.data(), count);  // count % lanes == 0: the vector exps
+  } else {
+    std::copy(etail, etail + count, e.begin());
+  }
+  for (int i = 0; i < count; ++i) {
+    if (!(e[size_t(i)] > 0)) continue;
+    const double before = u;
+    u -= e[size_t(i)];
+    if (u < 0) {
+      if (!(before > delta && u < -delta)) return false;
+      *rng = r;
+      *res = {first + i, float(std::log(e[size_t(i)] / z))};
+      return true;
+    }
+  }
+  return false;  // no crossing clear of the bound in this chunk
+}
+}  // namespace
+
 bool sample_cuda_finish(const SampleParams& p, int V, const SampleCudaOut& o, const SampleCudaCand* cand,
-                        uint64_t* rng, SampleResult* res) {
+                        uint64_t* rng, SampleResult* res, const double* chunks, const SampleRawLogits& raw) {
   const SamplePath path = sample_cuda_path(p, V);
   if (path == SamplePath::FullRow) return false;
   const int n = p.ban_from > 0 && p.ban_from < V ? p.ban_from : V;
   if (!std::isfinite(o.max)) throw_nonfinite(o.max);
   const HostOrder& ord = host_order();
   const auto& k = cpu::simd();
-  if (path == SamplePath::Greedy) {
+  if (path == SamplePath::Greedy || path == SamplePath::Draw) {
     // exp_sum: double(vsum(lanes)) then the tail, each exp_scalar(l - m) added in double. vsum is
     // the CPU's own: sum_f32 over 4 vectors, lanes then zeros, adds zeros to the lanes exactly.
     if (ord.fused < 0) return false;
+    const float s = path == SamplePath::Draw ? 1.f / p.temperature : 1.f;
     float pad[64] = {};
     std::memcpy(pad, o.lanes, sizeof(float) * size_t(ord.lanes));
     double z = k.sum_f32(pad, size_t(4 * ord.lanes));
     float e[16];
-    k.exp_sum(o.tail, o.max, 1.f, e, o.tail_n);  // fewer than lanes: all by the scalar tail code
+    k.exp_sum(o.tail, o.max, s, e, o.tail_n);  // fewer than lanes: all by the scalar tail code
     for (int i = 0; i < o.tail_n; ++i) z += e[i];
-    *res = {o.best, float(-std::log(z))};
-    return true;
+    if (path == SamplePath::Greedy) {
+      *res = {o.best, float(-std::log(z))};
+      return true;
+    }
+    return finish_draw(p, o, n, s, z, e, chunks, raw, rng, res);
   }
   // TopK: a compact row [body candidates | -inf to a whole vector, and past top_k | tail candidates]
   // in id order, so each exp is computed by the same code as in the full row (vector lanes or the

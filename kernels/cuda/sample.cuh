@@ -9,10 +9,19 @@
 //     sample_cuda_candidates, ties to the lower id) with their ids, in id order; the host runs
 //     sample_cpu on them (a compact row laid out so every exp is computed as in the full row) when
 //     it can prove the full row's top-k cut lies inside them, else it asks for the full row;
-//   anything else (top_k = 0 with temperature >= 1e-4, top_k > kSampleMaxTopK): the full row.
+//   a draw from the whole distribution (temperature >= 1e-4, no top-k, top-p or min-p: gpt-oss's
+//     recommended settings): the exps and lane sums as for greedy (exp((l - max) / T)), and the
+//     double sum of each kSampleChunk ids' exps; the host folds the lanes into the CPU's total,
+//     draws u from the RNG as sample_cpu does, finds the chunk where sample_cpu's id-order walk
+//     (u -= e[i]) crosses zero from the chunk sums, copies that chunk's raw logits alone (4 KB),
+//     processes them and walks them with the CPU's own code. The chunk sums are rounded in another
+//     order than the CPU's walk; the host bounds that difference and accepts the crossing only
+//     when it is farther from zero than the bound, else it asks for the full row (RNG untouched);
+//   anything else (top-p or min-p without top-k, top_k > kSampleMaxTopK): the full row.
 // The raw logits are not modified: a row that needs the full row is copied back as it is and
 // sampled by sample_cpu. Deterministic: one block per row, integer histograms, ordered scans.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -22,22 +31,27 @@ namespace gptoss {
 constexpr int kSampleMaxTopK = 1024;
 constexpr int kSampleMaxCandidates = 2048;
 
-enum class SamplePath : int32_t { Greedy = 0, TopK = 1, FullRow = 2 };
+constexpr int kSampleChunk = 1024;  // ids per chunk sum (Draw)
+
+enum class SamplePath : int32_t { Greedy = 0, TopK = 1, FullRow = 2, Draw = 3 };
 // Which path a row takes (host, from its parameters alone).
 SamplePath sample_cuda_path(const SampleParams& p, int V);
 // K' for top_k: min(2 * top_k + 64, kSampleMaxCandidates) (the margin lets the host prove the cut).
 int sample_cuda_candidates(int top_k);
+// Chunk sums per row for a vocabulary of V: ceil(V / kSampleChunk).
+inline int sample_cuda_chunks(int V) { return (V + kSampleChunk - 1) / kSampleChunk; }
 
 // Per row, device-side (packed by SampleCudaBatch).
 struct SampleCudaRow {
   int32_t n;          // ids [0, n) may be drawn (ban_from applied)
   int32_t path;       // SamplePath
   int32_t ncand;      // K' (TopK)
-  int32_t lanes;      // the CPU's SIMD width, 8 or 16 (Greedy)
+  int32_t lanes;      // the CPU's SIMD width, 8 or 16 (Greedy, Draw)
   int32_t fused_exp;  // 1: the exp's steps are fused multiply-adds (AVX2/AVX-512 lanes), 0: separate
   int32_t bias_off, bias_len, hist_off, hist_len;  // into entries; each list stably sorted by id
   int32_t allow_off;  // into allow, -1 = no mask
   float repetition, frequency, presence;
+  float scale;  // 1 / temperature as sample_cpu rounds it (Draw; 1 for Greedy)
 };
 struct SampleCudaEntry {
   int32_t id;
@@ -50,8 +64,8 @@ struct SampleCudaOut {
   float max;         // its value (NaN when every one is NaN)
   int32_t count;     // candidates written (TopK)
   int32_t eligible;  // ids in [0, n) with a finite or +inf processed logit (TopK)
-  float lanes[16];   // Greedy: lane sums of exp(l - max) over the lanes-wide body, f32 in id order
-  float tail[16];    // Greedy: the processed logits of the last n % lanes ids
+  float lanes[16];   // Greedy, Draw: lane sums of exp((l - max) * scale) over the lanes-wide body, f32 in id order
+  float tail[16];    // Greedy, Draw: the processed logits of the last n % lanes ids
   int32_t tail_n, pad[3];
 };
 struct SampleCudaCand {
@@ -79,14 +93,19 @@ struct SampleCudaArgs {
   size_t scratch_bytes;
   SampleCudaOut* out;               // [rows]
   SampleCudaCand* cand;             // [rows, kSampleMaxCandidates]
+  double* chunks;                   // [rows, sample_cuda_chunks(V)]: Draw rows' chunk sums over the body
 };
 size_t sample_cuda_scratch(int rows, int V);
 // Three launches (process, listed ids, reduce). Throws ERR_INVALID_ARGUMENT before launching.
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream);
 
-// Host: finishes row r's draw from its out (and, for TopK, its out.count candidates). Returns true
-// with *res set and *rng advanced exactly as sample_cpu on the full processed row would; false
-// (rng untouched) when the full row is needed. Throws sample_cpu's errors (every logit NaN, ...).
+// Host: finishes row r's draw from its out (and, for TopK, its out.count candidates; for Draw, its
+// chunk sums and `raw`, which copies the row's raw logits of ids [first, first + count) to dst).
+// Returns true with *res set and *rng advanced exactly as sample_cpu on the full processed row
+// would; false (rng untouched) when the full row is needed. Throws sample_cpu's errors (every
+// logit NaN, ...).
+using SampleRawLogits = std::function<void(int first, int count, float* dst)>;
 bool sample_cuda_finish(const SampleParams& p, int V, const SampleCudaOut& out, const SampleCudaCand* cand,
-                        uint64_t* rng, SampleResult* res);
+                        uint64_t* rng, SampleResult* res, const double* chunks = nullptr,
+                        const SampleRawLogits& raw = {});
 }  // namespace gptoss

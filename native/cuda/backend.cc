@@ -471,10 +471,11 @@ class CudaRunner final : public StepRunner {
   }
 
   // Sampling on the device (issue #17), for a step whose logits the caller did not ask for. The
-  // rows whose parameters take the Greedy or TopK path of kernels/cuda/sample.cuh are reduced by
+  // rows whose parameters take the Greedy, TopK or Draw path of kernels/cuda/sample.cuh are reduced by
   // sample_cuda, launched eagerly on this stream after the step (never captured: a graph's key does
   // not hold sampling parameters), over chunks of kSampleChunk rows so that its scratch stays
-  // small; only each row's SampleCudaOut (160 bytes) and, for top-k, its K' candidates come back.
+  // small; only each row's SampleCudaOut (160 bytes) and, for top-k, its K' candidates (for a draw,
+  // its chunk sums, 1.6 KB at gpt-oss's vocabulary, then one 4 KB chunk of the row) come back.
   // finish_row() completes the draw on the host with sample_cuda_finish, which is the CPU
   // sampler's result bit for bit; a row it declines (and a FullRow row, or one the program did not
   // hand over) is copied back alone and sampled on the host as before. Buffers are allocated on
@@ -507,6 +508,7 @@ class CudaRunner final : public StepRunner {
       sample_scratch_ = device_block(sample_cuda_scratch(chunk, vocab), "the sampler's scratch");
       sample_out_ = device_block(sizeof(SampleCudaOut) * size_t(chunk), "the sampler's results");
       sample_cand_ = device_block(sizeof(SampleCudaCand) * size_t(chunk) * kSampleMaxCandidates, "the sampler's candidates");
+      sample_chunks_ = device_block(sizeof(double) * size_t(chunk) * size_t(sample_cuda_chunks(vocab)), "the sampler's chunk sums");
     }
     // The rows, entries and mask words packed into one block, uploaded in one copy.
     auto round = [](size_t b) { return (b + 255) / 256 * 256; };
@@ -531,8 +533,11 @@ class CudaRunner final : public StepRunner {
     const auto* dallow = reinterpret_cast<const uint32_t*>(dp + rows_b + ent_b);
     if (outs_.size() < size_t(L)) outs_.resize(size_t(L));
     if (cands_.size() < size_t(L) * kSampleMaxCandidates) cands_.resize(size_t(L) * kSampleMaxCandidates);
+    const size_t nch = size_t(sample_cuda_chunks(vocab));
+    if (chunks_.size() < size_t(L) * nch) chunks_.resize(size_t(L) * nch);
     auto* dout = static_cast<SampleCudaOut*>(sample_out_.get());
     auto* dcand = static_cast<SampleCudaCand*>(sample_cand_.get());
+    auto* dchunks = static_cast<double*>(sample_chunks_.get());
     gpu::guarded_launch("device 'cuda' (sampling)", [&] {
       gpu::copy_h2d(dp, params_pinned_, bytes, stream_);
       for (int at = 0; at < L; at += chunk) {
@@ -541,13 +546,17 @@ class CudaRunner final : public StepRunner {
         for (int i = at; i < at + n; ++i) some = some || reduced_[size_t(i)];
         if (!some) continue;
         sample_cuda({logits_ + size_t(at) * size_t(vocab), vocab, vocab, n, drows + at, dent, dallow,
-                     static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand},
+                     static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand, dchunks},
                     stream_);
         // The next chunk reuses the device buffers: these copies are queued before its launches.
         gpu::copy_d2h(outs_.data() + at, dout, sizeof(SampleCudaOut) * size_t(n), stream_);
         transfers_.result_bytes += sizeof(SampleCudaOut) * size_t(n);
         for (int i = at; i < at + n; ++i) {
           const SampleCudaRow& r = batch.rows[size_t(i)];
+          if (reduced_[size_t(i)] && r.path == int32_t(SamplePath::Draw)) {
+            gpu::copy_d2h(chunks_.data() + size_t(i) * nch, dchunks + size_t(i - at) * nch, sizeof(double) * nch, stream_);
+            transfers_.result_bytes += sizeof(double) * nch;
+          }
           if (!reduced_[size_t(i)] || r.path != int32_t(SamplePath::TopK)) continue;
           gpu::copy_d2h(cands_.data() + size_t(i) * kSampleMaxCandidates, dcand + size_t(i - at) * kSampleMaxCandidates,
                         sizeof(SampleCudaCand) * size_t(r.ncand), stream_);
@@ -562,7 +571,16 @@ class CudaRunner final : public StepRunner {
     if (i < 0 || i >= L_) throw Error("ERR_INTERNAL", "device 'cuda': no logit row " + std::to_string(i));
     if (p && size_t(i) < reduced_.size() && reduced_[size_t(i)]) {
       reduced_[size_t(i)] = 0;  // once
-      if (sample_cuda_finish(*p, vocab, outs_[size_t(i)], cands_.data() + size_t(i) * kSampleMaxCandidates, rng, res)) {
+      // A draw reads one chunk of its raw row (4 KB), the rest of the row stays on the device.
+      const SampleRawLogits raw = [&](int first, int count, float* dst) {
+        gpu::DeviceLock lock;
+        gpu::copy_d2h(dst, logits_ + size_t(i) * size_t(vocab) + size_t(first), size_t(count) * 4, stream_);
+        gpu::stream_sync(stream_);
+        transfers_.logit_bytes += uint64_t(count) * 4;
+      };
+      const double* chunks = chunks_.data() + size_t(i) * size_t(sample_cuda_chunks(vocab));
+      if (sample_cuda_finish(*p, vocab, outs_[size_t(i)], cands_.data() + size_t(i) * kSampleMaxCandidates, rng, res, chunks,
+                             raw)) {
         ++transfers_.device_rows;
         return true;
       }
@@ -643,7 +661,8 @@ class CudaRunner final : public StepRunner {
   std::vector<uint8_t> reduced_;
   std::vector<SampleCudaOut> outs_;
   std::vector<SampleCudaCand> cands_;
-  std::shared_ptr<void> sample_scratch_, sample_out_, sample_cand_, params_dev_;
+  std::vector<double> chunks_;
+  std::shared_ptr<void> sample_scratch_, sample_out_, sample_cand_, sample_chunks_, params_dev_;
   uint8_t* params_pinned_ = nullptr;
   size_t params_cap_ = 0;
   Transfers transfers_;

@@ -3,7 +3,8 @@
 // frequency / repetition penalties, a ban and a grammar mask, greedy and top-k 1/40/1024 at several
 // temperatures, with top-p / min-p after top-k, random RNG states. Each row must give the same token,
 // the same logprob bits and the same RNG state as the CPU; rows the host cannot finish exactly must
-// say so (FullRow) and leave the RNG alone. The processed logits of top-k rows are compared bit for
+// say so (FullRow) and leave the RNG alone. Draw rows (no top-k / top-p / min-p) are finished for
+// many RNG states from one reduction, and may read one chunk of their raw row. The processed logits of top-k rows are compared bit for
 // bit with the CPU's. Outputs, candidates and the scratch start NaN-poisoned.
 #include <algorithm>
 #include <cstring>
@@ -80,9 +81,13 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
   lab::DeviceBuf<uint32_t> dallow(allow);
   lab::DeviceBuf<gptoss::SampleCudaOut> dout(static_cast<size_t>(R));
   lab::DeviceBuf<gptoss::SampleCudaCand> dcand(size_t(R) * gptoss::kSampleMaxCandidates);
-  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, dscratch.n * 4, dout.p, dcand.p}, nullptr);
+  const int nch = gptoss::sample_cuda_chunks(V);
+  lab::DeviceBuf<double> dchunks(size_t(R) * nch);
+  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, dscratch.n * 4, dout.p, dcand.p, dchunks.p},
+                      nullptr);
   const auto out = dout.download();
   const auto cand = dcand.download();
+  const auto chunks = dchunks.download();
   const auto proc = dscratch.download();
   int finished = 0;
   gptoss::SampleWork work(V);
@@ -100,18 +105,39 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
       const int k = std::min(gptoss::sample_cuda_candidates(c.p.top_k), o.eligible);
       LAB_CHECK(o.count == k, "row %d: %d candidates, want %d (of %d eligible)", i, o.count, k, o.eligible);
     }
-    gptoss::SampleResult got{};
-    const bool done = gptoss::sample_cuda_finish(c.p, V, out[size_t(i)], cand.data() + size_t(i) * gptoss::kSampleMaxCandidates,
-                                                 &got_rng, &got);
-    if (!done) {
-      LAB_CHECK(got_rng == c.rng, "row %d: declined but advanced the RNG", i);
-      continue;
+    int raw_reads = 0;
+    const gptoss::SampleRawLogits raw = [&](int first, int count, float* dst) {
+      LAB_CHECK(first >= 0 && count > 0 && first + count <= V && count <= gptoss::kSampleChunk, "raw read [%d, +%d)", first, count);
+      std::memcpy(dst, rows[size_t(i)].data() + first, size_t(count) * 4);
+      ++raw_reads;
+    };
+    // Draw rows: the same reduction finished for several RNG states, each against sample_cpu.
+    const bool draw = paths[size_t(i)] == gptoss::SamplePath::Draw;
+    bool all_done = true;
+    for (int d = 0; d < (draw ? 24 : 1); ++d) {
+      uint64_t seed_want = c.rng + uint64_t(d) * 0x9e3779b97f4a7c15ull, seed_got = seed_want;
+      gptoss::SampleResult w = want;
+      if (d > 0) {
+        l = rows[size_t(i)];
+        w = gptoss::sample_cpu(l.data(), V, c.p, &seed_want, work.scratch);
+      } else {
+        seed_want = want_rng;
+      }
+      gptoss::SampleResult got{};
+      const bool done = gptoss::sample_cuda_finish(c.p, V, out[size_t(i)], cand.data() + size_t(i) * gptoss::kSampleMaxCandidates,
+                                                   &seed_got, &got, chunks.data() + size_t(i) * nch, raw);
+      if (!done) {
+        LAB_CHECK(seed_got == c.rng + uint64_t(d) * 0x9e3779b97f4a7c15ull, "row %d: declined but advanced the RNG", i);
+        all_done = false;
+        continue;
+      }
+      LAB_CHECK(got.token == w.token && std::memcmp(&got.logprob, &w.logprob, 4) == 0 && seed_got == seed_want,
+                "V %d row %d draw %d (T %g, top_k %d, top_p %g, min_p %g): device %d / %.9g, cpu %d / %.9g, rng %s", V, i, d,
+                c.p.temperature, c.p.top_k, c.p.top_p, c.p.min_p, got.token, got.logprob, w.token, w.logprob,
+                seed_got == seed_want ? "same" : "differs");
     }
-    ++finished;
-    LAB_CHECK(got.token == want.token && std::memcmp(&got.logprob, &want.logprob, 4) == 0 && got_rng == want_rng,
-              "V %d row %d (T %g, top_k %d, top_p %g, min_p %g): device %d / %.9g, cpu %d / %.9g, rng %s", V, i,
-              c.p.temperature, c.p.top_k, c.p.top_p, c.p.min_p, got.token, got.logprob, want.token, want.logprob,
-              got_rng == want_rng ? "same" : "differs");
+    LAB_CHECK(raw_reads <= (draw ? 24 : 0), "row %d: %d raw reads (one chunk per Draw finish at most)", i, raw_reads);
+    if (all_done) ++finished;
   }
   return finished;
 }
@@ -128,6 +154,9 @@ std::vector<Case> cases_for(int V, lab::Rng& r) {
         if (extras && k == 40) c.p.top_p = 0.9f, c.p.min_p = 0.01f;
         cs.push_back(c);
       }
+  // Draws from the whole distribution: top_k 0 (and top_k >= n) at several temperatures.
+  for (float t : {0.5f, 1.f, 1.7f})
+    for (int extras = 0; extras < 2; ++extras) cs.push_back({params(V, r, t, extras ? V : 0, extras != 0), r.next()});
   return cs;
 }
 }  // namespace
@@ -147,19 +176,20 @@ LAB_TEST("sample: small vocabularies (V 33, 1000) under every schedule: greedy, 
   }
 }
 
-LAB_TEST("sample: gpt-oss vocabulary (V 201088), 4 rows: greedy with penalties, top-k 40 at T 0.8, top-k 1024 at T 1.3, a flat row declined [real shapes]") {
+LAB_TEST("sample: gpt-oss vocabulary (V 201088), 6 rows: greedy with penalties, top-k 40 at T 0.8, top-k 1024 at T 1.3, a flat row declined, draws at T 1 (flat and with a head) [real shapes]") {
   if (lab::quick()) return;
   const int V = 201088;
   lab::Rng r(99);
-  std::vector<Case> cs = {{params(V, r, 0.f, 0, true), r.next()},
-                          {params(V, r, 0.8f, 40, true), r.next()},
-                          {params(V, r, 1.3f, 1024, false), r.next()},
-                          {params(V, r, 1.f, 40, false), r.next()}};
+  std::vector<Case> cs = {{params(V, r, 0.f, 0, true), r.next()},   {params(V, r, 0.8f, 40, true), r.next()},
+                          {params(V, r, 1.3f, 1024, false), r.next()}, {params(V, r, 1.f, 40, false), r.next()},
+                          {params(V, r, 1.f, 0, true), r.next()},   {params(V, r, 1.f, 0, false), r.next()}};
   std::vector<std::vector<float>> rows;
   for (size_t i = 0; i < 3; ++i) rows.push_back(random_row(V, r, 4000));
-  rows.push_back(random_row(V, r));  // flat: the host must decline (and leave the RNG alone)
+  rows.push_back(random_row(V, r));  // flat: the host must decline top-k (and leave the RNG alone)
+  rows.push_back(random_row(V, r, 4000));
+  rows.push_back(random_row(V, r));  // a draw is finished from one chunk even on a flat row
   const int done = check(V, cs, rows);
-  LAB_CHECK(done == 3, "the host finished %d of 4 rows (3 expected: greedy, two top-k with a head)", done);
+  LAB_CHECK(done == 5, "the host finished %d of 6 rows (5 expected: all but the flat top-k row)", done);
 }
 
 // More ids than candidate slots (2,048), so the device's radix selection must be right: with every
@@ -178,11 +208,17 @@ LAB_TEST("sample: V 6000 (more ids than candidate slots) under every schedule: t
   });
 }
 
-LAB_TEST("sample: top_k 0 with a temperature needs the full row; every logit masked is the CPU's error") {
+LAB_TEST("sample: top-p or min-p without top-k needs the full row; every logit masked is the CPU's error") {
   const int V = 100;
   gptoss::SampleParams p;
   p.temperature = 0.7f;
-  LAB_CHECK(gptoss::sample_cuda_path(p, V) == gptoss::SamplePath::FullRow, "top_k 0 at T 0.7 is not FullRow");
+  LAB_CHECK(gptoss::sample_cuda_path(p, V) == gptoss::SamplePath::Draw, "top_k 0 at T 0.7 is not a Draw");
+  p.top_p = 0.9f;
+  LAB_CHECK(gptoss::sample_cuda_path(p, V) == gptoss::SamplePath::FullRow, "top_p 0.9 without top-k is not FullRow");
+  p.top_p = 1.f;
+  p.min_p = 0.05f;
+  LAB_CHECK(gptoss::sample_cuda_path(p, V) == gptoss::SamplePath::FullRow, "min_p without top-k is not FullRow");
+  p.min_p = 0.f;
   p.top_k = 2000;
   LAB_CHECK(gptoss::sample_cuda_path(p, 5000) == gptoss::SamplePath::FullRow, "top_k past the device limit is not FullRow");
   p.top_k = 5;
