@@ -186,9 +186,13 @@ export interface ResponsesContext {
   signalOf: (c: Context) => AbortSignal;
   /** The prefix-cache salt for this caller and request. */
   cacheSalt: (c: Context, b: { cache_salt?: string | null; user?: string }) => string | undefined;
+  /** The engine as this request sees it (its token limit checked against the context). */
+  engineFor: (c: Context, limit: { field: string; value: number | null | undefined }) => Engine;
+  /** Whether the request was cut short by the server's drain (a stream then ends as incomplete). */
+  cutShort: (c: Context) => boolean;
 }
 
-export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesContext): void {
+export function registerResponses(app: Hono, ctx: ResponsesContext): void {
   app.post('/v1/responses', async (c: Context) => {
     const b = request.parse(await readJson(c));
     ctx.checkModel(b.model);
@@ -196,7 +200,9 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
     const id = ctx.newId('resp');
     const createdAt = Math.floor(Date.now() / 1000);
     const signal = ctx.signalOf(c);
-    const gen = engine.chat(messages, { ...options, signal, cacheSalt: ctx.cacheSalt(c, b) });
+    const gen = ctx
+      .engineFor(c, { field: 'max_output_tokens', value: b.max_output_tokens })
+      .chat(messages, { ...options, signal, cacheSalt: ctx.cacheSalt(c, b) });
     const shell = (status: string, output: OutputItem[], r?: ChatResult) => ({
       id,
       object: 'response',
@@ -382,6 +388,10 @@ export function registerResponses(app: Hono, engine: Engine, ctx: ResponsesConte
         });
       } catch (e) {
         if (clientLeft(c.req.raw.signal, e)) return;
+        if (ctx.cutShort(c)) {
+          await close();
+          return void (await send('response.incomplete', { response: shell('incomplete', output) }));
+        }
         const h = toHttp(e);
         await send('error', { code: h.code, message: h.message, param: h.param });
       }

@@ -13,6 +13,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
+import { matchedRoutes } from 'hono/route';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 
@@ -40,6 +41,8 @@ import {
   toHttp,
   toolChoiceOf,
 } from './http.js';
+import type { RequestLog } from './log.js';
+import { labelValue, latencyHistograms } from './metrics.js';
 import { registerResponses } from './responses.js';
 
 export interface ServerOptions {
@@ -69,6 +72,8 @@ export interface ServerOptions {
   /** ... and so is one with more than this many bytes waiting for that long (default 4 MiB; a
    * large unstreamed answer to a slow client counts too). */
   maxBufferedBytes?: number;
+  /** Called once per request when its response has ended (see requestLogger in ./log.js). */
+  log?: (r: RequestLog) => void;
 }
 
 /** A Host header's (or URL host's) name: lower case, without port, brackets or a final dot. */
@@ -85,6 +90,19 @@ const isLoopback = (a: string) => a.startsWith('127.') || a === '::1';
 
 /** The host each app was bound to by listen(): one of the names its Host check accepts. */
 const boundHosts = new WeakMap<Hono, Set<string>>();
+
+/** What listen()'s drain shares with an app: whether it is draining (new requests get 503) and
+ * the requests in flight, each with the controller its work runs under (the drain's deadline
+ * aborts it with `shutDown`). */
+interface Lifecycle {
+  draining: boolean;
+  inFlight: Set<AbortController>;
+  /** Called when inFlight next becomes empty. */
+  idle: (() => void)[];
+}
+const lifecycles = new WeakMap<Hono, Lifecycle>();
+const shutDown = () =>
+  new HttpError(503, 'server_error', 'the server shut down before the request finished', null, 'shutting_down');
 
 /**
  * Cuts off a response whose client stopped reading: output waiting that the connection has taken
@@ -328,6 +346,63 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     c.json(errorBody(new HttpError(404, 'not_found_error', `no route ${c.req.method} ${c.req.path}`)), 404),
   );
 
+  // Each request's record: its tokens (counted as they are generated), for its log line once its
+  // response has ended (a stream's last byte) and for the latency histograms of /metrics.
+  const life: Lifecycle = { draining: false, inFlight: new Set(), idle: [] };
+  lifecycles.set(app, life);
+  const latency = latencyHistograms();
+  // ac: what the request's work runs under (signalOf): the client leaving, its deadline, the drain's.
+  type Rec = { t0: number; tokensIn: number; tokensOut: number; generated: boolean; ac: AbortController };
+  const records = new WeakMap<Context, Rec>();
+  const routeOf = (c: Context) => [...matchedRoutes(c)].reverse().find((r) => r.method !== 'ALL')?.path ?? c.req.path;
+  app.use('*', async (c, next) => {
+    const rec: Rec = { t0: performance.now(), tokensIn: 0, tokensOut: 0, generated: false, ac: new AbortController() };
+    records.set(c, rec);
+    const client = c.req.raw.signal;
+    if (client.aborted) rec.ac.abort(client.reason);
+    else client.addEventListener('abort', () => rec.ac.abort(client.reason), { once: true });
+    const tracked = !life.draining; // one that arrives while draining is refused below
+    if (tracked) life.inFlight.add(rec.ac);
+    const out = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    const ended =
+      out && typeof out.once === 'function' ? new Promise<void>((r) => out.once('close', () => r())) : undefined;
+    try {
+      await next();
+    } finally {
+      const end = () => {
+        const ms = performance.now() - rec.t0;
+        const status = c.res.status;
+        if (rec.generated && status < 400) latency.e2e.observe(ms / 1e3);
+        options.log?.({
+          method: c.req.method,
+          route: routeOf(c),
+          status,
+          tokensIn: rec.tokensIn,
+          tokensOut: rec.tokensOut,
+          ms,
+        });
+        if (tracked && life.inFlight.delete(rec.ac) && life.inFlight.size === 0)
+          for (const f of life.idle.splice(0)) f();
+      };
+      if (ended) void ended.then(end);
+      else end();
+    }
+  });
+  // Draining (listen()'s drain): the requests in flight finish, new ones are refused.
+  app.use('*', async (c, next) => {
+    if (life.draining) {
+      c.header('Connection', 'close');
+      throw new HttpError(
+        503,
+        'server_error',
+        'the server is shutting down and takes no new requests',
+        null,
+        'shutting_down',
+      );
+    }
+    await next();
+  });
+
   // Host and Origin, as Ollama checks them against DNS rebinding: a page on another site may not
   // drive the server, nor one whose name resolves to it (the Host check on loopback, the Origin
   // check everywhere). Names are the loopback ones, the bound host, the address the request came
@@ -419,6 +494,31 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   app.use('/v1/*', auth);
   app.use('/metrics', auth);
 
+  // A known route asked with a method it does not take: 405 naming those it does (Allow), before
+  // the body is looked at. Hono answers HEAD with a GET route.
+  let routeMethods: { pattern: RegExp; method: string }[] | undefined;
+  app.use('*', async (c, next) => {
+    routeMethods ??= app.routes
+      .filter((r) => r.method !== 'ALL')
+      .map((r) => ({
+        pattern: new RegExp(`^${r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[^/]+/g, '[^/]+')}$`),
+        method: r.method,
+      }));
+    const methods = [...new Set(routeMethods.filter((r) => r.pattern.test(c.req.path)).map((r) => r.method))];
+    if (methods.includes('GET')) methods.push('HEAD');
+    if (methods.length && !methods.includes(c.req.method)) {
+      c.header('Allow', methods.join(', '));
+      throw new HttpError(
+        405,
+        'invalid_request_error',
+        `${c.req.method} is not allowed on ${c.req.path}; it takes ${methods.join(', ')}`,
+        null,
+        'method_not_allowed',
+      );
+    }
+    await next();
+  });
+
   // Only JSON bodies: a browser sends text/plain, form or multipart bodies cross-site without
   // asking first (a "simple" request); JSON needs a preflight, which the Origin check refuses.
   app.use('*', async (c, next) => {
@@ -440,13 +540,12 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
   // the routes' work runs under (signalOf).
   const writeTimeout = options.writeTimeoutMs ?? 30_000;
   const maxBuffered = options.maxBufferedBytes ?? 4 * 2 ** 20;
-  const deadlines = new WeakMap<Context, AbortSignal>();
   app.use('*', async (c, next) => {
     const out = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (out && typeof out.once === 'function') watchWrites(out, writeTimeout, maxBuffered);
     const ms = options.requestTimeoutMs;
-    if (ms) {
-      const ac = new AbortController();
+    const ac = records.get(c)?.ac;
+    if (ms && ac) {
       const timer = setTimeout(
         () =>
           ac.abort(
@@ -462,11 +561,65 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       );
       timer.unref();
       out?.once?.('close', () => clearTimeout(timer));
-      deadlines.set(c, AbortSignal.any([c.req.raw.signal, ac.signal]));
     }
     await next();
   });
-  const signalOf = (c: Context) => deadlines.get(c) ?? c.req.raw.signal;
+  const signalOf = (c: Context) => records.get(c)?.ac.signal ?? c.req.raw.signal;
+  /** Whether the request's work was cut short by the drain's deadline: a stream then ends as if by
+   * length, with its finish_reason and [DONE], not an error. */
+  const cutShort = (c: Context) => {
+    const r: unknown = records.get(c)?.ac.signal.reason;
+    return r instanceof HttpError && r.code === 'shutting_down';
+  };
+  /** A cut request's usage: the tokens its sequences took in and gave (the engine's own count
+   * comes with an answer's end, which a cut answer never reaches). */
+  const cutUsage = (c: Context) => ({
+    prompt: records.get(c)?.tokensIn ?? 0,
+    completion: records.get(c)?.tokensOut ?? 0,
+  });
+  /**
+   * The engine as one request's generations see it: their tokens are counted for the request's log
+   * line and timed for /metrics, and a token limit the context cannot hold is refused with a 400
+   * naming the numbers, as OpenAI does, where the engine would cut it down to what is left. A view
+   * of the engine with its own start(): engine.chat() and complete() start sequences on `this`.
+   */
+  const engineFor = (c: Context, limit: { field: string; value: number | null | undefined }): Engine => {
+    const rec = records.get(c);
+    const start: Engine['start'] = (prompt, sampler, limits) => {
+      const C = engine.defaultContext;
+      if (limit.value != null && prompt.length + limit.value > C)
+        throw new HttpError(
+          400,
+          'invalid_request_error',
+          `${limit.field} is too large: prompt ${prompt.length} + ${limit.field} ${limit.value} > context ${C} ` +
+            `(at most ${C - prompt.length} tokens can follow this prompt)`,
+          limit.field,
+          'context_length_exceeded',
+        );
+      const decoder = engine.start(prompt, sampler, limits);
+      const t0 = rec?.t0 ?? performance.now();
+      if (rec) {
+        rec.tokensIn = prompt.length;
+        rec.generated = true;
+      }
+      let last: number | undefined;
+      return {
+        next: async () => {
+          const token = await decoder.next();
+          const now = performance.now();
+          (last === undefined ? latency.ttft : latency.itl).observe((now - (last ?? t0)) / 1e3);
+          last = now;
+          if (rec) rec.tokensOut++;
+          return token;
+        },
+        close: () => decoder.close(),
+        get cachedTokens() {
+          return decoder.cachedTokens;
+        },
+      };
+    };
+    return Object.create(engine, { start: { value: start } }) as Engine;
+  };
 
   // Prefix-cache salt: the caller's key or user (cacheIsolation) and the request's cache_salt.
   const isolation = options.cacheIsolation ?? (keys.length > 1 ? 'key' : 'none');
@@ -530,9 +683,15 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const signal = signalOf(c);
     const finish = (r: string) => (r === 'tool-calls' ? 'tool_calls' : r);
     const n = b.n ?? 1;
+    const served = engineFor(
+      c,
+      b.max_completion_tokens != null
+        ? { field: 'max_completion_tokens', value: b.max_completion_tokens }
+        : { field: 'max_tokens', value: b.max_tokens },
+    );
     if (!b.stream) {
       const results = await nResults(n, chatOpts.seed, signal, (seed, sig) =>
-        engine.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal: sig }),
+        served.chat(messages, { ...chatOpts, ...(seed !== undefined && { seed }), signal: sig }),
       );
       count('/v1/chat/completions', 200);
       const sum = (f: (r: (typeof results)[0]) => number) => results.reduce((a, r) => a + f(r), 0);
@@ -576,8 +735,12 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const stop = new AbortController();
     const both = AbortSignal.any([signal, stop.signal]);
     const start = (i: number) =>
-      engine
-        .chat(messages, { ...chatOpts, ...(chatOpts.seed !== undefined && { seed: chatOpts.seed + i }), signal: both })
+      served
+        .chat(messages, {
+          ...chatOpts,
+          ...(chatOpts.seed !== undefined && { seed: chatOpts.seed + i }),
+          signal: both,
+        })
         [Symbol.asyncIterator]();
     const its = [start(0)];
     const first = await its[0].next();
@@ -602,6 +765,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
           }),
         );
       const total = { prompt: 0, completion: 0, cached: 0, reasoning: 0 };
+      const finished = new Set<number>();
       const choice = async (index: number) => {
         const it = its[index];
         await chunk(index, { role: 'assistant', content: '' });
@@ -625,6 +789,7 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
               ],
             });
           else if (ev.type === 'done') {
+            finished.add(index);
             await chunk(index, {}, finish(ev.finishReason));
             total.prompt = ev.usage.promptTokens;
             total.completion += ev.usage.completionTokens;
@@ -633,8 +798,8 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
           }
         }
       };
-      try {
-        await Promise.all(its.map((_, i) => choice(i)));
+      // usage if asked, then [DONE]: how every stream ends, cut short by the drain too
+      const tail = async () => {
         if (b.stream_options?.include_usage)
           await send(
             JSON.stringify({
@@ -653,10 +818,20 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             }),
           );
         await send('[DONE]');
+      };
+      try {
+        await Promise.all(its.map((_, i) => choice(i)));
+        await tail();
       } catch (e) {
         stop.abort();
         await chain.catch(() => {});
         if (clientLeft(c.req.raw.signal, e)) return;
+        if (cutShort(c)) {
+          chain = Promise.resolve();
+          for (let i = 0; i < n; i++) if (!finished.has(i)) await chunk(i, {}, 'length');
+          Object.assign(total, cutUsage(c));
+          return void (await tail());
+        }
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });
@@ -682,9 +857,10 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const id = newId('cmpl');
     const now = Math.floor(Date.now() / 1000);
     const n = b.n ?? 1;
+    const served = engineFor(c, { field: 'max_tokens', value: b.max_tokens });
     if (!b.stream) {
       const results = await nResults(n, opts.seed, signal, (seed, sig) =>
-        engine.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }),
+        served.complete(prompt, { ...opts, ...(seed !== undefined && { seed }), signal: sig }),
       );
       count('/v1/completions', 200);
       const out = results.reduce((a, r) => a + r.usage.completionTokens, 0);
@@ -710,8 +886,12 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
     const stop = new AbortController();
     const both = AbortSignal.any([signal, stop.signal]);
     const start = (i: number) =>
-      engine
-        .complete(prompt, { ...opts, ...(opts.seed !== undefined && { seed: opts.seed + i }), signal: both })
+      served
+        .complete(prompt, {
+          ...opts,
+          ...(opts.seed !== undefined && { seed: opts.seed + i }),
+          signal: both,
+        })
         [Symbol.asyncIterator]();
     const its = [start(0)];
     const first = await its[0].next();
@@ -721,11 +901,20 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
       let chain = Promise.resolve();
       const send = (data: string) => (chain = chain.then(() => stream.writeSSE({ data })));
       const total = { prompt: 0, completion: 0 };
+      const finished = new Set<number>();
+      const end = (index: number, reason: string) => ({
+        id,
+        object: 'text_completion',
+        created: now,
+        model: options.modelId,
+        choices: [{ index, text: '', finish_reason: reason, logprobs: null }],
+      });
       const choice = async (index: number) => {
         const it = its[index];
         for (let r = index === 0 ? first : await it.next(); !r.done; r = await it.next()) {
           const ev = r.value;
           if (ev.type === 'done') {
+            finished.add(index);
             total.prompt = ev.usage.promptTokens;
             total.completion += ev.usage.completionTokens;
           }
@@ -745,18 +934,12 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
                     },
                   ],
                 }
-              : {
-                  id,
-                  object: 'text_completion',
-                  created: now,
-                  model: options.modelId,
-                  choices: [{ index, text: '', finish_reason: ev.finishReason, logprobs: null }],
-                };
+              : end(index, ev.finishReason);
           await send(JSON.stringify(data));
         }
       };
-      try {
-        await Promise.all(its.map((_, i) => choice(i)));
+      // usage if asked, then [DONE]: how every stream ends, cut short by the drain too
+      const tail = async () => {
         if (b.stream_options?.include_usage)
           await send(
             JSON.stringify({
@@ -773,17 +956,37 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
             }),
           );
         await send('[DONE]');
+      };
+      try {
+        await Promise.all(its.map((_, i) => choice(i)));
+        await tail();
       } catch (e) {
         stop.abort();
         await chain.catch(() => {});
         if (clientLeft(c.req.raw.signal, e)) return;
+        if (cutShort(c)) {
+          chain = Promise.resolve();
+          for (let i = 0; i < n; i++) if (!finished.has(i)) await send(JSON.stringify(end(i, 'length')));
+          Object.assign(total, cutUsage(c));
+          return void (await tail());
+        }
         await stream.writeSSE({ data: JSON.stringify(errorBody(toHttp(e))) });
       }
     });
   });
 
-  registerResponses(app, engine, { modelId: options.modelId, newId, count, checkModel, signalOf, cacheSalt });
+  registerResponses(app, {
+    modelId: options.modelId,
+    newId,
+    count,
+    checkModel,
+    signalOf,
+    cacheSalt,
+    engineFor,
+    cutShort,
+  });
 
+  const modelLabel = `model_name="${labelValue(options.modelId)}"`;
   app.get('/metrics', (c) => {
     const s = engine.stats();
     // [name, type, help, value]: one Prometheus family each.
@@ -824,6 +1027,14 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
         'Duration of the latest forward pass.',
         (s.lastStepMs / 1e3).toFixed(6),
       ),
+      // vLLM's names, which dashboards and autoscalers expect, labelled with the model as vLLM does.
+      ...[
+        ['vllm:num_requests_running', 'Requests in the running batch.', s.running],
+        ['vllm:num_requests_waiting', 'Requests waiting for admission (queue depth).', s.queued],
+      ].flatMap(([name, help, v]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name}{${modelLabel}} ${v}`]),
+      ...latency.ttft.lines(modelLabel),
+      ...latency.itl.lines(modelLabel),
+      ...latency.e2e.lines(modelLabel),
     ];
     return c.text(`${lines.join('\n')}\n`, 200, { 'Content-Type': 'text/plain; version=0.0.4' });
   });
@@ -833,7 +1044,16 @@ export function createApp(engine: Engine, options: ServerOptions): Hono {
 
 export interface RunningServer {
   url: string;
+  /** Closes every connection now: requests in flight are cut (their sequences aborted). */
   close(): Promise<void>;
+  /**
+   * Stops gracefully: new requests get 503 (OpenAI error `shutting_down`), those in flight may
+   * finish until `deadlineMs` (default 30 s); past it their work is aborted, and a stream still
+   * open ends as if by length (its finish_reason, usage if asked, `[DONE]`; `/v1/responses`:
+   * `response.incomplete`) while an unstreamed request gets the 503. Then it closes. Resolves
+   * with how many requests were in flight and how many of them were cut.
+   */
+  drain(options?: { deadlineMs?: number }): Promise<{ inFlight: number; cut: number }>;
 }
 
 export interface ListenOptions {
@@ -855,12 +1075,30 @@ export async function listen(app: Hono, options: ListenOptions = {}): Promise<Ru
     server.on('error', reject);
     if (options.maxConnections !== undefined) (server as Server).maxConnections = options.maxConnections;
   });
+  const close = () =>
+    new Promise<void>((resolve) => {
+      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      server!.close(() => resolve());
+    });
+  const life = lifecycles.get(app);
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-        server!.close(() => resolve());
-      }),
+    close,
+    drain: async ({ deadlineMs = 30_000 } = {}) => {
+      if (!life) return (await close(), { inFlight: 0, cut: 0 });
+      life.draining = true;
+      const inFlight = life.inFlight.size;
+      const idle = () => new Promise<void>((r) => (life.inFlight.size === 0 ? r() : life.idle.push(r)));
+      const after = (ms: number) => new Promise<'late'>((r) => setTimeout(() => r('late'), ms).unref());
+      let cut = 0;
+      if ((await Promise.race([idle(), after(deadlineMs)])) === 'late') {
+        cut = life.inFlight.size;
+        for (const ac of life.inFlight) ac.abort(shutDown());
+        // Streams end within a step; a client that does not read its last bytes is not waited for.
+        await Promise.race([idle(), after(5000)]);
+      }
+      await close();
+      return { inFlight, cut };
+    },
   };
 }
