@@ -21,7 +21,9 @@ import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from '.
 import { estimateMemory } from '../engine/memory.js';
 import { createEngine } from '../engine/engine.js';
 import { createApp, listen } from '../server/server.js';
-import { runChat, runGenerate } from './chat.js';
+import { LOG_LEVELS, type LogLevel, requestLogger } from '../server/log.js';
+import { servedModelId } from '../server/model-id.js';
+import { loadWithProgress, runChat, runGenerate } from './chat.js';
 import { DEFAULT_CHAT_CONTEXT } from './chat.js';
 import { GptOssError } from '../errors.js';
 import { loadModel } from '../engine/model.js';
@@ -366,7 +368,7 @@ program
     'require this bearer token on every route but /health (repeat for several keys, one per user)',
     (v: string, all: string[] | undefined) => [...(all ?? []), v],
   )
-  .option('--served-model-name <name>', 'the model id clients use (default: --model)')
+  .option('--served-model-name <name>', "the model id clients use (default: --model's Hub id, or its directory's name)")
   .option('--max-sequences <n>', 'requests batched together (default 16)', positiveInt('--max-sequences'))
   .option('--max-context <n>', 'positions per request (default 4096)', positiveInt('--max-context'))
   .option('--max-batch-tokens <n>', 'tokens per step (default 256)', positiveInt('--max-batch-tokens'))
@@ -396,12 +398,30 @@ program
     'open connections at most; more are closed on arrival',
     positiveInt('--max-connections'),
   )
+  .option(
+    '--drain-timeout <seconds>',
+    'on Ctrl-C or SIGTERM, how long requests in flight may take to finish before they are cut (default 30)',
+    (v: string) => {
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isFinite(n) || n < 0)
+        throw new CommanderArgError('--drain-timeout must be a number of seconds, 0 or more');
+      return n;
+    },
+    30,
+  )
+  .addOption(
+    new Option('--log-level <level>', 'request log lines on stderr: info logs each request').choices([...LOG_LEVELS]),
+  )
+  .option('--quiet', 'no request log lines (--log-level silent)')
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .action(
     async (o: {
       model: string;
       host: string;
       port: number;
+      drainTimeout: number;
+      logLevel?: LogLevel;
+      quiet?: boolean;
       apiKey?: string[];
       servedModelName?: string;
       maxSequences?: number;
@@ -415,15 +435,22 @@ program
       device: Device;
     }) => {
       await checkBindable(o.host, o.port);
+      const modelId = o.servedModelName ?? servedModelId(o.model);
+      const t0 = Date.now();
+      const model = await loadWithProgress(o.model, o.device);
       const engine = await createEngine({
-        model: o.model,
-        device: o.device,
+        model,
         maxSequences: o.maxSequences,
         maxContext: o.maxContext,
         maxBatchTokens: o.maxBatchTokens,
+      }).catch((e: unknown) => {
+        model.dispose();
+        throw e;
       });
+      process.stderr.write(`loaded ${modelId} in ${((Date.now() - t0) / 1e3).toFixed(1)} s\n`);
       const app = createApp(engine, {
-        modelId: o.servedModelName ?? o.model,
+        modelId,
+        log: requestLogger({ level: o.quiet ? 'silent' : (o.logLevel ?? 'info') }),
         apiKey: o.apiKey ?? process.env.GPTOSS_API_KEY,
         allowedHosts: o.allowedHosts,
         allowedOrigins: o.allowedOrigins,
@@ -440,14 +467,32 @@ program
         seen.add(what);
         process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
       });
-      process.stderr.write(`serving ${o.servedModelName ?? o.model} at ${server.url}/v1 (Ctrl-C stops)\n`);
+      process.stderr.write(`serving ${modelId} at ${server.url}/v1 (Ctrl-C stops)\n`);
+      // The first Ctrl-C (or SIGTERM) drains: no new requests, those in flight finish until the
+      // deadline, then what is left is cut with its streams ended properly. A second one cuts now.
+      let signals = 0;
+      let cutNow = () => {};
       await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
+        const onSignal = () => (++signals === 1 ? resolve() : cutNow());
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
       });
-      process.stderr.write('stopping: finishing requests in flight...\n');
-      await server.close();
+      process.stderr.write(
+        `stopping: no new requests; those in flight may finish for ${o.drainTimeout} s (Ctrl-C again cuts them)\n`,
+      );
+      const cut = new Promise<'cut'>((resolve) => (cutNow = () => resolve('cut')));
+      const drained = await Promise.race([server.drain({ deadlineMs: o.drainTimeout * 1000 }), cut]);
+      if (drained === 'cut') {
+        process.stderr.write('stopping now: requests in flight cut\n');
+        await server.close();
+        process.exitCode = 130;
+      } else if (drained.inFlight)
+        process.stderr.write(
+          `stopped: ${drained.inFlight - drained.cut} request(s) finished` +
+            `${drained.cut ? `, ${drained.cut} cut at the ${o.drainTimeout} s deadline` : ''}\n`,
+        );
       await engine.close({ abort: true });
+      model.dispose();
     },
   );
 
