@@ -252,6 +252,15 @@ describe('gptoss bench on a terminal', () => {
   });
 });
 
+describe('gptoss check on a terminal', () => {
+  it('prints the table without the JSON line', async () => {
+    const t = terminal(['check']);
+    expect(await t.exited).toBe(0);
+    expect(t.screen()).toMatch(/cpu: 64 of 64 checks within tolerance/);
+    expect(t.screen()).not.toContain('{"device"');
+  });
+});
+
 describe('gptoss inspect: whether it fits, and why not', () => {
   const run = async (args: string[]) => {
     try {

@@ -212,7 +212,7 @@ program
   )
   .addOption(new Option('--device <device>', 'backend').choices([...DEVICES]).default('cpu'))
   .option('--fixtures <dir>', 'the fixtures folder (default: test/fixtures of this package)')
-  .option('--json', 'print only the JSON line')
+  .option('--json', 'print only the JSON line (printed after the table when stdout is not a terminal)')
   .action(async (o: { device: Device; fixtures?: string; json?: boolean }) => {
     const skipped: CheckSkip[] = [];
     const results = await runCheck({
@@ -222,7 +222,8 @@ program
       onSkip: (s) => skipped.push(s),
     });
     if (!o.json) process.stdout.write(`${formatCheck(results, o.device, skipped)}\n`);
-    process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results, skipped })}\n`);
+    if (jsonOut(o.json))
+      process.stdout.write(`${JSON.stringify({ device: o.device, fingerprint: fingerprint(), results, skipped })}\n`);
     if (results.some((r) => !r.pass)) process.exitCode = 1;
   });
 
