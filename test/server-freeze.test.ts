@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine, type Engine, loadModel, type Model } from '../lib/index.js';
 import { createApp, listen, type RunningServer } from '../lib/server/server.js';
 import { tinyRealVocabCheckpoint } from './helpers/checkpoint.js';
+import { longestGap } from './helpers/latency.js';
 
 let model: Model;
 let engine: Engine;
@@ -44,20 +45,6 @@ async function slowestHealth(until: Promise<unknown>): Promise<number> {
     await new Promise((r) => setTimeout(r, 20));
   }
   return worst;
-}
-
-/** Reads a stream to its end; the longest wait between two chunks in ms. */
-async function longestGap(res: Response): Promise<number> {
-  const reader = res.body!.getReader();
-  let last = performance.now(),
-    worst = 0;
-  for (;;) {
-    const { done } = await reader.read();
-    const t = performance.now();
-    worst = Math.max(worst, t - last);
-    last = t;
-    if (done) return worst;
-  }
 }
 
 describe('a hostile prompt does not freeze the server', () => {
