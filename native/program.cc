@@ -331,6 +331,7 @@ Napi::Object memory_value(Napi::Env env, const std::string& device, const Progra
   o.Set("scratch", double(m.scratch));
   o.Set("logits", double(m.logits));
   o.Set("kv", double(m.kv));
+  o.Set("runner", double(m.runner));
   o.Set("arena", double(m.arena()));
   o.Set("total", double(m.total()));
   return o;
@@ -348,7 +349,7 @@ Napi::Value PlanMemory(const Napi::CallbackInfo& info) {
 }
 }  // namespace
 
-// memory -> {device, activations, scratch, logits, kv, arena, total} in bytes (0s once disposed).
+// memory -> {device, activations, scratch, logits, kv, runner, arena, total} in bytes (0s once disposed).
 Napi::Value Program::Memory(const Napi::CallbackInfo& info) {
   return memory_value(info.Env(), state_ ? state_->backend().name() : "", state_ ? state_->memory() : ProgramMemory{});
 }

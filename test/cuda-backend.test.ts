@@ -165,6 +165,23 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
+  // The runner's own device buffers (the sampler's scratch, candidates and chunk sums; the router's
+  // tickets) are in the memory plan, so a model that cannot also hold them is refused up front.
+  it("a program's memory plan counts the device sampler's buffers, on CUDA only", () => {
+    const V = 201088;
+    const plan = (device: 'cpu' | 'cuda', maxTokens: number) =>
+      addon().planMemory({ ...attentionSpec(device, 0, 0), maxTokens }, V);
+    for (const T of [1, 8, 64]) {
+      const m = plan('cuda', T);
+      const rows = Math.min(32, T);
+      // scratch rows x V f32, their 160-byte results, 2,048 8-byte candidates and 197 chunk sums each, T tickets
+      expect(m.runner).toBeGreaterThanOrEqual(rows * (V * 4 + 160 + 2048 * 8 + 197 * 8) + T * 4);
+      expect(m.runner).toBeLessThan(rows * (V * 4 + 160 + 2048 * 8 + 197 * 8) + T * 4 + 256);
+      expect(m.arena).toBe(m.activations + m.scratch + m.logits + m.runner);
+    }
+    expect(plan('cpu', 8).runner).toBe(0);
+  });
+
   it('running out of device memory is ERR_OUT_OF_MEMORY, and the device stays usable', async () => {
     const { Weights, Program } = addon();
     const weights = new Weights();

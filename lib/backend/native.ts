@@ -109,13 +109,17 @@ export interface StepArgs {
   sampling?: (NativeSampling | null)[];
 }
 
-/** Bytes a program holds on its device: its arena (activations, the largest op scratch, logits) and its KV pools. */
+/**
+ * Bytes a program holds on its device: its arena (activations, the largest op scratch, logits, and
+ * at most `runner`, the backend's own buffers such as the CUDA sampler's) and its KV pools.
+ */
 export interface ProgramMemory {
   device: string;
   activations: number;
   scratch: number;
   logits: number;
   kv: number;
+  runner: number;
   arena: number;
   total: number;
 }

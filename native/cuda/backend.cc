@@ -473,7 +473,7 @@ class CudaRunner final : public StepRunner {
   // Sampling on the device (issue #17), for a step whose logits the caller did not ask for. The
   // rows whose parameters take the Greedy, TopK or Draw path of kernels/cuda/sample.cuh are reduced by
   // sample_cuda, launched eagerly on this stream after the step (never captured: a graph's key does
-  // not hold sampling parameters), over chunks of kSampleChunk rows so that its scratch stays
+  // not hold sampling parameters), over chunks of kSampleRows rows so that its scratch stays
   // small; only each row's SampleCudaOut (160 bytes) and, for top-k, its K' candidates (for a draw,
   // its chunk sums, 1.6 KB at gpt-oss's vocabulary, then one 4 KB chunk of the row) come back.
   // finish_row() completes the draw on the host with sample_cuda_finish, which is the CPU
@@ -503,7 +503,7 @@ class CudaRunner final : public StepRunner {
     }
     if (!any) return;
     gpu::DeviceLock lock;
-    const int chunk = std::min(kSampleChunk, std::max(1, plan_.max_tokens));
+    const int chunk = sample_rows(plan_);
     if (!sample_scratch_) {
       sample_scratch_ = device_block(sample_cuda_scratch(chunk, vocab), "the sampler's scratch");
       sample_out_ = device_block(sizeof(SampleCudaOut) * size_t(chunk), "the sampler's results");
@@ -640,11 +640,27 @@ class CudaRunner final : public StepRunner {
     pinned_ = static_cast<int32_t*>(gpu::pinned_alloc(input_bytes()));
   }
 
+  // Rows per sample_cuda launch, and the device memory a runner holds besides the arena: the
+  // router's tickets and, once a step samples on the device, the sampler's buffers (the
+  // parameters' block, a few KB that grows with the bias and history lists, is not counted).
+  static int sample_rows(const ScratchPlan& plan) { return std::min(kSampleRows, std::max(1, plan.max_tokens)); }
+
+ public:
+  static size_t device_bytes(const ScratchPlan& plan, int vocab) {
+    const size_t rows = size_t(sample_rows(plan));
+    const size_t sampler = vocab > 0 ? sample_cuda_scratch(int(rows), vocab) + rows * sizeof(SampleCudaOut) +
+                                           rows * kSampleMaxCandidates * sizeof(SampleCudaCand) +
+                                           rows * size_t(sample_cuda_chunks(vocab)) * sizeof(double)
+                                     : 0;
+    return size_t(std::max(1, plan.max_tokens)) * sizeof(unsigned) + sampler;
+  }
+
+ private:
   static bool device_sampling_enabled() {
     const char* e = std::getenv("GPTOSS_CUDA_DEVICE_SAMPLING");
     return !(e && std::strcmp(e, "0") == 0);
   }
-  static constexpr int kSampleChunk = 32;  // rows per sample_cuda launch (its scratch: 32 x vocab f32)
+  static constexpr int kSampleRows = 32;  // rows per sample_cuda launch (its scratch: 32 x vocab f32)
 
   ScratchPlan plan_;
   int sm_count_;
@@ -773,6 +789,7 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override { return std::make_unique<CudaRunner>(plan, props_.sm_count); }
+  size_t runner_bytes(const ScratchPlan& plan, int vocab) const override { return CudaRunner::device_bytes(plan, vocab); }
 
  private:
   // Each tensor not yet on the device: allocated, then streamed through two pinned staging

@@ -110,6 +110,9 @@ class Backend {
   virtual void check_supported(const AnyOp&) const {}
   // The program's runner on a backend that has one (null: ops run in line through run()).
   virtual std::unique_ptr<StepRunner> runner(const ScratchPlan&, size_t /*logits_bytes*/) { return nullptr; }
+  // The most device memory a program's runner holds besides its arena (for logits of `vocab`
+  // columns): counted in the program's memory plan, so a model that cannot hold it is refused.
+  virtual size_t runner_bytes(const ScratchPlan&, int /*vocab*/) const { return 0; }
 };
 
 // The backend for a device name ("cpu", "cuda"); ERR_UNSUPPORTED naming what this build lacks

@@ -115,6 +115,7 @@ ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int v
   for (const AnyOp& op : spec.ops) scratch = std::max(scratch, backend.scratch_bytes(op, plan));
   m.scratch = align64(scratch);
   m.logits = backend.host_memory() ? 0 : align64(size_t(spec.max_tokens) * size_t(vocab) * 4);
+  m.runner = align64(backend.runner_bytes(plan, vocab));
   return m;
 }
 

@@ -72,7 +72,8 @@ struct ProgramMemory {
   size_t scratch = 0;      // the arena's scratch region (the largest op's or the sampler's)
   size_t logits = 0;       // the step's logits in the backend's memory
   size_t kv = 0;           // KV pools
-  size_t arena() const { return activations + scratch + logits; }
+  size_t runner = 0;       // the backend's own buffers beside the arena (CUDA: the device sampler's), at most
+  size_t arena() const { return activations + scratch + logits + runner; }
   size_t total() const { return arena() + kv; }
 };
 
