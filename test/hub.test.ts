@@ -8,7 +8,9 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -22,7 +24,10 @@ import {
   listCached,
   ModelNotFoundError,
   parseHubRef,
+  planRemove,
   pull,
+  type PullProgress,
+  removeCached,
   resolveModelDir,
 } from '../lib/checkpoint/hub.js';
 import { fixtures, relErr, tmpDir } from './helpers/checkpoint.js';
@@ -269,6 +274,212 @@ describe('gptoss pull', () => {
     expect(list[0].bytes).toBe(
       hub.files.filter((f) => !f.path.startsWith('original/')).reduce((a, f) => a + f.data.length, 0),
     );
+  });
+});
+
+/** `gptoss ...` as a user runs it, against this test's cache and the fake Hub; stdin not a terminal. */
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const main = new URL('../dist/cli/main.js', import.meta.url).pathname;
+  try {
+    const r = await promisify(execFile)(process.execPath, [main, ...args], {
+      env: { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url, ...env },
+    });
+    return { code: 0, ...r };
+  } catch (e) {
+    return e as { code: number; stdout: string; stderr: string };
+  }
+}
+
+const repoRoot = () => join(cache, 'models--tiny-org--tiny-b');
+
+/** A second cached revision of REPO: the first one's links, one of them to a blob of its own. */
+function secondRevision(commit: string): string {
+  const root = repoRoot();
+  const snap = join(root, 'snapshots', commit);
+  cpSync(join(root, 'snapshots', hub.commit), snap, { recursive: true, verbatimSymlinks: true });
+  writeFileSync(join(root, 'blobs', 'e'.repeat(64)), 'only the second revision links to this');
+  symlinkSync(`../../blobs/${'e'.repeat(64)}`, join(snap, 'extra.txt'));
+  return snap;
+}
+
+describe('revisions by commit prefix', () => {
+  it('any unique prefix of 7 or more digits of a cached commit names it, wherever a revision is taken', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    const snap = join(repoRoot(), 'snapshots', hub.commit);
+    for (const n of [7, 12, 39]) {
+      expect(await resolveModelDir(`${REPO}@${hub.commit.slice(0, n)}`), `${n} digits`).toBe(snap);
+      expect(await resolveModelDir(`${REPO}@${hub.commit.slice(0, n).toUpperCase()}`)).toBe(snap);
+    }
+    // Shorter than git abbreviates: not taken for a commit.
+    await expect(resolveModelDir(`${REPO}@${hub.commit.slice(0, 6)}`)).rejects.toBeInstanceOf(ModelNotFoundError);
+    // What `gptoss list` prints loads.
+    const m = await loadModel(`${REPO}@${hub.commit.slice(0, 12)}`);
+    m.dispose();
+    // pull asks the Hub for the full commit (the fake Hub knows no prefix) and writes no ref named by the prefix.
+    const again = await pull(`${REPO}@${hub.commit.slice(0, 12)}`, { hubUrl: hub.url });
+    expect(again.commit).toBe(hub.commit);
+    expect(readdirSync(join(repoRoot(), 'refs'))).toEqual(['main']);
+    // Two cached commits that share the prefix: an error naming both.
+    const other = `${hub.commit.slice(0, 8)}${'0'.repeat(32)}`;
+    secondRevision(other);
+    const e = await resolveModelDir(`${REPO}@${hub.commit.slice(0, 8)}`).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(InvalidArgumentError);
+    expect((e as Error).message).toMatch(/2 cached revisions start with [0-9a-f]{8} .*give more of the commit/);
+    expect(await resolveModelDir(`${REPO}@${hub.commit.slice(0, 9)}`)).toBe(snap);
+  });
+});
+
+describe('pull of a model already in the cache', () => {
+  it('downloads nothing, reports no download progress, and says so', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    hub.log.length = 0;
+    const events: PullProgress[] = [];
+    const r = await pull(REPO, { hubUrl: hub.url, onProgress: (p) => events.push(p) });
+    expect(hub.log).toEqual([]);
+    expect(r.files.every((f) => !f.downloaded)).toBe(true);
+    expect(r.cachedChecked).toBe('size');
+    expect(events.every((p) => p.phase === 'check' && p.bytesDownloaded === 0)).toBe(true);
+    expect(events.at(-1)!.bytesDone).toBe(events.at(-1)!.bytesTotal);
+
+    const c = await cli(['pull', REPO]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stdout).toMatch(
+      new RegExp(
+        `^${REPO}: already in the cache, nothing downloaded: 4 files of the hf layout at ${hub.commit.slice(0, 12)} `,
+      ),
+    );
+    expect(c.stdout).toMatch(/; every size matches the Hub's listing \(--verify recomputes the checksums\)\n$/);
+    expect(c.stdout).not.toMatch(/GB downloaded|MB\/s/);
+    const v = await cli(['pull', REPO, '--verify']);
+    expect(v.stdout).toMatch(
+      /already in the cache, nothing downloaded: .*every checksum recomputed and matching the Hub/,
+    );
+  });
+
+  it('a damaged cached file is found (size always, checksum with verify) and downloaded again', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    const shard = 'model-00000-of-00001.safetensors';
+    const blob = join(repoRoot(), 'snapshots', hub.commit, shard);
+    // Same size, one byte changed: only the checksum sees it.
+    const data = readFileSync(blob);
+    data[100] ^= 0xff;
+    writeFileSync(blob, data);
+    expect((await pull(REPO, { hubUrl: hub.url })).files.every((f) => !f.downloaded)).toBe(true);
+    const events: PullProgress[] = [];
+    const v = await pull(REPO, { hubUrl: hub.url, verify: true, onProgress: (p) => events.push(p) });
+    expect(v.cachedChecked).toBe('checksum');
+    const fixed = v.files.find((f) => f.path === shard)!;
+    expect(fixed).toMatchObject({
+      downloaded: true,
+      repaired: expect.stringMatching(/sha256 [0-9a-f]{64}, the Hub says/),
+    });
+    expect(events.some((p) => p.phase === 'check' && p.file === shard && p.fileBytes === fixed.size)).toBe(true);
+    const m = await loadModel(REPO, { mode: 'fp32' });
+    expect(relErr(await m.createSession().forward(seq3()), refLogits())).toBeLessThan(1e-4);
+    m.dispose();
+    // Cut short: the size differs from the Hub's, found without --verify.
+    writeFileSync(blob, data.subarray(0, 1000));
+    const c = await cli(['pull', REPO]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stderr).toContain(
+      `${shard} was damaged (in the cache with 1000 bytes, the Hub lists ${fixed.size}); downloaded again`,
+    );
+    expect(statSync(blob).size).toBe(fixed.size);
+  });
+});
+
+describe('gptoss list says what each cached snapshot is', () => {
+  it('another model, a layout missing a shard, a snapshot with no checkpoint', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    // A shard's blob gone: the link dangles.
+    const shard = 'model-00001-of-00001.safetensors';
+    rmSync(
+      join(
+        repoRoot(),
+        'blobs',
+        readlinkSync(join(repoRoot(), 'snapshots', hub.commit, shard))
+          .split('/')
+          .pop()!,
+      ),
+    );
+    // Another model family, and a repo with no config at all.
+    const llama = join(cache, 'models--meta--llama', 'snapshots', 'a'.repeat(40));
+    mkdirSync(llama, { recursive: true });
+    writeFileSync(join(llama, 'config.json'), JSON.stringify({ model_type: 'llama', hidden_size: 8 }));
+    writeFileSync(join(llama, 'model.safetensors'), '');
+    const docs = join(cache, 'models--someone--docs', 'snapshots', 'b'.repeat(40));
+    mkdirSync(docs, { recursive: true });
+    writeFileSync(join(docs, 'README.md'), 'hi');
+    writeFileSync(join(docs, 'tokenizer.json'), '{}');
+
+    const byRepo = new Map((await listCached(cache)).map((m) => [m.repo, m]));
+    expect(byRepo.get('meta/llama')).toMatchObject({
+      layouts: [],
+      problems: ['not a gpt-oss model (config.json: model_type "llama")'],
+    });
+    expect(byRepo.get(REPO)).toMatchObject({
+      layouts: [],
+      problems: [`hf layout incomplete: 1 of 2 shards missing (${shard}); gptoss pull resumes it`],
+    });
+    expect(byRepo.get('someone/docs')!.problems).toEqual([
+      'not a model checkpoint: no config.json (holds README.md, tokenizer.json)',
+    ]);
+    const l = await cli(['list']);
+    expect(l.stdout).not.toContain('(incomplete)');
+    expect(l.stdout).toMatch(
+      /^meta\/llama {2}aaaaaaaaaaaa {2}0\.0 MB {2}not a gpt-oss model \(config\.json: model_type "llama"\)$/m,
+    );
+    expect(l.stdout).toMatch(
+      new RegExp(`^${REPO}@main {2}${hub.commit.slice(0, 12)} .* hf layout incomplete: 1 of 2 shards missing`, 'm'),
+    );
+    // pull completes it, and list then shows the layout.
+    await pull(REPO, { hubUrl: hub.url });
+    expect((await listCached(cache)).find((m) => m.repo === REPO)).toMatchObject({ layouts: ['hf'], problems: [] });
+  });
+});
+
+describe('gptoss rm', () => {
+  it('deletes one revision (its snapshot, refs and the blobs no other revision links to), or the whole model', async () => {
+    await pull(REPO, { hubUrl: hub.url });
+    const other = 'c'.repeat(40);
+    secondRevision(other);
+    writeFileSync(join(repoRoot(), 'refs', 'v2'), other);
+    const blobsBefore = readdirSync(join(repoRoot(), 'blobs')).sort();
+
+    const plan = await planRemove(`${REPO}@v2`, cache);
+    expect(plan).toMatchObject({ commits: [other], refs: ['v2'], blobs: ['e'.repeat(64)], whole: false });
+    expect(plan.bytes).toBe('only the second revision links to this'.length);
+    // Not a terminal, no --yes: refused, nothing deleted.
+    const refused = await cli(['rm', `${REPO}@${other.slice(0, 7)}`]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/stdin is not a terminal to confirm on: pass --yes/);
+    expect(existsSync(join(repoRoot(), 'snapshots', other))).toBe(true);
+
+    const one = await cli(['rm', `${REPO}@${other.slice(0, 7)}`, '--yes']);
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toMatch(
+      /^deleted tiny-org\/tiny-b@ccccccc: the snapshot cccccccccccc, ref v2 and 1 blob no other revision uses/,
+    );
+    expect(existsSync(join(repoRoot(), 'snapshots', other))).toBe(false);
+    expect(existsSync(join(repoRoot(), 'refs', 'v2'))).toBe(false);
+    expect(readdirSync(join(repoRoot(), 'blobs')).sort()).toEqual(blobsBefore.filter((b) => b !== 'e'.repeat(64)));
+    // The other revision is whole and loads.
+    (await loadModel(REPO)).dispose();
+
+    const missing = await cli(['rm', `${REPO}@v9`, '--yes']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(
+      /tiny-org\/tiny-b@v9 is not in the cache; cached revisions of tiny-org\/tiny-b: [0-9a-f]{12}/,
+    );
+
+    const all = await planRemove(REPO, cache);
+    expect(all.whole).toBe(true);
+    await removeCached(all);
+    expect(existsSync(repoRoot())).toBe(false);
+    expect(await listCached(cache)).toEqual([]);
+    await expect(planRemove(REPO, cache)).rejects.toBeInstanceOf(ModelNotFoundError);
   });
 });
 

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import {
+  lstat,
   mkdir,
   open,
   readdir,
@@ -21,10 +22,11 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 
 import { downloadFile, fileDownloadInfo, listFiles, modelInfo } from '@huggingface/hub';
 
+import { parseConfig } from './config.js';
 import {
   AbortedError,
   CheckpointError,
@@ -91,21 +93,42 @@ export class ModelNotFoundError extends CheckpointError {
   }
 }
 
-/** The snapshot directory of a cached revision, or undefined. No network. */
-export async function cachedSnapshot(ref: HubRef, cacheDir = hubCacheDir()): Promise<string | undefined> {
+/** The shortest commit prefix taken for a commit, as git abbreviates them. */
+export const MIN_REVISION_PREFIX = 7;
+
+/**
+ * The cached commit a revision names, or undefined. No network. A branch or tag with a ref file
+ * wins (as in git); else a full commit; else any unique prefix of at least 7 hex digits of a
+ * cached snapshot's commit (`gptoss list` prints 12). A prefix that fits several is an error
+ * listing them.
+ */
+export async function cachedCommit(ref: HubRef, cacheDir = hubCacheDir()): Promise<string | undefined> {
   const dir = repoDir(cacheDir, ref.repo);
-  let commit = ref.revision;
-  if (!isCommit(commit)) {
-    if (!isValidRevision(ref.revision)) return undefined;
-    try {
-      commit = (await readFile(join(dir, 'refs', ref.revision), 'utf8')).trim();
-    } catch {
-      return undefined;
-    }
-    // What a ref file holds names a directory: only a commit may.
-    if (!isCommit(commit)) return undefined;
-  }
-  const snap = join(dir, 'snapshots', commit);
+  if (!isValidRevision(ref.revision)) return undefined;
+  // What a ref file holds names a directory: only a commit may.
+  const named = await readFile(join(dir, 'refs', ref.revision), 'utf8').then(
+    (t) => t.trim(),
+    () => undefined,
+  );
+  if (named !== undefined) return isCommit(named) ? named : undefined;
+  if (isCommit(ref.revision)) return ref.revision;
+  const prefix = ref.revision.toLowerCase();
+  if (!new RegExp(`^[0-9a-f]{${MIN_REVISION_PREFIX},39}$`).test(prefix)) return undefined;
+  const hits = (await readdir(join(dir, 'snapshots')).catch(() => [] as string[])).filter(
+    (c) => isCommit(c) && c.startsWith(prefix),
+  );
+  if (hits.length > 1)
+    throw new InvalidArgumentError(
+      `${ref.repo}@${ref.revision}: ${hits.length} cached revisions start with ${ref.revision} (${hits.map((c) => c.slice(0, 12)).join(', ')}); give more of the commit`,
+    );
+  return hits[0];
+}
+
+/** The snapshot directory of a cached revision (a ref, a commit or a unique prefix), or undefined. No network. */
+export async function cachedSnapshot(ref: HubRef, cacheDir = hubCacheDir()): Promise<string | undefined> {
+  const commit = await cachedCommit(ref, cacheDir);
+  if (commit === undefined) return undefined;
+  const snap = join(repoDir(cacheDir, ref.repo), 'snapshots', commit);
   return existsSync(snap) ? snap : undefined;
 }
 
@@ -125,11 +148,16 @@ export async function resolveModelDir(ref: string, cacheDir = hubCacheDir()): Pr
 }
 
 export interface PullProgress {
+  /** 'download': bytes arriving; 'check': a file's checksum being computed (fileBytes hashed so far). */
+  phase: 'download' | 'check';
   file: string;
   fileBytes: number;
   fileSize: number;
+  /** Bytes of the layout in the cache and checked, or arriving: bytesTotal when done. */
   bytesDone: number;
   bytesTotal: number;
+  /** Bytes fetched over the network by this call so far (what a speed is measured on). */
+  bytesDownloaded: number;
   filesDone: number;
   filesTotal: number;
 }
@@ -142,6 +170,12 @@ export interface PullOptions {
   token?: string;
   cacheDir?: string;
   signal?: AbortSignal;
+  /**
+   * Recompute the checksum of files already in the cache (default false: their size is compared
+   * with the Hub's listing; files downloaded now are always checksummed). A file that fails either
+   * check is downloaded again.
+   */
+  verify?: boolean;
   onProgress?: (p: PullProgress) => void;
 }
 
@@ -150,8 +184,11 @@ export interface PullResult {
   commit: string;
   dir: string;
   layout: WeightLayout;
-  files: { path: string; size: number; downloaded: boolean }[];
+  /** downloaded: fetched by this call (else it was in the cache); repaired: in the cache, but wrong. */
+  files: { path: string; size: number; downloaded: boolean; repaired?: string }[];
   bytesDownloaded: number;
+  /** How the files that were already cached were checked: their size, or their checksum (verify). */
+  cachedChecked: 'size' | 'checksum';
 }
 
 interface RemoteFile {
@@ -222,9 +259,16 @@ function hubError(e: unknown, ref: HubRef, hubUrl: string): GptOssError {
 }
 
 /** The hash the Hub publishes for a file, recomputed over the bytes on disk. */
-async function fileDigest(path: string, f: RemoteFile): Promise<string> {
+async function fileDigest(path: string, f: RemoteFile, onBytes?: (hashed: number) => void): Promise<string> {
   const h = f.sha256 ? createHash('sha256') : createHash('sha1').update(`blob ${f.size}\0`);
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  let hashed = 0,
+    told = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    h.update(chunk as Buffer);
+    hashed += (chunk as Buffer).length;
+    if (hashed - told >= 64 << 20) onBytes?.((told = hashed));
+  }
+  onBytes?.(hashed);
   return h.digest('hex');
 }
 
@@ -246,10 +290,13 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
   const hubFetch: typeof fetch = (input, init) => fetch(input, { ...init, signal });
   const common = { hubUrl, fetch: hubFetch, ...(accessToken ? { accessToken } : {}) };
 
+  // A commit prefix (what `gptoss list` prints) of a cached snapshot is asked for in full.
+  const cached = await cachedCommit(ref, cacheDir);
+  const revision = cached?.startsWith(ref.revision.toLowerCase()) ? cached : ref.revision;
   let commit: string;
   const remote: RemoteFile[] = [];
   try {
-    const info = await modelInfo({ name: ref.repo, revision: ref.revision, additionalFields: ['sha'], ...common });
+    const info = await modelInfo({ name: ref.repo, revision, additionalFields: ['sha'], ...common });
     commit = (info as { sha?: string }).sha ?? '';
     if (!isCommit(commit)) throw new CheckpointError(`the Hub gave no commit for ${ref.repo}@${ref.revision}`);
     for await (const f of listFiles({
@@ -285,6 +332,18 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
   const snap = join(root, 'snapshots', commit);
   await mkdir(blobs, { recursive: true });
 
+  // A cached file whose size is not the Hub's is damaged: it is downloaded again.
+  const repairs = new Map<string, string>();
+  for (const f of files) {
+    const size = await stat(join(blobs, f.oid)).then(
+      (st) => st.size,
+      () => undefined,
+    );
+    if (size === undefined || size === f.size) continue;
+    repairs.set(f.oid, `in the cache with ${size} bytes, the Hub lists ${f.size}`);
+    await rm(join(blobs, f.oid), { force: true });
+  }
+
   // What is missing, counting partial downloads as progress already made.
   let need = 0;
   for (const f of files) {
@@ -307,9 +366,29 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
     filesDone = 0,
     bytesDownloaded = 0;
   const result: PullResult['files'] = [];
+  const progress = (phase: PullProgress['phase'], f: RemoteFile, fileBytes: number, done: number) =>
+    options.onProgress?.({
+      phase,
+      file: f.path,
+      fileBytes,
+      fileSize: f.size,
+      bytesDone: done,
+      bytesTotal,
+      bytesDownloaded,
+      filesDone,
+      filesTotal: files.length,
+    });
   for (const f of files) {
     const blob = join(blobs, f.oid);
     let downloaded = false;
+    let repaired = repairs.get(f.oid);
+    if (options.verify && existsSync(blob)) {
+      const digest = await fileDigest(blob, f, (hashed) => progress('check', f, hashed, bytesDone + hashed));
+      if (digest !== f.oid) {
+        await rm(blob, { force: true });
+        repaired = `in the cache with ${f.sha256 ? 'sha256' : 'git sha1'} ${digest}, the Hub says ${f.oid}`;
+      }
+    }
     if (!existsSync(blob)) {
       const part = `${blob}.incomplete`;
       const have = await stat(part).then(
@@ -355,15 +434,7 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
             await fh.write(value);
             written += value.length;
             bytesDownloaded += value.length;
-            options.onProgress?.({
-              file: f.path,
-              fileBytes: written,
-              fileSize: f.size,
-              bytesDone: bytesDone + written,
-              bytesTotal,
-              filesDone,
-              filesTotal: files.length,
-            });
+            progress('download', f, written, bytesDone + written);
           }
         }
       } catch (e) {
@@ -387,7 +458,7 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
           `download of ${f.path} ended at ${written} of ${f.size} bytes; run pull again to resume`,
           { file: part },
         );
-      const digest = await fileDigest(part, f);
+      const digest = await fileDigest(part, f, (hashed) => progress('check', f, hashed, bytesDone + f.size));
       if (digest !== f.oid) {
         await rm(part, { force: true });
         throw new CheckpointError(
@@ -408,63 +479,249 @@ export async function pull(id: string, options: PullOptions = {}): Promise<PullR
     }
     bytesDone += f.size;
     filesDone++;
-    result.push({ path: f.path, size: f.size, downloaded });
-    options.onProgress?.({
-      file: f.path,
-      fileBytes: f.size,
-      fileSize: f.size,
-      bytesDone,
-      bytesTotal,
-      filesDone,
-      filesTotal: files.length,
-    });
+    result.push({ path: f.path, size: f.size, downloaded, ...(repaired ? { repaired } : {}) });
+    progress(downloaded ? 'download' : 'check', f, f.size, bytesDone);
   }
   await mkdir(join(root, 'refs'), { recursive: true });
-  if (!isCommit(ref.revision)) {
+  // A branch or tag gets its ref file; a commit, or a prefix of one, names itself.
+  if (!isCommit(ref.revision) && revision === ref.revision && !commit.startsWith(ref.revision.toLowerCase())) {
     // A branch like refs/pr/1 nests, as the Hugging Face tools store it.
     const refFile = join(root, 'refs', ref.revision);
     await mkdir(dirname(refFile), { recursive: true });
     await writeFile(refFile, commit);
   }
-  return { repo: ref.repo, commit, dir: snap, layout, files: result, bytesDownloaded };
+  return {
+    repo: ref.repo,
+    commit,
+    dir: snap,
+    layout,
+    files: result,
+    bytesDownloaded,
+    cachedChecked: options.verify ? 'checksum' : 'size',
+  };
 }
 
 export interface CachedModel {
   repo: string;
   commit: string;
   refs: string[];
+  /** The gpt-oss layouts this snapshot holds whole: config and every shard the index names. */
   layouts: WeightLayout[];
+  /** What is wrong or missing, when something is: not a gpt-oss model, a layout without a shard. */
+  problems: string[];
   /** Bytes of the blobs this snapshot links to. */
   bytes: number;
   dir: string;
 }
 
-/** Every cached model snapshot with its size and the layouts it holds. No network. */
+/** Every ref file under `refs` (refs/pr/1 nests), as [name, commit]. */
+async function readRefs(refsDir: string, prefix = ''): Promise<[string, string][]> {
+  const out: [string, string][] = [];
+  for (const e of await readdir(join(refsDir, prefix), { withFileTypes: true }).catch(() => [])) {
+    const name = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await readRefs(refsDir, name)));
+    else out.push([name, (await readFile(join(refsDir, name), 'utf8').catch(() => '')).trim()]);
+  }
+  return out;
+}
+
+const listing = (names: string[], max = 4) =>
+  names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
+
+/**
+ * Which gpt-oss layouts a snapshot holds whole, and, for anything less, what it is: another kind of
+ * model (its model_type), a config without weights, an index whose shards are not all there (a
+ * link whose blob is gone counts as missing). Reads config.json and the index; no tensor.
+ */
+async function describeSnapshot(dir: string): Promise<{ layouts: WeightLayout[]; problems: string[] }> {
+  const layouts: WeightLayout[] = [];
+  const problems: string[] = [];
+  for (const layout of ['hf', 'original'] as const) {
+    const at = layout === 'original' ? join(dir, 'original') : dir;
+    const where = layout === 'original' ? 'original/' : '';
+    const names = await readdir(at).catch(() => [] as string[]);
+    const shards = names.filter((n) => n.endsWith('.safetensors'));
+    const hasConfig = names.includes('config.json');
+    if (!hasConfig && shards.length === 0) continue;
+    if (!hasConfig) {
+      problems.push(`${where}*.safetensors without a config.json`);
+      continue;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(await readFile(join(at, 'config.json'), 'utf8'));
+    } catch (e) {
+      problems.push(`${where}config.json cannot be read: ${(e as Error).message}`);
+      continue;
+    }
+    const modelType = (json as { model_type?: unknown } | null)?.model_type;
+    if (modelType !== undefined && modelType !== 'gpt_oss') {
+      problems.push(`not a gpt-oss model (${where}config.json: model_type ${JSON.stringify(modelType)})`);
+      continue;
+    }
+    try {
+      parseConfig(json, join(at, 'config.json'), { strict: false });
+    } catch (e) {
+      problems.push(`not a gpt-oss config (${where}config.json: ${(e as Error).message})`);
+      continue;
+    }
+    // The shards the index names, else any *.safetensors; existsSync follows the link to its blob.
+    let wanted = shards;
+    if (names.includes('model.safetensors.index.json')) {
+      try {
+        const index = JSON.parse(await readFile(join(at, 'model.safetensors.index.json'), 'utf8')) as {
+          weight_map?: Record<string, unknown>;
+        };
+        wanted = [...new Set(Object.values(index.weight_map ?? {}).map(String))].sort();
+      } catch (e) {
+        problems.push(`${where}model.safetensors.index.json cannot be read: ${(e as Error).message}`);
+        continue;
+      }
+    }
+    const missing = wanted.filter((n) => !existsSync(join(at, n)));
+    if (wanted.length === 0) problems.push(`${layout} layout incomplete: ${where}config.json but no *.safetensors`);
+    else if (missing.length)
+      problems.push(
+        `${layout} layout incomplete: ${missing.length} of ${wanted.length} shards missing (${listing(missing.map((n) => where + n))}); gptoss pull resumes it`,
+      );
+    else layouts.push(layout);
+  }
+  if (layouts.length === 0 && problems.length === 0) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    problems.push(
+      names.length ? `not a model checkpoint: no config.json (holds ${listing(names.sort())})` : 'an empty snapshot',
+    );
+  }
+  return { layouts, problems };
+}
+
+/** Every cached model snapshot with its size, the layouts it holds and what is wrong with it. No network. */
 export async function listCached(cacheDir = hubCacheDir()): Promise<CachedModel[]> {
   const out: CachedModel[] = [];
   const repos = await readdir(cacheDir).catch(() => [] as string[]);
   for (const r of repos.filter((d) => d.startsWith('models--')).sort()) {
     const repo = r.slice('models--'.length).replace('--', '/');
     const refs = new Map<string, string[]>();
-    for (const name of await readdir(join(cacheDir, r, 'refs')).catch(() => [] as string[])) {
-      const c = (await readFile(join(cacheDir, r, 'refs', name), 'utf8').catch(() => '')).trim();
-      refs.set(c, [...(refs.get(c) ?? []), name]);
-    }
+    for (const [name, c] of await readRefs(join(cacheDir, r, 'refs'))) refs.set(c, [...(refs.get(c) ?? []), name]);
     for (const commit of await readdir(join(cacheDir, r, 'snapshots')).catch(() => [] as string[])) {
       const dir = join(cacheDir, r, 'snapshots', commit);
       const names = await readdir(dir).catch(() => [] as string[]);
       const orig = await readdir(join(dir, 'original')).catch(() => [] as string[]);
-      const layouts: WeightLayout[] = [];
-      if (names.includes('config.json') && names.some((n) => n.endsWith('.safetensors'))) layouts.push('hf');
-      if (orig.includes('config.json') && orig.some((n) => n.endsWith('.safetensors'))) layouts.push('original');
       let bytes = 0;
       for (const p of [...names.map((n) => join(dir, n)), ...orig.map((n) => join(dir, 'original', n))])
         bytes += await stat(p).then(
           (s) => (s.isFile() ? s.size : 0),
           () => 0,
         );
-      out.push({ repo, commit, refs: refs.get(commit) ?? [], layouts, bytes, dir });
+      out.push({ repo, commit, refs: refs.get(commit) ?? [], ...(await describeSnapshot(dir)), bytes, dir });
     }
   }
   return out;
+}
+
+/** What `removeCached` deletes: found first, so it can be shown and confirmed. */
+export interface RemovePlan {
+  repo: string;
+  /** The snapshots that go, by commit. */
+  commits: string[];
+  /** The ref files (branches, tags) that name one of those commits. */
+  refs: string[];
+  /** Blobs no remaining snapshot links to (and partial downloads, when the whole model goes). */
+  blobs: string[];
+  /** Bytes freed: those blobs, and files stored in the snapshots themselves. */
+  bytes: number;
+  /** Every snapshot goes: the whole models--org--name folder is deleted. */
+  whole: boolean;
+  dir: string;
+}
+
+/** Every file under `dir`, recursively, as paths. */
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+    else out.push(p);
+  }
+  return out;
+}
+
+/** The blob names a snapshot's links point to, and the bytes of files stored in it directly. */
+async function snapshotBlobs(snap: string, blobsDir: string): Promise<{ blobs: Set<string>; ownBytes: number }> {
+  const blobs = new Set<string>();
+  let ownBytes = 0;
+  for (const p of await walk(snap)) {
+    const target = await readlink(p).catch(() => undefined);
+    if (target === undefined)
+      ownBytes += await stat(p).then(
+        (s) => s.size,
+        () => 0,
+      );
+    else if (resolve(dirname(p), target).startsWith(`${resolve(blobsDir)}/`)) blobs.add(basename(target));
+  }
+  return { blobs, ownBytes };
+}
+
+/**
+ * What deleting a cached model would remove, without removing anything: `org/name` is every
+ * snapshot of it (the whole folder, partial downloads included); `org/name@rev` one snapshot (rev a
+ * branch, a tag, a commit or a unique prefix of 7+ digits), its refs, and the blobs no other
+ * snapshot links to. ModelNotFoundError when it is not cached.
+ */
+export async function planRemove(id: string, cacheDir = hubCacheDir()): Promise<RemovePlan> {
+  const ref = parseHubRef(id);
+  if (!ref)
+    throw new InvalidArgumentError(`${JSON.stringify(id)} is not a Hub model id (org/name or org/name@revision)`);
+  const dir = repoDir(cacheDir, ref.repo);
+  const snapsDir = join(dir, 'snapshots'),
+    blobsDir = join(dir, 'blobs');
+  const all = (await readdir(snapsDir).catch(() => [] as string[])).sort();
+  if (!existsSync(dir)) throw new ModelNotFoundError(`${ref.repo} is not in the Hugging Face cache (${cacheDir})`);
+  let commits = all;
+  if (id.includes('@')) {
+    const commit = await cachedCommit(ref, cacheDir);
+    if (commit === undefined || !all.includes(commit))
+      throw new ModelNotFoundError(
+        `${id} is not in the cache; cached revisions of ${ref.repo}: ${all.map((c) => c.slice(0, 12)).join(', ') || 'none'}`,
+      );
+    commits = [commit];
+  }
+  const refs = (await readRefs(join(dir, 'refs'))).filter(([, c]) => commits.includes(c)).map(([n]) => n);
+  const whole = commits.length === all.length;
+  let bytes = 0;
+  let blobs: string[];
+  if (whole) {
+    for (const p of await walk(dir))
+      bytes += await lstat(p).then(
+        (s) => (s.isFile() ? s.size : 0),
+        () => 0,
+      );
+    blobs = await readdir(blobsDir).catch(() => [] as string[]);
+  } else {
+    const keep = new Set<string>();
+    for (const c of all.filter((c) => !commits.includes(c)))
+      for (const b of (await snapshotBlobs(join(snapsDir, c), blobsDir)).blobs) keep.add(b);
+    const gone = new Set<string>();
+    for (const c of commits) {
+      const s = await snapshotBlobs(join(snapsDir, c), blobsDir);
+      bytes += s.ownBytes;
+      for (const b of s.blobs) if (!keep.has(b)) gone.add(b);
+    }
+    blobs = [...gone].sort();
+    for (const b of blobs)
+      bytes += await stat(join(blobsDir, b)).then(
+        (s) => s.size,
+        () => 0,
+      );
+  }
+  return { repo: ref.repo, commits, refs, blobs, bytes, whole, dir };
+}
+
+/** Deletes what `planRemove` found. */
+export async function removeCached(plan: RemovePlan): Promise<void> {
+  if (plan.whole) return void (await rm(plan.dir, { recursive: true, force: true }));
+  // Refs first: a ref left naming a deleted snapshot would look cached and fail to load.
+  for (const r of plan.refs) await rm(join(plan.dir, 'refs', r), { force: true });
+  for (const c of plan.commits) await rm(join(plan.dir, 'snapshots', c), { recursive: true, force: true });
+  for (const b of plan.blobs) await rm(join(plan.dir, 'blobs', b), { force: true });
 }

@@ -2,8 +2,6 @@
 import { basename, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
-import { SingleBar } from 'cli-progress';
-
 import { AbortedError, ContextOverflowError } from '../errors.js';
 import type { ChatMessage, ChatOptions } from '../chat/generate.js';
 import { type LoadProgress, loadModel, type Model } from '../engine/model.js';
@@ -11,6 +9,7 @@ import type { Device } from '../backend/device.js';
 import { InvalidArgumentError as UsageError } from 'commander';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { parseHubRef, resolveModelDir } from '../checkpoint/hub.js';
+import { byteBar } from './progress.js';
 
 export interface ChatCliOptions {
   model: string;
@@ -32,27 +31,18 @@ export interface ChatCliOptions {
 
 /** Loads with a byte progress bar on stderr when it is a terminal. */
 export async function loadWithProgress(dir: string, device: Device = 'cpu'): Promise<Model> {
-  const tty = process.stderr.isTTY;
-  const bar = tty
-    ? new SingleBar({
-        format: 'loading weights |{bar}| {percentage}% {value}/{total} MB {duration}s',
-        hideCursor: true,
-        stream: process.stderr,
-      })
-    : undefined;
-  let started = false;
-  const model = await loadModel(dir, {
-    device,
-    prefetch: true,
-    onProgress: (p: LoadProgress) => {
-      if (!bar || p.phase !== 'read') return;
-      if (!started) bar.start(Math.ceil(p.bytesTotal / 1e6), 0);
-      started = true;
-      bar.update(Math.floor(p.bytesDone / 1e6));
-    },
-  });
-  bar?.stop();
-  return model;
+  const bar = byteBar('loading weights |{bar}| {percentage}% {done}/{size} {duration}s');
+  try {
+    return await loadModel(dir, {
+      device,
+      prefetch: true,
+      onProgress: (p: LoadProgress) => {
+        if (p.phase === 'read') bar.update(p.bytesDone, p.bytesTotal);
+      },
+    });
+  } finally {
+    bar.stop();
+  }
 }
 
 function chatOptions(o: ChatCliOptions): ChatOptions {

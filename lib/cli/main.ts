@@ -11,13 +11,14 @@ import { Command, InvalidArgumentError as CommanderArgError, Option } from 'comm
 
 import { formatBench, runBench } from '../bench/model.js';
 import { type CheckSkip, formatCheck, runCheck } from './check.js';
+import { runList, runPull, runRm } from './models.js';
 import { packageRoot } from '../backend/native.js';
 import { formatMaskBench, runMaskBench } from '../bench/mask.js';
 import { formatServeBench, runServeBench } from '../bench/serve.js';
 import { type BenchRun, fingerprint, newRun } from '../bench/run.js';
 import { formatRun, PARTS, type Part, runSuite } from '../bench/suite.js';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
-import { DEFAULT_MODEL, hubCacheDir, listCached, pull, resolveModelDir } from '../checkpoint/hub.js';
+import { DEFAULT_MODEL, resolveModelDir } from '../checkpoint/hub.js';
 import { estimateMemory } from '../engine/memory.js';
 import { createEngine } from '../engine/engine.js';
 import { createApp, listen } from '../server/server.js';
@@ -300,63 +301,21 @@ program
   .description('download a model from the Hugging Face Hub into the shared cache (resumable, checksummed)')
   .argument('[model]', 'Hub id, optionally @revision (default openai/gpt-oss-20b)')
   .addOption(new Option('--layout <layout>', 'which copy of the weights').choices(['hf', 'original']).default('hf'))
-  .action(async (ref: string | undefined, o: { layout: 'hf' | 'original' }) => {
-    const id = ref ?? DEFAULT_MODEL;
-    const ac = new AbortController();
-    const onInterrupt = () => ac.abort();
-    process.on('SIGINT', onInterrupt);
-    const tty = process.stderr.isTTY;
-    const bar = tty
-      ? new SingleBar({
-          format: '{file} |{bar}| {percentage}% {done}/{size} GB {speed} MB/s ETA {eta_formatted}',
-          hideCursor: true,
-          stream: process.stderr,
-          etaBuffer: 50,
-        })
-      : undefined;
-    const t0 = Date.now();
-    let started = false;
-    try {
-      const r = await pull(id, {
-        layout: o.layout,
-        signal: ac.signal,
-        onProgress: (p) => {
-          if (!bar) return;
-          const payload = {
-            file: p.file.padEnd(36).slice(0, 36),
-            done: (p.bytesDone / 1e9).toFixed(2),
-            size: (p.bytesTotal / 1e9).toFixed(2),
-            speed: (p.bytesDone / 1e6 / Math.max(1e-3, (Date.now() - t0) / 1e3)).toFixed(1),
-          };
-          if (!started) bar.start(p.bytesTotal, 0, payload);
-          started = true;
-          bar.update(p.bytesDone, payload);
-        },
-      });
-      bar?.stop();
-      process.stdout.write(
-        `${id}: ${r.files.length} files of the ${r.layout} layout at ${r.commit.slice(0, 12)} in ${r.dir} (${(r.bytesDownloaded / 1e9).toFixed(2)} GB downloaded)\n`,
-      );
-    } finally {
-      bar?.stop();
-      process.off('SIGINT', onInterrupt);
-    }
-  });
+  .option('--verify', 'recompute the checksums of files already in the cache (else their sizes are compared)')
+  .action(runPull);
 
 program
   .command('list')
   .description('models in the Hugging Face cache, with sizes and layouts')
   .option('--json', 'print JSON')
-  .action(async (o: { json?: boolean }) => {
-    const models = await listCached();
-    if (o.json) return void process.stdout.write(`${JSON.stringify(models)}\n`);
-    if (models.length === 0)
-      return void process.stdout.write(`no models in ${hubCacheDir()}; get one with: gptoss pull ${DEFAULT_MODEL}\n`);
-    for (const m of models)
-      process.stdout.write(
-        `${m.repo}${m.refs.length ? `@${m.refs.join(',')}` : ''}  ${m.commit.slice(0, 12)}  ${(m.bytes / 1e9).toFixed(2)} GB  layouts: ${m.layouts.join(', ') || '(incomplete)'}\n`,
-      );
-  });
+  .action(runList);
+
+program
+  .command('rm')
+  .description('delete a cached model: every revision, or one with @rev (its snapshot, refs, and blobs no other uses)')
+  .argument('<model>', 'Hub id, optionally @revision (a branch, or 7 or more digits of the commit)')
+  .option('--yes', 'delete without asking (needed when stdin is not a terminal)')
+  .action(runRm);
 
 program
   .command('serve')
