@@ -301,4 +301,37 @@ describe("one client's schema never breaks structured output for the others", ()
     }
     await stillWorks(s.server.url);
   });
+  it('new schemas past the vetting queue get a 429 with Retry-After; the queue drains and serves again', async () => {
+    const { setCompileBudget, setVetQueueLimit } = await import('../lib/chat/grammar.js');
+    await using s = await serverOver({ maxSequences: 8, maxContext: 4096, pageSize: 16 });
+    await stillWorks(s.server.url); // the grammar threads are up
+    setCompileBudget(1000);
+    setVetQueueLimit(2);
+    try {
+      // Five new schemas at once, each seconds of compiling: two may wait, the rest are refused now.
+      const costly = (k: string) => ({
+        type: 'object',
+        properties: Object.fromEntries(
+          ['a', 'b'].map((p) => [p + k, { type: 'string', minLength: 60, maxLength: 64 }]),
+        ),
+      });
+      const rs = await Promise.all(
+        ['1', '2', '3', '4', '5'].map((k) => post(s.server.url, '/v1/chat/completions', chat(costly(k)))),
+      );
+      const bodies = await Promise.all(rs.map((r) => r.json()));
+      const refused = rs.flatMap((r, i) => (r.status === 429 ? [{ r, body: bodies[i] }] : []));
+      expect(
+        rs.every((r) => r.status === 400 || r.status === 429),
+        JSON.stringify(bodies).slice(0, 400),
+      ).toBe(true);
+      expect(refused.length).toBeGreaterThanOrEqual(1);
+      expect(rs.filter((r) => r.status === 400).length).toBeGreaterThanOrEqual(2);
+      expect(refused[0].r.headers.get('retry-after')).toBe('1');
+      expect(refused[0].body.error.message).toMatch(/JSON Schemas are waiting to be compiled/);
+    } finally {
+      setCompileBudget(5000);
+      setVetQueueLimit(8);
+    }
+    await stillWorks(s.server.url);
+  });
 });

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
-import { BusyError, GptOssError, InvalidArgumentError, UnsupportedError } from '../errors.js';
+import { BusyError, GptOssError, InvalidArgumentError, OverloadedError, UnsupportedError } from '../errors.js';
 import {
   FIRST_SPECIAL,
   GRAMMAR_VOCAB,
@@ -119,8 +119,25 @@ export function setCompileBudget(ms: number): void {
 
 // One vetting compile at a time, so each one's budget counts its own time only.
 let vetQueue: Promise<unknown> = Promise.resolve();
+/** New schemas waiting for the vetting thread, the one it compiles included. */
+let vetWaiting = 0;
+/** Past this many waiting, a new schema is refused (OverloadedError: 429 and Retry-After on the
+ * server): each may take the whole budget, and one client's flood would otherwise delay every
+ * other client's new schema without end. */
+let maxVetWaiting = 8;
+/** @internal tests: a shorter queue. */
+export function setVetQueueLimit(n: number): void {
+  maxVetWaiting = n;
+}
 
 function vet(key: string): Promise<void> {
+  if (vetWaiting >= maxVetWaiting)
+    return Promise.reject(
+      new OverloadedError(
+        `${vetWaiting} new JSON Schemas are waiting to be compiled (up to ${compileBudgetMs} ms each); try again later, or reuse a schema compiled before`,
+      ),
+    );
+  vetWaiting++;
   const run = async () => {
     const t = vettingThread();
     await t.ready;
@@ -148,6 +165,7 @@ function vet(key: string): Promise<void> {
   };
   const p = vetQueue.then(run, run);
   vetQueue = p.catch(() => {});
+  void vetQueue.then(() => vetWaiting--);
   return p;
 }
 
