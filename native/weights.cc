@@ -77,6 +77,7 @@ Napi::Function Weights::Init(Napi::Env env) {
       InstanceMethod("addSynthetic", &Weights::AddSynthetic),
       InstanceMethod("addBytes", &Weights::AddBytes),
       InstanceMethod("prefetch", &Weights::Prefetch),
+      InstanceMethod("upload", &Weights::Upload),
       InstanceMethod("dispose", &Weights::Dispose),
       InstanceAccessor("disposed", &Weights::Disposed, nullptr),
       InstanceAccessor("ownedBytes", &Weights::OwnedBytes, nullptr),
@@ -250,6 +251,28 @@ Napi::Value Weights::Prefetch(const Napi::CallbackInfo& info) {
   });
 }
 
+// upload(device) -> Promise: copies the weights to the device now, on the libuv pool (pinned
+// staging, progress on stderr for checkpoints over 1 GB), so the programs made afterwards find
+// them there instead of copying them on the JS thread in their constructor. The copies are held
+// until dispose; tensors added later go up with the next upload or program.
+Napi::Value Weights::Upload(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    live(info.Env());
+    const std::string device = js::string(info[0], "upload(device): device");
+    std::shared_ptr<Backend> backend = backend_for(device);
+    auto store = store_;
+    auto held = std::make_shared<std::shared_ptr<const DeviceWeights>>();
+    // info.This() is kept alive until the promise settles, so `this` is valid in the result.
+    return run_async(
+        info.Env(), [backend, store, held]() { *held = backend->upload_weights(store); },
+        [this, held](Napi::Env e) -> Napi::Value {
+          if (store_ && *held) uploaded_.push_back(*held);
+          return e.Undefined();
+        },
+        {info.This()});
+  });
+}
+
 // Memory the store owns (freed with it), counted and reported to V8 as it is taken.
 uint8_t* Weights::own(Napi::Env env, size_t bytes, const std::string& what) {
   void* p = host_alloc(bytes);
@@ -263,6 +286,7 @@ uint8_t* Weights::own(Napi::Env env, size_t bytes, const std::string& what) {
 
 Napi::Value Weights::Dispose(const Napi::CallbackInfo& info) {
   if (store_) {
+    uploaded_.clear();
     store_.reset();  // programs still running keep their own reference
     if (reported_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reported_);
     reported_ = 0;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/common.h"
+#include "native/runtime/backend.h"
 #include "native/runtime/weights.h"
 
 namespace gptoss {
@@ -32,6 +33,7 @@ class Weights : public Napi::ObjectWrap<Weights> {
   Napi::Value AddSynthetic(const Napi::CallbackInfo& info);
   Napi::Value AddBytes(const Napi::CallbackInfo& info);
   Napi::Value Prefetch(const Napi::CallbackInfo& info);
+  Napi::Value Upload(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value OwnedBytes(const Napi::CallbackInfo& info);
@@ -39,6 +41,9 @@ class Weights : public Napi::ObjectWrap<Weights> {
   uint8_t* own(Napi::Env env, size_t bytes, const std::string& what);
 
   std::shared_ptr<WeightStore> store_;
+  // Device copies made by upload(), held until dispose (they hold the store: released there, or
+  // they would keep each other alive).
+  std::vector<std::shared_ptr<const DeviceWeights>> uploaded_;
   int64_t reported_ = 0;
 };
 

@@ -165,6 +165,35 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     },
   );
 
+  // A checkpoint's weights go to the device on a worker thread (weights.upload, which loadModel
+  // awaits): the event loop keeps turning while 128 MB are staged and copied, instead of
+  // stopping for the whole copy inside the first program's constructor.
+  it('uploads the weights off the JS thread: the event loop turns during the copy', async () => {
+    const { Weights } = addon();
+    const weights = new Weights();
+    try {
+      await weights.addSynthetic([{ name: 'big', kind: 'u8-uniform', bytes: 128 * 2 ** 20, seed: 1, a: 0 }]);
+      let ticks = 0,
+        longest = 0,
+        last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        longest = Math.max(longest, now - last);
+        last = now;
+        ticks++;
+      }, 1);
+      const t0 = performance.now();
+      await weights.upload('cuda');
+      const took = performance.now() - t0;
+      clearInterval(timer);
+      expect(took).toBeGreaterThan(20); // long enough for a stall to show
+      expect(ticks).toBeGreaterThan(2);
+      expect(longest).toBeLessThan(took / 2);
+    } finally {
+      weights.dispose();
+    }
+  });
+
   // The runner's own device buffers (the sampler's scratch, candidates and chunk sums; the router's
   // tickets) are in the memory plan, so a model that cannot also hold them is refused up front.
   it("a program's memory plan counts the device sampler's buffers, on CUDA only", () => {

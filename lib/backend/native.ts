@@ -27,6 +27,8 @@ export interface NativeWeights {
   addBytes(bytes: Uint8Array, name: string): WeightId;
   addSynthetic(specs: SyntheticTensorSpec[]): Promise<WeightId[]>;
   prefetch(file: number, byteOffset: number, byteLength: number): Promise<void>;
+  /** Copies the weights to the device on a worker thread, held until dispose (programs made after it find them there). */
+  upload(device: Device): Promise<void>;
   dispose(): void;
   readonly disposed: boolean;
   readonly ownedBytes: number;

@@ -54,7 +54,7 @@ export interface LoadModelOptions {
 }
 
 export interface LoadProgress {
-  phase: 'validate' | 'read';
+  phase: 'validate' | 'read' | 'upload';
   bytesDone: number;
   bytesTotal: number;
 }
@@ -411,6 +411,12 @@ export async function loadModel(ref: string, options: LoadModelOptions = {}): Pr
           done += len;
           options.onProgress?.({ phase: 'read', bytesDone: done, bytesTotal: total });
         }
+    }
+    if (device !== 'cpu') {
+      // Off the JS thread: a program made later would otherwise copy 13 GB in its constructor.
+      options.onProgress?.({ phase: 'upload', bytesDone: 0, bytesTotal: total });
+      await weights.upload(device);
+      options.onProgress?.({ phase: 'upload', bytesDone: total, bytesTotal: total });
     }
     return new Model({ config: ckpt.config, device, mode, layout: ckpt.layout, dir: ckpt.dir, weights, ids });
   } catch (e) {

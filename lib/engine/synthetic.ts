@@ -125,6 +125,7 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
         qkv: l.qkv.map((p) => ({ ...p, weight: m(p.weight), bias: m(p.bias) })),
       })) as ModelWeightIds['layers'],
     };
+    if (device !== 'cpu') await weights.upload(device); // off the JS thread, before any program
     return new Model({ config: cfg, device, mode, layout: 'synthetic', weights, ids: mapped });
   } catch (e) {
     weights.dispose();
