@@ -34,7 +34,8 @@ async function serve(args: string[] = []) {
       if (m) (waiters.splice(waiters.indexOf(w), 1), w[1](m));
     }
   });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  // 'close', not 'exit': stderr has then been read to its end.
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   /** Resolves once stderr matches `re`. */
   const said = (re: RegExp) =>
     new Promise<RegExpExecArray>((resolve, reject) => {
@@ -140,7 +141,7 @@ describe('gptoss serve', () => {
     });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    const code = await new Promise<number | null>((r) => child.on('close', r));
     expect(code).not.toBe(0);
     expect(err).toContain('--drain-timeout must be a number of seconds, 0 or more');
   });
