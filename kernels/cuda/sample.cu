@@ -3,8 +3,9 @@
 //   listed:  the biased / penalised ids, one thread per id (each list stably sorted by id on the
 //            host, so a thread applies its id's entries in the caller's order: bias, then history)
 //                                                                      grid (rows), 256 threads
-//   reduce:  argmax; then Greedy / Draw: the exps of the body into proc and `lanes` threads summing
-//            them sequentially (Draw: and each warp the double sums of its chunks); or TopK: a 4-pass
+//   reduce:  argmax; then Greedy / Draw: the exps of the body, tile by tile through shared memory,
+//            and `lanes` threads summing each tile sequentially (Draw: the exps also into proc, then
+//            each warp the double sums of its chunks); or TopK: a 4-pass
 //            8-bit radix select of the K'-th key and an ordered compaction (ballot scans) in id
 //            order                                                     grid (rows), 512 threads
 // Every f32 step is the CPU's, rounded the same way (no contraction: __fadd_rn, __fmul_rn, division
@@ -25,6 +26,7 @@ namespace {
 constexpr int kProcThreads = 256, kProcPerThread = 4;
 constexpr int kListThreads = 256;
 constexpr int kThreads = 512, kWarps = kThreads / 32;
+constexpr int kTile = 4096;  // exps per shared-memory tile of the greedy / draw lane sums
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // order_key(-inf)
 
 __device__ __forceinline__ float div_rn(float a, float b) {
@@ -203,17 +205,33 @@ __global__ void __launch_bounds__(kThreads)
     const int W = row.lanes, nbody = n - n % W;
     const bool fused = row.fused_exp != 0;
     const float s = draw ? row.scale : 1.f;
-    __syncthreads();  // every thread has read l[bi] before the exps overwrite it
-    for (int i = tid; i < nbody; i += kThreads) l[i] = cpu_exp(l[i], m, s, fused);
     if (tid < n - nbody) out.tail[tid] = l[nbody + tid];
     if (tid == 0) out.tail_n = n - nbody;
-    __syncthreads();
-    // Lane j: e[j] + e[j + W] + ..., one f32 add at a time, as the CPU's vector accumulator.
-    if (tid < W) {
-      float acc = 0.f;
-      for (int i = tid; i < nbody; i += W) acc = __fadd_rn(acc, l[i]);
-      out.lanes[tid] = acc;
+    __syncthreads();  // every thread has read l[bi] before the exps overwrite it (Draw)
+    // Lane j: e[j] + e[j + W] + ..., one f32 add at a time, as the CPU's vector accumulator: a
+    // chain of n / W dependent adds, so its operands come from shared memory, not L2. The exps go
+    // tile by tile into one of two shared buffers (and, for Draw, back into the row) by every
+    // thread, while threads 0..W-1 add up the previous tile (kTile is a multiple of W, so lane j
+    // still meets ids j, j + W, ... in order); one barrier per tile orders the two buffers' reuse.
+    __shared__ float tile[2][kTile];
+    float acc = 0.f;
+    const int ntiles = (nbody + kTile - 1) / kTile;
+    for (int t = 0; t <= ntiles; ++t) {
+      if (t < ntiles) {
+        const int base = t * kTile, len = min(kTile, nbody - base);
+        for (int i = tid; i < len; i += kThreads) {
+          const float e = cpu_exp(l[base + i], m, s, fused);
+          tile[t & 1][i] = e;
+          if (draw) l[base + i] = e;
+        }
+      }
+      if (t > 0 && tid < W) {
+        const int len = min(kTile, nbody - (t - 1) * kTile);
+        for (int i = tid; i < len; i += W) acc = __fadd_rn(acc, tile[(t - 1) & 1][i]);
+      }
+      __syncthreads();
     }
+    if (tid < W) out.lanes[tid] = acc;
     if (!draw) return;
     // Each chunk's exps summed in double by one warp, in any order: the host bounds the rounding.
     __shared__ double part[kWarps][32];

@@ -208,6 +208,22 @@ LAB_TEST("sample: V 6000 (more ids than candidate slots) under every schedule: t
   });
 }
 
+// Greedy and draw rows go through shared memory tile by tile (4,096 exps each): V 12000 has three
+// tiles, so under every schedule the lane sums cross tile edges and both buffers are reused.
+LAB_TEST("sample: V 12000 (three exp tiles) under every schedule: greedy and draws, finished exactly") {
+  const int V = 12000;
+  lab::Rng r(12000);
+  const std::vector<Case> cs = {{params(V, r, 0.f, 0, true), r.next()},
+                                {params(V, r, 1.f, 0, false), r.next()},
+                                {params(V, r, 0.7f, 0, true), r.next()}};
+  std::vector<std::vector<float>> rows;
+  for (size_t i = 0; i < cs.size(); ++i) rows.push_back(random_row(V, r, 600));
+  lab::for_each_schedule([&] {
+    const int done = check(V, cs, rows);
+    LAB_CHECK(done == 3, "V %d: the host finished %d of the 3 greedy / draw rows", V, done);
+  });
+}
+
 LAB_TEST("sample: top-p or min-p without top-k needs the full row; every logit masked is the CPU's error") {
   const int V = 100;
   gptoss::SampleParams p;
