@@ -1,5 +1,4 @@
 // `gptoss chat` (interactive) and `gptoss generate` (one shot): the generation API in a terminal.
-import { basename, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { AbortedError, ContextOverflowError } from '../errors.js';
@@ -8,7 +7,8 @@ import { type LoadProgress, loadModel, type Model } from '../engine/model.js';
 import type { Device } from '../backend/device.js';
 import { InvalidArgumentError as UsageError } from 'commander';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
-import { parseHubRef, resolveModelDir } from '../checkpoint/hub.js';
+import { resolveModelDir } from '../checkpoint/hub.js';
+import { servedModelId } from '../server/model-id.js';
 import { byteBar } from './progress.js';
 
 export interface ChatCliOptions {
@@ -73,11 +73,6 @@ async function contextFor(o: ChatCliOptions, fallback: number | undefined): Prom
         (context < max ? `--context raises it, up to the model's ${max}` : `that is the model's whole context`),
     );
   return context;
-}
-
-/** What a run of the model is called: the Hub id as given, or the directory's name. */
-function modelName(ref: string): string {
-  return parseHubRef(ref) ? ref : basename(resolve(ref));
 }
 
 /** A line of prompt progress on stderr, on a terminal, for prompts long enough to take a while. */
@@ -257,7 +252,7 @@ export async function runChat(o: ChatCliOptions): Promise<void> {
   process.on('SIGINT', onInterrupt);
   side.write(
     dim(
-      `gpt-oss chat with ${modelName(o.model)} (${model.config.numLayers} layers, ${model.layout} layout, context ${context}). ` +
+      `gpt-oss chat with ${servedModelId(o.model)} (${model.config.numLayers} layers, ${model.layout} layout, context ${context}). ` +
         `/help for commands; exit, quit or /exit (or Ctrl-D) ends.\n`,
     ),
   );
