@@ -126,7 +126,8 @@ export async function runChat(o: ChatCliOptions): Promise<void> {
   const dim = (s: string) => (ttyOut ? `\x1b[2m${s}\x1b[22m` : s);
   const history: ChatMessage[] = [];
   const showReasoning = !o.hideReasoning;
-  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: ttyIn });
+  // The prompt and the echo of what is typed go with everything but the answers.
+  const rl = createInterface({ input: process.stdin, output: side, terminal: ttyIn });
   const prompt = (p = '> ') => {
     rl.setPrompt(p);
     if (ttyIn) rl.prompt();
