@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { describe, expect, it } from 'vitest';
 
-import { compareRuns, loadRuns, mergeRuns, renderReport } from '../lib/bench/report.js';
+import { CACHE_NOTE, compareRuns, loadRuns, mergeRuns, numericOrder, renderReport } from '../lib/bench/report.js';
 import type { BenchRun } from '../lib/bench/run.js';
 import { InvalidArgumentError } from '../lib/errors.js';
 import { fixtures, tmpDir } from './helpers/checkpoint.js';
@@ -32,6 +32,7 @@ describe('bench report', () => {
       'decode-context',
       'prefill',
       'serve-throughput',
+      'serve-goodput',
       'serve-ttft',
       'serve-itl',
       'memory',
@@ -154,4 +155,120 @@ describe('bench report', () => {
     expect((e as { code: number }).code).toBe(1);
     expect((e as { stderr: string }).stderr).toMatch(/x\.json is not a gptoss bench result/);
   }, 60_000);
+
+  it('renders every run of several commits, and says what of a commit it does not show', async () => {
+    const results = join(fixtures, '..', '..', 'benchmarks', 'results');
+    const files = readdirSync(results)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => join(results, f));
+    const sets = mergeRuns(await loadRuns(files));
+    expect(sets.length).toBeGreaterThanOrEqual(3);
+    const r = await renderReport({ files, outDir: tmpDir() });
+    // Every run has a place: the newest in full, every other one in a section of its own, newest first.
+    expect(r.markdown).toContain(`The files hold ${sets.length} runs`);
+    for (const f of files) expect(r.markdown).toContain(f);
+    const sections = [...r.markdown.matchAll(/^## Run (\S+) /gm)].map((m) => m[1]);
+    expect(sections).toEqual(
+      sets
+        .slice(0, -1)
+        .reverse()
+        .map((x) => x.run.fingerprint.commit),
+    );
+    // And its charts: each run's parts, under ids of their own.
+    const ids = r.charts.map((c) => c.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const [i, set] of sets.slice(0, -1).reverse().entries()) {
+      const prefix = `run${i + 2}-`;
+      if (set.run.kernels) expect(ids).toContain(`${prefix}kernel-ratios`);
+      if (set.run.serve) expect(ids).toContain(`${prefix}serve-goodput`);
+      if (set.run.decode) expect(ids).toContain(`${prefix}decode-batch`);
+    }
+    const html = readFileSync(r.htmlPath, 'utf8');
+    for (const id of ids) expect(html).toContain(`<figure id="${id}">`);
+
+    // Two serve runs of one commit and machine: one is shown, the other is said to be left out.
+    const serve = JSON.parse(readFileSync(serveFile, 'utf8')) as BenchRun;
+    const later = structuredClone(serve);
+    later.date = new Date(Date.parse(serve.date) + 60e3).toISOString();
+    const dir = tmpDir();
+    const [a, b] = [join(dir, 'a.json'), join(dir, 'b.json')];
+    writeFileSync(a, JSON.stringify(serve));
+    writeFileSync(b, JSON.stringify(later));
+    const two = await renderReport({ files: [suiteFile, a, b], outDir: join(dir, 'out') });
+    expect(two.markdown).toContain(
+      `Not shown: serve of ${a}: replaced by that of ${b}, the newer run of this commit and machine (serve figures are not pooled).`,
+    );
+  }, 120_000);
+
+  it('charts: numeric legend order, goodput in requests/s, distinct marks, the cache note, which way is better', async () => {
+    const dir = tmpDir();
+    const base = recorded();
+    const cur = structuredClone(base);
+    cur.date = new Date(Date.parse(base.date) + 3600e3).toISOString();
+    cur.fingerprint.commit = 'fffffff';
+    const [a, b] = [join(dir, 'a.json'), join(dir, 'b.json')];
+    writeFileSync(a, JSON.stringify(base));
+    writeFileSync(b, JSON.stringify(cur));
+    const r = await renderReport({ files: [a, b, serveFile], outDir: join(dir, 'out') });
+    const chart = (id: string) => r.charts.find((c) => c.id === id)!;
+    const spec = (id: string) => chart(id).spec as unknown as Record<string, any>;
+    const legend = (id: string, labels: string[]) =>
+      labels
+        .filter((l) => chart(id).svg.includes(`>${l}</text>`))
+        .sort((x, y) => chart(id).svg.indexOf(`>${x}</text>`) - chart(id).svg.indexOf(`>${y}</text>`));
+
+    // Legends in the order of their numbers: batch 1, 4, 16, 64 (as text: 1, 16, 4, 64).
+    expect(numericOrder(['batch 16', 'batch 4', 'batch 64', 'batch 1'])).toEqual([
+      'batch 1',
+      'batch 4',
+      'batch 16',
+      'batch 64',
+    ]);
+    const batches = numericOrder(base.decode!.points.map((p) => `batch ${p.batch}`));
+    expect(batches).toEqual(['batch 1', 'batch 4', 'batch 16', 'batch 64']);
+    expect(spec('decode-context').encoding.color.scale.domain).toEqual(batches);
+    expect(legend('decode-context', batches)).toEqual(batches);
+    expect(spec('decode-batch').encoding.color.scale.domain).toEqual(['context 0', 'context 1024', 'context 8192']);
+
+    // Goodput in its own unit on its own chart: the values as measured, not x100.
+    const serve = JSON.parse(readFileSync(serveFile, 'utf8')) as BenchRun;
+    const goodput = (spec('run2-serve-goodput').data.values as { goodput: number }[]).map((v) => v.goodput);
+    expect(goodput).toEqual(serve.serve!.map((l) => l.goodputRequestsPerSecond));
+    expect(goodput.every((g) => g < 1)).toBe(true); // 0.18-0.36 requests/s
+    expect(chart('run2-serve-goodput').svg).toContain('>goodput (requests/s)</text>');
+    expect(chart('run2-serve-goodput').svg).toContain('>0.36</text>');
+    expect(chart('run2-serve-throughput').svg).not.toMatch(/goodput|x 100/);
+
+    // Measured and roofline: one solid line through circles, one dashed through triangles, and a
+    // legend entry for each with its own symbol.
+    const enc = spec('decode-batch').encoding;
+    expect(enc.shape.scale).toEqual({ domain: ['measured', 'roofline'], range: ['circle', 'triangle-up'] });
+    expect(enc.strokeDash.scale.range[0]).not.toEqual(enc.strokeDash.scale.range[1]);
+    const symbolOf = (label: string) =>
+      new RegExp(` d="([^"]+)"[^>]*/></g><g class="mark-text role-legend-label"[^>]*><text[^>]*>${label}</text>`).exec(
+        chart('decode-batch').svg,
+      )?.[1];
+    expect(symbolOf('measured')).toBeDefined();
+    expect(symbolOf('roofline')).toBeDefined();
+    expect(symbolOf('measured')).not.toBe(symbolOf('roofline'));
+
+    // Ops above 100% of their roof are said, on the chart and in the text, to have run from cache.
+    const over = base.kernels!.filter((k) => k.ratio > 1);
+    expect(over.length).toBeGreaterThan(0);
+    const ratios = chart('run2-kernel-ratios').svg;
+    expect(ratios).toContain('memory-bound ops ran from cache');
+    expect(ratios).toContain('Above 100% of a memory roof: the op ran from cache');
+    expect(ratios.match(/>from cache<\/text>/g)).toHaveLength(over.filter((k) => k.bound === 'memory').length);
+    expect(chart('run2-roofline').svg).toContain('points above the roof');
+    expect(r.markdown).toContain(`${over.length} of ${base.kernels!.length} ops ran above 100% of their roof`);
+    expect(r.markdown).toContain(CACHE_NOTE);
+
+    // The change chart says in words which way is better, per figure and in its title.
+    const cmp = chart('comparison').svg;
+    expect(cmp).toContain('Lower is better for times (ms, s), higher for rates');
+    expect(cmp).toMatch(/>decode batch 1 context 0 \(ms\/step; lower is better\)<\/text>/);
+    expect(cmp).toMatch(/>ceiling: read bandwidth \(GB\/s; higher is better\)<\/text>/);
+    expect(r.markdown).toMatch(/\| figure \| baseline \| this run \| change \| noise \| better \| verdict \|/);
+    expect(r.markdown).toMatch(/\| ceiling: read bandwidth \| .* \| higher \| within noise \|/);
+  }, 120_000);
 });

@@ -37,6 +37,8 @@ export interface RunSet {
   /** Runs pooled into the set's figures (runs of another model only add parts). */
   runs: number;
   run: BenchRun;
+  /** What of these files the set does not show, and why (a part measured twice that cannot pool). */
+  leftOut: string[];
 }
 
 const pool = (a: Stat, b: Stat): Stat => stat([...a.samples, ...b.samples]);
@@ -79,10 +81,16 @@ function rederive(run: BenchRun): void {
 
 export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
   const sets = new Map<string, RunSet>();
+  // Per set, the file each part shown comes from.
+  const origin = new Map<string, Map<string, string>>();
+  const rederived = new Set<string>();
   for (const { file, run } of [...runs].sort((a, b) => a.run.date.localeCompare(b.run.date))) {
     const machine = run.fingerprint.gpu ?? run.fingerprint.cpu;
     const key = `${run.fingerprint.commit}|${run.device}|${machine}`;
     const have = sets.get(key);
+    if (!origin.has(key)) origin.set(key, new Map());
+    for (const part of ['kernels', 'decode', 'prefill', 'memory', 'serve'] as const)
+      if (run[part] !== undefined && !origin.get(key)!.has(part)) origin.get(key)!.set(part, file);
     if (!have) {
       sets.set(key, {
         key,
@@ -91,6 +99,7 @@ export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
         files: [file],
         runs: 1,
         run: structuredClone(run),
+        leftOut: [],
       });
       continue;
     }
@@ -102,19 +111,30 @@ export function mergeRuns(runs: { file: string; run: BenchRun }[]): RunSet[] {
       if (run[part] === undefined) continue;
       if (have.run[part] === undefined)
         (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
-      else if (sameModel && part !== 'memory' && part !== 'serve') {
+      else if (part === 'ceilings') {
+        // The machine's ceilings, whatever the model: they pool.
+        poolPart(have.run, run, part);
+        rederived.add(key);
+      } else if (sameModel && part !== 'memory' && part !== 'serve') {
         poolPart(have.run, run, part);
         pooled = true;
-      } else (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
+      } else {
+        // One of each per set: the newer is shown, and the older said to be left out.
+        have.leftOut.push(
+          `${part} of ${origin.get(key)!.get(part)}: replaced by that of ${file}, the newer run of this commit and machine (${
+            sameModel ? `${part} figures are not pooled` : `another model, ${run.model}`
+          })`,
+        );
+        (have.run as unknown as Record<string, unknown>)[part] = structuredClone(run[part]);
+        origin.get(key)!.set(part, file);
+      }
     }
     if (pooled) have.runs++;
     have.date = run.date;
   }
   for (const set of sets.values()) {
-    if (set.runs > 1) {
-      rederive(set.run);
-      set.label += ` (${set.runs} runs pooled)`;
-    }
+    if (set.runs > 1 || rederived.has(set.key)) rederive(set.run);
+    if (set.runs > 1) set.label += ` (${set.runs} runs pooled)`;
   }
   return [...sets.values()].sort((a, b) => a.date.localeCompare(b.date));
 }
@@ -131,6 +151,8 @@ export interface Change {
   /** Two standard errors of the difference, relative to the base: changes within it are noise. */
   noise: number;
   verdict: 'better' | 'worse' | 'within noise';
+  /** Which way is better for this figure: lower for times, higher for rates. */
+  better: 'lower' | 'higher';
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -161,6 +183,7 @@ function compareStat(
     change,
     noise,
     verdict: Math.abs(change) <= noise ? 'within noise' : better ? 'better' : 'worse',
+    better: lowerIsBetter ? 'lower' : 'higher',
   };
 }
 
@@ -216,6 +239,8 @@ export interface Chart {
   id: string;
   title: string;
   svg: string;
+  /** The Vega-Lite spec it was rendered from (its data included). */
+  spec: TopLevelSpec;
 }
 
 async function svgOf(spec: TopLevelSpec): Promise<string> {
@@ -229,6 +254,25 @@ async function svgOf(spec: TopLevelSpec): Promise<string> {
 
 const WIDTH = 520,
   HEIGHT = 300;
+
+/** Labels like "batch 16" or "T=128" in the order of their numbers, not as text (1, 4, 16, 64). */
+export const numericOrder = (labels: Iterable<string>): string[] =>
+  [...new Set(labels)].sort((a, b) => {
+    const na = Number(/-?\d+(\.\d+)?/.exec(a)?.[0] ?? NaN),
+      nb = Number(/-?\d+(\.\d+)?/.exec(b)?.[0] ?? NaN);
+    return Number.isNaN(na) || Number.isNaN(nb) || na === nb ? a.localeCompare(b) : na - nb;
+  });
+
+/** Legends wide enough for their labels (Vega-Lite cuts them at 160 pixels). */
+const LEGEND = { labelLimit: 400 } as const;
+
+/** What a share of the roofline above 100% means, said on the charts that show one. */
+const CACHE_NOTE_LINES = [
+  'Above 100% of a memory roof: the op ran from cache (the roof counts every byte as',
+  'read from memory; a working set that fits in cache is read faster than that).',
+  'Above 100% of the compute roof: faster than the dense matmul measured as the ceiling.',
+];
+export const CACHE_NOTE = CACHE_NOTE_LINES.join(' ');
 
 function rooflineSpec(run: BenchRun): TopLevelSpec {
   const c = run.ceilings!;
@@ -261,27 +305,68 @@ function rooflineSpec(run: BenchRun): TopLevelSpec {
             title: 'arithmetic intensity (operations / byte)',
           },
           y: { field: 'GFLOPs', type: 'quantitative', scale: { type: 'log' }, title: 'achieved GFLOP/s' },
-          color: { field: 'op', type: 'nominal', title: 'op' },
-          shape: { field: 'T', type: 'nominal', title: 'tokens' },
+          color: { field: 'op', type: 'nominal', title: 'op', legend: LEGEND },
+          shape: {
+            field: 'T',
+            type: 'nominal',
+            title: 'tokens',
+            scale: { domain: numericOrder(ks.map((k) => `T=${k.tokens}`)) },
+          },
         },
       },
     ],
+    ...(ks.some((k) => k.ratio > 1)
+      ? {
+          title: {
+            text: 'points above the roof: memory-bound ops ran from cache',
+            subtitle: CACHE_NOTE_LINES,
+            fontSize: 12,
+          },
+        }
+      : {}),
   } as TopLevelSpec;
 }
 
 function kernelRatioSpec(run: BenchRun): TopLevelSpec {
+  const y = { field: 'kernel', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } } as const;
+  const rows = run.kernels!.map((k) => ({
+    kernel: `${k.op} ${k.name} T=${k.tokens}`,
+    ratio: k.ratio,
+    bound: k.bound,
+    note: k.ratio <= 1 ? '' : k.bound === 'memory' ? 'from cache' : 'above the measured dense rate',
+  }));
   return {
     width: WIDTH,
     height: { step: 14 } as unknown as number,
-    data: {
-      values: run.kernels!.map((k) => ({ kernel: `${k.op} ${k.name} T=${k.tokens}`, ratio: k.ratio, bound: k.bound })),
-    },
-    mark: 'bar',
-    encoding: {
-      y: { field: 'kernel', type: 'nominal', sort: null, title: null, axis: { labelLimit: 320 } },
-      x: { field: 'ratio', type: 'quantitative', axis: { format: '%' }, title: 'achieved / attainable (roofline)' },
-      color: { field: 'bound', type: 'nominal', title: 'bound by' },
-    },
+    data: { values: rows },
+    ...(rows.some((r) => r.ratio > 1)
+      ? {
+          title: {
+            text: 'bars past the dashed 100% line: memory-bound ops ran from cache',
+            subtitle: CACHE_NOTE_LINES,
+            fontSize: 12,
+          },
+        }
+      : {}),
+    layer: [
+      {
+        mark: 'bar',
+        encoding: {
+          y,
+          x: { field: 'ratio', type: 'quantitative', axis: { format: '%' }, title: 'achieved / attainable (roofline)' },
+          color: { field: 'bound', type: 'nominal', title: 'bound by' },
+        },
+      },
+      {
+        data: { values: [{ x: 1 }] },
+        mark: { type: 'rule', color: '#444', strokeDash: [4, 3] },
+        encoding: { x: { field: 'x', type: 'quantitative' } },
+      },
+      {
+        mark: { type: 'text', align: 'left', dx: 4, fontSize: 10 },
+        encoding: { y, x: { field: 'ratio', type: 'quantitative' }, text: { field: 'note' } },
+      },
+    ],
   } as TopLevelSpec;
 }
 
@@ -305,7 +390,14 @@ function decodeSpec(run: BenchRun, by: 'batch' | 'context'): TopLevelSpec {
         title: by === 'batch' ? 'batch size (sequences)' : 'context (tokens)',
       },
       y: { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: 'tokens/s (all sequences)' },
-      color: { field: 'series', type: 'nominal', title: null },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        title: null,
+        scale: { domain: numericOrder(rows.map((r) => r.series)) },
+        legend: LEGEND,
+      },
+      // Measured: a solid line through circles; roofline: dashed, through triangles.
       strokeDash: {
         field: 'kind',
         type: 'nominal',
@@ -317,6 +409,12 @@ function decodeSpec(run: BenchRun, by: 'batch' | 'context'): TopLevelSpec {
             [4, 3],
           ],
         },
+      },
+      shape: {
+        field: 'kind',
+        type: 'nominal',
+        title: null,
+        scale: { domain: ['measured', 'roofline'], range: ['circle', 'triangle-up'] },
       },
     },
   } as TopLevelSpec;
@@ -372,7 +470,6 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
   const rows = run.serve!.flatMap((l) => [
     { load: load(l), series: 'output tokens/s', value: l.outputTokensPerSecond },
     { load: load(l), series: 'input tokens/s', value: l.inputTokensPerSecond },
-    { load: load(l), series: 'goodput requests/s x 100', value: 100 * l.goodputRequestsPerSecond },
   ]);
   return {
     width: WIDTH,
@@ -381,9 +478,33 @@ function serveThroughputSpec(run: BenchRun): TopLevelSpec {
     mark: { type: 'line', point: true },
     encoding: {
       x,
-      y: { field: 'value', type: 'quantitative', title: 'per second' },
-      color: { field: 'series', type: 'nominal', title: null },
+      y: { field: 'value', type: 'quantitative', title: 'tokens/s' },
+      color: { field: 'series', type: 'nominal', title: null, legend: LEGEND },
     },
+  } as TopLevelSpec;
+}
+
+/** Goodput in its own unit, requests/s, on its own axis (it was drawn x100 beside tokens/s). */
+function serveGoodputSpec(run: BenchRun): TopLevelSpec {
+  const { load, x } = loadAxis(run);
+  return {
+    width: WIDTH,
+    height: HEIGHT,
+    data: { values: run.serve!.map((l) => ({ load: load(l), goodput: l.goodputRequestsPerSecond })) },
+    layer: [
+      {
+        mark: { type: 'line', point: true },
+        encoding: { x, y: { field: 'goodput', type: 'quantitative', title: 'goodput (requests/s)' } },
+      },
+      {
+        mark: { type: 'text', dy: -10, fontSize: 10 },
+        encoding: {
+          x,
+          y: { field: 'goodput', type: 'quantitative' },
+          text: { field: 'goodput', type: 'quantitative', format: '.2f' },
+        },
+      },
+    ],
   } as TopLevelSpec;
 }
 
@@ -433,13 +554,25 @@ function memorySpec(run: BenchRun): TopLevelSpec {
   } as TopLevelSpec;
 }
 
+/** A compared figure's row label, saying which way is better. */
+export const changeLabel = (c: Change): string => `${c.figure} (${c.unit}; ${c.better} is better)`;
+
 function compareSpec(changes: Change[]): TopLevelSpec {
-  const rows = changes.map((c) => ({ ...c, lo: -c.noise, hi: c.noise }));
-  const y = { field: 'figure', type: 'nominal', sort: null, title: null, axis: { labelLimit: 360 } } as const;
+  const rows = changes.map((c) => ({ ...c, figure: changeLabel(c), lo: -c.noise, hi: c.noise }));
+  // Vega measures text by estimate in Node, generously: a limit that keeps the whole label.
+  const y = { field: 'figure', type: 'nominal', sort: null, title: null, axis: { labelLimit: 640 } } as const;
   return {
     width: WIDTH,
     height: { step: 14 } as unknown as number,
     data: { values: rows },
+    title: {
+      text: 'Lower is better for times (ms, s), higher for rates (GB/s, GFLOP/s, tokens/s)',
+      subtitle: [
+        'each row says which; the change is of the figure as measured (+10% on a time is 10% slower)',
+        'green: better, red: worse, grey band: within noise',
+      ],
+      fontSize: 12,
+    },
     layer: [
       {
         mark: { type: 'rule', color: '#bbb', strokeWidth: 6 },
@@ -466,9 +599,11 @@ function compareSpec(changes: Change[]): TopLevelSpec {
   } as TopLevelSpec;
 }
 
-export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Chart[]> {
+/** The charts of one run; `idPrefix` keeps the ids of several runs on one page apart. */
+export async function chartsFor(run: BenchRun, changes?: Change[], idPrefix = ''): Promise<Chart[]> {
   const out: Chart[] = [];
-  const add = async (id: string, title: string, spec: TopLevelSpec) => out.push({ id, title, svg: await svgOf(spec) });
+  const add = async (id: string, title: string, spec: TopLevelSpec) =>
+    out.push({ id: `${idPrefix}${id}`, title, svg: await svgOf(spec), spec });
   if (run.kernels?.length && run.ceilings) {
     await add('roofline', 'Roofline: every kernel against the measured ceilings', rooflineSpec(run));
     await add('kernel-ratios', 'Kernels: share of the attainable rate', kernelRatioSpec(run));
@@ -484,7 +619,12 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
   if (run.prefill?.length)
     await add('prefill', 'Prefill tokens/s (labels: share of the dense matmul rate)', prefillSpec(run));
   if (run.serve?.length) {
-    await add('serve-throughput', 'Serving: throughput against load', serveThroughputSpec(run));
+    await add('serve-throughput', 'Serving: token throughput against load', serveThroughputSpec(run));
+    await add(
+      'serve-goodput',
+      'Serving: goodput, requests/s that met the TTFT and inter-token latency bounds',
+      serveGoodputSpec(run),
+    );
     await add(
       'serve-ttft',
       'Serving: time to first token (line p50, dashed p90, band p50-p99)',
@@ -497,7 +637,12 @@ export async function chartsFor(run: BenchRun, changes?: Change[]): Promise<Char
     );
   }
   if (run.memory) await add('memory', 'Memory', memorySpec(run));
-  if (changes?.length) await add('comparison', 'Change from the baseline run, per figure', compareSpec(changes));
+  if (changes?.length)
+    await add(
+      'comparison',
+      'Change from the baseline run, per figure (lower is better for times, higher for rates)',
+      compareSpec(changes),
+    );
   return out;
 }
 
@@ -513,11 +658,22 @@ function mdTable(head: string[], rows: string[][]): string {
   ].join('\n');
 }
 
-export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline: RunSet | undefined): string {
+const kernelNote = (r: BenchRun): string | undefined => {
+  const over = (r.kernels ?? []).filter((k) => k.ratio > 1);
+  return over.length
+    ? `${over.length} of ${r.kernels!.length} ops ran above 100% of their roof (${over
+        .map((k) => `${k.op} ${k.name} T=${k.tokens}: ${fmt(k.ratio * 100, 0)}%`)
+        .join('; ')}). ${CACHE_NOTE}`
+    : undefined;
+};
+
+/** A run's description and tables, its headings one level under `level`. */
+function runMarkdown(set: RunSet, level: 1 | 2, title: string): string[] {
   const r = set.run;
   const fp = r.fingerprint;
+  const h = (n: number) => '#'.repeat(level + n);
   const out: string[] = [
-    `# gptoss bench report: ${r.model} on ${r.device}`,
+    `${h(0)} ${title}`,
     '',
     `Run ${set.label}; machine: ${fp.gpu ? `${fp.gpu} (${fp.gpuMemoryGB} GB), ` : ''}${fp.cpu}, ${fp.cpuThreads} threads (${fp.simd}); node ${fp.node}; package ${fp.package}; from ${set.files.join(', ')}. 1 GB = 1e9 bytes.`,
   ];
@@ -526,12 +682,57 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
       '',
       `Ceilings measured in the same run: host read bandwidth ${fmt(r.ceilings.readGBps.value)} GB/s; dense bf16 matmul ${fmt(r.ceilings.denseGFLOPs.value)} GFLOP/s (${r.ceilings.denseKernel}).`,
     );
+  for (const l of set.leftOut) out.push('', `Not shown: ${l}.`);
   for (const t of runTables(r)) {
-    out.push('', `## ${t.title}`, '');
+    out.push('', `${h(1)} ${t.title}`, '');
     if (t.title === 'Memory') out.push(`${memoryLine(r.memory!)}.`, '');
     out.push(mdTable(t.head, t.rows));
+    if (t.title === 'Kernels' && kernelNote(r)) out.push('', kernelNote(r)!);
     if (t.title === 'Decode')
       for (const s of r.decode!.skipped) out.push('', `Skipped batch ${s.batch} at context ${s.context}: ${s.reason}.`);
+  }
+  return out;
+}
+
+/** Which parts a run set holds, for the list of runs. */
+const partsOf = (r: BenchRun) =>
+  (['kernels', 'decode', 'prefill', 'memory', 'serve'] as const).filter((p) => r[p] !== undefined).join(', ');
+
+/**
+ * The report's Markdown: `set` in full, its comparison with `baseline`, and, when the files held
+ * other runs (other commits, devices or machines), the list of every run and what is shown of it.
+ */
+export function markdownOf(
+  set: RunSet,
+  changes: Change[] | undefined,
+  baseline: RunSet | undefined,
+  all: RunSet[] = [set],
+): string {
+  const r = set.run;
+  const out = runMarkdown(set, 1, `gptoss bench report: ${r.model} on ${r.device}`);
+  if (all.length > 1) {
+    const others = all.filter((x) => x !== set);
+    // Said in the head, before the tables: the report holds more than the run above.
+    out.splice(
+      3,
+      0,
+      '',
+      `The files hold ${all.length} runs (one per commit, device and machine; parts of one merge): this one, the newest, in full first, then ${others.length === 1 ? 'the other' : `the other ${others.length}, newest first`}, each with its own charts and tables under "Run ...".`,
+      '',
+      mdTable(
+        ['run', 'device', 'model', 'parts', 'files', 'shown'],
+        [...all]
+          .reverse()
+          .map((x) => [
+            x.label,
+            x.run.device,
+            x.run.model,
+            partsOf(x.run),
+            x.files.join(', '),
+            x === set ? 'in full, first' : x === baseline ? 'below; the baseline compared with' : 'below',
+          ]),
+      ),
+    );
   }
   if (changes && baseline) {
     const worse = changes.filter((c) => c.verdict === 'worse').length,
@@ -540,16 +741,17 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
       '',
       `## Against ${baseline.label}`,
       '',
-      `${changes.length} figures compared: ${better} better, ${worse} worse, ${changes.length - better - worse} within noise (two standard errors of the repeated samples, at least 2%).`,
+      `${changes.length} figures compared: ${better} better, ${worse} worse, ${changes.length - better - worse} within noise (two standard errors of the repeated samples, at least 2%). Lower is better for times (ms, s), higher for rates (GB/s, GFLOP/s, tokens/s).`,
       '',
       mdTable(
-        ['figure', 'baseline', 'this run', 'change', 'noise', 'verdict'],
+        ['figure', 'baseline', 'this run', 'change', 'noise', 'better', 'verdict'],
         changes.map((c) => [
           c.figure,
           `${fmt(c.base, 3)} ${c.unit}`,
           `${fmt(c.current, 3)} ${c.unit}`,
           signed(c.change),
           `±${fmt(c.noise * 100)}%`,
+          c.better,
           c.verdict,
         ]),
       ),
@@ -557,6 +759,10 @@ export function markdownOf(set: RunSet, changes: Change[] | undefined, baseline:
   }
   return out.join('\n');
 }
+
+/** Another run of the report: a section with its own description and tables. */
+export const otherRunMarkdown = (set: RunSet, role: string): string =>
+  runMarkdown(set, 2, `Run ${set.label}${role ? ` (${role})` : ''}: ${set.run.model} on ${set.run.device}`).join('\n');
 
 const escape = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -568,6 +774,7 @@ function htmlOfMarkdown(md: string): string {
     .map((b) => {
       if (b.startsWith('# ')) return `<h1>${escape(b.slice(2))}</h1>`;
       if (b.startsWith('## ')) return `<h2>${escape(b.slice(3))}</h2>`;
+      if (b.startsWith('### ')) return `<h3>${escape(b.slice(4))}</h3>`;
       if (b.startsWith('|')) {
         const rows = b
           .split('\n')
@@ -583,14 +790,27 @@ function htmlOfMarkdown(md: string): string {
     .join('\n');
 }
 
-export function htmlOf(markdown: string, charts: Chart[]): string {
-  // The title and the run's description, then the charts, then the tables.
-  const split = markdown.indexOf('\n## ');
+/** A run's description, then its charts, then its tables (the first heading below `heading`). */
+function section(markdown: string, charts: Chart[], heading: string): string {
+  const split = markdown.indexOf(`\n${heading} `);
   const head = split < 0 ? markdown : markdown.slice(0, split),
     tables = split < 0 ? '' : markdown.slice(split + 1);
   const figures = charts
     .map((c) => `<figure id="${c.id}"><figcaption>${escape(c.title)}</figcaption>${c.svg}</figure>`)
     .join('\n');
+  return `${htmlOfMarkdown(head)}
+<section class="charts">
+${figures}
+</section>
+${htmlOfMarkdown(tables)}`;
+}
+
+/** The page: the main run (`markdown`, `charts`), then each other run in its own section. */
+export function htmlOf(
+  markdown: string,
+  charts: Chart[],
+  others: { markdown: string; charts: Chart[] }[] = [],
+): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gptoss bench report</title>
 <style>
@@ -599,11 +819,8 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 .charts{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;border:1px solid #e4e4e4;padding:8px}figcaption{font-weight:600;margin-bottom:4px}
 </style></head><body>
-${htmlOfMarkdown(head)}
-<section class="charts">
-${figures}
-</section>
-${htmlOfMarkdown(tables)}
+${section(markdown, charts, '##')}
+${others.map((o) => `<section class="run">\n${section(o.markdown, o.charts, '###')}\n</section>`).join('\n')}
 </body></html>
 `;
 }
@@ -642,12 +859,25 @@ export async function renderReport(
   const current = sets.filter((s) => s !== baseline).at(-1) ?? sets[sets.length - 1];
   const changes = baseline && baseline !== current ? compareRuns(baseline.run, current.run) : undefined;
   const charts = await chartsFor(current.run, changes);
-  const markdown = markdownOf(current, changes, baseline !== current ? baseline : undefined);
-  const html = htmlOf(markdown, charts);
+  const shownBaseline = baseline !== current ? baseline : undefined;
+  const head = markdownOf(current, changes, shownBaseline, sets);
+  // Every other run too, newest first, each with its charts and tables: none is left out.
+  const others: { markdown: string; charts: Chart[] }[] = [];
+  for (const [i, set] of [...sets]
+    .reverse()
+    .filter((x) => x !== current)
+    .entries())
+    others.push({
+      markdown: otherRunMarkdown(set, set === shownBaseline ? 'the baseline' : ''),
+      charts: await chartsFor(set.run, undefined, `run${i + 2}-`),
+    });
+  const markdown = [head, ...others.map((o) => o.markdown)].join('\n\n');
+  const html = htmlOf(head, charts, others);
+  const allCharts = [...charts, ...others.flatMap((o) => o.charts)];
   await mkdir(o.outDir, { recursive: true });
   const htmlPath = join(o.outDir, 'report.html'),
     markdownPath = join(o.outDir, 'report.md');
   await writeFile(htmlPath, html);
   await writeFile(markdownPath, `${markdown}\n`);
-  return { html, markdown, charts, htmlPath, markdownPath };
+  return { html, markdown, charts: allCharts, htmlPath, markdownPath };
 }
