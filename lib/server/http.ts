@@ -65,10 +65,23 @@ export function toHttp(e: unknown): HttpError {
   return new HttpError(500, 'server_error', e instanceof Error ? e.message : String(e));
 }
 
-export const contentParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).passthrough());
+/** Most content parts one message may have. */
+export const MAX_CONTENT_PARTS = 1000;
+export const contentParts = z
+  .array(z.object({ type: z.literal('text'), text: z.string() }).passthrough())
+  .max(MAX_CONTENT_PARTS);
 export const content = z.union([z.string(), contentParts]).nullable().optional();
 export const partsText = (c: z.infer<typeof content>) =>
   c == null ? '' : typeof c === 'string' ? c : c.map((p) => p.text).join('');
+
+/** Token ids one request may bias (OpenAI's limit). */
+export const MAX_LOGIT_BIAS = 300;
+/** Messages (or input items) one request may hold. */
+export const MAX_MESSAGES = 10_000;
+/** Token ids a raw prompt may have: gpt-oss's longest context (an engine refuses past its own). */
+export const MAX_PROMPT_IDS = 131_072;
+/** Tools one request may declare (OpenAI's limit). */
+export { MAX_TOOLS } from '../chat/generate.js';
 
 export const sampling = {
   temperature: z.number().min(0).max(2).nullable().optional(),
@@ -78,7 +91,15 @@ export const sampling = {
   presence_penalty: z.number().min(-2).max(2).nullable().optional(),
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   repetition_penalty: z.number().gt(0).nullable().optional(),
-  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
+  logit_bias: z
+    .unknown()
+    // Counted before the entries are validated: 300,000 of them took 0.8 s to validate.
+    .superRefine((v, ctx) => {
+      if (typeof v === 'object' && v !== null && Object.keys(v).length > MAX_LOGIT_BIAS)
+        ctx.addIssue({ code: 'custom', message: `at most ${MAX_LOGIT_BIAS} token ids may be biased` });
+    })
+    .pipe(z.record(z.string(), z.number().min(-100).max(100)).nullable())
+    .optional(),
   seed: z.number().int().nullable().optional(),
   stop: z
     .union([z.string(), z.array(z.string()).max(4)])
@@ -114,17 +135,16 @@ export function clientLeft(client: AbortSignal, e: unknown): boolean {
   return client.aborted || (e instanceof AbortedError && !(e.cause instanceof HttpError));
 }
 
-/** The request body as JSON, or a 400 saying it is not. */
-export async function readJson(c: { req: { json: () => Promise<unknown> } }): Promise<unknown> {
-  let body: unknown;
-  try {
-    body = await c.req.json();
-  } catch {
-    throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
-  }
-  // Whatever reads the body later may recurse over it (schemas, tool parameters): a body nested
-  // deeper than any request needs is refused here, before anything can overflow the stack on it.
-  if (nestedBeyond(body, MAX_JSON_DEPTH))
+/**
+ * The request body as JSON, or a 400 saying it is not. Its text is scanned before it is parsed:
+ * a body nested deeper than any request needs (whatever reads it later may recurse over it:
+ * schemas, tool parameters) or holding more values than any request needs (parsing and
+ * validating 130,000 small messages took the event loop for most of a second) is refused unparsed.
+ */
+export async function readJson(c: { req: { text: () => Promise<string> } }): Promise<unknown> {
+  const text = await c.req.text();
+  const over = scanJson(text, MAX_JSON_DEPTH, MAX_JSON_VALUES);
+  if (over === 'depth')
     throw new HttpError(
       400,
       'invalid_request_error',
@@ -132,22 +152,52 @@ export async function readJson(c: { req: { json: () => Promise<unknown> } }): Pr
       null,
       'invalid_value',
     );
-  return body;
+  if (over === 'values')
+    throw new HttpError(
+      413,
+      'invalid_request_error',
+      `the request body holds more than ${MAX_JSON_VALUES} JSON values (array elements and object members); no request needs that many`,
+      null,
+      'request_too_large',
+    );
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'invalid_request_error', 'the request body is not valid JSON', null, 'invalid_json');
+  }
 }
 
 const MAX_JSON_DEPTH = 128;
+/** Room for a raw prompt of 131,072 token ids (gpt-oss's longest context) and the rest. */
+export const MAX_JSON_VALUES = 150_000;
 
-/** Whether a parsed JSON value nests deeper than `max` (iteratively: it may be very deep). */
-function nestedBeyond(v: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[v, 0]];
-  while (stack.length) {
-    const [x, d] = stack.pop()!;
-    if (typeof x !== 'object' || x === null) continue;
-    if (d >= max) return true;
-    for (const y of Array.isArray(x) ? x : Object.values(x))
-      if (typeof y === 'object' && y !== null) stack.push([y, d + 1]);
+/**
+ * Whether JSON text nests arrays and objects deeper than `maxDepth`, or holds more than
+ * `maxValues` values (each comma outside strings separates two, each array or object is one):
+ * one pass over the text, strings skipped by indexOf, stopping at the first limit passed. Text
+ * that is not JSON may pass; the parser refuses it then.
+ */
+function scanJson(text: string, maxDepth: number, maxValues: number): 'depth' | 'values' | undefined {
+  let depth = 0,
+    values = 0;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch === 0x22) {
+      // To the closing quote: one not escaped, i.e. after an even run of backslashes.
+      for (;;) {
+        i = text.indexOf('"', i + 1);
+        if (i < 0) return undefined;
+        let b = i - 1;
+        while (text.charCodeAt(b) === 0x5c) b--;
+        if ((i - 1 - b) % 2 === 0) break;
+      }
+    } else if (ch === 0x7b || ch === 0x5b) {
+      if (++depth > maxDepth) return 'depth';
+      if (++values > maxValues) return 'values';
+    } else if (ch === 0x7d || ch === 0x5d) depth--;
+    else if (ch === 0x2c && ++values > maxValues) return 'values';
   }
-  return false;
+  return undefined;
 }
 
 /** gpt-oss has low / medium / high; the OpenAI SDK also sends none, minimal, xhigh and max. */

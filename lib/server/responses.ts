@@ -12,6 +12,9 @@ import {
   clientLeft,
   effort,
   jsonSchemaFormat,
+  MAX_CONTENT_PARTS,
+  MAX_MESSAGES,
+  MAX_TOOLS,
   readJson,
   responseFormatOf,
   sampling,
@@ -26,7 +29,7 @@ const item = z.union([
     .object({
       type: z.literal('message').optional(),
       role: z.enum(['user', 'system', 'developer', 'assistant']),
-      content: z.union([z.string(), z.array(textPart)]),
+      content: z.union([z.string(), z.array(textPart).max(MAX_CONTENT_PARTS)]),
     })
     .passthrough(),
   z
@@ -44,7 +47,7 @@ const item = z.union([
 const request = z
   .object({
     model: z.string(),
-    input: z.union([z.string(), z.array(item).min(1)]),
+    input: z.union([z.string(), z.array(item).min(1).max(MAX_MESSAGES)]),
     instructions: z.string().nullable().optional(),
     tools: z
       .array(
@@ -58,6 +61,7 @@ const request = z
           })
           .passthrough(),
       )
+      .max(MAX_TOOLS)
       .nullable()
       .optional(),
     tool_choice: z

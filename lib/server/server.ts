@@ -33,6 +33,9 @@ import {
   errorBody,
   HttpError,
   jsonSchemaFormat,
+  MAX_MESSAGES,
+  MAX_PROMPT_IDS,
+  MAX_TOOLS,
   partsText,
   readJson,
   responseFormatOf,
@@ -163,7 +166,8 @@ const chatRequest = z
           })
           .passthrough(),
       )
-      .min(1),
+      .min(1)
+      .max(MAX_MESSAGES),
     tools: z
       .array(
         z.object({
@@ -176,6 +180,7 @@ const chatRequest = z
           }),
         }),
       )
+      .max(MAX_TOOLS)
       .nullable()
       .optional(),
     tool_choice: z
@@ -211,7 +216,11 @@ const chatRequest = z
 const completionRequest = z
   .object({
     model: z.string(),
-    prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1), z.array(z.string()).length(1)]),
+    prompt: z.union([
+      z.string(),
+      z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_IDS),
+      z.array(z.string()).length(1),
+    ]),
     max_tokens: z.number().int().min(1).nullable().optional(),
     echo: z.literal(false).nullable().optional(),
     logprobs: z.number().int().min(0).max(20).nullable().optional(),
