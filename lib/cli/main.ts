@@ -24,6 +24,7 @@ import { createEngine } from '../engine/engine.js';
 import { createApp, listen } from '../server/server.js';
 import { LOG_LEVELS, type LogLevel, requestLogger } from '../server/log.js';
 import { servedModelId } from '../server/model-id.js';
+import { strayRejectionHandler } from '../server/stray.js';
 import { loadWithProgress, runChat, runGenerate } from './chat.js';
 import { DEFAULT_CHAT_CONTEXT } from './chat.js';
 import { GptOssError } from '../errors.js';
@@ -419,14 +420,8 @@ program
       });
       const server = await listen(app, { host: o.host, port: o.port, maxConnections: o.maxConnections });
       // A rejection nobody handled comes from one request's work: that request has failed; the
-      // server must stay up for everyone else. Said once per kind, so a loop cannot flood the log.
-      const seen = new Set<string>();
-      process.on('unhandledRejection', (e) => {
-        const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-        if (seen.has(what) || seen.size >= 100) return;
-        seen.add(what);
-        process.stderr.write(`gptoss: a request failed outside its handler (the server carries on): ${what}\n`);
-      });
+      // server must stay up for everyone else (lib/server/stray.ts).
+      process.on('unhandledRejection', strayRejectionHandler());
       process.stderr.write(`serving ${modelId} at ${server.url}/v1 (Ctrl-C stops)\n`);
       // The first Ctrl-C (or SIGTERM) drains: no new requests, those in flight finish until the
       // deadline, then what is left is cut with its streams ended properly. A second one cuts now.
