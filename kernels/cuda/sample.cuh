@@ -39,7 +39,7 @@ SamplePath sample_cuda_path(const SampleParams& p, int V);
 // K' for top_k: min(2 * top_k + 64, kSampleMaxCandidates) (the margin lets the host prove the cut).
 int sample_cuda_candidates(int top_k);
 // Chunk sums per row for a vocabulary of V: ceil(V / kSampleChunk).
-inline int sample_cuda_chunks(int V) { return (V + kSampleChunk - 1) / kSampleChunk; }
+__host__ __device__ inline int sample_cuda_chunks(int V) { return (V + kSampleChunk - 1) / kSampleChunk; }
 
 // Per row, device-side (packed by SampleCudaBatch).
 struct SampleCudaRow {
