@@ -137,6 +137,37 @@ describe('chat completions', () => {
   });
 });
 
+describe("a request's schemas together", () => {
+  it('past the budget of subschemas (response format and strict tools), a 400 naming it', async () => {
+    const chain = (n: number) => ({
+      $defs: Object.fromEntries(
+        Array.from({ length: n }, (_, i) => [`d${i}`, i < n - 1 ? { $ref: `#/$defs/d${i + 1}` } : { type: 'object' }]),
+      ),
+      $ref: '#/$defs/d0',
+    });
+    const r = await fetch(`${server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: MODEL,
+        messages,
+        max_tokens: 2,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: chain(4000) } },
+        tools: [0, 1].map((i) => ({
+          type: 'function',
+          function: { name: `t${i}`, strict: true, parameters: chain(4000) },
+        })),
+      }),
+    });
+    expect(r.status).toBe(400);
+    const body = await r.json();
+    expect(body.error.code).toBe('unsupported');
+    expect(body.error.message).toMatch(
+      /^tools\[1\]\.parameters: the request's schemas \(response format and strict tools together\) hold more than 10000 subschemas/,
+    );
+  });
+});
+
 describe('responses', () => {
   it('text.format json_schema: output_text validates', async () => {
     const validate = ajv.compile(SCHEMAS.person);
