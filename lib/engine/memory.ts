@@ -21,7 +21,8 @@ export interface MemoryEstimate {
   kvBytes: number;
   /**
    * A session program's arena at maxTokens per step: activation buffers and the largest kernel
-   * scratch (native/runtime/program.h); 0 for a device this build has no backend for.
+   * scratch (native/runtime/program.h); 0 for a device this build has no backend for, or none of
+   * which is usable here (planning needs the device).
    */
   arenaBytes: number;
   totalBytes: number;
@@ -108,6 +109,7 @@ export function programArenaBytes(
   o: { device: Device; precision: PrecisionMode; kvDType: KvDType; maxTokens: number; maxContext: number },
 ): number {
   if (!addon().devices.includes(o.device)) return 0;
+  if (o.device === 'cuda' && !addon().deviceInfo().cuda.available) return 0;
   // The plan reads the ops' shapes, not the weights: any ids will do.
   const id = 0 as WeightId;
   const rows = (config.numHeads + 2 * config.numKvHeads) * config.headDim;
