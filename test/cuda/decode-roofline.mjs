@@ -1,15 +1,30 @@
 #!/usr/bin/env node
-// npm run cuda:predict: the predicted batch-1 decode speed of the CUDA backend (a PREDICTION, never
-// a measurement), from the static roofline test/cuda/static.mjs wrote (run it first). One decode
-// step is the kernels the backend launches for one token in default mode (native/cuda/backend.cc,
-// launch_fused: the attention's norm folded into the QKV GEMV, decode attention, rope fused with
-// the KV append, the MLP's norm, router GEMV and top-k in one launch, the MXFP4 GEMV with f16
-// products and the combine fused into its down pass, the final norm on the gathered logit row),
-// each at the launch of kernels/cuda/lab.json with that shape; its time is the sum of their
-// predicted times, plus an assumed gap per kernel for a CUDA graph's launches and an assumed
-// latency for each folded norm's prologue (both stated in the table). The memory
-// roofline is the bytes a step must read (the dense weights, the 4 chosen experts per layer, the
-// unembedding, the KV cache at that context) over the GPU's bandwidth.
+// npm run cuda:predict: the predicted decode speed of the CUDA backend (a PREDICTION, never a
+// measurement), from the static roofline test/cuda/static.mjs wrote (run it first). Two tables:
+//
+// Batch 1. One decode step is the kernels the backend launches for one token in default mode
+// (native/cuda/backend.cc, launch_fused: the attention's norm folded into the QKV GEMV, decode
+// attention (split + merge), rope fused with the KV append, the MLP's norm, router GEMV and top-k in
+// one launch, the MXFP4 GEMV with f16 products and the combine fused into its down pass, the final
+// norm on the gathered logit row), each at the launch of kernels/cuda/lab.json with that shape; its
+// time is the sum of their predicted times, plus an assumed gap per kernel for a CUDA graph's
+// launches and an assumed latency for each folded norm's prologue (both stated in the table).
+//
+// Batched decode: B sequences, one token each, B logit rows, every sequence at the same context.
+// The kernels are those the backend's rules pick for T = B tokens (mirrored below, with where each
+// rule lives): the GEMV below 16 tokens in launches of up to 4 tokens (3 for the attention output:
+// K 4096 f32 fits 3 tokens in 48 KB), the tensor-core GEMM from 16 (the unembedding from 8) with
+// 32-token tiles up to 32 tokens and 128 past; the norms folded only into a GEMV; the grouped MXFP4
+// GEMM when T k >= 3 E, else the GEMV; decode attention (prefill_step is false: one token per
+// sequence). The experts a step reads: uniform routing, each token's top-4 a uniform 4 of E, so an
+// expert serves Binomial(B, 4 / E) tokens and E (1 - (1 - 4 / E)^B) distinct experts are read per
+// layer. The static roofline models DRAM bytes and the PTX issue rate of the hot loop, not the
+// tensor cores, and for cp.async kernels its issue figure is not meaningful (it counts ld.global
+// only): for the two tensor-core kernels the time is max(its DRAM time, a hand model of the mma
+// rate per SM) (see tensorUs below). Device sampling (sample_cuda, launched after the step's graph,
+// outside it) is a separate column. The memory roofline is the bytes a step must read (dense
+// weights once, the distinct experts' MXFP4 blocks, the unembedding, each sequence's KV cache) over
+// the GPU's bandwidth.
 // Writes build-cuda-emu/static/decode.md and prints it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -19,102 +34,430 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stat = JSON.parse(readFileSync(join(root, 'build-cuda-emu', 'static', 'static.json'), 'utf8'));
 const lab = JSON.parse(readFileSync(join(root, 'kernels/cuda/lab.json'), 'utf8'));
 // Per kernel launched in a CUDA graph: the gap between two kernel nodes (an assumption, about what
-// published graph-launch microbenchmarks report on H100/A100; not measured here).
+// published graph-launch microbenchmarks report on H100/A100; not measured here). Steps of more
+// than 64 tokens are not captured (kGraphTokens): their launches are queued ahead by the host while
+// the long kernels run, and the same gap is assumed.
 const GAP_US = 1.0;
 // A norm folded in front of a GEMV delays its weight stream by the norm's own critical path: the
 // row from L2, a block reduction (two barriers) and the scaling pass, in every block at once (an
-// assumption from L2 latency and barrier costs, not in the static model; not measured here).
+// assumption from L2 latency and barrier costs, not in the static model; not measured here). Taken
+// once per launch, also for the up to 4 tokens a batched GEMV launch normalises.
 const NORM_PROLOGUE_US = 0.5;
+// The tensor-core hand model (see tensorUs): dense bf16 peak of each GPU, shared-memory bytes per
+// clock per SM, and the bf16 GEMM's shared-memory bytes per mma with fills (benchmarks/RESULTS.md,
+// "CUDA prefill on the tensor cores": 128-token tile 256 B, 32-token tile 544 B).
+const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
+const SMEM_BYTES_PER_CLK = 128;
+const GEMM_SMEM_PER_MMA = { 1: 544, 4: 256 };
+// GPU memory a configuration must fit (weights + KV cache; activations and scratch not counted).
+const GPU_MEMORY = 80 * 2 ** 30;
 
 const models = {
-  '20b': { layers: 24, experts: 32, router: '20b decode, 1 token: router [32 x 2880] bf16 + top-4' },
-  '120b': { layers: 36, experts: 128, router: '120b decode, 1 token: router [128 x 2880] bf16 + top-4' },
+  '20b': { layers: 24, experts: 32 },
+  '120b': { layers: 36, experts: 128 },
 };
 const H = 2880,
   I = 2880,
   QKV = 5120,
   QD = 4096,
   V = 201088,
-  KVW = 8 * 64;
+  KTOP = 4,
+  KV_ROW = 8 * 64 * 2 * 2; // K and V, 8 heads x 64 dims, bf16: bytes per position per layer
 const contexts = [
-  { name: '128', tokens: 128, full: '20b/120b decode, bf16 KV, context 128 (sliding layer)', merge: false },
-  { name: '4k', tokens: 4096, full: '20b/120b decode, bf16 KV, context 4k (full layer)', merge: true },
-  { name: '32k', tokens: 32768, full: '20b/120b decode, bf16 KV, context 32k (full layer)', merge: true },
+  { name: '128', tokens: 128 },
+  { name: '4k', tokens: 4096 },
+  { name: '32k', tokens: 32768 },
 ];
-const SLIDING = '20b/120b decode, bf16 KV, context 128 (sliding layer)';
-const MERGE = '20b/120b decode merge, context 4k (32 splits)';
+const batches = [1, 8, 64, 256];
 
-function launchUs(kernel, launch, gpu) {
-  const rec = stat.kernels.find((k) => k.kernel === kernel && k.roofline?.some((r) => r.gpu === gpu));
-  const r = rec?.roofline.find((x) => x.gpu === gpu && x.launch === launch);
+const kernelRec = (kernel, gpu) => stat.kernels.find((k) => k.kernel === kernel && k.arch === lab.gpus[gpu].arch);
+function roof(kernel, launch, gpu) {
+  const rec = kernelRec(kernel, gpu);
+  const r = rec?.roofline?.find((x) => x.gpu === gpu && x.launch === launch);
   if (!r) throw new Error(`decode-roofline: no prediction for ${kernel} "${launch}" on ${gpu} (run static.mjs first)`);
-  return r.predictedUs;
+  return r;
 }
 
-// The kernels of one decode step: [kernel, launch, count, extra µs per launch]; a null kernel is a
-// launch the static model has no row for (the logit row's gather: 11.5 KB), counted for its gap.
-function step(m, ctx) {
-  const L = m.layers,
-    half = L / 2;
-  return [
-    ['embed_bf16_f32<true>', 'decode: 1 token x 2880', 1],
-    [null, 'gather_rows: the logit row', 1],
-    ['rmsnorm_f32_bf16w<true>', 'decode: 1 row x 2880', 1],
-    ['matmul_bf16_f32<1, true>', '20b/120b decode QKV: 1 x 5120 x 2880', L, NORM_PROLOGUE_US],
-    ['rope_f32<true, unsigned short>', 'decode, fused append: 1 token, bf16 KV', L],
-    ['attention_split_f32<unsigned short>', SLIDING, half],
-    ['attention_split_f32<unsigned short>', ctx.full, half],
-    ...(ctx.merge ? [['attention_merge_f32', MERGE, half]] : []),
-    ['matmul_bf16_f32<1, true>', '20b/120b decode attn out (+residual): 1 x 2880 x 4096', L],
-    ['router_topk_kernel<true>', m.router, L, NORM_PROLOGUE_US],
-    [
-      'moe_mxfp4_gate_up<1>',
-      '20b/120b decode, 1 token: 4 experts x W1 [5760 x 2880] MXFP4 (+ scales, bias, x, act)',
-      L,
-    ],
-    [
-      'moe_mxfp4_down<true>',
-      '20b/120b decode, 1 token: 4 experts x W2 [2880 x 2880] MXFP4, routing weights and residual fused',
-      L,
-    ],
-    ['matmul_bf16_f32<1, true>', '20b/120b decode unembedding: 1 x 201088 x 2880', 1],
-  ];
+// ---- The backend's rules (mirrored; keep in step with the C++) ----
+// kernels/cuda/matmul_bf16.cu: matmul_bf16_kernel_cuda, matmul_bf16_gemm_tile_m_cuda, gemv's per_launch.
+const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 16);
+const gemmMT = (T) => (T <= 32 ? 1 : 4);
+const gemvPerLaunch = (K, norm) => Math.min(4, Math.floor((48 * 1024 - (norm ? 64 : 0)) / (K * 4)));
+// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
+const moeGemm = (T, E) => T * KTOP >= 3 * E || T * KTOP >= 65536;
+const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
+
+// Binomial(n, p) probabilities, for the tokens an expert serves.
+function binomial(n, p) {
+  const out = [];
+  let lg = 0; // log n choose j, built up
+  for (let j = 0; j <= n; j++) {
+    if (j > 0) lg += Math.log(n - j + 1) - Math.log(j);
+    out.push(Math.exp(lg + j * Math.log(p) + (n - j) * Math.log1p(-p)));
+  }
+  return out;
 }
 
-// Bytes one step must read: bf16 dense weights, 4 experts' MXFP4 blocks (17 bytes per 32 weights)
-// and bf16 biases, the bf16 KV cache (half the layers see at most 128 positions).
-function mustReadBytes(m, ctx) {
-  const dense = 2 * (QKV * H + H * QD + m.experts * H + 2 * H) + 2 * (QKV + H + m.experts);
-  const expert = (2 * I * H + H * I) * (17 / 32) + 2 * (2 * I + H);
-  const kv = (n) => n * KVW * 2 * 2;
-  const perLayer = dense + 4 * expert;
-  return m.layers * perLayer + V * H * 2 + (m.layers / 2) * (kv(Math.min(ctx.tokens, 128)) + kv(ctx.tokens));
+// ---- The tensor-core hand model (a PREDICTION, as the static roofline) ----
+// mma.m16n8k16 per clock per SM = min(dense bf16 peak, 4 schedulers / PTX instructions per mma of
+// the k loop (static.json's hot loop), shared-memory bandwidth / bytes per mma); the busiest SM
+// takes ceil(blocks / SMs) blocks.
+const peakMmaPerClk = (gpu) =>
+  (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
+function matmulGemmUs(MT, T, N, K) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
+    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
+    const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT));
+    const mmaPerBlock = 8 * Math.ceil(K / 32) * 8 * MT; // padding rows and columns included
+    return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
+  };
+}
+// The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
+// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, barrier) and,
+// per pair of n8 token tiles holding tokens, 1 ldmatrix + 4 mma + a branch, twice (PER_PAIR); the
+// PTX k loop (static.json's hot loop) is the full tile's (4 pairs). Per item, the SM's time is its
+// warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
+// the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost.
+// Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / 64) m-tiles.
+const PER_PAIR = 12;
+function moeGemmUs(gateUp, B, E) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}>`, gpu).hotLoop.instructions;
+    const base = loop - 4 * PER_PAIR;
+    const nb = (gateUp ? H : I) / 32;
+    const rowsN = gateUp ? 2 * I : H;
+    const ntn = Math.ceil(rowsN / 256),
+      warpTiles = rowsN / 32; // warps with rows (the last n-tile's other warps skip the math)
+    const peak = peakMmaPerClk(gpu);
+    const itemClk = (pairs) => Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
+    let items = 0,
+      clk = 0;
+    binomial(B, KTOP / E).forEach((p, n) => {
+      for (let r = n; r > 0; r -= 64) {
+        const rows = Math.min(64, r);
+        items += E * p * ntn;
+        clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16));
+      }
+    });
+    return (Math.ceil(items / g.sms) * (clk / items)) / (g.clockGHz * 1e3);
+  };
 }
 
-const rows = [];
-for (const [gpu, g] of Object.entries(lab.gpus))
-  for (const [mname, m] of Object.entries(models))
-    for (const ctx of contexts) {
-      const ks = step(m, ctx);
-      const kernelUs = ks.reduce((a, [k, l, n, extra = 0]) => a + n * ((k ? launchUs(k, l, gpu) : 0) + extra), 0);
-      const launches = ks.reduce((a, [, , n]) => a + n, 0);
-      const stepUs = kernelUs + launches * GAP_US;
-      const bytes = mustReadBytes(m, ctx);
-      const rooflineUs = (bytes / (g.bandwidthGBs * 1e9)) * 1e6;
-      rows.push({ gpu, model: mname, ctx: ctx.name, launches, kernelUs, stepUs, bytes, rooflineUs });
+// ---- One decode step of B sequences: [group, kernel, launch, count, extra µs, tensor model] ----
+// A null kernel is a launch the static model has no row for (the logit rows' gather), counted for
+// its gap.
+function step(mname, ctx, B) {
+  const m = models[mname],
+    L = m.layers,
+    half = L / 2,
+    E = m.experts;
+  const ks = [];
+  const add = (group, kernel, launch, n, extra = 0, tensor = null) =>
+    ks.push({ group, kernel, launch, n, extra, tensor });
+  const splitPre = B === 1 ? '20b/120b decode' : `batched decode, ${B} sequences`;
+  // Embedding, then the final norm on the gathered logit rows (L = B).
+  add('other', 'embed_bf16_f32<true>', B === 1 ? 'decode: 1 token x 2880' : `batched decode: ${B} tokens x 2880`, 1);
+  add('other', null, 'gather_rows: the logit rows', 1);
+  const normRows = B === 1 ? 'decode: 1 row x 2880' : `batched decode: ${B} rows x 2880`;
+  add('other', 'rmsnorm_f32_bf16w<true>', normRows, 1);
+
+  // QKV (the attention's norm folded in when the GEMV runs).
+  if (!matmulGemm(B, QKV)) {
+    const per = gemvPerLaunch(H, true);
+    for (let t = 0; t < B; t += per) {
+      const n = Math.min(per, B - t);
+      const name = n === 1 ? '20b/120b decode QKV: 1 x 5120 x 2880' : `decode QKV, ${n} tokens: ${n} x 5120 x 2880`;
+      add('QKV + out', `matmul_bf16_f32<${n}, true>`, name, L, NORM_PROLOGUE_US);
     }
+  } else {
+    add('other', 'rmsnorm_f32_bf16w<true>', normRows, L);
+    add(
+      'QKV + out',
+      `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      `20b/120b batched decode QKV: ${B} x 5120 x 2880 (bytes: W, x, y once, rereads from L2; flops: 2TNK)`,
+      L,
+      0,
+      matmulGemmUs(gemmMT(B), B, QKV, H),
+    );
+  }
+  add(
+    'other',
+    'rope_f32<true, unsigned short>',
+    `${B === 1 ? 'decode' : 'batched decode'}, fused append: ${B === 1 ? '1 token' : `${B} tokens`}, bf16 KV`,
+    L,
+  );
+
+  // Attention: split over 128-key splits of the planned context, then the merge (always launched).
+  const slidingSplit = `${splitPre}, bf16 KV, context 128 (sliding layer)`;
+  const fullSplit = ctx.tokens <= 128 ? slidingSplit : `${splitPre}, bf16 KV, context ${ctx.name} (full layer)`;
+  add('attention', 'attention_split_f32<unsigned short>', slidingSplit, half);
+  add('attention', 'attention_split_f32<unsigned short>', fullSplit, half);
+  const mergePre = B === 1 ? 'decode merge, ' : `batched decode merge, ${B} sequences, `;
+  const merge1 = `${mergePre}1 split (sliding layer, or context 128)`;
+  const mergeFull =
+    ctx.tokens <= 128
+      ? merge1
+      : ctx.tokens === 4096
+        ? B === 1
+          ? '20b/120b decode merge, context 4k (32 splits)'
+          : `${mergePre}context 4k (32 splits)`
+        : `${mergePre}context 32k (256 splits)`;
+  add('attention', 'attention_merge_f32', merge1, half);
+  add('attention', 'attention_merge_f32', mergeFull, half);
+
+  // Attention output (+ residual).
+  if (!matmulGemm(B, H)) {
+    const per = gemvPerLaunch(QD, false);
+    const counts = {};
+    for (let t = 0; t < B; t += per) counts[Math.min(per, B - t)] = (counts[Math.min(per, B - t)] ?? 0) + 1;
+    for (const [n, c] of Object.entries(counts)) {
+      const name =
+        +n === 1
+          ? '20b/120b decode attn out (+residual): 1 x 2880 x 4096'
+          : +n === 2
+            ? 'decode attn out (+residual), 2 tokens: 2 x 2880 x 4096'
+            : `decode attn out, ${n} tokens: ${n} x 2880 x 4096`;
+      add('QKV + out', `matmul_bf16_f32<${n}, true>`, name, c * L);
+    }
+  } else {
+    add(
+      'QKV + out',
+      `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      `20b/120b batched decode attn out (+residual): ${B} x 2880 x 4096 (bytes: W, x, y once, rereads from L2; flops: 2TNK)`,
+      L,
+      0,
+      matmulGemmUs(gemmMT(B), B, H, QD),
+    );
+  }
+
+  // The MLP's norm, router and top-k: one launch while the router runs as the GEMV.
+  if (!matmulGemm(B, E)) {
+    const name =
+      B === 1
+        ? `${mname} decode, 1 token: router [${E} x 2880] bf16 + top-4`
+        : `${mname} batched decode, ${B} tokens: router [${E} x 2880] bf16 + top-4, norm folded`;
+    add('router', 'router_topk_kernel<true>', name, L, NORM_PROLOGUE_US);
+  } else {
+    add('other', 'rmsnorm_f32_bf16w<true>', normRows, L);
+    const tiles = Math.ceil(B / 128);
+    add(
+      'router',
+      `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      `${mname} batched decode router: ${B} x ${E} x 2880 (one 128-row weight tile: ${tiles} CTA${tiles > 1 ? 's' : ''}; flops: 2TNK)`,
+      L,
+      0,
+      matmulGemmUs(gemmMT(B), B, E, H),
+    );
+    add('router', 'router_topk_kernel<false>', `top-4 of ${E} logits, ${B} tokens`, L);
+  }
+
+  // The experts, with the combine into the residual.
+  const D = distinctExperts(B, E);
+  if (!moeGemm(B, E)) {
+    if (B === 1) {
+      add(
+        'MoE',
+        'moe_mxfp4_gate_up<1>',
+        '20b/120b decode, 1 token: 4 experts x W1 [5760 x 2880] MXFP4 (+ scales, bias, x, act)',
+        L,
+      );
+      add(
+        'MoE',
+        'moe_mxfp4_down<true>',
+        '20b/120b decode, 1 token: 4 experts x W2 [2880 x 2880] MXFP4, routing weights and residual fused',
+        L,
+      );
+    } else {
+      add(
+        'MoE',
+        'moe_mxfp4_gate_up<4>',
+        `${mname} batched decode, ${B} tokens: ${D.toFixed(1)} expected distinct experts of ${E} x W1 (uniform routing; bytes: each once, x, act)`,
+        L,
+      );
+      add(
+        'MoE',
+        'moe_mxfp4_down<true>',
+        `batched decode, ${B} tokens: each token's 4 experts x W2 (bytes: every slot's W2 streamed, no L2 reuse counted), combine fused`,
+        L,
+      );
+    }
+  } else {
+    add('MoE', 'moe_dispatch_kernel', `${mname} batched decode: ${B} tokens x top-4 over ${E} experts (one CTA)`, L);
+    add('MoE', 'moe_mxfp4_gemm_x_bf16', `batched decode: ${B} tokens x 2880 to bf16`, L);
+    add(
+      'MoE',
+      'moe_mxfp4_gemm_kernel<true>',
+      `${mname} batched decode gate_up: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (uniform routing; bytes: their W1 once, x bf16, act; flops: 2 S 2I H)`,
+      L,
+      0,
+      moeGemmUs(true, B, E),
+    );
+    add(
+      'MoE',
+      'moe_mxfp4_gemm_kernel<false>',
+      `${mname} batched decode down: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (bytes: their W2 once, act, yw; flops: 2 S H I)`,
+      L,
+      0,
+      moeGemmUs(false, B, E),
+    );
+    add('MoE', 'moe_dispatch_combine_f32', `batched decode: ${B} tokens x top-4, H 2880, added to the residual`, L);
+  }
+
+  // The unembedding of the B logit rows.
+  if (!matmulGemm(B, V)) {
+    if (B !== 1) throw new Error(`decode-roofline: no unembedding GEMV launch for ${B} rows`);
+    add('unembedding', 'matmul_bf16_f32<1, true>', '20b/120b decode unembedding: 1 x 201088 x 2880', 1);
+  } else {
+    const name = {
+      8: '20b/120b unembedding, 8 logit rows: 8 x 201088 x 2880 (bytes: W, x, y once; flops: 2TNK)',
+      64: '20b/120b unembedding, 64 logit rows: 64 x 201088 x 2880 (bytes: W, x, y once, rereads from L2; flops: 2TNK)',
+      256: '20b/120b unembedding, 256 logit rows: 256 x 201088 x 2880 (two token tiles, N tiles fastest: W read twice from DRAM; flops: 2TNK)',
+    }[B];
+    add('unembedding', `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`, name, 1, 0, matmulGemmUs(gemmMT(B), B, V, H));
+  }
+  return ks;
+}
+
+// Device sampling of the B rows (backend.cc reduce_rows: sample_cuda per chunk of up to 32 rows,
+// three launches each, after the step and outside its graph; the top-k path with 300 listed ids a
+// row, the lab's shapes).
+function sampling(B) {
+  const n = Math.min(B, 32),
+    chunks = Math.ceil(B / 32);
+  const names =
+    n === 1
+      ? [
+          ['sample_process', 'gpt-oss decode, 1 row of 201088 logits: mask copy into the scratch row'],
+          ['sample_listed', '1 row, 300 listed ids (bias, history)'],
+          [
+            'sample_reduce',
+            '1 row of 201088: argmax + 4 radix passes + compaction (6 reads of the row, mostly from L2)',
+          ],
+        ]
+      : [
+          ['sample_process', `${n} rows of 201088 logits: mask copy into the scratch rows`],
+          ['sample_listed', `${n} rows, 300 listed ids each (bias, history)`],
+          ['sample_reduce', `${n} rows of 201088: argmax + 4 radix passes + compaction (one CTA a row)`],
+        ];
+  return (gpu) => chunks * names.reduce((a, [k, l]) => a + roof(k, l, gpu).predictedUs + GAP_US, 0);
+}
+
+// The time of one step's kernels on a GPU, per group, and the bound of each launch.
+function evaluate(ks, gpu) {
+  const groups = {};
+  let kernelUs = 0,
+    launches = 0;
+  for (const { group, kernel, launch, n, extra, tensor } of ks) {
+    let us = 0;
+    if (kernel) {
+      const r = roof(kernel, launch, gpu);
+      // Tensor-core kernels: their DRAM time against the hand model (static.mjs's issue figure
+      // counts ld.global only and is not meaningful for them).
+      us = tensor ? Math.max(r.memoryUs, tensor(gpu)) : r.predictedUs;
+    }
+    const t = n * (us + extra);
+    kernelUs += t;
+    launches += n;
+    groups[group] = (groups[group] ?? 0) + t + n * GAP_US;
+  }
+  return { kernelUs, launches, stepUs: kernelUs + launches * GAP_US, groups };
+}
+
+// Bytes one step must read: bf16 dense weights (QKV, out, router, norms, biases), the distinct
+// experts' MXFP4 blocks (17 bytes per 32 weights) and bf16 biases, the unembedding, each
+// sequence's bf16 KV cache (half the layers see at most 128 positions).
+const denseBytes = (E) => 2 * (QKV * H + H * QD + E * H + 2 * H) + 2 * (QKV + H + E);
+const expertBytes = (2 * I * H + H * I) * (17 / 32) + 2 * (2 * I + H);
+const kvBytes = (m, ctx) => (m.layers / 2) * (Math.min(ctx.tokens, 128) + ctx.tokens) * KV_ROW;
+function mustReadBytes(mname, ctx, B) {
+  const m = models[mname];
+  const experts = B === 1 ? KTOP : distinctExperts(B, m.experts);
+  return m.layers * (denseBytes(m.experts) + experts * expertBytes) + V * H * 2 + B * kvBytes(m, ctx);
+}
+// Weights (embedding and unembedding included) and the KV cache of B sequences at the context.
+const residentBytes = (mname, ctx, B) => {
+  const m = models[mname];
+  return m.layers * (denseBytes(m.experts) + m.experts * expertBytes) + 2 * V * H * 2 + B * kvBytes(m, ctx);
+};
 
 const f = (x, d = 0) => x.toFixed(d);
-const md = [
+const out = [];
+
+// ---- Batch 1 ----
+const rows1 = [];
+for (const [gpu, g] of Object.entries(lab.gpus))
+  for (const mname of Object.keys(models))
+    for (const ctx of contexts) {
+      const e = evaluate(step(mname, ctx, 1), gpu);
+      const rooflineUs = (mustReadBytes(mname, ctx, 1) / (g.bandwidthGBs * 1e9)) * 1e6;
+      rows1.push({ gpu, model: mname, ctx: ctx.name, ...e, rooflineUs });
+    }
+out.push(
   `Predicted batch-1 decode, default mode (PREDICTIONS from the static roofline of the nvcc build; no GPU ran this). Step = the kernels the CUDA backend launches for one token, each at its lab.json launch; "with gaps" adds an assumed ${GAP_US} µs per graph kernel node; kernel time includes an assumed ${NORM_PROLOGUE_US} µs per folded norm's prologue. Memory roofline = bytes a step must read / bandwidth.`,
   '',
   '| GPU | model | context | kernels | kernel time µs | step µs (with gaps) | predicted tokens/s | memory roofline tokens/s | share of roofline |',
   '|---|---|---|---|---|---|---|---|---|',
-  ...rows.map(
+  ...rows1.map(
     (r) =>
       `| ${r.gpu} | ${r.model} | ${r.ctx} | ${r.launches} | ${f(r.kernelUs, 1)} | ${f(r.stepUs, 1)} | ${f(1e6 / r.stepUs)} | ${f(1e6 / r.rooflineUs)} | ${f((100 * r.rooflineUs) / r.stepUs)}% |`,
   ),
   '',
-].join('\n');
+);
+
+// ---- Batched decode ----
+const rowsB = [];
+for (const [gpu, g] of Object.entries(lab.gpus))
+  for (const mname of Object.keys(models))
+    for (const B of batches)
+      for (const ctx of contexts) {
+        const resident = residentBytes(mname, ctx, B);
+        const row = { gpu, model: mname, B, ctx: ctx.name, resident };
+        if (resident <= GPU_MEMORY) {
+          const e = evaluate(step(mname, ctx, B), gpu);
+          const rooflineUs = (mustReadBytes(mname, ctx, B) / (g.bandwidthGBs * 1e9)) * 1e6;
+          Object.assign(row, e, { rooflineUs, sampleUs: sampling(B)(gpu) });
+        }
+        rowsB.push(row);
+      }
+const top = (groups, stepUs) =>
+  Object.entries(groups)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 2)
+    .map(([k, v]) => `${k} ${f((100 * v) / stepUs)}%`)
+    .join(', ');
+out.push(
+  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV below 16 tokens in launches of 4 (attention out: 3); tensor-core GEMM from 16, the unembedding from 8; grouped MXFP4 GEMM when 4B >= 3E, else the MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
+  '',
+  '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + sampling µs | tokens/s with sampling | largest shares of the step |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rowsB.map((r) =>
+    r.stepUs === undefined
+      ? `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | — | — | does not fit: weights + KV ${f(r.resident / 2 ** 30)} GiB | | | | | |`
+      : `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | ${r.launches} | ${f(r.stepUs, 1)} | ${f((1e6 * r.B) / r.stepUs)} | ${f((1e6 * r.B) / r.rooflineUs)} | ${f((100 * r.rooflineUs) / r.stepUs)}% | ${f(r.sampleUs, 1)} | ${f((1e6 * r.B) / (r.stepUs + r.sampleUs))} | ${top(r.groups, r.stepUs)} |`,
+  ),
+  '',
+);
+// Where the step's time goes (H100), µs per group, launch gaps included.
+const groupNames = ['QKV + out', 'attention', 'router', 'MoE', 'unembedding', 'other'];
+const first = Object.keys(lab.gpus)[0];
+out.push(
+  `Where a batched step's time goes on ${first} (µs per step, each group's launch gaps included; other = embedding, norms not folded, rope + KV append, the logit rows' gather):`,
+  '',
+  `| model | batch | context | ${groupNames.join(' | ')} | step µs |`,
+  `|---|---|---|${groupNames.map(() => '---|').join('')}---|`,
+  ...rowsB
+    .filter((r) => r.gpu === first && r.stepUs !== undefined)
+    .map(
+      (r) =>
+        `| ${r.model} | ${r.B} | ${r.ctx} | ${groupNames.map((n) => f(r.groups[n] ?? 0, 0)).join(' | ')} | ${f(r.stepUs, 0)} |`,
+    ),
+  '',
+);
+
+const md = out.join('\n');
 writeFileSync(join(root, 'build-cuda-emu', 'static', 'decode.md'), md);
 process.stdout.write(md);
