@@ -172,7 +172,8 @@ __device__ __forceinline__ int block_scan(bool flag, int* warp_tot, int* total) 
   return before;
 }
 
-__global__ void __launch_bounds__(kThreads)
+// Two blocks per SM (64 registers): without the hint ptxas picked 32 and spilled (sm_90).
+__global__ void __launch_bounds__(kThreads, 2)
     sample_reduce(int V, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
                   SampleCudaOut* __restrict__ outs, SampleCudaCand* __restrict__ cands, double* __restrict__ chunks) {
   __shared__ uint32_t red_key[kWarps];
