@@ -14,7 +14,8 @@
 // the four warps' sums meet in shared memory in a fixed order. Each split leaves its max, exp-sum
 // and unnormalised output per head, the CPU op's partial layout. Pass 2, attention_merge_f32,
 // merges a token's splits in split order with the sink folded into the max and the denominator,
-// one thread per output element. Splits start at the token's first key and hold 128 keys
+// one thread per output element; with one split planned (a sliding layer's 128-key window, or a
+// full layer up to 128 positions) the split kernel does that merge itself, in one launch. Splits start at the token's first key and hold 128 keys
 // whatever the step: the result depends only on the token's position and its keys (a token is
 // computed the same way alone or batched; runs repeat bit for bit). A sliding layer's 128-key
 // window is one split.
@@ -65,13 +66,32 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// One output element of the merge, its splits' partials given one at a time in split order: the
+// max with the sink first, then the rescaled sums (the CPU op's merge). Written once, so the split
+// kernel's single-split path computes exactly what attention_merge_f32 would.
+__device__ __forceinline__ float merge_finish(float sink, int nb, const float* m, const float* sum, const float* o,
+                                              size_t stride) {
+  float M = sink;
+  for (int b = 0; b < nb; ++b) M = fmaxf(M, m[b * stride]);
+  float total = expf(sink - M), acc = 0.f;
+  for (int b = 0; b < nb; ++b) {
+    const float f = expf(m[b * stride] - M);
+    total = fmaf(sum[b * stride], f, total);
+    acc = fmaf(f, o[b * stride], acc);
+  }
+  return acc / total;
+}
+
 // grid (max_splits, kv_heads, T); parts [T, max_splits, q_heads * (kD + 2)]: m[Hq], sum[Hq],
-// acc[Hq, kD] per (token, split), as the CPU op lays its partials out.
+// acc[Hq, kD] per (token, split), as the CPU op lays its partials out. out (not null, with one
+// split planned: max_splits == 1): the merge folded in, the output written here instead of the
+// partials (one launch instead of two: every sliding layer, and full layers up to 128 positions).
 template <class C>
 __global__ void __launch_bounds__(kThreads)
     attention_split_f32(const float* __restrict__ q, int64_t ldq, const int32_t* __restrict__ positions,
                         const C* __restrict__ kc, const C* __restrict__ vc, KvPages pages, int group, int window,
-                        float scale, float* __restrict__ parts) {
+                        float scale, float* __restrict__ parts, const uint16_t* __restrict__ sinks,
+                        float* __restrict__ out_final, int64_t ldo) {
   __shared__ __align__(16) float qs[kMaxGroup][kD];          // the group's queries
   __shared__ __align__(16) float ps[kSplit][kMaxGroup];      // scores, then exp(score - max), [key][head]
   __shared__ __align__(16) float red[kWarps][kMaxGroup][kD]; // each warp's p . v
@@ -82,6 +102,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t lo = window > 0 ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
   const int64_t j0 = lo + int64_t(s) * kSplit;
   if (j0 > p) return;  // past the token's keys (the whole block leaves; the merge never reads it)
+  if (out_final && p + 1 - lo > kSplit) {  // past the planned context (one split): as the merge, NaN
+    for (int i = tid; i < group * kD; i += kThreads) out_final[t * ldo + int64_t(g) * group * kD + i] = NAN;
+    return;
+  }
   const int n = int(p + 1 - j0 < kSplit ? p + 1 - j0 : kSplit);
   const int32_t seq = pages.seq[t];
 
@@ -167,7 +191,14 @@ __global__ void __launch_bounds__(kThreads)
     float o = red[0][h][d];
 #pragma unroll
     for (int w = 1; w < kWarps; ++w) o += red[w][h][d];
-    out[i] = o;
+    if (!out_final) {
+      out[i] = o;
+      continue;
+    }
+    // The one split's max and sum, written above by lane 0 of the head's warp (before the barrier).
+    const int hh = g * group + h;
+    out_final[t * ldo + int64_t(g) * group * kD + i] =
+        merge_finish(bf16_bits_to_f32(sinks[hh]), 1, part + hh, part + Hq + hh, &o, 0);
   }
 }
 
@@ -190,17 +221,7 @@ __global__ void __launch_bounds__(kMergeThreads)
   }
   const size_t stride = size_t(Hq) * (kD + 2);
   const float* base = parts + size_t(t) * max_splits * stride;
-  const float sink = bf16_bits_to_f32(sinks[h]);
-  float M = sink;
-  for (int b = 0; b < nb; ++b) M = fmaxf(M, base[b * stride + h]);
-  float total = expf(sink - M), acc = 0.f;
-  for (int b = 0; b < nb; ++b) {
-    const float* pb = base + b * stride;
-    const float f = expf(pb[h] - M);
-    total = fmaf(pb[Hq + h], f, total);
-    acc = fmaf(f, pb[2 * Hq + h * kD + d], acc);
-  }
-  *o = acc / total;
+  *o = merge_finish(bf16_bits_to_f32(sinks[h]), int(nb), base + h, base + Hq + h, base + 2 * Hq + h * kD + d, stride);
 }
 }  // namespace
 }  // namespace cuda
@@ -210,7 +231,7 @@ size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_
          size_t(head_dim + 2) * 4;
 }
 
-void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream) {
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge) {
   using namespace cuda;
   if (a.T < 0 || a.T > 65535 || a.kv_heads < 1 || a.kv_heads > 65535 || a.q_heads < 1 || a.q_heads % a.kv_heads != 0 ||
       a.q_heads / a.kv_heads > kMaxGroup || a.window < 0 || max_context < 1 || !(a.scale > 0.f))
@@ -236,15 +257,18 @@ void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t st
   float* parts = reinterpret_cast<float*>(a.scratch);
   const int group = a.q_heads / a.kv_heads;
   const dim3 grid(unsigned(splits), unsigned(a.kv_heads), unsigned(a.T));
+  // One split planned: the split kernel merges too (the same merge_finish), one launch.
+  float* fin = fold_merge && splits == 1 ? a.out : nullptr;
   if (a.cache_dtype == DType::F32)
     GPTOSS_LAUNCH(attention_split_f32<float>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
                   static_cast<const float*>(a.k_cache), static_cast<const float*>(a.v_cache), a.pages, group, a.window,
-                  a.scale, parts);
+                  a.scale, parts, a.sinks, fin, a.ldo);
   else
     GPTOSS_LAUNCH(attention_split_f32<uint16_t>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
                   static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), a.pages, group,
-                  a.window, a.scale, parts);
+                  a.window, a.scale, parts, a.sinks, fin, a.ldo);
   check_launch("attention");
+  if (fin) return;
   const dim3 mgrid(unsigned((width + kMergeThreads - 1) / kMergeThreads), unsigned(a.T));
   GPTOSS_LAUNCH(attention_merge_f32, mgrid, dim3(kMergeThreads), 0, stream, parts, a.positions, a.sinks, a.out, a.ldo,
                 a.q_heads, a.window, int(splits));

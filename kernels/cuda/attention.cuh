@@ -14,5 +14,7 @@
 namespace gptoss {
 // Bytes of device scratch attention_cuda needs for up to T tokens below max_context.
 size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_dim, int window);
-void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream);
+// fold_merge: with one split planned, the split kernel writes the output itself (one launch; the
+// same bits as the two-launch path, which tests ask for with false).
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge = true);
 }  // namespace gptoss

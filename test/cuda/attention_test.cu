@@ -4,6 +4,7 @@
 // step on fragmented pages (page ids shuffled over the pool), GQA groups of 8 and 1; outputs and
 // the split scratch NaN-poisoned before every call.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "kernels/cpu/parallel.h"
@@ -92,7 +93,62 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   if (every_schedule) lab::for_each_schedule(run);
   else run();
 }
+
+// With one split planned, attention_cuda folds the merge into the split kernel (one launch): the
+// same bits as the split and merge launches, NaN past the planned context included.
+void check_folded(int window, gptoss::DType dtype, std::vector<int32_t> positions, int64_t max_context, uint64_t seed) {
+  using gptoss::DType;
+  lab::Rng r(seed);
+  const int D = 64, Hq = 8, Hkv = 2, width = Hkv * D, T = int(positions.size()), page = 64, ring = 8;
+  std::vector<int32_t> seq(static_cast<size_t>(T)), table(static_cast<size_t>(T) * ring);
+  for (int t = 0; t < T; ++t) seq[size_t(t)] = t;
+  std::iota(table.begin(), table.end(), 0);
+  const int64_t rows = int64_t(T) * ring * page;
+  const size_t esize = dtype == DType::F32 ? 4 : 2;
+  std::vector<unsigned char> kc(size_t(rows) * width * esize), vc(kc.size());
+  for (int64_t i = 0; i < rows * width; ++i) {
+    const float k = r.uniform(-1.f, 1.f), v = r.uniform(-1.f, 1.f);
+    if (dtype == DType::F32) {
+      reinterpret_cast<float*>(kc.data())[i] = k;
+      reinterpret_cast<float*>(vc.data())[i] = v;
+    } else {
+      reinterpret_cast<uint16_t*>(kc.data())[i] = lab::f32_to_bf16(k);
+      reinterpret_cast<uint16_t*>(vc.data())[i] = lab::f32_to_bf16(v);
+    }
+  }
+  std::vector<float> q(size_t(T) * Hq * D);
+  for (auto& v : q) v = r.uniform(-4.f, 4.f);
+  std::vector<uint16_t> sinks(Hq);
+  for (auto& v : sinks) v = lab::f32_to_bf16(r.uniform(-3.f, 3.f));
+  lab::DeviceBuf<float> dq(q), dout(size_t(T) * Hq * D);
+  lab::DeviceBuf<int32_t> dpos(positions), dseq(seq), dtable(table);
+  lab::DeviceBuf<unsigned char> dk(kc), dv(vc);
+  lab::DeviceBuf<uint16_t> dsinks(sinks);
+  const size_t sbytes = gptoss::attention_scratch_cuda(T, max_context, Hq, D, window);
+  lab::DeviceBuf<uint8_t> dscratch(sbytes);
+  const gptoss::AttentionArgs a{dq.p, Hq * D, dpos.p, dk.p, dv.p, dtype, {dseq.p, dtable.p, ring, page}, dsinks.p, dout.p,
+                                Hq * D, T, Hq, Hkv, D, window, 0.125f, dscratch.p, sbytes, 0};
+  cudaMemset(dout.p, 0xff, dout.n * 4);
+  gptoss::attention_cuda(a, max_context, nullptr, false);
+  const std::vector<float> want = dout.download();
+  lab::for_each_schedule([&] {
+    cudaMemset(dout.p, 0xff, dout.n * 4);
+    cudaMemset(dscratch.p, 0xff, sbytes);
+    gptoss::attention_cuda(a, max_context, nullptr, true);
+    const std::vector<float> got = dout.download();
+    for (size_t i = 0; i < got.size(); ++i)
+      LAB_CHECK(std::memcmp(&got[i], &want[i], 4) == 0 || (std::isnan(got[i]) && std::isnan(want[i])),
+                "window %d, max_context %lld, token %zu (position %d): folded %.9g, two launches %.9g", window,
+                (long long)max_context, i / (Hq * D), positions[i / (Hq * D)], got[i], want[i]);
+  });
+}
 }  // namespace
+
+LAB_TEST("attention: one split planned (sliding window, or a full layer up to 128 positions): the merge folded into one launch gives the same bits") {
+  check_folded(128, gptoss::DType::BF16, {0, 5, 127, 128, 300}, 4096, 31);
+  check_folded(128, gptoss::DType::F32, {1, 200}, 512, 32);
+  check_folded(0, gptoss::DType::BF16, {0, 64, 127, 200}, 128, 33);  // 200: past the planned context, NaN
+}
 
 LAB_TEST("attention: CUDA matches CPU at gpt-oss's heads (64 query, 8 KV) decoding at context 129 on a full layer") {
   check({64, 8, 0, gptoss::DType::F32, {128}, {0}, 16, 9, 160}, 31);

@@ -4,7 +4,7 @@
 //
 // Batch 1. One decode step is the kernels the backend launches for one token in default mode
 // (native/cuda/backend.cc, launch_fused: the attention's norm folded into the QKV GEMV, decode
-// attention (split + merge), rope fused with the KV append, the MLP's norm, router GEMV and top-k in
+// attention (split, and a merge launch when more than one split is planned), rope fused with the KV append, the MLP's norm, router GEMV and top-k in
 // one launch, the MXFP4 GEMV with f16 products and the combine fused into its down pass, the final
 // norm on the gathered logit row), each at the launch of kernels/cuda/lab.json with that shape; its
 // time is the sum of their predicted times, plus an assumed gap per kernel for a CUDA graph's
@@ -191,23 +191,25 @@ function step(mname, ctx, B) {
     L,
   );
 
-  // Attention: split over 128-key splits of the planned context, then the merge (always launched).
+  // Attention: split over 128-key splits of the planned context (taken here as the context
+  // itself), then the merge, which the split kernel does itself when one split is planned
+  // (attention_cuda's fold_merge): every sliding layer, and full layers up to 128 positions.
   const slidingSplit = `${splitPre}, bf16 KV, context 128 (sliding layer)`;
   const fullSplit = ctx.tokens <= 128 ? slidingSplit : `${splitPre}, bf16 KV, context ${ctx.name} (full layer)`;
   add('attention', 'attention_split_f32<unsigned short>', slidingSplit, half);
   add('attention', 'attention_split_f32<unsigned short>', fullSplit, half);
   const mergePre = B === 1 ? 'decode merge, ' : `batched decode merge, ${B} sequences, `;
-  const merge1 = `${mergePre}1 split (sliding layer, or context 128)`;
-  const mergeFull =
-    ctx.tokens <= 128
-      ? merge1
-      : ctx.tokens === 4096
+  if (ctx.tokens > 128)
+    add(
+      'attention',
+      'attention_merge_f32',
+      ctx.tokens === 4096
         ? B === 1
           ? '20b/120b decode merge, context 4k (32 splits)'
           : `${mergePre}context 4k (32 splits)`
-        : `${mergePre}context 32k (256 splits)`;
-  add('attention', 'attention_merge_f32', merge1, half);
-  add('attention', 'attention_merge_f32', mergeFull, half);
+        : `${mergePre}context 32k (256 splits)`,
+      half,
+    );
 
   // Attention output (+ residual).
   if (!matmulGemm(B, H)) {
