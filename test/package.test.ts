@@ -1,5 +1,6 @@
 // What `npm install node-gpt-oss` pulls must run on every Node version package.json declares: a
 // runtime dependency that needs a newer Node would make npm warn EBADENGINE on a supported one.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import semver from 'semver';
 import { describe, expect, it } from 'vitest';
@@ -21,6 +22,22 @@ describe('package', () => {
       .filter(([, entry]) => !semver.subset(pkg.engines.node, entry.engines.node))
       .map(([path, entry]) => `${path} needs node ${entry.engines.node}`);
     expect(narrower).toEqual([]);
+  });
+
+  // npm install builds the addon once, with CUDA where nvcc is found: it loads what is built, and
+  // only when nothing loads runs cmake-js (which finds nvcc), never node-gyp's CPU-only rebuild.
+  it('installs one build of the addon, with CUDA where nvcc exists', async () => {
+    expect(pkg.scripts.install).toMatch(/cmake-js compile/);
+    expect(pkg.scripts.install).not.toMatch(/node-gyp(?!-build)|rebuild/);
+    let nvcc = false;
+    try {
+      execFileSync('nvcc', ['--version'], { stdio: 'ignore' });
+      nvcc = true;
+    } catch {
+      // no CUDA toolkit here: the CPU-only build is the right one
+    }
+    const { deviceInfo } = await import('../lib/index.js');
+    expect(deviceInfo().cuda.built).toBe(nvcc);
   });
 
   it('keeps type-only packages out of the runtime dependencies', () => {
