@@ -336,8 +336,8 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
   // The backend folds each norm into the GEMV after it (and the MLP's router top-k too), and launches
   // rope + KV append and the experts + their combine as one fused kernel each (launch_fused in
   // native/cuda/backend.cc); GPTOSS_CUDA_FUSE=0, read when a program is made, launches every op
-  // alone. Decode gives the same bits either way; a prefill through the grouped GEMM's fused
-  // combine stays within rounding of the unfused one.
+  // alone. Decode gives the same bits either way; a prefill (the router's f32 GEMV against the
+  // unfused bf16 GEMM, the grouped GEMM's fused combine) stays within rounding of the unfused one.
   it.skipIf(missing.length > 0)('fused launches give what the ops give one by one (decode bit for bit)', async () => {
     const { loadModel } = await import('../lib/index.js');
     const { readFileSync } = await import('node:fs');
@@ -382,7 +382,10 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     const fused = await run(true);
     const alone = await run(false);
     expect(Buffer.from(fused.decode.buffer).equals(Buffer.from(alone.decode.buffer))).toBe(true);
-    expect(relErr(fused.prefill, alone.prefill)).toBeLessThan(1e-5);
+    // A 40-token prefill: the fused router takes f32 products where the unfused router's GEMM (from
+    // 16 tokens) rounds its activations to bf16, so the two agree within default mode's rounding
+    // (each is held to the reference by the 40-token tests above).
+    expect(relErr(fused.prefill, alone.prefill)).toBeLessThan(2e-2);
     // Per layer, five launches fewer: the attention's norm folded into the QKV GEMV, the MLP's norm
     // and router top-k into the router GEMV, rope + KV append, the experts + their combine.
     const layers = JSON.parse(readFileSync(join(dir, 'hf', 'config.json'), 'utf8')).num_hidden_layers as number;

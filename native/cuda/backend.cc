@@ -270,26 +270,24 @@ void launch_op(const MoeCombineOp& o, const Launch& l) {
 }
 
 #ifdef GPTOSS_CUDA_HAS_matmul_bf16
-// The matmul's arguments when it reads exactly what the norm before it wrote and runs as the GEMV
-// (decode-sized steps): the norm can then be folded into it. Null otherwise.
-std::optional<MatmulBf16Args> gemv_after_norm(const RmsnormOp& n, const MatmulBf16Op& m, const Launch& l) {
-  const StepContext& c = l.c;
+// The matmul's arguments when it reads exactly what the norm before it wrote (so the norm can be
+// folded into it); null otherwise.
+std::optional<MatmulBf16Args> reads_norm(const RmsnormOp& n, const MatmulBf16Op& m, const StepContext& c) {
   if (n.logits_rows || m.logits_rows || n.x.id == n.y.id || m.x.id != n.y.id || m.xcol != 0 || m.K != n.H || !m.y.present())
     return std::nullopt;
-  const MatmulBf16Args a{c.f32(m.x), c.ld(m.x), c.bf16(m.w), c.bf16(m.b), c.f32(m.y) + m.ycol, c.ld(m.y), c.T, m.N, m.K,
-                         m.accumulate, nullptr};
-  if (matmul_bf16_kernel_cuda(a, l.plan.exact) != MatmulBf16Kernel::kGemv) return std::nullopt;
-  return a;
+  return MatmulBf16Args{c.f32(m.x), c.ld(m.x), c.bf16(m.w), c.bf16(m.b), c.f32(m.y) + m.ycol, c.ld(m.y), c.T, m.N, m.K,
+                        m.accumulate, nullptr};
 }
 #endif
 
 // Ops in a row that one launch does (the fused launchers of kernels/cuda), given the next n ops
-// that will run: how many it took (0: none). The MLP's norm, router GEMV and top-k (decode-sized
-// steps); a norm and the GEMV that reads it (the attention's QKV); rope then the KV append of the
-// K heads it rotated and the V heads beside them; the experts then their combine into the
-// residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert outputs
-// are not written and read back. Each gives what its ops give one by one, bit for bit (the
-// grouped GEMM's combine: within rounding).
+// that will run: how many it took (0: none). The MLP's norm, router GEMV and top-k (any step); a
+// norm and the GEMV that reads it (the attention's QKV, decode-sized steps); rope then the KV
+// append of the K heads it rotated and the V heads beside them; the experts then their combine
+// into the residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert
+// outputs are not written and read back. Each gives what its ops give one by one, bit for bit in
+// decode-sized steps (from 16 tokens the router's f32 GEMV and the grouped GEMM's combine round
+// otherwise than the unfused GEMMs).
 size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
   if (n < 2) return 0;
   const AnyOp &first = ops[0], &second = ops[1];
@@ -297,9 +295,11 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
 #if defined(GPTOSS_CUDA_HAS_matmul_bf16) && defined(GPTOSS_CUDA_HAS_router_topk)
   if (const auto* nm = std::get_if<RmsnormOp>(&first)) {
     const auto* mm = std::get_if<MatmulBf16Op>(&second);
-    const auto a = mm ? gemv_after_norm(*nm, *mm, l) : std::nullopt;
+    const auto a = mm ? reads_norm(*nm, *mm, c) : std::nullopt;
     if (!a) return 0;
     const MatmulBf16Norm fold{c.bf16(nm->w), nm->eps, c.f32(nm->y), c.ld(nm->y)};
+    // The MLP's norm, router and top-k: one launch at any step size (E / 4 CTAs per token, f32
+    // products; the router's GEMM from 16 tokens ran on 1 or 2 CTAs).
     const auto* rt = n >= 3 ? std::get_if<RouterTopkOp>(&ops[2]) : nullptr;
     if (rt && rt->x.id == mm->y.id && mm->ycol == 0 && !mm->accumulate && rt->E == mm->N && rt->E <= 256) {
       const RouterNorm rn{fold.gain, fold.eps, fold.xn, fold.ldxn};
@@ -307,6 +307,8 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
                             {c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->K}, l.tickets, l.s, &rn);
       return 3;
     }
+    // A norm and the GEMV that reads it (decode-sized steps; the GEMM takes its input as it is).
+    if (matmul_bf16_kernel_cuda(*a, l.plan.exact) != MatmulBf16Kernel::kGemv) return 0;
     matmul_bf16_norm_cuda({c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->y, a->ldy, a->T, a->N, a->K, a->accumulate, nullptr},
                           fold, l.s);
     return 2;

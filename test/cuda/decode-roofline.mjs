@@ -14,8 +14,9 @@
 // The kernels are those the backend's rules pick for T = B tokens (mirrored below, with where each
 // rule lives): the GEMV below 16 tokens in launches of up to 4 tokens (3 for the attention output:
 // K 4096 f32 fits 3 tokens in 48 KB), the tensor-core GEMM from 16 (the unembedding from 8) with
-// 32-token tiles up to 32 tokens and 128 past; the norms folded only into a GEMV; the grouped MXFP4
-// GEMM when T k >= 3 E, else the GEMV; decode attention (prefill_step is false: one token per
+// 32-token tiles up to 32 tokens and 128 past; the attention's norm folded only into a GEMV (the
+// MLP's norm, router and top-k are one launch at every size); the grouped MXFP4 GEMM when
+// T k >= 3 E, else the GEMV; decode attention (prefill_step is false: one token per
 // sequence). The experts a step reads: uniform routing, each token's top-4 a uniform 4 of E, so an
 // expert serves Binomial(B, 4 / E) tokens and E (1 - (1 - 4 / E)^B) distinct experts are read per
 // layer. The static roofline models DRAM bytes and the PTX issue rate of the hot loop, not the
@@ -236,26 +237,12 @@ function step(mname, ctx, B) {
     );
   }
 
-  // The MLP's norm, router and top-k: one launch while the router runs as the GEMV.
-  if (!matmulGemm(B, E)) {
-    const name =
-      B === 1
-        ? `${mname} decode, 1 token: router [${E} x 2880] bf16 + top-4`
-        : `${mname} batched decode, ${B} tokens: router [${E} x 2880] bf16 + top-4, norm folded`;
-    add('router', 'router_topk_kernel<true>', name, L, NORM_PROLOGUE_US);
-  } else {
-    add('other', 'rmsnorm_f32_bf16w<true>', normRows, L);
-    const tiles = Math.ceil(B / 128);
-    add(
-      'router',
-      `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
-      `${mname} batched decode router: ${B} x ${E} x 2880 (one 128-row weight tile: ${tiles} CTA${tiles > 1 ? 's' : ''}; flops: 2TNK)`,
-      L,
-      0,
-      matmulGemmUs(gemmMT(B), B, E, H),
-    );
-    add('router', 'router_topk_kernel<false>', `top-4 of ${E} logits, ${B} tokens`, L);
-  }
+  // The MLP's norm, router and top-k: one launch at every step size (launch_fused).
+  const routerName =
+    B === 1
+      ? `${mname} decode, 1 token: router [${E} x 2880] bf16 + top-4`
+      : `${mname} batched decode, ${B} tokens: router [${E} x 2880] bf16 + top-4, norm folded`;
+  add('router', 'router_topk_kernel<true>', routerName, L, NORM_PROLOGUE_US);
 
   // The experts, with the combine into the residual.
   const D = distinctExperts(B, E);
