@@ -97,7 +97,7 @@ describe('bench serve', () => {
     run.serve = [...one.levels, ...dead.levels];
     const checked = validateRun(JSON.parse(JSON.stringify(run)), 'serve.json');
     const charts = await chartsFor(checked);
-    expect(charts.map((c) => c.id)).toEqual(['serve-throughput', 'serve-ttft', 'serve-itl']);
+    expect(charts.map((c) => c.id)).toEqual(['serve-throughput', 'serve-goodput', 'serve-ttft', 'serve-itl']);
     expect(compareRuns(checked, checked).every((c) => Number.isFinite(c.noise))).toBe(true);
   }, 60_000);
 
