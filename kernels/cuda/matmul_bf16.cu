@@ -75,13 +75,8 @@ __global__ void __launch_bounds__(kThreads)
       // After inv_rms's last barrier every sum has been read: any thread may scale any element.
       if (kVec) {
         for (int i = tid; i < K / 4; i += kThreads) {
-          const float4 v = reinterpret_cast<const float4*>(xt)[i];
           const uint2 g = reinterpret_cast<const uint2*>(gain)[i];
-          float4 o;
-          o.x = norm::scale(v.x, inv, g.x & 0xffffu);
-          o.y = norm::scale(v.y, inv, g.x >> 16);
-          o.z = norm::scale(v.z, inv, g.y & 0xffffu);
-          o.w = norm::scale(v.w, inv, g.y >> 16);
+          const float4 o = norm::scale4(reinterpret_cast<const float4*>(xt)[i], inv, g.x, g.y);
           reinterpret_cast<float4*>(xt)[i] = o;
           if (blockIdx.x == 0) reinterpret_cast<float4*>(xn + t * ldxn)[i] = o;
         }

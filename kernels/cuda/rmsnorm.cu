@@ -30,14 +30,8 @@ __global__ void __launch_bounds__(kThreads)
   const float inv = norm::inv_rms<kThreads, kVec>(xr, H, eps, red);
   if (kVec) {
     for (int i = tid; i < H / 4; i += kThreads) {
-      const float4 v = reinterpret_cast<const float4*>(xr)[i];
       const uint2 g = reinterpret_cast<const uint2*>(gain)[i];
-      float4 o;
-      o.x = norm::scale(v.x, inv, g.x & 0xffffu);
-      o.y = norm::scale(v.y, inv, g.x >> 16);
-      o.z = norm::scale(v.z, inv, g.y & 0xffffu);
-      o.w = norm::scale(v.w, inv, g.y >> 16);
-      reinterpret_cast<float4*>(yr)[i] = o;
+      reinterpret_cast<float4*>(yr)[i] = norm::scale4(reinterpret_cast<const float4*>(xr)[i], inv, g.x, g.y);
     }
   } else {
     for (int i = tid; i < H; i += kThreads) yr[i] = norm::scale(xr[i], inv, gain[i]);

@@ -52,4 +52,9 @@ __device__ __forceinline__ float inv_rms(const float* xr, int H, float eps, floa
 __device__ __forceinline__ float scale(float x, float inv, uint16_t gain_bits) {
   return __fmul_rn(__fmul_rn(x, inv), bf16_bits_to_f32(gain_bits));
 }
+// Four of them: x[4 i, 4 i + 4) with the gains of two 32-bit words (g01: elements 0 and 1).
+__device__ __forceinline__ float4 scale4(float4 v, float inv, uint32_t g01, uint32_t g23) {
+  return make_float4(scale(v.x, inv, g01 & 0xffffu), scale(v.y, inv, g01 >> 16), scale(v.z, inv, g23 & 0xffffu),
+                     scale(v.w, inv, g23 >> 16));
+}
 }  // namespace gptoss::cuda::norm

@@ -79,10 +79,6 @@ __device__ void select_topk(const float* lg, int E, int k, int32_t* idx, float* 
 // itself (kernels/cuda/rmsnorm_row.cuh: rmsnorm_cuda's sums) and scales x as it streams it, and
 // CTA 0 stores the normalised row to xn for the experts, so the launch is bit for bit rmsnorm_cuda
 // into xn, then router_topk_gemv_cuda on xn.
-__device__ __forceinline__ float4 norm4(float4 v, float inv, uint32_t g01, uint32_t g23) {
-  return make_float4(norm::scale(v.x, inv, g01 & 0xffffu), norm::scale(v.y, inv, g01 >> 16),
-                     norm::scale(v.z, inv, g23 & 0xffffu), norm::scale(v.w, inv, g23 >> 16));
-}
 
 template <bool kGemv>
 __global__ void __launch_bounds__(kThreads)
@@ -106,9 +102,9 @@ __global__ void __launch_bounds__(kThreads)
         float* xo = xn + int64_t(t) * ldxn;
         if (vec) {
           for (int i = tid; i < H / 4; i += kThreads)
-            reinterpret_cast<float4*>(xo)[i] = norm4(reinterpret_cast<const float4*>(xr)[i], inv,
-                                                     reinterpret_cast<const uint2*>(gain)[i].x,
-                                                     reinterpret_cast<const uint2*>(gain)[i].y);
+            reinterpret_cast<float4*>(xo)[i] = norm::scale4(reinterpret_cast<const float4*>(xr)[i], inv,
+                                                            reinterpret_cast<const uint2*>(gain)[i].x,
+                                                            reinterpret_cast<const uint2*>(gain)[i].y);
         } else {
           for (int i = tid; i < H; i += kThreads) xo[i] = norm::scale(xr[i], inv, gain[i]);
         }
@@ -124,8 +120,8 @@ __global__ void __launch_bounds__(kThreads)
           float4 xb = __ldg(reinterpret_cast<const float4*>(xr) + 2 * c + 1);
           if (gain) {
             const uint4 g = __ldg(reinterpret_cast<const uint4*>(gain) + c);
-            xa = norm4(xa, inv, g.x, g.y);
-            xb = norm4(xb, inv, g.z, g.w);
+            xa = norm::scale4(xa, inv, g.x, g.y);
+            xb = norm::scale4(xb, inv, g.z, g.w);
           }
           acc = fmaf(__uint_as_float(q.x << 16), xa.x, acc);
           acc = fmaf(__uint_as_float(q.x & 0xffff0000u), xa.y, acc);
