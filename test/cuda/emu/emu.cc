@@ -630,6 +630,10 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
   } catch (...) {
 #ifdef EMU_ASAN
     ASAN_UNPOISON_MEMORY_REGION(l.dyn, l.dyn_bytes + kCanary);
+    // A failed block leaves fibers suspended mid-kernel: their frames' redzones stay poisoned on
+    // the pooled stacks, and the next kernel to run there would be reported for touching them.
+    for (const Thread& t : l.threads)
+      if (t.state != State::Done) ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);
 #endif
     L = nullptr;
     g_regs = nullptr;
