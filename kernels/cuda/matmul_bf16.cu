@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int T, bool kVec>
-void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp, const MatmulBf16Norm* n,
+void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp, const RmsnormFold* n,
             float* xn, cudaStream_t stream) {
   const int rows_per_block = kWarps * rows_per_warp;
   const dim3 grid(unsigned((a.N + rows_per_block - 1) / rows_per_block));
@@ -365,7 +365,7 @@ int matmul_bf16_rows_per_warp_cuda(int N) {
 }
 
 namespace {
-void gemv(const MatmulBf16Args& a, const MatmulBf16Norm* n, cudaStream_t stream, int rows_per_warp) {
+void gemv(const MatmulBf16Args& a, const RmsnormFold* n, cudaStream_t stream, int rows_per_warp) {
   using namespace cuda;
   if (a.T < 0 || a.N < 1 || a.K < 1 || a.ldx < a.K || a.ldy < a.N || !a.x || !a.w || !a.y)
     throw invalid_argument("matmul_bf16: need T >= 0, N >= 1, K >= 1, ldx >= K, ldy >= N and non-null x, w, y");
@@ -402,7 +402,7 @@ void matmul_bf16_cuda(const MatmulBf16Args& a, cudaStream_t stream, int rows_per
   gemv(a, nullptr, stream, rows_per_warp);
 }
 
-void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const MatmulBf16Norm& n, cudaStream_t stream, int rows_per_warp) {
+void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaStream_t stream, int rows_per_warp) {
   gemv(a, &n, stream, rows_per_warp);
 }
 

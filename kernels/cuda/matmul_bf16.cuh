@@ -5,6 +5,7 @@
 // 48 KB of shared memory a launch uses without opting in) and ERR_DEVICE when the launch fails.
 #pragma once
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/matmul_bf16.h"
 
 namespace gptoss {
@@ -19,13 +20,7 @@ int matmul_bf16_rows_per_warp_cuda(int N);
 // roundings), stores the normalised rows to xn [T, ldxn] (for the norm's other readers) and
 // multiplies them by W: bit for bit rmsnorm_cuda({a.x, .., gain, xn, ..}) then matmul_bf16_cuda
 // on xn. GEMV shapes only (the caller asks matmul_bf16_kernel_cuda); K may be at most 12272 here.
-struct MatmulBf16Norm {
-  const uint16_t* gain;  // [K] bf16
-  float eps;
-  float* xn;  // [T, ldxn]; must not overlap x or y
-  int64_t ldxn;
-};
-void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const MatmulBf16Norm& n, cudaStream_t stream, int rows_per_warp = 0);
+void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaStream_t stream, int rows_per_warp = 0);
 
 // The tensor-core GEMM for many tokens (prefill, large batches): mma.sync m16n8k16 bf16 with f32
 // accumulation, blocks of up to 128 tokens x 128 weight rows. x is f32 and is rounded to bf16 as

@@ -7,4 +7,13 @@
 
 namespace gptoss {
 void rmsnorm_cuda(const RmsnormArgs& a, cudaStream_t stream);
+
+// The RMSNorm folded in front of another launch (matmul_bf16_norm_cuda, router_topk_gemv_cuda):
+// its gain and eps, and where the normalised rows go for the norm's other readers.
+struct RmsnormFold {
+  const uint16_t* gain;  // [width] bf16
+  float eps;
+  float* xn;  // [T, ldxn]; must not overlap the launch's input or output
+  int64_t ldxn;
+};
 }  // namespace gptoss

@@ -79,7 +79,6 @@ __device__ void select_topk(const float* lg, int E, int k, int32_t* idx, float* 
 // itself (kernels/cuda/rmsnorm_row.cuh: rmsnorm_cuda's sums) and scales x as it streams it, and
 // CTA 0 stores the normalised row to xn for the experts, so the launch is bit for bit rmsnorm_cuda
 // into xn, then router_topk_gemv_cuda on xn.
-
 template <bool kGemv>
 __global__ void __launch_bounds__(kThreads)
     router_topk_kernel(float* logits, int64_t ldl, const float* __restrict__ x, int64_t ldx,
@@ -101,10 +100,10 @@ __global__ void __launch_bounds__(kThreads)
       if (blockIdx.x == 0) {
         float* xo = xn + int64_t(t) * ldxn;
         if (vec) {
-          for (int i = tid; i < H / 4; i += kThreads)
-            reinterpret_cast<float4*>(xo)[i] = norm::scale4(reinterpret_cast<const float4*>(xr)[i], inv,
-                                                            reinterpret_cast<const uint2*>(gain)[i].x,
-                                                            reinterpret_cast<const uint2*>(gain)[i].y);
+          for (int i = tid; i < H / 4; i += kThreads) {
+            const uint2 g = reinterpret_cast<const uint2*>(gain)[i];
+            reinterpret_cast<float4*>(xo)[i] = norm::scale4(reinterpret_cast<const float4*>(xr)[i], inv, g.x, g.y);
+          }
         } else {
           for (int i = tid; i < H; i += kThreads) xo[i] = norm::scale(xr[i], inv, gain[i]);
         }
@@ -182,7 +181,7 @@ void router_topk_cuda(const RouterTopkArgs& a, cudaStream_t stream) {
 }
 
 void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream,
-                           const RouterNorm* n) {
+                           const RmsnormFold* n) {
   using namespace cuda;
   check_args(a);
   if (!a.logits || !g.x || !g.w || !tickets || g.H < 1 || g.ldx < g.H)

@@ -3,6 +3,7 @@
 // shapes, ERR_DEVICE when the launch fails.
 #pragma once
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/router_topk.h"
 
 namespace gptoss {
@@ -25,12 +26,6 @@ struct RouterGemv {
 // one graph node). g.x is then the norm's input; each CTA normalises token t as rmsnorm_cuda does
 // (same sums and roundings) and CTA 0 stores the normalised row to xn [T, ldxn] for the experts:
 // bit for bit rmsnorm_cuda into xn, then this launch on xn. xn must not overlap x.
-struct RouterNorm {
-  const uint16_t* gain;  // [H] bf16
-  float eps;
-  float* xn;
-  int64_t ldxn;
-};
 void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream,
-                           const RouterNorm* n = nullptr);
+                           const RmsnormFold* n = nullptr);
 }  // namespace gptoss

@@ -297,14 +297,13 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
     const auto* mm = std::get_if<MatmulBf16Op>(&second);
     const auto a = mm ? reads_norm(*nm, *mm, c) : std::nullopt;
     if (!a) return 0;
-    const MatmulBf16Norm fold{c.bf16(nm->w), nm->eps, c.f32(nm->y), c.ld(nm->y)};
+    const RmsnormFold fold{c.bf16(nm->w), nm->eps, c.f32(nm->y), c.ld(nm->y)};
     // The MLP's norm, router and top-k: one launch at any step size (E / 4 CTAs per token, f32
     // products; the router's GEMM from 16 tokens ran on 1 or 2 CTAs).
     const auto* rt = n >= 3 ? std::get_if<RouterTopkOp>(&ops[2]) : nullptr;
     if (rt && rt->x.id == mm->y.id && mm->ycol == 0 && !mm->accumulate && rt->E == mm->N && rt->E <= 256) {
-      const RouterNorm rn{fold.gain, fold.eps, fold.xn, fold.ldxn};
       router_topk_gemv_cuda({a->y, a->ldy, c.i32(rt->idx), c.f32(rt->wt), c.T, rt->E, rt->k},
-                            {c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->K}, l.tickets, l.s, &rn);
+                            {c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->K}, l.tickets, l.s, &fold);
       return 3;
     }
     // A norm and the GEMV that reads it (decode-sized steps; the GEMM takes its input as it is).

@@ -139,7 +139,7 @@ void check_norm(int T, int E, int H, int k, bool misaligned, bool all_schedules,
   auto run = [&] {
     for (auto* p : {&xn, &l, &wt}) cudaMemset(p->p, 0xff, p->n * 4);
     cudaMemset(idx.p, 0xff, idx.n * 4);
-    const gptoss::RouterNorm n{dg.p, 1e-5f, xn.p, H};
+    const gptoss::RmsnormFold n{dg.p, 1e-5f, xn.p, H};
     gptoss::router_topk_gemv_cuda({l.p, E, idx.p, wt.p, T, E, k}, {dx.p + off, H, dw.p, db.p, H}, tickets.p, nullptr, &n);
     LAB_CHECK(std::memcmp(xn.download().data(), want_xn.data(), want_xn.size() * 4) == 0,
               "T %d E %d H %d: the normalised rows differ from rmsnorm_cuda's", T, E, H);
