@@ -54,22 +54,37 @@ export interface SyntheticModelOptions {
   mode?: PrecisionMode;
 }
 
-export async function createSyntheticModel(options: SyntheticModelOptions = {}): Promise<Model> {
-  checkKeys(options, ['preset', 'config', 'layers', 'seed', 'device', 'mode'], 'createSyntheticModel');
-  const preset = checkOneOf(options.preset, ['20b', '120b'] as const, 'preset', '20b');
-  const device = checkOneOf(options.device, DEVICES, 'device', 'cpu');
-  const mode = checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default');
-  const seed = checkInt(options.seed, 'seed', 1, 0);
-  if (options.config && options.layers !== undefined)
-    throw new InvalidArgumentError('pass either config or layers, not both');
-  const cfg =
-    options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
-  assertDevice(device);
-  // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit (on the
-  // host, in the RAM available now).
-  const estimate = estimateMemory(cfg, { device, mode });
-  if (!(device === 'cpu' ? estimate.fitsAvailable : estimate.fits)) throw new InsufficientMemoryError(estimate);
+/** Where each weight of a synthetic model sits in the spec list (its index there). */
+export interface SyntheticIndex {
+  embedding: number;
+  norm: number;
+  unembedding: number;
+  layers: {
+    attnNorm: number;
+    qkv: { weight: number; bias: number; row: number; rows: number }[];
+    sinks: number;
+    outWeight: number;
+    outBias: number;
+    mlpNorm: number;
+    routerWeight: number;
+    routerBias: number;
+    mlp1Blocks: number;
+    mlp1Scales: number;
+    mlp1Bias: number;
+    mlp2Blocks: number;
+    mlp2Scales: number;
+    mlp2Bias: number;
+  }[];
+}
 
+/**
+ * The tensors of a synthetic model: what the addon generates for createSyntheticModel, and what
+ * lib/checkpoint/synthetic-files.ts writes to files (the same bytes, from the same list).
+ */
+export function syntheticTensorSpecs(
+  cfg: ModelConfig,
+  seed: number,
+): { specs: SyntheticTensorSpec[]; idx: SyntheticIndex } {
   const H = cfg.hiddenSize,
     I = cfg.intermediateSize,
     E = cfg.numExperts,
@@ -83,7 +98,7 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   };
   // Uniform weights with the RMS of 1/sqrt(fan-in); MXFP4 scales centred to match (mxfp4ScaleCentre).
   const dense = (fanIn: number) => Math.sqrt(3 / fanIn);
-  const idx = {
+  const idx: SyntheticIndex = {
     embedding: t('embedding', 'bf16-uniform', cfg.vocabSize * H * 2, 1),
     norm: t('norm', 'bf16-const', H * 2, 1),
     unembedding: t('unembedding', 'bf16-uniform', cfg.vocabSize * H * 2, dense(H)),
@@ -111,6 +126,26 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
       mlp2Bias: t(`${l}.mlp2.bias`, 'bf16-uniform', E * H * 2, 0.02),
     })),
   };
+  return { specs, idx };
+}
+
+export async function createSyntheticModel(options: SyntheticModelOptions = {}): Promise<Model> {
+  checkKeys(options, ['preset', 'config', 'layers', 'seed', 'device', 'mode'], 'createSyntheticModel');
+  const preset = checkOneOf(options.preset, ['20b', '120b'] as const, 'preset', '20b');
+  const device = checkOneOf(options.device, DEVICES, 'device', 'cpu');
+  const mode = checkOneOf(options.mode, PRECISION_MODES, 'mode', 'default');
+  const seed = checkInt(options.seed, 'seed', 1, 0);
+  if (options.config && options.layers !== undefined)
+    throw new InvalidArgumentError('pass either config or layers, not both');
+  const cfg =
+    options.config ?? presetConfig(preset, checkInt(options.layers, 'layers', preset === '20b' ? 24 : 36, 1, 64));
+  assertDevice(device);
+  // Synthetic weights are allocated, not mapped: refuse before allocating what cannot fit (on the
+  // host, in the RAM available now).
+  const estimate = estimateMemory(cfg, { device, mode });
+  if (!(device === 'cpu' ? estimate.fitsAvailable : estimate.fits)) throw new InsufficientMemoryError(estimate);
+
+  const { specs, idx } = syntheticTensorSpecs(cfg, seed);
   const { Weights } = addon();
   const weights = new Weights();
   try {
