@@ -22,8 +22,14 @@
       "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c", "-Wno-uninitialized"]
     },
     {
+      "target_name": "gptoss_simd_avx512bf16",
+      "type": "static_library",
+      "sources": ["kernels/cpu/simd_avx512bf16.cc"],
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx2", "-mfma"]
+    },
+    {
       "target_name": "gptoss",
-      "dependencies": ["gptoss_simd_avx2", "gptoss_simd_avx512"],
+      "dependencies": ["gptoss_simd_avx2", "gptoss_simd_avx512", "gptoss_simd_avx512bf16"],
       "sources": [
         "<!@(node -p \"require('fs').readdirSync('native').filter(f=>f.endsWith('.cc')).map(f=>'native/'+f).join(' ')\")",
         "<!@(node -p \"require('fs').readdirSync('native/runtime').filter(f=>f.endsWith('.cc')).map(f=>'native/runtime/'+f).join(' ')\")",

@@ -27,10 +27,13 @@ struct MoeMxfp4Args {
   uint8_t* scratch;          // moe_mxfp4_scratch_cpu(...) bytes
   size_t scratch_bytes;
   int threads;
+  // Precision 'fp32' (ScratchPlan::exact): f32 products. false: bf16 hi/lo products where the CPU
+  // has AVX-512 BF16 (kernels/cpu/simd_avx512bf16.cc, within ~1e-5 of f32), else the same f32 path.
+  bool exact = true;
 };
 // Throws ERR_INVALID_ARGUMENT (before any work) when an index is outside [0, E).
 void moe_mxfp4_cpu(const MoeMxfp4Args& a);
-size_t moe_mxfp4_scratch_cpu(int T, int k, int E, int H, int I, int threads);
+size_t moe_mxfp4_scratch_cpu(int T, int k, int E, int H, int I, int threads, bool exact = true);
 
 // In a program.
 struct MoeMxfp4Op {

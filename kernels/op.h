@@ -80,6 +80,7 @@ struct StepContext {
   const RopeTable* rope;
   uint8_t* scratch;
   size_t scratch_bytes;
+  bool exact = true;          // the program's precision is 'fp32' (ScratchPlan::exact)
 
   float* f32(Buf b) const { return static_cast<float*>(buffers[b.id].data); }
   int32_t* i32(Buf b) const { return static_cast<int32_t*>(buffers[b.id].data); }

@@ -33,6 +33,7 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("simd", cpu::simd().name);
+  cpu.Set("bf16", cpu::simd_bf16() != nullptr);
   cpu.Set("threads", cpu::num_threads());
   o.Set("cpu", cpu);
   const CudaProbe p = cuda_probe();

@@ -1,5 +1,7 @@
 // Dispatch, then two passes of (expert, row tile) tasks, each running the fused MXFP4 product for
-// every token the expert got (each block decoded once for four tokens at a time). Every output element
+// every token the expert got (each block decoded once for four tokens at a time). In precision
+// 'default' on a CPU with AVX-512 BF16 the products are bf16 hi/lo (simd.h, Bf16Kernels): the
+// inputs are split once per slot, the activations once after the gate_up pass. Every output element
 // is written by exactly one task and computed the same way whatever else is in the step, so the
 // result depends neither on the thread count nor on batching. All working memory is the caller's
 // scratch (the program's arena), with one tile buffer per worker thread.
@@ -44,27 +46,32 @@ struct Scratch {
   int* count;   // [E + 1] slots per expert, then prefix sums
   int* order;   // [S] slots in dispatch order
   int* fill;    // [E]
-  float* xg;    // [S, H] gathered, block-split inputs
-  float* act;   // [S, I] activations
+  float* xg;    // [S, H] gathered, block-split inputs (bf16: [S, 2H] hi/lo, the same bytes)
+  float* act;   // [S, I] activations (bf16: in element order, then split into actb)
+  uint16_t* actb;  // bf16 only: [S, 2I] hi/lo activations
   Job* jobs;    // [E * ceil(max(2I, H) / kTile)]
   float* tiles; // per worker thread: [S, kTile]
 };
-Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads) {
+Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads, bool bf16) {
   Scratch s;
   s.count = c.take<int>(size_t(E) + 1);
   s.order = c.take<int>(size_t(S));
   s.fill = c.take<int>(size_t(E));
   s.xg = c.take<float>(size_t(S) * H);
   s.act = c.take<float>(size_t(S) * I);
+  s.actb = bf16 ? c.take<uint16_t>(size_t(S) * 2 * I) : nullptr;
   s.jobs = c.take<Job>(size_t(E) * size_t((std::max(2 * I, H) + kTile - 1) / kTile));
   s.tiles = c.take<float>(size_t(S) * kTile * size_t(threads));
   return s;
 }
 }  // namespace
 
-size_t moe_mxfp4_scratch_cpu(int T, int k, int E, int H, int I, int threads) {
+// The bf16 products' kernels for this call, or null for the f32 path.
+const cpu::Bf16Kernels* bf16_kernels(bool exact) { return exact ? nullptr : cpu::simd_bf16(); }
+
+size_t moe_mxfp4_scratch_cpu(int T, int k, int E, int H, int I, int threads, bool exact) {
   ScratchCarver c;
-  carve(c, T * k, E, H, I, threads);
+  carve(c, T * k, E, H, I, threads, bf16_kernels(exact) != nullptr);
   return c.used;
 }
 
@@ -74,7 +81,8 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     if (a.idx[s] < 0 || a.idx[s] >= a.E)
       throw invalid_argument("moe_mxfp4: expert index " + std::to_string(a.idx[s]) + " outside [0, " + std::to_string(a.E) + ")");
   ScratchCarver carver{a.scratch, 0, a.scratch_bytes};
-  const Scratch sc = carve(carver, S, a.E, H, I, a.threads);
+  const cpu::Bf16Kernels* bk = bf16_kernels(a.exact);
+  const Scratch sc = carve(carver, S, a.E, H, I, a.threads, bk != nullptr);
   // Dispatch: slots grouped by expert, in token order within an expert.
   int* count = sc.count;
   int* order = sc.order;
@@ -86,10 +94,26 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
   // Gathered, block-split inputs [S, H] and activations [S, I], both in dispatch order.
   float* xg = sc.xg;
   float* act = sc.act;
+  uint16_t* xgb = reinterpret_cast<uint16_t*>(sc.xg);
   cpu::parallel_for(S, 16, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      cpu::split_blocks(a.x + (order[p] / a.k) * a.ldx, xg + p * H, H);
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* x = a.x + (order[p] / a.k) * a.ldx;
+      if (bk) bk->split_hilo(x, xgb + p * 2 * H, H);
+      else cpu::split_blocks(x, xg + p * H, H);
+    }
   });
+  // rows [r0, r0 + nr) of an expert's matrix against its n slots' inputs (block-split f32 or
+  // hi/lo bf16) from slot p0: out[s * kTile + r].
+  auto tile = [&](const uint8_t* blocks, const uint8_t* scales, int K, int r0, int nr, const float* X,
+                  const uint16_t* Xb, int p0, int n, float* out) {
+    if (bk) {
+      const int nb = K / 32;
+      bk->gemm_mxfp4(blocks + size_t(r0) * nb * 16, scales + size_t(r0) * nb, nr, nb, Xb + size_t(p0) * 2 * K, 2 * K,
+                     n, out, kTile);
+    } else {
+      expert_tile(blocks, scales, K, r0, nr, X + size_t(p0) * K, n, out, kTile);
+    }
+  };
 
   Job* jobs = sc.jobs;
   int njobs = 0;
@@ -101,8 +125,8 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, 2 * I - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
-      expert_tile(a.w1_blocks + size_t(e) * 2 * I * (H / 32) * 16, a.w1_scales + size_t(e) * 2 * I * (H / 32),
-                  H, r0, nr, xg + size_t(p0) * H, n, u, kTile);
+      tile(a.w1_blocks + size_t(e) * 2 * I * (H / 32) * 16, a.w1_scales + size_t(e) * 2 * I * (H / 32), H, r0, nr, xg,
+           xgb, p0, n, u);
       const uint16_t* b1 = a.b1 + size_t(e) * 2 * I;
       for (int p = 0; p < n; ++p)
         for (int r = 0; r < nr; r += 2) {
@@ -112,10 +136,16 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
           g = std::min(g, a.limit);
           l = std::clamp(l, -a.limit, a.limit);
           const float glu = g / (1.f + std::exp(-a.alpha * g));
-          act[size_t(p0 + p) * I + split_index((r0 + r) / 2)] = glu * (l + 1.f);
+          const int j = (r0 + r) / 2;
+          act[size_t(p0 + p) * I + (bk ? j : split_index(j))] = glu * (l + 1.f);
         }
     }
   });
+
+  if (bk)
+    cpu::parallel_for(S, 16, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) bk->split_hilo(act + p * I, sc.actb + p * 2 * I, I);
+    });
 
   njobs = 0;
   for (int e = 0; e < a.E; ++e)
@@ -126,8 +156,8 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     for (int64_t j = j0; j < j1; ++j) {
       const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, H - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
-      expert_tile(a.w2_blocks + size_t(e) * H * (I / 32) * 16, a.w2_scales + size_t(e) * H * (I / 32),
-                  I, r0, nr, act + size_t(p0) * I, n, v, kTile);
+      tile(a.w2_blocks + size_t(e) * H * (I / 32) * 16, a.w2_scales + size_t(e) * H * (I / 32), I, r0, nr, act,
+           sc.actb, p0, n, v);
       const uint16_t* b2 = a.b2 + size_t(e) * H;
       for (int p = 0; p < n; ++p) {
         float* y = a.y + size_t(order[p0 + p]) * H;
@@ -140,10 +170,10 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
 void run_cpu(const MoeMxfp4Op& o, const StepContext& s) {
   moe_mxfp4_cpu({s.f32(o.x), s.ld(o.x), s.i32(o.idx), s.bytes(o.w1b), s.bytes(o.w1s), s.bf16(o.b1), s.bytes(o.w2b),
                  s.bytes(o.w2s), s.bf16(o.b2), s.f32(o.y), s.T, o.k, o.E, o.H, o.I, o.limit, o.alpha, s.scratch,
-                 s.scratch_bytes, cpu::num_threads()});
+                 s.scratch_bytes, cpu::num_threads(), s.exact});
 }
 
 size_t scratch_bytes_cpu(const MoeMxfp4Op& o, const ScratchPlan& p) {
-  return moe_mxfp4_scratch_cpu(p.max_tokens, o.k, o.E, o.H, o.I, p.threads);
+  return moe_mxfp4_scratch_cpu(p.max_tokens, o.k, o.E, o.H, o.I, p.threads, p.exact);
 }
 }  // namespace gptoss

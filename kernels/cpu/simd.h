@@ -42,6 +42,22 @@ struct SimdKernels {
   double (*sum_f32)(const float* x, size_t n);
 };
 
+// MXFP4 products on AVX-512 BF16 for precision 'default' (kernels/cpu/simd_avx512bf16.cc): x is
+// split into hi = bf16(x) and lo = bf16(x - hi), and each E2M1 value (exact in bf16) meets both.
+struct Bf16Kernels {
+  // x[K] (K a multiple of 32) -> out[2K]: per 64 elements, hi of the 32 even elements, hi of the 32
+  // odd ones, lo of the even, lo of the odd; a last lone block of 32 the same with 16 of each.
+  void (*split_hilo)(const float* x, uint16_t* out, int K);
+  // y[t * ldy + r] = dot(Wmxfp4[r], x[t]) for r < rows, t < n, x[t] = xs + t * ldx in split_hilo's
+  // layout; each (row, token) computed the same way whatever rows and n are.
+  void (*gemm_mxfp4)(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const uint16_t* xs,
+                     int64_t ldx, int n, float* y, int64_t ldy);
+};
+extern const Bf16Kernels kBf16Avx512;
+// The BF16 kernels when the avx512 variant is in use and the CPU has avx512_bf16 (GPTOSS_BF16=0
+// turns them off, for comparisons); otherwise null.
+const Bf16Kernels* simd_bf16();
+
 // The best variant this CPU supports (AVX-512 > AVX2+FMA > portable), or the one named by
 // the GPTOSS_SIMD environment variable ("avx512", "avx2", "generic") when that is supported.
 const SimdKernels& simd();

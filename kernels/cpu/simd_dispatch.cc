@@ -62,4 +62,17 @@ const SimdKernels& simd() {
   return *chosen;
 }
 
+const Bf16Kernels* simd_bf16() {
+  static const Bf16Kernels* chosen = [] {
+    const char* off = std::getenv("GPTOSS_BF16");
+#if defined(__x86_64__) || defined(__i386__)
+    if (&simd() == &kSimdAvx512 && __builtin_cpu_supports("avx512bf16") && !(off && !std::strcmp(off, "0")))
+      return &kBf16Avx512;
+#endif
+    (void)off;
+    return static_cast<const Bf16Kernels*>(nullptr);
+  }();
+  return chosen;
+}
+
 }  // namespace gptoss::cpu

@@ -142,7 +142,9 @@ export interface NativeProgram {
 }
 
 export interface DeviceInfo {
-  cpu: { simd: 'avx512' | 'avx2' | 'generic'; threads: number };
+  /** bf16: precision 'default' takes AVX-512 BF16 products for the MXFP4 experts (hi/lo split, within
+   * ~1e-5 of f32; kernels/cpu/simd_avx512bf16.cc); GPTOSS_BF16=0 turns them off. */
+  cpu: { simd: 'avx512' | 'avx2' | 'generic'; bf16: boolean; threads: number };
   cuda: {
     built: boolean;
     /** The emulated build (npm run build:cuda-emu): the CPU runs the CUDA kernels; not a GPU. */

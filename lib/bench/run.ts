@@ -133,7 +133,8 @@ export function fingerprint(): Record<string, string | number> {
   const fp: Record<string, string | number> = {
     cpu: cpus()[0]?.model ?? 'unknown',
     cpuThreads: info.cpu.threads,
-    simd: info.cpu.simd,
+    // '+bf16': precision 'default' takes AVX-512 BF16 products for the experts.
+    simd: info.cpu.bf16 ? `${info.cpu.simd}+bf16` : info.cpu.simd,
     hostMemoryGB: +(totalmem() / 1e9).toFixed(1),
     node: process.version,
     package: pkg.version,

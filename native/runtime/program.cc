@@ -303,7 +303,7 @@ std::vector<RowResult> ProgramState::step(const StepInput& in) {
   }
   float* logits = backend_->host_memory() ? out : logits_;
   StepContext ctx{buffers_.data(), weights_->ptrs.data(), T, in.tokens.data(), in.positions.data(), L, in.logit_rows.data(),
-                  logits, {}, &rope_, scratch_, memory_.scratch};
+                  logits, {}, &rope_, scratch_, memory_.scratch, exact_};
   for (int type = 0; type < 2; ++type)
     ctx.pages[type] = KvPages{in.seqs.data(), in.tables[type].table.data(), in.tables[type].ring, in.tables[type].page_size};
   const bool profile = profile_enabled_ && !runner_;

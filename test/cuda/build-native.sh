@@ -16,6 +16,7 @@ for f in $(ls kernels/cpu/*.cc | grep -v 'simd_avx'); do
 done
 $CXX $FLAGS -mavx2 -mfma -mf16c -c kernels/cpu/simd_avx2.cc -o $OUT/obj/simd_avx2.o &
 $CXX $FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c -c kernels/cpu/simd_avx512.cc -o $OUT/obj/simd_avx512.o &
+$CXX $FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -mfma -c kernels/cpu/simd_avx512bf16.cc -o $OUT/obj/simd_avx512bf16.o &
 wait
 nvcc $FLAGS -lineinfo -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   kernels/cuda/*.cu test/cuda/*_test.cu test/cuda/main.cu $OUT/obj/*.o -o $OUT/cuda_tests -lpthread

@@ -22,6 +22,7 @@ FLAGS="-std=c++17 -O1 -g -I. -fsanitize=fuzzer-no-link,address,undefined -fno-sa
 "$CXX" $FLAGS -c kernels/cpu/simd_generic.cc -o "$OUT/objs/simd_generic.o"
 "$CXX" $FLAGS -mavx2 -mfma -mf16c -c kernels/cpu/simd_avx2.cc -o "$OUT/objs/simd_avx2.o"
 "$CXX" $FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c -c kernels/cpu/simd_avx512.cc -o "$OUT/objs/simd_avx512.o"
+"$CXX" $FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -mfma -c kernels/cpu/simd_avx512bf16.cc -o "$OUT/objs/simd_avx512bf16.o"
 "$CXX" $FLAGS -fsanitize=fuzzer test/fuzz/sample_fuzz.cc "$OUT"/objs/*.o -o "$OUT/sample_fuzz"
 node test/fuzz/seeds.mjs "$OUT/seeds" test/fixtures >/dev/null
 # Every SIMD variant the CPU has runs its share of the time.

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
-import type { Device } from '../../lib/backend/device.js';
+import type { Device, PrecisionMode } from '../../lib/backend/device.js';
+import { addon } from '../../lib/backend/native.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
@@ -12,10 +13,21 @@ const E = 5,
   H = 64,
   I = 96,
   k = 2;
-// The CPU op computes in f32 (1e-5). The CUDA kernel rounds activations to f16 and sums 16
-// products of a block in f16 (kernels/cuda/moe_mxfp4.cu, "Precision"; its lab test derives the
-// element bound): about 1e-3 of the output's norm here, so it is held to 4e-3.
+// The CPU op computes in f32 (1e-5); in precision 'default' on a CPU with AVX-512 BF16 it takes bf16
+// products of x split into hi + lo (16 significant bits, kernels/cpu/simd_avx512bf16.cc), held to
+// the same 1e-5. The CUDA kernel rounds activations to f16 and sums 16 products of a block in f16
+// (kernels/cuda/moe_mxfp4.cu, "Precision"; its lab test derives the element bound): about 1e-3 of
+// the output's norm here, so it is held to 4e-3.
 const tolerance = (device: Device) => (device === 'cuda' ? 4e-3 : 1e-5);
+// The CPU runs in both precisions (they take different kernels where the CPU has AVX-512 BF16).
+const runs = opDevices('moe_mxfp4').flatMap((device): [Device, PrecisionMode][] =>
+  device === 'cpu'
+    ? [
+        [device, 'fp32'],
+        [device, 'default'],
+      ]
+    : [[device, 'fp32']],
+);
 
 function setup(T: number, route: (t: number, j: number) => number, seed: number) {
   const r = rng(seed);
@@ -64,9 +76,10 @@ function reference(d: ReturnType<typeof setup>, T: number): { y: Float64Array; c
   return { y, clamped };
 }
 
-async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
+async function runIn(device: Device, d: ReturnType<typeof setup>, T: number, precision: PrecisionMode = 'fp32') {
   const out = await runOp({
     device,
+    precision,
     maxTokens: T,
     weights: { w1b: d.w1b, w1s: d.w1s, b1: d.b1, w2b: d.w2b, w2s: d.w2s, b2: d.b2 },
     buffers: {
@@ -96,13 +109,14 @@ async function run(device: Device, d: ReturnType<typeof setup>, T: number) {
   return f32(out.y);
 }
 
-describe.each(opDevices('moe_mxfp4'))('moe_mxfp4 (%s)', (device) => {
+describe.each(runs)('moe_mxfp4 (%s, precision %s)', (device, precision) => {
   const tol = tolerance(device);
+  const run = (d: ReturnType<typeof setup>, T: number) => runIn(device, d, T, precision);
   for (const T of [1, 2, 3, 33]) {
     it(`matches the float64 reference for T = ${T} tokens spread over the experts`, async () => {
       const d = setup(T, (t, j) => (t * 3 + j * 2) % E, T);
       const ref = reference(d, T);
-      expect(relErr(await run(device, d, T), ref.y)).toBeLessThan(tol);
+      expect(relErr(await run(d, T), ref.y)).toBeLessThan(tol);
     });
   }
 
@@ -111,16 +125,16 @@ describe.each(opDevices('moe_mxfp4'))('moe_mxfp4 (%s)', (device) => {
     const d = setup(T, (_, j) => (j === 0 ? 0 : 4), 7);
     const ref = reference(d, T);
     expect(ref.clamped).toBeGreaterThan(0); // the clamp is exercised
-    expect(relErr(await run(device, d, T), ref.y)).toBeLessThan(tol);
+    expect(relErr(await run(d, T), ref.y)).toBeLessThan(tol);
   });
 
   it('a token gets the same bits alone as among 33 tokens sharing its experts (groups of four and the rest)', async () => {
     const T = 33;
     const d = setup(T, (_, j) => (j === 0 ? 1 : 3), 9);
-    const all = await run(device, d, T);
+    const all = await run(d, T);
     for (const t of [0, 3, 4, 31, 32]) {
       const alone = { ...d, x: d.x.slice(t * H, (t + 1) * H), idx: d.idx.slice(t * k, (t + 1) * k) };
-      expect(Array.from(await run(device, alone, 1))).toEqual(Array.from(all.slice(t * k * H, (t + 1) * k * H)));
+      expect(Array.from(await run(alone, 1))).toEqual(Array.from(all.slice(t * k * H, (t + 1) * k * H)));
     }
   });
 
@@ -128,6 +142,20 @@ describe.each(opDevices('moe_mxfp4'))('moe_mxfp4 (%s)', (device) => {
     const T = 3;
     const d = setup(T, (t, j) => (t + j) % E, 3);
     const swapped = { ...d, w1b: d.w1b.map((b) => ((b & 15) << 4) | (b >> 4)) };
-    expect(relErr(await run(device, swapped, T), reference(d, T).y)).toBeGreaterThan(0.1);
+    expect(relErr(await run(swapped, T), reference(d, T).y)).toBeGreaterThan(0.1);
   });
 });
+
+describe.runIf(opDevices('moe_mxfp4').includes('cpu') && addon().deviceInfo().cpu.bf16)(
+  'moe_mxfp4 bf16 products (cpu)',
+  () => {
+    it("precision 'default' takes them: other bits than 'fp32', the same values within 1e-5", async () => {
+      const T = 9;
+      const d = setup(T, (t, j) => (t + 2 * j) % E, 11);
+      const exact = await runIn('cpu', d, T, 'fp32');
+      const fast = await runIn('cpu', d, T, 'default');
+      expect(Array.from(fast)).not.toEqual(Array.from(exact));
+      expect(relErr(fast, exact)).toBeLessThan(1e-5);
+    });
+  },
+);
