@@ -73,9 +73,12 @@ inline __m512 scale_pair(const uint8_t* s) {
 // R rows against NT tokens. Per (row, token) the operations are the same whatever R and NT are
 // (a chain of four vdpbf16ps per block pair from zero, one f32 FMA by the pair's scales, the lone
 // last block on 8 lanes, one final reduction), so results do not depend on tiling or batching.
+// `ahead`: the rows of a later group (or null), fetched line by line as this group is read. The
+// experts' rows are short streams (1.4 KB) that start anywhere, which the hardware prefetchers
+// pick up late; cold-expert decode ran ~25% faster with it (two threads, this VM, alternating calls).
 template <int R, int NT>
 inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks, const uint16_t* xs, int64_t ldx,
-                      float* y, int64_t ldy) {
+                      float* y, int64_t ldy, const uint8_t* ahead) {
   const __m512i lut = _mm512_load_si512(kFp4x2Bf16);
   const size_t row_bytes = size_t(nblocks) * 16;
   __m512 acc[R][NT];
@@ -83,6 +86,9 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   const int pairs = nblocks / 2;
   for (int p = 0; p < pairs; ++p) {
+    if (ahead && !(p & 1))  // one 64-byte line per row every two pairs
+      for (int i = 0; i < R; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + i * row_bytes + size_t(p) * 32), _MM_HINT_T0);
     __m512bh we[R], wo[R];
     for (int i = 0; i < R; ++i) {
       // 32 bytes = two blocks; word j is byte j, so its low nibble is element 2j, its high 2j+1.
@@ -133,11 +139,14 @@ inline void rows_all(const uint8_t* blocks, const uint8_t* scales, int rows, int
   // Four rows: 16 accumulators, 8 weight and 4 scale registers (x is read from memory by vdpbf16ps).
   // Measured in L2 on Zen 5: 4 rows x 4 tokens ~2x the MACs/s of 2 x 4 or 1 x 8.
   constexpr int R = 4;
+  const size_t row_bytes = size_t(nblocks) * 16;
   int r = 0;
-  for (; r + R <= rows; r += R)
-    rows_bf16<R, NT>(blocks + size_t(r) * nblocks * 16, scales + size_t(r) * nblocks, nblocks, xs, ldx, y + r, ldy);
+  for (; r + R <= rows; r += R) {
+    const uint8_t* ahead = r + 3 * R <= rows ? blocks + (r + 2 * R) * row_bytes : nullptr;  // two groups on
+    rows_bf16<R, NT>(blocks + r * row_bytes, scales + size_t(r) * nblocks, nblocks, xs, ldx, y + r, ldy, ahead);
+  }
   for (; r < rows; ++r)
-    rows_bf16<1, NT>(blocks + size_t(r) * nblocks * 16, scales + size_t(r) * nblocks, nblocks, xs, ldx, y + r, ldy);
+    rows_bf16<1, NT>(blocks + r * row_bytes, scales + size_t(r) * nblocks, nblocks, xs, ldx, y + r, ldy, nullptr);
 }
 
 void gemm_mxfp4_bf16(const uint8_t* blocks, const uint8_t* scales, int rows, int nblocks, const uint16_t* xs,

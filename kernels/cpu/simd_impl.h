@@ -145,14 +145,23 @@ void split_pairs(const float* x, float* out, int K) {
 void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int K, float* y) {
   const int Kv = K - K % (2 * W);
   int r = 0;
-  // Four rows at a time share every load of x.
+  // Four rows at a time share every load of x. The next four rows are fetched as these are read:
+  // four interleaved streams are more than the hardware prefetchers keep ahead of (the 1.16 GB
+  // unembedding ran 15-20% faster with it, two threads, this VM, alternating calls).
   for (; r + 4 <= rows; r += 4) {
     const uint16_t* w0 = Wt + size_t(r) * ldw;
     const uint16_t* w1 = w0 + ldw;
     const uint16_t* w2 = w1 + ldw;
     const uint16_t* w3 = w2 + ldw;
+    const bool ahead = r + 8 <= rows;
     V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
     for (int k = 0; k < Kv; k += 2 * W) {
+      if (ahead) {
+        __builtin_prefetch(w0 + 4 * ldw + k);
+        __builtin_prefetch(w1 + 4 * ldw + k);
+        __builtin_prefetch(w2 + 4 * ldw + k);
+        __builtin_prefetch(w3 + 4 * ldw + k);
+      }
       const V xe = vload(xs + k), xo = vload(xs + k + W);
       V e, o;
       vload_bf16_pairs(w0 + k, e, o);
