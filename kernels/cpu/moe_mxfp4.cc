@@ -16,7 +16,10 @@
 
 namespace gptoss {
 namespace {
-constexpr int kTile = 32;       // weight rows per task (even: gate/linear pairs stay together)
+// Weight rows per task (even: gate/linear pairs stay together). 128: each task streams 184 KB of
+// one expert, so prefetching restarts less often (cold experts, one token: 128-row tiles ~1.2x the
+// speed of 32-row ones, alternating runs on this VM).
+constexpr int kTile = 128;
 
 struct Job {
   int expert, row0;
