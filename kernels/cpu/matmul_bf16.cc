@@ -5,6 +5,7 @@
 // so it stays in L2 between tokens.
 #include "kernels/matmul_bf16.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
@@ -31,10 +32,12 @@ void matmul_bf16_cpu(const MatmulBf16Args& a) {
   for (int t = 0; t < a.T; ++t) k.split_pairs(a.x + t * a.ldx, xs + size_t(t) * a.K, a.K);
   const int band = a.T >= kNarrowFromT ? kNarrowRows : kBandRows;
   cpu::parallel_for(a.N, band, [&](int64_t r0, int64_t r1) {
-    float acc[kBandRows];
-    for (int t = 0; t < a.T; ++t) {
-      k.gemv_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), xs + size_t(t) * a.K, a.K, acc);
-      finish(a, t, int(r0), int(r1 - r0), acc);
+    constexpr int kTokens = 4;  // tokens per gemm_bf16 call
+    float acc[kTokens * kBandRows];
+    for (int t = 0; t < a.T; t += kTokens) {
+      const int n = std::min(kTokens, a.T - t);
+      k.gemm_bf16(a.w + r0 * a.K, size_t(a.K), int(r1 - r0), xs + size_t(t) * a.K, a.K, n, a.K, acc, kBandRows);
+      for (int j = 0; j < n; ++j) finish(a, t + j, int(r0), int(r1 - r0), acc + j * kBandRows);
     }
   });
 }

@@ -18,6 +18,10 @@ struct SimdKernels {
   const char* name;
   // y[r] = dot(W[r, :K], x) for r < rows (bf16 weights, f32 x given as split_pairs(x)).
   void (*gemv_bf16)(const uint16_t* W, size_t ldw, int rows, const float* x_pairs, int K, float* y);
+  // y[t * ldy + r] = dot(W[r, :K], x[t]) for r < rows, t < n, x[t] = xs + t * ldx split_pairs'd: each
+  // (row, token) exactly gemv_bf16's result, several tokens per pass over the rows.
+  void (*gemm_bf16)(const uint16_t* W, size_t ldw, int rows, const float* xs, int64_t ldx, int n, int K, float* y,
+                    int64_t ldy);
   // The layout gemv_bf16 reads x in (even/odd elements per vector-sized chunk; this variant's own).
   void (*split_pairs)(const float* x, float* out, int K);
   // y[r] = dot(Wmxfp4[r], x_split) for r < rows; x_split is block-split, K = nblocks * 32.

@@ -196,6 +196,51 @@ void gemv_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int K,
   }
 }
 
+// n tokens against the same bf16 rows (x[t] = xs + t * ldx, each split_pairs'd): four rows by NT
+// tokens per pass over K, so each weight vector is loaded and widened once for NT tokens instead of
+// once per token (prefill's QKV and output projections were bound by that). Each (row, token) is
+// exactly gemv_bf16's arithmetic, so a token's result does not depend on what shares the call.
+#if defined(__AVX512F__)
+constexpr int kBf16Tokens = 4;  // 16 accumulators + 8 widened weight vectors of 32 registers
+#else
+constexpr int kBf16Tokens = 2;  // 16 registers
+#endif
+void gemm_bf16(const uint16_t* Wt, size_t ldw, int rows, const float* xs, int64_t ldx, int n, int K, float* y,
+               int64_t ldy) {
+  constexpr int NT = kBf16Tokens;
+  const int Kv = K - K % (2 * W);
+  int t = 0;
+  for (; t + NT <= n; t += NT) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const uint16_t* w[4];
+      for (int i = 0; i < 4; ++i) w[i] = Wt + size_t(r + i) * ldw;
+      V a[4][NT];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < NT; ++j) a[i][j] = vzero();
+      for (int k = 0; k < Kv; k += 2 * W) {
+        V e[4], o[4];
+        for (int i = 0; i < 4; ++i) vload_bf16_pairs(w[i] + k, e[i], o[i]);
+        for (int j = 0; j < NT; ++j) {
+          const V xe = vload(xs + (t + j) * ldx + k), xo = vload(xs + (t + j) * ldx + k + W);
+          for (int i = 0; i < 4; ++i) a[i][j] = vfma(o[i], xo, vfma(e[i], xe, a[i][j]));
+        }
+      }
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < NT; ++j) {
+          const float* x = xs + (t + j) * ldx;
+          float s = vsum(a[i][j]);
+          for (int k = Kv; k < K; ++k) s += gptoss::cpu::bf16_to_f32(w[i][k]) * x[k];
+          y[(t + j) * ldy + r + i] = s;
+        }
+    }
+    if (r < rows)
+      for (int j = 0; j < NT; ++j)
+        gemv_bf16(Wt + size_t(r) * ldw, ldw, rows - r, xs + (t + j) * ldx, K, y + (t + j) * ldy + r);
+  }
+  for (; t < n; ++t) gemv_bf16(Wt, ldw, rows, xs + t * ldx, K, y + t * ldy);
+}
+
 // NT tokens against the same MXFP4 rows: each block is decoded once and used for every token,
 // and each token's arithmetic is exactly that of a lone token (same operations, same order), so
 // the result does not depend on how many tokens share the call.

@@ -59,6 +59,32 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
     }
   }
 
+  it('a token gets the same bits alone as among 9 (rows tiled by four tokens, then the rest)', async () => {
+    const T = 9,
+      N = 37,
+      K = 96;
+    const r = rng(77);
+    const w = bf16Bytes(Array.from({ length: N * K }, () => 2 * r() - 1));
+    const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+    const run = async (xs: Float32Array, rows: number) =>
+      f32(
+        (
+          await runOp({
+            device,
+            maxTokens: rows,
+            weights: { w },
+            buffers: { x: { dtype: 'f32', rows, cols: K, data: xs }, y: { dtype: 'f32', rows, cols: N } },
+            op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, w: wi.w, N, K }),
+          })
+        ).y,
+      );
+    const all = await run(x, T);
+    for (const t of [0, 3, 4, 8]) {
+      const alone = await run(x.slice(t * K, (t + 1) * K), 1);
+      expect(Array.from(alone)).toEqual(Array.from(all.slice(t * N, (t + 1) * N)));
+    }
+  });
+
   it('refuses a matrix whose size disagrees with N x K (before any step runs)', async () => {
     await expect(
       runOp({
