@@ -43,6 +43,9 @@ fi
 # Each __syncthreads() deleted and each shuffle offset changed, one at a time, must fail the tests.
 node test/cuda/mutate.mjs
 
+# The static roofline's PTX parsing (global bytes with cp.async, hot loops, bounds) on PTX written by hand.
+node test/cuda/ptx-test.mjs
+
 if command -v nvcc >/dev/null 2>&1; then
   node test/cuda/static.mjs --check
   # The predicted batch-1 decode speed from those figures (a prediction; printed, never a gate).

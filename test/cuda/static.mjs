@@ -8,7 +8,9 @@
 //   - the PTX: vector loads, mma.sync, cp.async, ldmatrix, shuffles, barriers, local memory, and the
 //     innermost loops: PTX instructions per global byte a warp moves per iteration;
 //   - the roofline: time = max(bytes / bandwidth share, warp instructions / issue rate) per launch
-//     declared in kernels/cuda/lab.json, with which of the two bounds it.
+//     declared in kernels/cuda/lab.json, with which of the two bounds it; global bytes count
+//     ld/st.global and cp.async; a kernel whose hot loop has mma.sync is bound "tensor-core (hand
+//     model)" with only its DRAM floor here (test/cuda/decode-roofline.mjs has the mma-rate model).
 // Writes build-cuda-emu/static/static.json (everything), one JSON per kernel and architecture, and
 // static.md (the tables for benchmarks/RESULTS.md); prints the tables. --check: exit 1 when a
 // budget in kernels/cuda/lab.json is exceeded or a kernel has no entry there.
@@ -16,6 +18,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { hotLoop, parsePtx, roofline } from './ptx.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = join(root, 'build-cuda-emu', 'static');
@@ -78,78 +82,6 @@ function parsePtxas(text) {
   return fns;
 }
 
-const typeBytes = {
-  b8: 1,
-  u8: 1,
-  s8: 1,
-  b16: 2,
-  u16: 2,
-  s16: 2,
-  f16: 2,
-  bf16: 2,
-  b32: 4,
-  u32: 4,
-  s32: 4,
-  f32: 4,
-  b64: 8,
-  u64: 8,
-  s64: 8,
-  f64: 8,
-};
-function globalBytes(ins) {
-  const m = ins.match(/^(?:@!?%p\d+\s+)?(ld|st)\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.([a-z]+\d+)\s/);
-  if (!m) return 0;
-  return (m[2] ? +m[2] : 1) * (typeBytes[m[3]] ?? 4);
-}
-
-function parsePtx(text) {
-  const entries = {};
-  const chunks = text.split(/\n(?=\.(?:visible\s+)?\.?entry\s)/);
-  for (const chunk of chunks) {
-    const m = chunk.match(/\.entry\s+(\S+?)\(/);
-    if (!m) continue;
-    const lines = chunk.split('\n').map((l) => l.trim());
-    const labels = new Map();
-    const isIns = (l) =>
-      l && l.endsWith(';') && !l.startsWith('.') && !l.startsWith('//') && !l.startsWith('{') && !l.startsWith('}');
-    lines.forEach((l, i) => {
-      const lm = l.match(/^(\$L__\w+):/);
-      if (lm) labels.set(lm[1], i);
-    });
-    const loops = [];
-    lines.forEach((l, i) => {
-      const bm = l.match(/bra(?:\.uni)?\s+(\$L__\w+);/);
-      if (bm && labels.has(bm[1]) && labels.get(bm[1]) < i) loops.push({ start: labels.get(bm[1]), end: i });
-    });
-    const innermost = loops.filter((a) => !loops.some((b) => b !== a && b.start > a.start && b.end < a.end));
-    const loopStats = innermost.map(({ start, end }) => {
-      const body = lines.slice(start, end + 1).filter(isIns);
-      const bytes = body.reduce((s, l) => s + globalBytes(l), 0) * 32;
-      return { instructions: body.length, warpBytes: bytes, instructionsPerByte: bytes ? body.length / bytes : null };
-    });
-    const all = lines.filter(isIns);
-    const count = (re) => all.filter((l) => re.test(l)).length;
-    entries[m[1]] = {
-      instructions: all.length,
-      features: {
-        'ld.global.nc.v4': count(/ld\.global\.nc\.v4/),
-        'ld.global.v4': count(/ld\.global(\.\w+)*\.v4/),
-        'st.global.v4': count(/st\.global(\.\w+)*\.v4/),
-        'mma.sync': count(/mma\.sync/),
-        ldmatrix: count(/ldmatrix/),
-        'cp.async': count(/cp\.async\.(c[ag])/),
-        'shfl.sync': count(/shfl\.sync/),
-        'bar.sync': count(/bar\.sync|barrier\.sync/),
-        'ld.shared': count(/ld\.shared/),
-        'local memory': count(/(ld|st)\.local/),
-      },
-      text: all.join('\n'),
-      loops: loopStats,
-    };
-  }
-  return entries;
-}
-
 // cuda_occupancy.h needs no driver: a small helper built once.
 function occupancyTool() {
   const exe = join(out, 'occupancy');
@@ -198,7 +130,7 @@ for (const file of files) {
       const name = names[i];
       const spec = lab.kernels[name];
       const r = info[mg];
-      const p = ptx[mg] ?? { features: {}, loops: [], instructions: 0, text: '' };
+      const p = ptx[mg] ?? { features: {}, loops: [], mmaLoops: [], instructions: 0, text: '' };
       const rec = {
         kernel: name,
         file: rel,
@@ -228,35 +160,11 @@ for (const file of files) {
       for (const must of spec.ptxMust ?? [])
         if (!p.text.includes(must)) failures.push(`${name} ${arch}: the PTX has no ${must}`);
       // The roofline of each declared launch on the GPU of this architecture (a prediction).
-      const hot = p.loops
-        .filter((l) => l.instructionsPerByte !== null)
-        .sort((x, y) => y.instructionsPerByte - x.instructionsPerByte)[0];
+      const hot = hotLoop(p);
       rec.hotLoop = hot ?? null;
-      rec.roofline = [];
-      for (const [gpuName, g] of Object.entries(lab.gpus)) {
-        if (g.arch !== arch) continue;
-        for (const l of spec.launches ?? []) {
-          const smsUsed = Math.min(g.sms, l.blocks);
-          const tMem = l.bytes / (g.bandwidthGBs * 1e9 * (smsUsed / g.sms));
-          const warpInstr = hot ? l.bytes * hot.instructionsPerByte : 0;
-          const tIssue = warpInstr / (smsUsed * g.schedulersPerSM * g.clockGHz * 1e9);
-          const t = Math.max(tMem, tIssue);
-          rec.roofline.push({
-            prediction: true,
-            gpu: gpuName,
-            launch: l.name,
-            bytes: l.bytes,
-            flops: l.flops,
-            smsUsed,
-            memoryUs: tMem * 1e6,
-            issueUs: tIssue * 1e6,
-            predictedUs: t * 1e6,
-            bound: tIssue > tMem ? 'issue' : 'memory',
-            predictedGBs: l.bytes / t / 1e9,
-            shareOfBandwidth: l.bytes / t / (g.bandwidthGBs * 1e9),
-          });
-        }
-      }
+      rec.roofline = Object.entries(lab.gpus)
+        .filter(([, g]) => g.arch === arch)
+        .flatMap(([gpuName, g]) => (spec.launches ?? []).map((l) => roofline(gpuName, g, l, hot)));
       results.push(rec);
       writeFileSync(join(out, `${name.replace(/[^\w]+/g, '_')}.${arch}.json`), JSON.stringify(rec, null, 2) + '\n');
     });
@@ -283,7 +191,7 @@ for (const r of results) {
     .map(([k, n]) => `${k}×${n}`)
     .join(', ');
   resTable.push(
-    `| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}` : '-'} |`,
+    `| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}${r.hotLoop.mma ? ` (mma.sync×${r.hotLoop.mma})` : ''}` : '-'} |`,
   );
 }
 const roofTable = [
@@ -295,7 +203,7 @@ for (const r of results)
     roofTable.push(
       `| ${r.kernel} | ${p.gpu} | ${p.launch} | ${p.bytes} | ${p.smsUsed} | ${fmt(p.memoryUs, 2)} | ${fmt(p.issueUs, 2)} | ${fmt(p.predictedUs, 2)} | ${p.bound} | ${fmt(p.predictedGBs, 0)} |`,
     );
-const md = `Static checks of the nvcc build (nvcc ${nvcc(['--version']).match(/release ([\d.]+)/)?.[1]}; ptxas -v, cuda_occupancy.h, PTX):\n\n${resTable.join('\n')}\n\n${sass}.\n\nStatic roofline — PREDICTIONS, not measurements (time = max(bytes / (bandwidth × SMs used / SMs), bytes × hot-loop PTX instructions per warp-byte / (SMs used × 4 schedulers × boost clock)); launch latency not included):\n\n${roofTable.join('\n')}\n`;
+const md = `Static checks of the nvcc build (nvcc ${nvcc(['--version']).match(/release ([\d.]+)/)?.[1]}; ptxas -v, cuda_occupancy.h, PTX):\n\n${resTable.join('\n')}\n\n${sass}.\n\nStatic roofline — PREDICTIONS, not measurements (time = max(bytes / (bandwidth × SMs used / SMs), bytes × hot-loop PTX instructions per warp-byte / (SMs used × 4 schedulers × boost clock)); launch latency not included). Global bytes count ld/st.global and cp.async copies. Where the hot loop has mma.sync (the k loop of a tensor-core kernel) the bound is "tensor-core (hand model)": its time is the mma rate's, which this model does not give; memory µs is its DRAM floor, and the tensor-core PREDICTIONS are hand models (benchmarks/RESULTS.md; \`npm run cuda:predict\`):\n\n${roofTable.join('\n')}\n`;
 writeFileSync(join(out, 'static.md'), md);
 console.log(md);
 console.log(

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Checks test/cuda/ptx.mjs (the PTX side of npm run cuda:static) on PTX written by hand: global
+// bytes per instruction (ld/st.global and cp.async), the hot loop, and the static roofline's bound.
+// Run by test/cuda/run.sh; needs no nvcc.
+import assert from 'node:assert/strict';
+
+import { globalBytes, hotLoop, parsePtx, roofline } from './ptx.mjs';
+
+// Global bytes a thread moves with one instruction.
+assert.equal(globalBytes('ld.global.nc.v4.u32 {%r1, %r2, %r3, %r4}, [%rd1];'), 16);
+assert.equal(globalBytes('@%p1 ld.global.nc.u8 %rs1, [%rd2];'), 1);
+assert.equal(globalBytes('st.global.v2.f32 [%rd3], {%f1, %f2};'), 8);
+assert.equal(globalBytes('cp.async.cg.shared.global [%r12], [%rd5], 16;'), 16);
+assert.equal(globalBytes('@%p3 cp.async.ca.shared.global [%r1], [%rd1], 8;'), 8);
+assert.equal(globalBytes('cp.async.ca.shared.global.L2::128B [%r1], [%rd1], 4;'), 4);
+assert.equal(globalBytes('cp.async.commit_group;'), 0);
+assert.equal(globalBytes('ld.shared.v4.u32 {%r1, %r2, %r3, %r4}, [%r5];'), 0);
+
+// Two kernels: a GEMV whose loop streams 16 B a lane by ld.global, and a tensor-core GEMM whose
+// k loop copies 16 B a lane by cp.async, loads one scale byte and issues 2 mma.sync; its k loop
+// holds a small wait loop of its own, and it has an epilogue loop with one scalar load.
+const ptx = `
+.visible .entry gemv(
+)
+{
+$L__BB0_1:
+	ld.global.nc.v4.u32 {%r1, %r2, %r3, %r4}, [%rd1];
+	add.s32 %r5, %r5, 1;
+	fma.rn.f32 %f1, %f2, %f3, %f1;
+	setp.lt.s32 %p1, %r5, %r6;
+	@%p1 bra $L__BB0_1;
+	ret;
+}
+.visible .entry gemm(
+)
+{
+$L__BB1_1:
+	cp.async.cg.shared.global [%r12], [%rd5], 16;
+	cp.async.commit_group;
+	ld.global.nc.u8 %rs1, [%rd6];
+$L__BB1_2:
+	add.s32 %r7, %r7, 1;
+	setp.lt.s32 %p2, %r7, %r8;
+	@%p2 bra $L__BB1_2;
+	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1,%f2,%f3,%f4}, {%r1,%r2,%r3,%r4}, {%r5,%r6}, {%f1,%f2,%f3,%f4};
+	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f5,%f6,%f7,%f8}, {%r1,%r2,%r3,%r4}, {%r9,%r10}, {%f5,%f6,%f7,%f8};
+	setp.lt.s32 %p1, %r5, %r6;
+	@%p1 bra $L__BB1_1;
+$L__BB1_3:
+	ld.global.f32 %f9, [%rd7];
+	setp.lt.s32 %p3, %r9, %r10;
+	@%p3 bra $L__BB1_3;
+	ret;
+}
+`;
+const e = parsePtx(ptx);
+assert.deepEqual(Object.keys(e).sort(), ['gemm', 'gemv']);
+
+const gemvHot = hotLoop(e.gemv);
+assert.equal(gemvHot.warpBytes, 16 * 32);
+assert.equal(gemvHot.instructions, 5);
+assert.equal(gemvHot.mma, 0);
+
+// The k loop (not the wait loop inside it, not the epilogue) is the GEMM's hot loop, and its bytes
+// include the cp.async copy: (16 + 1) B per lane.
+const gemmHot = hotLoop(e.gemm);
+assert.equal(gemmHot.mma, 2);
+assert.equal(gemmHot.warpBytes, (16 + 1) * 32);
+assert.equal(gemmHot.instructions, 10);
+
+const gpu = { arch: 'sm_90', sms: 132, clockGHz: 1.98, bandwidthGBs: 3350, schedulersPerSM: 4 };
+const launch = { name: 'x', bytes: 1e9, flops: 0, blocks: 1000 };
+const gemvRoof = roofline('H100 SXM', gpu, launch, gemvHot);
+assert.equal(gemvRoof.bound, 'memory');
+assert.ok(Math.abs(gemvRoof.memoryUs - (1e9 / 3350e9) * 1e6) < 1e-6);
+assert.equal(gemvRoof.predictedUs, gemvRoof.memoryUs);
+assert.ok(gemvRoof.issueUs > 0 && gemvRoof.issueUs < gemvRoof.memoryUs);
+// An issue-bound loop without mma: 1000 instructions per 16 B a lane (H100 SXM issues ~0.31 per byte).
+const slow = roofline('H100 SXM', gpu, launch, {
+  instructions: 1000,
+  warpBytes: 512,
+  instructionsPerByte: 1000 / 512,
+  mma: 0,
+});
+assert.equal(slow.bound, 'issue');
+assert.ok(slow.predictedUs > slow.memoryUs);
+// A tensor-core k loop: no issue figure, only the DRAM floor; the time is the hand model's.
+const gemmRoof = roofline('H100 SXM', gpu, launch, gemmHot);
+assert.equal(gemmRoof.bound, 'tensor-core (hand model)');
+assert.equal(gemmRoof.issueUs, null);
+assert.equal(gemmRoof.predictedUs, null);
+assert.ok(Math.abs(gemmRoof.memoryUs - gemvRoof.memoryUs) < 1e-9);
+
+console.log(
+  'test:cuda: ptx-test: PTX global bytes (ld/st.global, cp.async), hot loops and roofline bounds as written by hand',
+);
