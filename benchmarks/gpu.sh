@@ -5,7 +5,12 @@
 # Steps (each recorded, none stops the others; what is missing is skipped with a line saying so):
 #   1. the kernel-lab tests natively (build-cuda-native/cuda_tests: kernels vs the CPU ops,
 #      tensor-core layouts on real tensor cores)
-#   2. compute-sanitizer memcheck, racecheck and synccheck over those tests
+#   2. compute-sanitizer memcheck, racecheck and synccheck over those tests, with LAB_QUICK=1 (the
+#      tests' real-shape cases skipped: their small-shape siblings run the same code paths), to keep
+#      racecheck within a 15-minute device budget (not yet measured on a GPU)
+#   2b. the SASS: cuobjdump -sass of the test binary (every kernel, sm_80 and sm_90) into sass.txt and
+#      per-kernel counts of LDG.E.128, HMMA, LDL and STL into sass-counts.md (test/cuda/sass-counts.mjs),
+#      where cuobjdump exists (nvcc 13 on the build machine ships none)
 #   3. gptoss check --device cuda (parity with the reference's logits on the fixtures)
 #   4. gptoss bench suite --device cuda --synthetic 20b and 120b
 # Everything lands in one folder (default gpu-results/<date>-<commit>/) with summary.txt.
@@ -39,13 +44,20 @@ if [ -x "$TESTS" ]; then
   step "kernel-lab tests, native" kernel-tests.txt "$TESTS"
   if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck synccheck; do
-      step "compute-sanitizer --tool $tool" "sanitizer-$tool.txt" compute-sanitizer --tool $tool --error-exitcode 1 "$TESTS"
+      step "compute-sanitizer --tool $tool (LAB_QUICK=1)" "sanitizer-$tool.txt" \
+        env LAB_QUICK=1 compute-sanitizer --tool $tool --error-exitcode 1 "$TESTS"
     done
   else
     say "SKIP  compute-sanitizer: not installed on this machine"
   fi
+  if command -v cuobjdump >/dev/null 2>&1; then
+    step "cuobjdump -sass" sass.txt cuobjdump -sass "$TESTS"
+    step "SASS counts per kernel (LDG.E.128, HMMA, LDL, STL)" sass-counts.md node test/cuda/sass-counts.mjs "$OUT/sass.txt"
+  else
+    say "SKIP  SASS: cuobjdump not found on this machine"
+  fi
 else
-  say "SKIP  kernel-lab tests and compute-sanitizer: $TESTS missing (run npm run build:cuda-native where nvcc is)"
+  say "SKIP  kernel-lab tests, compute-sanitizer and SASS: $TESTS missing (run npm run build:cuda-native where nvcc is)"
 fi
 
 if [ -f dist/cli/main.js ]; then

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // Checks test/cuda/ptx.mjs (the PTX side of npm run cuda:static) on PTX written by hand: global
-// bytes per instruction (ld/st.global and cp.async), the hot loop, and the static roofline's bound.
+// bytes per instruction (ld/st.global and cp.async), the hot loop, and the static roofline's bound;
+// and test/cuda/sass-counts.mjs (benchmarks/gpu.sh's SASS counts) on cuobjdump output written by hand.
 // Run by test/cuda/run.sh; needs no nvcc.
 import assert from 'node:assert/strict';
 
 import { globalBytes, hotLoop, parsePtx, roofline } from './ptx.mjs';
+import { sassCounts } from './sass-counts.mjs';
 
 // Global bytes a thread moves with one instruction.
 assert.equal(globalBytes('ld.global.nc.v4.u32 {%r1, %r2, %r3, %r4}, [%rd1];'), 16);
@@ -91,6 +93,44 @@ assert.equal(gemmRoof.issueUs, null);
 assert.equal(gemmRoof.predictedUs, null);
 assert.ok(Math.abs(gemmRoof.memoryUs - gemvRoof.memoryUs) < 1e-9);
 
+// cuobjdump -sass output: two kernels for sm_80, one for sm_90.
+const sass = `
+Fatbin elf code:
+================
+arch = sm_80
+code version = [1,8]
+host = linux
+compile_size = 64bit
+
+\tcode for sm_80
+\t\tFunction : _Z4gemvPKf
+\t.headerflags\t@"EF_CUDA_SM80 EF_CUDA_VIRTUAL_SM(EF_CUDA_SM80)"
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128.CONSTANT R4, [R2.64] ;
+        /*0020*/              @!P0 LDG.E.128 R8, [R2.64+0x10] ;
+        /*0030*/                   STL.64 [R1], R4 ;
+        /*0040*/                   LDL.LU R9, [R1+0x4] ;
+        /*0050*/                   LDG.E R10, [R2.64] ;
+        /*0060*/                   EXIT ;
+\t\t..........
+
+\t\tFunction : _Z4gemmv
+        /*0000*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+        /*0010*/                   HMMA.16816.F32.BF16 R16, R8, R14, R16 ;
+        /*0020*/                   LDSM.16.M88.4 R8, [R3] ;
+        /*0030*/                   EXIT ;
+
+\tcode for sm_90
+\t\tFunction : _Z4gemvPKf
+        /*0000*/                   LDG.E.128.CONSTANT R4, desc[UR4][R2.64] ;
+        /*0010*/                   EXIT ;
+`;
+assert.deepEqual(sassCounts(sass), [
+  { arch: 'sm_80', kernel: '_Z4gemvPKf', counts: { 'LDG.E.128': 2, HMMA: 0, LDL: 1, STL: 1 } },
+  { arch: 'sm_80', kernel: '_Z4gemmv', counts: { 'LDG.E.128': 0, HMMA: 2, LDL: 0, STL: 0 } },
+  { arch: 'sm_90', kernel: '_Z4gemvPKf', counts: { 'LDG.E.128': 1, HMMA: 0, LDL: 0, STL: 0 } },
+]);
+
 console.log(
-  'test:cuda: ptx-test: PTX global bytes (ld/st.global, cp.async), hot loops and roofline bounds as written by hand',
+  'test:cuda: ptx-test: PTX global bytes (ld/st.global, cp.async), hot loops and roofline bounds, SASS counts as written by hand',
 );

@@ -33,11 +33,15 @@ set -e
 grep -v "ASan doesn't fully support makecontext/swapcontext" build-cuda-emu/asan/log.txt || true
 [ "$status" = 0 ] || { echo "test:cuda: emulated kernel tests failed (exit $status)" >&2; exit 1; }
 
-if [ -x build-cuda-native/cuda_tests ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "test:cuda: native kernel tests on $(nvidia-smi -L | head -1)"
-  ./build-cuda-native/cuda_tests
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  if [ -x build-cuda-native/cuda_tests ]; then
+    echo "test:cuda: native kernel tests on $(nvidia-smi -L | head -1)"
+    ./build-cuda-native/cuda_tests
+  else
+    echo "test:cuda: GPU present but build-cuda-native missing: run npm run build:cuda-native"
+  fi
 else
-  echo "test:cuda: no GPU here (or no build-cuda-native/cuda_tests): native kernel tests not run"
+  echo "test:cuda: no GPU here: native kernel tests not run"
 fi
 
 # Each __syncthreads() deleted and each shuffle offset changed, one at a time, must fail the tests.
