@@ -221,3 +221,47 @@ LAB_TEST("ldmatrix: a row whose cp.async another warp has not waited for reads N
   }
 }
 #endif
+
+#if defined(GPTOSS_CUDA_EMU)
+namespace {
+// Misuses the emulator must name (each is undefined behaviour on a GPU): ldmatrix rows from global
+// memory, ldmatrix rows in shared memory that are not 16-byte aligned, cp.async into global memory.
+enum Misuse { kLdmatrixGlobal, kLdmatrixMisaligned, kCpAsyncToGlobal };
+__global__ void misuse_kernel(uint16_t* g, int misuse) {
+  __shared__ __align__(16) uint16_t s[8 * 8 + 8];
+  const int l = threadIdx.x;
+  for (int i = l; i < 8 * 8 + 8; i += 32) s[i] = uint16_t(i);
+  __syncwarp();
+  uint32_t r[1] = {0};
+  if (misuse == kLdmatrixGlobal) ldmatrix<1, false>(r, g + 8 * (l % 8));  // 16-byte aligned, but global
+  if (misuse == kLdmatrixMisaligned) ldmatrix<1, false>(r, s + 4 + 8 * (l % 8));  // 8 bytes off
+  if (misuse == kCpAsyncToGlobal) {
+    cp_async16(g + 8 * l, s + 8 * (l % 8));
+    cp_async_commit();
+    cp_async_wait<0>();
+  }
+  g[l] = uint16_t(r[0]);
+}
+void expect_misuse(const char* what, int misuse, const char* must_contain) {
+  lab::DeviceBuf<uint16_t> g(8 * 32);
+  std::string msg = "no error";
+  try {
+    GPTOSS_LAUNCH(misuse_kernel, dim3(1), dim3(32), 0, nullptr, g.p, misuse);
+    g.download();
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  LAB_CHECK(std::strstr(msg.c_str(), must_contain), "%s was not caught as '%s': %s", what, must_contain, msg.c_str());
+  std::printf("      caught '%s': %s\n", what, msg.c_str());
+}
+}  // namespace
+LAB_TEST("ldmatrix: rows in global memory are caught (emulator rule)") {
+  expect_misuse("ldmatrix from global memory", kLdmatrixGlobal, "is not in shared memory");
+}
+LAB_TEST("ldmatrix: a shared row not 16-byte aligned is caught (emulator rule)") {
+  expect_misuse("ldmatrix from a misaligned shared row", kLdmatrixMisaligned, "is not 16-byte aligned");
+}
+LAB_TEST("cp.async: a destination in global memory is caught (emulator rule)") {
+  expect_misuse("cp.async into global memory", kCpAsyncToGlobal, "is not shared memory");
+}
+#endif

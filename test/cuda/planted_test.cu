@@ -18,6 +18,7 @@ using namespace gptoss::cuda;
 enum Bug {
   kNone, kNoSync, kBadSwizzle, kPastDynSmem, kDivergentShfl, kMisaligned, kWaitTooFew,
   kBarrierLines, kExitEarly, kMaskWithoutCaller, kDeadlock, kCpAsyncMisaligned, kShflOutsideMask,
+  kExitBeforeShfl, kShflMaskMismatch,
 };
 constexpr int kN = 16;  // a 16x16 tile
 constexpr int kThreads = 128;
@@ -58,7 +59,9 @@ __global__ void planted(const float* in, const float4* scale, float* out, int bu
     if (lane == 0) __syncwarp(0x3u);
     else __syncthreads();
   }
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(kFullMask, ss, o);
+  if (bug == kExitBeforeShfl && t == 31) return;  // warp 0's lanes 0-30 wait for it in the shuffles below
+  for (int o = 16; o > 0; o >>= 1)
+    ss += __shfl_xor_sync(bug == kShflMaskMismatch && t == 3 ? 0xfffffffeu : kFullMask, ss, o);
   if (lane == 0) warp_ss[warp] = ss;
   if (bug == kExitEarly && t == kThreads - 1) return;
   if (bug == kBarrierLines && warp == 1) {
@@ -189,5 +192,14 @@ LAB_TEST("planted: a cp.async from a misaligned source is caught") {
 }
 LAB_TEST("planted: a shuffle reading a lane outside its mask is caught") {
   expect("shuffle reads outside the mask", under_schedules(kShflOutsideMask), "not in the mask");
+}
+LAB_TEST("planted: a lane exiting before a full-mask shuffle the others wait in is caught") {
+  expect("exit before a full-mask shuffle", under_schedules(kExitBeforeShfl),
+         "__shfl_xor_sync with mask 0xffffffff waits for lane 31, which has exited");
+}
+LAB_TEST("planted: one lane passing a different mask at the shuffle all lanes reach is caught") {
+  const Result r = under_schedules(kShflMaskMismatch);
+  LAB_CHECK(std::strstr(r.how.c_str(), "with mask 0xfffffffe"), "not caught as lane 3's mask: %s", r.how.c_str());
+  expect("one lane's mask differs at the same shuffle", r, "disagree");
 }
 #endif
