@@ -15,9 +15,12 @@
 //
 // llama.cpp is node-llama-cpp's prebuilt CPU binary (a devDependency): getLlama with gpu: false,
 // build: 'never', skipDownload: true, so nothing is ever built or downloaded; its postinstall is
-// skipped (package.json config) and its CUDA/Vulkan packages are replaced by an empty package
-// (package.json overrides). Its context: --threads threads, flash attention as node-llama-cpp
-// picks it ("auto"), one ubatch per prompt up to 512 tokens, f16 KV cache (its defaults).
+// skipped (package.json config), and package.json's overrides replace its CUDA and Vulkan
+// packages (about 600 MB on Linux x64) and the macOS, Windows and riscv64 ones (absent from the
+// registry these machines reach, so a lockfile naming them breaks npm ci) by an empty package:
+// the CPU binaries for Linux x64, arm64 and armv7l are what installs. Its context: --threads
+// threads, flash attention as node-llama-cpp picks it ("auto"), one ubatch per prompt up to 512
+// tokens, f16 KV cache (its defaults); it repacks the MXFP4 experts into its own layout at load.
 //
 // Before each engine run it waits (--quiet-wait seconds at most) until other processes use under
 // 0.08 cores, and a run during which they used over 0.12 is discarded and run again (--retries
