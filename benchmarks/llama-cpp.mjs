@@ -35,8 +35,9 @@
 // llama_decode ("maximumParallelism"); this engine's createEngine does continuous batching.
 //
 // Prints one table (per engine: prefill and decode tokens/s, decode's bytes per token over its
-// time per token as a share of the read bandwidth, and ours / llama.cpp) and, with --out, writes
-// the JSON (--append adds this run's rounds to the file's, when the configuration is the same).
+// time per token as a share of the read bandwidth (the median of the run's probes), and ours /
+// llama.cpp) and, with --out, writes the JSON (--append adds this run's rounds to the file's, when
+// the configuration is the same; --rounds 0 --append shows the file's rounds again).
 // 1 GB = 1e9 bytes.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -93,7 +94,7 @@ const opts = {
   threads: int('threads'),
   prompt: int('prompt'),
   tokens: int('tokens', 2),
-  rounds: int('rounds'),
+  rounds: int('rounds', 0),
   seed: int('seed', 0),
   batch: o.batch || o['batch-only'],
   batchOnly: o['batch-only'],
@@ -411,12 +412,6 @@ function child(engine) {
   });
 }
 
-const stamp = await ensureModels();
-if (o.prepare) {
-  log(`the model files are in ${modelDir}`);
-  process.exit(0);
-}
-const fp = fingerprint();
 const { getModuleVersion } = await import('node-llama-cpp');
 const nlc = {
   version: await getModuleVersion(),
@@ -437,6 +432,15 @@ if (o.out && o.append && existsSync(o.out)) {
   if (JSON.stringify(previous.config) !== JSON.stringify(config))
     throw new Error(`--append: ${o.out} holds runs of another configuration`);
 }
+if (opts.rounds === 0 && !previous)
+  throw new Error('--rounds 0 only shows the runs of an existing --out file (with --append)');
+// --rounds 0 --append: the file's runs again, as they were measured (no new run, no new probe).
+const stamp = opts.rounds === 0 ? previous.files : await ensureModels();
+if (o.prepare) {
+  log(`the model files are in ${modelDir}`);
+  process.exit(0);
+}
+const fp = opts.rounds === 0 ? previous.fingerprint : fingerprint();
 const runs = previous?.runs ?? [];
 const bandwidth = previous?.bandwidth ?? [];
 const firstRound = runs.length ? Math.max(...runs.map((r) => r.round)) + 1 : 1;
@@ -499,7 +503,7 @@ for (let r = firstRound; r < firstRound + opts.rounds; r++) {
     }
   }
 }
-bandwidth.push((await measureReadGBps(5)).value);
+if (opts.rounds > 0) bandwidth.push((await measureReadGBps(5)).value);
 
 // --- the table ---
 
@@ -515,7 +519,9 @@ for (const name of Object.values(names)) {
     const prefill = rs.map((r) => r.single.prompt / r.single.prefillS);
     const decode = rs.map((r) => 1e3 / median(r.single.stepMs));
     const bytes = decodeBytes(cfg, opts.prompt + opts.tokens / 2, kvBytes);
-    const share = rs.map((r) => (bytes * (1e3 / median(r.single.stepMs))) / 1e9 / r.readGBpsBefore);
+    // Against the median of all the run's probes: a single probe reads low now and then (neighbours
+    // on the host, memory being freed after the other engine's exit), the median does not.
+    const share = rs.map((r) => (bytes * (1e3 / median(r.single.stepMs))) / 1e9 / readGBps);
     Object.assign(s, {
       prefillTokensPerSecond: { median: median(prefill), all: prefill },
       decodeTokensPerSecond: { median: median(decode), all: decode },
@@ -529,7 +535,7 @@ for (const name of Object.values(names)) {
       const xs = rs.map((r) => r.batched.find((b) => b.batch === B).tokensPerSecond);
       const bytes = decodeBytes(cfg, opts.batchPrompt + opts.tokens / 2, kvBytes, B);
       const share = rs.map(
-        (r) => (bytes * (r.batched.find((b) => b.batch === B).tokensPerSecond / B)) / 1e9 / r.readGBpsBefore,
+        (r) => (bytes * (r.batched.find((b) => b.batch === B).tokensPerSecond / B)) / 1e9 / readGBps,
       );
       return {
         batch: B,
@@ -648,7 +654,7 @@ console.log(lines.join('\n'));
 
 const result = {
   bench: 'llama-cpp-comparison',
-  date: new Date().toISOString(),
+  date: opts.rounds === 0 ? previous.date : new Date().toISOString(),
   config,
   fingerprint: fp,
   nodeLlamaCpp: nlc,
