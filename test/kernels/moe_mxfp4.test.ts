@@ -109,7 +109,7 @@ async function runIn(device: Device, d: ReturnType<typeof setup>, T: number, pre
   return f32(out.y);
 }
 
-describe.each(runs)('moe_mxfp4 (%s, precision %s)', (device, precision) => {
+describe.each(runs)('moe_mxfp4 (%s) in precision %s', (device, precision) => {
   const tol = tolerance(device);
   const run = (d: ReturnType<typeof setup>, T: number) => runIn(device, d, T, precision);
   for (const T of [1, 2, 3, 33]) {
