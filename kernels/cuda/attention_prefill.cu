@@ -22,11 +22,14 @@
 // the quad's partial row sums meet, the sink joins the max and the denominator, and each row's
 // 64 outputs are written as f32.
 //
-// Precision: the CPU op is f32 throughout and the cache is bf16, so K and V are exact operands;
-// Q (f32) and P (f32 in [0, 1]) are each split into hi = bf16(x) and lo = bf16(x - hi), and
-// every product is the sum of two mma (hi, then lo, into the same f32 accumulator): operands
-// within 2^-16 relatively of their f32 values, logits and weighted sums within ~1e-5 of the CPU
-// op's instead of bf16's 2^-8 (the split costs twice the mma of plain bf16 flash attention).
+// Precision (template parameter kSplit, the launcher's `split`): the CPU op is f32 throughout and
+// the cache is bf16, so K and V are exact operands. kSplit true (fp32 mode): Q (f32) and P (f32 in
+// [0, 1]) are each split into hi = bf16(x) and lo = bf16(x - hi), and every product is the sum of
+// two mma (hi, then lo, into the same f32 accumulator): operands within 2^-16 relatively of their
+// f32 values, logits and weighted sums within ~1e-5 of the CPU op's. kSplit false (default mode,
+// bf16 products as the GEMMs there): Q and P rounded once to bf16 (2^-8 relatively), one mma per
+// product, half the tensor work and none of the lo halves' conversions; the softmax's max and
+// denominator stay f32 (the denominator sums the unrounded P).
 // Blocks take the latest tokens (the most keys) first, so the causal tail does not run last.
 // Limits (checked by the launcher): head_dim 64; q_heads a multiple of kv_heads with at most 8
 // per KV head; kv_heads <= 65535; a bf16 cache, 16-byte aligned; ldq, ldo >= q_heads * 64 and
@@ -48,6 +51,9 @@ constexpr int kRows = 16 * kWarps;  // query rows (token, head) per block
 constexpr int kKeys = 64;           // keys per tile
 constexpr int kMaxGroup = 8;        // query heads per KV head
 constexpr float kLog2e = 1.4426950408889634f;
+// K and V tiles, double-buffered (bf16), then the block's tokens' positions, window starts and
+// sequences (int32): 33,536 bytes.
+constexpr size_t kSmemBytes = 4 * kKeys * kD * sizeof(uint16_t) + 3 * kRows * sizeof(int32_t);
 
 // Two f32 as bf16x2, round to nearest even; x in the low half (the lower column of a fragment).
 __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
@@ -66,14 +72,20 @@ __device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t& hi, uin
 }
 
 // grid (ceil(T / tokens per block), kv_heads), kThreads threads. scale_log2 = scale * log2 e.
+template <bool kSplit>
 __global__ void __launch_bounds__(kThreads)
     attention_prefill_bf16(const float* __restrict__ q, int64_t ldq, const int32_t* __restrict__ positions,
                            const uint16_t* __restrict__ kc, const uint16_t* __restrict__ vc, KvPages pages,
                            const uint16_t* __restrict__ sinks, float* __restrict__ out, int64_t ldo, int T, int group,
                            int window, float scale_log2) {
-  __shared__ __align__(128) uint16_t ks[2][kKeys * kD];  // [buffer][key][64 dims], chunks swizzled
-  __shared__ __align__(128) uint16_t vs[2][kKeys * kD];
-  __shared__ int32_t tok_pos[kRows], tok_lo[kRows], tok_seq[kRows];  // the block's tokens
+  // Dynamic shared memory (kSmemBytes): the emulator finds a template kernel's static __shared__
+  // arrays only when built with clang (native/DESIGN.md, "CUDA emulator facts"), the addon's is GCC.
+  uint16_t* const smem = dynamic_shared<uint16_t>();
+  uint16_t(*ks)[kKeys * kD] = reinterpret_cast<uint16_t(*)[kKeys * kD]>(smem);  // [buffer][key][64 dims], chunks swizzled
+  uint16_t(*vs)[kKeys * kD] = reinterpret_cast<uint16_t(*)[kKeys * kD]>(smem + 2 * kKeys * kD);
+  int32_t* const tok_pos = reinterpret_cast<int32_t*>(smem + 4 * kKeys * kD);  // the block's tokens
+  int32_t* const tok_lo = tok_pos + kRows;
+  int32_t* const tok_seq = tok_lo + kRows;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int tpb = kRows / group;                                  // tokens per block
   const int t0 = (int(gridDim.x) - 1 - int(blockIdx.x)) * tpb;   // latest tokens (most keys) first
@@ -93,7 +105,8 @@ __global__ void __launch_bounds__(kThreads)
   auto row_token = [&](int i) { return (warp * 16 + gq + 8 * i) / group; };
   auto row_head = [&](int i) { return warp * 16 + gq + 8 * i - row_token(i) * group; };
 
-  // Q as A fragments, hi and lo (a[0]: row gq, dims 16k + 2tq..; a[1]: row gq + 8; a[2], a[3]: + 8 dims).
+  // Q as A fragments, hi and lo (a[0]: row gq, dims 16k + 2tq..; a[1]: row gq + 8; a[2], a[3]: + 8
+  // dims); without the split, hi is bf16(q) and lo is not used.
   uint32_t qh[4][4], ql[4][4];
 #pragma unroll
   for (int k = 0; k < 4; ++k)
@@ -102,7 +115,8 @@ __global__ void __launch_bounds__(kThreads)
       const int i = j & 1, d = 16 * k + 2 * tq + 8 * (j >> 1);
       float2 v = make_float2(0.f, 0.f);
       if (row_token(i) < nt) v = *reinterpret_cast<const float2*>(q + (t0 + row_token(i)) * ldq + (g * group + row_head(i)) * kD + d);
-      split_bf16x2(v.x, v.y, qh[k][j], ql[k][j]);
+      if constexpr (kSplit) split_bf16x2(v.x, v.y, qh[k][j], ql[k][j]);
+      else qh[k][j] = pack_bf16x2(v.x, v.y);
     }
 
   float o[8][4];  // O [16 rows, 64 dims] as 8 n-tiles of C fragments
@@ -196,9 +210,9 @@ __global__ void __launch_bounds__(kThreads)
             ldmatrix<4, false>(b, kt + key * kD + (((4 * kk + (lane >> 3)) ^ (lane & 7)) << 3));
             const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
             mma_m16n8k16_bf16(sc[n], qh[2 * kk], b0, sc[n]);
-            mma_m16n8k16_bf16(sc[n], ql[2 * kk], b0, sc[n]);
+            if constexpr (kSplit) mma_m16n8k16_bf16(sc[n], ql[2 * kk], b0, sc[n]);
             mma_m16n8k16_bf16(sc[n], qh[2 * kk + 1], b1, sc[n]);
-            mma_m16n8k16_bf16(sc[n], ql[2 * kk + 1], b1, sc[n]);
+            if constexpr (kSplit) mma_m16n8k16_bf16(sc[n], ql[2 * kk + 1], b1, sc[n]);
           }
         }
         if (!unmasked) {
@@ -247,10 +261,17 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
           uint32_t ah[4], al[4];
-          split_bf16x2(sc[2 * kk][0], sc[2 * kk][1], ah[0], al[0]);
-          split_bf16x2(sc[2 * kk][2], sc[2 * kk][3], ah[1], al[1]);
-          split_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1], ah[2], al[2]);
-          split_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3], ah[3], al[3]);
+          if constexpr (kSplit) {
+            split_bf16x2(sc[2 * kk][0], sc[2 * kk][1], ah[0], al[0]);
+            split_bf16x2(sc[2 * kk][2], sc[2 * kk][3], ah[1], al[1]);
+            split_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1], ah[2], al[2]);
+            split_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3], ah[3], al[3]);
+          } else {
+            ah[0] = pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]);
+            ah[1] = pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]);
+            ah[2] = pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            ah[3] = pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+          }
           const int key = 16 * kk + (lane & 7) + (lane & 8);
 #pragma unroll
           for (int dd = 0; dd < 4; ++dd) {
@@ -258,9 +279,9 @@ __global__ void __launch_bounds__(kThreads)
             ldmatrix<4, true>(b, vt + key * kD + (((2 * dd + (lane >> 4)) ^ (lane & 7)) << 3));
             const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
             mma_m16n8k16_bf16(o[2 * dd], ah, b0, o[2 * dd]);
-            mma_m16n8k16_bf16(o[2 * dd], al, b0, o[2 * dd]);
+            if constexpr (kSplit) mma_m16n8k16_bf16(o[2 * dd], al, b0, o[2 * dd]);
             mma_m16n8k16_bf16(o[2 * dd + 1], ah, b1, o[2 * dd + 1]);
-            mma_m16n8k16_bf16(o[2 * dd + 1], al, b1, o[2 * dd + 1]);
+            if constexpr (kSplit) mma_m16n8k16_bf16(o[2 * dd + 1], al, b1, o[2 * dd + 1]);
           }
         }
       }
@@ -288,7 +309,7 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 }  // namespace cuda
 
-void attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream) {
+void attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream, bool split) {
   using namespace cuda;
   if (a.T < 0 || a.kv_heads < 1 || a.kv_heads > 65535 || a.q_heads < 1 || a.q_heads % a.kv_heads != 0 ||
       a.q_heads / a.kv_heads > kMaxGroup || a.window < 0 || !(a.scale > 0.f))
@@ -308,9 +329,14 @@ void attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream) {
     throw invalid_argument("attention (prefill): null pointer or empty page table");
   const int group = a.q_heads / a.kv_heads, tpb = kRows / group;
   const dim3 grid(unsigned((int64_t(a.T) + tpb - 1) / tpb), unsigned(a.kv_heads));
-  GPTOSS_LAUNCH(attention_prefill_bf16, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
-                static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), a.pages, a.sinks, a.out,
-                a.ldo, a.T, group, a.window, a.scale * kLog2e);
+  const auto* kc = static_cast<const uint16_t*>(a.k_cache);
+  const auto* vc = static_cast<const uint16_t*>(a.v_cache);
+  if (split)
+    GPTOSS_LAUNCH(attention_prefill_bf16<true>, grid, dim3(kThreads), kSmemBytes, stream, a.q, a.ldq, a.positions, kc, vc, a.pages,
+                  a.sinks, a.out, a.ldo, a.T, group, a.window, a.scale * kLog2e);
+  else
+    GPTOSS_LAUNCH(attention_prefill_bf16<false>, grid, dim3(kThreads), kSmemBytes, stream, a.q, a.ldq, a.positions, kc, vc, a.pages,
+                  a.sinks, a.out, a.ldo, a.T, group, a.window, a.scale * kLog2e);
   check_launch("attention");
 }
 }  // namespace gptoss

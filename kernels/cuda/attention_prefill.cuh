@@ -15,6 +15,10 @@
 // heads per KV head, a bf16 cache: an f32 cache is the fp32 reference mode, which attention_cuda
 // computes in f32) and ERR_DEVICE when a launch fails.
 //
+// split: Q and P enter the mma as hi + lo bf16 halves, two mma per product, within ~1e-5 of the
+// CPU op (fp32 mode, or any exact program); false: rounded once to bf16, one mma per product (the
+// default mode's bf16 products: half the tensor work, P and Q within 2^-8 relatively).
+//
 // Which to launch (the backend's choice; both compute the op): attention_prefill_cuda for a bf16
 // cache when the step holds a prompt chunk of 16 or more tokens of one sequence; attention_cuda
 // for decode steps (one token per sequence: this kernel would run a block per 8 tokens with one
@@ -24,5 +28,5 @@
 #include "kernels/cuda/common.cuh"
 
 namespace gptoss {
-void attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream);
+void attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream, bool split);
 }  // namespace gptoss

@@ -228,8 +228,9 @@ void launch_op(const AttentionOp& o, const Launch& l) {
   const AttentionArgs a{c.f32(o.x), c.ld(o.x), c.positions, kc.data, c.pool(o.vc).data, kc.dtype, c.pages_for(o.window), c.bf16(o.w),
                         c.f32(o.y), c.ld(o.y), c.T, o.q_heads, o.kv_heads, o.head_dim, o.window, o.scale, c.scratch, c.scratch_bytes, 1};
 #ifdef GPTOSS_CUDA_HAS_attention_prefill
-  // Prompt chunks on the tensor cores (a bf16 cache; the f32 cache of fp32 mode stays exact in f32).
-  if (l.prompt && kc.dtype == DType::BF16) return attention_prefill_cuda(a, l.s);
+  // Prompt chunks on the tensor cores (a bf16 cache; the f32 cache of fp32 mode stays exact in f32):
+  // bf16 products in default mode, hi + lo halves (two mma per product) in an exact program.
+  if (l.prompt && kc.dtype == DType::BF16) return attention_prefill_cuda(a, l.s, l.plan.exact);
 #endif
   attention_cuda(a, l.plan.max_context, l.s);
 #else

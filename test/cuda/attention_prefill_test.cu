@@ -7,7 +7,8 @@
 // tests are named after the file (attention_prefill: ...) so that test/cuda/mutate.mjs runs them
 // for its mutants. The fragment layouts of mma/ldmatrix themselves are test/cuda/mma_test.cu's;
 // here every output element of every row is compared, so a wrong fragment, swizzle or
-// accumulator-to-operand reuse shows as an error of the order of a weight.
+// accumulator-to-operand reuse shows as an error of the order of a weight. Each case runs both
+// variants: split (hi + lo halves, fp32 mode) and bf16 (one mma per product, default mode).
 #include <algorithm>
 #include <numeric>
 
@@ -23,6 +24,14 @@ namespace {
 // CPU's only in order. Observed: ~3e-6. A key from the wrong row or dropped at a tile edge moves
 // an output by about its weight (>= 1/300 here), far above this.
 constexpr double kTol = 1e-4;
+// The bf16 variant rounds Q and P to bf16 once. Its reference is the CPU op on Q rounded to bf16
+// as the kernel rounds it (the same operand, so the logits agree to f32 rounding); what is left is
+// P's rounding: each weight within 2^-8 relatively (round to nearest), so an output moves by at
+// most 2^-8 * sum_j w_j |v_j| <= 2^-8 (|v| <= 1, the weights sum to at most 1; the denominator
+// sums the unrounded P), plus f32 order noise. Observed: ~1e-3 at worst. A wrong operand or
+// fragment shows as ~0.1 to 1; a key dropped at a tile edge may hide under this bound, but the
+// tiles, masks and copies are the split variant's code, held to kTol above.
+constexpr double kTolBf16 = 1.0 / 256 + 1e-5;
 
 struct Case {
   int q_heads, kv_heads, window;
@@ -76,8 +85,14 @@ std::vector<float> run_cpu(const Case& c, const Data& d) {
   return want;
 }
 
+// The data with Q rounded to bf16 (round to nearest even, as the bf16 variant stages it).
+Data bf16_q(Data d) {
+  for (auto& v : d.q) v = lab::bf16_to_f32(lab::f32_to_bf16(v));
+  return d;
+}
+
 // Tokens [t0, t0 + n) of the case (a chunk: the others' keys are already in the cache).
-std::vector<float> run_cuda(const Case& c, const Data& d, int t0, int n) {
+std::vector<float> run_cuda(const Case& c, const Data& d, int t0, int n, bool split) {
   const int D = 64, Hq = c.q_heads;
   const int64_t ldo = int64_t(Hq) * D;
   std::vector<float> q(d.q.begin() + t0 * d.ldq, d.q.begin() + (t0 + n) * d.ldq);
@@ -88,7 +103,7 @@ std::vector<float> run_cuda(const Case& c, const Data& d, int t0, int n) {
   cudaMemset(dout.p, 0xff, dout.n * 4);
   gptoss::attention_prefill_cuda({dq.p, d.ldq, dpos.p, dk.p, dv.p, gptoss::DType::BF16, {dseq.p, dtable.p, c.ring, c.page_size}, dsinks.p,
                                   dout.p, ldo, n, Hq, c.kv_heads, D, c.window, 0.125f, nullptr, 0, 0},
-                                 nullptr);
+                                 nullptr, split);
   return dout.download();
 }
 
@@ -108,11 +123,20 @@ void compare(const Case& c, const std::vector<float>& got, const std::vector<flo
                                                c.q_heads / c.kv_heads, worst);
 }
 
+// Both variants against their references (above), under every schedule or one.
 void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   const Data d = make_data(c, seed);
-  const std::vector<float> want = run_cpu(c, d);
+  const std::vector<float> want = run_cpu(c, d), want_bf16 = run_cpu(c, bf16_q(d));
   const int T = int(c.positions.size());
-  auto run = [&] { compare(c, run_cuda(c, d, 0, T), want, 0, T, kTol, "CUDA vs CPU"); };
+  auto run = [&] {
+    const std::vector<float> split = run_cuda(c, d, 0, T, true), bf16 = run_cuda(c, d, 0, T, false);
+    compare(c, split, want, 0, T, kTol, "split vs CPU");
+    compare(c, bf16, want_bf16, 0, T, kTolBf16, "bf16 vs CPU (Q in bf16)");
+    // The launcher's flag reaches the kernel: the variants round differently (~1e-3 apart).
+    double apart = 0;
+    for (size_t i = 0; i < split.size(); ++i) apart = std::max(apart, double(std::fabs(split[i] - bf16[i])));
+    LAB_CHECK(apart > 1e-5, "the bf16 variant gave the split one's results (max difference %.3g)", apart);
+  };
   if (every_schedule) lab::for_each_schedule(run);
   else run();
 }
@@ -140,22 +164,26 @@ LAB_TEST("attention_prefill: a chunked prefill equals one piece (bit for bit on 
   // 170 tokens, chunks [0, 141) and [141, 170): the second starts mid-block, and past the window,
   // so a sliding layer's blocks start their key tiles elsewhere than in one piece. One schedule:
   // the other tests run these paths under every schedule.
-  for (int window : {0, 128}) {
-    const Case c{8, 1, window, iota_from(0, 170), std::vector<int32_t>(170, 0), 16, 12};
-    const Data d = make_data(c, 71 + window);
-    const std::vector<float> want = run_cpu(c, d);
-    const std::vector<float> whole = run_cuda(c, d, 0, 170);
-    compare(c, whole, want, 0, 170, kTol, "one piece vs CPU");
-    for (int t0 : {0, 141}) {
-      const int n = t0 == 0 ? 141 : 29;
-      const std::vector<float> part = run_cuda(c, d, t0, n);
-      compare(c, part, want, t0, n, kTol, "chunk vs CPU");
-      // A full layer's key tiles start at key 0 whatever the block, so each row sees the same
-      // tiles; a sliding layer's start at its block's lowest window start, so they shift and
-      // only the rounding of the online softmax differs.
-      compare(c, part, whole, t0, n, window ? 1e-5 : 0.0, "chunk vs one piece");
+  for (bool split : {true, false})
+    for (int window : {0, 128}) {
+      const Case c{8, 1, window, iota_from(0, 170), std::vector<int32_t>(170, 0), 16, 12};
+      const Data d = make_data(c, 71 + window);
+      const std::vector<float> want = run_cpu(c, split ? d : bf16_q(d));
+      const double tol = split ? kTol : kTolBf16;
+      const std::vector<float> whole = run_cuda(c, d, 0, 170, split);
+      compare(c, whole, want, 0, 170, tol, split ? "split, one piece vs CPU" : "bf16, one piece vs CPU");
+      for (int t0 : {0, 141}) {
+        const int n = t0 == 0 ? 141 : 29;
+        const std::vector<float> part = run_cuda(c, d, t0, n, split);
+        compare(c, part, want, t0, n, tol, split ? "split, chunk vs CPU" : "bf16, chunk vs CPU");
+        // A full layer's key tiles start at key 0 whatever the block, so each row sees the same
+        // tiles; a sliding layer's start at its block's lowest window start, so they shift and
+        // only the rounding of the online softmax differs (and, in bf16, where P is rounded:
+        // each piece within kTolBf16 of the CPU).
+        compare(c, part, whole, t0, n, window ? (split ? 1e-5 : 2 * kTolBf16) : 0.0,
+                split ? "split, chunk vs one piece" : "bf16, chunk vs one piece");
+      }
     }
-  }
 }
 LAB_TEST("attention_prefill: two sequences in one step (a block straddling them), GQA groups 3 and 1, sliding window on a wrapping ring") {
   // Sequence 0: positions 0..19; sequence 1: positions 200..230. Sliding: a ring of 7 pages of
@@ -177,7 +205,7 @@ LAB_TEST("attention_prefill: bad shapes and an f32 cache are ERR_INVALID_ARGUMEN
                                 Hq * D, 1, Hq, 1, D, 0, 0.125f, nullptr, 0, 0};
   auto code = [&](gptoss::AttentionArgs b) {
     try {
-      gptoss::attention_prefill_cuda(b, nullptr);
+      gptoss::attention_prefill_cuda(b, nullptr, false);
     } catch (const gptoss::Error& e) {
       return e.code;
     }
