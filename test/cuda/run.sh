@@ -54,6 +54,8 @@ if command -v nvcc >/dev/null 2>&1; then
   node test/cuda/static.mjs --check
   # The predicted batch-1 decode speed from those figures (a prediction; printed, never a gate).
   node test/cuda/decode-roofline.mjs
+  # The predicted prefill speed (a prediction; printed, never a gate).
+  node test/cuda/prefill-roofline.mjs
 else
   echo "test:cuda: nvcc not found: static checks of the CUDA build skipped"
 fi

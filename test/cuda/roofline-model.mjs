@@ -1,0 +1,162 @@
+// What the two speed predictions share (test/cuda/decode-roofline.mjs, test/cuda/prefill-roofline.mjs;
+// both PREDICTIONS, never measurements): the static checks' output (build-cuda-emu/static/static.json,
+// written by test/cuda/static.mjs: run it first) and kernels/cuda/lab.json, the model shapes, the
+// assumed launch costs, the tensor-core hand models of the bf16 GEMM and the grouped MXFP4 GEMM, the
+// static roofline of a launch shape lab.json does not list, and the sum of a step's launches.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { roofline } from './ptx.mjs';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const stat = JSON.parse(readFileSync(join(root, 'build-cuda-emu', 'static', 'static.json'), 'utf8'));
+export const lab = JSON.parse(readFileSync(join(root, 'kernels/cuda/lab.json'), 'utf8'));
+
+// Per kernel launched in a CUDA graph: the gap between two kernel nodes (an assumption, about what
+// published graph-launch microbenchmarks report on H100/A100; not measured here). Steps of more
+// than 64 tokens are not captured (kGraphTokens): their launches are queued ahead by the host while
+// the long kernels run, and the same gap is assumed.
+export const GAP_US = 1.0;
+// A norm folded in front of a GEMV delays its weight stream by the norm's own critical path: the
+// row from L2, a block reduction (two barriers) and the scaling pass, in every block at once (an
+// assumption from L2 latency and barrier costs, not in the static model; not measured here). Taken
+// once per launch, also for the up to 4 tokens a batched GEMV launch normalises.
+export const NORM_PROLOGUE_US = 0.5;
+// The tensor-core hand models: dense bf16 peak of each GPU, shared-memory bytes per clock per SM,
+// and the bf16 GEMM's shared-memory bytes per mma with fills (benchmarks/RESULTS.md, "CUDA prefill
+// on the tensor cores": 128-token tile 256 B, 32-token tile 544 B).
+export const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
+export const SMEM_BYTES_PER_CLK = 128;
+export const GEMM_SMEM_PER_MMA = { 1: 544, 4: 256 };
+
+export const models = {
+  '20b': { layers: 24, experts: 32 },
+  '120b': { layers: 36, experts: 128 },
+};
+export const H = 2880,
+  I = 2880,
+  QKV = 5120,
+  QD = 4096,
+  V = 201088,
+  KTOP = 4,
+  WINDOW = 128,
+  KV_ROW = 8 * 64 * 2 * 2; // K and V, 8 heads x 64 dims, bf16: bytes per position per layer
+
+export const kernelRec = (kernel, gpu) =>
+  stat.kernels.find((k) => k.kernel === kernel && k.arch === lab.gpus[gpu].arch);
+// A launch's static-roofline row, by its lab.json name.
+export function roof(kernel, launch, gpu) {
+  const rec = kernelRec(kernel, gpu);
+  const r = rec?.roofline?.find((x) => x.gpu === gpu && x.launch === launch);
+  if (!r) throw new Error(`roofline: no prediction for ${kernel} "${launch}" on ${gpu} (run static.mjs first)`);
+  return r;
+}
+// The static roofline (test/cuda/ptx.mjs) of a launch shape lab.json does not list: DRAM bytes at
+// the bandwidth share of the SMs the grid can use, against the hot loop's PTX instructions per byte
+// times the bytes that loop moves (loopBytes: what it reads through L2 when that is more than DRAM
+// sees, e.g. a weight row every token's block streams again). instructionsPerByte: the rate of the
+// loop the shapes take where the hot loop static.json names (the most instructions per byte) is a
+// path they do not take, such as a scalar fallback. µs.
+export function staticUs(kernel, gpu, { blocks, bytes, loopBytes = bytes, instructionsPerByte }) {
+  const rec = kernelRec(kernel, gpu);
+  if (!rec) throw new Error(`roofline: no static record of ${kernel} on ${gpu} (run static.mjs first)`);
+  const g = lab.gpus[gpu];
+  const hot = instructionsPerByte === undefined ? rec.hotLoop : { ...rec.hotLoop, instructionsPerByte };
+  const mem = roofline(gpu, g, { name: '', blocks, bytes, flops: 0 }, hot);
+  const iss = roofline(gpu, g, { name: '', blocks, bytes: loopBytes, flops: 0 }, hot);
+  return Math.max(mem.memoryUs, iss.issueUs ?? 0);
+}
+
+// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
+export const moeGemm = (T, E) => T * KTOP >= 3 * E || T * KTOP >= 65536;
+export const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
+
+// Binomial(n, p) probabilities, for the tokens an expert serves.
+export function binomial(n, p) {
+  const out = [];
+  let lg = 0; // log n choose j, built up
+  for (let j = 0; j <= n; j++) {
+    if (j > 0) lg += Math.log(n - j + 1) - Math.log(j);
+    out.push(Math.exp(lg + j * Math.log(p) + (n - j) * Math.log1p(-p)));
+  }
+  return out;
+}
+
+// ---- The tensor-core hand models (PREDICTIONS, as the static roofline) ----
+// mma.m16n8k16 per clock per SM at the dense bf16 peak.
+export const peakMmaPerClk = (gpu) =>
+  (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
+// The bf16 GEMM (kernels/cuda/matmul_bf16.cu, default mode): mma per clock per SM = min(dense bf16
+// peak, 4 schedulers / PTX instructions per mma of the k loop (static.json's hot loop),
+// shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; ks
+// blocks per tile when the k loop is split, each its share of the k tiles. µs.
+export function matmulGemmUs(MT, T, N, K, ks = 1) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
+    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
+    const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT)) * ks;
+    const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 8 * MT; // padding rows and columns included
+    return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
+  };
+}
+// The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
+// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, barrier) and,
+// per pair of n8 token tiles holding tokens, 1 ldmatrix + 4 mma + a branch, twice (PER_PAIR); the
+// PTX k loop (static.json's hot loop) is the full tile's (4 pairs). Per item, the SM's time is its
+// warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
+// the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost.
+// Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / 64) m-tiles. µs.
+export const PER_PAIR = 12;
+export function moeGemmUs(gateUp, B, E) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}>`, gpu).hotLoop.instructions;
+    const base = loop - 4 * PER_PAIR;
+    const nb = (gateUp ? H : I) / 32;
+    const rowsN = gateUp ? 2 * I : H;
+    const ntn = Math.ceil(rowsN / 256),
+      warpTiles = rowsN / 32; // warps with rows (the last n-tile's other warps skip the math)
+    const peak = peakMmaPerClk(gpu);
+    const itemClk = (pairs) => Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
+    let items = 0,
+      clk = 0;
+    binomial(B, KTOP / E).forEach((p, n) => {
+      for (let r = n; r > 0; r -= 64) {
+        const rows = Math.min(64, r);
+        items += E * p * ntn;
+        clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16));
+      }
+    });
+    return (Math.ceil(items / g.sms) * (clk / items)) / (g.clockGHz * 1e3);
+  };
+}
+
+// ---- A step's launches: { group, kernel, launch, n, extra, tensor, us } ----
+// kernel null: a launch the static model has no row for, counted for its gap. us (a function of
+// the GPU): the launch's time where no lab.json row names it (staticUs, a hand model); else the
+// lab.json row `launch`, against `tensor` (a hand model) for tensor-core kernels, whose static
+// issue figure counts ld.global only and is not meaningful. extra: µs per launch (or a function of
+// the GPU). Returns the step's kernel time, launch count, time with an assumed GAP_US per launch,
+// and the time per group (gaps included).
+export function evaluate(ks, gpu) {
+  const groups = {};
+  let kernelUs = 0,
+    launches = 0;
+  for (const { group, kernel, launch, n, extra = 0, tensor, us: own } of ks) {
+    let us = 0;
+    const ex = typeof extra === 'function' ? extra(gpu) : extra;
+    if (own) us = own(gpu);
+    else if (kernel) {
+      const r = roof(kernel, launch, gpu);
+      us = tensor ? Math.max(r.memoryUs, tensor(gpu)) : r.predictedUs;
+    }
+    const t = n * (us + ex);
+    kernelUs += t;
+    launches += n;
+    groups[group] = (groups[group] ?? 0) + t + n * GAP_US;
+  }
+  return { kernelUs, launches, stepUs: kernelUs + launches * GAP_US, groups };
+}
