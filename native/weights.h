@@ -33,6 +33,8 @@ class Weights : public Napi::ObjectWrap<Weights> {
   Napi::Value AddSynthetic(const Napi::CallbackInfo& info);
   Napi::Value AddBytes(const Napi::CallbackInfo& info);
   Napi::Value Prefetch(const Napi::CallbackInfo& info);
+  Napi::Value MappedState(const Napi::CallbackInfo& info);
+  Napi::Value Evict(const Napi::CallbackInfo& info);
   Napi::Value Upload(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
