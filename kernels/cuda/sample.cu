@@ -1,16 +1,25 @@
-// sample on the device (kernels/cuda/sample.cuh; reference kernels/cpu/sample.cc). Three launches:
-//   process: proc[r, i] = allowed(i) ? logits[r, i] : -inf            grid (V / 1024, rows), 256 threads
-//   listed:  the biased / penalised ids, one thread per id (each list stably sorted by id on the
-//            host, so a thread applies its id's entries in the caller's order: bias, then history)
-//                                                                      grid (rows), 256 threads
-//   reduce:  argmax; then Greedy / Draw: the exps of the body, tile by tile through shared memory,
-//            and `lanes` threads summing each tile sequentially (Draw: the exps also into proc, then
-//            each warp the double sums of its chunks); or TopK: a 4-pass
-//            8-bit radix select of the K'-th key and an ordered compaction (ballot scans) in id
-//            order                                                     grid (rows), 512 threads
-// Every f32 step is the CPU's, rounded the same way (no contraction: __fadd_rn, __fmul_rn, division
-// by __fdiv_rn), so processed logits are bit-identical to sample_cpu's.
-// Limits (checked): V >= 1, rows < 65536; SampleCudaRow fields as SampleCudaBatch packs them.
+// sample on the device (kernels/cuda/sample.cuh; reference kernels/cpu/sample.cc). Each row is cut
+// into slices of kSampleSlice ids, one block per (slice, row), so a few rows still fill the GPU:
+//   select: proc[r, i] = allowed(i) ? logits[r, i] : -inf, then the slice's biased / penalised ids
+//           (a thread per id, each list stably sorted by id on the host: the caller's order), in
+//           shared memory and into proc; the slice's argmax; TopK: the slice's own K' best (4-pass
+//           8-bit radix select in shared memory, ordered compaction), listed in id order
+//                                                                    grid (slices, rows), 512 threads
+//   merge:  the slices' argmax (ties to the lower id, in slice order); TopK: the K' best of the
+//           slices' lists (every one of the row's K' best is among its slice's K' best), by the
+//           same radix select over their concatenation (id order), compacted in id order;
+//           Greedy / Draw: the tail                                  grid (rows), 512 threads
+//   exp:    Greedy / Draw: the body's exps into proc, a chunk of kSampleChunk ids a block; Draw: each
+//           chunk's double sum                                       grid (chunks, rows), 256 threads
+//   lanes:  Greedy / Draw: the CPU's lane sums, `lanes` threads each adding its lane's exps one at
+//           a time (a dependent chain of n / lanes f32 adds: the sequential part)
+//                                                                    grid (rows), 256 threads
+// Launches for paths no row takes (SampleCudaArgs::paths) are skipped. Every f32 step is the CPU's,
+// rounded the same way (no contraction: __fadd_rn, __fmul_rn, division by __fdiv_rn), so processed
+// logits are bit-identical to sample_cpu's. Deterministic: integer histograms and counts, ordered
+// scans and merges, no result depends on which block or thread runs first.
+// Limits (checked): 1 <= V <= kSampleMaxSlices * kSampleSlice, rows < 65536; SampleCudaRow fields as
+// SampleCudaBatch packs them.
 #include "kernels/cuda/sample.cuh"
 
 #include <algorithm>
@@ -23,11 +32,12 @@
 namespace gptoss {
 namespace cuda {
 namespace {
-constexpr int kProcThreads = 256, kProcPerThread = 4;
-constexpr int kListThreads = 256;
-constexpr int kThreads = 512, kWarps = kThreads / 32;
-constexpr int kTile = 4096;  // exps per shared-memory tile of the greedy / draw lane sums
+constexpr int kThreads = 512, kWarps = kThreads / 32;  // select and merge
+constexpr int kExpThreads = 256;                        // one chunk of kSampleChunk ids a block
+constexpr int kLaneThreads = 256;
+constexpr int kTile = 4096;  // exps per shared-memory tile of the lane sums
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // order_key(-inf)
+static_assert(kSampleSlice % kSampleChunk == 0 && kSampleSlice % kThreads == 0, "slice shape");
 
 __device__ __forceinline__ float div_rn(float a, float b) {
 #if defined(GPTOSS_CUDA_EMU)
@@ -43,7 +53,6 @@ __device__ __forceinline__ uint32_t order_key(float v) {
   const uint32_t u = v == 0.f ? 0u : __float_as_uint(v);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-
 // exp((l - m) * s) exactly as the CPU's exp_sum computes it: fused = the AVX2/AVX-512 lanes
 // (kernels/cpu/simd_impl.h vexp), else exp_scalar's separate steps.
 __device__ __forceinline__ float cpu_exp(float l, float m, float s, bool fused) {
@@ -78,21 +87,6 @@ __device__ __forceinline__ bool allowed(const uint32_t* allow, int i) {
   return !allow || ((allow[i >> 5] >> (i & 31)) & 1u);
 }
 
-__global__ void __launch_bounds__(kProcThreads)
-    sample_process(const float* __restrict__ logits, int64_t ld, int V, const SampleCudaRow* __restrict__ rows,
-                   const uint32_t* __restrict__ allow_all, float* __restrict__ proc) {
-  const SampleCudaRow& row = rows[blockIdx.y];
-  if (row.path == int32_t(SamplePath::FullRow)) return;
-  const uint32_t* allow = row.allow_off >= 0 ? allow_all + row.allow_off : nullptr;
-  const float* l = logits + blockIdx.y * ld;
-  float* o = proc + size_t(blockIdx.y) * V;
-  const int i0 = blockIdx.x * kProcThreads * kProcPerThread + threadIdx.x;
-#pragma unroll
-  for (int u = 0; u < kProcPerThread; ++u) {
-    const int i = i0 + u * kProcThreads;
-    if (i < V) o[i] = allowed(allow, i) ? l[i] : -INFINITY;
-  }
-}
 
 // First index in [lo, hi) of entries with id >= id (entries sorted by id there).
 __device__ __forceinline__ int lower_bound(const SampleCudaEntry* e, int lo, int hi, int id) {
@@ -103,168 +97,28 @@ __device__ __forceinline__ int lower_bound(const SampleCudaEntry* e, int lo, int
   }
   return lo;
 }
-
-__global__ void __launch_bounds__(kListThreads)
-    sample_listed(const float* __restrict__ logits, int64_t ld, int V, const SampleCudaRow* __restrict__ rows,
-                  const SampleCudaEntry* __restrict__ entries, const uint32_t* __restrict__ allow_all,
-                  float* __restrict__ proc) {
-  const SampleCudaRow& row = rows[blockIdx.x];
-  if (row.path == int32_t(SamplePath::FullRow)) return;
-  const uint32_t* allow = row.allow_off >= 0 ? allow_all + row.allow_off : nullptr;
-  const float* l = logits + blockIdx.x * ld;
-  float* o = proc + size_t(blockIdx.x) * V;
-  const SampleCudaEntry* bias = entries + row.bias_off;
-  const SampleCudaEntry* hist = entries + row.hist_off;
-  const int nb = row.bias_len, nh = row.hist_len;
-  // Work items: the heads of the bias runs, then the heads of the history runs whose id has no bias.
-  for (int w = threadIdx.x; w < nb + nh; w += kListThreads) {
-    int id, b0, b1, h0, h1;
-    if (w < nb) {
-      if (w > 0 && bias[w - 1].id == bias[w].id) continue;
-      id = bias[w].id;
-      b0 = w;
-      b1 = w + 1;
-      while (b1 < nb && bias[b1].id == id) ++b1;
-      h0 = lower_bound(hist, 0, nh, id);
-    } else {
-      const int j = w - nb;
-      if (j > 0 && hist[j - 1].id == hist[j].id) continue;
-      id = hist[j].id;
-      const int b = lower_bound(bias, 0, nb, id);
-      if (b < nb && bias[b].id == id) continue;  // its bias thread applies it
-      b0 = b1 = 0;
-      h0 = j;
-    }
-    h1 = h0;
-    while (h1 < nh && hist[h1].id == id) ++h1;
-    if (!allowed(allow, id)) continue;  // stays -inf (the mask comes last on the CPU)
-    float x = l[id];
-    for (int i = b0; i < b1; ++i) x = __fadd_rn(x, bias[i].value);
-    for (int i = h0; i < h1; ++i) {
-      const int c = hist[i].count;
-      if (c <= 0) continue;
-      if (row.repetition != 1.f) x = x > 0 ? div_rn(x, row.repetition) : __fmul_rn(x, row.repetition);
-      x = __fsub_rn(x, __fadd_rn(__fmul_rn(row.frequency, float(c)), row.presence));
-    }
-    o[id] = x;
-  }
-}
-
 // (key, id) of the better of two: larger key, then lower id.
 __device__ __forceinline__ void better(uint32_t& k, int& i, uint32_t k2, int i2) {
   if (k2 > k || (k2 == k && i2 < i)) k = k2, i = i2;
 }
 
-// Exclusive prefix of flag over the block (thread order = id order within a tile) and the total.
-// No barrier after the reads: callers alternate two warp_tot arrays, so a scan's writes come after
-// the barrier of the scan between, which every thread reaches only after this scan's reads.
-__device__ __forceinline__ int block_scan(bool flag, int* warp_tot, int* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const unsigned b = __ballot_sync(kFullMask, flag);
-  if (lane == 0) warp_tot[warp] = __popc(b);
-  __syncthreads();
-  int before = __popc(b & ((1u << lane) - 1u)), sum = 0;
-  for (int w = 0; w < kWarps; ++w) {
-    if (w < warp) before += warp_tot[w];
-    sum += warp_tot[w];
-  }
-  *total = sum;
-  return before;
-}
-
-// Two blocks per SM (64 registers): without the hint ptxas picked 32 and spilled (sm_90).
-__global__ void __launch_bounds__(kThreads, 2)
-    sample_reduce(int V, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
-                  SampleCudaOut* __restrict__ outs, SampleCudaCand* __restrict__ cands, double* __restrict__ chunks) {
-  __shared__ uint32_t red_key[kWarps];
-  __shared__ int red_id[kWarps];
-  __shared__ int hist[256];
-  __shared__ int warp_tot[2][kWarps];  // the two scans of a tile alternate (block_scan)
-  __shared__ uint32_t sel[2];  // the K'-th key's prefix, and how many ids with that key still to take
-  const SampleCudaRow& row = rows[blockIdx.x];
-  if (row.path == int32_t(SamplePath::FullRow)) return;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n = row.n;
-  float* l = proc + size_t(blockIdx.x) * V;
-  SampleCudaOut& out = outs[blockIdx.x];
-
-  // Argmax, ties to the lower id; NaN never wins (key 0) unless every value is NaN.
-  uint32_t bk = 0;
-  int bi = n;
-  for (int i = tid; i < n; i += kThreads) better(bk, bi, order_key(l[i]), i);
-  for (int o = 16; o > 0; o >>= 1) better(bk, bi, __shfl_xor_sync(kFullMask, bk, o), __shfl_xor_sync(kFullMask, bi, o));
-  if (lane == 0) red_key[warp] = bk, red_id[warp] = bi;
-  __syncthreads();
-  bk = red_key[0];
-  bi = red_id[0];
-  for (int w = 1; w < kWarps; ++w) better(bk, bi, red_key[w], red_id[w]);
-  if (bk == 0) bi = n - 1;  // every logit NaN (the CPU's scan ends on the last one)
-  const float m = l[bi];
-  if (tid == 0) out.best = bi, out.max = m;
-
-  const bool draw = row.path == int32_t(SamplePath::Draw);
-  if (row.path == int32_t(SamplePath::Greedy) || draw) {
-    const int W = row.lanes, nbody = n - n % W;
-    const bool fused = row.fused_exp != 0;
-    const float s = draw ? row.scale : 1.f;
-    if (tid < n - nbody) out.tail[tid] = l[nbody + tid];
-    if (tid == 0) out.tail_n = n - nbody;
-    __syncthreads();  // every thread has read l[bi] before the exps overwrite it (Draw)
-    // Lane j: e[j] + e[j + W] + ..., one f32 add at a time, as the CPU's vector accumulator: a
-    // chain of n / W dependent adds, so its operands come from shared memory, not L2. The exps go
-    // tile by tile into one of two shared buffers (and, for Draw, back into the row) by every
-    // thread, while threads 0..W-1 add up the previous tile (kTile is a multiple of W, so lane j
-    // still meets ids j, j + W, ... in order); one barrier per tile orders the two buffers' reuse.
-    __shared__ float tile[2][kTile];
-    float acc = 0.f;
-    const int ntiles = (nbody + kTile - 1) / kTile;
-    for (int t = 0; t <= ntiles; ++t) {
-      if (t < ntiles) {
-        const int base = t * kTile, len = min(kTile, nbody - base);
-        for (int i = tid; i < len; i += kThreads) {
-          const float e = cpu_exp(l[base + i], m, s, fused);
-          tile[t & 1][i] = e;
-          if (draw) l[base + i] = e;
-        }
-      }
-      if (t > 0 && tid < W) {
-        const int len = min(kTile, nbody - (t - 1) * kTile);
-        for (int i = tid; i < len; i += W) acc = __fadd_rn(acc, tile[(t - 1) & 1][i]);
-      }
-      __syncthreads();
-    }
-    if (tid < W) out.lanes[tid] = acc;
-    if (!draw) return;
-    // Each chunk's exps summed in double by one warp, in any order: the host bounds the rounding.
-    __shared__ double part[kWarps][32];
-    double* csum = chunks + size_t(blockIdx.x) * size_t(sample_cuda_chunks(V));
-    for (int c = warp; c * kSampleChunk < nbody; c += kWarps) {
-      const int end = min(nbody, (c + 1) * kSampleChunk);
-      double acc = 0.0;
-      for (int i = c * kSampleChunk + lane; i < end; i += 32) acc += double(l[i]);
-      part[warp][lane] = acc;
-      __syncwarp();
-      if (lane == 0) {
-        double t = 0.0;
-        for (int j = 0; j < 32; ++j) t += part[warp][j];
-        csum[c] = t;
-      }
-      __syncwarp();  // lane 0 has read the partials before the next chunk's overwrite them
-    }
-    return;
-  }
-
-  // TopK: the K'-th largest key among the eligible (key > -inf's), by 8 bits at a time.
-  const int want = row.ncand;
+// The K'-th largest key among the eligible (key > -inf's), 8 bits at a time, over the keys each(f)
+// hands this thread's f (the counts are integers: any split of the keys over threads gives the same
+// cut): ids with key > *T all go, then the first *need (lowest ids) with key == *T; with fewer than
+// K' eligible, every eligible id goes (*T = -inf's key + 1, *all: key >= *T). Returns the eligible count.
+template <class Each>
+__device__ __forceinline__ int radix_select(int want, Each each, int* hist, uint32_t* sel, uint32_t* T, bool* all,
+                                            int* need_out) {
+  const int tid = threadIdx.x;
   uint32_t prefix = 0, mask = 0;
   int need = want, eligible = 0;
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
     for (int b = tid; b < 256; b += kThreads) hist[b] = 0;
     __syncthreads();
-    for (int i = tid; i < n; i += kThreads) {
-      const uint32_t k = order_key(l[i]);
+    each([&](uint32_t k) {
       if (k > kKeyNegInf && (k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255], 1);
-    }
+    });
     __syncthreads();
     if (tid == 0) {
       int cum = 0, b = 255;
@@ -295,35 +149,319 @@ __global__ void __launch_bounds__(kThreads, 2)
     prefix |= b << shift;
     mask |= 255u << shift;
   }
-  // Ids with key > T all go; then the first `need` (lowest ids) with key == T. With every eligible
-  // id taken, T = -inf's key + 1 and key >= T.
-  const uint32_t T = prefix;
-  const bool all = mask == 0;
-  int written = 0, eq_seen = 0;
-  SampleCudaCand* c = cands + size_t(blockIdx.x) * kSampleMaxCandidates;
-  for (int base = 0; base < n; base += kThreads) {
-    const int i = base + tid;
-    const float v = i < n ? l[i] : 0.f;
-    const uint32_t k = i < n ? order_key(v) : 0;
-    const bool gt = i < n && (all ? k >= T : k > T);
-    const bool eq = i < n && !all && k == T;
-    int eq_tot, take_tot;
-    const int eq_before = block_scan(eq, warp_tot[0], &eq_tot);
-    const bool take = gt || (eq && eq_seen + eq_before < need);
-    const int at = block_scan(take, warp_tot[1], &take_tot);
-    if (take) {
-      c[written + at].id = i;
-      c[written + at].logit = v;
-    }
-    written += take_tot;
-    eq_seen += eq_tot;
+  *T = prefix;
+  *all = mask == 0;
+  *need_out = need;
+  return eligible;
+}
+
+// The selected entries of 0..count in index order: put(slot, i) for each; returns how many. Each
+// warp takes a contiguous run of indices: it counts its takes (key > T; key == T), one barrier
+// shares the counts, and it walks its run again writing at its offset (the first `need` ids with
+// key == T overall are taken, so a warp takes those of its own whose rank is below need).
+template <class Key, class Put>
+__device__ __forceinline__ int compact(int count, uint32_t T, bool all, int need, Key key, Put put, int* gt_tot,
+                                       int* eq_tot) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per = ((count + kWarps - 1) / kWarps + 31) / 32 * 32;
+  const int w0 = min(count, warp * per), w1 = min(count, w0 + per);
+  const auto gt_of = [&](uint32_t k) { return all ? k >= T : k > T; };
+  int gt_n = 0, eq_n = 0;
+  for (int base = w0; base < w1; base += 32) {
+    const int i = base + lane;
+    const uint32_t k = i < w1 ? key(i) : 0;
+    gt_n += __popc(__ballot_sync(kFullMask, i < w1 && gt_of(k)));
+    eq_n += __popc(__ballot_sync(kFullMask, i < w1 && !all && k == T));
   }
+  if (lane == 0) gt_tot[warp] = gt_n, eq_tot[warp] = eq_n;
+  __syncthreads();
+  int gt_before = 0, eq_before = 0, gt_sum = 0, eq_sum = 0;
+  for (int w = 0; w < kWarps; ++w) {
+    if (w < warp) gt_before += gt_tot[w], eq_before += eq_tot[w];
+    gt_sum += gt_tot[w];
+    eq_sum += eq_tot[w];
+  }
+  int written = gt_before + min(need, eq_before), eq_seen = eq_before;
+  const unsigned below = (1u << lane) - 1u;
+  for (int base = w0; base < w1; base += 32) {
+    const int i = base + lane;
+    const uint32_t k = i < w1 ? key(i) : 0;
+    const bool gt = i < w1 && gt_of(k), eq = i < w1 && !all && k == T;
+    const unsigned eq_b = __ballot_sync(kFullMask, eq);
+    const bool take = gt || (eq && eq_seen + __popc(eq_b & below) < need);
+    const unsigned take_b = __ballot_sync(kFullMask, take);
+    if (take) put(written + __popc(take_b & below), i);
+    written += __popc(take_b);
+    eq_seen += __popc(eq_b);
+  }
+  return gt_sum + min(need, eq_sum);
+}
+
+// Argmax over the block of the (key, id) each thread holds; every thread gets the result.
+__device__ __forceinline__ void block_best(uint32_t* bk, int* bi, uint32_t* red_key, int* red_id) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1)
+    better(*bk, *bi, __shfl_xor_sync(kFullMask, *bk, o), __shfl_xor_sync(kFullMask, *bi, o));
+  if (lane == 0) red_key[warp] = *bk, red_id[warp] = *bi;
+  __syncthreads();
+  *bk = red_key[0];
+  *bi = red_id[0];
+  for (int w = 1; w < kWarps; ++w) better(*bk, *bi, red_key[w], red_id[w]);
+}
+
+// Per-slice results in the scratch after the processed rows (see sample_cuda_scratch).
+struct SliceRec {
+  uint32_t key;  // the slice's best key (0: none, or every id NaN)
+  int32_t id;    // its id, ties to the lower (n when the slice holds no id below n)
+  int32_t count, eligible;  // candidates listed (TopK), eligible ids in the slice
+};
+constexpr int kSliceCap = kSampleMaxCandidates;  // candidates a slice lists (K' <= 2048)
+
+// One block per (slice of kSampleSlice ids, row): the logits with the mask, the slice's listed ids
+// (bias, penalties) over them, into shared memory and the processed row; the slice's argmax; TopK:
+// its K' best by (key, lower id), listed in id order (their union holds the row's K' best).
+__global__ void __launch_bounds__(kThreads, 2)
+    sample_select(const float* __restrict__ logits, int64_t ld, int V, const SampleCudaRow* __restrict__ rows,
+                  const SampleCudaEntry* __restrict__ entries, const uint32_t* __restrict__ allow_all,
+                  float* __restrict__ proc, float* __restrict__ lists, SliceRec* __restrict__ recs) {
+  __shared__ float v[kSampleSlice];
+  __shared__ uint32_t red_key[kWarps];
+  __shared__ int red_id[kWarps];
+  __shared__ int hist[256];
+  __shared__ int warp_tot[2][kWarps];  // compact's per-warp counts
+  __shared__ uint32_t sel[2];
+  const int r = blockIdx.y, s = blockIdx.x, S = gridDim.x, tid = threadIdx.x;
+  const SampleCudaRow& row = rows[r];
+  if (row.path == int32_t(SamplePath::FullRow)) return;
+  const uint32_t* allow = row.allow_off >= 0 ? allow_all + row.allow_off : nullptr;
+  const float* l = logits + r * ld;
+  const int lo = s * kSampleSlice, len = min(kSampleSlice, V - lo), n = row.n;
+  for (int i = tid; i < len; i += kThreads) v[i] = allowed(allow, lo + i) ? l[lo + i] : -INFINITY;
+  __syncthreads();
+  // The listed ids in [lo, lo + len): a thread per id applies its bias entries, then its history
+  // (each list stably sorted by id on the host: the caller's order within an id).
+  const SampleCudaEntry* bias = entries + row.bias_off;
+  const SampleCudaEntry* hist_e = entries + row.hist_off;
+  const int nb = row.bias_len, nh = row.hist_len;
+  const int b_lo = lower_bound(bias, 0, nb, lo), b_hi = lower_bound(bias, b_lo, nb, lo + len);
+  const int h_lo = lower_bound(hist_e, 0, nh, lo), h_hi = lower_bound(hist_e, h_lo, nh, lo + len);
+  const int nbs = b_hi - b_lo;
+  for (int w = tid; w < nbs + (h_hi - h_lo); w += kThreads) {
+    int id, b0, b1, h0;
+    if (w < nbs) {
+      const int j = b_lo + w;
+      if (w > 0 && bias[j - 1].id == bias[j].id) continue;
+      id = bias[j].id;
+      b0 = j;
+      b1 = j + 1;
+      while (b1 < b_hi && bias[b1].id == id) ++b1;
+      h0 = lower_bound(hist_e, h_lo, h_hi, id);
+    } else {
+      const int j = h_lo + w - nbs;
+      if (j > h_lo && hist_e[j - 1].id == hist_e[j].id) continue;
+      id = hist_e[j].id;
+      const int b = lower_bound(bias, b_lo, b_hi, id);
+      if (b < b_hi && bias[b].id == id) continue;  // its bias thread applies it
+      b0 = b1 = 0;
+      h0 = j;
+    }
+    int h1 = h0;
+    while (h1 < h_hi && hist_e[h1].id == id) ++h1;
+    if (!allowed(allow, id)) continue;  // stays -inf (the mask comes last on the CPU)
+    float x = l[id];
+    for (int i = b0; i < b1; ++i) x = __fadd_rn(x, bias[i].value);
+    for (int i = h0; i < h1; ++i) {
+      const int c = hist_e[i].count;
+      if (c <= 0) continue;
+      if (row.repetition != 1.f) x = x > 0 ? div_rn(x, row.repetition) : __fmul_rn(x, row.repetition);
+      x = __fsub_rn(x, __fadd_rn(__fmul_rn(row.frequency, float(c)), row.presence));
+    }
+    v[id - lo] = x;
+  }
+  __syncthreads();
+  float* o = proc + size_t(r) * V + lo;
+  for (int i = tid; i < len; i += kThreads) o[i] = v[i];
+
+  // The slice's argmax over ids below n, ties to the lower id; NaN never wins (key 0).
+  const int m = max(0, min(len, n - lo));
+  uint32_t bk = 0;
+  int bi = n;
+  for (int i = tid; i < m; i += kThreads) better(bk, bi, order_key(v[i]), lo + i);
+  block_best(&bk, &bi, red_key, red_id);
+  SliceRec& rec = recs[size_t(r) * S + s];
+  if (row.path != int32_t(SamplePath::TopK)) {
+    if (tid == 0) rec = {bk, bi, 0, 0};
+    return;
+  }
+  uint32_t T;
+  bool all;
+  int need;
+  const auto key = [&](int i) { return order_key(v[i]); };
+  const auto each = [&](auto f) {
+    for (int i = tid; i < m; i += kThreads) f(key(i));
+  };
+  const int eligible = radix_select(row.ncand, each, hist, sel, &T, &all, &need);
+  float* cl = lists + (size_t(r) * S + s) * 2 * kSliceCap;
+  int* ci = reinterpret_cast<int*>(cl + kSliceCap);
+  const int count = compact(m, T, all, need, key, [&](int at, int i) { cl[at] = v[i], ci[at] = lo + i; }, warp_tot[0], warp_tot[1]);
+  if (tid == 0) rec = {bk, bi, count, eligible};
+}
+
+// One block per row: the slices' argmax; Greedy / Draw: the tail; TopK: the K' best of the
+// slices' lists (their concatenation is in id order), compacted in id order.
+__global__ void __launch_bounds__(kThreads)
+    sample_merge(int V, int S, const SampleCudaRow* __restrict__ rows, const float* __restrict__ proc,
+                 const float* __restrict__ lists, const SliceRec* __restrict__ recs, SampleCudaOut* __restrict__ outs,
+                 SampleCudaCand* __restrict__ cands) {
+  __shared__ int start[kSampleMaxSlices + 1];  // start[s]: candidates of the slices before s
+  __shared__ uint32_t red_key[kWarps];
+  __shared__ int red_id[kWarps];
+  __shared__ int hist[256];
+  __shared__ int warp_tot[2][kWarps];  // compact's per-warp counts
+  __shared__ uint32_t sel[2];
+  const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+  const SampleCudaRow& row = rows[r];
+  if (row.path == int32_t(SamplePath::FullRow)) return;
+  const int n = row.n;
+  const float* l = proc + size_t(r) * V;
+  const SliceRec* rec = recs + size_t(r) * S;
+  SampleCudaOut& out = outs[r];
+
+  uint32_t bk = 0;
+  int bi = n;
+  for (int s = tid; s < S; s += kThreads) better(bk, bi, rec[s].key, rec[s].id);
+  block_best(&bk, &bi, red_key, red_id);
+  if (bk == 0) bi = n - 1;  // every logit NaN (the CPU's scan ends on the last one)
+  if (tid == 0) out.best = bi, out.max = l[bi];
+  if (row.path != int32_t(SamplePath::TopK)) {
+    const int nbody = n - n % row.lanes;
+    if (tid < n - nbody) out.tail[tid] = l[nbody + tid];
+    if (tid == 0) out.tail_n = n - nbody;
+    return;
+  }
+  // start[]: the slices' counts scanned by warp 0, 32 at a time; and the eligible total.
+  if (tid < 32) {
+    int run = 0, eligible = 0;
+    for (int s0 = 0; s0 < S; s0 += 32) {
+      const int c = s0 + lane < S ? rec[s0 + lane].count : 0;
+      eligible += s0 + lane < S ? rec[s0 + lane].eligible : 0;
+      int incl = c;
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += u;
+      }
+      if (s0 + lane < S) start[s0 + lane] = run + incl - c;
+      run += __reduce_add_sync(kFullMask, c);
+    }
+    for (int o = 16; o > 0; o >>= 1) eligible += __shfl_xor_sync(kFullMask, eligible, o);
+    if (lane == 0) start[S] = run, sel[1] = uint32_t(eligible);
+  }
+  __syncthreads();
+  const int total = start[S], eligible = int(sel[1]);
+  // Candidate j of the concatenation: its slice by binary search over start[].
+  const auto at = [&](int j) {
+    int a = 0, b = S;
+    while (b - a > 1) {
+      const int mid = (a + b) >> 1;
+      if (start[mid] <= j) a = mid;
+      else b = mid;
+    }
+    return (size_t(r) * S + a) * 2 * kSliceCap + size_t(j - start[a]);
+  };
+  const auto key = [&](int j) { return order_key(lists[at(j)]); };
+  // The radix passes: a warp per slice's list (no search).
+  const auto each = [&](auto f) {
+    for (int s = tid >> 5; s < S; s += kWarps) {
+      const float* list = lists + (size_t(r) * S + s) * 2 * kSliceCap;
+      for (int j = lane; j < start[s + 1] - start[s]; j += 32) f(order_key(list[j]));
+    }
+  };
+  uint32_t T;
+  bool all;
+  int need;
+  radix_select(row.ncand, each, hist, sel, &T, &all, &need);
+  SampleCudaCand* c = cands + size_t(r) * kSampleMaxCandidates;
+  const int written = compact(
+      total, T, all, need, key,
+      [&](int slot, int j) {
+        const size_t k = at(j);
+        c[slot].id = reinterpret_cast<const int*>(lists + kSliceCap)[k];
+        c[slot].logit = lists[k];
+      },
+      warp_tot[0], warp_tot[1]);
   if (tid == 0) out.count = written, out.eligible = eligible;
 }
 
+// Greedy / Draw: one block per (chunk of kSampleChunk body ids, row): the exps exp((l - max) * scale)
+// by the CPU's formula into the processed row; Draw: the chunk's double sum, in the order the host's
+// bound assumes (32 lanes each in id order, then the lanes in order).
+__global__ void __launch_bounds__(kExpThreads)
+    sample_exp(int V, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
+               const SampleCudaOut* __restrict__ outs, double* __restrict__ chunks) {
+  __shared__ float e[kSampleChunk];
+  __shared__ double part[32];
+  const int r = blockIdx.y, c = blockIdx.x, tid = threadIdx.x;
+  const SampleCudaRow& row = rows[r];
+  const bool draw = row.path == int32_t(SamplePath::Draw);
+  if (row.path != int32_t(SamplePath::Greedy) && !draw) return;
+  const int n = row.n, nbody = n - n % row.lanes, base = c * kSampleChunk;
+  if (base >= nbody) return;
+  const int len = min(kSampleChunk, nbody - base);
+  const float m = outs[r].max, s = draw ? row.scale : 1.f;
+  const bool fused = row.fused_exp != 0;
+  float* l = proc + size_t(r) * V + base;
+  for (int i = tid; i < len; i += kExpThreads) {
+    const float x = cpu_exp(l[i], m, s, fused);
+    l[i] = x;
+    e[i] = x;
+  }
+  if (!draw) return;
+  __syncthreads();
+  if (tid < 32) {
+    double acc = 0.0;
+    for (int i = tid; i < len; i += 32) acc += double(e[i]);
+    part[tid] = acc;
+    __syncwarp();
+    if (tid == 0) {
+      double t = 0.0;
+      for (int j = 0; j < 32; ++j) t += part[j];
+      chunks[size_t(r) * size_t(sample_cuda_chunks(V)) + c] = t;
+    }
+  }
+}
+
+// Greedy / Draw: one block per row: lane j of the CPU's vector accumulator, e[j] + e[j + W] + ...,
+// one f32 add at a time (a chain of n / W dependent adds: the exps come tile by tile through shared
+// memory, loaded by every thread while threads 0..W-1 add up the previous tile; kTile is a multiple
+// of W, so lane j still meets ids j, j + W, ... in order; one barrier per tile orders the buffers).
+__global__ void __launch_bounds__(kLaneThreads)
+    sample_lanes(int V, const SampleCudaRow* __restrict__ rows, const float* __restrict__ proc,
+                 SampleCudaOut* __restrict__ outs) {
+  __shared__ float tile[2][kTile];
+  const int r = blockIdx.x, tid = threadIdx.x;
+  const SampleCudaRow& row = rows[r];
+  if (row.path != int32_t(SamplePath::Greedy) && row.path != int32_t(SamplePath::Draw)) return;
+  const int W = row.lanes, nbody = row.n - row.n % W;
+  const float* l = proc + size_t(r) * V;
+  float acc = 0.f;
+  const int ntiles = (nbody + kTile - 1) / kTile;
+  for (int t = 0; t <= ntiles; ++t) {
+    if (t < ntiles) {
+      const int base = t * kTile, len = min(kTile, nbody - base);
+      for (int i = tid; i < len; i += kLaneThreads) tile[t & 1][i] = l[base + i];
+    }
+    if (t > 0 && tid < W) {
+      const int len = min(kTile, nbody - (t - 1) * kTile);
+      for (int i = tid; i < len; i += W) acc = __fadd_rn(acc, tile[(t - 1) & 1][i]);
+    }
+    __syncthreads();
+  }
+  if (tid < W) outs[r].lanes[tid] = acc;
+}
+
 void check_args(const SampleCudaArgs& a) {
-  if (a.V < 1 || a.rows < 0 || a.rows > 65535 || a.ld < a.V)
-    throw invalid_argument("sample: need V >= 1, 0 <= rows < 65536, ld >= V");
+  if (a.V < 1 || a.rows < 0 || a.rows > 65535 || a.ld < a.V || sample_cuda_slices(a.V) > kSampleMaxSlices)
+    throw invalid_argument("sample: need 1 <= V <= 8388608, 0 <= rows < 65536, ld >= V");
   if (a.rows > 0 && (!a.logits || !a.row || !a.out || !a.cand || !a.scratch || !a.chunks))
     throw invalid_argument("sample: null pointer");
   if (a.scratch_bytes < sample_cuda_scratch(a.rows, a.V))
@@ -454,25 +592,42 @@ SamplePath SampleCudaBatch::add(const SampleParams& p, int V) {
     allow.insert(allow.end(), p.allow.begin(), p.allow.end());
   }
   rows.push_back(r);
+  paths |= 1u << unsigned(path);
   return path;
 }
 
-size_t sample_cuda_scratch(int rows, int V) { return size_t(rows) * size_t(V) * 4; }
+// The processed rows [rows, V] f32 (rounded up to 16 bytes), then each (row, slice)'s candidate list
+// (kSliceCap logits, then their ids), then each (row, slice)'s SliceRec.
+namespace {
+size_t proc_floats(int rows, int V) { return (size_t(rows) * size_t(V) + 3) / 4 * 4; }
+size_t list_floats(int rows, int V) { return size_t(rows) * size_t(sample_cuda_slices(V)) * 2 * cuda::kSliceCap; }
+}  // namespace
+size_t sample_cuda_scratch(int rows, int V) {
+  return (proc_floats(rows, V) + list_floats(rows, V)) * 4 +
+         size_t(rows) * size_t(sample_cuda_slices(V)) * sizeof(cuda::SliceRec);
+}
 
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream) {
   using namespace cuda;
   check_args(a);
   if (a.rows == 0) return;
-  const int per = kProcThreads * kProcPerThread;
-  GPTOSS_LAUNCH(sample_process, dim3(unsigned((a.V + per - 1) / per), unsigned(a.rows)), dim3(kProcThreads), 0, stream,
-                a.logits, a.ld, a.V, a.row, a.allow, a.scratch);
-  check_launch("sample (process)");
-  GPTOSS_LAUNCH(sample_listed, dim3(unsigned(a.rows)), dim3(kListThreads), 0, stream, a.logits, a.ld, a.V, a.row,
-                a.entries, a.allow, a.scratch);
-  check_launch("sample (listed ids)");
-  GPTOSS_LAUNCH(sample_reduce, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, a.row, a.scratch, a.out, a.cand,
-                a.chunks);
-  check_launch("sample (reduce)");
+  const int S = sample_cuda_slices(a.V);
+  float* lists = a.scratch + proc_floats(a.rows, a.V);
+  auto* recs = reinterpret_cast<SliceRec*>(lists + list_floats(a.rows, a.V));
+  const auto has = [&](SamplePath p) { return (a.paths >> int(p)) & 1u; };
+  if (!has(SamplePath::Greedy) && !has(SamplePath::TopK) && !has(SamplePath::Draw)) return;
+  GPTOSS_LAUNCH(sample_select, dim3(unsigned(S), unsigned(a.rows)), dim3(kThreads), 0, stream, a.logits, a.ld, a.V,
+                a.row, a.entries, a.allow, a.scratch, lists, recs);
+  check_launch("sample (select)");
+  GPTOSS_LAUNCH(sample_merge, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, S, a.row, a.scratch, lists, recs,
+                a.out, a.cand);
+  check_launch("sample (merge)");
+  if (!has(SamplePath::Greedy) && !has(SamplePath::Draw)) return;
+  GPTOSS_LAUNCH(sample_exp, dim3(unsigned(sample_cuda_chunks(a.V)), unsigned(a.rows)), dim3(kExpThreads), 0, stream,
+                a.V, a.row, a.scratch, a.out, a.chunks);
+  check_launch("sample (exp)");
+  GPTOSS_LAUNCH(sample_lanes, dim3(unsigned(a.rows)), dim3(kLaneThreads), 0, stream, a.V, a.row, a.scratch, a.out);
+  check_launch("sample (lanes)");
 }
 
 namespace {

@@ -19,7 +19,8 @@
 //     when it is farther from zero than the bound, else it asks for the full row (RNG untouched);
 //   anything else (top-p or min-p without top-k, top_k > kSampleMaxTopK): the full row.
 // The raw logits are not modified: a row that needs the full row is copied back as it is and
-// sampled by sample_cpu. Deterministic: one block per row, integer histograms, ordered scans.
+// sampled by sample_cpu. Each row is reduced by slices of kSampleSlice ids, a block each, then merged
+// per row (kernels/cuda/sample.cu); deterministic: integer histograms, ordered scans and merges.
 #pragma once
 #include <functional>
 #include <vector>
@@ -32,6 +33,8 @@ constexpr int kSampleMaxTopK = 1024;
 constexpr int kSampleMaxCandidates = 2048;
 
 constexpr int kSampleChunk = 1024;  // ids per chunk sum (Draw)
+constexpr int kSampleSlice = 8192;  // ids per block of the first pass (a multiple of kSampleChunk)
+constexpr int kSampleMaxSlices = 1024;  // so V <= 8,388,608
 
 enum class SamplePath : int32_t { Greedy = 0, TopK = 1, FullRow = 2, Draw = 3 };
 // Which path a row takes (host, from its parameters alone).
@@ -40,6 +43,8 @@ SamplePath sample_cuda_path(const SampleParams& p, int V);
 int sample_cuda_candidates(int top_k);
 // Chunk sums per row for a vocabulary of V: ceil(V / kSampleChunk).
 __host__ __device__ inline int sample_cuda_chunks(int V) { return (V + kSampleChunk - 1) / kSampleChunk; }
+// Slices per row: ceil(V / kSampleSlice).
+__host__ __device__ inline int sample_cuda_slices(int V) { return (V + kSampleSlice - 1) / kSampleSlice; }
 
 // Per row, device-side (packed by SampleCudaBatch).
 struct SampleCudaRow {
@@ -78,6 +83,7 @@ struct SampleCudaBatch {
   std::vector<SampleCudaRow> rows;
   std::vector<SampleCudaEntry> entries;
   std::vector<uint32_t> allow;
+  uint32_t paths = 0;  // bit 1 << SamplePath of every row added (SampleCudaArgs::paths)
   // Adds a row (p already checked with sample_params_error). Returns its path.
   SamplePath add(const SampleParams& p, int V);
 };
@@ -89,14 +95,16 @@ struct SampleCudaArgs {
   const SampleCudaRow* row;         // [rows]
   const SampleCudaEntry* entries;
   const uint32_t* allow;
-  float* scratch;                   // [rows, V] f32: sample_cuda_scratch(rows, V) bytes
+  float* scratch;                   // sample_cuda_scratch(rows, V) bytes: the processed rows, the slices' lists
   size_t scratch_bytes;
   SampleCudaOut* out;               // [rows]
   SampleCudaCand* cand;             // [rows, kSampleMaxCandidates]
   double* chunks;                   // [rows, sample_cuda_chunks(V)]: Draw rows' chunk sums over the body
+  uint32_t paths = ~0u;             // bit 1 << SamplePath for each path a row takes: launches for others are skipped
 };
 size_t sample_cuda_scratch(int rows, int V);
-// Three launches (process, listed ids, reduce). Throws ERR_INVALID_ARGUMENT before launching.
+// Two launches (select by slices, merge per row), two more when a row is Greedy or Draw (exps, lane
+// sums). Throws ERR_INVALID_ARGUMENT before launching.
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream);
 
 // Host: finishes row r's draw from its out (and, for TopK, its out.count candidates; for Draw, its

@@ -548,7 +548,8 @@ class CudaRunner final : public StepRunner {
         for (int i = at; i < at + n; ++i) some = some || reduced_[size_t(i)];
         if (!some) continue;
         sample_cuda({logits_ + size_t(at) * size_t(vocab), vocab, vocab, n, drows + at, dent, dallow,
-                     static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand, dchunks},
+                     static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand, dchunks,
+                     batch.paths},
                     stream_);
         // The next chunk reuses the device buffers: these copies are queued before its launches.
         gpu::copy_d2h(outs_.data() + at, dout, sizeof(SampleCudaOut) * size_t(n), stream_);
@@ -662,7 +663,7 @@ class CudaRunner final : public StepRunner {
     const char* e = std::getenv("GPTOSS_CUDA_DEVICE_SAMPLING");
     return !(e && std::strcmp(e, "0") == 0);
   }
-  static constexpr int kSampleRows = 32;  // rows per sample_cuda launch (its scratch: 32 x vocab f32)
+  static constexpr int kSampleRows = 32;  // rows per sample_cuda launch (its scratch: sample_cuda_scratch(32, vocab))
 
   ScratchPlan plan_;
   int sm_count_;

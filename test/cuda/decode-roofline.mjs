@@ -312,25 +312,35 @@ function step(mname, ctx, B) {
 }
 
 // Device sampling of the B rows (backend.cc reduce_rows: sample_cuda per chunk of up to 32 rows,
-// three launches each, after the step and outside its graph; the top-k path with 300 listed ids a
-// row, the lab's shapes).
+// after the step and outside its graph). The top-k path (top-k 40, 300 listed ids a row, the lab's
+// shapes) is two launches a chunk: select (a block per slice of 8192 ids: mask, listed ids, the
+// slice's argmax and K' best) and merge (a block per row: the K' best of the slices' candidates).
+// Greedy and draw rows add two (exps, lane sums), not modelled here: their lane sums are a chain of
+// dependent adds whose latency the static roofline does not see (benchmarks/RESULTS.md).
 function sampling(B) {
   const n = Math.min(B, 32),
     chunks = Math.ceil(B / 32);
   const names =
     n === 1
       ? [
-          ['sample_process', 'gpt-oss decode, 1 row of 201088 logits: mask copy into the scratch row'],
-          ['sample_listed', '1 row, 300 listed ids (bias, history)'],
           [
-            'sample_reduce',
-            '1 row of 201088: argmax + 4 radix passes + compaction (6 reads of the row, mostly from L2)',
+            'sample_select',
+            "gpt-oss decode, 1 row of 201088, top-k 40 (K' 144): mask, 300 listed ids, 25 slices of 8192 (argmax, each slice's K' best)",
+          ],
+          [
+            'sample_merge',
+            "1 row, top-k 40 (K' 144): 25 slices' argmax, 4 radix passes over their 3600 candidates (a warp a list), compaction in id order",
           ],
         ]
       : [
-          ['sample_process', `${n} rows of 201088 logits: mask copy into the scratch rows`],
-          ['sample_listed', `${n} rows, 300 listed ids each (bias, history)`],
-          ['sample_reduce', `${n} rows of 201088: argmax + 4 radix passes + compaction (one CTA a row)`],
+          [
+            'sample_select',
+            `${n} rows of 201088, top-k 40: ${25 * n} slices of 8192 (mask, listed ids, argmax, K' best)`,
+          ],
+          [
+            'sample_merge',
+            `${n} rows, top-k 40: 25 slices' 3600 candidates a row, 4 radix passes, compaction (one CTA a row)`,
+          ],
         ];
   return (gpu) => chunks * names.reduce((a, [k, l]) => a + roof(k, l, gpu).predictedUs + GAP_US, 0);
 }

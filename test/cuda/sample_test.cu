@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/cuda/sample.cuh"
 #include "test/cuda/harness.h"
 
@@ -59,6 +60,80 @@ gptoss::SampleParams params(int V, lab::Rng& r, float temperature, int top_k, bo
   return p;
 }
 
+// order_key of kernels/cuda/sample.cu: larger value, larger key; -0 as +0; NaN lowest (0).
+uint32_t key_of(float v) {
+  if (v != v) return 0;
+  uint32_t u = 0;
+  if (v != 0.f) std::memcpy(&u, &v, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
+
+// What the device must hand the host for row i, worked out here from the CPU's processing of the
+// whole row (so a slice's or a merge's error shows as such, not only as a different draw): the
+// argmax (larger key, then lower id; every logit NaN: the last id); TopK: exactly the K' best by
+// (key, lower id) among the eligible, in id order, and the eligible count; Greedy / Draw: each body
+// exp as the CPU's exp_sum computes it (in the scratch row), each lane's f32 sum in id order, the
+// tail, and Draw's chunk sums in the device's stated order.
+void check_outputs(int i, int V, const gptoss::SampleParams& p, const gptoss::SampleCudaRow& row,
+                   const std::vector<float>& raw, const gptoss::SampleCudaOut& o, const gptoss::SampleCudaCand* cand,
+                   const float* proc, const double* chunks) {
+  using gptoss::SamplePath;
+  const SamplePath path = SamplePath(row.path);
+  if (path == SamplePath::FullRow) return;
+  const int n = row.n;
+  std::vector<float> P = raw;
+  gptoss::sample_process_range(P.data(), 0, V, p);
+  int best = 0;
+  for (int j = 1; j < n; ++j)
+    if (key_of(P[size_t(j)]) > key_of(P[size_t(best)])) best = j;
+  if (key_of(P[size_t(best)]) == 0) best = n - 1;
+  LAB_CHECK(o.best == best && same_bits(o.max, P[size_t(best)]), "row %d: argmax %d (%g), want %d (%g)", i, o.best,
+            o.max, best, P[size_t(best)]);
+  if (path == SamplePath::TopK) {
+    std::vector<int> ids;
+    for (int j = 0; j < n; ++j)
+      if (key_of(P[size_t(j)]) > key_of(-INFINITY)) ids.push_back(j);
+    LAB_CHECK(o.eligible == int(ids.size()), "row %d: %d eligible, want %zu", i, o.eligible, ids.size());
+    const size_t k = std::min(ids.size(), size_t(row.ncand));
+    std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return key_of(P[size_t(a)]) > key_of(P[size_t(b)]); });
+    ids.resize(k);
+    std::sort(ids.begin(), ids.end());
+    LAB_CHECK(o.count == int(k), "row %d: %d candidates, want %zu", i, o.count, k);
+    for (size_t j = 0; j < k; ++j)
+      LAB_CHECK(cand[j].id == ids[j] && same_bits(cand[j].logit, P[size_t(ids[j])]),
+                "row %d: candidate %zu is id %d (%g), want id %d (%g)", i, j, cand[j].id, cand[j].logit, ids[j],
+                P[size_t(ids[j])]);
+    return;
+  }
+  if (!std::isfinite(o.max)) return;  // the host throws sample_cpu's error; the exps are not used
+  const int W = row.lanes, nbody = n - n % W;
+  LAB_CHECK(o.tail_n == n - nbody, "row %d: tail of %d, want %d", i, o.tail_n, n - nbody);
+  for (int j = 0; j < o.tail_n; ++j)
+    LAB_CHECK(same_bits(o.tail[j], P[size_t(nbody + j)]), "row %d: tail %d differs", i, j);
+  std::vector<float> e(size_t(std::max(1, nbody)));
+  gptoss::cpu::simd().exp_sum(P.data(), o.max, row.scale, e.data(), nbody);  // a multiple of W: the vector exps
+  for (int j = 0; j < nbody; ++j)
+    LAB_CHECK(same_bits(proc[j], e[size_t(j)]), "row %d: exp of id %d is %.9g, the CPU's %.9g", i, j, proc[j],
+              e[size_t(j)]);
+  for (int lane = 0; lane < W; ++lane) {
+    float acc = 0.f;
+    for (int j = lane; j < nbody; j += W) acc += e[size_t(j)];
+    LAB_CHECK(same_bits(o.lanes[lane], acc), "row %d: lane %d sums to %.9g, want %.9g", i, lane, o.lanes[lane], acc);
+  }
+  if (path != SamplePath::Draw) return;
+  for (int c = 0; c * gptoss::kSampleChunk < nbody; ++c) {
+    const int first = c * gptoss::kSampleChunk, end = std::min(nbody, first + gptoss::kSampleChunk);
+    double t = 0.0;
+    for (int lane = 0; lane < 32; ++lane) {
+      double acc = 0.0;
+      for (int j = first + lane; j < end; j += 32) acc += double(e[size_t(j)]);
+      t += acc;
+    }
+    LAB_CHECK(chunks[c] == t, "row %d: chunk %d sums to %.17g, want %.17g", i, c, chunks[c], t);
+  }
+}
+
 // Runs the batch on the device and checks each row against sample_cpu. Returns how many rows the
 // host finished (the rest needed the full row).
 int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<float>>& rows) {
@@ -71,7 +146,8 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
   }
   std::vector<float> flat;
   for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
-  lab::DeviceBuf<float> dl(flat), dscratch(size_t(R) * V);
+  const size_t scratch_bytes = gptoss::sample_cuda_scratch(R, V);
+  lab::DeviceBuf<float> dl(flat), dscratch((scratch_bytes + 3) / 4);
   lab::DeviceBuf<gptoss::SampleCudaRow> drow(batch.rows);
   std::vector<gptoss::SampleCudaEntry> ent = batch.entries;
   if (ent.empty()) ent.push_back({});
@@ -83,7 +159,7 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
   lab::DeviceBuf<gptoss::SampleCudaCand> dcand(size_t(R) * gptoss::kSampleMaxCandidates);
   const int nch = gptoss::sample_cuda_chunks(V);
   lab::DeviceBuf<double> dchunks(size_t(R) * nch);
-  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, dscratch.n * 4, dout.p, dcand.p, dchunks.p},
+  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, scratch_bytes, dout.p, dcand.p, dchunks.p},
                       nullptr);
   const auto out = dout.download();
   const auto cand = dcand.download();
@@ -93,8 +169,11 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
   gptoss::SampleWork work(V);
   for (int i = 0; i < R; ++i) {
     const Case& c = cases[size_t(i)];
+    check_outputs(i, V, c.p, batch.rows[size_t(i)], rows[size_t(i)], out[size_t(i)],
+                  cand.data() + size_t(i) * gptoss::kSampleMaxCandidates, proc.data() + size_t(i) * V,
+                  chunks.data() + size_t(i) * nch);
     std::vector<float> l = rows[size_t(i)];
-    uint64_t want_rng = c.rng, got_rng = c.rng;
+    uint64_t want_rng = c.rng;
     const gptoss::SampleResult want = gptoss::sample_cpu(l.data(), V, c.p, &want_rng, work.scratch);
     if (paths[size_t(i)] == gptoss::SamplePath::TopK) {
       const int n = c.p.ban_from > 0 ? c.p.ban_from : V;
@@ -222,6 +301,107 @@ LAB_TEST("sample: V 12000 (three exp tiles) under every schedule: greedy and dra
     const int done = check(V, cs, rows);
     LAB_CHECK(done == 3, "V %d: the host finished %d of the 3 greedy / draw rows", V, done);
   });
+}
+
+// Rows of several slices (kSampleSlice ids a block, merged per row): V 20000 is 8192 + 8192 + 3616
+// ids, so the last slice is partial. Maxima tied across a slice edge (the lower id wins) and in
+// other slices; a top-k cut inside a tie group spread over every slice (the lowest ids of the group
+// go); every one of K' = 2048 best ids in one slice (that slice lists its whole 2,048, the others
+// their own 2,048 below them); fewer eligible ids than K', spread over the slices; a ban that
+// empties the last slice and part of the middle one, with the row's largest logit banned; draws and
+// greedy rows whose exps, lane sums and chunk sums span the slices. check() compares every output
+// the host reads with what the CPU's processing of the whole row implies.
+LAB_TEST("sample: rows of several slices (V 20000) under every schedule: argmax and top-k cuts across slice edges, K' of 2048 in one slice, few eligible, a ban past a slice") {
+  const int V = 20000, S0 = gptoss::kSampleSlice;
+  LAB_CHECK(gptoss::sample_cuda_slices(V) == 3, "V 20000 should be 3 slices of %d", S0);
+  lab::Rng r(20000);
+  const auto low_row = [&] {
+    std::vector<float> l(static_cast<size_t>(V));
+    for (auto& v : l) v = r.uniform(-8.f, 0.f);
+    return l;
+  };
+  std::vector<Case> cs;
+  std::vector<std::vector<float>> rows;
+  // 0: greedy, the max tied at S0 - 1 and S0 (and at the last id).
+  rows.push_back(low_row());
+  rows.back()[size_t(S0 - 1)] = rows.back()[size_t(S0)] = rows.back()[size_t(V - 1)] = 20.f;
+  cs.push_back({params(V, r, 0.f, 0, false), r.next()});
+  // 1: greedy with penalties, the max in the partial last slice, a near-max in slice 0.
+  rows.push_back(low_row());
+  rows.back()[size_t(V - 3)] = 19.f;
+  rows.back()[5] = 18.5f;
+  cs.push_back({params(V, r, 0.f, 0, true), r.next()});
+  // 2: top-k 40 (K' 144): 100 ids at 7 and 300 ids at 6 spread over the slices: the cut takes the
+  // 44 lowest of the 6s.
+  rows.push_back(low_row());
+  for (int j = 0; j < 400; ++j) rows.back()[size_t((j * 7919 + 13) % V)] = j < 100 ? 7.f : 6.f;
+  cs.push_back({params(V, r, 0.9f, 40, false), r.next()});
+  // 3: top-k 1024 (K' 2048): 3000 ids of slice 1 above every other id.
+  rows.push_back(low_row());
+  for (int j = 0; j < 3000; ++j) rows.back()[size_t(S0 + (j * 37) % S0)] = r.uniform(2.f, 12.f);
+  cs.push_back({params(V, r, 1.1f, 1024, false), r.next()});
+  // 4: top-k 1024 with a mask leaving 700 eligible ids over the three slices: all of them go.
+  rows.push_back(low_row());
+  {
+    gptoss::SampleParams p = params(V, r, 0.8f, 1024, false);
+    p.allow.assign((size_t(V) + 31) / 32, 0u);
+    for (int j = 0; j < 700; ++j) {
+      const int id = int(r.next() % unsigned(V));
+      p.allow[size_t(id) >> 5] |= 1u << (id & 31);
+    }
+    cs.push_back({p, r.next()});
+  }
+  // 5: top-k 40 with a ban from 9001: the last slice is empty, slice 1 holds 809 ids; the row's
+  // largest logit (banned) must not be the argmax or a candidate.
+  rows.push_back(low_row());
+  rows.back()[9500] = 30.f;
+  rows.back()[9000] = 11.f;
+  rows.back()[100] = 11.f;
+  {
+    gptoss::SampleParams p = params(V, r, 1.f, 40, false);
+    p.ban_from = 9001;
+    cs.push_back({p, r.next()});
+  }
+  // 6, 7: draws with a head spread over the slices, one with penalties, a mask and a tail.
+  rows.push_back(random_row(V, r, 800));
+  cs.push_back({params(V, r, 1.f, 0, false), r.next()});
+  rows.push_back(random_row(V, r, 800));
+  cs.push_back({params(V, r, 0.7f, 0, true), r.next()});
+  lab::for_each_schedule([&] {
+    const int done = check(V, cs, rows);
+    LAB_CHECK(done >= 6, "V %d: the host finished %d of the 8 rows", V, done);
+  });
+}
+
+// Rows with nothing to choose, over several slices: every logit NaN (the argmax is the last id, as
+// the CPU's scan ends there; the host throws sample_cpu's error), every allowed logit -inf, and NaN
+// in two slices with the finite max in the third.
+LAB_TEST("sample: NaN and -inf rows over several slices (V 20000): the argmax rules and the CPU's errors") {
+  const int V = 20000;
+  lab::Rng r(7);
+  const auto run = [&](std::vector<float> row, gptoss::SampleParams p) {
+    std::string err;
+    try {
+      check(V, {{p, 1}}, {row});
+    } catch (const gptoss::Error& e) {
+      err = e.what();
+    }
+    return err;
+  };
+  gptoss::SampleParams greedy = params(V, r, 0.f, 0, false), topk = params(V, r, 1.f, 40, false);
+  for (const gptoss::SampleParams& p : {greedy, topk}) {
+    std::string err = run(std::vector<float>(size_t(V), NAN), p);
+    LAB_CHECK(err.find("every logit is NaN") != std::string::npos, "all NaN: got '%s'", err.c_str());
+    gptoss::SampleParams masked = p;
+    masked.allow.assign((size_t(V) + 31) / 32, 0u);
+    err = run(random_row(V, r), masked);
+    LAB_CHECK(err.find("every allowed logit is -inf") != std::string::npos, "all masked: got '%s'", err.c_str());
+    std::vector<float> mixed(size_t(V), NAN);
+    for (int j = 16384; j < V; ++j) mixed[size_t(j)] = r.uniform(-4.f, 4.f);
+    mixed[19000] = 9.f;
+    err = run(mixed, p);
+    LAB_CHECK(err.empty(), "NaN in two slices: got '%s'", err.c_str());
+  }
 }
 
 LAB_TEST("sample: top-p or min-p without top-k needs the full row; every logit masked is the CPU's error") {
