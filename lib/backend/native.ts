@@ -27,6 +27,10 @@ export interface NativeWeights {
   addBytes(bytes: Uint8Array, name: string): WeightId;
   addSynthetic(specs: SyntheticTensorSpec[]): Promise<WeightId[]>;
   prefetch(file: number, byteOffset: number, byteLength: number): Promise<void>;
+  /** Bytes of a file's mapping resident in this process and how many are mapped as 2 MB pages (Linux); null where unknown. */
+  mappedState(file: number): { resident: number; huge: number } | null;
+  /** Drops a range of a mapped file from the mapping and the page cache, so the next touch reads it again (into 2 MB pages). */
+  evict(file: number, byteOffset: number, byteLength: number): void;
   /** Copies the weights to the device on a worker thread, held until dispose (programs made after it find them there). */
   upload(device: Device): Promise<void>;
   dispose(): void;

@@ -45,7 +45,8 @@ export interface LoadModelOptions {
   mode?: PrecisionMode;
   /** Refuse config keys this engine does not know (default true). */
   strictConfig?: boolean;
-  /** Read the weights into memory now rather than at the first step (default false). */
+  /** Read the weights into memory now rather than at the first step (default: true on the CPU, which
+   * then also makes sure they are mapped in 2 MB pages, see readWeights; false elsewhere). */
   prefetch?: boolean;
   /** Called as the checkpoint is validated and (with prefetch) read. */
   onProgress?: (p: LoadProgress) => void;
@@ -368,6 +369,51 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
   };
 }
 
+/** Files under this size are not worth a second read to get 2 MB pages. */
+const HUGE_PAGES_MIN_FILE = 64 * 2 ** 20;
+
+/**
+ * Reads the checkpoint's files into memory (in 256 MiB pieces, so progress moves and the event loop
+ * turns between them). With `hugePages` (the CPU, whose kernels stream the weights every step), a
+ * file the page cache held in 4 KB pages is then dropped and read again: mapFile advised 2 MB pages,
+ * but a cache filled by writing the file (a download, a conversion) keeps its 4 KB pages, and the
+ * CPU streamed weights 4-5x slower through those on the build VM (page walks, and hardware
+ * prefetchers that stop at every page; benchmarks/RESULTS.md). A 64 MiB probe first checks that a
+ * second read does bring 2 MB pages, so a file system without them is read once only.
+ */
+export async function readWeights(
+  weights: NativeWeights,
+  files: readonly { size: number }[],
+  hugePages: boolean,
+  onProgress: ((p: LoadProgress) => void) | undefined,
+): Promise<void> {
+  const piece = 256 * 2 ** 20;
+  let done = 0,
+    total = files.reduce((a, f) => a + f.size, 0);
+  const read = async (fi: number, from: number, to: number, report: boolean) => {
+    for (let off = from; off < to; off += piece) {
+      const len = Math.min(piece, to - off);
+      await weights.prefetch(fi, off, len);
+      if (!report) continue;
+      done += len;
+      onProgress?.({ phase: 'read', bytesDone: done, bytesTotal: total });
+    }
+  };
+  for (const [fi, f] of files.entries()) await read(fi, 0, f.size, true);
+  if (!hugePages) return;
+  for (const [fi, f] of files.entries()) {
+    const before = f.size >= HUGE_PAGES_MIN_FILE ? weights.mappedState(fi) : null;
+    if (!before || before.huge >= 0.5 * before.resident) continue;
+    weights.evict(fi, 0, HUGE_PAGES_MIN_FILE);
+    await read(fi, 0, HUGE_PAGES_MIN_FILE, false);
+    const after = weights.mappedState(fi);
+    if (!after || after.huge - before.huge < HUGE_PAGES_MIN_FILE / 2) continue;
+    total += f.size - HUGE_PAGES_MIN_FILE;
+    weights.evict(fi, HUGE_PAGES_MIN_FILE, f.size - HUGE_PAGES_MIN_FILE);
+    await read(fi, HUGE_PAGES_MIN_FILE, f.size, true);
+  }
+}
+
 export function checkLoadOptions(options: LoadModelOptions, where: string): { device: Device; mode: PrecisionMode } {
   checkKeys(options, ['device', 'mode', 'strictConfig', 'prefetch', 'onProgress', 'checkMemory'], where);
   return {
@@ -400,18 +446,8 @@ export async function loadModel(ref: string, options: LoadModelOptions = {}): Pr
   const weights = new Weights();
   try {
     const ids = registerCheckpoint(weights, ckpt);
-    if (options.prefetch) {
-      // In 256 MiB pieces so progress moves and the event loop turns between them.
-      const piece = 256 * 2 ** 20;
-      let done = 0;
-      for (const [fi, f] of ckpt.files.entries())
-        for (let off = 0; off < f.size; off += piece) {
-          const len = Math.min(piece, f.size - off);
-          await weights.prefetch(fi, off, len);
-          done += len;
-          options.onProgress?.({ phase: 'read', bytesDone: done, bytesTotal: total });
-        }
-    }
+    if (options.prefetch ?? device === 'cpu')
+      await readWeights(weights, ckpt.files, device === 'cpu', options.onProgress);
     if (device !== 'cpu') {
       // Off the JS thread: a program made later would otherwise copy 13 GB in its constructor.
       options.onProgress?.({ phase: 'upload', bytesDone: 0, bytesTotal: total });
