@@ -203,9 +203,11 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     for (const T of [1, 8, 64]) {
       const m = plan('cuda', T);
       const rows = Math.min(32, T);
-      // scratch rows x V f32, their 160-byte results, 2,048 8-byte candidates and 197 chunk sums each, T tickets
-      expect(m.runner).toBeGreaterThanOrEqual(rows * (V * 4 + 160 + 2048 * 8 + 197 * 8) + T * 4);
-      expect(m.runner).toBeLessThan(rows * (V * 4 + 160 + 2048 * 8 + 197 * 8) + T * 4 + 256);
+      // scratch rows x (V f32, 25 slices' lists of 2,048 8-byte candidates and 16-byte records), their
+      // 160-byte results, 2,048 8-byte candidates and 197 chunk sums each, T tickets
+      const perRow = V * 4 + 25 * (2048 * 8 + 16) + 160 + 2048 * 8 + 197 * 8;
+      expect(m.runner).toBeGreaterThanOrEqual(rows * perRow + T * 4);
+      expect(m.runner).toBeLessThan(rows * perRow + T * 4 + 256);
       expect(m.arena).toBe(m.activations + m.scratch + m.logits + m.runner);
     }
     expect(plan('cpu', 8).runner).toBe(0);

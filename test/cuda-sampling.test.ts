@@ -53,6 +53,8 @@ function params(V: number, row: number, seed: number): NativeSampling {
       return { ...base, temperature: 0, topLogprobs: 3 };
     case 4: // no top-k at temperature 1, a ban: a draw from the whole distribution (one chunk of the row comes back)
       return { ...base, banFrom: V - 5 };
+    case 6: // top-k 1024 at 1.2: K' = 2048 candidates, the most the device hands the host
+      return { ...base, temperature: 1.2, topK: 1024 };
     default: // top-p without top-k: the full row
       return { ...base, temperature: 0.9, topP: 0.95 };
   }
@@ -159,10 +161,12 @@ describe.skipIf(!hasCuda)('device sampling (cuda)', () => {
   });
 
   it('greedy steps and whole-distribution draws at the real 201,088-token vocabulary copy back a few KB per row, not 800 KB (cuda)', async () => {
-    // Three rows (greedy, top-k 40, a draw at temperature 1) over two steps, device against host only: ~45 s emulated.
-    const { V, device, host } = await compare(tinyRealVocabCheckpoint(3), [0, 1, 4], 1, false);
+    // Four rows (greedy, top-k 40, a draw at temperature 1, top-k 1024) over two steps, device
+    // against host only: ~60 s emulated. Each row is 25 slices of 8,192 ids on the device; the
+    // top-k 1024 row's merge selects its 2,048 candidates from the slices' 25 x 2,048.
+    const { V, device, host } = await compare(tinyRealVocabCheckpoint(3), [0, 1, 4, 6], 1, false);
     expect(V).toBe(201088);
-    const draws = 3 * 2;
+    const draws = 4 * 2;
     expect(host.logitBytes).toBe(draws * V * 4);
     expect(device.deviceRows).toBeGreaterThanOrEqual(4); // the greedy and the draw rows at least
     // The greedy row brings back its 160-byte result, the draw its result, 197 chunk sums and one
@@ -171,5 +175,16 @@ describe.skipIf(!hasCuda)('device sampling (cuda)', () => {
     expect(device.logitBytes).toBeGreaterThan(fullRows * V * 4);
     expect(device.logitBytes).toBeLessThanOrEqual(fullRows * V * 4 + 2 * 1024 * 4);
     expect(device.resultBytes).toBeLessThan(draws * (160 + 2048 * 8 + 197 * 8));
+  });
+
+  it('a batch of top-k rows alone at the real vocabulary: the two selection launches only, the draws the host sampler makes (cuda)', async () => {
+    // No greedy or draw row in the batch: sample_cuda skips the exp and lane-sum launches.
+    const { V, device, host } = await compare(tinyRealVocabCheckpoint(4), [1, 6, 1], 1, false);
+    expect(V).toBe(201088);
+    const draws = 3 * 2;
+    expect(host.logitBytes).toBe(draws * V * 4);
+    // A finished top-k row brings back its result and candidates; a declined one its whole row.
+    expect(device.logitBytes).toBe((draws - device.deviceRows) * V * 4);
+    expect(device.resultBytes).toBeLessThanOrEqual(draws * (160 + 2048 * 8));
   });
 });
