@@ -3,11 +3,13 @@
 // router (E x 2880) and the unembedding (201088 x 2880). W is bf16 [N, K] as in the checkpoint,
 // x and y f32; the reference is kernels/cpu/matmul_bf16.cc.
 //
-// A block is 8 warps and owns 8 * rows_per_warp consecutive rows; each warp owns whole rows, one
-// at a time. The block first copies the launch's tokens of x (up to 4 x K f32) into shared memory
-// with float4 loads, then each lane streams the row's weights with 16-byte read-only loads (8 bf16
-// per load, lanes adjacent in memory: one 512-byte coalesced request per warp) and keeps one f32
-// accumulator per token; the 32 lanes meet with xor shuffles. Decode is bandwidth-bound: each
+// A block is 8 warps and owns 8 * rows_per_warp rows; each warp owns whole rows, one at a time up
+// to 4 tokens, two at a time from 5 (gemv_rows_at_once). The block first copies the launch's
+// tokens of x (up to 8 x K f32, past 48 KB in opted-in shared memory) into shared memory with
+// float4 loads, then each lane streams its rows' weights with 16-byte read-only loads (8 bf16 per
+// load, lanes adjacent in memory: one 512-byte coalesced request per warp and row; 4 loads in
+// flight per lane) and keeps one f32 accumulator per row and token; the 32 lanes meet with xor
+// shuffles. Decode is bandwidth-bound: each
 // weight byte is read once per launch, the x reread comes from shared memory (LDS.128, broadcast-
 // free: lanes read consecutive 32-byte spans). The sum order depends only on K, never on T, on the
 // other tokens or on the grid, so a token's output is bit-identical alone or batched, and runs
@@ -35,8 +37,15 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxTokens = 4;  // accumulators per lane; more tokens go in further launches
-constexpr size_t kSmemBytes = 48 * 1024;
+constexpr int kMaxTokens = kMatmulBf16GemvMaxTokens;  // accumulators per lane and row; more tokens go in further launches
+constexpr size_t kSmemBytes = 48 * 1024;  // without opting in
+
+// Rows a warp works on at once. From 5 tokens, two: each x value a lane reads from shared memory
+// then serves two rows. Per 512 bytes of one row's weights a warp reads T KB of x (two LDS.128 per
+// lane and token); at 128 bytes per clock per SM against a DRAM share of ~13 bytes per clock
+// (H100) that is 8 T clocks against 40, so one row at a time would make shared memory, not DRAM,
+// the bound from about 5 tokens; two rows halve it. The sum order of a row does not change.
+__host__ __device__ constexpr int gemv_rows_at_once(int T, bool vec) { return vec && T > 4 ? 2 : 1; }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
@@ -52,6 +61,7 @@ __global__ void __launch_bounds__(kThreads)
                     const uint16_t* __restrict__ bias, float* __restrict__ y, int64_t ldy, int N, int K,
                     int rows_per_warp, bool accumulate, const uint16_t* __restrict__ gain, float eps,
                     float* __restrict__ xn, int64_t ldxn) {
+  constexpr int R = gemv_rows_at_once(T, kVec);
   float* xs = dynamic_shared<float>();  // [T, K]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   if (kVec) {
@@ -91,57 +101,110 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
 
-  for (int r = 0; r < rows_per_warp; ++r) {
-    const int n = (blockIdx.x * rows_per_warp + r) * kWarps + warp;
-    if (n >= N) break;  // no barrier follows: a warp past N simply stops
-    const uint16_t* wr = w + int64_t(n) * K;
-    float acc[T];
+  // The warp's rows in this block are r = 0 .. rows_per_warp - 1, row (block * rows_per_warp + r)
+  // * 8 + warp; R of them at a time (a row past N or past the warp's share reads row n[0] and
+  // stores nothing).
+  for (int r = 0; r < rows_per_warp; r += R) {
+    const int n0 = (blockIdx.x * rows_per_warp + r) * kWarps + warp;
+    if (n0 >= N) break;  // no barrier follows: a warp past N simply stops
+    int n[R];
+    bool live[R];
 #pragma unroll
-    for (int t = 0; t < T; ++t) acc[t] = 0.f;
+    for (int i = 0; i < R; ++i) {
+      n[i] = n0 + i * kWarps;
+      live[i] = i == 0 || (r + i < rows_per_warp && n[i] < N);
+      if (!live[i]) n[i] = n0;
+    }
+    float acc[R][T];
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int t = 0; t < T; ++t) acc[i][t] = 0.f;
     if (kVec) {
-      const uint4* w8 = reinterpret_cast<const uint4*>(wr);
       const float4* x4 = reinterpret_cast<const float4*>(xs);
       const int k8 = K / 8;
-#pragma unroll 4
-      for (int c = lane; c < k8; c += 32) {
-        const uint4 q = __ldg(w8 + c);
-        const float w0 = bf16_bits_to_f32(q.x & 0xffffu), w1 = bf16_bits_to_f32(q.x >> 16);
-        const float w2 = bf16_bits_to_f32(q.y & 0xffffu), w3 = bf16_bits_to_f32(q.y >> 16);
-        const float w4 = bf16_bits_to_f32(q.z & 0xffffu), w5 = bf16_bits_to_f32(q.z >> 16);
-        const float w6 = bf16_bits_to_f32(q.w & 0xffffu), w7 = bf16_bits_to_f32(q.w >> 16);
+      // U chunks of R rows loaded before any is used: 4 16-byte loads in flight per lane (2 KB a
+      // warp), whatever R. Chunks are added in increasing c, as one at a time would.
+      constexpr int U = 4 / R;
+      for (int c0 = lane; c0 < k8; c0 += 32 * U) {
+        uint4 q[U][R];
 #pragma unroll
-        for (int t = 0; t < T; ++t) {
-          const float4 a = x4[t * (K / 4) + 2 * c], b = x4[t * (K / 4) + 2 * c + 1];
-          float s = acc[t];
-          s = fmaf(w0, a.x, s);
-          s = fmaf(w1, a.y, s);
-          s = fmaf(w2, a.z, s);
-          s = fmaf(w3, a.w, s);
-          s = fmaf(w4, b.x, s);
-          s = fmaf(w5, b.y, s);
-          s = fmaf(w6, b.z, s);
-          s = fmaf(w7, b.w, s);
-          acc[t] = s;
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int i = 0; i < R; ++i)
+            q[u][i] = c0 + 32 * u < k8 ? __ldg(reinterpret_cast<const uint4*>(w + int64_t(n[i]) * K) + c0 + 32 * u)
+                                       : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int c = c0 + 32 * u;
+          if (c < k8) {  // (not a break: the loop must unroll, q stays in registers)
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+              const float4 a = x4[t * (K / 4) + 2 * c], b = x4[t * (K / 4) + 2 * c + 1];
+#pragma unroll
+              for (int i = 0; i < R; ++i) {
+                float s = acc[i][t];
+                s = fmaf(bf16_bits_to_f32(q[u][i].x & 0xffffu), a.x, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].x >> 16), a.y, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].y & 0xffffu), a.z, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].y >> 16), a.w, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].z & 0xffffu), b.x, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].z >> 16), b.y, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].w & 0xffffu), b.z, s);
+                s = fmaf(bf16_bits_to_f32(q[u][i].w >> 16), b.w, s);
+                acc[i][t] = s;
+              }
+            }
+          }
         }
       }
     } else {
+      const uint16_t* wr = w + int64_t(n0) * K;
       for (int k = lane; k < K; k += 32) {
         const float wk = bf16_bits_to_f32(wr[k]);
 #pragma unroll
-        for (int t = 0; t < T; ++t) acc[t] = fmaf(wk, xs[t * K + k], acc[t]);
+        for (int t = 0; t < T; ++t) acc[0][t] = fmaf(wk, xs[t * K + k], acc[0][t]);
       }
     }
-    const float b = bias ? bf16_bits_to_f32(bias[n]) : 0.f;
 #pragma unroll
-    for (int t = 0; t < T; ++t) {
-      const float v = warp_sum(acc[t]) + b;
-      // Lane t writes token t (static indices only: acc stays in registers).
-      if (lane == t) {
-        float* yp = y + t * ldy + n;
-        *yp = accumulate ? *yp + v : v;
+    for (int i = 0; i < R; ++i) {
+      const float b = bias ? bf16_bits_to_f32(bias[n[i]]) : 0.f;
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        const float v = warp_sum(acc[i][t]) + b;
+        // Lane t writes token t (static indices only: acc stays in registers).
+        if (lane == t && live[i]) {
+          float* yp = y + t * ldy + n[i];
+          *yp = accumulate ? *yp + v : v;
+        }
       }
     }
   }
+}
+
+// The most shared memory one block may have on this device (opting in past 48 KB).
+size_t smem_optin_bytes() {
+#if defined(GPTOSS_CUDA_EMU)
+  return 227 * 1024;  // the emulator's limit (an H100's)
+#else
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so the launch check does not report it
+    return kSmemBytes;
+  }
+  return std::max<size_t>(kSmemBytes, size_t(v));
+#endif
+}
+
+// Opts a kernel in to `smem` bytes of dynamic shared memory when past 48 KB (once per size it grows to).
+template <class F>
+void opt_in(F kernel, size_t smem, int& granted) {
+  static std::mutex mu;
+  if (smem <= kSmemBytes) return;
+  std::lock_guard<std::mutex> g(mu);
+  if (int(smem) <= granted) return;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  granted = int(smem);
 }
 
 template <int T, bool kVec>
@@ -150,6 +213,8 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
   const int rows_per_block = kWarps * rows_per_warp;
   const dim3 grid(unsigned((a.N + rows_per_block - 1) / rows_per_block));
   const size_t smem = size_t(T) * a.K * 4;
+  static int granted = int(kSmemBytes);
+  opt_in(matmul_bf16_f32<T, kVec>, smem, granted);
   GPTOSS_LAUNCH((matmul_bf16_f32<T, kVec>), grid, dim3(kThreads), smem, stream, x, a.ldx, a.w, a.b, y, a.ldy, a.N, a.K,
                 rows_per_warp, a.accumulate, n ? n->gain : nullptr, n ? n->eps : 0.f, xn, n ? n->ldxn : int64_t(0));
 }
@@ -176,8 +241,13 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 // (K % 8 == 0: a 16-byte chunk is all in or all out) are zeros in shared memory, so nothing past
 // an array is read and the zeros add nothing. Epilogue: v = acc + b[n], y = v or y + v (the CPU
 // op's order), tokens < T and columns < N only.
-// Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo); it
-// depends only on K, so a token's result is the same whatever T, the other tokens or BM.
+// Split k (grid z > 1: few tiles, batched decode): block z sums k tiles [z kt_split, (z + 1)
+// kt_split) and stores its sums to partials[z]; the tile's last block (tickets: one count per warp,
+// after its lanes' stores and a fence) adds the z partials in z order, then the bias, then y as
+// above. Which block is last depends on timing; the bits do not.
+// Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo), per
+// split, then the splits in order; it depends only on K and the splits, so a token's result is the
+// same whatever the other tokens or BM.
 namespace {
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // one cvt.rn.bf16x2.f32
@@ -193,7 +263,8 @@ template <int MT, bool kSplit>
 __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     matmul_bf16_gemm_f32(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ x_rows,
                          const uint16_t* __restrict__ w, const uint16_t* __restrict__ bias, float* __restrict__ y,
-                         int64_t ldy, int T, int N, int K, bool accumulate) {
+                         int64_t ldy, int T, int N, int K, bool accumulate, int kt_split, float* __restrict__ partials,
+                         unsigned* __restrict__ tickets) {
   using namespace gemm;
   constexpr int BM = block_m(MT);
   constexpr int kParts = kSplit ? 2 : 1;
@@ -207,7 +278,11 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
-  const int KT = (K + kBK - 1) / kBK;
+  // This block's k tiles: kt0 + [0, KT) of the (K + 31) / 32 (blockIdx.z: its k split).
+  const int kt0 = blockIdx.z * kt_split;
+  const int KT = min((K + kBK - 1) / kBK - kt0, kt_split);
+  __shared__ unsigned last;  // split k: whether this block adds up the tile (see the epilogue)
+  if (tid == 0) last = 0u;   // read after the k loop's barriers
 
   // This thread's x chunks: row pointers resolved once (null past T).
   const float* arow[kAPer];
@@ -222,7 +297,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     unsigned char* tile = ws + (kt % kStages) * kWTileBytes;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int id = tid + i * gemm::kThreads, k = kt * kBK + (id & 3) * 8;
+      const int id = tid + i * gemm::kThreads, k = (kt0 + kt) * kBK + (id & 3) * 8;
       unsigned char* dst = tile + swizzle(id >> 2, id & 3);
       if (k < K) cp_async16(dst, w + int64_t(min(n0 + (id >> 2), N - 1)) * K + k);
       else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
@@ -232,10 +307,10 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
   auto fetch_x = [&](int kt) {
 #pragma unroll
     for (int i = 0; i < kAPer; ++i) {
-      const int k = kt * kBK + ((tid + i * gemm::kThreads) & 3) * 8;
+      const int k = (kt0 + kt) * kBK + ((tid + i * gemm::kThreads) & 3) * 8;
       if (arow[i] && k < K) {
-        ra[i][0] = __ldg(reinterpret_cast<const float4*>(arow[i] + kt * kBK));
-        ra[i][1] = __ldg(reinterpret_cast<const float4*>(arow[i] + kt * kBK + 4));
+        ra[i][0] = __ldg(reinterpret_cast<const float4*>(arow[i] + (kt0 + kt) * kBK));
+        ra[i][1] = __ldg(reinterpret_cast<const float4*>(arow[i] + (kt0 + kt) * kBK + 4));
       } else {
         ra[i][0] = ra[i][1] = make_float4(0.f, 0.f, 0.f, 0.f);
       }
@@ -321,6 +396,49 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
   }
 
   const int g = lane >> 2, q = lane & 3;
+  if (gridDim.z > 1) {
+    // Split k: this block's sums (no bias) into partials[z][t][n]; the tile's last block to
+    // arrive (a ticket per tile, one count per warp after its lanes' stores and fences) adds the
+    // splits up in z order, so the bits do not depend on which block came last, and leaves the
+    // ticket zero for the next launch.
+    float* part = partials + int64_t(blockIdx.z) * T * N;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const int n = n0 + wn * kWarpN + 8 * j + 2 * q;
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int t = m0 + wm * 16 * MT + 16 * i + g + 8 * h;
+          if (t >= T) continue;
+          if (n < N) part[int64_t(t) * N + n] = acc[i][j][2 * h];
+          if (n + 1 < N) part[int64_t(t) * N + n + 1] = acc[i][j][2 * h + 1];
+        }
+    }
+    __threadfence();  // this lane's partials are visible device-wide before its warp's ticket
+    __syncwarp();
+    if (lane == 0) {
+      unsigned* ticket = tickets + blockIdx.y * gridDim.x + blockIdx.x;
+      if (atomicAdd(ticket, 1u) == gridDim.z * (gemm::kThreads / 32) - 1) {
+        *ticket = 0u;  // every other warp of the tile has counted: none reads it again
+        last = 1u;
+      }
+    }
+    __syncthreads();  // the last warp's flag, to its block
+    if (!last) return;
+    __threadfence();  // the other blocks' partials, after their tickets
+    for (int e = tid; e < BM * kBN; e += gemm::kThreads) {
+      const int t = m0 + e / kBN, n = n0 + e % kBN;
+      if (t >= T || n >= N) continue;
+      const volatile float* p = part - int64_t(blockIdx.z) * T * N + int64_t(t) * N + n;  // L2, not a stale L1 line
+      float v = p[0];
+      for (unsigned z = 1; z < gridDim.z; ++z) v += p[int64_t(z) * T * N];
+      v += bias ? bf16_bits_to_f32(bias[n]) : 0.f;
+      float* yp = y + int64_t(t) * ldy + n;
+      *yp = accumulate ? *yp + v : v;
+    }
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < kNT; ++j) {
     const int n = n0 + wn * kWarpN + 8 * j + 2 * q;
@@ -341,7 +459,8 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
 }
 
 template <int MT, bool kSplit>
-void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, cudaStream_t stream) {
+void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, int k_splits, int kt_split, float* partials,
+                 unsigned* tickets, cudaStream_t stream) {
   using namespace gemm;
   const size_t smem = size_t(kStages) * kWTileBytes + size_t(2) * (kSplit ? 2 : 1) * block_m(MT) * kRowBytes;
   if (smem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
@@ -350,18 +469,21 @@ void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, cudaStream_t st
       cudaFuncSetAttribute(matmul_bf16_gemm_f32<MT, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     });
   }
-  const dim3 grid(unsigned((a.N + kBN - 1) / kBN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)));
+  const dim3 grid(unsigned((a.N + kBN - 1) / kBN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)), unsigned(k_splits));
   GPTOSS_LAUNCH((matmul_bf16_gemm_f32<MT, kSplit>), grid, dim3(gemm::kThreads), smem, stream, a.x, a.ldx, x_rows, a.w, a.b, a.y,
-                a.ldy, a.T, a.N, a.K, a.accumulate);
+                a.ldy, a.T, a.N, a.K, a.accumulate, kt_split, partials, tickets);
 }
 }  // namespace
 }  // namespace cuda
 
-int matmul_bf16_rows_per_warp_cuda(int N) {
+int matmul_bf16_rows_per_warp_cuda(int N, int T) {
   // Large N (the unembedding): 4 rows per warp, so each block's copy of x serves 32 rows of
   // weights (the copy is an L2 read of 4 K bytes per token against 64 K bytes of weights); below
-  // that, 1, so the QKV and output projections spread over every SM (640 and 360 blocks).
-  return N >= 32768 ? 4 : 1;
+  // that, 1 up to 4 tokens, so the QKV and output projections spread over every SM (640 and 360
+  // blocks); from 5 tokens 2, the two rows a warp takes at once (320 and 180 blocks, each copying
+  // T x K f32 of x from L2 for its 16 rows of weights).
+  if (N >= 32768) return 4;
+  return cuda::gemv_rows_at_once(T, true);
 }
 
 namespace {
@@ -369,7 +491,7 @@ void gemv(const MatmulBf16Args& a, const RmsnormFold* n, cudaStream_t stream, in
   using namespace cuda;
   if (a.T < 0 || a.N < 1 || a.K < 1 || a.ldx < a.K || a.ldy < a.N || !a.x || !a.w || !a.y)
     throw invalid_argument("matmul_bf16: need T >= 0, N >= 1, K >= 1, ldx >= K, ldy >= N and non-null x, w, y");
-  // The norm's static shared memory (its sums) comes out of the same 48 KB as x.
+  // The norm's static shared memory (its sums) comes out of the same budget as x.
   const size_t smem_bytes = n ? kSmemBytes - 64 : kSmemBytes;
   if (size_t(a.K) * 4 > smem_bytes)
     throw invalid_argument("matmul_bf16: K " + std::to_string(a.K) + " > " + std::to_string(smem_bytes / 4) +
@@ -380,19 +502,26 @@ void gemv(const MatmulBf16Args& a, const RmsnormFold* n, cudaStream_t stream, in
   const bool vec = a.K % 8 == 0 && a.ldx % 4 == 0 && aligned(a.x, 16) && aligned(a.w, 16) &&
                    (!n || (n->ldxn % 4 == 0 && aligned(n->xn, 16) && aligned(n->gain, 8)));
   if (rows_per_warp < 0 || rows_per_warp > 64) throw invalid_argument("matmul_bf16: rows_per_warp must be in [0, 64]");
-  if (rows_per_warp == 0) rows_per_warp = matmul_bf16_rows_per_warp_cuda(a.N);
-  // The scalar path (odd K or unaligned rows, never gpt-oss's shapes) takes one token a launch.
-  const int per_launch = vec ? int(std::min<size_t>(kMaxTokens, smem_bytes / (size_t(a.K) * 4))) : 1;
+  // The scalar path (odd K or unaligned rows, never gpt-oss's shapes) takes one token a launch;
+  // the vector path as many as fit the device's shared memory, up to 8 (gpt-oss: 8 at K 2880 and
+  // 4096 on an H100 or A100, 92 and 128 KB).
+  const size_t budget = (vec ? smem_optin_bytes() : kSmemBytes) - (n ? 64 : 0);
+  const int per_launch = vec ? int(std::min<size_t>(kMaxTokens, budget / (size_t(a.K) * 4))) : 1;
   for (int t0 = 0; t0 < a.T; t0 += per_launch) {
     const int m = std::min(per_launch, a.T - t0);
     const float* x = a.x + int64_t(t0) * a.ldx;
     float* y = a.y + int64_t(t0) * a.ldy;
     float* xn = n ? n->xn + int64_t(t0) * n->ldxn : nullptr;
-    if (!vec) launch<1, false>(a, x, y, rows_per_warp, n, xn, stream);
-    else if (m == 1) launch<1, true>(a, x, y, rows_per_warp, n, xn, stream);
-    else if (m == 2) launch<2, true>(a, x, y, rows_per_warp, n, xn, stream);
-    else if (m == 3) launch<3, true>(a, x, y, rows_per_warp, n, xn, stream);
-    else launch<4, true>(a, x, y, rows_per_warp, n, xn, stream);
+    const int rpw = rows_per_warp ? rows_per_warp : matmul_bf16_rows_per_warp_cuda(a.N, m);
+    if (!vec) launch<1, false>(a, x, y, rpw, n, xn, stream);
+    else if (m == 1) launch<1, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 2) launch<2, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 3) launch<3, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 4) launch<4, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 5) launch<5, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 6) launch<6, true>(a, x, y, rpw, n, xn, stream);
+    else if (m == 7) launch<7, true>(a, x, y, rpw, n, xn, stream);
+    else launch<8, true>(a, x, y, rpw, n, xn, stream);
     check_launch("matmul_bf16");
   }
 }
@@ -408,9 +537,47 @@ void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaSt
 
 int matmul_bf16_gemm_tile_m_cuda(int T) {
   // Up to 32 tokens, blocks of 32 (one m16 fragment per warp): the weights are read once and
-  // no mma works on padding rows past T beyond 31; past that, 128 (4 per warp), which halves the
-  // shared-memory bytes per mma of the B side (see matmul_bf16_gemm_f32).
-  return T <= 32 ? 32 : 128;
+  // no mma works on padding rows past T beyond 31; up to 64 (batched decode), 64 (two per warp),
+  // still one token tile; past that, 128 (4 per warp), which halves the shared-memory bytes per
+  // mma of the B side (see matmul_bf16_gemm_f32).
+  return T <= 32 ? 32 : T <= 64 ? 64 : 128;
+}
+
+namespace {
+// k tiles per split and the number of splits for at most `want` splits of KT tiles (none empty).
+void plan_splits(int KT, int want, int& per, int& splits) {
+  per = (KT + std::max(1, want) - 1) / std::max(1, want);
+  splits = (KT + per - 1) / per;
+}
+int64_t gemm_tiles(int T, int N, int tm) { return int64_t((N + cuda::gemm::kBN - 1) / cuda::gemm::kBN) * ((T + tm - 1) / tm); }
+}  // namespace
+
+int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m) {
+  // Enough blocks to stream the weights from every SM: a grid of fewer than 66 tiles (half an
+  // H100's 132 SMs; the projections' 23 to 40 at decode sizes) splits k until it has about 132
+  // blocks, each at least 8 k tiles (256 k) deep. Larger grids (prefill; QKV at 256 tokens: 80
+  // tiles) keep one block per tile: their mma, not the weight stream, is the longer part, and the
+  // partial sums would cost 4 T N bytes per split.
+  if (T < 1 || N < 1 || K < 1) return 1;
+  const int tm = tile_m ? tile_m : matmul_bf16_gemm_tile_m_cuda(T);
+  const int64_t tiles = gemm_tiles(T, N, tm);
+  if (tiles > kMatmulBf16GemmMaxTiles) return 1;
+  const int KT = (K + cuda::gemm::kBK - 1) / cuda::gemm::kBK;
+  const int want = int(std::min<int64_t>((kMatmulBf16GemmTargetBlocks + tiles - 1) / tiles, KT / kMatmulBf16GemmMinSplitTiles));
+  if (want <= 1) return 1;
+  int per, splits;
+  plan_splits(KT, want, per, splits);
+  return splits;
+}
+
+size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K) {
+  size_t most = 0;
+  for (int T = 1; T <= max_T; ++T) {
+    const int s = matmul_bf16_gemm_k_splits_cuda(T, N, K);
+    if (s > 1) most = std::max(most, size_t(s) * size_t(T) * size_t(N) * 4);
+    else if (gemm_tiles(T, N, matmul_bf16_gemm_tile_m_cuda(T)) > kMatmulBf16GemmMaxTiles) break;  // no split past here
+  }
+  return most;
 }
 
 void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions& o, cudaStream_t stream) {
@@ -420,28 +587,45 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
   if (a.K % 8 != 0 || a.ldx % 4 != 0 || !aligned(a.x, 16) || !aligned(a.w, 16))
     throw invalid_argument("matmul_bf16 (GEMM): needs K % 8 == 0 (got " + std::to_string(a.K) + "), ldx % 4 == 0 (got " +
                            std::to_string(a.ldx) + ") and x, w 16-byte aligned");
-  if (o.tile_m != 0 && o.tile_m != 32 && o.tile_m != 128)
-    throw invalid_argument("matmul_bf16 (GEMM): tile_m must be 0, 32 or 128, got " + std::to_string(o.tile_m));
+  if (o.tile_m != 0 && o.tile_m != 32 && o.tile_m != 64 && o.tile_m != 128)
+    throw invalid_argument("matmul_bf16 (GEMM): tile_m must be 0, 32, 64 or 128, got " + std::to_string(o.tile_m));
+  if (o.k_splits < 0 || o.k_splits > 65535) throw invalid_argument("matmul_bf16 (GEMM): k_splits must be in [0, 65535]");
   if (a.T == 0) return;
   const int tm = o.tile_m ? o.tile_m : matmul_bf16_gemm_tile_m_cuda(a.T);
   if ((int64_t(a.T) + tm - 1) / tm > 65535) throw invalid_argument("matmul_bf16 (GEMM): T " + std::to_string(a.T) + " past the grid's 65535 token tiles");
-  if (tm == 32) o.split_x ? launch_gemm<1, true>(a, o.x_rows, stream) : launch_gemm<1, false>(a, o.x_rows, stream);
-  else o.split_x ? launch_gemm<4, true>(a, o.x_rows, stream) : launch_gemm<4, false>(a, o.x_rows, stream);
+  const bool have_ws = o.ws.partials && o.ws.tickets;
+  const int KT = (a.K + gemm::kBK - 1) / gemm::kBK;
+  int per = KT, splits = 1;
+  plan_splits(KT, o.k_splits ? o.k_splits : have_ws ? matmul_bf16_gemm_k_splits_cuda(a.T, a.N, a.K, tm) : 1, per, splits);
+  if (splits > 1) {
+    if (!have_ws) throw invalid_argument("matmul_bf16 (GEMM): k_splits > 1 needs partials and tickets");
+    if (o.ws.partials_bytes < size_t(splits) * a.T * a.N * 4 || !aligned(o.ws.partials, 8))
+      throw invalid_argument("matmul_bf16 (GEMM): partials must hold " + std::to_string(size_t(splits) * a.T * a.N * 4) +
+                             " bytes (" + std::to_string(splits) + " k splits x T x N f32), 8-byte aligned");
+    if (gemm_tiles(a.T, a.N, tm) > kMatmulBf16GemmMaxTiles)
+      throw invalid_argument("matmul_bf16 (GEMM): k splits take at most " + std::to_string(kMatmulBf16GemmMaxTiles) + " tiles (tickets)");
+  }
+  float* p = splits > 1 ? o.ws.partials : nullptr;
+  unsigned* tk = splits > 1 ? o.ws.tickets : nullptr;
+  if (tm == 32) o.split_x ? launch_gemm<1, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<1, false>(a, o.x_rows, splits, per, p, tk, stream);
+  else if (tm == 64) o.split_x ? launch_gemm<2, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<2, false>(a, o.x_rows, splits, per, p, tk, stream);
+  else o.split_x ? launch_gemm<4, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<4, false>(a, o.x_rows, splits, per, p, tk, stream);
   check_launch("matmul_bf16 (GEMM)");
 }
 
 MatmulBf16Kernel matmul_bf16_kernel_cuda(const MatmulBf16Args& a, bool fp32_mode) {
   const bool gemm_shape = a.K % 8 == 0 && a.ldx % 4 == 0 && cuda::aligned(a.x, 16) && cuda::aligned(a.w, 16);
-  const int from = a.N >= kMatmulBf16WideN ? kMatmulBf16GemmFromTWide : kMatmulBf16GemmFromT;
+  const int from = a.N >= kMatmulBf16WideN ? kMatmulBf16GemmFromTWide : fp32_mode ? kMatmulBf16GemmFromTExact : kMatmulBf16GemmFromT;
   if (a.T < from || !gemm_shape) return MatmulBf16Kernel::kGemv;
   return fp32_mode ? MatmulBf16Kernel::kGemmSplitBf16 : MatmulBf16Kernel::kGemmBf16;
 }
 
-void matmul_bf16_select_cuda(const MatmulBf16Args& a, bool fp32_mode, cudaStream_t stream) {
+void matmul_bf16_select_cuda(const MatmulBf16Args& a, bool fp32_mode, cudaStream_t stream, const MatmulBf16Workspace& ws) {
   const MatmulBf16Kernel k = matmul_bf16_kernel_cuda(a, fp32_mode);
   if (k == MatmulBf16Kernel::kGemv) return matmul_bf16_cuda(a, stream);
   MatmulBf16GemmOptions o;
   o.split_x = k == MatmulBf16Kernel::kGemmSplitBf16;
+  o.ws = ws;
   matmul_bf16_gemm_cuda(a, o, stream);
 }
 }  // namespace gptoss

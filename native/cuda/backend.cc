@@ -132,8 +132,18 @@ struct Launch {
   const ScratchPlan& plan;
   int sm_count;
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
-  unsigned* tickets;  // [max_tokens] zeros, for router_topk_gemv_cuda (left zero by each launch)
+  unsigned* tickets;  // [ticket_count(plan)] zeros, for router_topk_gemv_cuda and the split-k GEMM (left zero by each launch)
 };
+
+// The runner's zeroed tickets: one per token for the router; from the first step size that can take
+// the GEMM (9 tokens), at least one per tile of the split-k GEMM (kernels/cuda/matmul_bf16.cuh).
+int ticket_count(const ScratchPlan& p) {
+  const int t = std::max(1, p.max_tokens);
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+  if (t >= kMatmulBf16GemmFromT) return std::max(t, kMatmulBf16GemmMaxTiles);
+#endif
+  return t;
+}
 
 // Whether a step is prefill-shaped: at least 16 tokens, in runs of one sequence 8 or more long on
 // average (a prompt chunk, or a few beside some decode tokens). Decided on the host from the
@@ -177,11 +187,14 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
   const StepContext& c = l.c;
   float* y = o.y.present() ? c.f32(o.y) + o.ycol : c.logits;
   const int64_t ldy = o.y.present() ? c.ld(o.y) : o.N;
-  // The GEMV, or the tensor-core GEMM for 16+ rows (8+ for the unembedding), split into hi + lo
-  // bf16 halves in fp32 mode (kernels/cuda/matmul_bf16.cuh has the rule).
+  // The GEMV up to 8 rows, or the tensor-core GEMM (from 16 rows in fp32 mode, split into hi + lo
+  // bf16 halves; from 8 for the unembedding), k split over the op's scratch when its grid is small
+  // (kernels/cuda/matmul_bf16.cuh has the rules).
   matmul_bf16_select_cuda({c.f32(o.x) + o.xcol, c.ld(o.x), c.bf16(o.w), c.bf16(o.b), y, ldy, o.logits_rows ? c.L : c.T, o.N, o.K,
                            o.accumulate, nullptr},
-                          l.plan.exact, l.s);
+                          l.plan.exact, l.s,
+                          {reinterpret_cast<float*>(c.scratch), c.scratch_bytes,
+                           ticket_count(l.plan) >= kMatmulBf16GemmMaxTiles ? l.tickets : nullptr});
 #else
   (void)o, (void)l;
   no_kernel("matmul_bf16");
@@ -349,6 +362,10 @@ template <class Op>
 size_t cuda_scratch(const Op&, const ScratchPlan&) {
   return 0;
 }
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+// The split-k GEMM's partial sums (batched decode's projections).
+size_t cuda_scratch(const MatmulBf16Op& o, const ScratchPlan& p) { return matmul_bf16_gemm_scratch_cuda(p.max_tokens, o.N, o.K); }
+#endif
 #ifdef GPTOSS_CUDA_HAS_attention
 size_t cuda_scratch(const AttentionOp& o, const ScratchPlan& p) {
   return attention_scratch_cuda(p.max_tokens, p.max_context, o.q_heads, o.head_dim, o.window);
@@ -395,8 +412,8 @@ class CudaRunner final : public StepRunner {
     const size_t table0 = table_entries(host.pages[0], T), table1 = table_entries(host.pages[1], T);
     ensure_inputs(table0, table1);
     if (!tickets_) {  // zeroed once, before any capture; every launch leaves them zero
-      const size_t bytes = size_t(std::max(1, plan_.max_tokens)) * sizeof(unsigned);
-      tickets_ = device_block(bytes, "the router's tickets");
+      const size_t bytes = size_t(ticket_count(plan_)) * sizeof(unsigned);
+      tickets_ = device_block(bytes, "the router's and the GEMM's tickets");
       gpu::fill_zero(tickets_.get(), bytes, stream_);
     }
     // The step's inputs, packed into the pinned mirror and copied in one transfer.
@@ -655,7 +672,7 @@ class CudaRunner final : public StepRunner {
                                            rows * kSampleMaxCandidates * sizeof(SampleCudaCand) +
                                            rows * size_t(sample_cuda_chunks(vocab)) * sizeof(double)
                                      : 0;
-    return size_t(std::max(1, plan.max_tokens)) * sizeof(unsigned) + sampler;
+    return size_t(ticket_count(plan)) * sizeof(unsigned) + sampler;
   }
 
  private:

@@ -12,9 +12,11 @@
 //
 // Batched decode: B sequences, one token each, B logit rows, every sequence at the same context.
 // The kernels are those the backend's rules pick for T = B tokens (mirrored below, with where each
-// rule lives): the GEMV below 16 tokens in launches of up to 4 tokens (3 for the attention output:
-// K 4096 f32 fits 3 tokens in 48 KB), the tensor-core GEMM from 16 (the unembedding from 8) with
-// 32-token tiles up to 32 tokens and 128 past; the attention's norm folded only into a GEMV (the
+// rule lives): the GEMV up to 8 tokens in one launch (x of 8 tokens in opted-in shared memory; two
+// rows a warp at once from 5), the tensor-core GEMM from 9 (the unembedding from 8) with 32-token
+// tiles up to 32 tokens, 64 up to 64 and 128 past, its k split over enough blocks for ~132 when
+// the grid has at most 66 tiles (the partial sums counted once as DRAM bytes, and the tile's last
+// block adding them up as a serial tail, see splitTailUs); the attention's norm folded only into a GEMV (the
 // MLP's norm, router and top-k are one launch at every size); the grouped MXFP4 GEMM when
 // T k >= 3 E, else the GEMV; decode attention (prefill_step is false: one token per
 // sequence). The experts a step reads: uniform routing, each token's top-4 a uniform 4 of E, so an
@@ -49,7 +51,14 @@ const NORM_PROLOGUE_US = 0.5;
 // "CUDA prefill on the tensor cores": 128-token tile 256 B, 32-token tile 544 B).
 const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
 const SMEM_BYTES_PER_CLK = 128;
-const GEMM_SMEM_PER_MMA = { 1: 544, 4: 256 };
+const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 256 };
+// The split-k GEMM's tail: the last block of a tile reads every split's partial sums of the tile
+// from L2 and adds them, alone on its SM, after the weight stream; at an assumed 64 bytes per
+// clock from L2 into one SM (an assumption, not measured here).
+const L2_BYTES_PER_CLK_PER_SM = 64;
+// The most shared memory a block may opt in to: an A100's 163 KB (an H100 has 227 KB); the GEMV's
+// tokens per launch are x's f32 rows that fit.
+const SMEM_OPTIN = 166912;
 // GPU memory a configuration must fit (weights + KV cache; activations and scratch not counted).
 const GPU_MEMORY = 80 * 2 ** 30;
 
@@ -80,10 +89,34 @@ function roof(kernel, launch, gpu) {
 }
 
 // ---- The backend's rules (mirrored; keep in step with the C++) ----
-// kernels/cuda/matmul_bf16.cu: matmul_bf16_kernel_cuda, matmul_bf16_gemm_tile_m_cuda, gemv's per_launch.
-const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 16);
-const gemmMT = (T) => (T <= 32 ? 1 : 4);
-const gemvPerLaunch = (K, norm) => Math.min(4, Math.floor((48 * 1024 - (norm ? 64 : 0)) / (K * 4)));
+// kernels/cuda/matmul_bf16.cu: matmul_bf16_kernel_cuda (default mode), matmul_bf16_gemm_tile_m_cuda,
+// matmul_bf16_gemm_k_splits_cuda, gemv's per_launch.
+const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 9);
+const gemmMT = (T) => (T <= 32 ? 1 : T <= 64 ? 2 : 4);
+const gemvPerLaunch = (K, norm) => Math.min(8, Math.floor((SMEM_OPTIN - (norm ? 64 : 0)) / (K * 4)));
+function kSplits(T, N, K) {
+  const tiles = Math.ceil(N / 128) * Math.ceil(T / (32 * gemmMT(T)));
+  if (tiles > 66) return 1;
+  const KT = Math.ceil(K / 32);
+  const want = Math.min(Math.ceil(132 / tiles), Math.floor(KT / 8));
+  if (want <= 1) return 1;
+  return Math.ceil(KT / Math.ceil(KT / want));
+}
+// The GEMV's lab.json launch for n tokens of QKV or the attention output (+residual).
+function gemvLaunch(kind, n) {
+  const two = n > 4 ? ' (two rows a warp at once, 16 rows a block)' : '';
+  if (kind === 'qkv')
+    return n === 1 ? '20b/120b decode QKV: 1 x 5120 x 2880' : `decode QKV, ${n} tokens: ${n} x 5120 x 2880${two}`;
+  if (n === 1) return '20b/120b decode attn out (+residual): 1 x 2880 x 4096';
+  if (n === 2) return 'decode attn out (+residual), 2 tokens: 2 x 2880 x 4096';
+  if (n === 4) return 'decode attn out, 4 tokens: 4 x 2880 x 4096 (K 4096: 64 KB of x, opted in)';
+  return `decode attn out, ${n} tokens: ${n} x 2880 x 4096${two}`;
+}
+// The GEMM's lab.json launch for T tokens of a projection.
+function gemmLaunch(what, T, N, K) {
+  const ks = kSplits(T, N, K);
+  return `${what}, ${T} tokens${ks > 1 ? ` (${ks} k splits)` : ''}: ${T} x ${N} x ${K} (bytes: W, x, y${ks > 1 ? ', the k splits partials' : ''} once; flops: 2TNK)`;
+}
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
 const moeGemm = (T, E) => T * KTOP >= 3 * E || T * KTOP >= 65536;
 const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
@@ -102,7 +135,7 @@ function binomial(n, p) {
 // ---- The tensor-core hand model (a PREDICTION, as the static roofline) ----
 // mma.m16n8k16 per clock per SM = min(dense bf16 peak, 4 schedulers / PTX instructions per mma of
 // the k loop (static.json's hot loop), shared-memory bandwidth / bytes per mma); the busiest SM
-// takes ceil(blocks / SMs) blocks.
+// takes ceil(blocks / SMs) blocks; split k: k_splits blocks per tile, each its share of the k tiles.
 const peakMmaPerClk = (gpu) =>
   (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
 function matmulGemmUs(MT, T, N, K) {
@@ -111,9 +144,20 @@ function matmulGemmUs(MT, T, N, K) {
     const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
     const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
     const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
-    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT));
-    const mmaPerBlock = 8 * Math.ceil(K / 32) * 8 * MT; // padding rows and columns included
+    const ks = kSplits(T, N, K);
+    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT)) * ks;
+    const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 8 * MT; // padding rows and columns included
     return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
+  };
+}
+// The serial tail of a split-k launch (µs): the last block of a tile reads ks x rows x 128 partial
+// sums (rows: the tile's tokens) and writes the tile's outputs.
+function splitTailUs(T, N, K) {
+  return (gpu) => {
+    const ks = kSplits(T, N, K);
+    if (ks === 1) return 0;
+    const rows = Math.min(T, 32 * gemmMT(T));
+    return ((ks + 1) * rows * 128 * 4) / (L2_BYTES_PER_CLK_PER_SM * lab.gpus[gpu].clockGHz * 1e3);
   };
 }
 // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
@@ -171,17 +215,16 @@ function step(mname, ctx, B) {
     const per = gemvPerLaunch(H, true);
     for (let t = 0; t < B; t += per) {
       const n = Math.min(per, B - t);
-      const name = n === 1 ? '20b/120b decode QKV: 1 x 5120 x 2880' : `decode QKV, ${n} tokens: ${n} x 5120 x 2880`;
-      add('QKV + out', `matmul_bf16_f32<${n}, true>`, name, L, NORM_PROLOGUE_US);
+      add('QKV + out', `matmul_bf16_f32<${n}, true>`, gemvLaunch('qkv', n), L, NORM_PROLOGUE_US);
     }
   } else {
     add('other', 'rmsnorm_f32_bf16w<true>', normRows, L);
     add(
       'QKV + out',
       `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
-      `20b/120b batched decode QKV: ${B} x 5120 x 2880 (bytes: W, x, y once, rereads from L2; flops: 2TNK)`,
+      gemmLaunch('20b/120b batched decode QKV', B, QKV, H),
       L,
-      0,
+      splitTailUs(B, QKV, H),
       matmulGemmUs(gemmMT(B), B, QKV, H),
     );
   }
@@ -217,22 +260,15 @@ function step(mname, ctx, B) {
     const per = gemvPerLaunch(QD, false);
     const counts = {};
     for (let t = 0; t < B; t += per) counts[Math.min(per, B - t)] = (counts[Math.min(per, B - t)] ?? 0) + 1;
-    for (const [n, c] of Object.entries(counts)) {
-      const name =
-        +n === 1
-          ? '20b/120b decode attn out (+residual): 1 x 2880 x 4096'
-          : +n === 2
-            ? 'decode attn out (+residual), 2 tokens: 2 x 2880 x 4096'
-            : `decode attn out, ${n} tokens: ${n} x 2880 x 4096`;
-      add('QKV + out', `matmul_bf16_f32<${n}, true>`, name, c * L);
-    }
+    for (const [n, c] of Object.entries(counts))
+      add('QKV + out', `matmul_bf16_f32<${n}, true>`, gemvLaunch('out', +n), c * L);
   } else {
     add(
       'QKV + out',
       `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
-      `20b/120b batched decode attn out (+residual): ${B} x 2880 x 4096 (bytes: W, x, y once, rereads from L2; flops: 2TNK)`,
+      gemmLaunch('20b/120b batched decode attn out (+residual)', B, H, QD),
       L,
-      0,
+      splitTailUs(B, H, QD),
       matmulGemmUs(gemmMT(B), B, H, QD),
     );
   }
@@ -303,7 +339,7 @@ function step(mname, ctx, B) {
   } else {
     const name = {
       8: '20b/120b unembedding, 8 logit rows: 8 x 201088 x 2880 (bytes: W, x, y once; flops: 2TNK)',
-      64: '20b/120b unembedding, 64 logit rows: 64 x 201088 x 2880 (bytes: W, x, y once, rereads from L2; flops: 2TNK)',
+      64: '20b/120b unembedding, 64 logit rows: 64 x 201088 x 2880 (bytes: W, x, y once; flops: 2TNK)',
       256: '20b/120b unembedding, 256 logit rows: 256 x 201088 x 2880 (two token tiles, N tiles fastest: W read twice from DRAM; flops: 2TNK)',
     }[B];
     add('unembedding', `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`, name, 1, 0, matmulGemmUs(gemmMT(B), B, V, H));
@@ -352,13 +388,14 @@ function evaluate(ks, gpu) {
     launches = 0;
   for (const { group, kernel, launch, n, extra, tensor } of ks) {
     let us = 0;
+    const ex = typeof extra === 'function' ? extra(gpu) : extra;
     if (kernel) {
       const r = roof(kernel, launch, gpu);
       // Tensor-core kernels: their DRAM time against the hand model (static.mjs's issue figure
       // counts ld.global only and is not meaningful for them).
       us = tensor ? Math.max(r.memoryUs, tensor(gpu)) : r.predictedUs;
     }
-    const t = n * (us + extra);
+    const t = n * (us + ex);
     kernelUs += t;
     launches += n;
     groups[group] = (groups[group] ?? 0) + t + n * GAP_US;
@@ -429,7 +466,7 @@ const top = (groups, stepUs) =>
     .map(([k, v]) => `${k} ${f((100 * v) / stepUs)}%`)
     .join(', ');
 out.push(
-  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV below 16 tokens in launches of 4 (attention out: 3); tensor-core GEMM from 16, the unembedding from 8; grouped MXFP4 GEMM when 4B >= 3E, else the MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
+  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to ~132 blocks when the grid has at most 66 tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 4B >= 3E, else the MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
   '',
   '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + sampling µs | tokens/s with sampling | largest shares of the step |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|',

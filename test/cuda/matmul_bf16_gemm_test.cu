@@ -5,7 +5,11 @@
 // projection's 5120 rows, the unembedding's logit rows picked by a row list, a K tail
 // (K % 32 == 8), padded rows, the residual add, both activation modes (bf16; split hi + lo for the
 // fp32 mode); the tile layout (every fragment position through the swizzle, no bank conflicts);
-// the rule between the GEMV and the GEMM; a token's output independent of the others. The
+// the rule between the GEMV and the GEMM; a token's output independent of the others; split k
+// (batched decode: T = 3, 5, 9, 16, 33 and 64 over 200 rows, 64-token tiles, the splits the rule
+// takes for QKV and the attention output, uneven last splits, the fp32 mode's halves): against
+// the CPU, the same bits under every schedule (which block adds a tile up changes with the block
+// order), the tickets left zero, and the split rule itself. The
 // real-K cases, among them the full QKV (16 x 5120 x 2880), out-proj (40 x 2880 x 4096) and
 // 127 x 511 x 2880, run once under the forward schedule and are skipped with LAB_QUICK (about
 // 30 s of the 33 s these tests take under ASan here); small siblings run the same code under all
@@ -25,10 +29,15 @@ const double kU = std::ldexp(1.0, -24);
 // Accumulation: the GEMM chains K / 16 mma (K / 8 split), each rounding its f32 sum once in the
 // emulator; a tensor core rounds internally, so 2 u per mma is allowed; the CPU chains at most
 // K / 8 products per SIMD lane, then a horizontal sum and the bias (as matmul_bf16_test.cu).
-double accumulation(int K, bool split) { return (2.0 * (split ? K / 8.0 : K / 16.0) + K / 8.0 + 16.0) * kU; }
+// Split k adds the k_splits partial sums in order: k_splits - 1 more roundings.
+double accumulation(int K, bool split, int k_splits = 1) {
+  return (2.0 * (split ? K / 8.0 : K / 16.0) + K / 8.0 + 16.0 + 2.0 * k_splits) * kU;
+}
 // Against the CPU on the same x: rounding x to bf16 moves each product by at most 2^-8 of it
 // (round to nearest, 8 significant bits); the split's hi + lo leaves at most 2^-16.
-double contract(int K, bool split) { return std::ldexp(1.0, split ? -16 : -8) + accumulation(K, split); }
+double contract(int K, bool split, int k_splits = 1) {
+  return std::ldexp(1.0, split ? -16 : -8) + accumulation(K, split, k_splits);
+}
 
 // x as the GEMM's tensor cores see it: bf16(x), or hi + lo (exact in f32).
 float as_staged(float v, bool split) {
@@ -44,6 +53,7 @@ struct Case {
   int tile_m = 0;
   std::vector<int32_t> rows;  // x's rows for the output rows (the logit rows), else row t
   int x_rows = 0;             // rows of x when `rows` is set
+  int k_splits = 1;           // 0: the rule's, with a workspace
 };
 
 // every_schedule false: once, under the forward schedule.
@@ -87,17 +97,30 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::DeviceBuf<int32_t> drows(std::max<size_t>(1, c.rows.size()));
   if (c.bias) db.upload(b);
   if (!c.rows.empty()) drows.upload(c.rows);
-  const double tol_exact = accumulation(c.K, c.split), tol = contract(c.K, c.split);
+  const int splits = c.k_splits ? c.k_splits : gptoss::matmul_bf16_gemm_k_splits_cuda(c.T, c.N, c.K, c.tile_m);
+  const double tol_exact = accumulation(c.K, c.split, splits), tol = contract(c.K, c.split, splits);
+  // Split k's workspace: partials NaN-poisoned (each split must write its share before the sum),
+  // tickets zero (as the backend leaves them).
+  lab::DeviceBuf<float> dpart(size_t(std::max(1, splits)) * c.T * c.N);
+  lab::DeviceBuf<unsigned> dtickets(gptoss::kMatmulBf16GemmMaxTiles);
+  cudaMemset(dtickets.p, 0, dtickets.n * sizeof(unsigned));
+  std::vector<float> first;  // the first schedule's output: every schedule must give its bits
   auto run = [&] {
     if (c.accumulate) dy.upload(y0);
     else cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+    cudaMemset(dpart.p, 0xff, dpart.n * sizeof(float));
     gptoss::MatmulBf16GemmOptions o;
     o.split_x = c.split;
     o.tile_m = c.tile_m;
     o.x_rows = c.rows.empty() ? nullptr : drows.p;
+    o.k_splits = c.k_splits;
+    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p};
     gptoss::matmul_bf16_gemm_cuda(
         {dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr}, o, nullptr);
     const std::vector<float> got = dy.download();
+    for (unsigned v : dtickets.download()) LAB_CHECK(v == 0u, "a ticket left at %u", v);
+    if (first.empty()) first = got;
+    else LAB_CHECK(std::memcmp(first.data(), got.data(), got.size() * 4) == 0, "T %d N %d K %d, %d splits: bits differ between schedules", c.T, c.N, c.K, splits);
     for (int t = 0; t < c.T; ++t)
       for (int n = 0; n < c.N; ++n) {
         const size_t i = size_t(t) * c.ldy + n;
@@ -264,6 +287,81 @@ LAB_TEST("matmul_bf16: split GEMM (x = hi + lo, the fp32 mode) is within 2^-16 o
   check(s, 48);
 }
 
+LAB_TEST("matmul_bf16: split-k GEMM matches CPU for batched decode's 3, 5, 9, 16, 33 and 64 tokens over 200 rows (K 2880)") {
+  // 2 tiles of 128 rows (the second 72); 90 k tiles in 3 splits of 30, or 4 of 23 (the last 21).
+  for (int T : {3, 5, 9, 16, 33, 64}) {
+    Case c{T, 200, 2880, 2880, 200, true, false};
+    c.k_splits = T == 33 ? 4 : 3;
+    if (!lab::quick() || T == 9) check(c, 60 + T, !lab::quick() && T <= 16);
+  }
+  // The same paths at a small K, every schedule: 5 k tiles in splits of 2, 2, 1; 64-token tiles.
+  for (int T : {5, 33, 64}) {
+    Case c{T, 200, 160, 164, 203, true, T == 33};
+    c.k_splits = 3;
+    check(c, 70 + T);
+  }
+}
+
+LAB_TEST("matmul_bf16: split-k GEMM at the rule's splits: QKV (5120 x 2880) and the attention output (2880 x 4096) at 64 tokens") {
+  LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(64, 5120, 2880) == 4 && gptoss::matmul_bf16_gemm_k_splits_cuda(9, 5120, 2880) == 4 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(64, 2880, 4096) == 6 && gptoss::matmul_bf16_gemm_k_splits_cuda(256, 5120, 2880) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(256, 2880, 4096) == 3 && gptoss::matmul_bf16_gemm_k_splits_cuda(512, 2880, 4096) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(512, 5120, 2880) == 1 && gptoss::matmul_bf16_gemm_k_splits_cuda(8, 201088, 2880) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(16, 32, 2880) == 10 && gptoss::matmul_bf16_gemm_k_splits_cuda(16, 200, 160) == 1,
+            "the split rule moved: update this test, decode-roofline.mjs and the lab.json launches");
+  LAB_CHECK(gptoss::matmul_bf16_gemm_scratch_cuda(64, 5120, 2880) == size_t(4) * 64 * 5120 * 4 &&
+                gptoss::matmul_bf16_gemm_scratch_cuda(1, 201088, 2880) == 0,
+            "the split rule's scratch moved");
+  Case q{64, 5120, 2880, 2880, 5120, true, false};
+  q.k_splits = 0;  // the rule's 4
+  if (!lab::quick()) check(q, 80, false);
+  Case o{64, 2880, 4096, 4096, 2880, true, true};
+  o.k_splits = 0;  // the rule's 6 (128 k tiles: 5 of 22, the last 18)
+  if (!lab::quick()) check(o, 81, false);
+  Case r{16, 32, 2880, 2880, 32, true, false};
+  r.k_splits = 0;  // the router's one tile: 10 splits of 9 k tiles
+  check(r, 82, !lab::quick());
+}
+
+LAB_TEST("matmul_bf16: split-k GEMM in the fp32 mode's halves (x = hi + lo) is within 2^-16 of the CPU") {
+  Case c{20, 72, 2880, 2880, 72, true, false};
+  c.split = true;
+  c.k_splits = 5;
+  if (!lab::quick()) check(c, 83, false);
+  Case s{40, 136, 256, 256, 136, true, true};
+  s.split = true;
+  s.k_splits = 2;  // 64-token tile
+  check(s, 84);
+}
+
+LAB_TEST("matmul_bf16: a token's split-k GEMM output is bit-identical alone and among 64 (same splits, 32- and 64-token tiles)") {
+  const int T = 64, N = 136, K = 256;
+  lab::Rng r(85);
+  std::vector<float> x(size_t(T) * K);
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  std::vector<uint16_t> w(size_t(N) * K), b(N);
+  for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
+  for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
+  lab::DeviceBuf<float> dx(x), dall(size_t(T) * N), d1(N), dpart(size_t(2) * T * N);
+  lab::DeviceBuf<uint16_t> dw(w), db(b);
+  lab::DeviceBuf<unsigned> dtickets(gptoss::kMatmulBf16GemmMaxTiles);
+  cudaMemset(dtickets.p, 0, dtickets.n * sizeof(unsigned));
+  for (bool split : {false, true}) {
+    gptoss::MatmulBf16GemmOptions o;
+    o.split_x = split;
+    o.k_splits = 2;
+    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p};
+    gptoss::matmul_bf16_gemm_cuda({dx.p, K, dw.p, db.p, dall.p, N, T, N, K, false, nullptr}, o, nullptr);
+    const std::vector<float> all = dall.download();
+    for (int t : {0, 37, 63}) {
+      gptoss::matmul_bf16_gemm_cuda({dx.p + t * K, K, dw.p, db.p, d1.p, N, 1, N, K, false, nullptr}, o, nullptr);
+      const std::vector<float> one = d1.download();
+      LAB_CHECK(std::memcmp(one.data(), all.data() + size_t(t) * N, N * 4) == 0, "token %d differs alone and among %d%s", t, T,
+                split ? " (split)" : "");
+    }
+  }
+}
+
 LAB_TEST("matmul_bf16: a token's GEMM output is bit-identical alone (32-token tile) and among 100 (128-token tiles)") {
   const int T = 100, N = 136, K = 128;
   lab::Rng r(48);
@@ -288,7 +386,7 @@ LAB_TEST("matmul_bf16: a token's GEMM output is bit-identical alone (32-token ti
   }
 }
 
-LAB_TEST("matmul_bf16: the GEMV below 16 tokens (8 for the unembedding), the GEMM from there (split in fp32 mode), the GEMV for shapes the GEMM refuses") {
+LAB_TEST("matmul_bf16: the GEMV up to 8 tokens (15 in fp32 mode, 7 for the unembedding), the GEMM past there (split in fp32 mode), the GEMV for shapes the GEMM refuses") {
   using gptoss::MatmulBf16Kernel;
   std::vector<float> x(8 * 64 + 4), y(64);
   std::vector<uint16_t> w(64 + 8);
@@ -300,22 +398,30 @@ LAB_TEST("matmul_bf16: the GEMV below 16 tokens (8 for the unembedding), the GEM
   auto kernel = [&](int T, int N, int K, int64_t ldx, bool fp32, float* xp) {
     return gptoss::matmul_bf16_kernel_cuda({xp, ldx, wa, nullptr, y.data(), N, T, N, K, false, nullptr}, fp32);
   };
-  LAB_CHECK(gptoss::kMatmulBf16GemmFromT == 16 && gptoss::kMatmulBf16GemmFromTWide == 8 && gptoss::kMatmulBf16WideN == 32768,
-            "the rule's thresholds moved: update this test and the lab.json launches");
-  for (int T = 1; T < 16; ++T) LAB_CHECK(kernel(T, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "QKV, T %d: not the GEMV", T);
-  LAB_CHECK(kernel(16, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "QKV, T 16: not the bf16 GEMM");
+  LAB_CHECK(gptoss::kMatmulBf16GemmFromT == 9 && gptoss::kMatmulBf16GemmFromTExact == 16 && gptoss::kMatmulBf16GemmFromTWide == 8 &&
+                gptoss::kMatmulBf16WideN == 32768,
+            "the rule's thresholds moved: update this test, decode-roofline.mjs and the lab.json launches");
+  for (int T = 1; T < 9; ++T) LAB_CHECK(kernel(T, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "QKV, T %d: not the GEMV", T);
+  for (int T = 1; T < 16; ++T) LAB_CHECK(kernel(T, 5120, 64, 64, true, xa) == MatmulBf16Kernel::kGemv, "QKV, T %d, fp32 mode: not the GEMV", T);
+  LAB_CHECK(kernel(9, 5120, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "QKV, T 9: not the bf16 GEMM");
   LAB_CHECK(kernel(16, 5120, 64, 64, true, xa) == MatmulBf16Kernel::kGemmSplitBf16, "QKV, T 16, fp32 mode: not the split GEMM");
   LAB_CHECK(kernel(7, 201088, 64, 64, false, xa) == MatmulBf16Kernel::kGemv, "unembedding, T 7: not the GEMV");
   LAB_CHECK(kernel(8, 201088, 64, 64, false, xa) == MatmulBf16Kernel::kGemmBf16, "unembedding, T 8: not the GEMM");
   LAB_CHECK(kernel(16, 64, 60, 64, false, xa) == MatmulBf16Kernel::kGemv, "K 60: not the GEMV");
   LAB_CHECK(kernel(16, 64, 64, 66, false, xa) == MatmulBf16Kernel::kGemv, "ldx 66: not the GEMV");
   LAB_CHECK(kernel(16, 64, 64, 64, false, xa + 1) == MatmulBf16Kernel::kGemv, "unaligned x: not the GEMV");
-  LAB_CHECK(gptoss::matmul_bf16_gemm_tile_m_cuda(32) == 32 && gptoss::matmul_bf16_gemm_tile_m_cuda(33) == 128,
+  LAB_CHECK(gptoss::matmul_bf16_gemm_tile_m_cuda(32) == 32 && gptoss::matmul_bf16_gemm_tile_m_cuda(33) == 64 &&
+                gptoss::matmul_bf16_gemm_tile_m_cuda(64) == 64 && gptoss::matmul_bf16_gemm_tile_m_cuda(65) == 128,
             "the token-tile rule moved");
 
-  // Through matmul_bf16_select_cuda: both sides of the threshold against the CPU op.
-  const int N = 40, K = 96;
-  for (int T : {15, 16}) {
+  // Through matmul_bf16_select_cuda (with a workspace: split k where the rule splits): both sides
+  // of each threshold against the CPU op.
+  const int N = 40, K = 512;
+  lab::DeviceBuf<float> dpart(gptoss::matmul_bf16_gemm_scratch_cuda(16, N, K) / 4);
+  lab::DeviceBuf<unsigned> dtickets(gptoss::kMatmulBf16GemmMaxTiles);
+  cudaMemset(dtickets.p, 0, dtickets.n * sizeof(unsigned));
+  LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(9, N, K) == 2, "the rule no longer splits 9 x 40 x 512 in two");
+  for (int T : {8, 9, 15, 16}) {
     lab::Rng r(49 + T);
     std::vector<float> hx(size_t(T) * K);
     for (auto& v : hx) v = r.uniform(-2.f, 2.f);
@@ -327,9 +433,11 @@ LAB_TEST("matmul_bf16: the GEMV below 16 tokens (8 for the unembedding), the GEM
     lab::DeviceBuf<uint16_t> dw(hw);
     for (bool fp32 : {false, true}) {
       cudaMemset(dy.p, 0xff, dy.n * 4);
-      gptoss::matmul_bf16_select_cuda({dx.p, K, dw.p, nullptr, dy.p, N, T, N, K, false, nullptr}, fp32, nullptr);
+      gptoss::matmul_bf16_select_cuda({dx.p, K, dw.p, nullptr, dy.p, N, T, N, K, false, nullptr}, fp32, nullptr,
+                                      {dpart.p, dpart.n * sizeof(float), dtickets.p});
       const std::vector<float> got = dy.download();
-      const double tol = T < 16 ? 1e-5 : contract(K, fp32);
+      const bool gemv = T < (fp32 ? 16 : 9);
+      const double tol = gemv ? 1e-5 : contract(K, fp32, gptoss::matmul_bf16_gemm_k_splits_cuda(T, N, K));
       for (int t = 0; t < T; ++t)
         for (int n = 0; n < N; ++n) {
           double S = 0;
@@ -363,5 +471,21 @@ LAB_TEST("matmul_bf16: GEMM refuses shapes it does not take with ERR_INVALID_ARG
   LAB_CHECK(code({xa, 18, wa, nullptr, y.data(), 4, 1, 2, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx 18 accepted");
   LAB_CHECK(code({xa + 1, 16, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "unaligned x accepted");
   LAB_CHECK(code({xa, 8, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}) == "ERR_INVALID_ARGUMENT", "ldx < K accepted");
-  LAB_CHECK(code({xa, 16, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}, 64) == "ERR_INVALID_ARGUMENT", "tile_m 64 accepted");
+  LAB_CHECK(code({xa, 16, wa, nullptr, y.data(), 4, 1, 4, 16, false, nullptr}, 48) == "ERR_INVALID_ARGUMENT", "tile_m 48 accepted");
+  // Split k: more than one split without a workspace, or partials too small for k_splits x T x N.
+  std::vector<float> part(64);
+  std::vector<unsigned> tickets(gptoss::kMatmulBf16GemmMaxTiles);
+  auto split_code = [&](int k_splits, gptoss::MatmulBf16Workspace ws) {
+    gptoss::MatmulBf16GemmOptions o;
+    o.k_splits = k_splits;
+    o.ws = ws;
+    try {
+      gptoss::matmul_bf16_gemm_cuda({xa, 512, wa, nullptr, y.data(), 4, 1, 4, 512, false, nullptr}, o, nullptr);
+    } catch (const gptoss::Error& e) {
+      return e.code;
+    }
+    return std::string("none");
+  };
+  LAB_CHECK(split_code(2, {}) == "ERR_INVALID_ARGUMENT", "2 k splits without a workspace accepted");
+  LAB_CHECK(split_code(2, {part.data(), 4 * 4, tickets.data()}) == "ERR_INVALID_ARGUMENT", "partials of 4 floats for 2 x 1 x 4 accepted");
 }

@@ -3,8 +3,10 @@
 // 128 x 2880 for 20b and 120b: the two models share these shapes), the unembedding's code path
 // (4 rows per warp, which the launcher takes from 32768 rows, forced on 70 rows: 201,088 x 2880
 // would take minutes under the emulator), odd row
-// counts (1, 33, 511), odd K on the scalar path, padded rows, and more tokens than one launch
-// takes; outputs NaN-poisoned before every call.
+// counts (1, 33, 511), odd K on the scalar path, padded rows, batched decode's launches of up to 8
+// tokens (1, 3, 5 and 8 at K 2880, 8 at K 4096; two rows a warp at once from 5 tokens, row counts
+// that leave a warp's second row past N or past its share), and more tokens than one launch takes
+// (9); outputs NaN-poisoned before every call.
 #include <algorithm>
 
 #include "kernels/cuda/matmul_bf16.cuh"
@@ -86,8 +88,10 @@ LAB_TEST("matmul_bf16: CUDA matches CPU at the router (32 x 2880) and odd row co
   check({1, 511, 512, 512, 511, true, false}, 17, false);
 }
 LAB_TEST("matmul_bf16: CUDA matches CPU on the unembedding's path (4 rows a warp, taken from 32768 rows; no bias)") {
-  LAB_CHECK(gptoss::matmul_bf16_rows_per_warp_cuda(201088) == 4 && gptoss::matmul_bf16_rows_per_warp_cuda(5120) == 1,
-            "the unembedding no longer takes 4 rows per warp");
+  LAB_CHECK(gptoss::matmul_bf16_rows_per_warp_cuda(201088) == 4 && gptoss::matmul_bf16_rows_per_warp_cuda(5120) == 1 &&
+                gptoss::matmul_bf16_rows_per_warp_cuda(201088, 8) == 4 && gptoss::matmul_bf16_rows_per_warp_cuda(5120, 4) == 1 &&
+                gptoss::matmul_bf16_rows_per_warp_cuda(5120, 5) == 2 && gptoss::matmul_bf16_rows_per_warp_cuda(2880, 8) == 2,
+            "the rows-per-warp rule moved (unembedding 4; projections 1 up to 4 tokens, 2 from 5)");
   Case c{2, 70, 2880, 2880, 72, false, false};
   c.rows_per_warp = 4;  // 3 blocks of 32 rows, the last ragged
   check(c, 18);
@@ -97,22 +101,43 @@ LAB_TEST("matmul_bf16: CUDA matches CPU on the scalar path (odd K, unaligned row
   check({2, 17, 511, 511, 17, true, true}, 20);
   check({7, 40, 96, 100, 41, true, false}, 21);  // 4 + 3 tokens in two launches
 }
-LAB_TEST("matmul_bf16: a token's output is bit-identical alone and in a batch of 4") {
-  const int N = 96, K = 2880;
+LAB_TEST("matmul_bf16: CUDA matches CPU for batched decode's launches of 1, 3, 5 and 8 tokens at K 2880 (N 37, 120)") {
+  check({1, 37, 2880, 2880, 37, true, false}, 51);
+  check({3, 37, 2880, 2880, 40, true, false}, 52);
+  check({5, 37, 2880, 2884, 37, true, false}, 53);  // 2 rows a warp: 3 blocks of 16, the last with 5 rows
+  check({8, 120, 2880, 2880, 120, true, true}, 54);
+  if (!lab::quick()) check({8, 5120, 2880, 2880, 5120, true, false}, 55, false);  // QKV, one pass
+}
+LAB_TEST("matmul_bf16: CUDA matches CPU at K 4096 for 8 tokens in one launch (128 KB of x) and 9 in two, adding to the residual") {
+  check({8, 24, 4096, 4096, 2880, true, true}, 56);
+  check({9, 17, 4096, 4096, 20, true, true}, 57);  // 8 + 1 tokens
+  if (!lab::quick()) check({8, 2880, 4096, 4096, 2880, true, true}, 58, false);  // the attention output, one pass
+}
+LAB_TEST("matmul_bf16: two rows a warp with forced rows per warp (odd counts: a warp's second row past its share)") {
+  for (int rpw : {1, 3, 4}) {
+    Case c{6, 41, 256, 256, 41, true, false};
+    c.rows_per_warp = rpw;
+    check(c, 59 + rpw);
+  }
+}
+LAB_TEST("matmul_bf16: a token's output is bit-identical alone and in batches of 4 and 8 (two rows a warp)") {
+  const int N = 100, K = 2880;
   lab::Rng r(22);
-  std::vector<float> x(size_t(4) * K);
+  std::vector<float> x(size_t(8) * K);
   for (auto& v : x) v = r.uniform(-2.f, 2.f);
   std::vector<uint16_t> w(size_t(N) * K), b(N);
   for (auto& v : w) v = lab::f32_to_bf16(r.uniform(-0.5f, 0.5f));
   for (auto& v : b) v = lab::f32_to_bf16(r.uniform(-1.f, 1.f));
-  lab::DeviceBuf<float> dx(x), d4(size_t(4) * N), d1(N);
+  lab::DeviceBuf<float> dx(x), d8(size_t(8) * N), d1(N);
   lab::DeviceBuf<uint16_t> dw(w), db(b);
-  gptoss::matmul_bf16_cuda({dx.p, K, dw.p, db.p, d4.p, N, 4, N, K, false, nullptr}, nullptr);
-  const std::vector<float> all = d4.download();
-  for (int t = 0; t < 4; ++t) {
-    gptoss::matmul_bf16_cuda({dx.p + t * K, K, dw.p, db.p, d1.p, N, 1, N, K, false, nullptr}, nullptr);
-    const std::vector<float> one = d1.download();
-    LAB_CHECK(std::memcmp(one.data(), all.data() + t * N, N * 4) == 0, "token %d differs alone and batched", t);
+  for (int T : {4, 8}) {
+    gptoss::matmul_bf16_cuda({dx.p, K, dw.p, db.p, d8.p, N, T, N, K, false, nullptr}, nullptr);
+    const std::vector<float> all = d8.download();
+    for (int t = 0; t < T; ++t) {
+      gptoss::matmul_bf16_cuda({dx.p + t * K, K, dw.p, db.p, d1.p, N, 1, N, K, false, nullptr}, nullptr);
+      const std::vector<float> one = d1.download();
+      LAB_CHECK(std::memcmp(one.data(), all.data() + t * N, N * 4) == 0, "token %d differs alone and in a batch of %d", t, T);
+    }
   }
 }
 namespace {
@@ -144,9 +169,11 @@ void check_norm(int T, int N, int K, int64_t ldx, uint64_t seed) {
 }
 }  // namespace
 
-LAB_TEST("matmul_bf16: the norm folded in front is bit for bit rmsnorm_cuda then the GEMV (1 to 5 tokens, both paths)") {
+LAB_TEST("matmul_bf16: the norm folded in front is bit for bit rmsnorm_cuda then the GEMV (1 to 9 tokens, both paths)") {
   check_norm(1, 40, 2880, 2880, 23);  // 5 blocks: only block 0 stores xn
-  check_norm(5, 17, 256, 260, 24);    // 4 + 1 tokens in two launches, padded rows
+  check_norm(5, 17, 256, 260, 24);    // two rows a warp, padded rows
+  check_norm(8, 33, 2880, 2880, 26);  // 3 blocks of 16 rows
+  check_norm(9, 20, 256, 256, 27);    // 8 + 1 tokens in two launches
   check_norm(2, 9, 33, 35, 25);       // the scalar path
 }
 LAB_TEST("matmul_bf16: bad shapes are ERR_INVALID_ARGUMENT before any launch") {

@@ -3,13 +3,17 @@ import { describe, expect, it } from 'vitest';
 import { bf16Bytes, bf16Values, relErr, rng } from '../helpers/checkpoint.js';
 import { f32, opDevices, runOp } from '../helpers/op.js';
 
-// Y (+)= X W^T + b with bf16 W, through the GEMV path (T <= 4) and the tiled path (T > 4), at
-// widths that leave SIMD tails (K = 72, N = 33).
+// Y (+)= X W^T + b with bf16 W, at widths that leave SIMD tails (K = 72, N = 33). On the CPU:
+// the GEMV path (T <= 4) and the tiled path (T > 4). On CUDA (fp32 mode): the GEMV up to 8 tokens a
+// launch (9: two launches), the tensor-core GEMM on hi + lo halves from 16 (16 x 40 x 2880: one
+// tile, k split 10 ways over the program's scratch).
 describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
   for (const [T, N, K] of [
     [1, 33, 72],
     [3, 33, 64],
     [5, 33, 72],
+    [9, 33, 64],
+    [16, 40, 2880],
     [33, 70, 2880 / 10],
   ]) {
     for (const accumulate of [0, 1]) {
@@ -59,7 +63,7 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
     }
   }
 
-  it('a token gets the same bits alone as among 9 (rows tiled by four tokens, then the rest)', async () => {
+  it('a token gets the same bits alone as among 9 (CPU: rows tiled by four tokens; CUDA: a launch of 8, then 1)', async () => {
     const T = 9,
       N = 37,
       K = 96;
@@ -83,6 +87,34 @@ describe.each(opDevices('matmul_bf16'))('matmul_bf16 (%s)', (device) => {
       const alone = await run(x.slice(t * K, (t + 1) * K), 1);
       expect(Array.from(alone)).toEqual(Array.from(all.slice(t * N, (t + 1) * N)));
     }
+  });
+
+  // Default precision: from 9 rows CUDA takes the GEMM with bf16 activations (k split in two here:
+  // 2 tiles of 128 rows over 16 k tiles), each product within 2^-8 of the f32 one.
+  it('default precision, 64 rows x 200 x 512: within bf16 rounding of float64', async () => {
+    const T = 64,
+      N = 200,
+      K = 512;
+    const r = rng(78);
+    const w = bf16Bytes(Array.from({ length: N * K }, () => 2 * r() - 1));
+    const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+    const out = await runOp({
+      device,
+      precision: 'default',
+      maxTokens: T,
+      weights: { w },
+      buffers: { x: { dtype: 'f32', rows: T, cols: K, data: x }, y: { dtype: 'f32', rows: T, cols: N } },
+      op: (wi, bi) => ({ op: 'matmul_bf16', x: bi.x, y: bi.y, w: wi.w, N, K }),
+    });
+    const W = bf16Values(w);
+    const ref = new Float64Array(T * N);
+    for (let t = 0; t < T; t++)
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let kk = 0; kk < K; kk++) s += W[n * K + kk] * x[t * K + kk];
+        ref[t * N + n] = s;
+      }
+    expect(relErr(f32(out.y), ref)).toBeLessThan(device === 'cuda' ? 1e-2 : 1e-6);
   });
 
   it('refuses a matrix whose size disagrees with N x K (before any step runs)', async () => {
