@@ -1,20 +1,32 @@
 // moe_mxfp4: the expert MLPs of one MoE layer for a few tokens (decode), MXFP4 weights in the
 // checkpoint's layout (kernels/MODEL.md, "Experts", "MXFP4"; reference kernels/cpu/moe_mxfp4.cc).
-// Two launches:
+// One token (T = 1), two launches:
 //   gate_up: act[s] = swiglu(W1[e] x[t] + b1[e])    grid (I / 32 row pairs per CTA, slot s = t * k + j)
 //   down:    y = W2[e] act[s] + b2[e], then either stored per slot (the op's contract) or, fused
 //            with moe_combine, out[t] (+)= sum_j w[t, j] y_j in the fixed order j = 0..k-1
 //                                                   grid (H / 16 rows per CTA, token t)
+// Batched decode (T >= 2), expert-major, so that each selected expert's weights come from DRAM once
+// per step however the tokens are routed:
+//   moe_dispatch (kernels/cuda/moe_dispatch.cu): the slots grouped by expert, cut into tiles of up
+//            to kTile = 4 slots of one expert (deterministic, no atomics)
+//   gate_up: grid (tile, I / 32 row pairs): the tile's CTAs stage its slots' x, decode each weight
+//            once and apply it to all of them (acc[2][4] in registers); act per slot
+//   down:    grid (tile + 1, H / 32 rows): the same over W2, y per slot (unweighted); the last x
+//            index writes NaN rows for slots whose index lies outside [0, E)
+//   combine: out[t] (+)= sum_j w[t, j] y[t * k + j], j = 0..k-1 (the fused op only)
+// An expert's tiles are adjacent in x, so the CTAs reading the same rows run together and only the
+// first reads DRAM. Per slot the arithmetic is the one-token path's (same staging, same products
+// and sums, same combine), so a token's bits do not depend on the batch (tested).
 // Layouts: blocks [E, rows, K/32, 16] (byte b of a block: element 2b low nibble, 2b+1 high nibble),
 // scales [E, rows, K/32] (E8M0), rows of W1 interleave gate (even) and linear (odd).
 //
 // Work split. A CTA is 8 warps; a warp owns two weight rows at a time (gate_up: the gate/linear
 // pair of one activation, so the SwiGLU needs no exchange; down: two output rows, for each of the
-// token's k experts), 4 such pairs per warp in gate_up, 1 in down. Lane l reads the 16-byte blocks l, l + 32, ... of both rows (ld.global.nc.v4, coalesced,
+// token's k experts), 4 such pairs per warp in gate_up, 1 in the one-token down, 2 in the batched
+// one. Lane l reads the 16-byte blocks l, l + 32, ... of both rows (ld.global.nc.v4, coalesced,
 // every weight byte read once per launch), decodes them in registers, and the lanes' partial dot
-// products meet in an xor-shuffle sum. gate_up groups slots by expert: the CTA of the first slot
-// choosing an expert runs all slots choosing it (kTok tokens per pass over the weights), the
-// others exit, so an expert's weights are read once whatever the number of tokens routed to it.
+// products meet in an xor-shuffle sum. The one-token gate_up groups its slots by expert: the CTA of
+// the first slot choosing an expert runs all slots choosing it, the others exit.
 //
 // Decode (no table, no shared memory per weight). An E2M1 nibble s|e1 e0|m placed at f16 bits
 // 15 and 11..9 is exactly its value times 2^-14 (subnormal e = 0 included): per 32-bit word of
@@ -39,14 +51,21 @@
 // decoded f16x2 widened exactly to f32 (cvt), 32 FFMA per block and vector, then the block factor:
 // per 16-byte load per token ~60 decode + 32 cvt + 32 FFMA + 4 LDS.128 + ~8 = ~136 instructions,
 // still under the ~160 of the memory-bound limit at one token (static roofline: a prediction).
-// Limits (checked by the launchers): H, I positive multiples of 32; k <= 8; 16-byte-aligned blocks;
-// T * k < 65536 (grid.y); the staged activations fit the 48 KB of shared memory (4 x H x 2 bytes
-// for gate_up, k x I x 2 bytes for down: H, I up to 6144 at k = 4). E8M0 scales above 240
-// (|weight| >= 2^114) saturate to infinity; 255 is NaN in the OCP format and not expected.
+// Per 16-byte load with n slots in a tile: ~130 decode and fixed + ~60 per slot (PTX: 210 at one,
+// 389 at four), so a full tile of 4 is near the issue limit and more slots per expert are the
+// grouped GEMM's (kernels/cuda/moe_mxfp4_gemm.cuh, moe_mxfp4_use_gemm).
+// Limits (checked by the launchers): H, I positive multiples of 32; k <= 8; E <= 256 (the
+// dispatch); 16-byte-aligned blocks and scratch; T * k < 65536; the staged activations fit the
+// 48 KB of shared memory (4 x H x 2 bytes for gate_up, max(k, 4) x I x 2 bytes for down: H, I up
+// to 6144 at k = 4). E8M0 scales above 240 (|weight| >= 2^114) saturate to infinity; 255 is NaN
+// in the OCP format and not expected.
 #include "kernels/cuda/moe_mxfp4.cuh"
 
 #include <algorithm>
 #include <string>
+
+#include "kernels/cuda/moe_dispatch.cuh"
+#include "kernels/op.h"
 
 namespace gptoss {
 namespace cuda {
@@ -57,6 +76,11 @@ constexpr int kWarps = kThreads / 32;
 // per token at H = 2880, so that one decode token still fills 132 SMs).
 constexpr int kPairsPerWarpUp = 4, kPairsPerCtaUp = kWarps * kPairsPerWarpUp;
 constexpr int kPairsPerWarpDown = 1, kPairsPerCtaDown = kWarps * kPairsPerWarpDown;
+// Batched decode: slots per dispatch tile (one staging and one pass over the weights per CTA), and
+// row pairs per warp in the down pass (32 rows per CTA: the staging of the tile's 4 activation
+// vectors is repaid over more rows than the one-token pass's 16).
+constexpr int kTile = 4;
+constexpr int kPairsPerWarpDownG = 2, kPairsPerCtaDownG = kWarps * kPairsPerWarpDownG;
 constexpr int kMaxVec = 8;                        // activation vectors one CTA stages
 constexpr int kMaxK = kMaxVec;                    // experts per token (down pass)
 constexpr size_t kMaxSmem = 48 * 1024;
@@ -346,13 +370,49 @@ __device__ __forceinline__ int nth_slot(const int32_t* idx, int S, int e, int fr
   return S;
 }
 
+// One pass of gate_up over the CTA's row pairs (pair0 ...) of expert e for the n <= kTok staged
+// vectors; slot_of(v) is the slot (row of act) of staged vector v.
+template <int kTok, bool kF32, class SlotOf>
+__device__ __forceinline__ void gate_up_pass(const Staged& st, int n, const SlotOf& slot_of, int e, int pair0,
+                                             const uint8_t* __restrict__ w1b, const uint8_t* __restrict__ w1s,
+                                             const uint16_t* __restrict__ b1, float* __restrict__ act, int H, int I,
+                                             float limit, float alpha) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nb = H / 32;
+  const uint4* wbase = reinterpret_cast<const uint4*>(w1b + size_t(e) * 2 * I * nb * 16);
+  const uint8_t* sbase = w1s + size_t(e) * 2 * I * nb;
+  const uint16_t* bias = b1 + size_t(e) * 2 * I;
+  for (int pp = 0; pp < kPairsPerWarpUp; ++pp) {
+    const int pair = pair0 + pp * kWarps + warp;
+    if (pair >= I) break;
+    float acc[2][kTok] = {};
+    dot2<kF32, kTok>(wbase + size_t(2 * pair) * nb, sbase + size_t(2 * pair) * nb, nb, st.xs, n, acc);
+#pragma unroll
+    for (int v = 0; v < kTok; ++v) {
+      if (v < n) {
+        const float gs = warp_sum(acc[0][v]), ls = warp_sum(acc[1][v]);
+        if (lane == 0) {
+          // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts"), as the CPU op.
+          float g = gs * st.inv[v] + bf16_bits_to_f32(bias[2 * pair]);
+          float l = ls * st.inv[v] + bf16_bits_to_f32(bias[2 * pair + 1]);
+          g = fminf(g, limit);
+          l = fminf(fmaxf(l, -limit), limit);
+          const float glu = g / (1.f + expf(-alpha * g));
+          act[size_t(slot_of(v)) * I + pair] = glu * (l + 1.f);
+        }
+      }
+    }
+  }
+}
+
+// One token (T = 1): grid (I / 32 row pairs, slot); the CTA of the first slot choosing an expert
+// runs every slot choosing it (a router's k experts are distinct, so normally one each).
 template <int kTok, bool kF32>
 __device__ __forceinline__ void gate_up_body(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ idx,
                       const uint8_t* __restrict__ w1b, const uint8_t* __restrict__ w1s,
                       const uint16_t* __restrict__ b1, float* __restrict__ act, int S, int k, int E, int H, int I,
                       float limit, float alpha) {
   __shared__ float inv[kMaxVec];
-  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int slot = blockIdx.y;
   const int e = idx[slot];
   const int pair0 = blockIdx.x * kPairsPerCtaUp;
   if (e < 0 || e >= E) {  // the CPU op throws; here the slot's activations become NaN
@@ -361,11 +421,7 @@ __device__ __forceinline__ void gate_up_body(const float* __restrict__ x, int64_
   }
   for (int s = 0; s < slot; ++s)
     if (idx[s] == e) return;  // an earlier slot's CTA runs this expert
-  const int nb = H / 32;
   const Staged st{dynamic_shared<uint4>(), inv};
-  const uint4* wbase = reinterpret_cast<const uint4*>(w1b + size_t(e) * 2 * I * nb * 16);
-  const uint8_t* sbase = w1s + size_t(e) * 2 * I * nb;
-  const uint16_t* bias = b1 + size_t(e) * 2 * I;
   for (int first = slot; first < S;) {
     int n = 0, next = S;
     for (int s = first; s < S; ++s)
@@ -374,29 +430,32 @@ __device__ __forceinline__ void gate_up_body(const float* __restrict__ x, int64_
         ++n;
       }
     stage<kF32>(n, [&](int v) { return x + int64_t(nth_slot(idx, S, e, first, v) / k) * ldx; }, H, st);
-    for (int pp = 0; pp < kPairsPerWarpUp; ++pp) {
-      const int pair = pair0 + pp * kWarps + warp;
-      if (pair >= I) break;
-      float acc[2][kTok] = {};
-      dot2<kF32, kTok>(wbase + size_t(2 * pair) * nb, sbase + size_t(2 * pair) * nb, nb, st.xs, n, acc);
-#pragma unroll
-      for (int v = 0; v < kTok; ++v) {
-        if (v < n) {
-          const float gs = warp_sum(acc[0][v]), ls = warp_sum(acc[1][v]);
-          if (lane == 0) {
-            // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts"), as the CPU op.
-            float g = gs * st.inv[v] + bf16_bits_to_f32(bias[2 * pair]);
-            float l = ls * st.inv[v] + bf16_bits_to_f32(bias[2 * pair + 1]);
-            g = fminf(g, limit);
-            l = fminf(fmaxf(l, -limit), limit);
-            const float glu = g / (1.f + expf(-alpha * g));
-            act[size_t(nth_slot(idx, S, e, first, v)) * I + pair] = glu * (l + 1.f);
-          }
-        }
-      }
-    }
+    gate_up_pass<kTok, kF32>(st, n, [&](int v) { return nth_slot(idx, S, e, first, v); }, e, pair0, w1b, w1s, b1, act,
+                             H, I, limit, alpha);
     first = next;
   }
+}
+
+// Batched decode (T >= 2), expert-major: grid (dispatch tile, I / 32 row pairs). Tile blockIdx.x
+// of the dispatch plan is up to kTile slots of one expert (sorted rows row0 ...); its CTAs apply
+// their row pairs to those slots in one pass, so each weight is decoded once per tile. The tiles
+// of one expert are adjacent in x, so the CTAs reading the same rows run together and the rows
+// come from DRAM once (later tiles from L2). CTAs past the plan's ntiles exit.
+template <bool kF32>
+__device__ __forceinline__ void gate_up_grouped_body(const float* __restrict__ x, int64_t ldx, const MoeDispatchPlan& g,
+                                                     const uint8_t* __restrict__ w1b, const uint8_t* __restrict__ w1s,
+                                                     const uint16_t* __restrict__ b1, float* __restrict__ act, int k,
+                                                     int H, int I, float limit, float alpha) {
+  __shared__ float inv[kMaxVec];
+  const int tile = blockIdx.x;
+  if (tile >= *g.ntiles) return;
+  const int e = g.tile_expert[tile], row0 = g.tile_row0[tile];
+  const int n = min(kTile, g.offsets[e + 1] - row0);
+  const int32_t* rows = g.order + row0;
+  const Staged st{dynamic_shared<uint4>(), inv};
+  stage<kF32>(n, [&](int v) { return x + int64_t(rows[v] / k) * ldx; }, H, st);
+  gate_up_pass<kTile, kF32>(st, n, [&](int v) { return rows[v]; }, e, int(blockIdx.y) * kPairsPerCtaUp, w1b, w1s, b1,
+                            act, H, I, limit, alpha);
 }
 
 template <bool kFused, bool kF32>
@@ -443,6 +502,69 @@ __device__ __forceinline__ void down_body(const float* __restrict__ act, const i
   }
 }
 
+// Batched decode (T >= 2), expert-major as gate_up_grouped_body: grid (dispatch tile + 1,
+// H / 2 / kPairsPerCtaDownG row pairs); y[slot] = W2[e] act[slot] + b2[e] for the tile's slots
+// (unweighted: the combine applies the routing weights in the fixed order j = 0..k-1). The last x
+// index writes NaN rows for the slots whose index lies outside [0, E) (in no tile).
+template <bool kF32>
+__device__ __forceinline__ void down_grouped_body(const float* __restrict__ act, const int32_t* __restrict__ idx,
+                                                  const MoeDispatchPlan& g, const uint8_t* __restrict__ w2b,
+                                                  const uint8_t* __restrict__ w2s, const uint16_t* __restrict__ b2,
+                                                  float* __restrict__ y, int64_t ldy, int S, int E, int H, int I) {
+  __shared__ float inv[kMaxVec];
+  const int tile = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int pair0 = int(blockIdx.y) * kPairsPerCtaDownG;
+  if (tile >= *g.ntiles) {
+    if (tile == int(gridDim.x) - 1) {
+      const int r0 = 2 * pair0, r1 = min(H, 2 * (pair0 + kPairsPerCtaDownG));
+      for (int s = 0; s < S; ++s)
+        if (idx[s] < 0 || idx[s] >= E)
+          for (int r = r0 + int(threadIdx.x); r < r1; r += kThreads) y[size_t(s) * ldy + r] = NAN;
+    }
+    return;
+  }
+  const int e = g.tile_expert[tile], row0 = g.tile_row0[tile];
+  const int n = min(kTile, g.offsets[e + 1] - row0);
+  const int32_t* rows = g.order + row0;
+  const int nb = I / 32;
+  const Staged st{dynamic_shared<uint4>(), inv};
+  stage<kF32>(n, [&](int v) { return act + size_t(rows[v]) * I; }, I, st);
+  for (int pp = 0; pp < kPairsPerWarpDownG; ++pp) {
+    const int pair = pair0 + pp * kWarps + warp;
+    if (pair >= H / 2) break;
+    const int r0 = 2 * pair;
+    float acc[2][kTile] = {};
+    dot2<kF32, kTile>(reinterpret_cast<const uint4*>(w2b + (size_t(e) * H + r0) * nb * 16), w2s + (size_t(e) * H + r0) * nb,
+                      nb, st.xs, n, acc);
+    const float bias0 = bf16_bits_to_f32(b2[size_t(e) * H + r0]), bias1 = bf16_bits_to_f32(b2[size_t(e) * H + r0 + 1]);
+#pragma unroll
+    for (int v = 0; v < kTile; ++v) {
+      if (v < n) {
+        const float s0 = warp_sum(acc[0][v]), s1 = warp_sum(acc[1][v]);
+        if (lane == 0) {
+          float* o = y + size_t(rows[v]) * ldy + r0;
+          o[0] = s0 * st.inv[v] + bias0;
+          o[1] = s1 * st.inv[v] + bias1;
+        }
+      }
+    }
+  }
+}
+
+// The combine of the batched path: out[t] (+)= sum_j route_w[t, j] * y[t * k + j], j = 0..k-1 in
+// this order, one thread per element: the arithmetic of the fused T = 1 down pass and of the
+// moe_combine op (kernels/cuda/moe_combine.cu), so a token's bits do not depend on the batch.
+__device__ __forceinline__ void combine_body(const float* __restrict__ y, const float* __restrict__ route_w, int k, int H,
+                                             float* __restrict__ out, int64_t ldo, bool accumulate) {
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  if (i >= H) return;
+  const int t = blockIdx.y;
+  float sum = 0.f;
+  for (int j = 0; j < k; ++j) sum = fmaf(route_w[t * k + j], y[(size_t(t) * k + j) * H + i], sum);
+  float* o = out + size_t(t) * ldo + i;
+  *o = accumulate ? *o + sum : sum;
+}
+
 // The kernels: f16 products (the default) and f32 products (fp32 mode), one body each.
 #define GPTOSS_MOE_GATE_UP_PARAMS                                                                              \
   const float *__restrict__ x, int64_t ldx, const int32_t *__restrict__ idx, const uint8_t *__restrict__ w1b,  \
@@ -468,53 +590,95 @@ template <bool kFused>
 __global__ void __launch_bounds__(kThreads) moe_mxfp4_down_f32(GPTOSS_MOE_DOWN_PARAMS) {
   down_body<kFused, true>(act, idx, route_w, w2b, w2s, b2, y, ldy, k, E, H, I, accumulate);
 }
+#define GPTOSS_MOE_GATE_UP_G_PARAMS                                                                          \
+  const float *__restrict__ x, int64_t ldx, MoeDispatchPlan g, const uint8_t *__restrict__ w1b,              \
+      const uint8_t *__restrict__ w1s, const uint16_t *__restrict__ b1, float *__restrict__ act, int k, int H, \
+      int I, float limit, float alpha
+#define GPTOSS_MOE_DOWN_G_PARAMS                                                                             \
+  const float *__restrict__ act, const int32_t *__restrict__ idx, MoeDispatchPlan g,                         \
+      const uint8_t *__restrict__ w2b, const uint8_t *__restrict__ w2s, const uint16_t *__restrict__ b2,     \
+      float *__restrict__ y, int64_t ldy, int S, int E, int H, int I
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_gate_up_grouped(GPTOSS_MOE_GATE_UP_G_PARAMS) {
+  gate_up_grouped_body<false>(x, ldx, g, w1b, w1s, b1, act, k, H, I, limit, alpha);
+}
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_gate_up_grouped_f32(GPTOSS_MOE_GATE_UP_G_PARAMS) {
+  gate_up_grouped_body<true>(x, ldx, g, w1b, w1s, b1, act, k, H, I, limit, alpha);
+}
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_down_grouped(GPTOSS_MOE_DOWN_G_PARAMS) {
+  down_grouped_body<false>(act, idx, g, w2b, w2s, b2, y, ldy, S, E, H, I);
+}
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_down_grouped_f32(GPTOSS_MOE_DOWN_G_PARAMS) {
+  down_grouped_body<true>(act, idx, g, w2b, w2s, b2, y, ldy, S, E, H, I);
+}
+__global__ void __launch_bounds__(kThreads) moe_mxfp4_combine_slots(const float* __restrict__ y,
+                                                                     const float* __restrict__ route_w, int k, int H,
+                                                                     float* __restrict__ out, int64_t ldo, bool accumulate) {
+  combine_body(y, route_w, k, H, out, ldo, accumulate);
+}
 #undef GPTOSS_MOE_GATE_UP_PARAMS
 #undef GPTOSS_MOE_DOWN_PARAMS
+#undef GPTOSS_MOE_GATE_UP_G_PARAMS
+#undef GPTOSS_MOE_DOWN_G_PARAMS
 
 // Staged bytes per activation element: f16 2, f32 4.
 inline size_t staged_bytes(MoeMxfp4Products p) { return p == MoeMxfp4Products::F32 ? 4 : 2; }
 
+// The scratch: the dispatch plan (batched path), the SwiGLU activations [T * k, I] and the per-slot
+// down outputs [T * k, H] (batched combined path), each 64-byte aligned.
+struct Scratch {
+  MoeDispatchPlan plan;
+  uint8_t* plan_base;
+  size_t plan_bytes;
+  float* act;
+  float* yslot;
+  size_t bytes;
+};
+Scratch carve_scratch(uint8_t* base, int T, int k, int E, int H, int I) {
+  ScratchCarver c{base, 0, SIZE_MAX};
+  Scratch s;
+  s.plan_bytes = moe_dispatch_scratch_cuda(T, k, E, kTile);
+  s.plan_base = c.take<uint8_t>(s.plan_bytes);
+  s.act = c.take<float>(size_t(T) * k * I);
+  s.yslot = c.take<float>(size_t(T) * k * H);
+  s.bytes = c.used;
+  s.plan = base ? moe_dispatch_carve(s.plan_base, T, k, E, kTile) : MoeDispatchPlan{};
+  return s;
+}
+
 void check_args(const MoeMxfp4Args& a, const char* op, MoeMxfp4Products products) {
   const std::string p = std::string(op) + ": ";
-  if (a.T < 0 || a.k < 1 || a.k > kMaxK || a.E < 1 || a.H < 32 || a.H % 32 || a.I < 32 || a.I % 32)
-    throw invalid_argument(p + "need T >= 0, 1 <= k <= 8, E >= 1, H and I positive multiples of 32");
-  if (int64_t(a.T) * a.k > 65535) throw invalid_argument(p + "T * k must be below 65536 (grid.y)");
+  if (a.T < 0 || a.k < 1 || a.k > kMaxK || a.E < 1 || a.E > 256 || a.H < 32 || a.H % 32 || a.I < 32 || a.I % 32)
+    throw invalid_argument(p + "need T >= 0, 1 <= k <= 8, 1 <= E <= 256, H and I positive multiples of 32");
+  if (int64_t(a.T) * a.k > 65535) throw invalid_argument(p + "T * k must be below 65536");
   if (a.ldx < a.H) throw invalid_argument(p + "ldx must be >= H");
   if (!a.x || !a.idx || !a.w1_blocks || !a.w1_scales || !a.b1 || !a.w2_blocks || !a.w2_scales || !a.b2)
     throw invalid_argument(p + "null pointer");
   if (!aligned(a.w1_blocks, 16) || !aligned(a.w2_blocks, 16))
     throw invalid_argument(p + "the MXFP4 blocks must be 16-byte aligned (read with 16-byte loads)");
   const size_t eb = staged_bytes(products);
-  if (size_t(4) * a.H * eb > kMaxSmem || size_t(a.k) * a.I * eb > kMaxSmem)
-    throw invalid_argument(p + (eb == 2 ? "4 * H * 2 and k * I * 2" : "4 * H * 4 and k * I * 4 (f32 products)") +
+  if (size_t(4) * a.H * eb > kMaxSmem || size_t(std::max(a.k, kTile)) * a.I * eb > kMaxSmem)
+    throw invalid_argument(p + (eb == 2 ? "4 * H * 2 and max(k, 4) * I * 2" : "4 * H * 4 and max(k, 4) * I * 4 (f32 products)") +
                            " bytes of staged activations must fit 48 KB of shared memory");
-  if (a.T > 0 && (!a.scratch || a.scratch_bytes < moe_mxfp4_scratch_cuda(a.T, a.k, a.I)))
-    throw invalid_argument(p + "scratch must hold moe_mxfp4_scratch_cuda(T, k, I) bytes");
+  if (a.T > 0 && (!a.scratch || !aligned(a.scratch, 16) ||
+                  a.scratch_bytes < moe_mxfp4_scratch_cuda(a.T, a.k, a.E, a.H, a.I)))
+    throw invalid_argument(p + "scratch must be 16-byte aligned and hold moe_mxfp4_scratch_cuda(T, k, E, H, I) bytes");
 }
 
+// One token: the first-slot grouping of gate_up_body, one pass of up to kTok = 1 vector.
 void launch_gate_up(const MoeMxfp4Args& a, float* act, MoeMxfp4Products products, cudaStream_t stream) {
   const int S = a.T * a.k;
   const dim3 grid(unsigned((a.I + kPairsPerCtaUp - 1) / kPairsPerCtaUp), unsigned(S));
-  const size_t eb = staged_bytes(products);
-  // Tokens per pass over an expert's weights: one at batch 1 (k distinct experts per token).
-  if (products == MoeMxfp4Products::F32) {
-    if (a.T == 1)
-      GPTOSS_LAUNCH(moe_mxfp4_gate_up_f32<1>, grid, dim3(kThreads), size_t(1) * a.H * eb, stream, a.x, a.ldx, a.idx,
-                    a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
-    else
-      GPTOSS_LAUNCH(moe_mxfp4_gate_up_f32<4>, grid, dim3(kThreads), size_t(4) * a.H * eb, stream, a.x, a.ldx, a.idx,
-                    a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
-  } else if (a.T == 1) {
-    GPTOSS_LAUNCH(moe_mxfp4_gate_up<1>, grid, dim3(kThreads), size_t(1) * a.H * eb, stream, a.x, a.ldx, a.idx,
-                  a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
-  } else {
-    GPTOSS_LAUNCH(moe_mxfp4_gate_up<4>, grid, dim3(kThreads), size_t(4) * a.H * eb, stream, a.x, a.ldx, a.idx,
-                  a.w1_blocks, a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
-  }
+  const size_t smem = size_t(1) * a.H * staged_bytes(products);
+  if (products == MoeMxfp4Products::F32)
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up_f32<1>, grid, dim3(kThreads), smem, stream, a.x, a.ldx, a.idx, a.w1_blocks,
+                  a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
+  else
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up<1>, grid, dim3(kThreads), smem, stream, a.x, a.ldx, a.idx, a.w1_blocks,
+                  a.w1_scales, a.b1, act, S, a.k, a.E, a.H, a.I, a.limit, a.alpha);
   check_launch("moe_mxfp4 (gate_up)");
 }
 
-// The down pass, per slot (kFused false: out = y, ldo = H) or combined.
+// One token's down pass, per slot (kFused false: out = y, ldo = H) or combined.
 template <bool kFused>
 void launch_down(const MoeMxfp4Args& a, const float* act, const float* route_w, float* out, int64_t ldo, bool accumulate,
                  MoeMxfp4Products products, cudaStream_t stream) {
@@ -528,19 +692,49 @@ void launch_down(const MoeMxfp4Args& a, const float* act, const float* route_w, 
                   a.w2_scales, a.b2, out, ldo, a.k, a.E, a.H, a.I, accumulate);
   check_launch(kFused ? "moe_mxfp4 (down, combined)" : "moe_mxfp4 (down)");
 }
+
+// Batched decode: the dispatch, then gate_up and down expert-major over its tiles; y gets the
+// per-slot outputs (ldy).
+void launch_grouped(const MoeMxfp4Args& a, const Scratch& sc, float* y, int64_t ldy, MoeMxfp4Products products,
+                    cudaStream_t stream) {
+  const int S = a.T * a.k;
+  moe_dispatch_cuda(a.idx, a.T, a.k, a.E, kTile, sc.plan_base, sc.plan_bytes, stream);
+  const unsigned tiles = unsigned(moe_dispatch_max_tiles(S, a.E, kTile));
+  const size_t eb = staged_bytes(products);
+  const bool f32 = products == MoeMxfp4Products::F32;
+  const dim3 gu(tiles, unsigned((a.I + kPairsPerCtaUp - 1) / kPairsPerCtaUp));
+  if (f32)
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up_grouped_f32, gu, dim3(kThreads), size_t(kTile) * a.H * eb, stream, a.x, a.ldx,
+                  sc.plan, a.w1_blocks, a.w1_scales, a.b1, sc.act, a.k, a.H, a.I, a.limit, a.alpha);
+  else
+    GPTOSS_LAUNCH(moe_mxfp4_gate_up_grouped, gu, dim3(kThreads), size_t(kTile) * a.H * eb, stream, a.x, a.ldx, sc.plan,
+                  a.w1_blocks, a.w1_scales, a.b1, sc.act, a.k, a.H, a.I, a.limit, a.alpha);
+  check_launch("moe_mxfp4 (gate_up, grouped)");
+  const dim3 dn(tiles + 1, unsigned((a.H / 2 + kPairsPerCtaDownG - 1) / kPairsPerCtaDownG));
+  if (f32)
+    GPTOSS_LAUNCH(moe_mxfp4_down_grouped_f32, dn, dim3(kThreads), size_t(kTile) * a.I * eb, stream, sc.act, a.idx,
+                  sc.plan, a.w2_blocks, a.w2_scales, a.b2, y, ldy, S, a.E, a.H, a.I);
+  else
+    GPTOSS_LAUNCH(moe_mxfp4_down_grouped, dn, dim3(kThreads), size_t(kTile) * a.I * eb, stream, sc.act, a.idx, sc.plan,
+                  a.w2_blocks, a.w2_scales, a.b2, y, ldy, S, a.E, a.H, a.I);
+  check_launch("moe_mxfp4 (down, grouped)");
+}
 }  // namespace
 }  // namespace cuda
 
-size_t moe_mxfp4_scratch_cuda(int T, int k, int I) { return size_t(T) * size_t(k) * size_t(I) * 4; }
+size_t moe_mxfp4_scratch_cuda(int T, int k, int E, int H, int I) {
+  return cuda::carve_scratch(nullptr, T, k, E, H, I).bytes;
+}
 
 void moe_mxfp4_cuda(const MoeMxfp4Args& a, cudaStream_t stream, MoeMxfp4Products products) {
   using namespace cuda;
   check_args(a, "moe_mxfp4", products);
   if (!a.y) throw invalid_argument("moe_mxfp4: null pointer y");
   if (a.T == 0) return;
-  float* act = reinterpret_cast<float*>(a.scratch);
-  launch_gate_up(a, act, products, stream);
-  launch_down<false>(a, act, nullptr, a.y, int64_t(a.H), false, products, stream);
+  const Scratch sc = carve_scratch(a.scratch, a.T, a.k, a.E, a.H, a.I);
+  if (a.T >= 2) return launch_grouped(a, sc, a.y, int64_t(a.H), products, stream);
+  launch_gate_up(a, sc.act, products, stream);
+  launch_down<false>(a, sc.act, nullptr, a.y, int64_t(a.H), false, products, stream);
 }
 
 void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cudaStream_t stream,
@@ -549,8 +743,15 @@ void moe_mxfp4_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, cud
   check_args(a, "moe_mxfp4", products);
   if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4: need route_w, out and ldo >= H");
   if (a.T == 0) return;
-  float* act = reinterpret_cast<float*>(a.scratch);
-  launch_gate_up(a, act, products, stream);
-  launch_down<true>(a, act, f.route_w, f.out, f.ldo, f.accumulate, products, stream);
+  const Scratch sc = carve_scratch(a.scratch, a.T, a.k, a.E, a.H, a.I);
+  if (a.T >= 2) {
+    launch_grouped(a, sc, sc.yslot, int64_t(a.H), products, stream);
+    GPTOSS_LAUNCH(moe_mxfp4_combine_slots, dim3(unsigned((a.H + kThreads - 1) / kThreads), unsigned(a.T)),
+                  dim3(kThreads), 0, stream, sc.yslot, f.route_w, a.k, a.H, f.out, f.ldo, f.accumulate);
+    check_launch("moe_mxfp4 (combine)");
+    return;
+  }
+  launch_gate_up(a, sc.act, products, stream);
+  launch_down<true>(a, sc.act, f.route_w, f.out, f.ldo, f.accumulate, products, stream);
 }
 }  // namespace gptoss

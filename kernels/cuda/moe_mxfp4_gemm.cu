@@ -401,7 +401,7 @@ void run(const MoeMxfp4Args& a, float* y, const float* route_w, int ctas, cudaSt
 
 bool moe_mxfp4_use_gemm(int T, int k, int E) {
   const int64_t S = int64_t(T) * k;
-  return S >= int64_t(3) * E || S >= 65536;
+  return 4 * S >= int64_t(13) * E || S >= 65536;
 }
 
 size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I) { return cuda::carve(nullptr, T, k, E, H, I).bytes; }

@@ -11,11 +11,13 @@
 
 namespace gptoss {
 // The rule between the two CUDA paths of moe_mxfp4 (host side, from the step's shape alone):
-// true when the grouped GEMM should run, i.e. when T * k >= 3 * E (3 or more expected tokens per
-// expert: from T 24 at gpt-oss-20b's 32 experts, from T 96 at 120b's 128), or when the GEMV's
-// grid limit (T * k < 65536) is exceeded. Below that the decode GEMV, which streams each used
-// expert's weights at close to full bandwidth, wins: the GEMM's 64-token tiles then run mostly
-// empty, and its fixed cost (dispatch, conversion, 4-5 launches) is not repaid.
+// true when the grouped GEMM should run, i.e. when 4 T k >= 13 E (3.25 or more expected slots per
+// expert: from T 26 at gpt-oss-20b's 32 experts, from T 104 at 120b's 128), or when the GEMV's
+// limit (T * k < 65536) is exceeded. Below that the expert-major GEMV, which reads each selected
+// expert once and is issue-bound only from about 4 slots per expert, wins: the GEMM's 64-token
+// tiles then run mostly empty, and its fixed cost (dispatch, conversion, 4-5 launches) is not
+// repaid. The crossing, by the static roofline's predictions (test/cuda/decode-roofline.mjs's
+// moeGemvUs and moeGemmUs): 3.5 slots per expert at 20b, 3.2 at 120b, on H100 and A100.
 bool moe_mxfp4_use_gemm(int T, int k, int E);
 
 // Device scratch of both GEMM entry points: the dispatch (moe_dispatch_scratch_cuda(T, k, E, 64)),

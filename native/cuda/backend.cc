@@ -373,7 +373,8 @@ size_t cuda_scratch(const AttentionOp& o, const ScratchPlan& p) {
 #endif
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4
 size_t cuda_scratch(const MoeMxfp4Op& o, const ScratchPlan& p) {
-  size_t bytes = moe_mxfp4_scratch_cuda(p.max_tokens, o.k, o.I);
+  // The GEMV path's dispatch, activations and per-slot outputs at the step's T (sizes grow with T).
+  size_t bytes = moe_mxfp4_scratch_cuda(p.max_tokens, o.k, o.E, o.H, o.I);
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
   if (!p.exact && moe_mxfp4_use_gemm(p.max_tokens, o.k, o.E))
     bytes = std::max(bytes, moe_mxfp4_gemm_scratch_cuda(p.max_tokens, o.k, o.E, o.H, o.I));

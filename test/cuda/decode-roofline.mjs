@@ -18,10 +18,11 @@
 // the grid has at most 66 tiles (the partial sums counted once as DRAM bytes, and the tile's last
 // block adding them up as a serial tail, see splitTailUs); the attention's norm folded only into a GEMV (the
 // MLP's norm, router and top-k are one launch at every size); the grouped MXFP4 GEMM when
-// T k >= 3 E, else the GEMV; decode attention (prefill_step is false: one token per
-// sequence). The experts a step reads: uniform routing, each token's top-4 a uniform 4 of E, so an
-// expert serves Binomial(B, 4 / E) tokens and E (1 - (1 - 4 / E)^B) distinct experts are read per
-// layer. The static roofline models DRAM bytes and the PTX issue rate of the hot loop, not the
+// 4 T k >= 13 E, else the GEMV (from 2 tokens expert-major: moe_dispatch, gate_up and down over
+// tiles of up to 4 slots of one expert, the combine; see moeGemvUs); decode attention
+// (prefill_step is false: one token per sequence). The experts a step reads: uniform routing, each
+// token's top-4 a uniform 4 of E, so an expert serves Binomial(B, 4 / E) tokens and
+// E (1 - (1 - 4 / E)^B) distinct experts are read per layer. The static roofline models DRAM bytes and the PTX issue rate of the hot loop, not the
 // tensor cores, and for cp.async kernels its issue figure is not meaningful (it counts ld.global
 // only): for the two tensor-core kernels the time is max(its DRAM time, a hand model of the mma
 // rate per SM) (see tensorUs below). Device sampling (sample_cuda, launched after the step's graph,
@@ -118,7 +119,7 @@ function gemmLaunch(what, T, N, K) {
   return `${what}, ${T} tokens${ks > 1 ? ` (${ks} k splits)` : ''}: ${T} x ${N} x ${K} (bytes: W, x, y${ks > 1 ? ', the k splits partials' : ''} once; flops: 2TNK)`;
 }
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
-const moeGemm = (T, E) => T * KTOP >= 3 * E || T * KTOP >= 65536;
+const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
 const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
 
 // Binomial(n, p) probabilities, for the tokens an expert serves.
@@ -192,7 +193,31 @@ function moeGemmUs(gateUp, B, E) {
   };
 }
 
-// ---- One decode step of B sequences: [group, kernel, launch, count, extra µs, tensor model] ----
+// The expert-major MXFP4 GEMV of batched decode (kernels/cuda/moe_mxfp4.cu, T >= 2): the dispatch
+// cuts each expert's slots into tiles of up to 4, and a tile's CTAs decode their weight rows once
+// and apply them to its n slots. DRAM: each distinct expert once (the lab.json launch's bytes; an
+// expert's later tiles run beside its first and read from L2). Issue (this function): per tile of
+// n slots, the matrix's bytes x the hot loop's PTX instructions per byte at n slots, interpolated
+// linearly between the one-token kernel's loop (n = 1) and the grouped kernel's (n = 4, every
+// slot's products; static.json), as each slot past the first adds its products behind a uniform
+// branch. Expert loads: Binomial(B, 4 / E) slots each (uniform routing).
+function moeGemvUs(gateUp, B, E) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const one = kernelRec(gateUp ? 'moe_mxfp4_gate_up<1>' : 'moe_mxfp4_down<true>', gpu).hotLoop;
+    const four = kernelRec(gateUp ? 'moe_mxfp4_gate_up_grouped' : 'moe_mxfp4_down_grouped', gpu).hotLoop;
+    const perByte = (n) =>
+      one.instructionsPerByte + ((four.instructionsPerByte - one.instructionsPerByte) * (n - 1)) / 3;
+    const bytes = ((gateUp ? 2 * I * H : H * I) * 17) / 32;
+    let instr = 0;
+    binomial(B, KTOP / E).forEach((p, n) => {
+      for (let r = n; r > 0; r -= 4) instr += E * p * bytes * perByte(Math.min(4, r));
+    });
+    return instr / (g.sms * g.schedulersPerSM * g.clockGHz * 1e3);
+  };
+}
+
+// ---- One decode step of B sequences: [group, kernel, launch, count, extra µs, hand model] ----
 // A null kernel is a launch the static model has no row for (the logit rows' gather), counted for
 // its gap.
 function step(mname, ctx, B) {
@@ -299,14 +324,30 @@ function step(mname, ctx, B) {
     } else {
       add(
         'MoE',
-        'moe_mxfp4_gate_up<4>',
-        `${mname} batched decode, ${B} tokens: ${D.toFixed(1)} expected distinct experts of ${E} x W1 (uniform routing; bytes: each once, x, act)`,
+        'moe_dispatch_kernel',
+        `${mname} batched decode: ${B} tokens x top-4 over ${E} experts, 4-slot tiles (one CTA)`,
         L,
       );
       add(
         'MoE',
-        'moe_mxfp4_down<true>',
-        `batched decode, ${B} tokens: each token's 4 experts x W2 (bytes: every slot's W2 streamed, no L2 reuse counted), combine fused`,
+        'moe_mxfp4_gate_up_grouped',
+        `${mname} batched decode, ${B} tokens: ${D.toFixed(1)} expected distinct experts of ${E} x W1, tiles of up to 4 slots (uniform routing; bytes: each expert once, x, act)`,
+        L,
+        0,
+        moeGemvUs(true, B, E),
+      );
+      add(
+        'MoE',
+        'moe_mxfp4_down_grouped',
+        `${mname} batched decode, ${B} tokens: ${D.toFixed(1)} expected distinct experts of ${E} x W2, tiles of up to 4 slots (uniform routing; bytes: each expert once, act, per-slot y)`,
+        L,
+        0,
+        moeGemvUs(false, B, E),
+      );
+      add(
+        'MoE',
+        'moe_mxfp4_combine_slots',
+        `batched decode, ${B} tokens x top-4, H 2880: per-slot outputs weighted in order j, added to the residual`,
         L,
       );
     }
@@ -392,7 +433,8 @@ function evaluate(ks, gpu) {
     if (kernel) {
       const r = roof(kernel, launch, gpu);
       // Tensor-core kernels: their DRAM time against the hand model (static.mjs's issue figure
-      // counts ld.global only and is not meaningful for them).
+      // counts ld.global only and is not meaningful for them); the grouped MXFP4 GEMV: against
+      // its issue model (moeGemvUs: the tiles' slot counts, which one hot loop does not give).
       us = tensor ? Math.max(r.memoryUs, tensor(gpu)) : r.predictedUs;
     }
     const t = n * (us + ex);
@@ -466,7 +508,7 @@ const top = (groups, stepUs) =>
     .map(([k, v]) => `${k} ${f((100 * v) / stepUs)}%`)
     .join(', ');
 out.push(
-  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to ~132 blocks when the grid has at most 66 tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 4B >= 3E, else the MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
+  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to ~132 blocks when the grid has at most 66 tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 16B >= 13E, else the expert-major MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
   '',
   '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + sampling µs | tokens/s with sampling | largest shares of the step |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|',

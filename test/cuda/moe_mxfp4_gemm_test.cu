@@ -268,6 +268,11 @@ LAB_TEST("moe_mxfp4_gemm: bad shapes and alignment are ERR_INVALID_ARGUMENT befo
   a = ok;
   a.scratch_bytes = 64;
   LAB_CHECK(rejects(a), "a short scratch was accepted");
-  LAB_CHECK(!gptoss::moe_mxfp4_use_gemm(1, 4, 32) && !gptoss::moe_mxfp4_use_gemm(16, 4, 32), "decode batches take the GEMM");
-  LAB_CHECK(gptoss::moe_mxfp4_use_gemm(24, 4, 32) && gptoss::moe_mxfp4_use_gemm(2048, 4, 128), "prefill takes the GEMV");
+  // 4 T k >= 13 E: 20b from 26 tokens, 120b from 104.
+  LAB_CHECK(!gptoss::moe_mxfp4_use_gemm(1, 4, 32) && !gptoss::moe_mxfp4_use_gemm(25, 4, 32) &&
+                !gptoss::moe_mxfp4_use_gemm(103, 4, 128),
+            "decode batches below 3.25 slots per expert take the GEMM");
+  LAB_CHECK(gptoss::moe_mxfp4_use_gemm(26, 4, 32) && gptoss::moe_mxfp4_use_gemm(104, 4, 128) &&
+                gptoss::moe_mxfp4_use_gemm(2048, 4, 128),
+            "3.25 or more slots per expert (and prefill) take the GEMV");
 }

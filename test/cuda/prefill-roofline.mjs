@@ -18,8 +18,8 @@
 //   16 tokens), rope fused with the KV append (rope_f32<true, bf16>), attention on the tensor-core
 //   prefill kernel (attention_prefill_bf16<split>: split in an exact program, so false in default
 //   mode), the output projection (+residual) on the GEMM, the MLP's norm + router GEMV + top-k in
-//   one launch (router_topk_kernel<true>), and the experts on the grouped MXFP4 GEMM (T k >= 3 E:
-//   from 24 tokens on 20b, 96 on 120b): moe_dispatch_kernel, moe_mxfp4_gemm_x_bf16, the gate_up
+//   one launch (router_topk_kernel<true>), and the experts on the grouped MXFP4 GEMM (4 T k >= 13 E:
+//   from 26 tokens on 20b, 104 on 120b): moe_dispatch_kernel, moe_mxfp4_gemm_x_bf16, the gate_up
 //   and down GEMMs, moe_dispatch_combine_f32 into the residual; then, in the last step, the gather
 //   of the last row, the final norm on it and the unembedding GEMV of one row.
 // Routing: uniform (each token's top-4 a uniform 4 of E): an expert serves Binomial(T, 4 / E) of a

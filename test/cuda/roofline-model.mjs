@@ -69,7 +69,7 @@ export function staticUs(kernel, gpu, { blocks, bytes, loopBytes = bytes, instru
 }
 
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
-export const moeGemm = (T, E) => T * KTOP >= 3 * E || T * KTOP >= 65536;
+export const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
 export const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
 
 // Binomial(n, p) probabilities, for the tokens an expert serves.
