@@ -11,8 +11,8 @@
 // launches and an assumed latency for each folded norm's prologue (both stated in the table).
 //
 // Batched decode: B sequences, one token each, B logit rows, every sequence at the same context.
-// The kernels are those the backend's rules pick for T = B tokens (mirrored below, with where each
-// rule lives): the GEMV up to 8 tokens in one launch (x of 8 tokens in opted-in shared memory; two
+// The kernels are those the backend's rules pick for T = B tokens (mirrored below and in
+// roofline-model.mjs, with where each rule lives): the GEMV up to 8 tokens in one launch (x of 8 tokens in opted-in shared memory; two
 // rows a warp at once from 5), the tensor-core GEMM from 9 (the unembedding from 8) with 32-token
 // tiles up to 32 tokens, 64 up to 64 and 128 past, its k split over enough blocks for ~132 when
 // the grid has at most 66 tiles (the partial sums counted once as DRAM bytes, and the tile's last
@@ -25,34 +25,42 @@
 // E (1 - (1 - 4 / E)^B) distinct experts are read per layer. The static roofline models DRAM bytes and the PTX issue rate of the hot loop, not the
 // tensor cores, and for cp.async kernels its issue figure is not meaningful (it counts ld.global
 // only): for the two tensor-core kernels the time is max(its DRAM time, a hand model of the mma
-// rate per SM) (see tensorUs below). Device sampling (sample_cuda, launched after the step's graph,
+// rate per SM) (matmulGemmUs and moeGemmUs in roofline-model.mjs). Device sampling (sample_cuda, launched after the step's graph,
 // outside it) is a separate column. The memory roofline is the bytes a step must read (dense
 // weights once, the distinct experts' MXFP4 blocks, the unembedding, each sequence's KV cache) over
 // the GPU's bandwidth.
 // Writes build-cuda-emu/static/decode.md and prints it.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const stat = JSON.parse(readFileSync(join(root, 'build-cuda-emu', 'static', 'static.json'), 'utf8'));
-const lab = JSON.parse(readFileSync(join(root, 'kernels/cuda/lab.json'), 'utf8'));
-// Per kernel launched in a CUDA graph: the gap between two kernel nodes (an assumption, about what
-// published graph-launch microbenchmarks report on H100/A100; not measured here). Steps of more
-// than 64 tokens are not captured (kGraphTokens): their launches are queued ahead by the host while
-// the long kernels run, and the same gap is assumed.
-const GAP_US = 1.0;
-// A norm folded in front of a GEMV delays its weight stream by the norm's own critical path: the
-// row from L2, a block reduction (two barriers) and the scaling pass, in every block at once (an
-// assumption from L2 latency and barrier costs, not in the static model; not measured here). Taken
-// once per launch, also for the up to 4 tokens a batched GEMV launch normalises.
-const NORM_PROLOGUE_US = 0.5;
-// The tensor-core hand model (see tensorUs): dense bf16 peak of each GPU, shared-memory bytes per
-// clock per SM, and the bf16 GEMM's shared-memory bytes per mma with fills (benchmarks/RESULTS.md,
-// "CUDA prefill on the tensor cores": 128-token tile 256 B, 32-token tile 544 B).
-const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
-const SMEM_BYTES_PER_CLK = 128;
-const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 256 };
+// Shared with prefill-roofline.mjs: static.json and lab.json, shapes, the assumed gap and norm
+// prologue, the backend's GEMM and MoE rules, the tensor-core hand models, evaluate.
+import {
+  GAP_US,
+  H,
+  I,
+  KTOP,
+  KV_ROW,
+  NORM_PROLOGUE_US,
+  QD,
+  QKV,
+  V,
+  binomial,
+  distinctExperts,
+  evaluate,
+  gemmMT,
+  kSplits,
+  kernelRec,
+  lab,
+  matmulGemm,
+  matmulGemmUs,
+  models,
+  moeGemm,
+  moeGemmUs,
+  roof,
+  root,
+} from './roofline-model.mjs';
+
 // The split-k GEMM's tail: the last block of a tile reads every split's partial sums of the tile
 // from L2 and adds them, alone on its SM, after the weight stream; at an assumed 64 bytes per
 // clock from L2 into one SM (an assumption, not measured here).
@@ -63,17 +71,6 @@ const SMEM_OPTIN = 166912;
 // GPU memory a configuration must fit (weights + KV cache; activations and scratch not counted).
 const GPU_MEMORY = 80 * 2 ** 30;
 
-const models = {
-  '20b': { layers: 24, experts: 32 },
-  '120b': { layers: 36, experts: 128 },
-};
-const H = 2880,
-  I = 2880,
-  QKV = 5120,
-  QD = 4096,
-  V = 201088,
-  KTOP = 4,
-  KV_ROW = 8 * 64 * 2 * 2; // K and V, 8 heads x 64 dims, bf16: bytes per position per layer
 const contexts = [
   { name: '128', tokens: 128 },
   { name: '4k', tokens: 4096 },
@@ -81,28 +78,10 @@ const contexts = [
 ];
 const batches = [1, 8, 64, 256];
 
-const kernelRec = (kernel, gpu) => stat.kernels.find((k) => k.kernel === kernel && k.arch === lab.gpus[gpu].arch);
-function roof(kernel, launch, gpu) {
-  const rec = kernelRec(kernel, gpu);
-  const r = rec?.roofline?.find((x) => x.gpu === gpu && x.launch === launch);
-  if (!r) throw new Error(`decode-roofline: no prediction for ${kernel} "${launch}" on ${gpu} (run static.mjs first)`);
-  return r;
-}
-
-// ---- The backend's rules (mirrored; keep in step with the C++) ----
-// kernels/cuda/matmul_bf16.cu: matmul_bf16_kernel_cuda (default mode), matmul_bf16_gemm_tile_m_cuda,
-// matmul_bf16_gemm_k_splits_cuda, gemv's per_launch.
-const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 9);
-const gemmMT = (T) => (T <= 32 ? 1 : T <= 64 ? 2 : 4);
+// ---- The backend's rules (mirrored; keep in step with the C++; the GEMM's and the MoE's are in
+// roofline-model.mjs) ----
+// kernels/cuda/matmul_bf16.cu: gemv's per_launch.
 const gemvPerLaunch = (K, norm) => Math.min(8, Math.floor((SMEM_OPTIN - (norm ? 64 : 0)) / (K * 4)));
-function kSplits(T, N, K) {
-  const tiles = Math.ceil(N / 128) * Math.ceil(T / (32 * gemmMT(T)));
-  if (tiles > 66) return 1;
-  const KT = Math.ceil(K / 32);
-  const want = Math.min(Math.ceil(132 / tiles), Math.floor(KT / 8));
-  if (want <= 1) return 1;
-  return Math.ceil(KT / Math.ceil(KT / want));
-}
 // The GEMV's lab.json launch for n tokens of QKV or the attention output (+residual).
 function gemvLaunch(kind, n) {
   const two = n > 4 ? ' (two rows a warp at once, 16 rows a block)' : '';
@@ -118,39 +97,6 @@ function gemmLaunch(what, T, N, K) {
   const ks = kSplits(T, N, K);
   return `${what}, ${T} tokens${ks > 1 ? ` (${ks} k splits)` : ''}: ${T} x ${N} x ${K} (bytes: W, x, y${ks > 1 ? ', the k splits partials' : ''} once; flops: 2TNK)`;
 }
-// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
-const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
-const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
-
-// Binomial(n, p) probabilities, for the tokens an expert serves.
-function binomial(n, p) {
-  const out = [];
-  let lg = 0; // log n choose j, built up
-  for (let j = 0; j <= n; j++) {
-    if (j > 0) lg += Math.log(n - j + 1) - Math.log(j);
-    out.push(Math.exp(lg + j * Math.log(p) + (n - j) * Math.log1p(-p)));
-  }
-  return out;
-}
-
-// ---- The tensor-core hand model (a PREDICTION, as the static roofline) ----
-// mma.m16n8k16 per clock per SM = min(dense bf16 peak, 4 schedulers / PTX instructions per mma of
-// the k loop (static.json's hot loop), shared-memory bandwidth / bytes per mma); the busiest SM
-// takes ceil(blocks / SMs) blocks; split k: k_splits blocks per tile, each its share of the k tiles.
-const peakMmaPerClk = (gpu) =>
-  (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
-function matmulGemmUs(MT, T, N, K) {
-  return (gpu) => {
-    const g = lab.gpus[gpu];
-    const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
-    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
-    const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
-    const ks = kSplits(T, N, K);
-    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT)) * ks;
-    const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 8 * MT; // padding rows and columns included
-    return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
-  };
-}
 // The serial tail of a split-k launch (µs): the last block of a tile reads ks x rows x 128 partial
 // sums (rows: the tile's tokens) and writes the tile's outputs.
 function splitTailUs(T, N, K) {
@@ -161,38 +107,6 @@ function splitTailUs(T, N, K) {
     return ((ks + 1) * rows * 128 * 4) / (L2_BYTES_PER_CLK_PER_SM * lab.gpus[gpu].clockGHz * 1e3);
   };
 }
-// The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
-// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, barrier) and,
-// per pair of n8 token tiles holding tokens, 1 ldmatrix + 4 mma + a branch, twice (PER_PAIR); the
-// PTX k loop (static.json's hot loop) is the full tile's (4 pairs). Per item, the SM's time is its
-// warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
-// the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost.
-// Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / 64) m-tiles.
-const PER_PAIR = 12;
-function moeGemmUs(gateUp, B, E) {
-  return (gpu) => {
-    const g = lab.gpus[gpu];
-    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}>`, gpu).hotLoop.instructions;
-    const base = loop - 4 * PER_PAIR;
-    const nb = (gateUp ? H : I) / 32;
-    const rowsN = gateUp ? 2 * I : H;
-    const ntn = Math.ceil(rowsN / 256),
-      warpTiles = rowsN / 32; // warps with rows (the last n-tile's other warps skip the math)
-    const peak = peakMmaPerClk(gpu);
-    const itemClk = (pairs) => Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
-    let items = 0,
-      clk = 0;
-    binomial(B, KTOP / E).forEach((p, n) => {
-      for (let r = n; r > 0; r -= 64) {
-        const rows = Math.min(64, r);
-        items += E * p * ntn;
-        clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16));
-      }
-    });
-    return (Math.ceil(items / g.sms) * (clk / items)) / (g.clockGHz * 1e3);
-  };
-}
-
 // The expert-major MXFP4 GEMV of batched decode (kernels/cuda/moe_mxfp4.cu, T >= 2): the dispatch
 // cuts each expert's slots into tiles of up to 4, and a tile's CTAs decode their weight rows once
 // and apply them to its n slots. DRAM: each distinct expert once (the lab.json launch's bytes; an
@@ -420,29 +334,6 @@ function sampling(B) {
           ],
         ];
   return (gpu) => chunks * names.reduce((a, [k, l]) => a + roof(k, l, gpu).predictedUs + GAP_US, 0);
-}
-
-// The time of one step's kernels on a GPU, per group, and the bound of each launch.
-function evaluate(ks, gpu) {
-  const groups = {};
-  let kernelUs = 0,
-    launches = 0;
-  for (const { group, kernel, launch, n, extra, tensor } of ks) {
-    let us = 0;
-    const ex = typeof extra === 'function' ? extra(gpu) : extra;
-    if (kernel) {
-      const r = roof(kernel, launch, gpu);
-      // Tensor-core kernels: their DRAM time against the hand model (static.mjs's issue figure
-      // counts ld.global only and is not meaningful for them); the grouped MXFP4 GEMV: against
-      // its issue model (moeGemvUs: the tiles' slot counts, which one hot loop does not give).
-      us = tensor ? Math.max(r.memoryUs, tensor(gpu)) : r.predictedUs;
-    }
-    const t = n * (us + ex);
-    kernelUs += t;
-    launches += n;
-    groups[group] = (groups[group] ?? 0) + t + n * GAP_US;
-  }
-  return { kernelUs, launches, stepUs: kernelUs + launches * GAP_US, groups };
 }
 
 // Bytes one step must read: bf16 dense weights (QKV, out, router, norms, biases), the distinct

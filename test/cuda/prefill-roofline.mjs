@@ -48,8 +48,10 @@ import {
   WINDOW,
   distinctExperts,
   evaluate,
+  gemmMT,
   kernelRec,
   lab,
+  matmulGemm,
   matmulGemmUs,
   models,
   moeGemm,
@@ -139,7 +141,8 @@ function step(mname, T, p0, last, split) {
     E = m.experts;
   const ks = [];
   const add = (group, kernel, n, us, extra = 0) => ks.push({ group, kernel, launch: '', n, extra, us });
-  if (T <= 64) throw new Error('prefill-roofline: steps of 64 tokens or fewer take other kernels (graph-sized steps)');
+  if (T <= 64 || gemmMT(T) !== 4 || !matmulGemm(T, H))
+    throw new Error('prefill-roofline: steps of 64 tokens or fewer take other kernels (graph-sized steps)');
   if (!moeGemm(T, E)) throw new Error(`prefill-roofline: ${T} tokens on ${mname} take the MXFP4 GEMV`);
   add('other', 'embed_bf16_f32<true>', 1, (gpu) =>
     staticUs('embed_bf16_f32<true>', gpu, { blocks: T, bytes: T * (2 * H + 4 + 4 * H) }),

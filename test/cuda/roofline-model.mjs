@@ -25,10 +25,10 @@ export const GAP_US = 1.0;
 export const NORM_PROLOGUE_US = 0.5;
 // The tensor-core hand models: dense bf16 peak of each GPU, shared-memory bytes per clock per SM,
 // and the bf16 GEMM's shared-memory bytes per mma with fills (benchmarks/RESULTS.md, "CUDA prefill
-// on the tensor cores": 128-token tile 256 B, 32-token tile 544 B).
+// on the tensor cores": 128-token tile 256 B, 32-token tile 544 B; 64-token tile 352 B).
 export const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
 export const SMEM_BYTES_PER_CLK = 128;
-export const GEMM_SMEM_PER_MMA = { 1: 544, 4: 256 };
+export const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 256 };
 
 export const models = {
   '20b': { layers: 24, experts: 32 },
@@ -68,6 +68,19 @@ export function staticUs(kernel, gpu, { blocks, bytes, loopBytes = bytes, instru
   return Math.max(mem.memoryUs, iss.issueUs ?? 0);
 }
 
+// ---- The backend's rules (mirrored; keep in step with the C++) ----
+// kernels/cuda/matmul_bf16.cu: matmul_bf16_kernel_cuda (default mode), matmul_bf16_gemm_tile_m_cuda,
+// matmul_bf16_gemm_k_splits_cuda.
+export const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 9);
+export const gemmMT = (T) => (T <= 32 ? 1 : T <= 64 ? 2 : 4);
+export function kSplits(T, N, K) {
+  const tiles = Math.ceil(N / 128) * Math.ceil(T / (32 * gemmMT(T)));
+  if (tiles > 66) return 1;
+  const KT = Math.ceil(K / 32);
+  const want = Math.min(Math.ceil(132 / tiles), Math.floor(KT / 8));
+  if (want <= 1) return 1;
+  return Math.ceil(KT / Math.ceil(KT / want));
+}
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
 export const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
 export const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
@@ -89,14 +102,15 @@ export const peakMmaPerClk = (gpu) =>
   (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
 // The bf16 GEMM (kernels/cuda/matmul_bf16.cu, default mode): mma per clock per SM = min(dense bf16
 // peak, 4 schedulers / PTX instructions per mma of the k loop (static.json's hot loop),
-// shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; ks
-// blocks per tile when the k loop is split, each its share of the k tiles. µs.
-export function matmulGemmUs(MT, T, N, K, ks = 1) {
+// shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; split
+// k: k_splits blocks per tile, each its share of the k tiles. µs.
+export function matmulGemmUs(MT, T, N, K) {
   return (gpu) => {
     const g = lab.gpus[gpu];
     const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
     const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
     const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const ks = kSplits(T, N, K);
     const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT)) * ks;
     const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 8 * MT; // padding rows and columns included
     return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
