@@ -376,10 +376,11 @@ const HUGE_PAGES_MIN_FILE = 64 * 2 ** 20;
  * Reads the checkpoint's files into memory (in 256 MiB pieces, so progress moves and the event loop
  * turns between them). With `hugePages` (the CPU, whose kernels stream the weights every step), a
  * file the page cache held in 4 KB pages is then dropped and read again: mapFile advised 2 MB pages,
- * but a cache filled by writing the file (a download, a conversion) keeps its 4 KB pages, and the
- * CPU streamed weights 4-5x slower through those on the build VM (page walks, and hardware
- * prefetchers that stop at every page; benchmarks/RESULTS.md). A 64 MiB probe first checks that a
- * second read does bring 2 MB pages, so a file system without them is read once only.
+ * but a cache filled by writing the file (a download, a conversion) keeps its 4 KB pages. Through
+ * those every page costs a page walk and stops the hardware prefetchers: on the build VM a plain
+ * stream of a file read 4-5x slower, and decode ran 1.09-1.46x slower (benchmarks/RESULTS.md). A
+ * 64 MiB probe first checks that a second read does bring 2 MB pages, so a file system without them
+ * is read once only.
  */
 export async function readWeights(
   weights: NativeWeights,
