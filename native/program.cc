@@ -82,10 +82,11 @@ DType parse_dtype(const std::string& s, const std::string& what) {
   throw invalid_argument(what + " must be f32, bf16 or i32, got '" + s + "'");
 }
 
-// {device, precision, maxTokens, maxContext, rope: {...}, buffers: [{dtype, rows, cols}], ops: [...]}
+// {device, precision, maxTokens, maxLogitRows?, maxContext, rope: {...}, buffers: [{dtype, rows, cols}], ops: [...]}
 ProgramSpec parse_spec(const Napi::Value& v) {
   Napi::Object spec = js::object(v, "Program(weights, spec): spec");
-  const std::string extra = js::unknown_keys(spec, {"device", "precision", "maxTokens", "maxContext", "rope", "buffers", "ops"});
+  const std::string extra =
+      js::unknown_keys(spec, {"device", "precision", "maxTokens", "maxLogitRows", "maxContext", "rope", "buffers", "ops"});
   if (!extra.empty()) throw invalid_argument("Program spec: unknown key(s) " + extra);
   ProgramSpec p;
   p.device = js::string(spec.Get("device"), "spec.device");
@@ -94,6 +95,11 @@ ProgramSpec parse_spec(const Napi::Value& v) {
     throw invalid_argument("spec.precision must be 'default' or 'fp32', got '" + precision + "'");
   p.exact = precision == "fp32";
   p.max_tokens = js::int32(spec.Get("maxTokens"), "spec.maxTokens");
+  if (!spec.Get("maxLogitRows").IsUndefined()) {
+    p.max_logit_rows = js::int32(spec.Get("maxLogitRows"), "spec.maxLogitRows");
+    if (p.max_logit_rows < 1 || p.max_logit_rows > p.max_tokens)
+      throw invalid_argument("spec.maxLogitRows must lie in [1, maxTokens], got " + std::to_string(p.max_logit_rows));
+  }
   p.max_context = js::int32(spec.Get("maxContext"), "spec.maxContext");
   Napi::Object rope = js::object(spec.Get("rope"), "spec.rope");
   p.rope.theta = js::number(rope.Get("theta"), "spec.rope.theta");

@@ -213,6 +213,129 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     expect(plan('cpu', 8).runner).toBe(0);
   });
 
+  // The engine's step budget on CUDA (2048 tokens by default) must not blow up the arena: the
+  // device logits are planned for the rows a step may ask for (maxLogitRows: the engine's one per
+  // sequence), and the decode attention's partials are capped (kAttentionScratchCapBytes: longer
+  // steps run in launches of as many tokens as they hold).
+  it("the arena at a large step budget: logits for maxLogitRows rows, the decode attention's scratch capped", async () => {
+    const V = 201088;
+    const big = { ...attentionSpec('cuda', 0, 0), maxTokens: 2048, maxContext: 131072 };
+    const all = addon().planMemory(big, V);
+    const some = addon().planMemory({ ...big, maxLogitRows: 16 }, V);
+    expect(all.logits).toBe(2048 * V * 4);
+    expect(some.logits).toBe(16 * V * 4);
+    expect(some.arena).toBe(all.arena - (2048 - 16) * V * 4);
+    // Per token: 1,024 splits of 128 keys x 4 heads x (64 + 2) floats; 2,048 tokens' worth would be 2.2 GB.
+    const perToken = 1024 * Hq * (D + 2) * 4;
+    expect(all.scratch).toBeLessThanOrEqual(256 * 2 ** 20);
+    expect(all.scratch).toBeGreaterThanOrEqual(Math.floor((256 * 2 ** 20) / perToken) * perToken);
+    const { Weights, Program } = addon();
+    const weights = new Weights();
+    try {
+      const spec = attentionSpec('cuda', weights.addBytes(bf16Bytes([0, 0, 0, 0]), 'sinks'), 0);
+      for (const maxLogitRows of [0, 2])
+        expect(() => new Program(weights, { ...spec, maxLogitRows })).toThrow(
+          expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }),
+        );
+    } finally {
+      weights.dispose();
+    }
+  });
+
+  // The MLP's norm, router and top-k are one fused launch below T x E = 8192 (router_topk_use_gemm,
+  // kernels/cuda/router_topk.cuh); from there, in default mode, the norm, the router's GEMM (which
+  // reads the weights once, where the fused launch streams them once per token) and the top-k
+  // launch; fp32 mode stays fused. Either way the experts are the top-k of the logits the step
+  // wrote (ties to the lower index) with the softmax over them, and the logits are the CPU's
+  // within the GEMM's bf16 rounding of its input.
+  it('the router takes its own GEMM from T x E = 8192 in default mode: 3 launches for 1, the top-k of its logits', async () => {
+    const E = 32,
+      H = 64,
+      k = 4;
+    const r = rng(18);
+    const { Weights, Program } = addon();
+    const weights = new Weights();
+    const gain = weights.addBytes(bf16Bytes(Array.from({ length: H }, () => 0.5 + r())), 'gain');
+    const w = weights.addBytes(bf16Bytes(Array.from({ length: E * H }, () => r() - 0.5)), 'w');
+    const b = weights.addBytes(bf16Bytes(Array.from({ length: E }, () => 0.2 * (r() - 0.5))), 'b');
+    const run = async (device: 'cpu' | 'cuda', precision: 'fp32' | 'default', T: number, x: Float32Array) => {
+      const program = new Program(weights, {
+        device,
+        precision,
+        maxTokens: T,
+        maxContext: T,
+        rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: D },
+        buffers: [
+          { dtype: 'f32', rows: T, cols: H },
+          { dtype: 'f32', rows: T, cols: H },
+          { dtype: 'f32', rows: T, cols: E },
+          { dtype: 'i32', rows: T, cols: k },
+          { dtype: 'f32', rows: T, cols: k },
+        ],
+        ops: [
+          { op: 'rmsnorm', x: 0 as never, y: 1 as never, w: gain, H, eps: 1e-5 },
+          { op: 'matmul_bf16', x: 1 as never, y: 2 as never, w, b, N: E, K: H },
+          { op: 'router_topk', x: 2 as never, idx: 3 as never, wt: 4 as never, E, k },
+        ],
+      });
+      try {
+        program.writeBuffer(0, x);
+        const page = { table: Int32Array.of(0), ring: 1, pageSize: 1 };
+        await program.step({
+          tokens: new Int32Array(T),
+          positions: Int32Array.from({ length: T }, (_, i) => i),
+          seqs: new Int32Array(T),
+          full: page,
+          sliding: page,
+          logitRows: new Int32Array(0),
+          out: null,
+        });
+        const read = (i: number) => program.readBuffer(i).slice().buffer;
+        return {
+          logits: new Float32Array(read(2)),
+          idx: new Int32Array(read(3)),
+          wt: new Float32Array(read(4)),
+          launches: program.transfers.stepLaunches,
+        };
+      } finally {
+        program.dispose();
+      }
+    };
+    try {
+      for (const [T, precision, launches] of [
+        [255, 'default', 1],
+        [256, 'default', 3],
+        [256, 'fp32', 1],
+      ] as const) {
+        const x = Float32Array.from({ length: T * H }, () => 4 * (r() - 0.5));
+        const got = await run('cuda', precision, T, x);
+        const cpu = await run('cpu', precision, T, x);
+        expect(got.launches).toBe(launches);
+        let num = 0,
+          den = 0;
+        for (let i = 0; i < T * E; i++) {
+          num += (got.logits[i] - cpu.logits[i]) ** 2;
+          den += cpu.logits[i] ** 2;
+        }
+        expect(Math.sqrt(num / den)).toBeLessThan(precision === 'fp32' ? 1e-5 : 1e-2);
+        for (let t = 0; t < T; t++) {
+          const row = Array.from(got.logits.subarray(t * E, (t + 1) * E));
+          const want = row
+            .map((v, e) => [v, e])
+            .sort((p, q) => q[0] - p[0] || p[1] - q[1])
+            .slice(0, k)
+            .map(([, e]) => e);
+          expect(Array.from(got.idx.subarray(t * k, (t + 1) * k))).toEqual(want);
+          const ex = want.map((e) => Math.exp(row[e] - row[want[0]]));
+          const sum = ex.reduce((a, c) => a + c);
+          ex.forEach((v, j) => expect(got.wt[t * k + j]).toBeCloseTo(v / sum, 5));
+        }
+      }
+    } finally {
+      weights.dispose();
+    }
+  });
+
   it('running out of device memory is ERR_OUT_OF_MEMORY, and the device stays usable', async () => {
     const { Weights, Program } = addon();
     const weights = new Weights();
@@ -334,6 +457,25 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
       }
     },
   );
+
+  // On CUDA the engine's default step budget is 2048 tokens (every step reads the experts' weights
+  // again, so a long prompt goes fastest in few large steps); a 300-token prompt runs in one step.
+  it.skipIf(missing.length > 0)('an engine on CUDA takes steps of up to 2048 tokens by default', async () => {
+    const { loadModel, createEngine } = await import('../lib/index.js');
+    const { join } = await import('node:path');
+    const model = await loadModel(join(fixtures, 'tiny-b', 'hf'), { device: 'cuda' });
+    try {
+      const engine = await createEngine({ model, maxSequences: 2, maxContext: 512 });
+      expect(engine.maxBatchTokens).toBe(2048);
+      const prompt = Array.from({ length: 300 }, (_, j) => (j * 31 + 7) % model.config.vocabSize);
+      const r = await engine.complete(prompt, { maxTokens: 2, temperature: 0, stopTokens: [] }).result();
+      expect(r.tokens).toHaveLength(2);
+      expect(engine.stats().steps).toBe(2); // the prompt in one step, then one decode
+      await engine.close();
+    } finally {
+      model.dispose();
+    }
+  });
 
   // The backend folds each norm into the GEMV after it (and the MLP's router top-k too), and launches
   // rope + KV append and the experts + their combine as one fused kernel each (launch_fused in

@@ -92,6 +92,7 @@ describe('engine', () => {
 
   it('close() finishes in-flight work; close({abort}) ends it; a closed engine refuses requests', async () => {
     const engine = await createEngine({ model, maxSequences: 2 });
+    expect(engine.maxBatchTokens).toBe(256); // the CPU's default step budget (CUDA's: 2048)
     const r = engine.complete(prompt(6), { maxTokens: 10, temperature: 0, stopTokens: [] }).result();
     await engine.close();
     expect((await r).tokens).toHaveLength(10);

@@ -231,6 +231,13 @@ size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_
          size_t(head_dim + 2) * 4;
 }
 
+size_t attention_scratch_plan_cuda(int max_T, int64_t max_context, int q_heads, int head_dim, int window) {
+  const size_t one = attention_scratch_cuda(1, max_context, q_heads, head_dim, window);
+  if (one == 0) return 0;
+  const size_t tokens = std::max<size_t>(1, kAttentionScratchCapBytes / one);
+  return std::min<size_t>(size_t(std::max(max_T, 0)), tokens) * one;
+}
+
 void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge) {
   using namespace cuda;
   if (a.T < 0 || a.T > 65535 || a.kv_heads < 1 || a.kv_heads > 65535 || a.q_heads < 1 || a.q_heads % a.kv_heads != 0 ||
@@ -248,30 +255,39 @@ void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t st
   if (!a.q || !a.positions || !a.k_cache || !a.v_cache || !a.pages.seq || !a.pages.table || !a.sinks || !a.out || !a.scratch ||
       a.pages.ring < 1 || a.pages.page_size < 1)
     throw invalid_argument("attention: null pointer or empty page table");
-  const size_t need = attention_scratch_cuda(a.T, max_context, a.q_heads, kD, a.window);
-  if (a.scratch_bytes < need)
-    throw invalid_argument("attention: scratch of " + std::to_string(a.scratch_bytes) + " bytes < the " + std::to_string(need) +
-                           " needed for " + std::to_string(a.T) + " tokens below position " + std::to_string(max_context));
+  const size_t one = attention_scratch_cuda(1, max_context, a.q_heads, kD, a.window);
+  if (a.scratch_bytes < one)
+    throw invalid_argument("attention: scratch of " + std::to_string(a.scratch_bytes) + " bytes < the " + std::to_string(one) +
+                           " needed for a token below position " + std::to_string(max_context));
   const int64_t splits = splits_for(max_context, a.window);
   if (splits > INT32_MAX) throw invalid_argument("attention: max_context too large");
   float* parts = reinterpret_cast<float*>(a.scratch);
   const int group = a.q_heads / a.kv_heads;
-  const dim3 grid(unsigned(splits), unsigned(a.kv_heads), unsigned(a.T));
-  // One split planned: the split kernel merges too (the same merge_finish), one launch.
-  float* fin = fold_merge && splits == 1 ? a.out : nullptr;
-  if (a.cache_dtype == DType::F32)
-    GPTOSS_LAUNCH(attention_split_f32<float>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
-                  static_cast<const float*>(a.k_cache), static_cast<const float*>(a.v_cache), a.pages, group, a.window,
-                  a.scale, parts, a.sinks, fin, a.ldo);
-  else
-    GPTOSS_LAUNCH(attention_split_f32<uint16_t>, grid, dim3(kThreads), 0, stream, a.q, a.ldq, a.positions,
-                  static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), a.pages, group,
-                  a.window, a.scale, parts, a.sinks, fin, a.ldo);
-  check_launch("attention");
-  if (fin) return;
-  const dim3 mgrid(unsigned((width + kMergeThreads - 1) / kMergeThreads), unsigned(a.T));
-  GPTOSS_LAUNCH(attention_merge_f32, mgrid, dim3(kMergeThreads), 0, stream, parts, a.positions, a.sinks, a.out, a.ldo,
-                a.q_heads, a.window, int(splits));
-  check_launch("attention");
+  // As many tokens per launch as the scratch holds (all of them when it was planned for the step).
+  const int chunk = int(std::min<size_t>(size_t(a.T), a.scratch_bytes / one));
+  for (int t0 = 0; t0 < a.T; t0 += chunk) {
+    const int n = std::min(chunk, a.T - t0);
+    const float* q = a.q + int64_t(t0) * a.ldq;
+    const int32_t* positions = a.positions + t0;
+    const KvPages pages{a.pages.seq + t0, a.pages.table, a.pages.ring, a.pages.page_size};
+    float* out = a.out + int64_t(t0) * a.ldo;
+    const dim3 grid(unsigned(splits), unsigned(a.kv_heads), unsigned(n));
+    // One split planned: the split kernel merges too (the same merge_finish), one launch.
+    float* fin = fold_merge && splits == 1 ? out : nullptr;
+    if (a.cache_dtype == DType::F32)
+      GPTOSS_LAUNCH(attention_split_f32<float>, grid, dim3(kThreads), 0, stream, q, a.ldq, positions,
+                    static_cast<const float*>(a.k_cache), static_cast<const float*>(a.v_cache), pages, group, a.window,
+                    a.scale, parts, a.sinks, fin, a.ldo);
+    else
+      GPTOSS_LAUNCH(attention_split_f32<uint16_t>, grid, dim3(kThreads), 0, stream, q, a.ldq, positions,
+                    static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), pages, group,
+                    a.window, a.scale, parts, a.sinks, fin, a.ldo);
+    check_launch("attention");
+    if (fin) continue;
+    const dim3 mgrid(unsigned((width + kMergeThreads - 1) / kMergeThreads), unsigned(n));
+    GPTOSS_LAUNCH(attention_merge_f32, mgrid, dim3(kMergeThreads), 0, stream, parts, positions, a.sinks, out, a.ldo,
+                  a.q_heads, a.window, int(splits));
+    check_launch("attention");
+  }
 }
 }  // namespace gptoss

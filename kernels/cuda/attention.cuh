@@ -12,9 +12,17 @@
 #include "kernels/cuda/common.cuh"
 
 namespace gptoss {
-// Bytes of device scratch attention_cuda needs for up to T tokens below max_context.
+// Bytes of device scratch attention_cuda needs to take T tokens below max_context in one launch.
 size_t attention_scratch_cuda(int T, int64_t max_context, int q_heads, int head_dim, int window);
+// The scratch a program plans for steps of up to max_T tokens: T tokens' worth, but no more than
+// kAttentionScratchCapBytes (at least one token's): a longer step runs in launches of as many
+// tokens as that holds (at gpt-oss's 64 query heads, 497 tokens at a 4,096-position context, 15
+// at 131,072), so the scratch does not grow with the step budget times the context.
+constexpr size_t kAttentionScratchCapBytes = size_t(256) << 20;
+size_t attention_scratch_plan_cuda(int max_T, int64_t max_context, int q_heads, int head_dim, int window);
 // fold_merge: with one split planned, the split kernel writes the output itself (one launch; the
-// same bits as the two-launch path, which tests ask for with false).
+// same bits as the two-launch path, which tests ask for with false). a.scratch must hold at least
+// one token's (attention_scratch_cuda(1, ...)); the tokens go in launches of as many as it holds,
+// each token's result the same whatever the launch it is in.
 void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge = true);
 }  // namespace gptoss

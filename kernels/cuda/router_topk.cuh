@@ -28,4 +28,18 @@ struct RouterGemv {
 // bit for bit rmsnorm_cuda into xn, then this launch on xn. xn must not overlap x.
 void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigned* tickets, cudaStream_t stream,
                            const RmsnormFold* n = nullptr);
+
+// The rule between the fused launch and the router's own GEMM (native/cuda/backend.cc,
+// launch_fused; mirrored in test/cuda/roofline-model.mjs, routerGemm): the fused launch streams
+// the router's E x H weights once per token (from L2), which grows as T x E; the GEMM
+// (matmul_bf16_select_cuda) reads them once, at the cost of the norm's own launch, x read again
+// and the top-k launch (router_topk_cuda) on the logits it wrote. From T x E >= 8192 (256 tokens
+// at 20b's 32 experts, 64 at 120b's 128) the GEMM's three launches are predicted faster on H100
+// and A100 (test/cuda/prefill-roofline.mjs, a PREDICTION). Default mode only: the GEMM rounds the
+// router's input to bf16 (the default mode's budget), where fp32 mode keeps the fused f32 products.
+// A pure function of the step's shape (part of a graph's key).
+constexpr int kRouterTopkGemmFromTE = 8192;
+constexpr bool router_topk_use_gemm(int T, int E, bool fp32_mode) {
+  return !fp32_mode && int64_t(T) * E >= kRouterTopkGemmFromTE;
+}
 }  // namespace gptoss

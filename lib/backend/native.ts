@@ -52,6 +52,8 @@ export interface ProgramSpec {
   precision: PrecisionMode;
   /** Tokens per step at most. */
   maxTokens: number;
+  /** Logit rows per step at most (default maxTokens): sizes the device's logits buffer. */
+  maxLogitRows?: number;
   /** Every position of a step is below this (sizes the attention's scratch). */
   maxContext: number;
   rope: { theta: number; factor: number; ntkAlpha: number; ntkBeta: number; initialContext: number; headDim: number };

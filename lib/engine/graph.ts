@@ -42,6 +42,8 @@ export interface GraphOptions {
   device: Device;
   /** Tokens per step (a longer prompt is fed in chunks of this many). */
   maxTokens: number;
+  /** Logit rows per step at most (default maxTokens; the engine's: one per sequence). */
+  maxLogitRows?: number;
   /** Positions the session's KV cache holds (every position of a step is below it). */
   maxContext: number;
   kvDType: KvDType;
@@ -136,6 +138,7 @@ export function buildProgram(cfg: ModelConfig, w: ModelWeightIds, opts: GraphOpt
     device: opts.device,
     precision: opts.precision,
     maxTokens: M,
+    ...(opts.maxLogitRows !== undefined && { maxLogitRows: opts.maxLogitRows }),
     maxContext: opts.maxContext,
     rope: ropeSpec(cfg),
     buffers,

@@ -62,6 +62,8 @@ export function estimateMemory(
     mode?: PrecisionMode;
     contextTokens?: number;
     maxTokens?: number;
+    /** Logit rows per step at most (default maxTokens). */
+    maxLogitRows?: number;
     weightsBytes?: number;
     kvBytes?: number;
   } = {},
@@ -76,7 +78,14 @@ export function estimateMemory(
     options.kvBytes ??
     config.layerWindows.reduce((a, w) => a + cacheRows(w, { maxTokens, maxContext: context }) * width, 0);
   const weightsBytes = options.weightsBytes ?? weightBytes(config);
-  const arenaBytes = programArenaBytes(config, { device, precision, kvDType, maxTokens, maxContext: context });
+  const arenaBytes = programArenaBytes(config, {
+    device,
+    precision,
+    kvDType,
+    maxTokens,
+    maxLogitRows: options.maxLogitRows,
+    maxContext: context,
+  });
   let deviceBytes = totalmem();
   let availableBytes = Math.min(deviceBytes, freemem()); // libuv reads MemAvailable on Linux
   let unavailable: string | undefined;
@@ -106,7 +115,14 @@ export function estimateMemory(
 /** The arena the addon will allocate for a session program of this shape (planMemory: no allocation). */
 export function programArenaBytes(
   config: ModelConfig,
-  o: { device: Device; precision: PrecisionMode; kvDType: KvDType; maxTokens: number; maxContext: number },
+  o: {
+    device: Device;
+    precision: PrecisionMode;
+    kvDType: KvDType;
+    maxTokens: number;
+    maxLogitRows?: number;
+    maxContext: number;
+  },
 ): number {
   if (!addon().devices.includes(o.device)) return 0;
   if (o.device === 'cuda' && !addon().deviceInfo().cuda.available) return 0;
@@ -138,6 +154,7 @@ export function programArenaBytes(
   const spec = buildProgram(config, ids, {
     device: o.device,
     maxTokens: o.maxTokens,
+    maxLogitRows: o.maxLogitRows,
     maxContext: o.maxContext,
     kvDType: o.kvDType,
     precision: o.precision,
@@ -177,10 +194,13 @@ export function kvPoolPlan(c: ModelConfig, o: KvPoolOptions): KvPoolPlan {
   const pageBytes = Math.max(1, fullLayers) * P * width;
   const tableRow = Math.ceil(o.maxContext / P);
   const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * tableRow;
-  // A sequence holds at most the window before its next token plus one step of sliding pages
-  // (and a page at each end); on top, room for cached prefixes' window pages.
-  const perSeq = Math.ceil((window + o.maxBatchTokens) / P) + 2;
-  const slidingPages = o.maxSequences * perSeq + Math.ceil(fullPages / 4);
+  // Between steps a sequence holds the pages of the window before its next token; a step adds the
+  // pages of its c tokens: at most (W + c) / P + 2 pages a sequence, and the c of a step's
+  // sequences sum to at most maxBatchTokens, so S (ceil(W / P) + 2) + ceil(maxBatchTokens / P)
+  // cover every step (the budget counted once, not per sequence: a large step budget costs its
+  // pages once). On top, room for cached prefixes' window pages.
+  const slidingPages =
+    o.maxSequences * (Math.ceil(window / P) + 2) + Math.ceil(o.maxBatchTokens / P) + Math.ceil(fullPages / 4);
   const bytes = (fullPages * fullLayers + slidingPages * (c.layerWindows.length - fullLayers)) * P * width;
   return { tableRow, window, pageBytes, fullPages, slidingPages, bytes };
 }

@@ -163,12 +163,18 @@ export class Model {
   }
 
   /** @internal The engine's program: one batch of many sequences over shared KV page pools. */
-  createPagedProgram(opts: { maxTokens: number; fullRows: number; slidingRows: number }): NativeProgram {
+  createPagedProgram(opts: {
+    maxTokens: number;
+    maxLogitRows?: number;
+    fullRows: number;
+    slidingRows: number;
+  }): NativeProgram {
     const weights = this.#weights;
     if (!weights) throw new DisposedError('this model was disposed');
     const spec = buildProgram(this.config, this.#ids, {
       device: this.device,
       maxTokens: opts.maxTokens,
+      maxLogitRows: opts.maxLogitRows,
       maxContext: this.config.maxContext,
       kvDType: this.kvDType,
       precision: this.mode,

@@ -295,8 +295,9 @@ std::optional<MatmulBf16Args> reads_norm(const RmsnormOp& n, const MatmulBf16Op&
 #endif
 
 // Ops in a row that one launch does (the fused launchers of kernels/cuda), given the next n ops
-// that will run: how many it took (0: none). The MLP's norm, router GEMV and top-k (any step); a
-// norm and the GEMV that reads it (the attention's QKV, decode-sized steps); rope then the KV
+// that will run: how many it took (0: none). The MLP's norm, router GEMV and top-k (below the
+// step size router_topk_use_gemm gives to the GEMM, kernels/cuda/router_topk.cuh); a norm and the
+// GEMV that reads it (the attention's QKV, decode-sized steps); rope then the KV
 // append of the K heads it rotated and the V heads beside them; the experts then their combine
 // into the residual. Fewer graph nodes per decode step, and the rotated K and the per-slot expert
 // outputs are not written and read back. Each gives what its ops give one by one, bit for bit in
@@ -312,10 +313,12 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
     const auto a = mm ? reads_norm(*nm, *mm, c) : std::nullopt;
     if (!a) return 0;
     const RmsnormFold fold{c.bf16(nm->w), nm->eps, c.f32(nm->y), c.ld(nm->y)};
-    // The MLP's norm, router and top-k: one launch at any step size (E / 4 CTAs per token, f32
-    // products; the router's GEMM from 16 tokens ran on 1 or 2 CTAs).
+    // The MLP's norm, router and top-k: one launch (E / 4 CTAs per token, f32 products), until the
+    // router_topk_use_gemm rule gives many tokens to the router's own GEMM (each op its launch: the
+    // norm, the GEMM, the top-k on its logits), which reads the weights once, not once per token.
     const auto* rt = n >= 3 ? std::get_if<RouterTopkOp>(&ops[2]) : nullptr;
-    if (rt && rt->x.id == mm->y.id && mm->ycol == 0 && !mm->accumulate && rt->E == mm->N && rt->E <= 256) {
+    if (rt && rt->x.id == mm->y.id && mm->ycol == 0 && !mm->accumulate && rt->E == mm->N && rt->E <= 256 &&
+        !router_topk_use_gemm(c.T, rt->E, l.plan.exact)) {
       router_topk_gemv_cuda({a->y, a->ldy, c.i32(rt->idx), c.f32(rt->wt), c.T, rt->E, rt->k},
                             {c.f32(nm->x), c.ld(nm->x), a->w, a->b, a->K}, l.tickets, l.s, &fold);
       return 3;
@@ -367,8 +370,10 @@ size_t cuda_scratch(const Op&, const ScratchPlan&) {
 size_t cuda_scratch(const MatmulBf16Op& o, const ScratchPlan& p) { return matmul_bf16_gemm_scratch_cuda(p.max_tokens, o.N, o.K); }
 #endif
 #ifdef GPTOSS_CUDA_HAS_attention
+// The decode kernel's partials, capped (kAttentionScratchCapBytes): a longer step runs in launches
+// of as many tokens as they hold. The prefill kernel needs none.
 size_t cuda_scratch(const AttentionOp& o, const ScratchPlan& p) {
-  return attention_scratch_cuda(p.max_tokens, p.max_context, o.q_heads, o.head_dim, o.window);
+  return attention_scratch_plan_cuda(p.max_tokens, p.max_context, o.q_heads, o.head_dim, o.window);
 }
 #endif
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4

@@ -114,14 +114,21 @@ ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int v
   size_t scratch = vocab > 0 ? Backend::sample_scratch(vocab) : 0;
   for (const AnyOp& op : spec.ops) scratch = std::max(scratch, backend.scratch_bytes(op, plan));
   m.scratch = align64(scratch);
-  m.logits = backend.host_memory() ? 0 : align64(size_t(spec.max_tokens) * size_t(vocab) * 4);
+  const int logit_rows = spec.max_logit_rows > 0 ? spec.max_logit_rows : spec.max_tokens;
+  m.logits = backend.host_memory() ? 0 : align64(size_t(logit_rows) * size_t(vocab) * 4);
   m.runner = align64(backend.runner_bytes(plan, vocab));
   return m;
 }
 
 ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore> weights, std::shared_ptr<Backend> backend)
-    : backend_(std::move(backend)), ops_(spec.ops), max_tokens_(spec.max_tokens), max_context_(spec.max_context), exact_(spec.exact) {
+    : backend_(std::move(backend)),
+      ops_(spec.ops),
+      max_tokens_(spec.max_tokens),
+      max_logit_rows_(spec.max_logit_rows > 0 ? spec.max_logit_rows : spec.max_tokens),
+      max_context_(spec.max_context),
+      exact_(spec.exact) {
   if (max_tokens_ <= 0) throw invalid_argument("maxTokens must be positive");
+  if (max_logit_rows_ > max_tokens_) throw invalid_argument("maxLogitRows must not exceed maxTokens");
   if (max_context_ <= 0) throw invalid_argument("maxContext must be positive");
   rope_ = rope_table(spec.rope);
   is_pool_ = kv_pools(spec);
@@ -284,6 +291,9 @@ void ProgramState::check(const StepInput& in) const {
         throw invalid_argument("the sliding-window KV ring (" + std::to_string(span) + " rows) is too small for this step");
     }
   }
+  if (in.logit_rows.size() > size_t(max_logit_rows_))
+    throw invalid_argument("a step of this program asks for at most " + std::to_string(max_logit_rows_) + " logit rows, got " +
+                           std::to_string(in.logit_rows.size()));
   for (int32_t r : in.logit_rows)
     if (r < 0 || r >= T) throw invalid_argument("logit row " + std::to_string(r) + " is outside the step's tokens");
   if (!in.logit_rows.empty() && in.out && in.out_floats < in.logit_rows.size() * size_t(vocab_))

@@ -30,6 +30,9 @@ struct BufferSpec {
 struct ProgramSpec {
   std::string device;
   int max_tokens = 0;
+  // Logit rows a step may ask for (0: max_tokens): the device logits' rows in the arena (an
+  // engine's steps want one per sequence, however many prompt tokens they carry).
+  int max_logit_rows = 0;
   int64_t max_context = 0;  // every position of a step is below this
   bool exact = true;        // precision 'fp32' (ScratchPlan::exact)
   RopeParams rope;
@@ -120,7 +123,7 @@ class ProgramState {
   std::vector<std::pair<void*, size_t>> pools_;  // KV pools and their bytes
   uint8_t* arena_ = nullptr;
   uint8_t* scratch_ = nullptr;
-  float* logits_ = nullptr;  // [max_tokens, vocab] on a backend whose memory the host cannot read
+  float* logits_ = nullptr;  // [max_logit_rows, vocab] on a backend whose memory the host cannot read
   // On such a backend: its runner (stream, step inputs, graphs) and the sampler's host scratch.
   std::unique_ptr<StepRunner> runner_;
   std::unique_ptr<uint8_t, void (*)(void*)> host_scratch_{nullptr, std::free};
@@ -135,7 +138,7 @@ class ProgramState {
     int window = 0;
   } kv_layers_[2];
   RopeTable rope_;
-  int max_tokens_ = 0, vocab_ = 0;
+  int max_tokens_ = 0, max_logit_rows_ = 0, vocab_ = 0;
   int64_t max_context_ = 0;
   bool exact_ = true;
   // GPTOSS_PROFILE=1: time per op kind, printed to stderr when the program is freed.

@@ -30,7 +30,9 @@ struct Case {
   int64_t max_context;
 };
 
-void check(const Case& c, uint64_t seed, bool every_schedule = true) {
+// scratch_tokens: scratch for that many tokens only (0: all T), so the step runs in launches of
+// that many; the outputs must then also be bit for bit those of one launch.
+void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch_tokens = 0) {
   using gptoss::DType;
   lab::Rng r(seed);
   const int D = 64, T = int(c.positions.size()), Hq = c.q_heads, width = c.kv_heads * D;
@@ -73,15 +75,23 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::DeviceBuf<int32_t> dpos(c.positions), dseq(c.seq), dtable(table);
   lab::DeviceBuf<unsigned char> dk(kc), dv(vc);
   lab::DeviceBuf<uint16_t> dsinks(sinks);
-  const size_t sbytes = gptoss::attention_scratch_cuda(T, c.max_context, Hq, D, c.window);
-  lab::DeviceBuf<uint8_t> dscratch(sbytes);
-  auto run = [&] {
+  const size_t full = gptoss::attention_scratch_cuda(T, c.max_context, Hq, D, c.window);
+  const size_t sbytes = scratch_tokens ? gptoss::attention_scratch_cuda(scratch_tokens, c.max_context, Hq, D, c.window) : full;
+  lab::DeviceBuf<uint8_t> dscratch(full);
+  auto launch = [&](size_t bytes) {
     cudaMemset(dout.p, 0xff, dout.n * 4);
-    cudaMemset(dscratch.p, 0xff, sbytes);
+    cudaMemset(dscratch.p, 0xff, full);
     gptoss::attention_cuda({dq.p, ldq, dpos.p, dk.p, dv.p, c.dtype, {dseq.p, dtable.p, c.ring, c.page_size}, dsinks.p, dout.p,
-                            ldo, T, Hq, c.kv_heads, D, c.window, scale, dscratch.p, sbytes, 0},
+                            ldo, T, Hq, c.kv_heads, D, c.window, scale, dscratch.p, bytes, 0},
                            c.max_context, nullptr);
-    const std::vector<float> got = dout.download();
+    return dout.download();
+  };
+  const std::vector<float> one = scratch_tokens ? launch(full) : std::vector<float>();
+  auto run = [&] {
+    const std::vector<float> got = launch(sbytes);
+    if (scratch_tokens)
+      LAB_CHECK(std::memcmp(got.data(), one.data(), got.size() * 4) == 0,
+                "launches of %d tokens differ from one launch of %d", scratch_tokens, T);
     for (int t = 0; t < T; ++t)
       for (int i = 0; i < Hq * D; ++i) {
         const size_t j = size_t(t) * ldo + i;
@@ -165,6 +175,22 @@ LAB_TEST("attention: CUDA matches CPU at context 4k, full layer (32 splits) and 
 }
 LAB_TEST("attention: CUDA matches CPU with one query head per KV head (group 1) and several tokens of one sequence") {
   check({3, 3, 0, gptoss::DType::BF16, {5, 6, 7, 300}, {0, 0, 0, 1}, 8, 40, 320}, 43);
+}
+LAB_TEST("attention: a step longer than the scratch holds runs in launches of as many tokens, the same bits as one launch") {
+  // 7 tokens of two sequences (3 splits at context 300; the sliding window's one split, folded),
+  // scratch for 3 (launches of 3, 3, 1) and for 1 token.
+  for (int window : {0, 128})
+    for (int tokens : {3, 1})
+      check({16, 2, window, gptoss::DType::BF16, {0, 5, 130, 299, 7, 8, 200}, {0, 0, 0, 0, 1, 1, 1}, 16, 19, 300},
+            51 + window + tokens, tokens == 3, tokens);
+  // The plan: a step's worth up to the cap, at least one token's.
+  const size_t one = gptoss::attention_scratch_cuda(1, 4096, 64, 64, 0);
+  LAB_CHECK(gptoss::attention_scratch_plan_cuda(8, 4096, 64, 64, 0) == 8 * one, "plan for 8 tokens");
+  LAB_CHECK(gptoss::attention_scratch_plan_cuda(2048, 4096, 64, 64, 0) == gptoss::kAttentionScratchCapBytes / one * one,
+            "plan for 2048 tokens at 4k is not capped");
+  LAB_CHECK(gptoss::attention_scratch_plan_cuda(4, int64_t(1) << 26, 64, 64, 0) ==
+                gptoss::attention_scratch_cuda(1, int64_t(1) << 26, 64, 64, 0),
+            "a token's scratch above the cap is not planned");
 }
 LAB_TEST("attention: a token's output is bit-identical alone and in a batch") {
   Case c{16, 2, 0, gptoss::DType::F32, {200, 129}, {0, 1}, 16, 16, 256};

@@ -5,8 +5,9 @@
 //
 // A prompt of P tokens runs as steps of at most C tokens (lib/engine/model.ts, Session.forward: the
 // session's maxTokens). C = 512 is what the bench suite's prefill sweep uses (lib/bench/sweep.ts,
-// runPrefillSweep: min(P, 512)); 256 is the engine's default step budget (maxBatchTokens); one
-// step of the whole prompt is a session with maxTokens >= P. Step c holds tokens [cC, cC + T) of
+// runPrefillSweep: min(P, 512)); the engine's default step budget on CUDA (maxBatchTokens:
+// CUDA_MAX_BATCH_TOKENS, read from lib/engine/engine.ts) and 256, its default before; one step of
+// the whole prompt is a session with maxTokens >= P. Step c holds tokens [cC, cC + T) of
 // one sequence, after cC cached positions; only the last step computes the last position's logits
 // (logits 'last': the logits-only ops are skipped at L = 0).
 //
@@ -31,7 +32,7 @@
 // bytes) at this step's shape. Not counted: the host's work between steps (inputs up, one await per
 // step), the last step's logits copy to the host, and the KV pages' allocation.
 // Writes build-cuda-emu/static/prefill.md and prints it.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -58,13 +59,20 @@ import {
   moeGemmUs,
   peakMmaPerClk,
   root,
+  routerGemm,
   staticUs,
 } from './roofline-model.mjs';
 
 const prompts = [512, 2048, 8192];
+// The engine's default step budget on CUDA, as the code has it.
+const engineDefault = Number(
+  /export const CUDA_MAX_BATCH_TOKENS = (\d+);/.exec(readFileSync(join(root, 'lib/engine/engine.ts'), 'utf8'))?.[1],
+);
+if (!(engineDefault > 0)) throw new Error('prefill-roofline: no CUDA_MAX_BATCH_TOKENS in lib/engine/engine.ts');
 const chunks = [
   { name: '512 (bench suite)', C: 512 },
-  { name: '256 (engine default)', C: 256 },
+  { name: `${engineDefault} (engine default)`, C: engineDefault },
+  { name: '256 (engine default before)', C: 256 },
   { name: 'whole prompt', C: Infinity },
 ];
 
@@ -167,20 +175,30 @@ function step(mname, T, p0, last, split) {
   add('out', 'matmul_bf16_gemm_f32<4, false>', L, gemm(H, QD, true));
   // The MLP's norm, router GEMV and top-k (kernels/cuda/router_topk.cu, grid E / 4 x T): DRAM the
   // router's weights once, x read, the normalised row written; its loop streams each token's
-  // block's 4 weight rows again (from L2) with x and the gain: ROUTER_PTX_PER_W_BYTE.
-  add(
-    'router',
-    'router_topk_kernel<true>',
-    L,
-    (gpu) =>
-      staticUs('router_topk_kernel<true>', gpu, {
-        blocks: (E / 4) * T,
-        bytes: E * H * 2 + T * (8 * H + 8 * KTOP),
-        loopBytes: T * E * H * 2,
-        instructionsPerByte: ROUTER_PTX_PER_W_BYTE,
-      }),
-    NORM_PROLOGUE_US,
-  );
+  // block's 4 weight rows again (from L2) with x and the gain: ROUTER_PTX_PER_W_BYTE. From
+  // routerGemm's step size: the norm alone, the router's logits on the bf16 GEMM, and the top-k
+  // launch (grid 1 x T: each token's E logits read, its k indices and weights written).
+  if (!routerGemm(T, E))
+    add(
+      'router',
+      'router_topk_kernel<true>',
+      L,
+      (gpu) =>
+        staticUs('router_topk_kernel<true>', gpu, {
+          blocks: (E / 4) * T,
+          bytes: E * H * 2 + T * (8 * H + 8 * KTOP),
+          loopBytes: T * E * H * 2,
+          instructionsPerByte: ROUTER_PTX_PER_W_BYTE,
+        }),
+      NORM_PROLOGUE_US,
+    );
+  else {
+    add('router', 'rmsnorm_f32_bf16w<true>', L, norm);
+    add('router', `matmul_bf16_gemm_f32<${gemmMT(T)}, false>`, L, gemm(E, H, false));
+    add('router', 'router_topk_kernel<false>', L, (gpu) =>
+      staticUs('router_topk_kernel<false>', gpu, { blocks: T, bytes: T * (4 * E + 8 * KTOP) }),
+    );
+  }
   // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): one dispatch CTA (the lab.json row's
   // bytes at 2048 tokens, 166,404, in proportion to the slots), x to bf16, gate_up (DRAM: the
   // distinct experts' W1 blocks, scales and bias, x in bf16, act per slot in bf16), down (their W2,
@@ -282,7 +300,7 @@ const top = (groups, us) =>
     .map(([k, v]) => `${k} ${f((100 * v) / us)}%`)
     .join(', ');
 out.push(
-  `Predicted prefill, default mode (PREDICTIONS from the static roofline of the nvcc build and the tensor-core hand models; no GPU ran this). A prompt of P tokens in steps of at most C tokens of one sequence (the bench suite's prefill sweep: 512; the engine's default step budget: 256; or one step), each step the kernels native/cuda/backend.cc launches for it, the last step with the last position's logits; an assumed ${GAP_US} µs per launch and ${NORM_PROLOGUE_US} µs per folded norm; uniform routing (E (1 - (1 - 4/E)^T) distinct experts read per layer per step). "before": attention with Q and P split into hi + lo bf16 halves (two mma per product), as every mode ran it up to this change; "now": one bf16 mma per product in default mode. Ceiling: the prefill's flops at the dense bf16 peak. Host work between steps and the logits' copy to the host are not counted.`,
+  `Predicted prefill, default mode (PREDICTIONS from the static roofline of the nvcc build and the tensor-core hand models; no GPU ran this). A prompt of P tokens in steps of at most C tokens of one sequence (the bench suite's prefill sweep: 512; the engine's default step budget on CUDA: ${engineDefault}, and 256, its default before; or one step), each step the kernels native/cuda/backend.cc launches for it, the last step with the last position's logits; an assumed ${GAP_US} µs per launch and ${NORM_PROLOGUE_US} µs per folded norm; uniform routing (E (1 - (1 - 4/E)^T) distinct experts read per layer per step). "before": attention with Q and P split into hi + lo bf16 halves (two mma per product), as every mode ran it up to this change; "now": one bf16 mma per product in default mode. Ceiling: the prefill's flops at the dense bf16 peak. Host work between steps and the logits' copy to the host are not counted.`,
   '',
   '| GPU | model | prompt tokens | steps of | steps | launches | predicted ms | predicted tokens/s | before: tokens/s | tensor-core ceiling tokens/s | largest shares |',
   '|---|---|---|---|---|---|---|---|---|---|---|',

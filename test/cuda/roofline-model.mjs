@@ -83,6 +83,10 @@ export function kSplits(T, N, K) {
 }
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
 export const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
+// kernels/cuda/router_topk.cuh: router_topk_use_gemm (default mode): the MLP's norm, router GEMV
+// and top-k in one launch below T x E = 8192; from there the norm, the router's GEMM and the top-k
+// launch.
+export const routerGemm = (T, E) => T * E >= 8192;
 export const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
 
 // Binomial(n, p) probabilities, for the tokens an expert serves.
