@@ -222,18 +222,34 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 
 // ---- matmul_bf16_gemm_f32: the tensor-core GEMM for many tokens ----
 // y[t, n] (+)= sum_k x[t, k] * W[n, k] + b[n] as mma.sync m16n8k16 (A = x rows, row-major; B = W
-// rows as stored, the "col" operand), f32 accumulators in registers. A block owns BM tokens x 128
+// rows as stored, the "col" operand), f32 accumulators in registers. A block owns BM tokens x BN
 // weight rows (grid: x over N tiles, fastest, so neighbouring blocks share an x tile in L2; y over
-// token tiles); its 8 warps are 2 x 4, each owning (BM / 2) x 32 outputs: MT x 4 m16n8 tiles.
+// token tiles); its 8 warps are 2 x 4, each owning (BM / 2) x (BN / 4) outputs: MT x NT m16n8
+// tiles. Narrow tiles (32 and 64 tokens, and every tile of the fp32 mode): BN 128, NT 4. The
+// default mode's 128-token tile (prefill, batches past 64) is wide: BN 256, NT 8, warps of 64 x 64
+// (kernels/cuda/matmul_bf16_gemm.cuh: warp_nt, block_n).
 // Per k tile of 32:
-//   - W: 128 x 32 bf16 by cp.async (two 16-byte copies per thread) into a ring of kStages = 4
+//   - W: BN x 32 bf16 by cp.async (BN / 64 16-byte copies per thread) into a ring of kStages = 4
 //     tiles, issued 3 tiles ahead;
 //   - x: BM x 32 f32 by 16-byte read-only loads into registers one tile ahead, issued before the
 //     tile's mma and converted + stored after them (so the load's latency hides behind them), as
 //     bf16 (kSplit: hi = bf16(x) and lo = bf16(x - hi), two tiles) into one of two buffers;
 //   - both tiles use the swizzle of matmul_bf16_gemm.cuh: ldmatrix and the stores conflict-free;
-//   - per warp and k16 step: MT ldmatrix.x4 of A (2 MT with kSplit), 2 ldmatrix.x4 of B,
-//     4 MT mma (8 MT with kSplit).
+//   - per warp and k16 step: MT ldmatrix.x4 of A (2 MT with kSplit), NT / 2 ldmatrix.x4 of B,
+//     MT NT mma (2 MT NT with kSplit).
+// Shared-memory bytes per mma (the bound at 128 B per clock per SM; test/cuda/roofline-model.mjs
+// GEMM_SMEM_PER_MMA): per block and k tile, ldmatrix 8 warps x 2 k16 x (MT + NT / 2) x 512 B,
+// fills BN x 64 B (W, cp.async) + BM x 64 B (x, stores), over 8 x 2 x MT NT mma. The narrow
+// 128-token tile: (49152 + 16384) / 256 = 256 B (0.5 mma per clock: about half an H100's dense
+// peak); the wide one: (65536 + 24576) / 512 = 176 B (0.73 mma per clock).
+// Why the wide tile holds up with one block (8 warps) per SM (reasoned, not measured): 128 f32
+// accumulators + 16 B-fragment and 4 A-fragment registers + 16 of x in flight + addresses fit
+// 255 (ptxas: about 220, no spills; kernels/cuda/lab.json budgets 240), so 2 warps per scheduler.
+// Each warp has 32 independent mma per k16 step (64 per k tile) behind 8 ldmatrix, so ILP, not
+// more warps, feeds the tensor pipe: the SM needs ~512+ clocks per k tile for its 512 mma, the W
+// ring covers 3 tiles (~1500 clocks) of cp.async latency, and x is loaded one tile (~500 clocks)
+// ahead, from L2 for all but the first of the N tiles sharing it. Shared memory: 4 x 16 KB of W +
+// 2 x 8 KB of x = 80 KB (opted in).
 // One __syncthreads per k tile: after it, tile kt's W (waited for by each thread) and x (stored in
 // iteration kt - 1) are visible to all, and every warp has finished iteration kt - 1, whose
 // buffers (W stage (kt - 1) % 4, x buffer (kt + 1) % 2) are refilled in this iteration.
@@ -241,10 +257,10 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 // (K % 8 == 0: a 16-byte chunk is all in or all out) are zeros in shared memory, so nothing past
 // an array is read and the zeros add nothing. Epilogue: v = acc + b[n], y = v or y + v (the CPU
 // op's order), tokens < T and columns < N only.
-// Split k (grid z > 1: few tiles, batched decode): block z sums k tiles [z kt_split, (z + 1)
-// kt_split) and stores its sums to partials[z]; the tile's last block (tickets: one count per warp,
-// after its lanes' stores and a fence) adds the z partials in z order, then the bias, then y as
-// above. Which block is last depends on timing; the bits do not.
+// Split k (grid z > 1: few tiles, batched decode and prefill steps of up to ~640 tokens): block z
+// sums k tiles [z kt_split, (z + 1) kt_split) and stores its sums to partials[z]; the tile's last
+// block (tickets: one count per warp, after its lanes' stores and a fence) adds the z partials in
+// z order, then the bias, then y as above. Which block is last depends on timing; the bits do not.
 // Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo), per
 // split, then the splits in order; it depends only on K and the splits, so a token's result is the
 // same whatever the other tokens or BM.
@@ -260,24 +276,29 @@ __device__ __forceinline__ float bf16_lo(uint32_t p) { return __uint_as_float(p 
 __device__ __forceinline__ float bf16_hi(uint32_t p) { return __uint_as_float(p & 0xffff0000u); }
 
 template <int MT, bool kSplit>
-__global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
+__global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kSplit) == 8 ? 1 : 2)
     matmul_bf16_gemm_f32(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ x_rows,
                          const uint16_t* __restrict__ w, const uint16_t* __restrict__ bias, float* __restrict__ y,
                          int64_t ldy, int T, int N, int K, bool accumulate, int kt_split, float* __restrict__ partials,
                          unsigned* __restrict__ tickets) {
   using namespace gemm;
   constexpr int BM = block_m(MT);
+  constexpr int NT = warp_nt(MT, kSplit);       // n8 fragments per warp
+  constexpr int WN = 8 * NT;                    // weight rows per warp
+  constexpr int BN = block_n(MT, kSplit);       // weight rows per block
+  constexpr int kWTile = BN * kRowBytes;        // bytes of one W stage
+  constexpr int kWPer = BN * 4 / gemm::kThreads;  // 16-byte W chunks per thread and tile
   constexpr int kParts = kSplit ? 2 : 1;
   constexpr int kATileBytes = BM * kRowBytes;
   constexpr int kAChunks = BM * 4;  // 16-byte bf16 chunks of an x tile
   constexpr int kAPer = (kAChunks + gemm::kThreads - 1) / gemm::kThreads;
   unsigned char* smem = dynamic_shared<unsigned char>();
-  unsigned char* ws = smem;                          // [kStages][kBN rows][32] bf16, swizzled
-  unsigned char* as = smem + kStages * kWTileBytes;  // [2][kParts][BM rows][32] bf16, swizzled
+  unsigned char* ws = smem;                     // [kStages][BN rows][32] bf16, swizzled
+  unsigned char* as = smem + kStages * kWTile;  // [2][kParts][BM rows][32] bf16, swizzled
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   // This block's k tiles: kt0 + [0, KT) of the (K + 31) / 32 (blockIdx.z: its k split).
   const int kt0 = blockIdx.z * kt_split;
   const int KT = min((K + kBK - 1) / kBK - kt0, kt_split);
@@ -294,9 +315,9 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
   // (The weight row addresses are recomputed per tile: two IMADs, where keeping them would cost
   // the registers that made sm_90 spill.)
   auto load_w = [&](int kt) {
-    unsigned char* tile = ws + (kt % kStages) * kWTileBytes;
+    unsigned char* tile = ws + (kt % kStages) * kWTile;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kWPer; ++i) {
       const int id = tid + i * gemm::kThreads, k = (kt0 + kt) * kBK + (id & 3) * 8;
       unsigned char* dst = tile + swizzle(id >> 2, id & 3);
       if (k < K) cp_async16(dst, w + int64_t(min(n0 + (id >> 2), N - 1)) * K + k);
@@ -338,11 +359,11 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     }
   };
 
-  float acc[MT][kNT][4];
+  float acc[MT][NT][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
-    for (int j = 0; j < kNT; ++j)
+    for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
 
@@ -362,7 +383,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
 #pragma unroll
   for (int kk = 0; kk < 2; ++kk) {
     a_off[kk] = a_fragment(wm * 16 * MT, kk, lane);
-    b_off[kk] = b_fragment(wn * kWarpN, kk, lane);
+    b_off[kk] = b_fragment(wn * WN, kk, lane);
   }
 
   for (int kt = 0; kt < KT; ++kt) {
@@ -371,13 +392,13 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     if (kt + kStages - 1 < KT) load_w(kt + kStages - 1);
     cp_async_commit();
     if (kt + 1 < KT) fetch_x(kt + 1);
-    const unsigned char* wt = ws + (kt % kStages) * kWTileBytes;
+    const unsigned char* wt = ws + (kt % kStages) * kWTile;
     const unsigned char* at = as + (kt & 1) * kParts * kATileBytes;
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t b[kNT][2];
+      uint32_t b[NT][2];
 #pragma unroll
-      for (int j = 0; j < kNT / 2; ++j) {
+      for (int j = 0; j < NT / 2; ++j) {
         uint32_t r[4];
         ldmatrix<4, false>(r, wt + b_off[kk] + 16 * j * kRowBytes);
         b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
@@ -389,7 +410,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
           uint32_t a[4];
           ldmatrix<4, false>(a, at + p * kATileBytes + a_off[kk] + 16 * i * kRowBytes);
 #pragma unroll
-          for (int j = 0; j < kNT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
+          for (int j = 0; j < NT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
         }
     }
     if (kt + 1 < KT) store_x((kt + 1) & 1);
@@ -403,8 +424,8 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     // ticket zero for the next launch.
     float* part = partials + int64_t(blockIdx.z) * T * N;
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      const int n = n0 + wn * kWarpN + 8 * j + 2 * q;
+    for (int j = 0; j < NT; ++j) {
+      const int n = n0 + wn * WN + 8 * j + 2 * q;
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -427,21 +448,38 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit ? 1 : 2)
     __syncthreads();  // the last warp's flag, to its block
     if (!last) return;
     __threadfence();  // the other blocks' partials, after their tickets
-    for (int e = tid; e < BM * kBN; e += gemm::kThreads) {
-      const int t = m0 + e / kBN, n = n0 + e % kBN;
+    // TW consecutive outputs of a row per thread, their loads of one split issued together: the
+    // wide tile's last block reads ks x 128 KB, 8 outputs per thread at a time (one L2 latency
+    // per split and 8 outputs, not per output); the narrow tiles' (at most ks x 64 KB) one at a
+    // time (fewer registers). Each output adds the splits in z order either way.
+    constexpr int TW = NT == 8 ? 8 : 1;
+    const volatile float* p0 = part - int64_t(blockIdx.z) * T * N;  // L2, not a stale L1 line
+    for (int e = TW * tid; e < BM * BN; e += TW * gemm::kThreads) {
+      const int t = m0 + e / BN, n = n0 + e % BN;
       if (t >= T || n >= N) continue;
-      const volatile float* p = part - int64_t(blockIdx.z) * T * N + int64_t(t) * N + n;  // L2, not a stale L1 line
-      float v = p[0];
-      for (unsigned z = 1; z < gridDim.z; ++z) v += p[int64_t(z) * T * N];
-      v += bias ? bf16_bits_to_f32(bias[n]) : 0.f;
+      const volatile float* p = p0 + int64_t(t) * N + n;
+      float v[TW];
+#pragma unroll
+      for (int u = 0; u < TW; ++u) v[u] = n + u < N ? p[u] : 0.f;
+      for (unsigned z = 1; z < gridDim.z; ++z) {
+        const volatile float* pz = p + int64_t(z) * T * N;
+#pragma unroll
+        for (int u = 0; u < TW; ++u)
+          if (n + u < N) v[u] += pz[u];
+      }
       float* yp = y + int64_t(t) * ldy + n;
-      *yp = accumulate ? *yp + v : v;
+#pragma unroll
+      for (int u = 0; u < TW; ++u)
+        if (n + u < N) {
+          const float vb = v[u] + (bias ? bf16_bits_to_f32(bias[n + u]) : 0.f);
+          yp[u] = accumulate ? yp[u] + vb : vb;
+        }
     }
     return;
   }
 #pragma unroll
-  for (int j = 0; j < kNT; ++j) {
-    const int n = n0 + wn * kWarpN + 8 * j + 2 * q;
+  for (int j = 0; j < NT; ++j) {
+    const int n = n0 + wn * WN + 8 * j + 2 * q;
     const float b0 = bias && n < N ? bf16_bits_to_f32(bias[n]) : 0.f;
     const float b1 = bias && n + 1 < N ? bf16_bits_to_f32(bias[n + 1]) : 0.f;
 #pragma unroll
@@ -462,14 +500,15 @@ template <int MT, bool kSplit>
 void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, int k_splits, int kt_split, float* partials,
                  unsigned* tickets, cudaStream_t stream) {
   using namespace gemm;
-  const size_t smem = size_t(kStages) * kWTileBytes + size_t(2) * (kSplit ? 2 : 1) * block_m(MT) * kRowBytes;
+  const size_t smem = size_t(kStages) * block_n(MT, kSplit) * kRowBytes + size_t(2) * (kSplit ? 2 : 1) * block_m(MT) * kRowBytes;
   if (smem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
     static std::once_flag once;
     std::call_once(once, [&] {
       cudaFuncSetAttribute(matmul_bf16_gemm_f32<MT, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     });
   }
-  const dim3 grid(unsigned((a.N + kBN - 1) / kBN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)), unsigned(k_splits));
+  constexpr int BN = block_n(MT, kSplit);
+  const dim3 grid(unsigned((a.N + BN - 1) / BN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)), unsigned(k_splits));
   GPTOSS_LAUNCH((matmul_bf16_gemm_f32<MT, kSplit>), grid, dim3(gemm::kThreads), smem, stream, a.x, a.ldx, x_rows, a.w, a.b, a.y,
                 a.ldy, a.T, a.N, a.K, a.accumulate, kt_split, partials, tickets);
 }
@@ -549,21 +588,31 @@ void plan_splits(int KT, int want, int& per, int& splits) {
   per = (KT + std::max(1, want) - 1) / std::max(1, want);
   splits = (KT + per - 1) / per;
 }
-int64_t gemm_tiles(int T, int N, int tm) { return int64_t((N + cuda::gemm::kBN - 1) / cuda::gemm::kBN) * ((T + tm - 1) / tm); }
+// Tiles of the grid for token tiles of tm and x split or not (the 128-token tile of the default
+// mode is 256 weight rows wide: gemm::block_n).
+int64_t gemm_tiles(int T, int N, int tm, bool split_x) {
+  const int bn = cuda::gemm::block_n(tm / 32, split_x);
+  return int64_t((N + bn - 1) / bn) * ((T + tm - 1) / tm);
+}
 }  // namespace
 
-int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m) {
+int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m, bool split_x) {
   // Enough blocks to stream the weights from every SM: a grid of fewer than 66 tiles (half an
   // H100's 132 SMs; the projections' 23 to 40 at decode sizes) splits k until it has about 132
-  // blocks, each at least 8 k tiles (256 k) deep. Larger grids (prefill; QKV at 256 tokens: 80
-  // tiles) keep one block per tile: their mma, not the weight stream, is the longer part, and the
-  // partial sums would cost 4 T N bytes per split.
+  // blocks, each at least 8 k tiles (256 k) deep. Larger grids (prefill; QKV at 512 tokens: 80
+  // wide tiles) keep one block per tile: their mma, not the weight stream, is the longer part, and
+  // the partial sums would cost 4 T N bytes per split. The narrow tiles (two blocks an SM) round
+  // the count of splits up (ceil(132 / tiles)); the wide tile (one block an SM: a second round of
+  // blocks would take as long as the first) rounds it down, so that all splits run in one round
+  // (QKV at 256 tokens: 40 tiles x 3 splits; the attention output at 256: 24 x 5).
   if (T < 1 || N < 1 || K < 1) return 1;
   const int tm = tile_m ? tile_m : matmul_bf16_gemm_tile_m_cuda(T);
-  const int64_t tiles = gemm_tiles(T, N, tm);
+  const int64_t tiles = gemm_tiles(T, N, tm, split_x);
   if (tiles > kMatmulBf16GemmMaxTiles) return 1;
   const int KT = (K + cuda::gemm::kBK - 1) / cuda::gemm::kBK;
-  const int want = int(std::min<int64_t>((kMatmulBf16GemmTargetBlocks + tiles - 1) / tiles, KT / kMatmulBf16GemmMinSplitTiles));
+  const bool wide = cuda::gemm::warp_nt(tm / 32, split_x) == 8;
+  const int64_t fill = wide ? kMatmulBf16GemmTargetBlocks / tiles : (kMatmulBf16GemmTargetBlocks + tiles - 1) / tiles;
+  const int want = int(std::min<int64_t>(fill, KT / kMatmulBf16GemmMinSplitTiles));
   if (want <= 1) return 1;
   int per, splits;
   plan_splits(KT, want, per, splits);
@@ -571,11 +620,16 @@ int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m) {
 }
 
 size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K) {
+  // Either mode's rule (the default mode's 128-token tile is wider, so it splits up to larger T).
   size_t most = 0;
   for (int T = 1; T <= max_T; ++T) {
-    const int s = matmul_bf16_gemm_k_splits_cuda(T, N, K);
-    if (s > 1) most = std::max(most, size_t(s) * size_t(T) * size_t(N) * 4);
-    else if (gemm_tiles(T, N, matmul_bf16_gemm_tile_m_cuda(T)) > kMatmulBf16GemmMaxTiles) break;  // no split past here
+    bool more = false;
+    for (bool split_x : {false, true}) {
+      const int s = matmul_bf16_gemm_k_splits_cuda(T, N, K, 0, split_x);
+      if (s > 1) most = std::max(most, size_t(s) * size_t(T) * size_t(N) * 4);
+      more = more || gemm_tiles(T, N, matmul_bf16_gemm_tile_m_cuda(T), split_x) <= kMatmulBf16GemmMaxTiles;
+    }
+    if (!more) break;  // no split past here (tiles only grow with T)
   }
   return most;
 }
@@ -596,13 +650,13 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
   const bool have_ws = o.ws.partials && o.ws.tickets;
   const int KT = (a.K + gemm::kBK - 1) / gemm::kBK;
   int per = KT, splits = 1;
-  plan_splits(KT, o.k_splits ? o.k_splits : have_ws ? matmul_bf16_gemm_k_splits_cuda(a.T, a.N, a.K, tm) : 1, per, splits);
+  plan_splits(KT, o.k_splits ? o.k_splits : have_ws ? matmul_bf16_gemm_k_splits_cuda(a.T, a.N, a.K, tm, o.split_x) : 1, per, splits);
   if (splits > 1) {
     if (!have_ws) throw invalid_argument("matmul_bf16 (GEMM): k_splits > 1 needs partials and tickets");
     if (o.ws.partials_bytes < size_t(splits) * a.T * a.N * 4 || !aligned(o.ws.partials, 8))
       throw invalid_argument("matmul_bf16 (GEMM): partials must hold " + std::to_string(size_t(splits) * a.T * a.N * 4) +
                              " bytes (" + std::to_string(splits) + " k splits x T x N f32), 8-byte aligned");
-    if (gemm_tiles(a.T, a.N, tm) > kMatmulBf16GemmMaxTiles)
+    if (gemm_tiles(a.T, a.N, tm, o.split_x) > kMatmulBf16GemmMaxTiles)
       throw invalid_argument("matmul_bf16 (GEMM): k splits take at most " + std::to_string(kMatmulBf16GemmMaxTiles) + " tiles (tickets)");
   }
   float* p = splits > 1 ? o.ws.partials : nullptr;

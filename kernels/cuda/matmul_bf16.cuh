@@ -26,13 +26,15 @@ int matmul_bf16_rows_per_warp_cuda(int N, int T = 1);
 void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaStream_t stream, int rows_per_warp = 0);
 
 // The tensor-core GEMM for many tokens (prefill, batches): mma.sync m16n8k16 bf16 with f32
-// accumulation, blocks of up to 128 tokens x 128 weight rows. x is f32 and is rounded to bf16 as
-// it is staged (split_x false: 2^-8 relative per product, the default mode's budget) or split
+// accumulation, blocks of up to 128 tokens x 256 weight rows (x 128 in the fp32 mode). x is f32
+// and is rounded to bf16 as it is staged (split_x false: 2^-8 relative per product, the default
+// mode's budget) or split
 // into two bf16 terms x = hi + lo, two mma each (split_x true: within 2^-16 per product, for the
 // fp32 mode), so the op's contract (f32 activations) is unchanged. a.scratch is not used.
 // x_rows: optional device [T] int32 of x's rows (output row t reads x row x_rows[t]; the logit
 // rows of a step), else row t. tile_m: 0 picks matmul_bf16_gemm_tile_m_cuda(T); tests force 32,
-// 64 or 128; the result does not depend on it.
+// 64 or 128 (the 128-token tile is 256 weight rows wide unless split_x); the result does not
+// depend on it.
 // Split k (few tiles: batched decode's projections): k_splits blocks share each tile, each summing
 // a contiguous run of k tiles into ws.partials (k_splits x T x N f32); the tile's last block adds
 // the runs in order (ticket counters in ws.tickets, [kMatmulBf16GemmMaxTiles] zeros, left zero).
@@ -60,12 +62,14 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
 int matmul_bf16_gemm_tile_m_cuda(int T);
 // The split rule: 1 when the grid has more than kMatmulBf16GemmMaxTiles tiles, else enough splits
 // of at least kMatmulBf16GemmMinSplitTiles k tiles each for about kMatmulBf16GemmTargetBlocks
-// blocks (QKV at up to 64 tokens: 40 tiles x 4 splits; the attention output: 23 x 6, at 256
-// tokens 46 x 3; the router's 1 tile: 10). A pure function of the shape.
+// blocks (QKV at up to 64 tokens: 40 tiles x 4 splits; the attention output: 23 x 6; the router's
+// 1 tile: 10), rounded down for the default mode's wide 128-token tile (QKV at 256 tokens: 40 x 3;
+// the attention output at 256: 24 x 5, at 512: 48 x 2). A pure function of the shape and mode
+// (split_x: the fp32 mode's narrow tiles; at 256 tokens the attention output's 46 x 3).
 constexpr int kMatmulBf16GemmTargetBlocks = 132;
 constexpr int kMatmulBf16GemmMinSplitTiles = 8;
 constexpr int kMatmulBf16GemmMaxTiles = kMatmulBf16GemmTargetBlocks / 2;
-int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m = 0);
+int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m = 0, bool split_x = false);
 // Bytes of partials the rule needs for any step of up to max_T tokens (0: it never splits).
 size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K);
 

@@ -20,15 +20,22 @@
 namespace gptoss::cuda::gemm {
 constexpr int kThreads = 256;  // 8 warps: 2 along M (tokens) x 4 along N (weight rows)
 constexpr int kWarpsM = 2, kWarpsN = 4;
-constexpr int kBN = 128;             // weight rows (output columns) per block
+constexpr int kBN = 128;             // weight rows (output columns) per block of the narrow tile
 constexpr int kBK = 32;              // k per tile: two m16n8k16 steps
 constexpr int kStages = 4;           // the weight tiles' cp.async ring
-constexpr int kWarpN = kBN / kWarpsN;  // 32 columns per warp: 4 n8 fragments
+constexpr int kWarpN = kBN / kWarpsN;  // 32 columns per warp: 4 n8 fragments (narrow tile)
 constexpr int kNT = kWarpN / 8;
 constexpr int kRowBytes = kBK * 2;     // 64
 constexpr int kWTileBytes = kBN * kRowBytes;  // 8 KB
 // Block rows (tokens) for MT m16 fragments per warp.
 __host__ __device__ constexpr int block_m(int mt) { return kWarpsM * 16 * mt; }
+// n8 fragments per warp: 4 (warp tile 16 MT tokens x 32 rows), except the default mode's
+// 128-token tile (MT 4, x not split), whose warps own 64 tokens x 64 rows (8 fragments; "wide"):
+// the prefill's tile, 128 tokens x 256 weight rows a block.
+__host__ __device__ constexpr int warp_nt(int mt, bool split) { return mt == 4 && !split ? 8 : 4; }
+// Weight rows per block: 128, or 256 for the wide tile.
+__host__ __device__ constexpr int block_n(int mt, bool split) { return kWarpsN * 8 * warp_nt(mt, split); }
+constexpr int kBNMax = 256;
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a swizzled tile.
 __host__ __device__ constexpr uint32_t swizzle(int r, int c) { return uint32_t(r) * kRowBytes + (uint32_t(c ^ ((r >> 1) & 3)) << 4); }

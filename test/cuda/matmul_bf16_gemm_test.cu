@@ -4,7 +4,9 @@
 // 33, 127 (not multiples of the 32- and 128-token tiles), odd row counts (127, 511), the QKV
 // projection's 5120 rows, the unembedding's logit rows picked by a row list, a K tail
 // (K % 32 == 8), padded rows, the residual add, both activation modes (bf16; split hi + lo for the
-// fp32 mode); the tile layout (every fragment position through the swizzle, no bank conflicts);
+// fp32 mode); the default mode's wide 128-token tile (128 x 256 a block) at T 127 to 391, ragged
+// N (300, 2880, 8200), QKV at 128 tokens and the attention output at 256 at the rule's splits;
+// the tile layout (every fragment position through the swizzle over 256 rows, no bank conflicts);
 // the rule between the GEMV and the GEMM; a token's output independent of the others; split k
 // (batched decode: T = 3, 5, 9, 16, 33 and 64 over 200 rows, 64-token tiles, the splits the rule
 // takes for QKV and the attention output, uneven last splits, the fp32 mode's halves): against
@@ -97,7 +99,7 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::DeviceBuf<int32_t> drows(std::max<size_t>(1, c.rows.size()));
   if (c.bias) db.upload(b);
   if (!c.rows.empty()) drows.upload(c.rows);
-  const int splits = c.k_splits ? c.k_splits : gptoss::matmul_bf16_gemm_k_splits_cuda(c.T, c.N, c.K, c.tile_m);
+  const int splits = c.k_splits ? c.k_splits : gptoss::matmul_bf16_gemm_k_splits_cuda(c.T, c.N, c.K, c.tile_m, c.split);
   const double tol_exact = accumulation(c.K, c.split, splits), tol = contract(c.K, c.split, splits);
   // Split k's workspace: partials NaN-poisoned (each split must write its share before the sum),
   // tickets zero (as the backend leaves them).
@@ -146,25 +148,36 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
 void a_pos(int lane, int i, int& row, int& k) { row = (lane >> 2) + 8 * ((i >> 1) & 1), k = 2 * (lane & 3) + (i & 1) + 8 * (i >> 2); }
 void b_pos(int lane, int i, int& n, int& k) { n = lane >> 2, k = 2 * (lane & 3) + (i & 1) + 8 * (i >> 1); }
 
-// One warp: a 32-row tile [32][32] of codes (row << 5 | k) stored through the swizzle, then every
-// A fragment (2 m16 x 2 k16) and every B fragment pair (2 n16 x 2 k16) loaded as the GEMM does.
-__global__ void fragment_probe(uint32_t* out) {  // [8 loads][32 lanes][4 registers]
-  __shared__ __align__(16) uint16_t tile[32 * 32];
+// One warp: a tile of the widest block's rows (kBNMax = 256: the wide tile's W stage; A tiles are
+// at most 128 rows) [256][32] of codes (row << 5 | k, 13 bits) stored through the swizzle, then,
+// at every 16-row fragment base of that tile and both k16 steps, the A fragment (ldmatrix.x4)
+// and the B fragment pair (n 16) loaded as the GEMM does, the base added as the kernel adds it:
+// a_fragment / b_fragment of the warp's first row plus 16 rows of bytes per further fragment
+// (warp wm's A: wm 16 MT + 16 i; warp wn's B pairs: wn 8 NT + 16 j, for every geometry).
+constexpr int kProbeRows = gptoss::cuda::gemm::kBNMax;
+constexpr int kProbeBases = kProbeRows / 16;
+__global__ void fragment_probe(uint32_t* out) {  // [bases][k16][A, B][32 lanes][4 registers]
+  using namespace gptoss::cuda::gemm;
+  __shared__ __align__(16) uint16_t tile[kProbeRows * 32];
   const int lane = threadIdx.x;
-  for (int i = lane; i < 32 * 4; i += 32) {  // 16-byte chunks, as the GEMM's stores
+  for (int i = lane; i < kProbeRows * 4; i += 32) {  // 16-byte chunks, as the GEMM's stores
     const int r = i >> 2, c = i & 3;
-    uint16_t* dst = reinterpret_cast<uint16_t*>(reinterpret_cast<unsigned char*>(tile) + gptoss::cuda::gemm::swizzle(r, c));
+    uint16_t* dst = reinterpret_cast<uint16_t*>(reinterpret_cast<unsigned char*>(tile) + swizzle(r, c));
     for (int e = 0; e < 8; ++e) dst[e] = uint16_t(r << 5 | (8 * c + e));
   }
   __syncwarp();
   const unsigned char* base = reinterpret_cast<const unsigned char*>(tile);
-  for (int f = 0; f < 4; ++f) {
-    uint32_t r[4];
-    gptoss::cuda::ldmatrix<4, false>(r, base + gptoss::cuda::gemm::a_fragment(16 * (f >> 1), f & 1, lane));
-    for (int i = 0; i < 4; ++i) out[(f * 32 + lane) * 4 + i] = r[i];
-    gptoss::cuda::ldmatrix<4, false>(r, base + gptoss::cuda::gemm::b_fragment(16 * (f >> 1), f & 1, lane));
-    for (int i = 0; i < 4; ++i) out[((4 + f) * 32 + lane) * 4 + i] = r[i];
-  }
+  for (int f = 0; f < kProbeBases; ++f)
+    for (int kk = 0; kk < 2; ++kk) {
+      // The kernel's form: the warp's first fragment's address + 16 rows per fragment further.
+      // Warp bases are multiples of 32 (A: 16 MT, MT 2 or 4; B: 8 NT, NT 4 or 8) or 0 (MT 1).
+      const int w0 = f & ~1, step = f & 1;
+      uint32_t r[4];
+      gptoss::cuda::ldmatrix<4, false>(r, base + a_fragment(16 * w0, kk, lane) + 16 * step * kRowBytes);
+      for (int i = 0; i < 4; ++i) out[(((f * 2 + kk) * 2 + 0) * 32 + lane) * 4 + i] = r[i];
+      gptoss::cuda::ldmatrix<4, false>(r, base + b_fragment(16 * w0, kk, lane) + 16 * step * kRowBytes);
+      for (int i = 0; i < 4; ++i) out[(((f * 2 + kk) * 2 + 1) * 32 + lane) * 4 + i] = r[i];
+    }
 }
 
 // The 16-byte bank group (of 8 per 128-byte line) of each address a wavefront serves must differ.
@@ -176,25 +189,27 @@ void check_conflict_free(const char* what, const std::vector<uint32_t>& addrs) {
 }
 }  // namespace
 
-LAB_TEST("matmul_bf16: the GEMM's swizzled tile gives every mma fragment position (ldmatrix x4 for A and for [N, K] B)") {
-  lab::DeviceBuf<uint32_t> dout(8 * 32 * 4);
+LAB_TEST("matmul_bf16: the GEMM's swizzled tile gives every mma fragment position (ldmatrix x4 for A and for [N, K] B, 256 rows: the wide tile's)") {
+  lab::DeviceBuf<uint32_t> dout(size_t(kProbeBases) * 2 * 2 * 32 * 4);
   lab::for_each_schedule([&] {
     cudaMemset(dout.p, 0xff, dout.n * 4);
     GPTOSS_LAUNCH(fragment_probe, dim3(1), dim3(32), 0, nullptr, dout.p);
     const std::vector<uint32_t> out = dout.download();
-    for (int f = 0; f < 4; ++f) {
+    for (int f = 0; f < 2 * kProbeBases; ++f) {
       const int r0 = 16 * (f >> 1), k0 = 16 * (f & 1);
+      const uint32_t* fa = out.data() + size_t(f * 2 + 0) * 32 * 4;
+      const uint32_t* fb = out.data() + size_t(f * 2 + 1) * 32 * 4;
       for (int lane = 0; lane < 32; ++lane)
         for (int i = 0; i < 8; ++i) {
           int row, k, n;
           a_pos(lane, i, row, k);
-          const uint32_t a = (out[(f * 32 + lane) * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
+          const uint32_t a = (fa[lane * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
           LAB_CHECK(a == uint32_t((r0 + row) << 5 | (k0 + k)), "A fragment (rows %d, k %d) lane %d value %d: row %u k %u, want %d %d",
                     r0, k0, lane, i, a >> 5, a & 31, r0 + row, k0 + k);
           // B: values 0..3 of the n8 fragment at r0, then of the one at r0 + 8
           b_pos(lane, i & 3, n, k);
           n += r0 + 8 * (i >> 2);
-          const uint32_t b = (out[((4 + f) * 32 + lane) * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
+          const uint32_t b = (fb[lane * 4 + i / 2] >> (16 * (i & 1))) & 0xffff;
           LAB_CHECK(b == uint32_t(n << 5 | (k0 + k)), "B fragment (n %d, k %d) lane %d value %d: n %u k %u, want %d %d", r0, k0, lane,
                     i, b >> 5, b & 31, n, k0 + k);
         }
@@ -204,8 +219,10 @@ LAB_TEST("matmul_bf16: the GEMM's swizzled tile gives every mma fragment positio
 
 LAB_TEST("matmul_bf16: the GEMM's ldmatrix rows and tile stores are free of bank conflicts") {
   using namespace gptoss::cuda::gemm;
-  // ldmatrix.x4: one wavefront per 8x8 matrix, i.e. per 8 lanes' row addresses.
-  for (int r0 = 0; r0 < kBN; r0 += 16)
+  // ldmatrix.x4: one wavefront per 8x8 matrix, i.e. per 8 lanes' row addresses; every 16-row
+  // fragment base of the widest W stage (256 rows, the wide tile's) and of the A tiles (<= 128).
+  static_assert(block_n(4, false) == kBNMax && block_n(4, true) == kBN && block_n(2, false) == kBN && block_m(4) <= kBNMax, "tile geometry");
+  for (int r0 = 0; r0 < kBNMax; r0 += 16)
     for (int kk = 0; kk < 2; ++kk)
       for (int m = 0; m < 4; ++m) {
         std::vector<uint32_t> a, b;
@@ -214,14 +231,14 @@ LAB_TEST("matmul_bf16: the GEMM's ldmatrix rows and tile stores are free of bank
         check_conflict_free(lab::format("B fragment rows %d k16 %d matrix %d", r0, kk, m).c_str(), b);
       }
   // The kernel adds 16 rows of bytes to reach the next fragment: the swizzle must repeat so.
-  for (int r0 = 0; r0 + 16 < kBN; r0 += 16)
+  for (int r0 = 0; r0 + 16 < kBNMax; r0 += 16)
     for (int kk = 0; kk < 2; ++kk)
       for (int l = 0; l < 32; ++l)
         LAB_CHECK(a_fragment(r0 + 16, kk, l) == a_fragment(r0, kk, l) + 16 * kRowBytes &&
                       b_fragment(r0 + 16, kk, l) == b_fragment(r0, kk, l) + 16 * kRowBytes,
                   "the swizzle does not repeat every 16 rows (rows %d, k16 %d, lane %d)", r0, kk, l);
   // The stores: thread id writes chunk id & 3 of row id >> 2 (16 bytes); 8 threads per wavefront.
-  for (int id0 = 0; id0 < kBN * 4; id0 += 8) {
+  for (int id0 = 0; id0 < kBNMax * 4; id0 += 8) {
     std::vector<uint32_t> s;
     for (int id = id0; id < id0 + 8; ++id) s.push_back(swizzle(id >> 2, id & 3));
     check_conflict_free(lab::format("tile store threads %d..%d", id0, id0 + 7).c_str(), s);
@@ -276,6 +293,43 @@ LAB_TEST("matmul_bf16: GEMM matches CPU with a K tail (K % 32 == 8) and K below 
   check({3, 17, 8, 8, 17, true, true}, 45);
 }
 
+LAB_TEST("matmul_bf16: wide GEMM tile (128 tokens x 256 rows, the default mode from 65 tokens) at the prefill's shapes") {
+  // Small siblings, every schedule: 2 token tiles (the second 2 rows) x 2 ragged row tiles (300:
+  // the second 44 rows), padded x and y rows, the residual add; split k (10 k tiles in 4, 4, 2);
+  // the rule's 2 splits of 2 x 2 tiles at K 512.
+  check({130, 300, 96, 100, 303, true, true}, 90);
+  Case s{200, 520, 320, 320, 520, true, false};
+  s.k_splits = 3;
+  check(s, 91);
+  Case r{129, 264, 512, 516, 264, false, true};
+  r.k_splits = 0;  // the rule's 2
+  check(r, 92);
+  if (lab::quick()) return;
+  // Further shapes at a small K, once (forward schedule): 391 tokens (4 token tiles, the last 7
+  // rows) over the attention output's 2880 rows (11 wide tiles and one of 64 rows) unsplit, adding
+  // into the residual; a tall ragged N (8200: 32 tiles and one of 8 rows) on logit rows picked by
+  // a row list; the fp32 mode's halves at 256 tokens (the narrow tile; the rule's 4 splits).
+  check({391, 2880, 512, 512, 2880, true, true}, 95, false);
+  Case u{129, 8200, 64, 64, 8200, false, false};
+  for (int t = 0; t < 129; ++t) u.rows.push_back((t * 37) % 200);
+  u.x_rows = 200;
+  check(u, 97, false);
+  Case f{256, 520, 1024, 1024, 520, true, true};
+  f.split = true;
+  f.k_splits = 0;
+  LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(256, 520, 1024, 0, true) == 4, "the fp32 mode's split rule moved");
+  check(f, 98, false);
+  // The real shapes, once (about 100 s here): QKV at 128 tokens (the rule's 6 splits of 15 k
+  // tiles) and the attention output at 256 (the rule's 5 splits, the last of 24 k tiles, adding
+  // into the residual). (127 x 511 x 2880 above runs the wide tile unsplit at K 2880.)
+  Case q{128, 5120, 2880, 2880, 5120, true, false};
+  q.k_splits = 0;
+  check(q, 93, false);
+  Case o{256, 2880, 4096, 4096, 2880, true, true};
+  o.k_splits = 0;
+  check(o, 94, false);
+}
+
 LAB_TEST("matmul_bf16: split GEMM (x = hi + lo, the fp32 mode) is within 2^-16 of the CPU") {
   Case c{20, 72, 2880, 2880, 72, true, false};
   c.split = true;
@@ -303,9 +357,15 @@ LAB_TEST("matmul_bf16: split-k GEMM matches CPU for batched decode's 3, 5, 9, 16
 }
 
 LAB_TEST("matmul_bf16: split-k GEMM at the rule's splits: QKV (5120 x 2880) and the attention output (2880 x 4096) at 64 tokens") {
+  // 128-token tiles: default mode wide (256 rows; the count rounded down), fp32 mode 128 rows.
   LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(64, 5120, 2880) == 4 && gptoss::matmul_bf16_gemm_k_splits_cuda(9, 5120, 2880) == 4 &&
-                gptoss::matmul_bf16_gemm_k_splits_cuda(64, 2880, 4096) == 6 && gptoss::matmul_bf16_gemm_k_splits_cuda(256, 5120, 2880) == 1 &&
-                gptoss::matmul_bf16_gemm_k_splits_cuda(256, 2880, 4096) == 3 && gptoss::matmul_bf16_gemm_k_splits_cuda(512, 2880, 4096) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(64, 2880, 4096) == 6 && gptoss::matmul_bf16_gemm_k_splits_cuda(256, 5120, 2880) == 3 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(256, 2880, 4096) == 5 && gptoss::matmul_bf16_gemm_k_splits_cuda(512, 2880, 4096) == 2 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(128, 5120, 2880) == 6 && gptoss::matmul_bf16_gemm_k_splits_cuda(640, 2880, 4096) == 2 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(768, 2880, 4096) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(256, 5120, 2880, 0, true) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(256, 2880, 4096, 0, true) == 3 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(64, 5120, 2880, 0, true) == 4 &&
                 gptoss::matmul_bf16_gemm_k_splits_cuda(512, 5120, 2880) == 1 && gptoss::matmul_bf16_gemm_k_splits_cuda(8, 201088, 2880) == 1 &&
                 gptoss::matmul_bf16_gemm_k_splits_cuda(16, 32, 2880) == 10 && gptoss::matmul_bf16_gemm_k_splits_cuda(16, 200, 160) == 1,
             "the split rule moved: update this test, decode-roofline.mjs and the lab.json launches");

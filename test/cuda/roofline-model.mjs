@@ -25,10 +25,21 @@ export const GAP_US = 1.0;
 export const NORM_PROLOGUE_US = 0.5;
 // The tensor-core hand models: dense bf16 peak of each GPU, shared-memory bytes per clock per SM,
 // and the bf16 GEMM's shared-memory bytes per mma with fills (benchmarks/RESULTS.md, "CUDA prefill
-// on the tensor cores": 128-token tile 256 B, 32-token tile 544 B; 64-token tile 352 B).
+// on the tensor cores"): per block and 32-k tile, ldmatrix bytes (per warp and k16 step MT A
+// fragments and NT / 2 B fragment pairs, 512 B each) + the fills (W: BN rows x 64 B by cp.async;
+// x: BM rows x 64 B of bf16 stores), over the block's 16 MT NT mma per warp. 32-token tile (MT 1,
+// 32 x 128): (8 x 2 x 3 x 512 + 8192 + 2048) / 64 = 544 B; 64-token tile (MT 2): (8 x 2 x 4 x 512
+// + 8192 + 4096) / 128 = 352 B; the wide 128-token tile (MT 4, NT 8: warps of 64 tokens x 64 rows,
+// blocks of 128 x 256): (8 x 2 x 8 x 512 + 16384 + 8192) / 512 = 128 + 48 = 176 B (the narrow
+// 128 x 128 tile it replaced: 256 B).
 export const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
 export const SMEM_BYTES_PER_CLK = 128;
-export const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 256 };
+export const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 176 };
+// The split-k tail of the wide tile: the tile's last block reads ks partial sums of its up to
+// 128 x 256 outputs (rows past T, columns past N skipped) from L2 and writes the outputs, alone on
+// its SM after the k loop (the same assumed 64 bytes per clock from L2 into one SM as
+// decode-roofline.mjs's tail of the narrow tiles; an assumption, not measured here).
+export const GEMM_TAIL_L2_BYTES_PER_CLK = 64;
 
 export const models = {
   '20b': { layers: 24, experts: 32 },
@@ -73,11 +84,18 @@ export function staticUs(kernel, gpu, { blocks, bytes, loopBytes = bytes, instru
 // matmul_bf16_gemm_k_splits_cuda.
 export const matmulGemm = (T, N) => T >= (N >= 32768 ? 8 : 9);
 export const gemmMT = (T) => (T <= 32 ? 1 : T <= 64 ? 2 : 4);
+// kernels/cuda/matmul_bf16_gemm.cuh: warp_nt, block_n (default mode): the 128-token tile is wide,
+// 8 n8 fragments a warp, 256 weight rows a block; the others 4 and 128.
+export const gemmNT = (MT) => (MT === 4 ? 8 : 4);
+export const gemmBN = (MT) => 32 * gemmNT(MT);
 export function kSplits(T, N, K) {
-  const tiles = Math.ceil(N / 128) * Math.ceil(T / (32 * gemmMT(T)));
+  const MT = gemmMT(T);
+  const tiles = Math.ceil(N / gemmBN(MT)) * Math.ceil(T / (32 * MT));
   if (tiles > 66) return 1;
   const KT = Math.ceil(K / 32);
-  const want = Math.min(Math.ceil(132 / tiles), Math.floor(KT / 8));
+  // The wide tile (one block an SM) rounds the count of splits down, the narrow ones up.
+  const fill = gemmNT(MT) === 8 ? Math.floor(132 / tiles) : Math.ceil(132 / tiles);
+  const want = Math.min(fill, Math.floor(KT / 8));
   if (want <= 1) return 1;
   return Math.ceil(KT / Math.ceil(KT / want));
 }
@@ -107,17 +125,22 @@ export const peakMmaPerClk = (gpu) =>
 // The bf16 GEMM (kernels/cuda/matmul_bf16.cu, default mode): mma per clock per SM = min(dense bf16
 // peak, 4 schedulers / PTX instructions per mma of the k loop (static.json's hot loop),
 // shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; split
-// k: k_splits blocks per tile, each its share of the k tiles. µs.
+// k: k_splits blocks per tile, each its share of the k tiles; the wide tile's split-k tail
+// (GEMM_TAIL_L2_BYTES_PER_CLK) added. (decode-roofline.mjs adds its own tail for every split
+// launch, 128 columns wide.) µs.
 export function matmulGemmUs(MT, T, N, K) {
   return (gpu) => {
     const g = lab.gpus[gpu];
     const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
-    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 8 MT mma
-    const rate = Math.min(peakMmaPerClk(gpu), (4 * 8 * MT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const NT = gemmNT(MT),
+      BN = gemmBN(MT);
+    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 2 MT NT mma
+    const rate = Math.min(peakMmaPerClk(gpu), (4 * 2 * MT * NT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
     const ks = kSplits(T, N, K);
-    const blocks = Math.ceil(N / 128) * Math.ceil(T / (32 * MT)) * ks;
-    const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 8 * MT; // padding rows and columns included
-    return (Math.ceil(blocks / g.sms) * mmaPerBlock) / rate / (g.clockGHz * 1e3);
+    const blocks = Math.ceil(N / BN) * Math.ceil(T / (32 * MT)) * ks;
+    const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 2 * MT * NT; // padding rows and columns included
+    const tailClk = NT === 8 && ks > 1 ? ((ks + 1) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK : 0;
+    return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / rate + tailClk) / (g.clockGHz * 1e3);
   };
 }
 // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
