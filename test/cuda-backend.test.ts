@@ -203,9 +203,10 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     for (const T of [1, 8, 64]) {
       const m = plan('cuda', T);
       const rows = Math.min(32, T);
-      // scratch rows x (V f32, 25 slices' lists of 2,048 8-byte candidates and 16-byte records), their
-      // 160-byte results, 2,048 8-byte candidates and 197 chunk sums each, T tickets
-      const perRow = V * 4 + 25 * (2048 * 8 + 16) + 160 + 2048 * 8 + 197 * 8;
+      // scratch rows x (V f32, 197 chunks' 16 f32 lane sums, 25 slices' lists of 2,048 8-byte
+      // candidates and 24-byte records, a ticket), their 104-byte results, 2,048 8-byte candidates
+      // and 197 chunk sums each, T tickets
+      const perRow = V * 4 + 197 * 16 * 4 + 25 * (2048 * 8 + 24) + 4 + 104 + 2048 * 8 + 197 * 8;
       expect(m.runner).toBeGreaterThanOrEqual(rows * perRow + T * 4);
       expect(m.runner).toBeLessThan(rows * perRow + T * 4 + 256);
       expect(m.arena).toBe(m.activations + m.scratch + m.logits + m.runner);

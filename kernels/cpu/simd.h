@@ -14,6 +14,9 @@
 
 namespace gptoss::cpu {
 
+// ids per block of exp_sum's order (a multiple of every vector width).
+constexpr int kExpSumBlock = 1024;
+
 struct SimdKernels {
   const char* name;
   // y[r] = dot(W[r, :K], x) for r < rows (bf16 weights, f32 x given as split_pairs(x)).
@@ -40,7 +43,11 @@ struct SimdKernels {
   // y[h * ldy + i] += a[h] * x[i] for h < ny, i < n (one value row into a group of accumulators)
   void (*axpys_f32)(float* y, int64_t ldy, const float* a, int ny, const float* x, int n);
   // e[i] = exp((l[i] - m) * scale) for i < n, returning the sum. Accurate to a few ulp for the
-  // arguments <= 0 that softmax gives; arguments below -87 give 0.
+  // arguments <= 0 that softmax gives; arguments below -87 give 0. The sum's order is fixed, so
+  // that the device sampler (kernels/cuda/sample.cu) reproduces it in parallel: the body (the
+  // largest multiple of the vector width W) in blocks of kExpSumBlock ids, each block's W f32 lanes
+  // (lane j: ids j, j + W, ... of the block, in order) added into W double lanes (block order), the
+  // double lanes summed 0..W-1, then the tail ids one at a time in double.
   double (*exp_sum)(const float* l, float m, float scale, float* e, int n);
   // Sum of all floats (reads every byte once; used to measure memory read bandwidth).
   double (*sum_f32)(const float* x, size_t n);

@@ -402,18 +402,28 @@ inline V vexp(V x) {
 #endif
 
 double exp_sum(const float* l, float m, float scale, float* e, int n) {
-  V acc = vzero();
+  // The order simd.h states: short f32 chains (kExpSumBlock / W adds) a GPU sums in parallel.
+  static_assert(gptoss::cpu::kExpSumBlock % W == 0, "a block is whole vectors");
   const V vm = vset1(m), vs = vset1(scale);
-  int i = 0;
-  for (; i + W <= n; i += W) {
-    // (l - m) * scale; arguments below -87 (-inf logits included) give exactly 0.
-    V x = vmul(vadd(vload(l + i), vmul(vm, vset1(-1.f))), vs);
-    V y = vexp(x);
-    vstore(e + i, y);
-    acc = vadd(acc, y);
+  const int body = n - n % W;
+  double lanes[W] = {};
+  for (int b = 0; b < body; b += gptoss::cpu::kExpSumBlock) {
+    const int end = b + gptoss::cpu::kExpSumBlock < body ? b + gptoss::cpu::kExpSumBlock : body;
+    V acc = vzero();
+    for (int i = b; i < end; i += W) {
+      // (l - m) * scale; arguments below -87 (-inf logits included) give exactly 0.
+      V x = vmul(vadd(vload(l + i), vmul(vm, vset1(-1.f))), vs);
+      V y = vexp(x);
+      vstore(e + i, y);
+      acc = vadd(acc, y);
+    }
+    alignas(64) float a[W];
+    vstore(a, acc);
+    for (int j = 0; j < W; ++j) lanes[j] += a[j];
   }
-  double s = vsum(acc);
-  for (; i < n; ++i) s += e[i] = exp_scalar((l[i] - m) * scale);
+  double s = 0;
+  for (int j = 0; j < W; ++j) s += lanes[j];
+  for (int i = body; i < n; ++i) s += e[i] = exp_scalar((l[i] - m) * scale);
   return s;
 }
 

@@ -5,15 +5,15 @@
 //           shared memory and into proc; the slice's argmax; TopK: the slice's own K' best (4-pass
 //           8-bit radix select in shared memory, ordered compaction), listed in id order
 //                                                                    grid (slices, rows), 512 threads
-//   merge:  the slices' argmax (ties to the lower id, in slice order); TopK: the K' best of the
+//   merge:  TopK: the slices' argmax (ties to the lower id, in slice order) and the K' best of the
 //           slices' lists (every one of the row's K' best is among its slice's K' best), by the
-//           same radix select over their concatenation (id order), compacted in id order;
-//           Greedy / Draw: the tail                                  grid (rows), 512 threads
-//   exp:    Greedy / Draw: the body's exps into proc, a chunk of kSampleChunk ids a block; Draw: each
-//           chunk's double sum                                       grid (chunks, rows), 256 threads
-//   lanes:  Greedy / Draw: the CPU's lane sums, `lanes` threads each adding its lane's exps one at
-//           a time (a dependent chain of n / lanes f32 adds: the sequential part)
-//                                                                    grid (rows), 256 threads
+//           same radix select over their concatenation (id order), compacted in id order
+//                                                                    grid (rows), 512 threads
+//   exp:    Greedy / Draw: the slices' argmax (every block, warp 0), the body's exps into proc, a
+//           chunk of kSampleChunk ids a block (one of exp_sum's blocks), and the chunk's `lanes` f32
+//           lane sums (chains of kSampleChunk / lanes adds); Draw: each chunk's double sum; the
+//           row's last block: exp_sum's fold of the chunks' lanes into the body's sum, the tail
+//                                                                    grid (chunks, rows), 256 threads
 // Launches for paths no row takes (SampleCudaArgs::paths) are skipped. Every f32 step is the CPU's,
 // rounded the same way (no contraction: __fadd_rn, __fmul_rn, division by __fdiv_rn), so processed
 // logits are bit-identical to sample_cpu's. Deterministic: integer histograms and counts, ordered
@@ -34,10 +34,10 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 512, kWarps = kThreads / 32;  // select and merge
 constexpr int kExpThreads = 256;                        // one chunk of kSampleChunk ids a block
-constexpr int kLaneThreads = 256;
-constexpr int kTile = 4096;  // exps per shared-memory tile of the lane sums
+constexpr int kMaxLanes = 16;  // lane sums stored per chunk (the widest CPU vector)
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // order_key(-inf)
 static_assert(kSampleSlice % kSampleChunk == 0 && kSampleSlice % kThreads == 0, "slice shape");
+static_assert(kSampleChunk == cpu::kExpSumBlock && kSampleChunk % kMaxLanes == 0, "a chunk is one of exp_sum's blocks");
 
 __device__ __forceinline__ float div_rn(float a, float b) {
 #if defined(GPTOSS_CUDA_EMU)
@@ -214,6 +214,8 @@ struct SliceRec {
   uint32_t key;  // the slice's best key (0: none, or every id NaN)
   int32_t id;    // its id, ties to the lower (n when the slice holds no id below n)
   int32_t count, eligible;  // candidates listed (TopK), eligible ids in the slice
+  float value;   // Greedy / Draw: the processed logit of id (key > 0)
+  float last;    // Greedy / Draw: the processed logit of id n - 1, in the slice that holds it
 };
 constexpr int kSliceCap = kSampleMaxCandidates;  // candidates a slice lists (K' <= 2048)
 
@@ -223,7 +225,8 @@ constexpr int kSliceCap = kSampleMaxCandidates;  // candidates a slice lists (K'
 __global__ void __launch_bounds__(kThreads, 2)
     sample_select(const float* __restrict__ logits, int64_t ld, int V, const SampleCudaRow* __restrict__ rows,
                   const SampleCudaEntry* __restrict__ entries, const uint32_t* __restrict__ allow_all,
-                  float* __restrict__ proc, float* __restrict__ lists, SliceRec* __restrict__ recs) {
+                  float* __restrict__ proc, float* __restrict__ lists, SliceRec* __restrict__ recs,
+                  unsigned* __restrict__ tickets) {
   __shared__ float v[kSampleSlice];
   __shared__ uint32_t red_key[kWarps];
   __shared__ int red_id[kWarps];
@@ -290,7 +293,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   block_best(&bk, &bi, red_key, red_id);
   SliceRec& rec = recs[size_t(r) * S + s];
   if (row.path != int32_t(SamplePath::TopK)) {
-    if (tid == 0) rec = {bk, bi, 0, 0};
+    if (tid == 0) {
+      const bool has_last = n - 1 >= lo && n - 1 < lo + len;
+      rec = {bk, bi, 0, 0, bk ? v[bi - lo] : 0.f, has_last ? v[n - 1 - lo] : 0.f};
+      if (s == 0) tickets[r] = 0u;  // sample_exp's count of the row's finished chunks
+    }
     return;
   }
   uint32_t T;
@@ -304,11 +311,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   float* cl = lists + (size_t(r) * S + s) * 2 * kSliceCap;
   int* ci = reinterpret_cast<int*>(cl + kSliceCap);
   const int count = compact(m, T, all, need, key, [&](int at, int i) { cl[at] = v[i], ci[at] = lo + i; }, warp_tot[0], warp_tot[1]);
-  if (tid == 0) rec = {bk, bi, count, eligible};
+  if (tid == 0) rec = {bk, bi, count, eligible, 0.f, 0.f};
 }
 
-// One block per row: the slices' argmax; Greedy / Draw: the tail; TopK: the K' best of the
-// slices' lists (their concatenation is in id order), compacted in id order.
+// One block per TopK row: the slices' argmax and the K' best of the slices' lists (their
+// concatenation is in id order), compacted in id order. (sample_exp finishes Greedy / Draw rows.)
 __global__ void __launch_bounds__(kThreads)
     sample_merge(int V, int S, const SampleCudaRow* __restrict__ rows, const float* __restrict__ proc,
                  const float* __restrict__ lists, const SliceRec* __restrict__ recs, SampleCudaOut* __restrict__ outs,
@@ -321,7 +328,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t sel[2];
   const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
   const SampleCudaRow& row = rows[r];
-  if (row.path == int32_t(SamplePath::FullRow)) return;
+  if (row.path != int32_t(SamplePath::TopK)) return;
   const int n = row.n;
   const float* l = proc + size_t(r) * V;
   const SliceRec* rec = recs + size_t(r) * S;
@@ -333,12 +340,6 @@ __global__ void __launch_bounds__(kThreads)
   block_best(&bk, &bi, red_key, red_id);
   if (bk == 0) bi = n - 1;  // every logit NaN (the CPU's scan ends on the last one)
   if (tid == 0) out.best = bi, out.max = l[bi];
-  if (row.path != int32_t(SamplePath::TopK)) {
-    const int nbody = n - n % row.lanes;
-    if (tid < n - nbody) out.tail[tid] = l[nbody + tid];
-    if (tid == 0) out.tail_n = n - nbody;
-    return;
-  }
   // start[]: the slices' counts scanned by warp 0, 32 at a time; and the eligible total.
   if (tid < 32) {
     int run = 0, eligible = 0;
@@ -392,22 +393,54 @@ __global__ void __launch_bounds__(kThreads)
   if (tid == 0) out.count = written, out.eligible = eligible;
 }
 
-// Greedy / Draw: one block per (chunk of kSampleChunk body ids, row): the exps exp((l - max) * scale)
-// by the CPU's formula into the processed row; Draw: the chunk's double sum, in the order the host's
-// bound assumes (32 lanes each in id order, then the lanes in order).
-__global__ void __launch_bounds__(kExpThreads)
-    sample_exp(int V, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
-               const SampleCudaOut* __restrict__ outs, double* __restrict__ chunks) {
+// Greedy / Draw: one block per (chunk of kSampleChunk body ids, row); a row with no body still has
+// its block 0. Each block merges the slices' argmax (warp 0: the same (key, lower id) order as
+// sample_merge; every key 0, i.e. every logit NaN: id n - 1, as the CPU's scan ends), then writes
+// the exps exp((l - max) * scale) by the CPU's formula into the processed row and the chunk's W f32
+// lane sums in exp_sum's order (a chunk is one of its blocks: lane j adds ids j, j + W, ... of the
+// chunk in order; warp 1); Draw: the chunk's double sum, in the order the host's bound assumes (32
+// lanes each in id order, then the lanes in order; warp 0). Warp 1 then counts the chunk done (a
+// ticket per row, zeroed by sample_select, taken after its lanes' stores and fences); the row's
+// last to count folds the chunks' lane sums as exp_sum does (lane j's into a double in chunk
+// order, a chain of n / kSampleChunk adds, then the W double lanes in order) and writes the row's
+// out. Which block is last does not change a bit: the fold reads every chunk's stored sums in a
+// fixed order.
+// (At least 4 blocks an SM: left to itself, ptxas kept sm_80 to 32 registers and spilled 4 bytes.)
+__global__ void __launch_bounds__(kExpThreads, 4)
+    sample_exp(int V, int S, const SampleCudaRow* __restrict__ rows, float* __restrict__ proc,
+               const SliceRec* __restrict__ recs, SampleCudaOut* __restrict__ outs, double* __restrict__ chunks,
+               float* __restrict__ clanes, unsigned* __restrict__ tickets) {
   __shared__ float e[kSampleChunk];
   __shared__ double part[32];
+  __shared__ float max_of_row;
+  __shared__ int best_of_row;
+  __shared__ double fold[kMaxLanes];
   const int r = blockIdx.y, c = blockIdx.x, tid = threadIdx.x;
   const SampleCudaRow& row = rows[r];
   const bool draw = row.path == int32_t(SamplePath::Draw);
   if (row.path != int32_t(SamplePath::Greedy) && !draw) return;
-  const int n = row.n, nbody = n - n % row.lanes, base = c * kSampleChunk;
-  if (base >= nbody) return;
-  const int len = min(kSampleChunk, nbody - base);
-  const float m = outs[r].max, s = draw ? row.scale : 1.f;
+  const int n = row.n, W = row.lanes, nbody = n - n % W, base = c * kSampleChunk;
+  const int used = max(1, (nbody + kSampleChunk - 1) / kSampleChunk);  // the row's blocks that go on
+  if (c >= used) return;
+  const SliceRec* rec = recs + size_t(r) * S;
+  if (tid < 32) {
+    uint32_t bk = 0;
+    int bi = n, bs = 0;
+    for (int k = tid; k < S; k += 32)
+      if (rec[k].key > bk || (rec[k].key == bk && rec[k].id < bi)) bk = rec[k].key, bi = rec[k].id, bs = k;
+    for (int o = 16; o > 0; o >>= 1) {
+      const uint32_t k2 = __shfl_xor_sync(kFullMask, bk, o);
+      const int i2 = __shfl_xor_sync(kFullMask, bi, o), s2 = __shfl_xor_sync(kFullMask, bs, o);
+      if (k2 > bk || (k2 == bk && i2 < bi)) bk = k2, bi = i2, bs = s2;
+    }
+    if (tid == 0) {
+      best_of_row = bk ? bi : n - 1;
+      max_of_row = bk ? rec[bs].value : rec[(n - 1) / kSampleSlice].last;
+    }
+  }
+  __syncthreads();
+  const int len = max(0, min(kSampleChunk, nbody - base));  // a multiple of W
+  const float m = max_of_row, s = draw ? row.scale : 1.f;
   const bool fused = row.fused_exp != 0;
   float* l = proc + size_t(r) * V + base;
   for (int i = tid; i < len; i += kExpThreads) {
@@ -415,9 +448,9 @@ __global__ void __launch_bounds__(kExpThreads)
     l[i] = x;
     e[i] = x;
   }
-  if (!draw) return;
   __syncthreads();
-  if (tid < 32) {
+  const size_t nch = size_t(sample_cuda_chunks(V));
+  if (draw && tid < 32) {
     double acc = 0.0;
     for (int i = tid; i < len; i += 32) acc += double(e[i]);
     part[tid] = acc;
@@ -425,38 +458,41 @@ __global__ void __launch_bounds__(kExpThreads)
     if (tid == 0) {
       double t = 0.0;
       for (int j = 0; j < 32; ++j) t += part[j];
-      chunks[size_t(r) * size_t(sample_cuda_chunks(V)) + c] = t;
+      chunks[size_t(r) * nch + c] = t;
     }
   }
-}
-
-// Greedy / Draw: one block per row: lane j of the CPU's vector accumulator, e[j] + e[j + W] + ...,
-// one f32 add at a time (a chain of n / W dependent adds: the exps come tile by tile through shared
-// memory, loaded by every thread while threads 0..W-1 add up the previous tile; kTile is a multiple
-// of W, so lane j still meets ids j, j + W, ... in order; one barrier per tile orders the buffers).
-__global__ void __launch_bounds__(kLaneThreads)
-    sample_lanes(int V, const SampleCudaRow* __restrict__ rows, const float* __restrict__ proc,
-                 SampleCudaOut* __restrict__ outs) {
-  __shared__ float tile[2][kTile];
-  const int r = blockIdx.x, tid = threadIdx.x;
-  const SampleCudaRow& row = rows[r];
-  if (row.path != int32_t(SamplePath::Greedy) && row.path != int32_t(SamplePath::Draw)) return;
-  const int W = row.lanes, nbody = row.n - row.n % W;
-  const float* l = proc + size_t(r) * V;
-  float acc = 0.f;
-  const int ntiles = (nbody + kTile - 1) / kTile;
-  for (int t = 0; t <= ntiles; ++t) {
-    if (t < ntiles) {
-      const int base = t * kTile, len = min(kTile, nbody - base);
-      for (int i = tid; i < len; i += kLaneThreads) tile[t & 1][i] = l[base + i];
-    }
-    if (t > 0 && tid < W) {
-      const int len = min(kTile, nbody - (t - 1) * kTile);
-      for (int i = tid; i < len; i += W) acc = __fadd_rn(acc, tile[(t - 1) & 1][i]);
-    }
-    __syncthreads();
+  if (tid < 32 || tid >= 64) return;
+  // Warp 1: the lane sums, its ticket, and, in the row's last warp to count, the fold.
+  const int j = tid - 32;
+  float* cl = clanes + size_t(r) * nch * kMaxLanes;
+  if (j < W) {
+    float acc = 0.f;
+    for (int i = j; i < len; i += W) acc = __fadd_rn(acc, e[i]);
+    cl[size_t(c) * kMaxLanes + j] = acc;
+    __threadfence();  // this lane sum is visible device-wide before the warp's ticket
   }
-  if (tid < W) outs[r].lanes[tid] = acc;
+  __syncwarp();
+  unsigned ticket = 0;
+  if (j == 0) ticket = atomicAdd(tickets + r, 1u);
+  if (__shfl_sync(kFullMask, ticket, 0) != unsigned(used - 1)) return;
+  __threadfence();  // the other blocks' lane sums, after their tickets
+  if (j < W) {
+    double acc = 0.0;
+    for (int k = 0; k < used; ++k) acc += double(cl[size_t(k) * kMaxLanes + j]);
+    fold[j] = acc;
+  }
+  SampleCudaOut& out = outs[r];
+  // The tail ids are past the body: no block writes their exps over them.
+  if (j < n - nbody) out.tail[j] = proc[size_t(r) * V + nbody + j];
+  __syncwarp();
+  if (j == 0) {
+    double t = 0.0;
+    for (int k = 0; k < W; ++k) t += fold[k];
+    out.body = t;
+    out.best = best_of_row;
+    out.max = m;
+    out.tail_n = n - nbody;
+  }
 }
 
 void check_args(const SampleCudaArgs& a) {
@@ -601,10 +637,11 @@ SamplePath SampleCudaBatch::add(const SampleParams& p, int V) {
 namespace {
 size_t proc_floats(int rows, int V) { return (size_t(rows) * size_t(V) + 3) / 4 * 4; }
 size_t list_floats(int rows, int V) { return size_t(rows) * size_t(sample_cuda_slices(V)) * 2 * cuda::kSliceCap; }
+size_t lane_floats(int rows, int V) { return size_t(rows) * size_t(sample_cuda_chunks(V)) * cuda::kMaxLanes; }
 }  // namespace
 size_t sample_cuda_scratch(int rows, int V) {
-  return (proc_floats(rows, V) + list_floats(rows, V)) * 4 +
-         size_t(rows) * size_t(sample_cuda_slices(V)) * sizeof(cuda::SliceRec);
+  return (proc_floats(rows, V) + lane_floats(rows, V) + list_floats(rows, V)) * 4 +
+         size_t(rows) * size_t(sample_cuda_slices(V)) * sizeof(cuda::SliceRec) + size_t(rows) * sizeof(unsigned);
 }
 
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream) {
@@ -612,22 +649,24 @@ void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream) {
   check_args(a);
   if (a.rows == 0) return;
   const int S = sample_cuda_slices(a.V);
-  float* lists = a.scratch + proc_floats(a.rows, a.V);
+  float* clanes = a.scratch + proc_floats(a.rows, a.V);
+  float* lists = clanes + lane_floats(a.rows, a.V);
   auto* recs = reinterpret_cast<SliceRec*>(lists + list_floats(a.rows, a.V));
+  auto* tickets = reinterpret_cast<unsigned*>(recs + size_t(a.rows) * size_t(S));
   const auto has = [&](SamplePath p) { return (a.paths >> int(p)) & 1u; };
   if (!has(SamplePath::Greedy) && !has(SamplePath::TopK) && !has(SamplePath::Draw)) return;
   GPTOSS_LAUNCH(sample_select, dim3(unsigned(S), unsigned(a.rows)), dim3(kThreads), 0, stream, a.logits, a.ld, a.V,
-                a.row, a.entries, a.allow, a.scratch, lists, recs);
+                a.row, a.entries, a.allow, a.scratch, lists, recs, tickets);
   check_launch("sample (select)");
-  GPTOSS_LAUNCH(sample_merge, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, S, a.row, a.scratch, lists, recs,
-                a.out, a.cand);
-  check_launch("sample (merge)");
+  if (has(SamplePath::TopK)) {
+    GPTOSS_LAUNCH(sample_merge, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, S, a.row, a.scratch, lists, recs,
+                  a.out, a.cand);
+    check_launch("sample (merge)");
+  }
   if (!has(SamplePath::Greedy) && !has(SamplePath::Draw)) return;
   GPTOSS_LAUNCH(sample_exp, dim3(unsigned(sample_cuda_chunks(a.V)), unsigned(a.rows)), dim3(kExpThreads), 0, stream,
-                a.V, a.row, a.scratch, a.out, a.chunks);
+                a.V, S, a.row, a.scratch, recs, a.out, a.chunks, clanes, tickets);
   check_launch("sample (exp)");
-  GPTOSS_LAUNCH(sample_lanes, dim3(unsigned(a.rows)), dim3(kLaneThreads), 0, stream, a.V, a.row, a.scratch, a.out);
-  check_launch("sample (lanes)");
 }
 
 namespace {
@@ -681,13 +720,11 @@ bool sample_cuda_finish(const SampleParams& p, int V, const SampleCudaOut& o, co
   const HostOrder& ord = host_order();
   const auto& k = cpu::simd();
   if (path == SamplePath::Greedy || path == SamplePath::Draw) {
-    // exp_sum: double(vsum(lanes)) then the tail, each exp_scalar(l - m) added in double. vsum is
-    // the CPU's own: sum_f32 over 4 vectors, lanes then zeros, adds zeros to the lanes exactly.
+    // exp_sum: the body's sum (the device's, in exp_sum's order), then the tail, each
+    // exp_scalar(l - m) added in double.
     if (ord.fused < 0) return false;
     const float s = path == SamplePath::Draw ? 1.f / p.temperature : 1.f;
-    float pad[64] = {};
-    std::memcpy(pad, o.lanes, sizeof(float) * size_t(ord.lanes));
-    double z = k.sum_f32(pad, size_t(4 * ord.lanes));
+    double z = o.body;
     float e[16];
     k.exp_sum(o.tail, o.max, s, e, o.tail_n);  // fewer than lanes: all by the scalar tail code
     for (int i = 0; i < o.tail_n; ++i) z += e[i];

@@ -2,16 +2,16 @@
 // back only what the host needs to finish the draw with the CPU sampler itself
 // (kernels/cpu/sample.cc), so the result is the CPU's, bit for bit (token, logprob, RNG advance):
 //   greedy (temperature < 1e-4): the argmax (ties to the lower id) and the exp sum the logprob needs,
-//     summed on the device in the CPU's own order (its SIMD width's lanes, each a sequential f32
-//     sum, the exps by the same formula); the host folds the lanes and the < 16 tail ids with the
-//     CPU's own compiled code;
+//     summed on the device in the CPU's own order (exp_sum's, kernels/cpu/simd.h: f32 lanes of
+//     its SIMD width per block of kSampleChunk ids, the blocks' lanes into double lanes; the exps
+//     by the same formula); the host adds the < 16 tail ids with the CPU's own compiled code;
 //   top-k (0 < top_k <= kSampleMaxTopK, top_k < n): the K' best processed logits (K' from
 //     sample_cuda_candidates, ties to the lower id) with their ids, in id order; the host runs
 //     sample_cpu on them (a compact row laid out so every exp is computed as in the full row) when
 //     it can prove the full row's top-k cut lies inside them, else it asks for the full row;
 //   a draw from the whole distribution (temperature >= 1e-4, no top-k, top-p or min-p: gpt-oss's
-//     recommended settings): the exps and lane sums as for greedy (exp((l - max) / T)), and the
-//     double sum of each kSampleChunk ids' exps; the host folds the lanes into the CPU's total,
+//     recommended settings): the exps and their sum as for greedy (exp((l - max) / T)), and the
+//     double sum of each kSampleChunk ids' exps; the host adds the tail to the CPU's total,
 //     draws u from the RNG as sample_cpu does, finds the chunk where sample_cpu's id-order walk
 //     (u -= e[i]) crosses zero from the chunk sums, copies that chunk's raw logits alone (4 KB),
 //     processes them and walks them with the CPU's own code. The chunk sums are rounded in another
@@ -32,7 +32,7 @@ namespace gptoss {
 constexpr int kSampleMaxTopK = 1024;
 constexpr int kSampleMaxCandidates = 2048;
 
-constexpr int kSampleChunk = 1024;  // ids per chunk sum (Draw)
+constexpr int kSampleChunk = 1024;  // ids per chunk: exp_sum's block (its lane sums), Draw's chunk sums
 constexpr int kSampleSlice = 8192;  // ids per block of the first pass (a multiple of kSampleChunk)
 constexpr int kSampleMaxSlices = 1024;  // so V <= 8,388,608
 
@@ -63,13 +63,13 @@ struct SampleCudaEntry {
   float value;    // bias
   int32_t count;  // history
 };
-// Per row, copied back: 160 bytes.
+// Per row, copied back: 104 bytes.
 struct SampleCudaOut {
   int32_t best;      // argmax of the processed logits over [0, n), ties to the lower id
   float max;         // its value (NaN when every one is NaN)
   int32_t count;     // candidates written (TopK)
   int32_t eligible;  // ids in [0, n) with a finite or +inf processed logit (TopK)
-  float lanes[16];   // Greedy, Draw: lane sums of exp((l - max) * scale) over the lanes-wide body, f32 in id order
+  double body;       // Greedy, Draw: the sum of exp((l - max) * scale) over the lanes-wide body, in exp_sum's order
   float tail[16];    // Greedy, Draw: the processed logits of the last n % lanes ids
   int32_t tail_n, pad[3];
 };
@@ -103,8 +103,8 @@ struct SampleCudaArgs {
   uint32_t paths = ~0u;             // bit 1 << SamplePath for each path a row takes: launches for others are skipped
 };
 size_t sample_cuda_scratch(int rows, int V);
-// Two launches (select by slices, merge per row), two more when a row is Greedy or Draw (exps, lane
-// sums). Throws ERR_INVALID_ARGUMENT before launching.
+// Select by slices; then merge per row when a row is TopK, and the exps and their sum when a row is
+// Greedy or Draw. Throws ERR_INVALID_ARGUMENT before launching.
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream);
 
 // Host: finishes row r's draw from its out (and, for TopK, its out.count candidates; for Draw, its

@@ -499,7 +499,7 @@ class CudaRunner final : public StepRunner {
   // rows whose parameters take the Greedy, TopK or Draw path of kernels/cuda/sample.cuh are reduced by
   // sample_cuda, launched eagerly on this stream after the step (never captured: a graph's key does
   // not hold sampling parameters), over chunks of kSampleRows rows so that its scratch stays
-  // small; only each row's SampleCudaOut (160 bytes) and, for top-k, its K' candidates (for a draw,
+  // small; only each row's SampleCudaOut (104 bytes) and, for top-k, its K' candidates (for a draw,
   // its chunk sums, 1.6 KB at gpt-oss's vocabulary, then one 4 KB chunk of the row) come back.
   // finish_row() completes the draw on the host with sample_cuda_finish, which is the CPU
   // sampler's result bit for bit; a row it declines (and a FullRow row, or one the program did not

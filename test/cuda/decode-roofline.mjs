@@ -17,7 +17,7 @@
 // tiles up to 32 tokens, 64 up to 64 and 128 past, its k split over enough blocks for ~132 when
 // the grid has at most 66 tiles (the partial sums counted once as DRAM bytes, and the tile's last
 // block adding them up as a serial tail, see splitTailUs); the attention's norm folded only into a GEMV (the
-// MLP's norm, router and top-k are one launch at every size); the grouped MXFP4 GEMM when
+// MLP's norm, router and top-k are one launch below routerGemm's size); the grouped MXFP4 GEMM when
 // 4 T k >= 13 E, else the GEMV (from 2 tokens expert-major: moe_dispatch, gate_up and down over
 // tiles of up to 4 slots of one expert, the combine; see moeGemvUs); decode attention
 // (prefill_step is false: one token per sequence). The experts a step reads: uniform routing, each
@@ -59,6 +59,8 @@ import {
   moeGemmUs,
   roof,
   root,
+  routerGemm,
+  staticUs,
 } from './roofline-model.mjs';
 
 // The split-k GEMM's tail: the last block of a tile reads every split's partial sums of the tile
@@ -98,11 +100,12 @@ function gemmLaunch(what, T, N, K) {
   return `${what}, ${T} tokens${ks > 1 ? ` (${ks} k splits)` : ''}: ${T} x ${N} x ${K} (bytes: W, x, y${ks > 1 ? ', the k splits partials' : ''} once; flops: 2TNK)`;
 }
 // The serial tail of a split-k launch (µs): the last block of a tile reads ks x rows x 128 partial
-// sums (rows: the tile's tokens) and writes the tile's outputs.
+// sums (rows: the tile's tokens) and writes the tile's outputs. The wide 128-token tile's tail is
+// in matmulGemmUs itself (roofline-model.mjs), so it is not added again here.
 function splitTailUs(T, N, K) {
   return (gpu) => {
     const ks = kSplits(T, N, K);
-    if (ks === 1) return 0;
+    if (ks === 1 || gemmMT(T) === 4) return 0;
     const rows = Math.min(T, 32 * gemmMT(T));
     return ((ks + 1) * rows * 128 * 4) / (L2_BYTES_PER_CLK_PER_SM * lab.gpus[gpu].clockGHz * 1e3);
   };
@@ -212,12 +215,33 @@ function step(mname, ctx, B) {
     );
   }
 
-  // The MLP's norm, router and top-k: one launch at every step size (launch_fused).
-  const routerName =
-    B === 1
-      ? `${mname} decode, 1 token: router [${E} x 2880] bf16 + top-4`
-      : `${mname} batched decode, ${B} tokens: router [${E} x 2880] bf16 + top-4, norm folded`;
-  add('router', 'router_topk_kernel<true>', routerName, L, NORM_PROLOGUE_US);
+  // The MLP's norm, router and top-k: one launch (launch_fused) below routerGemm's size; from it the
+  // norm alone, the router's logits on the bf16 GEMM (DRAM: W once, x, the logits and bias; against
+  // its mma model) and the top-k over them (a block per token).
+  if (!routerGemm(B, E)) {
+    const routerName =
+      B === 1
+        ? `${mname} decode, 1 token: router [${E} x 2880] bf16 + top-4`
+        : `${mname} batched decode, ${B} tokens: router [${E} x 2880] bf16 + top-4, norm folded`;
+    add('router', 'router_topk_kernel<true>', routerName, L, NORM_PROLOGUE_US);
+  } else {
+    add('router', 'rmsnorm_f32_bf16w<true>', normRows, L);
+    ks.push({
+      group: 'router',
+      kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      n: L,
+      us: (gpu) => {
+        const dram = E * H * 2 + B * H * 4 + B * E * 4 + E * 2;
+        return Math.max((dram / (lab.gpus[gpu].bandwidthGBs * 1e9)) * 1e6, matmulGemmUs(gemmMT(B), B, E, H)(gpu));
+      },
+    });
+    ks.push({
+      group: 'router',
+      kernel: 'router_topk_kernel<false>',
+      n: L,
+      us: (gpu) => staticUs('router_topk_kernel<false>', gpu, { blocks: B, bytes: B * (4 * E + 8 * KTOP) }),
+    });
+  }
 
   // The experts, with the combine into the residual.
   const D = distinctExperts(B, E);
@@ -306,8 +330,7 @@ function step(mname, ctx, B) {
 // after the step and outside its graph). The top-k path (top-k 40, 300 listed ids a row, the lab's
 // shapes) is two launches a chunk: select (a block per slice of 8192 ids: mask, listed ids, the
 // slice's argmax and K' best) and merge (a block per row: the K' best of the slices' candidates).
-// Greedy and draw rows add two (exps, lane sums), not modelled here: their lane sums are a chain of
-// dependent adds whose latency the static roofline does not see (benchmarks/RESULTS.md).
+// Greedy and draw rows: drawSampling below.
 function sampling(B) {
   const n = Math.min(B, 32),
     chunks = Math.ceil(B / 32);
@@ -334,6 +357,37 @@ function sampling(B) {
           ],
         ];
   return (gpu) => chunks * names.reduce((a, [k, l]) => a + roof(k, l, gpu).predictedUs + GAP_US, 0);
+}
+
+// Whole-distribution draws (gpt-oss's recommended temperature 1, no top-k) and greedy rows: select
+// (one row: its own lab.json launch; more rows: the top-k rows' select, an upper bound, as these
+// rows skip the K' lists), then sample_exp, a block a 1024-id chunk: each block merges the slices'
+// argmax, writes its chunk's exps and their f32 lane sums and double sum, and each row's last block
+// folds the chunks' lanes (no merge launch). Its dependent chains, which the static roofline cannot
+// see, are added at assumed latencies (published microbenchmarks of sm_80 / sm_90; not measured
+// here): per wave of blocks over the SMs, a lane's 1024 / 8 f32 adds (the narrower CPU vector gives
+// the longer chain) at F32_ADD_CLK; then the fold, one add per chunk (197) at F64_ADD_CLK.
+const F32_ADD_CLK = 4,
+  F64_ADD_CLK = 8;
+function drawSampling(B) {
+  const n = Math.min(B, 32),
+    chunks = Math.ceil(B / 32),
+    nch = Math.ceil(V / 1024);
+  const select =
+    n === 1
+      ? '1 row of 201088, greedy or draw: 25 slices of 8192 (mask, 300 listed ids, argmax)'
+      : `${n} rows of 201088, top-k 40: ${25 * n} slices of 8192 (mask, listed ids, argmax, K' best)`;
+  const exp =
+    n === 1
+      ? "1 row of 201088, draw: each of 197 blocks merges the 25 slices' argmax, then its chunk's exps in place, 16 f32 lane sums (exp_sum's order) and double sum; the last block folds the 197 x 16 lane sums"
+      : "32 rows of 201088, draw: 6304 blocks, each merging its row's 25 slices' argmax, then its chunk's exps in place, lane sums and double sums; each row's last block folds its lane sums";
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const clk = (c) => c / (g.clockGHz * 1e3);
+    const waves = Math.ceil((nch * n) / g.sms);
+    const expUs = roof('sample_exp', exp, gpu).predictedUs + clk(waves * (1024 / 8) * F32_ADD_CLK + nch * F64_ADD_CLK);
+    return chunks * (roof('sample_select', select, gpu).predictedUs + expUs + 2 * GAP_US);
+  };
 }
 
 // Bytes one step must read: bf16 dense weights (QKV, out, router, norms, biases), the distinct
@@ -388,7 +442,7 @@ for (const [gpu, g] of Object.entries(lab.gpus))
         if (resident <= GPU_MEMORY) {
           const e = evaluate(step(mname, ctx, B), gpu);
           const rooflineUs = (mustReadBytes(mname, ctx, B) / (g.bandwidthGBs * 1e9)) * 1e6;
-          Object.assign(row, e, { rooflineUs, sampleUs: sampling(B)(gpu) });
+          Object.assign(row, e, { rooflineUs, sampleUs: sampling(B)(gpu), drawUs: drawSampling(B)(gpu) });
         }
         rowsB.push(row);
       }
@@ -399,14 +453,14 @@ const top = (groups, stepUs) =>
     .map(([k, v]) => `${k} ${f((100 * v) / stepUs)}%`)
     .join(', ');
 out.push(
-  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to ~132 blocks when the grid has at most 66 tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 16B >= 13E, else the expert-major MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (top-k path, sample_cuda per 32 rows, outside the step's graph) is listed apart. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
+  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to ~132 blocks when the grid has at most 66 tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 16B >= 13E, else the expert-major MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (sample_cuda per 32 rows, outside the step's graph) is listed apart: the top-k path (top-k 40), and whole-distribution draws (temperature 1, gpt-oss's recommended setting) with their sum's dependent chains at an assumed ${F32_ADD_CLK} clocks per f32 add and ${F64_ADD_CLK} per double add. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
   '',
-  '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + sampling µs | tokens/s with sampling | largest shares of the step |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + top-k sampling µs | tokens/s with top-k | + draw sampling µs | tokens/s with a draw | share with a draw | largest shares of the step |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rowsB.map((r) =>
     r.stepUs === undefined
-      ? `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | — | — | does not fit: weights + KV ${f(r.resident / 2 ** 30)} GiB | | | | | |`
-      : `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | ${r.launches} | ${f(r.stepUs, 1)} | ${f((1e6 * r.B) / r.stepUs)} | ${f((1e6 * r.B) / r.rooflineUs)} | ${f((100 * r.rooflineUs) / r.stepUs)}% | ${f(r.sampleUs, 1)} | ${f((1e6 * r.B) / (r.stepUs + r.sampleUs))} | ${top(r.groups, r.stepUs)} |`,
+      ? `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | — | — | does not fit: weights + KV ${f(r.resident / 2 ** 30)} GiB | | | | | | | | |`
+      : `| ${r.gpu} | ${r.model} | ${r.B} | ${r.ctx} | ${r.launches} | ${f(r.stepUs, 1)} | ${f((1e6 * r.B) / r.stepUs)} | ${f((1e6 * r.B) / r.rooflineUs)} | ${f((100 * r.rooflineUs) / r.stepUs)}% | ${f(r.sampleUs, 1)} | ${f((1e6 * r.B) / (r.stepUs + r.sampleUs))} | ${f(r.drawUs, 1)} | ${f((1e6 * r.B) / (r.stepUs + r.drawUs))} | ${f((100 * r.rooflineUs) / (r.stepUs + r.drawUs))}% | ${top(r.groups, r.stepUs)} |`,
   ),
   '',
 );

@@ -139,7 +139,8 @@ export function matmulGemmUs(MT, T, N, K) {
     const ks = kSplits(T, N, K);
     const blocks = Math.ceil(N / BN) * Math.ceil(T / (32 * MT)) * ks;
     const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 2 * MT * NT; // padding rows and columns included
-    const tailClk = NT === 8 && ks > 1 ? ((ks + 1) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK : 0;
+    const tailClk =
+      NT === 8 && ks > 1 ? ((ks + 1) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK : 0;
     return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / rate + tailClk) / (g.clockGHz * 1e3);
   };
 }

@@ -73,7 +73,7 @@ bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 // whole row (so a slice's or a merge's error shows as such, not only as a different draw): the
 // argmax (larger key, then lower id; every logit NaN: the last id); TopK: exactly the K' best by
 // (key, lower id) among the eligible, in id order, and the eligible count; Greedy / Draw: each body
-// exp as the CPU's exp_sum computes it (in the scratch row), each lane's f32 sum in id order, the
+// exp as the CPU's exp_sum computes it (in the scratch row), their sum in exp_sum's order, the
 // tail, and Draw's chunk sums in the device's stated order.
 void check_outputs(int i, int V, const gptoss::SampleParams& p, const gptoss::SampleCudaRow& row,
                    const std::vector<float>& raw, const gptoss::SampleCudaOut& o, const gptoss::SampleCudaCand* cand,
@@ -116,11 +116,22 @@ void check_outputs(int i, int V, const gptoss::SampleParams& p, const gptoss::Sa
   for (int j = 0; j < nbody; ++j)
     LAB_CHECK(same_bits(proc[j], e[size_t(j)]), "row %d: exp of id %d is %.9g, the CPU's %.9g", i, j, proc[j],
               e[size_t(j)]);
-  for (int lane = 0; lane < W; ++lane) {
-    float acc = 0.f;
-    for (int j = lane; j < nbody; j += W) acc += e[size_t(j)];
-    LAB_CHECK(same_bits(o.lanes[lane], acc), "row %d: lane %d sums to %.9g, want %.9g", i, lane, o.lanes[lane], acc);
-  }
+  // exp_sum's order (kernels/cpu/simd.h), worked out here: per block of kExpSumBlock ids, W f32
+  // lanes in id order, into W double lanes in block order, then the lanes 0..W-1; and the same
+  // value as exp_sum's own return over the body.
+  std::vector<double> dl(size_t(W), 0.0);
+  for (int b = 0; b < nbody; b += gptoss::cpu::kExpSumBlock)
+    for (int lane = 0; lane < W; ++lane) {
+      float acc = 0.f;
+      for (int j = b + lane; j < std::min(nbody, b + gptoss::cpu::kExpSumBlock); j += W) acc += e[size_t(j)];
+      dl[size_t(lane)] += double(acc);
+    }
+  double want = 0.0;
+  for (int lane = 0; lane < W; ++lane) want += dl[size_t(lane)];
+  std::vector<float> e2(size_t(std::max(1, nbody)));
+  const double cpu = gptoss::cpu::simd().exp_sum(P.data(), o.max, row.scale, e2.data(), nbody);
+  LAB_CHECK(cpu == want, "row %d: exp_sum returns %.17g, its stated order gives %.17g", i, cpu, want);
+  LAB_CHECK(o.body == want, "row %d: the body sums to %.17g, want %.17g", i, o.body, want);
   if (path != SamplePath::Draw) return;
   for (int c = 0; c * gptoss::kSampleChunk < nbody; ++c) {
     const int first = c * gptoss::kSampleChunk, end = std::min(nbody, first + gptoss::kSampleChunk);
@@ -240,8 +251,10 @@ std::vector<Case> cases_for(int V, lab::Rng& r) {
 }
 }  // namespace
 
-LAB_TEST("sample: small vocabularies (V 33, 1000) under every schedule: greedy, top-k 1/40/1024, penalties, mask, ban") {
-  for (int V : {33, 1000}) {
+// V 12 is below one vector of the CPU's 16 lanes: a greedy or draw row with no body (its sum is
+// the tail's alone), finished by sample_exp's block 0 all the same.
+LAB_TEST("sample: small vocabularies (V 12, 33, 1000) under every schedule: greedy, top-k 1/40/1024, penalties, mask, ban, no body") {
+  for (int V : {12, 33, 1000}) {
     lab::Rng r(uint64_t(V) * 7 + 1);
     const std::vector<Case> cs = cases_for(V, r);
     std::vector<std::vector<float>> rows;
@@ -287,9 +300,10 @@ LAB_TEST("sample: V 6000 (more ids than candidate slots) under every schedule: t
   });
 }
 
-// Greedy and draw rows go through shared memory tile by tile (4,096 exps each): V 12000 has three
-// tiles, so under every schedule the lane sums cross tile edges and both buffers are reused.
-LAB_TEST("sample: V 12000 (three exp tiles) under every schedule: greedy and draws, finished exactly") {
+// Greedy and draw rows sum their exps a chunk (one of exp_sum's blocks, kSampleChunk ids) a block:
+// V 12000 is 11 whole chunks and a partial one, so under every schedule the f32 lane sums restart
+// at each chunk edge and the double fold runs over 12 chunks, the last one short.
+LAB_TEST("sample: V 12000 (12 exp chunks, the last partial) under every schedule: greedy and draws, finished exactly") {
   const int V = 12000;
   lab::Rng r(12000);
   const std::vector<Case> cs = {{params(V, r, 0.f, 0, true), r.next()},
