@@ -8,7 +8,7 @@
 // __shfl_sync (E) + 1 and (E) ^ 1. Not (E) + 1 for xor: a butterfly over the masks 17, 9, 5, 3, 2
 // still adds all 32 lanes (any five independent xor masks do), so that mutant is no bug.
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -78,6 +78,12 @@ function args(text, i) {
 const mutants = [];
 // node test/cuda/mutate.mjs [file...]: only the mutants of those files of kernels/cuda/.
 const only = process.argv.slice(2);
+// A name that is not a file of kernels/cuda/ (a path, a typo) would select no mutants and pass.
+const unknown = only.filter((f) => !existsSync(join(root, 'kernels/cuda', f)) || f.includes('/'));
+if (unknown.length) {
+  console.error(`cuda:mutate: not a file of kernels/cuda/ (give bare names, e.g. sample.cu): ${unknown.join(', ')}`);
+  process.exit(2);
+}
 for (const file of readdirSync(join(root, 'kernels/cuda'))
   .filter((f) => /\.(cu|cuh)$/.test(f) && (!only.length || only.includes(f)))
   .sort()) {
