@@ -194,13 +194,13 @@ export function kvPoolPlan(c: ModelConfig, o: KvPoolOptions): KvPoolPlan {
   const pageBytes = Math.max(1, fullLayers) * P * width;
   const tableRow = Math.ceil(o.maxContext / P);
   const fullPages = o.kvCacheBytes !== undefined ? Math.floor(o.kvCacheBytes / pageBytes) : o.maxSequences * tableRow;
-  // Between steps a sequence holds the pages of the window before its next token; a step adds the
-  // pages of its c tokens: at most (W + c) / P + 2 pages a sequence, and the c of a step's
-  // sequences sum to at most maxBatchTokens, so S (ceil(W / P) + 2) + ceil(maxBatchTokens / P)
-  // cover every step (the budget counted once, not per sequence: a large step budget costs its
-  // pages once). On top, room for cached prefixes' window pages.
-  const slidingPages =
-    o.maxSequences * (Math.ceil(window / P) + 2) + Math.ceil(o.maxBatchTokens / P) + Math.ceil(fullPages / 4);
+  // A sequence holds at most the window before its next token plus one step of sliding pages
+  // (and a page at each end); on top, room for cached prefixes' window pages. Per sequence, not
+  // once: a sequence keeps its last step's pages until it next runs, so the steps' tokens held at
+  // once can exceed one step's budget (counting the budget once starved the pool: the server
+  // isolation tests' hang-ups left a sequence running, and a full pool answered 429).
+  const perSeq = Math.ceil((window + o.maxBatchTokens) / P) + 2;
+  const slidingPages = o.maxSequences * perSeq + Math.ceil(fullPages / 4);
   const bytes = (fullPages * fullLayers + slidingPages * (c.layerWindows.length - fullLayers)) * P * width;
   return { tableRow, window, pageBytes, fullPages, slidingPages, bytes };
 }
