@@ -243,99 +243,105 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     }
   });
 
-  // The MLP's norm, router and top-k are one fused launch below T x E = 8192 (router_topk_use_gemm,
-  // kernels/cuda/router_topk.cuh); from there, in default mode, the norm, the router's GEMM (which
-  // reads the weights once, where the fused launch streams them once per token) and the top-k
-  // launch; fp32 mode stays fused. Either way the experts are the top-k of the logits the step
-  // wrote (ties to the lower index) with the softmax over them, and the logits are the CPU's
-  // within the GEMM's bf16 rounding of its input.
-  it('the router takes its own GEMM from T x E = 8192 in default mode: 3 launches for 1, the top-k of its logits', async () => {
-    const E = 32,
-      H = 64,
-      k = 4;
-    const r = rng(18);
-    const { Weights, Program } = addon();
-    const weights = new Weights();
-    const gain = weights.addBytes(bf16Bytes(Array.from({ length: H }, () => 0.5 + r())), 'gain');
-    const w = weights.addBytes(bf16Bytes(Array.from({ length: E * H }, () => r() - 0.5)), 'w');
-    const b = weights.addBytes(bf16Bytes(Array.from({ length: E }, () => 0.2 * (r() - 0.5))), 'b');
-    const run = async (device: 'cpu' | 'cuda', precision: 'fp32' | 'default', T: number, x: Float32Array) => {
-      const program = new Program(weights, {
-        device,
-        precision,
-        maxTokens: T,
-        maxContext: T,
-        rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: D },
-        buffers: [
-          { dtype: 'f32', rows: T, cols: H },
-          { dtype: 'f32', rows: T, cols: H },
-          { dtype: 'f32', rows: T, cols: E },
-          { dtype: 'i32', rows: T, cols: k },
-          { dtype: 'f32', rows: T, cols: k },
-        ],
-        ops: [
-          { op: 'rmsnorm', x: 0 as never, y: 1 as never, w: gain, H, eps: 1e-5 },
-          { op: 'matmul_bf16', x: 1 as never, y: 2 as never, w, b, N: E, K: H },
-          { op: 'router_topk', x: 2 as never, idx: 3 as never, wt: 4 as never, E, k },
-        ],
-      });
-      try {
-        program.writeBuffer(0, x);
-        const page = { table: Int32Array.of(0), ring: 1, pageSize: 1 };
-        await program.step({
-          tokens: new Int32Array(T),
-          positions: Int32Array.from({ length: T }, (_, i) => i),
-          seqs: new Int32Array(T),
-          full: page,
-          sliding: page,
-          logitRows: new Int32Array(0),
-          out: null,
+  // The MLP's norm, router and top-k are one fused launch below router_topk_use_gemm's size
+  // (kernels/cuda/router_topk.cuh: T x E >= 5120 up to 64 tokens, >= 12288 past 64, where the GEMM
+  // takes its wide tile); from there, in default mode, the norm, the router's GEMM (which reads the
+  // weights once, where the fused launch streams them once per token) and the top-k launch; fp32
+  // mode stays fused. Either way the experts are the top-k of the logits the step wrote (ties to
+  // the lower index) with the softmax over them, and the logits are the CPU's within the GEMM's
+  // bf16 rounding of its input.
+  it.each([
+    [32, 383, 384],
+    [128, 39, 40],
+  ])(
+    'the router of %i experts takes its own GEMM from %i + 1 tokens in default mode: 3 launches for 1, the top-k of its logits',
+    async (E, below, from) => {
+      const H = 64,
+        k = 4;
+      const r = rng(18);
+      const { Weights, Program } = addon();
+      const weights = new Weights();
+      const gain = weights.addBytes(bf16Bytes(Array.from({ length: H }, () => 0.5 + r())), 'gain');
+      const w = weights.addBytes(bf16Bytes(Array.from({ length: E * H }, () => r() - 0.5)), 'w');
+      const b = weights.addBytes(bf16Bytes(Array.from({ length: E }, () => 0.2 * (r() - 0.5))), 'b');
+      const run = async (device: 'cpu' | 'cuda', precision: 'fp32' | 'default', T: number, x: Float32Array) => {
+        const program = new Program(weights, {
+          device,
+          precision,
+          maxTokens: T,
+          maxContext: T,
+          rope: { theta: 150000, factor: 32, ntkAlpha: 1, ntkBeta: 32, initialContext: 4096, headDim: D },
+          buffers: [
+            { dtype: 'f32', rows: T, cols: H },
+            { dtype: 'f32', rows: T, cols: H },
+            { dtype: 'f32', rows: T, cols: E },
+            { dtype: 'i32', rows: T, cols: k },
+            { dtype: 'f32', rows: T, cols: k },
+          ],
+          ops: [
+            { op: 'rmsnorm', x: 0 as never, y: 1 as never, w: gain, H, eps: 1e-5 },
+            { op: 'matmul_bf16', x: 1 as never, y: 2 as never, w, b, N: E, K: H },
+            { op: 'router_topk', x: 2 as never, idx: 3 as never, wt: 4 as never, E, k },
+          ],
         });
-        const read = (i: number) => program.readBuffer(i).slice().buffer;
-        return {
-          logits: new Float32Array(read(2)),
-          idx: new Int32Array(read(3)),
-          wt: new Float32Array(read(4)),
-          launches: program.transfers.stepLaunches,
-        };
+        try {
+          program.writeBuffer(0, x);
+          const page = { table: Int32Array.of(0), ring: 1, pageSize: 1 };
+          await program.step({
+            tokens: new Int32Array(T),
+            positions: Int32Array.from({ length: T }, (_, i) => i),
+            seqs: new Int32Array(T),
+            full: page,
+            sliding: page,
+            logitRows: new Int32Array(0),
+            out: null,
+          });
+          const read = (i: number) => program.readBuffer(i).slice().buffer;
+          return {
+            logits: new Float32Array(read(2)),
+            idx: new Int32Array(read(3)),
+            wt: new Float32Array(read(4)),
+            launches: program.transfers.stepLaunches,
+          };
+        } finally {
+          program.dispose();
+        }
+      };
+      try {
+        for (const [T, precision, launches] of [
+          [below, 'default', 1],
+          [from, 'default', 3],
+          [from, 'fp32', 1],
+        ] as const) {
+          const x = Float32Array.from({ length: T * H }, () => 4 * (r() - 0.5));
+          const got = await run('cuda', precision, T, x);
+          const cpu = await run('cpu', precision, T, x);
+          expect(got.launches).toBe(launches);
+          let num = 0,
+            den = 0;
+          for (let i = 0; i < T * E; i++) {
+            num += (got.logits[i] - cpu.logits[i]) ** 2;
+            den += cpu.logits[i] ** 2;
+          }
+          expect(Math.sqrt(num / den)).toBeLessThan(precision === 'fp32' ? 1e-5 : 1e-2);
+          for (let t = 0; t < T; t++) {
+            const row = Array.from(got.logits.subarray(t * E, (t + 1) * E));
+            const want = row
+              .map((v, e) => [v, e])
+              .sort((p, q) => q[0] - p[0] || p[1] - q[1])
+              .slice(0, k)
+              .map(([, e]) => e);
+            expect(Array.from(got.idx.subarray(t * k, (t + 1) * k))).toEqual(want);
+            const ex = want.map((e) => Math.exp(row[e] - row[want[0]]));
+            const sum = ex.reduce((a, c) => a + c);
+            ex.forEach((v, j) => expect(got.wt[t * k + j]).toBeCloseTo(v / sum, 5));
+          }
+        }
       } finally {
-        program.dispose();
+        weights.dispose();
       }
-    };
-    try {
-      for (const [T, precision, launches] of [
-        [255, 'default', 1],
-        [256, 'default', 3],
-        [256, 'fp32', 1],
-      ] as const) {
-        const x = Float32Array.from({ length: T * H }, () => 4 * (r() - 0.5));
-        const got = await run('cuda', precision, T, x);
-        const cpu = await run('cpu', precision, T, x);
-        expect(got.launches).toBe(launches);
-        let num = 0,
-          den = 0;
-        for (let i = 0; i < T * E; i++) {
-          num += (got.logits[i] - cpu.logits[i]) ** 2;
-          den += cpu.logits[i] ** 2;
-        }
-        expect(Math.sqrt(num / den)).toBeLessThan(precision === 'fp32' ? 1e-5 : 1e-2);
-        for (let t = 0; t < T; t++) {
-          const row = Array.from(got.logits.subarray(t * E, (t + 1) * E));
-          const want = row
-            .map((v, e) => [v, e])
-            .sort((p, q) => q[0] - p[0] || p[1] - q[1])
-            .slice(0, k)
-            .map(([, e]) => e);
-          expect(Array.from(got.idx.subarray(t * k, (t + 1) * k))).toEqual(want);
-          const ex = want.map((e) => Math.exp(row[e] - row[want[0]]));
-          const sum = ex.reduce((a, c) => a + c);
-          ex.forEach((v, j) => expect(got.wt[t * k + j]).toBeCloseTo(v / sum, 5));
-        }
-      }
-    } finally {
-      weights.dispose();
-    }
-  });
+    },
+  );
 
   it('running out of device memory is ERR_OUT_OF_MEMORY, and the device stays usable', async () => {
     const { Weights, Program } = addon();

@@ -596,22 +596,23 @@ int64_t gemm_tiles(int T, int N, int tm, bool split_x) {
 }
 }  // namespace
 
-int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m, bool split_x) {
-  // Enough blocks to stream the weights from every SM: a grid of fewer than 66 tiles (half an
-  // H100's 132 SMs; the projections' 23 to 40 at decode sizes) splits k until it has about 132
-  // blocks, each at least 8 k tiles (256 k) deep. Larger grids (prefill; QKV at 512 tokens: 80
-  // wide tiles) keep one block per tile: their mma, not the weight stream, is the longer part, and
-  // the partial sums would cost 4 T N bytes per split. The narrow tiles (two blocks an SM) round
-  // the count of splits up (ceil(132 / tiles)); the wide tile (one block an SM: a second round of
-  // blocks would take as long as the first) rounds it down, so that all splits run in one round
-  // (QKV at 256 tokens: 40 tiles x 3 splits; the attention output at 256: 24 x 5).
-  if (T < 1 || N < 1 || K < 1) return 1;
+int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m, bool split_x, int sms) {
+  // Enough blocks to stream the weights from every SM: a grid of at most sms / 2 tiles (66 on an
+  // H100's 132 SMs, 54 on an A100's 108; the projections' 23 to 40 at decode sizes) splits k until
+  // it has about `sms` blocks, each at least 8 k tiles (256 k) deep. Larger grids (prefill; QKV at
+  // 512 tokens: 80 wide tiles) keep one block per tile: their mma, not the weight stream, is the
+  // longer part, and the partial sums would cost 4 T N bytes per split. The narrow tiles (two
+  // blocks an SM) round the count of splits up (ceil(sms / tiles)); the wide tile (one block an SM:
+  // a second round of blocks would take as long as the first) rounds it down, so that all splits
+  // run in one round on the device's SMs (QKV at 256 tokens: 40 tiles x 3 splits on an H100, x 2
+  // on an A100; the attention output at 256: 24 x 5 and 24 x 4).
+  if (T < 1 || N < 1 || K < 1 || sms < 1) return 1;
   const int tm = tile_m ? tile_m : matmul_bf16_gemm_tile_m_cuda(T);
   const int64_t tiles = gemm_tiles(T, N, tm, split_x);
-  if (tiles > kMatmulBf16GemmMaxTiles) return 1;
+  if (tiles > matmul_bf16_gemm_max_tiles(sms)) return 1;
   const int KT = (K + cuda::gemm::kBK - 1) / cuda::gemm::kBK;
   const bool wide = cuda::gemm::warp_nt(tm / 32, split_x) == 8;
-  const int64_t fill = wide ? kMatmulBf16GemmTargetBlocks / tiles : (kMatmulBf16GemmTargetBlocks + tiles - 1) / tiles;
+  const int64_t fill = wide ? sms / tiles : (sms + tiles - 1) / tiles;
   const int want = int(std::min<int64_t>(fill, KT / kMatmulBf16GemmMinSplitTiles));
   if (want <= 1) return 1;
   int per, splits;
@@ -619,15 +620,15 @@ int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m, bool split_x
   return splits;
 }
 
-size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K) {
+size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K, int sms) {
   // Either mode's rule (the default mode's 128-token tile is wider, so it splits up to larger T).
   size_t most = 0;
   for (int T = 1; T <= max_T; ++T) {
     bool more = false;
     for (bool split_x : {false, true}) {
-      const int s = matmul_bf16_gemm_k_splits_cuda(T, N, K, 0, split_x);
+      const int s = matmul_bf16_gemm_k_splits_cuda(T, N, K, 0, split_x, sms);
       if (s > 1) most = std::max(most, size_t(s) * size_t(T) * size_t(N) * 4);
-      more = more || gemm_tiles(T, N, matmul_bf16_gemm_tile_m_cuda(T), split_x) <= kMatmulBf16GemmMaxTiles;
+      more = more || gemm_tiles(T, N, matmul_bf16_gemm_tile_m_cuda(T), split_x) <= matmul_bf16_gemm_max_tiles(sms);
     }
     if (!more) break;  // no split past here (tiles only grow with T)
   }
@@ -648,16 +649,19 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
   const int tm = o.tile_m ? o.tile_m : matmul_bf16_gemm_tile_m_cuda(a.T);
   if ((int64_t(a.T) + tm - 1) / tm > 65535) throw invalid_argument("matmul_bf16 (GEMM): T " + std::to_string(a.T) + " past the grid's 65535 token tiles");
   const bool have_ws = o.ws.partials && o.ws.tickets;
+  if (have_ws && o.ws.sms < 1) throw invalid_argument("matmul_bf16 (GEMM): ws.sms must be at least 1, got " + std::to_string(o.ws.sms));
   const int KT = (a.K + gemm::kBK - 1) / gemm::kBK;
   int per = KT, splits = 1;
-  plan_splits(KT, o.k_splits ? o.k_splits : have_ws ? matmul_bf16_gemm_k_splits_cuda(a.T, a.N, a.K, tm, o.split_x) : 1, per, splits);
+  plan_splits(KT, o.k_splits ? o.k_splits : have_ws ? matmul_bf16_gemm_k_splits_cuda(a.T, a.N, a.K, tm, o.split_x, o.ws.sms) : 1, per,
+              splits);
   if (splits > 1) {
     if (!have_ws) throw invalid_argument("matmul_bf16 (GEMM): k_splits > 1 needs partials and tickets");
     if (o.ws.partials_bytes < size_t(splits) * a.T * a.N * 4 || !aligned(o.ws.partials, 8))
       throw invalid_argument("matmul_bf16 (GEMM): partials must hold " + std::to_string(size_t(splits) * a.T * a.N * 4) +
                              " bytes (" + std::to_string(splits) + " k splits x T x N f32), 8-byte aligned");
-    if (gemm_tiles(a.T, a.N, tm, o.split_x) > kMatmulBf16GemmMaxTiles)
-      throw invalid_argument("matmul_bf16 (GEMM): k splits take at most " + std::to_string(kMatmulBf16GemmMaxTiles) + " tiles (tickets)");
+    if (gemm_tiles(a.T, a.N, tm, o.split_x) > matmul_bf16_gemm_max_tiles(o.ws.sms))
+      throw invalid_argument("matmul_bf16 (GEMM): k splits take at most " + std::to_string(matmul_bf16_gemm_max_tiles(o.ws.sms)) +
+                             " tiles (tickets: ws.sms / 2)");
   }
   float* p = splits > 1 ? o.ws.partials : nullptr;
   unsigned* tk = splits > 1 ? o.ws.tickets : nullptr;

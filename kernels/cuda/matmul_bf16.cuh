@@ -37,19 +37,38 @@ void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaSt
 // depend on it.
 // Split k (few tiles: batched decode's projections): k_splits blocks share each tile, each summing
 // a contiguous run of k tiles into ws.partials (k_splits x T x N f32); the tile's last block adds
-// the runs in order (ticket counters in ws.tickets, [kMatmulBf16GemmMaxTiles] zeros, left zero).
-// k_splits: 0 takes matmul_bf16_gemm_k_splits_cuda(T, N, K) when ws has partials and tickets (else
-// 1); n asks for at most n runs of equal whole k tiles (fewer when they do not divide evenly).
+// the runs in order (ticket counters in ws.tickets, [matmul_bf16_gemm_max_tiles(ws.sms)] zeros, left
+// zero). k_splits: 0 takes matmul_bf16_gemm_k_splits_cuda(T, N, K, .., ws.sms) when ws has partials
+// and tickets (else 1); n asks for at most n runs of equal whole k tiles (fewer when they do not
+// divide evenly).
 // Needs K % 8 == 0, ldx % 4 == 0, x and w 16-byte aligned, x_rows in [0, rows of x), partials of
 // k_splits * T * N f32; throws ERR_INVALID_ARGUMENT otherwise, ERR_DEVICE when a launch fails. x
 // and y must not overlap; launches sharing tickets must not run at the same time. A token's output
 // does not depend on the other tokens, on tile_m or on which block finishes last (the sum order
 // is fixed by K and the splits), but it does on the number of k splits (so on T where the rule
 // picks it), and differs in rounding from the GEMV's.
+//
+// The split rule: 1 when the grid has more than matmul_bf16_gemm_max_tiles(sms) = sms / 2 tiles,
+// else enough splits of at least kMatmulBf16GemmMinSplitTiles k tiles each for about `sms` blocks,
+// one per SM of the device (the backend passes its multiProcessorCount). On an H100's 132: QKV at
+// up to 64 tokens 40 tiles x 4 splits; the attention output 23 x 6; the router's 1 tile 10; rounded
+// down for the default mode's wide 128-token tile (QKV at 256 tokens: 40 x 3; the attention output
+// at 256: 24 x 5, at 512: 48 x 2). On an A100's 108: QKV at 64 tokens 40 x 3, at 256 40 x 2; the
+// attention output at 64 23 x 5, at 256 24 x 4, at 512 48 x 2. A pure function of the shape, the
+// mode (split_x: the fp32 mode's narrow tiles; at 256 tokens the attention output's 46 x 3 on an
+// H100) and sms.
+constexpr int kMatmulBf16GemmTargetBlocks = 132;  // sms when a caller names none: an H100's SMs
+constexpr int kMatmulBf16GemmMinSplitTiles = 8;
+constexpr int matmul_bf16_gemm_max_tiles(int sms) { return sms / 2; }
+constexpr int kMatmulBf16GemmMaxTiles = matmul_bf16_gemm_max_tiles(kMatmulBf16GemmTargetBlocks);
+int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m = 0, bool split_x = false, int sms = kMatmulBf16GemmTargetBlocks);
+// Bytes of partials the rule needs for any step of up to max_T tokens (0: it never splits).
+size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K, int sms = kMatmulBf16GemmTargetBlocks);
 struct MatmulBf16Workspace {
   float* partials = nullptr;  // device
   size_t partials_bytes = 0;
-  unsigned* tickets = nullptr;  // device [kMatmulBf16GemmMaxTiles], zero
+  unsigned* tickets = nullptr;  // device [matmul_bf16_gemm_max_tiles(sms)], zero
+  int sms = kMatmulBf16GemmTargetBlocks;  // the split rule's target: the device's SMs (at least 1)
 };
 struct MatmulBf16GemmOptions {
   bool split_x = false;
@@ -60,18 +79,6 @@ struct MatmulBf16GemmOptions {
 };
 void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions& o, cudaStream_t stream);
 int matmul_bf16_gemm_tile_m_cuda(int T);
-// The split rule: 1 when the grid has more than kMatmulBf16GemmMaxTiles tiles, else enough splits
-// of at least kMatmulBf16GemmMinSplitTiles k tiles each for about kMatmulBf16GemmTargetBlocks
-// blocks (QKV at up to 64 tokens: 40 tiles x 4 splits; the attention output: 23 x 6; the router's
-// 1 tile: 10), rounded down for the default mode's wide 128-token tile (QKV at 256 tokens: 40 x 3;
-// the attention output at 256: 24 x 5, at 512: 48 x 2). A pure function of the shape and mode
-// (split_x: the fp32 mode's narrow tiles; at 256 tokens the attention output's 46 x 3).
-constexpr int kMatmulBf16GemmTargetBlocks = 132;
-constexpr int kMatmulBf16GemmMinSplitTiles = 8;
-constexpr int kMatmulBf16GemmMaxTiles = kMatmulBf16GemmTargetBlocks / 2;
-int matmul_bf16_gemm_k_splits_cuda(int T, int N, int K, int tile_m = 0, bool split_x = false);
-// Bytes of partials the rule needs for any step of up to max_T tokens (0: it never splits).
-size_t matmul_bf16_gemm_scratch_cuda(int max_T, int N, int K);
 
 // The rule between the two, by tokens T (static roofline, a prediction): the GEMV reads all
 // weights once per launch of up to 8 tokens at full bandwidth, so it takes every step of up to 8;

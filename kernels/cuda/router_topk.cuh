@@ -33,13 +33,21 @@ void router_topk_gemv_cuda(const RouterTopkArgs& a, const RouterGemv& g, unsigne
 // launch_fused; mirrored in test/cuda/roofline-model.mjs, routerGemm): the fused launch streams
 // the router's E x H weights once per token (from L2), which grows as T x E; the GEMM
 // (matmul_bf16_select_cuda) reads them once, at the cost of the norm's own launch, x read again
-// and the top-k launch (router_topk_cuda) on the logits it wrote. From T x E >= 8192 (256 tokens
-// at 20b's 32 experts, 64 at 120b's 128) the GEMM's three launches are predicted faster on H100
-// and A100 (test/cuda/prefill-roofline.mjs, a PREDICTION). Default mode only: the GEMM rounds the
-// router's input to bf16 (the default mode's budget), where fp32 mode keeps the fused f32 products.
-// A pure function of the step's shape (part of a graph's key).
-constexpr int kRouterTopkGemmFromTE = 8192;
+// and the top-k launch (router_topk_cuda) on the logits it wrote: two more launches (an assumed
+// 1 us gap each) and the GEMM's own time, which steps up past 64 tokens, where its 128-token tile
+// computes 256 weight rows whatever E is (8 x the rows at 20b's 32 experts, 2 x at 120b's 128).
+// Per layer, with the gaps (test/cuda/prefill-roofline.mjs's models, a PREDICTION): up to 64
+// tokens (the 32- and 64-token tiles) the GEMM's path is faster from T x E of about 5,760 on an
+// H100 and 4,224 on an A100 (120b from 45 and 33 tokens); past 64 from about 12,288 / 11,520 at
+// E 32 (384 and 360 tokens) and 15,360 / 12,544 at E 128 (120 and 98 tokens). Hence T x E >= 5,120
+// up to 64 tokens, 12,288 past (20b from 384 tokens; 120b from 40, then again from 96), within
+// 1.1 us a layer of the faster path on either GPU. Default mode only: the GEMM rounds the router's
+// input to bf16 (the default mode's budget), where fp32 mode keeps the fused f32 products. A pure
+// function of the step's shape (part of a graph's key).
+constexpr int kRouterTopkGemmFromTE = 5120;       // up to kRouterTopkGemmNarrowT tokens
+constexpr int kRouterTopkGemmFromTEWide = 12288;  // past it (the GEMM's wide 128-token tile)
+constexpr int kRouterTopkGemmNarrowT = 64;
 constexpr bool router_topk_use_gemm(int T, int E, bool fp32_mode) {
-  return !fp32_mode && int64_t(T) * E >= kRouterTopkGemmFromTE;
+  return !fp32_mode && int64_t(T) * E >= (T <= kRouterTopkGemmNarrowT ? kRouterTopkGemmFromTE : kRouterTopkGemmFromTEWide);
 }
 }  // namespace gptoss

@@ -131,16 +131,29 @@ struct Launch {
   cudaStream_t s;
   const ScratchPlan& plan;
   int sm_count;
+  int gemm_sms;  // the split-k GEMM's target (gemm_sms(props)): its scratch and tickets were sized for it
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
-  unsigned* tickets;  // [ticket_count(plan)] zeros, for router_topk_gemv_cuda and the split-k GEMM (left zero by each launch)
+  unsigned* tickets;  // [ticket_count(plan, gemm_sms)] zeros, for router_topk_gemv_cuda and the split-k GEMM (left zero by each launch)
 };
 
+// The SMs the split-k GEMM fills (matmul_bf16_gemm_k_splits_cuda's target): the device's own
+// (132 on an H100, 108 on an A100), so that a wide-tile grid's splits run in one round there. The
+// emulator reports 4 SMs (its persistent grids' idle CTAs cost it time) but a compute capability
+// of 9.0: it plans the GEMM as an H100 would, so the emulated runs split k (and round) as there.
+// One backend per process, one device (gpu::open_device): the scratch plan, the runner's tickets
+// and every launch read the same count.
+constexpr int kEmulatedGemmSms = 132;  // an H100 SXM's
+int gemm_sms(const gpu::DeviceProps& p) { return p.emulated ? kEmulatedGemmSms : std::max(1, p.sm_count); }
+
 // The runner's zeroed tickets: one per token for the router; from the first step size that can take
-// the GEMM (9 tokens), at least one per tile of the split-k GEMM (kernels/cuda/matmul_bf16.cuh).
-int ticket_count(const ScratchPlan& p) {
+// the GEMM (9 tokens), at least one per tile of the split-k GEMM (matmul_bf16_gemm_max_tiles(sms),
+// kernels/cuda/matmul_bf16.cuh).
+int ticket_count(const ScratchPlan& p, int sms) {
   const int t = std::max(1, p.max_tokens);
 #ifdef GPTOSS_CUDA_HAS_matmul_bf16
-  if (t >= kMatmulBf16GemmFromT) return std::max(t, kMatmulBf16GemmMaxTiles);
+  if (t >= kMatmulBf16GemmFromT) return std::max(t, matmul_bf16_gemm_max_tiles(sms));
+#else
+  (void)sms;
 #endif
   return t;
 }
@@ -194,7 +207,7 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
                            o.accumulate, nullptr},
                           l.plan.exact, l.s,
                           {reinterpret_cast<float*>(c.scratch), c.scratch_bytes,
-                           ticket_count(l.plan) >= kMatmulBf16GemmMaxTiles ? l.tickets : nullptr});
+                           ticket_count(l.plan, l.gemm_sms) >= matmul_bf16_gemm_max_tiles(l.gemm_sms) ? l.tickets : nullptr, l.gemm_sms});
 #else
   (void)o, (void)l;
   no_kernel("matmul_bf16");
@@ -366,8 +379,10 @@ size_t cuda_scratch(const Op&, const ScratchPlan&) {
   return 0;
 }
 #ifdef GPTOSS_CUDA_HAS_matmul_bf16
-// The split-k GEMM's partial sums (batched decode's projections).
-size_t cuda_scratch(const MatmulBf16Op& o, const ScratchPlan& p) { return matmul_bf16_gemm_scratch_cuda(p.max_tokens, o.N, o.K); }
+// The split-k GEMM's partial sums (batched decode's projections), for the device's SMs (gemm_sms).
+size_t cuda_scratch(const MatmulBf16Op& o, const ScratchPlan& p, int sms) {
+  return matmul_bf16_gemm_scratch_cuda(p.max_tokens, o.N, o.K, sms);
+}
 #endif
 #ifdef GPTOSS_CUDA_HAS_attention
 // The decode kernel's partials, capped (kAttentionScratchCapBytes): a longer step runs in launches
@@ -404,7 +419,9 @@ class CudaBackend;
 // One program's stream, step inputs on the device, and graphs.
 class CudaRunner final : public StepRunner {
  public:
-  CudaRunner(const ScratchPlan& plan, int sm_count) : plan_(plan), sm_count_(sm_count) { stream_ = gpu::stream_create(); }
+  CudaRunner(const ScratchPlan& plan, int sm_count, int gemm_sms) : plan_(plan), sm_count_(sm_count), gemm_sms_(gemm_sms) {
+    stream_ = gpu::stream_create();
+  }
   ~CudaRunner() override {
     for (auto& [key, g] : graphs_) gpu::graph_destroy(g);
     if (pinned_) gpu::pinned_free(pinned_);
@@ -418,7 +435,7 @@ class CudaRunner final : public StepRunner {
     const size_t table0 = table_entries(host.pages[0], T), table1 = table_entries(host.pages[1], T);
     ensure_inputs(table0, table1);
     if (!tickets_) {  // zeroed once, before any capture; every launch leaves them zero
-      const size_t bytes = size_t(ticket_count(plan_)) * sizeof(unsigned);
+      const size_t bytes = size_t(ticket_count(plan_, gemm_sms_)) * sizeof(unsigned);
       tickets_ = device_block(bytes, "the router's and the GEMM's tickets");
       gpu::fill_zero(tickets_.get(), bytes, stream_);
     }
@@ -442,7 +459,7 @@ class CudaRunner final : public StepRunner {
 
     const bool prompt = prefill_step(host);
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_, sm_count_, prompt, static_cast<unsigned*>(tickets_.get())};
+      const Launch l{c, stream_, plan_, sm_count_, gemm_sms_, prompt, static_cast<unsigned*>(tickets_.get())};
       launches_ = 0;
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
@@ -672,13 +689,13 @@ class CudaRunner final : public StepRunner {
   static int sample_rows(const ScratchPlan& plan) { return std::min(kSampleRows, std::max(1, plan.max_tokens)); }
 
  public:
-  static size_t device_bytes(const ScratchPlan& plan, int vocab) {
+  static size_t device_bytes(const ScratchPlan& plan, int vocab, int gemm_sms) {
     const size_t rows = size_t(sample_rows(plan));
     const size_t sampler = vocab > 0 ? sample_cuda_scratch(int(rows), vocab) + rows * sizeof(SampleCudaOut) +
                                            rows * kSampleMaxCandidates * sizeof(SampleCudaCand) +
                                            rows * size_t(sample_cuda_chunks(vocab)) * sizeof(double)
                                      : 0;
-    return size_t(ticket_count(plan)) * sizeof(unsigned) + sampler;
+    return size_t(ticket_count(plan, gemm_sms)) * sizeof(unsigned) + sampler;
   }
 
  private:
@@ -690,6 +707,7 @@ class CudaRunner final : public StepRunner {
 
   ScratchPlan plan_;
   int sm_count_;
+  int gemm_sms_;  // gemm_sms(the device's props)
   // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused launches).
   bool fuse_ = [] {
     const char* e = std::getenv("GPTOSS_CUDA_FUSE");
@@ -781,6 +799,9 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes(const AnyOp& op, const ScratchPlan& plan) const override {
     return std::visit([&](const auto& o) -> size_t {
       if constexpr (std::is_same_v<std::decay_t<decltype(o)>, std::monostate>) return 0;
+#ifdef GPTOSS_CUDA_HAS_matmul_bf16
+      else if constexpr (std::is_same_v<std::decay_t<decltype(o)>, MatmulBf16Op>) return cuda_scratch(o, plan, gemm_sms(props_));
+#endif
       else return cuda_scratch(o, plan);
     }, op);
   }
@@ -814,8 +835,10 @@ class CudaBackend final : public Backend {
 #endif
   }
 
-  std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override { return std::make_unique<CudaRunner>(plan, props_.sm_count); }
-  size_t runner_bytes(const ScratchPlan& plan, int vocab) const override { return CudaRunner::device_bytes(plan, vocab); }
+  std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override {
+    return std::make_unique<CudaRunner>(plan, props_.sm_count, gemm_sms(props_));
+  }
+  size_t runner_bytes(const ScratchPlan& plan, int vocab) const override { return CudaRunner::device_bytes(plan, vocab, gemm_sms(props_)); }
 
  private:
   // Each tensor not yet on the device: allocated, then streamed through two pinned staging

@@ -56,6 +56,7 @@ struct Case {
   std::vector<int32_t> rows;  // x's rows for the output rows (the logit rows), else row t
   int x_rows = 0;             // rows of x when `rows` is set
   int k_splits = 1;           // 0: the rule's, with a workspace
+  int sms = gptoss::kMatmulBf16GemmTargetBlocks;  // the workspace's SMs (the rule's target)
 };
 
 // every_schedule false: once, under the forward schedule.
@@ -99,12 +100,12 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::DeviceBuf<int32_t> drows(std::max<size_t>(1, c.rows.size()));
   if (c.bias) db.upload(b);
   if (!c.rows.empty()) drows.upload(c.rows);
-  const int splits = c.k_splits ? c.k_splits : gptoss::matmul_bf16_gemm_k_splits_cuda(c.T, c.N, c.K, c.tile_m, c.split);
+  const int splits = c.k_splits ? c.k_splits : gptoss::matmul_bf16_gemm_k_splits_cuda(c.T, c.N, c.K, c.tile_m, c.split, c.sms);
   const double tol_exact = accumulation(c.K, c.split, splits), tol = contract(c.K, c.split, splits);
   // Split k's workspace: partials NaN-poisoned (each split must write its share before the sum),
   // tickets zero (as the backend leaves them).
   lab::DeviceBuf<float> dpart(size_t(std::max(1, splits)) * c.T * c.N);
-  lab::DeviceBuf<unsigned> dtickets(gptoss::kMatmulBf16GemmMaxTiles);
+  lab::DeviceBuf<unsigned> dtickets(std::max(1, gptoss::matmul_bf16_gemm_max_tiles(c.sms)));
   cudaMemset(dtickets.p, 0, dtickets.n * sizeof(unsigned));
   std::vector<float> first;  // the first schedule's output: every schedule must give its bits
   auto run = [&] {
@@ -116,7 +117,7 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
     o.tile_m = c.tile_m;
     o.x_rows = c.rows.empty() ? nullptr : drows.p;
     o.k_splits = c.k_splits;
-    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p};
+    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p, c.sms};
     gptoss::matmul_bf16_gemm_cuda(
         {dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr}, o, nullptr);
     const std::vector<float> got = dy.download();
@@ -369,7 +370,23 @@ LAB_TEST("matmul_bf16: split-k GEMM at the rule's splits: QKV (5120 x 2880) and 
                 gptoss::matmul_bf16_gemm_k_splits_cuda(512, 5120, 2880) == 1 && gptoss::matmul_bf16_gemm_k_splits_cuda(8, 201088, 2880) == 1 &&
                 gptoss::matmul_bf16_gemm_k_splits_cuda(16, 32, 2880) == 10 && gptoss::matmul_bf16_gemm_k_splits_cuda(16, 200, 160) == 1,
             "the split rule moved: update this test, decode-roofline.mjs and the lab.json launches");
+  // The same shapes on an A100's 108 SMs (the backend passes the device's count): at most 54 tiles
+  // split, toward 108 blocks (the wide tile's count rounded down: one round of blocks there).
+  auto a100 = [](int T, int N, int K, bool split_x = false) { return gptoss::matmul_bf16_gemm_k_splits_cuda(T, N, K, 0, split_x, 108); };
+  LAB_CHECK(a100(64, 5120, 2880) == 3 && a100(9, 5120, 2880) == 3 && a100(64, 2880, 4096) == 5 && a100(256, 5120, 2880) == 2 &&
+                a100(256, 2880, 4096) == 4 && a100(512, 2880, 4096) == 2 && a100(128, 5120, 2880) == 5 && a100(640, 2880, 4096) == 1 &&
+                a100(256, 5120, 2880, true) == 1 && a100(256, 2880, 4096, true) == 3 && a100(64, 5120, 2880, true) == 3 &&
+                a100(512, 5120, 2880) == 1 && a100(16, 32, 2880) == 10 && a100(16, 200, 160) == 1,
+            "the split rule at 108 SMs moved: update this test, the header's comment and roofline-model.mjs");
+  LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(64, 5120, 2880, 0, false, 0) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(16, 32, 2880, 0, false, 1) == 1 &&
+                gptoss::matmul_bf16_gemm_k_splits_cuda(16, 32, 2880, 0, false, 2) == 2,
+            "the split rule at 0, 1 or 2 SMs");
+  // The scratch: the most partials of any step up to max_T (the attention output's at 108 SMs: 128
+  // tokens, 12 wide tiles x 9 splits, more than 256 tokens' 24 x 4).
   LAB_CHECK(gptoss::matmul_bf16_gemm_scratch_cuda(64, 5120, 2880) == size_t(4) * 64 * 5120 * 4 &&
+                gptoss::matmul_bf16_gemm_scratch_cuda(64, 5120, 2880, 108) == size_t(3) * 64 * 5120 * 4 &&
+                gptoss::matmul_bf16_gemm_scratch_cuda(256, 2880, 4096, 108) == size_t(9) * 128 * 2880 * 4 &&
                 gptoss::matmul_bf16_gemm_scratch_cuda(1, 201088, 2880) == 0,
             "the split rule's scratch moved");
   Case q{64, 5120, 2880, 2880, 5120, true, false};
@@ -381,6 +398,16 @@ LAB_TEST("matmul_bf16: split-k GEMM at the rule's splits: QKV (5120 x 2880) and 
   Case r{16, 32, 2880, 2880, 32, true, false};
   r.k_splits = 0;  // the router's one tile: 10 splits of 9 k tiles
   check(r, 82, !lab::quick());
+  // The workspace's SMs steer the rule (tickets of sms / 2): 129 x 264 x 1024 is 2 x 2 wide tiles of
+  // 32 k tiles, split 4 ways toward 132 blocks, 3 toward 12 (6 tickets), 2 toward 8, unsplit at 6.
+  for (int sms : {132, 12, 8, 6}) {
+    Case w{129, 264, 1024, 1024, 264, true, sms == 12};
+    w.k_splits = 0;
+    w.sms = sms;
+    LAB_CHECK(gptoss::matmul_bf16_gemm_k_splits_cuda(129, 264, 1024, 0, false, sms) == (sms == 132 ? 4 : sms == 12 ? 3 : sms == 8 ? 2 : 1),
+              "129 x 264 x 1024 at %d SMs: %d splits", sms, gptoss::matmul_bf16_gemm_k_splits_cuda(129, 264, 1024, 0, false, sms));
+    if (!lab::quick() || sms == 12) check(w, 86 + sms, sms == 12);
+  }
 }
 
 LAB_TEST("matmul_bf16: split-k GEMM in the fp32 mode's halves (x = hi + lo) is within 2^-16 of the CPU") {
@@ -548,4 +575,8 @@ LAB_TEST("matmul_bf16: GEMM refuses shapes it does not take with ERR_INVALID_ARG
   };
   LAB_CHECK(split_code(2, {}) == "ERR_INVALID_ARGUMENT", "2 k splits without a workspace accepted");
   LAB_CHECK(split_code(2, {part.data(), 4 * 4, tickets.data()}) == "ERR_INVALID_ARGUMENT", "partials of 4 floats for 2 x 1 x 4 accepted");
+  // The workspace's SMs: at least 1; its tickets (sms / 2) bound the tiles a split launch may have.
+  LAB_CHECK(split_code(0, {part.data(), part.size() * 4, tickets.data(), 0}) == "ERR_INVALID_ARGUMENT", "a workspace of 0 SMs accepted");
+  LAB_CHECK(split_code(2, {part.data(), part.size() * 4, tickets.data(), 1}) == "ERR_INVALID_ARGUMENT",
+            "2 k splits of 1 tile with 0 tickets (1 SM) accepted");
 }

@@ -88,13 +88,14 @@ export const gemmMT = (T) => (T <= 32 ? 1 : T <= 64 ? 2 : 4);
 // 8 n8 fragments a warp, 256 weight rows a block; the others 4 and 128.
 export const gemmNT = (MT) => (MT === 4 ? 8 : 4);
 export const gemmBN = (MT) => 32 * gemmNT(MT);
-export function kSplits(T, N, K) {
+// sms: the device's SMs (the backend's gemm_sms: multiProcessorCount), lab.gpus[gpu].sms.
+export function kSplits(T, N, K, sms) {
   const MT = gemmMT(T);
   const tiles = Math.ceil(N / gemmBN(MT)) * Math.ceil(T / (32 * MT));
-  if (tiles > 66) return 1;
+  if (tiles > Math.floor(sms / 2)) return 1;
   const KT = Math.ceil(K / 32);
   // The wide tile (one block an SM) rounds the count of splits down, the narrow ones up.
-  const fill = gemmNT(MT) === 8 ? Math.floor(132 / tiles) : Math.ceil(132 / tiles);
+  const fill = gemmNT(MT) === 8 ? Math.floor(sms / tiles) : Math.ceil(sms / tiles);
   const want = Math.min(fill, Math.floor(KT / 8));
   if (want <= 1) return 1;
   return Math.ceil(KT / Math.ceil(KT / want));
@@ -102,9 +103,9 @@ export function kSplits(T, N, K) {
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_use_gemm.
 export const moeGemm = (T, E) => 4 * T * KTOP >= 13 * E || T * KTOP >= 65536;
 // kernels/cuda/router_topk.cuh: router_topk_use_gemm (default mode): the MLP's norm, router GEMV
-// and top-k in one launch below T x E = 8192; from there the norm, the router's GEMM and the top-k
-// launch.
-export const routerGemm = (T, E) => T * E >= 8192;
+// and top-k in one launch below T x E = 5120 up to 64 tokens, 12288 past 64 (the GEMM's wide
+// tile); from there the norm, the router's GEMM and the top-k launch.
+export const routerGemm = (T, E) => T * E >= (T <= 64 ? 5120 : 12288);
 export const distinctExperts = (B, E) => E * (1 - Math.pow(1 - KTOP / E, B));
 
 // Binomial(n, p) probabilities, for the tokens an expert serves.
@@ -136,7 +137,7 @@ export function matmulGemmUs(MT, T, N, K) {
       BN = gemmBN(MT);
     const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 2 MT NT mma
     const rate = Math.min(peakMmaPerClk(gpu), (4 * 2 * MT * NT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
-    const ks = kSplits(T, N, K);
+    const ks = kSplits(T, N, K, g.sms);
     const blocks = Math.ceil(N / BN) * Math.ceil(T / (32 * MT)) * ks;
     const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 2 * MT * NT; // padding rows and columns included
     const tailClk =

@@ -106,14 +106,19 @@ LAB_TEST("router_topk: CUDA matches CPU with exact ties (lower index wins), E 1.
   check_topk(2, 5, 5, 5);
   check_topk(1, 40, 33, 6);
 }
-// From router_topk_use_gemm's T x E = 8192 the router's logits come from the GEMM and this launch
-// selects on them: its smallest steps at gpt-oss's expert counts.
-LAB_TEST("router_topk: the top-k launch at the step sizes that take the router's GEMM (256 x 32, 64 x 128 experts)") {
-  static_assert(!gptoss::router_topk_use_gemm(255, 32, false) && gptoss::router_topk_use_gemm(256, 32, false) &&
-                    gptoss::router_topk_use_gemm(64, 128, false) && !gptoss::router_topk_use_gemm(4096, 128, true),
-                "router_topk_use_gemm: from T x E = 8192, default mode only");
-  check_topk(256, 32, 4, 11);
-  check_topk(64, 128, 4, 12);
+// From router_topk_use_gemm's size (T x E >= 5120 up to 64 tokens, 12288 past) the router's logits
+// come from the GEMM and this launch selects on them: its smallest steps at gpt-oss's expert counts
+// (20b from 384 tokens; 120b from 40, fused again at 65 to 95, the GEMM from 96).
+LAB_TEST("router_topk: the top-k launch at the step sizes that take the router's GEMM (384 x 32, 40 and 96 x 128 experts)") {
+  static_assert(!gptoss::router_topk_use_gemm(383, 32, false) && gptoss::router_topk_use_gemm(384, 32, false) &&
+                    !gptoss::router_topk_use_gemm(64, 32, false) && !gptoss::router_topk_use_gemm(39, 128, false) &&
+                    gptoss::router_topk_use_gemm(40, 128, false) && gptoss::router_topk_use_gemm(64, 128, false) &&
+                    !gptoss::router_topk_use_gemm(65, 128, false) && !gptoss::router_topk_use_gemm(95, 128, false) &&
+                    gptoss::router_topk_use_gemm(96, 128, false) && !gptoss::router_topk_use_gemm(4096, 128, true),
+                "router_topk_use_gemm: T x E >= 5120 up to 64 tokens, 12288 past, default mode only");
+  check_topk(384, 32, 4, 11);
+  check_topk(40, 128, 4, 12);
+  check_topk(96, 128, 4, 13);
 }
 LAB_TEST("router_topk: fused GEMV at gpt-oss-20b and 120b router shapes (E 32 / 128, H 2880) [real shapes]") {
   if (std::getenv("LAB_QUICK")) return;  // the mutation runs: small shapes only
