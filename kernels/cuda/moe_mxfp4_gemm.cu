@@ -22,9 +22,11 @@
 // thread) and the 64 token rows' 32 bf16 (4 KB, one cp.async per thread, 16-byte pieces XOR-swizzled
 // by row so that ldmatrix reads are conflict-free); the 256 scale bytes (rows 90 bytes apart, not
 // 16-byte aligned: cp.async cannot) are read into a register one step ahead and stored after the
-// step's math. For gate_up, the smem rows of each m16 tile are ordered so that row g is the gate
-// row and row g + 8 the linear row of one activation: a thread's accumulators c0, c1 (gate) and
-// c2, c3 (linear) then belong to the same activation and the clamped SwiGLU needs no exchange.
+// step's math as their bf16x2 factor words (below), placed so that each reading thread finds its 4
+// rows' factors in one 16-byte word (one LDS.128, broadcast to the 4 lanes of a row group). For
+// gate_up, the smem rows of each m16 tile are ordered so that row g is the gate row and row g + 8
+// the linear row of one activation: a thread's accumulators c0, c1 (gate) and c2, c3 (linear) then
+// belong to the same activation and the clamped SwiGLU needs no exchange.
 //
 // Dequantisation in registers, no table. mma's A fragment gives thread (g = lane / 4, t = lane % 4)
 // rows g and g + 8 and, in each 16-k chunk, k positions 2t, 2t+1, 2t+8, 2t+9. The k order inside a
@@ -32,15 +34,22 @@
 // gate_up epilogue), so thread t takes 32-bit word t of the row's block (elements 8t..8t+7): chunk
 // c, register half h, low/high bf16 lo hold element 8t + 2c + h + 4 lo. An E2M1 nibble s|e1 e0|m
 // placed at bf16 bits 15 and 8..6 is exactly its value times 2^-126 (a bf16 subnormal when e = 0),
-// and nibbles i and i + 4 of a word land in the two halves with one shift each:
-//   raw_i = ((q << (6 - 4i)) & 0x01C001C0) | ((q << (12 - 4i)) & 0x80008000)   (4 instructions)
-// then one fma.rn.bf16x2 by 2^(s - 65) (the E8M0 scale, the 2^126, and a 2^-64 that keeps the
-// factor a normal bf16 for every scale up to 192; the f32 accumulators are multiplied by 2^64 in
-// the epilogue) gives the weight times 2^-64 exactly: shl, shl, and, lop3, fma per register pair,
-// 80 instructions per warp and 32-k step for its 32 x 32 weights, shared by the 8 n8 tiles (2.5 per
-// mma). The k loop's PTX per 32 mma (nvcc 13, sm_90): gate_up 208 instructions, down 242 (32 mma,
-// 8 ldmatrix.x4, 16 fma.rn.bf16x2, 16 lop3, 8 LDS, 2 cp.async, 1 LDG.U8 + 1 STS for the scales, the
-// rest shifts, masks, addresses, 12 branch checks and the barrier).
+// and nibbles i and i + 4 of a word land in the two halves: with the word's sign words
+// so = q & 0x80808080 (odd nibbles' signs at bits 7, 15, 23, 31) and se = (q << 4) & 0x80808080
+// (even nibbles'), 3 instructions a word,
+//   raw_i = ((q << (6 - 4i)) & 0x01C001C0) | (sign_i & ~0x01C001C0)   (one LOP3)
+// with sign_i = se << 8, so << 8, se, so for i = 0..3: nibble i's sign lands on bit 15, nibble
+// i + 4's on 31, and the other signs on bits 7 and 23, inside the magnitude mask, not selected. Then
+// one fma.rn.bf16x2 by 2^(s - 65) (the E8M0 scale, the 2^126, and a 2^-64 that keeps the factor a
+// normal bf16 for every scale up to 192; the f32 accumulators are multiplied by 2^64 in the
+// epilogue) gives the weight times 2^-64 exactly: 13 + 4 fma = 17 instructions a word (were 19 with
+// a shift and a mask per sign), 68 per warp and 32-k step for its 32 x 32 weights, shared by the 8
+// n8 tiles (~2.1 per mma). The k loop's PTX per 32 mma (nvcc 13, sm_90): gate_up 183 instructions,
+// down 174 (were 208 and 242: the ldmatrix row address is one register per 16-k chunk with each
+// pair's offset inside the instruction, not 3 adds per ldmatrix; the scale factor is made once by
+// the loading thread, not 4 LDS.U8 + 4 multiply-adds per reader; the copies' shared addresses are
+// kept in registers): 32 mma, 8 ldmatrix.x4, 16 fma.rn.bf16x2, 16 lop3, 5 LDS, 2 cp.async, 1 LDG.U8
+// + 1 STS for the scales, the rest shifts, masks, addresses, 8 pair checks, the loop and the barrier.
 // Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-8), products
 // and sums are f32 (the tensor core's internal rounding aside). The tolerance is derived in
 // test/cuda/moe_mxfp4_gemm_test.cu.
@@ -63,10 +72,10 @@ constexpr int kTileN = 256;  // weight rows per work item
 constexpr int kTileM = 64;   // sorted rows (tokens) per m-tile
 constexpr int kStages = 4;
 constexpr int kStageW = kTileN * 16;  // the rows' 16-byte blocks
-constexpr int kStageS = kTileN;       // their scales
+constexpr int kStageS = kTileN * 4;   // their scale factors (bf16x2 words), in reading order
 constexpr int kStageX = kTileM * 64;  // 64 rows x 32 bf16
 constexpr int kStageBytes = kStageW + kStageS + kStageX;
-constexpr size_t kSmem = size_t(kStages) * kStageBytes;  // 33792: under 48 KB, 2 CTAs per SM
+constexpr size_t kSmem = size_t(kStages) * kStageBytes;  // 36864: under 48 KB, 2 CTAs per SM
 static_assert((kStages & (kStages - 1)) == 0, "stage indices wrap with a mask");
 constexpr int kDefaultCtas = 2 * 132;
 
@@ -75,17 +84,6 @@ __device__ __forceinline__ uint32_t f32_to_bf16_bits(float f) {
   const uint32_t u = __float_as_uint(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-// (a & m) | b in one LOP3.
-__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t m, uint32_t b) {
-#if defined(GPTOSS_CUDA_EMU)
-  return (a & m) | b;
-#else
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(m), "r"(b));
-  return d;
-#endif
 }
 
 #if defined(GPTOSS_CUDA_EMU)
@@ -118,14 +116,68 @@ __device__ __forceinline__ int opaque(int v) {
 #endif
 }
 
-// Nibbles i and i + 4 of q as bf16x2 = value * 2^-126 (low half nibble i).
+// ldmatrix.x4 at a shared address plus a constant: the offset rides in the instruction ([a+off]),
+// so the k loop computes one address per 16-k chunk, not one per n8 tile pair (3 adds each before).
+#if defined(GPTOSS_CUDA_EMU)
+using SmemAddr = const uint8_t*;
+template <int kOff>
+inline void ldsm_x4(uint32_t r[4], SmemAddr a, EMU_SITE_ARGS) {
+  ldmatrix<4, false>(r, a + kOff, emu_line, emu_file);
+}
+#else
+using SmemAddr = uint32_t;
+template <int kOff>
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], SmemAddr a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4+%5];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a), "n"(kOff));
+}
+#endif
+
+// (a & kM) | (b & ~kM) in one LOP3, the mask an immediate.
+template <uint32_t kM>
+__device__ __forceinline__ uint32_t bit_select(uint32_t a, uint32_t b) {
+#if defined(GPTOSS_CUDA_EMU)
+  return (a & kM) | (b & ~kM);
+#else
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xE2;" : "=r"(d) : "r"(a), "n"(kM), "r"(b));
+  return d;
+#endif
+}
+
+// A word's nibbles and their signs: so = q & 0x80808080 holds the signs of the odd nibbles 1, 3, 5,
+// 7 at bits 7, 15, 23, 31; se = (q << 4) & 0x80808080 those of the even nibbles 0, 2, 4, 6 there.
+struct Nibbles {
+  uint32_t q, so, se;
+};
+// (In inline PTX, volatile: otherwise the compiler folds the shifts by 8 below back into shift + and
+// of q per pair and recomputes the sign words in the second 16-k chunk.)
+__device__ __forceinline__ Nibbles nibbles(uint32_t q) {
+#if defined(GPTOSS_CUDA_EMU)
+  return {q, q & 0x80808080u, (q << 4) & 0x80808080u};
+#else
+  uint32_t so, se;
+  asm volatile(
+      "{\n\t.reg .b32 t;\n\tand.b32 %0, %2, 0x80808080;\n\tshl.b32 t, %2, 4;\n\tand.b32 %1, t, 0x80808080;\n\t}"
+      : "=r"(so), "=r"(se)
+      : "r"(q));
+  return {q, so, se};
+#endif
+}
+
+// Nibbles i and i + 4 of n.q as bf16x2 = value * 2^-126 (low half nibble i): the magnitude bits
+// e1 e0 m shifted to bits 8..6 and 24..22 (kEm), everything else from a sign word that holds the
+// two signs at bits 15 and 31 and nothing but zeros or other signs at bits 7 and 23, which lie
+// inside kEm and are not selected: per pair one shift for the magnitude, one LOP3, and for i < 2 one
+// shift of the sign word by 8 (nibble i's sign at 4i + 3 -> 15, the other signs 8 apart stay at 7 mod 8).
 template <int i>
-__device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t q) {
-  constexpr uint32_t kEm = 0x01C001C0u, kSign = 0x80008000u;
-  if constexpr (i == 0) return and_or(q << 6, kEm, (q << 12) & kSign);
-  if constexpr (i == 1) return and_or(q << 2, kEm, (q << 8) & kSign);
-  if constexpr (i == 2) return and_or(q >> 2, kEm, (q << 4) & kSign);
-  return and_or(q >> 6, kEm, q & kSign);
+__device__ __forceinline__ uint32_t e2m1x2_raw(const Nibbles& n) {
+  constexpr uint32_t kEm = 0x01C001C0u;
+  if constexpr (i == 0) return bit_select<kEm>(n.q << 6, n.se << 8);
+  if constexpr (i == 1) return bit_select<kEm>(n.q << 2, n.so << 8);
+  if constexpr (i == 2) return bit_select<kEm>(n.q >> 2, n.se);
+  return bit_select<kEm>(n.q >> 6, n.so);
 }
 
 // The factor of one scale byte s as bf16x2: 2^(s - 65) = 2^(s - 127) (E8M0) * 2^126 (the decode)
@@ -139,8 +191,8 @@ __device__ __forceinline__ uint32_t scale_factor(uint32_t s) {
 }
 constexpr float kUnbias = 18446744073709551616.f;  // 2^64
 template <int i>
-__device__ __forceinline__ uint32_t dequant(uint32_t q, uint32_t f) {
-  return bf16x2_mul(e2m1x2_raw<i>(q), f);
+__device__ __forceinline__ uint32_t dequant(const Nibbles& n, uint32_t f) {
+  return bf16x2_mul(e2m1x2_raw<i>(n), f);
 }
 
 // Element e (0..31) of a 32-block sits at position perm_pos(e) in the kernel's k order, and
@@ -150,6 +202,21 @@ __device__ __forceinline__ int perm_elem(int kappa) {
 }
 __device__ __forceinline__ int perm_pos(int e) {
   return 16 * ((e >> 1) & 1) + 8 * (e & 1) + 2 * (e >> 3) + ((e >> 2) & 1);
+}
+
+// One pair of n8 token tiles (J, J + 1) of a 16-k chunk, if it holds tokens: both tiles' B
+// fragments by one ldmatrix.x4 (rows 512 J bytes past xa), 4 mma.
+template <int J>
+__device__ __forceinline__ void mma_pair(float (&acc)[2][8][4], const uint32_t (&af)[2][4], SmemAddr xa, int jn) {
+  if (J < jn) {
+    uint32_t r[4];
+    ldsm_x4<512 * J>(r, xa);
+#pragma unroll
+    for (int at = 0; at < 2; ++at) {
+      mma_m16n8k16_bf16(acc[at][J], af[at], r, acc[at][J]);
+      mma_m16n8k16_bf16(acc[at][J + 1], af[at], r + 2, acc[at][J + 1]);
+    }
+  }
 }
 
 struct GemmArgs {
@@ -190,14 +257,17 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
     const int xr = tid >> 2, xc = tid & 3;
     const int xrow = row0 + min(xr, rows - 1);  // rows past the tile repeat its last row (not stored)
     const uint16_t* xsrc = a.xin + (kGateUp ? int64_t(a.order[xrow] / a.k) : int64_t(xrow)) * a.K + xc * 8;
-    const int xdst = kStageW + kStageS + xr * 64 + 16 * (xc ^ ((xr >> 1) & 3));
+    const int xdst = opaque(kStageW + kStageS + xr * 64 + 16 * (xc ^ ((xr >> 1) & 3)));
+    // Row tid's scale factor goes where its reader finds it: thread (warp w, g) reads the factors
+    // of its rows 32 w + 16 at + 8 hh + g as one 16-byte word at 16 (8 w + g), [at][hh].
+    const int sdst = opaque(kStageW + 16 * (8 * (tid >> 5) + (tid & 7)) + 8 * ((tid >> 4) & 1) + 4 * ((tid >> 3) & 1));
 
     for (int s = 0; s < kStages - 1; ++s) {
       if (s < nb) {
         uint8_t* st = smem + s * kStageBytes;
         cp_async16(st + tid * 16, wsrc + size_t(s) * 16);
         cp_async16(st + xdst, xsrc + s * 32);
-        st[kStageW + tid] = __ldg(ssrc + s);
+        *reinterpret_cast<uint32_t*>(st + sdst) = scale_factor(__ldg(ssrc + s));
       }
       cp_async_commit();
     }
@@ -213,6 +283,8 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
     // ldmatrix row addresses (lanes 8i..8i+7: matrix i = n8 tile j + i / 2, k half i % 2) for
     // k16 chunk c, relative to the stage's token rows and n8 tile pair j: + 512 j. The swizzle term
     // (row / 2) % 4 depends on the lane only, as 8 j is a multiple of 8.
+    const int foff = opaque(kStageW + 16 * (8 * warp + g));  // this thread's scale factors in a stage
+    const int woff = opaque((32 * warp + g) * 4 + t4);        // and its first row's word (uint32 index)
     int xoff[2];
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
@@ -241,17 +313,30 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
       ++snext_src;
       if (active) {
         const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
-        const uint32_t* w = reinterpret_cast<const uint32_t*>(st);
+        const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
         const uint8_t* xs = st + kStageW + kStageS;
-        uint32_t q[2][2], f[2][2];  // the rows' words and scale factors
+        Nibbles q[2][2];  // the rows' words
+        uint32_t f[2][2];  // and scale factors
+        const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
+        f[0][0] = fv.x;
+        f[0][1] = fv.y;
+        f[1][0] = fv.z;
+        f[1][1] = fv.w;
 #pragma unroll
         for (int at = 0; at < 2; ++at)
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const int r = 32 * warp + 16 * at + 8 * hh + g;
-            q[at][hh] = w[r * 4 + t4];
-            f[at][hh] = scale_factor(st[kStageW + r]);
-          }
+          for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4]);
+        // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
+        // the compiler recomputes them inside each pair's branch).
+        SmemAddr xa[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+#if defined(GPTOSS_CUDA_EMU)
+          xa[c] = xs + xoff[c];
+#else
+          xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
+#endif
+        }
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           uint32_t af[2][4];
@@ -271,21 +356,13 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
           }
           // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments (a pair
           // past the tile's tokens is skipped; the odd tile of a half-used pair costs its mma).
-#pragma unroll
-          for (int j = 0; j < 8; j += 2) {
-            if (j < jn) {
-              uint32_t r[4];
-              ldmatrix<4, false>(r, xs + xoff[c] + 512 * j);
-#pragma unroll
-              for (int at = 0; at < 2; ++at) {
-                mma_m16n8k16_bf16(acc[at][j], af[at], r, acc[at][j]);
-                mma_m16n8k16_bf16(acc[at][j + 1], af[at], r + 2, acc[at][j + 1]);
-              }
-            }
-          }
+          mma_pair<0>(acc, af, xa[c], jn);
+          mma_pair<2>(acc, af, xa[c], jn);
+          mma_pair<4>(acc, af, xa[c], jn);
+          mma_pair<6>(acc, af, xa[c], jn);
         }
       }
-      if (kn < nb) nst[kStageW + tid] = uint8_t(snext);
+      if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
     }
 
     if (active) {

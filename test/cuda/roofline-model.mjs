@@ -146,13 +146,16 @@ export function matmulGemmUs(MT, T, N, K) {
   };
 }
 // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
-// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, barrier) and,
-// per pair of n8 token tiles holding tokens, 1 ldmatrix + 4 mma + a branch, twice (PER_PAIR); the
-// PTX k loop (static.json's hot loop) is the full tile's (4 pairs). Per item, the SM's time is its
+// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, the pair
+// checks, barrier) and, per pair of n8 token tiles holding tokens, 1 ldmatrix.x4 + 4 mma per 16-k
+// chunk, twice (PER_PAIR = 10, counted by hand in the sm_90 PTX: the row address is one register per
+// chunk with the pair's offset in the ldmatrix, and each pair's setp + bra runs whether or not it
+// holds tokens, so they are in the fixed part); the PTX k loop (static.json's hot loop) is the full
+// tile's (4 pairs). Per item, the SM's time is its
 // warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
 // the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost.
 // Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / 64) m-tiles. µs.
-export const PER_PAIR = 12;
+export const PER_PAIR = 10;
 export function moeGemmUs(gateUp, B, E) {
   return (gpu) => {
     const g = lab.gpus[gpu];
