@@ -204,9 +204,9 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
       const m = plan('cuda', T);
       const rows = Math.min(32, T);
       // scratch rows x (V f32, 197 chunks' 16 f32 lane sums, 25 slices' lists of 2,048 8-byte
-      // candidates and 24-byte records, a ticket), their 104-byte results, 2,048 8-byte candidates
-      // and 197 chunk sums each, T tickets
-      const perRow = V * 4 + 197 * 16 * 4 + 25 * (2048 * 8 + 24) + 4 + 104 + 2048 * 8 + 197 * 8;
+      // candidates and 24-byte records, a ticket), their 104-byte results, 2,048 8-byte candidates,
+      // 197 chunk sums and a zeroed ticket each, T tickets
+      const perRow = V * 4 + 197 * 16 * 4 + 25 * (2048 * 8 + 24) + 4 + 104 + 2048 * 8 + 197 * 8 + 4;
       expect(m.runner).toBeGreaterThanOrEqual(rows * perRow + T * 4);
       expect(m.runner).toBeLessThan(rows * perRow + T * 4 + 256);
       expect(m.arena).toBe(m.activations + m.scratch + m.logits + m.runner);

@@ -169,22 +169,22 @@ describe.skipIf(!hasCuda)('device sampling (cuda)', () => {
     const draws = 4 * 2;
     expect(host.logitBytes).toBe(draws * V * 4);
     expect(device.deviceRows).toBeGreaterThanOrEqual(4); // the greedy and the draw rows at least
-    // The greedy row brings back its 160-byte result, the draw its result, 197 chunk sums and one
+    // The greedy row brings back its 104-byte result, the draw its result, 197 chunk sums and one
     // 1024-id chunk of its row; only the top-k row, if the host declined, copies its whole row.
     const fullRows = draws - device.deviceRows;
     expect(device.logitBytes).toBeGreaterThan(fullRows * V * 4);
     expect(device.logitBytes).toBeLessThanOrEqual(fullRows * V * 4 + 2 * 1024 * 4);
-    expect(device.resultBytes).toBeLessThan(draws * (160 + 2048 * 8 + 197 * 8));
+    expect(device.resultBytes).toBeLessThan(draws * (104 + 2048 * 8 + 197 * 8));
   });
 
-  it('a batch of top-k rows alone at the real vocabulary: the two selection launches only, the draws the host sampler makes (cuda)', async () => {
-    // No greedy or draw row in the batch: sample_cuda skips the exp and lane-sum launches.
+  it('a batch of top-k rows alone at the real vocabulary: the selection launch only, the draws the host sampler makes (cuda)', async () => {
+    // No greedy or draw row in the batch: sample_cuda skips the exp launch.
     const { V, device, host } = await compare(tinyRealVocabCheckpoint(4), [1, 6, 1], 1, false);
     expect(V).toBe(201088);
     const draws = 3 * 2;
     expect(host.logitBytes).toBe(draws * V * 4);
     // A finished top-k row brings back its result and candidates; a declined one its whole row.
     expect(device.logitBytes).toBe((draws - device.deviceRows) * V * 4);
-    expect(device.resultBytes).toBeLessThanOrEqual(draws * (160 + 2048 * 8));
+    expect(device.resultBytes).toBeLessThanOrEqual(draws * (104 + 2048 * 8));
   });
 });

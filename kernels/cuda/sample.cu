@@ -4,11 +4,12 @@
 //           (a thread per id, each list stably sorted by id on the host: the caller's order), in
 //           shared memory and into proc; the slice's argmax; TopK: the slice's own K' best (4-pass
 //           8-bit radix select in shared memory, ordered compaction), listed in id order
+//           TopK: the block whose warp counts the row's slices last (a counter per row, left
+//           zero) merges them: the slices' argmax (ties to the lower id, in slice order) and the
+//           K' best of the slices' lists (every one of the row's K' best is among its slice's K'
+//           best), by the same radix select over their concatenation (id order), compacted in id
+//           order
 //                                                                    grid (slices, rows), 512 threads
-//   merge:  TopK: the slices' argmax (ties to the lower id, in slice order) and the K' best of the
-//           slices' lists (every one of the row's K' best is among its slice's K' best), by the
-//           same radix select over their concatenation (id order), compacted in id order
-//                                                                    grid (rows), 512 threads
 //   exp:    Greedy / Draw: the slices' argmax (every block, warp 0), the body's exps into proc, a
 //           chunk of kSampleChunk ids a block (one of exp_sum's blocks), and the chunk's `lanes` f32
 //           lane sums (chains of kSampleChunk / lanes adds); Draw: each chunk's double sum; the
@@ -32,7 +33,7 @@
 namespace gptoss {
 namespace cuda {
 namespace {
-constexpr int kThreads = 512, kWarps = kThreads / 32;  // select and merge
+constexpr int kThreads = 512, kWarps = kThreads / 32;  // select (and its merge)
 constexpr int kExpThreads = 256;                        // one chunk of kSampleChunk ids a block
 constexpr int kMaxLanes = 16;  // lane sums stored per chunk (the widest CPU vector)
 constexpr uint32_t kKeyNegInf = 0x007fffffu;  // order_key(-inf)
@@ -219,6 +220,78 @@ struct SliceRec {
 };
 constexpr int kSliceCap = kSampleMaxCandidates;  // candidates a slice lists (K' <= 2048)
 
+// TopK, in the block of sample_select whose warp counted a row's slices last: the slices' argmax
+// and the K' best of the slices' lists (their concatenation is in id order), compacted in id order.
+// Its shared arrays are sample_select's.
+__device__ __forceinline__ void merge_slices(int V, int S, int r, const SampleCudaRow& row, const float* proc,
+                                             const float* lists, const SliceRec* recs, SampleCudaOut* outs,
+                                             SampleCudaCand* cands, int* start, uint32_t* red_key, int* red_id,
+                                             int* hist, int (*warp_tot)[kWarps], uint32_t* sel) {
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int n = row.n;
+  const float* l = proc + size_t(r) * V;
+  const SliceRec* rec = recs + size_t(r) * S;
+  SampleCudaOut& out = outs[r];
+
+  uint32_t bk = 0;
+  int bi = n;
+  for (int s = tid; s < S; s += kThreads) better(bk, bi, rec[s].key, rec[s].id);
+  block_best(&bk, &bi, red_key, red_id);
+  if (bk == 0) bi = n - 1;  // every logit NaN (the CPU's scan ends on the last one)
+  if (tid == 0) out.best = bi, out.max = l[bi];
+  // start[]: the slices' counts scanned by warp 0, 32 at a time; and the eligible total.
+  if (tid < 32) {
+    int run = 0, eligible = 0;
+    for (int s0 = 0; s0 < S; s0 += 32) {
+      const int c = s0 + lane < S ? rec[s0 + lane].count : 0;
+      eligible += s0 + lane < S ? rec[s0 + lane].eligible : 0;
+      int incl = c;
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += u;
+      }
+      if (s0 + lane < S) start[s0 + lane] = run + incl - c;
+      run += __reduce_add_sync(kFullMask, c);
+    }
+    for (int o = 16; o > 0; o >>= 1) eligible += __shfl_xor_sync(kFullMask, eligible, o);
+    if (lane == 0) start[S] = run, sel[1] = uint32_t(eligible);
+  }
+  __syncthreads();
+  const int total = start[S], eligible = int(sel[1]);
+  // Candidate j of the concatenation: its slice by binary search over start[].
+  const auto at = [&](int j) {
+    int a = 0, b = S;
+    while (b - a > 1) {
+      const int mid = (a + b) >> 1;
+      if (start[mid] <= j) a = mid;
+      else b = mid;
+    }
+    return (size_t(r) * S + a) * 2 * kSliceCap + size_t(j - start[a]);
+  };
+  const auto key = [&](int j) { return order_key(lists[at(j)]); };
+  // The radix passes: a warp per slice's list (no search).
+  const auto each = [&](auto f) {
+    for (int s = tid >> 5; s < S; s += kWarps) {
+      const float* list = lists + (size_t(r) * S + s) * 2 * kSliceCap;
+      for (int j = lane; j < start[s + 1] - start[s]; j += 32) f(order_key(list[j]));
+    }
+  };
+  uint32_t T;
+  bool all;
+  int need;
+  radix_select(row.ncand, each, hist, sel, &T, &all, &need);
+  SampleCudaCand* c = cands + size_t(r) * kSampleMaxCandidates;
+  const int written = compact(
+      total, T, all, need, key,
+      [&](int slot, int j) {
+        const size_t k = at(j);
+        c[slot].id = reinterpret_cast<const int*>(lists + kSliceCap)[k];
+        c[slot].logit = lists[k];
+      },
+      warp_tot[0], warp_tot[1]);
+  if (tid == 0) out.count = written, out.eligible = eligible;
+}
+
 // One block per (slice of kSampleSlice ids, row): the logits with the mask, the slice's listed ids
 // (bias, penalties) over them, into shared memory and the processed row; the slice's argmax; TopK:
 // its K' best by (key, lower id), listed in id order (their union holds the row's K' best).
@@ -226,13 +299,16 @@ __global__ void __launch_bounds__(kThreads, 2)
     sample_select(const float* __restrict__ logits, int64_t ld, int V, const SampleCudaRow* __restrict__ rows,
                   const SampleCudaEntry* __restrict__ entries, const uint32_t* __restrict__ allow_all,
                   float* __restrict__ proc, float* __restrict__ lists, SliceRec* __restrict__ recs,
-                  unsigned* __restrict__ tickets) {
+                  unsigned* __restrict__ tickets, SampleCudaOut* __restrict__ outs, SampleCudaCand* __restrict__ cands,
+                  unsigned* __restrict__ merge_tickets) {
   __shared__ float v[kSampleSlice];
   __shared__ uint32_t red_key[kWarps];
   __shared__ int red_id[kWarps];
   __shared__ int hist[256];
   __shared__ int warp_tot[2][kWarps];  // compact's per-warp counts
   __shared__ uint32_t sel[2];
+  __shared__ bool counted_last[kWarps];
+  __shared__ int start[kSampleMaxSlices + 1];  // the merge's: start[s], candidates of the slices before s
   const int r = blockIdx.y, s = blockIdx.x, S = gridDim.x, tid = threadIdx.x;
   const SampleCudaRow& row = rows[r];
   if (row.path == int32_t(SamplePath::FullRow)) return;
@@ -312,90 +388,28 @@ __global__ void __launch_bounds__(kThreads, 2)
   int* ci = reinterpret_cast<int*>(cl + kSliceCap);
   const int count = compact(m, T, all, need, key, [&](int at, int i) { cl[at] = v[i], ci[at] = lo + i; }, warp_tot[0], warp_tot[1]);
   if (tid == 0) rec = {bk, bi, count, eligible, 0.f, 0.f};
-}
-
-// One block per TopK row: the slices' argmax and the K' best of the slices' lists (their
-// concatenation is in id order), compacted in id order. (sample_exp finishes Greedy / Draw rows.)
-__global__ void __launch_bounds__(kThreads)
-    sample_merge(int V, int S, const SampleCudaRow* __restrict__ rows, const float* __restrict__ proc,
-                 const float* __restrict__ lists, const SliceRec* __restrict__ recs, SampleCudaOut* __restrict__ outs,
-                 SampleCudaCand* __restrict__ cands) {
-  __shared__ int start[kSampleMaxSlices + 1];  // start[s]: candidates of the slices before s
-  __shared__ uint32_t red_key[kWarps];
-  __shared__ int red_id[kWarps];
-  __shared__ int hist[256];
-  __shared__ int warp_tot[2][kWarps];  // compact's per-warp counts
-  __shared__ uint32_t sel[2];
-  const int r = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
-  const SampleCudaRow& row = rows[r];
-  if (row.path != int32_t(SamplePath::TopK)) return;
-  const int n = row.n;
-  const float* l = proc + size_t(r) * V;
-  const SliceRec* rec = recs + size_t(r) * S;
-  SampleCudaOut& out = outs[r];
-
-  uint32_t bk = 0;
-  int bi = n;
-  for (int s = tid; s < S; s += kThreads) better(bk, bi, rec[s].key, rec[s].id);
-  block_best(&bk, &bi, red_key, red_id);
-  if (bk == 0) bi = n - 1;  // every logit NaN (the CPU's scan ends on the last one)
-  if (tid == 0) out.best = bi, out.max = l[bi];
-  // start[]: the slices' counts scanned by warp 0, 32 at a time; and the eligible total.
-  if (tid < 32) {
-    int run = 0, eligible = 0;
-    for (int s0 = 0; s0 < S; s0 += 32) {
-      const int c = s0 + lane < S ? rec[s0 + lane].count : 0;
-      eligible += s0 + lane < S ? rec[s0 + lane].eligible : 0;
-      int incl = c;
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(kFullMask, incl, o);
-        if (lane >= o) incl += u;
-      }
-      if (s0 + lane < S) start[s0 + lane] = run + incl - c;
-      run += __reduce_add_sync(kFullMask, c);
-    }
-    for (int o = 16; o > 0; o >>= 1) eligible += __shfl_xor_sync(kFullMask, eligible, o);
-    if (lane == 0) start[S] = run, sel[1] = uint32_t(eligible);
+  // Each warp counts itself done for the row after its stores (the processed slice, its list, the
+  // record) and fences; the last of the row's S x kWarps counts sets the counter back to zero (no
+  // other warp of the row reads it again) and its block merges the slices. Which block that is
+  // does not change a bit: the merge reads only what every block stored.
+  __threadfence();
+  __syncwarp();
+  if ((tid & 31) == 0) {
+    const bool is_last = atomicAdd(merge_tickets + r, 1u) == unsigned(S * kWarps - 1);
+    if (is_last) merge_tickets[r] = 0u;
+    counted_last[tid >> 5] = is_last;
   }
   __syncthreads();
-  const int total = start[S], eligible = int(sel[1]);
-  // Candidate j of the concatenation: its slice by binary search over start[].
-  const auto at = [&](int j) {
-    int a = 0, b = S;
-    while (b - a > 1) {
-      const int mid = (a + b) >> 1;
-      if (start[mid] <= j) a = mid;
-      else b = mid;
-    }
-    return (size_t(r) * S + a) * 2 * kSliceCap + size_t(j - start[a]);
-  };
-  const auto key = [&](int j) { return order_key(lists[at(j)]); };
-  // The radix passes: a warp per slice's list (no search).
-  const auto each = [&](auto f) {
-    for (int s = tid >> 5; s < S; s += kWarps) {
-      const float* list = lists + (size_t(r) * S + s) * 2 * kSliceCap;
-      for (int j = lane; j < start[s + 1] - start[s]; j += 32) f(order_key(list[j]));
-    }
-  };
-  uint32_t T;
-  bool all;
-  int need;
-  radix_select(row.ncand, each, hist, sel, &T, &all, &need);
-  SampleCudaCand* c = cands + size_t(r) * kSampleMaxCandidates;
-  const int written = compact(
-      total, T, all, need, key,
-      [&](int slot, int j) {
-        const size_t k = at(j);
-        c[slot].id = reinterpret_cast<const int*>(lists + kSliceCap)[k];
-        c[slot].logit = lists[k];
-      },
-      warp_tot[0], warp_tot[1]);
-  if (tid == 0) out.count = written, out.eligible = eligible;
+  bool last = false;
+  for (int w = 0; w < kWarps; ++w) last = last || counted_last[w];
+  if (!last) return;
+  __threadfence();  // the other blocks' slices, after their counts
+  merge_slices(V, S, r, row, proc, lists, recs, outs, cands, start, red_key, red_id, hist, warp_tot, sel);
 }
 
 // Greedy / Draw: one block per (chunk of kSampleChunk body ids, row); a row with no body still has
 // its block 0. Each block merges the slices' argmax (warp 0: the same (key, lower id) order as
-// sample_merge; every key 0, i.e. every logit NaN: id n - 1, as the CPU's scan ends), then writes
+// merge_slices; every key 0, i.e. every logit NaN: id n - 1, as the CPU's scan ends), then writes
 // the exps exp((l - max) * scale) by the CPU's formula into the processed row and the chunk's W f32
 // lane sums in exp_sum's order (a chunk is one of its blocks: lane j adds ids j, j + W, ... of the
 // chunk in order; warp 1); Draw: the chunk's double sum, in the order the host's bound assumes (32
@@ -500,6 +514,8 @@ void check_args(const SampleCudaArgs& a) {
     throw invalid_argument("sample: need 1 <= V <= 8388608, 0 <= rows < 65536, ld >= V");
   if (a.rows > 0 && (!a.logits || !a.row || !a.out || !a.cand || !a.scratch || !a.chunks))
     throw invalid_argument("sample: null pointer");
+  if (a.rows > 0 && ((a.paths >> int(SamplePath::TopK)) & 1u) && !a.tickets)
+    throw invalid_argument("sample: top-k rows need tickets ([rows] zeros)");
   if (a.scratch_bytes < sample_cuda_scratch(a.rows, a.V))
     throw invalid_argument("sample: scratch must hold sample_cuda_scratch(rows, V) bytes");
 }
@@ -656,13 +672,8 @@ void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream) {
   const auto has = [&](SamplePath p) { return (a.paths >> int(p)) & 1u; };
   if (!has(SamplePath::Greedy) && !has(SamplePath::TopK) && !has(SamplePath::Draw)) return;
   GPTOSS_LAUNCH(sample_select, dim3(unsigned(S), unsigned(a.rows)), dim3(kThreads), 0, stream, a.logits, a.ld, a.V,
-                a.row, a.entries, a.allow, a.scratch, lists, recs, tickets);
+                a.row, a.entries, a.allow, a.scratch, lists, recs, tickets, a.out, a.cand, a.tickets);
   check_launch("sample (select)");
-  if (has(SamplePath::TopK)) {
-    GPTOSS_LAUNCH(sample_merge, dim3(unsigned(a.rows)), dim3(kThreads), 0, stream, a.V, S, a.row, a.scratch, lists, recs,
-                  a.out, a.cand);
-    check_launch("sample (merge)");
-  }
   if (!has(SamplePath::Greedy) && !has(SamplePath::Draw)) return;
   GPTOSS_LAUNCH(sample_exp, dim3(unsigned(sample_cuda_chunks(a.V)), unsigned(a.rows)), dim3(kExpThreads), 0, stream,
                 a.V, S, a.row, a.scratch, recs, a.out, a.chunks, clanes, tickets);

@@ -101,10 +101,11 @@ struct SampleCudaArgs {
   SampleCudaCand* cand;             // [rows, kSampleMaxCandidates]
   double* chunks;                   // [rows, sample_cuda_chunks(V)]: Draw rows' chunk sums over the body
   uint32_t paths = ~0u;             // bit 1 << SamplePath for each path a row takes: launches for others are skipped
+  unsigned* tickets = nullptr;      // [rows] zero before the first call, left zero (TopK rows' slice counts)
 };
 size_t sample_cuda_scratch(int rows, int V);
-// Select by slices; then merge per row when a row is TopK, and the exps and their sum when a row is
-// Greedy or Draw. Throws ERR_INVALID_ARGUMENT before launching.
+// Select by slices (and, in the last block of a TopK row, the merge of its slices); then the exps
+// and their sum when a row is Greedy or Draw. Throws ERR_INVALID_ARGUMENT before launching.
 void sample_cuda(const SampleCudaArgs& a, cudaStream_t stream);
 
 // Host: finishes row r's draw from its out (and, for TopK, its out.count candidates; for Draw, its

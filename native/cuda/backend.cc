@@ -551,6 +551,9 @@ class CudaRunner final : public StepRunner {
       sample_out_ = device_block(sizeof(SampleCudaOut) * size_t(chunk), "the sampler's results");
       sample_cand_ = device_block(sizeof(SampleCudaCand) * size_t(chunk) * kSampleMaxCandidates, "the sampler's candidates");
       sample_chunks_ = device_block(sizeof(double) * size_t(chunk) * size_t(sample_cuda_chunks(vocab)), "the sampler's chunk sums");
+      // Zeroed once; every launch leaves them zero (each top-k row's count of its slices wraps).
+      sample_tickets_ = device_block(sizeof(unsigned) * size_t(chunk), "the sampler's tickets");
+      gpu::fill_zero(sample_tickets_.get(), sizeof(unsigned) * size_t(chunk), stream_);
     }
     // The rows, entries and mask words packed into one block, uploaded in one copy.
     auto round = [](size_t b) { return (b + 255) / 256 * 256; };
@@ -589,7 +592,7 @@ class CudaRunner final : public StepRunner {
         if (!some) continue;
         sample_cuda({logits_ + size_t(at) * size_t(vocab), vocab, vocab, n, drows + at, dent, dallow,
                      static_cast<float*>(sample_scratch_.get()), sample_cuda_scratch(chunk, vocab), dout, dcand, dchunks,
-                     batch.paths},
+                     batch.paths, static_cast<unsigned*>(sample_tickets_.get())},
                     stream_);
         // The next chunk reuses the device buffers: these copies are queued before its launches.
         gpu::copy_d2h(outs_.data() + at, dout, sizeof(SampleCudaOut) * size_t(n), stream_);
@@ -693,7 +696,8 @@ class CudaRunner final : public StepRunner {
     const size_t rows = size_t(sample_rows(plan));
     const size_t sampler = vocab > 0 ? sample_cuda_scratch(int(rows), vocab) + rows * sizeof(SampleCudaOut) +
                                            rows * kSampleMaxCandidates * sizeof(SampleCudaCand) +
-                                           rows * size_t(sample_cuda_chunks(vocab)) * sizeof(double)
+                                           rows * size_t(sample_cuda_chunks(vocab)) * sizeof(double) +
+                                           rows * sizeof(unsigned)
                                      : 0;
     return size_t(ticket_count(plan, gemm_sms)) * sizeof(unsigned) + sampler;
   }
@@ -722,7 +726,7 @@ class CudaRunner final : public StepRunner {
   std::vector<SampleCudaOut> outs_;
   std::vector<SampleCudaCand> cands_;
   std::vector<double> chunks_;
-  std::shared_ptr<void> sample_scratch_, sample_out_, sample_cand_, sample_chunks_, params_dev_;
+  std::shared_ptr<void> sample_scratch_, sample_out_, sample_cand_, sample_chunks_, sample_tickets_, params_dev_;
   uint8_t* params_pinned_ = nullptr;
   size_t params_cap_ = 0;
   Transfers transfers_;

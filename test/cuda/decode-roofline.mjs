@@ -337,35 +337,21 @@ function step(mname, ctx, B) {
 
 // Device sampling of the B rows (backend.cc reduce_rows: sample_cuda per chunk of up to 32 rows,
 // after the step and outside its graph). The top-k path (top-k 40, 300 listed ids a row, the lab's
-// shapes) is two launches a chunk: select (a block per slice of 8192 ids: mask, listed ids, the
-// slice's argmax and K' best) and merge (a block per row: the K' best of the slices' candidates).
+// shapes) is one launch a chunk: select (a block per slice of 8192 ids: mask, listed ids, the
+// slice's argmax and K' best), whose last block of each row merges its slices (the K' best of the
+// slices' candidates).
 // Greedy and draw rows: drawSampling below.
 function sampling(B) {
   const n = Math.min(B, 32),
     chunks = Math.ceil(B / 32);
-  const names =
+  const select =
     n === 1
-      ? [
-          [
-            'sample_select',
-            "gpt-oss decode, 1 row of 201088, top-k 40 (K' 144): mask, 300 listed ids, 25 slices of 8192 (argmax, each slice's K' best)",
-          ],
-          [
-            'sample_merge',
-            "1 row, top-k 40 (K' 144): 25 slices' argmax, 4 radix passes over their 3600 candidates (a warp a list), compaction in id order",
-          ],
-        ]
-      : [
-          [
-            'sample_select',
-            `${n} rows of 201088, top-k 40: ${25 * n} slices of 8192 (mask, listed ids, argmax, K' best)`,
-          ],
-          [
-            'sample_merge',
-            `${n} rows, top-k 40: 25 slices' 3600 candidates a row, 4 radix passes, compaction (one CTA a row)`,
-          ],
-        ];
-  return (gpu) => chunks * names.reduce((a, [k, l]) => a + roof(k, l, gpu).predictedUs + GAP_US, 0);
+      ? "gpt-oss decode, 1 row of 201088, top-k 40 (K' 144): mask, 300 listed ids, 25 slices of 8192 (argmax, each slice's K' best)"
+      : `${n} rows of 201088, top-k 40: ${25 * n} slices of 8192 (mask, listed ids, argmax, K' best)`;
+  // The merge runs after the row's other slices, in one block of the same launch: a tail of one
+  // CTA a row (the 25 slices' records and 3,600 candidates read, K' written: 74,288 bytes a row).
+  const merge = (gpu) => staticUs('sample_select', gpu, { blocks: n, bytes: 74288 * n });
+  return (gpu) => chunks * (roof('sample_select', select, gpu).predictedUs + merge(gpu) + GAP_US);
 }
 
 // Whole-distribution draws (gpt-oss's recommended temperature 1, no top-k) and greedy rows: select

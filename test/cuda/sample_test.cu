@@ -170,8 +170,11 @@ int check(int V, const std::vector<Case>& cases, const std::vector<std::vector<f
   lab::DeviceBuf<gptoss::SampleCudaCand> dcand(size_t(R) * gptoss::kSampleMaxCandidates);
   const int nch = gptoss::sample_cuda_chunks(V);
   lab::DeviceBuf<double> dchunks(size_t(R) * nch);
-  gptoss::sample_cuda({dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, scratch_bytes, dout.p, dcand.p, dchunks.p},
-                      nullptr);
+  lab::DeviceBuf<unsigned> dtickets(std::vector<unsigned>(size_t(R), 0u));
+  gptoss::sample_cuda(
+      {dl.p, V, V, R, drow.p, dent.p, dallow.p, dscratch.p, scratch_bytes, dout.p, dcand.p, dchunks.p, ~0u, dtickets.p},
+      nullptr);
+  for (unsigned t : dtickets.download()) LAB_CHECK(t == 0u, "a top-k row's slice counter was left at %u, not zero", t);
   const auto out = dout.download();
   const auto cand = dcand.download();
   const auto chunks = dchunks.download();
