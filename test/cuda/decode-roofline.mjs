@@ -225,8 +225,8 @@ function step(mname, ctx, B) {
   }
 
   // The MLP's norm, router and top-k: one launch (launch_fused) below routerGemm's size; from it the
-  // norm alone, the router's logits on the bf16 GEMM (DRAM: W once, x, the logits and bias; against
-  // its mma model) and the top-k over them (a block per token).
+  // norm alone, the router's logits on the bf16 GEMM (gemmUs and its split tail, as the projections)
+  // and the top-k over them (a block per token).
   if (!routerGemm(B, E)) {
     const routerName =
       B === 1
@@ -239,10 +239,8 @@ function step(mname, ctx, B) {
       group: 'router',
       kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
       n: L,
-      us: (gpu) => {
-        const dram = E * H * 2 + B * H * 4 + B * E * 4 + E * 2;
-        return Math.max((dram / (lab.gpus[gpu].bandwidthGBs * 1e9)) * 1e6, matmulGemmUs(gemmMT(B), B, E, H)(gpu));
-      },
+      extra: splitTailUs(B, E, H),
+      us: gemmUs(B, E, H, false),
     });
     ks.push({
       group: 'router',
