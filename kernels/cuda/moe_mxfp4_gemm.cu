@@ -10,17 +10,19 @@
 // pass reads whole m-tiles of it without a gather) and w(p) is the slot's routing weight (1 for the
 // op's unweighted contract).
 //
-// The GEMM kernel, persistent: grid = min(work items, ctas), CTA b takes items b, b + grid, ...;
+// The GEMM kernel, persistent: grid = min(work items, the CTAs that fit on the device's SMs), CTA b
+// takes items b, b + grid, ...;
 // an item is (m-tile, n-tile), m-tile-major, so CTAs running at the same time share an expert's
 // activations and weights in L2. Every output element is computed by exactly one CTA in a fixed
 // order: bit-identical runs whatever the schedule. Empty experts have no tiles, so skew costs
 // nothing but the work there is.
-// Tile: 256 weight rows (the mma's M side: the weights are the A operand) x 64 sorted rows (tokens,
-// the N side) x K in steps of 32 (one MXFP4 block). 8 warps, each 32 weight rows (two m16 tiles) x
-// 64 tokens (eight n8 tiles): 16 mma.sync.m16n8k16 per 16 k, 64 f32 accumulators per thread.
-// A 4-stage cp.async pipeline moves per step the 256 rows' 16-byte blocks (4 KB, one cp.async per
-// thread) and the 64 token rows' 32 bf16 (4 KB, one cp.async per thread, 16-byte pieces XOR-swizzled
-// by row so that ldmatrix reads are conflict-free); the 256 scale bytes (rows 90 bytes apart, not
+// Tile: 256 weight rows (the mma's M side: the weights are the A operand) x an m-tile of 64 or 128
+// sorted rows (tokens, the N side; Tile<kPairs>: 4 or 8 pairs of n8 tiles) x K in steps of 32 (one
+// MXFP4 block). 8 warps, each 32 weight rows (two m16 tiles) x all the m-tile's tokens: 4 kPairs
+// mma.sync.m16n8k16 per 16 k, 16 kPairs f32 accumulators per thread. A 4-stage cp.async pipeline
+// moves per step the 256 rows' 16-byte blocks (4 KB, one cp.async per thread) and the token rows'
+// 32 bf16 (4 or 8 KB, one or two cp.async per thread, 16-byte pieces XOR-swizzled by row so that
+// ldmatrix reads are conflict-free); the 256 scale bytes (rows 90 bytes apart, not
 // 16-byte aligned: cp.async cannot) are read into a register one step ahead and stored after the
 // step's math as their bf16x2 factor words (below), placed so that each reading thread finds its 4
 // rows' factors in one 16-byte word (one LDS.128, broadcast to the 4 lanes of a row group). For
@@ -44,12 +46,14 @@
 // normal bf16 for every scale up to 192; the f32 accumulators are multiplied by 2^64 in the
 // epilogue) gives the weight times 2^-64 exactly: 13 + 4 fma = 17 instructions a word (were 19 with
 // a shift and a mask per sign), 68 per warp and 32-k step for its 32 x 32 weights, shared by the 8
-// n8 tiles (~2.1 per mma). The k loop's PTX per 32 mma (nvcc 13, sm_90): gate_up 183 instructions,
-// down 174 (were 208 and 242: the ldmatrix row address is one register per 16-k chunk with each
-// pair's offset inside the instruction, not 3 adds per ldmatrix; the scale factor is made once by
-// the loading thread, not 4 LDS.U8 + 4 multiply-adds per reader; the copies' shared addresses are
-// kept in registers): 32 mma, 8 ldmatrix.x4, 16 fma.rn.bf16x2, 16 lop3, 5 LDS, 2 cp.async, 1 LDG.U8
-// + 1 STS for the scales, the rest shifts, masks, addresses, 8 pair checks, the loop and the barrier.
+// or 16 n8 tiles (~2.1 or ~1.1 per mma). The 64-row tile's k loop, PTX per 32 mma (nvcc 13, sm_90):
+// gate_up 183 instructions, down 174 (were 208 and 242: the ldmatrix row address is one register
+// per 16-k chunk with each pair's offset inside the instruction, not 3 adds per ldmatrix; the
+// scale factor is made once by the loading thread, not 4 LDS.U8 + 4 multiply-adds per reader; the
+// copies' shared addresses are kept in registers): 32 mma, 8 ldmatrix.x4, 16 fma.rn.bf16x2, 16
+// lop3, 5 LDS, 2 cp.async, 1 LDG.U8 + 1 STS for the scales, the rest shifts, masks, addresses, 8
+// pair checks, the loop and the barrier. The 128-row tile's, per count of pairs p (no checks, one
+// more cp.async): about 120 + 10 p without the f32 moves ptxas folds, 203 for 64 mma at p = 8.
 // Precision: the weights are exact in bf16; x and act are rounded to bf16 (relative 2^-8), products
 // and sums are f32 (the tensor core's internal rounding aside). The tolerance is derived in
 // test/cuda/moe_mxfp4_gemm_test.cu.
@@ -58,7 +62,9 @@
 #include "kernels/cuda/moe_mxfp4_gemm.cuh"
 
 #include <algorithm>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/moe_dispatch.cuh"
@@ -69,15 +75,24 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 constexpr int kTileN = 256;  // weight rows per work item
-constexpr int kTileM = 64;   // sorted rows (tokens) per m-tile
 constexpr int kStages = 4;
 constexpr int kStageW = kTileN * 16;  // the rows' 16-byte blocks
 constexpr int kStageS = kTileN * 4;   // their scale factors (bf16x2 words), in reading order
-constexpr int kStageX = kTileM * 64;  // 64 rows x 32 bf16
-constexpr int kStageBytes = kStageW + kStageS + kStageX;
-constexpr size_t kSmem = size_t(kStages) * kStageBytes;  // 36864: under 48 KB, 2 CTAs per SM
 static_assert((kStages & (kStages - 1)) == 0, "stage indices wrap with a mask");
-constexpr int kDefaultCtas = 2 * 132;
+constexpr int kDefaultSms = 132;  // an H100 SXM's
+// The two m-tiles: kPairs pairs of n8 token tiles, 16 kPairs sorted rows. 64 rows (4 pairs): 64
+// accumulators a thread, 36 KB of stages, 2 CTAs an SM. 128 rows (8 pairs): each weight decoded in
+// registers feeds twice the mma, for 128 accumulators a thread, 52 KB of stages (opted in past
+// 48 KB), 1 CTA an SM; the bigger groups of prefill take it (moe_mxfp4_gemm_tile_rows).
+template <int kPairs>
+struct Tile {
+  static constexpr int kM = 16 * kPairs;
+  static constexpr int kStageX = kM * 64;  // kM rows x 32 bf16
+  static constexpr int kStageBytes = kStageW + kStageS + kStageX;
+  static constexpr size_t kSmem = size_t(kStages) * kStageBytes;
+  static constexpr int kCtasPerSm = kPairs == 8 ? 1 : 2;
+  static constexpr int kXCopies = kM * 4 / kThreads;  // 16-byte token pieces a thread copies per step
+};
 
 // f32 -> bf16 bits, round to nearest even (NaN stays NaN).
 __device__ __forceinline__ uint32_t f32_to_bf16_bits(float f) {
@@ -204,10 +219,10 @@ __device__ __forceinline__ int perm_pos(int e) {
   return 16 * ((e >> 1) & 1) + 8 * (e & 1) + 2 * (e >> 3) + ((e >> 2) & 1);
 }
 
-// One pair of n8 token tiles (J, J + 1) of a 16-k chunk, if it holds tokens: both tiles' B
-// fragments by one ldmatrix.x4 (rows 512 J bytes past xa), 4 mma.
-template <int J>
-__device__ __forceinline__ void mma_pair(float (&acc)[2][8][4], const uint32_t (&af)[2][4], SmemAddr xa, int jn) {
+// One pair of n8 token tiles (J, J + 1) of a 16-k chunk, if it holds tokens (J < jn): both tiles'
+// B fragments by one ldmatrix.x4 (rows 512 J bytes past xa), 4 mma.
+template <int J, int NJ>
+__device__ __forceinline__ void mma_pair(float (&acc)[2][NJ][4], const uint32_t (&af)[2][4], SmemAddr xa, int jn) {
   if (J < jn) {
     uint32_t r[4];
     ldsm_x4<512 * J>(r, xa);
@@ -216,6 +231,24 @@ __device__ __forceinline__ void mma_pair(float (&acc)[2][8][4], const uint32_t (
       mma_m16n8k16_bf16(acc[at][J], af[at], r, acc[at][J]);
       mma_m16n8k16_bf16(acc[at][J + 1], af[at], r + 2, acc[at][J + 1]);
     }
+  }
+}
+// The first sizeof...(P) pairs in order, each with its offset as a constant.
+template <int NJ, size_t... P>
+__device__ __forceinline__ void mma_pairs(float (&acc)[2][NJ][4], const uint32_t (&af)[2][4], SmemAddr xa, int jn,
+                                          std::index_sequence<P...>) {
+  (mma_pair<2 * int(P)>(acc, af, xa, jn), ...);
+}
+// f(std::integral_constant<int, n>()) for the runtime n in [P, kMax]: each count its own code.
+template <int P, int kMax, class F>
+__device__ __forceinline__ void with_pairs(int n, F&& f) {
+  if constexpr (P == kMax) {
+    f(std::integral_constant<int, P>());
+  } else {
+    if (n == P)
+      f(std::integral_constant<int, P>());
+    else
+      with_pairs<P + 1, kMax>(n, f);
   }
 }
 
@@ -236,8 +269,10 @@ struct GemmArgs {
   const float* route_w;  // down: [S] routing weights, or null (unweighted)
 };
 
-template <bool kGateUp>
-__global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a) {
+template <bool kGateUp, int kPairs>
+__global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
+  using Tl = Tile<kPairs>;
+  constexpr int kTileM = Tl::kM, kStageBytes = Tl::kStageBytes, kXC = Tl::kXCopies;
   uint8_t* smem = dynamic_shared<uint8_t>();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
   const int nb = a.K / 32;
@@ -254,9 +289,14 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
     grow = min(grow, a.N - 1);
     const uint8_t* wsrc = a.wb + (size_t(e) * a.N + grow) * size_t(nb) * 16;
     const uint8_t* ssrc = a.ws + (size_t(e) * a.N + grow) * size_t(nb);
+    // Token rows xr + 64 h (h < kXC): the swizzle term (row / 2) % 4 is the same for each h.
     const int xr = tid >> 2, xc = tid & 3;
-    const int xrow = row0 + min(xr, rows - 1);  // rows past the tile repeat its last row (not stored)
-    const uint16_t* xsrc = a.xin + (kGateUp ? int64_t(a.order[xrow] / a.k) : int64_t(xrow)) * a.K + xc * 8;
+    const uint16_t* xsrc[kXC];
+#pragma unroll
+    for (int h = 0; h < kXC; ++h) {
+      const int xrow = row0 + min(xr + 64 * h, rows - 1);  // rows past the tile repeat its last row (not stored)
+      xsrc[h] = a.xin + (kGateUp ? int64_t(a.order[xrow] / a.k) : int64_t(xrow)) * a.K + xc * 8;
+    }
     const int xdst = opaque(kStageW + kStageS + xr * 64 + 16 * (xc ^ ((xr >> 1) & 3)));
     // Row tid's scale factor goes where its reader finds it: thread (warp w, g) reads the factors
     // of its rows 32 w + 16 at + 8 hh + g as one 16-byte word at 16 (8 w + g), [at][hh].
@@ -266,20 +306,26 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
       if (s < nb) {
         uint8_t* st = smem + s * kStageBytes;
         cp_async16(st + tid * 16, wsrc + size_t(s) * 16);
-        cp_async16(st + xdst, xsrc + s * 32);
+#pragma unroll
+        for (int h = 0; h < kXC; ++h) cp_async16(st + xdst + 4096 * h, xsrc[h] + s * 32);
         *reinterpret_cast<uint32_t*>(st + sdst) = scale_factor(__ldg(ssrc + s));
       }
       cp_async_commit();
     }
-    float acc[2][8][4];
+    float acc[2][2 * kPairs][4];
 #pragma unroll
     for (int at = 0; at < 2; ++at)
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 2 * kPairs; ++j)
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[at][j][r] = 0.f;
     const bool active = n0 + 32 * warp < a.N;  // N is a multiple of 32: a warp's rows all or none
-    const int jn = (rows + 7) >> 3;            // n8 tiles holding tokens
+    // Pairs of n8 tiles holding tokens. The 128-row tile's k loop is compiled once per count
+    // (with_pairs): no pair is checked inside it. The 64-row tile checks each pair per 16-k chunk
+    // (2 instructions; compiled per count, its sm_90 build spilled past the 128 registers that 2
+    // CTAs an SM allow). The odd tile of a half-used pair costs its mma.
+    const int np = (rows + 15) >> 4;
+    const int jn = kPairs == 8 ? 2 * kPairs : (rows + 7) >> 3;  // n8 tiles checked against
     // ldmatrix row addresses (lanes 8i..8i+7: matrix i = n8 tile j + i / 2, k half i % 2) for
     // k16 chunk c, relative to the stage's token rows and n8 tile pair j: + 512 j. The swizzle term
     // (row / 2) % 4 depends on the lane only, as 8 j is a multiple of 8.
@@ -294,76 +340,82 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
 
     // The next step's sources, advanced by one block per step (cheaper than recomputing them).
     const uint8_t* wnext = wsrc + size_t(kStages - 1) * 16;
-    const uint16_t* xnext = xsrc + (kStages - 1) * 32;
+    const uint16_t* xnext[kXC];
+#pragma unroll
+    for (int h = 0; h < kXC; ++h) xnext[h] = xsrc[h] + (kStages - 1) * 32;
     const uint8_t* snext_src = ssrc + (kStages - 1);
-    for (int kb = 0; kb < nb; ++kb) {
-      cp_async_wait<kStages - 2>();
-      __syncthreads();  // stage kb landed for every thread; stage kb - 1 is free
-      const int kn = kb + kStages - 1;
-      uint8_t* const nst = smem + (kn & (kStages - 1)) * kStageBytes;
-      uint32_t snext = 0;
-      if (kn < nb) {
-        cp_async16(nst + tid * 16, wnext);
-        cp_async16(nst + xdst, xnext);
-        snext = __ldg(snext_src);
-      }
-      cp_async_commit();
-      wnext += 16;
-      xnext += 32;
-      ++snext_src;
-      if (active) {
-        const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
-        const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
-        const uint8_t* xs = st + kStageW + kStageS;
-        Nibbles q[2][2];  // the rows' words
-        uint32_t f[2][2];  // and scale factors
-        const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
-        f[0][0] = fv.x;
-        f[0][1] = fv.y;
-        f[1][0] = fv.z;
-        f[1][1] = fv.w;
+    auto k_loop = [&](auto pairs) {
+      for (int kb = 0; kb < nb; ++kb) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();  // stage kb landed for every thread; stage kb - 1 is free
+        const int kn = kb + kStages - 1;
+        uint8_t* const nst = smem + (kn & (kStages - 1)) * kStageBytes;
+        uint32_t snext = 0;
+        if (kn < nb) {
+          cp_async16(nst + tid * 16, wnext);
 #pragma unroll
-        for (int at = 0; at < 2; ++at)
+          for (int h = 0; h < kXC; ++h) cp_async16(nst + xdst + 4096 * h, xnext[h]);
+          snext = __ldg(snext_src);
+        }
+        cp_async_commit();
+        wnext += 16;
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4]);
-        // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
-        // the compiler recomputes them inside each pair's branch).
-        SmemAddr xa[2];
+        for (int h = 0; h < kXC; ++h) xnext[h] += 32;
+        ++snext_src;
+        if (active) {
+          const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
+          const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
+          const uint8_t* xs = st + kStageW + kStageS;
+          Nibbles q[2][2];  // the rows' words
+          uint32_t f[2][2];  // and scale factors
+          const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
+          f[0][0] = fv.x;
+          f[0][1] = fv.y;
+          f[1][0] = fv.z;
+          f[1][1] = fv.w;
 #pragma unroll
-        for (int c = 0; c < 2; ++c) {
+          for (int at = 0; at < 2; ++at)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4]);
+          // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
+          // the compiler recomputes them inside each pair's branch).
+          SmemAddr xa[2];
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
 #if defined(GPTOSS_CUDA_EMU)
-          xa[c] = xs + xoff[c];
+            xa[c] = xs + xoff[c];
 #else
-          xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
+            xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
 #endif
-        }
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          uint32_t af[2][4];
-#pragma unroll
-          for (int at = 0; at < 2; ++at) {
-            if (c == 0) {
-              af[at][0] = dequant<0>(q[at][0], f[at][0]);
-              af[at][1] = dequant<0>(q[at][1], f[at][1]);
-              af[at][2] = dequant<1>(q[at][0], f[at][0]);
-              af[at][3] = dequant<1>(q[at][1], f[at][1]);
-            } else {
-              af[at][0] = dequant<2>(q[at][0], f[at][0]);
-              af[at][1] = dequant<2>(q[at][1], f[at][1]);
-              af[at][2] = dequant<3>(q[at][0], f[at][0]);
-              af[at][3] = dequant<3>(q[at][1], f[at][1]);
-            }
           }
-          // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments (a pair
-          // past the tile's tokens is skipped; the odd tile of a half-used pair costs its mma).
-          mma_pair<0>(acc, af, xa[c], jn);
-          mma_pair<2>(acc, af, xa[c], jn);
-          mma_pair<4>(acc, af, xa[c], jn);
-          mma_pair<6>(acc, af, xa[c], jn);
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            uint32_t af[2][4];
+#pragma unroll
+            for (int at = 0; at < 2; ++at) {
+              if (c == 0) {
+                af[at][0] = dequant<0>(q[at][0], f[at][0]);
+                af[at][1] = dequant<0>(q[at][1], f[at][1]);
+                af[at][2] = dequant<1>(q[at][0], f[at][0]);
+                af[at][3] = dequant<1>(q[at][1], f[at][1]);
+              } else {
+                af[at][0] = dequant<2>(q[at][0], f[at][0]);
+                af[at][1] = dequant<2>(q[at][1], f[at][1]);
+                af[at][2] = dequant<3>(q[at][0], f[at][0]);
+                af[at][3] = dequant<3>(q[at][1], f[at][1]);
+              }
+            }
+            // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
+            mma_pairs(acc, af, xa[c], jn, std::make_index_sequence<decltype(pairs)::value>());
+          }
         }
+        if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
       }
-      if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
-    }
+    };
+    if constexpr (kPairs == 8)
+      with_pairs<1, kPairs>(np, k_loop);
+    else
+      k_loop(std::integral_constant<int, kPairs>());
 
     if (active) {
 #pragma unroll
@@ -371,7 +423,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_mxfp4_gemm_kernel(GemmArgs a)
         const int r = n0 + 32 * warp + 16 * at + g;  // down: output rows r, r + 8
         const int pair = (n0 >> 1) + (2 * warp + at) * 8 + g;  // gate_up: activation index
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < 2 * kPairs; ++j) {
 #pragma unroll
           for (int l = 0; l < 2; ++l) {
             const int tok = 8 * j + 2 * t4 + l;
@@ -430,7 +482,8 @@ Scratch carve(uint8_t* base, int T, int k, int E, int H, int I) {
   const size_t S = size_t(T) * size_t(k);
   ScratchCarver c{base, 0, SIZE_MAX};
   Scratch s;
-  s.dispatch_bytes = moe_dispatch_scratch_cuda(T, k, E, kTileM);
+  // Sized for the 64-row m-tiles: the 128-row tiles' plan is smaller and is carved from the front.
+  s.dispatch_bytes = moe_dispatch_scratch_cuda(T, k, E, 64);
   s.dispatch = c.take<uint8_t>(s.dispatch_bytes);
   s.xb = c.take<uint16_t>(size_t(T) * H);
   s.act = c.take<uint16_t>(S * I);
@@ -452,26 +505,49 @@ void check_args(const MoeMxfp4Args& a, const char* op) {
     throw invalid_argument(p + "scratch must hold moe_mxfp4_gemm_scratch_cuda(T, k, E, H, I) bytes");
 }
 
+// One GEMM pass over the dispatch's m-tiles: a persistent grid of the CTAs that fit on `sms` SMs.
+template <bool kGateUp, int kPairs>
+void launch_gemm(const GemmArgs& g, int max_tiles, int sms, cudaStream_t stream) {
+  using Tl = Tile<kPairs>;
+  if (Tl::kSmem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
+    static std::once_flag once;
+    std::call_once(once, [] {
+      cudaFuncSetAttribute(moe_mxfp4_gemm_kernel<kGateUp, kPairs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(Tl::kSmem));
+    });
+  }
+  const int items = max_tiles * ((g.N + kTileN - 1) / kTileN);
+  GPTOSS_LAUNCH((moe_mxfp4_gemm_kernel<kGateUp, kPairs>), dim3(unsigned(std::min(items, Tl::kCtasPerSm * sms))),
+                dim3(kThreads), Tl::kSmem, stream, g);
+  check_launch(kGateUp ? "moe_mxfp4_gemm (gate_up)" : "moe_mxfp4_gemm (down)");
+}
+
+template <int kPairs>
+void gemms(const MoeMxfp4Args& a, const Scratch& s, const MoeDispatchPlan& d, float* y, const float* route_w, int sms,
+           cudaStream_t stream) {
+  const int max_tiles = moe_dispatch_max_tiles(a.T * a.k, a.E, Tile<kPairs>::kM);
+  launch_gemm<true, kPairs>(GemmArgs{s.xb, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w1_blocks,
+                                     a.w1_scales, a.b1, 2 * a.I, a.H, a.k, a.E, s.act, a.limit, a.alpha, nullptr, nullptr},
+                            max_tiles, sms, stream);
+  launch_gemm<false, kPairs>(GemmArgs{s.act, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w2_blocks,
+                                      a.w2_scales, a.b2, a.H, a.I, a.k, a.E, nullptr, 0.f, 0.f, y, route_w},
+                             max_tiles, sms, stream);
+}
+
 // Dispatch, conversion, gate_up and down; y: the per-slot output rows, route_w: null or weights.
-void run(const MoeMxfp4Args& a, float* y, const float* route_w, int ctas, cudaStream_t stream) {
+void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int tile_rows, cudaStream_t stream) {
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
-  moe_dispatch_cuda(a.idx, a.T, a.k, a.E, kTileM, s.dispatch, s.dispatch_bytes, stream);
-  const MoeDispatchPlan d = moe_dispatch_carve(s.dispatch, a.T, a.k, a.E, kTileM);
+  if (tile_rows == 0) tile_rows = moe_mxfp4_gemm_tile_rows(a.T, a.k, a.E);
+  if (sms <= 0) sms = kDefaultSms;
+  moe_dispatch_cuda(a.idx, a.T, a.k, a.E, tile_rows, s.dispatch, s.dispatch_bytes, stream);
+  const MoeDispatchPlan d = moe_dispatch_carve(s.dispatch, a.T, a.k, a.E, tile_rows);
   GPTOSS_LAUNCH(moe_mxfp4_gemm_x_bf16, dim3(unsigned((a.H + kConvThreads - 1) / kConvThreads), unsigned(a.T)),
                 dim3(kConvThreads), 0, stream, a.x, a.ldx, a.H, s.xb, a.idx, a.k, a.E, route_w ? nullptr : y);
   check_launch("moe_mxfp4_gemm (x to bf16)");
-  const int max_tiles = moe_dispatch_max_tiles(a.T * a.k, a.E, kTileM);
-  if (ctas <= 0) ctas = kDefaultCtas;
-  GemmArgs g{s.xb, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w1_blocks, a.w1_scales, a.b1,
-             2 * a.I, a.H, a.k, a.E, s.act, a.limit, a.alpha, nullptr, nullptr};
-  int items = max_tiles * ((g.N + kTileN - 1) / kTileN);
-  GPTOSS_LAUNCH(moe_mxfp4_gemm_kernel<true>, dim3(unsigned(std::min(items, ctas))), dim3(kThreads), kSmem, stream, g);
-  check_launch("moe_mxfp4_gemm (gate_up)");
-  g = GemmArgs{s.act, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w2_blocks, a.w2_scales, a.b2,
-               a.H, a.I, a.k, a.E, nullptr, 0.f, 0.f, y, route_w};
-  items = max_tiles * ((g.N + kTileN - 1) / kTileN);
-  GPTOSS_LAUNCH(moe_mxfp4_gemm_kernel<false>, dim3(unsigned(std::min(items, ctas))), dim3(kThreads), kSmem, stream, g);
-  check_launch("moe_mxfp4_gemm (down)");
+  if (tile_rows == 128)
+    gemms<8>(a, s, d, y, route_w, sms, stream);
+  else
+    gemms<4>(a, s, d, y, route_w, sms, stream);
 }
 }  // namespace
 }  // namespace cuda
@@ -481,23 +557,35 @@ bool moe_mxfp4_use_gemm(int T, int k, int E) {
   return 4 * S >= int64_t(13) * E || S >= 65536;
 }
 
+int moe_mxfp4_gemm_tile_rows(int T, int k, int E) { return int64_t(T) * k >= int64_t(48) * E ? 128 : 64; }
+
 size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I) { return cuda::carve(nullptr, T, k, E, H, I).bytes; }
 
-void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int ctas, cudaStream_t stream) {
+namespace {
+void check_tile_rows(int tile_rows) {
+  if (tile_rows != 0 && tile_rows != 64 && tile_rows != 128)
+    throw invalid_argument("moe_mxfp4_gemm: tile_rows must be 0 (by the shape), 64 or 128");
+}
+}  // namespace
+
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows) {
   using namespace cuda;
   check_args(a, "moe_mxfp4_gemm");
+  check_tile_rows(tile_rows);
   if (!a.y) throw invalid_argument("moe_mxfp4_gemm: null pointer y");
   if (a.T == 0) return;
-  run(a, a.y, nullptr, ctas, stream);
+  run(a, a.y, nullptr, sms, tile_rows, stream);
 }
 
-void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int ctas, cudaStream_t stream) {
+void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int sms, cudaStream_t stream,
+                                 int tile_rows) {
   using namespace cuda;
   check_args(a, "moe_mxfp4_gemm");
+  check_tile_rows(tile_rows);
   if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4_gemm: need route_w, out and ldo >= H");
   if (a.T == 0) return;
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
-  run(a, s.yw, f.route_w, ctas, stream);
+  run(a, s.yw, f.route_w, sms, tile_rows, stream);
   moe_dispatch_combine_cuda(s.yw, a.idx, a.T, a.k, a.E, a.H, f.out, f.ldo, f.accumulate, stream);
 }
 }  // namespace gptoss

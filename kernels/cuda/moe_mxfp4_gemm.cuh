@@ -20,6 +20,16 @@ namespace gptoss {
 // moeGemvUs and moeGemmUs): 3.5 slots per expert at 20b, 3.2 at 120b, on H100 and A100.
 bool moe_mxfp4_use_gemm(int T, int k, int E);
 
+// The grouped GEMM's m-tile, in sorted rows, from the step's shape: 128 when the experts average
+// 48 or more slots (T k >= 48 E: steps from 384 tokens on 20b, 1,536 on 120b), else 64. The
+// 128-row tile decodes each weight once for up to twice the mma, runs a k loop compiled for its
+// item's count of token pairs (no per-pair checks), and takes an expert of up to 128 slots as one
+// item instead of two; it holds one CTA an SM. Below 48 slots the items are small and the kernel
+// streams weights: the 64-row tile's two CTAs an SM keep twice the bytes in flight, which the
+// issue model (test/cuda/roofline-model.mjs, moeGemmUs) does not see; that model has the 128-row
+// tile ahead by 11-12% at 48 slots on H100 and even on A100, and 21-58% past 52 on H100.
+int moe_mxfp4_gemm_tile_rows(int T, int k, int E);
+
 // Device scratch of both GEMM entry points: the dispatch (moe_dispatch_scratch_cuda(T, k, E, 64)),
 // x in bf16 [T, H], the SwiGLU activations in bf16 [T * k, I] and the weighted expert outputs
 // [T * k, H] f32 (used by the combined path only). About 12 T k H + 2 T H + 2 T k I bytes: 94 MB
@@ -28,12 +38,15 @@ size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
 
 // The op's contract: y[t * k + j] = W2[e] swiglu(W1[e] x[t] + b1[e]) + b2[e], unweighted; a slot
 // with an expert index outside [0, E) gets a NaN row (the CPU op throws). a.threads is ignored.
-// ctas: the most CTAs the persistent GEMM grid may have, 2 per SM of the device (its occupancy);
-// 0 takes 264 (an H100 SXM's 132 SMs; an A100 wants 216: more CTAs than fit would run a second
-// wave). The result does not depend on it.
-void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int ctas, cudaStream_t stream);
+// sms: the device's SMs (multiProcessorCount; 0 takes an H100 SXM's 132): the persistent GEMM grid
+// is as many CTAs as fit on them (2 per SM with 64-row m-tiles, 1 with 128), or fewer when there
+// are fewer work items. tile_rows: 64 or 128, or 0 for moe_mxfp4_gemm_tile_rows's choice (tests
+// run both). The bits depend on none of sms, the schedule or the tile size: every output is one
+// k loop, the same mma sequence on its row and token in either tile.
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows = 0);
 
 // With the routing weights applied in the down pass's epilogue and moe_combine after it:
 //   out[t] (+)= sum_j route_w[t, j] * y[t * k + j], j = 0..k-1 in this order (a.y is not used).
-void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int ctas, cudaStream_t stream);
+void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int sms, cudaStream_t stream,
+                                 int tile_rows = 0);
 }  // namespace gptoss

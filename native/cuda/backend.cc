@@ -282,7 +282,7 @@ void launch_op(const MoeMxfp4Op& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
   // Many tokens per expert: the grouped GEMM on the tensor cores (bf16 activations, so default mode
   // only); the rule reads the step's shape alone, which is part of a graph's key.
-  if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, o.k, o.E)) return moe_mxfp4_gemm_cuda(a, 2 * l.sm_count, l.s);
+  if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, o.k, o.E)) return moe_mxfp4_gemm_cuda(a, l.sm_count, l.s);
 #endif
   moe_mxfp4_cuda(a, l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
 #else
@@ -361,7 +361,7 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
     const MoeCombineFused f{c.f32(cb->wt), c.f32(cb->x), c.ld(cb->x), true};
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
     if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, m->k, m->E)) {
-      moe_mxfp4_gemm_combine_cuda(a, f, 2 * l.sm_count, l.s);
+      moe_mxfp4_gemm_combine_cuda(a, f, l.sm_count, l.s);
       return 2;
     }
 #endif

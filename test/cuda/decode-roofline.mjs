@@ -57,6 +57,7 @@ import {
   matmulGemmUs,
   models,
   moeGemm,
+  moeGemmKernel,
   moeGemmUs,
   roof,
   root,
@@ -301,7 +302,7 @@ function step(mname, ctx, B) {
     add('MoE', 'moe_mxfp4_gemm_x_bf16', `batched decode: ${B} tokens x 2880 to bf16`, L);
     add(
       'MoE',
-      'moe_mxfp4_gemm_kernel<true>',
+      moeGemmKernel(true, B, E),
       `${mname} batched decode gate_up: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (uniform routing; bytes: their W1 once, x bf16, act; flops: 2 S 2I H)`,
       L,
       0,
@@ -309,7 +310,7 @@ function step(mname, ctx, B) {
     );
     add(
       'MoE',
-      'moe_mxfp4_gemm_kernel<false>',
+      moeGemmKernel(false, B, E),
       `${mname} batched decode down: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (bytes: their W2 once, act, yw; flops: 2 S H I)`,
       L,
       0,

@@ -59,9 +59,15 @@ double row_err(const float* got, const float* want, int n) {
   return worst;
 }
 
+// A run: the SMs the persistent grid fills (0: 132) and the m-tile (0: by the shape, 64 or 128).
+struct Run {
+  int sms, tile;
+};
+// The default runs: the shape's own choice on a full grid, each tile size on a grid of a few CTAs
+// (each CTA loops over many items). Every run must give the same bits.
+const std::vector<Run> kRuns = {{0, 0}, {3, 64}, {2, 128}};
 // paths: 1 the contract, 2 the combined path, 3 both. schedules: every schedule, else forward only.
-// ctas: the persistent grids to run (each must give the same bits).
-void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, std::vector<int> ctas = {0, 3}) {
+void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, std::vector<Run> runs = kRuns) {
   const Shape& s = c.s;
   lab::Rng r(seed);
   const int S = s.T * s.k;
@@ -132,11 +138,11 @@ void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, s
   };
   double worst[2] = {0, 0};  // LAB_PRINT_ERR set: printed per case (to measure kTol)
   auto run = [&] {
-    for (int g : ctas) {
+    for (const Run& g : runs) {
       if (paths & 1) {
         cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
         cudaMemset(dscratch.p, 0xff, dscratch.n);
-        gptoss::moe_mxfp4_gemm_cuda(a, g, nullptr);
+        gptoss::moe_mxfp4_gemm_cuda(a, g.sms, nullptr, g.tile);
         const std::vector<float> got = dy.download();
         for (int i = 0; i < S; ++i) {
           const float* row = got.data() + size_t(i) * s.H;
@@ -146,15 +152,16 @@ void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, s
           }
           const double e = row_err(row, want.data() + size_t(i) * s.H, s.H);
           worst[0] = std::max(worst[0], e);
-          LAB_CHECK(e <= kTol, "T %d k %d E %d H %d I %d ctas %d slot %d (expert %d): error %.3g > %.1g", s.T, s.k, s.E,
-                    s.H, s.I, g, i, c.idx[i], e, kTol);
+          LAB_CHECK(e <= kTol, "T %d k %d E %d H %d I %d sms %d tile %d slot %d (expert %d): error %.3g > %.1g", s.T,
+                    s.k, s.E, s.H, s.I, g.sms, g.tile, i, c.idx[i], e, kTol);
         }
-        LAB_CHECK(same_bits(got, first_y), "T %d k %d E %d: y differs bitwise from the first run (ctas %d)", s.T, s.k, s.E, g);
+        LAB_CHECK(same_bits(got, first_y), "T %d k %d E %d: y differs bitwise from the first run (sms %d tile %d)", s.T,
+                  s.k, s.E, g.sms, g.tile);
       }
       if (paths & 2) {
         dout.upload(resid);
         cudaMemset(dscratch.p, 0xff, dscratch.n);
-        gptoss::moe_mxfp4_gemm_combine_cuda(a, {dwt.p, dout.p, s.H, true}, g, nullptr);
+        gptoss::moe_mxfp4_gemm_combine_cuda(a, {dwt.p, dout.p, s.H, true}, g.sms, nullptr, g.tile);
         const std::vector<float> got = dout.download();
         for (int t = 0; t < s.T; ++t) {
           if (c.bad_slot >= 0 && c.bad_slot / s.k == t) {
@@ -163,11 +170,11 @@ void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, s
           }
           const double e = row_err(got.data() + size_t(t) * s.H, want_comb.data() + size_t(t) * s.H, s.H);
           worst[1] = std::max(worst[1], e);
-          LAB_CHECK(e <= kTol, "combined, T %d k %d E %d H %d I %d ctas %d token %d: error %.3g > %.1g", s.T, s.k, s.E,
-                    s.H, s.I, g, t, e, kTol);
+          LAB_CHECK(e <= kTol, "combined, T %d k %d E %d H %d I %d sms %d tile %d token %d: error %.3g > %.1g", s.T,
+                    s.k, s.E, s.H, s.I, g.sms, g.tile, t, e, kTol);
         }
-        LAB_CHECK(same_bits(got, first_out), "T %d k %d E %d: out differs bitwise from the first run (ctas %d)", s.T, s.k,
-                  s.E, g);
+        LAB_CHECK(same_bits(got, first_out), "T %d k %d E %d: out differs bitwise from the first run (sms %d tile %d)", s.T,
+                  s.k, s.E, g.sms, g.tile);
       }
     }
   };
@@ -207,13 +214,27 @@ LAB_TEST("moe_mxfp4_gemm: 33 and 127 tokens (partial m-tiles), experts no token 
   Case c = random_case({33, 2, 9, 96, 160}, r);  // gate_up 320 rows: 2 n-tiles, the second 2 warps wide
   for (auto& e : c.idx) e = e == 4 ? 0 : e;   // expert 4: no token
   check(c, 45);
-  check(random_case({127, 4, 16, 64, 64}, r), 46, 3, true, {5});
+  check(random_case({127, 4, 16, 64, 64}, r), 46, 3, true, {{5, 0}, {2, 128}});
 }
-LAB_TEST("moe_mxfp4_gemm: every token on one expert (3 m-tiles of it), the other slot on two experts") {
+LAB_TEST("moe_mxfp4_gemm: every token on one expert (3 m-tiles of 64 rows, 2 of 128), the other slot on two experts") {
   lab::Rng r(47);
   Case c{{150, 2, 12, 64, 32}, {}, random_x(150, 64, r)};
   for (int t = 0; t < 150; ++t) c.idx.insert(c.idx.end(), {7, int32_t(t % 3 ? 2 : 11)});
-  check(c, 48, 3, true, {0, 2});
+  check(c, 48, 3, true, {{0, 0}, {2, 64}, {2, 128}});
+}
+LAB_TEST("moe_mxfp4_gemm: 200 tokens on 4 experts take the 128-row tile by their shape (100 slots an expert)") {
+  lab::Rng r(60);
+  const Case c = random_case({200, 2, 4, 64, 32}, r);
+  LAB_CHECK(gptoss::moe_mxfp4_gemm_tile_rows(200, 2, 4) == 128, "100 slots per expert do not take the 128-row tile");
+  check(c, 61, 3, false, {{0, 0}, {3, 64}, {1, 128}});
+}
+LAB_TEST("moe_mxfp4_gemm: experts with 1 to 8 pairs of n8 token tiles (the 128-row tile's k loop per count)") {
+  // Expert e gets 16 e + 9 slots: ceil(that / 16) = e + 1 pairs, the last half used.
+  lab::Rng r(62);
+  Case c{{520, 1, 8, 64, 32}, {}, random_x(520, 64, r)};
+  for (int e = 0; e < 8; ++e) c.idx.insert(c.idx.end(), size_t(16 * e + 9), e);
+  for (size_t i = c.idx.size() - 1; i > 0; --i) std::swap(c.idx[i], c.idx[r.next() % (i + 1)]);
+  check(c, 63, 3, false, {{1, 128}, {3, 64}});
 }
 LAB_TEST("moe_mxfp4_gemm: scales 2^-2 .. 2^7 (|w| up to 1536: past 2^1 the factor needs the 2^-64 bias)") {
   lab::Rng r(49);
@@ -239,7 +260,7 @@ LAB_TEST("moe_mxfp4_gemm: gpt-oss-20b shapes (E 32, H = I = 2880, k 4), 8 tokens
   const int32_t pick[4] = {3, 17, 30, 9};
   for (int t = 0; t < 8; ++t)
     for (int j = 0; j < 4; ++j) c.idx[t * 4 + j] = pick[(t + j) % 4];
-  check(c, 55, 2, false, {8});  // 8 CTAs: a block of the emulator costs its 256 fibers even when idle
+  check(c, 55, 2, false, {{4, 0}});  // 8 CTAs: a block of the emulator costs its 256 fibers even when idle
 }
 LAB_TEST("moe_mxfp4_gemm: bad shapes and alignment are ERR_INVALID_ARGUMENT before any launch") {
   std::vector<uint8_t> buf(1 << 16);
@@ -268,6 +289,16 @@ LAB_TEST("moe_mxfp4_gemm: bad shapes and alignment are ERR_INVALID_ARGUMENT befo
   a = ok;
   a.scratch_bytes = 64;
   LAB_CHECK(rejects(a), "a short scratch was accepted");
+  try {
+    gptoss::moe_mxfp4_gemm_cuda(ok, 0, nullptr, 96);
+    LAB_CHECK(false, "tile_rows 96 was accepted");
+  } catch (const gptoss::Error& e) {
+    LAB_CHECK(e.code == "ERR_INVALID_ARGUMENT", "tile_rows 96: %s, not ERR_INVALID_ARGUMENT", e.code.c_str());
+  }
+  // T k >= 48 E: 20b from 384 tokens, 120b from 1,536.
+  LAB_CHECK(gptoss::moe_mxfp4_gemm_tile_rows(383, 4, 32) == 64 && gptoss::moe_mxfp4_gemm_tile_rows(384, 4, 32) == 128 &&
+                gptoss::moe_mxfp4_gemm_tile_rows(1535, 4, 128) == 64 && gptoss::moe_mxfp4_gemm_tile_rows(1536, 4, 128) == 128,
+            "the m-tile rule is not T k >= 48 E");
   // 4 T k >= 13 E: 20b from 26 tokens, 120b from 104.
   LAB_CHECK(!gptoss::moe_mxfp4_use_gemm(1, 4, 32) && !gptoss::moe_mxfp4_use_gemm(25, 4, 32) &&
                 !gptoss::moe_mxfp4_use_gemm(103, 4, 128),

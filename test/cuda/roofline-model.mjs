@@ -145,22 +145,27 @@ export function matmulGemmUs(MT, T, N, K) {
     return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / rate + tailClk) / (g.clockGHz * 1e3);
   };
 }
-// The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one 64-row
-// m-tile of an expert; per warp and 32-k step a fixed part (decode, scales, copies, the pair
-// checks, barrier) and, per pair of n8 token tiles holding tokens, 1 ldmatrix.x4 + 4 mma per 16-k
-// chunk, twice (PER_PAIR = 10, counted by hand in the sm_90 PTX: the row address is one register per
-// chunk with the pair's offset in the ldmatrix, and each pair's setp + bra runs whether or not it
-// holds tokens, so they are in the fixed part); the PTX k loop (static.json's hot loop) is the full
-// tile's (4 pairs). Per item, the SM's time is its
+// The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one m-tile
+// of an expert (16 kPairs sorted rows: 64 or 128, moeGemmTileRows); per warp and 32-k step a fixed
+// part (decode, scales, copies, the pair checks, barrier) and, per pair of n8 token tiles holding
+// tokens, 1 ldmatrix.x4 + 4 mma per 16-k chunk, twice (PER_PAIR = 10, counted by hand in the sm_90
+// PTX: the row address is one register per chunk with the pair's offset in the ldmatrix, and each
+// pair's setp + bra runs whether or not it holds tokens, so they are in the fixed part); the PTX k
+// loop (static.json's hot loop) is the full tile's (kPairs pairs). Per item, the SM's time is its
 // warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
-// the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost.
-// Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / 64) m-tiles. µs.
+// the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost
+// (2 CTAs an SM share its issue with 64-row tiles, 1 runs alone with 128: the same sum).
+// Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / rows) m-tiles. µs.
 export const PER_PAIR = 10;
-export function moeGemmUs(gateUp, B, E) {
+// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows.
+export const moeGemmTileRows = (T, E) => (T * KTOP >= 48 * E ? 128 : 64);
+export const moeGemmKernel = (gateUp, T, E) => `moe_mxfp4_gemm_kernel<${gateUp}, ${moeGemmTileRows(T, E) / 16}>`;
+export function moeGemmUs(gateUp, B, E, tileRows = moeGemmTileRows(B, E)) {
   return (gpu) => {
     const g = lab.gpus[gpu];
-    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}>`, gpu).hotLoop.instructions;
-    const base = loop - 4 * PER_PAIR;
+    const pairsMax = tileRows / 16;
+    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}, ${pairsMax}>`, gpu).hotLoop.instructions;
+    const base = loop - pairsMax * PER_PAIR;
     const nb = (gateUp ? H : I) / 32;
     const rowsN = gateUp ? 2 * I : H;
     const ntn = Math.ceil(rowsN / 256),
@@ -170,8 +175,8 @@ export function moeGemmUs(gateUp, B, E) {
     let items = 0,
       clk = 0;
     binomial(B, KTOP / E).forEach((p, n) => {
-      for (let r = n; r > 0; r -= 64) {
-        const rows = Math.min(64, r);
+      for (let r = n; r > 0; r -= tileRows) {
+        const rows = Math.min(tileRows, r);
         items += E * p * ntn;
         clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16));
       }
