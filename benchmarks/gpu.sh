@@ -11,6 +11,8 @@
 #   2b. the SASS: cuobjdump -sass of the test binary (every kernel, sm_80 and sm_90) into sass.txt and
 #      per-kernel counts of LDG.E.128, HMMA, LDL and STL into sass-counts.md (test/cuda/sass-counts.mjs),
 #      where cuobjdump exists (nvcc 13 on the build machine ships none)
+#   2c. the mma.sync rate (build-cuda-native/mma_peak: bf16 m16n8k16, f32 accumulate, from
+#      registers), the ceiling test/cuda/roofline-model.mjs takes as PEAK_BF16_TFLOPS
 #   3. gptoss check --device cuda (parity with the reference's logits on the fixtures)
 #   4. gptoss bench suite --device cuda --synthetic 20b and 120b
 # Everything lands in one folder (default gpu-results/<date>-<commit>/) with summary.txt.
@@ -58,6 +60,13 @@ if [ -x "$TESTS" ]; then
   fi
 else
   say "SKIP  kernel-lab tests, compute-sanitizer and SASS: $TESTS missing (run npm run build:cuda-native where nvcc is)"
+fi
+
+if [ -x build-cuda-native/mma_peak ]; then
+  step "mma.sync rate (the tensor-core models' peak)" mma-peak.txt build-cuda-native/mma_peak
+  grep '^best' "$OUT/mma-peak.txt" | sed 's/^/      /' | tee -a "$summary" >/dev/null
+else
+  say "SKIP  mma.sync rate: build-cuda-native/mma_peak missing (run npm run build:cuda-native where nvcc is)"
 fi
 
 if [ -f dist/cli/main.js ]; then
