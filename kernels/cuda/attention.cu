@@ -24,6 +24,7 @@
 // multiples of 4, q and the caches 16-byte aligned; scratch >= attention_scratch_cuda(...).
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/kv_cache.cuh"
+#include "kernels/cuda/mma.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -202,6 +203,175 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The split kernel's contract on the tensor cores, for a bf16 cache in default mode: the same
+// grid, partials and folded merge, with Q and the softmax weights P rounded to bf16 once (one mma
+// per product, as attention_prefill_bf16<false>). The CUDA-core kernel above spends ~0.68 PTX
+// instructions per byte of keys and values (8 heads x 64 dims of f32 FMAs per key), over twice what
+// an H100 issues per byte of its bandwidth; here a warp takes 32 of the split's 128 keys:
+//   S [16 x 32] = Q [16 x 64] K^T: the group's heads are rows 0..7 of the A operand (rows 8..15
+//     zero), each thread's K fragments read straight from the key rows (two 16-byte loads per key:
+//     the dims' order inside the dot is free, so thread t's k positions of chunk c are dims
+//     8t + 32 (c / 2) + 4 (c % 2) + 0..3, and Q's A fragments take the same dims); 16 mma.
+//   The warp's max and exp-sum per head (masked keys -inf; the 4 lanes of a row by xor shuffles).
+//   O [16 x 64] += P [16 x 32] V: P from S's accumulators (the A layout of the next mma), V staged
+//     by cp.async in the warp's own shared rows (16-byte pieces XOR-swizzled by row: conflict-free
+//     ldmatrix.trans), keys past the split's last zero-filled; 16 mma.
+// Each key's pool row is computed once, by its lane, and shuffled to the lanes that load it. The 4
+// warps' (max, sum, O) then meet in shared memory in warp order: the split's max, its sum and O
+// rescaled to it, written as the CUDA-core kernel's partials (or merged with the sink in place).
+constexpr int kMmaKeys = 32;                 // keys per warp
+constexpr int kMmaVBytes = kMmaKeys * kD * 2;  // a warp's V rows
+constexpr size_t kMmaSmem = size_t(kWarps) * (kMmaVBytes + (kMaxGroup * (kD + 2)) * 4);
+
+__global__ void __launch_bounds__(kThreads)
+    attention_split_mma(const float* __restrict__ q, int64_t ldq, const int32_t* __restrict__ positions,
+                        const uint16_t* __restrict__ kc, const uint16_t* __restrict__ vc, KvPages pages, int group,
+                        int window, float scale, float* __restrict__ parts, const uint16_t* __restrict__ sinks,
+                        float* __restrict__ out_final, int64_t ldo) {
+  uint8_t* const smem = dynamic_shared<uint8_t>();
+  const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+  const int Hq = int(gridDim.y) * group, width = int(gridDim.y) * kD;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+  uint16_t* const vs = reinterpret_cast<uint16_t*>(smem + warp * kMmaVBytes);  // [32 keys][64 dims]
+  float* const red = reinterpret_cast<float*>(smem + kWarps * kMmaVBytes);       // [warp][m[8], sum[8], O[8][64]]
+  const int64_t p = positions[t];
+  const int64_t lo = window > 0 ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
+  const int64_t j0 = lo + int64_t(s) * kSplit;
+  if (j0 > p) return;
+  if (out_final && p + 1 - lo > kSplit) {
+    for (int i = tid; i < group * kD; i += kThreads) out_final[t * ldo + int64_t(g) * group * kD + i] = NAN;
+    return;
+  }
+  const int n = int(p + 1 - j0 < kSplit ? p + 1 - j0 : kSplit);
+  const int32_t seq = pages.seq[t];
+
+  // Q as A fragments: row gq is head gq of the group (zero past it), the dims permuted as above.
+  uint32_t qa[4][2];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (gq < group) v = *reinterpret_cast<const float4*>(q + t * ldq + (int64_t(g) * group + gq) * kD + 8 * tq + 32 * (c >> 1) + 4 * (c & 1));
+    qa[c][0] = pack_bf16x2(v.x, v.y);
+    qa[c][1] = pack_bf16x2(v.z, v.w);
+  }
+  float o[8][4];
+#pragma unroll
+  for (int d = 0; d < 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m = -INFINITY, l = 0.f;  // row gq's max and this lane's share of its exp-sum
+
+  for (int kb = kMmaKeys * warp; kb < n; kb += kSplit) {
+    // Key kb + lane's pool row (the split's last key for lanes past it: loaded, never used).
+    const int64_t my_row = page_row(pages, seq, int32_t(j0 + (kb + lane < n ? kb + lane : n - 1)));
+    // V: row r (key kb + r) as 8 pieces of 16 bytes, piece c stored at c ^ (r % 8); past n, zeros.
+#pragma unroll
+    for (int it = 0; it < 8; ++it) {
+      const int i = lane + 32 * it, r = i >> 3, c = i & 7;
+      const int64_t row = __shfl_sync(kFullMask, my_row, r);
+      uint16_t* dst = vs + r * kD + 8 * (c ^ (r & 7));
+      if (kb + r < n)
+        cp_async16(dst, vc + row * width + g * kD + 8 * c);
+      else
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+    }
+    cp_async_commit();
+
+    // S = Q K^T, 4 n8 tiles of 8 keys: thread (gq, tq) holds key 8 j + gq's dims of its chunks.
+    float sc[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t row = __shfl_sync(kFullMask, my_row, 8 * j + gq);
+      const uint16_t* kr = kc + row * width + g * kD + 8 * tq;
+      const uint4 h0 = __ldg(reinterpret_cast<const uint4*>(kr)), h1 = __ldg(reinterpret_cast<const uint4*>(kr + 32));
+      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const uint4 h = c >> 1 ? h1 : h0;
+        const uint32_t b[2] = {c & 1 ? h.z : h.x, c & 1 ? h.w : h.y};
+        const uint32_t a[4] = {qa[c][0], 0u, qa[c][1], 0u};
+        mma_m16n8k16_bf16(sc[j], a, b, sc[j]);
+      }
+    }
+    // Row gq's scores (c[0], c[1]: keys 8 j + 2 tq, + 1), scaled; keys past n masked.
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = kb + 8 * j + 2 * tq + e;
+        sc[j][e] = key < n ? sc[j][e] * scale : -INFINITY;
+        mx = fmaxf(mx, sc[j][e]);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
+    m = mx;  // one pass: the warp's keys of the split
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        sc[j][e] = expf(sc[j][e] - m);
+        l += sc[j][e];
+      }
+
+    cp_async_wait<0>();
+    __syncwarp();
+    // O += P V: k16 chunk kk = keys 16 kk..16 kk + 15 (S tiles 2 kk, 2 kk + 1); dims in pairs of n8
+    // tiles, both B fragments of a pair by one ldmatrix.x4.trans (matrix i: keys + 8 (i % 2),
+    // dims + 8 (i / 2)).
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {
+      const uint32_t a[4] = {pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]), 0u, pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                             0u};
+      const int r = 16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7);
+#pragma unroll
+      for (int dp = 0; dp < 4; ++dp) {
+        uint32_t b[4];
+        ldmatrix<4, true>(b, vs + r * kD + 8 * ((2 * dp + (lane >> 4)) ^ (r & 7)));
+        mma_m16n8k16_bf16(o[2 * dp], a, b, o[2 * dp]);
+        mma_m16n8k16_bf16(o[2 * dp + 1], a, b + 2, o[2 * dp + 1]);
+      }
+    }
+  }
+  l += __shfl_xor_sync(kFullMask, l, 1);
+  l += __shfl_xor_sync(kFullMask, l, 2);
+
+  // The warps meet in shared memory: row gq's max, sum and O (c[0], c[1]: dims 8 d + 2 tq, + 1).
+  float* mine = red + warp * (kMaxGroup * (kD + 2));
+  if (gq < group && kMmaKeys * warp < n) {
+    if (tq == 0) {
+      mine[gq] = m;
+      mine[kMaxGroup + gq] = l;
+    }
+#pragma unroll
+    for (int d = 0; d < 8; ++d)
+      *reinterpret_cast<float2*>(mine + 2 * kMaxGroup + gq * kD + 8 * d + 2 * tq) = make_float2(o[d][0], o[d][1]);
+  }
+  __syncthreads();
+  float* part = parts + (size_t(t) * gridDim.x + s) * size_t(Hq) * (kD + 2);
+  for (int i = tid; i < group * kD; i += kThreads) {
+    const int h = i / kD, d = i % kD;
+    const int nw = (n + kMmaKeys - 1) / kMmaKeys;  // the warps that had keys (the others wrote nothing)
+    float M = -INFINITY;
+    for (int w = 0; w < nw; ++w) M = fmaxf(M, red[w * (kMaxGroup * (kD + 2)) + h]);
+    float sum = 0.f, acc = 0.f;
+    for (int w = 0; w < nw; ++w) {
+      const float* r = red + w * (kMaxGroup * (kD + 2));
+      const float f = expf(r[h] - M);
+      sum = fmaf(r[kMaxGroup + h], f, sum);
+      acc = fmaf(r[2 * kMaxGroup + h * kD + d], f, acc);
+    }
+    const int hh = g * group + h;
+    if (!out_final) {
+      if (d == 0) {
+        part[hh] = M;
+        part[Hq + hh] = sum;
+      }
+      part[2 * Hq + size_t(g) * group * kD + i] = acc;
+      continue;
+    }
+    out_final[t * ldo + int64_t(g) * group * kD + i] = merge_finish(bf16_bits_to_f32(sinks[hh]), 1, &M, &sum, &acc, 0);
+  }
+}
+
 // grid (ceil(q_heads * kD / 256), T): one thread per output element; a token's splits merged in
 // split order (the CPU op's merge: max with the sink first, then the rescaled sums).
 __global__ void __launch_bounds__(kMergeThreads)
@@ -238,7 +408,7 @@ size_t attention_scratch_plan_cuda(int max_T, int64_t max_context, int q_heads, 
   return std::min<size_t>(size_t(std::max(max_T, 0)), tokens) * one;
 }
 
-void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge) {
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge, bool mma) {
   using namespace cuda;
   if (a.T < 0 || a.T > 65535 || a.kv_heads < 1 || a.kv_heads > 65535 || a.q_heads < 1 || a.q_heads % a.kv_heads != 0 ||
       a.q_heads / a.kv_heads > kMaxGroup || a.window < 0 || max_context < 1 || !(a.scale > 0.f))
@@ -251,6 +421,7 @@ void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t st
   if (a.ldq < width || a.ldo < width || a.ldq % 4 != 0 || !aligned(a.q, 16) || !aligned(a.k_cache, 16) ||
       !aligned(a.v_cache, 16))
     throw invalid_argument("attention: need ldq, ldo >= q_heads * 64, ldq % 4 == 0, q and the caches 16-byte aligned");
+  if (mma && a.cache_dtype != DType::BF16) throw invalid_argument("attention: the tensor-core kernel needs a bf16 cache");
   if (a.T == 0) return;
   if (!a.q || !a.positions || !a.k_cache || !a.v_cache || !a.pages.seq || !a.pages.table || !a.sinks || !a.out || !a.scratch ||
       a.pages.ring < 1 || a.pages.page_size < 1)
@@ -274,7 +445,11 @@ void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t st
     const dim3 grid(unsigned(splits), unsigned(a.kv_heads), unsigned(n));
     // One split planned: the split kernel merges too (the same merge_finish), one launch.
     float* fin = fold_merge && splits == 1 ? out : nullptr;
-    if (a.cache_dtype == DType::F32)
+    if (mma)
+      GPTOSS_LAUNCH(attention_split_mma, grid, dim3(kThreads), kMmaSmem, stream, q, a.ldq, positions,
+                    static_cast<const uint16_t*>(a.k_cache), static_cast<const uint16_t*>(a.v_cache), pages, group,
+                    a.window, a.scale, parts, a.sinks, fin, a.ldo);
+    else if (a.cache_dtype == DType::F32)
       GPTOSS_LAUNCH(attention_split_f32<float>, grid, dim3(kThreads), 0, stream, q, a.ldq, positions,
                     static_cast<const float*>(a.k_cache), static_cast<const float*>(a.v_cache), pages, group, a.window,
                     a.scale, parts, a.sinks, fin, a.ldo);

@@ -24,5 +24,9 @@ size_t attention_scratch_plan_cuda(int max_T, int64_t max_context, int q_heads, 
 // same bits as the two-launch path, which tests ask for with false). a.scratch must hold at least
 // one token's (attention_scratch_cuda(1, ...)); the tokens go in launches of as many as it holds,
 // each token's result the same whatever the launch it is in.
-void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge = true);
+// mma: the split kernel on the tensor cores (a bf16 cache only; default mode's bf16 products: Q
+// and the softmax weights rounded to bf16 once, f32 sums), the same splits, partials and merge;
+// else the CUDA-core kernel, f32 products (every mode, both cache types).
+void attention_cuda(const AttentionArgs& a, int64_t max_context, cudaStream_t stream, bool fold_merge = true,
+                    bool mma = false);
 }  // namespace gptoss

@@ -55,16 +55,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 // sequences (int32): 33,536 bytes.
 constexpr size_t kSmemBytes = 4 * kKeys * kD * sizeof(uint16_t) + 3 * kRows * sizeof(int32_t);
 
-// Two f32 as bf16x2, round to nearest even; x in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
-  return r;
-#else
-  return uint32_t(f32_to_bf16_bits(x)) | uint32_t(f32_to_bf16_bits(y)) << 16;
-#endif
-}
 // (x, y) = hi + lo to 2^-16 relatively: hi = bf16(x), lo = bf16(x - hi); x - hi is exact in f32.
 __device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t& hi, uint32_t& lo) {
   hi = pack_bf16x2(x, y);

@@ -18,6 +18,16 @@ __device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
+// Two f32 as bf16x2, round to nearest even; x in the low half (the lower column of an mma fragment).
+__device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
+  return r;
+#else
+  return uint32_t(f32_to_bf16_bits(x)) | uint32_t(f32_to_bf16_bits(y)) << 16;
+#endif
+}
 __device__ __forceinline__ void store_cache(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_cache(uint16_t* p, float v) { *p = f32_to_bf16_bits(v); }
 }  // namespace gptoss::cuda

@@ -258,7 +258,9 @@ void launch_op(const AttentionOp& o, const Launch& l) {
   // bf16 products in default mode, hi + lo halves (two mma per product) in an exact program.
   if (l.prompt && kc.dtype == DType::BF16) return attention_prefill_cuda(a, l.s, l.plan.exact);
 #endif
-  attention_cuda(a, l.plan.max_context, l.s);
+  // Decode: the split kernel, on the tensor cores in default mode (bf16 Q and softmax weights, as
+  // prefill's), f32 CUDA-core products in an exact program or on an f32 cache.
+  attention_cuda(a, l.plan.max_context, l.s, true, !l.plan.exact && kc.dtype == DType::BF16);
 #else
   (void)o, (void)l;
   no_kernel("attention");

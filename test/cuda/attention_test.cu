@@ -21,6 +21,12 @@ namespace {
 // from the wrong row or dropped at a split edge moves an output by ~ its weight, far above this
 // with the small contexts (1 to 129 keys).
 constexpr double kTol = 7e-5;
+// The tensor-core split kernel (mma: default mode) rounds Q and the softmax weights P to bf16 once.
+// Its reference is the CPU op on Q rounded to bf16 as the kernel rounds it (the same operand, so
+// the logits agree to f32 rounding); what is left is P's rounding, each weight within 2^-8
+// relatively, which moves an output by at most 2^-8 sum_j w_j |v_j| <= 2^-8 (|v| <= 1; the
+// denominator sums the unrounded P), plus f32 order noise: attention_prefill_test.cu's bound.
+constexpr double kTolMma = 1.0 / 256 + 1e-5;
 
 struct Case {
   int q_heads, kv_heads, window;
@@ -31,8 +37,9 @@ struct Case {
 };
 
 // scratch_tokens: scratch for that many tokens only (0: all T), so the step runs in launches of
-// that many; the outputs must then also be bit for bit those of one launch.
-void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch_tokens = 0) {
+// that many; the outputs must then also be bit for bit those of one launch. mma: the tensor-core
+// kernel (bf16 caches), against the CPU on Q rounded to bf16, to kTolMma.
+void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch_tokens = 0, bool mma = false) {
   using gptoss::DType;
   lab::Rng r(seed);
   const int D = 64, T = int(c.positions.size()), Hq = c.q_heads, width = c.kv_heads * D;
@@ -56,6 +63,26 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch
       reinterpret_cast<uint16_t*>(vc.data())[i] = lab::f32_to_bf16(v);
     }
   }
+  // Pool rows no token's sequence has reached hold NaN, as a never-written row may: a kernel that
+  // reads past a token's keys (0 * NaN in a product) shows.
+  std::vector<char> reached(size_t(rows), 0);
+  for (int s = 0; s < S; ++s) {
+    int32_t top = -1;
+    for (int t = 0; t < T; ++t)
+      if (c.seq[t] == s) top = std::max(top, c.positions[t]);
+    for (int32_t pos = 0; pos <= top; ++pos)
+      reached[size_t(table[size_t(s) * c.ring + (pos / c.page_size) % c.ring]) * c.page_size + pos % c.page_size] = 1;
+  }
+  for (int64_t row = 0; row < rows; ++row)
+    if (!reached[size_t(row)])
+      for (int i = 0; i < width; ++i) {
+        const int64_t e = row * width + i;
+        if (c.dtype == DType::F32) {
+          reinterpret_cast<float*>(kc.data())[e] = reinterpret_cast<float*>(vc.data())[e] = NAN;
+        } else {
+          reinterpret_cast<uint16_t*>(kc.data())[e] = reinterpret_cast<uint16_t*>(vc.data())[e] = 0x7fc0;
+        }
+      }
   const int64_t ldq = int64_t(Hq) * D + 8 * (r.next() % 2);  // sometimes a wider row (the fused QKV row)
   std::vector<float> q(size_t(T) * ldq);
   for (auto& v : q) v = r.uniform(-1.f, 1.f) * 4.f;  // logits up to ~±32 * 0.125: peaked softmaxes too
@@ -68,7 +95,10 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch
   const int threads = gptoss::cpu::num_threads();
   std::vector<uint8_t> cpu_scratch(gptoss::attention_scratch_cpu(T, c.max_context, Hq, c.kv_heads, D, c.window, threads));
   gptoss::KvPages pages{c.seq.data(), table.data(), c.ring, c.page_size};
-  gptoss::attention_cpu({q.data(), ldq, c.positions.data(), kc.data(), vc.data(), c.dtype, pages, sinks.data(), want.data(), ldo,
+  std::vector<float> q_ref = q;
+  if (mma)
+    for (auto& v : q_ref) v = lab::bf16_to_f32(lab::f32_to_bf16(v));
+  gptoss::attention_cpu({q_ref.data(), ldq, c.positions.data(), kc.data(), vc.data(), c.dtype, pages, sinks.data(), want.data(), ldo,
                          T, Hq, c.kv_heads, D, c.window, scale, cpu_scratch.data(), cpu_scratch.size(), threads});
 
   lab::DeviceBuf<float> dq(q), dout(want.size());
@@ -83,7 +113,7 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch
     cudaMemset(dscratch.p, 0xff, full);
     gptoss::attention_cuda({dq.p, ldq, dpos.p, dk.p, dv.p, c.dtype, {dseq.p, dtable.p, c.ring, c.page_size}, dsinks.p, dout.p,
                             ldo, T, Hq, c.kv_heads, D, c.window, scale, dscratch.p, bytes, 0},
-                           c.max_context, nullptr);
+                           c.max_context, nullptr, true, mma);
     return dout.download();
   };
   const std::vector<float> one = scratch_tokens ? launch(full) : std::vector<float>();
@@ -95,9 +125,10 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch
     for (int t = 0; t < T; ++t)
       for (int i = 0; i < Hq * D; ++i) {
         const size_t j = size_t(t) * ldo + i;
-        const double e = std::fabs(double(got[j]) - want[j]);
-        LAB_CHECK(e <= kTol, "token %d (position %d, window %d, %s cache): out[head %d][%d] = %.8g, CPU %.8g (error %.3g > %.1g)", t,
-                  c.positions[t], c.window, c.dtype == DType::F32 ? "f32" : "bf16", i / D, i % D, got[j], want[j], e, kTol);
+        const double e = std::fabs(double(got[j]) - want[j]), tol = mma ? kTolMma : kTol;
+        LAB_CHECK(e <= tol, "token %d (position %d, window %d, %s cache%s): out[head %d][%d] = %.8g, CPU %.8g (error %.3g > %.1g)",
+                  t, c.positions[t], c.window, c.dtype == DType::F32 ? "f32" : "bf16", mma ? ", mma" : "", i / D, i % D,
+                  got[j], want[j], e, tol);
       }
   };
   if (every_schedule) lab::for_each_schedule(run);
@@ -106,7 +137,8 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true, int scratch
 
 // With one split planned, attention_cuda folds the merge into the split kernel (one launch): the
 // same bits as the split and merge launches, NaN past the planned context included.
-void check_folded(int window, gptoss::DType dtype, std::vector<int32_t> positions, int64_t max_context, uint64_t seed) {
+void check_folded(int window, gptoss::DType dtype, std::vector<int32_t> positions, int64_t max_context, uint64_t seed,
+                  bool mma = false) {
   using gptoss::DType;
   lab::Rng r(seed);
   const int D = 64, Hq = 8, Hkv = 2, width = Hkv * D, T = int(positions.size()), page = 64, ring = 8;
@@ -139,12 +171,12 @@ void check_folded(int window, gptoss::DType dtype, std::vector<int32_t> position
   const gptoss::AttentionArgs a{dq.p, Hq * D, dpos.p, dk.p, dv.p, dtype, {dseq.p, dtable.p, ring, page}, dsinks.p, dout.p,
                                 Hq * D, T, Hq, Hkv, D, window, 0.125f, dscratch.p, sbytes, 0};
   cudaMemset(dout.p, 0xff, dout.n * 4);
-  gptoss::attention_cuda(a, max_context, nullptr, false);
+  gptoss::attention_cuda(a, max_context, nullptr, false, mma);
   const std::vector<float> want = dout.download();
   lab::for_each_schedule([&] {
     cudaMemset(dout.p, 0xff, dout.n * 4);
     cudaMemset(dscratch.p, 0xff, sbytes);
-    gptoss::attention_cuda(a, max_context, nullptr, true);
+    gptoss::attention_cuda(a, max_context, nullptr, true, mma);
     const std::vector<float> got = dout.download();
     for (size_t i = 0; i < got.size(); ++i)
       LAB_CHECK(std::memcmp(&got[i], &want[i], 4) == 0 || (std::isnan(got[i]) && std::isnan(want[i])),
@@ -160,6 +192,22 @@ LAB_TEST("attention: one split planned (sliding window, or a full layer up to 12
   check_folded(0, gptoss::DType::BF16, {0, 64, 127, 200}, 128, 33);  // 200: past the planned context, NaN
 }
 
+LAB_TEST("attention: the tensor-core split kernel (default mode) folds the merge with the same bits as two launches") {
+  check_folded(128, gptoss::DType::BF16, {0, 5, 127, 128, 300}, 4096, 34, true);
+  check_folded(0, gptoss::DType::BF16, {0, 31, 32, 33, 64, 127, 200}, 128, 35, true);  // 200: past the planned context
+}
+LAB_TEST("attention: the tensor-core split kernel matches the CPU on Q in bf16: contexts 1 to 129, sliding and full, groups 8, 3, 1") {
+  for (int window : {0, 128})
+    check({64, 8, window, gptoss::DType::BF16, {0, 7, 31, 32, 33, 95, 126, 127, 128}, {0, 1, 2, 3, 4, 5, 6, 7, 8}, 16, 9, 144},
+          36 + window, window == 0, 0, true);
+  check({3, 3, 0, gptoss::DType::BF16, {5, 6, 7, 300}, {0, 0, 0, 1}, 8, 40, 320}, 37, true, 0, true);
+  check({24, 8, 0, gptoss::DType::BF16, {40, 129}, {0, 1}, 32, 5, 160}, 38, true, 0, true);
+}
+LAB_TEST("attention: the tensor-core split kernel at context 4k (32 splits) and on a wrapping window ring, in launches of 3 tokens") {
+  if (!lab::quick()) check({8, 1, 0, gptoss::DType::BF16, {4095}, {0}, 64, 64, 4096}, 39, false, 0, true);
+  check({16, 2, 128, gptoss::DType::BF16, {4095, 4000}, {0, 1}, 16, 9, 4096}, 40, true, 0, true);
+  check({16, 2, 0, gptoss::DType::BF16, {0, 5, 130, 299, 7, 8, 200}, {0, 0, 0, 0, 1, 1, 1}, 16, 19, 300}, 56, true, 3, true);
+}
 LAB_TEST("attention: CUDA matches CPU at gpt-oss's heads (64 query, 8 KV) decoding at context 129 on a full layer") {
   check({64, 8, 0, gptoss::DType::F32, {128}, {0}, 16, 9, 160}, 31);
 }
@@ -254,4 +302,10 @@ LAB_TEST("attention: a position past the planned context gives NaN, and bad shap
   b.q_heads = 16;  // group 16 > 8
   LAB_CHECK(code(b, 256) == "ERR_INVALID_ARGUMENT", "a group of 16 accepted");
   LAB_CHECK(code(a, 100000) == "ERR_INVALID_ARGUMENT", "scratch too small accepted");
+  try {
+    gptoss::attention_cuda(a, 256, nullptr, true, true);  // an f32 cache
+    LAB_CHECK(false, "the tensor-core kernel accepted an f32 cache");
+  } catch (const gptoss::Error& e) {
+    LAB_CHECK(e.code == "ERR_INVALID_ARGUMENT", "the tensor-core kernel on an f32 cache: %s", e.code.c_str());
+  }
 }

@@ -59,6 +59,7 @@ import {
   moeGemm,
   moeGemmKernel,
   moeGemmUs,
+  peakMmaPerClk,
   roof,
   root,
   routerGemm,
@@ -149,6 +150,24 @@ function moeGemvUs(gateUp, B, E) {
 // ---- One decode step of B sequences: [group, kernel, launch, count, extra µs, hand model] ----
 // A null kernel is a launch the static model has no row for (the logit rows' gather), counted for
 // its gap.
+// The tensor-core split kernel of decode attention (kernels/cuda/attention.cu, attention_split_mma):
+// its hot loop is a warp's 32 keys (static.json: PTX instructions and mma per warpBytes of keys and
+// values). Issue: the launch's bytes x instructions per byte at 4 per clock on the SMs its blocks
+// fill; tensor pipe: its mma at the dense peak rate; against the DRAM floor (the lab.json row).
+// µs.
+function attnMmaUs(launch) {
+  return (gpu) => {
+    const g = lab.gpus[gpu];
+    const hot = kernelRec('attention_split_mma', gpu).hotLoop;
+    const row = lab.kernels.attention_split_mma.launches.find((l) => l.name === launch);
+    if (!row) throw new Error(`decode-roofline: no attention_split_mma launch "${launch}" in lab.json`);
+    const sms = Math.min(g.sms, row.blocks);
+    const issueClk = (row.bytes * hot.instructionsPerByte) / (sms * 4);
+    const mmaClk = ((row.bytes / hot.warpBytes) * hot.mma) / (sms * peakMmaPerClk(gpu));
+    return Math.max(issueClk, mmaClk) / (g.clockGHz * 1e3);
+  };
+}
+
 function step(mname, ctx, B) {
   const m = models[mname],
     L = m.layers,
@@ -190,11 +209,13 @@ function step(mname, ctx, B) {
 
   // Attention: split over 128-key splits of the planned context (taken here as the context
   // itself), then the merge, which the split kernel does itself when one split is planned
-  // (attention_cuda's fold_merge): every sliding layer, and full layers up to 128 positions.
+  // (attention_cuda's fold_merge): every sliding layer, and full layers up to 128 positions. Default
+  // mode's split kernel is the tensor-core one (attention_split_mma: the backend's choice for a bf16
+  // cache outside an exact program).
   const slidingSplit = `${splitPre}, bf16 KV, context 128 (sliding layer)`;
   const fullSplit = ctx.tokens <= 128 ? slidingSplit : `${splitPre}, bf16 KV, context ${ctx.name} (full layer)`;
-  add('attention', 'attention_split_f32<unsigned short>', slidingSplit, half);
-  add('attention', 'attention_split_f32<unsigned short>', fullSplit, half);
+  add('attention', 'attention_split_mma', slidingSplit, half, 0, attnMmaUs(slidingSplit));
+  add('attention', 'attention_split_mma', fullSplit, half, 0, attnMmaUs(fullSplit));
   const mergePre = B === 1 ? 'decode merge, ' : `batched decode merge, ${B} sequences, `;
   if (ctx.tokens > 128)
     add(
