@@ -389,7 +389,12 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
   // the tensor-core GEMM and its attention on the tensor-core prefill kernel, in one piece and in
   // two chunks; token by token everything runs on the decode kernels. In fp32 mode (split hi + lo
   // bf16 GEMM, f32 cache and MXFP4 products) all three are within check's 1e-3 of the reference
-  // and of each other; in default mode within 1e-2.
+  // and of each other; in default mode within 1e-2 of the reference, the two prefills within 1e-2
+  // of each other (the same kernels), and decode within 2e-2 of the one-piece prefill: different
+  // kernels, each within 1e-2 of the reference (triangle inequality), both rounding Q and the
+  // softmax weights to bf16 in attention. Measured (emulated, commit f6bbeb0): whole 9.2e-3 and
+  // decode 4.3e-3 from the reference, 1.0e-2 from each other (8.6e-3 with decode attention's
+  // f32 products before).
   for (const mode of ['fp32', 'default'] as const) {
     it.skipIf(missing.length > 0)(
       `tiny-b's 40-token case (${mode} mode): one-piece and chunked prefill on the tensor-core kernels and token-by-token decode agree with the reference`,
@@ -423,7 +428,7 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
           const decode = new Float32Array(40 * V);
           for (let i = 0; i < 40; i++) decode.set(await session.forward([seq40.tokens[i]], { logits: 'last' }), i * V);
           expect(relErr(decode, ref)).toBeLessThan(tol);
-          expect(relErr(decode, whole)).toBeLessThan(tol);
+          expect(relErr(decode, whole)).toBeLessThan(mode === 'fp32' ? tol : 2 * tol);
         } finally {
           model.dispose();
         }

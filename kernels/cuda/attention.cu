@@ -18,7 +18,8 @@
 // full layer up to 128 positions) the split kernel does that merge itself, in one launch. Splits start at the token's first key and hold 128 keys
 // whatever the step: the result depends only on the token's position and its keys (a token is
 // computed the same way alone or batched; runs repeat bit for bit). A sliding layer's 128-key
-// window is one split.
+// window is one split. In default mode on a bf16 cache the split pass runs on the tensor cores
+// instead (attention_split_mma, below: the same grid, partials and merge, bf16 Q and weights).
 // Limits (checked by the launcher): head_dim 64; q_heads a multiple of kv_heads with at most 8 per
 // KV head; 1 <= T <= 65535, kv_heads <= 65535; f32 or bf16 cache; ldq, ldo >= q_heads * 64 and
 // multiples of 4, q and the caches 16-byte aligned; scratch >= attention_scratch_cuda(...).
@@ -259,6 +260,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int d = 0; d < 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m = -INFINITY, l = 0.f;  // row gq's max and this lane's share of its exp-sum
 
+  // The warp's 32 keys: one pass (n <= kSplit), written as a loop so that the static checks
+  // (test/cuda/static.mjs) find this body as the kernel's hot loop.
   for (int kb = kMmaKeys * warp; kb < n; kb += kSplit) {
     // Key kb + lane's pool row (the split's last key for lanes past it: loaded, never used).
     const int64_t my_row = page_row(pages, seq, int32_t(j0 + (kb + lane < n ? kb + lane : n - 1)));
@@ -303,7 +306,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
-    m = mx;  // one pass: the warp's keys of the split
+    m = mx;
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
