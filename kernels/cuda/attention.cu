@@ -221,6 +221,7 @@ __global__ void __launch_bounds__(kThreads)
 // warps' (max, sum, O) then meet in shared memory in warp order: the split's max, its sum and O
 // rescaled to it, written as the CUDA-core kernel's partials (or merged with the sink in place).
 constexpr int kMmaKeys = 32;                 // keys per warp
+static_assert(kWarps * kMmaKeys == kSplit, "attention_split_mma: each warp takes its 32 keys of a split in one pass");
 constexpr int kMmaVBytes = kMmaKeys * kD * 2;  // a warp's V rows
 constexpr size_t kMmaSmem = size_t(kWarps) * (kMmaVBytes + (kMaxGroup * (kD + 2)) * 4);
 

@@ -152,8 +152,9 @@ function moeGemvUs(gateUp, B, E) {
 // its gap.
 // The tensor-core split kernel of decode attention (kernels/cuda/attention.cu, attention_split_mma):
 // its hot loop is a warp's 32 keys (static.json: PTX instructions and mma per warpBytes of keys and
-// values). Issue: the launch's bytes x instructions per byte at 4 per clock on the SMs its blocks
-// fill; tensor pipe: its mma at the dense peak rate; against the DRAM floor (the lab.json row).
+// values). Issue: the launch's bytes x instructions per byte at one per scheduler and clock on the
+// SMs its blocks fill; tensor pipe: its mma at the dense peak rate; against the DRAM floor (the
+// lab.json row).
 // µs.
 function attnMmaUs(launch) {
   return (gpu) => {
@@ -162,7 +163,7 @@ function attnMmaUs(launch) {
     const row = lab.kernels.attention_split_mma.launches.find((l) => l.name === launch);
     if (!row) throw new Error(`decode-roofline: no attention_split_mma launch "${launch}" in lab.json`);
     const sms = Math.min(g.sms, row.blocks);
-    const issueClk = (row.bytes * hot.instructionsPerByte) / (sms * 4);
+    const issueClk = (row.bytes * hot.instructionsPerByte) / (sms * g.schedulersPerSM);
     const mmaClk = ((row.bytes / hot.warpBytes) * hot.mma) / (sms * peakMmaPerClk(gpu));
     return Math.max(issueClk, mmaClk) / (g.clockGHz * 1e3);
   };

@@ -147,11 +147,12 @@ export function matmulGemmUs(MT, T, N, K) {
 }
 // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one m-tile
 // of an expert (16 kPairs sorted rows: 64 or 128, moeGemmTileRows); per warp and 32-k step a fixed
-// part (decode, scales, copies, the pair checks, barrier) and, per pair of n8 token tiles holding
-// tokens, 1 ldmatrix.x4 + 4 mma per 16-k chunk, twice (PER_PAIR = 10, counted by hand in the sm_90
-// PTX: the row address is one register per chunk with the pair's offset in the ldmatrix, and each
-// pair's setp + bra runs whether or not it holds tokens, so they are in the fixed part); the PTX k
-// loop (static.json's hot loop) is the full tile's (kPairs pairs). Per item, the SM's time is its
+// part (decode, scales, copies, barrier; with 64-row tiles also every pair's setp + bra, which run
+// whether or not the pair holds tokens; the 128-row tile's loop is compiled per count of pairs and
+// checks none) and, per pair of n8 token tiles holding tokens, 1 ldmatrix.x4 + 4 mma per 16-k
+// chunk, twice (PER_PAIR = 10, counted by hand in the sm_90 PTX: the row address is one register
+// per chunk with the pair's offset in the ldmatrix); the PTX k loop (static.json's hot loop) is
+// the full tile's (kPairs pairs), so the fixed part is it less kPairs PER_PAIR. Per item, the SM's time is its
 // warps' instructions / 4 per clock or their mma at the peak rate, whichever is longer, plus 2% for
 // the pipeline fill and epilogue; the busiest SM takes ceil(items / SMs) items of the mean cost
 // (2 CTAs an SM share its issue with 64-row tiles, 1 runs alone with 128: the same sum).
@@ -159,12 +160,13 @@ export function matmulGemmUs(MT, T, N, K) {
 export const PER_PAIR = 10;
 // kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows.
 export const moeGemmTileRows = (T, E) => (T * KTOP >= 48 * E ? 128 : 64);
-export const moeGemmKernel = (gateUp, T, E) => `moe_mxfp4_gemm_kernel<${gateUp}, ${moeGemmTileRows(T, E) / 16}>`;
+const moeGemmName = (gateUp, tileRows) => `moe_mxfp4_gemm_kernel<${gateUp}, ${tileRows / 16}>`;
+export const moeGemmKernel = (gateUp, T, E) => moeGemmName(gateUp, moeGemmTileRows(T, E));
 export function moeGemmUs(gateUp, B, E, tileRows = moeGemmTileRows(B, E)) {
   return (gpu) => {
     const g = lab.gpus[gpu];
     const pairsMax = tileRows / 16;
-    const loop = kernelRec(`moe_mxfp4_gemm_kernel<${gateUp}, ${pairsMax}>`, gpu).hotLoop.instructions;
+    const loop = kernelRec(moeGemmName(gateUp, tileRows), gpu).hotLoop.instructions;
     const base = loop - pairsMax * PER_PAIR;
     const nb = (gateUp ? H : I) / 32;
     const rowsN = gateUp ? 2 * I : H;
