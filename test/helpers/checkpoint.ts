@@ -1,7 +1,8 @@
 // Writes safetensors files and whole checkpoints for tests (bad-input cases, random models).
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 export const fixtures = new URL('../fixtures/', import.meta.url).pathname;
 
@@ -36,8 +37,17 @@ export function safetensorsBytes(
   return out;
 }
 
+// Every directory made here is removed after the test file that made it: a full run made about a
+// hundred (up to 90 MB each) and left them all behind. (A worker's 'exit' event does not fire.)
+const made: string[] = [];
+afterAll(() => {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tmpDir(prefix = 'gptoss-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 /** A writable copy of a fixture checkpoint directory (e.g. 'tiny-b/original'). */
