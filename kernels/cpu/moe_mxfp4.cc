@@ -20,6 +20,17 @@ namespace {
 // one expert, so prefetching restarts less often (cold experts, one token: 128-row tiles ~1.2x the
 // speed of 32-row ones, alternating runs on this VM).
 constexpr int kTile = 128;
+// Up to this many slots (decode's few tokens) each thread instead takes whole slices of an expert's
+// matrix (1/threads of its rows): the weights then stream as a few long runs that the prefetch
+// follows across, not 128-row pieces that start cold.
+constexpr int kSliceSlots = 16;
+
+// Rows per task for a matrix of `rows` rows (even: gate/linear pairs stay together).
+int tile_rows(int S, int rows, int threads) {
+  if (S > kSliceSlots || threads < 2) return kTile;
+  const int slice = (rows + threads - 1) / threads;
+  return std::max(kTile, slice + (slice & 1));
+}
 
 struct Job {
   int expert, row0;
@@ -53,7 +64,7 @@ struct Scratch {
   float* act;   // [S, I] activations (bf16: in element order, then split into actb)
   uint16_t* actb;  // bf16 only: [S, 2I] hi/lo activations
   Job* jobs;    // [E * ceil(max(2I, H) / kTile)]
-  float* tiles; // per worker thread: [S, kTile]
+  float* tiles; // per worker thread: [S, the largest tile_rows]
 };
 Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads, bool bf16) {
   Scratch s;
@@ -64,7 +75,8 @@ Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads, bool bf
   s.act = c.take<float>(size_t(S) * I);
   s.actb = bf16 ? c.take<uint16_t>(size_t(S) * 2 * I) : nullptr;
   s.jobs = c.take<Job>(size_t(E) * size_t((std::max(2 * I, H) + kTile - 1) / kTile));
-  s.tiles = c.take<float>(size_t(S) * kTile * size_t(threads));
+  const int tile = std::max(tile_rows(S, 2 * I, threads), tile_rows(S, H, threads));
+  s.tiles = c.take<float>(size_t(S) * tile * size_t(threads));
   return s;
 }
 }  // namespace
@@ -106,36 +118,37 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
     }
   });
   // rows [r0, r0 + nr) of an expert's matrix against its n slots' inputs (block-split f32 or
-  // hi/lo bf16) from slot p0: out[s * kTile + r].
+  // hi/lo bf16) from slot p0: out[s * ldo + r].
   auto tile = [&](const uint8_t* blocks, const uint8_t* scales, int K, int r0, int nr, const float* X,
-                  const uint16_t* Xb, int p0, int n, float* out) {
+                  const uint16_t* Xb, int p0, int n, float* out, int ldo) {
     if (bk) {
       const int nb = K / 32;
       bk->gemm_mxfp4(blocks + size_t(r0) * nb * 16, scales + size_t(r0) * nb, nr, nb, Xb + size_t(p0) * 2 * K, 2 * K,
-                     n, out, kTile);
+                     n, out, ldo);
     } else {
-      expert_tile(blocks, scales, K, r0, nr, X + size_t(p0) * K, n, out, kTile);
+      expert_tile(blocks, scales, K, r0, nr, X + size_t(p0) * K, n, out, ldo);
     }
   };
 
   Job* jobs = sc.jobs;
   int njobs = 0;
+  const int tile1 = tile_rows(S, 2 * I, a.threads), tile2 = tile_rows(S, H, a.threads);
   for (int e = 0; e < a.E; ++e)
     if (count[e + 1] > count[e])
-      for (int r = 0; r < 2 * I; r += kTile) jobs[njobs++] = {e, r};
+      for (int r = 0; r < 2 * I; r += tile1) jobs[njobs++] = {e, r};
   cpu::parallel_for(njobs, 1, [&](int64_t j0, int64_t j1) {
-    float* u = sc.tiles + size_t(S) * kTile * size_t(cpu::worker_index());
+    float* u = sc.tiles + size_t(S) * tile1 * size_t(cpu::worker_index());
     for (int64_t j = j0; j < j1; ++j) {
-      const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, 2 * I - r0);
+      const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(tile1, 2 * I - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
       tile(a.w1_blocks + size_t(e) * 2 * I * (H / 32) * 16, a.w1_scales + size_t(e) * 2 * I * (H / 32), H, r0, nr, xg,
-           xgb, p0, n, u);
+           xgb, p0, n, u, tile1);
       const uint16_t* b1 = a.b1 + size_t(e) * 2 * I;
       for (int p = 0; p < n; ++p)
         for (int r = 0; r < nr; r += 2) {
           // Clamp after the bias, in f32 (kernels/MODEL.md, "Experts").
-          float g = u[size_t(p) * kTile + r] + cpu::bf16_to_f32(b1[r0 + r]);
-          float l = u[size_t(p) * kTile + r + 1] + cpu::bf16_to_f32(b1[r0 + r + 1]);
+          float g = u[size_t(p) * tile1 + r] + cpu::bf16_to_f32(b1[r0 + r]);
+          float l = u[size_t(p) * tile1 + r + 1] + cpu::bf16_to_f32(b1[r0 + r + 1]);
           g = std::min(g, a.limit);
           l = std::clamp(l, -a.limit, a.limit);
           const float glu = g / (1.f + std::exp(-a.alpha * g));
@@ -153,18 +166,18 @@ void moe_mxfp4_cpu(const MoeMxfp4Args& a) {
   njobs = 0;
   for (int e = 0; e < a.E; ++e)
     if (count[e + 1] > count[e])
-      for (int r = 0; r < H; r += kTile) jobs[njobs++] = {e, r};
+      for (int r = 0; r < H; r += tile2) jobs[njobs++] = {e, r};
   cpu::parallel_for(njobs, 1, [&](int64_t j0, int64_t j1) {
-    float* v = sc.tiles + size_t(S) * kTile * size_t(cpu::worker_index());
+    float* v = sc.tiles + size_t(S) * tile2 * size_t(cpu::worker_index());
     for (int64_t j = j0; j < j1; ++j) {
-      const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(kTile, H - r0);
+      const int e = jobs[j].expert, r0 = jobs[j].row0, nr = std::min(tile2, H - r0);
       const int p0 = count[e], n = count[e + 1] - p0;
       tile(a.w2_blocks + size_t(e) * H * (I / 32) * 16, a.w2_scales + size_t(e) * H * (I / 32), I, r0, nr, act,
-           sc.actb, p0, n, v);
+           sc.actb, p0, n, v, tile2);
       const uint16_t* b2 = a.b2 + size_t(e) * H;
       for (int p = 0; p < n; ++p) {
         float* y = a.y + size_t(order[p0 + p]) * H;
-        for (int r = 0; r < nr; ++r) y[r0 + r] = v[size_t(p) * kTile + r] + cpu::bf16_to_f32(b2[r0 + r]);
+        for (int r = 0; r < nr; ++r) y[r0 + r] = v[size_t(p) * tile2 + r] + cpu::bf16_to_f32(b2[r0 + r]);
       }
     }
   });

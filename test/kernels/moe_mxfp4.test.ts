@@ -7,11 +7,12 @@ import { f32, opDevices, runOp } from '../helpers/op.js';
 import { dot, mxfp4Row, swiglu } from '../helpers/reference.js';
 
 // moe_mxfp4 against a float64 loop over the MXFP4 decode of kernels/MODEL.md, at shapes no real
-// model has: 3 blocks per row, T = 1 to 33 (an expert's tokens go four at a time through each
-// decoded block, then one at a time), skewed routing.
+// model has: 5 blocks per down row, T = 1 to 33 (an expert's tokens go four at a time through each
+// decoded block, then one at a time), skewed routing. 2I = 320 gate_up rows: with two or more
+// threads and a few slots the CPU op gives each thread a slice of 160 rows, else 128-row tiles.
 const E = 5,
   H = 64,
-  I = 96,
+  I = 160,
   k = 2;
 // The CPU op computes in f32 (1e-5); in precision 'default' on a CPU with AVX-512 BF16 it takes bf16
 // products of x split into hi + lo (16 significant bits, kernels/cpu/simd_avx512bf16.cc), held to
