@@ -25,11 +25,14 @@ constexpr int kTile = 128;
 // follows across, not 128-row pieces that start cold.
 constexpr int kSliceSlots = 16;
 
-// Rows per task for a matrix of `rows` rows (even: gate/linear pairs stay together).
-int tile_rows(int S, int rows, int threads) {
-  if (S > kSliceSlots || threads < 2) return kTile;
+// Rows per slice of a matrix of `rows` rows (even: gate/linear pairs stay together).
+int slice_rows(int rows, int threads) {
   const int slice = (rows + threads - 1) / threads;
   return std::max(kTile, slice + (slice & 1));
+}
+// Rows per task for S slots.
+int tile_rows(int S, int rows, int threads) {
+  return S <= kSliceSlots && threads >= 2 ? slice_rows(rows, threads) : kTile;
 }
 
 struct Job {
@@ -75,8 +78,11 @@ Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads, bool bf
   s.act = c.take<float>(size_t(S) * I);
   s.actb = bf16 ? c.take<uint16_t>(size_t(S) * 2 * I) : nullptr;
   s.jobs = c.take<Job>(size_t(E) * size_t((std::max(2 * I, H) + kTile - 1) / kTile));
-  const int tile = std::max(tile_rows(S, 2 * I, threads), tile_rows(S, H, threads));
-  s.tiles = c.take<float>(size_t(S) * tile * size_t(threads));
+  // Sized for every slot count up to S (a program planned for S slots runs steps of fewer, which
+  // may take slices): S 128-row tiles, or min(S, kSliceSlots) slices.
+  const int slice = threads >= 2 ? std::max(slice_rows(2 * I, threads), slice_rows(H, threads)) : 0;
+  const size_t per_thread = std::max(size_t(S) * kTile, size_t(std::min(S, kSliceSlots)) * slice);
+  s.tiles = c.take<float>(per_thread * size_t(threads));
   return s;
 }
 }  // namespace
