@@ -67,7 +67,7 @@ struct Scratch {
   float* act;   // [S, I] activations (bf16: in element order, then split into actb)
   uint16_t* actb;  // bf16 only: [S, 2I] hi/lo activations
   Job* jobs;    // [E * ceil(max(2I, H) / kTile)]
-  float* tiles; // per worker thread: [S, the largest tile_rows]
+  float* tiles; // per worker thread: S outputs of a task's rows (tile_rows), for any S up to the plan's
 };
 Scratch carve(ScratchCarver& c, int S, int E, int H, int I, int threads, bool bf16) {
   Scratch s;
