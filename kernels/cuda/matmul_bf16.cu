@@ -260,7 +260,8 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 // Split k (grid z > 1: few tiles, batched decode and prefill steps of up to ~640 tokens): block z
 // sums k tiles [z kt_split, (z + 1) kt_split) and stores its sums to partials[z]; the tile's last
 // block (tickets: one count per warp, after its lanes' stores and a fence) adds the z partials in
-// z order, then the bias, then y as above. Which block is last depends on timing; the bits do not.
+// z order (its own from its registers), then the bias, then y as above, and discards the partials
+// from L2 so they are never written back. Which block is last depends on timing; the bits do not.
 // Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo), per
 // split, then the splits in order; it depends only on K and the splits, so a token's result is the
 // same whatever the other tokens or BM.
@@ -448,32 +449,60 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     __syncthreads();  // the last warp's flag, to its block
     if (!last) return;
     __threadfence();  // the other blocks' partials, after their tickets
-    // TW consecutive outputs of a row per thread, their loads of one split issued together: the
-    // wide tile's last block reads ks x 128 KB, 8 outputs per thread at a time (one L2 latency
-    // per split and 8 outputs, not per output); the narrow tiles' (at most ks x 64 KB) one at a
-    // time (fewer registers). Each output adds the splits in z order either way.
-    constexpr int TW = NT == 8 ? 8 : 1;
-    const volatile float* p0 = part - int64_t(blockIdx.z) * T * N;  // L2, not a stale L1 line
-    for (int e = TW * tid; e < BM * BN; e += TW * gemm::kThreads) {
-      const int t = m0 + e / BN, n = n0 + e % BN;
-      if (t >= T || n >= N) continue;
-      const volatile float* p = p0 + int64_t(t) * N + n;
-      float v[TW];
+    // Each thread adds up the splits of the outputs its fragments hold, in z order, its own
+    // split's sums from its registers (ks - 1 partials read per output; its own are not read
+    // back). Per m16 fragment row and kJ n8 fragments (4 x kJ sums in registers), the loads of
+    // one split are issued together, from two row pointers with immediate column offsets: one L2
+    // latency per split, not per output. kJ 4: 16 KB in flight a block, about what the roofline's
+    // assumed 64 B per clock from L2 needs at ~250 clocks of L2 latency (an assumption); 2 in the
+    // 32-token tiles, whose 16 more registers would cost their third block an SM. Loads bypass L1
+    // (volatile): another SM's lines, never a stale L1 copy.
+    const unsigned zs = blockIdx.z;
+    const int64_t zstride = int64_t(T) * N;
+    constexpr int kJ = MT == 1 ? 2 : 4;
 #pragma unroll
-      for (int u = 0; u < TW; ++u) v[u] = n + u < N ? p[u] : 0.f;
-      for (unsigned z = 1; z < gridDim.z; ++z) {
-        const volatile float* pz = p + int64_t(z) * T * N;
+    for (int i = 0; i < MT; ++i) {
+      const int t0 = m0 + wm * 16 * MT + 16 * i + g;  // this lane's rows: t0 and t0 + 8
 #pragma unroll
-        for (int u = 0; u < TW; ++u)
-          if (n + u < N) v[u] += pz[u];
-      }
-      float* yp = y + int64_t(t) * ldy + n;
+      for (int j0 = 0; j0 < NT; j0 += kJ) {
+        const int nb = n0 + wn * WN + 8 * j0 + 2 * q;  // its columns: nb + 8 j + {0, 1}
+        const volatile float* p = partials + int64_t(t0) * N + nb;
+        float v[kJ][4];
+#pragma unroll 1
+        for (unsigned z = 0; z < gridDim.z; ++z, p += zstride) {
 #pragma unroll
-      for (int u = 0; u < TW; ++u)
-        if (n + u < N) {
-          const float vb = v[u] + (bias ? bf16_bits_to_f32(bias[n + u]) : 0.f);
-          yp[u] = accumulate ? yp[u] + vb : vb;
+          for (int j = 0; j < kJ; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const bool in = t0 + 8 * (r >> 1) < T && nb + 8 * j + (r & 1) < N;
+              const float s = z == zs ? acc[i][j0 + j][r] : in ? p[(r >> 1) * 8 * int64_t(N) + 8 * j + (r & 1)] : 0.f;
+              v[j][r] = z == 0 ? s : v[j][r] + s;
+            }
         }
+#pragma unroll
+        for (int j = 0; j < kJ; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int t = t0 + 8 * (r >> 1), n = nb + 8 * j + (r & 1);
+            if (t >= T || n >= N) continue;
+            const float vb = v[j][r] + (bias ? bf16_bits_to_f32(bias[n]) : 0.f);
+            float* yp = y + int64_t(t) * ldy + n;
+            *yp = accumulate ? *yp + vb : vb;
+          }
+      }
+    }
+    // The partials are read for the last time: each 128-byte line (32 outputs of a row) was read
+    // by this warp alone, so once its lanes are past their loads (__syncwarp) it discards them
+    // from L2, and they never go to DRAM (written, read and dropped in L2: the 4 T N bytes a
+    // split would otherwise cost in write-back). Only where every line lies inside one tile's
+    // row: N % 32 == 0 and the partials 128-byte aligned (gpt-oss's N; the backend's scratch).
+    if (N % 32 == 0 && reinterpret_cast<uintptr_t>(partials) % 128 == 0) {
+      __syncwarp();
+      constexpr int kRows = 16 * MT, kLines = WN / 32;  // a warp's rows, and lines per row
+      for (int e = lane; e < int(gridDim.z) * kRows * kLines; e += 32) {
+        const int z = e / (kRows * kLines), t = m0 + wm * 16 * MT + e / kLines % kRows, n = n0 + wn * WN + 32 * (e % kLines);
+        if (t < T && n < N) discard_l2(partials + (int64_t(z) * T + t) * N + n);
+      }
     }
     return;
   }

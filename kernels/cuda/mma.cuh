@@ -1,5 +1,6 @@
 // Tensor-core and async-copy building blocks for sm_80+ kernels: mma.sync m16n8k16 (bf16 in, f32
-// accumulate), ldmatrix (x1/x2/x4, optionally .trans) and cp.async (16 bytes, commit/wait groups).
+// accumulate), ldmatrix (x1/x2/x4, optionally .trans), cp.async (16 bytes, commit/wait groups) and
+// discard.global.L2.
 // Under nvcc each is one inline PTX instruction; under the kernel lab's emulator each is a
 // warp-collective (mma, ldmatrix) or per-thread (cp.async) emulation with the PTX ISA's fragment
 // layouts, checked against CuTe's SM80_16x8x16_F32BF16BF16F32_TN in test/cuda/mma_test.cu.
@@ -68,6 +69,17 @@ __device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src 
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
+#endif
+}
+
+// discard.global.L2 (sm_80+): the 128-byte line at p (128-byte aligned, global) may leave L2
+// without being written back to DRAM; its contents are undefined from here (the emulator makes
+// them NaN). For scratch read for the last time: its bytes then never reach DRAM.
+__device__ __forceinline__ void discard_l2(void* p GPTOSS_SITE_PARAM) {
+#if defined(GPTOSS_CUDA_EMU)
+  ::emu::discard_l2(p, 128, EMU_SITE);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(p) : "memory");
 #endif
 }
 

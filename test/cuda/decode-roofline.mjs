@@ -15,7 +15,7 @@
 // roofline-model.mjs, with where each rule lives): the GEMV up to 8 tokens in one launch (x of 8 tokens in opted-in shared memory; two
 // rows a warp at once from 5), the tensor-core GEMM from 9 (the unembedding from 8) with 32-token
 // tiles up to 32 tokens, 64 up to 64 and 128 past, its k split over enough blocks for about the
-// GPU's SMs (132 / 108) when the grid has at most half that many tiles (the partial sums counted once as DRAM bytes, and the tile's last
+// GPU's SMs (132 / 108) when the grid has at most half that many tiles (the partial sums discarded from L2, not DRAM bytes, and the tile's last
 // block adding them up as a serial tail, see splitTailUs); the attention's norm folded only into a GEMV (the
 // MLP's norm, router and top-k are one launch below routerGemm's size); the grouped MXFP4 GEMM when
 // 4 T k >= 13 E, else the GEMV (from 2 tokens expert-major: moe_dispatch, gate_up and down over
@@ -98,29 +98,33 @@ function gemvLaunch(kind, n) {
   return `decode attn out, ${n} tokens: ${n} x 2880 x 4096${two}`;
 }
 // The GEMM for T tokens of a projection (µs): max(its DRAM time, the mma hand model). DRAM as the
-// lab.json rows count it: W, x, y (twice with the residual), the bias and the k splits' partials
-// once, at the bandwidth share of the SMs the grid uses; the split count is the GPU's own
-// (kSplits at its SMs, as the backend's gemm_sms), so the bytes and blocks are too.
+// lab.json rows count it: W, x, y (twice with the residual) and the bias, at the bandwidth share
+// of the SMs the grid uses. The k splits' partial sums are written, read once by the tile's last
+// block and discarded from L2 (discard.global.L2, kernels/cuda/matmul_bf16.cu: every gpt-oss N is
+// a multiple of 32), so they are not DRAM bytes (at most 4 T N ks bytes, 5.2 MB for QKV at 64
+// tokens, live in an L2 of 50 MB / 40 MB between their writes and that read). The split count is
+// the GPU's own (kSplits at its SMs, as the backend's gemm_sms), so the blocks are too.
 function gemmUs(T, N, K, residual) {
   return (gpu) => {
     const g = lab.gpus[gpu];
     const ks = kSplits(T, N, K, g.sms);
     const MT = gemmMT(T);
     const blocks = Math.ceil(N / gemmBN(MT)) * Math.ceil(T / (32 * MT)) * ks;
-    const bytes = N * K * 2 + T * K * 4 + T * N * 4 * (residual ? 2 : 1) + N * 2 + (ks > 1 ? ks * T * N * 4 : 0);
+    const bytes = N * K * 2 + T * K * 4 + T * N * 4 * (residual ? 2 : 1) + N * 2;
     const memoryUs = (bytes / (g.bandwidthGBs * 1e9 * (Math.min(g.sms, blocks) / g.sms))) * 1e6;
-    return Math.max(memoryUs, matmulGemmUs(MT, T, N, K)(gpu));
+    return Math.max(memoryUs, matmulGemmUs(MT, T, N, K, residual)(gpu));
   };
 }
-// The serial tail of a split-k launch (µs): the last block of a tile reads ks x rows x 128 partial
-// sums (rows: the tile's tokens) and writes the tile's outputs. The wide 128-token tile's tail is
-// in matmulGemmUs itself (roofline-model.mjs), so it is not added again here.
-function splitTailUs(T, N, K) {
+// The serial tail of a split-k launch (µs): the last block of a tile reads the other ks - 1
+// splits' rows x 128 partial sums (rows: the tile's tokens; its own split's are in its registers)
+// and writes the tile's outputs (reading them first with the residual). The wide 128-token tile's
+// tail is in matmulGemmUs itself (roofline-model.mjs), so it is not added again here.
+function splitTailUs(T, N, K, residual) {
   return (gpu) => {
     const ks = kSplits(T, N, K, lab.gpus[gpu].sms);
     if (ks === 1 || gemmMT(T) === 4) return 0;
     const rows = Math.min(T, 32 * gemmMT(T));
-    return ((ks + 1) * rows * 128 * 4) / (L2_BYTES_PER_CLK_PER_SM * lab.gpus[gpu].clockGHz * 1e3);
+    return ((ks + (residual ? 1 : 0)) * rows * 128 * 4) / (L2_BYTES_PER_CLK_PER_SM * lab.gpus[gpu].clockGHz * 1e3);
   };
 }
 // The expert-major MXFP4 GEMV of batched decode (kernels/cuda/moe_mxfp4.cu, T >= 2): the dispatch
@@ -197,7 +201,7 @@ function step(mname, ctx, B) {
       group: 'QKV + out',
       kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
       n: L,
-      extra: splitTailUs(B, QKV, H),
+      extra: splitTailUs(B, QKV, H, false),
       us: gemmUs(B, QKV, H, false),
     });
   }
@@ -242,7 +246,7 @@ function step(mname, ctx, B) {
       group: 'QKV + out',
       kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
       n: L,
-      extra: splitTailUs(B, H, QD),
+      extra: splitTailUs(B, H, QD, true),
       us: gemmUs(B, H, QD, true),
     });
   }
@@ -262,7 +266,7 @@ function step(mname, ctx, B) {
       group: 'router',
       kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
       n: L,
-      extra: splitTailUs(B, E, H),
+      extra: splitTailUs(B, E, H, false),
       us: gemmUs(B, E, H, false),
     });
     ks.push({
@@ -469,7 +473,7 @@ const top = (groups, stepUs) =>
     .map(([k, v]) => `${k} ${f((100 * v) / stepUs)}%`)
     .join(', ');
 out.push(
-  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to about the GPU's SM count of blocks (132 / 108) when the grid has at most half as many tiles, its partials counted once and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of them by each tile's last block added; grouped MXFP4 GEMM when 16B >= 13E, else the expert-major MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (sample_cuda per 32 rows, outside the step's graph) is listed apart: the top-k path (top-k 40), and whole-distribution draws (temperature 1, gpt-oss's recommended setting) with their sum's dependent chains at an assumed ${F32_ADD_CLK} clocks per f32 add and ${F64_ADD_CLK} per double add. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
+  `Predicted batched decode, default mode (PREDICTIONS; no GPU ran this): B sequences, one token each, B logit rows, all at the context shown. Kernels as the backend's rules pick them for T = B (GEMV up to 8 tokens in one launch; tensor-core GEMM from 9, the unembedding from 8, k split to about the GPU's SM count of blocks (132 / 108) when the grid has at most half as many tiles, its partials kept in L2 and discarded there (not DRAM bytes) and an assumed ${L2_BYTES_PER_CLK_PER_SM} B/clock L2 read of the other splits' partials by each tile's last block added; grouped MXFP4 GEMM when 16B >= 13E, else the expert-major MXFP4 GEMV). Uniform routing: E (1 - (1 - 4/E)^B) distinct experts read per layer. Step = kernel times (static roofline; tensor-core kernels: max(DRAM time, hand mma-rate model)) + an assumed ${GAP_US} µs per kernel + ${NORM_PROLOGUE_US} µs per folded norm. Device sampling (sample_cuda per 32 rows, outside the step's graph) is listed apart: the top-k path (top-k 40), and whole-distribution draws (temperature 1, gpt-oss's recommended setting) with their sum's dependent chains at an assumed ${F32_ADD_CLK} clocks per f32 add and ${F64_ADD_CLK} per double add. Memory roofline = (dense weights + distinct experts + unembedding + B sequences' KV) / bandwidth. Configurations whose weights and KV exceed 80 GiB are marked and not predicted.`,
   '',
   '| GPU | model | batch | context | kernels | step µs | predicted tokens/s | memory roofline tokens/s | share | + top-k sampling µs | tokens/s with top-k | + draw sampling µs | tokens/s with a draw | share with a draw | largest shares of the step |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',

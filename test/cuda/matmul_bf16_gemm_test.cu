@@ -11,7 +11,9 @@
 // (batched decode: T = 3, 5, 9, 16, 33 and 64 over 200 rows, 64-token tiles, the splits the rule
 // takes for QKV and the attention output, uneven last splits, the fp32 mode's halves): against
 // the CPU, the same bits under every schedule (which block adds a tile up changes with the block
-// order), the tickets left zero, and the split rule itself. The
+// order), the tickets left zero, every partial discarded from L2 after its last read where N %
+// 32 == 0 (the emulator's discarded lines read NaN, so a line dropped early shows in y), and the
+// split rule itself. The
 // real-K cases, among them the full QKV (16 x 5120 x 2880), out-proj (40 x 2880 x 4096) and
 // 127 x 511 x 2880, run once under the forward schedule and are skipped with LAB_QUICK (about
 // 30 s of the 33 s these tests take under ASan here); small siblings run the same code under all
@@ -107,11 +109,18 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::DeviceBuf<float> dpart(size_t(std::max(1, splits)) * c.T * c.N);
   lab::DeviceBuf<unsigned> dtickets(std::max(1, gptoss::matmul_bf16_gemm_max_tiles(c.sms)));
   cudaMemset(dtickets.p, 0, dtickets.n * sizeof(unsigned));
+  // (A NaN whose bits are not all set: the emulator's discarded lines read all bits set.)
+  const std::vector<float> poison(dpart.n, [] {
+    const uint32_t u = 0x7fc00001u;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }());
   std::vector<float> first;  // the first schedule's output: every schedule must give its bits
   auto run = [&] {
     if (c.accumulate) dy.upload(y0);
     else cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
-    cudaMemset(dpart.p, 0xff, dpart.n * sizeof(float));
+    dpart.upload(poison);
     gptoss::MatmulBf16GemmOptions o;
     o.split_x = c.split;
     o.tile_m = c.tile_m;
@@ -122,6 +131,15 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
         {dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr}, o, nullptr);
     const std::vector<float> got = dy.download();
     for (unsigned v : dtickets.download()) LAB_CHECK(v == 0u, "a ticket left at %u", v);
+    if (splits > 1 && c.N % 32 == 0) {  // every partial read for the last time is dropped from L2
+      const std::vector<float> part = dpart.download();
+      for (size_t i = 0; i < size_t(splits) * c.T * c.N; ++i) {
+        uint32_t u;
+        std::memcpy(&u, &part[i], 4);
+        LAB_CHECK(u == 0xffffffffu, "T %d N %d K %d, %d splits: partials[%zu] (split %zu, token %zu, column %zu) not discarded", c.T, c.N,
+                  c.K, splits, i, i / (size_t(c.T) * c.N), i / c.N % c.T, i % c.N);
+      }
+    }
     if (first.empty()) first = got;
     else LAB_CHECK(std::memcmp(first.data(), got.data(), got.size() * 4) == 0, "T %d N %d K %d, %d splits: bits differ between schedules", c.T, c.N, c.K, splits);
     for (int t = 0; t < c.T; ++t)
@@ -342,7 +360,7 @@ LAB_TEST("matmul_bf16: split GEMM (x = hi + lo, the fp32 mode) is within 2^-16 o
   check(s, 48);
 }
 
-LAB_TEST("matmul_bf16: split-k GEMM matches CPU for batched decode's 3, 5, 9, 16, 33 and 64 tokens over 200 rows (K 2880)") {
+LAB_TEST("matmul_bf16: split-k GEMM matches CPU for batched decode's 3 to 64 tokens (K 2880) and discards its partials from L2 where lines fit a tile (N 192, 256)") {
   // 2 tiles of 128 rows (the second 72); 90 k tiles in 3 splits of 30, or 4 of 23 (the last 21).
   for (int T : {3, 5, 9, 16, 33, 64}) {
     Case c{T, 200, 2880, 2880, 200, true, false};
@@ -350,10 +368,20 @@ LAB_TEST("matmul_bf16: split-k GEMM matches CPU for batched decode's 3, 5, 9, 16
     if (!lab::quick() || T == 9) check(c, 60 + T, !lab::quick() && T <= 16);
   }
   // The same paths at a small K, every schedule: 5 k tiles in splits of 2, 2, 1; 64-token tiles.
-  for (int T : {5, 33, 64}) {
-    Case c{T, 200, 160, 164, 203, true, T == 33};
+  // N 200 keeps its partials (a 128-byte line would straddle two tiles' columns); N 192 discards
+  // every line after its last read, so a line dropped before its warp has read it reads NaN.
+  for (int N : {200, 192})
+    for (int T : {5, 33, 64}) {
+      Case c{T, N, 160, 164, 203, true, T == 33};
+      c.k_splits = 3;
+      check(c, 70 + T + N);
+    }
+  // 129 tokens: two lines a row per warp in the wide tile (64 columns), one in the fp32 mode's.
+  for (bool split : {false, true}) {
+    Case c{129, 256, 160, 160, 256, true, split};
+    c.split = split;
     c.k_splits = 3;
-    check(c, 70 + T);
+    check(c, 75 + split);
   }
 }
 

@@ -162,7 +162,7 @@ function step(mname, T, p0, last, split) {
   const gemm = (N, K, acc) => (gpu) => {
     const dram = N * K * 2 + T * K * 4 + T * N * 4 * (acc ? 2 : 1) + N * 2;
     const mem = (dram / (lab.gpus[gpu].bandwidthGBs * 1e9)) * 1e6;
-    return Math.max(mem, matmulGemmUs(4, T, N, K)(gpu));
+    return Math.max(mem, matmulGemmUs(4, T, N, K, acc)(gpu));
   };
   add('norms', 'rmsnorm_f32_bf16w<true>', L, norm);
   add('QKV', 'matmul_bf16_gemm_f32<4, false>', L, gemm(QKV, H, false));

@@ -35,8 +35,9 @@ export const NORM_PROLOGUE_US = 0.5;
 export const PEAK_BF16_TFLOPS = { 'H100 SXM': 989, 'A100 SXM 80GB': 312 };
 export const SMEM_BYTES_PER_CLK = 128;
 export const GEMM_SMEM_PER_MMA = { 1: 544, 2: 352, 4: 176 };
-// The split-k tail of the wide tile: the tile's last block reads ks partial sums of its up to
-// 128 x 256 outputs (rows past T, columns past N skipped) from L2 and writes the outputs, alone on
+// The split-k tail of the wide tile: the tile's last block reads the other ks - 1 splits' partial
+// sums of its up to 128 x 256 outputs (rows past T, columns past N skipped; its own split's are in
+// its registers) from L2 and writes the outputs (reading them first with the residual), alone on
 // its SM after the k loop (the same assumed 64 bytes per clock from L2 into one SM as
 // decode-roofline.mjs's tail of the narrow tiles; an assumption, not measured here).
 export const GEMM_TAIL_L2_BYTES_PER_CLK = 64;
@@ -128,8 +129,8 @@ export const peakMmaPerClk = (gpu) =>
 // shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; split
 // k: k_splits blocks per tile, each its share of the k tiles; the wide tile's split-k tail
 // (GEMM_TAIL_L2_BYTES_PER_CLK) added. (decode-roofline.mjs adds its own tail for every split
-// launch, 128 columns wide.) µs.
-export function matmulGemmUs(MT, T, N, K) {
+// launch, 128 columns wide.) residual: y is read and written (the attention output). µs.
+export function matmulGemmUs(MT, T, N, K, residual = false) {
   return (gpu) => {
     const g = lab.gpus[gpu];
     const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
@@ -141,7 +142,9 @@ export function matmulGemmUs(MT, T, N, K) {
     const blocks = Math.ceil(N / BN) * Math.ceil(T / (32 * MT)) * ks;
     const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 2 * MT * NT; // padding rows and columns included
     const tailClk =
-      NT === 8 && ks > 1 ? ((ks + 1) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK : 0;
+      NT === 8 && ks > 1
+        ? ((ks + (residual ? 1 : 0)) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK
+        : 0;
     return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / rate + tailClk) / (g.clockGHz * 1e3);
   };
 }

@@ -138,6 +138,9 @@ bool is_shared(const void* p, size_t n);
 void cp_async(void* smem_dst, const void* gmem_src, int bytes, Site site);
 void cp_async_commit();
 void cp_async_wait(int groups_left_pending);
+// discard.global.L2: the 128-byte line at p (128-byte aligned, global memory) reads NaN (all bits
+// set) from here on, as PTX leaves it undefined; a read of it before it is written again is wrong.
+void discard_l2(void* p, int bytes, Site site);
 
 struct MmaLane {
   uint32_t a[4], b[2];

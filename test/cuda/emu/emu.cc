@@ -723,6 +723,15 @@ void cp_async(void* dst, const void* src, int bytes, Site s) {
   t.cp_pending.push_back(std::move(c));
 }
 
+void discard_l2(void* p, int bytes, Site s) {
+  Thread& t = self("discard.global.L2", s);
+  t.last = s;
+  if (bytes != 128) fail_here(where(t, s) + fmt(": discard.global.L2 of %d bytes (only 128)", bytes));
+  if (reinterpret_cast<uintptr_t>(p) % 128) fail_here(where(t, s) + fmt(": discard.global.L2 at %p, not 128-byte aligned", p));
+  if (is_shared(p, 128)) fail_here(where(t, s) + fmt(": discard.global.L2 at %p, which is shared memory", p));
+  std::memset(p, 0xff, 128);
+}
+
 void cp_async_commit() {
   Thread& t = self("cp.async.commit_group", {"?", 0});
   t.cp_groups.push_back(std::move(t.cp_pending));
@@ -761,8 +770,11 @@ __half __float2half(float f) {
 }
 
 cudaError_t cudaMalloc(void** p, size_t n) {
-  *p = std::malloc(n ? n : 1);
-  if (!*p) return cudaErrorMemoryAllocation;
+  // 256-byte aligned, as cudaMalloc's allocations are (kernels may rely on it: 128-byte lines).
+  if (posix_memalign(p, 256, n ? n : 1) != 0) {
+    *p = nullptr;
+    return cudaErrorMemoryAllocation;
+  }
   std::memset(*p, 0xff, n);
   return cudaSuccess;
 }
