@@ -100,6 +100,10 @@ std::vector<bool> kv_pools(const ProgramSpec& spec) {
   return pool;
 }
 
+namespace {
+size_t align128(size_t n) { return (n + 127) / 128 * 128; }
+}  // namespace
+
 ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int vocab) {
   // The arena: activation buffers, then (on a backend the host cannot read) the logits, then
   // the largest scratch of any op or of the sampler (ops run one after another, so they share it).
@@ -114,8 +118,11 @@ ProgramMemory plan_memory(const ProgramSpec& spec, const Backend& backend, int v
   size_t scratch = vocab > 0 ? Backend::sample_scratch(vocab) : 0;
   for (const AnyOp& op : spec.ops) scratch = std::max(scratch, backend.scratch_bytes(op, plan));
   m.scratch = align64(scratch);
+  // The logits and the scratch start on 128-byte lines of the arena (which the device allocates
+  // 256-byte aligned): the split-k GEMM drops its partials from L2 a line at a time.
+  m.activations = align128(m.activations);
   const int logit_rows = spec.max_logit_rows > 0 ? spec.max_logit_rows : spec.max_tokens;
-  m.logits = backend.host_memory() ? 0 : align64(size_t(logit_rows) * size_t(vocab) * 4);
+  m.logits = backend.host_memory() ? 0 : align128(size_t(logit_rows) * size_t(vocab) * 4);
   m.runner = align64(backend.runner_bytes(plan, vocab));
   return m;
 }
@@ -191,6 +198,7 @@ ProgramState::ProgramState(const ProgramSpec& spec, std::shared_ptr<WeightStore>
     }
     backend_->zero(buffers_[i].data, bytes);
   }
+  at = align128(at);  // as plan_memory counted the activations
   if (memory_.logits) logits_ = reinterpret_cast<float*>(arena_ + at);
   at += memory_.logits;
   scratch_ = arena_ ? arena_ + at : nullptr;
