@@ -57,8 +57,11 @@
 // Limits (checked by the launchers): H, I positive multiples of 32; k <= 8; E <= 256 (the
 // dispatch); 16-byte-aligned blocks and scratch; T * k < 65536; the staged activations fit the
 // 48 KB of shared memory (4 x H x 2 bytes for gate_up, max(k, 4) x I x 2 bytes for down: H, I up
-// to 6144 at k = 4). E8M0 scales above 240 (|weight| >= 2^114) saturate to infinity; 255 is NaN
-// in the OCP format and not expected.
+// to 6144 at k = 4). Weights of |w| >= 2^114 can make a block's f16 sum times its factor (the
+// scale's 2^(s - 127), the decode's 2^14 and the pre-scale's up to 2^14) overflow to infinity:
+// every E2M1 value is safe up to E8M0 scale 238, then the 6s at 239, the 4s and 6s at 240, and
+// all from 241 (the factor itself); 255 is NaN in the OCP format and not expected. No trained
+// weight comes near 2^114.
 #include "kernels/cuda/moe_mxfp4.cuh"
 
 #include <algorithm>

@@ -2,8 +2,9 @@
 // in the down epilogue, then the scatter-combine) against the CPU ops (kernels/cpu/moe_mxfp4.cc,
 // then kernels/cpu/moe_combine.cc) on fresh random MXFP4 experts: 1 token, 33 and 127 tokens
 // (partial m-tiles), every token on one expert (several m-tiles of one expert), experts no token
-// chose, weight-row counts that are not multiples of the 256-row tile, scales above 128, a bad
-// index, and a gpt-oss-20b-shaped layer (H = I = 2880, 32 experts, top-4). Outputs and the scratch
+// chose, weight-row counts that are not multiples of the 256-row tile, scales above 128, every
+// E2M1 value at every scale the decode keeps exact, one weight at a time (test/cuda/mxfp4_one_hot.h),
+// a bad index, and a gpt-oss-20b-shaped layer (H = I = 2880, 32 experts, top-4). Outputs and the scratch
 // are NaN-poisoned before every call; every case also runs with a persistent grid smaller than its
 // work (CTAs take several items) and must give the same bits under every schedule and grid.
 //
@@ -25,6 +26,7 @@
 #include "kernels/cuda/moe_mxfp4_gemm.cuh"
 #include "kernels/moe_combine.h"
 #include "test/cuda/harness.h"
+#include "test/cuda/mxfp4_one_hot.h"
 
 namespace {
 constexpr double kTol = 4e-2;  // max |got - want| / (|want| + rms(want row))
@@ -243,6 +245,23 @@ LAB_TEST("moe_mxfp4_gemm: scales 2^-2 .. 2^7 (|w| up to 1536: past 2^1 the facto
   c.scale_n = 10;  // 2^-2 .. 2^7
   for (auto& v : c.x) v *= 1e-3f;
   check(c, 50, 3, false);
+}
+LAB_TEST("moe_mxfp4_gemm: every E2M1 value at every scale the decode keeps exact (E8M0 66 .. 192), each weight seen alone") {
+  // test/cuda/mxfp4_one_hot.h. The factor 2^(s - 65) is built in the exponent field of a bf16x2
+  // word (scale_factor); the random cases' scales span 118 .. 134 only.
+  const lab::Mxfp4OneHot c(66, 127, 71);
+  lab::DeviceBuf<uint8_t> dw1b(c.w1b), dw1s(c.w1s), dw2b(c.w2b), dw2s(c.w2s);
+  lab::DeviceBuf<uint16_t> db1(c.b1), db2(c.b2);
+  lab::DeviceBuf<float> dx(c.x), dy(size_t(c.T) * c.H);
+  lab::DeviceBuf<int32_t> didx(c.idx);
+  lab::DeviceBuf<uint8_t> dscratch(gptoss::moe_mxfp4_gemm_scratch_cuda(c.T, 1, 1, c.H, c.I));
+  const gptoss::MoeMxfp4Args a{dx.p, c.H, didx.p, dw1b.p, dw1s.p, db1.p, dw2b.p, dw2s.p, db2.p, dy.p, c.T, 1, 1, c.H, c.I,
+                               c.kLimit, c.kAlpha, dscratch.p, dscratch.n, 1};
+  for (int tile : {64, 128}) {
+    cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+    gptoss::moe_mxfp4_gemm_cuda(a, 0, nullptr, tile);
+    c.check(dy.download(), tile == 64 ? "64-row tile" : "128-row tile");
+  }
 }
 LAB_TEST("moe_mxfp4_gemm: an expert index outside [0, E) gives NaN for that slot (contract) or token (combined) only") {
   lab::Rng r(52);

@@ -2,7 +2,8 @@
 // kernels/cpu/moe_combine.cc for the fused path) on fresh random MXFP4 experts: gpt-oss-20b's and
 // 120b's decode shapes (one layer: E 32 / 128, H = I = 2880, k 4) and small odd ones (33 tokens,
 // one block per row, an expert chosen by every token, experts no token chose, an outlier
-// activation, a bad index). Outputs and the scratch are NaN-poisoned before every call.
+// activation, a bad index), and every E2M1 value at every E8M0 scale from 3 to 238, one weight at a
+// time (test/cuda/mxfp4_one_hot.h). Outputs and the scratch are NaN-poisoned before every call.
 //
 // Tolerance. The kernel rounds activations to f16 (unit roundoff u = 2^-11, after an exact
 // power-of-two pre-scale) and sums each 32-weight block's 16 products per lane in f16; everything
@@ -22,6 +23,7 @@
 #include "kernels/cuda/moe_mxfp4.cuh"
 #include "kernels/moe_combine.h"
 #include "test/cuda/harness.h"
+#include "test/cuda/mxfp4_one_hot.h"
 
 namespace {
 constexpr double kTol = 2e-2;  // max |got - want| / (|want| + rms(want row)); measured up to 8e-3
@@ -318,6 +320,37 @@ void check_solo_bits(const Shape& s, const std::vector<int32_t>& idx, uint64_t s
               double(obatch[i]), double(osolo[i]));
 }
 
+LAB_TEST("moe_mxfp4: every E2M1 value at every E8M0 scale from 3 to 238, each weight seen alone, batched and every tenth token alone, both products") {
+  // test/cuda/mxfp4_one_hot.h, in three layers of up to 80 scales (H = 2560: the f32 products'
+  // staged activations, 4 x H x 4 bytes, must fit 48 KB). The block factor folds the scale with the
+  // decode's 2^14 and the activations' pre-scale in f32, so a block's term overflows from |w| =
+  // 2^114 (the kernel's stated limit: 6 at scale 239, 4 at 240; this case found the second, where
+  // the comment had said 240 was safe). Below 3 the case's x, 2^(127 - s), would overflow the CPU
+  // reference's f32 block sums.
+  for (int lo : {3, 83, 163}) {
+    const lab::Mxfp4OneHot c(lo, std::min(80, 239 - lo), 72 + lo);
+    lab::DeviceBuf<uint8_t> dw1b(c.w1b), dw1s(c.w1s), dw2b(c.w2b), dw2s(c.w2s);
+    lab::DeviceBuf<uint16_t> db1(c.b1), db2(c.b2);
+    lab::DeviceBuf<float> dx(c.x), dy(size_t(c.T) * c.H);
+    lab::DeviceBuf<int32_t> didx(c.idx);
+    lab::DeviceBuf<uint8_t> dscratch(gptoss::moe_mxfp4_scratch_cuda(c.T, 1, 1, c.H, c.I));
+    auto args = [&](int t0, int T) {
+      return gptoss::MoeMxfp4Args{dx.p + size_t(t0) * c.H, c.H, didx.p + t0, dw1b.p, dw1s.p, db1.p, dw2b.p, dw2s.p, db2.p,
+                                  dy.p + size_t(t0) * c.H, T, 1, 1, c.H, c.I, c.kLimit, c.kAlpha, dscratch.p, dscratch.n, 1};
+    };
+    for (const auto p : {gptoss::MoeMxfp4Products::F16, gptoss::MoeMxfp4Products::F32}) {
+      const bool f16 = p == gptoss::MoeMxfp4Products::F16;
+      cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+      gptoss::moe_mxfp4_cuda(args(0, c.T), nullptr, p);
+      c.check(dy.download(), f16 ? "batched, f16 products" : "batched, f32 products");
+      // The one-token kernels decode with the same functions: every tenth token alone (the rest
+      // of y stays NaN-poisoned and is not checked).
+      cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+      for (int t = 0; t < c.T; t += 10) gptoss::moe_mxfp4_cuda(args(t, 1), nullptr, p);
+      c.check(dy.download(), f16 ? "one token, f16 products" : "one token, f32 products", 10);
+    }
+  }
+}
 LAB_TEST("moe_mxfp4: batched (T >= 2, expert-major) gives every token the bits it gets alone, both products") {
   lab::Rng r(61);
   for (const auto p : {gptoss::MoeMxfp4Products::F16, gptoss::MoeMxfp4Products::F32}) {
