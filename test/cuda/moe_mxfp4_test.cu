@@ -327,7 +327,9 @@ LAB_TEST("moe_mxfp4: every E2M1 value at every E8M0 scale from 3 to 238, each we
   // 2^114 (the kernel's stated limit: 6 at scale 239, 4 at 240; this case found the second, where
   // the comment had said 240 was safe). Below 3 the case's x, 2^(127 - s), would overflow the CPU
   // reference's f32 block sums.
+  // LAB_QUICK (the mutation runs): the middle layer, batched, f16 products only.
   for (int lo : {3, 83, 163}) {
+    if (lab::quick() && lo != 83) continue;
     const lab::Mxfp4OneHot c(lo, std::min(80, 239 - lo), 72 + lo);
     lab::DeviceBuf<uint8_t> dw1b(c.w1b), dw1s(c.w1s), dw2b(c.w2b), dw2s(c.w2s);
     lab::DeviceBuf<uint16_t> db1(c.b1), db2(c.b2);
@@ -343,6 +345,7 @@ LAB_TEST("moe_mxfp4: every E2M1 value at every E8M0 scale from 3 to 238, each we
       cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
       gptoss::moe_mxfp4_cuda(args(0, c.T), nullptr, p);
       c.check(dy.download(), f16 ? "batched, f16 products" : "batched, f32 products");
+      if (lab::quick()) break;
       // The one-token kernels decode with the same functions: every tenth token alone (the rest
       // of y stays NaN-poisoned and is not checked).
       cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
