@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads)
   // Each warp clears its own counts; thread e alone touches running[e] in step 2.
   for (int e = lane; e < E; e += 32) cnt[warp * E + e] = 0;
   for (int e = tid; e < E; e += kThreads) running[e] = 0;
-  __syncwarp();
+  __syncwarp();  // mutate: beyond the emulator (its ballot orders memory; CUDA's below need not)
   for (int chunk = 0; chunk < S; chunk += kThreads) {
     const int s = chunk + tid;
     const int e = s < S ? idx[s] : -1;
