@@ -88,5 +88,25 @@ describe('weights in 2 MB pages', () => {
     } finally {
       w.dispose();
     }
+
+    // A file mostly in 2 MB pages, its first 64 MiB among them, the rest of it in 4 KB pages (what a
+    // cache partly pushed out by another process's memory leaves): read again all the same.
+    const p = new Weights();
+    try {
+      const size = 160 * MiB;
+      const fi = p.mapFile(freshFile('partly.bin', size));
+      await p.prefetch(fi, 0, size);
+      p.evict(fi, 0, 128 * MiB);
+      await p.prefetch(fi, 0, 128 * MiB);
+      const partly = p.mappedState(fi)!;
+      expect(partly.huge).toBeGreaterThanOrEqual(64 * MiB);
+      expect(partly.huge).toBeLessThan(0.97 * size);
+      await readWeights(p, [{ size }], true, undefined);
+      const again = p.mappedState(fi)!;
+      expect(again.huge).toBeGreaterThanOrEqual(0.9 * size);
+      expect(again.huge).toBeGreaterThan(partly.huge);
+    } finally {
+      p.dispose();
+    }
   });
 });

@@ -377,6 +377,8 @@ function registerCheckpoint(weights: NativeWeights, ckpt: Checkpoint): ModelWeig
 
 /** Files under this size are not worth a second read to get 2 MB pages. */
 const HUGE_PAGES_MIN_FILE = 64 * 2 ** 20;
+/** A file's share in 2 MB pages under which it is read again (the rest are page walks at every 4 KB). */
+const HUGE_PAGES_ENOUGH = 0.97;
 
 /**
  * Reads the checkpoint's files into memory (in 256 MiB pieces, so progress moves and the event loop
@@ -386,7 +388,9 @@ const HUGE_PAGES_MIN_FILE = 64 * 2 ** 20;
  * those every page costs a page walk and stops the hardware prefetchers: on the build VM a plain
  * stream of a file read 4-5x slower, and decode ran 1.09-1.46x slower (benchmarks/RESULTS.md). A
  * 64 MiB probe first checks that a second read does bring 2 MB pages, so a file system without them
- * is read once only.
+ * is read once only. A file partly in 2 MB pages (a cache another process's memory pushed part of
+ * out of, then read back in pieces) is read again too: what is left in 4 KB pages cannot be told
+ * apart from the rest, and dropping and reading the whole file brought it to over 99% on the VM.
  */
 export async function readWeights(
   weights: NativeWeights,
@@ -410,11 +414,13 @@ export async function readWeights(
   if (!hugePages) return;
   for (const [fi, f] of files.entries()) {
     const before = f.size >= HUGE_PAGES_MIN_FILE ? weights.mappedState(fi) : null;
-    if (!before || before.huge >= 0.5 * before.resident) continue;
+    if (!before || before.huge >= HUGE_PAGES_ENOUGH * before.resident) continue;
+    // The probe: its first 64 MiB dropped, then read again (they may have been 2 MB pages already).
     weights.evict(fi, 0, HUGE_PAGES_MIN_FILE);
+    const dropped = weights.mappedState(fi);
     await read(fi, 0, HUGE_PAGES_MIN_FILE, false);
     const after = weights.mappedState(fi);
-    if (!after || after.huge - before.huge < HUGE_PAGES_MIN_FILE / 2) continue;
+    if (!dropped || !after || after.huge - dropped.huge < HUGE_PAGES_MIN_FILE / 2) continue;
     total += f.size - HUGE_PAGES_MIN_FILE;
     weights.evict(fi, HUGE_PAGES_MIN_FILE, f.size - HUGE_PAGES_MIN_FILE);
     await read(fi, HUGE_PAGES_MIN_FILE, f.size, true);
