@@ -192,6 +192,18 @@ std::vector<int32_t> random_idx(int T, int k, int E, lab::Rng& r) {
   }
   return idx;
 }
+// A token routing and its inputs, drawn in that order on every compiler: a braced list is evaluated
+// left to right, a call's arguments in no fixed order (g++ and clang differ, and then the lab's
+// cases would depend on the compiler that built it).
+struct Routed {
+  std::vector<int32_t> idx;
+  std::vector<float> x;
+};
+Routed draw(int T, int k, int E, int H, lab::Rng& r) { return {random_idx(T, k, E, r), random_x(T, H, r)}; }
+void check(const Shape& s, const Routed& d, uint64_t seed, bool all_schedules = true, int bad_slot = -1, int paths = 3,
+           gptoss::MoeMxfp4Products products = gptoss::MoeMxfp4Products::F16) {
+  check(s, d.idx, d.x, seed, all_schedules, bad_slot, paths, products);
+}
 }  // namespace
 
 LAB_TEST("moe_mxfp4: gpt-oss-20b decode (E 32, H = I = 2880, k 4), 1 token, fused decode path [real shapes]") {
@@ -206,13 +218,13 @@ LAB_TEST("moe_mxfp4: gpt-oss-120b decode (E 128, H = I = 2880, k 4), 1 token, pe
 }
 LAB_TEST("moe_mxfp4: small shapes under every schedule: 1 token, 3 tokens, one block per row") {
   lab::Rng r(15);
-  check({1, 4, 8, 64, 96}, random_idx(1, 4, 8, r), random_x(1, 64, r), 16);
-  check({3, 2, 6, 128, 64}, random_idx(3, 2, 6, r), random_x(3, 128, r), 17);
-  check({2, 3, 5, 32, 32}, random_idx(2, 3, 5, r), random_x(2, 32, r), 18);
+  check({1, 4, 8, 64, 96}, draw(1, 4, 8, 64, r), 16);
+  check({3, 2, 6, 128, 64}, draw(3, 2, 6, 128, r), 17);
+  check({2, 3, 5, 32, 32}, draw(2, 3, 5, 32, r), 18);
 }
 LAB_TEST("moe_mxfp4: 33 tokens, a partial CTA tile (I 96), experts no token chose") {
   lab::Rng r(19);
-  check({33, 2, 9, 96, 96}, random_idx(33, 2, 7, r), random_x(33, 96, r), 20);
+  check({33, 2, 9, 96, 96}, draw(33, 2, 7, 96, r), 20);
 }
 LAB_TEST("moe_mxfp4: one expert chosen by every token (5 tokens: two passes over its weights)") {
   lab::Rng r(21);
@@ -239,10 +251,10 @@ LAB_TEST("moe_mxfp4: f32 products (fp32 mode), gpt-oss-20b decode (E 32, H = I =
 LAB_TEST("moe_mxfp4: f32 products (fp32 mode) within 3e-5 of the CPU op: 1 token (every schedule), 3 tokens, one block per row, 9 tokens with a partial CTA tile") {
   const auto f32 = gptoss::MoeMxfp4Products::F32;
   lab::Rng r(43);
-  check({1, 4, 8, 64, 96}, random_idx(1, 4, 8, r), random_x(1, 64, r), 44, true, -1, 3, f32);
-  check({3, 2, 6, 128, 64}, random_idx(3, 2, 6, r), random_x(3, 128, r), 45, false, -1, 3, f32);
-  check({2, 3, 5, 32, 32}, random_idx(2, 3, 5, r), random_x(2, 32, r), 46, false, -1, 3, f32);
-  check({9, 2, 9, 96, 96}, random_idx(9, 2, 7, r), random_x(9, 96, r), 47, false, -1, 3, f32);
+  check({1, 4, 8, 64, 96}, draw(1, 4, 8, 64, r), 44, true, -1, 3, f32);
+  check({3, 2, 6, 128, 64}, draw(3, 2, 6, 128, r), 45, false, -1, 3, f32);
+  check({2, 3, 5, 32, 32}, draw(2, 3, 5, 32, r), 46, false, -1, 3, f32);
+  check({9, 2, 9, 96, 96}, draw(9, 2, 7, 96, r), 47, false, -1, 3, f32);
 }
 LAB_TEST("moe_mxfp4: f32 products (fp32 mode): one expert for 5 tokens (two passes), an outlier, a bad index gives NaN") {
   const auto f32 = gptoss::MoeMxfp4Products::F32;
@@ -365,9 +377,9 @@ LAB_TEST("moe_mxfp4: batched (T >= 2, expert-major) gives every token the bits i
 }
 LAB_TEST("moe_mxfp4: batched, gpt-oss-120b's routing (E 128, k 4) at T 3, 8 and 64 (small H, I), every schedule") {
   lab::Rng r(65);
-  check({3, 4, 128, 64, 64}, random_idx(3, 4, 128, r), random_x(3, 64, r), 66);
-  check({8, 4, 128, 96, 64}, random_idx(8, 4, 128, r), random_x(8, 96, r), 67);
-  check({64, 4, 128, 64, 32}, random_idx(64, 4, 128, r), random_x(64, 64, r), 68);
+  check({3, 4, 128, 64, 64}, draw(3, 4, 128, 64, r), 66);
+  check({8, 4, 128, 96, 64}, draw(8, 4, 128, 96, r), 67);
+  check({64, 4, 128, 64, 32}, draw(64, 4, 128, 64, r), 68);
 }
 // The skew at T 33 runs in f32 products: with 33 tokens on the expert whose last W2 block has the
 // extreme scale (Experts), the f16 path's error on that block-dominated output reaches 0.07-0.11
@@ -393,7 +405,7 @@ LAB_TEST("moe_mxfp4: batched skew: every token the same 4 experts (T 33: 9 tiles
 LAB_TEST("moe_mxfp4: batched, f32 products (fp32 mode): T 8 over 128 experts, the 4-expert skew at T 9, a bad index") {
   const auto f32 = gptoss::MoeMxfp4Products::F32;
   lab::Rng r(73);
-  check({8, 4, 128, 64, 64}, random_idx(8, 4, 128, r), random_x(8, 64, r), 74, true, -1, 3, f32);
+  check({8, 4, 128, 64, 64}, draw(8, 4, 128, 64, r), 74, true, -1, 3, f32);
   std::vector<int32_t> idx;
   for (int t = 0; t < 9; ++t) idx.insert(idx.end(), {2, 5, 1, 7});
   check({9, 4, 8, 32, 64}, idx, random_x(9, 32, r), 75, false, -1, 3, f32);
@@ -404,7 +416,7 @@ LAB_TEST("moe_mxfp4: batched, f32 products (fp32 mode): T 8 over 128 experts, th
 LAB_TEST("moe_mxfp4: batched, gpt-oss-20b at T 8 (E 32, H = I = 2880, k 4), fused decode path [real shapes]") {
   if (std::getenv("LAB_QUICK")) return;  // the mutation runs: small shapes only
   lab::Rng r(77);
-  check({8, 4, 32, 2880, 2880}, random_idx(8, 4, 32, r), random_x(8, 2880, r), 78, false, -1, 2);
+  check({8, 4, 32, 2880, 2880}, draw(8, 4, 32, 2880, r), 78, false, -1, 2);
 }
 LAB_TEST("moe_mxfp4: bad shapes and alignment are ERR_INVALID_ARGUMENT before any launch") {
   std::vector<uint8_t> buf(64 * 1024);
