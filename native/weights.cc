@@ -42,23 +42,25 @@ struct SyntheticSpec {
 void fill(SyntheticSpec& s) {
   constexpr size_t kChunk = 1 << 16;
   const size_t chunks = (s.bytes + kChunk - 1) / kChunk;
+  // The kind, compared once (a string compare per element was a third of the fill's time).
+  const bool u8_uniform = s.kind == "u8-uniform", u8_around = s.kind == "u8-around", bf16_const = s.kind == "bf16-const";
   cpu::parallel_for(int64_t(chunks), 4, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       uint64_t state = mix(s.seed * 0x100000001b3ull + uint64_t(c));
       const size_t begin = size_t(c) * kChunk, end = std::min(s.bytes, begin + kChunk);
-      if (s.kind == "u8-uniform") {
+      if (u8_uniform) {
         for (size_t i = begin; i < end; i += 8) {
           uint64_t r = mix(state++);
           std::memcpy(s.data + i, &r, std::min<size_t>(8, end - i));
         }
-      } else if (s.kind == "u8-around") {
+      } else if (u8_around) {
         // E8M0 scales within one binade of the centre.
         for (size_t i = begin; i < end; ++i) s.data[i] = uint8_t(int(s.a) + int(mix(state++) % 3) - 1);
       } else {
         uint16_t* out = reinterpret_cast<uint16_t*>(s.data);
         const uint16_t konst = cpu::f32_to_bf16(float(s.a));
         for (size_t i = begin / 2; i < end / 2; ++i) {
-          if (s.kind == "bf16-const") {
+          if (bf16_const) {
             out[i] = konst;
           } else {
             const double u = double(mix(state++) >> 11) * (1.0 / 9007199254740992.0);
