@@ -17,6 +17,9 @@
 namespace gptoss {
 namespace {
 constexpr int kBlock = 256;
+// Keys whose rows each head group takes in turn (32 rows of 8 KV heads x 64 f32: 64 KB, so the
+// groups after the first find them in L1/L2, and the rows stream from memory in order).
+constexpr int kChunk = 32;
 // Partials of one (token, block): m[Hq], sum[Hq], acc[Hq * D].
 constexpr size_t kMaxPartialBytes = size_t(64) << 20;
 
@@ -24,10 +27,9 @@ constexpr size_t kMaxPartialBytes = size_t(64) << 20;
 struct Scratch {
   int64_t* first;  // [T + 1] first task of each token in a group
   float* parts;    // [tasks, partial]
-  // Per worker thread: scores [Hq, kBlock], one cache row in f32 [width], head weights [group].
+  // Per worker thread: scores [Hq, kBlock], one cache row in f32 [width].
   float* scores;
   float* row_f32;
-  float* w;
   size_t per_thread_floats;
 };
 Scratch carve(ScratchCarver& c, int T, int64_t max_context, int Hq, int Hkv, int D, int window, int threads) {
@@ -40,11 +42,10 @@ Scratch carve(ScratchCarver& c, int T, int64_t max_context, int Hq, int Hkv, int
   Scratch s;
   s.first = c.take<int64_t>(size_t(T) + 1);
   s.parts = c.take<float>(size_t(tasks) * partial);
-  s.per_thread_floats = align64(size_t(Hq) * kBlock * 4) / 4 + align64(size_t(Hkv) * D * 4) / 4 + align64(size_t(Hq / Hkv) * 4) / 4;
+  s.per_thread_floats = align64(size_t(Hq) * kBlock * 4) / 4 + align64(size_t(Hkv) * D * 4) / 4;
   float* all = c.take<float>(s.per_thread_floats * size_t(threads));
   s.scores = all;
   s.row_f32 = all ? all + align64(size_t(Hq) * kBlock * 4) / 4 : nullptr;
-  s.w = all ? s.row_f32 + align64(size_t(Hkv) * D * 4) / 4 : nullptr;
   return s;
 }
 }  // namespace
@@ -91,7 +92,6 @@ void attention_cpu(const AttentionArgs& a) {
       float* mine = sc.scores + sc.per_thread_floats * size_t(cpu::worker_index());
       float* scores = mine;
       float* row_f32 = sc.row_f32 - sc.scores + mine;
-      float* w = sc.w - sc.scores + mine;
       for (int64_t i = i0; i < i1; ++i) {
         const int t = t0 + int(std::upper_bound(first, first + (t1 - t0) + 1, i) - first) - 1;
         const int b = int(i - first[t - t0]);
@@ -106,14 +106,23 @@ void attention_cpu(const AttentionArgs& a) {
           return row_f32;
         };
         const float* q = a.q + t * a.ldq;
-        // Scores [Hq, n]: each key row against every head of its group.
-        for (int j = 0; j < n; ++j) {
-          const float* kr = row(a.k_cache, j0 + j);
-          for (int g = 0; g < a.kv_heads; ++g) {
-            k.dots_f32(q + int64_t(g) * group * D, D, group, kr + g * D, D, w);
-            for (int h = 0; h < group; ++h) scores[size_t(g * group + h) * n + j] = w[h] * a.scale;
+        // Scores [Hq, n]: each key row against every head of its group. An f32 cache is read in
+        // place, the block's rows for each head group in one call; a bf16 one a converted row at a time.
+        const float* rows[kBlock];
+        if (a.cache_dtype == DType::F32) {
+          for (int j = 0; j < n; ++j) rows[j] = row(a.k_cache, j0 + j);
+          for (int c = 0; c < n; c += kChunk)
+            for (int g = 0; g < a.kv_heads; ++g)
+              k.dots_f32(q + int64_t(g) * group * D, D, group, rows + c, int64_t(g) * D, std::min(kChunk, n - c), D,
+                         scores + size_t(g) * group * n + c, n);
+        } else {
+          for (int j = 0; j < n; ++j) {
+            const float* kr = row(a.k_cache, j0 + j);
+            for (int g = 0; g < a.kv_heads; ++g)
+              k.dots_f32(q + int64_t(g) * group * D, D, group, &kr, int64_t(g) * D, 1, D, scores + size_t(g) * group * n + j, n);
           }
         }
+        for (size_t i = 0; i < size_t(Hq) * n; ++i) scores[i] *= a.scale;
         float* m = parts + size_t(i) * partial;
         float* sum = m + Hq;
         float* acc = sum + Hq;
@@ -123,11 +132,20 @@ void attention_cpu(const AttentionArgs& a) {
           sum[h] = float(k.exp_sum(s, m[h], 1.f, s, n));
         }
         std::fill(acc, acc + size_t(Hq) * D, 0.f);
-        for (int j = 0; j < n; ++j) {
-          const float* vr = row(a.v_cache, j0 + j);
-          for (int g = 0; g < a.kv_heads; ++g) {
-            for (int h = 0; h < group; ++h) w[h] = scores[size_t(g * group + h) * n + j];
-            k.axpys_f32(acc + int64_t(g) * group * D, D, w, group, vr + g * D, D);
+        if (a.cache_dtype == DType::F32) {
+          // The block's value rows, then each head group over all of them (its accumulators stay in
+          // registers); the same FMAs in the same order as a row at a time.
+          for (int j = 0; j < n; ++j) rows[j] = row(a.v_cache, j0 + j);
+          for (int c = 0; c < n; c += kChunk)
+            for (int g = 0; g < a.kv_heads; ++g)
+              k.axpys_f32(acc + int64_t(g) * group * D, D, group, scores + size_t(g) * group * n + c, n, rows + c,
+                          int64_t(g) * D, std::min(kChunk, n - c), D);
+        } else {
+          for (int j = 0; j < n; ++j) {
+            const float* vr = row(a.v_cache, j0 + j);  // converted into this thread's one f32 row
+            for (int g = 0; g < a.kv_heads; ++g)
+              k.axpys_f32(acc + int64_t(g) * group * D, D, group, scores + size_t(g) * group * n + j, n, &vr,
+                          int64_t(g) * D, 1, D);
           }
         }
       }

@@ -38,10 +38,14 @@ struct SimdKernels {
   float (*dot_f32)(const float* a, const float* b, int n);
   // y += a * x
   void (*axpy_f32)(float* y, float a, const float* x, int n);
-  // out[h] = dot(q + h * ldq, k, n) for h < nq (one key against a group of query heads)
-  void (*dots_f32)(const float* q, int64_t ldq, int nq, const float* k, int n, float* out);
-  // y[h * ldy + i] += a[h] * x[i] for h < ny, i < n (one value row into a group of accumulators)
-  void (*axpys_f32)(float* y, int64_t ldy, const float* a, int ny, const float* x, int n);
+  // out[h * ldo + j] = dot(q + h * ldq, k[j] + koff, n) for h < nq, j < nk (keys against a group of
+  // query heads)
+  void (*dots_f32)(const float* q, int64_t ldq, int nq, const float* const* k, int64_t koff, int nk, int n, float* out,
+                   int64_t ldo);
+  // y[h * ldy + i] += a[h * lda + j] * x[j][xoff + i] for h < ny, then j < nx in order, i < n
+  // (value rows into a group of accumulators, one FMA per term)
+  void (*axpys_f32)(float* y, int64_t ldy, int ny, const float* a, int64_t lda, const float* const* x, int64_t xoff,
+                    int nx, int n);
   // e[i] = exp((l[i] - m) * scale) for i < n, returning the sum. Accurate to a few ulp for the
   // arguments <= 0 that softmax gives; arguments below -87 give 0. The sum's order is fixed, so
   // that the device sampler (kernels/cuda/sample.cu) reproduces it in parallel: the body (the

@@ -310,38 +310,82 @@ void axpy_f32(float* y, float a, const float* x, int n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// Many queries against one key: out[h] = dot(q + h * ldq, k) for h < nq. Four heads at a time
-// share each load of k and run four independent FMA chains (one chain per call is latency-bound).
-void dots_f32(const float* q, int64_t ldq, int nq, const float* k, int n, float* out) {
+// Many queries against many keys: out[h * ldo + j] = dot(q + h * ldq, k[j] + koff) for h < nq, j < nk.
+// Four heads at a time share each load of a key and run four independent FMA chains (one chain is
+// latency-bound); one call covers a block of keys (a call per key cost as much as its arithmetic).
+void dots_f32(const float* q, int64_t ldq, int nq, const float* const* k, int64_t koff, int nk, int n, float* out,
+              int64_t ldo) {
   int h = 0;
   for (; h + 4 <= nq; h += 4) {
     const float *q0 = q + h * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
-    V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-    int i = 0;
-    for (; i + W <= n; i += W) {
-      const V kv = vload(k + i);
-      a0 = vfma(vload(q0 + i), kv, a0);
-      a1 = vfma(vload(q1 + i), kv, a1);
-      a2 = vfma(vload(q2 + i), kv, a2);
-      a3 = vfma(vload(q3 + i), kv, a3);
+    float* o = out + h * ldo;
+    for (int j = 0; j < nk; ++j) {
+      const float* kj = k[j] + koff;
+      V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+      int i = 0;
+      for (; i + W <= n; i += W) {
+        const V kv = vload(kj + i);
+        a0 = vfma(vload(q0 + i), kv, a0);
+        a1 = vfma(vload(q1 + i), kv, a1);
+        a2 = vfma(vload(q2 + i), kv, a2);
+        a3 = vfma(vload(q3 + i), kv, a3);
+      }
+      o[j] = vsum(a0) + scalar_dot(q0 + i, kj + i, n - i);
+      o[ldo + j] = vsum(a1) + scalar_dot(q1 + i, kj + i, n - i);
+      o[2 * ldo + j] = vsum(a2) + scalar_dot(q2 + i, kj + i, n - i);
+      o[3 * ldo + j] = vsum(a3) + scalar_dot(q3 + i, kj + i, n - i);
     }
-    out[h] = vsum(a0) + scalar_dot(q0 + i, k + i, n - i);
-    out[h + 1] = vsum(a1) + scalar_dot(q1 + i, k + i, n - i);
-    out[h + 2] = vsum(a2) + scalar_dot(q2 + i, k + i, n - i);
-    out[h + 3] = vsum(a3) + scalar_dot(q3 + i, k + i, n - i);
   }
-  for (; h < nq; ++h) out[h] = dot_f32(q + h * ldq, k, n);
+  for (; h < nq; ++h)
+    for (int j = 0; j < nk; ++j) out[h * ldo + j] = dot_f32(q + h * ldq, k[j] + koff, n);
 }
 
-// One value row into many accumulators: y[h * ldy + i] += a[h] * x[i] for h < ny (x loaded once).
-void axpys_f32(float* y, int64_t ldy, const float* a, int ny, const float* x, int n) {
+// Value rows into a group of accumulators: y[h * ldy + i] += a[h * lda + j] * x[j][xoff + i] for
+// h < ny, j < nx (in that order, one FMA each), i < n. A pass keeps two vectors of each of G heads
+// in registers over all the rows, where a row at a time loaded and stored them for every row
+// (decode attention's values at long context were bound by that).
+template <int G>
+inline void axpys_heads(float* y, int64_t ldy, const float* a, int64_t lda, const float* const* x, int64_t xoff, int nx,
+                        int n) {
   int i = 0;
-  for (; i + W <= n; i += W) {
-    const V xv = vload(x + i);
-    for (int h = 0; h < ny; ++h) vstore(y + h * ldy + i, vfma(vset1(a[h]), xv, vload(y + h * ldy + i)));
+  for (; i + 2 * W <= n; i += 2 * W) {
+    V acc[G][2];
+#pragma GCC unroll 8
+    for (int h = 0; h < G; ++h) {
+      acc[h][0] = vload(y + h * ldy + i);
+      acc[h][1] = vload(y + h * ldy + i + W);
+    }
+    for (int j = 0; j < nx; ++j) {
+      const V x0 = vload(x[j] + xoff + i), x1 = vload(x[j] + xoff + i + W);
+#pragma GCC unroll 8
+      for (int h = 0; h < G; ++h) {
+        const V s = vset1(a[h * lda + j]);
+        acc[h][0] = vfma(s, x0, acc[h][0]);
+        acc[h][1] = vfma(s, x1, acc[h][1]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < G; ++h) {
+      vstore(y + h * ldy + i, acc[h][0]);
+      vstore(y + h * ldy + i + W, acc[h][1]);
+    }
   }
+  for (; i + W <= n; i += W)
+    for (int h = 0; h < G; ++h) {
+      V acc = vload(y + h * ldy + i);
+      for (int j = 0; j < nx; ++j) acc = vfma(vset1(a[h * lda + j]), vload(x[j] + xoff + i), acc);
+      vstore(y + h * ldy + i, acc);
+    }
   for (; i < n; ++i)
-    for (int h = 0; h < ny; ++h) y[h * ldy + i] += a[h] * x[i];
+    for (int h = 0; h < G; ++h)
+      for (int j = 0; j < nx; ++j) y[h * ldy + i] += a[h * lda + j] * x[j][xoff + i];
+}
+void axpys_f32(float* y, int64_t ldy, int ny, const float* a, int64_t lda, const float* const* x, int64_t xoff, int nx,
+               int n) {
+  constexpr int G = W >= 16 ? 8 : 4;  // 2G accumulators: 16 of AVX-512's 32 registers, 8 of AVX2's 16
+  int h = 0;
+  for (; h + G <= ny; h += G) axpys_heads<G>(y + h * ldy, ldy, a + h * lda, lda, x, xoff, nx, n);
+  for (; h < ny; ++h) axpys_heads<1>(y + h * ldy, ldy, a + h * lda, lda, x, xoff, nx, n);
 }
 
 // exp(x) for x <= 0 by range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-6 polynomial
