@@ -27,7 +27,7 @@ constexpr size_t kMaxPartialBytes = size_t(64) << 20;
 struct Scratch {
   int64_t* first;  // [T + 1] first task of each token in a group
   float* parts;    // [tasks, partial]
-  // Per worker thread: scores [Hq, kBlock], one cache row in f32 [width].
+  // Per worker thread: scores [Hq, kBlock], a chunk's cache rows in f32 [kChunk, width] (bf16 caches).
   float* scores;
   float* row_f32;
   size_t per_thread_floats;
@@ -42,7 +42,7 @@ Scratch carve(ScratchCarver& c, int T, int64_t max_context, int Hq, int Hkv, int
   Scratch s;
   s.first = c.take<int64_t>(size_t(T) + 1);
   s.parts = c.take<float>(size_t(tasks) * partial);
-  s.per_thread_floats = align64(size_t(Hq) * kBlock * 4) / 4 + align64(size_t(Hkv) * D * 4) / 4;
+  s.per_thread_floats = align64(size_t(Hq) * kBlock * 4) / 4 + align64(size_t(kChunk) * Hkv * D * 4) / 4;
   float* all = c.take<float>(s.per_thread_floats * size_t(threads));
   s.scores = all;
   s.row_f32 = all ? all + align64(size_t(Hq) * kBlock * 4) / 4 : nullptr;
@@ -99,28 +99,28 @@ void attention_cpu(const AttentionArgs& a) {
         const int64_t j0 = lo + int64_t(b) * kBlock, j1 = std::min(hi, j0 + kBlock);
         const int n = int(j1 - j0);
         const int32_t seq = a.pages.seq[t];
-        auto row = [&](const void* cache, int64_t pos) -> const float* {
-          const char* p = static_cast<const char*>(cache) + a.pages.row(seq, pos) * width * esize;
-          if (a.cache_dtype == DType::F32) return reinterpret_cast<const float*>(p);
-          k.bf16_to_f32(reinterpret_cast<const uint16_t*>(p), row_f32, size_t(width));
-          return row_f32;
+        // rows[j] = the cache row of key j0 + c + j for j < nc: an f32 cache in place, a bf16 one
+        // converted into this thread's chunk buffer.
+        const float* rows[kChunk];
+        auto gather = [&](const void* cache, int c, int nc) {
+          for (int j = 0; j < nc; ++j) {
+            const char* p = static_cast<const char*>(cache) + a.pages.row(seq, j0 + c + j) * width * esize;
+            if (a.cache_dtype == DType::F32) {
+              rows[j] = reinterpret_cast<const float*>(p);
+            } else {
+              float* f = row_f32 + size_t(j) * width;
+              k.bf16_to_f32(reinterpret_cast<const uint16_t*>(p), f, size_t(width));
+              rows[j] = f;
+            }
+          }
         };
         const float* q = a.q + t * a.ldq;
-        // Scores [Hq, n]: each key row against every head of its group. An f32 cache is read in
-        // place, the block's rows for each head group in one call; a bf16 one a converted row at a time.
-        const float* rows[kBlock];
-        if (a.cache_dtype == DType::F32) {
-          for (int j = 0; j < n; ++j) rows[j] = row(a.k_cache, j0 + j);
-          for (int c = 0; c < n; c += kChunk)
-            for (int g = 0; g < a.kv_heads; ++g)
-              k.dots_f32(q + int64_t(g) * group * D, D, group, rows + c, int64_t(g) * D, std::min(kChunk, n - c), D,
-                         scores + size_t(g) * group * n + c, n);
-        } else {
-          for (int j = 0; j < n; ++j) {
-            const float* kr = row(a.k_cache, j0 + j);
-            for (int g = 0; g < a.kv_heads; ++g)
-              k.dots_f32(q + int64_t(g) * group * D, D, group, &kr, int64_t(g) * D, 1, D, scores + size_t(g) * group * n + j, n);
-          }
+        // Scores [Hq, n]: each head group against a chunk's key rows in one call.
+        for (int c = 0; c < n; c += kChunk) {
+          const int nc = std::min(kChunk, n - c);
+          gather(a.k_cache, c, nc);
+          for (int g = 0; g < a.kv_heads; ++g)
+            k.dots_f32(q + int64_t(g) * group * D, D, group, rows, int64_t(g) * D, nc, D, scores + size_t(g) * group * n + c, n);
         }
         for (size_t i = 0; i < size_t(Hq) * n; ++i) scores[i] *= a.scale;
         float* m = parts + size_t(i) * partial;
@@ -132,21 +132,14 @@ void attention_cpu(const AttentionArgs& a) {
           sum[h] = float(k.exp_sum(s, m[h], 1.f, s, n));
         }
         std::fill(acc, acc + size_t(Hq) * D, 0.f);
-        if (a.cache_dtype == DType::F32) {
-          // The block's value rows, then each head group over all of them (its accumulators stay in
-          // registers); the same FMAs in the same order as a row at a time.
-          for (int j = 0; j < n; ++j) rows[j] = row(a.v_cache, j0 + j);
-          for (int c = 0; c < n; c += kChunk)
-            for (int g = 0; g < a.kv_heads; ++g)
-              k.axpys_f32(acc + int64_t(g) * group * D, D, group, scores + size_t(g) * group * n + c, n, rows + c,
-                          int64_t(g) * D, std::min(kChunk, n - c), D);
-        } else {
-          for (int j = 0; j < n; ++j) {
-            const float* vr = row(a.v_cache, j0 + j);  // converted into this thread's one f32 row
-            for (int g = 0; g < a.kv_heads; ++g)
-              k.axpys_f32(acc + int64_t(g) * group * D, D, group, scores + size_t(g) * group * n + j, n, &vr,
-                          int64_t(g) * D, 1, D);
-          }
+        // Values: each head group over a chunk's rows, its accumulators in registers; the same FMAs in
+        // the same order as a row at a time.
+        for (int c = 0; c < n; c += kChunk) {
+          const int nc = std::min(kChunk, n - c);
+          gather(a.v_cache, c, nc);
+          for (int g = 0; g < a.kv_heads; ++g)
+            k.axpys_f32(acc + int64_t(g) * group * D, D, group, scores + size_t(g) * group * n + c, n, rows, int64_t(g) * D,
+                        nc, D);
         }
       }
     });
