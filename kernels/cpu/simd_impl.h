@@ -28,6 +28,22 @@ inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 inline float vsum(V v) { return _mm512_reduce_add_ps(v); }
+// out[j] = the sum of a[j]'s lanes, j < 16, as one tree over all 16 (45 shuffles and adds, where 16
+// reductions take 16 x 8).
+inline void vsums(const V* a, float* out) {
+  V b[8], c[4];
+  for (int p = 0; p < 8; ++p)  // per 128-bit lane: [a0 a1 a0 a1] pairs of partials
+    b[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+  for (int p = 0; p < 4; ++p)  // per 128-bit lane: [a0 a1 a2 a3]
+    c[p] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * p], b[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(b[2 * p], b[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const V d = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const V e = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_f32x4(d, e, _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_f32x4(d, e, _MM_SHUFFLE(3, 1, 3, 1))));
+}
 inline V vload_bf16(const uint16_t* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -58,6 +74,16 @@ inline float vsum(V v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+// out[j] = the sum of a[j]'s lanes, j < 8, as one tree over all 8.
+inline void vsums(const V* a, float* out) {
+  V b[4], c[2];
+  for (int p = 0; p < 4; ++p)
+    b[p] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm256_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+  for (int p = 0; p < 2; ++p)
+    c[p] = _mm256_add_ps(_mm256_shuffle_ps(b[2 * p], b[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(b[2 * p], b[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31)));
+}
 inline V vload_bf16(const uint16_t* p) {
   __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -74,6 +100,7 @@ inline V vfma(V a, V b, V c) { for (int i = 0; i < 8; ++i) c.v[i] += a.v[i] * b.
 inline V vmul(V a, V b) { for (int i = 0; i < 8; ++i) a.v[i] *= b.v[i]; return a; }
 inline V vadd(V a, V b) { for (int i = 0; i < 8; ++i) a.v[i] += b.v[i]; return a; }
 inline float vsum(V a) { float s = 0; for (int i = 0; i < 8; ++i) s += a.v[i]; return s; }
+inline void vsums(const V* a, float* out) { for (int j = 0; j < 8; ++j) out[j] = vsum(a[j]); }
 inline V vload_bf16(const uint16_t* p) {
   V r;
   for (int i = 0; i < 8; ++i) r.v[i] = gptoss::cpu::bf16_to_f32(p[i]);
@@ -311,29 +338,42 @@ void axpy_f32(float* y, float a, const float* x, int n) {
 }
 
 // Many queries against many keys: out[h * ldo + j] = dot(q + h * ldq, k[j] + koff) for h < nq, j < nk.
-// Four heads at a time share each load of a key and run four independent FMA chains (one chain is
-// latency-bound); one call covers a block of keys (a call per key cost as much as its arithmetic).
+// Two heads against W/2 keys at a time fill W accumulators (each key's load serves both heads, and
+// W independent FMA chains hide the latency); their W sums are then reduced together as one tree
+// (vsums), where a reduction per (head, key) had cost more than the FMAs. Which path a (head, key)
+// takes depends only on h and j, so a key's score does not depend on what else is in the call.
 void dots_f32(const float* q, int64_t ldq, int nq, const float* const* k, int64_t koff, int nk, int n, float* out,
               int64_t ldo) {
+  constexpr int KB = W / 2;
+  const int nv = n - n % W;
   int h = 0;
-  for (; h + 4 <= nq; h += 4) {
-    const float *q0 = q + h * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
-    float* o = out + h * ldo;
-    for (int j = 0; j < nk; ++j) {
-      const float* kj = k[j] + koff;
-      V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-      int i = 0;
-      for (; i + W <= n; i += W) {
-        const V kv = vload(kj + i);
-        a0 = vfma(vload(q0 + i), kv, a0);
-        a1 = vfma(vload(q1 + i), kv, a1);
-        a2 = vfma(vload(q2 + i), kv, a2);
-        a3 = vfma(vload(q3 + i), kv, a3);
+  for (; h + 2 <= nq; h += 2) {
+    const float *q0 = q + h * ldq, *q1 = q0 + ldq;
+    float *o0 = out + h * ldo, *o1 = o0 + ldo;
+    int j = 0;
+    for (; j + KB <= nk; j += KB) {
+      V a[W];  // a[b]: head h, key j + b; a[KB + b]: head h + 1
+      for (int c = 0; c < W; ++c) a[c] = vzero();
+      for (int i = 0; i < nv; i += W) {
+        const V x0 = vload(q0 + i), x1 = vload(q1 + i);
+#pragma GCC unroll 8
+        for (int b = 0; b < KB; ++b) {
+          const V kv = vload(k[j + b] + koff + i);
+          a[b] = vfma(x0, kv, a[b]);
+          a[KB + b] = vfma(x1, kv, a[KB + b]);
+        }
       }
-      o[j] = vsum(a0) + scalar_dot(q0 + i, kj + i, n - i);
-      o[ldo + j] = vsum(a1) + scalar_dot(q1 + i, kj + i, n - i);
-      o[2 * ldo + j] = vsum(a2) + scalar_dot(q2 + i, kj + i, n - i);
-      o[3 * ldo + j] = vsum(a3) + scalar_dot(q3 + i, kj + i, n - i);
+      alignas(64) float s[W];
+      vsums(a, s);
+      for (int b = 0; b < KB; ++b) {
+        const float* kj = k[j + b] + koff;
+        o0[j + b] = s[b] + scalar_dot(q0 + nv, kj + nv, n - nv);
+        o1[j + b] = s[KB + b] + scalar_dot(q1 + nv, kj + nv, n - nv);
+      }
+    }
+    for (; j < nk; ++j) {
+      o0[j] = dot_f32(q0, k[j] + koff, n);
+      o1[j] = dot_f32(q1, k[j] + koff, n);
     }
   }
   for (; h < nq; ++h)
