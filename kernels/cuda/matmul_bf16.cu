@@ -438,7 +438,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
         }
     }
     __threadfence();  // this lane's partials are visible device-wide before its warp's ticket
-    __syncwarp();  // mutate: beyond the emulator (another block's last warp reads these partials)
+    __syncwarp();  // every lane has stored before lane 0 counts: another block's last warp reads them
     if (lane == 0) {
       unsigned* ticket = tickets + blockIdx.y * gridDim.x + blockIdx.x;
       if (atomicAdd(ticket, 1u) == gridDim.z * (gemm::kThreads / 32) - 1) {

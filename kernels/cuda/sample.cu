@@ -393,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // other warp of the row reads it again) and its block merges the slices. Which block that is
   // does not change a bit: the merge reads only what every block stored.
   __threadfence();
-  __syncwarp();  // mutate: beyond the emulator (another block merges these stores)
+  __syncwarp();  // every lane has stored before lane 0 counts: another block merges them
   if ((tid & 31) == 0) {
     const bool is_last = atomicAdd(merge_tickets + r, 1u) == unsigned(S * kWarps - 1);
     if (is_last) merge_tickets[r] = 0u;
@@ -485,7 +485,7 @@ __global__ void __launch_bounds__(kExpThreads, 4)
     cl[size_t(c) * kMaxLanes + j] = acc;
     __threadfence();  // this lane sum is visible device-wide before the warp's ticket
   }
-  __syncwarp();  // mutate: beyond the emulator (another block folds these lane sums)
+  __syncwarp();  // every lane has stored before lane 0 counts: another block folds them
   unsigned ticket = 0;
   if (j == 0) ticket = atomicAdd(tickets + r, 1u);
   if (__shfl_sync(kFullMask, ticket, 0) != unsigned(used - 1)) return;

@@ -82,8 +82,8 @@ struct DeviceBuf {
   }
 };
 
-// Runs fn once per schedule under the emulator (forward, reverse, random with two seeds), once
-// natively. The schedule's name is added to any failure.
+// Runs fn once per schedule under the emulator (forward, reverse, tickets, random with two seeds;
+// LAB_SEEDS=N: N seeds, from LAB_SEED_FROM or 1), once natively. The schedule's name is added to any failure.
 void for_each_schedule(const std::function<void()>& fn);
 
 // LAB_QUICK set (the mutation script sets it): tests may skip their real-shape cases, whose

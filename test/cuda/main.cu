@@ -1,5 +1,6 @@
 // The kernel lab's test runner: runs every registered test (or those whose name contains argv[1])
 // and prints one line per test.
+#include <algorithm>
 #include <cstdarg>
 
 #include "test/cuda/harness.h"
@@ -31,8 +32,16 @@ float bf16_to_f32(uint16_t b) {
 }
 void for_each_schedule(const std::function<void()>& fn) {
 #if defined(GPTOSS_CUDA_EMU)
-  const struct { emu::Schedule s; uint64_t seed; } schedules[] = {
-      {emu::Schedule::Forward, 0}, {emu::Schedule::Reverse, 0}, {emu::Schedule::Random, 1}, {emu::Schedule::Random, 2}};
+  struct Sched {
+    emu::Schedule s;
+    uint64_t seed;
+  };
+  std::vector<Sched> schedules = {{emu::Schedule::Forward, 0}, {emu::Schedule::Reverse, 0}, {emu::Schedule::Tickets, 0}};
+  // LAB_SEEDS=N: N random schedules (seeds 1..N) instead of 2, to measure how often a race shows.
+  const char* seeds = std::getenv("LAB_SEEDS");
+  const int nseeds = seeds ? std::max(1, std::atoi(seeds)) : 2;
+  const int from = std::getenv("LAB_SEED_FROM") ? std::atoi(std::getenv("LAB_SEED_FROM")) : 1;
+  for (int i = from; i < from + nseeds; ++i) schedules.push_back({emu::Schedule::Random, uint64_t(i)});
   for (const auto& s : schedules) {
     emu::set_schedule(s.s, s.seed);
     try {

@@ -4,11 +4,11 @@
 // or changes one shuffle's lane/offset argument, is built against the emulator (no sanitizers, for
 // speed) and runs the kernel-lab tests; a mutant is killed when they fail. Exits 1 if any mutant
 // survives. A barrier whose line says `// mutate: beyond the emulator (...)` is listed with that
-// reason and not mutated: the emulator runs a grid's blocks one after another and treats every
-// warp collective as a memory fence, so a __syncwarp that orders a lane's global stores before
-// its warp's ticket for another block, or shared stores before a ballot, cannot fail there. Works on a copy in build-cuda-emu/mutants/: kernels/cuda/ is
-// never written. Offsets of xor/up/down shuffles become (E) >> 1 and (E) << 1, source lanes of
-// __shfl_sync (E) + 1 and (E) ^ 1. Not (E) + 1 for xor: a butterfly over the masks 17, 9, 5, 3, 2
+// reason and not mutated: the emulator treats every warp collective as a memory fence, so a
+// __syncwarp that orders shared stores before a ballot cannot fail there. (One that orders a
+// warp's global stores before its lane 0's ticket can: the tickets schedule interleaves blocks.)
+// Works on a copy in build-cuda-emu/mutants/: kernels/cuda/ is never written. Offsets of
+// xor/up/down shuffles become (E) >> 1 and (E) << 1, source lanes of __shfl_sync (E) + 1 and (E) ^ 1. Not (E) + 1 for xor: a butterfly over the masks 17, 9, 5, 3, 2
 // still adds all 32 lanes (any five independent xor masks do), so that mutant is no bug.
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,7 +1,8 @@
 // The emulator tested with planted bugs (issue 16, item 3). One small kernel exercises what real
 // kernels do: cp.async staging in two groups into exactly-sized dynamic shared memory, a transpose
 // through an xor-swizzled static shared tile, a block reduction with shuffles and __syncthreads,
-// and a 16-byte vector load. Each switch plants one bug; each must be caught (a wrong result under
+// and a 16-byte vector load; a second, the last-block pattern over a grid (tickets). Each switch
+// plants one bug; each must be caught (a wrong result under
 // some schedule, a rule error, or a sanitizer report), and the correct kernel must pass under
 // every schedule. The line printed under each test says what caught it. Emulator only: on a GPU
 // these bugs are undefined behaviour, which compute-sanitizer (benchmarks/gpu.sh) looks for.
@@ -18,7 +19,7 @@ using namespace gptoss::cuda;
 enum Bug {
   kNone, kNoSync, kBadSwizzle, kPastDynSmem, kDivergentShfl, kMisaligned, kWaitTooFew,
   kBarrierLines, kExitEarly, kMaskWithoutCaller, kDeadlock, kCpAsyncMisaligned, kShflOutsideMask,
-  kExitBeforeShfl, kShflMaskMismatch,
+  kExitBeforeShfl, kShflMaskMismatch, kTicketBeforeStores,
 };
 constexpr int kN = 16;  // a 16x16 tile
 constexpr int kThreads = 128;
@@ -74,6 +75,30 @@ __global__ void planted(const float* in, const float4* scale, float* out, int bu
   for (int i = 0; i < 2; ++i) out[t + kThreads * i] = v[i] / sqrtf(total) * s.x;
 }
 
+// The last-block pattern (split-k's sum, the sampler's merge): out = the sum of 2 x in, in order,
+// by the block whose warp counts the grid's last ticket. Every lane stores its share, fences, and
+// its warp's lane 0 counts a ticket once the warp's lanes have stored (__syncwarp).
+constexpr int kTicketBlocks = 3, kTicketThreads = 64;
+__global__ void planted_tickets(const float* in, float* part, unsigned* ticket, float* out, int bug) {
+  __shared__ unsigned last;
+  const int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+  if (t == 0) last = 0u;
+  __syncthreads();
+  part[i] = 2.f * in[i];
+  __threadfence();
+  if (bug != kTicketBeforeStores) __syncwarp();
+  if ((t & 31) == 0 && atomicAdd(ticket, 1u) == gridDim.x * (blockDim.x / 32) - 1) last = 1u;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  if (t == 0) {
+    float s = 0.f;
+    for (unsigned k = 0; k < gridDim.x * blockDim.x; ++k) s += part[k];
+    *out = s;
+    *ticket = 0u;
+  }
+}
+
 struct Result {
   bool caught;
   std::string how;
@@ -102,11 +127,31 @@ void run_once(int bug, const std::vector<float>& x) {
   LAB_CHECK(e < 1e-5, "wrong result: max relative error %.3g", e);
 }
 
+// The tickets kernel once: the shares start NaN (cudaMalloc's poison), the ticket at zero.
+void run_tickets_once(int bug) {
+  const int n = kTicketBlocks * kTicketThreads;
+  lab::Rng r(7);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = r.uniform(-2.f, 2.f);
+  lab::DeviceBuf<float> din(x), dpart(x.size()), dout(1);
+  lab::DeviceBuf<unsigned> dticket(1);
+  cudaMemset(dticket.p, 0, sizeof(unsigned));
+  GPTOSS_LAUNCH(planted_tickets, dim3(kTicketBlocks), dim3(kTicketThreads), 0, nullptr, din.p, dpart.p, dticket.p, dout.p, bug);
+  float want = 0.f;
+  for (float v : x) want += 2.f * v;
+  const float got = dout.download()[0];
+  LAB_CHECK(got == want, "wrong result: sum %.9g, want %.9g", got, want);
+  LAB_CHECK(dticket.download()[0] == 0u, "the ticket was left at %u", dticket.download()[0]);
+}
+
 // Every schedule; caught as soon as one gives a wrong result or a rule error.
 Result under_schedules(int bug) {
   const std::vector<float> x = input();
   try {
-    lab::for_each_schedule([&] { run_once(bug, x); });
+    lab::for_each_schedule([&] {
+      if (bug == kTicketBeforeStores || bug == kNone) run_tickets_once(bug);
+      if (bug != kTicketBeforeStores) run_once(bug, x);
+    });
   } catch (const std::exception& e) {
     return {true, e.what()};
   }
@@ -155,7 +200,7 @@ constexpr bool kSan = false;
 #endif
 }  // namespace
 
-LAB_TEST("planted: the correct kernel passes under forward, reverse and two random schedules") {
+LAB_TEST("planted: the correct kernels pass under forward, reverse, tickets and two random schedules") {
   const Result r = under_schedules(kNone);
   LAB_CHECK(!r.caught, "the correct kernel failed: %s", r.how.c_str());
 }
@@ -201,5 +246,8 @@ LAB_TEST("planted: one lane passing a different mask at the shuffle all lanes re
   const Result r = under_schedules(kShflMaskMismatch);
   LAB_CHECK(std::strstr(r.how.c_str(), "with mask 0xfffffffe"), "not caught as lane 3's mask: %s", r.how.c_str());
   expect("one lane's mask differs at the same shuffle", r, "disagree");
+}
+LAB_TEST("planted: a warp's ticket counted before its other lanes store (no __syncwarp) is caught by the tickets schedule") {
+  expect("ticket before the warp's stores", under_schedules(kTicketBeforeStores), "[schedule tickets] ");
 }
 #endif

@@ -1,7 +1,7 @@
 #!/bin/sh
 # npm run test:cuda: every CUDA kernel test of the kernel lab.
 #   1. Under the emulator (test/cuda/emu), built with ASan+UBSan into build-cuda-emu/asan: the
-#      kernels in kernels/cuda/ against the CPU ops under four schedules, the tensor-core layouts,
+#      kernels in kernels/cuda/ against the CPU ops under five schedules, the tensor-core layouts,
 #      and the planted bugs, each of which must be caught by name.
 #   2. Natively too when a GPU is present and build-cuda-native/cuda_tests exists
 #      (test/cuda/build-native.sh builds it wherever nvcc is).

@@ -1,11 +1,13 @@
 // The kernel lab's CUDA emulator: what a .cu file in kernels/cuda/ sees when it is compiled by the
 // host compiler (-DGPTOSS_CUDA_EMU -x c++) instead of nvcc. The same source, unchanged, runs on the
-// CPU: each CUDA thread is a fiber (ucontext), one block runs at a time, and the fibers of a block
-// run in a chosen order (forward, reverse, seeded random) between rendezvous points (barriers and
-// warp collectives). CUDA's rules are checked at every rendezvous and a broken one stops the launch
-// with an emu::Error naming kernel, block, thread and source line. Shared memory (static, dynamic,
-// cp.async destinations) reads NaN (all bits set) until written; dynamic shared memory is exactly
-// the size launched with, followed by a canary (and ASan poison in sanitizer builds).
+// CPU: each CUDA thread is a fiber (ucontext), only one fiber runs at a time, and the fibers of a
+// block run in a chosen order (forward, reverse, seeded random) between rendezvous points (barriers
+// and warp collectives). Under the random and tickets schedules a grid's blocks interleave: after an
+// atomic on global memory another block may run. CUDA's rules are checked at every rendezvous and a broken
+// one stops the launch with an emu::Error naming kernel, block, thread and source line. Shared
+// memory (static, dynamic, cp.async destinations) reads NaN (all bits set) until written; dynamic
+// shared memory is exactly the size launched with, followed by a canary (and ASan poison in
+// sanitizer builds).
 //
 // Only the subset of CUDA the project's kernels use is here; a kernel that needs more adds it here
 // with its semantics from the PTX ISA. Implementation: emu.cc. Tensor-core wrappers:
@@ -97,14 +99,19 @@ inline const ThreadRegs& regs() {
   return *g_regs;
 }
 
-enum class Schedule { Forward, Reverse, Random };
+enum class Schedule { Forward, Reverse, Random, Tickets };
 // Order of the fibers between rendezvous points and of the blocks in a grid, for the launches
-// that follow. Random draws a fresh permutation at every rendezvous from `seed`.
+// that follow. Random draws a fresh permutation at every rendezvous from `seed`. Random and Tickets
+// let a grid's blocks interleave (up to 16 resident): a block may hand the emulator to another
+// after an atomic on global memory. Tickets is the adversary of the last-block pattern: lane 0 of
+// every warp runs first, each block stops after its last atomic, and the last stopped goes on
+// first (emu.cc, launch).
 void set_schedule(Schedule s, uint64_t seed = 0);
 Schedule schedule();
 const char* schedule_name(Schedule s);
 
-// Runs every block of the grid, one at a time; throws Error when a rule is broken.
+// Runs every block of the grid (one at a time, or interleaved as above); throws Error when a rule is
+// broken.
 void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t dynamic_smem, std::function<void()> body);
 
 // Graph capture for the emulated runtime (native/cuda/runtime_emu.cc): while a hook is set, each
@@ -212,23 +219,29 @@ inline unsigned __reduce_xor_sync(unsigned mask, unsigned v, EMU_SITE_ARGS) { re
 inline void __threadfence() {}
 inline void __threadfence_block() {}
 
-// ---- atomics: fibers of one block never run at the same time, so plain read-modify-write is atomic ----
+// ---- atomics: no two fibers ever run at the same time, so plain read-modify-write is atomic ----
+// After one on global memory, under the random schedule, the fiber may hand the emulator to
+// another block of its grid (emu.cc, launch): what the atomic publishes can then be seen by a
+// block that runs before the rest of this one.
+namespace emu {
+void atomic_point(const void* p);
+}
 template <class T>
-inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
+inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicSub(T* p, T v) { T o = *p; *p = o - v; return o; }
+inline T atomicSub(T* p, T v) { T o = *p; *p = o - v; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicMax(T* p, T v) { T o = *p; *p = o < v ? v : o; return o; }
+inline T atomicMax(T* p, T v) { T o = *p; *p = o < v ? v : o; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicMin(T* p, T v) { T o = *p; *p = v < o ? v : o; return o; }
+inline T atomicMin(T* p, T v) { T o = *p; *p = v < o ? v : o; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicExch(T* p, T v) { T o = *p; *p = v; return o; }
+inline T atomicExch(T* p, T v) { T o = *p; *p = v; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
+inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicOr(T* p, T v) { T o = *p; *p = o | v; return o; }
+inline T atomicOr(T* p, T v) { T o = *p; *p = o | v; ::emu::atomic_point(p); return o; }
 template <class T>
-inline T atomicAnd(T* p, T v) { T o = *p; *p = o & v; return o; }
+inline T atomicAnd(T* p, T v) { T o = *p; *p = o & v; ::emu::atomic_point(p); return o; }
 
 // ---- bit intrinsics (CUDA Math API, "Integer Intrinsics") ----
 inline int __popc(unsigned x) { return __builtin_popcount(x); }

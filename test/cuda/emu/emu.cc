@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -114,6 +115,9 @@ struct Thread {
 #endif
 };
 
+// One block of a launch, resident in the emulator: its fibers, its shared memory and where its
+// scheduler stands. A launch runs its blocks one after another, or, under the random schedule,
+// several at once (interleaved at device-scope atomics, below).
 struct Launch {
   const char* kernel = "?";
   dim3 grid, block;
@@ -126,10 +130,20 @@ struct Launch {
 #else
   ucontext_t sched;
 #endif
+  std::vector<unsigned char> dyn_buf;
   unsigned char* dyn = nullptr;
   size_t dyn_bytes = 0;
   bool failed = false;
   std::string error;
+  size_t stack_set = 0;              // which of g_stack_sets its fibers run on
+  std::vector<int> round;            // this round's thread order, and the next to run
+  size_t next = 0;
+  bool in_round = false;
+  bool interleave = false;           // another block may run between its fibers' atomics
+  int atomics = 0;                   // atomics on global memory so far
+  int stop_at = 0;                   // the one after which it hands over (0: none)
+  bool preempt = false;              // a fiber asked to hand the emulator to another block
+  std::vector<unsigned char> statics;  // its static shared memory while another block runs
 #ifdef EMU_ASAN
   void* sched_fake = nullptr;
   const void* main_bottom = nullptr;
@@ -141,7 +155,11 @@ Launch* L = nullptr;
 Schedule g_schedule = Schedule::Forward;
 uint64_t g_seed = 0;
 std::mt19937_64 g_rng;
-std::vector<char*> g_stacks;
+// Fiber stacks, a set per resident block, kept for the next launch.
+std::vector<std::vector<char*>> g_stack_sets;
+std::vector<bool> g_stack_set_used;
+// At most this many blocks of a launch are resident at once when they interleave.
+constexpr size_t kMaxResident = 16;
 
 const char* op_name(Op op) {
   switch (op) {
@@ -256,11 +274,17 @@ Thread& self(const char* what, Site s) {
   return *L->cur;
 }
 
-std::vector<int> order(int n) {
+// The order of a round's fibers (threads) or of a grid's blocks under the schedule.
+std::vector<int> order(int n, bool threads) {
   std::vector<int> o(n);
   for (int i = 0; i < n; ++i) o[i] = i;
   if (g_schedule == Schedule::Reverse) std::reverse(o.begin(), o.end());
   if (g_schedule == Schedule::Random) std::shuffle(o.begin(), o.end(), g_rng);
+  if (g_schedule == Schedule::Tickets && threads) {  // lane 0 of every warp first, then lane 1, ...
+    int k = 0;
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = lane; i < n; i += 32) o[k++] = i;
+  }
   return o;
 }
 
@@ -486,9 +510,15 @@ void check_canary() {
                       L->kernel, L->block_idx.x, L->block_idx.y, L->block_idx.z, L->dyn_bytes, i));
 }
 
-void run_block() {
+size_t static_bytes() {
+  return __start_emu_shared && __stop_emu_shared ? size_t(__stop_emu_shared - __start_emu_shared) : 0;
+}
+
+// A block's first step: its shared memory NaN (static and dynamic), the canary after the dynamic,
+// every fiber at the kernel's start.
+void start_block() {
   const int n = int(L->threads.size());
-  if (__start_emu_shared && __stop_emu_shared) std::memset(__start_emu_shared, 0xff, size_t(__stop_emu_shared - __start_emu_shared));
+  if (static_bytes()) std::memset(__start_emu_shared, 0xff, static_bytes());
 #ifdef EMU_ASAN
   ASAN_UNPOISON_MEMORY_REGION(L->dyn, L->dyn_bytes + kCanary);
 #endif
@@ -522,31 +552,49 @@ void run_block() {
     makecontext(&t.ctx, fiber_entry, 0);
 #endif
   }
+}
+
+// Runs the block L until it ends (true) or one of its fibers hands the emulator to another block
+// at an atomic (false; the round goes on from there when the block is resumed).
+bool step_block() {
+  const int n = int(L->threads.size());
   for (;;) {
-    bool any = false;
-    for (int i : order(n)) {
-      Thread& t = L->threads[i];
+    if (!L->in_round) {
+      L->round = order(n, true);
+      L->next = 0;
+      L->in_round = true;
+    }
+    while (L->next < L->round.size()) {
+      Thread& t = L->threads[L->round[L->next++]];
       if (t.state != State::Runnable) continue;
       run(t);
       if (L->failed) throw Error("cuda-emu: " + L->error);
-      any = true;
+      if (L->preempt) {
+        L->preempt = false;
+        return false;
+      }
     }
-    bool alive = false;
-    for (Thread& t : L->threads) alive |= t.state != State::Done;
+    L->in_round = false;
+    bool alive = false, runnable = false;
+    for (Thread& t : L->threads) {
+      alive |= t.state != State::Done;
+      runnable |= t.state == State::Runnable;  // handed over mid-round: runs on in the next
+    }
     if (!alive) break;
+    if (runnable) continue;
     bool progress = resolve_warps();
     if (L->failed) throw Error("cuda-emu: " + L->error);
     if (!progress) {
       progress = resolve_barrier();
       if (L->failed) throw Error("cuda-emu: " + L->error);
     }
-    (void)any;
     if (!progress) deadlock();
   }
 #ifdef EMU_ASAN
   ASAN_UNPOISON_MEMORY_REGION(L->dyn + L->dyn_bytes, kCanary);
 #endif
   check_canary();
+  return true;
 }
 
 Thread& arrive(Op op, unsigned mask, Site s) {
@@ -571,7 +619,7 @@ void set_schedule(Schedule s, uint64_t seed) {
 }
 Schedule schedule() { return g_schedule; }
 const char* schedule_name(Schedule s) {
-  return s == Schedule::Forward ? "forward" : s == Schedule::Reverse ? "reverse" : "random";
+  return s == Schedule::Forward ? "forward" : s == Schedule::Reverse ? "reverse" : s == Schedule::Random ? "random" : "tickets";
 }
 
 namespace {
@@ -592,54 +640,124 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
   if (smem > 227 * 1024)
     throw Error(fmt("cuda-emu: %s launched at %s:%d with %zu bytes of dynamic shared memory (over 227 KiB)", kernel,
                     site.file, site.line, smem));
-  Launch l;
-  l.kernel = kernel;
-  l.grid = grid;
-  l.block = block;
-  l.body = &body;
-  l.threads.resize(n);
-  while (g_stacks.size() < n) {
-    void* p = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw Error("cuda-emu: cannot map a fiber stack");
-    g_stacks.push_back(static_cast<char*>(p));
-  }
-  for (size_t i = 0; i < n; ++i) {
-    Thread& t = l.threads[i];
-    t.stack = g_stacks[i];
-    t.linear = int(i);
-    t.lane = int(i % 32);
-    t.warp = int(i / 32);
-    t.regs.tid = {unsigned(i % block.x), unsigned(i / block.x % block.y), unsigned(i / (size_t(block.x) * block.y))};
-    t.regs.bdim = {block.x, block.y, block.z};
-    t.regs.gdim = {grid.x, grid.y, grid.z};
-  }
-  std::vector<unsigned char> dyn(smem + kCanary);
-  l.dyn = dyn.data();
-  l.dyn_bytes = smem;
   std::vector<uint3> blocks;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) blocks.push_back({x, y, z});
-  std::vector<int> bo = order(int(blocks.size()));
-  L = &l;
+  const std::vector<int> bo = order(int(blocks.size()), false);
+  // Under the random and tickets schedules the blocks interleave: a block hands the emulator to
+  // another after one of its atomics on global memory, so that a block counting a ticket can be
+  // overtaken by the block that takes the last one (the ticket races a barrier guards: a lane's
+  // ticket counted before its warp's other lanes have stored what the ticket vouches for).
+  // Otherwise one block runs at a time, in the schedule's order.
+  const bool interleave = (g_schedule == Schedule::Random || g_schedule == Schedule::Tickets) && blocks.size() > 1;
+  const bool lifo = g_schedule == Schedule::Tickets;
+  int most_atomics = 0;  // by a block that has ended: what the next blocks are likely to do
+  std::deque<std::unique_ptr<Launch>> resident;  // in the order they handed over
+  size_t started = 0;
+  Launch* in_place = nullptr;  // the block whose static shared memory the section holds
+  auto new_block = [&](uint3 idx) {
+    auto l = std::make_unique<Launch>();
+    l->kernel = kernel;
+    l->grid = grid;
+    l->block = block;
+    l->body = &body;
+    l->block_idx = idx;
+    l->interleave = interleave;
+    l->threads.resize(n);
+    size_t set = 0;
+    while (set < g_stack_sets.size() && g_stack_set_used[set]) ++set;
+    if (set == g_stack_sets.size()) {
+      g_stack_sets.emplace_back();
+      g_stack_set_used.push_back(false);
+    }
+    g_stack_set_used[set] = true;
+    l->stack_set = set;
+    std::vector<char*>& stacks = g_stack_sets[set];
+    while (stacks.size() < n) {
+      void* p = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) throw Error("cuda-emu: cannot map a fiber stack");
+      stacks.push_back(static_cast<char*>(p));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      Thread& t = l->threads[i];
+      t.stack = stacks[i];
+      t.linear = int(i);
+      t.lane = int(i % 32);
+      t.warp = int(i / 32);
+      t.regs.tid = {unsigned(i % block.x), unsigned(i / block.x % block.y), unsigned(i / (size_t(block.x) * block.y))};
+      t.regs.bdim = {block.x, block.y, block.z};
+      t.regs.gdim = {grid.x, grid.y, grid.z};
+    }
+    l->dyn_buf.resize(smem + kCanary);
+    l->dyn = l->dyn_buf.data();
+    l->dyn_bytes = smem;
+    return l;
+  };
   try {
-    for (int b : bo) {
-      l.block_idx = blocks[b];
-      run_block();
+    while (started < blocks.size() || !resident.empty()) {
+      // Every block starts (up to kMaxResident at once) before a handed-over one goes on, then to
+      // its end: under random in the order they handed over, under tickets the last first. Each
+      // hands over once: under tickets after its last atomic (as far as the blocks that have ended
+      // tell), under random after that one or, as often, one drawn at random. Under tickets its
+      // threads run lane 0 of every warp first: a warp's ticket (lane 0) is counted before its
+      // other lanes run on, and the block that takes a row's or tile's last ticket goes on first
+      // and reads what the others' lanes have yet to store, unless a barrier held lane 0 back.
+      const bool start = resident.empty() || (interleave && started < blocks.size() && resident.size() < kMaxResident);
+      Launch* b;
+      if (start) {
+        resident.push_back(new_block(blocks[bo[started++]]));
+        b = resident.back().get();
+        if (interleave && most_atomics > 0)
+          b->stop_at = lifo || (g_rng() & 1) ? most_atomics : 1 + int(g_rng() % uint64_t(most_atomics));
+      } else {
+        b = lifo ? resident.back().get() : resident.front().get();
+      }
+      if (in_place != b && static_bytes()) {  // the static shared memory is one section: swap
+        if (in_place) in_place->statics.assign(__start_emu_shared, __stop_emu_shared);
+        if (!start) std::memcpy(__start_emu_shared, b->statics.data(), static_bytes());
+      }
+      in_place = b;
+      L = b;
+      if (start) start_block();
+      const bool done = step_block();
+      L = nullptr;
+      for (size_t i = 0; i < resident.size(); ++i)
+        if (resident[i].get() == b) {
+          std::unique_ptr<Launch> own = std::move(resident[i]);
+          resident.erase(resident.begin() + std::ptrdiff_t(i));
+          if (!done) {
+            resident.push_back(std::move(own));  // handed over: goes on after those before it
+          } else {
+            most_atomics = std::max(most_atomics, b->atomics);
+            g_stack_set_used[b->stack_set] = false;
+            in_place = nullptr;
+          }
+          break;
+        }
     }
   } catch (...) {
+    for (auto& l : resident) {
 #ifdef EMU_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(l.dyn, l.dyn_bytes + kCanary);
-    // A failed block leaves fibers suspended mid-kernel: their frames' redzones stay poisoned on
-    // the pooled stacks, and the next kernel to run there would be reported for touching them.
-    for (const Thread& t : l.threads)
-      if (t.state != State::Done) ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);
+      ASAN_UNPOISON_MEMORY_REGION(l->dyn, l->dyn_bytes + kCanary);
+      // A failed block leaves fibers suspended mid-kernel: their frames' redzones stay poisoned on
+      // the pooled stacks, and the next kernel to run there would be reported for touching them.
+      for (const Thread& t : l->threads)
+        if (t.state != State::Done) ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);
 #endif
+      g_stack_set_used[l->stack_set] = false;
+    }
     L = nullptr;
     g_regs = nullptr;
     throw;
   }
   L = nullptr;
+}
+
+void atomic_point(const void* p) {
+  if (!L || !L->cur || !L->interleave || is_shared(p, 1) || ++L->atomics != L->stop_at) return;
+  L->preempt = true;
+  to_scheduler(false);  // still runnable: it goes on when its block is resumed
 }
 
 uint64_t warp_op(Op op, unsigned mask, uint64_t val, int arg, int width, Site s) {
