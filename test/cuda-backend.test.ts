@@ -1,10 +1,11 @@
 // The CUDA backend (native/cuda) behind the backend interface, on whatever build runs it: under
 // test/cuda-emu.sh the emulated build (GPTOSS_CUDA=emulate), where the kernel lab's emulator plays
 // the GPU and replays captured graphs; skipped in a build without the CUDA backend.
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 
 import { runCheck } from '../lib/cli/check.js';
-import { addon, type NativeProgram, type ProgramSpec } from '../lib/backend/native.js';
+import { addon, packageRoot, type NativeProgram, type ProgramSpec } from '../lib/backend/native.js';
 import type { OpSpec } from '../lib/backend/ops.js';
 import { bf16Bytes, fixtures, rng } from './helpers/checkpoint.js';
 import { usableDevice } from './helpers/op.js';
@@ -92,6 +93,30 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     }
     expect(addon().deviceOps.cuda).toEqual(expect.arrayContaining(['rmsnorm', 'moe_combine']));
   });
+
+  // The lab's schedules for the engine's launches (as `GPTOSS_CUDA_EMU_SCHEDULE=tickets gptoss check
+  // --device cuda`); read when the device opens, so each value gets a process of its own.
+  it.skipIf(process.env.GPTOSS_CUDA !== 'emulate')(
+    "GPTOSS_CUDA_EMU_SCHEDULE sets the emulator's schedule, and a name it does not know is the device's error",
+    () => {
+      const cudaInfo = (schedule: string) => {
+        const path = process.env.GPTOSS_ADDON ?? `${packageRoot}build-cuda-emu-addon/Release/gptoss.node`;
+        const script = `console.log(JSON.stringify(require(${JSON.stringify(path)}).deviceInfo().cuda))`;
+        const r = spawnSync(process.execPath, ['-e', script], {
+          env: { ...process.env, GPTOSS_CUDA_EMU_SCHEDULE: schedule },
+          encoding: 'utf8',
+        });
+        expect(r.status, r.stderr).toBe(0);
+        return JSON.parse(r.stdout) as { available: boolean; name?: string; error?: string };
+      };
+      expect(cudaInfo('tickets').name).toMatch(/schedule tickets\)$/);
+      expect(cudaInfo('random:7').name).toMatch(/schedule random\)$/);
+      expect(cudaInfo('').name).toMatch(/schedule forward\)$/);
+      const bad = cudaInfo('sideways');
+      expect(bad.available).toBe(false);
+      expect(bad.error).toMatch(/GPTOSS_CUDA_EMU_SCHEDULE is 'sideways'; it must be forward, reverse, tickets, random/);
+    },
+  );
 
   it.skipIf(!(addon().deviceOps.cuda ?? []).includes('attention'))(
     "a decode step replayed from its captured graph reads each step's positions and page table, bit for bit as run eagerly, and matches the CPU",

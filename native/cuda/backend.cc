@@ -936,7 +936,13 @@ CudaProbe cuda_probe() {
   CudaProbe p;
   p.built = true;
   p.emulated = true;
-  const gpu::DeviceProps d = gpu::open_device();
+  gpu::DeviceProps d;
+  try {
+    d = gpu::open_device();
+  } catch (const std::exception& e) {  // a bad GPTOSS_CUDA_EMU_SCHEDULE: reported, not thrown
+    p.error = e.what();
+    return p;
+  }
   p.count = 1;
   p.name = d.name;
   p.total_memory = d.total_memory;

@@ -28,7 +28,8 @@ struct DeviceProps {
   int sm_count = 0;  // streaming multiprocessors: persistent grids size themselves by it
   bool emulated = false;
 };
-// Selects device 0 and reports it; throws ERR_DEVICE (no driver, no device) or ERR_BUSY.
+// Selects device 0 and reports it; throws ERR_DEVICE (no driver, no device) or ERR_BUSY (emulated:
+// ERR_INVALID_ARGUMENT for a GPTOSS_CUDA_EMU_SCHEDULE it does not know).
 DeviceProps open_device();
 bool emulated();
 

@@ -53,9 +53,28 @@ struct GraphRec {
 
 bool emulated() { return true; }
 
+// GPTOSS_CUDA_EMU_SCHEDULE: every launch's schedule, named as the kernel lab names them: forward
+// (the default), reverse, tickets, random or random:SEED (test/cuda/emu/cuda_emu.h).
+void schedule_from_env() {
+  const char* env = std::getenv("GPTOSS_CUDA_EMU_SCHEDULE");
+  if (!env || !*env) return;
+  const std::string v = env;
+  if (v == "forward") ::emu::set_schedule(::emu::Schedule::Forward);
+  else if (v == "reverse") ::emu::set_schedule(::emu::Schedule::Reverse);
+  else if (v == "tickets") ::emu::set_schedule(::emu::Schedule::Tickets);
+  else if (v == "random") ::emu::set_schedule(::emu::Schedule::Random, 1);
+  else if (v.rfind("random:", 0) == 0 && v.size() > 7 && v.find_first_not_of("0123456789", 7) == std::string::npos)
+    ::emu::set_schedule(::emu::Schedule::Random, std::strtoull(v.c_str() + 7, nullptr, 10));
+  else
+    throw Error("ERR_INVALID_ARGUMENT", "GPTOSS_CUDA_EMU_SCHEDULE is '" + v +
+                                           "'; it must be forward, reverse, tickets, random or random:SEED");
+}
+
 DeviceProps open_device() {
+  schedule_from_env();
   DeviceProps p;
-  p.name = "CUDA emulator on the CPU (test/cuda/emu; not a GPU)";
+  p.name = std::string("CUDA emulator on the CPU (test/cuda/emu; not a GPU; schedule ") +
+           ::emu::schedule_name(::emu::schedule()) + ")";
   p.total_memory = state().limit;
   p.cc_major = 9;
   p.cc_minor = 0;
