@@ -16,8 +16,8 @@
 // split rule itself. The
 // real-K cases, among them the full QKV (16 x 5120 x 2880), out-proj (40 x 2880 x 4096) and
 // 127 x 511 x 2880, run once under the forward schedule and are skipped with LAB_QUICK (about
-// 30 s of the 33 s these tests take under ASan here); small siblings run the same code under all
-// four schedules.
+// 30 s of the 33 s these tests take under ASan here); small siblings run the same code under every
+// schedule.
 #include <algorithm>
 #include <set>
 

@@ -31,7 +31,7 @@ struct Case {
 };
 
 // every_schedule false: once, under the forward schedule (the real shapes, for the emulator's
-// time; their small-shape siblings run the same code under all four schedules).
+// time; their small-shape siblings run the same code under every schedule).
 void check(const Case& c, uint64_t seed, bool every_schedule = true) {
   lab::Rng r(seed);
   std::vector<float> x(size_t(c.T) * c.ldx);
