@@ -109,9 +109,9 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
         expect(r.status, r.stderr).toBe(0);
         return JSON.parse(r.stdout) as { available: boolean; name?: string; error?: string };
       };
-      expect(cudaInfo('tickets').name).toMatch(/schedule tickets\)$/);
-      expect(cudaInfo('random:7').name).toMatch(/schedule random\)$/);
-      expect(cudaInfo('').name).toMatch(/schedule forward\)$/);
+      expect(cudaInfo('tickets').name).toMatch(/schedule tickets(, blocks one at a time: a GCC build)?\)$/);
+      expect(cudaInfo('random:7').name).toMatch(/schedule random(, blocks one at a time: a GCC build)?\)$/);
+      expect(cudaInfo('').name).toMatch(/schedule forward(, blocks one at a time: a GCC build)?\)$/);
       const bad = cudaInfo('sideways');
       expect(bad.available).toBe(false);
       expect(bad.error).toMatch(/GPTOSS_CUDA_EMU_SCHEDULE is 'sideways'; it must be forward, reverse, tickets, random/);

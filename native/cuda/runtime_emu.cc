@@ -74,7 +74,8 @@ DeviceProps open_device() {
   schedule_from_env();
   DeviceProps p;
   p.name = std::string("CUDA emulator on the CPU (test/cuda/emu; not a GPU; schedule ") +
-           ::emu::schedule_name(::emu::schedule()) + ")";
+           ::emu::schedule_name(::emu::schedule()) +
+           (::emu::blocks_interleave() ? "" : ", blocks one at a time: a GCC build") + ")";
   p.total_memory = state().limit;
   p.cc_major = 9;
   p.cc_minor = 0;

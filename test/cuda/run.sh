@@ -19,7 +19,7 @@ else
   # "CUDA emulator facts"), so static __shared__ in template kernels would not be NaN-poisoned; the
   # rest still holds.
   CXX=g++
-  echo "test:cuda: clang++ not found, building the emulator with g++: static __shared__ in template kernels is not NaN-poisoned" >&2
+  echo "test:cuda: clang++ not found, building the emulator with g++: static __shared__ in template kernels is not NaN-poisoned, and blocks never interleave (the tickets schedule cannot catch a ticket race)" >&2
 fi
 JOBS=$(nproc 2>/dev/null || echo 2)
 make -s -j"$JOBS" -f test/cuda/Makefile LAB_CXX=$CXX OUT=build-cuda-emu/asan

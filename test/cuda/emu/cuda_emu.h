@@ -106,6 +106,10 @@ enum class Schedule { Forward, Reverse, Random, Tickets };
 // after an atomic on global memory. Tickets is the adversary of the last-block pattern: lane 0 of
 // every warp runs first, each block stops after its last atomic, and the last stopped goes on
 // first (emu.cc, launch).
+// Blocks interleave only where every static __shared__ is in the emu_shared section, which the
+// emulator swaps between blocks: a clang build. GCC 12 leaves a template kernel's statics out of it
+// (one copy for every block), so a GCC build runs one block at a time under every schedule.
+bool blocks_interleave();
 void set_schedule(Schedule s, uint64_t seed = 0);
 Schedule schedule();
 const char* schedule_name(Schedule s);

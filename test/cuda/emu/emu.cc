@@ -618,6 +618,13 @@ void set_schedule(Schedule s, uint64_t seed) {
   g_rng.seed(seed);
 }
 Schedule schedule() { return g_schedule; }
+bool blocks_interleave() {
+#if defined(__GNUC__) && !defined(__clang__)
+  return false;  // GCC leaves template kernels' static __shared__ out of the section: blocks would share it
+#else
+  return true;
+#endif
+}
 const char* schedule_name(Schedule s) {
   return s == Schedule::Forward ? "forward" : s == Schedule::Reverse ? "reverse" : s == Schedule::Random ? "random" : "tickets";
 }
@@ -650,7 +657,8 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
   // overtaken by the block that takes the last one (the ticket races a barrier guards: a lane's
   // ticket counted before its warp's other lanes have stored what the ticket vouches for).
   // Otherwise one block runs at a time, in the schedule's order.
-  const bool interleave = (g_schedule == Schedule::Random || g_schedule == Schedule::Tickets) && blocks.size() > 1;
+  const bool interleave = blocks_interleave() && (g_schedule == Schedule::Random || g_schedule == Schedule::Tickets) &&
+                          blocks.size() > 1;
   const bool lifo = g_schedule == Schedule::Tickets;
   int most_atomics = 0;  // by a block that has ended: what the next blocks are likely to do
   std::deque<std::unique_ptr<Launch>> resident;  // in the order they handed over
