@@ -71,7 +71,9 @@ void schedule_from_env() {
 }
 
 DeviceProps open_device() {
-  schedule_from_env();
+  // Once per process (deviceInfo() opens it too): a later open must not reseed a random schedule.
+  static const bool scheduled = (schedule_from_env(), true);
+  (void)scheduled;
   DeviceProps p;
   p.name = std::string("CUDA emulator on the CPU (test/cuda/emu; not a GPU; schedule ") +
            ::emu::schedule_name(::emu::schedule()) +

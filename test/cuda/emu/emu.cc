@@ -116,8 +116,9 @@ struct Thread {
 };
 
 // One block of a launch, resident in the emulator: its fibers, its shared memory and where its
-// scheduler stands. A launch runs its blocks one after another, or, under the random schedule,
-// several at once (interleaved at device-scope atomics, below).
+// scheduler stands. A launch runs its blocks one after another, or, under the random and tickets
+// schedules, several at once (interleaved at atomics on global memory: launch, below). Blocks are
+// pooled across launches with their fiber stacks.
 struct Launch {
   const char* kernel = "?";
   dim3 grid, block;
@@ -135,13 +136,12 @@ struct Launch {
   size_t dyn_bytes = 0;
   bool failed = false;
   std::string error;
-  size_t stack_set = 0;              // which of g_stack_sets its fibers run on
+  std::vector<char*> stacks;         // its fibers' stacks (kept when the block returns to the pool)
   std::vector<int> round;            // this round's thread order, and the next to run
   size_t next = 0;
   bool in_round = false;
-  bool interleave = false;           // another block may run between its fibers' atomics
   int atomics = 0;                   // atomics on global memory so far
-  int stop_at = 0;                   // the one after which it hands over (0: none)
+  int stop_at = 0;                   // the one after which it hands over (0: none; never when one at a time)
   bool preempt = false;              // a fiber asked to hand the emulator to another block
   std::vector<unsigned char> statics;  // its static shared memory while another block runs
 #ifdef EMU_ASAN
@@ -155,9 +155,8 @@ Launch* L = nullptr;
 Schedule g_schedule = Schedule::Forward;
 uint64_t g_seed = 0;
 std::mt19937_64 g_rng;
-// Fiber stacks, a set per resident block, kept for the next launch.
-std::vector<std::vector<char*>> g_stack_sets;
-std::vector<bool> g_stack_set_used;
+// Blocks that have ended, with their fiber stacks, for the next blocks and launches.
+std::vector<std::unique_ptr<Launch>> g_pool;
 // At most this many blocks of a launch are resident at once when they interleave.
 constexpr size_t kMaxResident = 16;
 
@@ -665,31 +664,34 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
   size_t started = 0;
   Launch* in_place = nullptr;  // the block whose static shared memory the section holds
   auto new_block = [&](uint3 idx) {
-    auto l = std::make_unique<Launch>();
+    std::unique_ptr<Launch> l;
+    if (g_pool.empty()) {
+      l = std::make_unique<Launch>();
+    } else {  // a fresh state, the stacks and buffers' capacity kept
+      l = std::move(g_pool.back());
+      g_pool.pop_back();
+      std::vector<char*> stacks = std::move(l->stacks);
+      std::vector<Thread> threads = std::move(l->threads);
+      std::vector<unsigned char> dyn = std::move(l->dyn_buf);
+      *l = Launch();
+      l->stacks = std::move(stacks);
+      l->threads = std::move(threads);
+      l->dyn_buf = std::move(dyn);
+    }
     l->kernel = kernel;
     l->grid = grid;
     l->block = block;
     l->body = &body;
     l->block_idx = idx;
-    l->interleave = interleave;
-    l->threads.resize(n);
-    size_t set = 0;
-    while (set < g_stack_sets.size() && g_stack_set_used[set]) ++set;
-    if (set == g_stack_sets.size()) {
-      g_stack_sets.emplace_back();
-      g_stack_set_used.push_back(false);
-    }
-    g_stack_set_used[set] = true;
-    l->stack_set = set;
-    std::vector<char*>& stacks = g_stack_sets[set];
-    while (stacks.size() < n) {
+    while (l->stacks.size() < n) {
       void* p = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) throw Error("cuda-emu: cannot map a fiber stack");
-      stacks.push_back(static_cast<char*>(p));
+      l->stacks.push_back(static_cast<char*>(p));
     }
+    l->threads.resize(n);  // start_block resets what a fiber's last run left
     for (size_t i = 0; i < n; ++i) {
       Thread& t = l->threads[i];
-      t.stack = stacks[i];
+      t.stack = l->stacks[i];
       t.linear = int(i);
       t.lane = int(i % 32);
       t.warp = int(i / 32);
@@ -730,19 +732,16 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
       if (start) start_block();
       const bool done = step_block();
       L = nullptr;
-      for (size_t i = 0; i < resident.size(); ++i)
-        if (resident[i].get() == b) {
-          std::unique_ptr<Launch> own = std::move(resident[i]);
-          resident.erase(resident.begin() + std::ptrdiff_t(i));
-          if (!done) {
-            resident.push_back(std::move(own));  // handed over: goes on after those before it
-          } else {
-            most_atomics = std::max(most_atomics, b->atomics);
-            g_stack_set_used[b->stack_set] = false;
-            in_place = nullptr;
-          }
-          break;
-        }
+      const auto at = std::find_if(resident.begin(), resident.end(), [&](const auto& r) { return r.get() == b; });
+      std::unique_ptr<Launch> own = std::move(*at);
+      resident.erase(at);
+      if (!done) {
+        resident.push_back(std::move(own));  // handed over: goes on after those before it
+      } else {
+        most_atomics = std::max(most_atomics, b->atomics);
+        in_place = nullptr;
+        g_pool.push_back(std::move(own));
+      }
     }
   } catch (...) {
     for (auto& l : resident) {
@@ -753,7 +752,7 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
       for (const Thread& t : l->threads)
         if (t.state != State::Done) ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);
 #endif
-      g_stack_set_used[l->stack_set] = false;
+      g_pool.push_back(std::move(l));
     }
     L = nullptr;
     g_regs = nullptr;
@@ -763,7 +762,7 @@ void launch(const char* kernel, Site site, dim3 grid, dim3 block, size_t smem, s
 }
 
 void atomic_point(const void* p) {
-  if (!L || !L->cur || !L->interleave || is_shared(p, 1) || ++L->atomics != L->stop_at) return;
+  if (!L || !L->cur || is_shared(p, 1) || ++L->atomics != L->stop_at) return;
   L->preempt = true;
   to_scheduler(false);  // still runnable: it goes on when its block is resumed
 }
