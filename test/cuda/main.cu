@@ -37,7 +37,8 @@ void for_each_schedule(const std::function<void()>& fn) {
     uint64_t seed;
   };
   std::vector<Sched> schedules = {{emu::Schedule::Forward, 0}, {emu::Schedule::Reverse, 0}, {emu::Schedule::Tickets, 0}};
-  // LAB_SEEDS=N: N random schedules (seeds 1..N) instead of 2, to measure how often a race shows.
+  // LAB_SEEDS=N: N random schedules instead of 2 (seeds from LAB_SEED_FROM, default 1), to
+  // measure how often a race shows.
   const char* seeds = std::getenv("LAB_SEEDS");
   const int nseeds = seeds ? std::max(1, std::atoi(seeds)) : 2;
   const int from = std::getenv("LAB_SEED_FROM") ? std::atoi(std::getenv("LAB_SEED_FROM")) : 1;
