@@ -1,6 +1,7 @@
 // Tensor-core and async-copy building blocks for sm_80+ kernels: mma.sync m16n8k16 (bf16 in, f32
 // accumulate), ldmatrix (x1/x2/x4, optionally .trans), cp.async (16 bytes, commit/wait groups) and
-// discard.global.L2.
+// discard.global.L2; and for sm_90a, wgmma.mma_async m64nNk16 (bf16 in, f32 accumulate, A from
+// registers, B from shared memory through a matrix descriptor) with its fence, commit and wait.
 // Under nvcc each is one inline PTX instruction; under the kernel lab's emulator each is a
 // warp-collective (mma, ldmatrix) or per-thread (cp.async) emulation with the PTX ISA's fragment
 // layouts, checked against CuTe's SM80_16x8x16_F32BF16BF16F32_TN in test/cuda/mma_test.cu.
@@ -16,8 +17,10 @@
 
 #if defined(GPTOSS_CUDA_EMU)
 #define GPTOSS_SITE_PARAM , EMU_SITE_ARGS
+#define GPTOSS_SITE_PARAM_FIRST EMU_SITE_ARGS
 #else
 #define GPTOSS_SITE_PARAM
+#define GPTOSS_SITE_PARAM_FIRST
 #endif
 
 namespace gptoss::cuda {
@@ -98,6 +101,116 @@ __device__ __forceinline__ void cp_async_wait() {
   ::emu::cp_async_wait(kPending);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+
+// ---- wgmma (sm_90a: compiled for arch=compute_90a; elsewhere these trap) ----
+// A warpgroup (4 consecutive warps, 128 threads) computes D[64 x N] (+)= A[64 x 16] B[16 x N]. A
+// comes from registers: warp w of the group holds rows 16 w..16 w + 15 in the layout of
+// mma.m16n8k16's A fragment (a[] above). B (K x N, "K-major": each column's 16 k values in two
+// 16-byte halves) comes from shared memory in the no-swizzle canonical layout: core matrices of 8
+// columns x 16 bytes, 128 contiguous bytes each, the second k half `lbo` bytes after the first,
+// the next 8 columns `sbo` bytes on (CuTe's make_gmma_desc, Major::K, INTERLEAVE). D: thread
+// (warp w, g, t) holds d[4 j + 2 h + v] = D[16 w + g + 8 h][8 j + 2 t + v], the m16n8 C layout
+// repeated over N / 8 column tiles. Asynchronous: the accumulators and B's shared memory must not
+// be touched between the wgmma and the wgmma_wait that retires it; each batch of wgmma follows a
+// wgmma_fence. The emulator enforces each of these (test/cuda/emu/cuda_emu.h).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(GPTOSS_CUDA_EMU)
+#define GPTOSS_HAS_WGMMA 1
+#endif
+
+// The descriptor of a K-major, no-swizzle B at p (PTX ISA "Matrix Descriptor Format": bits 0-13
+// the shared address >> 4, 16-29 lbo >> 4, 32-45 sbo >> 4, swizzle mode 0). Moving the start on by
+// b bytes (16-byte multiples, staying under 256 KB) adds b >> 4.
+__device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint32_t sbo GPTOSS_SITE_PARAM) {
+#if defined(GPTOSS_CUDA_EMU)
+  const uint32_t a = ::emu::shared_window(p, EMU_SITE);
+#else
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#endif
+  return uint64_t((a & 0x3ffffu) >> 4) | (uint64_t((lbo >> 4) & 0x3fffu) << 16) | (uint64_t((sbo >> 4) & 0x3fffu) << 32);
+}
+
+__device__ __forceinline__ void wgmma_fence(GPTOSS_SITE_PARAM_FIRST) {
+#if defined(GPTOSS_CUDA_EMU)
+  ::emu::warpgroup_op(::emu::Op::WgmmaFence, nullptr, 0, EMU_SITE);
+#elif defined(GPTOSS_HAS_WGMMA)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void wgmma_commit(GPTOSS_SITE_PARAM_FIRST) {
+#if defined(GPTOSS_CUDA_EMU)
+  ::emu::warpgroup_op(::emu::Op::WgmmaCommit, nullptr, 0, EMU_SITE);
+#elif defined(GPTOSS_HAS_WGMMA)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+// Waits until at most kPending of the warpgroup's committed groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait(GPTOSS_SITE_PARAM_FIRST) {
+#if defined(GPTOSS_CUDA_EMU)
+  ::emu::warpgroup_op(::emu::Op::WgmmaWait, nullptr, kPending, EMU_SITE);
+#elif defined(GPTOSS_HAS_WGMMA)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Accumulator operand lists: the instruction names the first N / 2 of kRegs (32 or 64) operands;
+// a, the descriptor and the scale-d flag follow them.
+#define GPTOSS_WG_D0 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define GPTOSS_WG_D1 GPTOSS_WG_D0 ", %8, %9, %10, %11, %12, %13, %14, %15"
+#define GPTOSS_WG_D2 GPTOSS_WG_D1 ", %16, %17, %18, %19, %20, %21, %22, %23"
+#define GPTOSS_WG_D3 GPTOSS_WG_D2 ", %24, %25, %26, %27, %28, %29, %30, %31"
+#define GPTOSS_WG_D4 GPTOSS_WG_D3 ", %32, %33, %34, %35, %36, %37, %38, %39"
+#define GPTOSS_WG_D5 GPTOSS_WG_D4 ", %40, %41, %42, %43, %44, %45, %46, %47"
+#define GPTOSS_WG_D6 GPTOSS_WG_D5 ", %48, %49, %50, %51, %52, %53, %54, %55"
+#define GPTOSS_WG_D7 GPTOSS_WG_D6 ", %56, %57, %58, %59, %60, %61, %62, %63"
+#define GPTOSS_WG_OUT8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define GPTOSS_WG_OUT32 GPTOSS_WG_OUT8(0), GPTOSS_WG_OUT8(8), GPTOSS_WG_OUT8(16), GPTOSS_WG_OUT8(24)
+#define GPTOSS_WG_OUT64 GPTOSS_WG_OUT32, GPTOSS_WG_OUT8(32), GPTOSS_WG_OUT8(40), GPTOSS_WG_OUT8(48), GPTOSS_WG_OUT8(56)
+#define GPTOSS_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)
+#define GPTOSS_WG_RS(N, DL, A0, A1, A2, A3, DS, SC, OUTS)                                                  \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SC ", 0;\n"                                             \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" DL "}, {%" A0 ", %" A1 ", %" A2 \
+               ", %" A3 "}, %" DS ", p, 1, 1, 0;\n}\n"                                                       \
+               : OUTS                                                                                       \
+               : GPTOSS_WG_IN)
+
+// D (+)= A B for N = 16 p (p = 1..8) columns; d holds kRegs accumulators (N / 2 <= kRegs), of which
+// the first N / 2 are this instruction's. The accumulators are always added to (scale-d 1): zero
+// them before a tile's first wgmma.
+template <int N, int kRegs>
+__device__ __forceinline__ void wgmma_m64k16_rs(float* d, const uint32_t a[4], uint64_t desc GPTOSS_SITE_PARAM) {
+  static_assert(N % 16 == 0 && N >= 16 && N <= 128 && (kRegs == 32 || kRegs == 64) && N / 2 <= kRegs,
+                "wgmma_m64k16_rs: N = 16..128 in steps of 16, within kRegs accumulators");
+#if defined(GPTOSS_CUDA_EMU)
+  ::emu::WgmmaLane l{{a[0], a[1], a[2], a[3]}, d, N, desc, 1};
+  ::emu::warpgroup_op(::emu::Op::Wgmma, &l, 0, EMU_SITE);
+#elif defined(GPTOSS_HAS_WGMMA)
+  if constexpr (kRegs == 32) {
+    if constexpr (N == 16) GPTOSS_WG_RS(16, GPTOSS_WG_D0, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    if constexpr (N == 32) GPTOSS_WG_RS(32, GPTOSS_WG_D1, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    if constexpr (N == 48) GPTOSS_WG_RS(48, GPTOSS_WG_D2, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    if constexpr (N == 64) GPTOSS_WG_RS(64, GPTOSS_WG_D3, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+  } else {
+    if constexpr (N == 16) GPTOSS_WG_RS(16, GPTOSS_WG_D0, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 32) GPTOSS_WG_RS(32, GPTOSS_WG_D1, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 48) GPTOSS_WG_RS(48, GPTOSS_WG_D2, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 64) GPTOSS_WG_RS(64, GPTOSS_WG_D3, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 80) GPTOSS_WG_RS(80, GPTOSS_WG_D4, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 96) GPTOSS_WG_RS(96, GPTOSS_WG_D5, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 112) GPTOSS_WG_RS(112, GPTOSS_WG_D6, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    if constexpr (N == 128) GPTOSS_WG_RS(128, GPTOSS_WG_D7, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+  }
+#else
+  (void)d, (void)a, (void)desc;
+  __trap();
 #endif
 }
 

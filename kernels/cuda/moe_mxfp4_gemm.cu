@@ -93,6 +93,7 @@ struct Tile {
   static constexpr int kCtasPerSm = kPairs == 8 ? 1 : 2;
   static constexpr int kXCopies = kM * 4 / kThreads;  // 16-byte token pieces a thread copies per step
 };
+static_assert(Tile<4>::kStageBytes % 16 == 0 && Tile<8>::kStageBytes % 16 == 0, "wgmma descriptors move in 16 bytes");
 
 // f32 -> bf16 bits, round to nearest even (NaN stays NaN).
 __device__ __forceinline__ uint32_t f32_to_bf16_bits(float f) {
@@ -210,6 +211,19 @@ __device__ __forceinline__ uint32_t dequant(const Nibbles& n, uint32_t f) {
   return bf16x2_mul(e2m1x2_raw<i>(n), f);
 }
 
+// The A fragments of a warp's two m16 tiles (rows 16 at + g, + 8) for 16-k chunk c: registers 0, 1
+// hold positions 2t, 2t + 1 of rows g, g + 8; registers 2, 3 positions 2t + 8, 2t + 9.
+template <int c>
+__device__ __forceinline__ void a_frags(uint32_t (&af)[2][4], const Nibbles (&q)[2][2], const uint32_t (&f)[2][2]) {
+#pragma unroll
+  for (int at = 0; at < 2; ++at) {
+    af[at][0] = dequant<2 * c>(q[at][0], f[at][0]);
+    af[at][1] = dequant<2 * c>(q[at][1], f[at][1]);
+    af[at][2] = dequant<2 * c + 1>(q[at][0], f[at][0]);
+    af[at][3] = dequant<2 * c + 1>(q[at][1], f[at][1]);
+  }
+}
+
 // Element e (0..31) of a 32-block sits at position perm_pos(e) in the kernel's k order, and
 // position kappa holds element perm_elem(kappa) (kappa = 16 c + 8 h + 2 t + lo <-> 8 t + 2 c + h + 4 lo).
 __device__ __forceinline__ int perm_elem(int kappa) {
@@ -269,7 +283,19 @@ struct GemmArgs {
   const float* route_w;  // down: [S] routing weights, or null (unweighted)
 };
 
-template <bool kGateUp, int kPairs>
+// kWg: the tensor-core instruction. false: mma.sync.m16n8k16, each warp its 32 rows x the m-tile's
+// tokens (B fragments by ldmatrix from the XOR-swizzled token rows). true (sm_90a): wgmma, each
+// warpgroup (warps 4 wg..4 wg + 3) 2 x m64 rows, the same rows per warp in the same A fragments,
+// x the m-tile's tokens as N = 16 p (p: the pairs holding tokens), B read by the tensor core from
+// the token rows in wgmma's no-swizzle core-matrix layout: token r's 16-byte piece c at
+// (r / 8) 512 + 128 c + 16 (r % 8), so a 16-k chunk c is a descriptor at 256 c with the two
+// k halves 128 bytes apart (LBO) and 8-token groups 512 apart (SBO). The accumulators' layout is
+// the mma's (kernels/cuda/mma.cuh), so the epilogue is the same; so is every product and the k order
+// of the sums (one wgmma per 16-k chunk, in order), not the tensor core's internal rounding.
+// Each step waits for its wgmma before the next step's dequantisation writes the A registers and
+// before its stage is refilled: the overlap of decode and tensor core comes from the SM's other
+// warpgroups (2 or 4), not from within one.
+template <bool kGateUp, int kPairs, bool kWg>
 __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
   using Tl = Tile<kPairs>;
   constexpr int kTileM = Tl::kM, kStageBytes = Tl::kStageBytes, kXC = Tl::kXCopies;
@@ -297,7 +323,8 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
       const int xrow = row0 + min(xr + 64 * h, rows - 1);  // rows past the tile repeat its last row (not stored)
       xsrc[h] = a.xin + (kGateUp ? int64_t(a.order[xrow] / a.k) : int64_t(xrow)) * a.K + xc * 8;
     }
-    const int xdst = opaque(kStageW + kStageS + xr * 64 + 16 * (xc ^ ((xr >> 1) & 3)));
+    const int xdst = opaque(kStageW + kStageS +
+                            (kWg ? (xr >> 3) * 512 + 128 * xc + 16 * (xr & 7) : xr * 64 + 16 * (xc ^ ((xr >> 1) & 3))));
     // Row tid's scale factor goes where its reader finds it: thread (warp w, g) reads the factors
     // of its rows 32 w + 16 at + 8 hh + g as one 16-byte word at 16 (8 w + g), [at][hh].
     const int sdst = opaque(kStageW + 16 * (8 * (tid >> 5) + (tid & 7)) + 8 * ((tid >> 4) & 1) + 4 * ((tid >> 3) & 1));
@@ -319,7 +346,10 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
       for (int j = 0; j < 2 * kPairs; ++j)
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[at][j][r] = 0.f;
-    const bool active = n0 + 32 * warp < a.N;  // N is a multiple of 32: a warp's rows all or none
+    // N is a multiple of 32: a warp's rows all or none. A wgmma warpgroup runs when any of its
+    // warps has rows (the others' rows repeat row N - 1; they are not stored).
+    const bool stores = n0 + 32 * warp < a.N;
+    const bool active = kWg ? n0 + 128 * (warp >> 2) < a.N : stores;
     // Pairs of n8 tiles holding tokens. The 128-row tile's k loop is compiled once per count
     // (with_pairs): no pair is checked inside it. The 64-row tile checks each pair per 16-k chunk
     // (2 instructions; compiled per count, its sm_90 build spilled past the 128 registers that 2
@@ -337,6 +367,10 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
       const int tok = 8 * (lane >> 4) + (lane & 7);
       xoff[c] = opaque(tok * 64 + 16 * ((2 * c + ((lane >> 3) & 1)) ^ ((tok >> 1) & 3)));
     }
+
+    // wgmma: the descriptor of stage 0's token rows, chunk 0 (B of the m-tile's first 16 k).
+    uint64_t xdesc = 0;
+    if constexpr (kWg) xdesc = wgmma_desc(smem + kStageW + kStageS, 128, 512);
 
     // The next step's sources, advanced by one block per step (cheaper than recomputing them).
     const uint8_t* wnext = wsrc + size_t(kStages - 1) * 16;
@@ -365,7 +399,6 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
         if (active) {
           const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
           const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
-          const uint8_t* xs = st + kStageW + kStageS;
           Nibbles q[2][2];  // the rows' words
           uint32_t f[2][2];  // and scale factors
           const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
@@ -377,47 +410,53 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
           for (int at = 0; at < 2; ++at)
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4]);
-          // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
-          // the compiler recomputes them inside each pair's branch).
-          SmemAddr xa[2];
+          if constexpr (kWg) {
+            uint32_t af[2][2][4];  // [chunk][m16 tile]
+            a_frags<0>(af[0], q, f);
+            a_frags<1>(af[1], q, f);
+            const uint64_t desc = xdesc + uint64_t(((kb & (kStages - 1)) * kStageBytes) >> 4);
+            wgmma_fence();
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
+            for (int c = 0; c < 2; ++c)
+#pragma unroll
+              for (int at = 0; at < 2; ++at)
+                wgmma_m64k16_rs<16 * decltype(pairs)::value, 8 * kPairs>(&acc[at][0][0], af[c][at], desc + 16 * c);
+            wgmma_commit();
+            wgmma_wait<0>();
+          } else {
+            // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
+            // the compiler recomputes them inside each pair's branch).
+            const uint8_t* xs = st + kStageW + kStageS;
+            SmemAddr xa[2];
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
 #if defined(GPTOSS_CUDA_EMU)
-            xa[c] = xs + xoff[c];
+              xa[c] = xs + xoff[c];
 #else
-            xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
+              xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
 #endif
-          }
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            uint32_t af[2][4];
-#pragma unroll
-            for (int at = 0; at < 2; ++at) {
-              if (c == 0) {
-                af[at][0] = dequant<0>(q[at][0], f[at][0]);
-                af[at][1] = dequant<0>(q[at][1], f[at][1]);
-                af[at][2] = dequant<1>(q[at][0], f[at][0]);
-                af[at][3] = dequant<1>(q[at][1], f[at][1]);
-              } else {
-                af[at][0] = dequant<2>(q[at][0], f[at][0]);
-                af[at][1] = dequant<2>(q[at][1], f[at][1]);
-                af[at][2] = dequant<3>(q[at][0], f[at][0]);
-                af[at][3] = dequant<3>(q[at][1], f[at][1]);
-              }
             }
-            // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
-            mma_pairs(acc, af, xa[c], jn, std::make_index_sequence<decltype(pairs)::value>());
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              uint32_t af[2][4];
+              if (c == 0)
+                a_frags<0>(af, q, f);
+              else
+                a_frags<1>(af, q, f);
+              // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
+              mma_pairs(acc, af, xa[c], jn, std::make_index_sequence<decltype(pairs)::value>());
+            }
           }
         }
         if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
       }
     };
-    if constexpr (kPairs == 8)
+    if constexpr (kPairs == 8 || kWg)
       with_pairs<1, kPairs>(np, k_loop);
     else
       k_loop(std::integral_constant<int, kPairs>());
 
-    if (active) {
+    if (stores) {
 #pragma unroll
       for (int at = 0; at < 2; ++at) {
         const int r = n0 + 32 * warp + 16 * at + g;  // down: output rows r, r + 8
@@ -506,36 +545,37 @@ void check_args(const MoeMxfp4Args& a, const char* op) {
 }
 
 // One GEMM pass over the dispatch's m-tiles: a persistent grid of the CTAs that fit on `sms` SMs.
-template <bool kGateUp, int kPairs>
+template <bool kGateUp, int kPairs, bool kWg>
 void launch_gemm(const GemmArgs& g, int max_tiles, int sms, cudaStream_t stream) {
   using Tl = Tile<kPairs>;
   if (Tl::kSmem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
     static std::once_flag once;
     std::call_once(once, [] {
-      cudaFuncSetAttribute(moe_mxfp4_gemm_kernel<kGateUp, kPairs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      cudaFuncSetAttribute(moe_mxfp4_gemm_kernel<kGateUp, kPairs, kWg>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(Tl::kSmem));
     });
   }
   const int items = max_tiles * ((g.N + kTileN - 1) / kTileN);
-  GPTOSS_LAUNCH((moe_mxfp4_gemm_kernel<kGateUp, kPairs>), dim3(unsigned(std::min(items, Tl::kCtasPerSm * sms))),
+  GPTOSS_LAUNCH((moe_mxfp4_gemm_kernel<kGateUp, kPairs, kWg>), dim3(unsigned(std::min(items, Tl::kCtasPerSm * sms))),
                 dim3(kThreads), Tl::kSmem, stream, g);
   check_launch(kGateUp ? "moe_mxfp4_gemm (gate_up)" : "moe_mxfp4_gemm (down)");
 }
 
-template <int kPairs>
+template <int kPairs, bool kWg>
 void gemms(const MoeMxfp4Args& a, const Scratch& s, const MoeDispatchPlan& d, float* y, const float* route_w, int sms,
            cudaStream_t stream) {
   const int max_tiles = moe_dispatch_max_tiles(a.T * a.k, a.E, Tile<kPairs>::kM);
-  launch_gemm<true, kPairs>(GemmArgs{s.xb, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w1_blocks,
+  launch_gemm<true, kPairs, kWg>(GemmArgs{s.xb, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w1_blocks,
                                      a.w1_scales, a.b1, 2 * a.I, a.H, a.k, a.E, s.act, a.limit, a.alpha, nullptr, nullptr},
                             max_tiles, sms, stream);
-  launch_gemm<false, kPairs>(GemmArgs{s.act, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w2_blocks,
+  launch_gemm<false, kPairs, kWg>(GemmArgs{s.act, d.order, d.offsets, d.tile_expert, d.tile_row0, d.ntiles, a.w2_blocks,
                                       a.w2_scales, a.b2, a.H, a.I, a.k, a.E, nullptr, 0.f, 0.f, y, route_w},
                              max_tiles, sms, stream);
 }
 
 // Dispatch, conversion, gate_up and down; y: the per-slot output rows, route_w: null or weights.
-void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int tile_rows, cudaStream_t stream) {
+void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int tile_rows, MoeGemmMma mma,
+         cudaStream_t stream) {
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
   if (tile_rows == 0) tile_rows = moe_mxfp4_gemm_tile_rows(a.T, a.k, a.E);
   if (sms <= 0) sms = kDefaultSms;
@@ -544,10 +584,11 @@ void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int til
   GPTOSS_LAUNCH(moe_mxfp4_gemm_x_bf16, dim3(unsigned((a.H + kConvThreads - 1) / kConvThreads), unsigned(a.T)),
                 dim3(kConvThreads), 0, stream, a.x, a.ldx, a.H, s.xb, a.idx, a.k, a.E, route_w ? nullptr : y);
   check_launch("moe_mxfp4_gemm (x to bf16)");
+  const bool wg = mma == MoeGemmMma::Wgmma;
   if (tile_rows == 128)
-    gemms<8>(a, s, d, y, route_w, sms, stream);
+    wg ? gemms<8, true>(a, s, d, y, route_w, sms, stream) : gemms<8, false>(a, s, d, y, route_w, sms, stream);
   else
-    gemms<4>(a, s, d, y, route_w, sms, stream);
+    wg ? gemms<4, true>(a, s, d, y, route_w, sms, stream) : gemms<4, false>(a, s, d, y, route_w, sms, stream);
 }
 }  // namespace
 }  // namespace cuda
@@ -568,24 +609,28 @@ void check_tile_rows(int tile_rows) {
 }
 }  // namespace
 
-void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows) {
+MoeGemmMma moe_mxfp4_gemm_mma_for(int cc_major, int cc_minor) {
+  return cc_major == 9 && cc_minor == 0 ? MoeGemmMma::Wgmma : MoeGemmMma::Sync;
+}
+
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows, MoeGemmMma mma) {
   using namespace cuda;
   check_args(a, "moe_mxfp4_gemm");
   check_tile_rows(tile_rows);
   if (!a.y) throw invalid_argument("moe_mxfp4_gemm: null pointer y");
   if (a.T == 0) return;
-  run(a, a.y, nullptr, sms, tile_rows, stream);
+  run(a, a.y, nullptr, sms, tile_rows, mma, stream);
 }
 
 void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int sms, cudaStream_t stream,
-                                 int tile_rows) {
+                                 int tile_rows, MoeGemmMma mma) {
   using namespace cuda;
   check_args(a, "moe_mxfp4_gemm");
   check_tile_rows(tile_rows);
   if (!f.route_w || !f.out || f.ldo < a.H) throw invalid_argument("moe_mxfp4_gemm: need route_w, out and ldo >= H");
   if (a.T == 0) return;
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
-  run(a, s.yw, f.route_w, sms, tile_rows, stream);
+  run(a, s.yw, f.route_w, sms, tile_rows, mma, stream);
   moe_dispatch_combine_cuda(s.yw, a.idx, a.T, a.k, a.E, a.H, f.out, f.ldo, f.accumulate, stream);
 }
 }  // namespace gptoss

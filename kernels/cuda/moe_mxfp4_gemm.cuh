@@ -36,6 +36,14 @@ int moe_mxfp4_gemm_tile_rows(int T, int k, int E);
 // + 12 MB + 47 MB at T 2048, k 4, H = I = 2880.
 size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
 
+// The tensor-core instruction of the grouped GEMM: mma.sync.m16n8k16 (sm_80 and up), or wgmma
+// (sm_90a; Hopper's dense bf16 peak is reached only through it). The same products, the same
+// k order of the sums, the same epilogue: the two differ only by the tensor core's internal
+// rounding. moe_mxfp4_gemm_mma_for: wgmma on compute capability 9.0 (the build's sm_90 code is
+// sm_90a, CMakeLists.txt), mma.sync elsewhere.
+enum class MoeGemmMma { Sync, Wgmma };
+MoeGemmMma moe_mxfp4_gemm_mma_for(int cc_major, int cc_minor);
+
 // The op's contract: y[t * k + j] = W2[e] swiglu(W1[e] x[t] + b1[e]) + b2[e], unweighted; a slot
 // with an expert index outside [0, E) gets a NaN row (the CPU op throws). a.threads is ignored.
 // sms: the device's SMs (multiProcessorCount; 0 takes an H100 SXM's 132): the persistent GEMM grid
@@ -43,10 +51,11 @@ size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
 // are fewer work items. tile_rows: 64 or 128, or 0 for moe_mxfp4_gemm_tile_rows's choice (tests
 // run both). The bits depend on none of sms, the schedule or the tile size: every output is one
 // k loop, the same mma sequence on its row and token in either tile.
-void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows = 0);
+void moe_mxfp4_gemm_cuda(const MoeMxfp4Args& a, int sms, cudaStream_t stream, int tile_rows = 0,
+                         MoeGemmMma mma = MoeGemmMma::Sync);
 
 // With the routing weights applied in the down pass's epilogue and moe_combine after it:
 //   out[t] (+)= sum_j route_w[t, j] * y[t * k + j], j = 0..k-1 in this order (a.y is not used).
 void moe_mxfp4_gemm_combine_cuda(const MoeMxfp4Args& a, const MoeCombineFused& f, int sms, cudaStream_t stream,
-                                 int tile_rows = 0);
+                                 int tile_rows = 0, MoeGemmMma mma = MoeGemmMma::Sync);
 }  // namespace gptoss

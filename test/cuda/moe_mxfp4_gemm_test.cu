@@ -62,11 +62,16 @@ double row_err(const float* got, const float* want, int n) {
 }
 
 // A run: the SMs the persistent grid fills (0: 132) and the m-tile (0: by the shape, 64 or 128).
+// check() takes each run with both tensor-core instructions (mma.sync and wgmma).
 struct Run {
   int sms, tile;
 };
+constexpr gptoss::MoeGemmMma kMmas[2] = {gptoss::MoeGemmMma::Sync, gptoss::MoeGemmMma::Wgmma};
+const char* mma_name(gptoss::MoeGemmMma m) { return m == gptoss::MoeGemmMma::Wgmma ? "wgmma" : "mma.sync"; }
 // The default runs: the shape's own choice on a full grid, each tile size on a grid of a few CTAs
-// (each CTA loops over many items). Every run must give the same bits.
+// (each CTA loops over many items). Every run of one instruction must give the same bits (the two
+// instructions' may differ by the tensor core's internal rounding on a GPU; under the emulator,
+// which rounds once per 16 k for both, they are the same).
 const std::vector<Run> kRuns = {{0, 0}, {3, 64}, {2, 128}};
 // paths: 1 the contract, 2 the combined path, 3 both. schedules: every schedule, else forward only.
 void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, std::vector<Run> runs = kRuns) {
@@ -130,7 +135,7 @@ void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, s
   lab::DeviceBuf<uint8_t> dscratch(gptoss::moe_mxfp4_gemm_scratch_cuda(s.T, s.k, s.E, s.H, s.I));
   const gptoss::MoeMxfp4Args a{dx.p, s.H, didx.p, dw1b.p, dw1s.p, db1.p, dw2b.p, dw2s.p, db2.p, dy.p, s.T, s.k, s.E, s.H,
                                s.I, kLimit, kAlpha, dscratch.p, dscratch.n, 1};
-  std::vector<float> first_y, first_out;  // the bits every later run must repeat
+  std::vector<float> first_y[2], first_out[2];  // the bits every later run of an instruction must repeat
   auto same_bits = [](const std::vector<float>& x, std::vector<float>& ref) {
     if (ref.empty()) {
       ref = x;
@@ -140,45 +145,47 @@ void check(const Case& c, uint64_t seed, int paths = 3, bool schedules = true, s
   };
   double worst[2] = {0, 0};  // LAB_PRINT_ERR set: printed per case (to measure kTol)
   auto run = [&] {
-    for (const Run& g : runs) {
-      if (paths & 1) {
-        cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
-        cudaMemset(dscratch.p, 0xff, dscratch.n);
-        gptoss::moe_mxfp4_gemm_cuda(a, g.sms, nullptr, g.tile);
-        const std::vector<float> got = dy.download();
-        for (int i = 0; i < S; ++i) {
-          const float* row = got.data() + size_t(i) * s.H;
-          if (i == c.bad_slot) {
-            for (int h = 0; h < s.H; ++h) LAB_CHECK(std::isnan(row[h]), "slot %d with a bad index: y[%d] = %g, not NaN", i, h, row[h]);
-            continue;
+    for (const Run& g : runs)
+      for (int mi = 0; mi < 2; ++mi) {
+        const gptoss::MoeGemmMma mma = kMmas[mi];
+        if (paths & 1) {
+          cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+          cudaMemset(dscratch.p, 0xff, dscratch.n);
+          gptoss::moe_mxfp4_gemm_cuda(a, g.sms, nullptr, g.tile, mma);
+          const std::vector<float> got = dy.download();
+          for (int i = 0; i < S; ++i) {
+            const float* row = got.data() + size_t(i) * s.H;
+            if (i == c.bad_slot) {
+              for (int h = 0; h < s.H; ++h) LAB_CHECK(std::isnan(row[h]), "slot %d with a bad index: y[%d] = %g, not NaN", i, h, row[h]);
+              continue;
+            }
+            const double e = row_err(row, want.data() + size_t(i) * s.H, s.H);
+            worst[0] = std::max(worst[0], e);
+            LAB_CHECK(e <= kTol, "%s, T %d k %d E %d H %d I %d sms %d tile %d slot %d (expert %d): error %.3g > %.1g",
+                      mma_name(mma), s.T, s.k, s.E, s.H, s.I, g.sms, g.tile, i, c.idx[i], e, kTol);
           }
-          const double e = row_err(row, want.data() + size_t(i) * s.H, s.H);
-          worst[0] = std::max(worst[0], e);
-          LAB_CHECK(e <= kTol, "T %d k %d E %d H %d I %d sms %d tile %d slot %d (expert %d): error %.3g > %.1g", s.T,
-                    s.k, s.E, s.H, s.I, g.sms, g.tile, i, c.idx[i], e, kTol);
+          LAB_CHECK(same_bits(got, first_y[mi]), "%s, T %d k %d E %d: y differs bitwise from the first run (sms %d tile %d)",
+                    mma_name(mma), s.T, s.k, s.E, g.sms, g.tile);
         }
-        LAB_CHECK(same_bits(got, first_y), "T %d k %d E %d: y differs bitwise from the first run (sms %d tile %d)", s.T,
-                  s.k, s.E, g.sms, g.tile);
-      }
-      if (paths & 2) {
-        dout.upload(resid);
-        cudaMemset(dscratch.p, 0xff, dscratch.n);
-        gptoss::moe_mxfp4_gemm_combine_cuda(a, {dwt.p, dout.p, s.H, true}, g.sms, nullptr, g.tile);
-        const std::vector<float> got = dout.download();
-        for (int t = 0; t < s.T; ++t) {
-          if (c.bad_slot >= 0 && c.bad_slot / s.k == t) {
-            for (int h = 0; h < s.H; ++h) LAB_CHECK(std::isnan(got[size_t(t) * s.H + h]), "token %d of the bad slot not NaN", t);
-            continue;
+        if (paths & 2) {
+          dout.upload(resid);
+          cudaMemset(dscratch.p, 0xff, dscratch.n);
+          gptoss::moe_mxfp4_gemm_combine_cuda(a, {dwt.p, dout.p, s.H, true}, g.sms, nullptr, g.tile, mma);
+          const std::vector<float> got = dout.download();
+          for (int t = 0; t < s.T; ++t) {
+            if (c.bad_slot >= 0 && c.bad_slot / s.k == t) {
+              for (int h = 0; h < s.H; ++h) LAB_CHECK(std::isnan(got[size_t(t) * s.H + h]), "token %d of the bad slot not NaN", t);
+              continue;
+            }
+            const double e = row_err(got.data() + size_t(t) * s.H, want_comb.data() + size_t(t) * s.H, s.H);
+            worst[1] = std::max(worst[1], e);
+            LAB_CHECK(e <= kTol, "%s, combined, T %d k %d E %d H %d I %d sms %d tile %d token %d: error %.3g > %.1g",
+                      mma_name(mma), s.T, s.k, s.E, s.H, s.I, g.sms, g.tile, t, e, kTol);
           }
-          const double e = row_err(got.data() + size_t(t) * s.H, want_comb.data() + size_t(t) * s.H, s.H);
-          worst[1] = std::max(worst[1], e);
-          LAB_CHECK(e <= kTol, "combined, T %d k %d E %d H %d I %d sms %d tile %d token %d: error %.3g > %.1g", s.T,
-                    s.k, s.E, s.H, s.I, g.sms, g.tile, t, e, kTol);
+          LAB_CHECK(same_bits(got, first_out[mi]), "%s, T %d k %d E %d: out differs bitwise from the first run (sms %d tile %d)",
+                    mma_name(mma), s.T, s.k, s.E, g.sms, g.tile);
         }
-        LAB_CHECK(same_bits(got, first_out), "T %d k %d E %d: out differs bitwise from the first run (sms %d tile %d)", s.T,
-                  s.k, s.E, g.sms, g.tile);
       }
-    }
   };
   if (schedules) lab::for_each_schedule(run);
   else run();
@@ -257,11 +264,12 @@ LAB_TEST("moe_mxfp4_gemm: every E2M1 value at every scale the decode keeps exact
   lab::DeviceBuf<uint8_t> dscratch(gptoss::moe_mxfp4_gemm_scratch_cuda(c.T, 1, 1, c.H, c.I));
   const gptoss::MoeMxfp4Args a{dx.p, c.H, didx.p, dw1b.p, dw1s.p, db1.p, dw2b.p, dw2s.p, db2.p, dy.p, c.T, 1, 1, c.H, c.I,
                                c.kLimit, c.kAlpha, dscratch.p, dscratch.n, 1};
-  for (int tile : {64, 128}) {
-    cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
-    gptoss::moe_mxfp4_gemm_cuda(a, 0, nullptr, tile);
-    c.check(dy.download(), tile == 64 ? "64-row tile" : "128-row tile");
-  }
+  for (gptoss::MoeGemmMma mma : kMmas)
+    for (int tile : {64, 128}) {
+      cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
+      gptoss::moe_mxfp4_gemm_cuda(a, 0, nullptr, tile, mma);
+      c.check(dy.download(), lab::format("%s, %d-row tile", mma_name(mma), tile).c_str());
+    }
 }
 LAB_TEST("moe_mxfp4_gemm: an expert index outside [0, E) gives NaN for that slot (contract) or token (combined) only") {
   lab::Rng r(52);

@@ -133,6 +133,8 @@ void launch_kernel(const char* name, Site s, dim3 grid, dim3 block, size_t smem,
 enum class Op : int {
   ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, ReduceAddU, ReduceAddI, ReduceMinU, ReduceMinI,
   ReduceMaxU, ReduceMaxI, ReduceAnd, ReduceOr, ReduceXor, SyncWarp, Mma, Ldmatrix,
+  // warpgroup collectives (sm_90a wgmma: all 128 threads of a warpgroup, warps 4i..4i+3)
+  WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait,
   // block barriers
   SyncThreads, SyncThreadsCount, SyncThreadsAnd, SyncThreadsOr,
 };
@@ -152,6 +154,24 @@ void cp_async_wait(int groups_left_pending);
 // discard.global.L2: the 128-byte line at p (128-byte aligned, global memory) reads NaN (all bits
 // set) from here on, as PTX leaves it undefined; a read of it before it is written again is wrong.
 void discard_l2(void* p, int bytes, Site site);
+
+// wgmma (sm_90a), emulated as the asynchronous instruction it is: wgmma.mma_async records the
+// operation (A from each thread's registers as given, B by its shared-memory descriptor) and
+// makes the accumulators read NaN; wgmma.wait_group runs the retired groups in order, reading B
+// from shared memory then, and writes the accumulators back. So a kernel that reads or writes the
+// accumulators, or overwrites B's shared memory, before waiting computes something else. Each
+// batch of wgmma.mma_async must follow a wgmma.fence (since the last commit); a block must not end
+// with one in flight. Only the descriptor's no-swizzle (interleave) layout is emulated.
+struct WgmmaLane {
+  uint32_t a[4];  // A (m64 x k16, bf16) in registers, the m16n8k16 A fragment of this warp's 16 rows
+  float* d;       // this thread's n / 2 accumulators
+  int n;          // N: 8..256, a multiple of 8
+  uint64_t desc;  // B's matrix descriptor (K-major)
+  int scale_d;    // 0: D = A B; 1: D = A B + D
+};
+void warpgroup_op(Op op, WgmmaLane* lane, int arg, Site site);
+// The descriptor's address of p (dynamic shared memory), as __cvta_generic_to_shared gives on a GPU.
+uint32_t shared_window(const void* p, Site site);
 
 struct MmaLane {
   uint32_t a[4], b[2];

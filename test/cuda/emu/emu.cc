@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <cstring>
+#include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <vector>
@@ -115,6 +118,21 @@ struct Thread {
 #endif
 };
 
+// A warpgroup's wgmma state: the operations issued since the last commit, the committed groups in
+// flight, and the accumulators' true values while the registers read NaN (key: a thread's d).
+struct WgmmaOp {
+  int n = 0, scale_d = 0;
+  uint64_t desc = 0;
+  uint32_t a[128][4];
+  float* d[128];
+};
+struct Warpgroup {
+  bool fenced = false;
+  std::vector<WgmmaOp> open;
+  std::deque<std::vector<WgmmaOp>> groups;
+  std::map<float*, std::vector<float>> shadow;
+};
+
 // One block of a launch, resident in the emulator: its fibers, its shared memory and where its
 // scheduler stands. A launch runs its blocks one after another, or, under the random and tickets
 // schedules, several at once (interleaved at atomics on global memory: launch, below). Blocks are
@@ -144,6 +162,7 @@ struct Launch {
   int stop_at = 0;                   // the one after which it hands over (0: none; never when one at a time)
   bool preempt = false;              // a fiber asked to hand the emulator to another block
   std::vector<unsigned char> statics;  // its static shared memory while another block runs
+  std::vector<Warpgroup> wg;         // wgmma state per warpgroup
 #ifdef EMU_ASAN
   void* sched_fake = nullptr;
   const void* main_bottom = nullptr;
@@ -178,6 +197,10 @@ const char* op_name(Op op) {
     case Op::SyncWarp: return "__syncwarp";
     case Op::Mma: return "mma.sync.m16n8k16";
     case Op::Ldmatrix: return "ldmatrix";
+    case Op::WgmmaFence: return "wgmma.fence";
+    case Op::Wgmma: return "wgmma.mma_async";
+    case Op::WgmmaCommit: return "wgmma.commit_group";
+    case Op::WgmmaWait: return "wgmma.wait_group";
     case Op::SyncThreads: return "__syncthreads";
     case Op::SyncThreadsCount: return "__syncthreads_count";
     case Op::SyncThreadsAnd: return "__syncthreads_and";
@@ -186,6 +209,7 @@ const char* op_name(Op op) {
   return "?";
 }
 bool is_barrier(Op op) { return op >= Op::SyncThreads; }
+bool is_warpgroup(Op op) { return op >= Op::WgmmaFence && op <= Op::WgmmaWait; }
 
 std::string fmt(const char* f, ...) {
   char buf[1024];
@@ -418,7 +442,7 @@ bool resolve_warps() {
     uint32_t done_mask = 0;
     for (int l = 0; l < 32; ++l) {
       Thread* t = lanes[l];
-      if (!t || t->state != State::Waiting || is_barrier(t->op) || (done_mask >> l & 1)) continue;
+      if (!t || t->state != State::Waiting || is_barrier(t->op) || is_warpgroup(t->op) || (done_mask >> l & 1)) continue;
       const uint32_t m = t->mask;
       bool ready = true;
       for (int k = 0; k < 32 && ready; ++k) {
@@ -428,7 +452,7 @@ bool resolve_warps() {
           fail_here(where(*t, t->site) + fmt(": %s with mask 0x%08x waits for lane %d, which has exited (last at %s:%d)",
                                              op_name(t->op), m, k, o->last.file, o->last.line));
         }
-        if (o->state != State::Waiting || is_barrier(o->op)) ready = false;
+        if (o->state != State::Waiting || is_barrier(o->op) || is_warpgroup(o->op)) ready = false;
       }
       if (!ready) continue;
       for (int k = 0; k < 32; ++k) {
@@ -487,6 +511,156 @@ bool resolve_barrier() {
   return true;
 }
 
+// ---- wgmma (sm_90a) ----
+// B (K x N, K-major) of one wgmma.mma_async through its descriptor (PTX ISA, "Matrix Descriptor
+// Format"; the no-swizzle canonical layout as CuTe's make_gmma_desc states it, in 16-byte units
+// ((8, n), 2) : ((1, SBO), LBO)): bits 0-13 the start address >> 4, 16-29 the leading byte offset
+// (between the two 8-element halves of k16) >> 4, 32-45 the stride byte offset (between groups of
+// 8 columns n) >> 4, 49-51 the base offset, 62-63 the swizzle mode. Element (k, n) lies at
+// start + (n / 8) SBO + (n % 8) 16 + (k / 8) LBO + (k % 8) 2.
+void wgmma_read_b(const WgmmaOp& op, double (*B)[256], Thread& t) {
+  const uint64_t d = op.desc;
+  const size_t start = size_t(d & 0x3fff) << 4, lbo = size_t((d >> 16) & 0x3fff) << 4,
+               sbo = size_t((d >> 32) & 0x3fff) << 4;
+  if ((d >> 62) != 0 || ((d >> 49) & 7) != 0)
+    fail_here(where(t, t.site) + fmt(": wgmma descriptor 0x%016llx: only the no-swizzle layout with base offset 0 is emulated",
+                                     (unsigned long long)d));
+  for (int n = 0; n < op.n; ++n)
+    for (int k = 0; k < 16; ++k) {
+      const size_t off = start + size_t(n / 8) * sbo + size_t(n % 8) * 16 + size_t(k / 8) * lbo + size_t(k % 8) * 2;
+      if (off + 2 > L->dyn_bytes)
+        fail_here(where(t, t.site) + fmt(": wgmma descriptor 0x%016llx reads B(k=%d, n=%d) at shared offset %zu, past the %zu bytes of dynamic shared memory",
+                                         (unsigned long long)d, k, n, off, L->dyn_bytes));
+      uint16_t v;
+      std::memcpy(&v, L->dyn + off, 2);
+      B[k][n] = __uint_as_float(uint32_t(v) << 16);
+    }
+}
+
+// D = A B (+ D) for one retired wgmma.mma_async m64nNk16 .f32.bf16.bf16 with A in registers: thread
+// (warp w of the group, g = lane / 4, t = lane % 4) holds rows 16 w + g (+ 8) as in mma.m16n8k16's
+// A fragment, and d[4 j + 2 h + v] = D[16 w + g + 8 h][8 j + 2 t + v] (CuTe's ALayout_64x16 and
+// CLayout_64xN). Exact products summed in double, rounded once, as the emulated mma.
+void wgmma_retire(Warpgroup& w, const WgmmaOp& op, Thread& t) {
+  static double A[64][16], B[16][256];
+  wgmma_read_b(op, B, t);
+  for (int i = 0; i < 128; ++i) {
+    const int row = 16 * (i >> 5) + ((i & 31) >> 2), tg = i & 3;
+    for (int r = 0; r < 4; ++r)
+      for (int lo = 0; lo < 2; ++lo) A[row + 8 * (r & 1)][2 * tg + lo + 8 * (r >> 1)] = bf(op.a[i][r], lo);
+  }
+  for (int i = 0; i < 128; ++i) {
+    const int row = 16 * (i >> 5) + ((i & 31) >> 2), tg = i & 3;
+    std::vector<float>& acc = w.shadow.at(op.d[i]);
+    for (int j = 0; j < op.n / 8; ++j)
+      for (int h = 0; h < 2; ++h)
+        for (int v = 0; v < 2; ++v) {
+          const int n = 8 * j + 2 * tg + v;
+          double s = op.scale_d ? double(acc[4 * j + 2 * h + v]) : 0.0;
+          for (int k = 0; k < 16; ++k) s += A[row + 8 * h][k] * B[k][n];
+          acc[4 * j + 2 * h + v] = float(s);
+        }
+  }
+}
+
+// Completes the warpgroup collective its 128 threads wait at (all at the same op and place).
+void complete_warpgroup(Thread** th) {
+  Thread& t0 = *th[0];
+  Warpgroup& w = L->wg[t0.warp / 4];
+  switch (t0.op) {
+    case Op::WgmmaFence: w.fenced = true; break;
+    case Op::Wgmma: {
+      if (!w.fenced)
+        fail_here(where(t0, t0.site) + ": wgmma.mma_async without a wgmma.fence since the last commit (the registers it reads may not be ready)");
+      const WgmmaLane& l0 = *static_cast<WgmmaLane*>(t0.data);
+      WgmmaOp op;
+      op.n = l0.n;
+      op.scale_d = l0.scale_d;
+      op.desc = l0.desc;
+      if (op.n < 8 || op.n > 256 || op.n % 8)
+        fail_here(where(t0, t0.site) + fmt(": wgmma.mma_async with N = %d (8..256, a multiple of 8)", op.n));
+      for (int i = 0; i < 128; ++i) {
+        const WgmmaLane& l = *static_cast<WgmmaLane*>(th[i]->data);
+        if (l.n != op.n || l.desc != op.desc || l.scale_d != op.scale_d)
+          fail_here(where(*th[i], th[i]->site) + fmt(": wgmma.mma_async: the warpgroup's threads disagree on N, the descriptor or scale-d (thread 0: N %d desc 0x%016llx, this one: N %d desc 0x%016llx)",
+                                                     op.n, (unsigned long long)op.desc, l.n, (unsigned long long)l.desc));
+        std::memcpy(op.a[i], l.a, sizeof l.a);
+        op.d[i] = l.d;
+        auto it = w.shadow.find(l.d);
+        if (it == w.shadow.end()) {
+          w.shadow.emplace(l.d, std::vector<float>(l.d, l.d + op.n / 2));
+        } else if (int(it->second.size()) != op.n / 2) {
+          fail_here(where(*th[i], th[i]->site) + ": wgmma.mma_async: accumulators in flight with another N");
+        }
+        std::fill(l.d, l.d + op.n / 2, std::numeric_limits<float>::quiet_NaN());  // undefined until waited for
+      }
+      w.open.push_back(op);
+      break;
+    }
+    case Op::WgmmaCommit:
+      w.groups.push_back(std::move(w.open));
+      w.open.clear();
+      w.fenced = false;
+      break;
+    case Op::WgmmaWait: {
+      if (!w.open.empty())
+        fail_here(where(t0, t0.site) + ": wgmma.wait_group with wgmma.mma_async not yet committed");
+      while (int(w.groups.size()) > t0.arg) {
+        for (const WgmmaOp& op : w.groups.front()) wgmma_retire(w, op, t0);
+        w.groups.pop_front();
+      }
+      for (auto it = w.shadow.begin(); it != w.shadow.end();) {
+        bool pending = false;
+        for (const auto& g : w.groups)
+          for (const WgmmaOp& op : g)
+            for (int i = 0; i < 128 && !pending; ++i) pending = op.d[i] == it->first;
+        if (pending) {
+          ++it;
+          continue;
+        }
+        std::copy(it->second.begin(), it->second.end(), it->first);
+        it = w.shadow.erase(it);
+      }
+      break;
+    }
+    default: break;
+  }
+}
+
+bool resolve_warpgroups() {
+  bool progress = false;
+  const int n = int(L->threads.size());
+  for (int g = 0; 128 * g < n; ++g) {
+    Thread* th[128];
+    bool ready = true, any = false;
+    for (int i = 0; i < 128; ++i) {
+      th[i] = 128 * g + i < n ? &L->threads[128 * g + i] : nullptr;
+      if (!th[i]) {
+        ready = false;
+        continue;
+      }
+      const bool at_wg = th[i]->state == State::Waiting && is_warpgroup(th[i]->op);
+      any |= at_wg;
+      if (th[i]->state == State::Done && any)
+        fail_here(where(*th[0], th[0]->site) + fmt(": %s waits for thread %d of its warpgroup, which has exited", op_name(th[0]->op), 128 * g + i));
+      ready &= at_wg;
+    }
+    if (!any) continue;
+    if (n % 128)
+      fail_here(where(*th[0], th[0]->site) + fmt(": %s needs whole warpgroups (128 threads); the block has %d", op_name(th[0]->op), n));
+    if (!ready) continue;
+    for (int i = 1; i < 128; ++i)
+      if (th[i]->op != th[0]->op || th[i]->arg != th[0]->arg || th[i]->site.line != th[0]->site.line ||
+          std::strcmp(th[i]->site.file, th[0]->site.file) != 0)
+        fail_here(where(*th[0], th[0]->site) + fmt(": the warpgroup's threads reach different wgmma instructions: thread %d at %s, thread %d at %s",
+                                                   128 * g, at(*th[0]).c_str(), 128 * g + i, at(*th[i]).c_str()));
+    complete_warpgroup(th);
+    for (int i = 0; i < 128; ++i) th[i]->state = State::Runnable;
+    progress = true;
+  }
+  return progress;
+}
+
 [[noreturn]] void deadlock() {
   std::string msg = fmt("kernel %s, block (%u,%u,%u): deadlock, no rendezvous can complete:", L->kernel, L->block_idx.x,
                         L->block_idx.y, L->block_idx.z);
@@ -517,6 +691,7 @@ size_t static_bytes() {
 // every fiber at the kernel's start.
 void start_block() {
   const int n = int(L->threads.size());
+  L->wg.assign(size_t(n + 127) / 128, Warpgroup());
   if (static_bytes()) std::memset(__start_emu_shared, 0xff, static_bytes());
 #ifdef EMU_ASAN
   ASAN_UNPOISON_MEMORY_REGION(L->dyn, L->dyn_bytes + kCanary);
@@ -533,6 +708,7 @@ void start_block() {
     t.last = {"(start)", 0};
     t.cp_pending.clear();
     t.cp_groups.clear();
+    t.data = nullptr;
 #ifdef EMU_FAST_SWITCH
     // A fresh stack as emu_switch leaves one: control words, six zeroed registers, then
     // fiber_entry as the return address with a null one above it, so fiber_entry starts with
@@ -584,11 +760,19 @@ bool step_block() {
     bool progress = resolve_warps();
     if (L->failed) throw Error("cuda-emu: " + L->error);
     if (!progress) {
+      progress = resolve_warpgroups();
+      if (L->failed) throw Error("cuda-emu: " + L->error);
+    }
+    if (!progress) {
       progress = resolve_barrier();
       if (L->failed) throw Error("cuda-emu: " + L->error);
     }
     if (!progress) deadlock();
   }
+  for (size_t g = 0; g < L->wg.size(); ++g)
+    if (!L->wg[g].open.empty() || !L->wg[g].groups.empty())
+      throw Error(fmt("cuda-emu: kernel %s, block (%u,%u,%u): warpgroup %zu ended with wgmma.mma_async in flight (no wgmma.wait_group for it)",
+                      L->kernel, L->block_idx.x, L->block_idx.y, L->block_idx.z, g));
 #ifdef EMU_ASAN
   ASAN_UNPOISON_MEMORY_REGION(L->dyn + L->dyn_bytes, kCanary);
 #endif
@@ -804,6 +988,21 @@ void warp_collective(Op op, void* data, Site s) {
   }
   t.data = data;
   wait_here(t);
+}
+
+void warpgroup_op(Op op, WgmmaLane* lane, int arg, Site s) {
+  Thread& t = arrive(op, 0xffffffffu, s);
+  t.data = lane;
+  t.arg = arg;
+  wait_here(t);
+}
+
+uint32_t shared_window(const void* p, Site s) {
+  Thread& t = self("the shared address of a pointer", s);
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < L->dyn || c > L->dyn + L->dyn_bytes)
+    fail_here(where(t, s) + fmt(": %p is not in dynamic shared memory (the emulated wgmma descriptor addresses only that)", p));
+  return uint32_t(c - L->dyn);
 }
 
 int barrier(Op op, int pred, Site s) {
