@@ -162,7 +162,7 @@ __device__ __forceinline__ void wgmma_wait(GPTOSS_SITE_PARAM_FIRST) {
 }
 
 // Accumulator operand lists: the instruction names the first N / 2 of kRegs (32 or 64) operands;
-// a, the descriptor and the scale-d flag follow them.
+// a, the descriptor and n follow them.
 #define GPTOSS_WG_D0 "%0, %1, %2, %3, %4, %5, %6, %7"
 #define GPTOSS_WG_D1 GPTOSS_WG_D0 ", %8, %9, %10, %11, %12, %13, %14, %15"
 #define GPTOSS_WG_D2 GPTOSS_WG_D1 ", %16, %17, %18, %19, %20, %21, %22, %23"
@@ -174,44 +174,69 @@ __device__ __forceinline__ void wgmma_wait(GPTOSS_SITE_PARAM_FIRST) {
 #define GPTOSS_WG_OUT8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define GPTOSS_WG_OUT32 GPTOSS_WG_OUT8(0), GPTOSS_WG_OUT8(8), GPTOSS_WG_OUT8(16), GPTOSS_WG_OUT8(24)
 #define GPTOSS_WG_OUT64 GPTOSS_WG_OUT32, GPTOSS_WG_OUT8(32), GPTOSS_WG_OUT8(40), GPTOSS_WG_OUT8(48), GPTOSS_WG_OUT8(56)
-#define GPTOSS_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)
-#define GPTOSS_WG_RS(N, DL, A0, A1, A2, A3, DS, SC, OUTS)                                                  \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SC ", 0;\n"                                             \
-               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" DL "}, {%" A0 ", %" A1 ", %" A2 \
-               ", %" A3 "}, %" DS ", p, 1, 1, 0;\n}\n"                                                       \
-               : OUTS                                                                                       \
+#define GPTOSS_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(n)
+// One wgmma of N columns, issued only when n == N (a predicate, not a branch: ptxas keeps wgmma in
+// flight only where no branch it cannot prove uniform lies between them and their wait).
+#define GPTOSS_WG_RS(N, DL, A0, A1, A2, A3, DS, NN, OUTS)                                                     \
+  asm volatile("{\n.reg .pred q;\nsetp.eq.b32 q, %" NN ", " #N ";\n"                                        \
+               "@q wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" DL "}, {%" A0 ", %" A1 ", %" A2 \
+               ", %" A3 "}, %" DS ", 1, 1, 1, 0;\n}\n"                                                         \
+               : OUTS                                                                                         \
                : GPTOSS_WG_IN)
 
-// D (+)= A B for N = 16 p (p = 1..8) columns; d holds kRegs accumulators (N / 2 <= kRegs), of which
-// the first N / 2 are this instruction's. The accumulators are always added to (scale-d 1): zero
-// them before a tile's first wgmma.
-template <int N, int kRegs>
-__device__ __forceinline__ void wgmma_m64k16_rs(float* d, const uint32_t a[4], uint64_t desc GPTOSS_SITE_PARAM) {
-  static_assert(N % 16 == 0 && N >= 16 && N <= 128 && (kRegs == 32 || kRegs == 64) && N / 2 <= kRegs,
-                "wgmma_m64k16_rs: N = 16..128 in steps of 16, within kRegs accumulators");
+// D += A B for N = n columns, n in {16, 32, ..., 8 kRegs / 4} and the same in the whole warpgroup;
+// d holds kRegs accumulators (32 or 64), of which the first n / 2 are this instruction's. The
+// accumulators are always added to (scale-d 1): zero them before a tile's first wgmma.
+template <int kRegs>
+__device__ __forceinline__ void wgmma_m64k16_rs(float* d, const uint32_t a[4], uint64_t desc, int n GPTOSS_SITE_PARAM) {
+  static_assert(kRegs == 32 || kRegs == 64, "wgmma_m64k16_rs: 32 or 64 accumulators");
 #if defined(GPTOSS_CUDA_EMU)
-  ::emu::WgmmaLane l{{a[0], a[1], a[2], a[3]}, d, N, desc, 1};
+  if (n < 16 || n > 4 * kRegs || n % 16) ::emu::fail(EMU_SITE, "wgmma_m64k16_rs: n must be 16..4 kRegs in steps of 16");
+  ::emu::WgmmaLane l{{a[0], a[1], a[2], a[3]}, d, n, desc, 1};
   ::emu::warpgroup_op(::emu::Op::Wgmma, &l, 0, EMU_SITE);
 #elif defined(GPTOSS_HAS_WGMMA)
   if constexpr (kRegs == 32) {
-    if constexpr (N == 16) GPTOSS_WG_RS(16, GPTOSS_WG_D0, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    if constexpr (N == 32) GPTOSS_WG_RS(32, GPTOSS_WG_D1, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    if constexpr (N == 48) GPTOSS_WG_RS(48, GPTOSS_WG_D2, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    if constexpr (N == 64) GPTOSS_WG_RS(64, GPTOSS_WG_D3, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    GPTOSS_WG_RS(16, GPTOSS_WG_D0, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    GPTOSS_WG_RS(32, GPTOSS_WG_D1, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    GPTOSS_WG_RS(48, GPTOSS_WG_D2, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
+    GPTOSS_WG_RS(64, GPTOSS_WG_D3, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
   } else {
-    if constexpr (N == 16) GPTOSS_WG_RS(16, GPTOSS_WG_D0, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 32) GPTOSS_WG_RS(32, GPTOSS_WG_D1, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 48) GPTOSS_WG_RS(48, GPTOSS_WG_D2, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 64) GPTOSS_WG_RS(64, GPTOSS_WG_D3, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 80) GPTOSS_WG_RS(80, GPTOSS_WG_D4, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 96) GPTOSS_WG_RS(96, GPTOSS_WG_D5, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 112) GPTOSS_WG_RS(112, GPTOSS_WG_D6, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    if constexpr (N == 128) GPTOSS_WG_RS(128, GPTOSS_WG_D7, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(16, GPTOSS_WG_D0, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(32, GPTOSS_WG_D1, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(48, GPTOSS_WG_D2, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(64, GPTOSS_WG_D3, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(80, GPTOSS_WG_D4, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(96, GPTOSS_WG_D5, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(112, GPTOSS_WG_D6, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
+    GPTOSS_WG_RS(128, GPTOSS_WG_D7, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
   }
 #else
-  (void)d, (void)a, (void)desc;
+  (void)d, (void)a, (void)desc, (void)n;
   __trap();
 #endif
 }
 
+// Keeps x in its registers, unchanged, up to here in the compiler's view (no instruction): after a
+// wgmma_wait, on the A fragments a retired wgmma read, so that the compiler reuses none of their
+// registers while the tensor core may still read them; on accumulators before the first wgmma
+// and after the last wait (CUTLASS's warpgroup_fence_operand).
+__device__ __forceinline__ void wgmma_keep(float& x) {
+#if !defined(GPTOSS_CUDA_EMU)
+  asm volatile("" : "+f"(x)::"memory");
+#else
+  (void)x;
+#endif
+}
+__device__ __forceinline__ void wgmma_keep(uint32_t& x) {
+#if !defined(GPTOSS_CUDA_EMU)
+  asm volatile("" : "+r"(x)::"memory");
+#else
+  (void)x;
+#endif
+}
+template <class T, size_t N>
+__device__ __forceinline__ void wgmma_keep(T (&a)[N]) {
+#pragma unroll
+  for (size_t i = 0; i < N; ++i) wgmma_keep(a[i]);
+}
 }  // namespace gptoss::cuda

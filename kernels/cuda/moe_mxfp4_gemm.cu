@@ -75,18 +75,21 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 constexpr int kTileN = 256;  // weight rows per work item
-constexpr int kStages = 4;
 constexpr int kStageW = kTileN * 16;  // the rows' 16-byte blocks
 constexpr int kStageS = kTileN * 4;   // their scale factors (bf16x2 words), in reading order
-static_assert((kStages & (kStages - 1)) == 0, "stage indices wrap with a mask");
 constexpr int kDefaultSms = 132;  // an H100 SXM's
 // The two m-tiles: kPairs pairs of n8 token tiles, 16 kPairs sorted rows. 64 rows (4 pairs): 64
 // accumulators a thread, 36 KB of stages, 2 CTAs an SM. 128 rows (8 pairs): each weight decoded in
 // registers feeds twice the mma, for 128 accumulators a thread, 52 KB of stages (opted in past
 // 48 KB), 1 CTA an SM; the bigger groups of prefill take it (moe_mxfp4_gemm_tile_rows).
-template <int kPairs>
+// Stages: mma.sync, 4, loads issued 3 steps ahead. wgmma, 8 (104 KB), 6 ahead: a stage is refilled
+// only once every warpgroup has retired the wgmma that read it, one step after its own.
+template <int kPairs, bool kWg = false>
 struct Tile {
   static constexpr int kM = 16 * kPairs;
+  static constexpr int kStages = kWg ? 8 : 4;
+  static constexpr int kAhead = kWg ? kStages - 2 : kStages - 1;
+  static_assert((kStages & (kStages - 1)) == 0, "stage indices wrap with a mask");
   static constexpr int kStageX = kM * 64;  // kM rows x 32 bf16
   static constexpr int kStageBytes = kStageW + kStageS + kStageX;
   static constexpr size_t kSmem = size_t(kStages) * kStageBytes;
@@ -297,7 +300,9 @@ struct GemmArgs {
 // warpgroups (2 or 4), not from within one.
 template <bool kGateUp, int kPairs, bool kWg>
 __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
-  using Tl = Tile<kPairs>;
+  using Tl = Tile<kPairs, kWg>;
+  static_assert(!kWg || kPairs == 8, "wgmma takes the 128-row tile");
+  constexpr int kStages = Tl::kStages, kAhead = Tl::kAhead;
   constexpr int kTileM = Tl::kM, kStageBytes = Tl::kStageBytes, kXC = Tl::kXCopies;
   uint8_t* smem = dynamic_shared<uint8_t>();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
@@ -329,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
     // of its rows 32 w + 16 at + 8 hh + g as one 16-byte word at 16 (8 w + g), [at][hh].
     const int sdst = opaque(kStageW + 16 * (8 * (tid >> 5) + (tid & 7)) + 8 * ((tid >> 4) & 1) + 4 * ((tid >> 3) & 1));
 
-    for (int s = 0; s < kStages - 1; ++s) {
+    for (int s = 0; s < kAhead; ++s) {
       if (s < nb) {
         uint8_t* st = smem + s * kStageBytes;
         cp_async16(st + tid * 16, wsrc + size_t(s) * 16);
@@ -349,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
     // N is a multiple of 32: a warp's rows all or none. A wgmma warpgroup runs when any of its
     // warps has rows (the others' rows repeat row N - 1; they are not stored).
     const bool stores = n0 + 32 * warp < a.N;
-    const bool active = kWg ? n0 + 128 * (warp >> 2) < a.N : stores;
+    const bool active = kWg || stores;
     // Pairs of n8 tiles holding tokens. The 128-row tile's k loop is compiled once per count
     // (with_pairs): no pair is checked inside it. The 64-row tile checks each pair per 16-k chunk
     // (2 instructions; compiled per count, its sm_90 build spilled past the 128 registers that 2
@@ -368,93 +373,120 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
       xoff[c] = opaque(tok * 64 + 16 * ((2 * c + ((lane >> 3) & 1)) ^ ((tok >> 1) & 3)));
     }
 
-    // wgmma: the descriptor of stage 0's token rows, chunk 0 (B of the m-tile's first 16 k).
+    // wgmma: the descriptor of stage 0's token rows, chunk 0 (B of the m-tile's first 16 k), and
+    // the token columns (16 per pair holding tokens; the same in the whole CTA).
     uint64_t xdesc = 0;
     if constexpr (kWg) xdesc = wgmma_desc(smem + kStageW + kStageS, 128, 512);
+    const int ncols = 16 * np;
 
     // The next step's sources, advanced by one block per step (cheaper than recomputing them).
-    const uint8_t* wnext = wsrc + size_t(kStages - 1) * 16;
+    const uint8_t* wnext = wsrc + size_t(kAhead) * 16;
     const uint16_t* xnext[kXC];
 #pragma unroll
-    for (int h = 0; h < kXC; ++h) xnext[h] = xsrc[h] + (kStages - 1) * 32;
-    const uint8_t* snext_src = ssrc + (kStages - 1);
-    auto k_loop = [&](auto pairs) {
-      for (int kb = 0; kb < nb; ++kb) {
-        cp_async_wait<kStages - 2>();
-        __syncthreads();  // stage kb landed for every thread; stage kb - 1 is free
-        const int kn = kb + kStages - 1;
-        uint8_t* const nst = smem + (kn & (kStages - 1)) * kStageBytes;
-        uint32_t snext = 0;
-        if (kn < nb) {
-          cp_async16(nst + tid * 16, wnext);
+    for (int h = 0; h < kXC; ++h) xnext[h] = xsrc[h] + kAhead * 32;
+    const uint8_t* snext_src = ssrc + kAhead;
+    // wgmma: the A fragments of two steps in flight, [step parity][chunk][m16 tile].
+    uint32_t afb[2][2][2][4] = {};
+    // One 32-k step. par (wgmma): the step's parity, naming its A registers. A step kb >= nb
+    // (wgmma's steps go in pairs) adds zero weights times the last stage's tokens.
+    auto step = [&](int kb, auto pairs, auto par) {
+      cp_async_wait<kAhead - 1>();
+      // Stage kb landed for every thread; the stage refilled below was last read at step
+      // kb + kAhead - kStages: done by every warp (mma.sync: kb - 1) or retired by every
+      // warpgroup (wgmma: kb - 2, by the wgmma_wait<1> of step kb - 1).
+      __syncthreads();
+      const int kn = kb + kAhead;
+      uint8_t* const nst = smem + (kn & (kStages - 1)) * kStageBytes;
+      uint32_t snext = 0;
+      if (kn < nb) {
+        cp_async16(nst + tid * 16, wnext);
 #pragma unroll
-          for (int h = 0; h < kXC; ++h) cp_async16(nst + xdst + 4096 * h, xnext[h]);
-          snext = __ldg(snext_src);
-        }
-        cp_async_commit();
-        wnext += 16;
+        for (int h = 0; h < kXC; ++h) cp_async16(nst + xdst + 4096 * h, xnext[h]);
+        snext = __ldg(snext_src);
+      }
+      cp_async_commit();
+      wnext += 16;
 #pragma unroll
-        for (int h = 0; h < kXC; ++h) xnext[h] += 32;
-        ++snext_src;
-        if (active) {
-          const uint8_t* st = smem + (kb & (kStages - 1)) * kStageBytes;
-          const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
-          Nibbles q[2][2];  // the rows' words
-          uint32_t f[2][2];  // and scale factors
-          const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
-          f[0][0] = fv.x;
-          f[0][1] = fv.y;
-          f[1][0] = fv.z;
-          f[1][1] = fv.w;
+      for (int h = 0; h < kXC; ++h) xnext[h] += 32;
+      ++snext_src;
+      if (active) {
+        const bool real = !kWg || kb < nb;
+        const int sk = real ? kb : nb - 1;
+        const uint8_t* st = smem + (sk & (kStages - 1)) * kStageBytes;
+        const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
+        Nibbles q[2][2];   // the rows' words
+        uint32_t f[2][2];  // and scale factors
+        const uint4 fv = *reinterpret_cast<const uint4*>(st + foff);
+        f[0][0] = fv.x;
+        f[0][1] = fv.y;
+        f[1][0] = fv.z;
+        f[1][1] = fv.w;
 #pragma unroll
-          for (int at = 0; at < 2; ++at)
+        for (int at = 0; at < 2; ++at)
 #pragma unroll
-            for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4]);
-          if constexpr (kWg) {
-            uint32_t af[2][2][4];  // [chunk][m16 tile]
-            a_frags<0>(af[0], q, f);
-            a_frags<1>(af[1], q, f);
-            const uint64_t desc = xdesc + uint64_t(((kb & (kStages - 1)) * kStageBytes) >> 4);
-            wgmma_fence();
+          for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(real ? w[woff + (16 * at + 8 * hh) * 4] : 0u);
+        if constexpr (kWg) {
+          uint32_t(&af)[2][2][4] = afb[decltype(par)::value];
+          a_frags<0>(af[0], q, f);
+          a_frags<1>(af[1], q, f);
+          const uint64_t desc = xdesc + uint64_t(((sk & (kStages - 1)) * kStageBytes) >> 4);
+          wgmma_fence();
 #pragma unroll
-            for (int c = 0; c < 2; ++c)
+          for (int c = 0; c < 2; ++c)
 #pragma unroll
-              for (int at = 0; at < 2; ++at)
-                wgmma_m64k16_rs<16 * decltype(pairs)::value, 8 * kPairs>(&acc[at][0][0], af[c][at], desc + 16 * c);
-            wgmma_commit();
-            wgmma_wait<0>();
-          } else {
-            // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
-            // the compiler recomputes them inside each pair's branch).
-            const uint8_t* xs = st + kStageW + kStageS;
-            SmemAddr xa[2];
+            for (int at = 0; at < 2; ++at) wgmma_m64k16_rs<8 * kPairs>(&acc[at][0][0], af[c][at], desc + 16 * c, ncols);
+          wgmma_commit();
+          wgmma_wait<1>();                            // step kb - 1's retired: its stage and A registers are free
+          wgmma_keep(afb[1 - decltype(par)::value]);  // (which the compiler must not reuse before here)
+        } else {
+          // Both chunks' ldmatrix row addresses, computed here once (kept in registers: otherwise
+          // the compiler recomputes them inside each pair's branch).
+          const uint8_t* xs = st + kStageW + kStageS;
+          SmemAddr xa[2];
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
+          for (int c = 0; c < 2; ++c) {
 #if defined(GPTOSS_CUDA_EMU)
-              xa[c] = xs + xoff[c];
+            xa[c] = xs + xoff[c];
 #else
-              xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
+            xa[c] = uint32_t(opaque(int(__cvta_generic_to_shared(xs)) + xoff[c]));
 #endif
-            }
+          }
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              uint32_t af[2][4];
-              if (c == 0)
-                a_frags<0>(af, q, f);
-              else
-                a_frags<1>(af, q, f);
-              // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
-              mma_pairs(acc, af, xa[c], jn, std::make_index_sequence<decltype(pairs)::value>());
-            }
+          for (int c = 0; c < 2; ++c) {
+            uint32_t af[2][4];
+            if (c == 0)
+              a_frags<0>(af, q, f);
+            else
+              a_frags<1>(af, q, f);
+            // Tokens in pairs of n8 tiles: one ldmatrix.x4 gives both tiles' B fragments.
+            mma_pairs(acc, af, xa[c], jn, std::make_index_sequence<decltype(pairs)::value>());
           }
         }
-        if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
       }
+      if (kn < nb) *reinterpret_cast<uint32_t*>(nst + sdst) = scale_factor(snext);
     };
-    if constexpr (kPairs == 8 || kWg)
-      with_pairs<1, kPairs>(np, k_loop);
-    else
-      k_loop(std::integral_constant<int, kPairs>());
+    using P0 = std::integral_constant<int, 0>;
+    using P1 = std::integral_constant<int, 1>;
+    if constexpr (kWg) {
+      // No branch between a wgmma and its wait (ptxas would serialize them): the columns are a
+      // predicate on the instruction, the steps go in pairs (each names its A registers), every
+      // warpgroup computes.
+      wgmma_keep(acc);
+      for (int kb = 0; kb < nb; kb += 2) {
+        step(kb, P0(), P0());
+        step(kb + 1, P0(), P1());
+      }
+      wgmma_wait<0>();
+      wgmma_keep(acc);
+    } else {
+      auto k_loop = [&](auto pairs) {
+        for (int kb = 0; kb < nb; ++kb) step(kb, pairs, P0());
+      };
+      if constexpr (kPairs == 8)
+        with_pairs<1, kPairs>(np, k_loop);
+      else
+        k_loop(std::integral_constant<int, kPairs>());
+    }
 
     if (stores) {
 #pragma unroll
@@ -547,7 +579,7 @@ void check_args(const MoeMxfp4Args& a, const char* op) {
 // One GEMM pass over the dispatch's m-tiles: a persistent grid of the CTAs that fit on `sms` SMs.
 template <bool kGateUp, int kPairs, bool kWg>
 void launch_gemm(const GemmArgs& g, int max_tiles, int sms, cudaStream_t stream) {
-  using Tl = Tile<kPairs>;
+  using Tl = Tile<kPairs, kWg>;
   if (Tl::kSmem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
     static std::once_flag once;
     std::call_once(once, [] {
@@ -577,6 +609,7 @@ void gemms(const MoeMxfp4Args& a, const Scratch& s, const MoeDispatchPlan& d, fl
 void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int tile_rows, MoeGemmMma mma,
          cudaStream_t stream) {
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
+  if (mma == MoeGemmMma::Wgmma) tile_rows = 128;  // its only tile (the kernel's comment)
   if (tile_rows == 0) tile_rows = moe_mxfp4_gemm_tile_rows(a.T, a.k, a.E);
   if (sms <= 0) sms = kDefaultSms;
   moe_dispatch_cuda(a.idx, a.T, a.k, a.E, tile_rows, s.dispatch, s.dispatch_bytes, stream);
@@ -584,11 +617,12 @@ void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int til
   GPTOSS_LAUNCH(moe_mxfp4_gemm_x_bf16, dim3(unsigned((a.H + kConvThreads - 1) / kConvThreads), unsigned(a.T)),
                 dim3(kConvThreads), 0, stream, a.x, a.ldx, a.H, s.xb, a.idx, a.k, a.E, route_w ? nullptr : y);
   check_launch("moe_mxfp4_gemm (x to bf16)");
-  const bool wg = mma == MoeGemmMma::Wgmma;
-  if (tile_rows == 128)
-    wg ? gemms<8, true>(a, s, d, y, route_w, sms, stream) : gemms<8, false>(a, s, d, y, route_w, sms, stream);
+  if (mma == MoeGemmMma::Wgmma)
+    gemms<8, true>(a, s, d, y, route_w, sms, stream);
+  else if (tile_rows == 128)
+    gemms<8, false>(a, s, d, y, route_w, sms, stream);
   else
-    wg ? gemms<4, true>(a, s, d, y, route_w, sms, stream) : gemms<4, false>(a, s, d, y, route_w, sms, stream);
+    gemms<4, false>(a, s, d, y, route_w, sms, stream);
 }
 }  // namespace
 }  // namespace cuda

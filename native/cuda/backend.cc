@@ -133,6 +133,7 @@ struct Launch {
   int sm_count;
   int gemm_sms;  // the split-k GEMM's target (gemm_sms(props)): its scratch and tickets were sized for it
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
+  bool wgmma;   // the grouped MoE GEMM on wgmma (moe_mxfp4_gemm_mma_for: an sm_90 device)
   unsigned* tickets;  // [ticket_count(plan, gemm_sms)] zeros, for router_topk_gemv_cuda and the split-k GEMM (left zero by each launch)
 };
 
@@ -144,6 +145,17 @@ struct Launch {
 // and every launch read the same count.
 constexpr int kEmulatedGemmSms = 132;  // an H100 SXM's
 int gemm_sms(const gpu::DeviceProps& p) { return p.emulated ? kEmulatedGemmSms : std::max(1, p.sm_count); }
+
+// Whether the grouped MoE GEMM runs on wgmma here (moe_mxfp4_gemm_mma_for; the emulator reports
+// compute capability 9.0, so its runs take wgmma too).
+bool moe_wgmma(const gpu::DeviceProps& p) {
+#ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
+  return moe_mxfp4_gemm_mma_for(p.cc_major, p.cc_minor) == MoeGemmMma::Wgmma;
+#else
+  (void)p;
+  return false;
+#endif
+}
 
 // The runner's zeroed tickets: one per token for the router; from the first step size that can take
 // the GEMM (9 tokens), at least one per tile of the split-k GEMM (matmul_bf16_gemm_max_tiles(sms),
@@ -284,7 +296,8 @@ void launch_op(const MoeMxfp4Op& o, const Launch& l) {
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
   // Many tokens per expert: the grouped GEMM on the tensor cores (bf16 activations, so default mode
   // only); the rule reads the step's shape alone, which is part of a graph's key.
-  if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, o.k, o.E)) return moe_mxfp4_gemm_cuda(a, l.sm_count, l.s);
+  if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, o.k, o.E))
+    return moe_mxfp4_gemm_cuda(a, l.sm_count, l.s, 0, l.wgmma ? MoeGemmMma::Wgmma : MoeGemmMma::Sync);
 #endif
   moe_mxfp4_cuda(a, l.s, l.plan.exact ? MoeMxfp4Products::F32 : MoeMxfp4Products::F16);
 #else
@@ -363,7 +376,7 @@ size_t launch_fused(const AnyOp* ops, size_t n, const Launch& l) {
     const MoeCombineFused f{c.f32(cb->wt), c.f32(cb->x), c.ld(cb->x), true};
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
     if (!l.plan.exact && moe_mxfp4_use_gemm(c.T, m->k, m->E)) {
-      moe_mxfp4_gemm_combine_cuda(a, f, l.sm_count, l.s);
+      moe_mxfp4_gemm_combine_cuda(a, f, l.sm_count, l.s, 0, l.wgmma ? MoeGemmMma::Wgmma : MoeGemmMma::Sync);
       return 2;
     }
 #endif
@@ -421,7 +434,8 @@ class CudaBackend;
 // One program's stream, step inputs on the device, and graphs.
 class CudaRunner final : public StepRunner {
  public:
-  CudaRunner(const ScratchPlan& plan, int sm_count, int gemm_sms) : plan_(plan), sm_count_(sm_count), gemm_sms_(gemm_sms) {
+  CudaRunner(const ScratchPlan& plan, int sm_count, int gemm_sms, bool wgmma)
+      : plan_(plan), sm_count_(sm_count), gemm_sms_(gemm_sms), wgmma_(wgmma) {
     stream_ = gpu::stream_create();
   }
   ~CudaRunner() override {
@@ -461,7 +475,7 @@ class CudaRunner final : public StepRunner {
 
     const bool prompt = prefill_step(host);
     auto run_all = [&] {
-      const Launch l{c, stream_, plan_, sm_count_, gemm_sms_, prompt, static_cast<unsigned*>(tickets_.get())};
+      const Launch l{c, stream_, plan_, sm_count_, gemm_sms_, prompt, wgmma_, static_cast<unsigned*>(tickets_.get())};
       launches_ = 0;
       for (size_t i = 0; i < ops.size(); ++i) {
         if (c.L == 0 && logits_only[i]) continue;
@@ -714,6 +728,7 @@ class CudaRunner final : public StepRunner {
   ScratchPlan plan_;
   int sm_count_;
   int gemm_sms_;  // gemm_sms(the device's props)
+  bool wgmma_;    // moe_wgmma(the device's props)
   // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused launches).
   bool fuse_ = [] {
     const char* e = std::getenv("GPTOSS_CUDA_FUSE");
@@ -842,7 +857,7 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override {
-    return std::make_unique<CudaRunner>(plan, props_.sm_count, gemm_sms(props_));
+    return std::make_unique<CudaRunner>(plan, props_.sm_count, gemm_sms(props_), moe_wgmma(props_));
   }
   size_t runner_bytes(const ScratchPlan& plan, int vocab) const override { return CudaRunner::device_bytes(plan, vocab, gemm_sms(props_)); }
 

@@ -50,7 +50,7 @@ DeviceProps open_device() {
   p.cc_major = prop.major;
   p.cc_minor = prop.minor;
   p.sm_count = prop.multiProcessorCount;
-  if (p.cc_major < 8) throw Error("ERR_UNSUPPORTED", "device 'cuda': " + p.name + " is sm_" + std::to_string(p.cc_major) + std::to_string(p.cc_minor) + "; the kernels are built for sm_80 and sm_90");
+  if (p.cc_major < 8) throw Error("ERR_UNSUPPORTED", "device 'cuda': " + p.name + " is sm_" + std::to_string(p.cc_major) + std::to_string(p.cc_minor) + "; the kernels are built for sm_80 and sm_90a");
   return p;
 }
 

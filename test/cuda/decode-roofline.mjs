@@ -328,7 +328,7 @@ function step(mname, ctx, B) {
     add('MoE', 'moe_mxfp4_gemm_x_bf16', `batched decode: ${B} tokens x 2880 to bf16`, L);
     add(
       'MoE',
-      moeGemmKernel(true, B, E),
+      (gpu) => moeGemmKernel(true, B, E, gpu),
       `${mname} batched decode gate_up: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (uniform routing; bytes: their W1 once, x bf16, act; flops: 2 S 2I H)`,
       L,
       0,
@@ -336,7 +336,7 @@ function step(mname, ctx, B) {
     );
     add(
       'MoE',
-      moeGemmKernel(false, B, E),
+      (gpu) => moeGemmKernel(false, B, E, gpu),
       `${mname} batched decode down: ${B} tokens x top-4, ${D.toFixed(1)} expected distinct experts of ${E} (bytes: their W2 once, act, yw; flops: 2 S H I)`,
       L,
       0,

@@ -297,8 +297,8 @@ __global__ void wgmma_kernel(const uint32_t* afrag, const uint16_t* bimg, int bw
   for (int i = 0; i < 4; ++i) a0[i] = afrag[t * 4 + i], a1[i] = afrag[512 + t * 4 + i];
   const uint64_t desc = wgmma_desc(s, lbo, sbo);
   wgmma_fence();
-  wgmma_m64k16_rs<N, kRegs>(d, a0, desc);
-  wgmma_m64k16_rs<N, kRegs>(d, a1, desc + uint64_t(koff >> 4));
+  wgmma_m64k16_rs<kRegs>(d, a0, desc, N);
+  wgmma_m64k16_rs<kRegs>(d, a1, desc + uint64_t(koff >> 4), N);
   wgmma_commit();
   wgmma_wait<0>();
   for (int i = 0; i < N / 2; ++i) out[t * (N / 2) + i] = d[i];
@@ -371,7 +371,7 @@ __global__ void wgmma_misuse_kernel(float* out, int misuse) {
   for (int i = 0; i < 32; ++i) d[i] = 0.f;
   const uint32_t a[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u};  // A = 1
   if (misuse != kWgNoFence) wgmma_fence();
-  wgmma_m64k16_rs<16, 32>(d, a, wgmma_desc(s, 128, 256));
+  wgmma_m64k16_rs<32>(d, a, wgmma_desc(s, 128, 256), 16);
   wgmma_commit();
   out[t] = d[0];  // before the wait
   if (misuse == kWgOverwriteB) {

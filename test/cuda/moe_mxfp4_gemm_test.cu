@@ -245,6 +245,11 @@ LAB_TEST("moe_mxfp4_gemm: experts with 1 to 8 pairs of n8 token tiles (the 128-r
   for (size_t i = c.idx.size() - 1; i > 0; --i) std::swap(c.idx[i], c.idx[r.next() % (i + 1)]);
   check(c, 63, 3, false, {{1, 128}, {3, 64}});
 }
+LAB_TEST("moe_mxfp4_gemm: K of 9 to 11 blocks, past every stage (mma.sync's 4, wgmma's 8): stages are refilled") {
+  lab::Rng r(64);
+  check(random_case({20, 2, 3, 352, 288}, r), 65, 3, true, {{0, 0}, {2, 64}});
+  check(random_case({9, 1, 2, 288, 320}, r), 66, 1, true, {{1, 128}});
+}
 LAB_TEST("moe_mxfp4_gemm: scales 2^-2 .. 2^7 (|w| up to 1536: past 2^1 the factor needs the 2^-64 bias)") {
   lab::Rng r(49);
   Case c = random_case({5, 2, 4, 64, 64}, r);

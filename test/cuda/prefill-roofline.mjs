@@ -215,8 +215,8 @@ function step(mname, T, p0, last, split) {
     w2 = (H * I * 17) / 32 + H * 2;
   const moe = (gateUp, bytes) => (gpu) =>
     Math.max((bytes / (lab.gpus[gpu].bandwidthGBs * 1e9)) * 1e6, moeGemmUs(gateUp, T, E)(gpu));
-  add('MoE gate_up', moeGemmKernel(true, T, E), L, moe(true, D * w1 + T * H * 2 + T * KTOP * I * 2));
-  add('MoE down', moeGemmKernel(false, T, E), L, moe(false, D * w2 + T * KTOP * I * 2 + T * KTOP * H * 4));
+  add('MoE gate_up', (gpu) => moeGemmKernel(true, T, E, gpu), L, moe(true, D * w1 + T * H * 2 + T * KTOP * I * 2));
+  add('MoE down', (gpu) => moeGemmKernel(false, T, E, gpu), L, moe(false, D * w2 + T * KTOP * I * 2 + T * KTOP * H * 4));
   add('combine', 'moe_dispatch_combine_f32', L, (gpu) =>
     staticUs('moe_dispatch_combine_f32', gpu, {
       blocks: Math.ceil(H / 256) * T,

@@ -55,19 +55,21 @@ export function parsePtx(text) {
       const body = lines.slice(start, end + 1).filter(isIns);
       const bytes = body.reduce((s, l) => s + globalBytes(l), 0) * 32;
       const mma = body.filter((l) => /mma\.sync/.test(l)).length;
+      const wgmma = body.filter((l) => /wgmma\.mma_async/.test(l)).length;
       return {
         instructions: body.length,
         warpBytes: bytes,
         instructionsPerByte: bytes ? body.length / bytes : null,
         mma,
+        wgmma,
       };
     };
     const within = (b, a) => b !== a && b.start > a.start && b.end < a.end;
     const innermost = loops.filter((a) => !loops.some((b) => within(b, a)));
     const loopStats = innermost.map(stats);
-    // The loops that hold mma.sync with no loop inside them that does (a tensor-core kernel's k
-    // loop may hold small loops of its own, e.g. waits or row-wise softmax steps).
-    const mmaLoop = (a) => lines.slice(a.start, a.end + 1).some((l) => /mma\.sync/.test(l));
+    // The loops that hold mma.sync or wgmma with no loop inside them that does (a tensor-core
+    // kernel's k loop may hold small loops of its own, e.g. waits or row-wise softmax steps).
+    const mmaLoop = (a) => lines.slice(a.start, a.end + 1).some((l) => /mma\.sync|wgmma\.mma_async/.test(l));
     const mmaLoops = loops.filter((a) => mmaLoop(a) && !loops.some((b) => within(b, a) && mmaLoop(b))).map(stats);
     const all = lines.filter(isIns);
     const count = (re) => all.filter((l) => re.test(l)).length;
@@ -78,6 +80,7 @@ export function parsePtx(text) {
         'ld.global.v4': count(/ld\.global(\.\w+)*\.v4/),
         'st.global.v4': count(/st\.global(\.\w+)*\.v4/),
         'mma.sync': count(/mma\.sync/),
+        'wgmma.mma_async': count(/wgmma\.mma_async/),
         ldmatrix: count(/ldmatrix/),
         'cp.async': count(/cp\.async\.(c[ag])/),
         'shfl.sync': count(/shfl\.sync/),
@@ -93,11 +96,12 @@ export function parsePtx(text) {
   return entries;
 }
 
-// The hot loop of an entry: for a tensor-core kernel the loop with the most mma.sync that has no
-// loop with mma.sync inside it (its k loop), else the innermost loop with the most PTX
+// The hot loop of an entry: for a tensor-core kernel the loop with the most mma.sync or wgmma that
+// has no loop with either inside it (its k loop), else the innermost loop with the most PTX
 // instructions per global byte.
+const tensorOps = (l) => (l.mma ?? 0) + (l.wgmma ?? 0);
 export function hotLoop(entry) {
-  const mma = [...(entry.mmaLoops ?? [])].sort((x, y) => y.mma - x.mma);
+  const mma = [...(entry.mmaLoops ?? [])].sort((x, y) => tensorOps(y) - tensorOps(x));
   if (mma.length) return mma[0];
   return entry.loops
     .filter((l) => l.instructionsPerByte !== null)
@@ -106,7 +110,7 @@ export function hotLoop(entry) {
 
 // One launch declared in kernels/cuda/lab.json on one GPU (lab.gpus): time = max(DRAM bytes at the
 // bandwidth share of the SMs the launch can use, warp instructions of the hot loop at 4 per clock
-// per SM). A hot loop with mma.sync is bound "tensor-core (hand model)": its time is the mma rate's,
+// per SM). A hot loop with mma.sync or wgmma is bound "tensor-core (hand model)": its time is the mma rate's,
 // which instructions per DRAM byte do not model, so only its DRAM floor (memoryUs) is given here;
 // the tensor-core time is a hand model (benchmarks/RESULTS.md, test/cuda/decode-roofline.mjs).
 export function roofline(gpuName, g, l, hot) {
@@ -121,7 +125,7 @@ export function roofline(gpuName, g, l, hot) {
     smsUsed,
     memoryUs: tMem * 1e6,
   };
-  if ((hot?.mma ?? 0) > 0)
+  if (hot && tensorOps(hot) > 0)
     return {
       ...row,
       issueUs: null,

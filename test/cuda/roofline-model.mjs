@@ -121,9 +121,21 @@ export function binomial(n, p) {
 }
 
 // ---- The tensor-core hand models (PREDICTIONS, as the static roofline) ----
-// mma.m16n8k16 per clock per SM at the dense bf16 peak.
-export const peakMmaPerClk = (gpu) =>
+// The share of the dense bf16 peak mma.sync reaches: 1 unless a script sets it. On an H100 the
+// peak is wgmma's; what mma.sync reaches there is not measured (test/cuda/mma_peak.cu will, on a
+// GPU), so the prefill predictions are also given at an assumed 2/3 (setMmaSyncShare).
+let mmaSyncShare = { 'H100 SXM': 1, 'A100 SXM 80GB': 1 };
+export const setMmaSyncShare = (gpu, share) => {
+  mmaSyncShare = { ...mmaSyncShare, [gpu]: share };
+};
+// Tensor work per clock per SM in mma.m16n8k16 units (4096 flops): at the dense bf16 peak
+// (wgmma's on an H100), and what mma.sync gets of it.
+export const peakWgmmaPerClk = (gpu) =>
   (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
+export const peakMmaPerClk = (gpu) => peakWgmmaPerClk(gpu) * mmaSyncShare[gpu];
+// Which instruction the grouped MoE GEMM takes on a GPU (kernels/cuda/moe_mxfp4_gemm.cu,
+// moe_mxfp4_gemm_mma_for: wgmma on sm_90).
+export const moeWgmma = (gpu) => lab.gpus[gpu].arch === 'sm_90';
 // The bf16 GEMM (kernels/cuda/matmul_bf16.cu, default mode): mma per clock per SM = min(dense bf16
 // peak, 4 schedulers / PTX instructions per mma of the k loop (static.json's hot loop),
 // shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; split
@@ -161,22 +173,43 @@ export function matmulGemmUs(MT, T, N, K, residual = false) {
 // (2 CTAs an SM share its issue with 64-row tiles, 1 runs alone with 128: the same sum).
 // Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / rows) m-tiles. µs.
 export const PER_PAIR = 10;
-// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows.
-export const moeGemmTileRows = (T, E) => (T * KTOP >= 48 * E ? 128 : 64);
-const moeGemmName = (gateUp, tileRows) => `moe_mxfp4_gemm_kernel<${gateUp}, ${tileRows / 16}>`;
-export const moeGemmKernel = (gateUp, T, E) => moeGemmName(gateUp, moeGemmTileRows(T, E));
-export function moeGemmUs(gateUp, B, E, tileRows = moeGemmTileRows(B, E)) {
+// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows (mma.sync); wgmma takes 64 rows (run).
+export const moeGemmTileRows = (T, E, wgmma = false) => (!wgmma && T * KTOP >= 48 * E ? 128 : 64);
+const moeGemmName = (gateUp, tileRows, wgmma = false) => `moe_mxfp4_gemm_kernel<${gateUp}, ${tileRows / 16}, ${wgmma}>`;
+export const moeGemmKernel = (gateUp, T, E, gpu) =>
+  moeGemmName(gateUp, moeGemmTileRows(T, E, moeWgmma(gpu)), moeWgmma(gpu));
+// wgmma (H100): per CTA and 32-k step, its 8 warps issue the k loop's PTX (static.json's hot loop of
+// the wgmma kernel: decode, copies, 4 wgmma, fence, commit, wait: no per-pair instructions), 2 warps
+// to a scheduler, then wait for their warpgroups' wgmma: 8 pairs-worth of m16n8k16 per warp and
+// pair holding tokens (N = 16 pairs) at wgmma's peak. Within a CTA nothing overlaps (the step's
+// barrier and wgmma_wait<0> keep its two warpgroups in step; ptxas must not serialize, so the
+// kernel keeps one group in flight); 64-row tiles run 2 CTAs an SM, whose steps interleave: per two
+// steps max(2 issue, 2 tensor, issue + tensor + WGMMA_WAIT_CLK). The 128-row tile (1 CTA an SM)
+// pays issue + tensor + WGMMA_WAIT_CLK a step, which is why wgmma takes 64 rows.
+export const WGMMA_WAIT_CLK = 100; // assumption: a wgmma group's latency past its issue, and the barrier
+export function moeGemmUs(gateUp, B, E, tileRows, wgmma = false) {
   return (gpu) => {
     const g = lab.gpus[gpu];
+    wgmma = wgmma || moeWgmma(gpu);
+    tileRows = tileRows ?? moeGemmTileRows(B, E, wgmma);
     const pairsMax = tileRows / 16;
-    const loop = kernelRec(moeGemmName(gateUp, tileRows), gpu).hotLoop.instructions;
-    const base = loop - pairsMax * PER_PAIR;
+    const loop = kernelRec(moeGemmName(gateUp, tileRows, wgmma), gpu).hotLoop.instructions;
+    const base = wgmma ? loop : loop - pairsMax * PER_PAIR;
     const nb = (gateUp ? H : I) / 32;
     const rowsN = gateUp ? 2 * I : H;
     const ntn = Math.ceil(rowsN / 256),
       warpTiles = rowsN / 32; // warps with rows (the last n-tile's other warps skip the math)
-    const peak = peakMmaPerClk(gpu);
-    const itemClk = (pairs) => Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
+    const peak = wgmma ? peakWgmmaPerClk(gpu) : peakMmaPerClk(gpu);
+    const wgStepClk = (pairs) => {
+      const issue = (8 * base) / 4,
+        tensor = (8 * 8 * pairs) / peak;
+      if (tileRows === 128) return issue + tensor + WGMMA_WAIT_CLK;
+      return Math.max(2 * issue, 2 * tensor, issue + tensor + WGMMA_WAIT_CLK) / 2;
+    };
+    const itemClk = (pairs) =>
+      wgmma
+        ? nb * wgStepClk(pairs) * 1.02
+        : Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
     let items = 0,
       clk = 0;
     binomial(B, KTOP / E).forEach((p, n) => {
@@ -201,8 +234,9 @@ export function evaluate(ks, gpu) {
   const groups = {};
   let kernelUs = 0,
     launches = 0;
-  for (const { group, kernel, launch, n, extra = 0, tensor, us: own } of ks) {
+  for (const { group, kernel: k, launch, n, extra = 0, tensor, us: own } of ks) {
     let us = 0;
+    const kernel = typeof k === 'function' ? k(gpu) : k; // by the GPU where the backend's choice depends on it
     const ex = typeof extra === 'function' ? extra(gpu) : extra;
     if (own) us = own(gpu);
     else if (kernel) {

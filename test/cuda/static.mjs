@@ -3,7 +3,8 @@
 // sm_80 and sm_90, and a static roofline per kernel launch for an H100 SXM and an A100 (a
 // PREDICTION, never a measurement).
 //   - ptxas (-Xptxas -v,--warn-on-spills,--warn-on-local-memory-usage): registers, spill bytes,
-//     stack frame, static shared memory, barriers, per kernel and architecture;
+//     stack frame, static shared memory, barriers, per kernel and architecture, and whether it
+//     serialized a kernel's wgmma (its "Potential Performance Loss" remark: a failure);
 //   - occupancy from those figures with NVIDIA's header-only cuda_occupancy.h (no driver needed);
 //   - the PTX: vector loads, mma.sync, cp.async, ldmatrix, shuffles, barriers, local memory, and the
 //     innermost loops: PTX instructions per global byte a warp moves per iteration;
@@ -25,7 +26,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = join(root, 'build-cuda-emu', 'static');
 const check = process.argv.includes('--check');
 const lab = JSON.parse(readFileSync(join(root, 'kernels/cuda/lab.json'), 'utf8'));
+// sm_90 is built as sm_90a, as the addon is (CMakeLists.txt): Hopper's wgmma exists only there.
 const archs = ['sm_80', 'sm_90'];
+const archFlags = (arch) => (arch === 'sm_90' ? ['-gencode', 'arch=compute_90a,code=sm_90a'] : [`-arch=${arch}`]);
 mkdirSync(out, { recursive: true });
 
 const nvcc = (args) => execFileSync('nvcc', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -63,8 +66,11 @@ function shortName(d) {
 function parsePtxas(text) {
   const fns = {};
   let cur = null;
+  const serialized = new Map();  // ptxas: this kernel's wgmma wait for each other (see below)
   for (const line of text.split('\n')) {
-    let m = line.match(/Compiling entry function '([^']+)' for '(sm_\d+)'/);
+    const w = line.match(/Potential Performance Loss: (wgmma[^']*) in the function '([^']+)'/);
+    if (w) serialized.set(w[2], w[1]);
+    let m = line.match(/Compiling entry function '([^']+)' for '(sm_\d+a?)'/);
     if (m) {
       cur = fns[m[1]] = { registers: 0, barriers: 0, smem: 0, stack: 0, spillStores: 0, spillLoads: 0, cmem: 0 };
       continue;
@@ -79,6 +85,7 @@ function parsePtxas(text) {
     m = line.match(/(\d+) bytes smem/);
     if (m) cur.smem = +m[1];
   }
+  for (const [fn, why] of serialized) if (fns[fn]) fns[fn].wgmmaSerialized = why;
   return fns;
 }
 
@@ -111,7 +118,7 @@ for (const file of files) {
       require_spawn('nvcc', [
         '-std=c++17',
         '-I.',
-        `-arch=${arch}`,
+        ...archFlags(arch),
         '-lineinfo',
         '-c',
         rel,
@@ -122,7 +129,7 @@ for (const file of files) {
       ]),
     );
     const ptxFile = join(out, `${file}.${arch}.ptx`);
-    require_spawn('nvcc', ['-std=c++17', '-I.', `-arch=${arch}`, '-lineinfo', '--ptx', rel, '-o', ptxFile]);
+    require_spawn('nvcc', ['-std=c++17', '-I.', ...archFlags(arch), '-lineinfo', '--ptx', rel, '-o', ptxFile]);
     const ptx = parsePtx(readFileSync(ptxFile, 'utf8'));
     const mangled = Object.keys(info);
     const names = demangle(mangled).map(shortName);
@@ -145,6 +152,11 @@ for (const file of files) {
         results.push(rec);
         return;
       }
+      if (spec.archs && !spec.archs.includes(arch)) {
+        rec.stub = `a trap: built for ${spec.archs.join(', ')} only`;  // e.g. wgmma, sm_90a's
+        results.push(rec);
+        return;
+      }
       rec.blockThreads = spec.blockThreads;
       rec.occupancy = occupancy(arch, r.registers, r.smem, spec.blockThreads, spec.dynamicSmem ?? 0);
       const b = spec.budget ?? {};
@@ -155,6 +167,8 @@ for (const file of files) {
       over('stack frame bytes', r.stack, b.maxStack);
       over('spill bytes', r.spillStores + r.spillLoads, b.maxSpillBytes);
       over('local memory accesses in PTX', p.features['local memory'] ?? 0, 0);
+      // ptxas makes each wgmma wait for the one before when it cannot keep them in flight (C7518).
+      if (r.wgmmaSerialized) failures.push(`${name} ${arch}: ptxas serializes its ${r.wgmmaSerialized}`);
       if (b.minWarpsPerSM !== undefined && rec.occupancy.warpsPerSM < b.minWarpsPerSM)
         failures.push(`${name} ${arch}: ${rec.occupancy.warpsPerSM} warps per SM < budget ${b.minWarpsPerSM}`);
       for (const must of spec.ptxMust ?? [])
@@ -191,7 +205,7 @@ for (const r of results) {
     .map(([k, n]) => `${k}×${n}`)
     .join(', ');
   resTable.push(
-    `| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}${r.hotLoop.mma ? ` (mma.sync×${r.hotLoop.mma})` : ''}` : '-'} |`,
+    `| ${r.kernel} | ${r.arch} | ${r.registers} | ${r.spillStores + r.spillLoads} | ${r.stack} | ${r.smem} | ${r.barriers} | ${r.blockThreads ?? '-'} | ${r.occupancy?.blocksPerSM ?? '-'} | ${r.occupancy ? `${r.occupancy.warpsPerSM}/${r.occupancy.maxWarpsPerSM}` : '-'} | ${feats} | ${r.hotLoop ? `${r.hotLoop.instructions} / ${r.hotLoop.warpBytes} B = ${fmt(r.hotLoop.instructionsPerByte, 4)}${r.hotLoop.mma ? ` (mma.sync×${r.hotLoop.mma})` : ''}${r.hotLoop.wgmma ? ` (wgmma×${r.hotLoop.wgmma})` : ''}` : '-'} |`,
   );
 }
 const roofTable = [
