@@ -12,7 +12,8 @@
 #      per-kernel counts of LDG.E.128, HMMA, LDL and STL into sass-counts.md (test/cuda/sass-counts.mjs),
 #      where cuobjdump exists (nvcc 13 on the build machine ships none)
 #   2c. the mma.sync rate (build-cuda-native/mma_peak: bf16 m16n8k16, f32 accumulate, from
-#      registers), the ceiling test/cuda/roofline-model.mjs takes as PEAK_BF16_TFLOPS
+#      registers) and on an sm_90 the wgmma rate: what test/cuda/roofline-model.mjs takes as
+#      PEAK_BF16_TFLOPS (wgmma's) and mma.sync's share of it (setMmaSyncShare)
 #   3. gptoss check --device cuda (parity with the reference's logits on the fixtures)
 #   4. gptoss bench suite --device cuda --synthetic 20b and 120b
 # Everything lands in one folder (default gpu-results/<date>-<commit>/) with summary.txt.
@@ -63,10 +64,10 @@ else
 fi
 
 if [ -x build-cuda-native/mma_peak ]; then
-  step "mma.sync rate (the tensor-core models' peak)" mma-peak.txt build-cuda-native/mma_peak
+  step "mma.sync and wgmma rates (the tensor-core models' peak)" mma-peak.txt build-cuda-native/mma_peak
   grep '^best' "$OUT/mma-peak.txt" | sed 's/^/      /' | tee -a "$summary" >/dev/null
 else
-  say "SKIP  mma.sync rate: build-cuda-native/mma_peak missing (run npm run build:cuda-native where nvcc is)"
+  say "SKIP  mma.sync and wgmma rates: build-cuda-native/mma_peak missing (run npm run build:cuda-native where nvcc is)"
 fi
 
 if [ -f dist/cli/main.js ]; then

@@ -161,55 +161,63 @@ __device__ __forceinline__ void wgmma_wait(GPTOSS_SITE_PARAM_FIRST) {
 #endif
 }
 
-// Accumulator operand lists: the instruction names the first N / 2 of kRegs (32 or 64) operands;
-// a, the descriptor and n follow them.
-#define GPTOSS_WG_D0 "%0, %1, %2, %3, %4, %5, %6, %7"
-#define GPTOSS_WG_D1 GPTOSS_WG_D0 ", %8, %9, %10, %11, %12, %13, %14, %15"
-#define GPTOSS_WG_D2 GPTOSS_WG_D1 ", %16, %17, %18, %19, %20, %21, %22, %23"
-#define GPTOSS_WG_D3 GPTOSS_WG_D2 ", %24, %25, %26, %27, %28, %29, %30, %31"
-#define GPTOSS_WG_D4 GPTOSS_WG_D3 ", %32, %33, %34, %35, %36, %37, %38, %39"
-#define GPTOSS_WG_D5 GPTOSS_WG_D4 ", %40, %41, %42, %43, %44, %45, %46, %47"
-#define GPTOSS_WG_D6 GPTOSS_WG_D5 ", %48, %49, %50, %51, %52, %53, %54, %55"
-#define GPTOSS_WG_D7 GPTOSS_WG_D6 ", %56, %57, %58, %59, %60, %61, %62, %63"
-#define GPTOSS_WG_OUT8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define GPTOSS_WG_OUT32 GPTOSS_WG_OUT8(0), GPTOSS_WG_OUT8(8), GPTOSS_WG_OUT8(16), GPTOSS_WG_OUT8(24)
-#define GPTOSS_WG_OUT64 GPTOSS_WG_OUT32, GPTOSS_WG_OUT8(32), GPTOSS_WG_OUT8(40), GPTOSS_WG_OUT8(48), GPTOSS_WG_OUT8(56)
-#define GPTOSS_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(n)
-// One wgmma of N columns, issued only when n == N (a predicate, not a branch: ptxas keeps wgmma in
-// flight only where no branch it cannot prove uniform lies between them and their wait).
-#define GPTOSS_WG_RS(N, DL, A0, A1, A2, A3, DS, NN, OUTS)                                                     \
-  asm volatile("{\n.reg .pred q;\nsetp.eq.b32 q, %" NN ", " #N ";\n"                                        \
-               "@q wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" DL "}, {%" A0 ", %" A1 ", %" A2 \
-               ", %" A3 "}, %" DS ", 1, 1, 1, 0;\n}\n"                                                         \
-               : OUTS                                                                                         \
-               : GPTOSS_WG_IN)
+// A warpgroup's step of 128 rows x n columns x 32 k: D[t] += A[c][t] B[c] for its two m64 tiles t
+// (accumulators d[t], 64 a thread) and two k16 chunks c (A fragments a[c][t]; B by the descriptors
+// desc[c]), in the order c, t. n: 16, 32, ..., 128, the same in the whole warpgroup. One inline
+// asm: per n a predicate and the 4 wgmma of that width, issued only when it holds. Predicates,
+// not branches: ptxas keeps wgmma in flight only where no branch it cannot prove uniform lies
+// between them and their wait; one asm for the 4 computes each predicate once (32 predicated
+// wgmma and 8 setp a step; as 4 asm they cost 64 PTX instructions). The accumulators are always
+// added to (scale-d 1): zero them before a tile's first step.
+#define GPTOSS_WG_D(a, b, c, d, e, f, g, h) "%" #a ", %" #b ", %" #c ", %" #d ", %" #e ", %" #f ", %" #g ", %" #h
+#define GPTOSS_WG_T0_1 GPTOSS_WG_D(0, 1, 2, 3, 4, 5, 6, 7)
+#define GPTOSS_WG_T0_2 GPTOSS_WG_T0_1 ", " GPTOSS_WG_D(8, 9, 10, 11, 12, 13, 14, 15)
+#define GPTOSS_WG_T0_3 GPTOSS_WG_T0_2 ", " GPTOSS_WG_D(16, 17, 18, 19, 20, 21, 22, 23)
+#define GPTOSS_WG_T0_4 GPTOSS_WG_T0_3 ", " GPTOSS_WG_D(24, 25, 26, 27, 28, 29, 30, 31)
+#define GPTOSS_WG_T0_5 GPTOSS_WG_T0_4 ", " GPTOSS_WG_D(32, 33, 34, 35, 36, 37, 38, 39)
+#define GPTOSS_WG_T0_6 GPTOSS_WG_T0_5 ", " GPTOSS_WG_D(40, 41, 42, 43, 44, 45, 46, 47)
+#define GPTOSS_WG_T0_7 GPTOSS_WG_T0_6 ", " GPTOSS_WG_D(48, 49, 50, 51, 52, 53, 54, 55)
+#define GPTOSS_WG_T0_8 GPTOSS_WG_T0_7 ", " GPTOSS_WG_D(56, 57, 58, 59, 60, 61, 62, 63)
+#define GPTOSS_WG_T1_1 GPTOSS_WG_D(64, 65, 66, 67, 68, 69, 70, 71)
+#define GPTOSS_WG_T1_2 GPTOSS_WG_T1_1 ", " GPTOSS_WG_D(72, 73, 74, 75, 76, 77, 78, 79)
+#define GPTOSS_WG_T1_3 GPTOSS_WG_T1_2 ", " GPTOSS_WG_D(80, 81, 82, 83, 84, 85, 86, 87)
+#define GPTOSS_WG_T1_4 GPTOSS_WG_T1_3 ", " GPTOSS_WG_D(88, 89, 90, 91, 92, 93, 94, 95)
+#define GPTOSS_WG_T1_5 GPTOSS_WG_T1_4 ", " GPTOSS_WG_D(96, 97, 98, 99, 100, 101, 102, 103)
+#define GPTOSS_WG_T1_6 GPTOSS_WG_T1_5 ", " GPTOSS_WG_D(104, 105, 106, 107, 108, 109, 110, 111)
+#define GPTOSS_WG_T1_7 GPTOSS_WG_T1_6 ", " GPTOSS_WG_D(112, 113, 114, 115, 116, 117, 118, 119)
+#define GPTOSS_WG_T1_8 GPTOSS_WG_T1_7 ", " GPTOSS_WG_D(120, 121, 122, 123, 124, 125, 126, 127)
+#define GPTOSS_WG_ONE(N, DL, A, DESC) \
+  "@q wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" DL "}, {" A "}, " DESC ", 1, 1, 1, 0;\n"
+#define GPTOSS_WG_WIDTH(N, P)                                                  \
+  "setp.eq.b32 q, %146, " #N ";\n"                                             \
+  GPTOSS_WG_ONE(N, GPTOSS_WG_T0_##P, "%128, %129, %130, %131", "%144")         \
+  GPTOSS_WG_ONE(N, GPTOSS_WG_T1_##P, "%132, %133, %134, %135", "%144")         \
+  GPTOSS_WG_ONE(N, GPTOSS_WG_T0_##P, "%136, %137, %138, %139", "%145")         \
+  GPTOSS_WG_ONE(N, GPTOSS_WG_T1_##P, "%140, %141, %142, %143", "%145")
+#define GPTOSS_WG_OUT8(t, i)                                                                                \
+  "+f"(d[t][i]), "+f"(d[t][i + 1]), "+f"(d[t][i + 2]), "+f"(d[t][i + 3]), "+f"(d[t][i + 4]), "+f"(d[t][i + 5]), \
+      "+f"(d[t][i + 6]), "+f"(d[t][i + 7])
+#define GPTOSS_WG_OUT64(t)                                                                                   \
+  GPTOSS_WG_OUT8(t, 0), GPTOSS_WG_OUT8(t, 8), GPTOSS_WG_OUT8(t, 16), GPTOSS_WG_OUT8(t, 24), GPTOSS_WG_OUT8(t, 32), \
+      GPTOSS_WG_OUT8(t, 40), GPTOSS_WG_OUT8(t, 48), GPTOSS_WG_OUT8(t, 56)
+#define GPTOSS_WG_A4(c, t) "r"(a[c][t][0]), "r"(a[c][t][1]), "r"(a[c][t][2]), "r"(a[c][t][3])
 
-// D += A B for N = n columns, n in {16, 32, ..., 8 kRegs / 4} and the same in the whole warpgroup;
-// d holds kRegs accumulators (32 or 64), of which the first n / 2 are this instruction's. The
-// accumulators are always added to (scale-d 1): zero them before a tile's first wgmma.
-template <int kRegs>
-__device__ __forceinline__ void wgmma_m64k16_rs(float* d, const uint32_t a[4], uint64_t desc, int n GPTOSS_SITE_PARAM) {
-  static_assert(kRegs == 32 || kRegs == 64, "wgmma_m64k16_rs: 32 or 64 accumulators");
+__device__ __forceinline__ void wgmma_m128n_k32_rs(float (&d)[2][64], const uint32_t (&a)[2][2][4], const uint64_t (&desc)[2],
+                                                   int n GPTOSS_SITE_PARAM) {
 #if defined(GPTOSS_CUDA_EMU)
-  if (n < 16 || n > 4 * kRegs || n % 16) ::emu::fail(EMU_SITE, "wgmma_m64k16_rs: n must be 16..4 kRegs in steps of 16");
-  ::emu::WgmmaLane l{{a[0], a[1], a[2], a[3]}, d, n, desc, 1};
-  ::emu::warpgroup_op(::emu::Op::Wgmma, &l, 0, EMU_SITE);
+  if (n < 16 || n > 128 || n % 16) ::emu::fail(EMU_SITE, "wgmma_m128n_k32_rs: n must be 16..128 in steps of 16");
+  for (int c = 0; c < 2; ++c)
+    for (int t = 0; t < 2; ++t) {
+      ::emu::WgmmaLane l{{a[c][t][0], a[c][t][1], a[c][t][2], a[c][t][3]}, d[t], n, desc[c], 1};
+      ::emu::warpgroup_op(::emu::Op::Wgmma, &l, 0, EMU_SITE);
+    }
 #elif defined(GPTOSS_HAS_WGMMA)
-  if constexpr (kRegs == 32) {
-    GPTOSS_WG_RS(16, GPTOSS_WG_D0, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    GPTOSS_WG_RS(32, GPTOSS_WG_D1, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    GPTOSS_WG_RS(48, GPTOSS_WG_D2, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-    GPTOSS_WG_RS(64, GPTOSS_WG_D3, "32", "33", "34", "35", "36", "37", GPTOSS_WG_OUT32);
-  } else {
-    GPTOSS_WG_RS(16, GPTOSS_WG_D0, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(32, GPTOSS_WG_D1, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(48, GPTOSS_WG_D2, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(64, GPTOSS_WG_D3, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(80, GPTOSS_WG_D4, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(96, GPTOSS_WG_D5, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(112, GPTOSS_WG_D6, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-    GPTOSS_WG_RS(128, GPTOSS_WG_D7, "64", "65", "66", "67", "68", "69", GPTOSS_WG_OUT64);
-  }
+  asm volatile("{\n.reg .pred q;\n" GPTOSS_WG_WIDTH(16, 1) GPTOSS_WG_WIDTH(32, 2) GPTOSS_WG_WIDTH(48, 3)
+                   GPTOSS_WG_WIDTH(64, 4) GPTOSS_WG_WIDTH(80, 5) GPTOSS_WG_WIDTH(96, 6) GPTOSS_WG_WIDTH(112, 7)
+                       GPTOSS_WG_WIDTH(128, 8) "}\n"
+               : GPTOSS_WG_OUT64(0), GPTOSS_WG_OUT64(1)
+               : GPTOSS_WG_A4(0, 0), GPTOSS_WG_A4(0, 1), GPTOSS_WG_A4(1, 0), GPTOSS_WG_A4(1, 1), "l"(desc[0]), "l"(desc[1]),
+                 "r"(n));
 #else
   (void)d, (void)a, (void)desc, (void)n;
   __trap();

@@ -19,7 +19,8 @@
 // Tile: 256 weight rows (the mma's M side: the weights are the A operand) x an m-tile of 64 or 128
 // sorted rows (tokens, the N side; Tile<kPairs>: 4 or 8 pairs of n8 tiles) x K in steps of 32 (one
 // MXFP4 block). 8 warps, each 32 weight rows (two m16 tiles) x all the m-tile's tokens: 4 kPairs
-// mma.sync.m16n8k16 per 16 k, 16 kPairs f32 accumulators per thread. A 4-stage cp.async pipeline
+// mma.sync.m16n8k16 per 16 k (or, on an sm_90, wgmma for the 128-row tile: kWg below), 16 kPairs
+// f32 accumulators per thread. A 4-stage cp.async pipeline
 // moves per step the 256 rows' 16-byte blocks (4 KB, one cp.async per thread) and the token rows'
 // 32 bf16 (4 or 8 KB, one or two cp.async per thread, 16-byte pieces XOR-swizzled by row so that
 // ldmatrix reads are conflict-free); the 256 scale bytes (rows 90 bytes apart, not
@@ -287,17 +288,22 @@ struct GemmArgs {
 };
 
 // kWg: the tensor-core instruction. false: mma.sync.m16n8k16, each warp its 32 rows x the m-tile's
-// tokens (B fragments by ldmatrix from the XOR-swizzled token rows). true (sm_90a): wgmma, each
-// warpgroup (warps 4 wg..4 wg + 3) 2 x m64 rows, the same rows per warp in the same A fragments,
-// x the m-tile's tokens as N = 16 p (p: the pairs holding tokens), B read by the tensor core from
-// the token rows in wgmma's no-swizzle core-matrix layout: token r's 16-byte piece c at
-// (r / 8) 512 + 128 c + 16 (r % 8), so a 16-k chunk c is a descriptor at 256 c with the two
-// k halves 128 bytes apart (LBO) and 8-token groups 512 apart (SBO). The accumulators' layout is
-// the mma's (kernels/cuda/mma.cuh), so the epilogue is the same; so is every product and the k order
-// of the sums (one wgmma per 16-k chunk, in order), not the tensor core's internal rounding.
-// Each step waits for its wgmma before the next step's dequantisation writes the A registers and
-// before its stage is refilled: the overlap of decode and tensor core comes from the SM's other
-// warpgroups (2 or 4), not from within one.
+// tokens (B fragments by ldmatrix from the XOR-swizzled token rows). true (sm_90a, the 128-row
+// tile only): wgmma, each warpgroup (warps 4 wg..4 wg + 3) 2 x m64 rows, the same rows per warp in
+// the same A fragments, x the m-tile's tokens as N = 16 p (p: the pairs holding tokens), B read by
+// the tensor core from the token rows in wgmma's no-swizzle core-matrix layout: token r's 16-byte
+// piece c at (r / 8) 512 + 128 c + 16 (r % 8), so a 16-k chunk c is a descriptor at 256 c with
+// the two k halves 128 bytes apart (LBO) and 8-token groups 512 apart (SBO). The accumulators'
+// layout is the mma's (kernels/cuda/mma.cuh), so the epilogue is the same; so is every product and
+// the k order of the sums (one wgmma per 16-k chunk, in order), not the tensor core's internal
+// rounding. One step's wgmma stay in flight while the warpgroup decodes the next step's weights
+// (wgmma_wait<1>): the A registers alternate by the step's parity, and a stage is refilled two
+// steps after it was read (8 stages, loads 6 ahead). ptxas keeps wgmma in flight only where no
+// branch it cannot prove uniform lies between them and their wait (else it serializes them,
+// remark C7518, which test/cuda/static.mjs fails on): the width is a predicate inside one asm
+// (wgmma_m128n_k32_rs), the steps go in pairs (an odd K's last pair adds zero weights), and every
+// warpgroup computes, the last n-tile's rows past N included (not stored). k loop, PTX per step and
+// warp (nvcc 13): 183 instructions: 8 setp, 32 predicated wgmma and 143 others.
 template <bool kGateUp, int kPairs, bool kWg>
 __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
   using Tl = Tile<kPairs, kWg>;
@@ -431,10 +437,8 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
           a_frags<1>(af[1], q, f);
           const uint64_t desc = xdesc + uint64_t(((sk & (kStages - 1)) * kStageBytes) >> 4);
           wgmma_fence();
-#pragma unroll
-          for (int c = 0; c < 2; ++c)
-#pragma unroll
-            for (int at = 0; at < 2; ++at) wgmma_m64k16_rs<8 * kPairs>(&acc[at][0][0], af[c][at], desc + 16 * c, ncols);
+          const uint64_t dsc[2] = {desc, desc + 16};  // chunk 1: 256 bytes on
+          wgmma_m128n_k32_rs(reinterpret_cast<float(&)[2][64]>(acc), af, dsc, ncols);
           wgmma_commit();
           wgmma_wait<1>();                            // step kb - 1's retired: its stage and A registers are free
           wgmma_keep(afb[1 - decltype(par)::value]);  // (which the compiler must not reuse before here)
@@ -609,7 +613,6 @@ void gemms(const MoeMxfp4Args& a, const Scratch& s, const MoeDispatchPlan& d, fl
 void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int tile_rows, MoeGemmMma mma,
          cudaStream_t stream) {
   const Scratch s = carve(a.scratch, a.T, a.k, a.E, a.H, a.I);
-  if (mma == MoeGemmMma::Wgmma) tile_rows = 128;  // its only tile (the kernel's comment)
   if (tile_rows == 0) tile_rows = moe_mxfp4_gemm_tile_rows(a.T, a.k, a.E);
   if (sms <= 0) sms = kDefaultSms;
   moe_dispatch_cuda(a.idx, a.T, a.k, a.E, tile_rows, s.dispatch, s.dispatch_bytes, stream);
@@ -617,7 +620,9 @@ void run(const MoeMxfp4Args& a, float* y, const float* route_w, int sms, int til
   GPTOSS_LAUNCH(moe_mxfp4_gemm_x_bf16, dim3(unsigned((a.H + kConvThreads - 1) / kConvThreads), unsigned(a.T)),
                 dim3(kConvThreads), 0, stream, a.x, a.ldx, a.H, s.xb, a.idx, a.k, a.E, route_w ? nullptr : y);
   check_launch("moe_mxfp4_gemm (x to bf16)");
-  if (mma == MoeGemmMma::Wgmma)
+  // wgmma only for the 128-row tile: the 64-row tile's small groups are bound by the decode's issue
+  // and the weights' stream, where its 2 CTAs an SM do better (test/cuda/roofline-model.mjs).
+  if (tile_rows == 128 && mma == MoeGemmMma::Wgmma)
     gemms<8, true>(a, s, d, y, route_w, sms, stream);
   else if (tile_rows == 128)
     gemms<8, false>(a, s, d, y, route_w, sms, stream);

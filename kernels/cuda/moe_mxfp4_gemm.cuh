@@ -36,11 +36,11 @@ int moe_mxfp4_gemm_tile_rows(int T, int k, int E);
 // + 12 MB + 47 MB at T 2048, k 4, H = I = 2880.
 size_t moe_mxfp4_gemm_scratch_cuda(int T, int k, int E, int H, int I);
 
-// The tensor-core instruction of the grouped GEMM: mma.sync.m16n8k16 (sm_80 and up), or wgmma
-// (sm_90a; Hopper's dense bf16 peak is reached only through it). The same products, the same
-// k order of the sums, the same epilogue: the two differ only by the tensor core's internal
-// rounding. moe_mxfp4_gemm_mma_for: wgmma on compute capability 9.0 (the build's sm_90 code is
-// sm_90a, CMakeLists.txt), mma.sync elsewhere.
+// The tensor-core instruction of the grouped GEMM's 128-row tile: mma.sync.m16n8k16 (sm_80 and
+// up), or wgmma (sm_90a; Hopper's dense bf16 peak is reached only through it). The 64-row tile is
+// mma.sync always. The same products, the same k order of the sums, the same epilogue: the two
+// differ only by the tensor core's internal rounding. moe_mxfp4_gemm_mma_for: wgmma on compute
+// capability 9.0 (the build's sm_90 code is sm_90a, CMakeLists.txt), mma.sync elsewhere.
 enum class MoeGemmMma { Sync, Wgmma };
 MoeGemmMma moe_mxfp4_gemm_mma_for(int cc_major, int cc_minor);
 

@@ -1,10 +1,10 @@
 // mma_peak: the rate at which this GPU sustains mma.sync.m16n8k16 with bf16 inputs and f32
-// accumulators, the instruction every tensor-core kernel here issues. The hand models
-// (test/cuda/roofline-model.mjs, PEAK_BF16_TFLOPS) take each GPU's dense bf16 peak as that rate:
-// 989 TFLOP/s on an H100 SXM. Public reports say Hopper reaches that peak only with wgmma, so
-// the H100 predictions are upper bounds until this has run there. Native only: built by
-// test/cuda/build-native.sh and run by benchmarks/gpu.sh. It prints one line per launch shape
-// and the best, in TFLOP/s, and mma per clock per SM.
+// accumulators, the instruction most tensor-core kernels here issue, and on an sm_90 also wgmma
+// (the grouped MoE GEMM's 128-row tile: kernels/cuda/mma.cuh, wgmma_m128n_k32_rs). The hand
+// models (test/cuda/roofline-model.mjs, PEAK_BF16_TFLOPS) take each GPU's dense bf16 peak, 989
+// TFLOP/s on an H100 SXM, as wgmma's rate and as mma.sync's at most (the prefill predictions also
+// at an assumed 2/3 for mma.sync there). Native only: built by test/cuda/build-native.sh and run by
+// benchmarks/gpu.sh. It prints one line per launch shape and the best of each, in TFLOP/s.
 //
 // Each warp runs kChains independent accumulator chains from registers, so the rate is the tensor
 // pipe's, not a dependency's latency: no memory traffic in the loop.
@@ -30,6 +30,33 @@ __global__ void mma_loop(float* sink, int iters) {
 #pragma unroll
   for (int c = 0; c < kChains; ++c) s += acc[c][0] + acc[c][1] + acc[c][2] + acc[c][3];
   if (s == 1234.5f) sink[blockIdx.x] = s;  // keeps the chains live; never true for these inputs
+}
+
+// wgmma: each warpgroup issues 128 x 128 x 32 steps (4 wgmma m64n128k16) on its own accumulators,
+// A from registers, B (128 columns x 32 k, 8 KB) from shared memory, one group in flight.
+__global__ void __launch_bounds__(256) wgmma_loop(float* sink, int iters) {
+  __shared__ __align__(128) uint16_t b[128 * 32];
+  for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) b[i] = 0x3c00;
+  __syncthreads();
+  uint32_t a[2][2][4];
+  for (auto& c : a)
+    for (auto& t : c)
+      for (uint32_t& v : t) v = 0x3c003c00u ^ (threadIdx.x & 7);
+  float acc[2][64] = {};
+  const uint64_t d0 = gptoss::cuda::wgmma_desc(b, 128, 512);
+  const uint64_t desc[2] = {d0, d0 + 16};
+  for (int i = 0; i < iters; ++i) {
+    gptoss::cuda::wgmma_fence();
+    gptoss::cuda::wgmma_m128n_k32_rs(acc, a, desc, 128);
+    gptoss::cuda::wgmma_commit();
+    gptoss::cuda::wgmma_wait<1>();
+  }
+  gptoss::cuda::wgmma_wait<0>();
+  gptoss::cuda::wgmma_keep(acc);
+  float s = 0.f;
+  for (auto& t : acc)
+    for (float v : t) s += v;
+  if (s == 1234.5f) sink[blockIdx.x] = s;
 }
 
 bool ok(cudaError_t e, const char* what) {
@@ -73,5 +100,22 @@ int main() {
     }
   }
   std::printf("best: %.1f TFLOP/s (mma.sync.m16n8k16 bf16, f32 accumulate)\n", best);
+  if (prop.major == 9 && prop.minor == 0) {  // the build's sm_90 code is sm_90a
+    double wbest = 0;
+    for (int per_sm : {1, 2}) {
+      const int blocks = sms * per_sm, witers = 1 << 13;
+      wgmma_loop<<<blocks, 256>>>(sink, 16);
+      cudaEventRecord(t0);
+      wgmma_loop<<<blocks, 256>>>(sink, witers);
+      cudaEventRecord(t1);
+      if (!ok(cudaEventSynchronize(t1), "wgmma_loop")) return 1;
+      float ms = 0;
+      cudaEventElapsedTime(&ms, t0, t1);
+      const double tflops = double(blocks) * 2 * witers * (2.0 * 128 * 128 * 32) / (ms * 1e-3) / 1e12;
+      std::printf("wgmma, 2 warpgroups x %d blocks per SM: %8.1f TFLOP/s\n", per_sm, tflops);
+      if (tflops > wbest) wbest = tflops;
+    }
+    std::printf("best wgmma: %.1f TFLOP/s (m64n128k16 bf16, f32 accumulate, A from registers)\n", wbest);
+  }
   return 0;
 }

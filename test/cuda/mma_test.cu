@@ -282,77 +282,84 @@ size_t cute_b_k_major(int k, int n, size_t lbo, size_t sbo) {  // byte offset of
   return (n % 8) * 16 + (n / 8) * sbo + (k % 8) * 2 + (k / 8) * lbo;
 }
 
-// Two chained wgmma (k = 0..15, then 16..31 at the descriptor moved on by koff bytes); B's image is
-// copied into dynamic shared memory as given.
-template <int N, int kRegs>
-__global__ void wgmma_kernel(const uint32_t* afrag, const uint16_t* bimg, int bwords, uint32_t lbo, uint32_t sbo,
-                             int koff, float* out) {
+// wgmma_m128n_k32_rs: A [128 x 32] (two m64 tiles t, two k16 chunks c: fragment a[c][t] from
+// CuTe's layout of rows 64 t.., k 16 c..), B [32 x N] with chunk c at desc[c] (koff bytes apart);
+// B's image is copied into dynamic shared memory as given.
+template <int N>
+__global__ void wgmma_kernel(const uint32_t* afrag, const uint16_t* bimg, int bwords, uint32_t lbo, uint32_t sbo, int koff,
+                             float* out) {
   uint16_t* s = dynamic_shared<uint16_t>();
   const int t = threadIdx.x;
   for (int i = t; i < bwords; i += 128) s[i] = bimg[i];
   __syncthreads();
-  float d[kRegs];
-  for (int i = 0; i < kRegs; ++i) d[i] = 0.f;
-  uint32_t a0[4], a1[4];
-  for (int i = 0; i < 4; ++i) a0[i] = afrag[t * 4 + i], a1[i] = afrag[512 + t * 4 + i];
-  const uint64_t desc = wgmma_desc(s, lbo, sbo);
+  float d[2][64];
+  for (auto& row : d) for (float& v : row) v = 0.f;
+  uint32_t a[2][2][4];
+  for (int c = 0; c < 2; ++c)
+    for (int tt = 0; tt < 2; ++tt)
+      for (int i = 0; i < 4; ++i) a[c][tt][i] = afrag[((c * 2 + tt) * 128 + t) * 4 + i];
+  const uint64_t d0 = wgmma_desc(s, lbo, sbo);
+  const uint64_t desc[2] = {d0, d0 + uint64_t(koff >> 4)};
   wgmma_fence();
-  wgmma_m64k16_rs<kRegs>(d, a0, desc, N);
-  wgmma_m64k16_rs<kRegs>(d, a1, desc + uint64_t(koff >> 4), N);
+  wgmma_m128n_k32_rs(d, a, desc, N);
   wgmma_commit();
   wgmma_wait<0>();
-  for (int i = 0; i < N / 2; ++i) out[t * (N / 2) + i] = d[i];
+  for (int tt = 0; tt < 2; ++tt)
+    for (int i = 0; i < N / 2; ++i) out[(tt * 128 + t) * (N / 2) + i] = d[tt][i];
 }
 
-template <int N, int kRegs>
+template <int N>
 void check_wgmma(bool halves_apart) {
   lab::Rng r(13 + N);
-  float A[64][32], B[32][N];
+  static float A[128][32], B[32][N];
   for (auto& row : A) for (float& v : row) v = lab::bf16_to_f32(lab::f32_to_bf16(r.uniform(-2, 2)));
   for (auto& row : B) for (float& v : row) v = lab::bf16_to_f32(lab::f32_to_bf16(r.uniform(-2, 2)));
   // Two B layouts, so that LBO and SBO cannot stand in for each other: 8 columns' two k halves
   // together (lbo 128, sbo 256), or every column's first halves, then every second half.
   const uint32_t lbo = halves_apart ? 16 * N : 128, sbo = halves_apart ? 128 : 256;
-  const int koff = 32 * N;  // one k16 block of B
+  const int koff = 32 * N;  // one k16 chunk of B
   std::vector<uint16_t> img(size_t(2 * koff) / 2, 0);
   for (int k = 0; k < 32; ++k)
     for (int n = 0; n < N; ++n) img[((k / 16) * koff + cute_b_k_major(k % 16, n, lbo, sbo)) / 2] = lab::f32_to_bf16(B[k][n]);
-  std::vector<uint32_t> af(2 * 512);
-  for (int kb = 0; kb < 2; ++kb)
-    for (int t = 0; t < 128; ++t)
-      for (int i = 0; i < 4; ++i) {
-        int m0, k0, m1, k1;
-        cute_wg(t, 2 * i, m0, k0);
-        cute_wg(t, 2 * i + 1, m1, k1);
-        af[kb * 512 + t * 4 + i] =
-            lab::f32_to_bf16(A[m0][16 * kb + k0]) | uint32_t(lab::f32_to_bf16(A[m1][16 * kb + k1])) << 16;
-      }
+  std::vector<uint32_t> af(4 * 512);
+  for (int c = 0; c < 2; ++c)
+    for (int tt = 0; tt < 2; ++tt)
+      for (int t = 0; t < 128; ++t)
+        for (int i = 0; i < 4; ++i) {
+          int m0, k0, m1, k1;
+          cute_wg(t, 2 * i, m0, k0);
+          cute_wg(t, 2 * i + 1, m1, k1);
+          af[((c * 2 + tt) * 128 + t) * 4 + i] = lab::f32_to_bf16(A[64 * tt + m0][16 * c + k0]) |
+                                                 uint32_t(lab::f32_to_bf16(A[64 * tt + m1][16 * c + k1])) << 16;
+        }
   lab::DeviceBuf<uint32_t> da(af);
   lab::DeviceBuf<uint16_t> db(img);
-  lab::DeviceBuf<float> dout(size_t(128) * N / 2);
+  lab::DeviceBuf<float> dout(size_t(256) * N / 2);
   lab::for_each_schedule([&] {
-    GPTOSS_LAUNCH((wgmma_kernel<N, kRegs>), dim3(1), dim3(128), img.size() * 2, nullptr, da.p, db.p, int(img.size()), lbo,
-                  sbo, koff, dout.p);
+    GPTOSS_LAUNCH(wgmma_kernel<N>, dim3(1), dim3(128), img.size() * 2, nullptr, da.p, db.p, int(img.size()), lbo, sbo, koff,
+                  dout.p);
     const std::vector<float> D = dout.download();
-    for (int t = 0; t < 128; ++t)
-      for (int v = 0; v < N / 2; ++v) {
-        int m, n;
-        cute_wg(t, v, m, n);
-        double want = 0;
-        for (int k = 0; k < 32; ++k) want += double(A[m][k]) * B[k][n];
-        LAB_CHECK(std::fabs(D[t * (N / 2) + v] - want) <= 1e-5 * (1 + std::fabs(want)),
-                  "N %d (%s): D[%d][%d] (thread %d value %d) = %g, want %g", N, halves_apart ? "halves apart" : "halves together", m,
-                  n, t, v, D[t * (N / 2) + v], want);
-      }
+    for (int tt = 0; tt < 2; ++tt)
+      for (int t = 0; t < 128; ++t)
+        for (int v = 0; v < N / 2; ++v) {
+          int m, n;
+          cute_wg(t, v, m, n);
+          m += 64 * tt;
+          double want = 0;
+          for (int k = 0; k < 32; ++k) want += double(A[m][k]) * B[k][n];
+          const float got = D[(tt * 128 + t) * (N / 2) + v];
+          LAB_CHECK(std::fabs(got - want) <= 1e-5 * (1 + std::fabs(want)), "N %d (%s): D[%d][%d] (thread %d value %d) = %g, want %g", N,
+                    halves_apart ? "halves apart" : "halves together", m, n, t, v, got, want);
+        }
   });
 }
 }  // namespace
 LAB_TEST("wgmma: m64nNk16 with A in registers and a no-swizzle K-major B follows CuTe's GMMA layouts and descriptor") {
   for (bool apart : {false, true}) {
-    check_wgmma<16, 32>(apart);
-    check_wgmma<64, 32>(apart);
-    check_wgmma<48, 64>(apart);
-    check_wgmma<128, 64>(apart);
+    check_wgmma<16>(apart);
+    check_wgmma<48>(apart);
+    check_wgmma<64>(apart);
+    check_wgmma<128>(apart);
   }
 }
 
@@ -367,19 +374,22 @@ __global__ void wgmma_misuse_kernel(float* out, int misuse) {
   const int t = threadIdx.x;
   for (int i = t; i < 16 * 16; i += 128) s[i] = 0x3f80;  // B = 1
   __syncthreads();
-  float d[32];
-  for (int i = 0; i < 32; ++i) d[i] = 0.f;
-  const uint32_t a[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u};  // A = 1
+  float d[2][64];
+  for (auto& row : d) for (float& v : row) v = 0.f;
+  uint32_t a[2][2][4];
+  for (auto& c : a) for (auto& tt : c) for (uint32_t& v : tt) v = 0x3f803f80u;  // A = 1
+  const uint64_t d0 = wgmma_desc(s, 128, 256);
+  const uint64_t desc[2] = {d0, d0};
   if (misuse != kWgNoFence) wgmma_fence();
-  wgmma_m64k16_rs<32>(d, a, wgmma_desc(s, 128, 256), 16);
+  wgmma_m128n_k32_rs(d, a, desc, 16);
   wgmma_commit();
-  out[t] = d[0];  // before the wait
+  out[t] = d[0][0];  // before the wait
   if (misuse == kWgOverwriteB) {
     for (int i = t; i < 16 * 16; i += 128) s[i] = 0;
     __syncthreads();
   }
   if (misuse != kWgNoWait) wgmma_wait<0>();
-  out[128 + t] = d[0];
+  out[128 + t] = d[0][0];
 }
 std::string run_wgmma_misuse(int misuse, std::vector<float>& out) {
   lab::DeviceBuf<float> d(256);
@@ -396,7 +406,7 @@ LAB_TEST("wgmma: accumulators read NaN until waited for, and B is read at the wa
   std::vector<float> o;
   std::string msg = run_wgmma_misuse(kWgReadEarly, o);
   LAB_CHECK(msg == "no error", "%s", msg.c_str());
-  LAB_CHECK(std::isnan(o[0]) && o[128] == 16.f, "before the wait %g (want NaN), after %g (want 16)", o[0], o[128]);
+  LAB_CHECK(std::isnan(o[0]) && o[128] == 32.f, "before the wait %g (want NaN), after %g (want 32: k 32)", o[0], o[128]);
   msg = run_wgmma_misuse(kWgOverwriteB, o);
   LAB_CHECK(msg == "no error", "%s", msg.c_str());
   LAB_CHECK(o[128] == 0.f, "B overwritten before the wait: D = %g, want 0 (B as it is at the wait)", o[128]);

@@ -173,43 +173,34 @@ export function matmulGemmUs(MT, T, N, K, residual = false) {
 // (2 CTAs an SM share its issue with 64-row tiles, 1 runs alone with 128: the same sum).
 // Expert loads: Binomial(B, 4 / E) tokens each (uniform routing), in ceil(n / rows) m-tiles. µs.
 export const PER_PAIR = 10;
-// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows (mma.sync); wgmma takes 64 rows (run).
-export const moeGemmTileRows = (T, E, wgmma = false) => (!wgmma && T * KTOP >= 48 * E ? 128 : 64);
+// kernels/cuda/moe_mxfp4_gemm.cu: moe_mxfp4_gemm_tile_rows; the 128-row tile on wgmma where the GPU
+// has it (run).
+export const moeGemmTileRows = (T, E) => (T * KTOP >= 48 * E ? 128 : 64);
 const moeGemmName = (gateUp, tileRows, wgmma = false) => `moe_mxfp4_gemm_kernel<${gateUp}, ${tileRows / 16}, ${wgmma}>`;
+const moeGemmOnWgmma = (T, E, gpu) => moeWgmma(gpu) && moeGemmTileRows(T, E) === 128;
 export const moeGemmKernel = (gateUp, T, E, gpu) =>
-  moeGemmName(gateUp, moeGemmTileRows(T, E, moeWgmma(gpu)), moeWgmma(gpu));
-// wgmma (H100): per CTA and 32-k step, its 8 warps issue the k loop's PTX (static.json's hot loop of
-// the wgmma kernel: decode, copies, 4 wgmma, fence, commit, wait: no per-pair instructions), 2 warps
-// to a scheduler, then wait for their warpgroups' wgmma: 8 pairs-worth of m16n8k16 per warp and
-// pair holding tokens (N = 16 pairs) at wgmma's peak. Within a CTA nothing overlaps (the step's
-// barrier and wgmma_wait<0> keep its two warpgroups in step; ptxas must not serialize, so the
-// kernel keeps one group in flight); 64-row tiles run 2 CTAs an SM, whose steps interleave: per two
-// steps max(2 issue, 2 tensor, issue + tensor + WGMMA_WAIT_CLK). The 128-row tile (1 CTA an SM)
-// pays issue + tensor + WGMMA_WAIT_CLK a step, which is why wgmma takes 64 rows.
-export const WGMMA_WAIT_CLK = 100; // assumption: a wgmma group's latency past its issue, and the barrier
-export function moeGemmUs(gateUp, B, E, tileRows, wgmma = false) {
+  moeGemmName(gateUp, moeGemmTileRows(T, E), moeGemmOnWgmma(T, E, gpu));
+// wgmma (an H100): per CTA and 32-k step its 8 warps issue the k loop's PTX (static.json's hot loop
+// of the wgmma kernel: decode, copies, the 8 predicated forms of each of its 4 wgmma, fence,
+// commit, wait; no per-pair work), 2 warps to a scheduler, while the tensor core runs the step
+// before (one group in flight): 8 m16n8k16-worths per warp and pair holding tokens (N = 16 pairs)
+// at wgmma's peak. A step takes the longer of the two, plus 2% as the mma.sync model.
+export function moeGemmUs(gateUp, B, E, tileRows, wgmma) {
   return (gpu) => {
     const g = lab.gpus[gpu];
-    wgmma = wgmma || moeWgmma(gpu);
-    tileRows = tileRows ?? moeGemmTileRows(B, E, wgmma);
+    tileRows = tileRows ?? moeGemmTileRows(B, E);
+    wgmma = wgmma ?? (moeWgmma(gpu) && tileRows === 128); // by the GPU unless given
     const pairsMax = tileRows / 16;
-    const loop = kernelRec(moeGemmName(gateUp, tileRows, wgmma), gpu).hotLoop.instructions;
-    const base = wgmma ? loop : loop - pairsMax * PER_PAIR;
+    const hot = kernelRec(moeGemmName(gateUp, tileRows, wgmma), gpu).hotLoop;
+    // wgmma's k loop runs two steps an iteration, each 4 wgmma in 8 predicated forms.
+    const base = wgmma ? hot.instructions / (hot.wgmma / 32) : hot.instructions - pairsMax * PER_PAIR;
     const nb = (gateUp ? H : I) / 32;
     const rowsN = gateUp ? 2 * I : H;
     const ntn = Math.ceil(rowsN / 256),
-      warpTiles = rowsN / 32; // warps with rows (the last n-tile's other warps skip the math)
+      warpTiles = wgmma ? 8 * ntn : rowsN / 32; // warps that compute (with mma.sync the last n-tile's other warps skip the math)
     const peak = wgmma ? peakWgmmaPerClk(gpu) : peakMmaPerClk(gpu);
-    const wgStepClk = (pairs) => {
-      const issue = (8 * base) / 4,
-        tensor = (8 * 8 * pairs) / peak;
-      if (tileRows === 128) return issue + tensor + WGMMA_WAIT_CLK;
-      return Math.max(2 * issue, 2 * tensor, issue + tensor + WGMMA_WAIT_CLK) / 2;
-    };
     const itemClk = (pairs) =>
-      wgmma
-        ? nb * wgStepClk(pairs) * 1.02
-        : Math.max(((8 * nb * (base + PER_PAIR * pairs)) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
+      Math.max(((8 * nb * (base + PER_PAIR * (wgmma ? 0 : pairs))) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
     let items = 0,
       clk = 0;
     binomial(B, KTOP / E).forEach((p, n) => {

@@ -66,7 +66,7 @@ function shortName(d) {
 function parsePtxas(text) {
   const fns = {};
   let cur = null;
-  const serialized = new Map();  // ptxas: this kernel's wgmma wait for each other (see below)
+  const serialized = new Map(); // ptxas: this kernel's wgmma wait for each other (see below)
   for (const line of text.split('\n')) {
     const w = line.match(/Potential Performance Loss: (wgmma[^']*) in the function '([^']+)'/);
     if (w) serialized.set(w[2], w[1]);
@@ -153,7 +153,7 @@ for (const file of files) {
         return;
       }
       if (spec.archs && !spec.archs.includes(arch)) {
-        rec.stub = `a trap: built for ${spec.archs.join(', ')} only`;  // e.g. wgmma, sm_90a's
+        rec.stub = `a trap: built for ${spec.archs.join(', ')} only`; // e.g. wgmma, sm_90a's
         results.push(rec);
         return;
       }

@@ -182,3 +182,20 @@ describe.runIf(opDevices('moe_mxfp4').includes('cpu') && addon().deviceInfo().cp
     });
   },
 );
+
+// In precision 'default' the CUDA backend takes the grouped GEMM from 3.25 slots per expert
+// (moe_mxfp4_use_gemm: T >= 9 here) with bf16 activations, and its 128-row tile from 48 (T >= 120),
+// on wgmma where the device is an sm_90 (the emulator reports one): x and the SwiGLU activations
+// rounded to bf16 (relative 2^-8 each) put the output ~3e-3 off the float64 reference.
+describe.runIf(opDevices('moe_mxfp4').includes('cuda'))('moe_mxfp4 grouped GEMM (cuda)', () => {
+  it.each([
+    [40, '64-row tiles'],
+    [130, '128-row tiles'],
+  ])("precision 'default', T = %i (%s): the float64 reference within bf16's rounding", async (T) => {
+    const d = setup(T, (t, j) => (t + 2 * j) % E, 17);
+    const got = await runIn('cuda', d, T, 'default');
+    const err = relErr(got, reference(d, T).y);
+    expect(err).toBeLessThan(1e-2);
+    expect(err).toBeGreaterThan(0); // the bf16 path, not the exact GEMV
+  });
+});
