@@ -136,6 +136,16 @@ __device__ __forceinline__ int opaque(int v) {
 #endif
 }
 
+__device__ __forceinline__ uint64_t opaque64(uint64_t v) {
+#if defined(GPTOSS_CUDA_EMU)
+  return v;
+#else
+  uint64_t r;
+  asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(v));
+  return r;
+#endif
+}
+
 // ldmatrix.x4 at a shared address plus a constant: the offset rides in the instruction ([a+off]),
 // so the k loop computes one address per 16-k chunk, not one per n8 tile pair (3 adds each before).
 #if defined(GPTOSS_CUDA_EMU)
@@ -303,7 +313,7 @@ struct GemmArgs {
 // remark C7518, which test/cuda/static.mjs fails on): the width is a predicate inside one asm
 // (wgmma_m128n_k32_rs), the steps go in pairs (an odd K's last pair adds zero weights), and every
 // warpgroup computes, the last n-tile's rows past N included (not stored). k loop, PTX per step and
-// warp (nvcc 13): 183 instructions: 8 setp, 32 predicated wgmma and 143 others.
+// warp (nvcc 13): about 166 instructions: 8 setp, 32 predicated wgmma and 126 others.
 template <bool kGateUp, int kPairs, bool kWg>
 __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
   using Tl = Tile<kPairs, kWg>;
@@ -382,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
     // wgmma: the descriptor of stage 0's token rows, chunk 0 (B of the m-tile's first 16 k), and
     // the token columns (16 per pair holding tokens; the same in the whole CTA).
     uint64_t xdesc = 0;
-    if constexpr (kWg) xdesc = wgmma_desc(smem + kStageW + kStageS, 128, 512);
+    if constexpr (kWg) xdesc = opaque64(wgmma_desc(smem + kStageW + kStageS, 128, 512));  // (else rebuilt every step)
     const int ncols = 16 * np;
 
     // The next step's sources, advanced by one block per step (cheaper than recomputing them).
@@ -418,6 +428,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
       if (active) {
         const bool real = !kWg || kb < nb;
         const int sk = real ? kb : nb - 1;
+        const uint32_t keep = real ? ~0u : 0u;  // a mask, not a branch around the loads
         const uint8_t* st = smem + (sk & (kStages - 1)) * kStageBytes;
         const uint32_t* w = reinterpret_cast<const uint32_t*>(st);  // word woff: row 32 warp + g, word t4
         Nibbles q[2][2];   // the rows' words
@@ -430,7 +441,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
 #pragma unroll
         for (int at = 0; at < 2; ++at)
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(real ? w[woff + (16 * at + 8 * hh) * 4] : 0u);
+          for (int hh = 0; hh < 2; ++hh) q[at][hh] = nibbles(w[woff + (16 * at + 8 * hh) * 4] & keep);
         if constexpr (kWg) {
           uint32_t(&af)[2][2][4] = afb[decltype(par)::value];
           a_frags<0>(af[0], q, f);
