@@ -125,23 +125,19 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 }
 
 // v, kept in a register: without it the down kernel recomputed the ldmatrix addresses from the lane
-// index inside the k loop (14 instructions per ldmatrix in its PTX).
-__device__ __forceinline__ int opaque(int v) {
+// index inside the k loop (14 instructions per ldmatrix in its PTX), and the wgmma kernel rebuilt
+// its descriptor (5 instructions a step).
+template <class T>
+__device__ __forceinline__ T opaque(T v) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "opaque: 32 or 64 bits");
 #if defined(GPTOSS_CUDA_EMU)
   return v;
 #else
-  int r;
-  asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
-  return r;
-#endif
-}
-
-__device__ __forceinline__ uint64_t opaque64(uint64_t v) {
-#if defined(GPTOSS_CUDA_EMU)
-  return v;
-#else
-  uint64_t r;
-  asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(v));
+  T r;
+  if constexpr (sizeof(T) == 8)
+    asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(v));
+  else
+    asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
   return r;
 #endif
 }
@@ -392,7 +388,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
     // wgmma: the descriptor of stage 0's token rows, chunk 0 (B of the m-tile's first 16 k), and
     // the token columns (16 per pair holding tokens; the same in the whole CTA).
     uint64_t xdesc = 0;
-    if constexpr (kWg) xdesc = opaque64(wgmma_desc(smem + kStageW + kStageS, 128, 512));  // (else rebuilt every step)
+    if constexpr (kWg) xdesc = opaque(wgmma_desc(smem + kStageW + kStageS, 128, 512));
     const int ncols = 16 * np;
 
     // The next step's sources, advanced by one block per step (cheaper than recomputing them).
