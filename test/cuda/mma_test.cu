@@ -367,8 +367,8 @@ LAB_TEST("wgmma: m64nNk16 with A in registers and a no-swizzle K-major B follows
 namespace {
 // What the emulator makes of wgmma's asynchrony (each is a bug on a GPU that may pass there by
 // timing): reading the accumulators before the wait, overwriting B before the wait, no fence, no
-// wait at all.
-enum WgMisuse { kWgReadEarly, kWgOverwriteB, kWgNoFence, kWgNoWait };
+// wait at all, a warpgroup whose threads give different widths.
+enum WgMisuse { kWgReadEarly, kWgOverwriteB, kWgNoFence, kWgNoWait, kWgDisagree };
 __global__ void wgmma_misuse_kernel(float* out, int misuse) {
   uint16_t* s = dynamic_shared<uint16_t>();
   const int t = threadIdx.x;
@@ -381,7 +381,7 @@ __global__ void wgmma_misuse_kernel(float* out, int misuse) {
   const uint64_t d0 = wgmma_desc(s, 128, 256);
   const uint64_t desc[2] = {d0, d0};
   if (misuse != kWgNoFence) wgmma_fence();
-  wgmma_m128n_k32_rs(d, a, desc, 16);
+  wgmma_m128n_k32_rs(d, a, desc, misuse == kWgDisagree && t >= 64 ? 32 : 16);
   wgmma_commit();
   out[t] = d[0][0];  // before the wait
   if (misuse == kWgOverwriteB) {
@@ -411,7 +411,7 @@ LAB_TEST("wgmma: accumulators read NaN until waited for, and B is read at the wa
   LAB_CHECK(msg == "no error", "%s", msg.c_str());
   LAB_CHECK(o[128] == 0.f, "B overwritten before the wait: D = %g, want 0 (B as it is at the wait)", o[128]);
 }
-LAB_TEST("wgmma: no fence before a batch, or no wait before the end, is caught (emulator rule)") {
+LAB_TEST("wgmma: no fence before a batch, no wait before the end, or threads of a warpgroup giving different widths is caught (emulator rule)") {
   std::vector<float> o;
   std::string msg = run_wgmma_misuse(kWgNoFence, o);
   LAB_CHECK(msg.find("without a wgmma.fence") != std::string::npos, "no fence: %s", msg.c_str());
@@ -419,5 +419,8 @@ LAB_TEST("wgmma: no fence before a batch, or no wait before the end, is caught (
   msg = run_wgmma_misuse(kWgNoWait, o);
   LAB_CHECK(msg.find("in flight") != std::string::npos, "no wait: %s", msg.c_str());
   std::printf("      caught 'no wait': %s\n", msg.c_str());
+  msg = run_wgmma_misuse(kWgDisagree, o);
+  LAB_CHECK(msg.find("disagree on N") != std::string::npos, "different widths: %s", msg.c_str());
+  std::printf("      caught 'different widths': %s\n", msg.c_str());
 }
 #endif

@@ -5,7 +5,7 @@
 // Run by test/cuda/run.sh; needs no nvcc.
 import assert from 'node:assert/strict';
 
-import { globalBytes, hotLoop, parsePtx, roofline } from './ptx.mjs';
+import { globalBytes, hotLoop, parsePtx, parsePtxas, roofline } from './ptx.mjs';
 import { sassCounts } from './sass-counts.mjs';
 
 // Global bytes a thread moves with one instruction.
@@ -131,6 +131,46 @@ assert.deepEqual(sassCounts(sass), [
   { arch: 'sm_90', kernel: '_Z4gemvPKf', counts: { 'LDG.E.128': 1, HMMA: 0, LDL: 0, STL: 0 } },
 ]);
 
+// A wgmma k loop: its loop is the hot one (tensor work: the hand model's), as an mma.sync loop's.
+const wg = parsePtx(`
+.visible .entry wg(
+)
+{
+$L__BB2_1:
+	cp.async.cg.shared.global [%r1], [%rd1], 16;
+	wgmma.fence.sync.aligned;
+	@q wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, {%r2, %r3, %r4, %r5}, %rd2, 1, 1, 1, 0;
+	wgmma.commit_group.sync.aligned;
+	wgmma.wait_group.sync.aligned 1;
+	@%p1 bra $L__BB2_1;
+	ret;
+}
+`).wg;
+const wgHot = hotLoop(wg);
+assert.equal(wgHot.wgmma, 1);
+assert.equal(wgHot.mma, 0);
+assert.equal(wg.features['wgmma.mma_async'], 1);
+assert.equal(roofline('H100 SXM', gpu, launch, wgHot).bound, 'tensor-core (hand model)');
+
+// ptxas -v's report: per entry its resources, and the C7518 remark on the entry whose wgmma it
+// serialized (static.mjs fails such a kernel), as nvcc 13 prints them.
+const report = parsePtxas(`ptxas info    : 0 bytes gmem
+ptxas info    : (C7518) Potential Performance Loss: wgmma.mma_async instructions are serialized due to program dependence on compiler-inserted WG.DP in divergent path in the function '_Z4slowv'
+ptxas info    : Compiling entry function '_Z4slowv' for 'sm_90a'
+ptxas info    : Function properties for _Z4slowv
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 190 registers, used 1 barriers, 8192 bytes smem
+ptxas info    : Compiling entry function '_Z4fastv' for 'sm_90a'
+ptxas info    : Function properties for _Z4fastv
+    0 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 184 registers, used 1 barriers
+`);
+assert.match(report._Z4slowv.wgmmaSerialized, /serialized due to program dependence/);
+assert.equal(report._Z4slowv.registers, 190);
+assert.equal(report._Z4slowv.smem, 8192);
+assert.equal(report._Z4fastv.wgmmaSerialized, undefined);
+assert.equal(report._Z4fastv.spillStores, 8);
+
 console.log(
-  'test:cuda: ptx-test: PTX global bytes (ld/st.global, cp.async), hot loops and roofline bounds, SASS counts as written by hand',
+  'test:cuda: ptx-test: PTX global bytes (ld/st.global, cp.async), hot loops (mma.sync, wgmma) and roofline bounds, ptxas reports (C7518), SASS counts as written by hand',
 );

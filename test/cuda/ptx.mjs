@@ -32,6 +32,36 @@ export function globalBytes(ins) {
   return (m[2] ? +m[2] : 1) * (typeBytes[m[3]] ?? 4);
 }
 
+// ptxas -v's report (stderr) per entry: registers, barriers, static shared memory, stack, spills,
+// and wgmmaSerialized: the reason of its C7518 remark ("Potential Performance Loss: wgmma.mma_async
+// instructions are serialized due to ... in the function 'NAME'") when it made that entry's wgmma
+// wait for each other.
+export function parsePtxas(text) {
+  const fns = {};
+  let cur = null;
+  const serialized = new Map(); // ptxas: this kernel's wgmma wait for each other (see below)
+  for (const line of text.split('\n')) {
+    const w = line.match(/Potential Performance Loss: (wgmma[^']*) in the function '([^']+)'/);
+    if (w) serialized.set(w[2], w[1]);
+    let m = line.match(/Compiling entry function '([^']+)' for '(sm_\d+a?)'/);
+    if (m) {
+      cur = fns[m[1]] = { registers: 0, barriers: 0, smem: 0, stack: 0, spillStores: 0, spillLoads: 0, cmem: 0 };
+      continue;
+    }
+    if (!cur) continue;
+    m = line.match(/(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/);
+    if (m) Object.assign(cur, { stack: +m[1], spillStores: +m[2], spillLoads: +m[3] });
+    m = line.match(/Used (\d+) registers/);
+    if (m) cur.registers = +m[1];
+    m = line.match(/used (\d+) barriers/);
+    if (m) cur.barriers = +m[1];
+    m = line.match(/(\d+) bytes smem/);
+    if (m) cur.smem = +m[1];
+  }
+  for (const [fn, why] of serialized) if (fns[fn]) fns[fn].wgmmaSerialized = why;
+  return fns;
+}
+
 export function parsePtx(text) {
   const entries = {};
   const chunks = text.split(/\n(?=\.(?:visible\s+)?\.?entry\s)/);

@@ -20,7 +20,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { hotLoop, parsePtx, roofline } from './ptx.mjs';
+import { hotLoop, parsePtx, parsePtxas, roofline } from './ptx.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = join(root, 'build-cuda-emu', 'static');
@@ -61,32 +61,6 @@ function shortName(d) {
   s = s.slice(0, end);
   const parts = s.split(/::(?![^<]*>)/);
   return parts[parts.length - 1];
-}
-
-function parsePtxas(text) {
-  const fns = {};
-  let cur = null;
-  const serialized = new Map(); // ptxas: this kernel's wgmma wait for each other (see below)
-  for (const line of text.split('\n')) {
-    const w = line.match(/Potential Performance Loss: (wgmma[^']*) in the function '([^']+)'/);
-    if (w) serialized.set(w[2], w[1]);
-    let m = line.match(/Compiling entry function '([^']+)' for '(sm_\d+a?)'/);
-    if (m) {
-      cur = fns[m[1]] = { registers: 0, barriers: 0, smem: 0, stack: 0, spillStores: 0, spillLoads: 0, cmem: 0 };
-      continue;
-    }
-    if (!cur) continue;
-    m = line.match(/(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/);
-    if (m) Object.assign(cur, { stack: +m[1], spillStores: +m[2], spillLoads: +m[3] });
-    m = line.match(/Used (\d+) registers/);
-    if (m) cur.registers = +m[1];
-    m = line.match(/used (\d+) barriers/);
-    if (m) cur.barriers = +m[1];
-    m = line.match(/(\d+) bytes smem/);
-    if (m) cur.smem = +m[1];
-  }
-  for (const [fn, why] of serialized) if (fns[fn]) fns[fn].wgmmaSerialized = why;
-  return fns;
 }
 
 // cuda_occupancy.h needs no driver: a small helper built once.
