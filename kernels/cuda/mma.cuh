@@ -13,6 +13,8 @@
 // ldmatrix: lanes 8i..8i+7 give the 16-byte-aligned shared-memory row addresses of matrix i; lane
 // l gets row l/4, columns 2(l%4), 2(l%4)+1 of matrix i in r[i] (of the transpose with .trans).
 #pragma once
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 
 #if defined(GPTOSS_CUDA_EMU)
@@ -228,16 +230,14 @@ __device__ __forceinline__ void wgmma_m128n_k32_rs(float (&d)[2][64], const uint
 // wgmma_wait, on the A fragments a retired wgmma read, so that the compiler reuses none of their
 // registers while the tensor core may still read them; on accumulators before the first wgmma
 // and after the last wait (CUTLASS's warpgroup_fence_operand).
-__device__ __forceinline__ void wgmma_keep(float& x) {
+template <class T>
+__device__ __forceinline__ void wgmma_keep(T& x) {
+  static_assert(sizeof(T) == 4, "wgmma_keep: 32-bit registers (f32 accumulators, bf16x2 fragments)");
 #if !defined(GPTOSS_CUDA_EMU)
-  asm volatile("" : "+f"(x)::"memory");
-#else
-  (void)x;
-#endif
-}
-__device__ __forceinline__ void wgmma_keep(uint32_t& x) {
-#if !defined(GPTOSS_CUDA_EMU)
-  asm volatile("" : "+r"(x)::"memory");
+  if constexpr (std::is_same_v<T, float>)
+    asm volatile("" : "+f"(x)::"memory");
+  else
+    asm volatile("" : "+r"(x)::"memory");
 #else
   (void)x;
 #endif
