@@ -36,6 +36,24 @@ __device__ __forceinline__ T* dynamic_shared() {
 // bf16 bits to f32: exact (bf16 is the top half of an f32).
 __device__ __forceinline__ float bf16_bits_to_f32(uint32_t b) { return __uint_as_float(b << 16); }
 
+// v, kept in a register (a move the compiler cannot see through): without it the MoE GEMM's down
+// kernel recomputed the ldmatrix addresses from the lane index inside the k loop (14 instructions
+// per ldmatrix in its PTX), and the wgmma kernels rebuilt their descriptors (5 instructions a step).
+template <class T>
+__device__ __forceinline__ T opaque(T v) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "opaque: 32 or 64 bits");
+#if defined(GPTOSS_CUDA_EMU)
+  return v;
+#else
+  T r;
+  if constexpr (sizeof(T) == 8)
+    asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(v));
+  else
+    asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
+  return r;
+#endif
+}
+
 __host__ inline bool aligned(const void* p, unsigned bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 // After a launch: a launch failure becomes ERR_DEVICE naming the op and CUDA's text

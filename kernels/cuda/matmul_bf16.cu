@@ -265,6 +265,22 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 // Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo), per
 // split, then the splits in order; it depends only on K and the splits, so a token's result is the
 // same whatever the other tokens or BM.
+// kWg (sm_90a, the wide tile only): wgmma instead of mma.sync, the same block tile, products and k
+// order (one wgmma per 16 k, in order; only the tensor core's internal rounding may differ).
+// Warpgroup wg (warps 4 wg..4 wg + 3) computes its 64 tokens x all 256 weight rows: A = its x
+// fragments by ldmatrix from the same swizzled x tile (warp w: tokens 64 wg + 16 w..), B = the W
+// stage read by the tensor core through a descriptor, two wgmma.m64n256k16 per k tile
+// (wgmma_m64n256_k32_rs). The W stage is in wgmma's no-swizzle core-matrix layout (row r's 16-byte
+// piece c at (r / 8) 512 + 128 c + 16 (r % 8): LBO 128, SBO 512), and the cp.async that fill it
+// are numbered so that each lands at 16 x its index (conflict-free). One k tile's wgmma stay in
+// flight while the warps load the next tile's x fragments (wgmma_wait<1>; the A registers
+// alternate by the tile's parity), so a W stage is refilled two tiles after it was read: 8 stages,
+// loads 6 ahead (128 KB + 16 KB of x). No branch between a wgmma and its wait (ptxas would
+// serialize them, remark C7518, which test/cuda/static.mjs fails on): the k tiles go in pairs, an
+// odd count's last adding zero x (a mask on its fragments) times the last W tile. Shared-memory
+// bytes per mma (test/cuda/roofline-model.mjs GEMM_WGMMA_SMEM_PER_MMA): ldmatrix 8 KB, wgmma's B
+// 2 x 16 KB, fills 24 KB, per 512 mma: 128 B (the mma.sync wide tile's 176 B). The accumulators
+// are the mma's C layout over 32 n8 tiles, so the epilogues are the same code (EMT, ENT, tb, nb).
 namespace {
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // one cvt.rn.bf16x2.f32
@@ -276,13 +292,14 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ float bf16_lo(uint32_t p) { return __uint_as_float(p << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t p) { return __uint_as_float(p & 0xffff0000u); }
 
-template <int MT, bool kSplit>
+template <int MT, bool kSplit, bool kWg>
 __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kSplit) == 8 ? 1 : 2)
     matmul_bf16_gemm_f32(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ x_rows,
                          const uint16_t* __restrict__ w, const uint16_t* __restrict__ bias, float* __restrict__ y,
                          int64_t ldy, int T, int N, int K, bool accumulate, int kt_split, float* __restrict__ partials,
                          unsigned* __restrict__ tickets) {
   using namespace gemm;
+  static_assert(!kWg || (MT == 4 && !kSplit), "wgmma takes the default mode's wide tile");
   constexpr int BM = block_m(MT);
   constexpr int NT = warp_nt(MT, kSplit);       // n8 fragments per warp
   constexpr int WN = 8 * NT;                    // weight rows per warp
@@ -293,13 +310,19 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
   constexpr int kATileBytes = BM * kRowBytes;
   constexpr int kAChunks = BM * 4;  // 16-byte bf16 chunks of an x tile
   constexpr int kAPer = (kAChunks + gemm::kThreads - 1) / gemm::kThreads;
+  constexpr int kWStages = w_stages(kWg), kAhead = w_ahead(kWg);
   unsigned char* smem = dynamic_shared<unsigned char>();
-  unsigned char* ws = smem;                     // [kStages][BN rows][32] bf16, swizzled
-  unsigned char* as = smem + kStages * kWTile;  // [2][kParts][BM rows][32] bf16, swizzled
+  unsigned char* ws = smem;                      // [kWStages][BN rows][32] bf16 (swizzled; wgmma: core matrices)
+  unsigned char* as = smem + kWStages * kWTile;  // [2][kParts][BM rows][32] bf16, swizzled
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  // The accumulators as the epilogue sees them: [EMT m16 tiles][ENT n8 tiles][4] from token
+  // m0 + tb and weight row n0 + nb. mma.sync: the warp's MT x NT tiles at (wm, wn). wgmma: warp w
+  // of warpgroup wg holds tokens 64 wg + 16 w.. (16 warp) of its m64 tile x all 256 rows.
+  constexpr int EMT = kWg ? 1 : MT, ENT = kWg ? 32 : NT, EWN = kWg ? BN : WN;
+  const int tb = kWg ? 16 * warp : wm * 16 * MT, nb = kWg ? 0 : wn * WN;
   // This block's k tiles: kt0 + [0, KT) of the (K + 31) / 32 (blockIdx.z: its k split).
   const int kt0 = blockIdx.z * kt_split;
   const int KT = min((K + kBK - 1) / kBK - kt0, kt_split);
@@ -315,13 +338,16 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
   }
   // (The weight row addresses are recomputed per tile: two IMADs, where keeping them would cost
   // the registers that made sm_90 spill.)
+  // wgmma: copy id fills row w_row(id), piece w_piece(id), at its core-matrix place, 16 id.
   auto load_w = [&](int kt) {
-    unsigned char* tile = ws + (kt % kStages) * kWTile;
+    unsigned char* tile = ws + (kt & (kWStages - 1)) * kWTile;
 #pragma unroll
     for (int i = 0; i < kWPer; ++i) {
-      const int id = tid + i * gemm::kThreads, k = (kt0 + kt) * kBK + (id & 3) * 8;
-      unsigned char* dst = tile + swizzle(id >> 2, id & 3);
-      if (k < K) cp_async16(dst, w + int64_t(min(n0 + (id >> 2), N - 1)) * K + k);
+      const int id = tid + i * gemm::kThreads;
+      const int r = kWg ? w_row(id) : id >> 2, c = kWg ? w_piece(id) : id & 3;
+      const int k = (kt0 + kt) * kBK + c * 8;
+      unsigned char* dst = tile + (kWg ? 16 * id : swizzle(r, c));
+      if (k < K) cp_async16(dst, w + int64_t(min(n0 + r, N - 1)) * K + k);
       else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
     }
   };
@@ -360,18 +386,18 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     }
   };
 
-  float acc[MT][NT][4];
+  float acc[EMT][ENT][4];
 #pragma unroll
-  for (int i = 0; i < MT; ++i)
+  for (int i = 0; i < EMT; ++i)
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
+    for (int j = 0; j < ENT; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
 
-  // Prologue: W tiles 0..kStages-2 in flight (one commit group each, empty past KT, so that the
-  // wait below always counts kStages - 2 younger groups), x tile 0 stored.
+  // Prologue: W tiles 0..kAhead-1 in flight (one commit group each, empty past KT, so that the
+  // wait below always counts kAhead - 1 younger groups), x tile 0 stored.
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (s < KT) load_w(s);
     cp_async_commit();
   }
@@ -383,38 +409,85 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
   uint32_t a_off[2], b_off[2];
 #pragma unroll
   for (int kk = 0; kk < 2; ++kk) {
-    a_off[kk] = a_fragment(wm * 16 * MT, kk, lane);
+    a_off[kk] = a_fragment(tb, kk, lane);
     b_off[kk] = b_fragment(wn * WN, kk, lane);
   }
 
-  for (int kt = 0; kt < KT; ++kt) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of W tile kt have landed
-    __syncthreads();
-    if (kt + kStages - 1 < KT) load_w(kt + kStages - 1);
-    cp_async_commit();
-    if (kt + 1 < KT) fetch_x(kt + 1);
-    const unsigned char* wt = ws + (kt % kStages) * kWTile;
-    const unsigned char* at = as + (kt & 1) * kParts * kATileBytes;
+  if constexpr (kWg) {
+    // The descriptor of stage 0's first 16-k chunk (the next chunk 256 bytes on, a stage kWTile).
+    const uint64_t wdesc = opaque(wgmma_desc(ws, 128, 512));
+    uint32_t afb[2][2][4] = {};  // the x fragments of two steps in flight, [step parity][chunk]
+    // One k tile; par: its parity, naming its A registers. kt == KT (an odd KT's pair) adds zero
+    // x times the last tile's weights.
+    auto step = [&](int kt, auto par) {
+      cp_async_wait<kAhead - 1>();  // this thread's copies of W tile kt have landed
+      // After it: W tile kt and x tile kt (stored in step kt - 1) are visible to all, every warp
+      // is past step kt - 1's ldmatrix (x buffer (kt + 1) & 1 is free) and every warpgroup has
+      // retired step kt - 2's wgmma (its wgmma_wait<1> in step kt - 1), the last reader of the W
+      // stage refilled here.
+      __syncthreads();
+      if (kt + kAhead < KT) load_w(kt + kAhead);
+      cp_async_commit();
+      if (kt + 1 < KT) fetch_x(kt + 1);
+      const bool real = kt < KT;
+      const uint32_t keep = real ? ~0u : 0u;  // a mask, not a branch around the ldmatrix
+      const int sk = real ? kt : KT - 1;
+      const unsigned char* at = as + (kt & 1) * kATileBytes;
+      uint32_t(&af)[2][4] = afb[decltype(par)::value];
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t b[NT][2];
+      for (int kk = 0; kk < kBK / 16; ++kk) {
+        ldmatrix<4, false>(af[kk], at + a_off[kk]);
 #pragma unroll
-      for (int j = 0; j < NT / 2; ++j) {
-        uint32_t r[4];
-        ldmatrix<4, false>(r, wt + b_off[kk] + 16 * j * kRowBytes);
-        b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+        for (int r = 0; r < 4; ++r) af[kk][r] &= keep;
       }
-#pragma unroll
-      for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int p = 0; p < kParts; ++p) {
-          uint32_t a[4];
-          ldmatrix<4, false>(a, at + p * kATileBytes + a_off[kk] + 16 * i * kRowBytes);
-#pragma unroll
-          for (int j = 0; j < NT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
-        }
+      const uint64_t d0 = wdesc + uint64_t(((sk & (kWStages - 1)) * kWTile) >> 4);
+      const uint64_t dsc[2] = {d0, d0 + 16};  // chunk 1: 256 bytes on
+      wgmma_fence();
+      wgmma_m64n256_k32_rs(reinterpret_cast<float(&)[128]>(acc), af, dsc);
+      wgmma_commit();
+      wgmma_wait<1>();                            // step kt - 1's retired: its W stage and A registers are free
+      wgmma_keep(afb[1 - decltype(par)::value]);  // (which the compiler must not reuse before here)
+      if (kt + 1 < KT) store_x((kt + 1) & 1);
+    };
+    // No branch between a wgmma and its wait (ptxas would serialize them): the steps go in pairs,
+    // each naming its A registers.
+    wgmma_keep(reinterpret_cast<float(&)[128]>(acc));
+    for (int kt = 0; kt < KT; kt += 2) {
+      step(kt, std::integral_constant<int, 0>());
+      step(kt + 1, std::integral_constant<int, 1>());
     }
-    if (kt + 1 < KT) store_x((kt + 1) & 1);
+    wgmma_wait<0>();
+    wgmma_keep(reinterpret_cast<float(&)[128]>(acc));
+  } else {
+    for (int kt = 0; kt < KT; ++kt) {
+      cp_async_wait<kAhead - 1>();  // this thread's copies of W tile kt have landed
+      __syncthreads();
+      if (kt + kAhead < KT) load_w(kt + kAhead);
+      cp_async_commit();
+      if (kt + 1 < KT) fetch_x(kt + 1);
+      const unsigned char* wt = ws + (kt & (kWStages - 1)) * kWTile;
+      const unsigned char* at = as + (kt & 1) * kParts * kATileBytes;
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk) {
+        uint32_t b[NT][2];
+#pragma unroll
+        for (int j = 0; j < NT / 2; ++j) {
+          uint32_t r[4];
+          ldmatrix<4, false>(r, wt + b_off[kk] + 16 * j * kRowBytes);
+          b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+          for (int p = 0; p < kParts; ++p) {
+            uint32_t a[4];
+            ldmatrix<4, false>(a, at + p * kATileBytes + a_off[kk] + 16 * i * kRowBytes);
+#pragma unroll
+            for (int j = 0; j < NT; ++j) mma_m16n8k16_bf16(acc[i][j], a, b[j], acc[i][j]);
+          }
+      }
+      if (kt + 1 < KT) store_x((kt + 1) & 1);
+    }
   }
 
   const int g = lane >> 2, q = lane & 3;
@@ -425,13 +498,13 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     // ticket zero for the next launch.
     float* part = partials + int64_t(blockIdx.z) * T * N;
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int n = n0 + wn * WN + 8 * j + 2 * q;
+    for (int j = 0; j < ENT; ++j) {
+      const int n = n0 + nb + 8 * j + 2 * q;
 #pragma unroll
-      for (int i = 0; i < MT; ++i)
+      for (int i = 0; i < EMT; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int t = m0 + wm * 16 * MT + 16 * i + g + 8 * h;
+          const int t = m0 + tb + 16 * i + g + 8 * h;
           if (t >= T) continue;
           if (n < N) part[int64_t(t) * N + n] = acc[i][j][2 * h];
           if (n + 1 < N) part[int64_t(t) * N + n + 1] = acc[i][j][2 * h + 1];
@@ -461,12 +534,12 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     const int64_t zstride = int64_t(T) * N;
     constexpr int kJ = MT == 1 ? 2 : 4;
 #pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      const int t0 = m0 + wm * 16 * MT + 16 * i + g;  // this lane's rows: t0 and t0 + 8
+    for (int i = 0; i < EMT; ++i) {
+      const int t0 = m0 + tb + 16 * i + g;  // this lane's rows: t0 and t0 + 8
 #pragma unroll
-      for (int j0 = 0; j0 < NT; j0 += kJ) {
-        const int nb = n0 + wn * WN + 8 * j0 + 2 * q;  // its columns: nb + 8 j + {0, 1}
-        const volatile float* p = partials + int64_t(t0) * N + nb;
+      for (int j0 = 0; j0 < ENT; j0 += kJ) {
+        const int nc = n0 + nb + 8 * j0 + 2 * q;  // its columns: nc + 8 j + {0, 1}
+        const volatile float* p = partials + int64_t(t0) * N + nc;
         float v[kJ][4];
 #pragma unroll 1
         for (unsigned z = 0; z < gridDim.z; ++z, p += zstride) {
@@ -474,7 +547,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
           for (int j = 0; j < kJ; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
-              const bool in = t0 + 8 * (r >> 1) < T && nb + 8 * j + (r & 1) < N;
+              const bool in = t0 + 8 * (r >> 1) < T && nc + 8 * j + (r & 1) < N;
               const float s = z == zs ? acc[i][j0 + j][r] : in ? p[(r >> 1) * 8 * int64_t(N) + 8 * j + (r & 1)] : 0.f;
               v[j][r] = z == 0 ? s : v[j][r] + s;
             }
@@ -483,7 +556,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
         for (int j = 0; j < kJ; ++j)
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
-            const int t = t0 + 8 * (r >> 1), n = nb + 8 * j + (r & 1);
+            const int t = t0 + 8 * (r >> 1), n = nc + 8 * j + (r & 1);
             if (t >= T || n >= N) continue;
             const float vb = v[j][r] + (bias ? bf16_bits_to_f32(bias[n]) : 0.f);
             float* yp = y + int64_t(t) * ldy + n;
@@ -498,24 +571,24 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     // row: N % 32 == 0 and the partials 128-byte aligned (gpt-oss's N; the backend's scratch).
     if (N % 32 == 0 && reinterpret_cast<uintptr_t>(partials) % 128 == 0) {
       __syncwarp();
-      constexpr int kRows = 16 * MT, kLines = WN / 32;  // a warp's rows, and lines per row
+      constexpr int kRows = 16 * EMT, kLines = EWN / 32;  // a warp's rows, and lines per row
       for (int e = lane; e < int(gridDim.z) * kRows * kLines; e += 32) {
-        const int z = e / (kRows * kLines), t = m0 + wm * 16 * MT + e / kLines % kRows, n = n0 + wn * WN + 32 * (e % kLines);
+        const int z = e / (kRows * kLines), t = m0 + tb + e / kLines % kRows, n = n0 + nb + 32 * (e % kLines);
         if (t < T && n < N) discard_l2(partials + (int64_t(z) * T + t) * N + n);
       }
     }
     return;
   }
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int n = n0 + wn * WN + 8 * j + 2 * q;
+  for (int j = 0; j < ENT; ++j) {
+    const int n = n0 + nb + 8 * j + 2 * q;
     const float b0 = bias && n < N ? bf16_bits_to_f32(bias[n]) : 0.f;
     const float b1 = bias && n + 1 < N ? bf16_bits_to_f32(bias[n + 1]) : 0.f;
 #pragma unroll
-    for (int i = 0; i < MT; ++i)
+    for (int i = 0; i < EMT; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int t = m0 + wm * 16 * MT + 16 * i + g + 8 * h;
+        const int t = m0 + tb + 16 * i + g + 8 * h;
         if (t >= T) continue;
         float* yr = y + int64_t(t) * ldy;
         const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
@@ -525,21 +598,21 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
   }
 }
 
-template <int MT, bool kSplit>
+template <int MT, bool kSplit, bool kWg = false>
 void launch_gemm(const MatmulBf16Args& a, const int32_t* x_rows, int k_splits, int kt_split, float* partials,
                  unsigned* tickets, cudaStream_t stream) {
   using namespace gemm;
-  const size_t smem = size_t(kStages) * block_n(MT, kSplit) * kRowBytes + size_t(2) * (kSplit ? 2 : 1) * block_m(MT) * kRowBytes;
+  const size_t smem = gemm_smem_bytes(MT, kSplit, kWg);
   if (smem > 48 * 1024) {  // past the default 48 KB: opt in once per instance
     static std::once_flag once;
     std::call_once(once, [&] {
-      cudaFuncSetAttribute(matmul_bf16_gemm_f32<MT, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      cudaFuncSetAttribute(matmul_bf16_gemm_f32<MT, kSplit, kWg>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     });
   }
   constexpr int BN = block_n(MT, kSplit);
   const dim3 grid(unsigned((a.N + BN - 1) / BN), unsigned((a.T + block_m(MT) - 1) / block_m(MT)), unsigned(k_splits));
-  GPTOSS_LAUNCH((matmul_bf16_gemm_f32<MT, kSplit>), grid, dim3(gemm::kThreads), smem, stream, a.x, a.ldx, x_rows, a.w, a.b, a.y,
-                a.ldy, a.T, a.N, a.K, a.accumulate, kt_split, partials, tickets);
+  GPTOSS_LAUNCH((matmul_bf16_gemm_f32<MT, kSplit, kWg>), grid, dim3(gemm::kThreads), smem, stream, a.x, a.ldx, x_rows, a.w, a.b,
+                a.y, a.ldy, a.T, a.N, a.K, a.accumulate, kt_split, partials, tickets);
 }
 }  // namespace
 }  // namespace cuda
@@ -696,7 +769,9 @@ void matmul_bf16_gemm_cuda(const MatmulBf16Args& a, const MatmulBf16GemmOptions&
   unsigned* tk = splits > 1 ? o.ws.tickets : nullptr;
   if (tm == 32) o.split_x ? launch_gemm<1, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<1, false>(a, o.x_rows, splits, per, p, tk, stream);
   else if (tm == 64) o.split_x ? launch_gemm<2, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<2, false>(a, o.x_rows, splits, per, p, tk, stream);
-  else o.split_x ? launch_gemm<4, true>(a, o.x_rows, splits, per, p, tk, stream) : launch_gemm<4, false>(a, o.x_rows, splits, per, p, tk, stream);
+  else if (o.split_x) launch_gemm<4, true>(a, o.x_rows, splits, per, p, tk, stream);
+  else if (o.ws.wgmma) launch_gemm<4, false, true>(a, o.x_rows, splits, per, p, tk, stream);
+  else launch_gemm<4, false>(a, o.x_rows, splits, per, p, tk, stream);
   check_launch("matmul_bf16 (GEMM)");
 }
 

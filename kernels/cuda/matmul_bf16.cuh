@@ -26,7 +26,8 @@ int matmul_bf16_rows_per_warp_cuda(int N, int T = 1);
 void matmul_bf16_norm_cuda(const MatmulBf16Args& a, const RmsnormFold& n, cudaStream_t stream, int rows_per_warp = 0);
 
 // The tensor-core GEMM for many tokens (prefill, batches): mma.sync m16n8k16 bf16 with f32
-// accumulation, blocks of up to 128 tokens x 256 weight rows (x 128 in the fp32 mode). x is f32
+// accumulation (or wgmma for the 128-token tile: ws.wgmma), blocks of up to 128 tokens x 256
+// weight rows (x 128 in the fp32 mode). x is f32
 // and is rounded to bf16 as it is staged (split_x false: 2^-8 relative per product, the default
 // mode's budget) or split
 // into two bf16 terms x = hi + lo, two mma each (split_x true: within 2^-16 per product, for the
@@ -69,6 +70,10 @@ struct MatmulBf16Workspace {
   size_t partials_bytes = 0;
   unsigned* tickets = nullptr;  // device [matmul_bf16_gemm_max_tiles(sms)], zero
   int sms = kMatmulBf16GemmTargetBlocks;  // the split rule's target: the device's SMs (at least 1)
+  // The default mode's 128-token tile on wgmma (sm_90a; the backend sets it where the MoE GEMM
+  // takes wgmma, moe_mxfp4_gemm_mma_for: compute capability 9.0), else mma.sync. The same products
+  // and k order of the sums; the two differ only by the tensor core's internal rounding.
+  bool wgmma = false;
 };
 struct MatmulBf16GemmOptions {
   bool split_x = false;

@@ -22,7 +22,11 @@ constexpr int kThreads = 256;  // 8 warps: 2 along M (tokens) x 4 along N (weigh
 constexpr int kWarpsM = 2, kWarpsN = 4;
 constexpr int kBN = 128;             // weight rows (output columns) per block of the narrow tile
 constexpr int kBK = 32;              // k per tile: two m16n8k16 steps
-constexpr int kStages = 4;           // the weight tiles' cp.async ring
+// The weight tiles' cp.async ring: mma.sync 4 stages, loads 3 tiles ahead; wgmma 8, 6 ahead (a
+// stage is refilled only once every warpgroup has retired the wgmma that read it, a step after
+// its own).
+__host__ __device__ constexpr int w_stages(bool wgmma) { return wgmma ? 8 : 4; }
+__host__ __device__ constexpr int w_ahead(bool wgmma) { return wgmma ? 6 : 3; }
 constexpr int kWarpN = kBN / kWarpsN;  // 32 columns per warp: 4 n8 fragments (narrow tile)
 constexpr int kNT = kWarpN / 8;
 constexpr int kRowBytes = kBK * 2;     // 64
@@ -36,9 +40,22 @@ __host__ __device__ constexpr int warp_nt(int mt, bool split) { return mt == 4 &
 // Weight rows per block: 128, or 256 for the wide tile.
 __host__ __device__ constexpr int block_n(int mt, bool split) { return kWarpsN * 8 * warp_nt(mt, split); }
 constexpr int kBNMax = 256;
+// Dynamic shared memory of a block: the W ring and two x tiles (hi and lo with split x).
+__host__ __device__ constexpr int gemm_smem_bytes(int mt, bool split, bool wgmma) {
+  return w_stages(wgmma) * block_n(mt, split) * kRowBytes + 2 * (split ? 2 : 1) * block_m(mt) * kRowBytes;
+}
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a swizzled tile.
 __host__ __device__ constexpr uint32_t swizzle(int r, int c) { return uint32_t(r) * kRowBytes + (uint32_t(c ^ ((r >> 1) & 3)) << 4); }
+
+// The wgmma tile's W stage (kWg): wgmma's no-swizzle K-major core-matrix layout, row r's 16-byte
+// piece c (k 8c..8c+7) at (r / 8) 512 + 128 c + 16 (r % 8): a 16-k chunk is a descriptor with the
+// two k halves 128 bytes apart (LBO) and 8-row groups 512 apart (SBO). The fill's 16-byte copy id
+// (0..1023) takes row w_row(id), piece w_piece(id), whose place is 16 id: 8 consecutive copies
+// fill 128 contiguous bytes (no bank conflict).
+__host__ __device__ constexpr uint32_t w_core(int r, int c) { return uint32_t(r >> 3) * 512 + uint32_t(c) * 128 + uint32_t(r & 7) * 16; }
+__host__ __device__ constexpr int w_row(int id) { return (id & 7) + 8 * (id >> 5); }
+__host__ __device__ constexpr int w_piece(int id) { return (id >> 3) & 3; }
 
 // ldmatrix.x4 row address of `lane` for the A fragment (16 rows from r0, k16 step kk of the tile):
 // matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15),

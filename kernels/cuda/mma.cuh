@@ -226,6 +226,32 @@ __device__ __forceinline__ void wgmma_m128n_k32_rs(float (&d)[2][64], const uint
 #endif
 }
 
+// A warpgroup's step of 64 rows x 256 columns x 32 k: D += A[c] B[c] for its two k16 chunks c (A
+// fragments a[c], B by the descriptors desc[c]), in order; 128 accumulators a thread (d[4 j + 2 h +
+// v], the layout above). The dense bf16 GEMM's: its 256 columns are all always computed (columns
+// past N are copies, not stored), so no width predicate. Accumulates (scale-d 1).
+__device__ __forceinline__ void wgmma_m64n256_k32_rs(float (&acc)[128], const uint32_t (&a)[2][4], const uint64_t (&desc)[2]
+                                                         GPTOSS_SITE_PARAM) {
+#if defined(GPTOSS_CUDA_EMU)
+  for (int c = 0; c < 2; ++c) {
+    ::emu::WgmmaLane l{{a[c][0], a[c][1], a[c][2], a[c][3]}, acc, 256, desc[c], 1};
+    ::emu::warpgroup_op(::emu::Op::Wgmma, &l, 0, EMU_SITE);
+  }
+#elif defined(GPTOSS_HAS_WGMMA)
+#define GPTOSS_WG_N256(A, DESC) \
+  "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {" GPTOSS_WG_T0_8 ", " GPTOSS_WG_T1_8 "}, {" A "}, " DESC ", 1, 1, 1, 0;\n"
+  float(&d)[2][64] = reinterpret_cast<float(&)[2][64]>(acc);  // %0..%127 as the m128 step's
+  asm volatile(GPTOSS_WG_N256("%128, %129, %130, %131", "%136") GPTOSS_WG_N256("%132, %133, %134, %135", "%137")
+               : GPTOSS_WG_OUT64(0), GPTOSS_WG_OUT64(1)
+               : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(a[1][0]), "r"(a[1][1]), "r"(a[1][2]), "r"(a[1][3]),
+                 "l"(desc[0]), "l"(desc[1]));
+#undef GPTOSS_WG_N256
+#else
+  (void)acc, (void)a, (void)desc;
+  __trap();
+#endif
+}
+
 // Keeps x in its registers, unchanged, up to here in the compiler's view (no instruction): after a
 // wgmma_wait, on the A fragments a retired wgmma read, so that the compiler reuses none of their
 // registers while the tensor core may still read them; on accumulators before the first wgmma

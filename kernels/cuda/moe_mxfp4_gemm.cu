@@ -124,24 +124,6 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 #endif
 }
 
-// v, kept in a register: without it the down kernel recomputed the ldmatrix addresses from the lane
-// index inside the k loop (14 instructions per ldmatrix in its PTX), and the wgmma kernel rebuilt
-// its descriptor (5 instructions a step).
-template <class T>
-__device__ __forceinline__ T opaque(T v) {
-  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "opaque: 32 or 64 bits");
-#if defined(GPTOSS_CUDA_EMU)
-  return v;
-#else
-  T r;
-  if constexpr (sizeof(T) == 8)
-    asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(v));
-  else
-    asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
-  return r;
-#endif
-}
-
 // ldmatrix.x4 at a shared address plus a constant: the offset rides in the instruction ([a+off]),
 // so the k loop computes one address per 16-k chunk, not one per n8 tile pair (3 adds each before).
 #if defined(GPTOSS_CUDA_EMU)

@@ -133,7 +133,7 @@ struct Launch {
   int sm_count;
   int gemm_sms;  // the split-k GEMM's target (gemm_sms(props)): its scratch and tickets were sized for it
   bool prompt;  // the step is mostly prompt chunks (prefill_step): the tensor-core kernels pay
-  bool wgmma;   // the grouped MoE GEMM on wgmma (moe_mxfp4_gemm_mma_for: an sm_90 device)
+  bool wgmma;   // the grouped MoE GEMM's and the bf16 GEMM's 128-row tiles on wgmma (moe_mxfp4_gemm_mma_for: an sm_90 device)
   unsigned* tickets;  // [ticket_count(plan, gemm_sms)] zeros, for router_topk_gemv_cuda and the split-k GEMM (left zero by each launch)
 };
 
@@ -146,9 +146,9 @@ struct Launch {
 constexpr int kEmulatedGemmSms = 132;  // an H100 SXM's
 int gemm_sms(const gpu::DeviceProps& p) { return p.emulated ? kEmulatedGemmSms : std::max(1, p.sm_count); }
 
-// Whether the grouped MoE GEMM runs on wgmma here (moe_mxfp4_gemm_mma_for; the emulator reports
-// compute capability 9.0, so its runs take wgmma too).
-bool moe_wgmma(const gpu::DeviceProps& p) {
+// Whether the grouped MoE GEMM and the bf16 GEMM run their 128-row tiles on wgmma here
+// (moe_mxfp4_gemm_mma_for; the emulator reports compute capability 9.0, so its runs take wgmma too).
+bool use_wgmma(const gpu::DeviceProps& p) {
 #ifdef GPTOSS_CUDA_HAS_moe_mxfp4_gemm
   return moe_mxfp4_gemm_mma_for(p.cc_major, p.cc_minor) == MoeGemmMma::Wgmma;
 #else
@@ -219,7 +219,8 @@ void launch_op(const MatmulBf16Op& o, const Launch& l) {
                            o.accumulate, nullptr},
                           l.plan.exact, l.s,
                           {reinterpret_cast<float*>(c.scratch), c.scratch_bytes,
-                           ticket_count(l.plan, l.gemm_sms) >= matmul_bf16_gemm_max_tiles(l.gemm_sms) ? l.tickets : nullptr, l.gemm_sms});
+                           ticket_count(l.plan, l.gemm_sms) >= matmul_bf16_gemm_max_tiles(l.gemm_sms) ? l.tickets : nullptr, l.gemm_sms,
+                           l.wgmma});
 #else
   (void)o, (void)l;
   no_kernel("matmul_bf16");
@@ -728,7 +729,7 @@ class CudaRunner final : public StepRunner {
   ScratchPlan plan_;
   int sm_count_;
   int gemm_sms_;  // gemm_sms(the device's props)
-  bool wgmma_;    // moe_wgmma(the device's props)
+  bool wgmma_;    // use_wgmma(the device's props)
   // GPTOSS_CUDA_FUSE=0: every op on its own launch (to compare with the fused launches).
   bool fuse_ = [] {
     const char* e = std::getenv("GPTOSS_CUDA_FUSE");
@@ -857,7 +858,7 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<StepRunner> runner(const ScratchPlan& plan, size_t) override {
-    return std::make_unique<CudaRunner>(plan, props_.sm_count, gemm_sms(props_), moe_wgmma(props_));
+    return std::make_unique<CudaRunner>(plan, props_.sm_count, gemm_sms(props_), use_wgmma(props_));
   }
   size_t runner_bytes(const ScratchPlan& plan, int vocab) const override { return CudaRunner::device_bytes(plan, vocab, gemm_sms(props_)); }
 

@@ -54,6 +54,7 @@ import {
   kernelRec,
   lab,
   matmulGemm,
+  matmulGemmKernel,
   matmulGemmUs,
   models,
   moeGemm,
@@ -199,7 +200,7 @@ function step(mname, ctx, B) {
     add('other', 'rmsnorm_f32_bf16w<true>', normRows, L);
     ks.push({
       group: 'QKV + out',
-      kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      kernel: (gpu) => matmulGemmKernel(gemmMT(B), gpu),
       n: L,
       extra: splitTailUs(B, QKV, H, false),
       us: gemmUs(B, QKV, H, false),
@@ -244,7 +245,7 @@ function step(mname, ctx, B) {
   } else {
     ks.push({
       group: 'QKV + out',
-      kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      kernel: (gpu) => matmulGemmKernel(gemmMT(B), gpu),
       n: L,
       extra: splitTailUs(B, H, QD, true),
       us: gemmUs(B, H, QD, true),
@@ -264,7 +265,7 @@ function step(mname, ctx, B) {
     add('router', 'rmsnorm_f32_bf16w<true>', normRows, L);
     ks.push({
       group: 'router',
-      kernel: `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`,
+      kernel: (gpu) => matmulGemmKernel(gemmMT(B), gpu),
       n: L,
       extra: splitTailUs(B, E, H, false),
       us: gemmUs(B, E, H, false),
@@ -355,7 +356,7 @@ function step(mname, ctx, B) {
       64: '20b/120b unembedding, 64 logit rows: 64 x 201088 x 2880 (bytes: W, x, y once; flops: 2TNK)',
       256: '20b/120b unembedding, 256 logit rows: 256 x 201088 x 2880 (two token tiles, N tiles fastest: W read twice from DRAM; flops: 2TNK)',
     }[B];
-    add('unembedding', `matmul_bf16_gemm_f32<${gemmMT(B)}, false>`, name, 1, 0, matmulGemmUs(gemmMT(B), B, V, H));
+    add('unembedding', (gpu) => matmulGemmKernel(gemmMT(B), gpu), name, 1, 0, matmulGemmUs(gemmMT(B), B, V, H));
   }
   return ks;
 }

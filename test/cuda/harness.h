@@ -86,6 +86,20 @@ struct DeviceBuf {
 // LAB_SEEDS=N: N seeds, from LAB_SEED_FROM or 1), once natively. The schedule's name is added to any failure.
 void for_each_schedule(const std::function<void()>& fn);
 
+// Whether wgmma (sm_90a) runs here: under the emulator always; natively on compute capability 9.0
+// (elsewhere the wgmma kernels trap, and tests skip that instruction).
+inline bool has_wgmma() {
+#if defined(GPTOSS_CUDA_EMU)
+  return true;
+#else
+  int dev = 0, major = 0, minor = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  return major == 9 && minor == 0;
+#endif
+}
+
 // LAB_QUICK set (the mutation script sets it): tests may skip their real-shape cases, whose
 // small-shape siblings run the same code paths under every schedule.
 inline bool quick() { return std::getenv("LAB_QUICK") != nullptr; }

@@ -116,7 +116,14 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
     std::memcpy(&f, &u, 4);
     return f;
   }());
-  std::vector<float> first;  // the first schedule's output: every schedule must give its bits
+  // The default mode's 128-token tile runs on both instructions (mma.sync, and wgmma where it
+  // runs). Every run of one instruction must give the same bits; under the emulator, which rounds
+  // once per 16 k for both, so must the two instructions (on a GPU they may differ by the tensor
+  // core's internal rounding).
+  const int tm = c.tile_m ? c.tile_m : gptoss::matmul_bf16_gemm_tile_m_cuda(c.T);
+  const bool both = tm == 128 && !c.split && lab::has_wgmma();
+  std::vector<float> first[2];  // each instruction's first output
+  bool wgmma = false;
   auto run = [&] {
     if (c.accumulate) dy.upload(y0);
     else cudaMemset(dy.p, 0xff, dy.n * sizeof(float));
@@ -126,7 +133,7 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
     o.tile_m = c.tile_m;
     o.x_rows = c.rows.empty() ? nullptr : drows.p;
     o.k_splits = c.k_splits;
-    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p, c.sms};
+    o.ws = {dpart.p, dpart.n * sizeof(float), dtickets.p, c.sms, wgmma};
     gptoss::matmul_bf16_gemm_cuda(
         {dx.p, c.ldx, dw.p, c.bias ? db.p : nullptr, dy.p, c.ldy, c.T, c.N, c.K, c.accumulate, nullptr}, o, nullptr);
     const std::vector<float> got = dy.download();
@@ -140,24 +147,34 @@ void check(const Case& c, uint64_t seed, bool every_schedule = true) {
                   c.K, splits, i, i / (size_t(c.T) * c.N), i / c.N % c.T, i % c.N);
       }
     }
-    if (first.empty()) first = got;
-    else LAB_CHECK(std::memcmp(first.data(), got.data(), got.size() * 4) == 0, "T %d N %d K %d, %d splits: bits differ between schedules", c.T, c.N, c.K, splits);
+    const char* ins = wgmma ? "wgmma" : "mma.sync";
+    std::vector<float>& f = first[wgmma];
+    if (f.empty()) f = got;
+    else LAB_CHECK(std::memcmp(f.data(), got.data(), got.size() * 4) == 0, "T %d N %d K %d, %d splits, %s: bits differ between schedules", c.T, c.N, c.K, splits, ins);
+#if defined(GPTOSS_CUDA_EMU)
+    if (wgmma && !first[0].empty())
+      LAB_CHECK(std::memcmp(first[0].data(), got.data(), got.size() * 4) == 0, "T %d N %d K %d, %d splits: wgmma's bits differ from mma.sync's", c.T, c.N, c.K, splits);
+#endif
     for (int t = 0; t < c.T; ++t)
       for (int n = 0; n < c.N; ++n) {
         const size_t i = size_t(t) * c.ldy + n;
         const double s = S[size_t(t) * c.N + n] + 1e-30;
         const double e = std::fabs(double(got[i]) - want_staged[i]) / s, e2 = std::fabs(double(got[i]) - want[i]) / s;
-        LAB_CHECK(e <= tol_exact, "T %d N %d K %d%s: y[%d, %d] = %.9g, CPU on the staged x %.9g: error %.3g S > %.3g S", c.T,
-                  c.N, c.K, c.split ? " split" : "", t, n, got[i], want_staged[i], e, tol_exact);
-        LAB_CHECK(e2 <= tol, "T %d N %d K %d%s: y[%d, %d] = %.9g, CPU %.9g: error %.3g S > %.3g S", c.T, c.N, c.K,
-                  c.split ? " split" : "", t, n, got[i], want[i], e2, tol);
+        LAB_CHECK(e <= tol_exact, "T %d N %d K %d%s, %s: y[%d, %d] = %.9g, CPU on the staged x %.9g: error %.3g S > %.3g S", c.T,
+                  c.N, c.K, c.split ? " split" : "", ins, t, n, got[i], want_staged[i], e, tol_exact);
+        LAB_CHECK(e2 <= tol, "T %d N %d K %d%s, %s: y[%d, %d] = %.9g, CPU %.9g: error %.3g S > %.3g S", c.T, c.N, c.K,
+                  c.split ? " split" : "", ins, t, n, got[i], want[i], e2, tol);
       }
     for (int t = 0; t < c.T; ++t)
       for (int64_t n = c.N; n < c.ldy; ++n)
         if (!c.accumulate) LAB_CHECK(std::isnan(got[t * c.ldy + n]), "wrote y[%d, %lld] past N", t, (long long)n);
   };
-  if (every_schedule) lab::for_each_schedule(run);
-  else run();
+  for (bool wg : {false, true}) {
+    if (wg && !both) break;
+    wgmma = wg;
+    if (every_schedule) lab::for_each_schedule(run);
+    else run();
+  }
 }
 
 // ---- the tile layout ----
@@ -270,6 +287,26 @@ LAB_TEST("matmul_bf16: the GEMM's ldmatrix rows and tile stores are free of bank
   LAB_CHECK(g.size() == 2, "the unswizzled layout was expected to put 8 rows in 2 bank groups, got %zu", g.size());
 }
 
+LAB_TEST("matmul_bf16: the wgmma tile's W stage: each copy's place is 16 x its number, every (row, piece) once, in wgmma's core-matrix layout") {
+  using namespace gptoss::cuda::gemm;
+  std::vector<int> seen(256 * 4, 0);
+  for (int id = 0; id < 256 * 4; ++id) {
+    const int r = w_row(id), c = w_piece(id);
+    LAB_CHECK(r >= 0 && r < 256 && c >= 0 && c < 4, "copy %d: row %d piece %d", id, r, c);
+    LAB_CHECK(w_core(r, c) == uint32_t(16 * id), "copy %d: row %d piece %d at %u, not %d", id, r, c, w_core(r, c), 16 * id);
+    ++seen[r * 4 + c];
+    // the layout wgmma reads through (LBO 128, SBO 512): k half h of 16-k chunk c / 2 of row r
+    LAB_CHECK(w_core(r, c) == uint32_t((c >> 1) * 256 + (c & 1) * 128 + (r >> 3) * 512 + (r & 7) * 16), "row %d piece %d", r, c);
+  }
+  for (int i = 0; i < 256 * 4; ++i) LAB_CHECK(seen[i] == 1, "row %d piece %d filled %d times", i / 4, i % 4, seen[i]);
+  // 16-byte stores: each 8-copy phase of a warp lands in 8 distinct 16-byte bank groups
+  for (int p0 = 0; p0 < 256 * 4; p0 += 8) {
+    std::vector<uint32_t> a;
+    for (int id = p0; id < p0 + 8; ++id) a.push_back(w_core(w_row(id), w_piece(id)));
+    check_conflict_free("wgmma W fill", a);
+  }
+}
+
 LAB_TEST("matmul_bf16: GEMM matches CPU at K 2880 for 33 tokens and 127 rows, and 127 tokens x 136 rows (128-token tiles)") {
   if (!lab::quick()) check({33, 127, 2880, 2880, 127, true, false}, 31, false);
   if (!lab::quick()) check({127, 511, 2880, 2880, 511, true, false}, 32, false);
@@ -313,10 +350,13 @@ LAB_TEST("matmul_bf16: GEMM matches CPU with a K tail (K % 32 == 8) and K below 
 }
 
 LAB_TEST("matmul_bf16: wide GEMM tile (128 tokens x 256 rows, the default mode from 65 tokens) at the prefill's shapes") {
-  // Small siblings, every schedule: 2 token tiles (the second 2 rows) x 2 ragged row tiles (300:
-  // the second 44 rows), padded x and y rows, the residual add; split k (10 k tiles in 4, 4, 2);
-  // the rule's 2 splits of 2 x 2 tiles at K 512.
+  // Small siblings, every schedule, each on mma.sync and wgmma: 2 token tiles (the second 2 rows)
+  // x 2 ragged row tiles (300: the second 44 rows), padded x and y rows, the residual add; split k
+  // (10 k tiles in 4, 4, 2); the rule's 2 splits of 2 x 2 tiles at K 512.
   check({130, 300, 96, 100, 303, true, true}, 90);
+  // 11 k tiles, the last of 8 k: past wgmma's 8 stages (refilled), and an odd count (its steps go
+  // in pairs: the last adds zeros).
+  check({130, 264, 328, 328, 264, true, false}, 99);
   Case s{200, 520, 320, 320, 520, true, false};
   s.k_splits = 3;
   check(s, 91);

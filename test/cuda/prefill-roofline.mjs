@@ -15,7 +15,7 @@
 // default mode (prefill_step is true from 16 tokens; steps of more than 64 tokens are not graphs,
 // each launch counts the same assumed gap), mirrored here:
 //   embed; per layer: the attention's norm alone (rmsnorm_cuda: it is folded only into a GEMV), QKV
-//   on the bf16 GEMM (matmul_bf16_gemm_f32<4, false>: T > 32 takes 128-token tiles; the GEMM from
+//   on the bf16 GEMM (matmul_bf16_gemm_f32<4, false, on wgmma or not>: T > 32 takes 128-token tiles; the GEMM from
 //   16 tokens), rope fused with the KV append (rope_f32<true, bf16>), attention on the tensor-core
 //   prefill kernel (attention_prefill_bf16<split>: split in an exact program, so false in default
 //   mode), the output projection (+residual) on the GEMM, the MLP's norm + router GEMV + top-k in
@@ -53,14 +53,17 @@ import {
   kernelRec,
   lab,
   matmulGemm,
+  matmulGemmKernel,
   matmulGemmUs,
   models,
   moeGemm,
   moeGemmKernel,
   moeGemmUs,
+  l2PerSm,
   peakMmaPerClk,
   root,
   routerGemm,
+  setL2Feed,
   setMmaSyncShare,
   staticUs,
 } from './roofline-model.mjs';
@@ -93,6 +96,8 @@ const chunks = [
 // resident blocks; the busiest SM takes ceil(blocks / SMs) blocks of the mean cost, plus 2% for
 // each block's Q load, first tile and epilogue. Tokens x 64 heads x 64 dims of Q read and O
 // written, and each key's K and V once (the blocks share them through L2), are its DRAM floor.
+// The L2 -> SM feed assumed for the "L2-fed" column: A100's documented read bandwidth per clock.
+const L2_FEED_ASSUMED = 5120;
 const MASK_PTX = 146,
   NOT_TAKEN_PTX = 56,
   IDLE_PTX = 230;
@@ -104,7 +109,8 @@ function attnUs(T, p0, window, split) {
     const mmaPerTile = hot.mma;
     let instr = 0,
       mma = 0,
-      blocks = 0;
+      blocks = 0,
+      tiles = 0;
     for (let t0 = 0; t0 < T; t0 += 8) {
       const tl = Math.min(T, t0 + 8) - 1;
       const lo = (t) => (window ? Math.max(0, p0 + t - window + 1) : 0);
@@ -112,6 +118,7 @@ function attnUs(T, p0, window, split) {
         khi = p0 + tl;
       blocks++;
       for (let kb = klo; kb <= khi; kb += 64) {
+        tiles++;
         for (let w = 0; w < 4; w++) {
           let act = false,
             full = true;
@@ -131,7 +138,9 @@ function attnUs(T, p0, window, split) {
       }
     }
     const kv = 8; // KV heads: the grid's second dimension, the same work each
-    const perBlockClk = Math.max(instr / blocks / 4, mma / blocks / peakMmaPerClk(gpu)) * 1.02;
+    // L2: each tile's 64 keys of K and V (bf16, 16 KB) into the block (l2PerSm: none unless set)
+    const perBlockClk =
+      Math.max(instr / blocks / 4, mma / blocks / peakMmaPerClk(gpu), (tiles * 16384) / blocks / l2PerSm(gpu)) * 1.02;
     const tensorUs = (Math.ceil((kv * blocks) / g.sms) * perBlockClk) / (g.clockGHz * 1e3);
     const keys = p0 + T - (window ? Math.max(0, p0 - window + 1) : 0);
     const dramUs = ((T * QD * 4 * 2 + keys * KV_ROW) / (g.bandwidthGBs * 1e9)) * 1e6;
@@ -166,7 +175,7 @@ function step(mname, T, p0, last, split) {
     return Math.max(mem, matmulGemmUs(4, T, N, K, acc)(gpu));
   };
   add('norms', 'rmsnorm_f32_bf16w<true>', L, norm);
-  add('QKV', 'matmul_bf16_gemm_f32<4, false>', L, gemm(QKV, H, false));
+  add('QKV', (gpu) => matmulGemmKernel(4, gpu), L, gemm(QKV, H, false));
   // rope + KV append per token: Q and K rotated in place, K and V appended as bf16 (the lab.json
   // row's bytes per token, 40,964).
   add('rope + KV append', 'rope_f32<true, unsigned short>', L, (gpu) =>
@@ -174,7 +183,7 @@ function step(mname, T, p0, last, split) {
   );
   add('attention (full)', `attention_prefill_bf16<${split}>`, L / 2, attnUs(T, p0, 0, split));
   add('attention (window)', `attention_prefill_bf16<${split}>`, L / 2, attnUs(T, p0, WINDOW, split));
-  add('out', 'matmul_bf16_gemm_f32<4, false>', L, gemm(H, QD, true));
+  add('out', (gpu) => matmulGemmKernel(4, gpu), L, gemm(H, QD, true));
   // The MLP's norm, router GEMV and top-k (kernels/cuda/router_topk.cu, grid E / 4 x T): DRAM the
   // router's weights once, x read, the normalised row written; its loop streams each token's
   // block's 4 weight rows again (from L2) with x and the gain: ROUTER_PTX_PER_W_BYTE. From
@@ -196,7 +205,7 @@ function step(mname, T, p0, last, split) {
     );
   else {
     add('router', 'rmsnorm_f32_bf16w<true>', L, norm);
-    add('router', `matmul_bf16_gemm_f32<${gemmMT(T)}, false>`, L, gemm(E, H, false));
+    add('router', (gpu) => matmulGemmKernel(gemmMT(T), gpu), L, gemm(E, H, false));
     add('router', 'router_topk_kernel<false>', L, (gpu) =>
       staticUs('router_topk_kernel<false>', gpu, { blocks: T, bytes: T * (4 * E + 8 * KTOP) }),
     );
@@ -299,9 +308,13 @@ for (const gpu of Object.keys(lab.gpus))
         // how its peak is reached, so the same).
         setMmaSyncShare(gpu, gpu === 'H100 SXM' ? 2 / 3 : 1);
         const low = prefill(mname, P, eff, false, gpu);
+        // And with the L2 feed as a bound besides: A100's documented 5120 B/clk, assumed on H100.
+        setL2Feed(gpu, L2_FEED_ASSUMED);
+        const fed = prefill(mname, P, eff, false, gpu);
+        setL2Feed(gpu, undefined);
         setMmaSyncShare(gpu, 1);
         const ceiling = (flops(mname, P) / (PEAK_BF16_TFLOPS[gpu] * 1e12)) * 1e6;
-        rows.push({ gpu, mname, P, C, eff, chunk: eff === P ? 'whole prompt' : name, now, low, ceiling });
+        rows.push({ gpu, mname, P, C, eff, chunk: eff === P ? 'whole prompt' : name, now, low, fed, ceiling });
       }
     }
 const top = (groups, us) =>
@@ -311,13 +324,13 @@ const top = (groups, us) =>
     .map(([k, v]) => `${k} ${f((100 * v) / us)}%`)
     .join(', ');
 out.push(
-  `Predicted prefill, default mode (PREDICTIONS from the static roofline of the nvcc build and the tensor-core hand models; no GPU ran this). A prompt of P tokens in steps of at most C tokens of one sequence (the bench suite's prefill sweep: 512; the engine's default step budget on CUDA: ${engineDefault}, and 256, its default before; or one step), each step the kernels native/cuda/backend.cc launches for it, the last step with the last position's logits; an assumed ${GAP_US} µs per launch and ${NORM_PROLOGUE_US} µs per folded norm; uniform routing (E (1 - (1 - 4/E)^T) distinct experts read per layer per step). The grouped MoE GEMM runs on wgmma on an H100 (its dense peak, which the published 989 TFLOP/s is) and on mma.sync on an A100. Every other tensor-core kernel runs on mma.sync, taken at the dense peak ("predicted"; on an H100 an upper bound: what mma.sync reaches there is not measured) and at an assumed 2/3 of it on an H100 ("mma.sync at 2/3"; an assumption, not a figure from any source). Ceiling: the prefill's flops at the dense bf16 peak. Host work between steps and the logits' copy to the host are not counted.`,
+  `Predicted prefill, default mode (PREDICTIONS from the static roofline of the nvcc build and the tensor-core hand models; no GPU ran this). A prompt of P tokens in steps of at most C tokens of one sequence (the bench suite's prefill sweep: 512; the engine's default step budget on CUDA: ${engineDefault}, and 256, its default before; or one step), each step the kernels native/cuda/backend.cc launches for it, the last step with the last position's logits; an assumed ${GAP_US} µs per launch and ${NORM_PROLOGUE_US} µs per folded norm; uniform routing (E (1 - (1 - 4/E)^T) distinct experts read per layer per step). The grouped MoE GEMM's and the bf16 GEMM's 128-row tiles run on wgmma on an H100 (its dense peak, which the published 989 TFLOP/s is) and on mma.sync on an A100. Every other tensor-core kernel (the attention, the MoE GEMM's 64-row tile) runs on mma.sync, taken at the dense peak ("predicted"; on an H100 an upper bound: what mma.sync reaches there is not measured) and at an assumed 2/3 of it on an H100 ("mma.sync at 2/3"; an assumption, not a figure from any source). "L2-fed" adds the L2 -> SM feed as a bound on the tensor-core kernels (their operands' bytes per mma; test/cuda/roofline-model.mjs setL2Feed) at ${L2_FEED_ASSUMED} bytes per clock for the device, A100's documented figure, assumed on H100 (not documented there), with mma.sync at 2/3 on H100. Ceiling: the prefill's flops at the dense bf16 peak. Host work between steps and the logits' copy to the host are not counted.`,
   '',
-  '| GPU | model | prompt tokens | steps of | steps | launches | predicted ms | predicted tokens/s | mma.sync at 2/3: tokens/s | tensor-core ceiling tokens/s | largest shares |',
-  '|---|---|---|---|---|---|---|---|---|---|---|',
+  '| GPU | model | prompt tokens | steps of | steps | launches | predicted ms | predicted tokens/s | mma.sync at 2/3: tokens/s | L2-fed: tokens/s | tensor-core ceiling tokens/s | largest shares |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map(
     (r) =>
-      `| ${r.gpu} | ${r.mname} | ${r.P} | ${r.chunk} | ${r.now.steps} | ${r.now.launches} | ${f(r.now.us / 1e3, 1)} | ${f((1e6 * r.P) / r.now.us)} | ${f((1e6 * r.P) / r.low.us)} | ${f((1e6 * r.P) / r.ceiling)} | ${top(r.now.groups, r.now.us)} |`,
+      `| ${r.gpu} | ${r.mname} | ${r.P} | ${r.chunk} | ${r.now.steps} | ${r.now.launches} | ${f(r.now.us / 1e3, 1)} | ${f((1e6 * r.P) / r.now.us)} | ${f((1e6 * r.P) / r.low.us)} | ${f((1e6 * r.P) / r.fed.us)} | ${f((1e6 * r.P) / r.ceiling)} | ${top(r.now.groups, r.now.us)} |`,
   ),
   '',
 );

@@ -133,23 +133,54 @@ export const setMmaSyncShare = (gpu, share) => {
 export const peakWgmmaPerClk = (gpu) =>
   (PEAK_BF16_TFLOPS[gpu] * 1e12) / 4096 / (lab.gpus[gpu].sms * lab.gpus[gpu].clockGHz * 1e9);
 export const peakMmaPerClk = (gpu) => peakWgmmaPerClk(gpu) * mmaSyncShare[gpu];
+// The L2 -> SM feed: bytes per clock for the whole device, none (not a bound) unless a script
+// sets it (setL2Feed). A100's is documented (its whitepaper: 5120 B/clk of L2 read bandwidth);
+// H100's is not, so prefill-roofline.mjs also gives the prefill with an assumed 5120 B/clk there
+// (38.8 B/clk an SM; an assumption, measured by l2_feed in benchmarks/gpu.sh on a GPU). The
+// tensor-core kernels' operands come through it: their tiles' bytes per mma (below) bound the
+// rate at feed / SMs / bytes.
+let l2Feed = {};
+export const setL2Feed = (gpu, bytesPerClk) => {
+  l2Feed = { ...l2Feed, [gpu]: bytesPerClk };
+};
+export const l2PerSm = (gpu) => (l2Feed[gpu] ? l2Feed[gpu] / lab.gpus[gpu].sms : Infinity);
+// The bf16 GEMM's L2 bytes per mma: per block and 32-k tile, W (BN rows x 64 B) and x (BM rows x
+// 32 f32), over its 16 MT NT mma: the wide tile (either instruction) (16384 + 16384) / 512 = 64 B,
+// the 64-token tile 128, the 32-token 192.
+export const GEMM_L2_PER_MMA = { 1: (128 * 64 + 32 * 128) / 64, 2: (128 * 64 + 64 * 128) / 128, 4: (256 * 64 + 128 * 128) / 512 };
 // Which instruction the grouped MoE GEMM takes on a GPU (kernels/cuda/moe_mxfp4_gemm.cu,
 // moe_mxfp4_gemm_mma_for: wgmma on sm_90).
 export const moeWgmma = (gpu) => lab.gpus[gpu].arch === 'sm_90';
+// Which instruction the bf16 GEMM's 128-token tile takes (the backend's use_wgmma: wgmma on sm_90),
+// and the kernel's name.
+export const matmulGemmKernel = (MT, gpu) => `matmul_bf16_gemm_f32<${MT}, false, ${MT === 4 && moeWgmma(gpu)}>`;
+// The wgmma wide tile (kernels/cuda/matmul_bf16.cu, kWg): shared-memory bytes per mma, per block
+// and 32-k tile: the x fragments by ldmatrix (8 warps x 2 x 512 B), wgmma's B (each warpgroup's
+// two m64n256k16 read all 256 rows x 64 B: 2 x 16 KB) and the fills (W 16 KB, x 8 KB): 64 KB over
+// 512 mma.
+export const GEMM_WGMMA_SMEM_PER_MMA = (8 * 2 * 512 + 2 * 256 * 64 + 256 * 64 + 128 * 64) / 512;
 // The bf16 GEMM (kernels/cuda/matmul_bf16.cu, default mode): mma per clock per SM = min(dense bf16
 // peak, 4 schedulers / PTX instructions per mma of the k loop (static.json's hot loop),
 // shared-memory bandwidth / bytes per mma); the busiest SM takes ceil(blocks / SMs) blocks; split
 // k: k_splits blocks per tile, each its share of the k tiles; the wide tile's split-k tail
 // (GEMM_TAIL_L2_BYTES_PER_CLK) added. (decode-roofline.mjs adds its own tail for every split
-// launch, 128 columns wide.) residual: y is read and written (the attention output). µs.
+// launch, 128 columns wide.) residual: y is read and written (the attention output). On wgmma
+// (the wide tile on an H100): the peak is wgmma's, the issue term the k loop's PTX per step (its
+// hot loop holds two steps, 2 wgmma each) for 512 mma a block. µs.
 export function matmulGemmUs(MT, T, N, K, residual = false) {
   return (gpu) => {
     const g = lab.gpus[gpu];
-    const kernel = `matmul_bf16_gemm_f32<${MT}, false>`;
+    const kernel = matmulGemmKernel(MT, gpu);
+    const wgmma = kernel.endsWith('true>');
     const NT = gemmNT(MT),
       BN = gemmBN(MT);
-    const loop = kernelRec(kernel, gpu).hotLoop.instructions; // per warp and 32-k tile: 2 MT NT mma
-    const rate = Math.min(peakMmaPerClk(gpu), (4 * 2 * MT * NT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const hot = kernelRec(kernel, gpu).hotLoop;
+    // per warp and 32-k tile: 2 MT NT mma (wgmma: the block's 512 over its 8 warps)
+    const loop = wgmma ? hot.instructions / (hot.wgmma / 2) : hot.instructions;
+    const rate = wgmma
+      ? Math.min(peakWgmmaPerClk(gpu), (4 * 64) / loop, SMEM_BYTES_PER_CLK / GEMM_WGMMA_SMEM_PER_MMA)
+      : Math.min(peakMmaPerClk(gpu), (4 * 2 * MT * NT) / loop, SMEM_BYTES_PER_CLK / GEMM_SMEM_PER_MMA[MT]);
+    const fed = Math.min(rate, l2PerSm(gpu) / GEMM_L2_PER_MMA[MT]);
     const ks = kSplits(T, N, K, g.sms);
     const blocks = Math.ceil(N / BN) * Math.ceil(T / (32 * MT)) * ks;
     const mmaPerBlock = 8 * Math.ceil(Math.ceil(K / 32) / ks) * 2 * MT * NT; // padding rows and columns included
@@ -157,7 +188,7 @@ export function matmulGemmUs(MT, T, N, K, residual = false) {
       NT === 8 && ks > 1
         ? ((ks + (residual ? 1 : 0)) * Math.min(T, 32 * MT) * Math.min(N, BN) * 4) / GEMM_TAIL_L2_BYTES_PER_CLK
         : 0;
-    return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / rate + tailClk) / (g.clockGHz * 1e3);
+    return ((Math.ceil(blocks / g.sms) * mmaPerBlock) / fed + tailClk) / (g.clockGHz * 1e3);
   };
 }
 // The grouped MXFP4 GEMM (kernels/cuda/moe_mxfp4_gemm.cu): an item is 256 weight rows x one m-tile
@@ -199,15 +230,21 @@ export function moeGemmUs(gateUp, B, E, tileRows, wgmma) {
     const ntn = Math.ceil(rowsN / 256),
       warpTiles = wgmma ? 8 * ntn : rowsN / 32; // warps that compute (with mma.sync the last n-tile's other warps skip the math)
     const peak = wgmma ? peakWgmmaPerClk(gpu) : peakMmaPerClk(gpu);
-    const itemClk = (pairs) =>
-      Math.max(((8 * nb * (base + PER_PAIR * (wgmma ? 0 : pairs))) / 4) * 1.02, (8 * nb * 8 * pairs) / peak);
+    // L2 bytes per step: 256 weight rows' 16-byte blocks and scales, the m-tile's token rows (bf16,
+    // 64 B each; rows past the tile's tokens repeat its last, from L1).
+    const itemClk = (pairs, rows) =>
+      Math.max(
+        ((8 * nb * (base + PER_PAIR * (wgmma ? 0 : pairs))) / 4) * 1.02,
+        (8 * nb * 8 * pairs) / peak,
+        (nb * (256 * 17 + rows * 64)) / l2PerSm(gpu),
+      );
     let items = 0,
       clk = 0;
     binomial(B, KTOP / E).forEach((p, n) => {
       for (let r = n; r > 0; r -= tileRows) {
         const rows = Math.min(tileRows, r);
         items += E * p * ntn;
-        clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16));
+        clk += E * p * (warpTiles / 8) * itemClk(Math.ceil(rows / 16), rows);
       }
     });
     return (Math.ceil(items / g.sms) * (clk / items)) / (g.clockGHz * 1e3);
