@@ -12,8 +12,9 @@
 #      per-kernel counts of LDG.E.128, HMMA, LDL and STL into sass-counts.md (test/cuda/sass-counts.mjs),
 #      where cuobjdump exists (nvcc 13 on the build machine ships none)
 #   2c. the mma.sync rate (build-cuda-native/mma_peak: bf16 m16n8k16, f32 accumulate, from
-#      registers) and on an sm_90 the wgmma rate: what test/cuda/roofline-model.mjs takes as
-#      PEAK_BF16_TFLOPS (wgmma's) and mma.sync's share of it (setMmaSyncShare)
+#      registers), on an sm_90 the wgmma rates (m64n128k16, the MoE GEMM's; m64n256k16, the bf16
+#      GEMM's), and the L2 -> SM feed: what test/cuda/roofline-model.mjs takes as PEAK_BF16_TFLOPS
+#      (wgmma's), mma.sync's share of it (setMmaSyncShare) and the L2 feed (setL2Feed)
 #   3. gptoss check --device cuda (parity with the reference's logits on the fixtures)
 #   4. gptoss bench suite --device cuda --synthetic 20b and 120b
 # Everything lands in one folder (default gpu-results/<date>-<commit>/) with summary.txt.
@@ -64,7 +65,7 @@ else
 fi
 
 if [ -x build-cuda-native/mma_peak ]; then
-  step "mma.sync and wgmma rates (the tensor-core models' peak)" mma-peak.txt build-cuda-native/mma_peak
+  step "mma.sync and wgmma rates, L2 feed (the tensor-core models' peak and feed)" mma-peak.txt build-cuda-native/mma_peak
   grep '^best' "$OUT/mma-peak.txt" | sed 's/^/      /' | tee -a "$summary" >/dev/null
 else
   say "SKIP  mma.sync and wgmma rates: build-cuda-native/mma_peak missing (run npm run build:cuda-native where nvcc is)"

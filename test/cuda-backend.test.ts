@@ -514,6 +514,37 @@ describe.skipIf(!hasCuda)('CUDA backend (cuda)', () => {
     }
   });
 
+  // A 300-token prompt in one step takes the 128-row tiles of both tensor-core GEMMs: the bf16
+  // GEMM's 128 x 256 tile (QKV, the attention output) and the grouped MXFP4 GEMM's 128-row m-tile
+  // (tiny-b: 150 slots per expert), each on wgmma where the device is compute capability 9.0, as
+  // the emulator reports. Default mode's last-position logits agree with the CPU's (fp32) within
+  // its 1e-2.
+  it.skipIf(missing.length > 0)(
+    "a 300-token prompt on the 128-row tiles (wgmma on the emulator's 9.0) gives the CPU's logits within default mode's bound",
+    async () => {
+      const { loadModel } = await import('../lib/index.js');
+      const { join } = await import('node:path');
+      const { relErr } = await import('./helpers/checkpoint.js');
+      const dir = join(fixtures, 'tiny-b', 'hf');
+      const cpu = await loadModel(dir, { device: 'cpu', mode: 'fp32' });
+      const prompt = Array.from({ length: 300 }, (_, j) => (j * 31 + 7) % cpu.config.vocabSize);
+      let want: Float32Array;
+      try {
+        want = await cpu.createSession().forward(prompt, { logits: 'last' });
+      } finally {
+        cpu.dispose();
+      }
+      const model = await loadModel(dir, { device: 'cuda', mode: 'default' });
+      try {
+        const got = await model.createSession().forward(prompt, { logits: 'last' });
+        expect(got.length).toBe(want.length);
+        expect(relErr(got, want)).toBeLessThan(1e-2);
+      } finally {
+        model.dispose();
+      }
+    },
+  );
+
   // The backend folds each norm into the GEMV after it (and the MLP's router top-k too), and launches
   // rope + KV append and the experts + their combine as one fused kernel each (launch_fused in
   // native/cuda/backend.cc); GPTOSS_CUDA_FUSE=0, read when a program is made, launches every op

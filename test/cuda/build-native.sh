@@ -20,7 +20,7 @@ $CXX $FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2 -mfma
 wait
 nvcc $FLAGS -lineinfo -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a \
   kernels/cuda/*.cu test/cuda/*_test.cu test/cuda/main.cu $OUT/obj/*.o -o $OUT/cuda_tests -lpthread
-# The mma.sync and wgmma rate probe (test/cuda/mma_peak.cu): the tensor-core models' peak, measured by gpu.sh.
+# The mma.sync and wgmma rate and L2 feed probe (test/cuda/mma_peak.cu): the tensor-core models' peak and feed, measured by gpu.sh.
 nvcc $FLAGS -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a test/cuda/mma_peak.cu \
   -o $OUT/mma_peak
 echo "build-native: $OUT/cuda_tests, $OUT/mma_peak (sm_80, sm_90a)"

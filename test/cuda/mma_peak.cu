@@ -1,6 +1,7 @@
 // mma_peak: the rate at which this GPU sustains mma.sync.m16n8k16 with bf16 inputs and f32
 // accumulators, the instruction most tensor-core kernels here issue, and on an sm_90 also wgmma
-// (the grouped MoE GEMM's 128-row tile: kernels/cuda/mma.cuh, wgmma_m128n_k32_rs). The hand
+// (the grouped MoE GEMM's 128-row tile: kernels/cuda/mma.cuh, wgmma_m128n_k32_rs; the bf16 GEMM's
+// wide tile: wgmma_m64n256_k32_rs), and the L2 -> SM feed the operands come through. The hand
 // models (test/cuda/roofline-model.mjs, PEAK_BF16_TFLOPS) take each GPU's dense bf16 peak, 989
 // TFLOP/s on an H100 SXM, as wgmma's rate and as mma.sync's at most (the prefill predictions also
 // at an assumed 2/3 for mma.sync there). Native only: built by test/cuda/build-native.sh and run by
@@ -57,6 +58,50 @@ __global__ void __launch_bounds__(256) wgmma_loop(float* sink, int iters) {
   for (auto& t : acc)
     for (float v : t) s += v;
   if (s == 1234.5f) sink[blockIdx.x] = s;
+}
+
+// The dense bf16 GEMM's step (kernels/cuda/matmul_bf16.cu, kWg): per warpgroup 64 x 256 x 32 (2
+// wgmma m64n256k16), B (256 rows x 32 k, 16 KB) from shared memory, one group in flight.
+__global__ void __launch_bounds__(256) wgmma256_loop(float* sink, int iters) {
+  extern __shared__ __align__(128) uint16_t b256[];
+  for (int i = threadIdx.x; i < 256 * 32; i += blockDim.x) b256[i] = 0x3c00;
+  __syncthreads();
+  uint32_t a[2][4];
+  for (auto& c : a)
+    for (uint32_t& v : c) v = 0x3c003c00u ^ (threadIdx.x & 7);
+  float acc[128] = {};
+  const uint64_t d0 = gptoss::cuda::wgmma_desc(b256, 128, 512);
+  const uint64_t desc[2] = {d0, d0 + 16};
+  for (int i = 0; i < iters; ++i) {
+    gptoss::cuda::wgmma_fence();
+    gptoss::cuda::wgmma_m64n256_k32_rs(acc, a, desc);
+    gptoss::cuda::wgmma_commit();
+    gptoss::cuda::wgmma_wait<1>();
+  }
+  gptoss::cuda::wgmma_wait<0>();
+  gptoss::cuda::wgmma_keep(acc);
+  float s = 0.f;
+  for (float v : acc) s += v;
+  if (s == 1234.5f) sink[blockIdx.x] = s;
+}
+
+// The L2 -> SM feed (test/cuda/roofline-model.mjs setL2Feed; the prefill's "L2-fed" column assumes
+// A100's documented 5120 B/clk on an H100): every block streams a buffer that fits the L2 with
+// 16-byte loads that bypass L1 (ld.global.cg), each block from its own offset.
+__global__ void l2_loop(const uint4* __restrict__ buf, unsigned n, int passes, unsigned* sink) {
+  unsigned x = 0;
+  const unsigned stride = gridDim.x * blockDim.x, count = n / stride;
+  for (int p = 0; p < passes; ++p) {
+    unsigned i = unsigned((size_t(blockIdx.x) * 977 * blockDim.x + threadIdx.x + size_t(p) * 4096) % n);
+#pragma unroll 4
+    for (unsigned c = 0; c < count; ++c) {
+      const uint4 v = __ldcg(buf + i);
+      x ^= v.x ^ v.y ^ v.z ^ v.w;
+      i += stride;
+      if (i >= n) i -= n;
+    }
+  }
+  if (x == 0x12345678u) sink[blockIdx.x] = x;
 }
 
 bool ok(cudaError_t e, const char* what) {
@@ -116,6 +161,34 @@ int main() {
       if (tflops > wbest) wbest = tflops;
     }
     std::printf("best wgmma: %.1f TFLOP/s (m64n128k16 bf16, f32 accumulate, A from registers)\n", wbest);
+    const int smem256 = 256 * 32 * 2, witers = 1 << 13;
+    wgmma256_loop<<<sms, 256, smem256>>>(sink, 16);
+    cudaEventRecord(t0);
+    wgmma256_loop<<<sms, 256, smem256>>>(sink, witers);
+    cudaEventRecord(t1);
+    if (!ok(cudaEventSynchronize(t1), "wgmma256_loop")) return 1;
+    float ms = 0;
+    cudaEventElapsedTime(&ms, t0, t1);
+    std::printf("wgmma m64n256k16 (the bf16 GEMM's), 2 warpgroups x 1 block per SM: %8.1f TFLOP/s\n",
+                double(sms) * 2 * witers * (2.0 * 64 * 256 * 32) / (ms * 1e-3) / 1e12);
   }
+  // L2 feed: 24 MB (under an H100's 50 MB and an A100's 40 MB of L2), 4 blocks of 512 an SM.
+  const unsigned n = (24u << 20) / 16;
+  uint4* buf = nullptr;
+  if (!ok(cudaMalloc(&buf, size_t(n) * 16), "cudaMalloc (L2 buffer)")) return 1;
+  cudaMemset(buf, 1, size_t(n) * 16);
+  const int blocks = sms * 4, threads = 512, passes = 16;
+  l2_loop<<<blocks, threads>>>(buf, n, 1, reinterpret_cast<unsigned*>(sink));  // warm: into L2
+  cudaEventRecord(t0);
+  l2_loop<<<blocks, threads>>>(buf, n, passes, reinterpret_cast<unsigned*>(sink));
+  cudaEventRecord(t1);
+  if (!ok(cudaEventSynchronize(t1), "l2_loop")) return 1;
+  float ms = 0;
+  cudaEventElapsedTime(&ms, t0, t1);
+  const unsigned stride = unsigned(blocks) * threads;
+  const double bytes = double(passes) * double(n / stride) * stride * 16;
+  std::printf("L2 feed: %.2f TB/s, %.0f bytes per clock (at the reported clock), %.1f per SM\n", bytes / (ms * 1e-3) / 1e12,
+              khz > 0 ? bytes / (ms * 1e-3) / (khz * 1e3) : 0.0, khz > 0 ? bytes / (ms * 1e-3) / (khz * 1e3) / sms : 0.0);
+  cudaFree(buf);
   return 0;
 }
