@@ -264,7 +264,8 @@ void launch(const MatmulBf16Args& a, const float* x, float* y, int rows_per_warp
 // from L2 so they are never written back. Which block is last depends on timing; the bits do not.
 // Sum order: for each output, k16 steps in increasing k, each one mma (kSplit: hi then lo), per
 // split, then the splits in order; it depends only on K and the splits, so a token's result is the
-// same whatever the other tokens or BM.
+// same whatever the other tokens or BM (on one instruction: where the wide tile takes wgmma, the
+// narrow tiles' mma.sync may round differently inside the tensor core).
 // kWg (sm_90a, the wide tile only): wgmma instead of mma.sync, the same block tile, products and k
 // order (one wgmma per 16 k, in order; only the tensor core's internal rounding may differ).
 // Warpgroup wg (warps 4 wg..4 wg + 3) computes its 64 tokens x all 256 weight rows: A = its x
@@ -421,6 +422,7 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     // x times the last tile's weights.
     auto step = [&](int kt, auto par) {
       cp_async_wait<kAhead - 1>();  // this thread's copies of W tile kt have landed
+      fence_proxy_async();          // its W writes (copies, the K tail's zeros), before wgmma reads them
       // After it: W tile kt and x tile kt (stored in step kt - 1) are visible to all, every warp
       // is past step kt - 1's ldmatrix (x buffer (kt + 1) & 1 is free) and every warpgroup has
       // retired step kt - 2's wgmma (its wgmma_wait<1> in step kt - 1), the last reader of the W

@@ -121,6 +121,16 @@ __device__ __forceinline__ void cp_async_wait() {
 #define GPTOSS_HAS_WGMMA 1
 #endif
 
+// fence.proxy.async for shared memory: wgmma reads B through the async proxy, while stores and
+// cp.async write through the generic one. Each thread that wrote a B tile fences after its
+// writes are done (cp.async waited for) and before the barrier that hands the tile to the
+// warpgroups (PTX ISA, "Memory Consistency Model", proxies). The emulator has one proxy: a no-op.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(GPTOSS_HAS_WGMMA) && !defined(GPTOSS_CUDA_EMU)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
 // The descriptor of a K-major, no-swizzle B at p (PTX ISA "Matrix Descriptor Format": bits 0-13
 // the shared address >> 4, 16-29 lbo >> 4, 32-45 sbo >> 4, swizzle mode 0). Moving the start on by
 // b bytes (16-byte multiples, staying under 256 KB) adds b >> 4.

@@ -291,7 +291,7 @@ struct GemmArgs {
 // remark C7518, which test/cuda/static.mjs fails on): the width is a predicate inside one asm
 // (wgmma_m128n_k32_rs), the steps go in pairs (an odd K's last pair adds zero weights), and every
 // warpgroup computes, the last n-tile's rows past N included (not stored). k loop, PTX per step and
-// warp (nvcc 13): about 166 instructions: 8 setp, 32 predicated wgmma and 126 others.
+// warp (nvcc 13): about 167 instructions: 8 setp, 32 predicated wgmma, a proxy fence and 126 others.
 template <bool kGateUp, int kPairs, bool kWg>
 __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_gemm_kernel(GemmArgs a) {
   using Tl = Tile<kPairs, kWg>;
@@ -385,6 +385,7 @@ __global__ void __launch_bounds__(kThreads, Tile<kPairs>::kCtasPerSm) moe_mxfp4_
     // (wgmma's steps go in pairs) adds zero weights times the last stage's tokens.
     auto step = [&](int kb, auto pairs, auto par) {
       cp_async_wait<kAhead - 1>();
+      if constexpr (kWg) fence_proxy_async();  // its token rows' copies, before wgmma reads them
       // Stage kb landed for every thread; the stage refilled below was last read at step
       // kb + kAhead - kStages: done by every warp (mma.sync: kb - 1) or retired by every
       // warpgroup (wgmma: kb - 2, by the wgmma_wait<1> of step kb - 1).

@@ -38,6 +38,7 @@ __global__ void mma_loop(float* sink, int iters) {
 __global__ void __launch_bounds__(256) wgmma_loop(float* sink, int iters) {
   __shared__ __align__(128) uint16_t b[128 * 32];
   for (int i = threadIdx.x; i < 128 * 32; i += blockDim.x) b[i] = 0x3c00;
+  gptoss::cuda::fence_proxy_async();  // the stores, before wgmma reads them (the async proxy)
   __syncthreads();
   uint32_t a[2][2][4];
   for (auto& c : a)
@@ -65,6 +66,7 @@ __global__ void __launch_bounds__(256) wgmma_loop(float* sink, int iters) {
 __global__ void __launch_bounds__(256) wgmma256_loop(float* sink, int iters) {
   extern __shared__ __align__(128) uint16_t b256[];
   for (int i = threadIdx.x; i < 256 * 32; i += blockDim.x) b256[i] = 0x3c00;
+  gptoss::cuda::fence_proxy_async();
   __syncthreads();
   uint32_t a[2][4];
   for (auto& c : a)

@@ -291,6 +291,7 @@ __global__ void wgmma_kernel(const uint32_t* afrag, const uint16_t* bimg, int bw
   uint16_t* s = dynamic_shared<uint16_t>();
   const int t = threadIdx.x;
   for (int i = t; i < bwords; i += 128) s[i] = bimg[i];
+  fence_proxy_async();  // the stores, before wgmma reads them (a no-op under the emulator)
   __syncthreads();
   float d[2][64];
   for (auto& row : d) for (float& v : row) v = 0.f;
@@ -373,6 +374,7 @@ __global__ void wgmma_misuse_kernel(float* out, int misuse) {
   uint16_t* s = dynamic_shared<uint16_t>();
   const int t = threadIdx.x;
   for (int i = t; i < 16 * 16; i += 128) s[i] = 0x3f80;  // B = 1
+  fence_proxy_async();
   __syncthreads();
   float d[2][64];
   for (auto& row : d) for (float& v : row) v = 0.f;
