@@ -147,7 +147,11 @@ export const l2PerSm = (gpu) => (l2Feed[gpu] ? l2Feed[gpu] / lab.gpus[gpu].sms :
 // The bf16 GEMM's L2 bytes per mma: per block and 32-k tile, W (BN rows x 64 B) and x (BM rows x
 // 32 f32), over its 16 MT NT mma: the wide tile (either instruction) (16384 + 16384) / 512 = 64 B,
 // the 64-token tile 128, the 32-token 192.
-export const GEMM_L2_PER_MMA = { 1: (128 * 64 + 32 * 128) / 64, 2: (128 * 64 + 64 * 128) / 128, 4: (256 * 64 + 128 * 128) / 512 };
+export const GEMM_L2_PER_MMA = {
+  1: (128 * 64 + 32 * 128) / 64,
+  2: (128 * 64 + 64 * 128) / 128,
+  4: (256 * 64 + 128 * 128) / 512,
+};
 // Which instruction the grouped MoE GEMM takes on a GPU (kernels/cuda/moe_mxfp4_gemm.cu,
 // moe_mxfp4_gemm_mma_for: wgmma on sm_90).
 export const moeWgmma = (gpu) => lab.gpus[gpu].arch === 'sm_90';
