@@ -337,19 +337,35 @@ __global__ void __launch_bounds__(gemm::kThreads, kSplit || gemm::warp_nt(MT, kS
     const int id = tid + i * gemm::kThreads, t = m0 + (id >> 2);
     arow[i] = (id < kAChunks && t < T) ? x + int64_t(x_rows ? x_rows[t] : t) * ldx + (id & 3) * 8 : nullptr;
   }
-  // (The weight row addresses are recomputed per tile: two IMADs, where keeping them would cost
-  // the registers that made sm_90 spill.)
-  // wgmma: copy id fills row w_row(id), piece w_piece(id), at its core-matrix place, 16 id.
+  // mma.sync: the weight row addresses are recomputed per tile (two IMADs, where keeping them
+  // would cost the registers that made sm_90 spill). wgmma (192 registers, room to spare): copy id
+  // fills row w_row(id), piece w_piece(id) (the same piece for all of a thread's copies), at its
+  // core-matrix place 16 id, from row pointers resolved once and moved on by a tile per step.
+  const uint16_t* wrow[kWg ? kWPer : 1];
+  const int wk0 = (kt0 * kBK) + (kWg ? w_piece(tid) * 8 : 0);  // wgmma: this thread's first k
+  if constexpr (kWg) {
+#pragma unroll
+    for (int i = 0; i < kWPer; ++i) wrow[i] = w + int64_t(min(n0 + w_row(tid + i * gemm::kThreads), N - 1)) * K + wk0;
+  }
   auto load_w = [&](int kt) {
     unsigned char* tile = ws + (kt & (kWStages - 1)) * kWTile;
+    if constexpr (kWg) {
+      const bool in = wk0 + kt * kBK < K;
 #pragma unroll
-    for (int i = 0; i < kWPer; ++i) {
-      const int id = tid + i * gemm::kThreads;
-      const int r = kWg ? w_row(id) : id >> 2, c = kWg ? w_piece(id) : id & 3;
-      const int k = (kt0 + kt) * kBK + c * 8;
-      unsigned char* dst = tile + (kWg ? 16 * id : swizzle(r, c));
-      if (k < K) cp_async16(dst, w + int64_t(min(n0 + r, N - 1)) * K + k);
-      else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      for (int i = 0; i < kWPer; ++i) {
+        unsigned char* dst = tile + 16 * (tid + i * gemm::kThreads);
+        if (in) cp_async16(dst, wrow[i] + kt * kBK);
+        else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kWPer; ++i) {
+        const int id = tid + i * gemm::kThreads, r = id >> 2, c = id & 3;
+        const int k = (kt0 + kt) * kBK + c * 8;
+        unsigned char* dst = tile + swizzle(r, c);
+        if (k < K) cp_async16(dst, w + int64_t(min(n0 + r, N - 1)) * K + k);
+        else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      }
     }
   };
   float4 ra[kAPer][2];
