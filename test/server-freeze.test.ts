@@ -54,7 +54,9 @@ describe('a hostile prompt does not freeze the server', () => {
     // Warm the paths the measurement uses (first-request setup is not the freeze in question).
     expect((await chat('Hello')).status).toBe(200);
     const stream = await chat('Tell me a story', { stream: true, max_tokens: 400, temperature: 1 });
-    expect(stream.status).toBe(200);
+    // (Once, in a full CI run, this was a 400; not reproduced alone or under CPU load: the body
+    // says which 400.)
+    expect(stream.status, stream.status === 200 ? '' : await stream.text()).toBe(200);
     const hostile = chat('a'.repeat(300_000));
     const [health, gap, res] = await Promise.all([slowestHealth(hostile), longestGap(stream), hostile]);
     // Too long for this engine's 512-token context: a 400 saying so, once tokenised.
