@@ -71,6 +71,16 @@ inline __m512 scale_pair(const uint8_t* s) {
   return _mm512_mask_broadcastss_ps(_mm512_set1_ps(kE8m0Half[s[0]]), 0xFF00, _mm_load_ss(&kE8m0Half[s[1]]));
 }
 
+// A block pair's unscaled dot product with one token's x (split_hilo's layout: even hi, odd hi,
+// even lo, odd lo): one chain of four vdpbf16ps from zero, the same for every R and NT, so a token's
+// bits do not depend on batching.
+inline __m512 pair_dot(__m512bh we, __m512bh wo, const uint16_t* x) {
+  __m512 d = _mm512_dpbf16_ps(_mm512_setzero_ps(), we, (__m512bh)_mm512_loadu_si512(x));
+  d = _mm512_dpbf16_ps(d, wo, (__m512bh)_mm512_loadu_si512(x + 32));
+  d = _mm512_dpbf16_ps(d, we, (__m512bh)_mm512_loadu_si512(x + 64));
+  return _mm512_dpbf16_ps(d, wo, (__m512bh)_mm512_loadu_si512(x + 96));
+}
+
 // R rows against NT tokens. Per (row, token) the operations are the same whatever R and NT are
 // (a chain of four vdpbf16ps per block pair from zero, one f32 FMA by the pair's scales, the lone
 // last block on 8 lanes, one final reduction), so results do not depend on tiling or batching.
@@ -98,20 +108,14 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
       o = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), lut);
     };
     if constexpr (NT == 1) {  // each row decoded where it is used: R = 8 fits the registers
-      const __m512bh he = (__m512bh)_mm512_loadu_si512(xs + size_t(p) * 128);
-      const __m512bh ho = (__m512bh)_mm512_loadu_si512(xs + size_t(p) * 128 + 32);
-      const __m512bh le = (__m512bh)_mm512_loadu_si512(xs + size_t(p) * 128 + 64);
-      const __m512bh lo = (__m512bh)_mm512_loadu_si512(xs + size_t(p) * 128 + 96);
+      const uint16_t* x = xs + size_t(p) * 128;
       for (int i = 0; i < R; ++i) {
         __m512bh we, wo;
         decode(i, we, wo);
-        __m512 d = _mm512_dpbf16_ps(_mm512_setzero_ps(), we, he);
-        d = _mm512_dpbf16_ps(d, wo, ho);
-        d = _mm512_dpbf16_ps(d, we, le);
-        d = _mm512_dpbf16_ps(d, wo, lo);
-        acc[i][0] = _mm512_fmadd_ps(d, scale_pair(scales + i * size_t(nblocks) + 2 * p), acc[i][0]);
+        acc[i][0] = _mm512_fmadd_ps(pair_dot(we, wo, x), scale_pair(scales + i * size_t(nblocks) + 2 * p), acc[i][0]);
       }
-      continue;
+      continue;  // not an else: GCC 12 keeps 3 of the four-token tile's 16 accumulators on the stack
+                 // this way, all 16 with the code below in an else branch
     }
     __m512bh we[R], wo[R];
     for (int i = 0; i < R; ++i) decode(i, we[i], wo[i]);
@@ -119,15 +123,7 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
     for (int i = 0; i < R; ++i) sc[i] = scale_pair(scales + i * size_t(nblocks) + 2 * p);
     for (int t = 0; t < NT; ++t) {
       const uint16_t* x = xs + t * ldx + size_t(p) * 128;
-      const __m512bh he = (__m512bh)_mm512_loadu_si512(x), ho = (__m512bh)_mm512_loadu_si512(x + 32);
-      const __m512bh le = (__m512bh)_mm512_loadu_si512(x + 64), lo = (__m512bh)_mm512_loadu_si512(x + 96);
-      for (int i = 0; i < R; ++i) {
-        __m512 d = _mm512_dpbf16_ps(_mm512_setzero_ps(), we[i], he);
-        d = _mm512_dpbf16_ps(d, wo[i], ho);
-        d = _mm512_dpbf16_ps(d, we[i], le);
-        d = _mm512_dpbf16_ps(d, wo[i], lo);
-        acc[i][t] = _mm512_fmadd_ps(d, sc[i], acc[i][t]);
-      }
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(pair_dot(we[i], wo[i], x), sc[i], acc[i][t]);
     }
   }
   if (nblocks & 1) {  // the last block alone, on 8 lanes
@@ -151,7 +147,7 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
     for (int t = 0; t < NT; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
 }
 
-// `rows` rows in groups of R, then groups of 4, then one at a time.
+// Rows [r, rows) in groups of R while a whole group is left; returns the first row not taken.
 template <int R, int NT>
 inline int rows_groups(const uint8_t* blocks, const uint8_t* scales, int r, int rows, int nblocks, const uint16_t* xs,
                        int64_t ldx, float* y, int64_t ldy) {
@@ -171,11 +167,11 @@ inline void rows_all(const uint8_t* blocks, const uint8_t* scales, int rows, int
   // One token (decode): eight rows, each decoded where it is used (8 accumulators in registers, not
   // 16 decoded vectors), so twice the rows' lines are in flight a step. The 24-layer synthetic 20b's
   // decode, two threads, this VM, builds alternating over four rounds: 10.1-12.0 tokens/s against
-  // 8.6-11.3 with four rows, faster in every round. Twelve or sixteen rows were no better in a
-  // microbenchmark of cold expert slices.
+  // 8.6-11.3 with four rows, faster in every round. Twelve rows were no better in the engine's
+  // kernel bench; sixteen were slower in a microbenchmark of cold expert slices.
   const size_t row_bytes = size_t(nblocks) * 16;
   int r = 0;
-  if (NT == 1) r = rows_groups<8, NT>(blocks, scales, r, rows, nblocks, xs, ldx, y, ldy);
+  if constexpr (NT == 1) r = rows_groups<8, NT>(blocks, scales, r, rows, nblocks, xs, ldx, y, ldy);
   r = rows_groups<4, NT>(blocks, scales, r, rows, nblocks, xs, ldx, y, ldy);
   for (; r < rows; ++r)
     rows_bf16<1, NT>(blocks + r * row_bytes, scales + size_t(r) * nblocks, nblocks, xs, ldx, y + r, ldy, nullptr);
