@@ -180,6 +180,26 @@ describe.runIf(opDevices('moe_mxfp4').includes('cpu') && addon().deviceInfo().cp
       expect(Array.from(fast)).not.toEqual(Array.from(exact));
       expect(relErr(fast, exact)).toBeLessThan(1e-5);
     });
+
+    // Four-block steps build a block's scale from its byte as an exponent field (no table): byte 0
+    // is 2^-127, a subnormal, not zero. A down row whose seven blocks (a four-block step, a pair, a
+    // lone block) all have byte 0 and no bias is ~1e-37, and must be what the f32 path gives.
+    it("scale byte 0 (2^-127, subnormal) is kept in 'default' as in 'fp32'", async () => {
+      const T = 1;
+      const d = setup(T, (_, j) => j, 5);
+      const rows = [0, 5, 63];
+      for (const r of rows) {
+        d.w2s.fill(0, r * (I / 32), (r + 1) * (I / 32)); // expert 0, down row r
+        d.b2.fill(0, 2 * r, 2 * r + 2);
+      }
+      const exact = await runIn('cpu', d, T, 'fp32');
+      const fast = await runIn('cpu', d, T, 'default');
+      for (const r of rows) {
+        expect(Math.abs(exact[r])).toBeGreaterThan(1e-39);
+        expect(Math.abs(exact[r])).toBeLessThan(1e-35);
+        expect(Math.abs(fast[r] - exact[r])).toBeLessThan(1e-5 * Math.abs(exact[r]));
+      }
+    });
   },
 );
 
