@@ -9,10 +9,10 @@
 // Why it is faster: on Zen 4/5 the f32 path spends three shuffles per 32 weights (widen, two table
 // lookups) plus three f32 ops per token. Here four blocks (128 weights, one 64-byte line) are one
 // load, three shifts and four word-table lookups (vpermw), their scales one broadcast, one byte
-// shuffle and two integer ops, and each token takes eight vdpbf16ps and one FMA. Measured in L1 on
-// this build VM's Zen 5, one thread: 3.2 cycles per 64 weights and row against 4.5 for two-block
-// steps (per-pair decode and scale loads), so the experts' decode is no longer bound by issue
-// before memory is.
+// shuffle and two integer ops, and each token takes eight vdpbf16ps and one FMA. In L1 on this
+// build VM's Zen 5, one thread, 16 rows of 2880: 3.4 cycles per 64 weights and row against 4.3 for
+// two-block steps (a widening, two table-loaded scales and scalar work per pair); cold experts
+// are then bound by the lines a core keeps in flight, not by issue (benchmarks/RESULTS.md).
 #include <immintrin.h>
 
 #include <cstddef>
