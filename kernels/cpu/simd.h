@@ -60,8 +60,10 @@ struct SimdKernels {
 // MXFP4 products on AVX-512 BF16 for precision 'default' (kernels/cpu/simd_avx512bf16.cc): x is
 // split into hi = bf16(x) and lo = bf16(x - hi), and each E2M1 value (exact in bf16) meets both.
 struct Bf16Kernels {
-  // x[K] (K a multiple of 32) -> out[2K]: per 64 elements, hi of the 32 even elements, hi of the 32
-  // odd ones, lo of the even, lo of the odd; a last lone block of 32 the same with 16 of each.
+  // x[K] (K a multiple of 32) -> out[2K]: per 128 elements (four blocks), for n = 0..3 the hi of
+  // the 32 elements 4j + n, then their lo; what is left (K % 128) per 64, hi of the 32 even
+  // elements, hi of the 32 odd ones, lo of the even, lo of the odd; a last lone block of 32 the
+  // same with 16 of each.
   void (*split_hilo)(const float* x, uint16_t* out, int K);
   // y[t * ldy + r] = dot(Wmxfp4[r], x[t]) for r < rows, t < n, x[t] = xs + t * ldx in split_hilo's
   // layout; each (row, token) computed the same way whatever rows and n are.
@@ -81,8 +83,9 @@ extern const SimdKernels kSimdGeneric;
 extern const SimdKernels kSimdAvx2;
 extern const SimdKernels kSimdAvx512;
 
-// E8M0 byte s -> half its scale, 2^(s-128): the kernels' FP4 table holds doubled values (small
-// integers), and the half folds in here so a block's scale is one broadcast load. s = 255 is
+// E8M0 byte s -> half its scale, 2^(s-128): the f32 kernels' FP4 table (and the bf16 kernel's for
+// a last one or two blocks) holds doubled values (small integers), and the half folds in here so a
+// block's scale is one broadcast load. s = 255 is
 // reserved (NaN in OCP); the checkpoints never use it, and it gives inf, not a silent finite value.
 extern const float kE8m0Half[256];
 

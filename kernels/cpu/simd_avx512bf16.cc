@@ -1,15 +1,15 @@
 // MXFP4 products on AVX-512 BF16 (vdpbf16ps), for precision 'default' (simd.h, Bf16Kernels). The
 // build compiles this file with -mavx512bf16; it runs only where the CPU reports avx512_bf16.
 //
-// Why it is still within 1e-5 of f32: every E2M1 value (doubled: 0..12) is exact in bf16, and x is
+// Why it is still within 1e-5 of f32: every E2M1 value (0..6, or doubled 0..12) is exact in bf16, and x is
 // split into hi = bf16(x) and lo = bf16(x - hi), 16 significant bits between them. vdpbf16ps forms
 // each bf16 x bf16 product exactly and accumulates in f32, so the only departure from the f32 path
 // is x's last 8 bits (relative 2^-17 per element) and the order of the f32 additions.
 //
 // Why it is faster: on Zen 4/5 the f32 path spends three shuffles per 32 weights (widen, two table
-// lookups) plus three f32 ops per token. Here four blocks (128 weights, one 64-byte line) are one
-// load, three shifts and four word-table lookups (vpermw), their scales one broadcast, one byte
-// shuffle and two integer ops, and each token takes eight vdpbf16ps and one FMA. In L1 on this
+// lookups) plus three f32 ops per token. Here four blocks (128 weights, 64 bytes) are one load,
+// three shifts and four word-table lookups (vpermw), their scales one broadcast, one byte shuffle
+// and two integer ops, and each token takes eight vdpbf16ps, one add and one FMA. In L1 on this
 // build VM's Zen 5, one thread, 16 rows of 2880: 3.4 cycles per 64 weights and row against 4.3 for
 // two-block steps (a widening, two table-loaded scales and scalar work per pair); cold experts
 // are then bound by the lines a core keeps in flight, not by issue (benchmarks/RESULTS.md).
@@ -126,7 +126,8 @@ inline __m512 scale_quad(const uint8_t* s, __m512i ctl) {
 
 // Four blocks' unscaled dot product with one token's x (split_hilo's 128-element layout): a chain
 // for hi and one for lo, four vdpbf16ps each from zero, added; the same for every R and NT. Two
-// chains, not one of eight: half the latency a row waits on (measured: 3.2 against 3.5 cycles).
+// chains, not one of eight: about half the latency a row waits on (3.2 against 3.5 cycles in a
+// microbenchmark of this loop).
 inline __m512 quad_dot(const __m512bh w[4], const uint16_t* x) {
   auto X = [&](int j) { return (__m512bh)_mm512_loadu_si512(x + 32 * j); };
   __m512 h = _mm512_dpbf16_ps(_mm512_setzero_ps(), w[0], X(0));
@@ -154,9 +155,12 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   const int quads = nblocks / 4;
   for (int q = 0; q < quads; ++q) {
-    if (ahead)  // one 64-byte line per row
-      for (int i = 0; i < R; ++i)
+    if (ahead)  // 64 bytes per row a step, and with the last step the row's last byte: the steps
+                // reach 64 * quads bytes, and a last two blocks (K = 2880) lie in a line beyond
+      for (int i = 0; i < R; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(ahead + i * row_bytes + size_t(q) * 64), _MM_HINT_T0);
+        if (q == quads - 1) _mm_prefetch(reinterpret_cast<const char*>(ahead + (i + 1) * row_bytes - 1), _MM_HINT_T0);
+      }
     // 64 bytes = four blocks as 32 words: nibble n of word j is element 4j + n.
     auto decode = [&](int i, __m512bh w[4]) {
       const __m512i v = _mm512_loadu_si512(blocks + i * row_bytes + size_t(q) * 64);

@@ -30,7 +30,8 @@ const runs = opDevices('moe_mxfp4').flatMap((device): [Device, PrecisionMode][] 
     : [[device, 'fp32']],
 );
 
-function setup(T: number, route: (t: number, j: number) => number, seed: number) {
+function setup(T: number, route: (t: number, j: number) => number, seed: number, shape = { E, H, I }) {
+  const { E, H, I } = shape;
   const r = rng(seed);
   const w1b = Uint8Array.from({ length: E * 2 * I * (H / 32) * 16 }, () => Math.floor(r() * 256));
   // Large scales on expert 0 push gate/linear values past the +-7 clamp.
@@ -44,10 +45,11 @@ function setup(T: number, route: (t: number, j: number) => number, seed: number)
   const b2 = bf16Bytes(Array.from({ length: E * H }, () => r() - 0.5));
   const x = Float32Array.from({ length: T * H }, () => 2 * r() - 1);
   const idx = Int32Array.from({ length: T * k }, (_, i) => route(Math.floor(i / k), i % k));
-  return { w1b, w1s, w2b, w2s, b1, b2, x, idx };
+  return { w1b, w1s, w2b, w2s, b1, b2, x, idx, shape };
 }
 
 function reference(d: ReturnType<typeof setup>, T: number): { y: Float64Array; clamped: number } {
+  const { H, I } = d.shape;
   const y = new Float64Array(T * k * H);
   const b1 = bf16Values(d.b1),
     b2 = bf16Values(d.b2);
@@ -90,6 +92,7 @@ async function runIn(
   precision: PrecisionMode = 'fp32',
   maxTokens = T,
 ) {
+  const { E, H, I } = d.shape;
   const out = await runOp({
     device,
     precision,
@@ -179,6 +182,24 @@ describe.runIf(opDevices('moe_mxfp4').includes('cpu') && addon().deviceInfo().cp
       const fast = await runIn('cpu', d, T, 'default');
       expect(Array.from(fast)).not.toEqual(Array.from(exact));
       expect(relErr(fast, exact)).toBeLessThan(1e-5);
+    });
+
+    // The module's shapes give the bf16 kernel one four-block step per down row and none per
+    // gate_up row. Here gate_up rows are two steps (H = 256, nothing left over) and down rows a
+    // step and a lone block (I = 160); five tokens on the same experts go four, then one.
+    it('four-block steps: other rows and widths, the f32 values within 1e-5, a token alone gets its bits among five', async () => {
+      const shape = { E: 3, H: 256, I: 160 };
+      const T = 5;
+      const d = setup(T, (_, j) => j, 21, shape);
+      const exact = await runIn('cpu', d, T, 'fp32');
+      const fast = await runIn('cpu', d, T, 'default');
+      expect(Array.from(fast)).not.toEqual(Array.from(exact));
+      expect(relErr(fast, exact)).toBeLessThan(1e-5);
+      for (const t of [0, 4]) {
+        const alone = { ...d, x: d.x.slice(t * 256, (t + 1) * 256), idx: d.idx.slice(t * k, (t + 1) * k) };
+        const got = await runIn('cpu', alone, 1, 'default');
+        expect(Array.from(got)).toEqual(Array.from(fast.slice(t * k * 256, (t + 1) * k * 256)));
+      }
     });
 
     // Four-block steps build a block's scale from its byte as an exponent field (no table): byte 0
