@@ -85,8 +85,8 @@ extern const SimdKernels kSimdAvx512;
 
 // E8M0 byte s -> half its scale, 2^(s-128): the f32 kernels' FP4 table (and the bf16 kernel's for
 // a last one or two blocks) holds doubled values (small integers), and the half folds in here so a
-// block's scale is one broadcast load. s = 255 is
-// reserved (NaN in OCP); the checkpoints never use it, and it gives inf, not a silent finite value.
+// block's scale is one broadcast load. s = 255 is reserved (NaN in OCP); the checkpoints never use
+// it, and it gives inf, not a silent finite value.
 extern const float kE8m0Half[256];
 
 // Reorders x[K] into block-split order (see the header comment). K must be a multiple of 32.

@@ -1,8 +1,8 @@
 // MXFP4 products on AVX-512 BF16 (vdpbf16ps), for precision 'default' (simd.h, Bf16Kernels). The
 // build compiles this file with -mavx512bf16; it runs only where the CPU reports avx512_bf16.
 //
-// Why it is still within 1e-5 of f32: every E2M1 value (0..6, or doubled 0..12) is exact in bf16, and x is
-// split into hi = bf16(x) and lo = bf16(x - hi), 16 significant bits between them. vdpbf16ps forms
+// Why it is still within 1e-5 of f32: every E2M1 value (0..6, or doubled 0..12) is exact in bf16,
+// and x is split into hi = bf16(x) and lo = bf16(x - hi), 16 significant bits between them. vdpbf16ps forms
 // each bf16 x bf16 product exactly and accumulates in f32, so the only departure from the f32 path
 // is x's last 8 bits (relative 2^-17 per element) and the order of the f32 additions.
 //
@@ -154,13 +154,13 @@ inline void rows_bf16(const uint8_t* blocks, const uint8_t* scales, int nblocks,
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   const int quads = nblocks / 4;
+  if (ahead)  // each later row's last byte: the steps below reach 64 * quads bytes of it, and a
+              // last two blocks (K = 2880) lie in a line beyond
+    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(ahead + (i + 1) * row_bytes - 1), _MM_HINT_T0);
   for (int q = 0; q < quads; ++q) {
-    if (ahead)  // 64 bytes per row a step, and with the last step the row's last byte: the steps
-                // reach 64 * quads bytes, and a last two blocks (K = 2880) lie in a line beyond
-      for (int i = 0; i < R; ++i) {
+    if (ahead)  // 64 bytes per row a step
+      for (int i = 0; i < R; ++i)
         _mm_prefetch(reinterpret_cast<const char*>(ahead + i * row_bytes + size_t(q) * 64), _MM_HINT_T0);
-        if (q == quads - 1) _mm_prefetch(reinterpret_cast<const char*>(ahead + (i + 1) * row_bytes - 1), _MM_HINT_T0);
-      }
     // 64 bytes = four blocks as 32 words: nibble n of word j is element 4j + n.
     auto decode = [&](int i, __m512bh w[4]) {
       const __m512i v = _mm512_loadu_si512(blocks + i * row_bytes + size_t(q) * 64);
