@@ -11,8 +11,9 @@
 // three shifts and four word-table lookups (vpermw), their scales one broadcast, one byte shuffle
 // and two integer ops, and each token takes eight vdpbf16ps, one add and one FMA. In L1 on this
 // build VM's Zen 5, one thread, 16 rows of 2880: 3.4 cycles per 64 weights and row against 4.3 for
-// two-block steps (a widening, two table-loaded scales and scalar work per pair); cold experts
-// are then bound by the lines a core keeps in flight, not by issue (benchmarks/RESULTS.md).
+// two-block steps (a widening, two table-loaded scales and scalar work per pair). The eight
+// vdpbf16ps are still the floor: at 1.6 a cycle here they allow ~70 GB/s on two cores, and cold
+// experts read 40-50 GB/s where that and memory overlap (benchmarks/RESULTS.md).
 #include <immintrin.h>
 
 #include <cstddef>
